@@ -1,0 +1,545 @@
+//! The ledger of one process: every mapping of `smaps` sorted into exactly one category.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use memlens_procfs::smaps::{Counters, Mapping};
+use memlens_procfs::{Process, Result};
+
+use crate::category::{self, by_name, file_name, Category};
+use crate::distribution::DistributionResolver;
+
+/// RSS, PSS, USS and swap of a row, an item or a process, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Amounts {
+    /// Resident set.
+    pub rss: u64,
+    /// Proportional set.
+    pub pss: u64,
+    /// Unique set (Private_Clean + Private_Dirty).
+    pub uss: u64,
+    /// Swapped out.
+    pub swap: u64,
+}
+
+impl Amounts {
+    /// The amounts of a set of page counters.
+    pub fn of(c: &Counters) -> Self {
+        Amounts {
+            rss: c.rss,
+            pss: c.pss,
+            uss: c.uss(),
+            swap: c.swap,
+        }
+    }
+
+    /// Adds another.
+    pub fn add(&mut self, o: &Amounts) {
+        self.rss += o.rss;
+        self.pss += o.pss;
+        self.uss += o.uss;
+        self.swap += o.swap;
+    }
+}
+
+/// One named part of a ledger row (a distribution, a library, a file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Item {
+    /// Name (untrusted: comes from the target's paths).
+    pub name: String,
+    /// Its amounts.
+    #[serde(flatten)]
+    pub amounts: Amounts,
+    /// Virtual size of its mappings.
+    pub size: u64,
+    /// Number of mappings.
+    pub mappings: u64,
+}
+
+/// One category of the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Row {
+    /// The category.
+    pub category: Category,
+    /// Its amounts.
+    #[serde(flatten)]
+    pub amounts: Amounts,
+    /// Virtual size of its mappings.
+    pub size: u64,
+    /// Number of mappings (a mapping split between categories counts in each).
+    pub mappings: u64,
+    /// Its parts, largest PSS first.
+    pub items: Vec<Item>,
+}
+
+/// Thread stacks found in the address space.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ThreadStacks {
+    /// Stacks found (the main thread's included).
+    pub count: u64,
+    /// Address space reserved for them, guard pages included.
+    pub reserved: u64,
+    /// Resident bytes.
+    pub resident: u64,
+    /// Threads whose stack could not be located (running on a CPU, no stack pointer shown).
+    pub unlocated: u64,
+}
+
+/// What the ledger knows about the Python in a process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PythonInfo {
+    /// `3.11` from file names, or the exact `3.11.7` when the interpreter was read.
+    pub version: Option<String>,
+    /// Where the interpreter lives: the executable (static build) or libpython (shared build).
+    pub binary: String,
+    /// `static` or `shared`.
+    pub build: &'static str,
+}
+
+/// Address ranges learnt from the interpreter, classified ahead of the name rules.
+#[derive(Debug, Clone, Default)]
+pub struct Hints {
+    /// pymalloc arenas `[start, end)`.
+    pub python_arenas: Vec<(u64, u64)>,
+}
+
+/// The reconciled ledger of one process.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProcessLedger {
+    /// Process id.
+    pub pid: u32,
+    /// Parent process id.
+    pub ppid: u32,
+    /// The comm.
+    pub name: String,
+    /// Command line, arguments joined by spaces (untrusted).
+    pub cmdline: String,
+    /// The Python found in the process, if any.
+    pub python: Option<PythonInfo>,
+    /// Threads.
+    pub threads: u32,
+    /// Peak RSS (the kernel's exact high-water mark).
+    pub vm_hwm: u64,
+    /// Sum of every mapping (equals the sum of the rows).
+    pub totals: Amounts,
+    /// Virtual size.
+    pub size: u64,
+    /// One row a category that has mappings, largest PSS first.
+    pub ledger: Vec<Row>,
+    /// Stacks.
+    pub thread_stacks: ThreadStacks,
+}
+
+impl ProcessLedger {
+    /// The row of a category, if present.
+    pub fn row(&self, c: Category) -> Option<&Row> {
+        self.ledger.iter().find(|r| r.category == c)
+    }
+}
+
+/// Everything read from `/proc` that the ledger is computed from (kept apart from the reading so
+/// the sorting is testable on captured files).
+#[derive(Debug, Clone)]
+pub struct ProcessParts {
+    /// Process id.
+    pub pid: u32,
+    /// Parent.
+    pub ppid: u32,
+    /// comm.
+    pub name: Vec<u8>,
+    /// NUL-separated command line.
+    pub cmdline: Vec<u8>,
+    /// `exe` link target.
+    pub exe: Vec<u8>,
+    /// Threads.
+    pub threads: u32,
+    /// VmHWM.
+    pub vm_hwm: u64,
+    /// `smaps`.
+    pub mappings: Vec<Mapping>,
+    /// Each thread's stack pointer, `None` when it was running.
+    pub stack_pointers: Vec<Option<u64>>,
+}
+
+impl ProcessParts {
+    /// Reads a live process. Threads that exit during the read are skipped.
+    pub fn read(proc: &Process) -> Result<Self> {
+        let status = proc.status()?;
+        let mappings = proc.smaps()?;
+        let mut stack_pointers = Vec::new();
+        for tid in proc.threads()? {
+            match proc.task_syscall(tid) {
+                Ok(s) => stack_pointers.push(s.stack_pointer()),
+                Err(memlens_procfs::Error::ProcessGone { .. }) => {}
+                Err(e) => {
+                    log::debug!("pid {}: no syscall for thread {tid}: {e}", proc.pid());
+                    stack_pointers.push(None);
+                }
+            }
+        }
+        Ok(ProcessParts {
+            pid: proc.pid(),
+            ppid: status.ppid,
+            name: status.name,
+            cmdline: proc.cmdline().unwrap_or_default(),
+            exe: proc.exe().unwrap_or_default(),
+            threads: status.threads,
+            vm_hwm: status.vm_hwm,
+            mappings,
+            stack_pointers,
+        })
+    }
+}
+
+/// Finds the Python of a process from its executable and mapped libraries.
+pub fn detect_python(exe: &[u8], mappings: &[Mapping]) -> Option<PythonInfo> {
+    let exe = exe.strip_suffix(b" (deleted)").unwrap_or(exe);
+    let lib = mappings
+        .iter()
+        .map(|m| m.entry.path_without_deleted())
+        .find(|p| category::is_libpython(file_name(p)));
+    let exe_is_python = {
+        let n = file_name(exe);
+        n.starts_with(b"python") && (n.len() == 6 || n[6].is_ascii_digit())
+    };
+    let (binary, build) = match lib {
+        Some(lib) => (lib, "shared"),
+        None if exe_is_python => (exe, "static"),
+        None => return None,
+    };
+    let version = category::python_version_in_name(file_name(binary))
+        .or_else(|| category::python_version_in_name(file_name(exe)))
+        .map(|(maj, min, flags)| format!("{maj}.{min}{flags}"));
+    Some(PythonInfo {
+        version,
+        binary: String::from_utf8_lossy(binary).into_owned(),
+        build,
+    })
+}
+
+#[derive(Default)]
+struct Acc {
+    amounts: Amounts,
+    size: u64,
+    mappings: u64,
+    items: BTreeMap<String, Item>,
+}
+
+impl Acc {
+    fn add(&mut self, item: &str, amounts: Amounts, size: u64) {
+        self.amounts.add(&amounts);
+        self.size += size;
+        self.mappings += 1;
+        let it = self.items.entry(item.to_string()).or_insert_with(|| Item {
+            name: item.to_string(),
+            amounts: Amounts::default(),
+            size: 0,
+            mappings: 0,
+        });
+        it.amounts.add(&amounts);
+        it.size += size;
+        it.mappings += 1;
+    }
+}
+
+/// Splits counters in proportion to a share of the mapping's size (an estimate used where one
+/// kernel mapping holds memory of two categories, e.g. pymalloc arenas merged with other
+/// anonymous memory). The parts add up exactly to the whole.
+fn split(c: &Counters, part: u64, whole: u64) -> (Counters, Counters) {
+    let f = |v: u64| -> (u64, u64) {
+        if whole == 0 {
+            return (0, v);
+        }
+        let a = ((u128::from(v) * u128::from(part)) / u128::from(whole)) as u64;
+        (a, v - a)
+    };
+    let mut a = Counters::default();
+    let mut b = Counters::default();
+    macro_rules! s {
+        ($($field:ident),*) => {$( let (x, y) = f(c.$field); a.$field = x; b.$field = y; )*};
+    }
+    s!(
+        size,
+        rss,
+        pss,
+        shared_clean,
+        shared_dirty,
+        private_clean,
+        private_dirty,
+        anonymous,
+        anon_huge_pages,
+        swap,
+        swap_pss,
+        locked
+    );
+    (a, b)
+}
+
+/// Sorts the mappings of a process into the ledger.
+pub fn build(
+    parts: &ProcessParts,
+    hints: &Hints,
+    resolver: &mut DistributionResolver,
+) -> ProcessLedger {
+    let exe_path = parts
+        .exe
+        .strip_suffix(b" (deleted)")
+        .unwrap_or(&parts.exe)
+        .to_vec();
+    let python = detect_python(&parts.exe, &parts.mappings);
+    let libpython: Option<&[u8]> = python
+        .as_ref()
+        .filter(|p| p.build == "shared")
+        .map(|p| p.binary.as_bytes());
+    let stacks = find_stacks(&parts.mappings, &parts.stack_pointers);
+    let mut accs: BTreeMap<Category, Acc> = BTreeMap::new();
+    let mut totals = Counters::default();
+    for (i, m) in parts.mappings.iter().enumerate() {
+        totals.add(&m.counters);
+        let mut counters = m.counters;
+        let e = &m.entry;
+        // pymalloc arenas: the part of an anonymous mapping that overlaps them.
+        if e.is_anonymous() && !hints.python_arenas.is_empty() {
+            let overlap: u64 = hints
+                .python_arenas
+                .iter()
+                .map(|&(s, end)| end.min(e.end).saturating_sub(s.max(e.start)))
+                .sum();
+            if overlap > 0 {
+                let (arena, rest) = split(&counters, overlap.min(e.size()), e.size());
+                accs.entry(Category::PythonHeap).or_default().add(
+                    "pymalloc arenas",
+                    Amounts::of(&arena),
+                    arena.size,
+                );
+                if overlap >= e.size() {
+                    continue;
+                }
+                counters = rest;
+            }
+        }
+        let (cat, item) = classify(
+            m,
+            i,
+            &stacks,
+            &exe_path,
+            libpython,
+            python.is_some(),
+            resolver,
+        );
+        accs.entry(cat)
+            .or_default()
+            .add(&item, Amounts::of(&counters), counters.size);
+    }
+    let mut ledger: Vec<Row> = accs
+        .into_iter()
+        .map(|(category, acc)| {
+            let mut items: Vec<Item> = acc.items.into_values().collect();
+            items.sort_by(|a, b| b.amounts.pss.cmp(&a.amounts.pss).then(a.name.cmp(&b.name)));
+            Row {
+                category,
+                amounts: acc.amounts,
+                size: acc.size,
+                mappings: acc.mappings,
+                items,
+            }
+        })
+        .collect();
+    ledger.sort_by(|a, b| {
+        b.amounts
+            .pss
+            .cmp(&a.amounts.pss)
+            .then(a.category.cmp(&b.category))
+    });
+    let mut thread_stacks = ThreadStacks {
+        unlocated: stacks.unlocated,
+        ..ThreadStacks::default()
+    };
+    for (i, m) in parts.mappings.iter().enumerate() {
+        match stacks.role.get(&i) {
+            Some(StackRole::Stack) => {
+                thread_stacks.count += 1;
+                thread_stacks.reserved += m.entry.size();
+                thread_stacks.resident += m.counters.rss;
+            }
+            Some(StackRole::Guard) => thread_stacks.reserved += m.entry.size(),
+            None => {}
+        }
+    }
+    ProcessLedger {
+        pid: parts.pid,
+        ppid: parts.ppid,
+        name: String::from_utf8_lossy(&parts.name).into_owned(),
+        cmdline: cmdline_string(&parts.cmdline),
+        python,
+        threads: parts.threads,
+        vm_hwm: parts.vm_hwm,
+        size: totals.size,
+        totals: Amounts::of(&totals),
+        ledger,
+        thread_stacks,
+    }
+}
+
+/// Joins a NUL-separated command line with spaces.
+pub fn cmdline_string(raw: &[u8]) -> String {
+    let joined: Vec<u8> = raw
+        .iter()
+        .map(|b| if *b == 0 { b' ' } else { *b })
+        .collect();
+    String::from_utf8_lossy(&joined).into_owned()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StackRole {
+    Stack,
+    Guard,
+}
+
+struct Stacks {
+    role: BTreeMap<usize, StackRole>,
+    unlocated: u64,
+}
+
+/// Finds stack mappings: `[stack]`, each mapping that holds a thread's stack pointer, and for
+/// threads caught running, anonymous `rw-p` mappings with a guard page right below (the shape
+/// glibc gives thread stacks; malloc arenas have their reserve above instead).
+fn find_stacks(mappings: &[Mapping], sps: &[Option<u64>]) -> Stacks {
+    let mut role = BTreeMap::new();
+    let main = mappings.iter().position(|m| m.entry.path == b"[stack]");
+    let mark = |role: &mut BTreeMap<usize, StackRole>, i: usize| {
+        role.insert(i, StackRole::Stack);
+        if i > 0 {
+            let g = &mappings[i - 1].entry;
+            if g.end == mappings[i].entry.start
+                && g.is_inaccessible()
+                && g.is_anonymous()
+                && g.size() <= 1 << 20
+            {
+                role.insert(i - 1, StackRole::Guard);
+            }
+        }
+    };
+    if let Some(i) = main {
+        mark(&mut role, i);
+    }
+    let mut unlocated_threads = 0u64;
+    for sp in sps {
+        match sp {
+            Some(sp) => {
+                if let Some(i) = mappings.iter().position(|m| m.entry.contains(*sp)) {
+                    if role.get(&i) != Some(&StackRole::Stack) {
+                        mark(&mut role, i);
+                    }
+                } else {
+                    unlocated_threads += 1;
+                }
+            }
+            None => unlocated_threads += 1,
+        }
+    }
+    // Threads caught on a CPU: look for the glibc stack shape among unclaimed mappings.
+    let mut remaining = unlocated_threads;
+    if remaining > 0 {
+        for i in 1..mappings.len() {
+            if remaining == 0 {
+                break;
+            }
+            let (g, m) = (&mappings[i - 1].entry, &mappings[i].entry);
+            let shaped = m.is_anonymous()
+                && &m.perms == b"rw-p"
+                && g.is_anonymous()
+                && g.is_inaccessible()
+                && g.end == m.start
+                && g.size() <= 1 << 16
+                && m.size() <= 1 << 30
+                && !role.contains_key(&i);
+            if shaped {
+                mark(&mut role, i);
+                remaining -= 1;
+            }
+        }
+    }
+    Stacks {
+        role,
+        unlocated: remaining,
+    }
+}
+
+fn classify(
+    m: &Mapping,
+    index: usize,
+    stacks: &Stacks,
+    exe: &[u8],
+    libpython: Option<&[u8]>,
+    is_python: bool,
+    resolver: &mut DistributionResolver,
+) -> (Category, String) {
+    let e = &m.entry;
+    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match stacks.role.get(&index) {
+        Some(StackRole::Stack) if e.path == b"[stack]" => {
+            return (Category::ThreadStacks, "main thread".into())
+        }
+        Some(StackRole::Stack) => return (Category::ThreadStacks, "threads".into()),
+        Some(StackRole::Guard) => return (Category::ThreadStacks, "guard pages".into()),
+        None => {}
+    }
+    if let Some((cat, item)) = by_name(e) {
+        return (cat, lossy(&item));
+    }
+    let path = e.path_without_deleted();
+    if path.is_empty() || e.is_anonymous() {
+        if e.is_shared() {
+            return (Category::SharedMemory, "shared anonymous".into());
+        }
+        return (
+            Category::NativeHeap,
+            "anonymous mmap (malloc arenas, large allocations)".into(),
+        );
+    }
+    if path.starts_with(b"[") {
+        return (Category::Other, lossy(path));
+    }
+    let name = file_name(path);
+    if (is_python && path == exe) || libpython == Some(path) {
+        return (Category::Interpreter, lossy(name));
+    }
+    if path == exe {
+        return (Category::Other, format!("program: {}", lossy(name)));
+    }
+    if category::is_shared_object(name) {
+        if let Some(dist) = resolver.item_for(path) {
+            return (Category::Extensions, dist);
+        }
+        return (Category::SystemLibraries, lossy(name));
+    }
+    if e.is_shared() && path.starts_with(b"/dev/") {
+        return (Category::SharedMemory, lossy(path));
+    }
+    if path.starts_with(b"/") {
+        return (Category::MappedFiles, lossy(path));
+    }
+    (Category::Other, lossy(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_adds_up() {
+        let c = Counters {
+            size: 10 << 20,
+            rss: 999_999,
+            pss: 777,
+            private_dirty: 12345,
+            ..Counters::default()
+        };
+        let (a, b) = split(&c, 3 << 20, 10 << 20);
+        assert_eq!(a.rss + b.rss, c.rss);
+        assert_eq!(a.pss + b.pss, c.pss);
+        assert_eq!(a.size, 3 << 20);
+    }
+}

@@ -1,0 +1,193 @@
+//! The ledger of a process tree: sums of PSS (the honest total), USS and RSS, the cgroup view,
+//! and one-line findings.
+
+use serde::Serialize;
+
+use memlens_procfs::cgroup::CgroupMemory;
+use memlens_procfs::tree::ProcessTable;
+use memlens_procfs::{Error, Process, Result};
+
+use crate::category::Category;
+use crate::distribution::DistributionResolver;
+use crate::process::{build, Amounts, Hints, ProcessLedger, ProcessParts};
+use crate::units::format_bytes;
+
+/// The ledger of one process or a tree.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TreeLedger {
+    /// The process the snapshot was asked for.
+    pub root: u32,
+    /// Sums over the processes. `pss` is the honest total; `rss` double-counts shared pages.
+    pub totals: Amounts,
+    /// How much the RSS sum overstates the memory in use (`rss - pss`).
+    pub rss_overcount: u64,
+    /// Every process, parents before children.
+    pub processes: Vec<ProcessLedger>,
+    /// The memory cgroup of the root process.
+    pub cgroup: Option<CgroupMemory>,
+    /// Plain-language findings, most important first.
+    pub findings: Vec<String>,
+}
+
+/// Takes the ledger of `pid`, or of it and every descendant with `tree`. `hints` supplies
+/// interpreter-derived address ranges per process (empty when the Python view is off).
+/// Descendants that exit during the read are left out; the root exiting is an error.
+pub fn snapshot(pid: u32, tree: bool, hints: &mut dyn FnMut(u32) -> Hints) -> Result<TreeLedger> {
+    let root = Process::new(pid)?;
+    let pids = if tree {
+        ProcessTable::scan()?.subtree(pid)
+    } else {
+        vec![pid]
+    };
+    let mut resolver = DistributionResolver::new(root.dir().join("root"));
+    let mut processes = Vec::with_capacity(pids.len());
+    for p in pids {
+        let read = Process::new(p).and_then(|proc| ProcessParts::read(&proc));
+        match read {
+            Ok(parts) => {
+                let h = hints(p);
+                processes.push(build(&parts, &h, &mut resolver));
+            }
+            Err(Error::ProcessGone { .. }) if p != pid => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    let cgroup = root.memory_cgroup().unwrap_or_else(|e| {
+        log::debug!("no cgroup view for {pid}: {e}");
+        None
+    });
+    Ok(assemble(pid, processes, cgroup))
+}
+
+/// Sums processes into a tree ledger and writes its findings.
+pub fn assemble(
+    root: u32,
+    processes: Vec<ProcessLedger>,
+    cgroup: Option<CgroupMemory>,
+) -> TreeLedger {
+    let mut totals = Amounts::default();
+    for p in &processes {
+        totals.add(&p.totals);
+    }
+    let mut t = TreeLedger {
+        root,
+        totals,
+        rss_overcount: totals.rss.saturating_sub(totals.pss),
+        processes,
+        cgroup,
+        findings: Vec::new(),
+    };
+    t.findings = findings(&t);
+    t
+}
+
+/// Adds the amounts of every process's rows per category.
+pub fn by_category(processes: &[ProcessLedger]) -> Vec<(Category, Amounts)> {
+    let mut out: Vec<(Category, Amounts)> = Vec::new();
+    for p in processes {
+        for r in &p.ledger {
+            match out.iter_mut().find(|(c, _)| *c == r.category) {
+                Some((_, a)) => a.add(&r.amounts),
+                None => out.push((r.category, r.amounts)),
+            }
+        }
+    }
+    out.sort_by(|a, b| b.1.pss.cmp(&a.1.pss));
+    out
+}
+
+fn pct(part: u64, whole: u64) -> u64 {
+    if whole == 0 {
+        0
+    } else {
+        (part * 100 + whole / 2) / whole
+    }
+}
+
+fn findings(t: &TreeLedger) -> Vec<String> {
+    let mut f = Vec::new();
+    let n = t.processes.len();
+    if n > 1 && t.rss_overcount > 0 {
+        f.push(format!(
+            "summing RSS would report {}; {} of it is pages shared between the {n} processes, counted once here (PSS total {})",
+            format_bytes(t.totals.rss),
+            format_bytes(t.rss_overcount),
+            format_bytes(t.totals.pss)
+        ));
+        f.push(format!(
+            "{} is unique to single processes (USS): what exiting them one by one would free",
+            format_bytes(t.totals.uss)
+        ));
+    }
+    let cats = by_category(&t.processes);
+    if let Some((c, a)) = cats.first() {
+        if t.totals.pss > 0 {
+            f.push(format!(
+                "{} is the largest part: {} PSS, {}% of the total",
+                c.name(),
+                format_bytes(a.pss),
+                pct(a.pss, t.totals.pss)
+            ));
+        }
+    }
+    let threads: u64 = t.processes.iter().map(|p| u64::from(p.threads)).sum();
+    let (reserved, resident): (u64, u64) = t.processes.iter().fold((0, 0), |(a, b), p| {
+        (a + p.thread_stacks.reserved, b + p.thread_stacks.resident)
+    });
+    if threads > n as u64 {
+        f.push(format!(
+            "{threads} threads reserve {} of stack address space; {} of it is resident",
+            format_bytes(reserved),
+            format_bytes(resident)
+        ));
+    }
+    let ext: Vec<(String, u64)> = {
+        let mut m: Vec<(String, u64)> = Vec::new();
+        for p in &t.processes {
+            if let Some(r) = p.row(Category::Extensions) {
+                for it in &r.items {
+                    match m.iter_mut().find(|(n, _)| *n == it.name) {
+                        Some((_, v)) => *v += it.amounts.pss,
+                        None => m.push((it.name.clone(), it.amounts.pss)),
+                    }
+                }
+            }
+        }
+        m.sort_by(|a, b| b.1.cmp(&a.1));
+        m
+    };
+    if let Some((name, pss)) = ext.first() {
+        if *pss >= 1 << 20 {
+            f.push(format!(
+                "the largest extension package is {name}: {} PSS of code and data",
+                format_bytes(*pss)
+            ));
+        }
+    }
+    if t.totals.swap > 0 {
+        f.push(format!(
+            "{} is swapped out (not in RSS)",
+            format_bytes(t.totals.swap)
+        ));
+    }
+    if let Some(cg) = &t.cgroup {
+        match (cg.limit, cg.headroom()) {
+            (Some(limit), Some(head)) => f.push(format!(
+                "the memory cgroup is charged {} of its {} limit ({} headroom); the OOM killer acts on this, not on RSS",
+                format_bytes(cg.usage),
+                format_bytes(limit),
+                format_bytes(head)
+            )),
+            _ => f.push(format!(
+                "the memory cgroup is charged {} (page cache and kernel memory included) and has no limit",
+                format_bytes(cg.usage)
+            )),
+        }
+        if let Some(k) = cg.oom_kills.filter(|k| *k > 0) {
+            f.push(format!(
+                "the OOM killer has already killed {k} process(es) in this cgroup"
+            ));
+        }
+    }
+    f
+}

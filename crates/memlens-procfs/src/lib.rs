@@ -1,0 +1,324 @@
+//! Readers for `/proc` and cgroup files.
+//!
+//! Every file has a pure `parse(&[u8])` function (bytes in, typed values out, no `String` round
+//! trips), and [`Process`] is the thin file layer over them. This crate knows nothing about
+//! Python or about ledgers; it never writes to `/proc` or to a cgroup.
+
+pub mod bytes;
+pub mod cgroup;
+mod error;
+pub mod maps;
+pub mod smaps;
+pub mod stat;
+pub mod statm;
+pub mod status;
+pub mod syscall;
+pub mod tree;
+
+use std::fs::File;
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+pub use error::{Error, Result};
+
+/// Serializes raw bytes from the kernel or a target as a (lossily decoded) string.
+pub fn serialize_lossy<S: serde::Serializer>(
+    v: &[u8],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(v))
+}
+
+/// Maps an I/O error on a `/proc/PID/...` file to this crate's errors.
+fn classify_io(err: std::io::Error, path: &Path, pid: u32) -> Error {
+    match err.kind() {
+        ErrorKind::NotFound => Error::ProcessGone { pid },
+        ErrorKind::PermissionDenied => Error::PermissionDenied {
+            path: path.to_path_buf(),
+        },
+        // ESRCH: the task exited between open and read.
+        _ if err.raw_os_error() == Some(libc::ESRCH) => Error::ProcessGone { pid },
+        _ => Error::Io {
+            path: path.to_path_buf(),
+            source: err,
+        },
+    }
+}
+
+/// Reads a whole file, classifying errors against `pid` (0 when not a process file).
+pub fn read_path(path: &Path, pid: u32) -> Result<Vec<u8>> {
+    let mut f = File::open(path).map_err(|e| classify_io(e, path, pid))?;
+    let mut buf = Vec::with_capacity(4096);
+    f.read_to_end(&mut buf)
+        .map_err(|e| classify_io(e, path, pid))?;
+    Ok(buf)
+}
+
+/// The system page size in bytes.
+pub fn page_size() -> u64 {
+    #[allow(unsafe_code)]
+    // SAFETY: sysconf has no preconditions and only reads a constant.
+    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if v > 0 {
+        v as u64
+    } else {
+        4096
+    }
+}
+
+/// Clock ticks per second (for `stat` times).
+pub fn clock_ticks() -> u64 {
+    #[allow(unsafe_code)]
+    // SAFETY: sysconf has no preconditions and only reads a constant.
+    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if v > 0 {
+        v as u64
+    } else {
+        100
+    }
+}
+
+/// One process's `/proc` directory.
+#[derive(Debug, Clone)]
+pub struct Process {
+    pid: u32,
+    dir: PathBuf,
+}
+
+impl Process {
+    /// A process under the real `/proc`; fails with [`Error::ProcessGone`] when it does not exist.
+    pub fn new(pid: u32) -> Result<Self> {
+        Self::with_root(Path::new("/proc"), pid)
+    }
+
+    /// A process under another procfs root (tests use captured trees).
+    pub fn with_root(root: &Path, pid: u32) -> Result<Self> {
+        let dir = root.join(pid.to_string());
+        if pid == 0 || !dir.exists() {
+            return Err(Error::ProcessGone { pid });
+        }
+        Ok(Process { pid, dir })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The `/proc/PID` directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn read(&self, name: &str) -> Result<Vec<u8>> {
+        read_path(&self.dir.join(name), self.pid)
+    }
+
+    /// `status`.
+    pub fn status(&self) -> Result<status::Status> {
+        status::parse(&self.read("status")?)
+    }
+
+    /// `stat`.
+    pub fn stat(&self) -> Result<stat::Stat> {
+        stat::parse(&self.read("stat")?)
+    }
+
+    /// `statm`.
+    pub fn statm(&self) -> Result<statm::Statm> {
+        statm::parse(&self.read("statm")?, page_size())
+    }
+
+    /// `maps`.
+    pub fn maps(&self) -> Result<Vec<maps::MapEntry>> {
+        maps::parse(&self.read("maps")?)
+    }
+
+    /// `smaps`: every mapping with its counters.
+    pub fn smaps(&self) -> Result<Vec<smaps::Mapping>> {
+        let bytes = self.read("smaps")?;
+        if bytes.is_empty() {
+            // A zombie or a process that exited between open and read has no mappings.
+            self.ensure_alive()?;
+        }
+        smaps::parse(&bytes)
+    }
+
+    /// `smaps_rollup`, or the sum of `smaps` where the kernel has no rollup (before 4.14).
+    pub fn smaps_rollup(&self) -> Result<smaps::Counters> {
+        match self.read("smaps_rollup") {
+            Ok(bytes) if bytes.is_empty() => {
+                self.ensure_alive()?;
+                Ok(smaps::Counters::default())
+            }
+            Ok(bytes) => smaps::parse_rollup(&bytes),
+            Err(Error::ProcessGone { .. }) if self.dir.exists() => Ok(smaps::sum(&self.smaps()?)),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn ensure_alive(&self) -> Result<()> {
+        match self.status() {
+            Ok(s) if s.state == b'Z' || s.state == b'X' => {
+                Err(Error::ProcessGone { pid: self.pid })
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The command line, arguments separated by NUL (empty for kernel threads and zombies).
+    pub fn cmdline(&self) -> Result<Vec<u8>> {
+        let mut c = self.read("cmdline")?;
+        while c.last() == Some(&0) {
+            c.pop();
+        }
+        Ok(c)
+    }
+
+    /// The command line's arguments.
+    pub fn argv(&self) -> Result<Vec<Vec<u8>>> {
+        let c = self.cmdline()?;
+        if c.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(c.split(|b| *b == 0).map(<[u8]>::to_vec).collect())
+    }
+
+    /// The target of `exe` (raw bytes; ` (deleted)` when the file was replaced).
+    pub fn exe(&self) -> Result<Vec<u8>> {
+        use std::os::unix::ffi::OsStrExt;
+        let p = self.dir.join("exe");
+        std::fs::read_link(&p)
+            .map(|t| t.as_os_str().as_bytes().to_vec())
+            .map_err(|e| classify_io(e, &p, self.pid))
+    }
+
+    /// Thread ids, from `task/`.
+    pub fn threads(&self) -> Result<Vec<u32>> {
+        let p = self.dir.join("task");
+        let rd = std::fs::read_dir(&p).map_err(|e| classify_io(e, &p, self.pid))?;
+        let mut tids: Vec<u32> = rd
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        tids.sort_unstable();
+        Ok(tids)
+    }
+
+    /// `task/TID/stat`.
+    pub fn task_stat(&self, tid: u32) -> Result<stat::Stat> {
+        stat::parse(&self.read(&format!("task/{tid}/stat"))?)
+    }
+
+    /// `task/TID/syscall` (needs ptrace access to the process).
+    pub fn task_syscall(&self, tid: u32) -> Result<syscall::Syscall> {
+        syscall::parse(&self.read(&format!("task/{tid}/syscall"))?)
+    }
+
+    /// `task/TID/comm` (the thread's name).
+    pub fn task_comm(&self, tid: u32) -> Result<Vec<u8>> {
+        let mut c = self.read(&format!("task/{tid}/comm"))?;
+        if c.last() == Some(&b'\n') {
+            c.pop();
+        }
+        Ok(c)
+    }
+
+    /// The memory cgroup of the process with its figures, `None` when no memory controller is
+    /// mounted where this process can see it.
+    pub fn memory_cgroup(&self) -> Result<Option<cgroup::CgroupMemory>> {
+        let memberships = cgroup::parse_memberships(&self.read("cgroup")?);
+        let mounts = cgroup::parse_mounts(&read_path(Path::new("/proc/self/mountinfo"), 0)?);
+        match cgroup::locate(&memberships, &mounts) {
+            Some((version, path, dir)) => match cgroup::read_memory(version, path, &dir) {
+                Ok(m) => Ok(Some(m)),
+                Err(Error::ProcessGone { .. }) => Ok(None),
+                Err(e) => Err(e),
+            },
+            None => Ok(None),
+        }
+    }
+
+    /// Opens the cheap counter files once, for repeated sampling.
+    pub fn counter_files(&self) -> Result<CounterFiles> {
+        let open = |name: &str| {
+            let p = self.dir.join(name);
+            File::open(&p).map_err(|e| classify_io(e, &p, self.pid))
+        };
+        Ok(CounterFiles {
+            pid: self.pid,
+            status: open("status")?,
+            statm: open("statm")?,
+            rollup: open("smaps_rollup").ok(),
+            buf: Vec::with_capacity(2048),
+            page_size: page_size(),
+        })
+    }
+}
+
+/// `status`, `statm` and `smaps_rollup` kept open and re-read from offset 0 (the kernel
+/// regenerates the content on each read): the sampler's hot path, a few microseconds a read.
+#[derive(Debug)]
+pub struct CounterFiles {
+    pid: u32,
+    status: File,
+    statm: File,
+    rollup: Option<File>,
+    buf: Vec<u8>,
+    page_size: u64,
+}
+
+impl CounterFiles {
+    fn pread(file: &File, buf: &mut Vec<u8>, pid: u32) -> Result<()> {
+        buf.clear();
+        let mut off = 0u64;
+        loop {
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(4096);
+            }
+            let len = buf.len();
+            buf.resize(buf.capacity(), 0);
+            let n = match file.read_at(&mut buf[len..], off) {
+                Ok(n) => n,
+                Err(e) => {
+                    buf.truncate(len);
+                    return Err(classify_io(e, Path::new("/proc"), pid));
+                }
+            };
+            buf.truncate(len + n);
+            if n == 0 {
+                break;
+            }
+            off += n as u64;
+        }
+        if buf.is_empty() {
+            return Err(Error::ProcessGone { pid });
+        }
+        Ok(())
+    }
+
+    /// Re-reads `statm`.
+    pub fn statm(&mut self) -> Result<statm::Statm> {
+        Self::pread(&self.statm, &mut self.buf, self.pid)?;
+        statm::parse(&self.buf, self.page_size)
+    }
+
+    /// Re-reads `status`.
+    pub fn status(&mut self) -> Result<status::Status> {
+        Self::pread(&self.status, &mut self.buf, self.pid)?;
+        status::parse(&self.buf)
+    }
+
+    /// Re-reads `smaps_rollup` (a page-table walk: cost grows with resident memory).
+    pub fn smaps_rollup(&mut self) -> Result<smaps::Counters> {
+        let pid = self.pid;
+        match &self.rollup {
+            Some(f) => {
+                Self::pread(f, &mut self.buf, pid)?;
+                smaps::parse_rollup(&self.buf)
+            }
+            None => Process::new(pid)?.smaps_rollup(),
+        }
+    }
+}

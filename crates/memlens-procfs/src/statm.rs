@@ -1,0 +1,58 @@
+//! `/proc/PID/statm`: the cheapest resident-size counters (pages).
+
+use serde::Serialize;
+
+use crate::bytes::{fields, parse_u64};
+use crate::error::{Error, Result};
+
+/// `statm`, converted to bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Statm {
+    /// Virtual size.
+    pub size: u64,
+    /// Resident set (anon + file + shmem).
+    pub resident: u64,
+    /// Resident file-backed and shared pages.
+    pub shared: u64,
+    /// Text (code).
+    pub text: u64,
+    /// Data + stack.
+    pub data: u64,
+}
+
+/// Parses `statm` given the page size in bytes.
+pub fn parse(content: &[u8], page_size: u64) -> Result<Statm> {
+    let mut f = fields(content).map(parse_u64);
+    let mut next = || {
+        f.next()
+            .flatten()
+            .map(|p| p * page_size)
+            .ok_or_else(|| Error::parse("statm", String::from_utf8_lossy(content).into_owned()))
+    };
+    let size = next()?;
+    let resident = next()?;
+    let shared = next()?;
+    let text = next()?;
+    let _lib = next()?;
+    let data = next()?;
+    Ok(Statm {
+        size,
+        resident,
+        shared,
+        text,
+        data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses() {
+        let s = parse(b"765 430 402 5 0 123 0\n", 4096).unwrap();
+        assert_eq!(s.resident, 430 * 4096);
+        assert_eq!(s.data, 123 * 4096);
+        assert!(parse(b"1 2\n", 4096).is_err());
+    }
+}

@@ -1,0 +1,20 @@
+//! One module per command: its `Args` (clap) and its `run` function.
+
+pub mod ps;
+pub mod run;
+pub mod snapshot;
+
+use std::process::ExitCode;
+
+use crate::cli::Command;
+use crate::exit::CliResult;
+use crate::output::Global;
+
+/// Runs a command, returning the exit code on success.
+pub fn dispatch(cmd: Command, global: &Global) -> CliResult<ExitCode> {
+    match cmd {
+        Command::Ps(a) => ps::run(a, global),
+        Command::Snapshot(a) => snapshot::run(a, global),
+        Command::Run(a) => run::run(a, global),
+    }
+}

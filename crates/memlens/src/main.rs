@@ -1,0 +1,4 @@
+//! The `memlens` binary: everything lives in the library.
+fn main() -> std::process::ExitCode {
+    memlens::main()
+}

@@ -1,0 +1,42 @@
+//! Options every command shares, and helpers to print data on stdout.
+
+use std::io::Write;
+
+use crate::cli::Cli;
+use crate::exit::{CliError, CliResult, Code};
+
+/// Global output options.
+#[derive(Debug, Clone, Default)]
+pub struct Global {
+    /// Exact byte counts instead of binary units.
+    pub bytes: bool,
+    /// Colour allowed (`NO_COLOR` unset and stdout a terminal).
+    pub color: bool,
+}
+
+impl Global {
+    /// Reads the global flags and the environment.
+    pub fn from_cli(cli: &Cli) -> Self {
+        use std::io::IsTerminal;
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Global {
+            bytes: cli.bytes,
+            color: !no_color && std::io::stdout().is_terminal(),
+        }
+    }
+}
+
+/// Writes a serializable value as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(value: &T) -> CliResult<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    serde_json::to_writer_pretty(&mut out, value)
+        .map_err(|e| CliError::new(Code::Failure, format!("cannot write JSON: {e}")))?;
+    writeln!(out).map_err(write_error)?;
+    Ok(())
+}
+
+/// Maps a stdout write failure (closed pipe, full disk) to an error.
+pub fn write_error(e: std::io::Error) -> CliError {
+    CliError::new(Code::Failure, format!("cannot write output: {e}"))
+}

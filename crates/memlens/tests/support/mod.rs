@@ -1,0 +1,213 @@
+//! Shared support for integration tests: the CPythons to test against, and real target
+//! processes that are killed and reaped when the test ends.
+#![allow(dead_code, missing_docs)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The memlens binary built for these tests.
+pub fn memlens() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_memlens"));
+    c.env("NO_COLOR", "1");
+    c
+}
+
+/// Runs memlens with arguments and returns its output.
+pub fn memlens_output(args: &[&str]) -> Output {
+    memlens().args(args).output().expect("memlens runs")
+}
+
+/// Runs memlens with `--json` output and parses it; panics with stderr on failure.
+pub fn memlens_json(args: &[&str]) -> serde_json::Value {
+    let out = memlens_output(args);
+    assert!(
+        out.status.success(),
+        "memlens {args:?} failed ({:?}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("memlens {args:?} printed invalid JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+    })
+}
+
+/// An interpreter to test against.
+#[derive(Debug, Clone)]
+pub struct Python {
+    /// Label, e.g. `3.11.7` or `debian-3.11-static`.
+    pub label: String,
+    /// The executable.
+    pub path: PathBuf,
+    /// `(major, minor)`.
+    pub version: (u32, u32),
+}
+
+/// The CPythons the project supports and that tests must cover: every pyenv 3.8-3.13 and the
+/// static, stripped `/usr/bin/python3.11`. Under CI (`CI` set) a missing one fails the test;
+/// elsewhere it is reported and left out.
+pub fn pythons() -> Vec<Python> {
+    let mut out = Vec::new();
+    let mut missing = Vec::new();
+    let root = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".pyenv"));
+    let installed: Vec<String> = std::fs::read_dir(root.join("versions"))
+        .map(|rd| rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+        .unwrap_or_default();
+    for minor in 8..=13u32 {
+        let prefix = format!("3.{minor}.");
+        let mut found: Vec<&String> = installed
+            .iter()
+            .filter(|v| v.starts_with(&prefix) && v[prefix.len()..].chars().all(|c| c.is_ascii_digit()))
+            .collect();
+        found.sort();
+        match found.last() {
+            Some(v) => out.push(Python {
+                label: (*v).clone(),
+                path: root.join("versions").join(v).join("bin").join(format!("python3.{minor}")),
+                version: (3, minor),
+            }),
+            None => missing.push(format!("pyenv 3.{minor}")),
+        }
+    }
+    let debian = PathBuf::from("/usr/bin/python3.11");
+    if debian.exists() {
+        out.push(Python {
+            label: "debian-3.11-static".into(),
+            path: debian,
+            version: (3, 11),
+        });
+    } else {
+        missing.push("/usr/bin/python3.11".into());
+    }
+    if !missing.is_empty() {
+        if std::env::var_os("CI").is_some() {
+            panic!("expected interpreters missing in CI: {missing:?}");
+        }
+        eprintln!("warning: interpreters not installed, not tested: {missing:?}");
+    }
+    out
+}
+
+/// An unsupported interpreter (Python 2.7 from pyenv), for the "unsupported" paths.
+pub fn python27() -> Option<PathBuf> {
+    let p = PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".pyenv/versions/2.7.18/bin/python2.7");
+    if p.exists() {
+        Some(p)
+    } else if std::env::var_os("CI").is_some() {
+        panic!("expected pyenv 2.7.18 in CI");
+    } else {
+        None
+    }
+}
+
+/// A running target process, killed and reaped on drop.
+pub struct Target {
+    pub child: Child,
+    stdout: BufReader<ChildStdout>,
+    /// Lines the target printed before `READY` (and any read later with [`Target::read_line`]).
+    pub lines: Vec<String>,
+}
+
+impl Target {
+    /// Starts `python -c script` (the script prints `READY` when set up, then waits) and waits
+    /// up to 60 s for the `READY` line.
+    pub fn python(python: &Path, script: &str) -> Target {
+        let mut cmd = Command::new(python);
+        cmd.arg("-c").arg(script);
+        Self::spawn(cmd)
+    }
+
+    /// Starts a command that prints `READY` when set up.
+    pub fn spawn(mut cmd: Command) -> Target {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("target starts");
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut t = Target {
+            child,
+            stdout,
+            lines: Vec::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let line = t.read_line().unwrap_or_else(|| panic!("target exited before READY: {:?}", t.lines));
+            if line.trim() == "READY" {
+                break;
+            }
+            t.lines.push(line);
+            assert!(Instant::now() < deadline, "target not ready in 60 s");
+        }
+        t
+    }
+
+    /// The target's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Reads one line of the target's stdout (blocking), `None` at EOF.
+    pub fn read_line(&mut self) -> Option<String> {
+        let mut s = String::new();
+        match self.stdout.read_line(&mut s) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(s.trim_end().to_string()),
+        }
+    }
+
+    /// Sends a line to the target's stdin (targets use it as a "go on" signal).
+    pub fn send(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("piped stdin");
+        writeln!(stdin, "{line}").expect("write to target");
+        stdin.flush().expect("flush");
+    }
+
+    /// Reads the rest of stdout after the target exits.
+    pub fn rest(&mut self) -> String {
+        let mut s = String::new();
+        let _ = self.stdout.read_to_string(&mut s);
+        s
+    }
+
+    /// Whether the process is still running (not exited, not a zombie).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let pid = self.child.id() as i32;
+        // Kill the whole process group is not ours to do; kill the children we can see first.
+        if let Ok(t) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+            for c in t.split_whitespace() {
+                let _ = Command::new("kill").arg("-9").arg(c).status();
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads `/proc/PID/smaps_rollup` field in bytes (ground truth from the kernel).
+pub fn rollup_field(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("smaps_rollup");
+    text.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k == field).then(|| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok()).flatten()
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or_else(|| panic!("no {field} in smaps_rollup of {pid}"))
+}
+
+/// Asserts `a` is within `pct` percent of `b`.
+pub fn assert_close(what: &str, a: u64, b: u64, pct: f64) {
+    let diff = (a as f64 - b as f64).abs();
+    assert!(
+        diff <= b as f64 * pct / 100.0,
+        "{what}: {a} is not within {pct}% of {b} (diff {diff})"
+    );
+}
