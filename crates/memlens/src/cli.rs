@@ -28,4 +28,8 @@ pub enum Command {
     Snapshot(commands::snapshot::Args),
     /// Run a program, sample its whole process tree, and explain its memory at exit.
     Run(commands::run::Args),
+    /// Record a running process tree over time, until Ctrl-C or `--duration`.
+    Record(commands::record::Args),
+    /// Render a recording: terminal summary, `--json`, `--html`.
+    Report(commands::report::Args),
 }

@@ -8,6 +8,7 @@ mod commands;
 mod exit;
 mod logger;
 mod output;
+mod recording;
 
 use std::process::ExitCode;
 

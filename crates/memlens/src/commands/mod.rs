@@ -1,6 +1,8 @@
 //! One module per command: its `Args` (clap) and its `run` function.
 
 pub mod ps;
+pub mod record;
+pub mod report;
 pub mod run;
 pub mod snapshot;
 
@@ -16,5 +18,7 @@ pub fn dispatch(cmd: Command, global: &Global) -> CliResult<ExitCode> {
         Command::Ps(a) => ps::run(a, global),
         Command::Snapshot(a) => snapshot::run(a, global),
         Command::Run(a) => run::run(a, global),
+        Command::Record(a) => record::run(a, global),
+        Command::Report(a) => report::run(a, global),
     }
 }

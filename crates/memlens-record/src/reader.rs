@@ -1,0 +1,506 @@
+//! Reading a recording back, with a clear error for files that are missing, not recordings,
+//! truncated or corrupt. Never panics on a bad file.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags};
+
+use memlens_ledger::Amounts;
+
+use crate::error::{Error, Result};
+use crate::python::PythonSample;
+use crate::schema::SCHEMA_VERSION;
+
+/// A process as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessRow {
+    /// Id in the recording.
+    pub id: i64,
+    /// PID.
+    pub pid: u32,
+    /// Parent PID.
+    pub ppid: u32,
+    /// comm (untrusted).
+    pub name: String,
+    /// Command line (untrusted).
+    pub cmdline: String,
+    /// First seen (s).
+    pub first_t: f64,
+    /// Last seen alive (s).
+    pub last_t: f64,
+    /// When it was seen gone, if it exited during the recording.
+    pub exit_t: Option<f64>,
+    /// The kernel's peak RSS (VmHWM), last read or from the reaper.
+    pub vm_hwm: u64,
+    /// Highest PSS read.
+    pub peak_pss: u64,
+    /// `ru_maxrss` from `wait4` when memlens reaped it.
+    pub ru_maxrss: Option<u64>,
+}
+
+/// The tree at one tick.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TickRow {
+    /// Time (s).
+    pub t: f64,
+    /// Sum of RSS.
+    pub rss: u64,
+    /// Sum of PSS (each process's PSS scaled by its RSS since its last `smaps_rollup` read).
+    pub pss: u64,
+    /// Live processes.
+    pub processes: u32,
+    /// Charge of the tree's memory cgroup, when memlens made one.
+    pub cgroup_usage: Option<u64>,
+}
+
+/// One process's cheap counters at one tick (rows are only written when a figure changed).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleRow {
+    /// Time (s).
+    pub t: f64,
+    /// Process id in the recording.
+    pub process: i64,
+    /// RSS.
+    pub rss: u64,
+    /// Anonymous RSS.
+    pub anon: u64,
+    /// File RSS.
+    pub file: u64,
+    /// Shmem RSS.
+    pub shmem: u64,
+    /// Swap.
+    pub swap: u64,
+    /// VmHWM.
+    pub vm_hwm: u64,
+    /// Threads.
+    pub threads: u32,
+}
+
+/// One `smaps_rollup` read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PssRow {
+    /// Time (s).
+    pub t: f64,
+    /// Process id in the recording.
+    pub process: i64,
+    /// Amounts read.
+    pub amounts: Amounts,
+    /// What the read cost (µs of CPU).
+    pub cost_us: u64,
+}
+
+/// A full ledger taken during the recording (its JSON is read on demand).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerRow {
+    /// Id.
+    pub id: i64,
+    /// Time (s).
+    pub t: f64,
+    /// Why it was taken (`interval`, `peak`, `first`).
+    pub reason: String,
+    /// Tree totals.
+    pub totals: Amounts,
+    /// Sums by category name, largest PSS first.
+    pub categories: Vec<(String, Amounts)>,
+}
+
+/// A Python view sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PythonRow {
+    /// Time (s).
+    pub t: f64,
+    /// Process id in the recording.
+    pub process: i64,
+    /// The sample.
+    pub sample: PythonSample,
+}
+
+/// An event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    /// Time (s).
+    pub t: f64,
+    /// Kind (`start`, `exit`, `signal`, ...).
+    pub kind: String,
+    /// Process id in the recording.
+    pub process: Option<i64>,
+    /// Detail (untrusted when it quotes the target).
+    pub detail: String,
+}
+
+/// A recording read back.
+pub struct Recording {
+    /// The file.
+    pub path: PathBuf,
+    /// The `meta` table.
+    pub meta: BTreeMap<String, String>,
+    /// Processes in order of appearance.
+    pub processes: Vec<ProcessRow>,
+    /// The tree per tick, by time.
+    pub ticks: Vec<TickRow>,
+    /// Per-process counters, by process then time.
+    pub samples: Vec<SampleRow>,
+    /// PSS reads, by process then time.
+    pub pss: Vec<PssRow>,
+    /// Full ledgers, by time.
+    pub ledgers: Vec<LedgerRow>,
+    /// Python view samples, by time.
+    pub python: Vec<PythonRow>,
+    /// Events, by time.
+    pub events: Vec<EventRow>,
+    conn: Connection,
+}
+
+impl std::fmt::Debug for Recording {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recording")
+            .field("path", &self.path)
+            .field("processes", &self.processes.len())
+            .field("ticks", &self.ticks.len())
+            .finish()
+    }
+}
+
+const MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// Checks the file before SQLite sees it: exists, is SQLite, is not shorter than its header says.
+fn check_header(path: &Path) -> Result<()> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::NotFound {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(io(e)),
+    };
+    if !meta.is_file() {
+        return Err(Error::NotARecording {
+            path: path.to_path_buf(),
+            why: "not a regular file".into(),
+        });
+    }
+    let mut head = [0u8; 100];
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => return Err(io(e)),
+        }
+    }
+    if n == 0 {
+        return Err(Error::NotARecording {
+            path: path.to_path_buf(),
+            why: "the file is empty".into(),
+        });
+    }
+    if n < head.len() || &head[..16] != MAGIC {
+        return Err(Error::NotARecording {
+            path: path.to_path_buf(),
+            why: "not an SQLite database".into(),
+        });
+    }
+    let be32 = |o: usize| u32::from_be_bytes([head[o], head[o + 1], head[o + 2], head[o + 3]]);
+    let page_size = match u16::from_be_bytes([head[16], head[17]]) {
+        1 => 65536,
+        p => u64::from(p),
+    };
+    // The in-header page count is valid only when "version-valid-for" matches the change counter.
+    if be32(92) == be32(24) {
+        let expected = u64::from(be32(28)) * page_size;
+        if expected > meta.len() {
+            return Err(Error::Truncated {
+                path: path.to_path_buf(),
+                actual: meta.len(),
+                expected,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn classify(path: &Path, e: rusqlite::Error) -> Error {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseCorrupt) => Error::Corrupt {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        },
+        Some(ErrorCode::NotADatabase) => Error::NotARecording {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        },
+        _ => Error::Sqlite {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    }
+}
+
+impl Recording {
+    /// Opens and reads a recording. A recording whose writer was killed is recovered from its
+    /// write-ahead log (which needs write access to its directory; read-only otherwise).
+    pub fn open(path: &Path) -> Result<Recording> {
+        check_header(path)?;
+        let e = |err| classify(path, err);
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .or_else(|_| {
+            Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+        })
+        .map_err(e)?;
+        let check: String = conn
+            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+            .map_err(e)?;
+        if check != "ok" {
+            return Err(Error::Corrupt {
+                path: path.to_path_buf(),
+                why: check,
+            });
+        }
+        let has_meta: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(e)?;
+        if has_meta == 0 {
+            return Err(Error::NotARecording {
+                path: path.to_path_buf(),
+                why: "an SQLite database without a memlens `meta` table".into(),
+            });
+        }
+        let meta: BTreeMap<String, String> = {
+            let mut st = conn.prepare("SELECT key, value FROM meta").map_err(e)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(e)?;
+            rows.collect::<std::result::Result<_, _>>().map_err(e)?
+        };
+        let version = meta
+            .get("schema_version")
+            .and_then(|v| v.parse::<i64>().ok())
+            .ok_or_else(|| Error::NotARecording {
+                path: path.to_path_buf(),
+                why: "no schema_version in meta".into(),
+            })?;
+        if !(1..=SCHEMA_VERSION).contains(&version) {
+            return Err(Error::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        let processes = query(&conn, path,
+            "SELECT id, pid, ppid, name, cmdline, first_t, last_t, exit_t, vm_hwm, peak_pss, ru_maxrss FROM processes ORDER BY id",
+            |r| Ok(ProcessRow {
+                id: r.get(0)?,
+                pid: r.get(1)?,
+                ppid: r.get(2)?,
+                name: r.get(3)?,
+                cmdline: r.get(4)?,
+                first_t: r.get(5)?,
+                last_t: r.get(6)?,
+                exit_t: r.get(7)?,
+                vm_hwm: u(r.get(8)?),
+                peak_pss: u(r.get(9)?),
+                ru_maxrss: r.get::<_, Option<i64>>(10)?.map(u),
+            }))?;
+        let ticks = query(
+            &conn,
+            path,
+            "SELECT t, rss, pss, processes, cgroup_usage FROM ticks ORDER BY t",
+            |r| {
+                Ok(TickRow {
+                    t: r.get(0)?,
+                    rss: u(r.get(1)?),
+                    pss: u(r.get(2)?),
+                    processes: r.get(3)?,
+                    cgroup_usage: r.get::<_, Option<i64>>(4)?.map(u),
+                })
+            },
+        )?;
+        let samples = query(&conn, path,
+            "SELECT t, process, rss, anon, file, shmem, swap, vm_hwm, threads FROM samples ORDER BY process, t",
+            |r| Ok(SampleRow {
+                t: r.get(0)?,
+                process: r.get(1)?,
+                rss: u(r.get(2)?),
+                anon: u(r.get(3)?),
+                file: u(r.get(4)?),
+                shmem: u(r.get(5)?),
+                swap: u(r.get(6)?),
+                vm_hwm: u(r.get(7)?),
+                threads: r.get(8)?,
+            }))?;
+        let pss = query(
+            &conn,
+            path,
+            "SELECT t, process, pss, uss, rss, swap, cost_us FROM pss ORDER BY process, t",
+            |r| {
+                Ok(PssRow {
+                    t: r.get(0)?,
+                    process: r.get(1)?,
+                    amounts: Amounts {
+                        pss: u(r.get(2)?),
+                        uss: u(r.get(3)?),
+                        rss: u(r.get(4)?),
+                        swap: u(r.get(5)?),
+                    },
+                    cost_us: u(r.get(6)?),
+                })
+            },
+        )?;
+        let mut ledgers = query(
+            &conn,
+            path,
+            "SELECT id, t, reason, rss, pss, uss, swap FROM ledgers ORDER BY t",
+            |r| {
+                Ok(LedgerRow {
+                    id: r.get(0)?,
+                    t: r.get(1)?,
+                    reason: r.get(2)?,
+                    totals: Amounts {
+                        rss: u(r.get(3)?),
+                        pss: u(r.get(4)?),
+                        uss: u(r.get(5)?),
+                        swap: u(r.get(6)?),
+                    },
+                    categories: Vec::new(),
+                })
+            },
+        )?;
+        let rows = query(&conn, path,
+            "SELECT ledger, category, rss, pss, uss, swap FROM ledger_rows ORDER BY ledger, pss DESC",
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, Amounts {
+                rss: u(r.get(2)?), pss: u(r.get(3)?), uss: u(r.get(4)?), swap: u(r.get(5)?),
+            })))?;
+        for (lid, cat, a) in rows {
+            if let Some(l) = ledgers.iter_mut().find(|l| l.id == lid) {
+                l.categories.push((cat, a));
+            }
+        }
+        let python = query(
+            &conn,
+            path,
+            "SELECT t, process, json FROM python ORDER BY t",
+            |r| {
+                Ok((
+                    r.get::<_, f64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            },
+        )?
+        .into_iter()
+        .filter_map(|(t, process, json)| {
+            serde_json::from_str(&json)
+                .ok()
+                .map(|sample| PythonRow { t, process, sample })
+        })
+        .collect();
+        let events = query(
+            &conn,
+            path,
+            "SELECT t, kind, process, detail FROM events ORDER BY t",
+            |r| {
+                Ok(EventRow {
+                    t: r.get(0)?,
+                    kind: r.get(1)?,
+                    process: r.get(2)?,
+                    detail: r.get(3)?,
+                })
+            },
+        )?;
+        Ok(Recording {
+            path: path.to_path_buf(),
+            meta,
+            processes,
+            ticks,
+            samples,
+            pss,
+            ledgers,
+            python,
+            events,
+            conn,
+        })
+    }
+
+    /// The JSON of a ledger (the `TreeLedger` as `memlens snapshot --json` prints it).
+    pub fn ledger_json(&self, id: i64) -> Result<serde_json::Value> {
+        let text: String = self
+            .conn
+            .query_row("SELECT json FROM ledgers WHERE id = ?1", [id], |r| r.get(0))
+            .map_err(|e| classify(&self.path, e))?;
+        serde_json::from_str(&text).map_err(|err| Error::Corrupt {
+            path: self.path.clone(),
+            why: format!("ledger {id} is not valid JSON: {err}"),
+        })
+    }
+
+    /// A `meta` value.
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.meta.get(key).map(String::as_str)
+    }
+
+    /// A numeric `meta` value.
+    pub fn meta_f64(&self, key: &str) -> Option<f64> {
+        self.meta(key)?.parse().ok()
+    }
+
+    /// Whether the writer finished cleanly (`false` when memlens was killed mid-recording).
+    pub fn complete(&self) -> bool {
+        self.meta("complete") == Some("1")
+    }
+
+    /// The last time anything was recorded (s).
+    pub fn last_t(&self) -> f64 {
+        self.meta_f64("end_t")
+            .or_else(|| self.ticks.last().map(|t| t.t))
+            .unwrap_or(0.0)
+    }
+
+    /// The counters of one process, by time.
+    pub fn samples_of(&self, process: i64) -> &[SampleRow] {
+        let start = self.samples.partition_point(|s| s.process < process);
+        let end = self.samples.partition_point(|s| s.process <= process);
+        &self.samples[start..end]
+    }
+
+    /// The PSS reads of one process, by time.
+    pub fn pss_of(&self, process: i64) -> &[PssRow] {
+        let start = self.pss.partition_point(|s| s.process < process);
+        let end = self.pss.partition_point(|s| s.process <= process);
+        &self.pss[start..end]
+    }
+}
+
+fn query<T>(
+    conn: &Connection,
+    path: &Path,
+    sql: &str,
+    f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let e = |err| classify(path, err);
+    let mut st = conn.prepare(sql).map_err(e)?;
+    let rows = st.query_map([], f).map_err(e)?;
+    rows.collect::<std::result::Result<Vec<T>, _>>().map_err(e)
+}

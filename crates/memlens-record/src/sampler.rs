@@ -1,0 +1,697 @@
+//! The sampler (DESIGN §7): cheap counters of every process of the tree at a fixed interval,
+//! PSS from `smaps_rollup` and full ledgers as often as a CPU budget allows, new children picked
+//! up as they appear, exited ones kept with their last figures.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use memlens_ledger::distribution::DistributionResolver;
+use memlens_ledger::process::cmdline_string as cmdline_string_of;
+use memlens_ledger::tree::assemble;
+use memlens_ledger::{build, Amounts, Hints, ProcessParts, TreeLedger};
+use memlens_procfs::bytes::{fields, parse_u64};
+use memlens_procfs::{CounterFiles, Error as ProcError, Process};
+
+use crate::budget::Budget;
+use crate::cgroup::OwnCgroup;
+use crate::cputime::thread_cpu_seconds;
+use crate::error::Result;
+use crate::python::PythonView;
+use crate::writer::{Counters, ProcessInfo, RecordingWriter};
+
+/// How the sampler works.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Period of the cheap counters (default 10 ms).
+    pub interval: Duration,
+    /// Share of one core the sampler may spend (counters first; PSS reads, ledgers and the
+    /// Python view use what is left, never less than a quarter of it).
+    pub cpu_budget: f64,
+    /// Period of full ledgers (default 1 s), stretched when the budget cannot afford them.
+    pub ledger_interval: Duration,
+    /// Period of commits: what a crash can lose at most.
+    pub commit_interval: Duration,
+    /// Ask the Python view for a census this often (`None`: never).
+    pub census_interval: Option<Duration>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            interval: Duration::from_millis(10),
+            cpu_budget: 0.025,
+            ledger_interval: Duration::from_secs(1),
+            commit_interval: Duration::from_millis(500),
+            census_interval: None,
+        }
+    }
+}
+
+/// Open `task/TID/children` files of a process's threads.
+#[derive(Debug, Default)]
+struct ChildScan {
+    files: Vec<File>,
+    threads: u32,
+    refreshed_t: f64,
+}
+
+impl ChildScan {
+    fn refresh(&mut self, pid: u32, threads: u32, t: f64) {
+        self.files.clear();
+        self.threads = threads;
+        self.refreshed_t = t;
+        let dir = Path::new("/proc").join(pid.to_string()).join("task");
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                if let Ok(f) = File::open(e.path().join("children")) {
+                    self.files.push(f);
+                }
+            }
+        }
+    }
+
+    fn read(&self, buf: &mut Vec<u8>, out: &mut Vec<u32>) {
+        for f in &self.files {
+            buf.clear();
+            buf.resize(4096, 0);
+            let n = f.read_at(buf, 0).unwrap_or(0);
+            out.extend(fields(&buf[..n]).filter_map(parse_u64).map(|p| p as u32));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Tracked {
+    id: i64,
+    pid: u32,
+    name: Vec<u8>,
+    files: Option<CounterFiles>,
+    children: ChildScan,
+    last: Counters,
+    stored: Option<Counters>,
+    first_t: f64,
+    last_t: f64,
+    exit_t: Option<f64>,
+    pss_ratio: Option<f64>,
+    pss_t: f64,
+    peak_pss: u64,
+    ru_maxrss: Option<u64>,
+    had_children: bool,
+    cmdline_rechecks: u8,
+}
+
+impl Tracked {
+    fn alive(&self) -> bool {
+        self.files.is_some()
+    }
+
+    fn pss_estimate(&self, fallback: f64) -> u64 {
+        (self.last.rss as f64 * self.pss_ratio.unwrap_or(fallback)) as u64
+    }
+}
+
+/// What a finished recording saw, for the caller's summary.
+#[derive(Debug, Clone, Default)]
+pub struct Finish {
+    /// Exit code to record (`run`), if any.
+    pub exit_code: Option<i32>,
+    /// Signal that killed the program (`run`), if any.
+    pub exit_signal: Option<i32>,
+}
+
+/// Samples a process tree into a recording.
+pub struct Sampler {
+    cfg: Config,
+    writer: RecordingWriter,
+    root: u32,
+    procs: Vec<Tracked>,
+    live: HashMap<u32, usize>,
+    seen: HashSet<(u32, u64)>,
+    extra_parents: Vec<(u32, ChildScan)>,
+    start: Instant,
+    budget: Budget,
+    last_commit: f64,
+    last_ledger: Option<f64>,
+    ledger_trigger: u64,
+    last_census: Option<f64>,
+    python: Option<Box<dyn PythonView>>,
+    cgroup: Option<OwnCgroup>,
+    buf: Vec<u8>,
+    ticks: u64,
+    tree_peak_pss: u64,
+}
+
+impl std::fmt::Debug for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sampler")
+            .field("root", &self.root)
+            .field("processes", &self.procs.len())
+            .finish()
+    }
+}
+
+fn is_gone(e: &ProcError) -> bool {
+    matches!(e, ProcError::ProcessGone { .. })
+}
+
+impl Sampler {
+    /// Starts sampling the tree of `root` (already running: `record`, or just spawned: `run`).
+    /// `start` is the moment time 0 of the recording stands for.
+    pub fn new(
+        cfg: Config,
+        writer: RecordingWriter,
+        root: u32,
+        start: Instant,
+        cgroup: Option<OwnCgroup>,
+    ) -> Result<Sampler> {
+        let budget = Budget::new(cfg.cpu_budget);
+        let mut s = Sampler {
+            cfg,
+            writer,
+            root,
+            procs: Vec::new(),
+            live: HashMap::new(),
+            seen: HashSet::new(),
+            extra_parents: Vec::new(),
+            start,
+            budget,
+            last_commit: 0.0,
+            last_ledger: None,
+            ledger_trigger: 0,
+            last_census: None,
+            python: None,
+            cgroup,
+            buf: Vec::with_capacity(4096),
+            ticks: 0,
+            tree_peak_pss: 0,
+        };
+        let t = s.now();
+        // A root that is already gone (a program that exited at once) leaves an empty tree:
+        // the caller still has its exit status and rusage.
+        match s.track(root, t) {
+            Ok(()) => {}
+            Err(crate::Error::Procfs(e)) if is_gone(&e) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(s)
+    }
+
+    /// Follows the descendants the root already has (`record`: a tree that is running).
+    pub fn track_existing_descendants(&mut self) -> Result<()> {
+        let t = self.now();
+        let table = memlens_procfs::tree::ProcessTable::scan()?;
+        for pid in table.subtree(self.root).into_iter().skip(1) {
+            match self.track(pid, t) {
+                Ok(()) => {}
+                Err(crate::Error::Procfs(e)) if is_gone(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Also adopts new children of `pid` (memlens itself when it is a subreaper: orphans of the
+    /// tree are re-parented to it).
+    pub fn adopt_children_of(&mut self, pid: u32) {
+        let mut scan = ChildScan::default();
+        scan.refresh(pid, 0, 0.0);
+        self.extra_parents.push((pid, scan));
+    }
+
+    /// Attaches the Python view (another crate provides it); without one the recording holds
+    /// the OS view only.
+    pub fn set_python_view(&mut self, view: Box<dyn PythonView>) {
+        self.python = Some(view);
+    }
+
+    /// Seconds since the start.
+    pub fn now(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    /// The cgroup the program runs in, if memlens made one.
+    pub fn cgroup(&self) -> Option<&OwnCgroup> {
+        self.cgroup.as_ref()
+    }
+
+    /// Live processes.
+    pub fn live_count(&self) -> usize {
+        self.live.len()
+    }
+
+    /// The recording being written.
+    pub fn writer(&mut self) -> &mut RecordingWriter {
+        &mut self.writer
+    }
+
+    fn track(&mut self, pid: u32, t: f64) -> Result<()> {
+        let proc = Process::new(pid)?;
+        let stat = proc.stat()?;
+        // A zombie (exited, not yet reaped) or a process already followed is not new.
+        if stat.state == b'Z' || stat.state == b'X' || self.seen.contains(&(pid, stat.start_time)) {
+            return Err(ProcError::ProcessGone { pid }.into());
+        }
+        self.seen.insert((pid, stat.start_time));
+        let files = proc.counter_files()?;
+        let cmdline = proc.cmdline().unwrap_or_default();
+        let info = ProcessInfo {
+            pid,
+            ppid: stat.ppid,
+            start_ticks: stat.start_time,
+            name: String::from_utf8_lossy(&stat.comm).into_owned(),
+            cmdline: cmdline_string_of(&cmdline),
+        };
+        let id = self.writer.add_process(&info, t)?;
+        if let Some(&pi) = self.live.get(&stat.ppid) {
+            self.procs[pi].had_children = true;
+        }
+        let parent_ratio = self
+            .live
+            .get(&stat.ppid)
+            .and_then(|&i| self.procs[i].pss_ratio);
+        let mut children = ChildScan::default();
+        children.refresh(pid, 0, t);
+        self.live.insert(pid, self.procs.len());
+        self.procs.push(Tracked {
+            id,
+            pid,
+            name: stat.comm,
+            files: Some(files),
+            children,
+            last: Counters::default(),
+            stored: None,
+            first_t: t,
+            last_t: t,
+            exit_t: None,
+            // A fresh fork shares its parent's pages: half the parent's ratio until read.
+            pss_ratio: parent_ratio.map(|r| r / 2.0),
+            pss_t: f64::NEG_INFINITY,
+            peak_pss: 0,
+            ru_maxrss: None,
+            had_children: false,
+            cmdline_rechecks: 0,
+        });
+        self.writer.event(
+            t,
+            "start",
+            Some(id),
+            &format!("pid {pid}: {}", info.cmdline),
+        )?;
+        Ok(())
+    }
+
+    fn mark_exited(&mut self, i: usize, t: f64) -> Result<()> {
+        let p = &mut self.procs[i];
+        if !p.alive() {
+            return Ok(());
+        }
+        p.files = None;
+        p.children = ChildScan::default();
+        p.exit_t = Some(t);
+        self.live.remove(&p.pid);
+        let (id, last_t, hwm, peak, ru) = (p.id, p.last_t, p.last.vm_hwm, p.peak_pss, p.ru_maxrss);
+        self.writer
+            .close_process(id, last_t, Some(t), hwm, peak, ru)?;
+        self.writer
+            .event(t, "exit", Some(id), &format!("pid {}", p.pid))
+    }
+
+    /// Tells the sampler memlens reaped a process (`wait4`): it is gone, and its `ru_maxrss`
+    /// is its exact peak RSS when it had no children of its own.
+    /// A process memlens never saw alive (it exited before the first tick) is added with
+    /// `fallback` as its command line when one is given.
+    pub fn reaped(&mut self, pid: u32, max_rss: u64, fallback: Option<&str>) -> Result<()> {
+        let t = self.now();
+        let Some(i) = self.procs.iter().rposition(|p| p.pid == pid) else {
+            if let Some(cmdline) = fallback {
+                let info = ProcessInfo {
+                    pid,
+                    ppid: std::process::id(),
+                    start_ticks: 0,
+                    name: cmdline
+                        .split(' ')
+                        .next()
+                        .unwrap_or("")
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or("")
+                        .to_string(),
+                    cmdline: cmdline.to_string(),
+                };
+                let id = self.writer.add_process(&info, 0.0)?;
+                self.writer
+                    .close_process(id, 0.0, Some(t), max_rss, 0, Some(max_rss))?;
+                self.writer.event(
+                    t,
+                    "exit",
+                    Some(id),
+                    &format!("pid {pid} (exited before the first sample)"),
+                )?;
+            }
+            return Ok(());
+        };
+        let p = &mut self.procs[i];
+        p.ru_maxrss = Some(max_rss);
+        if !p.had_children && max_rss > p.last.vm_hwm {
+            p.last.vm_hwm = max_rss;
+        }
+        if p.alive() {
+            self.mark_exited(i, t)
+        } else {
+            let p = &self.procs[i];
+            self.writer.close_process(
+                p.id,
+                p.last_t,
+                p.exit_t,
+                p.last.vm_hwm,
+                p.peak_pss,
+                p.ru_maxrss,
+            )
+        }
+    }
+
+    /// One round: counters of every live process, new children, the tree's totals, then PSS
+    /// reads and ledgers as the budget allows, and a commit when one is due.
+    pub fn tick(&mut self) -> Result<()> {
+        let t = self.now();
+        let cpu0 = thread_cpu_seconds();
+        self.ticks += 1;
+        self.read_counters(t)?;
+        self.discover(t)?;
+        let mut rss = 0u64;
+        let mut pss = 0u64;
+        for &i in self.live.values() {
+            let p = &self.procs[i];
+            rss += p.last.rss;
+            pss += p.pss_estimate(1.0);
+        }
+        let n = self.live.len() as u32;
+        let usage = self.cgroup.as_ref().and_then(OwnCgroup::usage);
+        self.writer.tick(t, rss, pss, n, usage)?;
+        self.tree_peak_pss = self.tree_peak_pss.max(pss);
+        self.budget.refill(t, thread_cpu_seconds() - cpu0);
+        self.expensive(t, pss)?;
+        if t - self.last_commit >= self.cfg.commit_interval.as_secs_f64() {
+            self.writer.commit()?;
+            self.last_commit = t;
+        }
+        Ok(())
+    }
+
+    fn read_counters(&mut self, t: f64) -> Result<()> {
+        let live: Vec<usize> = self.live.values().copied().collect();
+        for i in live {
+            let p = &mut self.procs[i];
+            let Some(files) = p.files.as_mut() else {
+                continue;
+            };
+            match files.status() {
+                Ok(st) if st.state == b'Z' || st.state == b'X' || st.vm_size == 0 => {
+                    self.mark_exited(i, t)?;
+                }
+                Ok(st) => {
+                    let c = Counters {
+                        rss: st.vm_rss,
+                        anon: st.rss_anon,
+                        file: st.rss_file,
+                        shmem: st.rss_shmem,
+                        swap: st.vm_swap,
+                        vm_hwm: st.vm_hwm.max(p.last.vm_hwm),
+                        threads: st.threads,
+                    };
+                    p.last = c;
+                    p.last_t = t;
+                    let exec = st.name != p.name;
+                    let recheck = p.cmdline_rechecks < 3
+                        && t - p.first_t >= [0.05, 0.5, 2.0][p.cmdline_rechecks as usize];
+                    if st.threads != p.children.threads || t - p.children.refreshed_t > 1.0 {
+                        p.children.refresh(p.pid, st.threads, t);
+                    }
+                    if p.stored != Some(c) {
+                        let id = p.id;
+                        p.stored = Some(c);
+                        self.writer.sample(t, id, &c)?;
+                    }
+                    if exec || recheck {
+                        self.refresh_identity(i, exec)?;
+                    }
+                }
+                Err(e) if is_gone(&e) => self.mark_exited(i, t)?,
+                Err(e) => {
+                    log::debug!("pid {}: {e}", p.pid);
+                    self.mark_exited(i, t)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After an exec (new name) or at a few ages: re-reads the command line; an exec also
+    /// reopens the counter files (an open `smaps_rollup` still points at the old address space).
+    fn refresh_identity(&mut self, i: usize, exec: bool) -> Result<()> {
+        let p = &mut self.procs[i];
+        if !exec {
+            p.cmdline_rechecks += 1;
+        }
+        let Ok(proc) = Process::new(p.pid) else {
+            return Ok(());
+        };
+        if exec {
+            if let Ok(f) = proc.counter_files() {
+                p.files = Some(f);
+            }
+            p.pss_ratio = None;
+            p.pss_t = f64::NEG_INFINITY;
+        }
+        let name = proc
+            .status()
+            .map(|s| s.name)
+            .unwrap_or_else(|_| p.name.clone());
+        let cmdline = cmdline_string_of(&proc.cmdline().unwrap_or_default());
+        p.name = name;
+        let id = p.id;
+        let name = String::from_utf8_lossy(&p.name).into_owned();
+        self.writer.rename_process(id, &name, &cmdline)
+    }
+
+    fn discover(&mut self, t: f64) -> Result<()> {
+        let mut found = Vec::new();
+        for &i in self.live.values() {
+            self.procs[i].children.read(&mut self.buf, &mut found);
+        }
+        for (pid, scan) in &mut self.extra_parents {
+            if t - scan.refreshed_t > 1.0 {
+                scan.refresh(*pid, 0, t);
+            }
+            scan.read(&mut self.buf, &mut found);
+        }
+        for pid in found {
+            if self.live.contains_key(&pid) {
+                continue;
+            }
+            match self.track(pid, t) {
+                Ok(()) => {}
+                Err(crate::Error::Procfs(e)) => log::debug!("new child {pid}: {e}"),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn expensive(&mut self, t: f64, tree_pss: u64) -> Result<()> {
+        let ledger_due = match self.last_ledger {
+            None => true,
+            Some(last) => {
+                let since = t - last;
+                since >= self.cfg.ledger_interval.as_secs_f64()
+                    || (tree_pss > self.ledger_trigger + self.ledger_trigger / 20
+                        && since >= (self.cfg.interval.as_secs_f64() * 5.0).max(0.1))
+            }
+        };
+        if ledger_due && self.budget.allows() && !self.live.is_empty() {
+            let reason = match self.last_ledger {
+                None => "first",
+                Some(last) if t - last >= self.cfg.ledger_interval.as_secs_f64() => "interval",
+                Some(_) => "peak",
+            };
+            let c0 = thread_cpu_seconds();
+            self.take_ledger(t, reason)?;
+            self.budget.charge(thread_cpu_seconds() - c0);
+            self.ledger_trigger = self.ledger_trigger.max(tree_pss);
+            return Ok(());
+        }
+        let interval = self.cfg.interval.as_secs_f64();
+        while self.budget.allows() {
+            let next = self
+                .live
+                .values()
+                .copied()
+                .filter(|&i| t - self.procs[i].pss_t >= interval * 0.999)
+                .min_by(|&a, &b| self.procs[a].pss_t.total_cmp(&self.procs[b].pss_t));
+            let Some(i) = next else {
+                break;
+            };
+            let c0 = thread_cpu_seconds();
+            let p = &mut self.procs[i];
+            p.pss_t = t;
+            let Some(files) = p.files.as_mut() else {
+                break;
+            };
+            let read = files.smaps_rollup();
+            let cost = thread_cpu_seconds() - c0;
+            self.budget.charge(cost);
+            match read {
+                Ok(c) => {
+                    let a = Amounts::of(&c);
+                    self.note_pss(i, &a);
+                    let id = self.procs[i].id;
+                    self.writer.pss(t, id, &a, (cost * 1e6) as u64)?;
+                }
+                Err(e) => {
+                    // An exec leaves the open rollup on the old address space: reopen.
+                    log::debug!("pid {}: smaps_rollup: {e}", self.procs[i].pid);
+                    if let Ok(f) = Process::new(self.procs[i].pid).and_then(|p| p.counter_files()) {
+                        self.procs[i].files = Some(f);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn note_pss(&mut self, i: usize, a: &Amounts) {
+        let p = &mut self.procs[i];
+        if a.rss > 0 {
+            p.pss_ratio = Some((a.pss as f64 / a.rss as f64).min(1.0));
+        }
+        p.peak_pss = p.peak_pss.max(a.pss);
+    }
+
+    fn take_ledger(&mut self, t: f64, reason: &str) -> Result<()> {
+        let ledger = self.ledger_now()?;
+        for pl in &ledger.processes {
+            if let Some(&i) = self.live.get(&pl.pid) {
+                self.note_pss(i, &pl.totals);
+                self.procs[i].pss_t = t;
+            }
+        }
+        self.writer.ledger(t, reason, &ledger)?;
+        if let Some(view) = self.python.as_mut() {
+            let census = match (self.cfg.census_interval, self.last_census) {
+                (Some(_), None) => true,
+                (Some(every), Some(last)) => t - last >= every.as_secs_f64(),
+                (None, _) => false,
+            };
+            if census {
+                self.last_census = Some(t);
+            }
+            let live: Vec<(u32, i64)> = self
+                .live
+                .values()
+                .map(|&i| (self.procs[i].pid, self.procs[i].id))
+                .collect();
+            for (pid, id) in live {
+                if let Some(s) = view.sample(pid, census) {
+                    self.writer.python(t, id, &s)?;
+                }
+            }
+        }
+        self.last_ledger = Some(t);
+        Ok(())
+    }
+
+    /// The full ledger of every live process of the tree (the processes memlens follows, so
+    /// re-parented orphans are included).
+    pub fn ledger_now(&mut self) -> Result<TreeLedger> {
+        let mut pids: Vec<(u32, usize)> = self.live.iter().map(|(&p, &i)| (p, i)).collect();
+        pids.sort_by_key(|&(_, i)| i);
+        let first = pids.first().map(|&(p, _)| p).unwrap_or(self.root);
+        let mut resolver =
+            DistributionResolver::new(Path::new("/proc").join(first.to_string()).join("root"));
+        let mut processes = Vec::with_capacity(pids.len());
+        for (pid, _) in &pids {
+            let parts = match Process::new(*pid).and_then(|p| ProcessParts::read(&p)) {
+                Ok(parts) => parts,
+                Err(e) if is_gone(&e) => continue,
+                Err(e) => {
+                    log::debug!("ledger of {pid}: {e}");
+                    continue;
+                }
+            };
+            let hints = match self.python.as_mut() {
+                Some(v) => v.hints(*pid),
+                None => Hints::default(),
+            };
+            processes.push(build(&parts, &hints, &mut resolver));
+        }
+        let cgroup = Process::new(first)
+            .ok()
+            .and_then(|p| p.memory_cgroup().ok().flatten());
+        Ok(assemble(self.root, processes, cgroup))
+    }
+
+    /// Reads every live process once more, writes the last figures of every process and the
+    /// end of the recording, and returns the file.
+    pub fn finish(mut self, fin: &Finish) -> Result<std::path::PathBuf> {
+        let t = self.now();
+        if !self.live.is_empty() {
+            self.read_counters(t)?;
+        }
+        for i in 0..self.procs.len() {
+            let p = &self.procs[i];
+            self.writer.close_process(
+                p.id,
+                p.last_t,
+                p.exit_t,
+                p.last.vm_hwm,
+                p.peak_pss,
+                p.ru_maxrss,
+            )?;
+        }
+        self.writer.set_meta("end_t", &format!("{t:.6}"))?;
+        self.writer.set_meta("ticks", &self.ticks.to_string())?;
+        if let Some(c) = fin.exit_code {
+            self.writer.set_meta("exit_code", &c.to_string())?;
+        }
+        if let Some(s) = fin.exit_signal {
+            self.writer.set_meta("exit_signal", &s.to_string())?;
+        }
+        if let Some(cg) = self.cgroup.take() {
+            if let Some(peak) = cg.peak() {
+                self.writer.set_meta("cgroup_peak", &peak.to_string())?;
+            }
+            cg.remove();
+        }
+        self.writer.finish()
+    }
+
+    /// Writes a `meta` key now.
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        self.writer.set_meta(key, value)
+    }
+
+    /// The highest tree PSS seen so far (estimated between reads).
+    pub fn tree_peak_pss(&self) -> u64 {
+        self.tree_peak_pss
+    }
+
+    /// Records an event.
+    pub fn event(&mut self, kind: &str, detail: &str) -> Result<()> {
+        let t = self.now();
+        self.writer.event(t, kind, None, detail)
+    }
+
+    /// Sleeps until the next tick is due (`n` ticks after the start): a fixed schedule, so the
+    /// interval does not drift with the cost of the reads.
+    pub fn sleep_until_next(&self) {
+        let iv = self.cfg.interval.as_secs_f64();
+        let next = ((self.now() / iv).floor() + 1.0) * iv;
+        let wait = next - self.now();
+        if wait > 0.0 {
+            std::thread::sleep(Duration::from_secs_f64(wait));
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The recording's SQLite schema (documented in `docs/recording.md`; keep both in step).
+
+/// The schema version written into `meta.schema_version`. Readers accept 1..=this.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The `application_id` pragma of memlens recordings ("MLns"), so `file(1)`-style tools and
+/// readers can tell a recording from another SQLite database.
+pub const APPLICATION_ID: i32 = 0x4d4c_6e73;
+
+/// Tables of schema version 1. Times are seconds since the recording started (`REAL`); sizes are
+/// bytes (`INTEGER`).
+pub const CREATE: &str = r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE processes (
+    id          INTEGER PRIMARY KEY,
+    pid         INTEGER NOT NULL,
+    ppid        INTEGER NOT NULL,
+    start_ticks INTEGER NOT NULL,
+    name        TEXT NOT NULL,
+    cmdline     TEXT NOT NULL,
+    first_t     REAL NOT NULL,
+    last_t      REAL NOT NULL,
+    exit_t      REAL,
+    vm_hwm      INTEGER NOT NULL DEFAULT 0,
+    peak_pss    INTEGER NOT NULL DEFAULT 0,
+    ru_maxrss   INTEGER
+);
+CREATE TABLE samples (
+    t       REAL NOT NULL,
+    process INTEGER NOT NULL REFERENCES processes(id),
+    rss     INTEGER NOT NULL,
+    anon    INTEGER NOT NULL,
+    file    INTEGER NOT NULL,
+    shmem   INTEGER NOT NULL,
+    swap    INTEGER NOT NULL,
+    vm_hwm  INTEGER NOT NULL,
+    threads INTEGER NOT NULL,
+    PRIMARY KEY (process, t)
+) WITHOUT ROWID;
+CREATE TABLE pss (
+    t       REAL NOT NULL,
+    process INTEGER NOT NULL REFERENCES processes(id),
+    pss     INTEGER NOT NULL,
+    uss     INTEGER NOT NULL,
+    rss     INTEGER NOT NULL,
+    swap    INTEGER NOT NULL,
+    cost_us INTEGER NOT NULL,
+    PRIMARY KEY (process, t)
+) WITHOUT ROWID;
+CREATE TABLE ticks (
+    t            REAL PRIMARY KEY,
+    rss          INTEGER NOT NULL,
+    pss          INTEGER NOT NULL,
+    processes    INTEGER NOT NULL,
+    cgroup_usage INTEGER
+);
+CREATE TABLE ledgers (
+    id     INTEGER PRIMARY KEY,
+    t      REAL NOT NULL,
+    reason TEXT NOT NULL,
+    rss    INTEGER NOT NULL,
+    pss    INTEGER NOT NULL,
+    uss    INTEGER NOT NULL,
+    swap   INTEGER NOT NULL,
+    json   TEXT NOT NULL
+);
+CREATE TABLE ledger_rows (
+    ledger   INTEGER NOT NULL REFERENCES ledgers(id),
+    category TEXT NOT NULL,
+    rss      INTEGER NOT NULL,
+    pss      INTEGER NOT NULL,
+    uss      INTEGER NOT NULL,
+    swap     INTEGER NOT NULL,
+    mappings INTEGER NOT NULL,
+    PRIMARY KEY (ledger, category)
+) WITHOUT ROWID;
+CREATE TABLE python (
+    t       REAL NOT NULL,
+    process INTEGER NOT NULL REFERENCES processes(id),
+    json    TEXT NOT NULL
+);
+CREATE TABLE census (
+    t       REAL NOT NULL,
+    process INTEGER NOT NULL REFERENCES processes(id),
+    type    TEXT NOT NULL,
+    count   INTEGER NOT NULL,
+    bytes   INTEGER NOT NULL
+);
+CREATE TABLE events (
+    t       REAL NOT NULL,
+    kind    TEXT NOT NULL,
+    process INTEGER,
+    detail  TEXT NOT NULL
+);
+"#;

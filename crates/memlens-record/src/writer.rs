@@ -1,0 +1,363 @@
+//! Writing a recording: one SQLite file in WAL mode, committed at least twice a second so a
+//! SIGKILL of memlens or of the program loses at most the last half second; turned back into a
+//! single self-contained file (rollback journal) when the recording finishes cleanly.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection};
+
+use memlens_ledger::tree::by_category;
+use memlens_ledger::{Amounts, TreeLedger};
+
+use crate::error::{Error, Result};
+use crate::python::PythonSample;
+use crate::schema;
+
+/// The cheap counters of one process at one tick (bytes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Resident set.
+    pub rss: u64,
+    /// Anonymous resident.
+    pub anon: u64,
+    /// File-backed resident.
+    pub file: u64,
+    /// Shared-memory resident.
+    pub shmem: u64,
+    /// Swapped out.
+    pub swap: u64,
+    /// The kernel's peak RSS of the process.
+    pub vm_hwm: u64,
+    /// Threads.
+    pub threads: u32,
+}
+
+/// Identity of a process as first seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// PID.
+    pub pid: u32,
+    /// Parent PID.
+    pub ppid: u32,
+    /// Start time in clock ticks after boot (tells a reused PID apart).
+    pub start_ticks: u64,
+    /// comm.
+    pub name: String,
+    /// Command line, arguments joined by spaces.
+    pub cmdline: String,
+}
+
+/// An open recording being written.
+pub struct RecordingWriter {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RecordingWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordingWriter")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |source| Error::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl RecordingWriter {
+    /// Creates (or replaces) a recording at `path` with the given metadata.
+    pub fn create(path: &Path, meta: &[(&str, String)]) -> Result<Self> {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(Error::Io {
+                        path: PathBuf::from(p),
+                        source,
+                    })
+                }
+            }
+        }
+        let e = sql(path);
+        let conn = Connection::open(path).map_err(&e)?;
+        conn.pragma_update(None, "application_id", schema::APPLICATION_ID)
+            .map_err(&e)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(&e)?;
+        // NORMAL in WAL mode: a commit survives the death of this process (the WAL is in the
+        // page cache); only a power loss can take back the last commits.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(&e)?;
+        conn.execute_batch(schema::CREATE).map_err(&e)?;
+        let mut w = RecordingWriter {
+            conn,
+            path: path.to_path_buf(),
+        };
+        w.set_meta("schema_version", &schema::SCHEMA_VERSION.to_string())?;
+        for (k, v) in meta {
+            w.set_meta(k, v)?;
+        }
+        w.conn.execute_batch("BEGIN").map_err(&e)?;
+        Ok(w)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
+        sql(&self.path)
+    }
+
+    /// Sets a `meta` key.
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")
+            .and_then(|mut s| s.execute(params![key, value]))
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Adds a process; returns its id in the recording.
+    pub fn add_process(&mut self, p: &ProcessInfo, t: f64) -> Result<i64> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO processes (pid, ppid, start_ticks, name, cmdline, first_t, last_t) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    p.pid,
+                    p.ppid,
+                    to_i64(p.start_ticks),
+                    p.name,
+                    p.cmdline,
+                    t
+                ])
+            })
+            .map_err(self.err())?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Updates what a process is (after an exec).
+    pub fn rename_process(&mut self, id: i64, name: &str, cmdline: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE processes SET name = ?2, cmdline = ?3 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id, name, cmdline]))
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Records a process's last figures: last time seen, peak RSS and PSS, exit time.
+    pub fn close_process(
+        &mut self,
+        id: i64,
+        last_t: f64,
+        exit_t: Option<f64>,
+        vm_hwm: u64,
+        peak_pss: u64,
+        ru_maxrss: Option<u64>,
+    ) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE processes SET last_t = ?2, exit_t = ?3, vm_hwm = ?4, peak_pss = ?5, \
+                 ru_maxrss = ?6 WHERE id = ?1",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    id,
+                    last_t,
+                    exit_t,
+                    to_i64(vm_hwm),
+                    to_i64(peak_pss),
+                    ru_maxrss.map(to_i64)
+                ])
+            })
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// One row of cheap counters.
+    pub fn sample(&mut self, t: f64, id: i64, c: &Counters) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO samples (t, process, rss, anon, file, shmem, swap, vm_hwm, threads) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    t,
+                    id,
+                    to_i64(c.rss),
+                    to_i64(c.anon),
+                    to_i64(c.file),
+                    to_i64(c.shmem),
+                    to_i64(c.swap),
+                    to_i64(c.vm_hwm),
+                    c.threads
+                ])
+            })
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// One `smaps_rollup` read.
+    pub fn pss(&mut self, t: f64, id: i64, a: &Amounts, cost_us: u64) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO pss (t, process, pss, uss, rss, swap, cost_us) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    t,
+                    id,
+                    to_i64(a.pss),
+                    to_i64(a.uss),
+                    to_i64(a.rss),
+                    to_i64(a.swap),
+                    to_i64(cost_us)
+                ])
+            })
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// The tree at one tick.
+    pub fn tick(
+        &mut self,
+        t: f64,
+        rss: u64,
+        pss: u64,
+        processes: u32,
+        cgroup_usage: Option<u64>,
+    ) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO ticks (t, rss, pss, processes, cgroup_usage) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    t,
+                    to_i64(rss),
+                    to_i64(pss),
+                    processes,
+                    cgroup_usage.map(to_i64)
+                ])
+            })
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// A full ledger of the tree, with its sums by category.
+    pub fn ledger(&mut self, t: f64, reason: &str, ledger: &TreeLedger) -> Result<i64> {
+        let json = serde_json::to_string(ledger).unwrap_or_else(|_| "null".into());
+        let tot = ledger.totals;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO ledgers (t, reason, rss, pss, uss, swap, json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    t,
+                    reason,
+                    to_i64(tot.rss),
+                    to_i64(tot.pss),
+                    to_i64(tot.uss),
+                    to_i64(tot.swap),
+                    json
+                ])
+            })
+            .map_err(self.err())?;
+        let id = self.conn.last_insert_rowid();
+        let mappings = |c| {
+            ledger
+                .processes
+                .iter()
+                .filter_map(|p| p.row(c))
+                .map(|r| r.mappings)
+                .sum::<u64>()
+        };
+        for (cat, a) in by_category(&ledger.processes) {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO ledger_rows (ledger, category, rss, pss, uss, swap, mappings) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        id,
+                        cat.name(),
+                        to_i64(a.rss),
+                        to_i64(a.pss),
+                        to_i64(a.uss),
+                        to_i64(a.swap),
+                        to_i64(mappings(cat))
+                    ])
+                })
+                .map_err(self.err())?;
+        }
+        Ok(id)
+    }
+
+    /// A Python view sample (and its census rows).
+    pub fn python(&mut self, t: f64, id: i64, s: &PythonSample) -> Result<()> {
+        let json = serde_json::to_string(s).unwrap_or_else(|_| "null".into());
+        self.conn
+            .prepare_cached("INSERT INTO python (t, process, json) VALUES (?1, ?2, ?3)")
+            .and_then(|mut st| st.execute(params![t, id, json]))
+            .map_err(self.err())?;
+        for c in &s.census {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO census (t, process, type, count, bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![t, id, c.type_name, to_i64(c.count), to_i64(c.bytes)])
+                })
+                .map_err(self.err())?;
+        }
+        Ok(())
+    }
+
+    /// An event (process start/exit, signal forwarded, new peak, ...).
+    pub fn event(&mut self, t: f64, kind: &str, process: Option<i64>, detail: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT INTO events (t, kind, process, detail) VALUES (?1, ?2, ?3, ?4)")
+            .and_then(|mut s| s.execute(params![t, kind, process, detail]))
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Commits what was written since the last commit and opens the next transaction.
+    pub fn commit(&mut self) -> Result<()> {
+        self.conn.execute_batch("COMMIT; BEGIN").map_err(self.err())
+    }
+
+    /// Commits, marks the recording complete and leaves one self-contained file.
+    pub fn finish(mut self) -> Result<PathBuf> {
+        self.set_meta("complete", "1")?;
+        self.conn.execute_batch("COMMIT").map_err(self.err())?;
+        self.conn
+            .pragma_update(None, "journal_mode", "DELETE")
+            .map_err(self.err())?;
+        let path = self.path.clone();
+        self.conn.close().map_err(|(_, source)| Error::Sqlite {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(path)
+    }
+}

@@ -1,0 +1,470 @@
+//! The self-contained HTML report: hand-written SVG charts (ledger categories stacked over
+//! time, a line per process, the peak marked, the Python view), CSS inlined from `assets/`, no
+//! script and nothing fetched when the page is viewed. Every target string is HTML-escaped.
+
+use std::fmt::Write as _;
+use std::io::Write;
+
+use memlens_ledger::units::format_bytes;
+
+use crate::model::{Model, PeakSource};
+
+const CSS: &str = include_str!("assets/report.css");
+
+/// Options of the HTML renderer.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Chart width in SVG units.
+    pub width: f64,
+    /// Chart height in SVG units.
+    pub height: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            width: 960.0,
+            height: 320.0,
+        }
+    }
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() && c != '\n' && c != '\t' => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Colour of a ledger category.
+fn category_color(name: &str) -> &'static str {
+    match name {
+        "python-heap" => "#4e79a7",
+        "native-heap" => "#f28e2b",
+        "thread-stacks" => "#e15759",
+        "interpreter" => "#76b7b2",
+        "extensions" => "#59a14f",
+        "system-libraries" => "#edc948",
+        "mapped-files" => "#b07aa1",
+        "shared-memory" => "#ff9da7",
+        "gpu-driver" => "#9c755f",
+        _ => "#bab0ac",
+    }
+}
+
+const PROCESS_COLORS: [&str; 10] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf",
+];
+
+/// Plot area and scales of one chart.
+struct Frame {
+    w: f64,
+    h: f64,
+    left: f64,
+    right: f64,
+    top: f64,
+    bottom: f64,
+    t_max: f64,
+    y_max: f64,
+}
+
+impl Frame {
+    fn new(o: &Options, t_max: f64, y_max: f64) -> Frame {
+        Frame {
+            w: o.width,
+            h: o.height,
+            left: 72.0,
+            right: 16.0,
+            top: 14.0,
+            bottom: 28.0,
+            t_max: t_max.max(1e-3),
+            y_max: y_max.max(1.0),
+        }
+    }
+
+    fn x(&self, t: f64) -> f64 {
+        self.left + (t / self.t_max).clamp(0.0, 1.0) * (self.w - self.left - self.right)
+    }
+
+    fn y(&self, v: f64) -> f64 {
+        self.h - self.bottom - (v / self.y_max).clamp(0.0, 1.0) * (self.h - self.top - self.bottom)
+    }
+
+    /// Opens the SVG with grid lines and axis labels; `fmt` formats a y value.
+    fn open(&self, label: &str, fmt: &dyn Fn(f64) -> String) -> String {
+        let mut s = String::new();
+        let _ = write!(
+            s,
+            r#"<svg class="chart" viewBox="0 0 {w} {h}" role="img" aria-label="{label}">"#,
+            w = self.w,
+            h = self.h,
+            label = escape(label)
+        );
+        for k in 0..=4 {
+            let v = self.y_max * k as f64 / 4.0;
+            let y = self.y(v);
+            let _ = write!(
+                s,
+                r#"<line class="grid" x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+                self.left,
+                self.w - self.right,
+                self.left - 6.0,
+                y + 4.0,
+                escape(&fmt(v))
+            );
+        }
+        for k in 0..=6 {
+            let t = self.t_max * k as f64 / 6.0;
+            let x = self.x(t);
+            let _ = write!(
+                s,
+                r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{t:.1} s</text>"#,
+                self.h - 8.0
+            );
+        }
+        let _ = write!(
+            s,
+            r#"<line class="axis" x1="{l:.1}" y1="{b:.1}" x2="{r:.1}" y2="{b:.1}"/>"#,
+            l = self.left,
+            r = self.w - self.right,
+            b = self.h - self.bottom
+        );
+        s
+    }
+
+    fn polyline(&self, class: &str, style: &str, pts: impl Iterator<Item = (f64, f64)>) -> String {
+        let mut d = String::new();
+        for (t, v) in pts {
+            let _ = write!(d, "{:.1},{:.1} ", self.x(t), self.y(v));
+        }
+        format!(
+            r#"<polyline class="{class}" style="{style}" points="{}"/>"#,
+            d.trim_end()
+        )
+    }
+}
+
+fn bytes_label(v: f64) -> String {
+    format_bytes(v as u64)
+}
+
+/// The stacked ledger categories, the tree totals, and the peak marker.
+fn memory_chart(m: &Model, o: &Options) -> String {
+    let stack_max = m
+        .ledger_series
+        .iter()
+        .map(|p| p.pss.iter().sum::<u64>())
+        .max()
+        .unwrap_or(0);
+    let tree_max = m
+        .tree
+        .iter()
+        .map(|t| t.1.max(t.2).max(t.3.unwrap_or(0)))
+        .max()
+        .unwrap_or(0);
+    let y_max = stack_max.max(tree_max).max(m.peak.bytes).max(m.peak.rss) as f64 * 1.08;
+    let f = Frame::new(o, m.duration_seconds, y_max);
+    let mut s = f.open("memory of the tree over time", &bytes_label);
+    // Each ledger holds until the next one (or the end): step areas, stacked.
+    let n = m.ledger_series.len();
+    for (ci, cat) in m.categories.iter().enumerate().rev() {
+        let mut top = Vec::new();
+        let mut bottom = Vec::new();
+        for (k, p) in m.ledger_series.iter().enumerate() {
+            let t1 = if k + 1 < n {
+                m.ledger_series[k + 1].t
+            } else {
+                m.duration_seconds.max(p.t)
+            };
+            let below: u64 = p.pss[..ci].iter().sum();
+            let upto = below + p.pss[ci];
+            top.push((p.t, upto as f64));
+            top.push((t1, upto as f64));
+            bottom.push((p.t, below as f64));
+            bottom.push((t1, below as f64));
+        }
+        if top.is_empty() {
+            continue;
+        }
+        let mut d = String::new();
+        for &(t, v) in top.iter().chain(bottom.iter().rev()) {
+            let _ = write!(d, "{:.1},{:.1} ", f.x(t), f.y(v));
+        }
+        let _ = write!(
+            s,
+            r#"<polygon points="{}" fill="{}" fill-opacity="0.85"><title>{}</title></polygon>"#,
+            d.trim_end(),
+            category_color(cat),
+            escape(cat)
+        );
+    }
+    if !m.tree.is_empty() {
+        s.push_str(&f.polyline("tree-rss", "", m.tree.iter().map(|t| (t.0, t.1 as f64))));
+        s.push_str(&f.polyline("tree-pss", "", m.tree.iter().map(|t| (t.0, t.2 as f64))));
+        if m.tree.iter().any(|t| t.3.is_some()) {
+            s.push_str(&f.polyline(
+                "cgroup",
+                "",
+                m.tree.iter().filter_map(|t| Some((t.0, t.3? as f64))),
+            ));
+        }
+    }
+    let px = f.x(m.peak.at_seconds);
+    let py = f.y(m.peak.bytes as f64);
+    let anchor = if px > f.w * 0.7 { "end" } else { "start" };
+    let dx = if anchor == "end" { -8.0 } else { 8.0 };
+    let _ = write!(
+        s,
+        r#"<g class="peak"><line class="peak-line" x1="{px:.1}" y1="{:.1}" x2="{px:.1}" y2="{:.1}"/><circle class="peak-dot" cx="{px:.1}" cy="{py:.1}" r="4"><title>peak {}</title></circle><text class="peak-label" x="{:.1}" y="{:.1}" text-anchor="{anchor}">peak {} at {:.2} s</text></g>"#,
+        f.top,
+        f.h - f.bottom,
+        escape(&format_bytes(m.peak.bytes)),
+        px + dx,
+        (py - 6.0).max(f.top + 10.0),
+        escape(&format_bytes(m.peak.bytes)),
+        m.peak.at_seconds
+    );
+    s.push_str("</svg>");
+    s
+}
+
+/// A line per process (RSS).
+fn process_chart(m: &Model, o: &Options) -> String {
+    let y_max = m
+        .process_series
+        .iter()
+        .flat_map(|p| p.points.iter().map(|x| x.1))
+        .max()
+        .unwrap_or(0) as f64
+        * 1.08;
+    let f = Frame::new(o, m.duration_seconds, y_max);
+    let mut s = f.open("RSS of each process over time", &bytes_label);
+    for (k, p) in m.process_series.iter().enumerate() {
+        if p.points.is_empty() {
+            continue;
+        }
+        let color = PROCESS_COLORS[k % PROCESS_COLORS.len()];
+        let line = f.polyline(
+            "proc",
+            &format!("stroke:{color}"),
+            p.points.iter().map(|x| (x.0, x.1 as f64)),
+        );
+        let _ = write!(
+            s,
+            "<g><title>pid {} {}</title>{line}</g>",
+            p.pid,
+            escape(&p.label)
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// The Python view: GC-tracked objects per process.
+fn python_chart(m: &Model, o: &Options) -> String {
+    let y_max = m.python.iter().map(|p| p.gc_objects).max().unwrap_or(0) as f64 * 1.08;
+    let f = Frame::new(o, m.duration_seconds, y_max);
+    let mut s = f.open("GC-tracked objects per process over time", &|v| {
+        format!("{v:.0}")
+    });
+    let mut pids: Vec<u32> = m.python.iter().map(|p| p.pid).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    for (k, pid) in pids.iter().enumerate() {
+        let color = PROCESS_COLORS[k % PROCESS_COLORS.len()];
+        let line = f.polyline(
+            "proc",
+            &format!("stroke:{color}"),
+            m.python
+                .iter()
+                .filter(|p| p.pid == *pid)
+                .map(|p| (p.t, p.gc_objects as f64)),
+        );
+        let _ = write!(s, "<g><title>pid {pid}</title>{line}</g>");
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// Writes the page.
+pub fn render(m: &Model, o: &Options, mut out: impl Write) -> std::io::Result<()> {
+    let mut h = String::with_capacity(64 * 1024);
+    let cmd = escape(&m.command);
+    let _ = write!(
+        h,
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>memlens: {cmd}</title>
+<style>
+{CSS}</style>
+</head>
+<body>
+<h1>memlens report</h1>
+<p class="cmd">{cmd}</p>
+"#
+    );
+    let status = match (m.exit_code, m.exit_signal) {
+        (_, Some(sig)) => format!("killed by signal {sig}"),
+        (Some(c), None) => format!("exited with status {c}"),
+        (None, None) if !m.complete => "recording cut off (memlens was killed?)".into(),
+        (None, None) => "recorded".into(),
+    };
+    let _ = write!(
+        h,
+        r#"<p class="muted">{} · {:.2} s · {} samples every {:.0} ms · {} process(es) · {}</p>"#,
+        escape(&status),
+        m.duration_seconds,
+        m.samples,
+        m.interval_seconds * 1000.0,
+        m.processes.len(),
+        escape(&m.file)
+    );
+    let source = match m.peak.source {
+        PeakSource::Cgroup => "exact: the tree's memory cgroup",
+        PeakSource::VmHwm => "exact: a process's VmHWM",
+        PeakSource::Sampled => "sampled",
+    };
+    let _ = write!(
+        h,
+        r#"<div class="figures"><div class="figure peak">peak<b>{}</b>{} at {:.2} s</div><div class="figure">tree PSS peak<b>{}</b>sampled</div><div class="figure">tree RSS peak<b>{}</b>shared pages counted per process</div></div>"#,
+        escape(&format_bytes(m.peak.bytes)),
+        source,
+        m.peak.at_seconds,
+        escape(&format_bytes(m.peak.pss)),
+        escape(&format_bytes(m.peak.rss)),
+    );
+    if let (Some(pid), Some(c)) = (m.peak.pid, &m.peak.cmdline) {
+        let _ = write!(
+            h,
+            r#"<p>At the peak most memory was in pid {pid}: <code>{}</code></p>"#,
+            escape(c)
+        );
+    }
+
+    h.push_str("<h2>Memory over time</h2>");
+    h.push_str(&memory_chart(m, o));
+    h.push_str(r#"<div class="legend">"#);
+    for c in &m.categories {
+        let _ = write!(
+            h,
+            r#"<span><span class="swatch" style="background:{}"></span>{}</span>"#,
+            category_color(c),
+            escape(c)
+        );
+    }
+    h.push_str(r#"<span>── tree PSS</span><span>- - tree RSS</span>"#);
+    if m.tree.iter().any(|t| t.3.is_some()) {
+        h.push_str(r#"<span>··· cgroup charge</span>"#);
+    }
+    h.push_str("</div><p class=\"muted\">Areas: ledger categories (PSS) at each full ledger; lines: tree totals at every sample.</p>");
+
+    h.push_str("<h2>Processes</h2>");
+    h.push_str(&process_chart(m, o));
+    h.push_str(r#"<table><tr><th></th><th class="num">PID</th><th class="num">PPID</th><th class="num">VmHWM</th><th class="num">peak PSS</th><th class="num">alive (s)</th><th>command</th></tr>"#);
+    for (k, p) in m.processes.iter().enumerate() {
+        let cmd = if p.cmdline.is_empty() {
+            &p.name
+        } else {
+            &p.cmdline
+        };
+        let _ = write!(
+            h,
+            r#"<tr><td><span class="swatch" style="background:{}"></span></td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{:.2}–{:.2}</td><td class="cmdline">{}</td></tr>"#,
+            PROCESS_COLORS[k % PROCESS_COLORS.len()],
+            p.pid,
+            p.ppid,
+            escape(&format_bytes(p.vm_hwm)),
+            escape(&format_bytes(p.peak_pss)),
+            p.first_seconds,
+            p.exit_seconds.unwrap_or(p.last_seconds),
+            escape(cmd)
+        );
+    }
+    h.push_str("</table>");
+
+    h.push_str("<h2>Growth phases</h2>");
+    if m.growth.is_empty() {
+        h.push_str("<p class=\"muted\">No steady growth phase.</p>");
+    } else {
+        h.push_str(r#"<table><tr><th class="num">from (s)</th><th class="num">to (s)</th><th class="num">grew</th><th class="num">rate</th></tr>"#);
+        for g in &m.growth {
+            let _ = write!(
+                h,
+                r#"<tr><td class="num">{:.2}</td><td class="num">{:.2}</td><td class="num">{}</td><td class="num">{:.2} MiB/s</td></tr>"#,
+                g.start_seconds,
+                g.end_seconds,
+                escape(&format_bytes(g.bytes)),
+                g.rate_bytes_per_second / 1048576.0
+            );
+        }
+        h.push_str("</table>");
+    }
+
+    if let Some(l) = &m.ledger_at_peak {
+        let _ = write!(h, "<h2>Ledger at {:.2} s (nearest the peak)</h2>", l.t);
+        h.push_str(r#"<table><tr><th>category</th><th class="num">PSS</th><th class="num">USS</th><th class="num">RSS</th><th class="num">swap</th></tr>"#);
+        for (c, a) in &l.categories {
+            let _ = write!(
+                h,
+                r#"<tr><td><span class="swatch" style="background:{}"></span>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
+                category_color(c),
+                escape(c),
+                escape(&format_bytes(a.pss)),
+                escape(&format_bytes(a.uss)),
+                escape(&format_bytes(a.rss)),
+                escape(&format_bytes(a.swap))
+            );
+        }
+        h.push_str("</table>");
+        if let Some(f) = l.json.get("findings").and_then(|f| f.as_array()) {
+            h.push_str("<ul>");
+            for s in f.iter().filter_map(|s| s.as_str()) {
+                let _ = write!(h, "<li>{}</li>", escape(s));
+            }
+            h.push_str("</ul>");
+        }
+    }
+
+    h.push_str("<h2>Python view</h2>");
+    if m.python.is_empty() {
+        h.push_str("<p class=\"muted\">Not recorded: this recording holds the OS view only.</p>");
+    } else {
+        h.push_str(&python_chart(m, o));
+    }
+
+    h.push_str("<h2>Notes</h2><ul class=\"notes\">");
+    for s in &m.peak.sampled {
+        let _ = write!(h, "<li>{}</li>", escape(s));
+    }
+    h.push_str("</ul></body></html>\n");
+    out.write_all(h.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup_and_quotes() {
+        assert_eq!(
+            escape(r#"<script>alert("x")</script>&'"#),
+            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&#39;"
+        );
+        assert_eq!(escape("a\u{1b}b"), "a\u{fffd}b");
+    }
+}

@@ -1,0 +1,243 @@
+//! The terminal summary of a recording: the peak and where it came from, a sparkline of the
+//! tree total, growth phases, each process, and the ledger at the peak.
+
+use std::io::Write;
+
+use memlens_ledger::units::format_bytes;
+
+use crate::model::{Model, PeakSource};
+
+/// Options of the terminal renderer.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Exact byte counts instead of binary units.
+    pub bytes: bool,
+    /// Width of the sparkline in cells.
+    pub sparkline_width: usize,
+    /// Most processes listed (the largest by VmHWM).
+    pub max_processes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            bytes: false,
+            sparkline_width: 60,
+            max_processes: 12,
+        }
+    }
+}
+
+/// Replaces control characters (escape sequences a target could plant in its command line)
+/// with `\xNN`, so target strings cannot drive the terminal.
+pub fn escape_terminal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\x{:02x}", c as u32 & 0xff));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A row of block characters, one per cell, scaled to the series' maximum.
+pub fn sparkline(values: &[u64], width: usize) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    if values.is_empty() || width == 0 {
+        return String::new();
+    }
+    let max = values.iter().copied().max().unwrap_or(0).max(1);
+    let cells = width.min(values.len());
+    (0..cells)
+        .map(|c| {
+            let a = c * values.len() / cells;
+            let b = ((c + 1) * values.len() / cells).max(a + 1);
+            let v = values[a..b].iter().copied().max().unwrap_or(0);
+            BARS[((v as f64 / max as f64) * 7.0).round() as usize % 8]
+        })
+        .collect()
+}
+
+fn cut(s: &str, n: usize) -> String {
+    let e = escape_terminal(s);
+    if e.chars().count() <= n {
+        e
+    } else {
+        let mut t: String = e.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// Writes the summary.
+pub fn render(m: &Model, opts: &Options, mut out: impl Write) -> std::io::Result<()> {
+    let fb = |v: u64| {
+        if opts.bytes {
+            v.to_string()
+        } else {
+            format_bytes(v)
+        }
+    };
+    let status = match (m.exit_code, m.exit_signal) {
+        (_, Some(s)) => format!("killed by signal {s}"),
+        (Some(c), None) => format!("exit {c}"),
+        (None, None) if !m.complete => "recording cut off (memlens was killed?)".to_string(),
+        (None, None) => "recorded".to_string(),
+    };
+    writeln!(
+        out,
+        "memlens: {} — {status} after {:.2} s, {} samples every {:.0} ms, {} process{}",
+        cut(&m.command, 80),
+        m.duration_seconds,
+        m.samples,
+        m.interval_seconds * 1000.0,
+        m.processes.len(),
+        if m.processes.len() == 1 { "" } else { "es" }
+    )?;
+    let p = &m.peak;
+    let what = match p.source {
+        PeakSource::Cgroup => {
+            "exact, the tree's memory cgroup: page cache and kernel memory included"
+        }
+        PeakSource::VmHwm => "exact, a process's VmHWM",
+        PeakSource::Sampled => "sampled",
+    };
+    write!(
+        out,
+        "peak:    {} ({what}) at {:.2} s",
+        fb(p.bytes),
+        p.at_seconds
+    )?;
+    if let (Some(pid), Some(c)) = (p.pid, &p.cmdline) {
+        write!(out, ", mostly pid {pid} {}", cut(c, 50))?;
+    }
+    writeln!(out)?;
+    let shared = if m.processes.len() > 1 {
+        " (a sum over processes: shared pages counted in each)"
+    } else {
+        ""
+    };
+    writeln!(
+        out,
+        "         tree RSS {}{shared}, tree PSS {} (sampled)",
+        fb(p.rss),
+        fb(p.pss)
+    )?;
+    if let Some(note) = &m.cgroup_note {
+        writeln!(
+            out,
+            "         no exact tree peak: {}",
+            escape_terminal(note)
+        )?;
+    }
+    let series: Vec<u64> = m.tree.iter().map(|t| t.2).collect();
+    if !series.is_empty() {
+        writeln!(
+            out,
+            "memory:  {}  tree PSS over {:.2} s, max {}",
+            sparkline(&series, opts.sparkline_width),
+            m.duration_seconds,
+            fb(series.iter().copied().max().unwrap_or(0))
+        )?;
+    }
+    if m.growth.is_empty() {
+        writeln!(out, "growth:  no steady growth phase")?;
+    }
+    for (k, g) in m.growth.iter().enumerate() {
+        writeln!(
+            out,
+            "{}{:>7.2} s – {:>7.2} s  +{:<10} at {:.2} MiB/s",
+            if k == 0 { "growth: " } else { "        " },
+            g.start_seconds,
+            g.end_seconds,
+            fb(g.bytes),
+            g.rate_bytes_per_second / 1048576.0
+        )?;
+    }
+    writeln!(out, "processes:")?;
+    writeln!(
+        out,
+        "  {:>8}  {:>10}  {:>10}  {:>17}  command",
+        "PID", "VmHWM", "peak PSS", "alive (s)"
+    )?;
+    let mut procs: Vec<_> = m.processes.iter().collect();
+    procs.sort_by_key(|p| std::cmp::Reverse(p.vm_hwm));
+    for pr in procs.iter().take(opts.max_processes) {
+        let alive = format!(
+            "{:.2}–{:.2}",
+            pr.first_seconds,
+            pr.exit_seconds.unwrap_or(pr.last_seconds)
+        );
+        let cmd = if pr.cmdline.is_empty() {
+            &pr.name
+        } else {
+            &pr.cmdline
+        };
+        writeln!(
+            out,
+            "  {:>8}  {:>10}  {:>10}  {:>17}  {}",
+            pr.pid,
+            fb(pr.vm_hwm),
+            fb(pr.peak_pss),
+            alive,
+            cut(cmd, 60)
+        )?;
+    }
+    if procs.len() > opts.max_processes {
+        writeln!(out, "  … and {} more", procs.len() - opts.max_processes)?;
+    }
+    if let Some(l) = &m.ledger_at_peak {
+        writeln!(
+            out,
+            "ledger at {:.2} s ({:.2} s from the peak): PSS {}, USS {}, RSS {}",
+            l.t,
+            (l.t - p.at_seconds).abs(),
+            fb(l.totals.pss),
+            fb(l.totals.uss),
+            fb(l.totals.rss)
+        )?;
+        writeln!(
+            out,
+            "  {:<18} {:>10} {:>10} {:>10}",
+            "category", "PSS", "USS", "RSS"
+        )?;
+        for (c, a) in l.categories.iter().filter(|(_, a)| a.rss > 0) {
+            writeln!(
+                out,
+                "  {:<18} {:>10} {:>10} {:>10}",
+                cut(c, 18),
+                fb(a.pss),
+                fb(a.uss),
+                fb(a.rss)
+            )?;
+        }
+        if let Some(f) = l.json.get("findings").and_then(|f| f.as_array()) {
+            for s in f.iter().filter_map(|s| s.as_str()) {
+                writeln!(out, "  - {}", escape_terminal(s))?;
+            }
+        }
+    }
+    for s in &p.sampled {
+        writeln!(out, "note: {}", escape_terminal(s))?;
+    }
+    writeln!(out, "recording: {}", escape_terminal(&m.file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_control_characters() {
+        assert_eq!(escape_terminal("a\x1b[31mb\n"), "a\\x1b[31mb\\x0a");
+    }
+
+    #[test]
+    fn sparkline_scales() {
+        assert_eq!(sparkline(&[0, 6, 14], 3), "▁▄█");
+        assert_eq!(sparkline(&[], 10), "");
+        assert_eq!(sparkline(&[5; 100], 4).chars().count(), 4);
+    }
+}
