@@ -714,3 +714,152 @@ fn the_recording_is_plain_sqlite() {
     assert_eq!(f.next(), Some("1"), "{text} {}", stderr(&check));
     assert!(f.next().unwrap().parse::<u64>().unwrap() > 5);
 }
+
+/// Headless Chromium (Debian's `chromium`), or `None` outside CI when it is not installed.
+fn chromium() -> Option<PathBuf> {
+    for p in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
+        if Path::new(p).exists() {
+            return Some(PathBuf::from(p));
+        }
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("chromium is not installed (apt-get install -y chromium)");
+    }
+    eprintln!("warning: chromium not installed, HTML rendering not tested");
+    None
+}
+
+/// Runs headless Chromium on a file with `mode` (`--screenshot=...` or `--dump-dom`); returns
+/// (stdout, stderr).
+fn chromium_on(chromium: &Path, page: &Path, profile: &Path, mode: &str) -> (String, String) {
+    let _ = std::fs::remove_dir_all(profile);
+    std::fs::create_dir_all(profile).unwrap();
+    let out = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1100,1400",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(mode)
+        .arg(format!("file://{}", page.display()))
+        .stdin(Stdio::null())
+        .output()
+        .expect("chromium runs");
+    assert!(out.status.success(), "chromium failed: {}", stderr(&out));
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr(&out),
+    )
+}
+
+#[test]
+fn html_report_renders_offline_in_chromium_with_target_strings_escaped() {
+    let dir = TempDir::new("html");
+    // The program's path carries markup and quotes; so does a name it gives its worker.
+    let evil_dir = dir.join("x<script>alert(\"p\")</script>");
+    std::fs::create_dir_all(&evil_dir).unwrap();
+    let prog = evil_dir.join("prog<script>\".py");
+    std::fs::write(
+        &prog,
+        "import os, time\nb = b'h' * (60 << 20)\npid = os.fork()\nif pid == 0:\n    c = b'c' * (30 << 20)\n    time.sleep(0.6)\n    os._exit(0)\ntime.sleep(1.2)\nos.waitpid(pid, 0)\n",
+    )
+    .unwrap();
+    let page = dir.join("report.html");
+    let out = run_memlens(
+        &[
+            "run",
+            "-q",
+            "--html",
+            page.to_str().unwrap(),
+            "-o",
+            dir.join("h.db").to_str().unwrap(),
+            "--",
+            python().to_str().unwrap(),
+            prog.to_str().unwrap(),
+        ],
+        &dir.0,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let html = std::fs::read_to_string(&page).unwrap();
+
+    // Escaped, and nothing that could fetch or run anything.
+    let lower = html.to_lowercase();
+    assert!(!lower.contains("<script"), "unescaped <script> in the page");
+    assert!(html.contains(
+        "x&lt;script&gt;alert(&quot;p&quot;)&lt;/script&gt;/prog&lt;script&gt;&quot;.py"
+    ));
+    for bad in [
+        "http://", "https://", "src=", "href=", "url(", "@import", "<link", "<img", "<iframe",
+        "<object", "<embed",
+    ] {
+        assert!(!lower.contains(bad), "the page contains `{bad}`");
+    }
+    assert!(html.contains("default-src 'none'"), "no CSP");
+
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let profile = dir.join("profile");
+    let (dom, log) = chromium_on(&chromium, &page, &profile, "--dump-dom");
+    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    assert!(console.is_empty(), "console messages: {console:?}");
+    assert!(!log.contains("net::ERR"), "network errors: {log}");
+    assert!(dom.contains("<svg class=\"chart\""), "no chart in the DOM");
+    assert!(dom.matches("<polygon").count() >= 2, "no stacked areas");
+    assert!(
+        dom.contains("&lt;script&gt;"),
+        "escaped text missing from the DOM"
+    );
+    assert!(
+        !dom.to_lowercase().contains("<script"),
+        "a script element in the DOM"
+    );
+
+    let shot = dir.join("shot.png");
+    let (_, log) = chromium_on(
+        &chromium,
+        &page,
+        &profile,
+        &format!("--screenshot={}", shot.display()),
+    );
+    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    assert!(console.is_empty(), "console messages: {console:?}");
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    assert!(channels >= 3, "{:?}", info.color_type);
+    let px = &buf[..info.buffer_size()];
+    let (mut ink, mut orange, mut total) = (0u64, 0u64, 0u64);
+    for p in px.chunks(channels) {
+        total += 1;
+        if p[0] < 235 || p[1] < 235 || p[2] < 235 {
+            ink += 1;
+        }
+        // native-heap's fill (#f28e2b at 85 % opacity on white).
+        if (p[0] as i32 - 0xf3).abs() < 20
+            && (p[1] as i32 - 0x99).abs() < 25
+            && (p[2] as i32 - 0x44).abs() < 35
+        {
+            orange += 1;
+        }
+    }
+    assert!(
+        ink * 100 / total >= 5,
+        "screenshot mostly blank: {ink} of {total} pixels"
+    );
+    assert!(
+        orange >= 2000,
+        "the stacked area is not drawn: {orange} native-heap pixels"
+    );
+}
