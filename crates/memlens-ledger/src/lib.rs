@@ -6,6 +6,7 @@
 
 pub mod category;
 pub mod distribution;
+pub mod host;
 pub mod process;
 pub mod tree;
 pub mod units;
