@@ -7,15 +7,22 @@ usage: bench/.venv/bin/python bench/tree_ledger.py [--memlens PATH] [-n RUNS] [-
 Starts workloads/fork_tree.py (a parent holding ~50 MiB of Python objects and 31 forked
 workers, each with some copied and some private memory), then times whole commands,
 interpreter start-up included, with the paired method of the baseline study's
-pairbench.py: every command of a group in turn (A B C A B C ...), W warm-up rounds, N counted
-rounds; wall and CPU (user+sys of the reaped child) per run; ratios taken round by round,
-medians printed.
+pairbench.py: every command of a group in turn (A B C A B C ...), W warm-up rounds (default
+1), N counted rounds (default 20); wall, user and sys seconds of the reaped child per run;
+ratios taken round by round, medians printed.
 
   (a) full ledger of the tree: `memlens snapshot --tree ROOT --json`
       vs `peers/psutil_maps.py ROOT` (psutil memory_maps(grouped=False) for every process)
       vs `smem -P TAG` (reads /proc/PID/smaps of the processes whose command line matches)
+      reference: `cat /proc/PID/smaps` of the 32 PIDs
   (b) totals: `memlens ps --json`
       vs `peers/psutil_totals.py` (psutil memory_full_info() for every Python process)
+      reference: `cat /proc/PID/smaps_rollup` of the 32 PIDs
+
+Each group also times `cat` of the same /proc files for the tree's PIDs (given the list, no
+tree discovery, no parsing): the kernel's own cost of producing them, which every tool pays;
+PSS needs a walk of every resident page, so it grows with the tree's resident memory and
+bounds the ratios any tool can reach on a given tree.
 
 Before timing, each command runs once untimed and its output is checked: the number of tree
 processes it saw and the tree's PSS sum are printed, so the commands are shown to do the same
@@ -47,7 +54,7 @@ def run_once(argv):
     _, status, ru = os.wait4(p.pid, 0)
     wall = time.monotonic() - t0
     rc = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
-    return {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "rc": rc}
+    return {"wall": wall, "user": ru.ru_utime, "sys": ru.ru_stime, "rc": rc}
 
 
 def paired(commands, runs, warmup):
@@ -122,6 +129,13 @@ def check_smem(out, pids):
     return len(mine), sum(int(r[2]) * 1024 for r in mine), "%d rows" % len(rows)
 
 
+def check_cat(out, pids):
+    """`cat` of smaps or smaps_rollup files: the sum of their `Pss:` lines (kB)."""
+    pss = sum(int(line.split()[1]) * 1024 for line in out.splitlines()
+              if line.startswith("Pss:"))
+    return len(pids), pss, "given the PIDs"
+
+
 def check_memlens_ps(out, pids):
     d = json.loads(out)
     n, pss, trees = 0, 0, len(d["trees"])
@@ -147,6 +161,8 @@ def median(xs):
 
 def shown(argv, memlens, py):
     """The command as the table shows it: short names for the binary, python and our scripts."""
+    if argv[0] == "cat":
+        return "cat /proc/PID/%s  (%d PIDs)" % (argv[1].rsplit("/", 1)[1], len(argv) - 1)
     words = []
     for a in argv:
         if a == memlens:
@@ -164,7 +180,7 @@ def print_group(title, names, argvs, results, checks, base, memlens, py):
     print("## " + title)
     print()
     print("| command | tree procs seen | tree PSS MiB | also | wall s median (min-max) "
-          "| cpu s median | wall / memlens wall, median (min-max) |")
+          "| user s / sys s median | wall / memlens wall, median (min-max) |")
     print("|---|---|---|---|---|---|---|")
     for name in names:
         rs = results[name]
@@ -172,9 +188,9 @@ def print_group(title, names, argvs, results, checks, base, memlens, py):
         ratios = [a["wall"] / b["wall"] for a, b in zip(rs, results[base])]
         n, pss, also = checks[name]
         bad = sorted(set(r["rc"] for r in rs) - {0})
-        print("| `%s` | %d | %.1f | %s | %.4f (%.4f-%.4f) | %.4f | %s |%s" % (
+        print("| `%s` | %d | %.1f | %s | %.4f (%.4f-%.4f) | %.4f / %.4f | %s |%s" % (
             shown(argvs[name], memlens, py), n, pss / MiB, also, median(walls), min(walls), max(walls),
-            median([r["cpu"] for r in rs]),
+            median([r["user"] for r in rs]), median([r["sys"] for r in rs]),
             "1 (base)" if name == base else "**%.1fx** (%.1f-%.1f)" % (
                 median(ratios), min(ratios), max(ratios)),
             " exit codes %s!" % bad if bad else ""))
@@ -188,7 +204,7 @@ def loadavg():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--memlens", default=os.path.join(ROOT_DIR, "target", "release", "memlens"))
-    ap.add_argument("-n", "--runs", type=int, default=10)
+    ap.add_argument("-n", "--runs", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--workers", type=int, default=31)
     ap.add_argument("--shared-mib", type=int, default=50)
@@ -228,14 +244,17 @@ def main():
             "memlens snapshot": [memlens, "snapshot", str(root), "--tree", "--json"],
             "psutil memory_maps": [py, os.path.join(peers, "psutil_maps.py"), str(root)],
             "smem": ["smem", "-H", "-c", "pid uss pss rss", "-P", smem_filter],
+            "cat smaps": ["cat"] + ["/proc/%d/smaps" % p for p in pids],
         }
         totals = {
             "memlens ps": [memlens, "ps", "--json"],
             "psutil memory_full_info": [py, os.path.join(peers, "psutil_totals.py")],
+            "cat smaps_rollup": ["cat"] + ["/proc/%d/smaps_rollup" % p for p in pids],
         }
         checkers = {"memlens snapshot": check_memlens_snapshot,
                     "psutil memory_maps": check_psutil_maps, "smem": check_smem,
                     "memlens ps": check_memlens_ps,
+                    "cat smaps": check_cat, "cat smaps_rollup": check_cat,
                     "psutil memory_full_info": check_psutil_totals}
         checks = {}
         for name, argv in list(ledger.items()) + list(totals.items()):
