@@ -155,3 +155,23 @@ fn truncated_files_are_errors_not_panics() {
     }
     assert!(stat::parse(&fixture("python_threads.stat")[..20]).is_err());
 }
+
+#[test]
+fn rollup_falls_back_to_summing_smaps() {
+    // A procfs tree without smaps_rollup, as kernels before 4.14 have.
+    let root = std::env::temp_dir().join(format!("memlens-procroot-{}", std::process::id()));
+    let pid_dir = root.join("4242");
+    std::fs::create_dir_all(&pid_dir).unwrap();
+    std::fs::write(pid_dir.join("smaps"), fixture("python_threads.smaps")).unwrap();
+    std::fs::write(pid_dir.join("status"), fixture("python_threads.status")).unwrap();
+    let proc = memlens_procfs::Process::with_root(&root, 4242).unwrap();
+    let rollup = proc.smaps_rollup().unwrap();
+    let expected = smaps::sum(&smaps::parse(&fixture("python_threads.smaps")).unwrap());
+    assert_eq!(rollup, expected);
+    assert!(rollup.rss > 0);
+    assert!(matches!(
+        memlens_procfs::Process::with_root(&root, 4243),
+        Err(memlens_procfs::Error::ProcessGone { pid: 4243 })
+    ));
+    std::fs::remove_dir_all(&root).unwrap();
+}
