@@ -75,47 +75,57 @@ fn python_of(proc: &Process) -> Option<PythonInfo> {
     crate::process::detect_python(&exe, &mappings)
 }
 
+enum Row {
+    Listed(Box<PsProcess>),
+    Unreadable,
+    Skip,
+}
+
+fn read_row(pid: u32, all: bool) -> Row {
+    let Ok(proc) = Process::new(pid) else {
+        return Row::Skip;
+    };
+    let status = match proc.status() {
+        Ok(s) if s.is_kernel_thread() => return Row::Skip,
+        Ok(s) => s,
+        Err(_) => return Row::Skip,
+    };
+    let python = python_of(&proc);
+    if python.is_none() && !all {
+        return Row::Skip;
+    }
+    let totals = match proc.smaps_rollup() {
+        Ok(c) => Amounts::of(&c),
+        Err(Error::PermissionDenied { .. }) => return Row::Unreadable,
+        Err(_) => return Row::Skip,
+    };
+    Row::Listed(Box::new(PsProcess {
+        pid,
+        ppid: status.ppid,
+        name: String::from_utf8_lossy(&status.name).into_owned(),
+        cmdline: cmdline_string(&proc.cmdline().unwrap_or_default()),
+        python,
+        threads: status.threads,
+        vm_hwm: status.vm_hwm,
+        totals,
+        depth: 0,
+    }))
+}
+
 /// Lists the Python processes (every process with `all`) as trees. memlens itself is left out.
 pub fn ps(all: bool) -> Result<PsReport> {
     let table = ProcessTable::scan()?;
     let me = std::process::id();
+    let entries: Vec<_> = table.iter().filter(|e| e.pid != me).collect();
+    let reads = crate::parallel::map(&entries, |e| read_row(e.pid, all));
     let mut rows: Vec<PsProcess> = Vec::new();
     let mut unreadable = 0;
-    for e in table.iter() {
-        if e.pid == me {
-            continue;
+    for r in reads {
+        match r {
+            Row::Listed(p) => rows.push(*p),
+            Row::Unreadable => unreadable += 1,
+            Row::Skip => {}
         }
-        let Ok(proc) = Process::new(e.pid) else {
-            continue;
-        };
-        let status = match proc.status() {
-            Ok(s) if s.is_kernel_thread() => continue,
-            Ok(s) => s,
-            Err(_) => continue,
-        };
-        let python = python_of(&proc);
-        if python.is_none() && !all {
-            continue;
-        }
-        let totals = match proc.smaps_rollup() {
-            Ok(c) => Amounts::of(&c),
-            Err(Error::PermissionDenied { .. }) => {
-                unreadable += 1;
-                continue;
-            }
-            Err(_) => continue,
-        };
-        rows.push(PsProcess {
-            pid: e.pid,
-            ppid: status.ppid,
-            name: String::from_utf8_lossy(&status.name).into_owned(),
-            cmdline: cmdline_string(&proc.cmdline().unwrap_or_default()),
-            python,
-            threads: status.threads,
-            vm_hwm: status.vm_hwm,
-            totals,
-            depth: 0,
-        });
     }
     Ok(group(rows, all, unreadable))
 }

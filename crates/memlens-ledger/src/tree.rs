@@ -54,8 +54,10 @@ pub fn snapshot(pid: u32, tree: bool, hints: &mut dyn FnMut(u32) -> Hints) -> Re
     let mut resolver = DistributionResolver::new(root.dir().join("root"));
     let mut processes = Vec::with_capacity(pids.len());
     let mut skipped = Vec::new();
-    for p in pids {
-        let read = Process::new(p).and_then(|proc| ProcessParts::read(&proc));
+    let reads = crate::parallel::map(&pids, |&p| {
+        Process::new(p).and_then(|proc| ProcessParts::read(&proc))
+    });
+    for (p, read) in pids.into_iter().zip(reads) {
         match read {
             Ok(parts) => {
                 let h = hints(p);

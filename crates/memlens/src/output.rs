@@ -21,12 +21,11 @@ impl Global {
 
 /// Writes a serializable value as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize>(value: &T) -> CliResult<()> {
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     serde_json::to_writer_pretty(&mut out, value)
         .map_err(|e| CliError::new(Code::Failure, format!("cannot write JSON: {e}")))?;
     writeln!(out).map_err(write_error)?;
-    Ok(())
+    out.flush().map_err(write_error)
 }
 
 /// Maps a stdout write failure (closed pipe, full disk) to an error.

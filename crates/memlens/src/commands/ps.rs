@@ -1,5 +1,6 @@
 //! `memlens ps`: Python processes on this host as trees, with RSS/PSS/USS/swap.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use memlens_report::ledger_text;
@@ -28,7 +29,9 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
             bytes: global.bytes,
             ..Default::default()
         };
-        ledger_text::render_ps(&report, &opts, std::io::stdout().lock()).map_err(write_error)?;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        ledger_text::render_ps(&report, &opts, &mut out).map_err(write_error)?;
+        out.flush().map_err(write_error)?;
     }
     Ok(Code::Ok.into())
 }

@@ -1,5 +1,6 @@
 //! `memlens snapshot PID [--tree]`: the reconciled ledger of a process or a whole tree.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use memlens_ledger::Hints;
@@ -31,8 +32,9 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
             bytes: global.bytes,
             ..Default::default()
         };
-        ledger_text::render_snapshot(&ledger, &opts, std::io::stdout().lock())
-            .map_err(write_error)?;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        ledger_text::render_snapshot(&ledger, &opts, &mut out).map_err(write_error)?;
+        out.flush().map_err(write_error)?;
     }
     Ok(Code::Ok.into())
 }
