@@ -1,9 +1,13 @@
-//! memlens-report: renderers of memlens's models, each `render(&Model, &Options, impl Write)`:
-//! terminal text, JSON and self-contained HTML. It computes the report model of a recording
-//! (peak, growth phases, series) and never reads `/proc` itself.
+//! Renderers: turn ledgers and recordings into terminal text, JSON and HTML.
+//!
+//! Every renderer is a library function taking a model, options and a writer; none reads
+//! `/proc` or a target. Strings from targets are escaped here ([`escape`]). For recordings it
+//! also computes the report model ([`Model`]: peak and its source, growth phases, series).
 
+pub mod escape;
 pub mod growth;
 pub mod html;
+pub mod ledger_text;
 pub mod model;
 pub mod recording_json;
 pub mod recording_text;

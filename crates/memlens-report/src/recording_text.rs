@@ -28,18 +28,9 @@ impl Default for Options {
     }
 }
 
-/// Replaces control characters (escape sequences a target could plant in its command line)
-/// with `\xNN`, so target strings cannot drive the terminal.
+/// Neutralises control characters in target strings (see [`crate::escape::terminal`]).
 pub fn escape_terminal(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() {
-            out.push_str(&format!("\\x{:02x}", c as u32 & 0xff));
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::escape::terminal(s)
 }
 
 /// A row of block characters, one per cell, scaled to the series' maximum.
@@ -228,11 +219,6 @@ pub fn render(m: &Model, opts: &Options, mut out: impl Write) -> std::io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escapes_control_characters() {
-        assert_eq!(escape_terminal("a\x1b[31mb\n"), "a\\x1b[31mb\\x0a");
-    }
 
     #[test]
     fn sparkline_scales() {

@@ -1,6 +1,7 @@
 //! `memlens run`, `record` and `report` against real programs. Ground truth comes from the
 //! kernel (the program's own `ru_maxrss` and `VmHWM`, PIDs it prints) or from construction
 //! (bytes allocated, leak rates), never from memlens.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
@@ -713,6 +714,14 @@ fn the_recording_is_plain_sqlite() {
     let mut f = text.split_whitespace();
     assert_eq!(f.next(), Some("1"), "{text} {}", stderr(&check));
     assert!(f.next().unwrap().parse::<u64>().unwrap() > 5);
+    // And the sqlite3 shell.
+    let shell = Command::new("sqlite3")
+        .arg(&db)
+        .arg("SELECT count(*) FROM processes; SELECT value FROM meta WHERE key = 'mode';")
+        .output()
+        .expect("the sqlite3 shell is installed");
+    assert!(shell.status.success(), "{}", stderr(&shell));
+    assert_eq!(String::from_utf8_lossy(&shell.stdout), "1\nrun\n");
 }
 
 /// Headless Chromium (Debian's `chromium`), or `None` outside CI when it is not installed.
