@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use memlens_ledger::distribution::DistributionResolver;
 use memlens_ledger::process::cmdline_string as cmdline_string_of;
-use memlens_ledger::tree::assemble;
+use memlens_ledger::tree::{assemble, Skipped};
 use memlens_ledger::{build, Amounts, Hints, ProcessParts, TreeLedger};
 use memlens_procfs::bytes::{fields, parse_u64};
 use memlens_procfs::{CounterFiles, Error as ProcError, Process};
@@ -612,12 +612,19 @@ impl Sampler {
         let mut resolver =
             DistributionResolver::new(Path::new("/proc").join(first.to_string()).join("root"));
         let mut processes = Vec::with_capacity(pids.len());
+        let mut skipped = Vec::new();
+        // One process after the other on this thread: the budget is charged in this thread's
+        // CPU time, and a recording should not compete with the program for every core.
         for (pid, _) in &pids {
             let parts = match Process::new(*pid).and_then(|p| ProcessParts::read(&p)) {
                 Ok(parts) => parts,
                 Err(e) if is_gone(&e) => continue,
                 Err(e) => {
                     log::debug!("ledger of {pid}: {e}");
+                    skipped.push(Skipped {
+                        pid: *pid,
+                        reason: e.to_string(),
+                    });
                     continue;
                 }
             };
@@ -630,7 +637,15 @@ impl Sampler {
         let cgroup = Process::new(first)
             .ok()
             .and_then(|p| p.memory_cgroup().ok().flatten());
-        Ok(assemble(self.root, processes, cgroup))
+        let mut ledger = assemble(self.root, processes, cgroup);
+        if !skipped.is_empty() {
+            ledger.findings.push(format!(
+                "{} process(es) could not be read and are left out of the totals (see `skipped`)",
+                skipped.len()
+            ));
+        }
+        ledger.skipped = skipped;
+        Ok(ledger)
     }
 
     /// Reads every live process once more, writes the last figures of every process and the
