@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up the benchmarks: bench/.venv with psutil (the peer the benches time), and Debian's
-# smem (installed with apt-get if missing; needs root or sudo). Safe to run again.
+# Sets up the benchmarks: bench/.venv with psutil and memory_profiler (the peers the benches
+# time), and Debian's smem (installed with apt-get if missing; needs root or sudo). Safe to run
+# again.
 # usage: bench/setup.sh            (PYTHON=python3.x to choose the venv's interpreter)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -10,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating bench/.venv with $("$PYTHON" -V 2>&1)"
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade psutil
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade psutil memory_profiler
 echo "setup: psutil $(.venv/bin/python -c 'import psutil; print(psutil.__version__)') in bench/.venv"
 
 if ! command -v smem >/dev/null 2>&1; then

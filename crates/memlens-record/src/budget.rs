@@ -40,8 +40,13 @@ impl Budget {
         }
         let rate = counter_cost.max(0.0) / dt;
         self.counter_rate = 0.9 * self.counter_rate + 0.1 * rate;
-        let left = (self.share - self.counter_rate).max(self.share * 0.25);
-        self.tokens = (self.tokens + dt * left).min(self.cap);
+        self.tokens = (self.tokens + dt * self.expensive_rate()).min(self.cap);
+    }
+
+    /// The share of a core left for expensive reads: the budget minus the counters, never
+    /// less than a quarter of the budget.
+    pub fn expensive_rate(&self) -> f64 {
+        (self.share - self.counter_rate).max(self.share * 0.25)
     }
 
     /// Whether an expensive read may start now.

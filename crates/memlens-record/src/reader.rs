@@ -504,3 +504,87 @@ fn query<T>(
     let rows = st.query_map([], f).map_err(e)?;
     rows.collect::<std::result::Result<Vec<T>, _>>().map_err(e)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::writer::{Counters, ProcessInfo, RecordingWriter};
+
+    fn tmp(name: &str) -> PathBuf {
+        let p =
+            std::env::temp_dir().join(format!("memlens-reader-{name}-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        p
+    }
+
+    #[test]
+    fn written_rows_read_back() {
+        let path = tmp("roundtrip");
+        let mut w = RecordingWriter::create(&path, &[("mode", "run".into())]).unwrap();
+        let info = ProcessInfo {
+            pid: 42,
+            ppid: 1,
+            start_ticks: 7,
+            name: "py".into(),
+            cmdline: "py <x>".into(),
+        };
+        let id = w.add_process(&info, 0.0).unwrap();
+        let c = Counters {
+            rss: 10 << 20,
+            vm_hwm: 12 << 20,
+            ..Counters::default()
+        };
+        w.sample(0.01, id, &c).unwrap();
+        w.tick(0.01, 10 << 20, 9 << 20, 1, None).unwrap();
+        w.commit().unwrap();
+        w.close_process(id, 0.02, Some(0.03), 12 << 20, 9 << 20, None)
+            .unwrap();
+        w.set_meta("end_t", "0.03").unwrap();
+        w.finish().unwrap();
+        let r = Recording::open(&path).unwrap();
+        assert!(r.complete());
+        assert_eq!(r.meta("mode"), Some("run"));
+        assert_eq!(r.processes.len(), 1);
+        assert_eq!(r.processes[0].cmdline, "py <x>");
+        assert_eq!(r.processes[0].vm_hwm, 12 << 20);
+        assert_eq!(r.samples_of(id).len(), 1);
+        assert_eq!(r.ticks[0].pss, 9 << 20);
+        assert_eq!(r.last_t(), 0.03);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn bad_files_are_typed_errors() {
+        let path = tmp("bad");
+        assert!(matches!(
+            Recording::open(&path),
+            Err(Error::NotFound { .. })
+        ));
+        std::fs::write(&path, b"").unwrap();
+        assert!(matches!(
+            Recording::open(&path),
+            Err(Error::NotARecording { .. })
+        ));
+        std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+        assert!(matches!(
+            Recording::open(&path),
+            Err(Error::NotARecording { .. })
+        ));
+        // A valid header announcing more pages than the file has.
+        let mut head = vec![0u8; 4096];
+        head[..16].copy_from_slice(MAGIC);
+        head[16..18].copy_from_slice(&4096u16.to_be_bytes());
+        head[28..32].copy_from_slice(&10u32.to_be_bytes());
+        head[24..28].copy_from_slice(&3u32.to_be_bytes());
+        head[92..96].copy_from_slice(&3u32.to_be_bytes());
+        std::fs::write(&path, &head).unwrap();
+        assert!(matches!(
+            Recording::open(&path),
+            Err(Error::Truncated {
+                expected: 40960,
+                ..
+            })
+        ));
+        let _ = std::fs::remove_file(&path);
+    }
+}

@@ -13,14 +13,18 @@ use memlens_ledger::process::cmdline_string as cmdline_string_of;
 use memlens_ledger::tree::{assemble, Skipped};
 use memlens_ledger::{build, Amounts, Hints, ProcessParts, TreeLedger};
 use memlens_procfs::bytes::{fields, parse_u64};
-use memlens_procfs::{CounterFiles, Error as ProcError, Process};
+use memlens_procfs::{Error as ProcError, Process};
 
 use crate::budget::Budget;
 use crate::cgroup::OwnCgroup;
+use crate::counters::OpenCounters;
 use crate::cputime::thread_cpu_seconds;
 use crate::error::Result;
 use crate::python::PythonView;
 use crate::writer::{Counters, ProcessInfo, RecordingWriter};
+
+/// `status` is read every this many ticks (`statm` in between).
+const STATUS_EVERY: u32 = 5;
 
 /// How the sampler works.
 #[derive(Debug, Clone)]
@@ -42,7 +46,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             interval: Duration::from_millis(10),
-            cpu_budget: 0.025,
+            cpu_budget: 0.02,
             ledger_interval: Duration::from_secs(1),
             commit_interval: Duration::from_millis(500),
             census_interval: None,
@@ -74,9 +78,10 @@ impl ChildScan {
     }
 
     fn read(&self, buf: &mut Vec<u8>, out: &mut Vec<u32>) {
-        for f in &self.files {
-            buf.clear();
+        if buf.len() < 4096 {
             buf.resize(4096, 0);
+        }
+        for f in &self.files {
             let n = f.read_at(buf, 0).unwrap_or(0);
             out.extend(fields(&buf[..n]).filter_map(parse_u64).map(|p| p as u32));
         }
@@ -88,7 +93,7 @@ struct Tracked {
     id: i64,
     pid: u32,
     name: Vec<u8>,
-    files: Option<CounterFiles>,
+    files: Option<OpenCounters>,
     children: ChildScan,
     last: Counters,
     stored: Option<Counters>,
@@ -101,6 +106,7 @@ struct Tracked {
     ru_maxrss: Option<u64>,
     had_children: bool,
     cmdline_rechecks: u8,
+    status_countdown: u32,
 }
 
 impl Tracked {
@@ -142,6 +148,8 @@ pub struct Sampler {
     buf: Vec<u8>,
     ticks: u64,
     tree_peak_pss: u64,
+    carry: f64,
+    ledger_cost: f64,
 }
 
 impl std::fmt::Debug for Sampler {
@@ -187,6 +195,8 @@ impl Sampler {
             buf: Vec::with_capacity(4096),
             ticks: 0,
             tree_peak_pss: 0,
+            carry: 0.0,
+            ledger_cost: 0.0,
         };
         let t = s.now();
         // A root that is already gone (a program that exited at once) leaves an empty tree:
@@ -255,7 +265,7 @@ impl Sampler {
             return Err(ProcError::ProcessGone { pid }.into());
         }
         self.seen.insert((pid, stat.start_time));
-        let files = proc.counter_files()?;
+        let files = OpenCounters::open(pid)?;
         let cmdline = proc.cmdline().unwrap_or_default();
         let info = ProcessInfo {
             pid,
@@ -293,6 +303,7 @@ impl Sampler {
             ru_maxrss: None,
             had_children: false,
             cmdline_rechecks: 0,
+            status_countdown: 0,
         });
         self.writer.event(
             t,
@@ -392,12 +403,16 @@ impl Sampler {
         let usage = self.cgroup.as_ref().and_then(OwnCgroup::usage);
         self.writer.tick(t, rss, pss, n, usage)?;
         self.tree_peak_pss = self.tree_peak_pss.max(pss);
-        self.budget.refill(t, thread_cpu_seconds() - cpu0);
+        self.budget
+            .refill(t, self.carry + thread_cpu_seconds() - cpu0);
         self.expensive(t, pss)?;
+        let c1 = thread_cpu_seconds();
         if t - self.last_commit >= self.cfg.commit_interval.as_secs_f64() {
             self.writer.commit()?;
             self.last_commit = t;
         }
+        // The commit is paid with the next tick's cheap work.
+        self.carry = thread_cpu_seconds() - c1;
         Ok(())
     }
 
@@ -408,6 +423,46 @@ impl Sampler {
             let Some(files) = p.files.as_mut() else {
                 continue;
             };
+            // `statm` every tick (about 2 µs: RSS and its shared part); `status` (VmHWM, the
+            // anon/file/shmem split, swap, threads, the name that changes on exec) every few
+            // ticks, and at once when RSS passes the last VmHWM seen. VmHWM only grows, so a
+            // spike between two reads is still caught by the next.
+            let full = p.status_countdown == 0;
+            if !full {
+                match files.statm() {
+                    Ok(sm) if sm.resident > 0 && sm.resident <= p.last.vm_hwm => {
+                        p.status_countdown -= 1;
+                        let shmem = p.last.shmem.min(sm.shared);
+                        let c = Counters {
+                            rss: sm.resident,
+                            anon: sm.resident.saturating_sub(sm.shared),
+                            file: sm.shared - shmem,
+                            shmem,
+                            ..p.last
+                        };
+                        p.last = c;
+                        p.last_t = t;
+                        if p.stored != Some(c) {
+                            let id = p.id;
+                            p.stored = Some(c);
+                            self.writer.sample(t, id, &c)?;
+                        }
+                        continue;
+                    }
+                    // A new high, or no address space (exiting): read status now.
+                    Ok(_) => {}
+                    Err(e) if is_gone(&e) => {
+                        self.mark_exited(i, t)?;
+                        continue;
+                    }
+                    Err(e) => log::debug!("pid {}: statm: {e}", p.pid),
+                }
+            }
+            let p = &mut self.procs[i];
+            let Some(files) = p.files.as_mut() else {
+                continue;
+            };
+            p.status_countdown = STATUS_EVERY - 1;
             match files.status() {
                 Ok(st) if st.state == b'Z' || st.state == b'X' || st.vm_size == 0 => {
                     self.mark_exited(i, t)?;
@@ -460,7 +515,7 @@ impl Sampler {
             return Ok(());
         };
         if exec {
-            if let Ok(f) = proc.counter_files() {
+            if let Ok(f) = OpenCounters::open(p.pid) {
                 p.files = Some(f);
             }
             p.pss_ratio = None;
@@ -478,6 +533,10 @@ impl Sampler {
     }
 
     fn discover(&mut self, t: f64) -> Result<()> {
+        // Every other tick: new processes are seen within two intervals.
+        if self.ticks % 2 == 0 {
+            return Ok(());
+        }
         let mut found = Vec::new();
         for &i in self.live.values() {
             self.procs[i].children.read(&mut self.buf, &mut found);
@@ -502,11 +561,18 @@ impl Sampler {
     }
 
     fn expensive(&mut self, t: f64, tree_pss: u64) -> Result<()> {
+        // Ledgers may use half of what the budget leaves for expensive reads, so PSS reads
+        // keep their share: a costly ledger stretches the ledger interval.
+        let ledger_every = self
+            .cfg
+            .ledger_interval
+            .as_secs_f64()
+            .max(self.ledger_cost / (self.budget.expensive_rate() * 0.5));
         let ledger_due = match self.last_ledger {
             None => true,
             Some(last) => {
                 let since = t - last;
-                since >= self.cfg.ledger_interval.as_secs_f64()
+                since >= ledger_every
                     || (tree_pss > self.ledger_trigger + self.ledger_trigger / 20
                         && since >= (self.cfg.interval.as_secs_f64() * 5.0).max(0.1))
             }
@@ -514,12 +580,13 @@ impl Sampler {
         if ledger_due && self.budget.allows() && !self.live.is_empty() {
             let reason = match self.last_ledger {
                 None => "first",
-                Some(last) if t - last >= self.cfg.ledger_interval.as_secs_f64() => "interval",
+                Some(last) if t - last >= ledger_every => "interval",
                 Some(_) => "peak",
             };
             let c0 = thread_cpu_seconds();
             self.take_ledger(t, reason)?;
-            self.budget.charge(thread_cpu_seconds() - c0);
+            self.ledger_cost = thread_cpu_seconds() - c0;
+            self.budget.charge(self.ledger_cost);
             self.ledger_trigger = self.ledger_trigger.max(tree_pss);
             return Ok(());
         }
@@ -553,7 +620,7 @@ impl Sampler {
                 Err(e) => {
                     // An exec leaves the open rollup on the old address space: reopen.
                     log::debug!("pid {}: smaps_rollup: {e}", self.procs[i].pid);
-                    if let Ok(f) = Process::new(self.procs[i].pid).and_then(|p| p.counter_files()) {
+                    if let Ok(f) = OpenCounters::open(self.procs[i].pid) {
                         self.procs[i].files = Some(f);
                     }
                 }
@@ -668,6 +735,12 @@ impl Sampler {
         }
         self.writer.set_meta("end_t", &format!("{t:.6}"))?;
         self.writer.set_meta("ticks", &self.ticks.to_string())?;
+        if let Ok(st) = Process::new(std::process::id()).and_then(|p| p.stat()) {
+            // memlens's own CPU (all threads, children excluded): what the recording cost.
+            let cpu = (st.utime + st.stime) as f64 / memlens_procfs::clock_ticks() as f64;
+            self.writer
+                .set_meta("memlens_cpu_s", &format!("{cpu:.3}"))?;
+        }
         if let Some(c) = fin.exit_code {
             self.writer.set_meta("exit_code", &c.to_string())?;
         }

@@ -170,6 +170,8 @@ pub struct Model {
     pub cgroup_note: Option<String>,
     /// Largest single process VmHWM, for the findings.
     pub max_vm_hwm: u64,
+    /// CPU seconds memlens itself used while recording.
+    pub memlens_cpu_seconds: Option<f64>,
 }
 
 /// At most this many points per chart series.
@@ -431,6 +433,7 @@ impl Model {
             process_series,
             python,
             cgroup_note,
+            memlens_cpu_seconds: rec.meta_f64("memlens_cpu_s"),
         })
     }
 

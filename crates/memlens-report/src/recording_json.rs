@@ -31,6 +31,7 @@ struct Report<'a> {
     growth: &'a [Phase],
     ledger_at_peak: Option<&'a serde_json::Value>,
     ledger_at_peak_seconds: Option<f64>,
+    memlens_cpu_seconds: Option<f64>,
 }
 
 /// Writes the report as JSON (sizes in integer bytes, times in seconds).
@@ -50,6 +51,7 @@ pub fn render(model: &Model, opts: &Options, mut out: impl Write) -> std::io::Re
         growth: &model.growth,
         ledger_at_peak: model.ledger_at_peak.as_ref().map(|l| &l.json),
         ledger_at_peak_seconds: model.ledger_at_peak.as_ref().map(|l| l.t),
+        memlens_cpu_seconds: model.memlens_cpu_seconds,
     };
     if opts.pretty {
         serde_json::to_writer_pretty(&mut out, &r)?;

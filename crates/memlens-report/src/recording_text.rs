@@ -213,7 +213,15 @@ pub fn render(m: &Model, opts: &Options, mut out: impl Write) -> std::io::Result
     for s in &p.sampled {
         writeln!(out, "note: {}", escape_terminal(s))?;
     }
-    writeln!(out, "recording: {}", escape_terminal(&m.file))
+    match m.memlens_cpu_seconds {
+        Some(cpu) if m.duration_seconds > 0.0 => writeln!(
+            out,
+            "recording: {} (memlens used {:.1} % of a core)",
+            escape_terminal(&m.file),
+            cpu / m.duration_seconds * 100.0
+        ),
+        _ => writeln!(out, "recording: {}", escape_terminal(&m.file)),
+    }
 }
 
 #[cfg(test)]

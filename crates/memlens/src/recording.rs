@@ -18,9 +18,9 @@ pub struct SamplingArgs {
     /// Period of the cheap counters (statm/status of every process), e.g. `10ms`, `0.5s`.
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
     pub interval: Duration,
-    /// Share of one core the sampler may use, in percent (`2.5` or `2.5%`); PSS reads and full
+    /// Share of one core the sampler may use, in percent (`2` or `2%`); PSS reads and full
     /// ledgers are scheduled within it.
-    #[arg(long, default_value = "2.5", value_parser = parse_percent)]
+    #[arg(long, default_value = "2", value_parser = parse_percent)]
     pub cpu_budget: f64,
     /// Period of full ledgers (also taken near each new peak), stretched to fit the budget.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
