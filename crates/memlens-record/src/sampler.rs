@@ -36,6 +36,9 @@ pub struct Config {
     pub cpu_budget: f64,
     /// Period of full ledgers (default 1 s), stretched when the budget cannot afford them.
     pub ledger_interval: Duration,
+    /// Shortest period between two PSS reads of one process (default 100 ms): the budget is
+    /// a ceiling, not a target, and PSS between reads is estimated from RSS every tick.
+    pub pss_interval: Duration,
     /// Period of commits: what a crash can lose at most.
     pub commit_interval: Duration,
     /// Ask the Python view for a census this often (`None`: never).
@@ -48,6 +51,7 @@ impl Default for Config {
             interval: Duration::from_millis(10),
             cpu_budget: 0.02,
             ledger_interval: Duration::from_secs(1),
+            pss_interval: Duration::from_millis(100),
             commit_interval: Duration::from_millis(500),
             census_interval: None,
         }
@@ -590,7 +594,11 @@ impl Sampler {
             self.ledger_trigger = self.ledger_trigger.max(tree_pss);
             return Ok(());
         }
-        let interval = self.cfg.interval.as_secs_f64();
+        let interval = self
+            .cfg
+            .interval
+            .as_secs_f64()
+            .max(self.cfg.pss_interval.as_secs_f64());
         while self.budget.allows() {
             let next = self
                 .live

@@ -166,12 +166,14 @@ pub fn render(m: &Model, opts: &Options, mut out: impl Write) -> std::io::Result
         } else {
             &pr.cmdline
         };
+        // Zero: a process that came and went between two reads.
+        let or_dash = |v: u64| if v == 0 { "–".to_string() } else { fb(v) };
         writeln!(
             out,
             "  {:>8}  {:>10}  {:>10}  {:>17}  {}",
             pr.pid,
-            fb(pr.vm_hwm),
-            fb(pr.peak_pss),
+            or_dash(pr.vm_hwm),
+            or_dash(pr.peak_pss),
             alive,
             cut(cmd, 60)
         )?;
