@@ -11,8 +11,12 @@ import time
 SIZES_MIB = [1024, 1024, 1536] + [16, 24, 32, 48, 64] * 2 + [16, 32]  # 15 workers
 
 
-def hold(mib):
-    block = bytearray(b"\x01" * (mib << 20))
+def hold(mib, ready_fd):
+    block = bytearray(mib << 20)
+    for off in range(0, len(block), 4096):  # touch every page: 4 KiB pages, all resident
+        block[off] = 1
+    os.write(ready_fd, b"x")
+    os.close(ready_fd)
     step = 1 << 20
     off = 0
     while True:
@@ -28,11 +32,7 @@ def main():
         pid = os.fork()
         if pid == 0:
             os.close(r)
-            # Allocate, then tell the parent.
-            block = bytearray(b"\x01" * (mib << 20))
-            os.write(w, b"x")
-            del block
-            hold(mib)
+            hold(mib, w)
             os._exit(0)
         pids.append(pid)
     os.close(w)
