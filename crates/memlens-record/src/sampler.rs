@@ -709,9 +709,19 @@ impl Sampler {
             };
             processes.push(build(&parts, &hints, &mut resolver));
         }
-        let cgroup = Process::new(first)
-            .ok()
-            .and_then(|p| p.memory_cgroup().ok().flatten());
+        // The cgroup memlens made for the tree when there is one (a process that is exiting
+        // already shows the root cgroup), else the first process's.
+        let cgroup = match &self.cgroup {
+            Some(own) => memlens_procfs::cgroup::read_memory(
+                own.version(),
+                own.path().as_bytes().to_vec(),
+                own.dir(),
+            )
+            .ok(),
+            None => Process::new(first)
+                .ok()
+                .and_then(|p| p.memory_cgroup().ok().flatten()),
+        };
         let mut ledger = assemble(self.root, processes, cgroup);
         if !skipped.is_empty() {
             ledger.findings.push(format!(

@@ -457,6 +457,104 @@ pub fn render(m: &Model, o: &Options, mut out: impl Write) -> std::io::Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::growth::Phase;
+    use crate::model::{LedgerPoint, Peak, ProcessSeries, ProcessSummary, PythonPoint};
+
+    fn model() -> Model {
+        let evil = r#"python "<script>alert(1)</script>".py"#.to_string();
+        Model {
+            file: "r.db".into(),
+            mode: "run".into(),
+            command: evil.clone(),
+            complete: true,
+            exit_code: Some(0),
+            exit_signal: None,
+            duration_seconds: 2.0,
+            interval_seconds: 0.01,
+            samples: 200,
+            peak: Peak {
+                bytes: 100 << 20,
+                source: PeakSource::Cgroup,
+                pss: 90 << 20,
+                rss: 110 << 20,
+                at_seconds: 1.5,
+                pid: Some(7),
+                cmdline: Some(evil.clone()),
+                cgroup: Some(100 << 20),
+                sampled: vec!["pss: sampled".into()],
+            },
+            processes: vec![ProcessSummary {
+                pid: 7,
+                ppid: 1,
+                name: "python".into(),
+                cmdline: evil.clone(),
+                vm_hwm: 110 << 20,
+                peak_pss: 90 << 20,
+                first_seconds: 0.0,
+                last_seconds: 2.0,
+                exit_seconds: Some(2.0),
+            }],
+            growth: vec![Phase {
+                start_seconds: 0.5,
+                end_seconds: 1.5,
+                rate_bytes_per_second: 80.0 * 1048576.0,
+                bytes: 80 << 20,
+            }],
+            tree: (0..200)
+                .map(|k| (k as f64 * 0.01, (k as u64) << 19, (k as u64) << 19, None))
+                .collect(),
+            categories: vec!["native-heap".into(), "interpreter".into()],
+            ledger_series: vec![
+                LedgerPoint {
+                    t: 0.0,
+                    pss: vec![1 << 20, 5 << 20],
+                },
+                LedgerPoint {
+                    t: 1.0,
+                    pss: vec![60 << 20, 5 << 20],
+                },
+            ],
+            ledger_at_peak: None,
+            process_series: vec![ProcessSeries {
+                pid: 7,
+                label: evil,
+                points: vec![(0.0, 1 << 20), (2.0, 100 << 20)],
+            }],
+            python: vec![
+                PythonPoint {
+                    t: 0.0,
+                    pid: 7,
+                    gc_objects: 100,
+                    pymalloc_used: None,
+                    pymalloc_free: None,
+                },
+                PythonPoint {
+                    t: 1.0,
+                    pid: 7,
+                    gc_objects: 5000,
+                    pymalloc_used: None,
+                    pymalloc_free: None,
+                },
+            ],
+            cgroup_note: None,
+            max_vm_hwm: 110 << 20,
+            memlens_cpu_seconds: Some(0.01),
+        }
+    }
+
+    #[test]
+    fn page_escapes_target_strings_and_draws_every_chart() {
+        let mut out = Vec::new();
+        render(&model(), &Options::default(), &mut out).unwrap();
+        let html = String::from_utf8(out).unwrap();
+        assert!(!html.to_lowercase().contains("<script"));
+        assert!(html.contains("&quot;&lt;script&gt;alert(1)&lt;/script&gt;&quot;.py"));
+        // Memory, processes and the Python view.
+        assert_eq!(html.matches("<svg class=\"chart\"").count(), 3);
+        assert_eq!(html.matches("<polygon").count(), 2);
+        assert!(html.contains("peak 100 MiB at 1.50 s"));
+        assert!(!html.contains("http:") && !html.contains("https:"));
+    }
 
     #[test]
     fn escapes_markup_and_quotes() {
