@@ -672,7 +672,13 @@ fn record_a_running_tree_until_duration_and_until_ctrl_c() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    // memlens installs its handler before it creates the file: wait for the file.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !db2.exists() {
+        assert!(std::time::Instant::now() < deadline, "no recording file");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
     kill(rec.id(), "-INT");
     let out = rec.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
