@@ -181,6 +181,12 @@ pub fn set_child(pid: u32) {
     }
 }
 
+/// Stops forwarding (the program has been reaped: its PID may be reused). Signals that arrive
+/// later are only recorded as pending.
+pub fn clear_child() {
+    CHILD.store(0, Ordering::SeqCst);
+}
+
 /// Signals forwarded since the last call.
 pub fn take_forwarded() -> Vec<i32> {
     let bits = SENT.swap(0, Ordering::SeqCst);

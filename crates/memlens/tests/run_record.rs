@@ -878,3 +878,32 @@ fn html_report_renders_offline_in_chromium_with_target_strings_escaped() {
         "the stacked area is not drawn: {orange} native-heap pixels"
     );
 }
+
+#[test]
+fn an_exec_is_followed_and_no_double_dash_is_needed() {
+    let dir = TempDir::new("exec");
+    let db = dir.join("e.db");
+    // sh replaces itself with Python: same PID, new program.
+    let inner = format!(
+        "exec {} -c 'import time; x = bytes(16 << 20); time.sleep(0.5)'",
+        python().display()
+    );
+    let out = memlens()
+        .args(["run", "-q", "-o"])
+        .arg(&db)
+        .args(["sh", "-c", &inner])
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let j = report_json(&db);
+    let procs = j["processes"].as_array().unwrap();
+    assert_eq!(procs.len(), 1, "{procs:?}");
+    let cmd = procs[0]["cmdline"].as_str().unwrap();
+    assert!(cmd.contains("import time"), "{cmd}");
+    assert!(
+        procs[0]["name"].as_str().unwrap().starts_with("python"),
+        "{}",
+        procs[0]
+    );
+}

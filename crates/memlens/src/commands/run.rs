@@ -233,6 +233,7 @@ fn supervise(pid: u32, sampler: &mut Option<Sampler>, command: &str) -> Reaped {
                 let _ = s.reaped(r.pid, r.max_rss, fallback);
             }
             if r.pid == pid {
+                launch::clear_child();
                 main = Some(r);
             }
         }
