@@ -251,6 +251,12 @@ impl Sampler {
         self.cgroup.as_ref()
     }
 
+    /// Abandons the recording (after a write error: the file stays as last committed) and
+    /// hands back the cgroup, so the caller can still remove it when the program ends.
+    pub fn abandon(mut self) -> Option<OwnCgroup> {
+        self.cgroup.take()
+    }
+
     /// Live processes.
     pub fn live_count(&self) -> usize {
         self.live.len()

@@ -907,3 +907,54 @@ fn an_exec_is_followed_and_no_double_dash_is_needed() {
         procs[0]
     );
 }
+
+#[test]
+fn without_a_cgroup_the_report_says_which_peaks_are_sampled() {
+    // An unprivileged user cannot create a memory cgroup: VmHWM stays exact, the tree sum is
+    // sampled, and the report says so.
+    let Some(py) = pythons()
+        .into_iter()
+        .find(|p| p.label.starts_with("debian"))
+    else {
+        return;
+    };
+    if !Path::new("/usr/bin/setpriv").exists() {
+        assert!(std::env::var_os("CI").is_none(), "setpriv missing in CI");
+        return;
+    }
+    let dir = TempDir::new("nocgroup");
+    let mut perms = std::fs::metadata(&dir.0).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o777);
+    std::fs::set_permissions(&dir.0, perms).unwrap();
+    let db = dir.join("n.db");
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_memlens"),
+            "run",
+            "--json",
+            "-o",
+        ])
+        .arg(&db)
+        .args([
+            "--",
+            py.path.to_str().unwrap(),
+            "-c",
+            "x = b'n' * (50 << 20)",
+        ])
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, j) = split_json(&out.stdout);
+    assert_eq!(j["peak"]["source"], "vm_hwm", "{}", j["peak"]);
+    assert!(j["peak"]["cgroup"].is_null());
+    let notes = j["peak"]["sampled"].to_string();
+    assert!(
+        notes.contains("cgroup") && notes.contains("sampled"),
+        "{notes}"
+    );
+    assert!(u(&j["processes"][0]["vm_hwm"]) >= 50 << 20);
+}

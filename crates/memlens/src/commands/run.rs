@@ -121,6 +121,8 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
         Err(_) => (None, None),
     };
 
+    // A cgroup whose sampler failed is kept here, to be removed once the program has ended.
+    let mut orphan_cgroup = None;
     let mut sampler = match Sampler::new(args.sampling.config(), writer, pid, start, cgroup) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -136,7 +138,10 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
         }
     }
 
-    let main = supervise(pid, &mut sampler, &command_text);
+    let main = supervise(pid, &mut sampler, &mut orphan_cgroup, &command_text);
+    if let Some(cg) = orphan_cgroup {
+        cg.remove();
+    }
 
     let status = main.shell_status();
     let finished = sampler.map(|s| {
@@ -204,18 +209,17 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
 }
 
 /// Samples until the program exits, reaping it and any orphan handed to memlens.
-fn supervise(pid: u32, sampler: &mut Option<Sampler>, command: &str) -> Reaped {
-    let mut warned = false;
+fn supervise(
+    pid: u32,
+    sampler: &mut Option<Sampler>,
+    orphan_cgroup: &mut Option<OwnCgroup>,
+    command: &str,
+) -> Reaped {
     loop {
         if let Some(s) = sampler.as_mut() {
             if let Err(e) = s.tick() {
-                if !warned {
-                    eprintln!(
-                        "memlens: warning: recording stopped: {e}; the program keeps running"
-                    );
-                    warned = true;
-                }
-                *sampler = None;
+                eprintln!("memlens: warning: recording stopped: {e}; the program keeps running");
+                *orphan_cgroup = sampler.take().and_then(Sampler::abandon);
             }
         }
         for sig in launch::take_forwarded() {
