@@ -165,6 +165,22 @@ impl std::fmt::Debug for Sampler {
     }
 }
 
+/// Whether a process's counters moved enough since its last stored row to store another:
+/// any change of VmHWM, threads or swap; RSS or its anonymous part by 64 KiB or 0.1 %. The
+/// tree's exact sums are in `ticks` every tick; this keeps busy processes from writing a row
+/// per process per tick for a page or two.
+fn worth_storing(stored: Option<&Counters>, c: &Counters) -> bool {
+    let Some(s) = stored else {
+        return true;
+    };
+    let moved = |a: u64, b: u64| a.abs_diff(b) >= (64 << 10).max(b / 1000);
+    s.vm_hwm != c.vm_hwm
+        || s.threads != c.threads
+        || s.swap != c.swap
+        || moved(s.rss, c.rss)
+        || moved(s.anon, c.anon)
+}
+
 fn is_gone(e: &ProcError) -> bool {
     matches!(e, ProcError::ProcessGone { .. })
 }
@@ -452,7 +468,7 @@ impl Sampler {
                         };
                         p.last = c;
                         p.last_t = t;
-                        if p.stored != Some(c) {
+                        if worth_storing(p.stored.as_ref(), &c) {
                             let id = p.id;
                             p.stored = Some(c);
                             self.writer.sample(t, id, &c)?;
@@ -495,7 +511,7 @@ impl Sampler {
                     if st.threads != p.children.threads || t - p.children.refreshed_t > 1.0 {
                         p.children.refresh(p.pid, st.threads, t);
                     }
-                    if p.stored != Some(c) {
+                    if worth_storing(p.stored.as_ref(), &c) {
                         let id = p.id;
                         p.stored = Some(c);
                         self.writer.sample(t, id, &c)?;
