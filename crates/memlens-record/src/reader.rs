@@ -104,6 +104,8 @@ pub struct LedgerRow {
     pub totals: Amounts,
     /// Sums by category name, largest PSS first.
     pub categories: Vec<(String, Amounts)>,
+    /// Whether its whole JSON was kept.
+    pub has_json: bool,
 }
 
 /// A Python view sample.
@@ -372,7 +374,7 @@ impl Recording {
         let mut ledgers = query(
             &conn,
             path,
-            "SELECT id, t, reason, rss, pss, uss, swap FROM ledgers ORDER BY t",
+            "SELECT id, t, reason, rss, pss, uss, swap, json IS NOT NULL FROM ledgers ORDER BY t",
             |r| {
                 Ok(LedgerRow {
                     id: r.get(0)?,
@@ -385,6 +387,7 @@ impl Recording {
                         swap: u(r.get(6)?),
                     },
                     categories: Vec::new(),
+                    has_json: r.get(7)?,
                 })
             },
         )?;
@@ -393,9 +396,11 @@ impl Recording {
             |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, Amounts {
                 rss: u(r.get(2)?), pss: u(r.get(3)?), uss: u(r.get(4)?), swap: u(r.get(5)?),
             })))?;
+        let index: std::collections::HashMap<i64, usize> =
+            ledgers.iter().enumerate().map(|(k, l)| (l.id, k)).collect();
         for (lid, cat, a) in rows {
-            if let Some(l) = ledgers.iter_mut().find(|l| l.id == lid) {
-                l.categories.push((cat, a));
+            if let Some(&k) = index.get(&lid) {
+                ledgers[k].categories.push((cat, a));
             }
         }
         let python = query(
@@ -446,10 +451,13 @@ impl Recording {
 
     /// The JSON of a ledger (the `TreeLedger` as `memlens snapshot --json` prints it).
     pub fn ledger_json(&self, id: i64) -> Result<serde_json::Value> {
-        let text: String = self
+        let text: Option<String> = self
             .conn
             .query_row("SELECT json FROM ledgers WHERE id = ?1", [id], |r| r.get(0))
             .map_err(|e| classify(&self.path, e))?;
+        let Some(text) = text else {
+            return Ok(serde_json::Value::Null);
+        };
         serde_json::from_str(&text).map_err(|err| Error::Corrupt {
             path: self.path.clone(),
             why: format!("ledger {id} is not valid JSON: {err}"),

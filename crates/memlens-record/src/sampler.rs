@@ -154,6 +154,8 @@ pub struct Sampler {
     tree_peak_pss: u64,
     carry: f64,
     ledger_cost: f64,
+    last_json: Option<f64>,
+    best_ledger_pss: u64,
 }
 
 impl std::fmt::Debug for Sampler {
@@ -217,6 +219,8 @@ impl Sampler {
             tree_peak_pss: 0,
             carry: 0.0,
             ledger_cost: 0.0,
+            last_json: None,
+            best_ledger_pss: 0,
         };
         let t = s.now();
         // A root that is already gone (a program that exited at once) leaves an empty tree:
@@ -675,7 +679,14 @@ impl Sampler {
                 self.procs[i].pss_t = t;
             }
         }
-        self.writer.ledger(t, reason, &ledger)?;
+        let pss = ledger.totals.pss;
+        let keep_json = self.last_json.is_none_or(|last| t - last >= 60.0)
+            || pss >= self.best_ledger_pss - self.best_ledger_pss / 20;
+        if keep_json {
+            self.last_json = Some(t);
+        }
+        self.best_ledger_pss = self.best_ledger_pss.max(pss);
+        self.writer.ledger(t, reason, &ledger, keep_json)?;
         if let Some(view) = self.python.as_mut() {
             let census = match (self.cfg.census_interval, self.last_census) {
                 (Some(_), None) => true,

@@ -65,7 +65,7 @@ CREATE TABLE ledgers (
     pss    INTEGER NOT NULL,
     uss    INTEGER NOT NULL,
     swap   INTEGER NOT NULL,
-    json   TEXT NOT NULL
+    json   TEXT
 );
 CREATE TABLE ledger_rows (
     ledger   INTEGER NOT NULL REFERENCES ledgers(id),

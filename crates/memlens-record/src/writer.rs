@@ -261,9 +261,18 @@ impl RecordingWriter {
         Ok(())
     }
 
-    /// A full ledger of the tree, with its sums by category.
-    pub fn ledger(&mut self, t: f64, reason: &str, ledger: &TreeLedger) -> Result<i64> {
-        let json = serde_json::to_string(ledger).unwrap_or_else(|_| "null".into());
+    /// A full ledger of the tree, with its sums by category; its whole JSON only when
+    /// `keep_json` (the JSON of a large tree is tens of KiB: kept for ledgers near the peak and
+    /// once a minute, the category sums for every ledger).
+    pub fn ledger(
+        &mut self,
+        t: f64,
+        reason: &str,
+        ledger: &TreeLedger,
+        keep_json: bool,
+    ) -> Result<i64> {
+        let json =
+            keep_json.then(|| serde_json::to_string(ledger).unwrap_or_else(|_| "null".into()));
         let tot = ledger.totals;
         self.conn
             .prepare_cached(

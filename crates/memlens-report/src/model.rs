@@ -339,6 +339,7 @@ impl Model {
         let nearest = rec
             .ledgers
             .iter()
+            .filter(|l| l.has_json)
             .min_by(|a, b| (a.t - at).abs().total_cmp(&(b.t - at).abs()));
         if let Some(l) = nearest {
             categories.sort_by_key(|c| {
