@@ -84,7 +84,15 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
         }
         Err(why) => meta.push(("cgroup_error", why.clone())),
     }
-    let writer = RecordingWriter::create(&path, &meta).map_err(recording::recording_error)?;
+    let writer = match RecordingWriter::create(&path, &meta) {
+        Ok(w) => w,
+        Err(e) => {
+            if let Ok(cg) = cgroup {
+                cg.remove();
+            }
+            return Err(recording::recording_error(e));
+        }
+    };
     let start = Instant::now();
     let pid = match launch::spawn(
         &program,
@@ -109,9 +117,10 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
     };
     launch::set_child(pid);
 
-    // The child wrote itself into the cgroup before exec; check it landed there.
+    // The child wrote itself into the cgroup before exec; check it landed there (a program
+    // that has already exited has left every cgroup: nothing to check).
     let (cgroup, placement_error) = match cgroup {
-        Ok(cg) if cg.contains(pid) => (Some(cg), None),
+        Ok(cg) if cg.contains(pid) || !running(pid) => (Some(cg), None),
         Ok(cg) => {
             let why = format!("the program could not be moved into {}", cg.dir().display());
             log::info!("{why}");
@@ -249,6 +258,13 @@ fn supervise(
             None => std::thread::sleep(std::time::Duration::from_millis(10)),
         }
     }
+}
+
+/// Whether a process is running (not exited, not a zombie).
+fn running(pid: u32) -> bool {
+    memlens_procfs::Process::new(pid)
+        .and_then(|p| p.stat())
+        .is_ok_and(|s| s.state != b'Z' && s.state != b'X')
 }
 
 fn exit_code(status: i32) -> ExitCode {
