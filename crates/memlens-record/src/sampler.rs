@@ -305,13 +305,16 @@ impl Sampler {
             cmdline: cmdline_string_of(&cmdline),
         };
         let id = self.writer.add_process(&info, t)?;
+        // A fresh fork shares its parent's pages: both hold about half of them until PSS is
+        // read again (soon: the parent goes to the front of the queue).
+        let mut parent_ratio = None;
         if let Some(&pi) = self.live.get(&stat.ppid) {
-            self.procs[pi].had_children = true;
+            let parent = &mut self.procs[pi];
+            parent.had_children = true;
+            parent.pss_ratio = parent.pss_ratio.map(|r| r / 2.0);
+            parent.pss_t = f64::NEG_INFINITY;
+            parent_ratio = parent.pss_ratio;
         }
-        let parent_ratio = self
-            .live
-            .get(&stat.ppid)
-            .and_then(|&i| self.procs[i].pss_ratio);
         let mut children = ChildScan::default();
         children.refresh(pid, 0, t);
         self.live.insert(pid, self.procs.len());
@@ -326,8 +329,7 @@ impl Sampler {
             first_t: t,
             last_t: t,
             exit_t: None,
-            // A fresh fork shares its parent's pages: half the parent's ratio until read.
-            pss_ratio: parent_ratio.map(|r| r / 2.0),
+            pss_ratio: parent_ratio,
             pss_t: f64::NEG_INFINITY,
             peak_pss: 0,
             ru_maxrss: None,
