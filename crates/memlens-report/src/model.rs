@@ -383,9 +383,15 @@ impl Model {
             .processes
             .iter()
             .map(|p| {
-                let mut pts: Vec<(f64, u64)> =
-                    rec.samples_of(p.id).iter().map(|s| (s.t, s.rss)).collect();
-                // Rows are written only on change: hold the last value until the process ended.
+                // Rows are written only on change: each value holds until the next row (a
+                // step), and the last one until the process ended.
+                let mut pts: Vec<(f64, u64)> = Vec::new();
+                for s in rec.samples_of(p.id) {
+                    if let Some(&(_, prev)) = pts.last() {
+                        pts.push((s.t, prev));
+                    }
+                    pts.push((s.t, s.rss));
+                }
                 if let Some(&(_, v)) = pts.last() {
                     pts.push((p.exit_t.unwrap_or(p.last_t), v));
                 }
