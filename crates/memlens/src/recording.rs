@@ -16,14 +16,14 @@ use crate::output::{write_error, Global};
 #[derive(Debug, Clone, clap::Args)]
 pub struct SamplingArgs {
     /// Period of the cheap counters (statm/status of every process), e.g. `10ms`, `0.5s`.
-    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "10ms", value_name = "D", value_parser = parse_duration)]
     pub interval: Duration,
     /// Share of one core the sampler may use, in percent (`2` or `2%`); PSS reads and full
     /// ledgers are scheduled within it.
-    #[arg(long, default_value = "2", value_parser = parse_percent)]
+    #[arg(long, default_value = "2", value_name = "PCT", value_parser = parse_percent)]
     pub cpu_budget: f64,
     /// Period of full ledgers (also taken near each new peak), stretched to fit the budget.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_name = "D", value_parser = parse_duration)]
     pub ledger_every: Duration,
     /// The recording file (default: `memlens-<name>-<UTC time>.db` in the current directory).
     #[arg(short, long, value_name = "FILE")]

@@ -18,7 +18,7 @@ pub struct Args {
     /// The process whose tree to record.
     pub pid: u32,
     /// Stop after this long (e.g. `30s`, `5m`); otherwise at Ctrl-C or when the tree is gone.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
     pub duration: Option<std::time::Duration>,
     /// Print the JSON report on stdout instead of the summary.
     #[arg(long)]

@@ -19,6 +19,7 @@ use crate::recording::{self, emit, SamplingArgs, Summary};
 
 /// Arguments of `memlens run`.
 #[derive(Debug, clap::Args)]
+#[command(override_usage = "memlens run [OPTIONS] -- <CMD> [ARGS]...")]
 pub struct Args {
     /// Print the JSON report on stdout when the program has exited (instead of the summary on
     /// stderr).
