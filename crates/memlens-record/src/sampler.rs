@@ -836,3 +836,42 @@ impl Sampler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reader::Recording;
+
+    #[test]
+    fn samples_a_live_tree_and_keeps_exited_processes() {
+        let path = std::env::temp_dir().join(format!("memlens-sampler-{}.db", std::process::id()));
+        // A shell that starts a child, then exits after it.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 0.3 & wait"])
+            .spawn()
+            .unwrap();
+        let writer = RecordingWriter::create(&path, &[("mode", "record".into())]).unwrap();
+        let mut s =
+            Sampler::new(Config::default(), writer, child.id(), Instant::now(), None).unwrap();
+        let mut saw_two = false;
+        while child.try_wait().unwrap().is_none() {
+            s.tick().unwrap();
+            saw_two |= s.live_count() >= 2;
+            s.sleep_until_next();
+        }
+        s.tick().unwrap();
+        assert_eq!(s.live_count(), 0);
+        s.finish(&Finish::default()).unwrap();
+        assert!(saw_two, "the child of the shell was not followed");
+        let r = Recording::open(&path).unwrap();
+        assert_eq!(r.processes.len(), 2, "{:?}", r.processes);
+        assert!(r
+            .processes
+            .iter()
+            .all(|p| p.exit_t.is_some() && p.vm_hwm > 0));
+        assert!(r.ticks.len() > 10);
+        assert!(!r.ledgers.is_empty() && r.ledgers[0].has_json);
+        assert!(r.ledger_json(r.ledgers[0].id).unwrap()["processes"].is_array());
+        let _ = std::fs::remove_file(&path);
+    }
+}
