@@ -28,4 +28,8 @@ pub enum Command {
     Snapshot(commands::snapshot::Args),
     /// Run a program, sample its whole process tree, and explain its memory at exit.
     Run(commands::run::Args),
+    /// Python stacks of every thread, read from outside (like `py-spy dump`).
+    Stacks(commands::stacks::Args),
+    /// Object census by type (count, shallow bytes), read from outside; `--growth` for growth.
+    Census(commands::census::Args),
 }

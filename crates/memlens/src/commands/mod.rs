@@ -3,6 +3,8 @@
 pub mod ps;
 pub mod run;
 pub mod snapshot;
+pub mod stacks;
+pub mod census;
 
 use std::process::ExitCode;
 
@@ -16,5 +18,7 @@ pub fn dispatch(cmd: Command, global: &Global) -> CliResult<ExitCode> {
         Command::Ps(a) => ps::run(a, global),
         Command::Snapshot(a) => snapshot::run(a, global),
         Command::Run(a) => run::run(a, global),
+        Command::Stacks(a) => stacks::run(a, global),
+        Command::Census(a) => census::run(a, global),
     }
 }
