@@ -257,7 +257,9 @@ impl<M: ProcessMemory> Walker<'_, M> {
                 let n = self.mem.read_i64(base + l.var_size)?;
                 let members = self.mem.read_u64(base + l.type_members)?;
                 if n > 0 && n < 4096 && members != 0 {
-                    let raw = self.mem.read_vec(members, (n as u64 * l.member_size) as usize)?;
+                    let raw = self
+                        .mem
+                        .read_vec(members, (n as u64 * l.member_size) as usize)?;
                     for m in raw.chunks_exact(l.member_size as usize) {
                         let mtype = word(m, l.member_type) & 0xffff_ffff;
                         if mtype == l.member_t_object_ex {
@@ -340,10 +342,9 @@ impl<M: ProcessMemory> Walker<'_, M> {
                 size = t.basicsize + d.extra_size;
                 let keys_too = match d.str_keys {
                     Some(s) => !s,
-                    None => d
-                        .items
-                        .iter()
-                        .any(|(k, _)| self.mem.read_u64(k + l.object_type).ok() != Some(self.it.types.str)),
+                    None => d.items.iter().any(|(k, _)| {
+                        self.mem.read_u64(k + l.object_type).ok() != Some(self.it.types.str)
+                    }),
                 };
                 for (k, v) in d.items {
                     self.push(v);
@@ -380,7 +381,13 @@ impl<M: ProcessMemory> Walker<'_, M> {
             }
             Kind::Type => {
                 if t.heap || self.mem.read_u64(obj + l.type_flags)? & l.tpflags_heaptype != 0 {
-                    for off in [l.type_dict, l.type_cache, l.type_mro, l.type_bases, l.type_base] {
+                    for off in [
+                        l.type_dict,
+                        l.type_cache,
+                        l.type_mro,
+                        l.type_bases,
+                        l.type_base,
+                    ] {
                         let p = self.mem.read_u64(obj + off)?;
                         self.push(p);
                     }
@@ -466,7 +473,6 @@ impl<M: ProcessMemory> Walker<'_, M> {
     }
 
     fn count(&mut self, t: &TypeInfo, size: u64) {
-
         let e = &mut self.out[t.slot];
         e.count += 1;
         e.bytes += size;

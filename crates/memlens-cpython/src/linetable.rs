@@ -145,14 +145,14 @@ mod tests {
     #[test]
     fn locations() {
         let t = [
-            0x80 | (13 << 3), // no-column form, 1 unit
-            2 << 1,           // line +2
+            0x80 | (13 << 3),     // no-column form, 1 unit
+            2 << 1,               // line +2
             0x80 | (11 << 3) | 1, // one-line form, line +1, 2 units
             0,
             5,
-            0x80 | (15 << 3), // no location, 1 unit
+            0x80 | (15 << 3),     // no location, 1 unit
             0x80 | (14 << 3) | 2, // long form, 3 units
-            (3 << 1) | 1,     // line -3
+            (3 << 1) | 1,         // line -3
             0,
             1,
             1,

@@ -66,12 +66,7 @@ pub fn decode_str(raw: &[u8], kind: u32) -> String {
 }
 
 /// The contents of a `bytes` object (at most `max` bytes).
-pub fn read_bytes<M: ProcessMemory>(
-    mem: &M,
-    l: &Layout,
-    addr: u64,
-    max: usize,
-) -> Result<Vec<u8>> {
+pub fn read_bytes<M: ProcessMemory>(mem: &M, l: &Layout, addr: u64, max: usize) -> Result<Vec<u8>> {
     let size = mem.read_i64(addr + l.var_size)?;
     if !(0..=1 << 30).contains(&size) {
         return Err(Error::Invalid {
@@ -109,9 +104,15 @@ mod tests {
     fn decodes_kinds() {
         assert_eq!(decode_str(b"abc", 1), "abc");
         assert_eq!(decode_str(&[0xe9], 1), "é");
-        let two: Vec<u8> = [0x3b1u16, 0x3b2].iter().flat_map(|c| c.to_ne_bytes()).collect();
+        let two: Vec<u8> = [0x3b1u16, 0x3b2]
+            .iter()
+            .flat_map(|c| c.to_ne_bytes())
+            .collect();
         assert_eq!(decode_str(&two, 2), "αβ");
-        let four: Vec<u8> = [0x1f600u32, 0xd800].iter().flat_map(|c| c.to_ne_bytes()).collect();
+        let four: Vec<u8> = [0x1f600u32, 0xd800]
+            .iter()
+            .flat_map(|c| c.to_ne_bytes())
+            .collect();
         assert_eq!(decode_str(&four, 4), "😀\u{fffd}");
     }
 
@@ -123,7 +124,11 @@ mod tests {
             o[at as usize..at as usize + v.len()].copy_from_slice(v)
         };
         put(&mut obj, l.str_length, &5i64.to_ne_bytes());
-        put(&mut obj, l.str_state, &((1u32 << 2) | (1 << 5) | (1 << 6)).to_ne_bytes());
+        put(
+            &mut obj,
+            l.str_state,
+            &((1u32 << 2) | (1 << 5) | (1 << 6)).to_ne_bytes(),
+        );
         put(&mut obj, l.str_ascii_size, b"hello\0");
         let mut m = memlens_remote::SliceMemory::new();
         m.map(0x5000, obj);

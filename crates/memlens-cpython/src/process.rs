@@ -161,7 +161,10 @@ pub fn find_binary(pid: u32, maps: &[Mapping]) -> Result<Binary> {
         }
         None => {
             // A program embedding Python under another name still maps a file called python*.
-            match maps.iter().find(|m| file_name(&m.path).starts_with(b"python")) {
+            match maps
+                .iter()
+                .find(|m| file_name(&m.path).starts_with(b"python"))
+            {
                 Some(m) => (m.path.clone(), false),
                 None => return Err(Error::NotPython { pid }),
             }
@@ -293,7 +296,9 @@ impl Interpreter {
         let interp = mem.read_u64(runtime + layout.runtime_interpreters_head)?;
         let invalid = |why: String| Error::Invalid { pid, why };
         if interp == 0 {
-            return Err(invalid("no interpreter yet (starting or finalising)".into()));
+            return Err(invalid(
+                "no interpreter yet (starting or finalising)".into(),
+            ));
         }
         let tstate = mem.read_u64(interp + layout.interp_threads_head)?;
         if tstate != 0 {
@@ -326,7 +331,9 @@ impl Interpreter {
         if modules != 0 && types.dict != 0 {
             let ty = mem.read_u64(modules + layout.object_type)?;
             if ty != types.dict {
-                return Err(invalid("sys.modules is not a dict at the expected offset".into()));
+                return Err(invalid(
+                    "sys.modules is not a dict at the expected offset".into(),
+                ));
             }
         }
         Ok(Interpreter {
@@ -411,7 +418,10 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(version_in_name(b"libpython3.13t.so.1.0"), Some((3, 13, "t".into())));
+        assert_eq!(
+            version_in_name(b"libpython3.13t.so.1.0"),
+            Some((3, 13, "t".into()))
+        );
         assert_eq!(version_in_name(b"python2.7"), Some((2, 7, String::new())));
         assert!(check_name_version(&(2, 7, String::new())).is_err());
         assert!(check_name_version(&(3, 7, String::new())).is_err());
@@ -421,6 +431,9 @@ mod tests {
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        assert!(msg.contains("unsupported: CPython 3.6") && msg.contains("3.8 to 3.13"), "{msg}");
+        assert!(
+            msg.contains("unsupported: CPython 3.6") && msg.contains("3.8 to 3.13"),
+            "{msg}"
+        );
     }
 }

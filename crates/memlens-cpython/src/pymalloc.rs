@@ -135,7 +135,9 @@ fn scan_for_table<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<ArenaTa
     }
     match found.as_slice() {
         [one] => Ok(*one),
-        [] => Err(not_found("no candidate (is pymalloc in use? PYTHONMALLOC=malloc disables it)")),
+        [] => Err(not_found(
+            "no candidate (is pymalloc in use? PYTHONMALLOC=malloc disables it)",
+        )),
         _ => Err(not_found("several candidates")),
     }
 }

@@ -118,7 +118,11 @@ fn frames<M: ProcessMemory>(it: &Interpreter, mem: &M, tstate: u64) -> Result<Ve
     ) else {
         return Ok(out);
     };
-    let mut frame = match (l.tstate_cframe, l.cframe_current_frame, l.tstate_current_frame) {
+    let mut frame = match (
+        l.tstate_cframe,
+        l.cframe_current_frame,
+        l.tstate_current_frame,
+    ) {
         (Some(cf), Some(cur), _) => {
             let cframe = mem.read_u64(tstate + cf)?;
             if cframe == 0 {
@@ -137,7 +141,8 @@ fn frames<M: ProcessMemory>(it: &Interpreter, mem: &M, tstate: u64) -> Result<Ve
         let skip = l.frame_owned_by_cstack == Some(u64::from(owner));
         if !skip {
             let code = mem.read_u64(frame + code_off)?;
-            let is_code = it.types.code == 0 || mem.read_u64(code + l.object_type)? == it.types.code;
+            let is_code =
+                it.types.code == 0 || mem.read_u64(code + l.object_type)? == it.types.code;
             if is_code {
                 let instr = mem.read_u64(frame + instr_off)?;
                 let first = code + adaptive;
@@ -163,7 +168,12 @@ fn frame_of<M: ProcessMemory>(
     let function = read_str(mem, l, mem.read_u64(code + l.code_name)?, MAX_NAME)?;
     let file = read_str(mem, l, mem.read_u64(code + l.code_filename)?, 4 * MAX_NAME)?;
     let first = i64::from(mem.read_i32(code + l.code_firstlineno)?);
-    let table = read_bytes(mem, l, mem.read_u64(code + l.code_linetable)?, MAX_LINETABLE)?;
+    let table = read_bytes(
+        mem,
+        l,
+        mem.read_u64(code + l.code_linetable)?,
+        MAX_LINETABLE,
+    )?;
     let line = match (legacy, it.version.minor) {
         (true, 8 | 9) => Some(linetable::lnotab_line(&table, first, position)),
         (true, _) => linetable::linetable310_line(&table, first, position * 2),

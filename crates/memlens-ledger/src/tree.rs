@@ -92,16 +92,12 @@ pub fn by_category(processes: &[ProcessLedger]) -> Vec<(Category, Amounts)> {
             }
         }
     }
-    out.sort_by(|a, b| b.1.pss.cmp(&a.1.pss));
+    out.sort_by_key(|b| std::cmp::Reverse(b.1.pss));
     out
 }
 
 fn pct(part: u64, whole: u64) -> u64 {
-    if whole == 0 {
-        0
-    } else {
-        (part * 100 + whole / 2) / whole
-    }
+    (part * 100 + whole / 2).checked_div(whole).unwrap_or(0)
 }
 
 fn findings(t: &TreeLedger) -> Vec<String> {
@@ -153,7 +149,7 @@ fn findings(t: &TreeLedger) -> Vec<String> {
                 }
             }
         }
-        m.sort_by(|a, b| b.1.cmp(&a.1));
+        m.sort_by_key(|b| std::cmp::Reverse(b.1));
         m
     };
     if let Some((name, pss)) = ext.first() {

@@ -69,7 +69,10 @@ pub fn inspect(pid: u32, nonblocking: bool) -> (Option<PythonView>, Hints) {
     match session.view(mode(nonblocking)) {
         Ok((view, stats)) => {
             if let Some(p) = stats.paused {
-                log::info!("pid {pid}: paused {:.1} ms for the Python view", p.as_secs_f64() * 1e3);
+                log::info!(
+                    "pid {pid}: paused {:.1} ms for the Python view",
+                    p.as_secs_f64() * 1e3
+                );
             }
             let hints = Hints {
                 python_arenas: view

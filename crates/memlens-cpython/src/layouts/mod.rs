@@ -51,19 +51,31 @@ pub fn check_debug_offsets<M: ProcessMemory>(
             layout.dbg_runtime_interpreters_head,
             Some(layout.runtime_interpreters_head),
         ),
-        ("interpreter_state.next", layout.dbg_interp_next, Some(layout.interp_next)),
+        (
+            "interpreter_state.next",
+            layout.dbg_interp_next,
+            Some(layout.interp_next),
+        ),
         (
             "interpreter_state.threads_head",
             layout.dbg_interp_threads_head,
             Some(layout.interp_threads_head),
         ),
-        ("interpreter_state.gc", layout.dbg_interp_gc, layout.interp_gc),
+        (
+            "interpreter_state.gc",
+            layout.dbg_interp_gc,
+            layout.interp_gc,
+        ),
         (
             "interpreter_state.imports_modules",
             layout.dbg_interp_modules,
             Some(layout.interp_modules),
         ),
-        ("thread_state.next", layout.dbg_tstate_next, Some(layout.tstate_next)),
+        (
+            "thread_state.next",
+            layout.dbg_tstate_next,
+            Some(layout.tstate_next),
+        ),
         (
             "thread_state.current_frame",
             layout.dbg_tstate_current_frame,
@@ -84,13 +96,41 @@ pub fn check_debug_offsets<M: ProcessMemory>(
             layout.dbg_iframe_previous,
             layout.iframe_previous,
         ),
-        ("interpreter_frame.executable", layout.dbg_iframe_code, layout.iframe_code),
-        ("interpreter_frame.instr_ptr", layout.dbg_iframe_instr, layout.iframe_instr),
-        ("interpreter_frame.owner", layout.dbg_iframe_owner, layout.iframe_owner),
-        ("code_object.filename", layout.dbg_code_filename, Some(layout.code_filename)),
-        ("code_object.name", layout.dbg_code_name, Some(layout.code_name)),
-        ("code_object.qualname", layout.dbg_code_qualname, layout.code_qualname),
-        ("code_object.linetable", layout.dbg_code_linetable, Some(layout.code_linetable)),
+        (
+            "interpreter_frame.executable",
+            layout.dbg_iframe_code,
+            layout.iframe_code,
+        ),
+        (
+            "interpreter_frame.instr_ptr",
+            layout.dbg_iframe_instr,
+            layout.iframe_instr,
+        ),
+        (
+            "interpreter_frame.owner",
+            layout.dbg_iframe_owner,
+            layout.iframe_owner,
+        ),
+        (
+            "code_object.filename",
+            layout.dbg_code_filename,
+            Some(layout.code_filename),
+        ),
+        (
+            "code_object.name",
+            layout.dbg_code_name,
+            Some(layout.code_name),
+        ),
+        (
+            "code_object.qualname",
+            layout.dbg_code_qualname,
+            layout.code_qualname,
+        ),
+        (
+            "code_object.linetable",
+            layout.dbg_code_linetable,
+            Some(layout.code_linetable),
+        ),
         (
             "code_object.firstlineno",
             layout.dbg_code_firstlineno,
@@ -101,17 +141,53 @@ pub fn check_debug_offsets<M: ProcessMemory>(
             layout.dbg_code_code_adaptive,
             layout.code_code_adaptive,
         ),
-        ("pyobject.ob_type", layout.dbg_object_type, Some(layout.object_type)),
-        ("type_object.tp_name", layout.dbg_type_name, Some(layout.type_name)),
-        ("tuple_object.ob_item", layout.dbg_tuple_item, Some(layout.tuple_item)),
-        ("list_object.ob_item", layout.dbg_list_item, Some(layout.list_item)),
-        ("dict_object.ma_keys", layout.dbg_dict_keys, Some(layout.dict_keys)),
-        ("gc.collecting", layout.dbg_gc_collecting, Some(layout.gc_collecting)),
+        (
+            "pyobject.ob_type",
+            layout.dbg_object_type,
+            Some(layout.object_type),
+        ),
+        (
+            "type_object.tp_name",
+            layout.dbg_type_name,
+            Some(layout.type_name),
+        ),
+        (
+            "tuple_object.ob_item",
+            layout.dbg_tuple_item,
+            Some(layout.tuple_item),
+        ),
+        (
+            "list_object.ob_item",
+            layout.dbg_list_item,
+            Some(layout.list_item),
+        ),
+        (
+            "dict_object.ma_keys",
+            layout.dbg_dict_keys,
+            Some(layout.dict_keys),
+        ),
+        (
+            "gc.collecting",
+            layout.dbg_gc_collecting,
+            Some(layout.gc_collecting),
+        ),
     ];
     let extra: [(&'static str, Option<u64>, Option<u64>); 3] = [
-        ("dict_object.ma_values", layout.dbg_dict_values, Some(layout.dict_values)),
-        ("unicode_object.length", layout.dbg_str_length, Some(layout.str_length)),
-        ("unicode_object.state", layout.dbg_str_state, Some(layout.str_state)),
+        (
+            "dict_object.ma_values",
+            layout.dbg_dict_values,
+            Some(layout.dict_values),
+        ),
+        (
+            "unicode_object.length",
+            layout.dbg_str_length,
+            Some(layout.str_length),
+        ),
+        (
+            "unicode_object.state",
+            layout.dbg_str_state,
+            Some(layout.str_state),
+        ),
     ];
     for (field, at, expected) in pairs.into_iter().chain(extra) {
         let (Some(at), Some(expected)) = (at, expected) else {
@@ -154,15 +230,31 @@ mod tests {
             }
         };
         // write the table's own values: accepted
-        put(&mut bytes, l.dbg_runtime_interpreters_head, Some(l.runtime_interpreters_head));
+        put(
+            &mut bytes,
+            l.dbg_runtime_interpreters_head,
+            Some(l.runtime_interpreters_head),
+        );
         put(&mut bytes, l.dbg_interp_next, Some(l.interp_next));
-        put(&mut bytes, l.dbg_interp_threads_head, Some(l.interp_threads_head));
+        put(
+            &mut bytes,
+            l.dbg_interp_threads_head,
+            Some(l.interp_threads_head),
+        );
         put(&mut bytes, l.dbg_interp_gc, l.interp_gc);
         put(&mut bytes, l.dbg_interp_modules, Some(l.interp_modules));
         put(&mut bytes, l.dbg_tstate_next, Some(l.tstate_next));
-        put(&mut bytes, l.dbg_tstate_current_frame, l.tstate_current_frame);
+        put(
+            &mut bytes,
+            l.dbg_tstate_current_frame,
+            l.tstate_current_frame,
+        );
         put(&mut bytes, l.dbg_tstate_thread_id, Some(l.tstate_thread_id));
-        put(&mut bytes, l.dbg_tstate_native_thread_id, l.tstate_native_thread_id);
+        put(
+            &mut bytes,
+            l.dbg_tstate_native_thread_id,
+            l.tstate_native_thread_id,
+        );
         put(&mut bytes, l.dbg_iframe_previous, l.iframe_previous);
         put(&mut bytes, l.dbg_iframe_code, l.iframe_code);
         put(&mut bytes, l.dbg_iframe_instr, l.iframe_instr);
@@ -186,12 +278,19 @@ mod tests {
         mem.map(0x10000, bytes.clone());
         assert!(check_debug_offsets(&mem, 0x10000, &l, "3.13.0").is_ok());
         // one field off: refused
-        put(&mut bytes, l.dbg_tstate_thread_id, Some(l.tstate_thread_id + 8));
+        put(
+            &mut bytes,
+            l.dbg_tstate_thread_id,
+            Some(l.tstate_thread_id + 8),
+        );
         let mut mem = memlens_remote::SliceMemory::new();
         mem.map(0x10000, bytes);
         assert!(matches!(
             check_debug_offsets(&mem, 0x10000, &l, "3.13.0"),
-            Err(Error::LayoutMismatch { field: "thread_state.thread_id", .. })
+            Err(Error::LayoutMismatch {
+                field: "thread_state.thread_id",
+                ..
+            })
         ));
     }
 }

@@ -51,7 +51,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => v * 3600.0,
         _ => return Err(format!("invalid duration unit in {s:?} (ms, s, m, h)")),
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 1e7 {
+    if !secs.is_finite() || !(0.0..=1e7).contains(&secs) {
         return Err(format!("duration {s:?} out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -109,6 +109,15 @@ fn growth(before: &Census, after: &Census) -> Vec<Growth> {
         .collect();
     out.sort_by(|a, b| b.delta.cmp(&a.delta).then(a.type_name.cmp(&b.type_name)));
     out
+}
+
+/// Bold on and off, when colour is allowed.
+fn bold(global: &Global) -> (&'static str, &'static str) {
+    if global.color {
+        ("\x1b[1m", "\x1b[0m")
+    } else {
+        ("", "")
+    }
 }
 
 /// Runs the command.
@@ -179,11 +188,20 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
     .map_err(write_error)?;
     match grown {
         Some(g) => {
-            writeln!(out, "\n{:<32} {:>12} {:>10}", "type", "count", "growth").map_err(write_error)?;
+            let (b, r) = bold(global);
+            writeln!(
+                out,
+                "\n{b}{:<32} {:>12} {:>10}{r}",
+                "type", "count", "growth"
+            )
+            .map_err(write_error)?;
             if g.is_empty() {
                 writeln!(out, "(no type grew)").map_err(write_error)?;
             }
-            for r in g.iter().take(if args.top == 0 { usize::MAX } else { args.top }) {
+            for r in g
+                .iter()
+                .take(if args.top == 0 { usize::MAX } else { args.top })
+            {
                 writeln!(
                     out,
                     "{:<32} {:>12} {:>+10}",
@@ -195,7 +213,13 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
             }
         }
         None => {
-            writeln!(out, "\n{:<32} {:>12} {:>12}", "type", "count", "bytes").map_err(write_error)?;
+            let (b, r) = bold(global);
+            writeln!(
+                out,
+                "\n{b}{:<32} {:>12} {:>12}{r}",
+                "type", "count", "bytes"
+            )
+            .map_err(write_error)?;
             for t in &census.types[..top] {
                 writeln!(
                     out,

@@ -1,10 +1,10 @@
 //! One module per command: its `Args` (clap) and its `run` function.
 
+pub mod census;
 pub mod ps;
 pub mod run;
 pub mod snapshot;
 pub mod stacks;
-pub mod census;
 
 use std::process::ExitCode;
 

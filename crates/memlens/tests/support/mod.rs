@@ -29,7 +29,10 @@ pub fn memlens_json(args: &[&str]) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("memlens {args:?} printed invalid JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+        panic!(
+            "memlens {args:?} printed invalid JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
     })
 }
 
@@ -52,21 +55,33 @@ pub fn pythons() -> Vec<Python> {
     let mut missing = Vec::new();
     let root = std::env::var_os("PYENV_ROOT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".pyenv"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".pyenv")
+        });
     let installed: Vec<String> = std::fs::read_dir(root.join("versions"))
-        .map(|rd| rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
         .unwrap_or_default();
     for minor in 8..=13u32 {
         let prefix = format!("3.{minor}.");
         let mut found: Vec<&String> = installed
             .iter()
-            .filter(|v| v.starts_with(&prefix) && v[prefix.len()..].chars().all(|c| c.is_ascii_digit()))
+            .filter(|v| {
+                v.starts_with(&prefix) && v[prefix.len()..].chars().all(|c| c.is_ascii_digit())
+            })
             .collect();
         found.sort();
         match found.last() {
             Some(v) => out.push(Python {
                 label: (*v).clone(),
-                path: root.join("versions").join(v).join("bin").join(format!("python3.{minor}")),
+                path: root
+                    .join("versions")
+                    .join(v)
+                    .join("bin")
+                    .join(format!("python3.{minor}")),
                 version: (3, minor),
             }),
             None => missing.push(format!("pyenv 3.{minor}")),
@@ -93,7 +108,8 @@ pub fn pythons() -> Vec<Python> {
 
 /// An unsupported interpreter (Python 2.7 from pyenv), for the "unsupported" paths.
 pub fn python27() -> Option<PathBuf> {
-    let p = PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".pyenv/versions/2.7.18/bin/python2.7");
+    let p = PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+        .join(".pyenv/versions/2.7.18/bin/python2.7");
     if p.exists() {
         Some(p)
     } else if std::env::var_os("CI").is_some() {
@@ -122,7 +138,9 @@ impl Target {
 
     /// Starts a command that prints `READY` when set up.
     pub fn spawn(mut cmd: Command) -> Target {
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("target starts");
         let stdout = BufReader::new(child.stdout.take().expect("piped"));
         let mut t = Target {
@@ -132,7 +150,9 @@ impl Target {
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let line = t.read_line().unwrap_or_else(|| panic!("target exited before READY: {:?}", t.lines));
+            let line = t
+                .read_line()
+                .unwrap_or_else(|| panic!("target exited before READY: {:?}", t.lines));
             if line.trim() == "READY" {
                 break;
             }
@@ -197,7 +217,9 @@ pub fn rollup_field(pid: u32, field: &str) -> u64 {
     text.lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            (k == field).then(|| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok()).flatten()
+            (k == field)
+                .then(|| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+                .flatten()
         })
         .map(|kb| kb * 1024)
         .unwrap_or_else(|| panic!("no {field} in smaps_rollup of {pid}"))

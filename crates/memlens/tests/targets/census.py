@@ -41,8 +41,9 @@ def truth():
     stack.append(sys.modules)
     seen = set()
     counts = {}
+    sizes = {}
     code_type = types.CodeType
-    skip = {id(roots), id(stack), id(seen), id(counts), id(sys._getframe())}
+    skip = {id(roots), id(stack), id(seen), id(counts), id(sizes), id(sys._getframe())}
     while stack:
         o = stack.pop()
         i = id(o)
@@ -51,16 +52,19 @@ def truth():
         seen.add(i)
         name = type(o).__name__
         counts[name] = counts.get(name, 0) + 1
+        sizes[name] = sizes.get(name, 0) + sys.getsizeof(o)
         stack.extend(gc.get_referents(o))
         if type(o) is code_type:
             stack.extend((o.co_consts, o.co_names, o.co_filename, o.co_name))
             if sys.version_info >= (3, 11):
                 stack.append(o.co_qualname)
-    return counts
+    return counts, sizes
 
 
 gc.disable()
-result = json.dumps({"counts": truth(), "frozen": gc.get_freeze_count()})
+counts, sizes = truth()
+result = json.dumps({"counts": counts, "bytes": sizes, "frozen": gc.get_freeze_count()})
+del counts, sizes
 print(result)
 print("READY", flush=True)
 sys.stdin.readline()
