@@ -268,9 +268,7 @@ fn forked_tree_pss_sum_matches_kernel_and_rss_overcounts() {
 
 #[test]
 fn non_python_process_has_a_ledger_and_no_python() {
-    let mut cmd = std::process::Command::new("sh");
-    cmd.arg("-c").arg("echo READY; exec sleep 60");
-    let target = Target::spawn(cmd);
+    let target = Target::sleeper();
     let v = memlens_json(&["snapshot", &target.pid().to_string(), "--json"]);
     let p = &v["processes"][0];
     assert!(p["python"].is_null());
@@ -329,9 +327,7 @@ fn process_exiting_during_the_read_is_never_a_panic() {
 #[test]
 fn unprivileged_user_gets_permission_denied_exit_4() {
     // A root-owned target read by `nobody`: the kernel refuses smaps (ptrace access check).
-    let mut cmd = std::process::Command::new("sh");
-    cmd.arg("-c").arg("echo READY; exec sleep 60");
-    let target = Target::spawn(cmd);
+    let target = Target::sleeper();
     if unsafe_euid() != 0 {
         panic!("this test must run as root to start a process nobody may not read");
     }
@@ -388,9 +384,7 @@ fn ps_lists_python_processes_with_versions() {
         5.0,
     );
     // `sleep` is no Python: only with --all.
-    let mut cmd = std::process::Command::new("sh");
-    cmd.arg("-c").arg("echo READY; exec sleep 60");
-    let sleeper = Target::spawn(cmd);
+    let sleeper = Target::sleeper();
     let listed = |v: &Value| {
         v["trees"]
             .as_array()
