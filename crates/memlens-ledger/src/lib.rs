@@ -6,6 +6,8 @@
 
 pub mod category;
 pub mod distribution;
+pub mod host;
+mod parallel;
 pub mod process;
 pub mod tree;
 pub mod units;

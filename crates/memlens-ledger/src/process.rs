@@ -223,6 +223,9 @@ impl ProcessParts {
     /// Reads a live process. Threads that exit during the read are skipped.
     pub fn read(proc: &Process) -> Result<Self> {
         let status = proc.status()?;
+        if status.is_kernel_thread() {
+            return Err(memlens_procfs::Error::KernelThread { pid: proc.pid() });
+        }
         let mappings = proc.smaps()?;
         let mut stack_pointers = Vec::new();
         for tid in proc.threads()? {

@@ -25,8 +25,20 @@ pub struct TreeLedger {
     pub processes: Vec<ProcessLedger>,
     /// The memory cgroup of the root process.
     pub cgroup: Option<CgroupMemory>,
+    /// Descendants that could not be read (permission denied, kernel threads), left out of
+    /// the totals.
+    pub skipped: Vec<Skipped>,
     /// Plain-language findings, most important first.
     pub findings: Vec<String>,
+}
+
+/// A process left out of a tree ledger, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// Process id.
+    pub pid: u32,
+    /// Why it was left out.
+    pub reason: String,
 }
 
 /// Takes the ledger of `pid`, or of it and every descendant with `tree`. `hints` supplies
@@ -41,14 +53,23 @@ pub fn snapshot(pid: u32, tree: bool, hints: &mut dyn FnMut(u32) -> Hints) -> Re
     };
     let mut resolver = DistributionResolver::new(root.dir().join("root"));
     let mut processes = Vec::with_capacity(pids.len());
-    for p in pids {
-        let read = Process::new(p).and_then(|proc| ProcessParts::read(&proc));
+    let mut skipped = Vec::new();
+    let reads = crate::parallel::map(&pids, |&p| {
+        Process::new(p).and_then(|proc| ProcessParts::read(&proc))
+    });
+    for (p, read) in pids.into_iter().zip(reads) {
         match read {
             Ok(parts) => {
                 let h = hints(p);
                 processes.push(build(&parts, &h, &mut resolver));
             }
             Err(Error::ProcessGone { .. }) if p != pid => continue,
+            Err(e @ (Error::PermissionDenied { .. } | Error::KernelThread { .. })) if p != pid => {
+                skipped.push(Skipped {
+                    pid: p,
+                    reason: e.to_string(),
+                });
+            }
             Err(e) => return Err(e),
         }
     }
@@ -56,7 +77,15 @@ pub fn snapshot(pid: u32, tree: bool, hints: &mut dyn FnMut(u32) -> Hints) -> Re
         log::debug!("no cgroup view for {pid}: {e}");
         None
     });
-    Ok(assemble(pid, processes, cgroup))
+    let mut t = assemble(pid, processes, cgroup);
+    if !skipped.is_empty() {
+        t.findings.push(format!(
+            "{} descendant(s) could not be read and are left out of the totals (see `skipped`)",
+            skipped.len()
+        ));
+    }
+    t.skipped = skipped;
+    Ok(t)
 }
 
 /// Sums processes into a tree ledger and writes its findings.
@@ -75,6 +104,7 @@ pub fn assemble(
         rss_overcount: totals.rss.saturating_sub(totals.pss),
         processes,
         cgroup,
+        skipped: Vec::new(),
         findings: Vec::new(),
     };
     t.findings = findings(&t);
@@ -92,7 +122,7 @@ pub fn by_category(processes: &[ProcessLedger]) -> Vec<(Category, Amounts)> {
             }
         }
     }
-    out.sort_by_key(|b| std::cmp::Reverse(b.1.pss));
+    out.sort_by_key(|(_, a)| std::cmp::Reverse(a.pss));
     out
 }
 
@@ -149,7 +179,7 @@ fn findings(t: &TreeLedger) -> Vec<String> {
                 }
             }
         }
-        m.sort_by_key(|b| std::cmp::Reverse(b.1));
+        m.sort_by_key(|(_, v)| std::cmp::Reverse(*v));
         m
     };
     if let Some((name, pss)) = ext.first() {

@@ -17,6 +17,12 @@ pub enum Error {
         /// The file that could not be read.
         path: PathBuf,
     },
+    /// A kernel thread: it has no user-space address space to account.
+    #[error("process {pid} is a kernel thread: it has no user-space memory to account")]
+    KernelThread {
+        /// The process id.
+        pid: u32,
+    },
     /// Another I/O error.
     #[error("cannot read {}: {source}", path.display())]
     Io {

@@ -5,35 +5,27 @@ use std::io::Write;
 use crate::cli::Cli;
 use crate::exit::{CliError, CliResult, Code};
 
-/// Global output options.
+/// Global output options. (memlens prints no colour codes, so `NO_COLOR` holds trivially.)
 #[derive(Debug, Clone, Default)]
 pub struct Global {
     /// Exact byte counts instead of binary units.
     pub bytes: bool,
-    /// Colour allowed (`NO_COLOR` unset and stdout a terminal).
-    pub color: bool,
 }
 
 impl Global {
     /// Reads the global flags and the environment.
     pub fn from_cli(cli: &Cli) -> Self {
-        use std::io::IsTerminal;
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Global {
-            bytes: cli.bytes,
-            color: !no_color && std::io::stdout().is_terminal(),
-        }
+        Global { bytes: cli.bytes }
     }
 }
 
 /// Writes a serializable value as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize>(value: &T) -> CliResult<()> {
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     serde_json::to_writer_pretty(&mut out, value)
         .map_err(|e| CliError::new(Code::Failure, format!("cannot write JSON: {e}")))?;
     writeln!(out).map_err(write_error)?;
-    Ok(())
+    out.flush().map_err(write_error)
 }
 
 /// Maps a stdout write failure (closed pipe, full disk) to an error.

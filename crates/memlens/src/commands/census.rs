@@ -111,15 +111,6 @@ fn growth(before: &Census, after: &Census) -> Vec<Growth> {
     out
 }
 
-/// Bold on and off, when colour is allowed.
-fn bold(global: &Global) -> (&'static str, &'static str) {
-    if global.color {
-        ("\x1b[1m", "\x1b[0m")
-    } else {
-        ("", "")
-    }
-}
-
 /// Runs the command.
 pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
     let session = attach(args.pid)?;
@@ -188,13 +179,8 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
     .map_err(write_error)?;
     match grown {
         Some(g) => {
-            let (b, r) = bold(global);
-            writeln!(
-                out,
-                "\n{b}{:<32} {:>12} {:>10}{r}",
-                "type", "count", "growth"
-            )
-            .map_err(write_error)?;
+            writeln!(out, "\n{:<32} {:>12} {:>10}", "type", "count", "growth")
+                .map_err(write_error)?;
             if g.is_empty() {
                 writeln!(out, "(no type grew)").map_err(write_error)?;
             }
@@ -213,13 +199,8 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
             }
         }
         None => {
-            let (b, r) = bold(global);
-            writeln!(
-                out,
-                "\n{b}{:<32} {:>12} {:>12}{r}",
-                "type", "count", "bytes"
-            )
-            .map_err(write_error)?;
+            writeln!(out, "\n{:<32} {:>12} {:>12}", "type", "count", "bytes")
+                .map_err(write_error)?;
             for t in &census.types[..top] {
                 writeln!(
                     out,

@@ -1,19 +1,40 @@
-//! `memlens snapshot`.
+//! `memlens snapshot PID [--tree]`: the reconciled ledger of a process or a whole tree.
 
+use std::io::Write;
 use std::process::ExitCode;
 
-use crate::exit::{CliError, CliResult, Code};
-use crate::output::Global;
+use memlens_ledger::Hints;
+use memlens_report::ledger_text;
+
+use crate::exit::{CliResult, Code};
+use crate::output::{print_json, write_error, Global};
 
 /// Arguments of `memlens snapshot`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// The process to read.
+    pub pid: u32,
+    /// Include every descendant of the process (the tree is the unit: totals sum PSS).
+    #[arg(long)]
+    pub tree: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
 /// Runs the command.
-pub fn run(_args: Args, _global: &Global) -> CliResult<ExitCode> {
-    Err(CliError::new(Code::Failure, "not built yet"))
+pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
+    let ledger = memlens_ledger::snapshot(args.pid, args.tree, &mut |_pid| Hints::default())?;
+    if args.json {
+        print_json(&ledger)?;
+    } else {
+        let opts = ledger_text::Options {
+            bytes: global.bytes,
+            ..Default::default()
+        };
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        ledger_text::render_snapshot(&ledger, &opts, &mut out).map_err(write_error)?;
+        out.flush().map_err(write_error)?;
+    }
+    Ok(Code::Ok.into())
 }

@@ -1,0 +1,228 @@
+//! `ps`: the Python processes of the host (or every process), grouped into trees, with the
+//! kernel's totals per process from `smaps_rollup`.
+
+use serde::Serialize;
+
+use memlens_procfs::tree::ProcessTable;
+use memlens_procfs::{Error, Process, Result};
+
+use crate::process::{cmdline_string, Amounts, PythonInfo};
+
+/// One process in `ps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PsProcess {
+    /// Process id.
+    pub pid: u32,
+    /// Parent.
+    pub ppid: u32,
+    /// comm.
+    pub name: String,
+    /// Command line (untrusted).
+    pub cmdline: String,
+    /// Python found in the process.
+    pub python: Option<PythonInfo>,
+    /// Threads.
+    pub threads: u32,
+    /// Peak RSS.
+    pub vm_hwm: u64,
+    /// RSS, PSS, USS, swap.
+    pub totals: Amounts,
+    /// Depth below the tree's root (0 for the root).
+    pub depth: u32,
+}
+
+/// One tree: a root process and its selected descendants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PsTree {
+    /// The root's PID.
+    pub root: u32,
+    /// Sums over the tree's processes.
+    pub totals: Amounts,
+    /// `rss - pss`: how much summing RSS overstates the tree.
+    pub rss_overcount: u64,
+    /// Parents before children.
+    pub processes: Vec<PsProcess>,
+}
+
+/// The `ps` report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PsReport {
+    /// Trees, largest PSS first.
+    pub trees: Vec<PsTree>,
+    /// Sums over every listed process.
+    pub totals: Amounts,
+    /// Processes that could not be read (permission), left out.
+    pub unreadable: u32,
+}
+
+/// Whether a process is a Python: by executable name or a mapped libpython.
+fn python_of(proc: &Process) -> Option<PythonInfo> {
+    let exe = proc.exe().ok()?;
+    let maps = proc.maps().ok()?;
+    // detect_python works on smaps mappings; wrap the maps entries without counters.
+    let mappings: Vec<memlens_procfs::smaps::Mapping> = maps
+        .into_iter()
+        .filter(|e| {
+            crate::category::is_libpython(crate::category::file_name(e.path_without_deleted()))
+        })
+        .take(1)
+        .map(|entry| memlens_procfs::smaps::Mapping {
+            entry,
+            counters: Default::default(),
+            vm_flags: Vec::new(),
+        })
+        .collect();
+    crate::process::detect_python(&exe, &mappings)
+}
+
+enum Row {
+    Listed(Box<PsProcess>),
+    Unreadable,
+    Skip,
+}
+
+fn read_row(pid: u32, all: bool) -> Row {
+    let Ok(proc) = Process::new(pid) else {
+        return Row::Skip;
+    };
+    let status = match proc.status() {
+        Ok(s) if s.is_kernel_thread() => return Row::Skip,
+        Ok(s) => s,
+        Err(_) => return Row::Skip,
+    };
+    let python = python_of(&proc);
+    if python.is_none() && !all {
+        return Row::Skip;
+    }
+    let totals = match proc.smaps_rollup() {
+        Ok(c) => Amounts::of(&c),
+        Err(Error::PermissionDenied { .. }) => return Row::Unreadable,
+        Err(_) => return Row::Skip,
+    };
+    Row::Listed(Box::new(PsProcess {
+        pid,
+        ppid: status.ppid,
+        name: String::from_utf8_lossy(&status.name).into_owned(),
+        cmdline: cmdline_string(&proc.cmdline().unwrap_or_default()),
+        python,
+        threads: status.threads,
+        vm_hwm: status.vm_hwm,
+        totals,
+        depth: 0,
+    }))
+}
+
+/// Lists the Python processes (every process with `all`) as trees. memlens itself is left out.
+pub fn ps(all: bool) -> Result<PsReport> {
+    let table = ProcessTable::scan()?;
+    let me = std::process::id();
+    let entries: Vec<_> = table.iter().filter(|e| e.pid != me).collect();
+    let reads = crate::parallel::map(&entries, |e| read_row(e.pid, all));
+    let mut rows: Vec<PsProcess> = Vec::new();
+    let mut unreadable = 0;
+    for r in reads {
+        match r {
+            Row::Listed(p) => rows.push(*p),
+            Row::Unreadable => unreadable += 1,
+            Row::Skip => {}
+        }
+    }
+    Ok(group(rows, all, unreadable))
+}
+
+/// Groups rows into trees: a root is a row whose parent is not listed (or, listing every
+/// process, whose parent is init, so the host does not collapse into one tree).
+pub fn group(rows: Vec<PsProcess>, all: bool, unreadable: u32) -> PsReport {
+    let listed: std::collections::BTreeSet<u32> = rows.iter().map(|r| r.pid).collect();
+    let is_root =
+        |r: &PsProcess| !listed.contains(&r.ppid) || r.ppid == r.pid || (all && r.ppid <= 1);
+    let mut trees = Vec::new();
+    let mut totals = Amounts::default();
+    for root in rows.iter().filter(|r| is_root(r)) {
+        let mut procs = Vec::new();
+        let mut stack = vec![(root.pid, 0u32)];
+        while let Some((pid, depth)) = stack.pop() {
+            let Some(r) = rows.iter().find(|r| r.pid == pid) else {
+                continue;
+            };
+            let mut r = r.clone();
+            r.depth = depth;
+            procs.push(r);
+            let mut kids: Vec<u32> = rows
+                .iter()
+                .filter(|c| c.ppid == pid && c.pid != pid && !is_root(c))
+                .map(|c| c.pid)
+                .collect();
+            kids.sort_unstable_by(|a, b| b.cmp(a));
+            stack.extend(kids.into_iter().map(|k| (k, depth + 1)));
+        }
+        let mut t = Amounts::default();
+        for p in &procs {
+            t.add(&p.totals);
+        }
+        totals.add(&t);
+        trees.push(PsTree {
+            root: root.pid,
+            totals: t,
+            rss_overcount: t.rss.saturating_sub(t.pss),
+            processes: procs,
+        });
+    }
+    trees.sort_by(|a, b| b.totals.pss.cmp(&a.totals.pss).then(a.root.cmp(&b.root)));
+    PsReport {
+        trees,
+        totals,
+        unreadable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(pid: u32, ppid: u32, pss: u64) -> PsProcess {
+        PsProcess {
+            pid,
+            ppid,
+            name: "python3".into(),
+            cmdline: String::new(),
+            python: None,
+            threads: 1,
+            vm_hwm: 0,
+            totals: Amounts {
+                rss: pss * 2,
+                pss,
+                uss: pss / 2,
+                swap: 0,
+            },
+            depth: 0,
+        }
+    }
+
+    #[test]
+    fn groups_trees_and_sums() {
+        let r = group(
+            vec![
+                row(10, 1, 100),
+                row(11, 10, 50),
+                row(12, 11, 25),
+                row(20, 5, 500),
+            ],
+            false,
+            0,
+        );
+        assert_eq!(r.trees.len(), 2);
+        assert_eq!(r.trees[0].root, 20);
+        let t = &r.trees[1];
+        assert_eq!(
+            t.processes
+                .iter()
+                .map(|p| (p.pid, p.depth))
+                .collect::<Vec<_>>(),
+            vec![(10, 0), (11, 1), (12, 2)]
+        );
+        assert_eq!(t.totals.pss, 175);
+        assert_eq!(t.rss_overcount, 175);
+        assert_eq!(r.totals.pss, 675);
+    }
+}

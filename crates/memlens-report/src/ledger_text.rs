@@ -1,0 +1,270 @@
+//! Terminal output of `snapshot` and `ps`: totals first, then the ledger ranked, then findings.
+
+use std::io::{self, Write};
+
+use memlens_ledger::host::PsReport;
+use memlens_ledger::tree::by_category;
+use memlens_ledger::units::format_bytes;
+use memlens_ledger::{Amounts, TreeLedger};
+
+use crate::escape::terminal;
+
+/// Rendering options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Exact bytes instead of binary units.
+    pub bytes: bool,
+    /// Items shown under each ledger row.
+    pub items_per_row: usize,
+    /// Longest command line shown (characters).
+    pub cmdline_width: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            bytes: false,
+            items_per_row: 3,
+            cmdline_width: 60,
+        }
+    }
+}
+
+impl Options {
+    fn size(&self, v: u64) -> String {
+        if self.bytes {
+            v.to_string()
+        } else {
+            format_bytes(v)
+        }
+    }
+}
+
+fn clip(s: &str, width: usize) -> String {
+    let s = terminal(s);
+    if s.chars().count() <= width {
+        return s;
+    }
+    let mut c: String = s.chars().take(width.saturating_sub(1)).collect();
+    c.push('…');
+    c
+}
+
+fn amounts_line(o: &Options, a: &Amounts) -> String {
+    format!(
+        "PSS {}   (USS {}, RSS {}, swap {})",
+        o.size(a.pss),
+        o.size(a.uss),
+        o.size(a.rss),
+        o.size(a.swap)
+    )
+}
+
+/// Renders a snapshot ledger.
+pub fn render_snapshot(t: &TreeLedger, o: &Options, mut w: impl Write) -> io::Result<()> {
+    let root = t.processes.iter().find(|p| p.pid == t.root);
+    let who = root
+        .map(|p| clip(&p.cmdline, o.cmdline_width))
+        .unwrap_or_default();
+    let n = t.processes.len();
+    if n > 1 {
+        writeln!(
+            w,
+            "Memory of PID {} ({who}) and {} descendant(s)",
+            t.root,
+            n - 1
+        )?;
+    } else {
+        writeln!(w, "Memory of PID {} ({who})", t.root)?;
+    }
+    writeln!(w, "Total: {}", amounts_line(o, &t.totals))?;
+    if let Some(p) = root {
+        let py = match &p.python {
+            Some(py) => format!(
+                "Python {}",
+                py.version.as_deref().unwrap_or("(version unknown)")
+            ),
+            None => "not a Python process".into(),
+        };
+        writeln!(
+            w,
+            "Root: {py}, {} threads, peak RSS (VmHWM) {}",
+            p.threads,
+            o.size(p.vm_hwm)
+        )?;
+    }
+    writeln!(w)?;
+    writeln!(
+        w,
+        "{:<18} {:>10} {:>10} {:>10} {:>10} {:>6}",
+        "category", "PSS", "USS", "RSS", "swap", "maps"
+    )?;
+    let cats = by_category(&t.processes);
+    for (cat, a) in &cats {
+        let maps: u64 = t
+            .processes
+            .iter()
+            .filter_map(|p| p.row(*cat))
+            .map(|r| r.mappings)
+            .sum();
+        writeln!(
+            w,
+            "{:<18} {:>10} {:>10} {:>10} {:>10} {:>6}",
+            cat.name(),
+            o.size(a.pss),
+            o.size(a.uss),
+            o.size(a.rss),
+            o.size(a.swap),
+            maps
+        )?;
+        // Items merged across processes by name.
+        let mut items: Vec<(String, Amounts)> = Vec::new();
+        for r in t.processes.iter().filter_map(|p| p.row(*cat)) {
+            for it in &r.items {
+                match items.iter_mut().find(|(n, _)| *n == it.name) {
+                    Some((_, a)) => a.add(&it.amounts),
+                    None => items.push((it.name.clone(), it.amounts)),
+                }
+            }
+        }
+        items.sort_by_key(|(_, a)| std::cmp::Reverse(a.pss));
+        let shown = items.len().min(o.items_per_row);
+        for (name, a) in items.iter().take(shown) {
+            writeln!(
+                w,
+                "{:<18} {:>10} {:>10} {:>10} {:>10} {:>6}  · {}",
+                "",
+                o.size(a.pss),
+                o.size(a.uss),
+                o.size(a.rss),
+                o.size(a.swap),
+                "",
+                clip(name, o.cmdline_width)
+            )?;
+        }
+        if items.len() > shown {
+            writeln!(w, "{:<18} {:>53}  · … {} more", "", "", items.len() - shown)?;
+        }
+    }
+    if n > 1 || root.is_some_and(|p| p.thread_stacks.count > 1) {
+        writeln!(w)?;
+        writeln!(
+            w,
+            "{:>8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>7}  command",
+            "PID", "PPID", "PSS", "USS", "RSS", "peak RSS", "threads"
+        )?;
+        for p in &t.processes {
+            writeln!(
+                w,
+                "{:>8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>7}  {}",
+                p.pid,
+                p.ppid,
+                o.size(p.totals.pss),
+                o.size(p.totals.uss),
+                o.size(p.totals.rss),
+                o.size(p.vm_hwm),
+                p.threads,
+                clip(&p.cmdline, o.cmdline_width)
+            )?;
+        }
+    }
+    if let Some(cg) = &t.cgroup {
+        writeln!(w)?;
+        let limit = cg.limit.map(|l| o.size(l)).unwrap_or_else(|| "none".into());
+        write!(
+            w,
+            "cgroup v{} {}: charged {}, limit {limit}",
+            cg.version,
+            terminal(&String::from_utf8_lossy(&cg.path)),
+            o.size(cg.usage)
+        )?;
+        if let Some(h) = cg.headroom() {
+            write!(w, ", headroom {}", o.size(h))?;
+        }
+        if let Some(p) = cg.peak {
+            write!(w, ", peak {}", o.size(p))?;
+        }
+        writeln!(
+            w,
+            ", OOM kills {}",
+            cg.oom_kills
+                .map(|k| k.to_string())
+                .unwrap_or_else(|| "n/a".into())
+        )?;
+    }
+    if !t.findings.is_empty() {
+        writeln!(w)?;
+        for f in &t.findings {
+            writeln!(w, "- {}", terminal(f))?;
+        }
+    }
+    Ok(())
+}
+
+/// Renders `ps`.
+pub fn render_ps(r: &PsReport, o: &Options, mut w: impl Write) -> io::Result<()> {
+    if r.trees.is_empty() {
+        writeln!(
+            w,
+            "No Python processes found (memlens ps --all lists every process)."
+        )?;
+    } else {
+        writeln!(
+            w,
+            "{:>8} {:>10} {:>10} {:>10} {:>10} {:>7} {:>8}  command",
+            "PID", "PSS", "USS", "RSS", "swap", "threads", "python"
+        )?;
+        for t in &r.trees {
+            for p in &t.processes {
+                let indent = "  ".repeat(p.depth.min(8) as usize);
+                let py = p
+                    .python
+                    .as_ref()
+                    .and_then(|py| py.version.clone())
+                    .unwrap_or_else(|| "-".into());
+                writeln!(
+                    w,
+                    "{:>8} {:>10} {:>10} {:>10} {:>10} {:>7} {:>8}  {indent}{}",
+                    p.pid,
+                    o.size(p.totals.pss),
+                    o.size(p.totals.uss),
+                    o.size(p.totals.rss),
+                    o.size(p.totals.swap),
+                    p.threads,
+                    clip(&py, 8),
+                    clip(
+                        if p.cmdline.is_empty() {
+                            &p.name
+                        } else {
+                            &p.cmdline
+                        },
+                        o.cmdline_width
+                    )
+                )?;
+            }
+            if t.processes.len() > 1 {
+                writeln!(
+                    w,
+                    "{:>8} {:>10} {:>10} {:>10} {:>10}  tree of {} processes; summing RSS would overstate it by {}",
+                    "=",
+                    o.size(t.totals.pss),
+                    o.size(t.totals.uss),
+                    o.size(t.totals.rss),
+                    o.size(t.totals.swap),
+                    t.processes.len(),
+                    o.size(t.rss_overcount)
+                )?;
+            }
+        }
+        writeln!(w)?;
+        writeln!(w, "All listed: {}", amounts_line(o, &r.totals))?;
+    }
+    if r.unreadable > 0 {
+        writeln!(
+            w,
+            "{} process(es) could not be read (permission denied); run as their user or root to include them",
+            r.unreadable
+        )?;
+    }
+    Ok(())
+}

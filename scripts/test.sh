@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The one command that runs every memlens test on a fresh machine (README, "Quick start").
+# It installs what the tests need (Debian packages, then PyPI packages into a private venv),
+# checks formatting and lints, runs the whole Rust test suite against the installed CPythons,
+# and checks the pip packaging. Exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Debian packages: util-linux's setpriv (unprivileged-user tests), chromium (HTML report test),
+# sqlite3 (recordings are read back with the shell in tests).
+need=()
+command -v setpriv >/dev/null || need+=(util-linux)
+command -v chromium >/dev/null || need+=(chromium)
+command -v sqlite3 >/dev/null || need+=(sqlite3)
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing Debian packages: ${need[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+log "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "tests (every installed CPython 3.8-3.13 and /usr/bin/python3.11; a missing one fails under CI)"
+export CI="${CI:-true}"
+cargo test --workspace --locked
+
+log "packaging: wheel built with maturin, installed in a fresh virtualenv"
+bash scripts/test-packaging.sh
