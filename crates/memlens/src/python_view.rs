@@ -90,27 +90,72 @@ pub fn inspect(pid: u32, nonblocking: bool) -> (Option<PythonView>, Hints) {
     }
 }
 
-/// A string from the target made safe for a terminal: control characters (including escape
-/// sequences' ESC) are shown as `\u{..}` escapes.
-pub fn terminal_safe(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_unicode());
+/// A few lines per process with a Python view (text output of `snapshot`).
+pub fn render_views(
+    ledger: &memlens_ledger::TreeLedger,
+    global: &crate::output::Global,
+    w: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    let size = |b: u64| {
+        if global.bytes {
+            b.to_string()
         } else {
-            out.push(c);
+            memlens_ledger::units::format_bytes(b)
+        }
+    };
+    for p in &ledger.processes {
+        let Some(py) = &p.python else { continue };
+        if py.gc.is_none() && py.pymalloc.is_none() && py.modules.is_none() {
+            continue;
+        }
+        writeln!(
+            w,
+            "\nPython view of PID {} (Python {}){}",
+            p.pid,
+            py.version.as_deref().unwrap_or("?"),
+            if py.inexact {
+                ", read without stopping it: figures may be inexact"
+            } else {
+                ""
+            }
+        )?;
+        if let Some(gc) = &py.gc {
+            let gens: Vec<String> = gc
+                .generations
+                .iter()
+                .map(|g| format!("{}/{}", g.count, g.threshold))
+                .collect();
+            let collections: Vec<String> = gc
+                .generations
+                .iter()
+                .map(|g| g.collections.to_string())
+                .collect();
+            writeln!(
+                w,
+                "  gc: count/threshold {}, collections {}, frozen {}{}",
+                gens.join(" "),
+                collections.join(" "),
+                gc.frozen,
+                if gc.collecting {
+                    ", collecting now"
+                } else {
+                    ""
+                }
+            )?;
+        }
+        if let Some(pm) = &py.pymalloc {
+            writeln!(
+                w,
+                "  pymalloc: {} arenas, {} pools, {} in used blocks, {} free",
+                pm.arenas,
+                pm.pools,
+                size(pm.used_bytes),
+                size(pm.free_bytes)
+            )?;
+        }
+        if let Some(m) = &py.modules {
+            writeln!(w, "  modules: {} in sys.modules", m.count)?;
         }
     }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(terminal_safe("a\u{1b}[31mb\n"), "a\\u{1b}[31mb\\u{a}");
-        assert_eq!(terminal_safe("héllo"), "héllo");
-    }
+    Ok(())
 }

@@ -371,3 +371,107 @@ fn missing_process_and_non_python_have_documented_codes() {
     let _ = sleeper.kill();
     let _ = sleeper.wait();
 }
+
+#[test]
+fn snapshot_shows_the_python_view_and_fills_python_heap() {
+    for py in pythons() {
+        let (t, truth) = start(&py, "gc.py");
+        let pid = t.pid().to_string();
+        let snap = memlens_json(&["snapshot", &pid, "--json"]);
+        let p = &snap["processes"][0];
+        let pyv = &p["python"];
+        assert!(
+            pyv["version"]
+                .as_str()
+                .is_some_and(|v| v.starts_with(&format!("3.{}.", py.version.1))),
+            "{}: exact version {}",
+            py.label,
+            pyv["version"]
+        );
+        assert_eq!(
+            u(&pyv["gc"]["frozen"]),
+            u(&truth["frozen"]),
+            "{}: frozen",
+            py.label
+        );
+        assert_eq!(pyv["gc"]["generations"].as_array().map(Vec::len), Some(3));
+        assert_eq!(
+            u(&pyv["pymalloc"]["arenas"]),
+            u(&truth["arenas"]),
+            "{}: arenas",
+            py.label
+        );
+        assert_eq!(
+            u(&pyv["modules"]["count"]),
+            truth["modules"].as_array().map_or(0, |m| m.len() as u64),
+            "{}: modules",
+            py.label
+        );
+        let heap = p["ledger"]
+            .as_array()
+            .expect("ledger")
+            .iter()
+            .find(|r| r["category"] == "python-heap")
+            .unwrap_or_else(|| panic!("{}: no python-heap row", py.label));
+        assert!(u(&heap["rss"]) > 0, "{}: python-heap is resident", py.label);
+        assert_eq!(
+            u(&heap["pymalloc"]["used_bytes"]) + u(&heap["pymalloc"]["free_bytes"]),
+            u(&pyv["pymalloc"]["arenas"]) * u(&pyv["pymalloc"]["arena_size"]),
+            "{}: used + free = arena bytes",
+            py.label
+        );
+        let rows: u64 = p["ledger"]
+            .as_array()
+            .map_or(0, |r| r.iter().map(|r| u(&r["pss"])).sum());
+        assert_eq!(
+            rows,
+            u(&p["totals"]["pss"]),
+            "{}: rows still sum to the total",
+            py.label
+        );
+    }
+    if let Some(py27) = support::python27() {
+        let t = Target::python(
+            &py27,
+            "import sys; sys.stdout.write('READY\\n'); sys.stdout.flush(); sys.stdin.readline()",
+        );
+        let snap = memlens_json(&["snapshot", &t.pid().to_string(), "--json"]);
+        let pyv = &snap["processes"][0]["python"];
+        assert_eq!(
+            pyv["version"], "2.7",
+            "the OS ledger still names the version: {pyv}"
+        );
+        assert!(pyv.get("gc").is_none());
+    }
+}
+
+/// Reading must not copy a forked worker's shared pages (process_vm_readv would: since Linux
+/// 5.19 its read-only page pins unshare copy-on-write anonymous pages).
+#[test]
+fn census_leaves_forked_workers_shared() {
+    let py = pythons().into_iter().next().expect("a Python");
+    let t = Target::python(
+        &py.path,
+        "import os, sys\n\
+         data = [str(i) * 20 for i in range(300000)]\n\
+         r, w = os.pipe()\n\
+         pid = os.fork()\n\
+         if pid == 0:\n    os.read(r, 1)\n    os._exit(0)\n\
+         print('CHILD', pid)\nprint('READY', flush=True)\nsys.stdin.readline()\n",
+    );
+    let child: u32 = t.lines[0]
+        .strip_prefix("CHILD ")
+        .and_then(|p| p.parse().ok())
+        .expect("child pid");
+    let before = support::rollup_field(child, "Pss");
+    memlens_json(&["census", &child.to_string(), "--json"]);
+    memlens_json(&["stacks", &child.to_string(), "--json"]);
+    let after = support::rollup_field(child, "Pss");
+    assert!(
+        after < before + before / 10,
+        "reading the child unshared its memory: PSS {before} -> {after}"
+    );
+    let _ = Command::new("kill")
+        .args(["-9", &child.to_string()])
+        .status();
+}

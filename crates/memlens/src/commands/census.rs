@@ -12,7 +12,8 @@ use memlens_ledger::units::format_bytes;
 
 use crate::exit::{CliError, CliResult, Code};
 use crate::output::{print_json, write_error, Global};
-use crate::python_view::{attach, cli_error, mode, terminal_safe};
+use crate::python_view::{attach, cli_error, mode};
+use memlens_report::escape::terminal as terminal_safe;
 
 /// Arguments of `memlens census`.
 #[derive(Debug, clap::Args)]

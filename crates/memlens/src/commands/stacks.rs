@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use crate::exit::CliResult;
 use crate::output::{print_json, write_error, Global};
-use crate::python_view::{attach, cli_error, mode, terminal_safe};
+use crate::python_view::{attach, cli_error, mode};
+use memlens_report::escape::terminal as terminal_safe;
 
 /// Arguments of `memlens stacks`.
 #[derive(Debug, clap::Args)]
