@@ -5,7 +5,7 @@ For every CPython 3.8-3.13 found under pyenv (``pyenv prefix`` folders, or
 ``$PYENV_ROOT/versions``) and the Debian ``/usr/include/python3.X`` headers, it compiles a C
 probe (``offsetof``/``sizeof``/macro values stored in a ``const`` array) against that build's
 own headers, including ``internal/``, and reads the values back from the object file's
-``.rodata`` (nothing is executed, so the same probe works with a cross compiler). Structs that
+``.memlens_probe`` section (nothing is executed, so the same probe works with a cross compiler). Structs that
 CPython keeps private in ``.c`` files (3.8-3.11 ``arena_object``/``pool_header``, 3.8-3.10
 ``PyDictKeysObject``/``PyModuleObject``) are read from the DWARF of the build's libpython with
 gdb. Arena and pool sizes come from the build's own ``sys._debugmallocstats()``.
@@ -20,7 +20,25 @@ pointers and 32-bit integers (no platform types), and says so in the generated f
 Builds of the same minor must agree (e.g. pyenv 3.11.7 and Debian 3.11.2 headers); a
 disagreement stops the generator.
 
-Usage: python3 scripts/gen_layouts.py [--check]   (--check: fail if the file would change)
+Usage: python3 scripts/gen_layouts.py [--check] [--extra MINOR=INCLUDE_DIR[=PYTHON]]...
+(--check: fail if the file would change; pass the same --extra arguments.)
+
+3.14 (no pyenv build here) was generated from Debian sid's libpython3.14-dev 3.14.10 headers,
+and its interpreter was run for sys._debugmallocstats() and the tests, without installing
+anything system-wide:
+
+    mkdir -p /tmp/sid/lists/partial /tmp/sid/cache/archives/partial
+    echo "deb http://deb.debian.org/debian sid main" > /tmp/sid/sources.list
+    A="-o Dir::Etc::SourceList=/tmp/sid/sources.list -o Dir::Etc::SourceParts=/dev/null
+       -o Dir::State::Lists=/tmp/sid/lists -o Dir::Cache=/tmp/sid/cache"
+    apt-get $A update && (cd /tmp/sid && apt-get $A download libpython3.14-dev \
+        libpython3.14 libpython3.14-minimal libpython3.14-stdlib python3.14-minimal libc6 \
+        zlib1g libexpat1)
+    for d in /tmp/sid/*.deb; do dpkg -x $d /tmp/sid/root; done
+    # /tmp/sid/python3.14: exec the sid ld.so with --library-path on usr/bin/python3.14
+    python3 scripts/gen_layouts.py --extra 14=/tmp/sid/root/usr/include/python3.14=/tmp/sid/python3.14
+
+aarch64 has no 3.14 table: Debian's multiarch pyconfig.h ships only the host's variant.
 """
 
 import glob
@@ -68,6 +86,8 @@ PROBE = [
     ("iframe_instr", "offsetof(_PyInterpreterFrame, instr_ptr)", V(13)),
     ("iframe_owner", "offsetof(_PyInterpreterFrame, owner)", V(11)),
     ("frame_owned_by_cstack", "FRAME_OWNED_BY_CSTACK", V(12)),
+    ("frame_owned_by_interpreter", "FRAME_OWNED_BY_INTERPRETER", V(14)),
+    ("stackref_tag_bits", "Py_TAG_BITS", V(14)),
     ("code_filename", "offsetof(PyCodeObject, co_filename)", None),
     ("code_name", "offsetof(PyCodeObject, co_name)", None),
     ("code_qualname", "offsetof(PyCodeObject, co_qualname)", V(11)),
@@ -175,6 +195,8 @@ PROBE = [
     ("pool_count", "offsetof(struct pool_header, ref.count)", V(12)),
     ("pool_szidx", "offsetof(struct pool_header, szidx)", V(12)),
     ("pymalloc_alignment", "ALIGNMENT", V(12)),
+    ("arena_size", "ARENA_SIZE", V(12)),
+    ("pool_size", "POOL_SIZE", V(12)),
     ("tpflags_heaptype", "Py_TPFLAGS_HEAPTYPE", None),
     ("tpflags_have_gc", "Py_TPFLAGS_HAVE_GC", None),
     ("tpflags_managed_dict", "Py_TPFLAGS_MANAGED_DICT", V(11)),
@@ -265,11 +287,20 @@ HEADERS = """
 #include <internal/pycore_obmalloc.h>
 #include <internal/pycore_object.h>
 #endif
+#if PY_VERSION_HEX >= 0x030E0000
+#include <internal/pycore_interp_structs.h>
+#include <internal/pycore_runtime_structs.h>
+#include <internal/pycore_interpframe_structs.h>
+#include <internal/pycore_debug_offsets.h>
+#include <internal/pycore_stackref.h>
+#endif
 """
 
 
 def probe_source():
-    lines = [HEADERS, "const unsigned long long memlens_probe[] = {"]
+    # its own section: headers may put other constants in .rodata
+    lines = [HEADERS, '__attribute__((section(".memlens_probe"), used))',
+             "const unsigned long long memlens_probe[] = {"]
     for i, (name, expr, cond) in enumerate(PROBE):
         if cond:
             lines.append("#if %s" % cond)
@@ -305,8 +336,10 @@ def run_probe(cc, include):
         src = os.path.join(d, "probe.c")
         obj = os.path.join(d, "probe.o")
         open(src, "w").write(probe_source())
-        subprocess.run([cc, "-w", "-O0", "-c", "-I", include, src, "-o", obj], check=True)
-        raw = elf_section(obj, ".rodata")
+        # the parent folder too: Debian's pyconfig.h includes <x86_64-linux-gnu/python3.X/...>
+        subprocess.run([cc, "-w", "-O0", "-c", "-I", include, "-I", os.path.dirname(include), src,
+                        "-o", obj], check=True)
+        raw = elf_section(obj, ".memlens_probe")
     values = struct.unpack_from("<%dQ" % (len(PROBE) + 1), raw, 0)
     out = {}
     for (name, _expr, _cond), v in zip(PROBE, values):
@@ -380,12 +413,26 @@ def debian_builds():
     return out
 
 
+def extra_builds():
+    """`--extra MINOR=INCLUDE_DIR[=PYTHON]`: headers of a build not found by the scans (e.g.
+    Debian sid's libpython3.14-dev unpacked with dpkg -x), optionally with a command that runs
+    that interpreter (for sys._debugmallocstats())."""
+    out = []
+    args = sys.argv[1:]
+    for i, a in enumerate(args):
+        if a == "--extra" and i + 1 < len(args):
+            parts = args[i + 1].split("=")
+            out.append({"label": "extra " + parts[1], "minor": int(parts[0]), "include": parts[1],
+                        "lib": None, "python": parts[2] if len(parts) > 2 else None})
+    return out
+
+
 def main():
     check = "--check" in sys.argv
     cross = shutil.which("aarch64-linux-gnu-gcc")
     tables = {"x86_64": {}, "aarch64": {}}
     sources = {}
-    for b in pyenv_builds() + debian_builds():
+    for b in pyenv_builds() + debian_builds() + extra_builds():
         minor = b["minor"]
         for arch, cc in (("x86_64", "gcc"), ("aarch64", cross)):
             if cc is None or (arch != "x86_64" and b["lib"] is None):
@@ -401,11 +448,16 @@ def main():
                 prev.update({k: v for k, v in vals.items() if k not in prev})
             else:
                 tables[arch][minor] = vals
-        if b["lib"]:
-            extra = run_dwarf(b["lib"], minor)
-            extra.update(malloc_sizes(b["python"]))
+        if b["lib"] or b["python"]:
+            extra = run_dwarf(b["lib"], minor) if b["lib"] else {}
+            sizes = malloc_sizes(b["python"])
+            for k, v in sizes.items():
+                have = tables["x86_64"][minor].get(k)
+                if have is not None and have != v:
+                    raise SystemExit("%s: %s is %d in the headers, %d at run time" % (b["label"], k, have, v))
+            extra.update(sizes)
             tables["x86_64"][minor].update(extra)
-            if cross:
+            if cross and minor in tables["aarch64"]:
                 # private structs of pointers and C integers: LP64 gives the same offsets
                 tables["aarch64"][minor].update(extra)
             sources.setdefault(minor, b["label"])

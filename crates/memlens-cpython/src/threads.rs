@@ -137,10 +137,14 @@ fn frames<M: ProcessMemory>(it: &Interpreter, mem: &M, tstate: u64) -> Result<Ve
     let mut steps = 0;
     while frame != 0 && steps < MAX_FRAMES {
         steps += 1;
-        let owner = mem.read_u8(frame + owner_off)?;
-        let skip = l.frame_owned_by_cstack == Some(u64::from(owner));
+        let owner = u64::from(mem.read_u8(frame + owner_off)?);
+        // shim frames of C calls (3.12+) and the interpreter's base frame (3.14)
+        let skip =
+            l.frame_owned_by_cstack == Some(owner) || l.frame_owned_by_interpreter == Some(owner);
         if !skip {
-            let code = mem.read_u64(frame + code_off)?;
+            // 3.14: f_executable is a tagged _PyStackRef
+            let tag = l.stackref_tag_bits.unwrap_or(0);
+            let code = mem.read_u64(frame + code_off)? & !tag;
             let is_code =
                 it.types.code == 0 || mem.read_u64(code + l.object_type)? == it.types.code;
             if is_code {

@@ -8,7 +8,28 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{memlens, memlens_json, pythons, Python, Target};
+use support::{memlens, memlens_json, Python, Target};
+
+/// The supported interpreters (`support::pythons()`: every pyenv 3.8-3.13 and Debian's static
+/// 3.11) plus any listed in `MEMLENS_TEST_EXTRA_PYTHONS` as `label:minor:path`, comma-separated
+/// (how 3.14 was tested: Debian sid's 3.14.10 run through its own ld.so).
+fn pythons() -> Vec<Python> {
+    let mut out = support::pythons();
+    if let Ok(extra) = std::env::var("MEMLENS_TEST_EXTRA_PYTHONS") {
+        for e in extra.split(',').filter(|e| !e.is_empty()) {
+            let mut it = e.splitn(3, ':');
+            let (Some(label), Some(minor), Some(path)) = (it.next(), it.next(), it.next()) else {
+                panic!("MEMLENS_TEST_EXTRA_PYTHONS entry {e:?} is not label:minor:path");
+            };
+            out.push(Python {
+                label: label.into(),
+                path: PathBuf::from(path),
+                version: (3, minor.parse().expect("minor")),
+            });
+        }
+    }
+    out
+}
 
 fn target_script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -274,7 +295,7 @@ fn python_2_7_is_unsupported_with_exit_code_5() {
         assert_eq!(out.status.code(), Some(5), "{cmd}: {err}");
         assert!(err.contains("unsupported: CPython 2.7"), "{cmd}: {err}");
         assert!(
-            err.contains("3.8 to 3.13"),
+            err.contains("3.8 to 3.14"),
             "{cmd} names what is supported: {err}"
         );
     }
