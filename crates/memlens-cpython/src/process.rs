@@ -195,8 +195,10 @@ pub fn check_name_version(v: &(u8, u8, String)) -> Result<()> {
     let (major, minor, flags) = v;
     let supported = layouts::supported_minors();
     if *major != 3 || !supported.contains(minor) {
+        // (3.7's `m` ABI flag says nothing useful here)
+        let shown: String = flags.chars().filter(|c| matches!(c, 't' | 'd')).collect();
         return Err(Error::Unsupported {
-            what: format!("CPython {major}.{minor}{flags}"),
+            what: format!("CPython {major}.{minor}{shown}"),
         });
     }
     if flags.contains('t') {

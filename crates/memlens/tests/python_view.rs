@@ -301,6 +301,28 @@ fn python_2_7_is_unsupported_with_exit_code_5() {
     }
     let (view, hints) = memlens::python_view::inspect(t.pid(), false);
     assert!(view.is_none() && hints.python_arenas.is_empty());
+    // 3.6 and 3.7 when pyenv has them (not part of the supported set, so not required)
+    let root = PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".pyenv/versions");
+    for (v, minor) in [("3.6.15", 6), ("3.7.16", 7)] {
+        let exe = root.join(v).join("bin").join(format!("python3.{minor}"));
+        if !exe.exists() {
+            continue;
+        }
+        let t = Target::python(
+            &exe,
+            "import sys; print('READY', flush=True); sys.stdin.readline()",
+        );
+        let out = memlens()
+            .args(["stacks", &t.pid().to_string()])
+            .output()
+            .expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(5), "{v}: {err}");
+        assert!(
+            err.contains(&format!("unsupported: CPython 3.{minor};")),
+            "{v}: {err}"
+        );
+    }
 }
 
 fn proc_state(pid: u32) -> Option<char> {
