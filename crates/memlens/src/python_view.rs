@@ -39,7 +39,8 @@ pub fn cli_error(pid: u32, e: Error) -> CliError {
         .with_hint(
             "reading another process needs the same user and ptrace permission, root, or \
              CAP_SYS_PTRACE (e.g. `sudo memlens ...`); with Yama, /proc/sys/kernel/yama/ptrace_scope \
-             must allow it (0, or 1 for your own children)",
+             must allow it (0, or 1 for your own children); a process already traced (gdb, \
+             py-spy) cannot be paused: `--nonblocking` reads without stopping it",
         ),
         Error::Invalid { .. } => CliError::new(Code::Failure, e.to_string())
             .with_hint("the interpreter may be starting up or shutting down; try again"),
