@@ -113,7 +113,6 @@ struct Walker<'a, M> {
     out: Vec<TypeCount>,
     seen: AddrSet,
     stack: Vec<u64>,
-    lookdict: Option<u64>,
     unreadable: u64,
 }
 
@@ -129,7 +128,6 @@ pub fn take<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Census> {
         out: Vec::new(),
         seen: AddrSet::default(),
         stack: Vec::new(),
-        lookdict: it.symbol("lookdict"),
         unreadable: 0,
     };
     let state = gc::state_address(it)?;
@@ -338,19 +336,13 @@ impl<M: ProcessMemory> Walker<'_, M> {
                 }
             }
             Kind::Dict => {
-                let d = read_dict(self.mem, l, obj, self.lookdict)?;
+                let d = read_dict(self.mem, l, obj)?;
                 size = t.basicsize + d.extra_size;
-                let keys_too = match d.str_keys {
-                    Some(s) => !s,
-                    None => d.items.iter().any(|(k, _)| {
-                        self.mem.read_u64(k + l.object_type).ok() != Some(self.it.types.str)
-                    }),
-                };
+                // Keys too, str keys included: gc.get_referents leaves out the keys of
+                // str-keyed dicts (they cannot form cycles), but they are memory all the same.
                 for (k, v) in d.items {
                     self.push(v);
-                    if keys_too {
-                        self.push(k);
-                    }
+                    self.push(k);
                 }
             }
             Kind::Set => {

@@ -10,9 +10,6 @@ use crate::layouts::Layout;
 pub struct DictContents {
     /// `(key, value)` pairs with a value (deleted entries left out).
     pub items: Vec<(u64, u64)>,
-    /// Whether the key table is a str-only table (`tp_traverse` then visits values only).
-    /// `None` when it cannot be told from the table alone (3.8-3.10 without symbols).
-    pub str_keys: Option<bool>,
     /// `dict.__sizeof__` less the type's basic size.
     pub extra_size: u64,
 }
@@ -26,14 +23,8 @@ fn bad(addr: u64, what: &str) -> Error {
     }
 }
 
-/// Reads the entries of the dict at `dict`. `lookdict` is the address of 3.8-3.10's generic
-/// `lookdict` function when the binary has symbols.
-pub fn read_dict<M: ProcessMemory>(
-    mem: &M,
-    l: &Layout,
-    dict: u64,
-    lookdict: Option<u64>,
-) -> Result<DictContents> {
+/// Reads the entries of the dict at `dict`.
+pub fn read_dict<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<DictContents> {
     let keys = mem.read_u64(dict + l.dict_keys)?;
     let values = mem.read_u64(dict + l.dict_values)?;
     if keys == 0 {
@@ -46,7 +37,7 @@ pub fn read_dict<M: ProcessMemory>(
         return Err(bad(dict, "entry count out of range"));
     }
     let n = nentries as usize;
-    let (entries_at, entry_size, key_at, value_at, str_keys, keys_size);
+    let (entries_at, entry_size, key_at, value_at, keys_size);
     if let Some(size_off) = l.dictkeys_size_field {
         // 3.8-3.10: dk_size slots, index width from the size, 24-byte entries
         let size = mem.read_i64(keys + size_off)?;
@@ -66,10 +57,6 @@ pub fn read_dict<M: ProcessMemory>(
         entry_size = 24u64;
         key_at = 8;
         value_at = 16;
-        str_keys = match (lookdict, l.dictkeys_lookup) {
-            (Some(generic), Some(off)) => Some(mem.read_u64(keys + off)? != generic),
-            _ => None,
-        };
         keys_size = l.dictkeys_size + (ix * size) as u64 + ((size * 2 / 3) as u64) * 24;
     } else {
         let (Some(log2_off), Some(ixb_off), Some(kind_off)) = (
@@ -90,7 +77,6 @@ pub fn read_dict<M: ProcessMemory>(
         entry_size = if general { 24 } else { 16 };
         key_at = if general { 8 } else { 0 };
         value_at = key_at + 8;
-        str_keys = Some(!general);
         let size = 1u64 << log2;
         keys_size = l.dictkeys_size + (1u64 << log2_ix) + ((size << 1) / 3) * entry_size;
     }
@@ -133,7 +119,6 @@ pub fn read_dict<M: ProcessMemory>(
     }
     Ok(DictContents {
         items,
-        str_keys,
         extra_size,
     })
 }

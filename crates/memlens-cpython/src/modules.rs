@@ -29,7 +29,7 @@ pub fn read<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Modules> {
         });
     }
     let count = mem.read_i64(dict + l.dict_used)?.max(0) as u64;
-    let contents = read_dict(mem, l, dict, None)?;
+    let contents = read_dict(mem, l, dict)?;
     let mut names: Vec<String> = contents
         .items
         .iter()

@@ -1,6 +1,7 @@
 # Census target: builds known objects, computes the ground truth in-process (a traversal by
 # gc.get_referents from gc.get_objects() and sys.modules, plus the constants and names of code
-# objects, which have no tp_traverse), prints it as JSON, then blocks on stdin.
+# objects, which have no tp_traverse, and the keys of dicts, which gc.get_referents leaves out
+# for str-keyed dicts), prints it as JSON, then blocks on stdin.
 import gc, json, sys, types
 
 
@@ -28,6 +29,7 @@ atomic_dicts = [{i: str(i)} for i in range(500)]
 blobs = [bytes([i % 256]) * (i % 50) for i in range(700)]
 floats = [i / 7 for i in range(900)]
 nested = {"k%d" % i: [i, (i, "v%d" % i)] for i in range(400)}
+str_keyed = {"memlens-key-%d" % i: i for i in range(5000)}
 
 
 def truth():
@@ -54,6 +56,8 @@ def truth():
         counts[name] = counts.get(name, 0) + 1
         sizes[name] = sizes.get(name, 0) + sys.getsizeof(o)
         stack.extend(gc.get_referents(o))
+        if isinstance(o, dict):
+            stack.extend(o.keys())
         if type(o) is code_type:
             stack.extend((o.co_consts, o.co_names, o.co_filename, o.co_name))
             if sys.version_info >= (3, 11):
