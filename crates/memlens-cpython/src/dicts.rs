@@ -117,10 +117,7 @@ pub fn read_dict<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<Dic
     if refcnt == 1 {
         extra_size += keys_size;
     }
-    Ok(DictContents {
-        items,
-        extra_size,
-    })
+    Ok(DictContents { items, extra_size })
 }
 
 /// Size of a key table as `_PyDict_KeysSize` computes it (used for heap types' cached keys).

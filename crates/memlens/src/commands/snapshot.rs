@@ -42,6 +42,7 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
             p.attach_python_view(v);
         }
     }
+    ledger.refresh_findings();
     if args.json {
         print_json(&ledger)?;
     } else {
