@@ -14,6 +14,7 @@ pub mod units;
 
 pub use category::Category;
 pub use process::{
-    build, Amounts, Hints, Item, ProcessLedger, ProcessParts, PythonInfo, Row, ThreadStacks,
+    build, Amounts, HeapSplit, Hints, Item, ProcessLedger, ProcessParts, PythonInfo, Row,
+    ThreadStacks,
 };
 pub use tree::{snapshot, TreeLedger};

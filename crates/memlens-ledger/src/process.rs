@@ -71,6 +71,20 @@ pub struct Row {
     pub mappings: u64,
     /// Its parts, largest PSS first.
     pub items: Vec<Item>,
+    /// For `python-heap`: pymalloc's split of the arena bytes (virtual sizes, so the row's
+    /// amounts and the totals are unchanged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pymalloc: Option<HeapSplit>,
+}
+
+/// Bytes of pymalloc arenas in allocated blocks versus free (free blocks, empty pools,
+/// headers): fragmentation at a glance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HeapSplit {
+    /// Bytes in allocated blocks.
+    pub used_bytes: u64,
+    /// The rest of the arenas.
+    pub free_bytes: u64,
 }
 
 /// Thread stacks found in the address space.
@@ -95,6 +109,18 @@ pub struct PythonInfo {
     pub binary: String,
     /// `static` or `shared`.
     pub build: &'static str,
+    /// The collector's state, when the interpreter was read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gc: Option<memlens_cpython::GcState>,
+    /// pymalloc's arenas and bytes, when the interpreter was read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pymalloc: Option<memlens_cpython::Pymalloc>,
+    /// `sys.modules`, when the interpreter was read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modules: Option<memlens_cpython::Modules>,
+    /// The view was read without stopping the process (figures may be inexact).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub inexact: bool,
 }
 
 /// Address ranges learnt from the interpreter, classified ahead of the name rules.
@@ -135,6 +161,37 @@ impl ProcessLedger {
     /// The row of a category, if present.
     pub fn row(&self, c: Category) -> Option<&Row> {
         self.ledger.iter().find(|r| r.category == c)
+    }
+
+    /// Adds the interpreter's own view (read by `memlens-cpython`): the exact version, GC,
+    /// pymalloc and modules, and pymalloc's used/free split on the `python-heap` row. Build the
+    /// ledger with [`Hints`] from the same view so that the row holds the arenas.
+    pub fn attach_python_view(&mut self, view: memlens_cpython::PythonView) {
+        if let (Some(p), Some(row)) = (
+            &view.pymalloc,
+            self.ledger
+                .iter_mut()
+                .find(|r| r.category == Category::PythonHeap),
+        ) {
+            row.pymalloc = Some(HeapSplit {
+                used_bytes: p.used_bytes,
+                free_bytes: p.free_bytes,
+            });
+        }
+        let info = self.python.get_or_insert_with(|| PythonInfo {
+            version: None,
+            binary: String::new(),
+            build: "unknown",
+            gc: None,
+            pymalloc: None,
+            modules: None,
+            inexact: false,
+        });
+        info.version = Some(view.version);
+        info.gc = view.gc;
+        info.pymalloc = view.pymalloc;
+        info.modules = view.modules;
+        info.inexact = view.inexact;
     }
 }
 
@@ -218,6 +275,10 @@ pub fn detect_python(exe: &[u8], mappings: &[Mapping]) -> Option<PythonInfo> {
         version,
         binary: String::from_utf8_lossy(binary).into_owned(),
         build,
+        gc: None,
+        pymalloc: None,
+        modules: None,
+        inexact: false,
     })
 }
 
@@ -346,6 +407,7 @@ pub fn build(
                 size: acc.size,
                 mappings: acc.mappings,
                 items,
+                pymalloc: None,
             }
         })
         .collect();

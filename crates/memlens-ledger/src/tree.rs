@@ -78,14 +78,17 @@ pub fn snapshot(pid: u32, tree: bool, hints: &mut dyn FnMut(u32) -> Hints) -> Re
         None
     });
     let mut t = assemble(pid, processes, cgroup);
-    if !skipped.is_empty() {
-        t.findings.push(format!(
-            "{} descendant(s) could not be read and are left out of the totals (see `skipped`)",
-            skipped.len()
-        ));
-    }
     t.skipped = skipped;
+    t.refresh_findings();
     Ok(t)
+}
+
+impl TreeLedger {
+    /// Writes the findings again, after something was added to the processes (the Python
+    /// view, for instance).
+    pub fn refresh_findings(&mut self) {
+        self.findings = findings(self);
+    }
 }
 
 /// Sums processes into a tree ledger and writes its findings.
@@ -190,6 +193,21 @@ fn findings(t: &TreeLedger) -> Vec<String> {
             ));
         }
     }
+    let (arena_used, arena_free) = t
+        .processes
+        .iter()
+        .filter_map(|p| p.row(Category::PythonHeap)?.pymalloc)
+        .fold((0u64, 0u64), |(u, f), s| {
+            (u + s.used_bytes, f + s.free_bytes)
+        });
+    if arena_free >= 1 << 20 && arena_free * 4 >= arena_used + arena_free {
+        f.push(format!(
+            "pymalloc's arenas hold {} of free space ({}% of them): memory Python freed but keeps, \
+             which is why RSS does not fall after objects are deleted",
+            format_bytes(arena_free),
+            pct(arena_free, arena_used + arena_free)
+        ));
+    }
     if t.totals.swap > 0 {
         f.push(format!(
             "{} is swapped out (not in RSS)",
@@ -216,4 +234,77 @@ fn findings(t: &TreeLedger) -> Vec<String> {
         }
     }
     f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::{HeapSplit, Row, ThreadStacks};
+
+    fn process(pid: u32, heap: Option<HeapSplit>, pss: u64) -> ProcessLedger {
+        let amounts = Amounts {
+            rss: pss * 3,
+            pss,
+            uss: pss / 2,
+            swap: 0,
+        };
+        ProcessLedger {
+            pid,
+            ppid: 1,
+            name: "python3".into(),
+            cmdline: "python3 app.py".into(),
+            python: None,
+            threads: 1,
+            vm_hwm: pss * 3,
+            totals: amounts,
+            size: pss * 4,
+            ledger: vec![Row {
+                category: Category::PythonHeap,
+                amounts,
+                size: pss * 4,
+                mappings: 1,
+                items: Vec::new(),
+                pymalloc: heap,
+            }],
+            thread_stacks: ThreadStacks::default(),
+        }
+    }
+
+    #[test]
+    fn findings_name_sharing_and_pymalloc_free_space() {
+        let split = HeapSplit {
+            used_bytes: 30 << 20,
+            free_bytes: 20 << 20,
+        };
+        let t = assemble(
+            1,
+            vec![
+                process(10, Some(split), 50 << 20),
+                process(11, None, 10 << 20),
+            ],
+            None,
+        );
+        assert_eq!(t.totals.pss, 60 << 20);
+        assert_eq!(t.rss_overcount, 120 << 20);
+        assert!(
+            t.findings[0].starts_with("summing RSS would report 180 MiB; 120 MiB of it"),
+            "{:?}",
+            t.findings
+        );
+        assert!(t
+            .findings
+            .iter()
+            .any(|f| f.contains("pymalloc's arenas hold 20.0 MiB of free space (40%")));
+        // A well-packed heap says nothing about free space.
+        let packed = HeapSplit {
+            used_bytes: 30 << 20,
+            free_bytes: 1 << 20,
+        };
+        let t = assemble(1, vec![process(10, Some(packed), 50 << 20)], None);
+        assert!(!t.findings.iter().any(|f| f.contains("pymalloc")));
+        assert!(
+            !t.findings.iter().any(|f| f.contains("summing RSS")),
+            "one process: no sharing finding"
+        );
+    }
 }

@@ -32,4 +32,8 @@ pub enum Command {
     Record(commands::record::Args),
     /// Render a recording: terminal summary, `--json`, `--html`.
     Report(commands::report::Args),
+    /// Python stacks of every thread, read from outside (like `py-spy dump`).
+    Stacks(commands::stacks::Args),
+    /// Object census by type (count, shallow bytes), read from outside; `--growth` for growth.
+    Census(commands::census::Args),
 }

@@ -8,6 +8,7 @@ mod commands;
 mod exit;
 mod logger;
 mod output;
+pub mod python_view;
 mod recording;
 
 use std::process::ExitCode;

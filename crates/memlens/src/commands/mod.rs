@@ -1,10 +1,12 @@
 //! One module per command: its `Args` (clap) and its `run` function.
 
+pub mod census;
 pub mod ps;
 pub mod record;
 pub mod report;
 pub mod run;
 pub mod snapshot;
+pub mod stacks;
 
 use std::process::ExitCode;
 
@@ -20,5 +22,7 @@ pub fn dispatch(cmd: Command, global: &Global) -> CliResult<ExitCode> {
         Command::Run(a) => run::run(a, global),
         Command::Record(a) => record::run(a, global),
         Command::Report(a) => report::run(a, global),
+        Command::Stacks(a) => stacks::run(a, global),
+        Command::Census(a) => census::run(a, global),
     }
 }

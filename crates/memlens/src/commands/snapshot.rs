@@ -20,11 +20,29 @@ pub struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Read the Python view without stopping the process (figures may be inexact).
+    #[arg(long)]
+    pub nonblocking: bool,
 }
 
 /// Runs the command.
 pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
-    let ledger = memlens_ledger::snapshot(args.pid, args.tree, &mut |_pid| Hints::default())?;
+    // The Python view of each process: its pymalloc arenas feed the ledger as hints, the rest
+    // is attached to the process once its ledger is built.
+    let mut views = std::collections::HashMap::new();
+    let mut ledger = memlens_ledger::snapshot(args.pid, args.tree, &mut |pid| -> Hints {
+        let (view, hints) = crate::python_view::inspect(pid, args.nonblocking);
+        if let Some(v) = view {
+            views.insert(pid, v);
+        }
+        hints
+    })?;
+    for p in &mut ledger.processes {
+        if let Some(v) = views.remove(&p.pid) {
+            p.attach_python_view(v);
+        }
+    }
+    ledger.refresh_findings();
     if args.json {
         print_json(&ledger)?;
     } else {
@@ -34,6 +52,7 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
         };
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         ledger_text::render_snapshot(&ledger, &opts, &mut out).map_err(write_error)?;
+        crate::python_view::render_views(&ledger, global, &mut out).map_err(write_error)?;
         out.flush().map_err(write_error)?;
     }
     Ok(Code::Ok.into())

@@ -162,6 +162,37 @@ impl Target {
         t
     }
 
+    /// A non-Python process: `sleep 600`, ready once the kernel shows it asleep with libc
+    /// mapped (so the dynamic loader is done and nothing changes while it is read).
+    pub fn sleeper() -> Target {
+        let mut child = Command::new("sleep")
+            .arg("600")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sleep starts");
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let asleep = state
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('S'));
+            let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+            if asleep && maps.contains("libc") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "sleep not asleep in 30 s");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        Target {
+            child,
+            stdout,
+            lines: Vec::new(),
+        }
+    }
+
     /// The target's PID.
     pub fn pid(&self) -> u32 {
         self.child.id()

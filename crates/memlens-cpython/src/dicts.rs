@@ -1,0 +1,153 @@
+//! Dict internals: entries (combined and split tables) and `dict.__sizeof__`.
+
+use memlens_remote::ProcessMemory;
+
+use crate::error::{Error, Result};
+use crate::layouts::Layout;
+
+/// The live entries of a dict and what `dict.__sizeof__` says of it.
+#[derive(Debug, Clone, Default)]
+pub struct DictContents {
+    /// `(key, value)` pairs with a value (deleted entries left out).
+    pub items: Vec<(u64, u64)>,
+    /// `dict.__sizeof__` less the type's basic size.
+    pub extra_size: u64,
+}
+
+const MAX_ENTRIES: i64 = 1 << 31;
+
+fn bad(addr: u64, what: &str) -> Error {
+    Error::Invalid {
+        pid: 0,
+        why: format!("dict at {addr:#x}: {what}"),
+    }
+}
+
+/// Reads the entries of the dict at `dict`.
+pub fn read_dict<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<DictContents> {
+    let keys = mem.read_u64(dict + l.dict_keys)?;
+    let values = mem.read_u64(dict + l.dict_values)?;
+    if keys == 0 {
+        return Err(bad(dict, "no keys"));
+    }
+    let refcnt = mem.read_i64(keys + l.dictkeys_refcnt)?;
+    let nentries = mem.read_i64(keys + l.dictkeys_nentries)?;
+    let usable = mem.read_i64(keys + l.dictkeys_usable)?;
+    if !(0..MAX_ENTRIES).contains(&nentries) {
+        return Err(bad(dict, "entry count out of range"));
+    }
+    let n = nentries as usize;
+    let (entries_at, entry_size, key_at, value_at, keys_size);
+    if let Some(size_off) = l.dictkeys_size_field {
+        // 3.8-3.10: dk_size slots, index width from the size, 24-byte entries
+        let size = mem.read_i64(keys + size_off)?;
+        if !(1..=MAX_ENTRIES * 2).contains(&size) {
+            return Err(bad(dict, "size out of range"));
+        }
+        let ix: i64 = if size <= 0xff {
+            1
+        } else if size <= 0xffff {
+            2
+        } else if size <= 0xffff_ffff {
+            4
+        } else {
+            8
+        };
+        entries_at = keys + l.dictkeys_indices + (size * ix) as u64;
+        entry_size = 24u64;
+        key_at = 8;
+        value_at = 16;
+        keys_size = l.dictkeys_size + (ix * size) as u64 + ((size * 2 / 3) as u64) * 24;
+    } else {
+        let (Some(log2_off), Some(ixb_off), Some(kind_off)) = (
+            l.dictkeys_log2_size,
+            l.dictkeys_log2_index_bytes,
+            l.dictkeys_kind,
+        ) else {
+            return Err(bad(dict, "no key-table layout"));
+        };
+        let log2 = mem.read_u8(keys + log2_off)?;
+        let log2_ix = mem.read_u8(keys + ixb_off)?;
+        let kind = mem.read_u8(keys + kind_off)?;
+        if log2 > 40 || log2_ix > 43 {
+            return Err(bad(dict, "size out of range"));
+        }
+        let general = kind == 0;
+        entries_at = keys + l.dictkeys_indices + (1u64 << log2_ix);
+        entry_size = if general { 24 } else { 16 };
+        key_at = if general { 8 } else { 0 };
+        value_at = key_at + 8;
+        let size = 1u64 << log2;
+        keys_size = l.dictkeys_size + (1u64 << log2_ix) + ((size << 1) / 3) * entry_size;
+    }
+    let raw = mem.read_vec(entries_at, n * entry_size as usize)?;
+    let word = |b: &[u8], at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[at..at + 8]);
+        u64::from_ne_bytes(w)
+    };
+    let split_values = if values != 0 {
+        let base = values + l.dictvalues_values.unwrap_or(0);
+        Some(mem.read_vec(base, n * 8)?)
+    } else {
+        None
+    };
+    let mut items = Vec::with_capacity(n);
+    for i in 0..n {
+        let e = i * entry_size as usize;
+        let key = word(&raw, e + key_at as usize);
+        let value = match &split_values {
+            Some(v) => word(v, i * 8),
+            None => word(&raw, e + value_at as usize),
+        };
+        if key != 0 && value != 0 {
+            items.push((key, value));
+        }
+    }
+    let mut extra_size = 0;
+    if values != 0 {
+        extra_size += if l.dictkeys_size_field.is_some() {
+            // 3.8-3.10: USABLE_FRACTION(dk_size) value slots
+            let size = mem.read_i64(keys + l.dictkeys_size_field.unwrap_or(0))?;
+            ((size * 2 / 3) as u64) * 8
+        } else {
+            ((nentries + usable).max(0) as u64) * 8
+        };
+    }
+    if refcnt == 1 {
+        extra_size += keys_size;
+    }
+    Ok(DictContents { items, extra_size })
+}
+
+/// Size of a key table as `_PyDict_KeysSize` computes it (used for heap types' cached keys).
+pub fn keys_size<M: ProcessMemory>(mem: &M, l: &Layout, keys: u64) -> Result<u64> {
+    if let Some(size_off) = l.dictkeys_size_field {
+        let size = mem.read_i64(keys + size_off)?;
+        if !(1..=MAX_ENTRIES * 2).contains(&size) {
+            return Err(bad(keys, "size out of range"));
+        }
+        let ix: i64 = match size {
+            0..=0xff => 1,
+            0x100..=0xffff => 2,
+            0x1_0000..=0xffff_ffff => 4,
+            _ => 8,
+        };
+        return Ok(l.dictkeys_size + (ix * size) as u64 + ((size * 2 / 3) as u64) * 24);
+    }
+    let (Some(log2_off), Some(ixb_off), Some(kind_off)) = (
+        l.dictkeys_log2_size,
+        l.dictkeys_log2_index_bytes,
+        l.dictkeys_kind,
+    ) else {
+        return Err(bad(keys, "no key-table layout"));
+    };
+    let log2 = mem.read_u8(keys + log2_off)?;
+    let log2_ix = mem.read_u8(keys + ixb_off)?;
+    let general = mem.read_u8(keys + kind_off)? == 0;
+    if log2 > 40 || log2_ix > 43 {
+        return Err(bad(keys, "size out of range"));
+    }
+    let es = if general { 24 } else { 16 };
+    Ok(l.dictkeys_size + (1u64 << log2_ix) + (((1u64 << log2) << 1) / 3) * es)
+}

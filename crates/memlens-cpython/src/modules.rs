@@ -1,0 +1,40 @@
+//! `sys.modules`: count and names.
+
+use serde::Serialize;
+
+use memlens_remote::ProcessMemory;
+
+use crate::dicts::read_dict;
+use crate::error::Result;
+use crate::objects::{read_str, MAX_NAME};
+use crate::process::Interpreter;
+
+/// The modules of the main interpreter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Modules {
+    /// `len(sys.modules)`.
+    pub count: u64,
+    /// Names, sorted (untrusted).
+    pub names: Vec<String>,
+}
+
+/// Reads `sys.modules`.
+pub fn read<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Modules> {
+    let l = it.layout;
+    let dict = mem.read_u64(it.interp + l.interp_modules)?;
+    if dict == 0 {
+        return Ok(Modules {
+            count: 0,
+            names: Vec::new(),
+        });
+    }
+    let count = mem.read_i64(dict + l.dict_used)?.max(0) as u64;
+    let contents = read_dict(mem, l, dict)?;
+    let mut names: Vec<String> = contents
+        .items
+        .iter()
+        .filter_map(|(k, _)| read_str(mem, l, *k, MAX_NAME).ok())
+        .collect();
+    names.sort();
+    Ok(Modules { count, names })
+}

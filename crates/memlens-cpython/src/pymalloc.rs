@@ -1,0 +1,216 @@
+//! pymalloc's arenas and pools, computed as `sys._debugmallocstats()` does.
+
+use serde::Serialize;
+
+use memlens_remote::ProcessMemory;
+
+use crate::error::{Error, Result};
+use crate::process::Interpreter;
+
+/// pymalloc's memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pymalloc {
+    /// Arenas allocated now (`# arenas allocated current`).
+    pub arenas: u64,
+    /// Pools carved out of those arenas (in use, or empty and kept for reuse).
+    pub pools: u64,
+    /// Bytes in allocated blocks.
+    pub used_bytes: u64,
+    /// Arena bytes not in allocated blocks: free blocks, empty and uncarved pools, pool
+    /// headers, alignment (so `used_bytes + free_bytes` = arenas × arena size).
+    pub free_bytes: u64,
+    /// Bytes per arena.
+    pub arena_size: u64,
+    /// Each arena's `[start, end)` in the process.
+    #[serde(skip)]
+    pub arena_ranges: Vec<(u64, u64)>,
+}
+
+/// Where the arena table is.
+#[derive(Debug, Clone, Copy)]
+struct ArenaTable {
+    arenas: u64,
+    maxarenas: u64,
+}
+
+fn table<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<ArenaTable> {
+    let l = it.layout;
+    if let (Some(obm), Some(a), Some(m)) =
+        (l.interp_obmalloc, l.obmalloc_arenas, l.obmalloc_maxarenas)
+    {
+        // 3.12 embeds the state in the interpreter; 3.13 points to it.
+        let state = if it.version.minor == 12 {
+            it.interp + obm
+        } else {
+            mem.read_u64(it.interp + obm)?
+        };
+        return Ok(ArenaTable {
+            arenas: mem.read_u64(state + a)?,
+            maxarenas: u64::from(mem.read_u32(state + m)?),
+        });
+    }
+    // 3.8-3.11: file statics of obmalloc.c, named in .symtab when not stripped
+    let in_bss = |name: &str| {
+        it.elf
+            .symbols_named(name)
+            .iter()
+            .map(|s| s.address.wrapping_add(it.bias))
+            .next()
+    };
+    if let (Some(a), Some(m)) = (in_bss("arenas"), in_bss("maxarenas")) {
+        return Ok(ArenaTable {
+            arenas: mem.read_u64(a)?,
+            maxarenas: u64::from(mem.read_u32(m)?),
+        });
+    }
+    scan_for_table(it, mem)
+}
+
+/// Stripped 3.8-3.11 (e.g. Debian's static python3.11): look in `.bss` for the pointer to the
+/// arena array. A candidate must point to a heap block whose glibc chunk header gives room for
+/// whole `arena_object`s, each either unused (`address == 0`) or shaped like a live arena
+/// (`pool_address` inside it, total pools one arena's worth, free pools no more than total),
+/// with at least one live arena. Exactly one candidate must pass.
+fn scan_for_table<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<ArenaTable> {
+    let l = it.layout;
+    let not_found = |why: &str| Error::Invalid {
+        pid: it.pid,
+        why: format!("pymalloc arena table not found in a stripped binary: {why}"),
+    };
+    let bss = it.elf.section(".bss").ok_or_else(|| not_found("no .bss"))?;
+    let start = bss.address.wrapping_add(it.bias);
+    let words = mem.read_vec(start, bss.size.min(16 << 20) as usize)?;
+    let per_arena = l.arena_size / l.pool_size;
+    let mut found: Vec<ArenaTable> = Vec::new();
+    for w in words.chunks_exact(8) {
+        let p = u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        if p == 0 || p % 16 != 0 || found.iter().any(|t| t.arenas == p) {
+            continue;
+        }
+        let Ok(header) = mem.read_u64(p - 8) else {
+            continue;
+        };
+        let mmapped = header & 2 != 0;
+        let chunk = header & !7;
+        let overhead = if mmapped { 16 } else { 8 };
+        if chunk < l.arena_size_of + overhead || chunk > 1 << 32 {
+            continue;
+        }
+        let n = (chunk - overhead) / l.arena_size_of;
+        let Ok(raw) = mem.read_vec(p, (n * l.arena_size_of) as usize) else {
+            continue;
+        };
+        let mut live = 0;
+        let mut ok = true;
+        for e in raw.chunks_exact(l.arena_size_of as usize) {
+            let rd = |at: u64, w: usize| {
+                let at = at as usize;
+                let mut b = [0u8; 8];
+                b[..w].copy_from_slice(&e[at..at + w]);
+                u64::from_ne_bytes(b)
+            };
+            let address = rd(l.arena_address, 8);
+            if address == 0 {
+                continue;
+            }
+            let pool_address = rd(l.arena_pool_address, 8);
+            let total = rd(l.arena_ntotalpools, 4);
+            let free = rd(l.arena_nfreepools, 4);
+            let shaped = pool_address >= address
+                && pool_address <= address + l.arena_size
+                && (total == per_arena || total + 1 == per_arena)
+                && free <= total;
+            if !shaped {
+                ok = false;
+                break;
+            }
+            live += 1;
+        }
+        if ok && live > 0 {
+            found.push(ArenaTable {
+                arenas: p,
+                maxarenas: n,
+            });
+        }
+    }
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(not_found(
+            "no candidate (is pymalloc in use? PYTHONMALLOC=malloc disables it)",
+        )),
+        _ => Err(not_found("several candidates")),
+    }
+}
+
+/// Reads pymalloc's arenas and the pool headers of each.
+pub fn read<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Pymalloc> {
+    let l = it.layout;
+    let t = table(it, mem)?;
+    let mut out = Pymalloc {
+        arenas: 0,
+        pools: 0,
+        used_bytes: 0,
+        free_bytes: 0,
+        arena_size: l.arena_size,
+        arena_ranges: Vec::new(),
+    };
+    if t.arenas == 0 || t.maxarenas == 0 {
+        return Ok(out);
+    }
+    if t.maxarenas > 1 << 24 {
+        return Err(Error::Invalid {
+            pid: it.pid,
+            why: format!("{} arenas is not plausible", t.maxarenas),
+        });
+    }
+    let raw = mem.read_vec(t.arenas, (t.maxarenas * l.arena_size_of) as usize)?;
+    let mut pools: Vec<u64> = Vec::new();
+    for e in raw.chunks_exact(l.arena_size_of as usize) {
+        let word = |at: u64| {
+            let at = at as usize;
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&e[at..at + 8]);
+            u64::from_ne_bytes(b)
+        };
+        let address = word(l.arena_address);
+        if address == 0 {
+            continue;
+        }
+        let pool_address = word(l.arena_pool_address);
+        out.arenas += 1;
+        out.arena_ranges.push((address, address + l.arena_size));
+        let first = address.div_ceil(l.pool_size) * l.pool_size;
+        let mut p = first;
+        while p + l.pool_size <= pool_address.min(address + l.arena_size) {
+            pools.push(p);
+            p += l.pool_size;
+        }
+    }
+    out.pools = pools.len() as u64;
+    let hdr = (l.pool_szidx + 4) as usize;
+    let mut bufs = vec![0u8; hdr * pools.len()];
+    let mut reqs: Vec<(u64, &mut [u8])> = pools
+        .iter()
+        .zip(bufs.chunks_exact_mut(hdr))
+        .map(|(p, b)| (*p, b))
+        .collect();
+    let results = mem.read_many(&mut reqs);
+    drop(reqs);
+    let align = l.pymalloc_alignment;
+    for (b, r) in bufs.chunks_exact(hdr).zip(results) {
+        if r.is_err() {
+            continue;
+        }
+        let u32_at = |at: u64| {
+            let at = at as usize;
+            u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+        };
+        let count = u64::from(u32_at(l.pool_count));
+        let szidx = u64::from(u32_at(l.pool_szidx));
+        if count > 0 && szidx < 64 {
+            out.used_bytes += count * (szidx + 1) * align;
+        }
+    }
+    out.free_bytes = (out.arenas * l.arena_size).saturating_sub(out.used_bytes);
+    Ok(out)
+}

@@ -1,0 +1,190 @@
+//! A live process: attach, pause briefly, read, resume.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use memlens_remote::vm::{self, RemoteMemory};
+use memlens_remote::{CachedMemory, Pause};
+
+use crate::census::Census;
+use crate::error::Result;
+use crate::gc::GcState;
+use crate::modules::Modules;
+use crate::process::Interpreter;
+use crate::pymalloc::Pymalloc;
+use crate::threads::Thread;
+use crate::{census, gc, modules, pymalloc, threads};
+
+/// Mappings larger than this are not copied during a census pause (large numeric buffers hold
+/// no Python objects); objects found there later are read live.
+const PREFETCH_MAPPING_MAX: u64 = 256 << 20;
+/// At most this much is copied during one pause.
+const PREFETCH_TOTAL_MAX: u64 = 8 << 30;
+
+/// How the target is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Stop every thread for the shortest time needed (default): a consistent read.
+    Paused,
+    /// Never stop the target; figures may be inexact.
+    Nonblocking,
+}
+
+/// GC, pymalloc and modules of a process, as the `snapshot` command shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PythonView {
+    /// Exact version, e.g. `3.11.7`.
+    pub version: String,
+    /// Collector state.
+    pub gc: Option<GcState>,
+    /// pymalloc arenas.
+    pub pymalloc: Option<Pymalloc>,
+    /// `sys.modules`.
+    pub modules: Option<Modules>,
+    /// Whether the figures were read without stopping the target.
+    pub inexact: bool,
+}
+
+/// Timing of a read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadStats {
+    /// How long the target was stopped (`None` in nonblocking mode).
+    pub paused: Option<Duration>,
+    /// Bytes copied from the target.
+    pub copied: u64,
+    /// Total time.
+    pub elapsed: Duration,
+}
+
+/// An attached interpreter in a live process.
+pub struct Session {
+    /// The interpreter.
+    pub interpreter: Interpreter,
+    mem: RemoteMemory,
+}
+
+fn keep<T>(pid: u32, what: &str, r: Result<T>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            log::warn!("pid {pid}: cannot read {what}: {e}");
+            None
+        }
+    }
+}
+
+/// Milliseconds to hold a pause before reading, for the test that kills memlens mid-pause
+/// (`MEMLENS_TEST_HOLD_PAUSE_MS`); 0 otherwise.
+fn test_hold() -> Duration {
+    std::env::var("MEMLENS_TEST_HOLD_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or_default()
+}
+
+impl Session {
+    /// Finds and validates the interpreter of `pid` (reads only, no pause).
+    pub fn attach(pid: u32) -> Result<Session> {
+        let mem = RemoteMemory::open(pid)?;
+        let interpreter = Interpreter::attach(pid, &mem)?;
+        Ok(Session { interpreter, mem })
+    }
+
+    fn pause(&self, mode: ReadMode) -> Result<Option<Pause>> {
+        match mode {
+            ReadMode::Nonblocking => Ok(None),
+            ReadMode::Paused => {
+                let p = Pause::stop(self.interpreter.pid)?;
+                let hold = test_hold();
+                if !hold.is_zero() {
+                    std::thread::sleep(hold);
+                }
+                Ok(Some(p))
+            }
+        }
+    }
+
+    /// Threads with their stacks.
+    pub fn stacks(&self, mode: ReadMode) -> Result<(Vec<Thread>, ReadStats)> {
+        let start = Instant::now();
+        let pause = self.pause(mode)?;
+        let result = threads::threads(&self.interpreter, &self.mem);
+        let paused = pause.map(Pause::resume);
+        Ok((
+            result?,
+            ReadStats {
+                paused,
+                copied: 0,
+                elapsed: start.elapsed(),
+            },
+        ))
+    }
+
+    /// GC, pymalloc and modules. Parts that fail are logged and left out.
+    pub fn view(&self, mode: ReadMode) -> Result<(PythonView, ReadStats)> {
+        let start = Instant::now();
+        let it = &self.interpreter;
+        let pause = self.pause(mode)?;
+        let gc = gc::read(it, &self.mem);
+        let pm = pymalloc::read(it, &self.mem);
+        let mods = modules::read(it, &self.mem);
+        let paused = pause.map(Pause::resume);
+        Ok((
+            PythonView {
+                version: it.version.to_string(),
+                gc: keep(it.pid, "the GC state", gc),
+                pymalloc: keep(it.pid, "pymalloc", pm),
+                modules: keep(it.pid, "sys.modules", mods),
+                inexact: mode == ReadMode::Nonblocking,
+            },
+            ReadStats {
+                paused,
+                copied: 0,
+                elapsed: start.elapsed(),
+            },
+        ))
+    }
+
+    /// The object census. Paused mode stops the target only while its writable memory is
+    /// copied, then walks the copy.
+    pub fn census(&self, mode: ReadMode) -> Result<(Census, ReadStats)> {
+        let start = Instant::now();
+        let pid = self.interpreter.pid;
+        let maps = vm::maps(pid)?;
+        let regions: Vec<(u64, u64)> = maps
+            .iter()
+            .filter(|m| m.readable() && !m.path.starts_with(b"[v"))
+            .map(|m| (m.start, m.end))
+            .collect();
+        let cache = CachedMemory::new(&self.mem, regions);
+        let pause = self.pause(mode)?;
+        if pause.is_some() {
+            let mut budget = PREFETCH_TOTAL_MAX;
+            let wanted: Vec<(u64, u64)> = maps
+                .iter()
+                .filter(|m| m.readable() && m.writable() && !m.path.starts_with(b"[v"))
+                .filter(|m| m.end - m.start <= PREFETCH_MAPPING_MAX)
+                .filter(|m| {
+                    let size = m.end - m.start;
+                    let fits = size <= budget;
+                    budget = budget.saturating_sub(size);
+                    fits
+                })
+                .map(|m| (m.start, m.end))
+                .collect();
+            cache.prefetch(&wanted);
+        }
+        let paused = pause.map(Pause::resume);
+        let census = census::take(&self.interpreter, &cache)?;
+        Ok((
+            census,
+            ReadStats {
+                paused,
+                copied: cache.bytes_copied(),
+                elapsed: start.elapsed(),
+            },
+        ))
+    }
+}

@@ -1,0 +1,20 @@
+//! Reading another process from outside: its memory ([`ProcessMemory`], with a
+//! `process_vm_readv` backend, a `/proc/PID/mem` fallback, a chunk cache and a byte-slice
+//! backend for tests), its ELF files ([`elf::ElfFile`], opened through `/proc/PID/root` so
+//! containers and deleted files work) and short, guarded ptrace pauses ([`pause::Pause`]).
+//!
+//! This crate never writes to the target. It is the only memlens crate allowed `unsafe`: the
+//! system calls live here, each with a `// SAFETY:` comment.
+
+pub mod cache;
+pub mod elf;
+mod error;
+pub mod memory;
+pub mod pause;
+pub mod vm;
+
+pub use cache::CachedMemory;
+pub use error::{Error, Result};
+pub use memory::{ProcessMemory, SliceMemory};
+pub use pause::Pause;
+pub use vm::RemoteMemory;

@@ -1,0 +1,162 @@
+//! The Python view for commands: attaching with messages and exit codes, the `snapshot`
+//! integration ([`inspect`]), and terminal-safe printing of strings from the target.
+
+use memlens_cpython::{Error, PythonView, ReadMode, Session};
+use memlens_ledger::Hints;
+
+use crate::exit::{CliError, Code};
+
+/// The read mode from a `--nonblocking` flag.
+pub fn mode(nonblocking: bool) -> ReadMode {
+    if nonblocking {
+        ReadMode::Nonblocking
+    } else {
+        ReadMode::Paused
+    }
+}
+
+/// Turns a Python-view error into the user's message, hint and exit code.
+pub fn cli_error(pid: u32, e: Error) -> CliError {
+    use memlens_remote::Error as R;
+    match e {
+        Error::NotPython { .. } => CliError::new(
+            Code::Unsupported,
+            format!("unsupported: {e}; memlens reads CPython 3.8 to 3.14"),
+        ),
+        Error::Unsupported { .. } | Error::LayoutMismatch { .. } => {
+            CliError::new(Code::Unsupported, e.to_string()).with_hint(
+                "`memlens snapshot PID` still shows the process's memory ledger without the Python view",
+            )
+        }
+        Error::Remote(R::ProcessGone { .. }) => CliError::new(Code::NoProcess, e.to_string())
+            .with_hint(format!(
+                "check the PID (`memlens ps` lists Python processes); {pid} may have exited"
+            )),
+        Error::Remote(R::PermissionDenied { .. }) => CliError::new(
+            Code::PermissionDenied,
+            e.to_string(),
+        )
+        .with_hint(
+            "reading another process needs the same user and ptrace permission, root, or \
+             CAP_SYS_PTRACE (e.g. `sudo memlens ...`); with Yama, /proc/sys/kernel/yama/ptrace_scope \
+             must allow it (0, or 1 for your own children); a process already traced (gdb, \
+             py-spy) cannot be paused: `--nonblocking` reads without stopping it",
+        ),
+        Error::Invalid { .. } => CliError::new(Code::Failure, e.to_string())
+            .with_hint("the interpreter may be starting up or shutting down; try again"),
+        Error::Remote(_) => CliError::new(Code::Failure, e.to_string()),
+    }
+}
+
+/// Attaches to the interpreter of `pid`, with CLI errors.
+pub fn attach(pid: u32) -> Result<Session, CliError> {
+    Session::attach(pid).map_err(|e| cli_error(pid, e))
+}
+
+/// The Python view and ledger hints of a process, for `snapshot`. Never fails: a process
+/// without a supported Python gives `(None, Hints::default())` and a logged message.
+pub fn inspect(pid: u32, nonblocking: bool) -> (Option<PythonView>, Hints) {
+    let session = match Session::attach(pid) {
+        Ok(s) => s,
+        Err(e @ Error::NotPython { .. }) => {
+            log::debug!("pid {pid}: {e}");
+            return (None, Hints::default());
+        }
+        Err(e) => {
+            log::warn!("pid {pid}: no Python view: {e}");
+            return (None, Hints::default());
+        }
+    };
+    match session.view(mode(nonblocking)) {
+        Ok((view, stats)) => {
+            if let Some(p) = stats.paused {
+                log::info!(
+                    "pid {pid}: paused {:.1} ms for the Python view",
+                    p.as_secs_f64() * 1e3
+                );
+            }
+            let hints = Hints {
+                python_arenas: view
+                    .pymalloc
+                    .as_ref()
+                    .map(|p| p.arena_ranges.clone())
+                    .unwrap_or_default(),
+            };
+            (Some(view), hints)
+        }
+        Err(e) => {
+            log::warn!("pid {pid}: no Python view: {e}");
+            (None, Hints::default())
+        }
+    }
+}
+
+/// A few lines per process with a Python view (text output of `snapshot`).
+pub fn render_views(
+    ledger: &memlens_ledger::TreeLedger,
+    global: &crate::output::Global,
+    w: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    let size = |b: u64| {
+        if global.bytes {
+            b.to_string()
+        } else {
+            memlens_ledger::units::format_bytes(b)
+        }
+    };
+    for p in &ledger.processes {
+        let Some(py) = &p.python else { continue };
+        if py.gc.is_none() && py.pymalloc.is_none() && py.modules.is_none() {
+            continue;
+        }
+        writeln!(
+            w,
+            "\nPython view of PID {} (Python {}){}",
+            p.pid,
+            py.version.as_deref().unwrap_or("?"),
+            if py.inexact {
+                ", read without stopping it: figures may be inexact"
+            } else {
+                ""
+            }
+        )?;
+        if let Some(gc) = &py.gc {
+            let gens: Vec<String> = gc
+                .generations
+                .iter()
+                .map(|g| format!("{}/{}", g.count, g.threshold))
+                .collect();
+            let collections: Vec<String> = gc
+                .generations
+                .iter()
+                .map(|g| g.collections.to_string())
+                .collect();
+            writeln!(
+                w,
+                "  gc: count/threshold {}, collections {}, frozen {}{}",
+                gens.join(" "),
+                collections.join(" "),
+                gc.frozen,
+                if gc.collecting {
+                    ", collecting now"
+                } else {
+                    ""
+                }
+            )?;
+        }
+        if let Some(pm) = &py.pymalloc {
+            writeln!(
+                w,
+                "  pymalloc: {} arenas, {} pools, {} in used blocks, {} free",
+                pm.arenas,
+                pm.pools,
+                size(pm.used_bytes),
+                size(pm.free_bytes)
+            )?;
+        }
+        if let Some(m) = &py.modules {
+            writeln!(w, "  modules: {} in sys.modules", m.count)?;
+        }
+    }
+    Ok(())
+}
