@@ -18,7 +18,7 @@ pub mod schema;
 pub mod writer;
 
 pub use error::{Error, Result};
-pub use python::{CensusEntry, PythonSample, PythonView};
+pub use python::{CensusEntry, LiveView, PythonSample, PythonView};
 pub use reader::Recording;
 pub use sampler::{Config, Finish, Sampler};
 pub use writer::RecordingWriter;

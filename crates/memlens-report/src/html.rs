@@ -270,27 +270,45 @@ fn process_chart(m: &Model, o: &Options) -> String {
     s
 }
 
-/// The Python view: GC-tracked objects per process.
+/// The Python view: pymalloc's bytes in used blocks (solid) and in free blocks (dashed) per
+/// process.
 fn python_chart(m: &Model, o: &Options) -> String {
-    let y_max = m.python.iter().map(|p| p.gc_objects).max().unwrap_or(0) as f64 * 1.08;
+    let y_max = m
+        .python
+        .iter()
+        .map(|p| {
+            p.pymalloc_used
+                .unwrap_or(0)
+                .max(p.pymalloc_free.unwrap_or(0))
+        })
+        .max()
+        .unwrap_or(0) as f64
+        * 1.08;
     let f = Frame::new(o, m.duration_seconds, y_max);
-    let mut s = f.open("GC-tracked objects per process over time", &|v| {
-        format!("{v:.0}")
-    });
+    let mut s = f.open("pymalloc bytes per process over time", &bytes_label);
     let mut pids: Vec<u32> = m.python.iter().map(|p| p.pid).collect();
     pids.sort_unstable();
     pids.dedup();
     for (k, pid) in pids.iter().enumerate() {
         let color = PROCESS_COLORS[k % PROCESS_COLORS.len()];
-        let line = f.polyline(
+        let of = |p: &&crate::model::PythonPoint| p.pid == *pid;
+        let used = f.polyline(
             "proc",
             &format!("stroke:{color}"),
             m.python
                 .iter()
-                .filter(|p| p.pid == *pid)
-                .map(|p| (p.t, p.gc_objects as f64)),
+                .filter(of)
+                .filter_map(|p| Some((p.t, p.pymalloc_used? as f64))),
         );
-        let _ = write!(s, "<g><title>pid {pid}</title>{line}</g>");
+        let free = f.polyline(
+            "proc",
+            &format!("stroke:{color};stroke-dasharray:4 3"),
+            m.python
+                .iter()
+                .filter(of)
+                .filter_map(|p| Some((p.t, p.pymalloc_free? as f64))),
+        );
+        let _ = write!(s, "<g><title>pid {pid}</title>{used}{free}</g>");
     }
     s.push_str("</svg>");
     s
@@ -444,6 +462,24 @@ pub fn render(m: &Model, o: &Options, mut out: impl Write) -> std::io::Result<()
         h.push_str("<p class=\"muted\">Not recorded: this recording holds the OS view only.</p>");
     } else {
         h.push_str(&python_chart(m, o));
+        h.push_str("<p class=\"muted\">pymalloc per process: bytes in used blocks (solid), in free blocks of its arenas (dashed).</p>");
+    }
+    for c in &m.census {
+        let _ = write!(
+            h,
+            r#"<h3>Objects of pid {} at {:.2} s (census, largest first)</h3><table><tr><th>type</th><th class="num">objects</th><th class="num">bytes</th></tr>"#,
+            c.pid, c.t
+        );
+        for t in &c.types {
+            let _ = write!(
+                h,
+                r#"<tr><td class="cmdline">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
+                escape(&t.type_name),
+                t.count,
+                escape(&format_bytes(t.bytes))
+            );
+        }
+        h.push_str("</table>");
     }
 
     h.push_str("<h2>Notes</h2><ul class=\"notes\">");
@@ -524,18 +560,31 @@ mod tests {
                 PythonPoint {
                     t: 0.0,
                     pid: 7,
-                    gc_objects: 100,
-                    pymalloc_used: None,
-                    pymalloc_free: None,
+                    gc_counts: vec![100, 1, 0],
+                    gc_collections: vec![3, 0, 0],
+                    pymalloc_arenas: Some(2),
+                    pymalloc_used: Some(1 << 20),
+                    pymalloc_free: Some(1 << 18),
                 },
                 PythonPoint {
                     t: 1.0,
                     pid: 7,
-                    gc_objects: 5000,
-                    pymalloc_used: None,
-                    pymalloc_free: None,
+                    gc_counts: vec![500, 2, 0],
+                    gc_collections: vec![9, 1, 0],
+                    pymalloc_arenas: Some(4),
+                    pymalloc_used: Some(3 << 20),
+                    pymalloc_free: Some(1 << 18),
                 },
             ],
+            census: vec![crate::model::CensusSnapshot {
+                pid: 7,
+                t: 1.0,
+                types: vec![memlens_record::CensusEntry {
+                    type_name: "<script>\"T".into(),
+                    count: 5000,
+                    bytes: 280_000,
+                }],
+            }],
             cgroup_note: None,
             max_vm_hwm: 110 << 20,
             memlens_cpu_seconds: Some(0.01),
@@ -549,6 +598,9 @@ mod tests {
         let html = String::from_utf8(out).unwrap();
         assert!(!html.to_lowercase().contains("<script"));
         assert!(html.contains("&quot;&lt;script&gt;alert(1)&lt;/script&gt;&quot;.py"));
+        assert!(html.contains(
+            "<td class=\"cmdline\">&lt;script&gt;&quot;T</td><td class=\"num\">5000</td>"
+        ));
         // Memory, processes and the Python view.
         assert_eq!(html.matches("<svg class=\"chart\"").count(), 3);
         assert_eq!(html.matches("<polygon").count(), 2);

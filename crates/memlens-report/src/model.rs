@@ -113,18 +113,35 @@ pub struct ProcessSeries {
 }
 
 /// A Python view point.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PythonPoint {
     /// Time (s).
+    #[serde(rename = "t_seconds")]
     pub t: f64,
     /// PID.
     pub pid: u32,
-    /// Objects tracked by the GC, all generations.
-    pub gc_objects: u64,
+    /// `gc.get_count()` per generation.
+    pub gc_counts: Vec<u64>,
+    /// Collections run per generation.
+    pub gc_collections: Vec<u64>,
+    /// pymalloc arenas.
+    pub pymalloc_arenas: Option<u64>,
     /// Bytes in used pymalloc blocks.
     pub pymalloc_used: Option<u64>,
     /// Bytes in free pymalloc blocks.
     pub pymalloc_free: Option<u64>,
+}
+
+/// The last object census of a process.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CensusSnapshot {
+    /// PID.
+    pub pid: u32,
+    /// When (s).
+    #[serde(rename = "t_seconds")]
+    pub t: f64,
+    /// Types, largest bytes first (names untrusted).
+    pub types: Vec<memlens_record::CensusEntry>,
 }
 
 /// Everything a report shows.
@@ -166,6 +183,8 @@ pub struct Model {
     pub process_series: Vec<ProcessSeries>,
     /// The Python view over time.
     pub python: Vec<PythonPoint>,
+    /// The last census of each process that had one.
+    pub census: Vec<CensusSnapshot>,
     /// Why the peak is not exact for the whole tree, when memlens could not make a cgroup.
     pub cgroup_note: Option<String>,
     /// Largest single process VmHWM, for the findings.
@@ -402,22 +421,39 @@ impl Model {
                 }
             })
             .collect();
+        let pid_of = |id: i64| {
+            rec.processes
+                .iter()
+                .find(|p| p.id == id)
+                .map(|p| p.pid)
+                .unwrap_or(0)
+        };
         let python = rec
             .python
             .iter()
             .map(|r| PythonPoint {
                 t: r.t,
-                pid: rec
-                    .processes
-                    .iter()
-                    .find(|p| p.id == r.process)
-                    .map(|p| p.pid)
-                    .unwrap_or(0),
-                gc_objects: r.sample.gc_counts.iter().sum(),
+                pid: pid_of(r.process),
+                gc_counts: r.sample.gc_counts.clone(),
+                gc_collections: r.sample.gc_collections.clone(),
+                pymalloc_arenas: r.sample.pymalloc_arenas,
                 pymalloc_used: r.sample.pymalloc_used,
                 pymalloc_free: r.sample.pymalloc_free,
             })
             .collect();
+        let mut census: Vec<CensusSnapshot> = Vec::new();
+        for r in rec.python.iter().filter(|r| !r.sample.census.is_empty()) {
+            let pid = pid_of(r.process);
+            let snap = CensusSnapshot {
+                pid,
+                t: r.t,
+                types: r.sample.census.clone(),
+            };
+            match census.iter_mut().find(|c| c.pid == pid) {
+                Some(c) => *c = snap,
+                None => census.push(snap),
+            }
+        }
         let exit_signal = rec.meta("exit_signal").and_then(|v| v.parse().ok());
         Ok(Model {
             file: rec.path.display().to_string(),
@@ -439,6 +475,7 @@ impl Model {
             ledger_at_peak,
             process_series,
             python,
+            census,
             cgroup_note,
             memlens_cpu_seconds: rec.meta_f64("memlens_cpu_s"),
         })

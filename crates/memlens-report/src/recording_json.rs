@@ -6,7 +6,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use crate::growth::Phase;
-use crate::model::{Model, Peak, ProcessSummary};
+use crate::model::{CensusSnapshot, Model, Peak, ProcessSummary, PythonPoint};
 
 /// Options of the JSON renderer.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +32,8 @@ struct Report<'a> {
     ledger_at_peak: Option<&'a serde_json::Value>,
     ledger_at_peak_seconds: Option<f64>,
     memlens_cpu_seconds: Option<f64>,
+    python: &'a [PythonPoint],
+    census: &'a [CensusSnapshot],
 }
 
 /// Writes the report as JSON (sizes in integer bytes, times in seconds).
@@ -52,6 +54,8 @@ pub fn render(model: &Model, opts: &Options, mut out: impl Write) -> std::io::Re
         ledger_at_peak: model.ledger_at_peak.as_ref().map(|l| &l.json),
         ledger_at_peak_seconds: model.ledger_at_peak.as_ref().map(|l| l.t),
         memlens_cpu_seconds: model.memlens_cpu_seconds,
+        python: &model.python,
+        census: &model.census,
     };
     if opts.pretty {
         serde_json::to_writer_pretty(&mut out, &r)?;

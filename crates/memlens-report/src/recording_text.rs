@@ -212,6 +212,43 @@ pub fn render(m: &Model, opts: &Options, mut out: impl Write) -> std::io::Result
             }
         }
     }
+    // The Python view: the last sample of each process, and its last census.
+    let mut pids: Vec<u32> = m.python.iter().map(|x| x.pid).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    for pid in pids {
+        let Some(last) = m.python.iter().rev().find(|x| x.pid == pid) else {
+            continue;
+        };
+        write!(out, "python:  pid {pid} at {:.2} s:", last.t)?;
+        if let (Some(used), Some(free)) = (last.pymalloc_used, last.pymalloc_free) {
+            write!(
+                out,
+                " pymalloc {} in used blocks, {} free in {} arenas;",
+                fb(used),
+                fb(free),
+                last.pymalloc_arenas.unwrap_or(0)
+            )?;
+        }
+        let gens: Vec<String> = last.gc_collections.iter().map(u64::to_string).collect();
+        writeln!(out, " GC collections per generation {}", gens.join("/"))?;
+        if let Some(c) = m.census.iter().find(|c| c.pid == pid) {
+            let top: Vec<String> = c
+                .types
+                .iter()
+                .take(5)
+                .map(|t| {
+                    format!(
+                        "{} {} ({})",
+                        escape_terminal(&t.type_name),
+                        t.count,
+                        fb(t.bytes)
+                    )
+                })
+                .collect();
+            writeln!(out, "         census at {:.2} s: {}", c.t, top.join(", "))?;
+        }
+    }
     for s in &p.sampled {
         writeln!(out, "note: {}", escape_terminal(s))?;
     }

@@ -25,6 +25,13 @@ pub struct SamplingArgs {
     /// Period of full ledgers (also taken near each new peak), stretched to fit the budget.
     #[arg(long, default_value = "1s", value_name = "D", value_parser = parse_duration)]
     pub ledger_every: Duration,
+    /// Take an object census of every Python process this often (e.g. `30s`); it stops each
+    /// process briefly while its memory is copied, and counts against the CPU budget.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub census_every: Option<Duration>,
+    /// Do not read the Python view (GC, pymalloc) of the processes: the OS view only.
+    #[arg(long)]
+    pub no_python: bool,
     /// The recording file (default: `memlens-<name>-<UTC time>.db` in the current directory).
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -40,7 +47,15 @@ impl SamplingArgs {
             interval: self.interval,
             cpu_budget: self.cpu_budget,
             ledger_interval: self.ledger_every,
+            census_interval: self.census_every,
             ..memlens_record::Config::default()
+        }
+    }
+
+    /// Attaches the Python view to a sampler unless `--no-python`.
+    pub fn attach_python(&self, sampler: &mut memlens_record::Sampler) {
+        if !self.no_python {
+            sampler.set_python_view(Box::new(memlens_record::LiveView::default()));
         }
     }
 

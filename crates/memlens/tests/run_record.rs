@@ -958,3 +958,52 @@ fn without_a_cgroup_the_report_says_which_peaks_are_sampled() {
     );
     assert!(u(&j["processes"][0]["vm_hwm"]) >= 50 << 20);
 }
+
+#[test]
+fn the_python_view_and_a_census_join_the_recording() {
+    let dir = TempDir::new("pyview");
+    // 5000 instances of a class whose name carries markup, made before READY.
+    let t = Target::python(
+        &python(),
+        "import time\nM = type('<script>\"M', (), {})\nkeep = [M() for _ in range(5000)]\nprint('READY', flush=True)\ntime.sleep(60)\n",
+    );
+    let db = dir.join("p.db");
+    let html = dir.join("p.html");
+    let out = memlens()
+        .args([
+            "record",
+            &t.pid().to_string(),
+            "--duration",
+            "1s",
+            "--census-every",
+            "0.2s",
+            "--cpu-budget",
+            "50",
+            "--json",
+            "-o",
+        ])
+        .arg(&db)
+        .arg("--html")
+        .arg(&html)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let py = j["python"].as_array().unwrap();
+    assert!(!py.is_empty(), "no Python view samples");
+    assert!(py.iter().all(|p| u(&p["pid"]) == u64::from(t.pid())));
+    assert!(u(&py[0]["pymalloc_used"]) > 0, "{}", py[0]);
+    assert_eq!(py[0]["gc_collections"].as_array().unwrap().len(), 3);
+    let census = j["census"].as_array().unwrap();
+    assert_eq!(census.len(), 1, "{census:?}");
+    let m = census[0]["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["type"] == "<script>\"M")
+        .unwrap_or_else(|| panic!("class missing from the census: {}", census[0]));
+    assert_eq!(u(&m["count"]), 5000);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("&lt;script&gt;&quot;M"));
+    assert!(!page.to_lowercase().contains("<script"));
+}

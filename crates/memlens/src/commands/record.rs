@@ -42,6 +42,7 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
     let start = Instant::now();
     let mut sampler = Sampler::new(args.sampling.config(), writer, args.pid, start, None)
         .map_err(recording::recording_error)?;
+    args.sampling.attach_python(&mut sampler);
     sampler
         .track_existing_descendants()
         .map_err(recording::recording_error)?;

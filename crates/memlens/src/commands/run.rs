@@ -141,6 +141,7 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
         }
     };
     if let Some(s) = sampler.as_mut() {
+        args.sampling.attach_python(s);
         s.adopt_children_of(std::process::id());
         let _ = s.set_meta("root_pid", &pid.to_string());
         if let Some(why) = placement_error {
