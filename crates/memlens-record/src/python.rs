@@ -62,6 +62,8 @@ const RETRY_ATTACH_SECONDS: f64 = 2.0;
 struct Attached {
     interpreter: Interpreter,
     mem: RemoteMemory,
+    /// `/proc/PID/auxv`: identical in a process and the children it forked without exec.
+    auxv: Vec<u8>,
 }
 
 /// What the periodic read gives.
@@ -100,13 +102,36 @@ impl Default for LiveView {
     }
 }
 
-fn attach(pid: u32) -> memlens_cpython::Result<Attached> {
-    let mem = RemoteMemory::open(pid).map_err(memlens_cpython::Error::Remote)?;
-    let interpreter = Interpreter::attach(pid, &mem)?;
-    Ok(Attached { interpreter, mem })
-}
-
 impl LiveView {
+    /// Attaches to `pid`. A worker forked from an attached process (same `auxv`: no exec since
+    /// the fork) shares its interpreter's addresses, so its parent's findings are reused;
+    /// finding them again means reading the whole Python binary, tens of milliseconds.
+    fn attach(&self, pid: u32) -> memlens_cpython::Result<Attached> {
+        let mem = RemoteMemory::open(pid).map_err(memlens_cpython::Error::Remote)?;
+        let auxv = std::fs::read(format!("/proc/{pid}/auxv")).unwrap_or_default();
+        let twin = (!auxv.is_empty())
+            .then(|| {
+                self.attached
+                    .values()
+                    .filter_map(|a| a.as_ref().ok())
+                    .find(|a| a.auxv == auxv)
+            })
+            .flatten();
+        let interpreter = match twin {
+            Some(a) => {
+                let mut it = a.interpreter.clone();
+                it.pid = pid;
+                it
+            }
+            None => Interpreter::attach(pid, &mem)?,
+        };
+        Ok(Attached {
+            interpreter,
+            mem,
+            auxv,
+        })
+    }
+
     fn attached(&mut self, pid: u32) -> Option<&Attached> {
         let retry = match self.attached.get(&pid) {
             Some(Ok(_)) => false,
@@ -114,7 +139,7 @@ impl LiveView {
             None => true,
         };
         if retry {
-            let a = attach(pid).map_err(|e| {
+            let a = self.attach(pid).map_err(|e| {
                 log::debug!("pid {pid}: no Python view: {e}");
                 Instant::now()
             });
