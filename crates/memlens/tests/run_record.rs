@@ -1007,3 +1007,66 @@ fn the_python_view_and_a_census_join_the_recording() {
     assert!(page.contains("&lt;script&gt;&quot;M"));
     assert!(!page.to_lowercase().contains("<script"));
 }
+
+#[test]
+fn forked_workers_get_their_own_python_view() {
+    let dir = TempDir::new("pyfork");
+    // Worker 2 allocates 60000 small objects after the fork (about 2.9 MiB in pymalloc);
+    // worker 1 none. Each must be read in its own process.
+    let t = Target::python(
+        &python(),
+        "import os, sys, time\n\
+         M = type('M', (), {})\n\
+         pids = []\n\
+         for n in (0, 60000):\n\
+         \x20   r, w = os.pipe()\n\
+         \x20   pid = os.fork()\n\
+         \x20   if pid == 0:\n\
+         \x20       keep = [M() for _ in range(n)]\n\
+         \x20       os.write(w, b'x')\n\
+         \x20       time.sleep(60)\n\
+         \x20       os._exit(0)\n\
+         \x20   os.read(r, 1)\n\
+         \x20   pids.append(pid)\n\
+         print('PIDS', *pids, flush=True)\n\
+         print('READY', flush=True)\n\
+         time.sleep(60)\n",
+    );
+    let pids: Vec<u64> = t
+        .lines
+        .iter()
+        .find_map(|l| l.strip_prefix("PIDS "))
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let db = dir.join("f.db");
+    let out = memlens()
+        .args([
+            "record",
+            &t.pid().to_string(),
+            "--duration",
+            "0.5s",
+            "--cpu-budget",
+            "50",
+            "--json",
+            "-o",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let used = |pid: u64| {
+        j["python"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| u(&p["pid"]) == pid)
+            .map(|p| u(&p["pymalloc_used"]))
+            .unwrap_or_else(|| panic!("no Python view of {pid}: {}", j["python"]))
+    };
+    let (w1, w2) = (used(pids[0]), used(pids[1]));
+    assert!(w2 >= w1 + (2 << 20), "worker 1 {w1}, worker 2 {w2}");
+    used(u64::from(t.pid()));
+}
