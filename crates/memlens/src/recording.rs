@@ -15,8 +15,9 @@ use crate::output::{write_error, Global};
 /// Sampling options of `run` and `record`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SamplingArgs {
-    /// Period of the cheap counters (statm/status of every process), e.g. `10ms`, `0.5s`.
-    #[arg(long, default_value = "10ms", value_name = "D", value_parser = parse_duration)]
+    /// Period of the cheap counters (statm/status of every process), e.g. `10ms`, `0.5s`
+    /// (at least 1 ms).
+    #[arg(long, default_value = "10ms", value_name = "D", value_parser = parse_interval)]
     pub interval: Duration,
     /// Share of one core the sampler may use, in percent (`2` or `2%`); PSS reads and full
     /// ledgers are scheduled within it.
@@ -112,6 +113,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("`{s}` must be a positive duration"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// A sampling interval: a duration of at least 1 ms.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(1) {
+        return Err(format!("`{s}` is shorter than the shortest interval, 1ms"));
+    }
+    Ok(d)
 }
 
 /// Parses `2.5` or `2.5%` into a share of one core (0.025).
@@ -277,6 +287,8 @@ mod tests {
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert!(parse_duration("0").is_err());
         assert!(parse_duration("ten").is_err());
+        assert!(parse_interval("100us").is_err());
+        assert_eq!(parse_interval("1ms"), Ok(Duration::from_millis(1)));
         assert_eq!(parse_percent("2.5%"), Ok(0.025));
         assert!(parse_percent("200").is_err());
     }
