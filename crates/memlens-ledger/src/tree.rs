@@ -51,28 +51,7 @@ pub fn snapshot(pid: u32, tree: bool, hints: &mut dyn FnMut(u32) -> Hints) -> Re
     } else {
         vec![pid]
     };
-    let mut resolver = DistributionResolver::new(root.dir().join("root"));
-    let mut processes = Vec::with_capacity(pids.len());
-    let mut skipped = Vec::new();
-    let reads = crate::parallel::map(&pids, |&p| {
-        Process::new(p).and_then(|proc| ProcessParts::read(&proc))
-    });
-    for (p, read) in pids.into_iter().zip(reads) {
-        match read {
-            Ok(parts) => {
-                let h = hints(p);
-                processes.push(build(&parts, &h, &mut resolver));
-            }
-            Err(Error::ProcessGone { .. }) if p != pid => continue,
-            Err(e @ (Error::PermissionDenied { .. } | Error::KernelThread { .. })) if p != pid => {
-                skipped.push(Skipped {
-                    pid: p,
-                    reason: e.to_string(),
-                });
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let (processes, skipped) = read_processes(&pids, Some(pid), true, hints)?;
     let cgroup = root.memory_cgroup().unwrap_or_else(|e| {
         log::debug!("no cgroup view for {pid}: {e}");
         None
@@ -81,6 +60,47 @@ pub fn snapshot(pid: u32, tree: bool, hints: &mut dyn FnMut(u32) -> Hints) -> Re
     t.skipped = skipped;
     t.refresh_findings();
     Ok(t)
+}
+
+/// The ledgers of a list of processes, in its order. Processes that exit during the read are
+/// left out; those that cannot be read (permission, kernel threads) are listed as skipped,
+/// except `required`, whose failure is the error. With `parallel`, processes are read on
+/// every core (a snapshot); without, all on the calling thread (a sampler charging its own
+/// CPU time to a budget).
+pub fn read_processes(
+    pids: &[u32],
+    required: Option<u32>,
+    parallel: bool,
+    hints: &mut dyn FnMut(u32) -> Hints,
+) -> Result<(Vec<ProcessLedger>, Vec<Skipped>)> {
+    let read = |&p: &u32| Process::new(p).and_then(|proc| ProcessParts::read(&proc));
+    let reads = if parallel {
+        crate::parallel::map(pids, read)
+    } else {
+        pids.iter().map(read).collect()
+    };
+    let first = pids.first().copied().unwrap_or(0);
+    let mut resolver = DistributionResolver::new(format!("/proc/{first}/root"));
+    let mut processes = Vec::with_capacity(pids.len());
+    let mut skipped = Vec::new();
+    for (&p, read) in pids.iter().zip(reads) {
+        match read {
+            Ok(parts) => {
+                let h = hints(p);
+                processes.push(build(&parts, &h, &mut resolver));
+            }
+            Err(e) if Some(p) == required => return Err(e),
+            Err(Error::ProcessGone { .. }) => continue,
+            Err(e) => {
+                log::debug!("ledger of {p}: {e}");
+                skipped.push(Skipped {
+                    pid: p,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok((processes, skipped))
 }
 
 impl TreeLedger {

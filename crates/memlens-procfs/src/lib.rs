@@ -251,17 +251,20 @@ impl Process {
             status: open("status")?,
             statm: open("statm")?,
             rollup: open("smaps_rollup").ok(),
-            buf: Vec::with_capacity(2048),
+            dir: self.dir.clone(),
+            buf: vec![0; 8192],
             page_size: page_size(),
         })
     }
 }
 
 /// `status`, `statm` and `smaps_rollup` kept open and re-read from offset 0 (the kernel
-/// regenerates the content on each read): the sampler's hot path, a few microseconds a read.
+/// regenerates the content on each read) into a buffer allocated once and never zeroed again:
+/// the sampler's hot path, a few microseconds a read.
 #[derive(Debug)]
 pub struct CounterFiles {
     pid: u32,
+    dir: PathBuf,
     status: File,
     statm: File,
     rollup: Option<File>,
@@ -270,55 +273,60 @@ pub struct CounterFiles {
 }
 
 impl CounterFiles {
-    fn pread(file: &File, buf: &mut Vec<u8>, pid: u32) -> Result<()> {
-        buf.clear();
-        let mut off = 0u64;
+    /// Opens the counter files of a process under the real `/proc`.
+    pub fn open(pid: u32) -> Result<CounterFiles> {
+        Process::new(pid)?.counter_files()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Reads a whole file from offset 0 into `buf`; returns the length.
+    fn pread(file: &File, buf: &mut Vec<u8>, dir: &Path, pid: u32) -> Result<usize> {
+        let mut len = 0;
         loop {
-            if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(4096);
+            if len == buf.len() {
+                buf.resize(buf.len() * 2, 0);
             }
-            let len = buf.len();
-            buf.resize(buf.capacity(), 0);
-            let n = match file.read_at(&mut buf[len..], off) {
-                Ok(n) => n,
-                Err(e) => {
-                    buf.truncate(len);
-                    return Err(classify_io(e, Path::new("/proc"), pid));
-                }
-            };
-            buf.truncate(len + n);
+            let n = file
+                .read_at(&mut buf[len..], len as u64)
+                .map_err(|e| classify_io(e, dir, pid))?;
             if n == 0 {
                 break;
             }
-            off += n as u64;
+            len += n;
         }
-        if buf.is_empty() {
+        if len == 0 {
+            // A process without an address space any more (exiting) reads empty.
             return Err(Error::ProcessGone { pid });
         }
-        Ok(())
+        Ok(len)
     }
 
     /// Re-reads `statm`.
     pub fn statm(&mut self) -> Result<statm::Statm> {
-        Self::pread(&self.statm, &mut self.buf, self.pid)?;
-        statm::parse(&self.buf, self.page_size)
+        let n = Self::pread(&self.statm, &mut self.buf, &self.dir, self.pid)?;
+        statm::parse(&self.buf[..n], self.page_size)
     }
 
     /// Re-reads `status`.
     pub fn status(&mut self) -> Result<status::Status> {
-        Self::pread(&self.status, &mut self.buf, self.pid)?;
-        status::parse(&self.buf)
+        let n = Self::pread(&self.status, &mut self.buf, &self.dir, self.pid)?;
+        status::parse(&self.buf[..n])
     }
 
-    /// Re-reads `smaps_rollup` (a page-table walk: cost grows with resident memory).
+    /// Re-reads `smaps_rollup` (a page-table walk: cost grows with resident memory), or sums
+    /// `smaps` where the kernel has no rollup.
     pub fn smaps_rollup(&mut self) -> Result<smaps::Counters> {
-        let pid = self.pid;
         match &self.rollup {
             Some(f) => {
-                Self::pread(f, &mut self.buf, pid)?;
-                smaps::parse_rollup(&self.buf)
+                let n = Self::pread(f, &mut self.buf, &self.dir, self.pid)?;
+                smaps::parse_rollup(&self.buf[..n])
             }
-            None => Process::new(pid)?.smaps_rollup(),
+            None => Process::with_root(self.dir.parent().unwrap_or(Path::new("/proc")), self.pid)?
+                .smaps_rollup(),
         }
     }
 }

@@ -175,3 +175,23 @@ fn rollup_falls_back_to_summing_smaps() {
     ));
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn counter_files_reread_a_live_process() {
+    let me = std::process::id();
+    let mut files = memlens_procfs::CounterFiles::open(me).unwrap();
+    let first = files.status().unwrap();
+    assert_eq!(first.tgid, me);
+    // Grow by 16 MiB of touched memory; the same open file shows it on the next read.
+    let block = vec![1u8; 16 << 20];
+    let after = files.statm().unwrap();
+    assert!(
+        after.resident >= first.vm_rss + (15 << 20),
+        "{} vs {}",
+        after.resident,
+        first.vm_rss
+    );
+    let rollup = files.smaps_rollup().unwrap();
+    assert!(rollup.rss >= after.resident - (4 << 20));
+    assert_eq!(block.iter().map(|b| u64::from(*b)).sum::<u64>(), 16 << 20);
+}

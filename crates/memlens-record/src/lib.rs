@@ -7,7 +7,6 @@
 
 pub mod budget;
 pub mod cgroup;
-pub mod counters;
 pub mod cputime;
 mod error;
 pub mod launch;

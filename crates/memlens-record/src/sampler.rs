@@ -8,20 +8,19 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use memlens_ledger::distribution::DistributionResolver;
 use memlens_ledger::process::cmdline_string as cmdline_string_of;
-use memlens_ledger::tree::{assemble, Skipped};
-use memlens_ledger::{build, Amounts, Hints, ProcessParts, TreeLedger};
+use memlens_ledger::tree::{assemble, read_processes};
+use memlens_ledger::{Amounts, Hints, TreeLedger};
 use memlens_procfs::bytes::{fields, parse_u64};
 use memlens_procfs::{Error as ProcError, Process};
 
 use crate::budget::Budget;
 use crate::cgroup::OwnCgroup;
-use crate::counters::OpenCounters;
 use crate::cputime::thread_cpu_seconds;
 use crate::error::Result;
 use crate::python::PythonView;
 use crate::writer::{Counters, ProcessInfo, RecordingWriter};
+use memlens_procfs::CounterFiles;
 
 /// `status` is read every this many ticks (`statm` in between).
 const STATUS_EVERY: u32 = 5;
@@ -97,7 +96,7 @@ struct Tracked {
     id: i64,
     pid: u32,
     name: Vec<u8>,
-    files: Option<OpenCounters>,
+    files: Option<CounterFiles>,
     children: ChildScan,
     last: Counters,
     stored: Option<Counters>,
@@ -295,7 +294,7 @@ impl Sampler {
             return Err(ProcError::ProcessGone { pid }.into());
         }
         self.seen.insert((pid, stat.start_time));
-        let files = OpenCounters::open(pid)?;
+        let files = CounterFiles::open(pid)?;
         let cmdline = proc.cmdline().unwrap_or_default();
         let info = ProcessInfo {
             pid,
@@ -547,7 +546,7 @@ impl Sampler {
             return Ok(());
         };
         if exec {
-            if let Ok(f) = OpenCounters::open(p.pid) {
+            if let Ok(f) = CounterFiles::open(p.pid) {
                 p.files = Some(f);
             }
             p.pss_ratio = None;
@@ -656,7 +655,7 @@ impl Sampler {
                 Err(e) => {
                     // An exec leaves the open rollup on the old address space: reopen.
                     log::debug!("pid {}: smaps_rollup: {e}", self.procs[i].pid);
-                    if let Ok(f) = OpenCounters::open(self.procs[i].pid) {
+                    if let Ok(f) = CounterFiles::open(self.procs[i].pid) {
                         self.procs[i].files = Some(f);
                     }
                 }
@@ -718,32 +717,16 @@ impl Sampler {
     pub fn ledger_now(&mut self) -> Result<TreeLedger> {
         let mut pids: Vec<(u32, usize)> = self.live.iter().map(|(&p, &i)| (p, i)).collect();
         pids.sort_by_key(|&(_, i)| i);
-        let first = pids.first().map(|&(p, _)| p).unwrap_or(self.root);
-        let mut resolver =
-            DistributionResolver::new(Path::new("/proc").join(first.to_string()).join("root"));
-        let mut processes = Vec::with_capacity(pids.len());
-        let mut skipped = Vec::new();
+        let pids: Vec<u32> = pids.into_iter().map(|(p, _)| p).collect();
+        let first = pids.first().copied().unwrap_or(self.root);
         // One process after the other on this thread: the budget is charged in this thread's
         // CPU time, and a recording should not compete with the program for every core.
-        for (pid, _) in &pids {
-            let parts = match Process::new(*pid).and_then(|p| ProcessParts::read(&p)) {
-                Ok(parts) => parts,
-                Err(e) if is_gone(&e) => continue,
-                Err(e) => {
-                    log::debug!("ledger of {pid}: {e}");
-                    skipped.push(Skipped {
-                        pid: *pid,
-                        reason: e.to_string(),
-                    });
-                    continue;
-                }
-            };
-            let hints = match self.python.as_mut() {
-                Some(v) => v.hints(*pid),
+        let python = &mut self.python;
+        let (processes, skipped) =
+            read_processes(&pids, None, false, &mut |pid| match python.as_mut() {
+                Some(v) => v.hints(pid),
                 None => Hints::default(),
-            };
-            processes.push(build(&parts, &hints, &mut resolver));
-        }
+            })?;
         // The cgroup memlens made for the tree when there is one (a process that is exiting
         // already shows the root cgroup), else the first process's.
         let cgroup = match &self.cgroup {
@@ -758,13 +741,8 @@ impl Sampler {
                 .and_then(|p| p.memory_cgroup().ok().flatten()),
         };
         let mut ledger = assemble(self.root, processes, cgroup);
-        if !skipped.is_empty() {
-            ledger.findings.push(format!(
-                "{} process(es) could not be read and are left out of the totals (see `skipped`)",
-                skipped.len()
-            ));
-        }
         ledger.skipped = skipped;
+        ledger.refresh_findings();
         Ok(ledger)
     }
 
