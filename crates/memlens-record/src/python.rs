@@ -52,6 +52,9 @@ pub trait PythonView {
     fn hints(&mut self, _pid: u32) -> Hints {
         Hints::default()
     }
+
+    /// The process exec'd: whatever was learnt of its old program no longer holds.
+    fn exec(&mut self, _pid: u32) {}
 }
 
 /// How long a process that could not be attached (not Python, or an interpreter still
@@ -205,6 +208,13 @@ impl LiveView {
 }
 
 impl PythonView for LiveView {
+    fn exec(&mut self, pid: u32) {
+        // Attach again at the next read instead of waiting out the retry delay: the shim that
+        // was not Python (pyenv's bash, `env`) may just have become the interpreter.
+        self.attached.remove(&pid);
+        self.pending.remove(&pid);
+    }
+
     fn sample(&mut self, pid: u32, census: bool) -> Option<PythonSample> {
         let r = self.read(pid)?;
         let gens =

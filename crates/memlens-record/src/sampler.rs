@@ -546,6 +546,9 @@ impl Sampler {
             return Ok(());
         };
         if exec {
+            if let Some(view) = self.python.as_mut() {
+                view.exec(p.pid);
+            }
             if let Ok(f) = CounterFiles::open(p.pid) {
                 p.files = Some(f);
             }

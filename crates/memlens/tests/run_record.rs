@@ -1070,3 +1070,32 @@ fn forked_workers_get_their_own_python_view() {
     assert!(w2 >= w1 + (2 << 20), "worker 1 {w1}, worker 2 {w2}");
     used(u64::from(t.pid()));
 }
+
+#[test]
+fn python_behind_a_shim_gets_its_view_once_it_execs() {
+    // pyenv's `python3` is a bash script that execs the interpreter; `sh -c 'exec python'` is
+    // the same shape. The root is no Python when first seen, and must be read once it execs,
+    // not after a retry delay longer than a short program.
+    let dir = TempDir::new("shim");
+    let db = dir.join("s.db");
+    let script = format!(
+        "sleep 0.3; exec {} -c 'import time; keep = [object() for _ in range(50000)]; time.sleep(1.2)'",
+        python().display()
+    );
+    let out = memlens()
+        .args(["run", "-q", "--json", "--cpu-budget", "50", "-o"])
+        .arg(&db)
+        .args(["--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let root = u(&j["processes"][0]["pid"]);
+    let views = j["python"].as_array().unwrap();
+    assert!(
+        views
+            .iter()
+            .any(|p| u(&p["pid"]) == root && u(&p["pymalloc_used"]) > 0),
+        "no Python view of the root {root} after its exec: {views:?}"
+    );
+}
