@@ -536,6 +536,7 @@ mod tests {
                 rate_bytes_per_second: 80.0 * 1048576.0,
                 bytes: 80 << 20,
             }],
+            growth_series: "pss",
             tree: (0..200)
                 .map(|k| (k as f64 * 0.01, (k as u64) << 19, (k as u64) << 19, None))
                 .collect(),

@@ -171,6 +171,9 @@ pub struct Model {
     pub processes: Vec<ProcessSummary>,
     /// Growth phases.
     pub growth: Vec<Phase>,
+    /// The series growth phases are found on: `cgroup` (the tree's exact total, read every
+    /// tick) or `pss` (sampled).
+    pub growth_series: &'static str,
     /// `(t, rss, pss, cgroup usage)` of the tree, thinned for charts.
     pub tree: Vec<(f64, u64, u64, Option<u64>)>,
     /// Ledger categories present, largest at the peak first.
@@ -328,8 +331,19 @@ impl Model {
             sampled,
         };
 
-        let pss_points: Vec<(f64, u64)> = rec.ticks.iter().map(|t| (t.t, t.pss)).collect();
-        let growth = phases(&pss_points, interval);
+        // Growth is found on the tree's exact total where memlens made the program a cgroup
+        // (read every tick), else on the sampled PSS, whose steps when a PSS read lands would
+        // otherwise look like growth.
+        let cgroup_points: Option<Vec<(f64, u64)>> = rec
+            .ticks
+            .iter()
+            .map(|t| Some((t.t, t.cgroup_usage?)))
+            .collect();
+        let (growth_series, total_points) = match cgroup_points {
+            Some(p) if !p.is_empty() && source == PeakSource::Cgroup => ("cgroup", p),
+            _ => ("pss", rec.ticks.iter().map(|t| (t.t, t.pss)).collect()),
+        };
+        let growth = phases(&total_points, interval);
         let tree: Vec<(f64, u64, u64, Option<u64>)> = {
             let per = rec.ticks.len().div_ceil(MAX_POINTS).max(1);
             rec.ticks
@@ -469,6 +483,7 @@ impl Model {
             max_vm_hwm: hwm.0,
             processes,
             growth,
+            growth_series,
             tree,
             categories,
             ledger_series,

@@ -123,11 +123,18 @@ pub fn render(m: &Model, opts: &Options, mut out: impl Write) -> std::io::Result
             escape_terminal(note)
         )?;
     }
-    let series: Vec<u64> = m.tree.iter().map(|t| t.2).collect();
+    let (series, what): (Vec<u64>, &str) = if m.growth_series == "cgroup" {
+        (
+            m.tree.iter().map(|t| t.3.unwrap_or(0)).collect(),
+            "tree memory (its cgroup, exact)",
+        )
+    } else {
+        (m.tree.iter().map(|t| t.2).collect(), "tree PSS (sampled)")
+    };
     if !series.is_empty() {
         writeln!(
             out,
-            "memory:  {}  tree PSS over {:.2} s, max {}",
+            "memory:  {}  {what} over {:.2} s, max {}",
             sparkline(&series, opts.sparkline_width),
             m.duration_seconds,
             fb(series.iter().copied().max().unwrap_or(0))

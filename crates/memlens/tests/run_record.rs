@@ -179,6 +179,10 @@ fn short_spike_peak_matches_the_kernel() {
             "peak at {at}"
         );
         assert_ne!(j["peak"]["source"], "sampled", "{}", j["peak"]);
+        // With memlens's own cgroup, growth is found on its exact total.
+        if j["peak"]["source"] == "cgroup" {
+            assert_eq!(j["growth_series"], "cgroup");
+        }
         assert_eq!(j["exit_code"], 0);
     }
 }
@@ -951,6 +955,7 @@ fn without_a_cgroup_the_report_says_which_peaks_are_sampled() {
     let (_, j) = split_json(&out.stdout);
     assert_eq!(j["peak"]["source"], "vm_hwm", "{}", j["peak"]);
     assert!(j["peak"]["cgroup"].is_null());
+    assert_eq!(j["growth_series"], "pss");
     let notes = j["peak"]["sampled"].to_string();
     assert!(
         notes.contains("cgroup") && notes.contains("sampled"),
