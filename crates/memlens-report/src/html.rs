@@ -433,7 +433,11 @@ pub fn render(m: &Model, o: &Options, mut out: impl Write) -> std::io::Result<()
     }
 
     if let Some(l) = &m.ledger_at_peak {
-        let _ = write!(h, "<h2>Ledger at {:.2} s (nearest the peak)</h2>", l.t);
+        let _ = write!(
+            h,
+            "<h2>Ledger at {:.2} s (the largest taken, at the peak)</h2>",
+            l.t
+        );
         h.push_str(r#"<table><tr><th>category</th><th class="num">PSS</th><th class="num">USS</th><th class="num">RSS</th><th class="num">swap</th></tr>"#);
         for (c, a) in &l.categories {
             let _ = write!(

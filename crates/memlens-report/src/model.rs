@@ -88,7 +88,7 @@ pub struct LedgerPoint {
     pub pss: Vec<u64>,
 }
 
-/// The ledger taken nearest the peak.
+/// The ledger that shows the peak: the largest kept, the nearest the peak among near-equals.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LedgerAtPeak {
     /// When (s).
@@ -180,7 +180,7 @@ pub struct Model {
     pub categories: Vec<String>,
     /// Category sums at each ledger.
     pub ledger_series: Vec<LedgerPoint>,
-    /// The ledger nearest the peak.
+    /// The ledger at the peak (largest kept; nearest the peak's time among near-equals).
     pub ledger_at_peak: Option<LedgerAtPeak>,
     /// Per-process RSS series, thinned.
     pub process_series: Vec<ProcessSeries>,
@@ -360,7 +360,7 @@ impl Model {
                 .collect()
         };
 
-        // Ledger series and the ledger nearest the peak.
+        // Ledger series and the ledger at the peak.
         let mut categories: Vec<String> = Vec::new();
         for l in &rec.ledgers {
             for (c, _) in &l.categories {
@@ -369,10 +369,14 @@ impl Model {
                 }
             }
         }
-        let nearest = rec
-            .ledgers
-            .iter()
-            .filter(|l| l.has_json)
+        // The ledger that best shows what the peak was made of: the largest one kept (ledgers
+        // are taken as the tree reaches new highs), and of those within 2% of it the one
+        // nearest the peak's time. Nearest in time alone can pick a ledger taken just before
+        // the tree forked or grew, while the budget held the next one back.
+        let kept = || rec.ledgers.iter().filter(|l| l.has_json);
+        let largest = kept().map(|l| l.totals.pss).max().unwrap_or(0);
+        let nearest = kept()
+            .filter(|l| l.totals.pss as f64 >= largest as f64 * 0.98)
             .min_by(|a, b| (a.t - at).abs().total_cmp(&(b.t - at).abs()));
         if let Some(l) = nearest {
             categories.sort_by_key(|c| {
