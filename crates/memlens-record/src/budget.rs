@@ -16,8 +16,10 @@ impl Budget {
     /// A budget of `share` of one core (0.025 = 2.5 %).
     pub fn new(share: f64) -> Self {
         let share = share.clamp(0.0001, 1.0);
-        // Up to two seconds of budget may be saved for a burst (the first reads of a new tree).
-        let cap = (share * 2.0).max(0.005);
+        // Up to two seconds of budget, and at least 50 ms, may be saved for a burst: the first
+        // reads of a new tree (attaching to an interpreter reads its binary, ~20 ms) would
+        // otherwise put a short program's whole run in debt. Over a long run it is noise.
+        let cap = (share * 2.0).max(0.05);
         Budget {
             share,
             tokens: cap,
