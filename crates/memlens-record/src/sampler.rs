@@ -403,16 +403,21 @@ impl Sampler {
         if p.alive() {
             self.mark_exited(i, t)
         } else {
-            let p = &self.procs[i];
-            self.writer.close_process(
-                p.id,
-                p.last_t,
-                p.exit_t,
-                p.last.vm_hwm,
-                p.peak_pss,
-                p.ru_maxrss,
-            )
+            self.close_process(i)
         }
+    }
+
+    /// Writes the final figures of process `i`.
+    fn close_process(&mut self, i: usize) -> Result<()> {
+        let p = &self.procs[i];
+        self.writer.close_process(
+            p.id,
+            p.last_t,
+            p.exit_t,
+            p.last.vm_hwm,
+            p.peak_pss,
+            p.ru_maxrss,
+        )
     }
 
     /// One round: counters of every live process, new children, the tree's totals, then PSS
@@ -757,15 +762,7 @@ impl Sampler {
             self.read_counters(t)?;
         }
         for i in 0..self.procs.len() {
-            let p = &self.procs[i];
-            self.writer.close_process(
-                p.id,
-                p.last_t,
-                p.exit_t,
-                p.last.vm_hwm,
-                p.peak_pss,
-                p.ru_maxrss,
-            )?;
+            self.close_process(i)?;
         }
         self.writer.set_meta("end_t", &format!("{t:.6}"))?;
         self.writer.set_meta("ticks", &self.ticks.to_string())?;

@@ -160,3 +160,10 @@ pub fn render_views(
     }
     Ok(())
 }
+
+/// `{"version": "3.12.1"}`: the `python` object of the `census` and `stacks` JSON.
+#[derive(Debug, serde::Serialize)]
+pub struct PythonVersion {
+    /// The exact version read from the interpreter.
+    pub version: String,
+}

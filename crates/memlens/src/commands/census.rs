@@ -12,6 +12,7 @@ use memlens_ledger::units::format_bytes;
 
 use crate::exit::{CliError, CliResult, Code};
 use crate::output::{print_json, write_error, Global};
+use crate::python_view::PythonVersion;
 use crate::python_view::{attach, cli_error, mode};
 use memlens_report::escape::terminal as terminal_safe;
 
@@ -56,11 +57,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("duration {s:?} out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
-}
-
-#[derive(Serialize)]
-struct PythonVersion {
-    version: String,
 }
 
 #[derive(Serialize)]

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::exit::CliResult;
 use crate::output::{print_json, write_error, Global};
+use crate::python_view::PythonVersion;
 use crate::python_view::{attach, cli_error, mode};
 use memlens_report::escape::terminal as terminal_safe;
 
@@ -21,11 +22,6 @@ pub struct Args {
     /// Read without stopping the target (stacks may be inexact).
     #[arg(long)]
     pub nonblocking: bool,
-}
-
-#[derive(Serialize)]
-struct PythonVersion {
-    version: String,
 }
 
 #[derive(Serialize)]
