@@ -319,6 +319,30 @@ impl Model {
         if rec.processes.len() > 1 {
             sampled.push("rss: the tree RSS sum is sampled; per-process VmHWM is exact".into());
         }
+        // A process's VmHWM is read while it runs; once it exits only wait4's ru_maxrss is
+        // left, which also counts the children it reaped, so it is not taken as the process's
+        // own (the sampler keeps it only for processes without children). Say where the two
+        // disagree: the process may have peaked in its last moments.
+        for p in &processes {
+            let Some(maxrss) = rec
+                .processes
+                .iter()
+                .find(|r| r.pid == p.pid)
+                .and_then(|r| r.ru_maxrss)
+            else {
+                continue;
+            };
+            if maxrss > p.vm_hwm + p.vm_hwm / 50 {
+                sampled.push(format!(
+                    "vm_hwm of pid {}: {} MiB was read while it ran; the kernel's ru_maxrss at \
+                     its exit, {} MiB, counts the children it reaped too, so its own peak lies \
+                     between the two",
+                    p.pid,
+                    p.vm_hwm >> 20,
+                    maxrss >> 20
+                ));
+            }
+        }
         let peak = Peak {
             bytes,
             source,

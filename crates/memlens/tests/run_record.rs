@@ -1104,3 +1104,34 @@ fn python_behind_a_shim_gets_its_view_once_it_execs() {
         "no Python view of the root {root} after its exec: {views:?}"
     );
 }
+
+#[test]
+fn a_parents_last_moment_peak_is_reported_or_bounded() {
+    // A process that reaped a child, then peaks just before it exits: its VmHWM may not be read
+    // in time, and wait4's ru_maxrss counts the child too. Either memlens caught the peak, or
+    // the report says between which figures the process's own peak lies.
+    let script = "import subprocess, sys\n\
+                  subprocess.run(['true'])\n\
+                  x = bytearray(120 << 20)\n";
+    for _ in 0..3 {
+        let out = memlens()
+            .args([
+                "run",
+                "-q",
+                "--json",
+                "--",
+                python().to_str().unwrap(),
+                "-c",
+                script,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let root = &j["processes"][0];
+        let notes = j["peak"]["sampled"].to_string();
+        let caught = u(&root["vm_hwm"]) >= 120 << 20;
+        let bounded = notes.contains(&format!("vm_hwm of pid {}", u(&root["pid"])));
+        assert!(caught || bounded, "{root} / {notes}");
+    }
+}
