@@ -62,20 +62,8 @@ pub struct SampleRow {
     pub t: f64,
     /// Process id in the recording.
     pub process: i64,
-    /// RSS.
-    pub rss: u64,
-    /// Anonymous RSS.
-    pub anon: u64,
-    /// File RSS.
-    pub file: u64,
-    /// Shmem RSS.
-    pub shmem: u64,
-    /// Swap.
-    pub swap: u64,
-    /// VmHWM.
-    pub vm_hwm: u64,
-    /// Threads.
-    pub threads: u32,
+    /// The counters, as the sampler wrote them.
+    pub counters: crate::writer::Counters,
 }
 
 /// One `smaps_rollup` read.
@@ -345,13 +333,15 @@ impl Recording {
             |r| Ok(SampleRow {
                 t: r.get(0)?,
                 process: r.get(1)?,
-                rss: u(r.get(2)?),
-                anon: u(r.get(3)?),
-                file: u(r.get(4)?),
-                shmem: u(r.get(5)?),
-                swap: u(r.get(6)?),
-                vm_hwm: u(r.get(7)?),
-                threads: r.get(8)?,
+                counters: crate::writer::Counters {
+                    rss: u(r.get(2)?),
+                    anon: u(r.get(3)?),
+                    file: u(r.get(4)?),
+                    shmem: u(r.get(5)?),
+                    swap: u(r.get(6)?),
+                    vm_hwm: u(r.get(7)?),
+                    threads: r.get(8)?,
+                },
             }))?;
         let pss = query(
             &conn,

@@ -235,7 +235,7 @@ impl Model {
                 vm_hwm: p.vm_hwm.max(
                     rec.samples_of(p.id)
                         .iter()
-                        .map(|s| s.vm_hwm)
+                        .map(|s| s.counters.vm_hwm)
                         .max()
                         .unwrap_or(0),
                 ),
@@ -277,7 +277,7 @@ impl Model {
                 let when = rec
                     .samples_of(p.id)
                     .iter()
-                    .find(|s| s.vm_hwm >= v)
+                    .find(|s| s.counters.vm_hwm >= v)
                     .map(|s| s.t)
                     .unwrap_or(p.exit_t.unwrap_or(p.last_t));
                 hwm = (v, when, Some(k));
@@ -451,7 +451,7 @@ impl Model {
                     if let Some(&(_, prev)) = pts.last() {
                         pts.push((s.t, prev));
                     }
-                    pts.push((s.t, s.rss));
+                    pts.push((s.t, s.counters.rss));
                 }
                 if let Some(&(_, v)) = pts.last() {
                     pts.push((p.exit_t.unwrap_or(p.last_t), v));
@@ -532,7 +532,11 @@ impl Model {
             .filter_map(|p| {
                 let s = rec.samples_of(p.id);
                 let k = s.partition_point(|x| x.t <= t + 1e-9);
-                let v = if k > 0 { s[k - 1].rss } else { s.first()?.rss };
+                let v = if k > 0 {
+                    s[k - 1].counters.rss
+                } else {
+                    s.first()?.counters.rss
+                };
                 Some((p.id, v))
             })
             .max_by_key(|&(_, v)| v)

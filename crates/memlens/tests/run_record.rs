@@ -50,6 +50,24 @@ fn run_memlens(args: &[&str], cwd: &Path) -> Output {
         .expect("memlens runs")
 }
 
+/// Records a Python that sleeps 0.3 s into `db`.
+fn record_short_program(dir: &Path, db: &Path) {
+    let out = run_memlens(
+        &[
+            "run",
+            "-q",
+            "-o",
+            db.to_str().unwrap(),
+            "--",
+            python().to_str().unwrap(),
+            "-c",
+            "import time; time.sleep(0.3)",
+        ],
+        dir,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -478,20 +496,7 @@ fn a_recording_whose_writer_was_killed_opens_and_reports() {
 fn corrupt_and_truncated_recordings_give_exit_6() {
     let dir = TempDir::new("corrupt");
     let good = dir.join("good.db");
-    let out = run_memlens(
-        &[
-            "run",
-            "-q",
-            "-o",
-            good.to_str().unwrap(),
-            "--",
-            python().to_str().unwrap(),
-            "-c",
-            "import time; time.sleep(0.3)",
-        ],
-        &dir.0,
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    record_short_program(&dir.0, &good);
     let bytes = std::fs::read(&good).unwrap();
     assert!(bytes.len() > 8192);
 
@@ -698,20 +703,7 @@ fn record_a_running_tree_until_duration_and_until_ctrl_c() {
 fn the_recording_is_plain_sqlite() {
     let dir = TempDir::new("sqlite");
     let db = dir.join("p.db");
-    let out = run_memlens(
-        &[
-            "run",
-            "-q",
-            "-o",
-            db.to_str().unwrap(),
-            "--",
-            python().to_str().unwrap(),
-            "-c",
-            "import time; time.sleep(0.3)",
-        ],
-        &dir.0,
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    record_short_program(&dir.0, &db);
     // Python's sqlite3 reads it: a single file (no -wal left), schema version 1, samples.
     assert!(!dir.join("p.db-wal").exists());
     let check = Command::new(python())
