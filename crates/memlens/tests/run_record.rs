@@ -50,21 +50,25 @@ fn run_memlens(args: &[&str], cwd: &Path) -> Output {
         .expect("memlens runs")
 }
 
+/// `memlens run FLAGS -o DB -- python -c SCRIPT` in `dir`.
+fn run_python(dir: &Path, flags: &[&str], db: &Path, script: &str) -> Output {
+    let py = python();
+    let mut args: Vec<&str> = vec!["run"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&[
+        "-o",
+        db.to_str().unwrap(),
+        "--",
+        py.to_str().unwrap(),
+        "-c",
+        script,
+    ]);
+    run_memlens(&args, dir)
+}
+
 /// Records a Python that sleeps 0.3 s into `db`.
 fn record_short_program(dir: &Path, db: &Path) {
-    let out = run_memlens(
-        &[
-            "run",
-            "-q",
-            "-o",
-            db.to_str().unwrap(),
-            "--",
-            python().to_str().unwrap(),
-            "-c",
-            "import time; time.sleep(0.3)",
-        ],
-        dir,
-    );
+    let out = run_python(dir, &["-q"], db, "import time; time.sleep(0.3)");
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
@@ -230,19 +234,7 @@ for p in pids:
     os.waitpid(p, 0)
 "#;
     let db = dir.join("fork.db");
-    let out = run_memlens(
-        &[
-            "run",
-            "-q",
-            "-o",
-            db.to_str().unwrap(),
-            "--",
-            python().to_str().unwrap(),
-            "-c",
-            script,
-        ],
-        &dir.0,
-    );
+    let out = run_python(&dir.0, &["-q"], &db, script);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
@@ -300,19 +292,7 @@ print('RATE', n * chunk / (t1 - t0), flush=True)
 time.sleep(0.5)
 "#;
     let db = dir.join("leak.db");
-    let out = run_memlens(
-        &[
-            "run",
-            "--json",
-            "-o",
-            db.to_str().unwrap(),
-            "--",
-            python().to_str().unwrap(),
-            "-c",
-            script,
-        ],
-        &dir.0,
-    );
+    let out = run_python(&dir.0, &["--json"], &db, script);
     assert!(out.status.success(), "{}", stderr(&out));
     let (lines, j) = split_json(&out.stdout);
     let truth: f64 = lines
@@ -375,18 +355,11 @@ fn exit_status_and_stdio_pass_through() {
 fn a_program_killed_by_a_signal_gives_128_plus_the_signal() {
     let dir = TempDir::new("sigkill");
     let db = dir.join("k.db");
-    let out = run_memlens(
-        &[
-            "run",
-            "-q",
-            "-o",
-            db.to_str().unwrap(),
-            "--",
-            python().to_str().unwrap(),
-            "-c",
-            "import os, signal; x = b'k' * (40 << 20); os.kill(os.getpid(), signal.SIGKILL)",
-        ],
+    let out = run_python(
         &dir.0,
+        &["-q"],
+        &db,
+        "import os, signal; x = b'k' * (40 << 20); os.kill(os.getpid(), signal.SIGKILL)",
     );
     assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
     let j = report_json(&db);
@@ -596,20 +569,11 @@ fn a_missing_or_unexecutable_program_gives_127_or_126() {
 fn max_peak_fails_the_run_with_7() {
     let dir = TempDir::new("budget");
     let script = "import time; x = b'm' * (100 << 20); time.sleep(0.1)";
-    let out = run_memlens(
-        &[
-            "run",
-            "-q",
-            "--max-peak",
-            "50M",
-            "-o",
-            dir.join("b.db").to_str().unwrap(),
-            "--",
-            python().to_str().unwrap(),
-            "-c",
-            script,
-        ],
+    let out = run_python(
         &dir.0,
+        &["-q", "--max-peak", "50M"],
+        &dir.join("b.db"),
+        script,
     );
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     assert!(
@@ -618,20 +582,11 @@ fn max_peak_fails_the_run_with_7() {
         stderr(&out)
     );
     assert!(stderr(&out).contains("pid "), "{}", stderr(&out));
-    let out = run_memlens(
-        &[
-            "run",
-            "-q",
-            "--max-peak",
-            "10G",
-            "-o",
-            dir.join("c.db").to_str().unwrap(),
-            "--",
-            python().to_str().unwrap(),
-            "-c",
-            script,
-        ],
+    let out = run_python(
         &dir.0,
+        &["-q", "--max-peak", "10G"],
+        &dir.join("c.db"),
+        script,
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
