@@ -63,17 +63,20 @@ impl CgroupMount {
     }
 }
 
-/// Decodes the octal escapes (`\040`) the kernel uses in `mountinfo` paths.
+/// Decodes the octal escapes (`\040`) the kernel uses in `mountinfo` paths. The kernel escapes
+/// single bytes (`\000` to `\377`); a backslash followed by anything else stays literal.
 fn unescape(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
-        if s[i] == b'\\' && i + 3 < s.len() + 1 && s[i + 1..].len() >= 3 {
-            let o = &s[i + 1..i + 4];
-            if o.iter().all(|b| (b'0'..=b'7').contains(b)) {
-                out.push((o[0] - b'0') * 64 + (o[1] - b'0') * 8 + (o[2] - b'0'));
-                i += 4;
-                continue;
+        if let (b'\\', Some(&[a, b, c])) = (s[i], s.get(i + 1..i + 4)) {
+            let octal = |d: u8| (b'0'..=b'7').contains(&d).then(|| u16::from(d - b'0'));
+            if let (Some(a), Some(b), Some(c)) = (octal(a), octal(b), octal(c)) {
+                if let Ok(byte) = u8::try_from(a * 64 + b * 8 + c) {
+                    out.push(byte);
+                    i += 4;
+                    continue;
+                }
             }
         }
         out.push(s[i]);
@@ -346,5 +349,19 @@ mod tests {
         let kv = parse_flat_keyed(b"oom_kill_disable 0\nunder_oom 0\noom_kill 3\n");
         assert_eq!(lookup(&kv, b"oom_kill"), Some(3));
         assert_eq!(unescape(b"a\\040b"), b"a b");
+    }
+
+    #[test]
+    fn octal_escapes_above_a_byte_stay_literal() {
+        // Found by mutation testing: `\777` overflowed the u8 arithmetic (a panic in debug
+        // builds). The kernel escapes bytes only (`\000`..`\377`); anything else is literal.
+        assert_eq!(unescape(b"a\\777b"), b"a\\777b");
+        assert_eq!(unescape(b"\\400"), b"\\400");
+        assert_eq!(unescape(b"\\377\\134\\011"), b"\xff\\\t");
+        assert_eq!(unescape(b"end\\04"), b"end\\04");
+        let mounts =
+            parse_mounts(b"30 25 0:26 /\\777 /sys/fs/cgroup/x\\040y rw - cgroup2 cgroup2 rw\n");
+        assert_eq!(mounts[0].root, b"/\\777");
+        assert_eq!(mounts[0].mount_point, PathBuf::from("/sys/fs/cgroup/x y"));
     }
 }
