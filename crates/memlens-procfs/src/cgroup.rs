@@ -31,7 +31,7 @@ pub fn parse_memberships(content: &[u8]) -> Vec<Membership> {
         .split(|b| *b == b'\n')
         .filter_map(|line| {
             let mut parts = line.splitn(3, |b| *b == b':');
-            let id = parse_u64(parts.next()?)? as u32;
+            let id = u32::try_from(parse_u64(parts.next()?)?).ok()?;
             let controllers = parts.next()?.to_vec();
             let path = parts.next()?.to_vec();
             Some(Membership {
@@ -216,7 +216,8 @@ pub fn parse_limit(content: &[u8]) -> Option<Option<u64>> {
     Some(if v >= UNLIMITED_ABOVE { None } else { Some(v) })
 }
 
-/// Parses a pressure file's `some`/`full` `avg10` values.
+/// Parses a pressure file's `some`/`full` `avg10` values: percentages, so anything outside
+/// 0 to 100 (or not a number: Rust's float parser takes `nan` and `inf`) is `None`.
 pub fn parse_pressure(content: &[u8]) -> (Option<f64>, Option<f64>) {
     let mut some = None;
     let mut full = None;
@@ -225,7 +226,8 @@ pub fn parse_pressure(content: &[u8]) -> (Option<f64>, Option<f64>) {
         let kind = f.next();
         let avg10 = f
             .find_map(|x| x.strip_prefix(b"avg10="))
-            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<f64>().ok());
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<f64>().ok())
+            .filter(|v| (0.0..=100.0).contains(v));
         match kind {
             Some(b"some") => some = avg10,
             Some(b"full") => full = avg10,
@@ -233,6 +235,14 @@ pub fn parse_pressure(content: &[u8]) -> (Option<f64>, Option<f64>) {
         }
     }
     (some, full)
+}
+
+/// v2 `memory.stat` before Linux 5.18 has no `kernel` line: its parts, `None` when one is
+/// missing or the sum does not fit a `u64` (no kernel writes that).
+fn kernel_v2_before_5_18(stat: &[(Vec<u8>, u64)]) -> Option<u64> {
+    lookup(stat, b"kernel_stack")?
+        .checked_add(lookup(stat, b"slab")?)?
+        .checked_add(lookup(stat, b"pagetables").unwrap_or(0))
 }
 
 fn read_opt(dir: &Path, name: &str) -> Option<Vec<u8>> {
@@ -267,13 +277,7 @@ pub fn read_memory(version: u8, path: Vec<u8>, dir: &Path) -> Result<CgroupMemor
         m.peak = read_opt(dir, "memory.peak").and_then(|b| parse_u64(trim(&b)));
         m.anon = lookup(&stat, b"anon");
         m.file = lookup(&stat, b"file");
-        m.kernel = lookup(&stat, b"kernel").or_else(|| {
-            Some(
-                lookup(&stat, b"kernel_stack")?
-                    + lookup(&stat, b"slab")?
-                    + lookup(&stat, b"pagetables").unwrap_or(0),
-            )
-        });
+        m.kernel = lookup(&stat, b"kernel").or_else(|| kernel_v2_before_5_18(&stat));
         m.shmem = lookup(&stat, b"shmem");
         m.sock = lookup(&stat, b"sock");
         let events = read_opt(dir, "memory.events")
@@ -349,6 +353,35 @@ mod tests {
         let kv = parse_flat_keyed(b"oom_kill_disable 0\nunder_oom 0\noom_kill 3\n");
         assert_eq!(lookup(&kv, b"oom_kill"), Some(3));
         assert_eq!(unescape(b"a\\040b"), b"a b");
+    }
+
+    #[test]
+    fn hierarchy_ids_wider_than_u32_are_skipped_not_truncated() {
+        // 4294967296 truncated to 0 would make a v1 line look like the v2 one.
+        let m = parse_memberships(b"4294967296::/fake\n0::/real\n");
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].path, b"/real");
+    }
+
+    #[test]
+    fn pressure_outside_percentages_is_none() {
+        let p = |s: &[u8]| parse_pressure(s);
+        assert_eq!(p(b"some avg10=nan total=1\nfull avg10=inf\n"), (None, None));
+        assert_eq!(p(b"some avg10=-1.0\nfull avg10=100.01\n"), (None, None));
+        assert_eq!(
+            p(b"some avg10=0.00\nfull avg10=100.00\n"),
+            (Some(0.0), Some(100.0))
+        );
+    }
+
+    #[test]
+    fn kernel_parts_that_overflow_are_none() {
+        let kv = parse_flat_keyed(b"kernel_stack 18446744073709551615\nslab 1\n");
+        assert_eq!(kernel_v2_before_5_18(&kv), None);
+        let kv = parse_flat_keyed(b"kernel_stack 3\nslab 4\npagetables 5\n");
+        assert_eq!(kernel_v2_before_5_18(&kv), Some(12));
+        let kv = parse_flat_keyed(b"kernel_stack 3\n");
+        assert_eq!(kernel_v2_before_5_18(&kv), None);
     }
 
     #[test]
