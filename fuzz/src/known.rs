@@ -1,0 +1,304 @@
+//! Findings in code this fuzzing work does not own, not fixed yet. The targets step around
+//! each one (as narrowly as a cheap check allows) so that CI keeps fuzzing everything else;
+//! `MEMLENS_FUZZ_STRICT=1` turns every gate off. `scripts/fuzz.sh` replays each finding's
+//! reproducer ([`reproducers`]) with the gates off and says which still reproduce: when one no
+//! longer does, delete its entry here and its gate in the target.
+
+use memlens_cpython::layouts::Layout;
+use memlens_cpython::Interpreter;
+use memlens_remote::ProcessMemory;
+
+use crate::image::{Header, BASE};
+
+/// One finding.
+#[derive(Debug, Clone, Copy)]
+pub struct Finding {
+    /// Short id, used by the gates and the reproducer file names.
+    pub id: &'static str,
+    /// Who owns the file (the helper branch rewriting it).
+    pub owner: &'static str,
+    /// Where it fails.
+    pub site: &'static str,
+    /// What goes wrong.
+    pub what: &'static str,
+}
+
+/// Every known finding. Those whose id starts with `overflow-` are integer overflows in
+/// memlens-cpython: fuzz builds compile that crate without overflow checks (`fuzz/Cargo.toml`,
+/// `[profile.release.package.memlens-cpython]`), so they reproduce only in a build with them
+/// (`scripts/fuzz.sh --strict`). In release builds of memlens they wrap: an address then
+/// fails to read, a size or line number is silently wrong.
+pub const FINDINGS: &[Finding] = &[
+    Finding {
+        id: "vm-maps-end-before-start",
+        owner: "census (vm.rs)",
+        site: "memlens-remote/src/vm.rs parse_maps",
+        what: "a maps line whose end is below its start is accepted (end - start underflows)",
+    },
+    Finding {
+        id: "gc-walk-cycle",
+        owner: "census (gc.rs)",
+        site: "memlens-cpython/src/gc.rs walk_list; census.rs take (roots vector)",
+        what: "a cyclic GC list not passing its head is walked 2^32 times (a hang); the census \
+               collects every node first, so its memory also grows without bound",
+    },
+    Finding {
+        id: "overflow-gc-walk",
+        owner: "census (gc.rs)",
+        site: "memlens-cpython/src/gc.rs:77 walk_list (node + gc_head_size)",
+        what: "a GC node pointer near 2^64 overflows",
+    },
+    Finding {
+        id: "overflow-census-type-base",
+        owner: "census (census.rs)",
+        site: "memlens-cpython/src/census.rs:241 read_type (base + l.type_base)",
+        what: "a tp_base near 2^64 overflows; the census adds offsets to target pointers everywhere",
+    },
+    Finding {
+        id: "overflow-linetable",
+        owner: "pyview (threads.rs calls it; linetable.rs unassigned)",
+        site: "memlens-cpython/src/linetable.rs:90 location_line (line += svarint)",
+        what: "line deltas of a corrupt 3.11+ location table overflow the i64 line",
+    },
+    Finding {
+        id: "overflow-type-name",
+        owner: "unassigned (objects.rs)",
+        site: "memlens-cpython/src/objects.rs:22 read_str (addr + l.str_state), via type_name",
+        what: "a heap type's ht_name pointer near 2^64 overflows",
+    },
+    Finding {
+        id: "pymalloc-maxarenas-alloc",
+        owner: "unassigned (pymalloc.rs)",
+        site: "memlens-cpython/src/pymalloc.rs:166 read (read_vec of maxarenas * arena_size_of)",
+        what: "maxarenas up to 2^24 from the target allocates up to 805 MB at once",
+    },
+    Finding {
+        id: "pymalloc-scan-alloc",
+        owner: "unassigned (pymalloc.rs)",
+        site: "memlens-cpython/src/pymalloc.rs:100 scan_for_table (read_vec of a chunk < 4 GiB)",
+        what: "a glibc chunk header from the target makes the stripped-binary scan allocate up to 4 GiB",
+    },
+    Finding {
+        id: "dict-entries-alloc",
+        owner: "unassigned (dicts.rs)",
+        site: "memlens-cpython/src/dicts.rs:83 read_dict (read_vec of nentries * entry size)",
+        what: "dk_nentries up to 2^31 from the target allocates up to 48 GiB at once",
+    },
+    Finding {
+        id: "census-alloc",
+        owner: "census (census.rs)",
+        site: "memlens-cpython/src/census.rs push_array (read_vec of ob_size * 8), the set table \
+               (mask < 2^32: read_vec of 64 GiB), read_dict",
+        what: "sizes from the target (a list's ob_size < 2^32) allocate up to 32 GiB at once",
+    },
+];
+
+fn strict() -> bool {
+    static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *STRICT.get_or_init(|| std::env::var_os("MEMLENS_FUZZ_STRICT").is_some())
+}
+
+/// Whether a target steps around finding `id` (always `false` with `MEMLENS_FUZZ_STRICT`).
+pub fn gated(id: &str) -> bool {
+    assert!(FINDINGS.iter().any(|f| f.id == id), "unknown finding {id}");
+    !strict()
+}
+
+/// Whether the GC list at `head` would trip `gc-walk-cycle`: a node reached twice without
+/// passing the head (or, in a build with overflow checks, `overflow-gc-walk`: a node address
+/// near 2^64). A fixed walk returns an error there, so skipping such inputs loses nothing else.
+pub fn gc_list_trips<M: ProcessMemory>(mem: &M, head: u64, gc_head_size: u64) -> bool {
+    if !gated("gc-walk-cycle") {
+        return false;
+    }
+    let mut seen = std::collections::HashSet::new();
+    let Ok(first) = mem.read_u64(head) else {
+        return false;
+    };
+    let mut node = first & !3;
+    while node != head {
+        if node == 0 {
+            return false;
+        }
+        if node.checked_add(gc_head_size).is_none() || !seen.insert(node) {
+            return true;
+        }
+        match mem.read_u64(node) {
+            Ok(next) => node = next & !3,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// Whether pymalloc's arena table, found as `pymalloc::read` finds it, would trip
+/// `pymalloc-maxarenas-alloc` (more than 16 MiB of arena objects) or needs the stripped-binary
+/// scan (`pymalloc-scan-alloc`).
+pub fn pymalloc_trips<M: ProcessMemory>(it: &Interpreter, mem: &M, h: &Header) -> bool {
+    if !gated("pymalloc-maxarenas-alloc") {
+        return false;
+    }
+    let l = it.layout;
+    let maxarenas = match (l.interp_obmalloc, l.obmalloc_maxarenas) {
+        (Some(obm), Some(m)) => {
+            let state = if l.version.1 == 12 {
+                Some(it.interp.wrapping_add(obm))
+            } else {
+                mem.read_u64(it.interp.wrapping_add(obm)).ok()
+            };
+            state.and_then(|s| mem.read_u32(s.wrapping_add(m)).ok())
+        }
+        // (a symbol at link-time address 0 is not recorded: then the scan runs)
+        _ if h.flags & 1 != 0 && h.arenas != 0 && h.maxarenas != 0 => {
+            mem.read_u32(BASE + u64::from(h.maxarenas)).ok()
+        }
+        _ => return gated("pymalloc-scan-alloc"),
+    };
+    maxarenas.is_some_and(|n| u64::from(n) * l.arena_size_of > 16 << 20)
+}
+
+/// Whether `read_dict` at `dict` would allocate more than 16 MiB for its entries
+/// (`dict-entries-alloc`).
+pub fn dict_trips<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> bool {
+    if !gated("dict-entries-alloc") {
+        return false;
+    }
+    let Ok(keys) = mem.read_u64(dict.wrapping_add(l.dict_keys)) else {
+        return false;
+    };
+    mem.read_i64(keys.wrapping_add(l.dictkeys_nentries))
+        .is_ok_and(|n| n.unsigned_abs() > (16 << 20) / 24)
+}
+
+/// A reproducer of each finding, as an input of the target named: (finding id, target, bytes).
+pub fn reproducers() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let l12 = crate::selector_of(12);
+    let l11 = crate::selector_of(11);
+    let word = |v: u64| v.to_le_bytes().to_vec();
+    let mut out = Vec::new();
+    // maps line 2000-1000
+    let mut maps = vec![3u8];
+    maps.extend_from_slice(b"2000-1000 r--p 00000000 00:00 0\n");
+    out.push(("vm-maps-end-before-start", "discovery", maps));
+    // objects op 5 (GC walk), head at BASE: its first node is 0xffff_ffff_ffff_fff8
+    let mut over = vec![5, l12, 0, 0, 0];
+    over.extend(word(0xffff_ffff_ffff_fff8));
+    out.push(("overflow-gc-walk", "objects", over));
+    // head at BASE -> node BASE+16 -> itself
+    let mut cycle = vec![5, l12, 0, 0, 0];
+    cycle.extend(word(BASE + 16));
+    cycle.extend(word(0));
+    cycle.extend(word(BASE + 16));
+    out.push(("gc-walk-cycle", "objects", cycle));
+    // objects op 8 (3.11+ location table): first line 0, index i64::MAX, two long-form
+    // entries whose line delta is 2^63 - 1
+    let mut lines = vec![8, l12, 0, 0, 0];
+    lines.extend_from_slice(&0u32.to_le_bytes());
+    lines.extend_from_slice(&i64::MAX.to_le_bytes());
+    for _ in 0..2 {
+        lines.push(0x80 | (14 << 3));
+        lines.push(0x40 | 0x3e);
+        lines.extend_from_slice(&[0x7f; 9]);
+        lines.push(0x3f);
+        lines.extend_from_slice(&[0, 0, 0]);
+    }
+    out.push(("overflow-linetable", "objects", lines));
+    // interpreter op 3 (pymalloc) on 3.11 with symbols: arenas -> BASE+32, maxarenas 2^24 - 1
+    let h = Header {
+        op: 3,
+        layout: l11,
+        flags: 1,
+        interp: 0x40,
+        arenas: 8,
+        maxarenas: 16,
+        ..Header::default()
+    };
+    let mut v = h.encode();
+    let mut image = vec![0u8; 0x40 + 2048];
+    image[8..16].copy_from_slice(&(BASE + 32).to_le_bytes());
+    image[16..20].copy_from_slice(&0x00ff_ffffu32.to_le_bytes());
+    v.extend(image);
+    out.push(("pymalloc-maxarenas-alloc", "interpreter", v));
+    // the stripped scan on 3.11: .bss holds BASE+32, whose "chunk header" says 4 GiB - 16
+    let h = Header {
+        op: 3,
+        layout: l11,
+        flags: 0,
+        interp: 0x40,
+        bss: (8, 8),
+        ..Header::default()
+    };
+    let mut v = h.encode();
+    let mut image = vec![0u8; 0x40 + 2048];
+    image[8..16].copy_from_slice(&(BASE + 32).to_le_bytes());
+    image[24..32].copy_from_slice(&0xffff_fff0u64.to_le_bytes());
+    v.extend(image);
+    out.push(("pymalloc-scan-alloc", "interpreter", v));
+    out.push((
+        "overflow-census-type-base",
+        "interpreter",
+        census_of_one(0xffff_ffff_ffff_ff00, false),
+    ));
+    out.push(("census-alloc", "interpreter", census_of_one(0, true)));
+    // objects op 2 (type name) on 3.12: a heap type whose ht_name is 0xffff_ffff_ffff_fff8
+    let l = crate::layout(l12);
+    let mut image = vec![0u8; l.heaptype_size as usize];
+    image[l.type_flags as usize..][..8].copy_from_slice(&l.tpflags_heaptype.to_le_bytes());
+    image[l.heaptype_name as usize..][..8].copy_from_slice(&word(0xffff_ffff_ffff_fff8));
+    let mut v = vec![2, l12, 0, 0, 0];
+    v.extend(image);
+    out.push(("overflow-type-name", "objects", v));
+    // objects op 3 (dict) on 3.12: ma_keys -> BASE+64 whose dk_nentries is 2^31 - 1
+    let mut image = vec![0u8; 64 + l.dictkeys_indices as usize + 8];
+    image[l.dict_keys as usize..][..8].copy_from_slice(&word(BASE + 64));
+    image[64 + l.dictkeys_refcnt as usize..][..8].copy_from_slice(&word(1));
+    image[64 + l.dictkeys_nentries as usize..][..8].copy_from_slice(&word((1 << 31) - 1));
+    let mut v = vec![3, l12, 0, 0, 0];
+    v.extend(image);
+    out.push(("dict-entries-alloc", "objects", v));
+    out
+}
+
+/// A 3.12 census of one object in generation 0. With `list`, its type is the list type and its
+/// `ob_size` is 2^32 - 1; else its type's `tp_base` is `base`.
+fn census_of_one(base: u64, list: bool) -> Vec<u8> {
+    let l = crate::layout(crate::selector_of(12));
+    let interp = 0x100u64;
+    let state = interp + l.interp_gc.unwrap_or(0);
+    let heads: Vec<u64> = (0..3)
+        .map(|i| state + l.gc_generations + i * l.gc_generation_size)
+        .chain([state + l.gc_permanent])
+        .collect();
+    let (node, ty, name) = (0x1000u64, 0x1100u64, 0x1400u64);
+    let obj = node + l.gc_head_size;
+    let mut image = vec![0u8; 0x1480];
+    let mut put = |at: u64, v: u64| {
+        image[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes());
+    };
+    for &h in &heads {
+        put(h, BASE + h);
+        put(h + 8, BASE + h);
+    }
+    put(heads[0], BASE + node);
+    put(node, BASE + heads[0]);
+    put(obj + l.object_type, BASE + ty);
+    put(ty + l.type_name, BASE + name);
+    put(ty + l.type_base, base);
+    put(name, u64::from_le_bytes(*b"list\0\0\0\0"));
+    if list {
+        put(obj + l.var_size, 0xffff_ffff);
+        put(obj + l.list_item, BASE);
+    }
+    let mut h = Header {
+        op: 0,
+        layout: crate::selector_of(12),
+        interp: interp as u16,
+        ..Header::default()
+    };
+    if list {
+        h.types[0] = ty as u16;
+    }
+    let mut v = h.encode();
+    v.extend(image);
+    v
+}
