@@ -67,6 +67,20 @@ pub const FINDINGS: &[Finding] = &[
         what: "a heap type's ht_name pointer near 2^64 overflows",
     },
     Finding {
+        id: "pymalloc-arena-range-wraps",
+        owner: "unassigned (pymalloc.rs)",
+        site: "memlens-cpython/src/pymalloc.rs read (address + l.arena_size)",
+        what: "an arena address near 2^64 gives an arena range that ends before it starts (the \
+               ledger's python-heap hints); an overflow panic with overflow checks",
+    },
+    Finding {
+        id: "threads-cycle",
+        owner: "pyview (threads.rs)",
+        site: "memlens-cpython/src/threads.rs threads and frames",
+        what: "a cyclic thread-state list (or frame chain) is returned as 4096 threads (frames), \
+               the same ones over and over, instead of an error",
+    },
+    Finding {
         id: "pymalloc-maxarenas-alloc",
         owner: "unassigned (pymalloc.rs)",
         site: "memlens-cpython/src/pymalloc.rs:166 read (read_vec of maxarenas * arena_size_of)",
@@ -234,6 +248,43 @@ pub fn reproducers() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     image[24..32].copy_from_slice(&0xffff_fff0u64.to_le_bytes());
     v.extend(image);
     out.push(("pymalloc-scan-alloc", "interpreter", v));
+    // 3.11 with symbols: one arena at 0xffff_ffff_fff0_0000 (its 1 MiB range wraps)
+    let h = Header {
+        op: 3,
+        layout: l11,
+        flags: 1,
+        interp: 0x40,
+        arenas: 8,
+        maxarenas: 16,
+        ..Header::default()
+    };
+    let l = crate::layout(l11);
+    let mut v = h.encode();
+    let mut image = vec![0u8; 0x40 + 2048];
+    image[8..16].copy_from_slice(&(BASE + 32).to_le_bytes());
+    image[16..20].copy_from_slice(&1u32.to_le_bytes());
+    let arena = 32 + l.arena_address as usize;
+    image[arena..arena + 8].copy_from_slice(&0xffff_ffff_fff0_0000u64.to_le_bytes());
+    let pools = 32 + l.arena_pool_address as usize;
+    image[pools..pools + 8].copy_from_slice(&0xffff_ffff_fff0_0000u64.to_le_bytes());
+    v.extend(image);
+    out.push(("pymalloc-arena-range-wraps", "interpreter", v));
+    // 3.12: the interpreter's first thread state is its own successor
+    let l = crate::layout(l12);
+    let h = Header {
+        op: 4,
+        layout: l12,
+        interp: 0x100,
+        ..Header::default()
+    };
+    let mut v = h.encode();
+    let mut image = vec![0u8; 0x800];
+    let head = 0x100 + l.interp_threads_head as usize;
+    image[head..head + 8].copy_from_slice(&(BASE + 0x400).to_le_bytes());
+    let next = 0x400 + l.tstate_next as usize;
+    image[next..next + 8].copy_from_slice(&(BASE + 0x400).to_le_bytes());
+    v.extend(image);
+    out.push(("threads-cycle", "interpreter", v));
     out.push((
         "overflow-census-type-base",
         "interpreter",
