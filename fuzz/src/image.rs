@@ -6,7 +6,7 @@ use memlens_cpython::layouts::Layout;
 use memlens_cpython::process::BuiltinTypes;
 use memlens_cpython::{Interpreter, Version};
 use memlens_remote::elf::ElfFile;
-use memlens_remote::SliceMemory;
+use memlens_remote::{ProcessMemory, SliceMemory};
 
 use crate::Cursor;
 
@@ -89,8 +89,41 @@ fn at(off: u16) -> u64 {
     }
 }
 
+/// The image at [`BASE`], read through a cap on single `read_vec` lengths
+/// ([`crate::known::read_cap`]: the gate of the known oversized-allocation findings).
+#[derive(Debug, Clone)]
+pub struct Memory {
+    inner: SliceMemory,
+    cap: Option<usize>,
+}
+
+impl Memory {
+    /// The image mapped at [`BASE`].
+    pub fn new(image: &[u8]) -> Memory {
+        let mut inner = SliceMemory::new();
+        inner.map(BASE, image.to_vec());
+        Memory {
+            inner,
+            cap: crate::known::read_cap(),
+        }
+    }
+}
+
+impl ProcessMemory for Memory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> memlens_remote::Result<()> {
+        self.inner.read(addr, buf)
+    }
+
+    fn read_vec(&self, addr: u64, len: usize) -> memlens_remote::Result<Vec<u8>> {
+        if self.cap.is_some_and(|cap| len > cap) {
+            return Err(memlens_remote::Error::Unreadable { addr, len });
+        }
+        self.inner.read_vec(addr, len)
+    }
+}
+
 /// Builds the interpreter a header describes, and the memory (the image at [`BASE`]).
-pub fn interpreter(h: &Header, image: &[u8]) -> (Interpreter, SliceMemory) {
+pub fn interpreter(h: &Header, image: &[u8]) -> (Interpreter, Memory) {
     let layout: &'static Layout = crate::layout(h.layout);
     let minor = layout.version.1;
     let version = Version {
@@ -135,7 +168,5 @@ pub fn interpreter(h: &Header, image: &[u8]) -> (Interpreter, SliceMemory) {
         BASE,
         types,
     );
-    let mut mem = SliceMemory::new();
-    mem.map(BASE, image.to_vec());
-    (it, mem)
+    (it, Memory::new(image))
 }

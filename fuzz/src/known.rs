@@ -4,8 +4,6 @@
 //! reproducer ([`reproducers`]) with the gates off and says which still reproduce: when one no
 //! longer does, delete its entry here and its gate in the target.
 
-use memlens_cpython::layouts::Layout;
-use memlens_cpython::Interpreter;
 use memlens_remote::ProcessMemory;
 
 use crate::image::{Header, BASE};
@@ -145,43 +143,18 @@ pub fn gc_list_trips<M: ProcessMemory>(mem: &M, head: u64, gc_head_size: u64) ->
     false
 }
 
-/// Whether pymalloc's arena table, found as `pymalloc::read` finds it, would trip
-/// `pymalloc-maxarenas-alloc` (more than 16 MiB of arena objects) or needs the stripped-binary
-/// scan (`pymalloc-scan-alloc`).
-pub fn pymalloc_trips<M: ProcessMemory>(it: &Interpreter, mem: &M, h: &Header) -> bool {
-    if !gated("pymalloc-maxarenas-alloc") {
-        return false;
-    }
-    let l = it.layout;
-    let maxarenas = match (l.interp_obmalloc, l.obmalloc_maxarenas) {
-        (Some(obm), Some(m)) => {
-            let state = if l.version.1 == 12 {
-                Some(it.interp.wrapping_add(obm))
-            } else {
-                mem.read_u64(it.interp.wrapping_add(obm)).ok()
-            };
-            state.and_then(|s| mem.read_u32(s.wrapping_add(m)).ok())
-        }
-        // (a symbol at link-time address 0 is not recorded: then the scan runs)
-        _ if h.flags & 1 != 0 && h.arenas != 0 && h.maxarenas != 0 => {
-            mem.read_u32(BASE + u64::from(h.maxarenas)).ok()
-        }
-        _ => return gated("pymalloc-scan-alloc"),
-    };
-    maxarenas.is_some_and(|n| u64::from(n) * l.arena_size_of > 16 << 20)
-}
-
-/// Whether `read_dict` at `dict` would allocate more than 16 MiB for its entries
-/// (`dict-entries-alloc`).
-pub fn dict_trips<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> bool {
-    if !gated("dict-entries-alloc") {
-        return false;
-    }
-    let Ok(keys) = mem.read_u64(dict.wrapping_add(l.dict_keys)) else {
-        return false;
-    };
-    mem.read_i64(keys.wrapping_add(l.dictkeys_nentries))
-        .is_ok_and(|n| n.unsigned_abs() > (16 << 20) / 24)
+/// The longest single `read_vec` the targets let through: 16 MiB, or none with
+/// `MEMLENS_FUZZ_STRICT`. It gates `pymalloc-maxarenas-alloc`, `pymalloc-scan-alloc`,
+/// `dict-entries-alloc` and `census-alloc`: each allocates a length read from the target before
+/// reading (`ProcessMemory::read_vec`), where a real backend would fail the read anyway.
+pub fn read_cap() -> Option<usize> {
+    let ids = [
+        "pymalloc-maxarenas-alloc",
+        "pymalloc-scan-alloc",
+        "dict-entries-alloc",
+        "census-alloc",
+    ];
+    ids.iter().all(|id| gated(id)).then_some(16 << 20)
 }
 
 /// A reproducer of each finding, as an input of the target named: (finding id, target, bytes).
