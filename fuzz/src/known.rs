@@ -55,8 +55,14 @@ pub const FINDINGS: &[Finding] = &[
     Finding {
         id: "overflow-linetable",
         owner: "pyview (threads.rs calls it; linetable.rs unassigned)",
-        site: "memlens-cpython/src/linetable.rs:90 location_line (line += svarint)",
+        site: "memlens-cpython/src/linetable.rs:90 and :97 location_line (line += svarint)",
         what: "line deltas of a corrupt 3.11+ location table overflow the i64 line",
+    },
+    Finding {
+        id: "overflow-threads-tid",
+        owner: "pyview (threads.rs)",
+        site: "memlens-cpython/src/threads.rs:83 glibc_tid (thread_id + 0x2d0), 3.8-3.10",
+        what: "a thread id (pthread_t) near 2^64 overflows",
     },
     Finding {
         id: "overflow-type-name",
@@ -258,6 +264,23 @@ pub fn reproducers() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     image[next..next + 8].copy_from_slice(&(BASE + 0x400).to_le_bytes());
     v.extend(image);
     out.push(("threads-cycle", "interpreter", v));
+    // 3.10 (no native thread id: glibc's pthread is read): thread id 0xffff_ffff_ffff_ff00
+    let l10 = crate::selector_of(10);
+    let l = crate::layout(l10);
+    let h = Header {
+        op: 4,
+        layout: l10,
+        interp: 0x100,
+        ..Header::default()
+    };
+    let mut v = h.encode();
+    let mut image = vec![0u8; 0x800];
+    let head = 0x100 + l.interp_threads_head as usize;
+    image[head..head + 8].copy_from_slice(&(BASE + 0x400).to_le_bytes());
+    let id = 0x400 + l.tstate_thread_id as usize;
+    image[id..id + 8].copy_from_slice(&0xffff_ffff_ffff_ff00u64.to_le_bytes());
+    v.extend(image);
+    out.push(("overflow-threads-tid", "interpreter", v));
     out.push((
         "overflow-census-type-base",
         "interpreter",
@@ -325,4 +348,20 @@ fn census_of_one(base: u64, list: bool) -> Vec<u8> {
     let mut v = h.encode();
     v.extend(image);
     v
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_finding_has_one_reproducer_and_every_reproducer_a_finding() {
+        let repro = super::reproducers();
+        for f in super::FINDINGS {
+            let n = repro.iter().filter(|(id, _, _)| *id == f.id).count();
+            assert_eq!(n, 1, "{}", f.id);
+        }
+        for (id, target, _) in &repro {
+            assert!(super::FINDINGS.iter().any(|f| f.id == *id), "{id}");
+            assert!(["discovery", "objects", "interpreter"].contains(target));
+        }
+    }
 }
