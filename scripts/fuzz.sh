@@ -57,8 +57,10 @@ for t in "${targets[@]}"; do
   touch "$stamp"
   log="fuzz/artifacts/$t.log"
   printf '== fuzz %s for %ss\n' "$t" "$seconds"
+  extra=()
+  [ ! -f "fuzz/dicts/$t.dict" ] || extra=(-dict="fuzz/dicts/$t.dict")
   if cargo +nightly fuzz run "${opts[@]}" "$t" "$corpus" -- -max_total_time="$seconds" \
-      "${limits[@]}" -print_final_stats=1 -close_fd_mask=1 >"$log" 2>&1; then
+      "${limits[@]}" "${extra[@]}" -print_final_stats=1 -close_fd_mask=1 >"$log" 2>&1; then
     grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb|cov: ' "$log" | tail -3
   else
     failed+=("$t")
