@@ -60,7 +60,10 @@ pub fn value(c: &mut Cursor<'_>) -> Value {
 /// constraint are skipped.
 pub fn write_rows(file: &Path, program: &[u8]) -> rusqlite::Result<()> {
     let conn = rusqlite::Connection::open(file)?;
-    conn.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")?;
+    // small pages: a small file for the byte-level half of the target to mutate
+    conn.execute_batch(
+        "PRAGMA page_size = 512; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;",
+    )?;
     conn.execute_batch(schema::CREATE)?;
     conn.execute(
         "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
