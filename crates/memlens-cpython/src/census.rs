@@ -118,6 +118,7 @@ struct Walker<'a, M> {
 
 /// Takes the census. `mem` should be a cache over a paused (or at least quiet) process.
 pub fn take<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Census> {
+    it.layout.require_tables("the census")?;
     let l = it.layout;
     let mut w = Walker {
         it,
