@@ -169,6 +169,9 @@ PROBE = [
     ("func_qualname", "offsetof(PyFunctionObject, func_qualname)", None),
     ("func_typeparams", "offsetof(PyFunctionObject, func_typeparams)", V(12)),
     ("cell_ref", "offsetof(PyCellObject, ob_ref)", None),
+    ("descr_type", "offsetof(PyDescrObject, d_type)", None),
+    ("descr_name", "offsetof(PyDescrObject, d_name)", None),
+    ("descr_qualname", "offsetof(PyDescrObject, d_qualname)", None),
     ("module_dict", "offsetof(PyModuleObject, md_dict)", V(11)),
     ("gc_head_size", "sizeof(PyGC_Head)", None),
     ("gc_generations", "offsetof(struct _gc_runtime_state, generations)", None),
@@ -376,6 +379,12 @@ DWARF = [
     ("odict_fast_nodes_size", "(long)&((PyODictObject*)0)->od_fast_nodes_size", 8, 99,
      "odictobject"),
     ("odict_node_size", "sizeof(_ODictNode)", 8, 99, "odictobject"),
+    # 3.15's lazy imports keep the code object that declared them (the census follows them)
+    ("lazy_import_builtins", "(long)&((PyLazyImportObject*)0)->lz_builtins", 15, 99,
+     "lazyimportobject"),
+    ("lazy_import_from", "(long)&((PyLazyImportObject*)0)->lz_from", 15, 99, "lazyimportobject"),
+    ("lazy_import_attr", "(long)&((PyLazyImportObject*)0)->lz_attr", 15, 99, "lazyimportobject"),
+    ("lazy_import_code", "(long)&((PyLazyImportObject*)0)->lz_code", 15, 99, "lazyimportobject"),
 ]
 
 # For sid's debug-build objects: public structs whose DWARF must match the release headers

@@ -27,8 +27,9 @@ NUMPY="3.11=1.26.4 3.12=2.4.6"
 LIBS="libc6 libgcc-s1 libssl3t64 libexpat1 zlib1g libzstd1 libffi8 libbz2-1.0 liblzma5
       libuuid1 libsqlite3-0 libncursesw6 libtinfo6 libreadline8t64"
 # objects of libpython3.Xd.a whose DWARF gen_layouts.py reads
-DWARF_OBJECTS="_collectionsmodule.o arraymodule.o bytesio.o odictobject.o moduleobject.o
-      codeobject.o listobject.o"
+DWARF_OBJECTS_14="_collectionsmodule.o arraymodule.o bytesio.o odictobject.o codeobject.o
+      listobject.o"
+DWARF_OBJECTS_15="$DWARF_OBJECTS_14 lazyimportobject.o"
 
 log() { printf 'test-pythons: %s\n' "$*" >&2; }
 die() { printf 'test-pythons: FAILED: %s\n' "$*" >&2; exit 1; }
@@ -59,7 +60,9 @@ apt_update() {
 install_sid() {
     local minor=$1 version=$2
     local dest="$CACHE/sid/python$minor"
-    if [ -f "$dest/.done-$version" ]; then
+    local objects
+    objects=$(eval echo "\$DWARF_OBJECTS_${minor#3.}")
+    if [ -f "$dest/.done-$version" ] && (cd "$dest/dwarf" && ls $objects >/dev/null 2>&1); then
         return
     fi
     command -v patchelf >/dev/null || die "patchelf is needed (apt-get install patchelf)"
@@ -86,8 +89,9 @@ install_sid() {
     dpkg-deb -x "$work"/libpython"$minor"-dbg_*.deb "$work/dbg"
     local archive
     archive=$(ls "$work"/dbg/usr/lib/python"$minor"/config-"$minor"d-*/libpython"$minor"d.a)
-    (cd "$work/dwarf" && ar x "$archive" $DWARF_OBJECTS) \
-        || die "libpython${minor}d.a lacks one of: $DWARF_OBJECTS"
+    # shellcheck disable=SC2086
+    (cd "$work/dwarf" && ar x "$archive" $objects) \
+        || die "libpython${minor}d.a lacks one of: $objects"
     rm -rf "$work/dbg" "$work"/*.deb
     local root="$work/root"
     local exe="$root/usr/bin/python$minor"
