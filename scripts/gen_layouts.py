@@ -320,7 +320,7 @@ DEBUG_PAIRS = [
     ("heaptype_size", "heap_type_object.size", 15),
     ("heaptype_cached_keys", "heap_type_object.ht_cached_keys", 15),
     ("tuple_item", "tuple_object.ob_item", 13),
-    ("var_size", "tuple_object.ob_size", 14),
+    ("var_size", "bytes_object.ob_size", 13),
     ("list_item", "list_object.ob_item", 13),
     ("set_used", "set_object.used", 14),
     ("set_table", "set_object.table", 14),

@@ -310,4 +310,56 @@ mod tests {
             Err(Error::Unsupported { .. })
         ));
     }
+
+    #[test]
+    fn debug_offsets_carry_what_attach_and_stacks_read() {
+        for minor in 13..=15u8 {
+            let l = for_version(minor).expect("table");
+            let hex = 0x0300_00f0 | u64::from(minor) << 16;
+            let got = select(
+                &memory(debug_bytes(l, hex)),
+                0x10000,
+                &Version::from_hex(hex as u32),
+            )
+            .expect("layout");
+            assert!(!got.from_debug_offsets, "the table matches itself");
+            let built =
+                read_debug_offsets(&memory(debug_bytes(l, hex)), 0x10000, l).expect("built");
+            let needed = [
+                built.runtime_interpreters_head,
+                built.interp_threads_head,
+                built.interp_modules,
+                built.tstate_next,
+                built.tstate_interp,
+                built.tstate_thread_id,
+                built.object_type,
+                built.var_size,
+                built.bytes_sval,
+                built.str_length,
+                built.str_state,
+                built.str_ascii_size,
+                built.code_name,
+                built.code_filename,
+                built.code_firstlineno,
+                built.code_linetable,
+            ];
+            let optional = [
+                built.tstate_native_thread_id,
+                built.tstate_current_frame,
+                built.iframe_code,
+                built.iframe_previous,
+                built.iframe_instr,
+                built.iframe_owner,
+                built.code_code_adaptive,
+            ];
+            for (i, v) in needed.iter().enumerate() {
+                assert_ne!(*v, POISON, "3.{minor}: needed field #{i}");
+            }
+            for (i, v) in optional.iter().enumerate() {
+                assert!(v.is_some_and(|v| v != POISON), "3.{minor}: field #{i}");
+            }
+            // non-ASCII names need the compact str size, carried from 3.15 only
+            assert_eq!(built.str_compact_size != POISON, minor >= 15, "3.{minor}");
+        }
+    }
 }
