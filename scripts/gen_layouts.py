@@ -223,6 +223,7 @@ PROBE = [
     ("gc_stats_old_index", "offsetof(struct gc_old_stats_buffer, index)", V(15)),
     ("gc_stats_young_slots", "GC_YOUNG_STATS_SIZE", V(15)),
     ("gc_stats_old_slots", "GC_OLD_STATS_SIZE", V(15)),
+    ("gc_stats_rings_size", "sizeof(struct gc_stats)", V(15)),
     # --- what sys.getsizeof needs (crate::sizes) ---
     ("pointer_size", "sizeof(void *)", None),
     ("object_refcnt", "offsetof(PyObject, ob_refcnt)", None),
@@ -338,6 +339,7 @@ DEBUG_PAIRS = [
     ("str_compact_size", "unicode_object.compactunicodeobject_size", 15),
     ("gc_collecting", "gc.collecting", 13),
     ("gc_stats", "gc.generation_stats", 15),
+    ("gc_stats_rings_size", "gc.generation_stats_size", 15),
     ("gen_iframe", "gen_object.gi_iframe", 14),
 ]
 

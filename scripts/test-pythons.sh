@@ -24,6 +24,8 @@ CACHE=${MEMLENS_TEST_CACHE:-$HOME/.cache/memlens-test}
 SID_PYTHONS="3.14=3.14.10-1 3.15=3.15.2-1"
 # numpy per pyenv minor: numpy 1 (ndarray descr layout of 1.x) and numpy 2.
 NUMPY="3.11=1.26.4 3.12=2.4.6"
+# Bump when the way an interpreter is unpacked changes: installs of an older recipe are redone.
+RECIPE=2
 LIBS="libc6 libgcc-s1 libssl3t64 libexpat1 zlib1g libzstd1 libffi8 libbz2-1.0 liblzma5
       libuuid1 libsqlite3-0 libncursesw6 libtinfo6 libreadline8t64"
 # objects of libpython3.Xd.a whose DWARF gen_layouts.py reads
@@ -62,7 +64,7 @@ install_sid() {
     local dest="$CACHE/sid/python$minor"
     local objects
     objects=$(eval echo "\$DWARF_OBJECTS_${minor#3.}")
-    if [ -f "$dest/.done-$version" ] && (cd "$dest/dwarf" && ls $objects >/dev/null 2>&1); then
+    if [ -f "$dest/.done-$version" ] && [ -f "$dest/.recipe-$RECIPE" ]; then
         return
     fi
     command -v patchelf >/dev/null || die "patchelf is needed (apt-get install patchelf)"
@@ -101,6 +103,11 @@ install_sid() {
     # (sid is merged-/usr: the libraries are all in usr/lib)
     patchelf --set-interpreter "$dest/root/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" \
         --force-rpath --set-rpath "$dest/root/usr/lib/x86_64-linux-gnu" "$exe"
+    # the build's own paths (sysconfig's DESTSHARED, LIBDEST, INCLUDEPY ...) name where the
+    # packages would have installed it: point them at this copy
+    sed -i -e "s#/usr/lib/python$minor#$dest/root/usr/lib/python$minor#g" \
+        -e "s#/usr/include/python$minor#$dest/root/usr/include/python$minor#g" \
+        "$root"/usr/lib/python"$minor"/_sysconfigdata_*.py
     rm -rf "$dest"
     mkdir -p "$(dirname "$dest")"
     mkdir "$dest"
@@ -108,7 +115,7 @@ install_sid() {
     mv "$work/dwarf" "$dest/dwarf"
     "$dest/root/usr/bin/python$minor" -c 'import sys, json, threading; print(sys.version)' >/dev/null \
         || die "the unpacked python$minor does not run"
-    touch "$dest/.done-$version"
+    touch "$dest/.done-$version" "$dest/.recipe-$RECIPE"
     rm -rf "$work"
     trap - EXIT
     log "CPython $version in $dest"

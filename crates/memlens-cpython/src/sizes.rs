@@ -847,3 +847,112 @@ impl Sizer {
 fn usable_fraction(n: u64) -> u64 {
     (n << 1) / 3
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use memlens_remote::SliceMemory;
+
+    const TYPE_TYPE: u64 = 0x1000;
+    const OBJECT: u64 = 0x2000;
+    const BYTEARRAY: u64 = 0x3000;
+    const CUSTOM: u64 = 0x4000;
+    const MRO: u64 = 0x5000;
+    const METHODS: u64 = 0x6000;
+    const NAMES: u64 = 0x7000;
+    const INSTANCE: u64 = 0x8000;
+
+    fn put(b: &mut [u8], at: u64, v: u64) {
+        b[at as usize..at as usize + 8].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    /// A 3.12 address space with `object`, `bytearray`, and a C type deriving from bytearray
+    /// that defines its own `__sizeof__`.
+    fn space(l: &Layout) -> SliceMemory {
+        let mut mem = SliceMemory::new();
+        let ty = |basicsize: u64, flags: u64, mro: u64, methods: u64| {
+            let mut t = vec![0u8; l.type_size as usize];
+            put(&mut t, l.object_type, TYPE_TYPE);
+            put(&mut t, l.type_basicsize, basicsize);
+            put(&mut t, l.type_flags, flags);
+            put(&mut t, l.type_mro, mro);
+            put(&mut t, l.type_methods, methods);
+            put(&mut t, l.type_name, NAMES);
+            t
+        };
+        mem.map(OBJECT, ty(16, 0, 0, 0));
+        mem.map(BYTEARRAY, ty(56, 0, 0, 0));
+        mem.map(CUSTOM, ty(64, 0, MRO, METHODS));
+        let mut mro = vec![0u8; 64];
+        put(&mut mro, l.var_size, 3);
+        put(&mut mro, l.tuple_item, CUSTOM);
+        put(&mut mro, l.tuple_item + 8, BYTEARRAY);
+        put(&mut mro, l.tuple_item + 16, OBJECT);
+        mem.map(MRO, mro);
+        let mut methods = vec![0u8; 3 * l.method_def_size as usize];
+        put(&mut methods, l.method_def_name, NAMES + 16);
+        mem.map(METHODS, methods);
+        let mut names = b"custom.Thing\0\0\0\0__sizeof__\0".to_vec();
+        names.resize(128, 0);
+        mem.map(NAMES, names);
+        let mut obj = vec![0u8; 64];
+        put(&mut obj, l.object_type, BYTEARRAY);
+        put(&mut obj, l.bytearray_alloc, 8 << 20);
+        mem.map(INSTANCE, obj);
+        mem
+    }
+
+    fn sizer(l: &'static Layout) -> Sizer {
+        Sizer::from_parts(
+            l,
+            12,
+            |n| match n {
+                "PyByteArray_Type" => Some(BYTEARRAY),
+                "PyBaseObject_Type" => Some(OBJECT),
+                "PyType_Type" => Some(TYPE_TYPE),
+                _ => None,
+            },
+            None,
+        )
+    }
+
+    #[test]
+    fn a_bytearray_counts_its_allocation() {
+        let l = layouts::for_version(12).expect("3.12");
+        let mem = space(l);
+        let s = sizer(l);
+        let facts = s.type_facts(&mem, BYTEARRAY).expect("facts");
+        assert_eq!(facts.kind, SizeKind::ByteArray);
+        let size = s.getsizeof(&mem, &facts, INSTANCE, &[]).expect("size");
+        assert_eq!(size.size, 56 + (8 << 20));
+        assert!(size.exact);
+        // the same from bytes already read
+        let head = mem.read_vec(INSTANCE, 64).expect("head");
+        assert_eq!(s.getsizeof(&mem, &facts, INSTANCE, &head).ok(), Some(size));
+    }
+
+    #[test]
+    fn an_own_sizeof_before_a_known_base_is_unmodelled() {
+        let l = layouts::for_version(12).expect("3.12");
+        let mem = space(l);
+        let facts = sizer(l).type_facts(&mem, CUSTOM).expect("facts");
+        assert_eq!(facts.kind, SizeKind::Unmodelled);
+        let size = sizer(l)
+            .getsizeof(&mem, &facts, INSTANCE, &[])
+            .expect("size");
+        assert!(!size.exact);
+    }
+
+    #[test]
+    fn implausible_counts_are_errors_not_sizes() {
+        let l = layouts::for_version(12).expect("3.12");
+        let mut mem = space(l);
+        let mut obj = vec![0u8; 64];
+        put(&mut obj, l.object_type, BYTEARRAY);
+        put(&mut obj, l.bytearray_alloc, u64::MAX);
+        mem.map(0x9000, obj);
+        let s = sizer(l);
+        let facts = s.type_facts(&mem, BYTEARRAY).expect("facts");
+        assert!(s.getsizeof(&mem, &facts, 0x9000, &[]).is_err());
+    }
+}
