@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 mod exit;
+mod flags;
 mod logger;
 mod output;
 pub mod python_view;
