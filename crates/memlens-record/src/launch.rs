@@ -192,15 +192,6 @@ impl Drop for Held {
     }
 }
 
-/// Starts `program args...` at once (see [`hold`] and [`Held::release`]).
-pub fn spawn(
-    program: &OsString,
-    args: &[OsString],
-    cgroup_procs: Option<&File>,
-) -> Result<u32, SpawnError> {
-    hold(program, args, cgroup_procs)?.release()
-}
-
 /// A close-on-exec pipe: (read end, write end).
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];

@@ -54,7 +54,7 @@ pub struct ProcessInfo {
 pub struct RecordingWriter {
     conn: Connection,
     path: PathBuf,
-    /// The file as created, kept open to sync it once at the end.
+    /// The file as created (its inode tells it apart from anything put in its place).
     file: std::fs::File,
 }
 
@@ -427,11 +427,11 @@ impl RecordingWriter {
     }
 
     /// Commits, marks the recording complete and leaves one self-contained file (rollback
-    /// journal mode, no `-wal` beside it). SQLite's own syncs are turned off for this last
-    /// step and the file is synced once at the end instead: one `fdatasync` rather than five
-    /// `fsync`s of the log, the file, a journal and the directory (a crash of memlens at any
-    /// point still leaves a file that opens; only a power loss in those milliseconds could
-    /// damage it).
+    /// journal mode, no `-wal` beside it). SQLite's syncs are off for this last step, and the
+    /// file is not synced at the end either: a sync costs milliseconds to tens of
+    /// milliseconds on a busy disk, paid by every `run`. A crash of memlens at any point still
+    /// leaves a file that opens (the page cache holds every write); a power loss before the
+    /// kernel writes the file back (seconds) can lose or damage it, as for any unsynced file.
     pub fn finish(mut self) -> Result<PathBuf> {
         self.set_meta("complete", "1")?;
         self.conn.execute_batch("COMMIT").map_err(self.err())?;
@@ -444,10 +444,6 @@ impl RecordingWriter {
             .map_err(self.err())?;
         let path = self.path.clone();
         self.conn.close().map_err(|(_, source)| Error::Sqlite {
-            path: path.clone(),
-            source,
-        })?;
-        self.file.sync_data().map_err(|source| Error::Io {
             path: path.clone(),
             source,
         })?;

@@ -267,6 +267,11 @@ impl Outputs {
         Ok(Outputs { html, json })
     }
 
+    /// Whether any report file was asked for.
+    pub fn any(&self) -> bool {
+        self.html.is_some() || self.json.is_some()
+    }
+
     /// Writes the reports and moves them into place; each file is tried, the first failure
     /// is returned.
     fn write(&mut self, model: &Model) -> CliResult<()> {

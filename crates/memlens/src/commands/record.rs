@@ -42,13 +42,14 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
         .status()
         .map(|s| String::from_utf8_lossy(&s.name).into_owned())?;
     let command = memlens_ledger::process::cmdline_string(&proc.cmdline().unwrap_or_default());
+    // Ctrl-C is caught from here on: before the file exists, so that it always ends cleanly.
+    let mut waiter = Waiter::new()
+        .map_err(|e| CliError::new(Code::Failure, format!("cannot create a pipe: {e}")))?;
+    launch::stop_on_signals();
     let mut outputs = args.sampling.reserve_outputs()?;
     let meta = args.sampling.meta("record", &command, args.pid);
     let writer = args.sampling.create_recording(&name, &meta)?;
     let path = writer.path().to_path_buf();
-    let mut waiter = Waiter::new()
-        .map_err(|e| CliError::new(Code::Failure, format!("cannot create a pipe: {e}")))?;
-    launch::stop_on_signals();
     let start = Instant::now();
     let mut sampler = Sampler::new(args.sampling.config(), writer, args.pid, start, None)
         .map_err(recording::recording_error)?;

@@ -150,10 +150,15 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
         cg.remove();
     }
     let status = main.shell_status();
-    let (model, stopped) = sup.conclude(&Finish {
-        exit_code: Some(status),
-        exit_signal: main.signal,
-    });
+    // With nothing to print or check (`-q`, no report file), the recording is not read back.
+    let wanted = !args.quiet || args.json || args.max_peak.is_some() || outputs.any();
+    let (model, stopped) = sup.conclude(
+        &Finish {
+            exit_code: Some(status),
+            exit_signal: main.signal,
+        },
+        wanted,
+    );
     report(&args, global, model.as_ref(), stopped, &mut outputs, status)
 }
 
@@ -303,9 +308,10 @@ impl Supervision<'_> {
 
     /// Finishes the recording and reads it back. A recording that stopped early (a full disk)
     /// is still read: the report shows what it holds and says it was cut off.
-    fn conclude(&mut self, fin: &Finish) -> (Option<Model>, Option<Stopped>) {
+    fn conclude(&mut self, fin: &Finish, wanted: bool) -> (Option<Model>, Option<Stopped>) {
         if let Some(s) = self.sampler.take() {
             match s.finish(fin) {
+                Ok(_) if !wanted => return (None, self.stopped),
                 Ok(p) => match recording::open(&p) {
                     Ok((_, m)) => return (Some(m), self.stopped),
                     Err(e) => {
@@ -315,6 +321,9 @@ impl Supervision<'_> {
                 },
                 Err(e) => self.recording_stopped(&e),
             }
+        }
+        if !wanted {
+            return (None, self.stopped);
         }
         match recording::open(self.path) {
             Ok((_, m)) => (Some(m), self.stopped),
