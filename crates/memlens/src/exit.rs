@@ -212,12 +212,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kernel_threads_and_missing_processes_have_their_codes() {
-        // PID 2 is kthreadd on every Linux since 2.6.
-        let e = target_state_error(2).expect("kthreadd is a kernel thread");
-        assert_eq!(e.code, Code::Unsupported);
-        assert!(e.message.contains("kernel thread"), "{}", e.message);
+    fn kernel_threads_and_live_processes() {
         assert!(target_state_error(std::process::id()).is_none());
         assert!(tracer_of(std::process::id()).is_none());
+        let e = target_state_error(u32::MAX).expect("no such process");
+        assert_eq!(e.code, Code::NoProcess);
+        // A kernel thread, where this PID namespace shows one (kthreadd is PID 2 on a host).
+        let kthread = (2..64).find(|&pid| {
+            Process::new(pid)
+                .and_then(|p| p.status())
+                .is_ok_and(|s| s.is_kernel_thread())
+        });
+        if let Some(pid) = kthread {
+            let e = target_state_error(pid).expect("a kernel thread");
+            assert_eq!(e.code, Code::Unsupported);
+            assert!(e.message.contains("kernel thread"), "{}", e.message);
+        }
     }
 }

@@ -1011,7 +1011,10 @@ fn paths_and_commands_from_the_user_are_escaped_on_stderr() {
     assert_eq!(out2.status.code(), Some(127), "{}", stderr(&out2));
     let out3 = out_in(&dir.0, &["report", "missing\x1b[2J.db"]);
     assert_eq!(out3.status.code(), Some(6));
-    for o in [&out, &out2, &out3] {
+    // clap's usage errors quote the value too.
+    let out4 = out_in(&dir.0, &["run", "--interval", "\x1b[2J", "--", "true"]);
+    assert_eq!(out4.status.code(), Some(2));
+    for o in [&out, &out2, &out3, &out4] {
         assert!(
             !o.stderr.iter().any(|&b| b == 0x1b || b == 0x07),
             "raw control bytes: {:?}",
