@@ -844,33 +844,35 @@ fn zombies_kernel_threads_and_traced_targets_get_their_codes() {
         &python(),
         "import time; print('READY', flush=True); time.sleep(600)",
     );
-    let mut strace = Command::new("strace")
-        .args(["-o", "/dev/null", "-p", &t.pid().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("strace");
-    let tracer = strace.id();
-    wait_for("strace attached", Duration::from_secs(60), || {
-        std::fs::read_to_string(format!("/proc/{}/status", t.pid()))
-            .unwrap()
-            .contains(&format!("TracerPid:\t{tracer}\n"))
-    });
+    // The tracer: a Python that seizes the target with ptrace (as gdb, strace or py-spy would)
+    // and holds it until the test ends.
+    let seize = format!(
+        "import ctypes, sys\nlibc = ctypes.CDLL(None, use_errno=True)\nif libc.ptrace(0x4206, {}, None, None) != 0:\n    sys.exit('PTRACE_SEIZE failed: %d' % ctypes.get_errno())\nprint('READY', flush=True)\nsys.stdin.readline()\n",
+        t.pid()
+    );
+    let tracer = Target::python(&python(), &seize);
+    let tracer_pid = tracer.pid();
+    // Ground truth from the kernel: the target's TracerPid is the tracer.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", t.pid())).unwrap();
+    assert!(
+        status.contains(&format!("TracerPid:\t{tracer_pid}\n")),
+        "{status}"
+    );
+    let comm = std::fs::read_to_string(format!("/proc/{tracer_pid}/comm")).unwrap();
     for cmd in ["stacks", "census"] {
-        let out = memlens()
-            .args([cmd, &t.pid().to_string()])
-            .output()
-            .unwrap();
+        let out = memlens().args([cmd, &t.pid().to_string()]).output().unwrap();
         no_panic(&out);
         assert_eq!(out.status.code(), Some(4), "{cmd}: {}", stderr(&out));
         assert!(
-            stderr(&out).contains(&format!("already traced by pid {tracer} (strace)")),
+            stderr(&out).contains(&format!(
+                "already traced by pid {tracer_pid} ({})",
+                comm.trim()
+            )),
             "{cmd}: {}",
             stderr(&out)
         );
     }
-    let _ = strace.kill();
-    let _ = strace.wait();
+    drop(tracer);
 }
 
 #[test]
