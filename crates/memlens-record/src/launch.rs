@@ -423,6 +423,9 @@ pub struct Waiter {
 }
 
 impl Waiter {
+    /// The most pidfds a waiter holds: the sampler keeps files open for every process too.
+    pub const MAX_WATCHED: usize = 128;
+
     /// Creates the waiter and points the signal handlers at it. One waiter at a time.
     pub fn new() -> std::io::Result<Waiter> {
         let mut fds = [0 as libc::c_int; 2];
@@ -452,12 +455,17 @@ impl Waiter {
         );
     }
 
-    /// Watches exactly these processes (`record`: the live processes of the tree): a pidfd is
-    /// opened for each new one, and closed for those no longer listed.
+    /// Watches these processes (`record`: the live processes of the tree): a pidfd is opened
+    /// for each new one, up to [`Waiter::MAX_WATCHED`] (the others' exits are seen at the next
+    /// tick), and closed for those no longer listed.
     pub fn watch(&mut self, pids: &[u32]) {
-        self.pidfds.retain(|pid, _| pids.contains(pid));
-        self.exited.retain(|pid| pids.contains(pid));
+        let listed: std::collections::HashSet<u32> = pids.iter().copied().collect();
+        self.pidfds.retain(|pid, _| listed.contains(pid));
+        self.exited.retain(|pid| listed.contains(pid));
         for &pid in pids {
+            if self.pidfds.len() >= Self::MAX_WATCHED {
+                break;
+            }
             if self.pidfds.contains_key(&pid) || self.exited.contains(&pid) {
                 continue;
             }
@@ -553,4 +561,41 @@ pub fn next_tick(start: Instant, interval: std::time::Duration) -> Instant {
     let done = start.elapsed().as_nanos() / iv + 1;
     let offset = u64::try_from(done * iv).unwrap_or(u64::MAX);
     start + std::time::Duration::from_nanos(offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_watched_process_ending_wakes_the_waiter() {
+        let mut w = Waiter::new().unwrap();
+        let mut child = Command::new("sleep").arg("600").spawn().unwrap();
+        let pid = child.id();
+        w.watch(&[pid]);
+        // Nothing has happened yet: the wait runs to its (short) deadline.
+        assert!(!w.wait_until(Instant::now() + Duration::from_millis(1)));
+        child.kill().unwrap();
+        // The exit ends the wait long before its deadline (a hang would fail it).
+        assert!(w.wait_until(Instant::now() + Duration::from_secs(600)));
+        child.wait().unwrap();
+        // Seen once: the same (reaped) process does not wake it again while still listed.
+        w.watch(&[pid]);
+        assert!(!w.wait_until(Instant::now() + Duration::from_millis(1)));
+        // A process already gone when watched wakes it at once.
+        w.watch(&[]);
+        w.watch(&[pid]);
+        assert!(w.wait_until(Instant::now() + Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn ticks_fall_on_multiples_of_the_interval() {
+        let start = Instant::now();
+        let iv = Duration::from_millis(7);
+        let next = next_tick(start, iv);
+        let offset = next.duration_since(start).as_nanos();
+        assert_eq!(offset % iv.as_nanos(), 0);
+        assert!(next > Instant::now() - iv);
+    }
 }

@@ -860,7 +860,10 @@ fn zombies_kernel_threads_and_traced_targets_get_their_codes() {
     );
     let comm = std::fs::read_to_string(format!("/proc/{tracer_pid}/comm")).unwrap();
     for cmd in ["stacks", "census"] {
-        let out = memlens().args([cmd, &t.pid().to_string()]).output().unwrap();
+        let out = memlens()
+            .args([cmd, &t.pid().to_string()])
+            .output()
+            .unwrap();
         no_panic(&out);
         assert_eq!(out.status.code(), Some(4), "{cmd}: {}", stderr(&out));
         assert!(
