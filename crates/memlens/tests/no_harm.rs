@@ -1028,3 +1028,47 @@ fn paths_and_commands_from_the_user_are_escaped_on_stderr() {
         assert!(stderr(o).contains("\\u{1b}"), "{}", stderr(o));
     }
 }
+
+#[test]
+fn an_unwritable_directory_is_found_before_the_program_runs() {
+    let dir = TempDir::new("unwritable");
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let locked = dir.join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let marker = dir.join("ran");
+    let db = locked.join("r.db");
+    let html = locked.join("r.html");
+    let ok_db = dir.join("ok.db");
+    // As an unprivileged user (root writes anywhere): -o, then --html, in a read-only directory.
+    for args in [
+        vec!["run", "-q", "-o", db.to_str().unwrap()],
+        vec![
+            "run",
+            "-q",
+            "-o",
+            ok_db.to_str().unwrap(),
+            "--html",
+            html.to_str().unwrap(),
+        ],
+    ] {
+        let out = memlens()
+            .args(&args)
+            .args(["--", "touch", marker.to_str().unwrap()])
+            .uid(65534)
+            .gid(65534)
+            .current_dir(&dir.0)
+            .output()
+            .unwrap();
+        no_panic(&out);
+        assert_eq!(out.status.code(), Some(8), "{args:?}: {}", stderr(&out));
+        assert!(!marker.exists(), "{args:?}: the program ran");
+        assert!(
+            stderr(&out).contains("ermission denied"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(!ok_db.exists());
+    assert_eq!(std::fs::read_dir(&locked).unwrap().count(), 0);
+}
