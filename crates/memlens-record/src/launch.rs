@@ -146,10 +146,11 @@ struct ChildFds {
     err_write: RawFd,
 }
 
-/// In the child, between fork and exec: default signal actions and an empty signal mask (a
-/// signal sent while it is held acts on it as on the program; Rust ignores SIGPIPE, which an
-/// exec would keep), the cgroup, then wait for memlens's go and exec; an exec failure is
-/// reported to memlens as an errno through a close-on-exec pipe.
+/// In the child, between fork and exec: default actions for the signals memlens handles (a
+/// signal sent while it is held acts on it as on the program) and for SIGPIPE (Rust ignores
+/// it; an exec would keep it ignored); the signal mask is left as memlens got it, as a shell
+/// would; then the cgroup, memlens's go and the exec. An exec failure is reported to memlens
+/// as an errno through a close-on-exec pipe.
 ///
 /// # Safety
 /// Only in the child of a fork, with `path` and `argv` valid NUL-terminated strings.
@@ -158,15 +159,12 @@ unsafe fn exec_when_told(
     path: *const libc::c_char,
     argv: *const *const libc::c_char,
 ) -> ! {
-    // SAFETY: sigaction/sigprocmask, write, close, read, execvp and _exit are
+    // SAFETY: signal, write, close, read, execvp and _exit are
     // async-signal-safe; every pointer was prepared before the fork.
     unsafe {
         for sig in FORWARDED.into_iter().chain([libc::SIGCHLD, libc::SIGPIPE]) {
             libc::signal(sig, libc::SIG_DFL);
         }
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         if let Some(fd) = fds.procs {
             let _ = libc::write(fd, b"0".as_ptr().cast(), 1);
         }
