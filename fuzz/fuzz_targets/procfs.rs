@@ -116,6 +116,10 @@ VmPTE:\t{}\nThreads:\t{}\n",
         s.threads
     );
     text.extend_from_slice(numbers.as_bytes());
+    text.extend_from_slice(format!("TracerPid:\t{}\n", s.tracer_pid).as_bytes());
+    if let Some(k) = s.kthread {
+        text.extend_from_slice(format!("Kthread:\t{}\n", u8::from(k)).as_bytes());
+    }
     let again = status::parse(&text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(again, s);
 }
