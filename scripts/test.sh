@@ -43,3 +43,13 @@ cargo test --workspace --locked
 
 log "packaging: wheel built with maturin, installed in a fresh virtualenv"
 bash scripts/test-packaging.sh
+
+# --- fuzzing (issue 8 item 12; fuzz/README.md) --------------------------------------------------
+# Builds the cargo-fuzz targets (nightly Rust; cargo-fuzz is installed when missing) and runs each
+# for MEMLENS_FUZZ_SECONDS (default 25) on its seed corpus: any crash, failed property, hang or
+# oversized allocation fails the run. MEMLENS_FUZZ_SECONDS=0 skips it (local iterations only).
+if [ "${MEMLENS_FUZZ_SECONDS:-25}" != 0 ]; then
+  log "fuzzing: the parsers of /proc, ELF, CPython memory and recordings, ${MEMLENS_FUZZ_SECONDS:-25} s a target"
+  bash scripts/fuzz.sh
+fi
+# --- end of fuzzing ------------------------------------------------------------------------------

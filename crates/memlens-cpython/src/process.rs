@@ -343,6 +343,38 @@ impl Interpreter {
         })
     }
 
+    /// An interpreter made of given parts, without a process: for tests and fuzzing of the
+    /// decoders over a byte-slice memory (`memlens_remote::SliceMemory`). Nothing is validated
+    /// and nothing is read; never use it for a live process ([`Interpreter::attach`] is that).
+    /// The binary is named `python3.MINOR` and starts at `bias`; `pid` is 0.
+    pub fn from_parts(
+        version: Version,
+        layout: &'static Layout,
+        runtime: u64,
+        interp: u64,
+        elf: ElfFile,
+        bias: u64,
+        types: BuiltinTypes,
+    ) -> Interpreter {
+        Interpreter {
+            pid: 0,
+            version,
+            layout,
+            runtime,
+            interp,
+            binary: Binary {
+                path: format!("python3.{}", version.minor).into_bytes(),
+                shared: false,
+                name_version: Some((version.major, version.minor, String::new())),
+                base: bias,
+                end: bias,
+            },
+            bias,
+            elf,
+            types,
+        }
+    }
+
     /// Address of a symbol of the interpreter's binary in the process.
     pub fn symbol(&self, name: &str) -> Option<u64> {
         self.elf

@@ -31,7 +31,7 @@ pub fn parse_memberships(content: &[u8]) -> Vec<Membership> {
         .split(|b| *b == b'\n')
         .filter_map(|line| {
             let mut parts = line.splitn(3, |b| *b == b':');
-            let id = parse_u64(parts.next()?)? as u32;
+            let id = u32::try_from(parse_u64(parts.next()?)?).ok()?;
             let controllers = parts.next()?.to_vec();
             let path = parts.next()?.to_vec();
             Some(Membership {
@@ -63,17 +63,20 @@ impl CgroupMount {
     }
 }
 
-/// Decodes the octal escapes (`\040`) the kernel uses in `mountinfo` paths.
+/// Decodes the octal escapes (`\040`) the kernel uses in `mountinfo` paths. The kernel escapes
+/// single bytes (`\000` to `\377`); a backslash followed by anything else stays literal.
 fn unescape(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
-        if s[i] == b'\\' && i + 3 < s.len() + 1 && s[i + 1..].len() >= 3 {
-            let o = &s[i + 1..i + 4];
-            if o.iter().all(|b| (b'0'..=b'7').contains(b)) {
-                out.push((o[0] - b'0') * 64 + (o[1] - b'0') * 8 + (o[2] - b'0'));
-                i += 4;
-                continue;
+        if let (b'\\', Some(&[a, b, c])) = (s[i], s.get(i + 1..i + 4)) {
+            let octal = |d: u8| (b'0'..=b'7').contains(&d).then(|| u16::from(d - b'0'));
+            if let (Some(a), Some(b), Some(c)) = (octal(a), octal(b), octal(c)) {
+                if let Ok(byte) = u8::try_from(a * 64 + b * 8 + c) {
+                    out.push(byte);
+                    i += 4;
+                    continue;
+                }
             }
         }
         out.push(s[i]);
@@ -213,7 +216,8 @@ pub fn parse_limit(content: &[u8]) -> Option<Option<u64>> {
     Some(if v >= UNLIMITED_ABOVE { None } else { Some(v) })
 }
 
-/// Parses a pressure file's `some`/`full` `avg10` values.
+/// Parses a pressure file's `some`/`full` `avg10` values: percentages, so anything outside
+/// 0 to 100 (or not a number: Rust's float parser takes `nan` and `inf`) is `None`.
 pub fn parse_pressure(content: &[u8]) -> (Option<f64>, Option<f64>) {
     let mut some = None;
     let mut full = None;
@@ -222,7 +226,8 @@ pub fn parse_pressure(content: &[u8]) -> (Option<f64>, Option<f64>) {
         let kind = f.next();
         let avg10 = f
             .find_map(|x| x.strip_prefix(b"avg10="))
-            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<f64>().ok());
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<f64>().ok())
+            .filter(|v| (0.0..=100.0).contains(v));
         match kind {
             Some(b"some") => some = avg10,
             Some(b"full") => full = avg10,
@@ -230,6 +235,14 @@ pub fn parse_pressure(content: &[u8]) -> (Option<f64>, Option<f64>) {
         }
     }
     (some, full)
+}
+
+/// v2 `memory.stat` before Linux 5.18 has no `kernel` line: its parts, `None` when one is
+/// missing or the sum does not fit a `u64` (no kernel writes that).
+fn kernel_v2_before_5_18(stat: &[(Vec<u8>, u64)]) -> Option<u64> {
+    lookup(stat, b"kernel_stack")?
+        .checked_add(lookup(stat, b"slab")?)?
+        .checked_add(lookup(stat, b"pagetables").unwrap_or(0))
 }
 
 fn read_opt(dir: &Path, name: &str) -> Option<Vec<u8>> {
@@ -264,13 +277,7 @@ pub fn read_memory(version: u8, path: Vec<u8>, dir: &Path) -> Result<CgroupMemor
         m.peak = read_opt(dir, "memory.peak").and_then(|b| parse_u64(trim(&b)));
         m.anon = lookup(&stat, b"anon");
         m.file = lookup(&stat, b"file");
-        m.kernel = lookup(&stat, b"kernel").or_else(|| {
-            Some(
-                lookup(&stat, b"kernel_stack")?
-                    + lookup(&stat, b"slab")?
-                    + lookup(&stat, b"pagetables").unwrap_or(0),
-            )
-        });
+        m.kernel = lookup(&stat, b"kernel").or_else(|| kernel_v2_before_5_18(&stat));
         m.shmem = lookup(&stat, b"shmem");
         m.sock = lookup(&stat, b"sock");
         let events = read_opt(dir, "memory.events")
@@ -346,5 +353,48 @@ mod tests {
         let kv = parse_flat_keyed(b"oom_kill_disable 0\nunder_oom 0\noom_kill 3\n");
         assert_eq!(lookup(&kv, b"oom_kill"), Some(3));
         assert_eq!(unescape(b"a\\040b"), b"a b");
+    }
+
+    #[test]
+    fn hierarchy_ids_wider_than_u32_are_skipped_not_truncated() {
+        // 4294967296 truncated to 0 would make a v1 line look like the v2 one.
+        let m = parse_memberships(b"4294967296::/fake\n0::/real\n");
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].path, b"/real");
+    }
+
+    #[test]
+    fn pressure_outside_percentages_is_none() {
+        let p = |s: &[u8]| parse_pressure(s);
+        assert_eq!(p(b"some avg10=nan total=1\nfull avg10=inf\n"), (None, None));
+        assert_eq!(p(b"some avg10=-1.0\nfull avg10=100.01\n"), (None, None));
+        assert_eq!(
+            p(b"some avg10=0.00\nfull avg10=100.00\n"),
+            (Some(0.0), Some(100.0))
+        );
+    }
+
+    #[test]
+    fn kernel_parts_that_overflow_are_none() {
+        let kv = parse_flat_keyed(b"kernel_stack 18446744073709551615\nslab 1\n");
+        assert_eq!(kernel_v2_before_5_18(&kv), None);
+        let kv = parse_flat_keyed(b"kernel_stack 3\nslab 4\npagetables 5\n");
+        assert_eq!(kernel_v2_before_5_18(&kv), Some(12));
+        let kv = parse_flat_keyed(b"kernel_stack 3\n");
+        assert_eq!(kernel_v2_before_5_18(&kv), None);
+    }
+
+    #[test]
+    fn octal_escapes_above_a_byte_stay_literal() {
+        // Found by mutation testing: `\777` overflowed the u8 arithmetic (a panic in debug
+        // builds). The kernel escapes bytes only (`\000`..`\377`); anything else is literal.
+        assert_eq!(unescape(b"a\\777b"), b"a\\777b");
+        assert_eq!(unescape(b"\\400"), b"\\400");
+        assert_eq!(unescape(b"\\377\\134\\011"), b"\xff\\\t");
+        assert_eq!(unescape(b"end\\04"), b"end\\04");
+        let mounts =
+            parse_mounts(b"30 25 0:26 /\\777 /sys/fs/cgroup/x\\040y rw - cgroup2 cgroup2 rw\n");
+        assert_eq!(mounts[0].root, b"/\\777");
+        assert_eq!(mounts[0].mount_point, PathBuf::from("/sys/fs/cgroup/x y"));
     }
 }

@@ -93,8 +93,9 @@ pub fn parse_line(line: &[u8]) -> Result<MapEntry> {
     let end = parse_hex(&range[dash + 1..]).ok_or_else(bad)?;
     let perms: [u8; 4] = perms.try_into().map_err(|_| bad())?;
     let colon = dev.iter().position(|b| *b == b':').ok_or_else(bad)?;
-    let dev_major = parse_hex(&dev[..colon]).ok_or_else(bad)? as u32;
-    let dev_minor = parse_hex(&dev[colon + 1..]).ok_or_else(bad)? as u32;
+    let dev_number = |s: &[u8]| parse_hex(s).and_then(|v| u32::try_from(v).ok());
+    let dev_major = dev_number(&dev[..colon]).ok_or_else(bad)?;
+    let dev_minor = dev_number(&dev[colon + 1..]).ok_or_else(bad)?;
     let path_start = rest.iter().position(|b| *b != b' ').unwrap_or(rest.len());
     if end < start {
         return Err(bad());
@@ -155,5 +156,13 @@ mod tests {
         assert!(e.is_anonymous());
         assert!(parse_line(b"nonsense").is_err());
         assert!(parse_line(b"10-5 rw-p 0 00:00 0").is_err());
+    }
+
+    #[test]
+    fn device_numbers_wider_than_u32_are_an_error_not_truncated() {
+        assert!(parse_line(b"1000-2000 rw-p 0 100000001:0 0").is_err());
+        assert!(parse_line(b"1000-2000 rw-p 0 0:100000000 0").is_err());
+        let e = parse_line(b"1000-2000 rw-p 0 ffffffff:fffff 0").unwrap();
+        assert_eq!((e.dev_major, e.dev_minor), (u32::MAX, 0xfffff));
     }
 }

@@ -38,23 +38,51 @@ pub struct Counters {
 impl Counters {
     /// Unique set: what would be freed if only this process exited.
     pub fn uss(&self) -> u64 {
-        self.private_clean + self.private_dirty
+        self.private_clean.saturating_add(self.private_dirty)
     }
 
-    /// Adds another set of counters.
+    /// Adds another set of counters. Sums saturate at `u64::MAX` instead of wrapping: counters
+    /// of one mapping never exceed its address range ([`parse`] checks it), so only a `smaps`
+    /// listing one range many times (a concurrent change on an old kernel) could get there.
     pub fn add(&mut self, o: &Counters) {
-        self.size += o.size;
-        self.rss += o.rss;
-        self.pss += o.pss;
-        self.shared_clean += o.shared_clean;
-        self.shared_dirty += o.shared_dirty;
-        self.private_clean += o.private_clean;
-        self.private_dirty += o.private_dirty;
-        self.anonymous += o.anonymous;
-        self.anon_huge_pages += o.anon_huge_pages;
-        self.swap += o.swap;
-        self.swap_pss += o.swap_pss;
-        self.locked += o.locked;
+        for (a, b) in self.fields_mut().into_iter().zip(o.fields()) {
+            *a = a.saturating_add(b);
+        }
+    }
+
+    /// Every byte counter, in declaration order.
+    pub fn fields(&self) -> [u64; 12] {
+        [
+            self.size,
+            self.rss,
+            self.pss,
+            self.shared_clean,
+            self.shared_dirty,
+            self.private_clean,
+            self.private_dirty,
+            self.anonymous,
+            self.anon_huge_pages,
+            self.swap,
+            self.swap_pss,
+            self.locked,
+        ]
+    }
+
+    fn fields_mut(&mut self) -> [&mut u64; 12] {
+        [
+            &mut self.size,
+            &mut self.rss,
+            &mut self.pss,
+            &mut self.shared_clean,
+            &mut self.shared_dirty,
+            &mut self.private_clean,
+            &mut self.private_dirty,
+            &mut self.anonymous,
+            &mut self.anon_huge_pages,
+            &mut self.swap,
+            &mut self.swap_pss,
+            &mut self.locked,
+        ]
     }
 
     /// Applies one `Key: N kB` line; unknown keys are ignored (kernels add fields).
@@ -108,7 +136,9 @@ impl Mapping {
     }
 }
 
-/// Parses the whole of `/proc/PID/smaps`.
+/// Parses the whole of `/proc/PID/smaps`. A mapping whose counters exceed its own address
+/// range (no kernel writes that: each entry is computed under the lock of its mapping) is an
+/// error, so that no figure built from them is silently wrong.
 pub fn parse(content: &[u8]) -> Result<Vec<Mapping>> {
     let mut out: Vec<Mapping> = Vec::new();
     for line in content.split(|b| *b == b'\n') {
@@ -135,6 +165,18 @@ pub fn parse(content: &[u8]) -> Result<Vec<Mapping>> {
             // flags, not byte counts
         } else {
             current.counters.apply(key, value)?;
+        }
+    }
+    for m in &out {
+        let range = m.entry.size();
+        if m.counters.fields().into_iter().any(|v| v > range) {
+            return Err(Error::parse(
+                "smaps",
+                format!(
+                    "counters larger than the mapping {:x}-{:x} ({range} bytes)",
+                    m.entry.start, m.entry.end
+                ),
+            ));
         }
     }
     Ok(out)
@@ -216,5 +258,29 @@ VmFlags: rd wr mr mw me gd ac
         assert!(parse(b"Rss: 4 kB\n").is_err());
         assert!(parse(b"1000-2000 rw-p 0 00:00 0\nRss: many kB\n").is_err());
         assert!(parse_rollup(b"").is_err());
+    }
+
+    #[test]
+    fn counters_larger_than_the_mapping_are_an_error() {
+        // 4 kB of address range cannot hold 8 kB resident.
+        let e = parse(b"1000-2000 rw-p 0 00:00 0\nSize: 4 kB\nRss: 8 kB\n");
+        assert!(e.is_err());
+        let ok = parse(b"1000-2000 rw-p 0 00:00 0\nSize: 4 kB\nRss: 4 kB\nSwap: 4 kB\n");
+        assert_eq!(ok.map(|m| m[0].counters.rss).ok(), Some(4096));
+    }
+
+    #[test]
+    fn sums_saturate_instead_of_wrapping() {
+        // Two whole-address-space mappings (a listing no kernel writes, but the parser takes):
+        // the sum must not wrap to a small number (nor panic in debug builds).
+        let huge = b"0-ffffffffffff0000 rw-p 0 00:00 0\nRss: 18014398509481920 kB\n\
+Private_Dirty: 18014398509481920 kB\nPrivate_Clean: 18014398509481920 kB\n";
+        let one = parse(huge).unwrap();
+        let mut two = one.clone();
+        two.extend(one);
+        let s = sum(&two);
+        assert_eq!(s.rss, u64::MAX);
+        assert_eq!(s.uss(), u64::MAX);
+        assert_eq!(two[0].counters.uss(), u64::MAX);
     }
 }

@@ -50,7 +50,8 @@ pub fn parse(content: &[u8]) -> Result<Stat> {
     if close < open {
         return Err(bad("')' before '('"));
     }
-    let pid = parse_u64(crate::bytes::trim(&content[..open])).ok_or_else(|| bad("pid"))? as u32;
+    let id = |s: &[u8]| parse_u64(s).and_then(|v| u32::try_from(v).ok());
+    let pid = id(crate::bytes::trim(&content[..open])).ok_or_else(|| bad("pid"))?;
     let comm = content[open + 1..close].to_vec();
     // f[0] is field 3 (state) in proc(5)'s numbering.
     let f: Vec<&[u8]> = fields(&content[close + 1..]).collect();
@@ -62,7 +63,7 @@ pub fn parse(content: &[u8]) -> Result<Stat> {
         pid,
         comm,
         state: f[0].first().copied().unwrap_or(b'?'),
-        ppid: u(1)? as u32,
+        ppid: id(f[1]).ok_or_else(|| bad("ppid"))?,
         utime: u(11)?,
         stime: u(12)?,
         num_threads: parse_i64(f[17]).ok_or_else(|| bad("num_threads"))?,
@@ -98,5 +99,17 @@ mod tests {
     fn truncated() {
         assert!(parse(b"12 (x) S 1 2 3").is_err());
         assert!(parse(b"").is_err());
+    }
+
+    #[test]
+    fn ids_wider_than_u32_are_an_error_not_truncated() {
+        let fields = " R 4294967297 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 7 1 1 1 1 1 1 1\n";
+        assert!(parse(format!("4294967297 (x){fields}").as_bytes()).is_err());
+        assert!(parse(format!("12 (x){fields}").as_bytes()).is_err(), "ppid");
+        let ok = fields.replace("4294967297", "4294967295");
+        assert_eq!(
+            parse(format!("12 (x){ok}").as_bytes()).map(|s| s.ppid).ok(),
+            Some(u32::MAX)
+        );
     }
 }

@@ -74,26 +74,26 @@ pub fn parse(content: &[u8]) -> Result<Status> {
         let Some((key, value)) = split_key_value(line) else {
             continue;
         };
-        let kb = || {
-            parse_kb(value)
-                .ok_or_else(|| Error::parse("status", String::from_utf8_lossy(line).into_owned()))
-        };
+        let bad = || Error::parse("status", String::from_utf8_lossy(line).into_owned());
+        let kb = || parse_kb(value).ok_or_else(bad);
         let num = || {
             parse_u64(value)
-                .ok_or_else(|| Error::parse("status", String::from_utf8_lossy(line).into_owned()))
+                .and_then(|v| u32::try_from(v).ok())
+                .ok_or_else(bad)
         };
         match key {
             b"Name" => s.name = value.to_vec(),
             b"State" => s.state = value.first().copied().unwrap_or(b'?'),
             b"Tgid" => {
-                s.tgid = num()? as u32;
+                s.tgid = num()?;
                 saw_pid = true;
             }
-            b"PPid" => s.ppid = num()? as u32,
+            b"PPid" => s.ppid = num()?,
             b"Uid" => {
-                let mut f = fields(value).map(parse_u64);
-                s.uid = f.next().flatten().unwrap_or(0) as u32;
-                s.euid = f.next().flatten().unwrap_or(0) as u32;
+                // A malformed line must not read as uid 0 (root).
+                let mut f = fields(value).map(|v| parse_u64(v).and_then(|v| u32::try_from(v).ok()));
+                s.uid = f.next().flatten().ok_or_else(bad)?;
+                s.euid = f.next().flatten().ok_or_else(bad)?;
             }
             b"VmPeak" => s.vm_peak = kb()?,
             b"VmSize" => s.vm_size = kb()?,
@@ -104,8 +104,8 @@ pub fn parse(content: &[u8]) -> Result<Status> {
             b"RssShmem" => s.rss_shmem = kb()?,
             b"VmSwap" => s.vm_swap = kb()?,
             b"VmPTE" => s.vm_pte = kb()?,
-            b"Threads" => s.threads = num()? as u32,
-            b"TracerPid" => s.tracer_pid = num()? as u32,
+            b"Threads" => s.threads = num()?,
+            b"TracerPid" => s.tracer_pid = num()?,
             b"Kthread" => s.kthread = Some(num()? != 0),
             _ => {}
         }
@@ -162,5 +162,23 @@ VmRSS:\t 200 kB\nRssAnon:\t 100 kB\nRssFile:\t 90 kB\nRssShmem:\t 10 kB\nVmSwap:
     fn rejects() {
         assert!(parse(b"").is_err());
         assert!(parse(b"Tgid:\tx\n").is_err());
+    }
+
+    #[test]
+    fn ids_wider_than_u32_are_an_error_not_truncated() {
+        assert!(parse(b"Tgid:\t4294967297\n").is_err());
+        assert!(parse(b"Tgid:\t1\nPPid:\t4294967296\n").is_err());
+        assert!(parse(b"Tgid:\t1\nThreads:\t4294967296\n").is_err());
+        assert!(parse(b"Tgid:\t1\nUid:\t4294967296\t0\t0\t0\n").is_err());
+        let s = parse(b"Tgid:\t4294967295\nUid:\t4294967295\t7\t0\t0\n").unwrap();
+        assert_eq!((s.tgid, s.uid, s.euid), (u32::MAX, u32::MAX, 7));
+    }
+
+    #[test]
+    fn a_malformed_uid_line_is_not_root() {
+        // It used to read as uid 0 and euid 0.
+        assert!(parse(b"Tgid:\t1\nUid:\tx\tx\n").is_err());
+        assert!(parse(b"Tgid:\t1\nUid:\t1000\n").is_err());
+        assert!(parse(b"Tgid:\t1\nUid:\n").is_err());
     }
 }

@@ -1,0 +1,84 @@
+//! The walks over a whole interpreter on arbitrary memory: the object census
+//! (`census::take`), the GC state, `sys.modules`, pymalloc's arenas and the thread/frame walk.
+//! The interpreter is built from parts (`Interpreter::from_parts`) as `image::Header` says.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use memlens_cpython::{census, gc, modules, pymalloc, threads};
+use memlens_fuzz::image::{self, Header};
+use memlens_fuzz::{known, Cursor};
+
+const OPS: u8 = 5;
+
+fuzz_target!(init: memlens_fuzz::seeds::write_if_asked("interpreter"), |data: &[u8]| {
+    let mut c = Cursor::new(data);
+    let h = Header::decode(&mut c);
+    let bytes = c.rest();
+    let (it, mem) = image::interpreter(&h, bytes);
+    // Everything counted was read at a distinct 8-aligned address of the image.
+    let words = bytes.len() as u64 / 8 + 1;
+    match h.op % OPS {
+        0 => {
+            if gc_lists_trip(&it, &mem) {
+                return;
+            }
+            if let Ok(cs) = census::take(&it, &mem) {
+                assert_eq!(cs.objects, cs.types.iter().map(|t| t.count).sum::<u64>());
+                assert_eq!(cs.bytes, cs.types.iter().map(|t| t.bytes).sum::<u64>());
+                assert!(cs.types.iter().all(|t| t.count > 0));
+                assert!(cs.objects <= words, "{} objects in {words} words", cs.objects);
+            }
+        }
+        1 => {
+            if gc_lists_trip(&it, &mem) {
+                return;
+            }
+            if let Ok(g) = gc::read(&it, &mem) {
+                assert_eq!(g.generations.len(), 3);
+                assert!(g.frozen <= words);
+            }
+        }
+        2 => {
+            if let Ok(m) = modules::read(&it, &mem) {
+                assert!(m.names.len() as u64 <= words);
+            }
+        }
+        3 => {
+            if let Ok(p) = pymalloc::read(&it, &mem) {
+                assert_eq!(p.arena_ranges.len() as u64, p.arenas);
+                let per_arena = it.layout.arena_size / it.layout.pool_size;
+                assert!(p.pools <= p.arenas * per_arena);
+                let total = p.arenas * p.arena_size;
+                assert_eq!(p.free_bytes, total.saturating_sub(p.used_bytes));
+                for (s, e) in &p.arena_ranges {
+                    if e < s && known::gated("pymalloc-arena-range-wraps") {
+                        continue;
+                    }
+                    assert_eq!(e - s, p.arena_size);
+                }
+            }
+        }
+        _ => {
+            if let Ok(ts) = threads::threads(&it, &mem) {
+                // each thread state (frame) was read at its own address of the image
+                let cycle = ts.len() as u64 > words
+                    || ts.iter().any(|t| t.frames.len() as u64 > words);
+                if cycle && known::gated("threads-cycle") {
+                    return;
+                }
+                assert!(ts.len() as u64 <= words, "{} threads", ts.len());
+                for t in ts {
+                    assert!(t.frames.len() as u64 <= words, "{} frames", t.frames.len());
+                }
+            }
+        }
+    }
+});
+
+/// Whether any GC list of the interpreter trips a known `gc.rs` finding.
+fn gc_lists_trip(it: &memlens_cpython::Interpreter, mem: &image::Memory) -> bool {
+    let Ok(state) = gc::state_address(it) else {
+        return false;
+    };
+    (0..4).any(|g| known::gc_list_trips(mem, gc::list_head(it, state, g), it.layout.gc_head_size))
+}

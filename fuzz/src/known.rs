@@ -1,0 +1,367 @@
+//! Findings in code this fuzzing work does not own, not fixed yet. The targets step around
+//! each one (as narrowly as a cheap check allows) so that CI keeps fuzzing everything else;
+//! `MEMLENS_FUZZ_STRICT=1` turns every gate off. `scripts/fuzz.sh` replays each finding's
+//! reproducer ([`reproducers`]) with the gates off and says which still reproduce: when one no
+//! longer does, delete its entry here and its gate in the target.
+
+use memlens_remote::ProcessMemory;
+
+use crate::image::{Header, BASE};
+
+/// One finding.
+#[derive(Debug, Clone, Copy)]
+pub struct Finding {
+    /// Short id, used by the gates and the reproducer file names.
+    pub id: &'static str,
+    /// Who owns the file (the helper branch rewriting it).
+    pub owner: &'static str,
+    /// Where it fails.
+    pub site: &'static str,
+    /// What goes wrong.
+    pub what: &'static str,
+}
+
+/// Every known finding. Those whose id starts with `overflow-` are integer overflows in
+/// memlens-cpython: fuzz builds compile that crate without overflow checks (`fuzz/Cargo.toml`,
+/// `[profile.release.package.memlens-cpython]`), so they reproduce only in a build with them
+/// (`scripts/fuzz.sh --strict`). In release builds of memlens they wrap: an address then
+/// fails to read, a size or line number is silently wrong.
+pub const FINDINGS: &[Finding] = &[
+    Finding {
+        id: "vm-maps-end-before-start",
+        owner: "census (vm.rs)",
+        site: "memlens-remote/src/vm.rs parse_maps",
+        what: "a maps line whose end is below its start is accepted (end - start underflows)",
+    },
+    Finding {
+        id: "gc-walk-cycle",
+        owner: "census (gc.rs)",
+        site: "memlens-cpython/src/gc.rs walk_list; census.rs take (roots vector)",
+        what: "a cyclic GC list not passing its head is walked 2^32 times (a hang); the census \
+               collects every node first, so its memory also grows without bound",
+    },
+    Finding {
+        id: "overflow-gc-walk",
+        owner: "census (gc.rs)",
+        site: "memlens-cpython/src/gc.rs:77 walk_list (node + gc_head_size)",
+        what: "a GC node pointer near 2^64 overflows",
+    },
+    Finding {
+        id: "overflow-census-type-base",
+        owner: "census (census.rs)",
+        site: "memlens-cpython/src/census.rs:241 read_type (base + l.type_base)",
+        what: "a tp_base near 2^64 overflows; the census adds offsets to target pointers everywhere",
+    },
+    Finding {
+        id: "overflow-linetable",
+        owner: "pyview (threads.rs calls it; linetable.rs unassigned)",
+        site: "memlens-cpython/src/linetable.rs:90 and :97 location_line (line += svarint)",
+        what: "line deltas of a corrupt 3.11+ location table overflow the i64 line",
+    },
+    Finding {
+        id: "overflow-threads-tid",
+        owner: "pyview (threads.rs)",
+        site: "memlens-cpython/src/threads.rs:83 glibc_tid (thread_id + 0x2d0), 3.8-3.10",
+        what: "a thread id (pthread_t) near 2^64 overflows",
+    },
+    Finding {
+        id: "overflow-type-name",
+        owner: "unassigned (objects.rs)",
+        site: "memlens-cpython/src/objects.rs:22 read_str (addr + l.str_state), via type_name",
+        what: "a heap type's ht_name pointer near 2^64 overflows",
+    },
+    Finding {
+        id: "pymalloc-arena-range-wraps",
+        owner: "unassigned (pymalloc.rs)",
+        site: "memlens-cpython/src/pymalloc.rs read (address + l.arena_size)",
+        what: "an arena address near 2^64 gives an arena range that ends before it starts (the \
+               ledger's python-heap hints); an overflow panic with overflow checks",
+    },
+    Finding {
+        id: "threads-cycle",
+        owner: "pyview (threads.rs)",
+        site: "memlens-cpython/src/threads.rs threads and frames",
+        what: "a cyclic thread-state list (or frame chain) is returned as 4096 threads (frames), \
+               the same ones over and over, instead of an error",
+    },
+    Finding {
+        id: "pymalloc-maxarenas-alloc",
+        owner: "unassigned (pymalloc.rs)",
+        site: "memlens-cpython/src/pymalloc.rs:166 read (read_vec of maxarenas * arena_size_of)",
+        what: "maxarenas up to 2^24 from the target allocates up to 805 MB at once",
+    },
+    Finding {
+        id: "pymalloc-scan-alloc",
+        owner: "unassigned (pymalloc.rs)",
+        site: "memlens-cpython/src/pymalloc.rs:100 scan_for_table (read_vec of a chunk < 4 GiB)",
+        what: "a glibc chunk header from the target makes the stripped-binary scan allocate up to 4 GiB",
+    },
+    Finding {
+        id: "dict-entries-alloc",
+        owner: "unassigned (dicts.rs)",
+        site: "memlens-cpython/src/dicts.rs:83 read_dict (read_vec of nentries * entry size)",
+        what: "dk_nentries up to 2^31 from the target allocates up to 48 GiB at once",
+    },
+    Finding {
+        id: "census-alloc",
+        owner: "census (census.rs)",
+        site: "memlens-cpython/src/census.rs push_array (read_vec of ob_size * 8), the set table \
+               (mask < 2^32: read_vec of 64 GiB), read_dict",
+        what: "sizes from the target (a list's ob_size < 2^32) allocate up to 32 GiB at once",
+    },
+];
+
+fn strict() -> bool {
+    static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *STRICT.get_or_init(|| std::env::var_os("MEMLENS_FUZZ_STRICT").is_some())
+}
+
+/// Whether a target steps around finding `id` (always `false` with `MEMLENS_FUZZ_STRICT`).
+pub fn gated(id: &str) -> bool {
+    assert!(FINDINGS.iter().any(|f| f.id == id), "unknown finding {id}");
+    !strict()
+}
+
+/// Whether the GC list at `head` would trip `gc-walk-cycle`: a node reached twice without
+/// passing the head (or, in a build with overflow checks, `overflow-gc-walk`: a node address
+/// near 2^64). A fixed walk returns an error there, so skipping such inputs loses nothing else.
+pub fn gc_list_trips<M: ProcessMemory>(mem: &M, head: u64, gc_head_size: u64) -> bool {
+    if !gated("gc-walk-cycle") {
+        return false;
+    }
+    let mut seen = std::collections::HashSet::new();
+    let Ok(first) = mem.read_u64(head) else {
+        return false;
+    };
+    let mut node = first & !3;
+    while node != head {
+        if node == 0 {
+            return false;
+        }
+        if node.checked_add(gc_head_size).is_none() || !seen.insert(node) {
+            return true;
+        }
+        match mem.read_u64(node) {
+            Ok(next) => node = next & !3,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// The longest single `read_vec` the targets let through: 16 MiB, or none with
+/// `MEMLENS_FUZZ_STRICT`. It gates `pymalloc-maxarenas-alloc`, `pymalloc-scan-alloc`,
+/// `dict-entries-alloc` and `census-alloc`: each allocates a length read from the target before
+/// reading (`ProcessMemory::read_vec`), where a real backend would fail the read anyway.
+pub fn read_cap() -> Option<usize> {
+    let ids = [
+        "pymalloc-maxarenas-alloc",
+        "pymalloc-scan-alloc",
+        "dict-entries-alloc",
+        "census-alloc",
+    ];
+    ids.iter().all(|id| gated(id)).then_some(16 << 20)
+}
+
+/// A reproducer of each finding, as an input of the target named: (finding id, target, bytes).
+pub fn reproducers() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let l12 = crate::selector_of(12);
+    let l11 = crate::selector_of(11);
+    let word = |v: u64| v.to_le_bytes().to_vec();
+    let mut out = Vec::new();
+    // maps line 2000-1000
+    let mut maps = vec![3u8];
+    maps.extend_from_slice(b"2000-1000 r--p 00000000 00:00 0\n");
+    out.push(("vm-maps-end-before-start", "discovery", maps));
+    // objects op 5 (GC walk), head at BASE: its first node is 0xffff_ffff_ffff_fff8
+    let mut over = vec![5, l12, 0, 0, 0];
+    over.extend(word(0xffff_ffff_ffff_fff8));
+    out.push(("overflow-gc-walk", "objects", over));
+    // head at BASE -> node BASE+16 -> itself
+    let mut cycle = vec![5, l12, 0, 0, 0];
+    cycle.extend(word(BASE + 16));
+    cycle.extend(word(0));
+    cycle.extend(word(BASE + 16));
+    out.push(("gc-walk-cycle", "objects", cycle));
+    // objects op 8 (3.11+ location table): first line 0, index i64::MAX, two long-form
+    // entries whose line delta is 2^63 - 1
+    let mut lines = vec![8, l12, 0, 0, 0];
+    lines.extend_from_slice(&0u32.to_le_bytes());
+    lines.extend_from_slice(&i64::MAX.to_le_bytes());
+    for _ in 0..2 {
+        lines.push(0x80 | (14 << 3));
+        lines.push(0x40 | 0x3e);
+        lines.extend_from_slice(&[0x7f; 9]);
+        lines.push(0x3f);
+        lines.extend_from_slice(&[0, 0, 0]);
+    }
+    out.push(("overflow-linetable", "objects", lines));
+    // interpreter op 3 (pymalloc) on 3.11 with symbols: arenas -> BASE+32, maxarenas 2^24 - 1
+    let h = Header {
+        op: 3,
+        layout: l11,
+        flags: 1,
+        interp: 0x40,
+        arenas: 8,
+        maxarenas: 16,
+        ..Header::default()
+    };
+    let mut v = h.encode();
+    let mut image = vec![0u8; 0x40 + 2048];
+    image[8..16].copy_from_slice(&(BASE + 32).to_le_bytes());
+    image[16..20].copy_from_slice(&0x00ff_ffffu32.to_le_bytes());
+    v.extend(image);
+    out.push(("pymalloc-maxarenas-alloc", "interpreter", v));
+    // the stripped scan on 3.11: .bss holds BASE+32, whose "chunk header" says 4 GiB - 16
+    let h = Header {
+        op: 3,
+        layout: l11,
+        flags: 0,
+        interp: 0x40,
+        bss: (8, 8),
+        ..Header::default()
+    };
+    let mut v = h.encode();
+    let mut image = vec![0u8; 0x40 + 2048];
+    image[8..16].copy_from_slice(&(BASE + 32).to_le_bytes());
+    image[24..32].copy_from_slice(&0xffff_fff0u64.to_le_bytes());
+    v.extend(image);
+    out.push(("pymalloc-scan-alloc", "interpreter", v));
+    // 3.11 with symbols: one arena at 0xffff_ffff_fff0_0000 (its 1 MiB range wraps)
+    let h = Header {
+        op: 3,
+        layout: l11,
+        flags: 1,
+        interp: 0x40,
+        arenas: 8,
+        maxarenas: 16,
+        ..Header::default()
+    };
+    let l = crate::layout(l11);
+    let mut v = h.encode();
+    let mut image = vec![0u8; 0x40 + 2048];
+    image[8..16].copy_from_slice(&(BASE + 32).to_le_bytes());
+    image[16..20].copy_from_slice(&1u32.to_le_bytes());
+    let arena = 32 + l.arena_address as usize;
+    image[arena..arena + 8].copy_from_slice(&0xffff_ffff_fff0_0000u64.to_le_bytes());
+    let pools = 32 + l.arena_pool_address as usize;
+    image[pools..pools + 8].copy_from_slice(&0xffff_ffff_fff0_0000u64.to_le_bytes());
+    v.extend(image);
+    out.push(("pymalloc-arena-range-wraps", "interpreter", v));
+    // 3.12: the interpreter's first thread state is its own successor
+    let l = crate::layout(l12);
+    let h = Header {
+        op: 4,
+        layout: l12,
+        interp: 0x100,
+        ..Header::default()
+    };
+    let mut v = h.encode();
+    let mut image = vec![0u8; 0x800];
+    let head = 0x100 + l.interp_threads_head as usize;
+    image[head..head + 8].copy_from_slice(&(BASE + 0x400).to_le_bytes());
+    let next = 0x400 + l.tstate_next as usize;
+    image[next..next + 8].copy_from_slice(&(BASE + 0x400).to_le_bytes());
+    v.extend(image);
+    out.push(("threads-cycle", "interpreter", v));
+    // 3.10 (no native thread id: glibc's pthread is read): thread id 0xffff_ffff_ffff_ff00
+    let l10 = crate::selector_of(10);
+    let l = crate::layout(l10);
+    let h = Header {
+        op: 4,
+        layout: l10,
+        interp: 0x100,
+        ..Header::default()
+    };
+    let mut v = h.encode();
+    let mut image = vec![0u8; 0x800];
+    let head = 0x100 + l.interp_threads_head as usize;
+    image[head..head + 8].copy_from_slice(&(BASE + 0x400).to_le_bytes());
+    let id = 0x400 + l.tstate_thread_id as usize;
+    image[id..id + 8].copy_from_slice(&0xffff_ffff_ffff_ff00u64.to_le_bytes());
+    v.extend(image);
+    out.push(("overflow-threads-tid", "interpreter", v));
+    out.push((
+        "overflow-census-type-base",
+        "interpreter",
+        census_of_one(0xffff_ffff_ffff_ff00, false),
+    ));
+    out.push(("census-alloc", "interpreter", census_of_one(0, true)));
+    // objects op 2 (type name) on 3.12: a heap type whose ht_name is 0xffff_ffff_ffff_fff8
+    let l = crate::layout(l12);
+    let mut image = vec![0u8; l.heaptype_size as usize];
+    image[l.type_flags as usize..][..8].copy_from_slice(&l.tpflags_heaptype.to_le_bytes());
+    image[l.heaptype_name as usize..][..8].copy_from_slice(&word(0xffff_ffff_ffff_fff8));
+    let mut v = vec![2, l12, 0, 0, 0];
+    v.extend(image);
+    out.push(("overflow-type-name", "objects", v));
+    // objects op 3 (dict) on 3.12: ma_keys -> BASE+64 whose dk_nentries is 2^31 - 1
+    let mut image = vec![0u8; 64 + l.dictkeys_indices as usize + 8];
+    image[l.dict_keys as usize..][..8].copy_from_slice(&word(BASE + 64));
+    image[64 + l.dictkeys_refcnt as usize..][..8].copy_from_slice(&word(1));
+    image[64 + l.dictkeys_nentries as usize..][..8].copy_from_slice(&word((1 << 31) - 1));
+    let mut v = vec![3, l12, 0, 0, 0];
+    v.extend(image);
+    out.push(("dict-entries-alloc", "objects", v));
+    out
+}
+
+/// A 3.12 census of one object in generation 0. With `list`, its type is the list type and its
+/// `ob_size` is 2^32 - 1; else its type's `tp_base` is `base`.
+fn census_of_one(base: u64, list: bool) -> Vec<u8> {
+    let l = crate::layout(crate::selector_of(12));
+    let interp = 0x100u64;
+    let state = interp + l.interp_gc.unwrap_or(0);
+    let heads: Vec<u64> = (0..3)
+        .map(|i| state + l.gc_generations + i * l.gc_generation_size)
+        .chain([state + l.gc_permanent])
+        .collect();
+    let (node, ty, name) = (0x1000u64, 0x1100u64, 0x1400u64);
+    let obj = node + l.gc_head_size;
+    let mut image = vec![0u8; 0x1480];
+    let mut put = |at: u64, v: u64| {
+        image[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes());
+    };
+    for &h in &heads {
+        put(h, BASE + h);
+        put(h + 8, BASE + h);
+    }
+    put(heads[0], BASE + node);
+    put(node, BASE + heads[0]);
+    put(obj + l.object_type, BASE + ty);
+    put(ty + l.type_name, BASE + name);
+    put(ty + l.type_base, base);
+    put(name, u64::from_le_bytes(*b"list\0\0\0\0"));
+    if list {
+        put(obj + l.var_size, 0xffff_ffff);
+        put(obj + l.list_item, BASE);
+    }
+    let mut h = Header {
+        op: 0,
+        layout: crate::selector_of(12),
+        interp: interp as u16,
+        ..Header::default()
+    };
+    if list {
+        h.types[0] = ty as u16;
+    }
+    let mut v = h.encode();
+    v.extend(image);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_finding_has_one_reproducer_and_every_reproducer_a_finding() {
+        let repro = super::reproducers();
+        for f in super::FINDINGS {
+            let n = repro.iter().filter(|(id, _, _)| *id == f.id).count();
+            assert_eq!(n, 1, "{}", f.id);
+        }
+        for (id, target, _) in &repro {
+            assert!(super::FINDINGS.iter().any(|f| f.id == *id), "{id}");
+            assert!(["discovery", "objects", "interpreter"].contains(target));
+        }
+    }
+}
