@@ -23,6 +23,9 @@ pub enum Code {
     BadRecording = 6,
     /// `--max-peak` was exceeded.
     BudgetExceeded = 7,
+    /// The Python view could not be read completely or consistently (a census that lost too
+    /// many objects, a heap that kept changing or collecting, memlens's memory cap).
+    Incomplete = 8,
     /// `run` could not execute the program (not executable).
     CannotExecute = 126,
     /// `run` could not find the program.

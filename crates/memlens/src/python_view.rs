@@ -42,8 +42,16 @@ pub fn cli_error(pid: u32, e: Error) -> CliError {
              must allow it (0, or 1 for your own children); a process already traced (gdb, \
              py-spy) cannot be paused: `--nonblocking` reads without stopping it",
         ),
-        Error::Invalid { .. } => CliError::new(Code::Failure, e.to_string())
+        Error::Invalid { .. } | Error::Decode { .. } => CliError::new(Code::Failure, e.to_string())
             .with_hint("the interpreter may be starting up or shutting down; try again"),
+        Error::Incomplete { .. }
+        | Error::Inconsistent { .. }
+        | Error::BrokenGcList { .. }
+        | Error::Remote(R::MemoryCap { .. }) => CliError::new(Code::Incomplete, e.to_string())
+            .with_hint(
+                "no figures were printed rather than wrong ones; `memlens census --nonblocking` \
+                 reads without stopping the target (inexact), `-v` says more",
+            ),
         Error::Remote(_) => CliError::new(Code::Failure, e.to_string()),
     }
 }
