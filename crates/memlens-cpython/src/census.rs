@@ -12,7 +12,7 @@
 //! from the target is bounded by the readable mapping it lies in; every read that fails is
 //! counted, with the object it belonged to, in [`Unreadable`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -221,6 +221,11 @@ fn small(v: u64, what: &'static str) -> Result<u64> {
     }
 }
 
+/// Entries of the direct-mapped cache of types.
+const TYPE_CACHE: usize = 64;
+/// The index of an unreadable type.
+const NO_TYPE: u32 = u32::MAX;
+
 /// Items read from the target per piece of a container.
 const PIECE: u64 = 512;
 /// Chunks of the cache, as a shift.
@@ -230,8 +235,11 @@ struct Walker<'a, M> {
     it: &'a Interpreter,
     l: &'a Layout,
     mem: &'a CachedMemory<M>,
-    types: AddrMap<Option<TypeInfo>>,
-    last_type: (u64, Option<TypeInfo>),
+    /// Types read so far; `types` maps a type's address to its index in `infos` (`NO_TYPE`
+    /// for an unreadable one), with a small direct-mapped cache in front.
+    types: AddrMap<u32>,
+    infos: Vec<TypeInfo>,
+    type_cache: [(u64, u32); TYPE_CACHE],
     member_offsets: Vec<u64>,
     names: HashMap<String, usize>,
     out: Vec<TypeCount>,
@@ -241,7 +249,7 @@ struct Walker<'a, M> {
     /// Objects whose chunk was not copied when they were found, by chunk: visited when the
     /// walk copies that chunk anyway, or at the end in address order, so that each chunk is
     /// copied about once however the references jump across the heap.
-    pending: BTreeMap<u64, Vec<u64>>,
+    pending: AddrMap<Vec<u64>>,
     pending_charged: u64,
     last_root_chunk: u64,
     budget: Rc<MemoryBudget>,
@@ -265,14 +273,15 @@ pub fn take<M: ProcessMemory>(
         l,
         mem,
         types: AddrMap::default(),
-        last_type: (0, None),
+        infos: Vec::new(),
+        type_cache: [(u64::MAX, NO_TYPE); TYPE_CACHE],
         member_offsets: Vec::new(),
         names: HashMap::new(),
         out: Vec::new(),
         visited: AddressBits::new(4, budget.clone()),
         stack: Vec::new(),
         stack_charged: 0,
-        pending: BTreeMap::new(),
+        pending: AddrMap::default(),
         pending_charged: 0,
         last_root_chunk: u64::MAX,
         budget,
@@ -298,8 +307,15 @@ pub fn take<M: ProcessMemory>(
     let modules = mem.read_u64(it.interp + l.interp_modules)?;
     w.push(modules)?;
     w.drain()?;
-    while let Some((_, objs)) = w.pending.pop_first() {
-        w.visit_pending(objs)?;
+    // what is left, chunk by chunk in address order (visiting may set more aside)
+    while !w.pending.is_empty() {
+        let mut chunks: Vec<u64> = w.pending.keys().copied().collect();
+        chunks.sort_unstable();
+        for c in chunks {
+            if let Some(objs) = w.pending.remove(&c) {
+                w.visit_pending(objs)?;
+            }
+        }
     }
     if w.unreadable.objects > 0 {
         log::info!(
@@ -388,7 +404,10 @@ impl<M: ProcessMemory> Walker<'_, M> {
     /// Visits objects set aside for one chunk.
     fn visit_pending(&mut self, objs: Vec<u64>) -> Result<()> {
         let bytes = objs.capacity() as u64 * 8 + 64;
-        for o in &objs {
+        for (i, o) in objs.iter().enumerate() {
+            if let Some(ahead) = objs.get(i + 8) {
+                self.mem.is_resident(*ahead); // starts loading it: the CPU waits less later
+            }
             self.push_work(Work::Object(*o))?;
             self.drain()?;
         }
@@ -540,26 +559,36 @@ impl<M: ProcessMemory> Walker<'_, M> {
         r
     }
 
-    /// The type of `ty`, read once.
-    fn type_info(&mut self, ty: u64) -> Result<Option<TypeInfo>> {
+    /// The index in `infos` of the type at `ty` (read once), `NO_TYPE` when unreadable.
+    #[inline]
+    fn type_index(&mut self, ty: u64) -> Result<u32> {
+        let slot = ((ty >> 4) as usize) % TYPE_CACHE;
+        if self.type_cache[slot].0 == ty {
+            return Ok(self.type_cache[slot].1);
+        }
+        let i = self.type_index_slow(ty)?;
+        self.type_cache[slot] = (ty, i);
+        Ok(i)
+    }
+
+    fn type_index_slow(&mut self, ty: u64) -> Result<u32> {
         if ty >= MAX_ADDR || ty % 8 != 0 {
-            return Ok(None);
+            return Ok(NO_TYPE);
         }
-        if self.last_type.0 == ty {
-            return Ok(self.last_type.1);
+        if let Some(i) = self.types.get(&ty) {
+            return Ok(*i);
         }
-        if let Some(t) = self.types.get(&ty) {
-            self.last_type = (ty, *t);
-            return Ok(*t);
-        }
-        let info = match self.read_type(ty) {
-            Ok(t) => Some(t),
-            Err(e) if object_level(&e) => None,
+        let i = match self.read_type(ty) {
+            Ok(t) if self.infos.len() < NO_TYPE as usize => {
+                self.infos.push(t);
+                (self.infos.len() - 1) as u32
+            }
+            Ok(_) => NO_TYPE,
+            Err(e) if object_level(&e) => NO_TYPE,
             Err(e) => return Err(e),
         };
-        self.types.insert(ty, info);
-        self.last_type = (ty, info);
-        Ok(info)
+        self.types.insert(ty, i);
+        Ok(i)
     }
 
     fn read_type(&mut self, ty: u64) -> Result<TypeInfo> {
@@ -676,7 +705,8 @@ impl<M: ProcessMemory> Walker<'_, M> {
     fn visit(&mut self, obj: u64, untracked_only: bool) -> Result<()> {
         let l = self.l;
         let ty = self.mem.read_u64(obj + l.object_type)?;
-        let Some(t) = self.type_info(ty)? else {
+        let ti = self.type_index(ty)?;
+        let Some(&t) = self.infos.get(ti as usize) else {
             return Err(Error::Decode {
                 addr: ty,
                 what: "a type object".into(),
@@ -706,8 +736,12 @@ impl<M: ProcessMemory> Walker<'_, M> {
         } else {
             0
         };
-        let size = self.shallow_size(obj, &t, ob_size)?;
-        self.references(obj, ty, &t, ob_size)?;
+        let dict = match t.kind {
+            Kind::Dict => Some(dicts::table(self.mem, l, obj)?),
+            _ => None,
+        };
+        let size = self.shallow_size(obj, &t, ob_size, dict.as_ref())?;
+        self.references(obj, ty, &t, ob_size, dict)?;
         let e = &mut self.out[t.slot];
         e.count += 1;
         e.bytes += size;
@@ -716,7 +750,14 @@ impl<M: ProcessMemory> Walker<'_, M> {
 
     /// Queues the references of `obj`, each container's contents bounded by the readable
     /// mapping it lies in.
-    fn references(&mut self, obj: u64, ty: u64, t: &TypeInfo, ob_size: i64) -> Result<()> {
+    fn references(
+        &mut self,
+        obj: u64,
+        ty: u64,
+        t: &TypeInfo,
+        ob_size: i64,
+        dict: Option<dicts::DictTable>,
+    ) -> Result<()> {
         let l = self.l;
         match t.kind {
             Kind::List => {
@@ -735,7 +776,7 @@ impl<M: ProcessMemory> Walker<'_, M> {
                 }
             }
             Kind::Dict => {
-                let d = dicts::table(self.mem, l, obj)?;
+                let Some(d) = dict else { return Ok(()) };
                 if d.entries > 0 {
                     self.within(d.entries_at, d.entries * d.entry_size, obj)?;
                     if let Some(v) = d.split_values {
@@ -876,7 +917,13 @@ impl<M: ProcessMemory> Walker<'_, M> {
     /// `sys.getsizeof(obj)`: the type's formula plus the pre-header (GC head, managed dict).
     /// The per-kind formulas live here, in one place, to be replaced by the exact sizes of each
     /// type's `__sizeof__`.
-    fn shallow_size(&self, obj: u64, t: &TypeInfo, ob_size: i64) -> Result<u64> {
+    fn shallow_size(
+        &self,
+        obj: u64,
+        t: &TypeInfo,
+        ob_size: i64,
+        dict: Option<&dicts::DictTable>,
+    ) -> Result<u64> {
         let l = self.l;
         let mut size = t.basicsize;
         // Some variable-size types (generators, frames) keep no item count in ob_size and
@@ -892,7 +939,7 @@ impl<M: ProcessMemory> Walker<'_, M> {
                 size = t.basicsize + (allocated.max(0) as u64).saturating_mul(8);
             }
             Kind::Dict => {
-                size = t.basicsize + dicts::table(self.mem, l, obj)?.extra_size;
+                size = t.basicsize + dict.map_or(0, |d| d.extra_size);
             }
             Kind::Set => {
                 let table = self.mem.read_u64(obj + l.set_table)?;

@@ -95,6 +95,14 @@ pub fn walk_list<M: ProcessMemory>(
         if n >= max_nodes {
             return Err(broken(n, "more objects than the process's memory holds"));
         }
+        let next = match mem.read_u64(node) {
+            Ok(next) => next & !3,
+            Err(memlens_remote::Error::Unreadable { .. }) => {
+                return Err(broken(n, "an unreadable link"))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        mem.prefetch(next);
         f(node + gc_head_size)?;
         n += 1;
         steps += 1;
@@ -103,13 +111,7 @@ pub fn walk_list<M: ProcessMemory>(
             power = power.saturating_mul(2);
             steps = 0;
         }
-        node = match mem.read_u64(node) {
-            Ok(next) => next & !3,
-            Err(memlens_remote::Error::Unreadable { .. }) => {
-                return Err(broken(n, "an unreadable link"))
-            }
-            Err(e) => return Err(e.into()),
-        };
+        node = next;
     }
     Ok(n)
 }

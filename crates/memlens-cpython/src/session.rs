@@ -141,10 +141,15 @@ impl Session {
         ))
     }
 
-    /// The object census (see [`census::read`]). Paused mode walks the running target and
-    /// proves the walk consistent in a short pause (or, when the heap keeps changing, walks it
-    /// stopped); nonblocking mode never stops it.
+    /// The object census (see [`census::read`]) within memlens's default memory cap.
     pub fn census(&self, mode: ReadMode) -> Result<(Census, ReadStats)> {
+        self.census_capped(mode, census::CENSUS_MEMORY_CAP)
+    }
+
+    /// The object census with at most `cap` bytes of memlens's own memory for it. Paused mode
+    /// walks the running target and proves the walk consistent in a short pause (or, when the
+    /// heap keeps changing, walks it stopped); nonblocking mode never stops it.
+    pub fn census_capped(&self, mode: ReadMode, cap: u64) -> Result<(Census, ReadStats)> {
         let start = Instant::now();
         let stop = || -> Result<Pause> {
             self.pause(ReadMode::Paused)?
@@ -154,10 +159,11 @@ impl Session {
                     },
                 ))
         };
-        let read = match mode {
-            ReadMode::Paused => census::read(&self.interpreter, &self.mem, Some(&stop))?,
-            ReadMode::Nonblocking => census::read(&self.interpreter, &self.mem, None)?,
+        let stop: Option<&dyn Fn() -> Result<Pause>> = match mode {
+            ReadMode::Paused => Some(&stop),
+            ReadMode::Nonblocking => None,
         };
+        let read = census::read(&self.interpreter, &self.mem, stop, cap)?;
         Ok((
             read.census,
             ReadStats {

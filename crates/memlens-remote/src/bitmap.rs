@@ -11,6 +11,8 @@ use crate::error::Result;
 
 /// Address span of one block.
 pub const BLOCK_SHIFT: u32 = 21;
+/// Entries of the direct-mapped cache of recent blocks.
+const RECENT: usize = 16;
 
 /// A hasher for block numbers and addresses (a multiply-shift mix; keys are not adversarial
 /// beyond what a bounded map of blocks can take).
@@ -41,8 +43,8 @@ pub struct AddressBits {
     words: usize,
     blocks: Vec<Box<[u64]>>,
     index: AddrMap<usize>,
-    /// The block of the last lookup: (block number, position), `u64::MAX` for none.
-    last: (u64, usize),
+    /// Recent lookups, direct-mapped by block number: (block number, position).
+    recent: [(u64, usize); RECENT],
     budget: Rc<MemoryBudget>,
 }
 
@@ -55,17 +57,19 @@ impl AddressBits {
             words: 1 << (BLOCK_SHIFT - shift - 6),
             blocks: Vec::new(),
             index: AddrMap::default(),
-            last: (u64::MAX, 0),
+            recent: [(u64::MAX, 0); RECENT],
             budget,
         }
     }
 
+    #[inline]
     fn find(&mut self, block: u64) -> Option<usize> {
-        if self.last.0 == block {
-            return Some(self.last.1);
+        let r = &mut self.recent[block as usize % RECENT];
+        if r.0 == block {
+            return Some(r.1);
         }
         let pos = *self.index.get(&block)?;
-        self.last = (block, pos);
+        *r = (block, pos);
         Some(pos)
     }
 
@@ -95,7 +99,7 @@ impl AddressBits {
                 self.blocks.push(vec![0u64; self.words].into_boxed_slice());
                 let p = self.blocks.len() - 1;
                 self.index.insert(block, p);
-                self.last = (block, p);
+                self.recent[block as usize % RECENT] = (block, p);
                 p
             }
         };

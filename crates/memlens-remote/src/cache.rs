@@ -32,7 +32,28 @@ struct Slot {
     base: u64,
     data: Vec<u8>,
     valid: [u64; PAGES / 64],
+    /// Words read from this copy, one bit per 8 bytes (empty without a log).
+    used: Vec<u64>,
     stamp: u64,
+}
+
+/// Words of the used-bits of a slot.
+const USED_WORDS: usize = (CHUNK / 8 / 64) as usize;
+
+/// Marks the words of `[off, off + len)` of a slot as read (`len` > 0).
+#[inline(always)]
+fn mark(used: &mut [u64], off: u64, len: u64) {
+    if used.is_empty() {
+        return;
+    }
+    let (w0, w1) = (off >> 3, (off + len - 1) >> 3);
+    if w0 >> 6 == w1 >> 6 {
+        used[(w0 >> 6) as usize] |= (!0u64 >> (63 - (w1 - w0))) << (w0 & 63);
+    } else {
+        for w in w0..=w1 {
+            used[(w >> 6) as usize] |= 1 << (w & 63);
+        }
+    }
 }
 
 impl Slot {
@@ -78,6 +99,7 @@ pub struct CachedMemory<M> {
     inner: M,
     pid: Option<u32>,
     max_slots: usize,
+    logging: bool,
     budget: Rc<MemoryBudget>,
     state: RefCell<State>,
 }
@@ -121,6 +143,7 @@ impl<M: ProcessMemory> CachedMemory<M> {
             inner,
             pid: None,
             max_slots: (cache_bytes / CHUNK).max(2) as usize,
+            logging: false,
             budget,
             state: RefCell::new(State {
                 slots: Vec::new(),
@@ -145,8 +168,9 @@ impl<M: ProcessMemory> CachedMemory<M> {
     }
 
     /// Records every read in a [`PageLog`] (see the module documentation).
-    pub fn with_log(self) -> Self {
+    pub fn with_log(mut self) -> Self {
         self.state.borrow_mut().log = Some(PageLog::new(self.budget.clone()));
+        self.logging = true;
         self
     }
 
@@ -198,11 +222,20 @@ impl<M: ProcessMemory> CachedMemory<M> {
         false
     }
 
-    /// Whether the chunk holding `addr` is copied now (a read of it costs no system call).
+    /// Whether the chunk holding `addr` is copied now (a read of it costs no system call);
+    /// if so, the CPU is asked to start loading the copy of `addr` (the walk reads it soon).
     pub fn is_resident(&self, addr: u64) -> bool {
         let st = self.state.borrow();
         let base = addr & !(CHUNK - 1);
-        st.slots.get(st.last).is_some_and(|s| s.base == base) || st.index.contains_key(&base)
+        let slot = match st.slots.get(st.last) {
+            Some(s) if s.base == base => s,
+            _ => match st.index.get(&base) {
+                Some(&i) => &st.slots[i],
+                None => return false,
+            },
+        };
+        prefetch(&slot.data[(addr - base) as usize..]);
+        true
     }
 
     /// Ends the walk: hashes every page still copied, frees the copies, and returns the log,
@@ -214,10 +247,14 @@ impl<M: ProcessMemory> CachedMemory<M> {
         st.index.clear();
         if let Some(log) = st.log.as_mut() {
             for s in slots.iter().filter(|s| s.base != u64::MAX) {
-                log.seal(s.base, &s.data, &s.valid);
+                if let Err(e) = log.seal(s.base, &s.data, &s.valid, &s.used) {
+                    // the walk's record is incomplete: it cannot be verified
+                    log::debug!("census: {e}");
+                    st.failed_overflow = true;
+                }
             }
         }
-        self.budget.release(slots.len() as u64 * CHUNK);
+        self.budget.release(slots.len() as u64 * self.slot_bytes());
         drop(slots);
         Finished {
             log: st.log.take(),
@@ -263,11 +300,18 @@ impl<M: ProcessMemory> CachedMemory<M> {
             return Ok(i);
         }
         let i = if st.slots.len() < self.max_slots {
-            self.budget.charge(CHUNK, "copying the target's memory")?;
+            self.budget
+                .charge(self.slot_bytes(), "copying the target's memory")?;
+            let used = if st.log.is_some() {
+                vec![0u64; USED_WORDS]
+            } else {
+                Vec::new()
+            };
             st.slots.push(Slot {
                 base: u64::MAX,
                 data: vec![0u8; CHUNK as usize],
                 valid: [0; PAGES / 64],
+                used,
                 stamp: 0,
             });
             st.slots.len() - 1
@@ -279,11 +323,13 @@ impl<M: ProcessMemory> CachedMemory<M> {
                 .min_by_key(|(_, s)| s.stamp)
                 .ok_or(Error::Unreadable { addr: base, len: 0 })?;
             let old = st.slots[i].base;
-            if let Some(log) = st.log.as_mut() {
-                let s = &st.slots[i];
-                log.seal(s.base, &s.data, &s.valid);
+            if old != u64::MAX {
+                if let Some(log) = st.log.as_mut() {
+                    let s = &st.slots[i];
+                    log.seal(s.base, &s.data, &s.valid, &s.used)?;
+                }
+                st.index.remove(&old);
             }
-            st.index.remove(&old);
             i
         };
         st.slots[i].base = u64::MAX;
@@ -302,6 +348,7 @@ impl<M: ProcessMemory> CachedMemory<M> {
             .collect();
         let slot = &mut st.slots[i];
         slot.valid = [0; PAGES / 64];
+        slot.used.fill(0);
         let mut copied = 0;
         for (s, e) in pieces {
             let (off, len) = ((s - base) as usize, (e - s) as usize);
@@ -342,7 +389,7 @@ impl<M: ProcessMemory> CachedMemory<M> {
     /// `None` sends the read to the general path.
     #[inline(always)]
     fn read_fast(&self, st: &mut State, addr: u64, buf: &mut [u8]) -> Option<Result<()>> {
-        let slot = st.slots.get(st.last)?;
+        let slot = st.slots.get_mut(st.last)?;
         let off = addr.wrapping_sub(slot.base);
         let len = buf.len() as u64;
         if len == 0 || off >= CHUNK || len > CHUNK - off {
@@ -356,11 +403,7 @@ impl<M: ProcessMemory> CachedMemory<M> {
             return None;
         }
         buf.copy_from_slice(&slot.data[off as usize..(off + len) as usize]);
-        if let Some(log) = st.log.as_mut() {
-            if let Err(e) = log.mark(addr, buf.len()) {
-                return Some(Err(e));
-            }
-        }
+        mark(&mut slot.used, off, len);
         Some(Ok(()))
     }
 
@@ -392,7 +435,7 @@ impl<M: ProcessMemory> CachedMemory<M> {
             i
         };
         let off = (addr - base) as usize;
-        let slot = &st.slots[i];
+        let slot = &mut st.slots[i];
         debug_assert!(slot.covers(addr));
         if !slot.pages_valid(off, buf.len()) {
             return Err(Error::Unreadable {
@@ -401,9 +444,7 @@ impl<M: ProcessMemory> CachedMemory<M> {
             });
         }
         buf.copy_from_slice(&slot.data[off..off + buf.len()]);
-        if let Some(log) = st.log.as_mut() {
-            log.mark(addr, buf.len())?;
-        }
+        mark(&mut slot.used, off as u64, buf.len() as u64);
         Ok(())
     }
 
@@ -422,10 +463,41 @@ impl<M: ProcessMemory> CachedMemory<M> {
     }
 }
 
+/// Hints the CPU to load the cache line at the start of `bytes`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch(bytes: &[u8]) {
+    // SAFETY: prefetching is a hint without architectural effect; the pointer is in bounds of
+    // a live slice (and a prefetch of any address never faults anyway).
+    unsafe {
+        core::arch::x86_64::_mm_prefetch(
+            bytes.as_ptr().cast::<i8>(),
+            core::arch::x86_64::_MM_HINT_T0,
+        )
+    }
+}
+
+/// No prefetch hint on other architectures.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn prefetch(_bytes: &[u8]) {}
+
+impl<M> CachedMemory<M> {
+    /// Memory of one slot: the copy, and the used-bits with a log.
+    fn slot_bytes(&self) -> u64 {
+        CHUNK
+            + if self.logging {
+                USED_WORDS as u64 * 8
+            } else {
+                0
+            }
+    }
+}
+
 impl<M> Drop for CachedMemory<M> {
     fn drop(&mut self) {
         let n = self.state.get_mut().slots.len() as u64;
-        self.budget.release(n * CHUNK);
+        self.budget.release(n * self.slot_bytes());
     }
 }
 
@@ -464,7 +536,7 @@ impl<M: ProcessMemory> ProcessMemory for CachedMemory<M> {
                         if let Some(i) = st.index.remove(&base) {
                             if let Some(log) = st.log.as_mut() {
                                 let s = &st.slots[i];
-                                log.seal(s.base, &s.data, &s.valid);
+                                log.seal(s.base, &s.data, &s.valid, &s.used)?;
                             }
                             st.slots[i].base = u64::MAX;
                             st.slots[i].stamp = 0;
@@ -485,22 +557,31 @@ impl<M: ProcessMemory> ProcessMemory for CachedMemory<M> {
         }
     }
 
+    fn prefetch(&self, addr: u64) {
+        self.is_resident(addr);
+    }
+
+    #[inline]
     fn read_u64(&self, addr: u64) -> Result<u64> {
         self.read_array(addr).map(u64::from_ne_bytes)
     }
 
+    #[inline]
     fn read_i64(&self, addr: u64) -> Result<i64> {
         self.read_array(addr).map(i64::from_ne_bytes)
     }
 
+    #[inline]
     fn read_u32(&self, addr: u64) -> Result<u32> {
         self.read_array(addr).map(u32::from_ne_bytes)
     }
 
+    #[inline]
     fn read_i32(&self, addr: u64) -> Result<i32> {
         self.read_array(addr).map(i32::from_ne_bytes)
     }
 
+    #[inline]
     fn read_u8(&self, addr: u64) -> Result<u8> {
         self.read_array::<1>(addr).map(|b| b[0])
     }
@@ -568,6 +649,39 @@ mod tests {
         assert_eq!(f.failed.map(|v| v.len()), Some(2));
     }
 
+    /// A read outside the regions known at the start makes the cache read the mappings again
+    /// and drop its copies; the dropped slots are then reused (issue 7: this path once sealed
+    /// an empty slot).
+    #[test]
+    fn mappings_read_again_when_a_read_falls_outside_them() {
+        let a: Vec<u8> = (0..4 * CHUNK).map(|i| (i % 253) as u8).collect();
+        let b: Vec<u8> = (0..CHUNK).map(|i| (i % 239) as u8).collect();
+        let (pa, pb) = (a.as_ptr() as u64, b.as_ptr() as u64);
+        let me = std::process::id();
+        let mem = crate::vm::RemoteMemory::open(me).expect("opens");
+        let c = CachedMemory::new(&mem, vec![(pa, pa + a.len() as u64)], 2 * CHUNK, budget())
+            .refresh_from(me)
+            .with_log();
+        for round in 0..2 {
+            for off in [0, CHUNK, 2 * CHUNK, 3 * CHUNK + 5] {
+                assert_eq!(
+                    c.read_u8(pa + off).ok(),
+                    Some(a[off as usize]),
+                    "{round} {off}"
+                );
+            }
+            assert_eq!(
+                c.read_u8(pb + 7).ok(),
+                Some(b[7]),
+                "{round}: found by reading maps"
+            );
+        }
+        assert_eq!(c.mismatches(), 0);
+        let f = c.finish();
+        assert!(f.log.is_some_and(|l| l.pages() >= 5));
+        assert_eq!(f.stats.failed_reads, 0);
+    }
+
     #[test]
     fn copies_stay_within_the_budget_and_a_changed_page_is_seen() {
         let budget = Rc::new(MemoryBudget::new(3 * CHUNK + PAGE));
@@ -600,6 +714,6 @@ mod tests {
         let mut bytes = vec![2; (4 * CHUNK) as usize];
         bytes[(2 * CHUNK + 8) as usize] = 3;
         changed.map(0, bytes);
-        assert_eq!(log.verify(&changed, 2).expect("reads").changed, 1);
+        assert_eq!(log.verify(&changed, 2, 1).expect("reads").changed, 1);
     }
 }

@@ -1,15 +1,16 @@
 //! What a walk of a running process read, so that a short pause can prove the walk saw one
 //! consistent state.
 //!
-//! Every read marks the 8-byte words it covers. When a copied chunk leaves the cache, each of
-//! its pages with marked words gets a 64-bit hash of exactly those words (a word never read,
-//! such as a reference count, never matters); a page copied again later must hash the same,
-//! or the walk is inconsistent. During the pause the pages are read once more and hashed:
+//! Every read marks the 8-byte words it covers (in a bitmap of its chunk in the cache). When a
+//! copied chunk leaves the cache, its marks join the log and each page with new marks gets a
+//! 64-bit hash of exactly the words marked so far (a word never read, such as a reference
+//! count, never matters); a page copied again later must hash the same, or the walk is
+//! inconsistent. During the pause the pages are read once more and hashed:
 //! if every hash matches, each byte the walk used holds the same value at the pause, so the
 //! walk computed exactly what a walk of the paused process would have.
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::bitmap::{AddrMap, BLOCK_SHIFT};
 use crate::budget::MemoryBudget;
@@ -31,11 +32,9 @@ struct LogBlock {
     /// Hash of the used words of each page, valid where `hashed` is set.
     hash: Box<[u64]>,
     hashed: [u64; PAGES_PER_BLOCK / 64],
-    /// Pages whose used words grew since their chunk was copied.
-    dirty: [u64; PAGES_PER_BLOCK / 64],
 }
 
-const BLOCK_BYTES: u64 = (WORDS_PER_BLOCK / 8 + PAGES_PER_BLOCK * 8 + PAGES_PER_BLOCK / 4) as u64;
+const BLOCK_BYTES: u64 = (WORDS_PER_BLOCK / 8 + PAGES_PER_BLOCK * 8 + PAGES_PER_BLOCK / 8) as u64;
 
 /// The record of a walk: the words it read and the hashes of their pages.
 pub struct PageLog {
@@ -61,8 +60,8 @@ impl std::fmt::Debug for PageLog {
 pub struct Verification {
     /// Pages compared.
     pub pages: u64,
-    /// Pages whose used words differ (or that became unreadable); the comparison stops at the
-    /// first one, so this is 0 or at least 1, not a full count.
+    /// Pages whose used words differ (or that became unreadable); the comparison stops once
+    /// it has found the number it was asked to stop at, so this is a count up to that.
     pub changed: u64,
 }
 
@@ -146,6 +145,7 @@ impl PageLog {
         }
     }
 
+    #[inline]
     fn find(&mut self, block: u64) -> Option<usize> {
         if self.last.0 == block {
             return Some(self.last.1);
@@ -165,7 +165,6 @@ impl PageLog {
             used: vec![0u64; WORDS_PER_BLOCK / 64].into_boxed_slice(),
             hash: vec![0u64; PAGES_PER_BLOCK].into_boxed_slice(),
             hashed: [0; PAGES_PER_BLOCK / 64],
-            dirty: [0; PAGES_PER_BLOCK / 64],
         });
         let p = self.blocks.len() - 1;
         self.index.insert(block, p);
@@ -173,76 +172,34 @@ impl PageLog {
         Ok(p)
     }
 
-    /// Marks the words of `[addr, addr + len)` as read.
-    #[inline]
-    pub fn mark(&mut self, addr: u64, len: usize) -> Result<()> {
-        if len == 0 {
+    /// The pages of a chunk leave the cache: `used` (one bit per word of `data`) holds the
+    /// words the walk read from this copy. They join the log, and each page with words not
+    /// logged before is hashed again over all its logged words. `data` starts at the
+    /// page-aligned `base` and lies in one block; `valid` has a bit per page that was copied.
+    pub fn seal(&mut self, base: u64, data: &[u8], valid: &[u64], used: &[u64]) -> Result<()> {
+        if used.iter().all(|w| *w == 0) {
             return Ok(());
         }
-        let (w0, w1) = (addr >> 3, (addr + len as u64 - 1) >> 3);
-        if w0 >> 6 == w1 >> 6 && w0 >> (BLOCK_SHIFT - 3) == self.last.0 {
-            // one mask word of the last block: the common case
-            let b = &mut self.blocks[self.last.1];
-            let bw = (w0 & (WORDS_PER_BLOCK as u64 - 1)) as usize;
-            let m = ((((1u128) << (w1 - w0 + 1)) - 1) as u64) << (bw & 63);
-            let slot = &mut b.used[bw >> 6];
-            if *slot & m != m {
-                *slot |= m;
-                let page = bw >> 9;
-                b.dirty[page >> 6] |= 1 << (page & 63);
-            }
-            return Ok(());
-        }
-        self.mark_slow(addr, len)
-    }
-
-    fn mark_slow(&mut self, addr: u64, len: usize) -> Result<()> {
-        let mut w = addr >> 3;
-        let end = (addr + len as u64 - 1) >> 3;
-        while w <= end {
-            let pos = self.find_or_add(w >> (BLOCK_SHIFT - 3))?;
-            let b = &mut self.blocks[pos];
-            let bw = (w & (WORDS_PER_BLOCK as u64 - 1)) as usize;
-            let bit = bw & 63;
-            let n = (64 - bit).min((end - w + 1) as usize);
-            let m = if n == 64 {
-                !0u64
-            } else {
-                ((1u64 << n) - 1) << bit
-            };
-            let slot = &mut b.used[bw >> 6];
-            if *slot & m != m {
-                *slot |= m;
-                let page = bw >> 9;
-                b.dirty[page >> 6] |= 1 << (page & 63);
-            }
-            w += n as u64;
-        }
-        Ok(())
-    }
-
-    /// The pages of a chunk leave the cache: hashes the pages whose used words grew while it
-    /// was copied. `data` starts at the page-aligned `base` and lies in one block; `valid`
-    /// has a bit per page that was read.
-    pub fn seal(&mut self, base: u64, data: &[u8], valid: &[u64]) {
-        let Some(pos) = self.find(base >> BLOCK_SHIFT) else {
-            return;
-        };
         let seed = self.seed;
+        let pos = self.find_or_add(base >> BLOCK_SHIFT)?;
         let b = &mut self.blocks[pos];
         let first = ((base >> 12) as usize) & (PAGES_PER_BLOCK - 1);
         for (i, page) in data.chunks_exact(PAGE as usize).enumerate() {
+            let mine = &used[i * MASK_PER_PAGE..][..MASK_PER_PAGE];
             let p = first + i;
-            if b.dirty[p >> 6] & (1 << (p & 63)) == 0 {
+            let logged = &mut b.used[p * MASK_PER_PAGE..][..MASK_PER_PAGE];
+            let mut grew = false;
+            for (l, m) in logged.iter_mut().zip(mine) {
+                grew |= m & !*l != 0;
+                *l |= m;
+            }
+            if !grew || valid[i >> 6] & (1 << (i & 63)) == 0 {
                 continue;
             }
-            b.dirty[p >> 6] &= !(1 << (p & 63));
-            if valid[i >> 6] & (1 << (i & 63)) == 0 {
-                continue;
-            }
-            b.hash[p] = page_hash(seed, page, &b.used[p * MASK_PER_PAGE..][..MASK_PER_PAGE]);
+            b.hash[p] = page_hash(seed, page, logged);
             b.hashed[p >> 6] |= 1 << (p & 63);
         }
+        Ok(())
     }
 
     /// A chunk was copied again: its pages hashed before must hash the same now.
@@ -323,12 +280,18 @@ impl PageLog {
     }
 
     /// Reads every hashed page again through `mem` (the process should be paused), on up to
-    /// `threads` threads, and compares. Stops at the first page that differs. Fails only when
-    /// the process is gone (or refuses reads); an unreadable page counts as changed.
-    pub fn verify<M: ProcessMemory + Sync>(&self, mem: &M, threads: usize) -> Result<Verification> {
+    /// `threads` threads, and compares. Stops once `stop_at` pages (at least 1) differ. Fails
+    /// only when the process is gone (or refuses reads); an unreadable page counts as changed.
+    pub fn verify<M: ProcessMemory + Sync>(
+        &self,
+        mem: &M,
+        threads: usize,
+        stop_at: u64,
+    ) -> Result<Verification> {
         let pieces = self.pieces();
         let next = AtomicUsize::new(0);
-        let changed = AtomicBool::new(false);
+        let changed = AtomicU64::new(0);
+        let stop_at = stop_at.max(1);
         let pages = AtomicU64::new(0);
         let seed = self.seed;
         let blocks = &self.blocks;
@@ -339,15 +302,15 @@ impl PageLog {
                 let Some(&(addr, pos, first, n)) = pieces.get(i) else {
                     return Ok(());
                 };
-                if changed.load(Ordering::Relaxed) {
+                if changed.load(Ordering::Relaxed) >= stop_at {
                     return Ok(());
                 }
                 let data = &mut buf[..n * PAGE as usize];
                 match mem.read(addr, data) {
                     Ok(()) => {}
                     Err(Error::Unreadable { .. }) => {
-                        changed.store(true, Ordering::Relaxed);
-                        return Ok(());
+                        changed.fetch_add(1, Ordering::Relaxed);
+                        continue;
                     }
                     Err(e) => return Err(e),
                 }
@@ -360,8 +323,7 @@ impl PageLog {
                             "page {:#x} changed before the pause",
                             addr + k as u64 * PAGE
                         );
-                        changed.store(true, Ordering::Relaxed);
-                        return Ok(());
+                        changed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 pages.fetch_add(n as u64, Ordering::Relaxed);
@@ -386,7 +348,7 @@ impl PageLog {
         }
         Ok(Verification {
             pages: pages.load(Ordering::Relaxed),
-            changed: u64::from(changed.load(Ordering::Relaxed)),
+            changed: changed.load(Ordering::Relaxed),
         })
     }
 }
@@ -435,16 +397,20 @@ mod tests {
         let base = 0x40_0000u64;
         let mut bytes: Vec<u8> = (0..4 * PAGE).map(|i| (i * 7) as u8).collect();
         let mut log = PageLog::new(budget.clone());
-        log.mark(base + 8, 8).expect("mark");
-        log.mark(base + PAGE * 2 + 100, 300).expect("mark");
-        log.seal(base, &bytes, &[0b1111]);
+        // words read: word 1 of page 0, and bytes 100..400 of page 2 (words 12..=49)
+        let mut used = vec![0u64; 4 * 8];
+        used[0] = 0b10;
+        for w in 12..=49 {
+            used[16 + w / 64] |= 1 << (w % 64);
+        }
+        log.seal(base, &bytes, &[0b1111], &used).expect("seal");
         assert_eq!(log.pages(), 2);
         // a reference count (word 0) changes: still the same
         bytes[0] ^= 1;
         let mut m = SliceMemory::new();
         m.map(base, bytes.clone());
         assert_eq!(
-            log.verify(&m, 2).expect("reads"),
+            log.verify(&m, 2, 1).expect("reads"),
             Verification {
                 pages: 2,
                 changed: 0
@@ -454,14 +420,14 @@ mod tests {
         bytes[(PAGE * 2 + 300) as usize] ^= 1;
         let mut m = SliceMemory::new();
         m.map(base, bytes.clone());
-        assert_eq!(log.verify(&m, 1).expect("reads").changed, 1);
+        assert_eq!(log.verify(&m, 1, 1).expect("reads").changed, 1);
         // copied again with the change: a mismatch between two copies
         log.check(base, &bytes, &[0b1111]);
         assert_eq!(log.mismatches(), 1);
         // a page gone is a change too
         let mut m = SliceMemory::new();
         m.map(base, bytes[..PAGE as usize * 2].to_vec());
-        assert_eq!(log.verify(&m, 2).expect("reads").changed, 1);
+        assert_eq!(log.verify(&m, 2, 10).expect("reads").changed, 1);
         drop(log);
         assert_eq!(budget.used(), 0);
     }

@@ -332,3 +332,40 @@ fn growth_of_zero_is_a_usage_error() {
         );
     }
 }
+
+/// The memory cap is hard: a census that needs more fails cleanly (exit 8, nothing printed,
+/// the target running), and one within it stays under it.
+#[test]
+fn the_memory_cap_fails_cleanly_when_reached() {
+    for py in pythons() {
+        let t = start_with(&py, "census_large.py", &["--no-truth"]);
+        let pid = t.pid().to_string();
+        let (out, rss) = memlens_capped(&py.path, &["census", &pid, "--max-memory", "6MiB"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(8), "{}: {err}", py.label);
+        assert!(err.contains("memory cap of 6 MiB"), "{}: {err}", py.label);
+        assert!(out.stdout.is_empty(), "{}: no partial census", py.label);
+        assert!(
+            rss <= (6 + 64) << 10,
+            "{}: memlens peaked at {rss} KiB",
+            py.label
+        );
+        assert_ne!(
+            proc_state(t.pid()),
+            Some('t'),
+            "{}: target left stopped",
+            py.label
+        );
+        let (out, rss) = memlens_capped(
+            &py.path,
+            &["census", &pid, "--max-memory", "64MiB", "--json"],
+        );
+        let j = parse(&py.label, &out);
+        assert!(u(&j["objects"]) > 500_000, "{}: {}", py.label, j["objects"]);
+        assert!(
+            rss <= (64 + 64) << 10,
+            "{}: memlens peaked at {rss} KiB",
+            py.label
+        );
+    }
+}

@@ -30,11 +30,13 @@ use crate::error::{Error, Result};
 use crate::gc;
 use crate::process::Interpreter;
 
-/// The hard cap on memlens's own memory for one census: chunk copies, bitmaps, page hashes
-/// and the work stack (documented in docs/cli.md). A census that needs more fails.
+/// The default hard cap on memlens's own memory for one census: chunk copies, bitmaps, page
+/// hashes and work stacks (documented in docs/cli.md; `census --max-memory`). A census that
+/// needs more fails. About 2.5% of the heap walked goes to bitmaps and hashes, so the default
+/// reaches heaps of about 8 GiB.
 pub const CENSUS_MEMORY_CAP: u64 = 256 << 20;
 /// Copies of the target's memory held at once (part of the cap).
-pub const CENSUS_CACHE: u64 = 64 << 20;
+pub const CENSUS_CACHE: u64 = 32 << 20;
 /// Walks of the running target before the census walks a stopped one.
 const WALKS_WHILE_RUNNING: u32 = 2;
 /// Walks of the stopped target, when a stop lands mid-update of a GC list.
@@ -80,19 +82,21 @@ struct Reader<'a> {
     consistency: Consistency,
 }
 
-/// Takes a census of the process of `it`. With `stop` (which stops every thread of the
-/// target and returns the guard that resumes it), the census is exact as of a pause; without,
-/// the target is never stopped and the census is flagged inexact. Fails with
-/// [`Error::Incomplete`] when more than 0.1% of the objects reached could not be read.
+/// Takes a census of the process of `it`, with at most `cap` bytes of memlens's own memory.
+/// With `stop` (which stops every thread of the target and returns the guard that resumes
+/// it), the census is exact as of a pause; without, the target is never stopped and the
+/// census is flagged inexact. Fails with [`Error::Incomplete`] when more than 0.1% of the
+/// objects reached could not be read.
 pub fn read(
     it: &Interpreter,
     mem: &RemoteMemory,
     stop: Option<&dyn Fn() -> Result<Pause>>,
+    cap: u64,
 ) -> Result<CensusRead> {
     let mut r = Reader {
         it,
         mem,
-        budget: Rc::new(MemoryBudget::new(CENSUS_MEMORY_CAP)),
+        budget: Rc::new(MemoryBudget::new(cap)),
         hold: test_hold_walk(),
         copied: 0,
         paused: Duration::ZERO,
@@ -136,7 +140,9 @@ impl Reader<'_> {
     /// cache recorded.
     fn walk(&mut self, log: bool) -> Result<(Result<Census>, Finished)> {
         let (regions, readable) = regions(self.pid())?;
-        let mut cache = CachedMemory::new(self.mem, regions, CENSUS_CACHE, self.budget.clone())
+        // the copies take at most half the cap
+        let copies = CENSUS_CACHE.min(self.budget.cap() / 2);
+        let mut cache = CachedMemory::new(self.mem, regions, copies, self.budget.clone())
             .refresh_from(self.pid());
         if log {
             cache = cache.with_log();
@@ -241,8 +247,9 @@ impl Reader<'_> {
             };
             let pause = self.stop_outside_collection(stop)?;
             let started = Instant::now();
+            let stop_at = (log.pages() / 1000).max(16);
             let checked = log
-                .verify(self.mem, threads)
+                .verify(self.mem, threads, stop_at)
                 .map_err(Error::from)
                 .and_then(|v| Ok((v, self.failures_still_fail(&failed)?)));
             self.paused += pause.resume();
@@ -264,10 +271,10 @@ impl Reader<'_> {
                 self.consistency.pause_us = self.paused.as_micros() as u64;
                 return Ok(Some(census));
             }
-            // The comparison stops at the first changed page: found within the first tenth,
-            // changes are dense (a busy heap) and another walk of the running target would
-            // fail the same way.
-            if v.changed > 0 && v.pages * 10 < log.pages() {
+            // Changes on many pages (the comparison stops there) mean a busy heap: another
+            // walk of the running target would fail the same way. A few pages mean a rare
+            // write (a counter, a cache): worth another walk.
+            if v.changed >= stop_at {
                 log::debug!("census: the heap changes all over; no second walk while it runs");
                 break;
             }
