@@ -454,8 +454,11 @@ impl<M: ProcessMemory> Walker<'_, M> {
             match w {
                 Work::Object(obj) => {
                     if !self.visited.contains(obj) {
-                        let r = self.visit(obj, true);
-                        r.or_else(|e| self.lost(e, obj))?;
+                        if let Err(e) = self.visit(obj, true) {
+                            // counted once: other references to it are not followed
+                            self.visited.insert(obj)?;
+                            self.lost(e, obj)?;
+                        }
                     }
                 }
                 Work::Words { at, left } => {

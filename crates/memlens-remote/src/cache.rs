@@ -83,6 +83,8 @@ struct State {
     slots: Vec<Slot>,
     index: AddrMap<usize>,
     last: usize,
+    /// The slot used before `last` (reads often alternate between two chunks).
+    prev: usize,
     clock: u64,
     /// Readable `[start, end)` ranges, sorted, adjacent ones merged.
     regions: Vec<(u64, u64)>,
@@ -104,9 +106,14 @@ pub struct CachedMemory<M> {
     state: RefCell<State>,
 }
 
-/// Sorts ranges and merges those that touch.
+/// Rounds ranges out to whole pages (mappings are made of whole pages; a copied page is then
+/// always copied whole), sorts them and merges those that touch.
 pub fn merge_regions(mut regions: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     regions.retain(|r| r.0 < r.1);
+    for r in regions.iter_mut() {
+        r.0 &= !(PAGE - 1);
+        r.1 = r.1.saturating_add(PAGE - 1) & !(PAGE - 1);
+    }
     regions.sort_unstable();
     let mut out: Vec<(u64, u64)> = Vec::with_capacity(regions.len());
     for r in regions {
@@ -149,6 +156,7 @@ impl<M: ProcessMemory> CachedMemory<M> {
                 slots: Vec::new(),
                 index: AddrMap::default(),
                 last: usize::MAX,
+                prev: usize::MAX,
                 clock: 0,
                 regions: merge_regions(regions),
                 last_region: 0,
@@ -227,8 +235,9 @@ impl<M: ProcessMemory> CachedMemory<M> {
     pub fn is_resident(&self, addr: u64) -> bool {
         let st = self.state.borrow();
         let base = addr & !(CHUNK - 1);
-        let slot = match st.slots.get(st.last) {
-            Some(s) if s.base == base => s,
+        let slot = match (st.slots.get(st.last), st.slots.get(st.prev)) {
+            (Some(s), _) if s.base == base => s,
+            (_, Some(s)) if s.base == base => s,
             _ => match st.index.get(&base) {
                 Some(&i) => &st.slots[i],
                 None => return false,
@@ -426,8 +435,15 @@ impl<M: ProcessMemory> CachedMemory<M> {
         let base = addr & !(CHUNK - 1);
         let i = if st.last < st.slots.len() && st.slots[st.last].base == base {
             st.last
+        } else if st.prev < st.slots.len() && st.slots[st.prev].base == base {
+            std::mem::swap(&mut st.last, &mut st.prev);
+            st.clock += 1;
+            let i = st.last;
+            st.slots[i].stamp = st.clock;
+            i
         } else {
             let i = self.slot(st, base)?;
+            st.prev = st.last;
             st.last = i;
             // least recently used, as of the last switch to each chunk
             st.clock += 1;
@@ -543,9 +559,18 @@ impl<M: ProcessMemory> ProcessMemory for CachedMemory<M> {
                         }
                     }
                     st.last = usize::MAX;
+                    st.prev = usize::MAX;
                     if self.read_locked(st, addr, buf).is_ok() {
                         return Ok(());
                     }
+                }
+                // A process that exited has no mappings left to copy from: ask the backend
+                // itself, which says so (ProcessGone) rather than "unreadable".
+                let mut probe = [0u8; 1];
+                if let Err(e @ (Error::ProcessGone { .. } | Error::PermissionDenied { .. })) =
+                    self.inner.read(addr, &mut probe)
+                {
+                    return Err(e);
                 }
                 Self::record_failure(st, addr, buf.len() as u64);
                 Err(Error::Unreadable {
@@ -612,6 +637,17 @@ mod tests {
         assert_eq!(c.stats().copied, 2 * PAGE);
     }
 
+    /// A region given in bytes covers whole pages: a page is copied whole or not at all.
+    #[test]
+    fn regions_are_whole_pages() {
+        let mut m = SliceMemory::new();
+        let base = 7 * CHUNK;
+        m.map(base, (0..PAGE).map(|i| (i % 251) as u8 + 1).collect());
+        let c = CachedMemory::new(m, vec![(base + 8, base + 100)], 2 * CHUNK, budget());
+        assert_eq!(c.read_u8(base + 200).ok(), Some(201));
+        assert_eq!(c.read_u8(base + 3).ok(), Some(4));
+    }
+
     /// Two mappings that share one chunk index and a read of more than a chunk: the defect of
     /// issue 7 (pieces keyed by chunk index overwrote each other; long reads bypassed the copy).
     #[test]
@@ -650,8 +686,9 @@ mod tests {
     }
 
     /// A read outside the regions known at the start makes the cache read the mappings again
-    /// and drop its copies; the dropped slots are then reused (issue 7: this path once sealed
-    /// an empty slot).
+    /// and drop its copies; the dropped slots are then reused (this path once sealed an empty
+    /// slot). The region given is not page-aligned, and `b` may follow `a` on the same page
+    /// (a page copied in part was once taken as copied whole).
     #[test]
     fn mappings_read_again_when_a_read_falls_outside_them() {
         let a: Vec<u8> = (0..4 * CHUNK).map(|i| (i % 253) as u8).collect();
@@ -680,6 +717,29 @@ mod tests {
         let f = c.finish();
         assert!(f.log.is_some_and(|l| l.pages() >= 5));
         assert_eq!(f.stats.failed_reads, 0);
+    }
+
+    /// A process that exited is gone, not unreadable, even when nothing is left to copy.
+    #[test]
+    fn an_exited_process_is_gone_not_unreadable() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("sleep starts");
+        let pid = child.id();
+        let mem = crate::vm::RemoteMemory::open(pid).expect("opens");
+        let regions = crate::vm::readable_regions(pid).expect("maps");
+        let stack = regions.last().map(|r| r.0).expect("a region");
+        child.kill().expect("kill");
+        child.wait().expect("reaped");
+        let c = CachedMemory::new(&mem, regions, 4 * CHUNK, budget()).refresh_from(pid);
+        assert!(matches!(c.read_u64(stack), Err(Error::ProcessGone { .. })));
+        let c = CachedMemory::new(&mem, Vec::new(), 4 * CHUNK, budget()).refresh_from(pid);
+        assert!(
+            matches!(c.read_u64(stack), Err(Error::ProcessGone { .. })),
+            "no regions known: {:?}",
+            c.read_u64(stack)
+        );
     }
 
     #[test]
