@@ -16,7 +16,8 @@ use crate::bitmap::AddrMap;
 use crate::budget::MemoryBudget;
 use crate::error::{Error, Result};
 use crate::memory::ProcessMemory;
-use crate::pagelog::{PageLog, PAGE};
+use crate::pagelog::{hash_pages, PageLog, PAGE};
+use crate::sealer::Sealer;
 
 /// Above every user-space address (x86_64 and aarch64): reads there fail without a look.
 const MAX_ADDR: u64 = 1 << 57;
@@ -91,6 +92,8 @@ struct State {
     last_region: usize,
     refreshes: u32,
     log: Option<PageLog>,
+    /// Hashes copies leaving the cache on another thread (with a log).
+    sealer: Option<Sealer>,
     failed: Vec<(u64, u64)>,
     failed_overflow: bool,
     stats: CacheStats,
@@ -162,6 +165,7 @@ impl<M: ProcessMemory> CachedMemory<M> {
                 last_region: 0,
                 refreshes: 0,
                 log: None,
+                sealer: None,
                 failed: Vec::new(),
                 failed_overflow: false,
                 stats: CacheStats::default(),
@@ -177,7 +181,12 @@ impl<M: ProcessMemory> CachedMemory<M> {
 
     /// Records every read in a [`PageLog`] (see the module documentation).
     pub fn with_log(mut self) -> Self {
-        self.state.borrow_mut().log = Some(PageLog::new(self.budget.clone()));
+        {
+            let mut st = self.state.borrow_mut();
+            let log = PageLog::new(self.budget.clone());
+            st.sealer = Sealer::start(log.seed());
+            st.log = Some(log);
+        }
         self.logging = true;
         self
     }
@@ -252,17 +261,22 @@ impl<M: ProcessMemory> CachedMemory<M> {
     pub fn finish(self) -> Finished {
         let mut guard = self.state.borrow_mut();
         let st = &mut *guard;
-        let slots = std::mem::take(&mut st.slots);
-        st.index.clear();
-        if let Some(log) = st.log.as_mut() {
-            for s in slots.iter().filter(|s| s.base != u64::MAX) {
-                if let Err(e) = log.seal(s.base, &s.data, &s.valid, &s.used) {
-                    // the walk's record is incomplete: it cannot be verified
-                    log::debug!("census: {e}");
-                    st.failed_overflow = true;
-                }
+        for i in 0..st.slots.len() {
+            if let Err(e) = self.seal_slot(st, i) {
+                // the walk's record is incomplete: it cannot be verified
+                log::debug!("census: {e}");
+                st.failed_overflow = true;
             }
         }
+        if let (Some(sealer), Some(log)) = (st.sealer.as_mut(), st.log.as_mut()) {
+            sealer.finish(log);
+            if sealer.broken() {
+                st.failed_overflow = true;
+            }
+        }
+        self.release_sealer(st);
+        let slots = std::mem::take(&mut st.slots);
+        st.index.clear();
         self.budget.release(slots.len() as u64 * self.slot_bytes());
         drop(slots);
         Finished {
@@ -333,10 +347,7 @@ impl<M: ProcessMemory> CachedMemory<M> {
                 .ok_or(Error::Unreadable { addr: base, len: 0 })?;
             let old = st.slots[i].base;
             if old != u64::MAX {
-                if let Some(log) = st.log.as_mut() {
-                    let s = &st.slots[i];
-                    log.seal(s.base, &s.data, &s.valid, &s.used)?;
-                }
+                self.seal_slot(st, i)?;
                 st.index.remove(&old);
             }
             i
@@ -388,9 +399,50 @@ impl<M: ProcessMemory> CachedMemory<M> {
         st.stats.copied += copied;
         st.stats.loads += 1;
         if let Some(log) = st.log.as_mut() {
+            if let Some(sealer) = st.sealer.as_mut() {
+                sealer.wait_for(log, base);
+            }
             let s = &st.slots[i];
             log.check(s.base, &s.data, &s.valid);
         }
+        Ok(())
+    }
+
+    /// The copy in slot `i` leaves the cache: its used words join the log, and the pages that
+    /// gained words are hashed, on the hashing thread when there is one.
+    fn seal_slot(&self, st: &mut State, i: usize) -> Result<()> {
+        let Some(log) = st.log.as_mut() else {
+            return Ok(());
+        };
+        let s = &mut st.slots[i];
+        if s.base == u64::MAX {
+            return Ok(());
+        }
+        let pending = log.merge(s.base, &s.valid, &s.used)?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let pending = match st.sealer.as_mut() {
+            Some(sealer) => {
+                if sealer.needs_buffer() {
+                    self.budget.charge(CHUNK, "hashing copies")?;
+                }
+                let data = std::mem::take(&mut s.data);
+                match sealer.submit(log, s.base, data, pending) {
+                    Ok(replacement) => {
+                        s.data = replacement;
+                        return Ok(());
+                    }
+                    Err((data, pending)) => {
+                        s.data = data;
+                        pending
+                    }
+                }
+            }
+            None => pending,
+        };
+        let hashes = hash_pages(log.seed(), &s.data, &pending);
+        log.store(s.base, &hashes);
         Ok(())
     }
 
@@ -499,6 +551,13 @@ fn prefetch(bytes: &[u8]) {
 fn prefetch(_bytes: &[u8]) {}
 
 impl<M> CachedMemory<M> {
+    /// Stops the hashing thread and gives back the buffers it made.
+    fn release_sealer(&self, st: &mut State) {
+        if let Some(sealer) = st.sealer.take() {
+            self.budget.release(sealer.buffers_made() as u64 * CHUNK);
+        }
+    }
+
     /// Memory of one slot: the copy, and the used-bits with a log.
     fn slot_bytes(&self) -> u64 {
         CHUNK
@@ -512,8 +571,10 @@ impl<M> CachedMemory<M> {
 
 impl<M> Drop for CachedMemory<M> {
     fn drop(&mut self) {
-        let n = self.state.get_mut().slots.len() as u64;
-        self.budget.release(n * self.slot_bytes());
+        let st = self.state.get_mut();
+        let n = st.slots.len() as u64;
+        let made = st.sealer.take().map_or(0, |s| s.buffers_made() as u64);
+        self.budget.release(n * self.slot_bytes() + made * CHUNK);
     }
 }
 
@@ -550,10 +611,7 @@ impl<M: ProcessMemory> ProcessMemory for CachedMemory<M> {
                     let stale: Vec<u64> = st.index.keys().copied().collect();
                     for base in stale {
                         if let Some(i) = st.index.remove(&base) {
-                            if let Some(log) = st.log.as_mut() {
-                                let s = &st.slots[i];
-                                log.seal(s.base, &s.data, &s.valid, &s.used)?;
-                            }
+                            self.seal_slot(st, i)?;
                             st.slots[i].base = u64::MAX;
                             st.slots[i].stamp = 0;
                         }
@@ -760,6 +818,8 @@ mod tests {
 
         let mut m = SliceMemory::new();
         m.map(0, vec![2; (4 * CHUNK) as usize]);
+        // two copies, their used-bits, the log and the hashing thread's two buffers
+        let budget = Rc::new(MemoryBudget::new(5 * CHUNK));
         let c = CachedMemory::new(m, vec![(0, 4 * CHUNK)], 2 * CHUNK, budget.clone()).with_log();
         for i in 0..4 {
             assert!(c.read_u64(i * CHUNK + 8).is_ok());
@@ -775,5 +835,8 @@ mod tests {
         bytes[(2 * CHUNK + 8) as usize] = 3;
         changed.map(0, bytes);
         assert_eq!(log.verify(&changed, 2, 1).expect("reads").changed, 1);
+        assert!(budget.peak() <= 5 * CHUNK);
+        drop(log);
+        assert_eq!(budget.used(), 0, "all given back");
     }
 }

@@ -14,6 +14,7 @@ mod error;
 pub mod memory;
 pub mod pagelog;
 pub mod pause;
+pub mod sealer;
 pub mod vm;
 
 pub use bitmap::AddressBits;

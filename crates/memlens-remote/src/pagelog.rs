@@ -21,8 +21,6 @@ use crate::memory::ProcessMemory;
 pub const PAGE: u64 = 4096;
 const PAGES_PER_BLOCK: usize = 1 << (BLOCK_SHIFT - 12);
 const WORDS_PER_BLOCK: usize = 1 << (BLOCK_SHIFT - 3);
-/// Mask words (of 64 bits) per page.
-const MASK_PER_PAGE: usize = 512 / 64;
 /// Pages per read while verifying (256 KiB: the copy stays in cache while it is hashed).
 const VERIFY_PIECE_PAGES: usize = 64;
 
@@ -123,6 +121,23 @@ pub fn page_hash(seed: u64, page: &[u8], used: &[u64]) -> u64 {
     )
 }
 
+/// Mask words of one page (one bit per 8-byte word).
+pub const MASK_PER_PAGE: usize = 512 / 64;
+
+/// Pages of a chunk to hash: (page index in the chunk, the page's logged mask).
+pub type Pending = Vec<(usize, [u64; MASK_PER_PAGE])>;
+
+/// Hashes the pending pages of a chunk's copy `data`: (page index in the chunk, hash).
+pub fn hash_pages(seed: u64, data: &[u8], pending: &Pending) -> Vec<(usize, u64)> {
+    pending
+        .iter()
+        .map(|(i, mask)| {
+            let page = &data[i * PAGE as usize..(i + 1) * PAGE as usize];
+            (*i, page_hash(seed, page, mask))
+        })
+        .collect()
+}
+
 fn fresh_seed() -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -177,15 +192,23 @@ impl PageLog {
     /// logged before is hashed again over all its logged words. `data` starts at the
     /// page-aligned `base` and lies in one block; `valid` has a bit per page that was copied.
     pub fn seal(&mut self, base: u64, data: &[u8], valid: &[u64], used: &[u64]) -> Result<()> {
+        let pending = self.merge(base, valid, used)?;
+        let hashes = hash_pages(self.seed, data, &pending);
+        self.store(base, &hashes);
+        Ok(())
+    }
+
+    /// The first half of [`PageLog::seal`]: merges `used` into the log and returns the pages
+    /// to hash again (those that were copied and gained words), with their logged masks.
+    pub fn merge(&mut self, base: u64, valid: &[u64], used: &[u64]) -> Result<Pending> {
+        let mut out = Vec::new();
         if used.iter().all(|w| *w == 0) {
-            return Ok(());
+            return Ok(out);
         }
-        let seed = self.seed;
         let pos = self.find_or_add(base >> BLOCK_SHIFT)?;
         let b = &mut self.blocks[pos];
         let first = ((base >> 12) as usize) & (PAGES_PER_BLOCK - 1);
-        for (i, page) in data.chunks_exact(PAGE as usize).enumerate() {
-            let mine = &used[i * MASK_PER_PAGE..][..MASK_PER_PAGE];
+        for (i, mine) in used.chunks_exact(MASK_PER_PAGE).enumerate() {
             let p = first + i;
             let logged = &mut b.used[p * MASK_PER_PAGE..][..MASK_PER_PAGE];
             let mut grew = false;
@@ -193,13 +216,33 @@ impl PageLog {
                 grew |= m & !*l != 0;
                 *l |= m;
             }
-            if !grew || valid[i >> 6] & (1 << (i & 63)) == 0 {
-                continue;
+            if grew && valid[i >> 6] & (1 << (i & 63)) != 0 {
+                let mut mask = [0u64; MASK_PER_PAGE];
+                mask.copy_from_slice(logged);
+                out.push((i, mask));
             }
-            b.hash[p] = page_hash(seed, page, logged);
+        }
+        Ok(out)
+    }
+
+    /// The second half of [`PageLog::seal`]: records the hashes of pages of the chunk at
+    /// `base` (page index in the chunk, hash).
+    pub fn store(&mut self, base: u64, hashes: &[(usize, u64)]) {
+        let Some(pos) = self.find(base >> BLOCK_SHIFT) else {
+            return;
+        };
+        let b = &mut self.blocks[pos];
+        let first = ((base >> 12) as usize) & (PAGES_PER_BLOCK - 1);
+        for &(i, h) in hashes {
+            let p = first + i;
+            b.hash[p] = h;
             b.hashed[p >> 6] |= 1 << (p & 63);
         }
-        Ok(())
+    }
+
+    /// The seed of the page hashes (for [`hash_pages`] run elsewhere).
+    pub fn seed(&self) -> u64 {
+        self.seed
     }
 
     /// A chunk was copied again: its pages hashed before must hash the same now.
