@@ -369,3 +369,63 @@ fn the_memory_cap_fails_cleanly_when_reached() {
         );
     }
 }
+
+/// `--nonblocking` never stops the target: it reads one that another tracer holds (strace),
+/// which a pausing census cannot (exit 4), and says its figures may be inexact.
+#[test]
+fn nonblocking_reads_a_target_it_cannot_stop() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "strace is needed in CI");
+        eprintln!("strace not installed: not tested");
+        return;
+    }
+    for py in pythons() {
+        let mut cmd = Command::new("strace");
+        cmd.args([
+            "-f",
+            "--seccomp-bpf",
+            "-e",
+            "trace=exit_group",
+            "-o",
+            "/dev/null",
+        ])
+        .arg(&py.path)
+        .arg(target_script("census_large.py"))
+        .arg("--no-truth");
+        let t = Target::spawn(cmd);
+        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", t.pid()))
+            .expect("strace's children");
+        let pid = children
+            .split_whitespace()
+            .next()
+            .expect("the traced Python")
+            .to_string();
+        let out = support::memlens_output(&["census", &pid]);
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{}: a traced target cannot be paused: {}",
+            py.label,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j = parse(
+            &py.label,
+            &support::memlens_output(&["census", &pid, "--nonblocking", "--top", "0", "--json"]),
+        );
+        assert_eq!(j["inexact"], true, "{}", py.label);
+        assert_eq!(j["consistency"]["method"], "nonblocking", "{}", py.label);
+        assert_eq!(u(&j["consistency"]["pause_us"]), 0, "{}", py.label);
+        assert!(
+            count_of(&j, "str") >= 200_000,
+            "{}: {}",
+            py.label,
+            j["types"]
+        );
+        assert!(
+            count_of(&j, "dict") >= 120_000,
+            "{}: {}",
+            py.label,
+            j["types"]
+        );
+    }
+}
