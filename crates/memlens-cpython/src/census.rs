@@ -16,128 +16,21 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use serde::Serialize;
-
 use memlens_remote::bitmap::AddrMap;
 use memlens_remote::{AddressBits, CachedMemory, MemoryBudget, ProcessMemory};
 
-use crate::dicts::{self, keys_size};
+use crate::dicts;
 use crate::error::{Error, Result};
 use crate::gc;
 use crate::layouts::Layout;
-use crate::objects::type_name;
 use crate::process::Interpreter;
 
 mod consistent;
+mod result;
+mod size;
+mod types;
 pub use consistent::{read, CensusRead, CENSUS_CACHE, CENSUS_MEMORY_CAP};
-
-/// One type's line of the census.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TypeCount {
-    /// `type(o).__name__` (untrusted).
-    #[serde(rename = "type")]
-    pub type_name: String,
-    /// Objects.
-    pub count: u64,
-    /// Sum of `sys.getsizeof`.
-    pub bytes: u64,
-}
-
-/// Objects the census reached but could not read (their memory unreadable, or data that does
-/// not decode); they are in no type's count.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Unreadable {
-    /// Objects.
-    pub objects: u64,
-    /// Bytes of the target's memory that failed to read.
-    pub bytes: u64,
-}
-
-/// How the census was made consistent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Method {
-    /// Walked while the target ran, then proved unchanged in a short pause: exact as of the
-    /// pause.
-    Verified,
-    /// Walked entirely while the target was stopped (its heap kept changing): exact.
-    Paused,
-    /// Walked without stopping the target: figures may be inexact.
-    Nonblocking,
-}
-
-/// How the census was read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Consistency {
-    /// What made it consistent.
-    pub method: Method,
-    /// Walks of the running target (each verified or not).
-    pub attempts: u32,
-    /// Microseconds the target was stopped, all pauses together (0 in nonblocking mode).
-    pub pause_us: u64,
-    /// Pages re-read and compared in the pause (method `verified`).
-    pub pages_verified: u64,
-    /// Pauses that found a garbage collection running, each followed by a wait for its end.
-    pub collections_waited: u32,
-}
-
-impl Default for Consistency {
-    fn default() -> Self {
-        Consistency {
-            method: Method::Nonblocking,
-            attempts: 0,
-            pause_us: 0,
-            pages_verified: 0,
-            collections_waited: 0,
-        }
-    }
-}
-
-/// The census of a process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Census {
-    /// Objects counted.
-    pub objects: u64,
-    /// Their bytes.
-    pub bytes: u64,
-    /// Per type, most objects first.
-    pub types: Vec<TypeCount>,
-    /// Objects reached that could not be read.
-    pub unreadable: Unreadable,
-    /// How the census was read.
-    pub consistency: Consistency,
-}
-
-impl Census {
-    /// Count of a type name (0 if absent).
-    pub fn count_of(&self, name: &str) -> u64 {
-        self.types
-            .iter()
-            .find(|t| t.type_name == name)
-            .map_or(0, |t| t.count)
-    }
-}
-
-/// The census fails when more than 1 object in this many could not be read (0.1%).
-pub const MAX_UNREADABLE_PER: u64 = 1000;
-
-impl Census {
-    /// Fails with [`Error::Incomplete`] when more than 0.1% of the objects reached could not
-    /// be read.
-    pub fn check_complete(&self, pid: u32) -> Result<()> {
-        let reached = self.objects + self.unreadable.objects;
-        if self.unreadable.objects * MAX_UNREADABLE_PER > reached {
-            return Err(Error::Incomplete {
-                pid,
-                unreadable: self.unreadable.objects,
-                reached,
-                bytes: self.unreadable.bytes,
-                limit: "0.1%",
-            });
-        }
-        Ok(())
-    }
-}
+pub use result::{Census, Consistency, Method, TypeCount, Unreadable, MAX_UNREADABLE_PER};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -562,147 +455,6 @@ impl<M: ProcessMemory> Walker<'_, M> {
         r
     }
 
-    /// The index in `infos` of the type at `ty` (read once), `NO_TYPE` when unreadable.
-    #[inline]
-    fn type_index(&mut self, ty: u64) -> Result<u32> {
-        let slot = ((ty >> 4) as usize) % TYPE_CACHE;
-        if self.type_cache[slot].0 == ty {
-            return Ok(self.type_cache[slot].1);
-        }
-        let i = self.type_index_slow(ty)?;
-        self.type_cache[slot] = (ty, i);
-        Ok(i)
-    }
-
-    fn type_index_slow(&mut self, ty: u64) -> Result<u32> {
-        if ty >= MAX_ADDR || ty % 8 != 0 {
-            return Ok(NO_TYPE);
-        }
-        if let Some(i) = self.types.get(&ty) {
-            return Ok(*i);
-        }
-        let i = match self.read_type(ty) {
-            Ok(t) if self.infos.len() < NO_TYPE as usize => {
-                self.infos.push(t);
-                (self.infos.len() - 1) as u32
-            }
-            Ok(_) => NO_TYPE,
-            Err(e) if object_level(&e) => NO_TYPE,
-            Err(e) => return Err(e),
-        };
-        self.types.insert(ty, i);
-        Ok(i)
-    }
-
-    fn read_type(&mut self, ty: u64) -> Result<TypeInfo> {
-        let l = self.l;
-        let raw = self.mem.read_vec(ty, l.type_size as usize)?;
-        let flags = word(&raw, l.type_flags);
-        let heap = flags & l.tpflags_heaptype != 0;
-        let name = type_name(self.mem, l, ty)?;
-        let t = self.it.types;
-        let mut kind = if ty == t.list || flags & l.tpflags_list_subclass != 0 {
-            Kind::List
-        } else if flags & l.tpflags_tuple_subclass != 0 {
-            Kind::Tuple
-        } else if flags & l.tpflags_dict_subclass != 0 {
-            Kind::Dict
-        } else if ty == t.str {
-            Kind::Str
-        } else if flags & l.tpflags_long_subclass != 0 {
-            Kind::Int
-        } else if flags & l.tpflags_type_subclass != 0 {
-            Kind::Type
-        } else if ty == t.function {
-            Kind::Function
-        } else if ty == t.cell {
-            Kind::Cell
-        } else if ty == t.code {
-            Kind::Code
-        } else {
-            Kind::Other
-        };
-        if kind == Kind::Other {
-            // sets and modules, subclasses included: look along tp_base
-            let mut base = ty;
-            for _ in 0..64 {
-                if base == 0 {
-                    break;
-                }
-                if base == t.set || base == t.frozenset {
-                    kind = Kind::Set;
-                    break;
-                }
-                if base == t.module {
-                    kind = Kind::Module;
-                    break;
-                }
-                base = addr(self.mem.read_u64(base + l.type_base)?, "a base type")?;
-            }
-        }
-        let first = self.member_offsets.len();
-        if heap {
-            let mut base = ty;
-            for _ in 0..64 {
-                if base == 0 {
-                    break;
-                }
-                let bflags = self.mem.read_u64(base + l.type_flags)?;
-                if bflags & l.tpflags_heaptype == 0 {
-                    break;
-                }
-                let n = self.mem.read_i64(base + l.var_size)?;
-                let members = addr(self.mem.read_u64(base + l.type_members)?, "a member table")?;
-                if n > 0 && n < 4096 && members != 0 {
-                    let raw = self
-                        .mem
-                        .read_vec(members, (n as u64 * l.member_size) as usize)?;
-                    for m in raw.chunks_exact(l.member_size as usize) {
-                        let mtype = word(m, l.member_type) & 0xffff_ffff;
-                        if mtype == l.member_t_object_ex {
-                            let off = small(word(m, l.member_offset), "a member offset")?;
-                            self.member_offsets.push(off);
-                        }
-                    }
-                }
-                base = addr(self.mem.read_u64(base + l.type_base)?, "a base type")?;
-            }
-        }
-        let slot = match self.names.get(&name) {
-            Some(i) => *i,
-            None => {
-                self.out.push(TypeCount {
-                    type_name: name.clone(),
-                    count: 0,
-                    bytes: 0,
-                });
-                self.names.insert(name, self.out.len() - 1);
-                self.out.len() - 1
-            }
-        };
-        let dictoffset = word(&raw, l.type_dictoffset) as i64;
-        small(dictoffset.unsigned_abs(), "a dict offset")?;
-        Ok(TypeInfo {
-            slot,
-            basicsize: small(word(&raw, l.type_basicsize), "a basic size")?,
-            itemsize: small(word(&raw, l.type_itemsize), "an item size")?,
-            flags,
-            dictoffset,
-            kind,
-            heap,
-            gc: flags & l.tpflags_have_gc != 0,
-            members: (first, self.member_offsets.len()),
-            cached_keys: if heap {
-                addr(
-                    self.mem.read_u64(ty + l.heaptype_cached_keys)?,
-                    "cached keys",
-                )?
-            } else {
-                0
-            },
-        })
-    }
-
     /// Counts `obj` and queues what it references. With `untracked_only`, an object that is
     /// tracked by the collector is left alone (its generation list brings it).
     fn visit(&mut self, obj: u64, untracked_only: bool) -> Result<()> {
@@ -816,62 +568,9 @@ impl<M: ProcessMemory> Walker<'_, M> {
                     })?;
                 }
             }
-            Kind::Type => {
-                if t.heap || self.mem.read_u64(obj + l.type_flags)? & l.tpflags_heaptype != 0 {
-                    for off in [
-                        l.type_dict,
-                        l.type_cache,
-                        l.type_mro,
-                        l.type_bases,
-                        l.type_base,
-                    ] {
-                        let p = self.mem.read_u64(obj + off)?;
-                        self.push(p)?;
-                    }
-                    if let Some(m) = l.heaptype_module {
-                        let p = self.mem.read_u64(obj + m)?;
-                        self.push(p)?;
-                    }
-                } else {
-                    // a static type: nothing of its own to follow
-                    return Ok(());
-                }
-            }
-            Kind::Function => {
-                let fields = [
-                    Some(l.func_code),
-                    Some(l.func_globals),
-                    l.func_builtins,
-                    Some(l.func_module),
-                    Some(l.func_defaults),
-                    Some(l.func_kwdefaults),
-                    Some(l.func_doc),
-                    Some(l.func_name),
-                    Some(l.func_dict),
-                    Some(l.func_closure),
-                    Some(l.func_annotations),
-                    Some(l.func_qualname),
-                    l.func_typeparams,
-                ];
-                for off in fields.into_iter().flatten() {
-                    let p = self.mem.read_u64(obj + off)?;
-                    self.push(p)?;
-                }
-            }
-            Kind::Module => {
-                let p = self.mem.read_u64(obj + l.module_dict)?;
-                self.push(p)?;
-            }
-            Kind::Cell => {
-                let p = self.mem.read_u64(obj + l.cell_ref)?;
-                self.push(p)?;
-            }
-            Kind::Code => {
-                let mut fields = vec![l.code_consts, l.code_names, l.code_filename, l.code_name];
-                fields.extend(l.code_qualname);
-                for off in fields {
-                    let p = self.mem.read_u64(obj + off)?;
-                    self.push(p)?;
+            Kind::Type | Kind::Function | Kind::Module | Kind::Cell | Kind::Code => {
+                if !self.fields(obj, t)? {
+                    return Ok(()); // a static type: nothing of its own to follow
                 }
             }
             Kind::Str | Kind::Int | Kind::Other => {}
@@ -884,6 +583,59 @@ impl<M: ProcessMemory> Walker<'_, M> {
             self.push(d)?;
         }
         Ok(())
+    }
+
+    /// The references held in fixed fields: of heap types, functions, modules, cells, and code
+    /// objects (constants and names). `false` for a static type (nothing of its own).
+    fn fields(&mut self, obj: u64, t: &TypeInfo) -> Result<bool> {
+        let l = self.l;
+        let offsets: Vec<u64> = match t.kind {
+            Kind::Type => {
+                if !t.heap && self.mem.read_u64(obj + l.type_flags)? & l.tpflags_heaptype == 0 {
+                    return Ok(false);
+                }
+                let mut v = vec![
+                    l.type_dict,
+                    l.type_cache,
+                    l.type_mro,
+                    l.type_bases,
+                    l.type_base,
+                ];
+                v.extend(l.heaptype_module);
+                v
+            }
+            Kind::Function => [
+                Some(l.func_code),
+                Some(l.func_globals),
+                l.func_builtins,
+                Some(l.func_module),
+                Some(l.func_defaults),
+                Some(l.func_kwdefaults),
+                Some(l.func_doc),
+                Some(l.func_name),
+                Some(l.func_dict),
+                Some(l.func_closure),
+                Some(l.func_annotations),
+                Some(l.func_qualname),
+                l.func_typeparams,
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            Kind::Module => vec![l.module_dict],
+            Kind::Cell => vec![l.cell_ref],
+            Kind::Code => {
+                let mut v = vec![l.code_consts, l.code_names, l.code_filename, l.code_name];
+                v.extend(l.code_qualname);
+                v
+            }
+            _ => Vec::new(),
+        };
+        for off in offsets {
+            let p = self.mem.read_u64(obj + off)?;
+            self.push(p)?;
+        }
+        Ok(true)
     }
 
     fn bad(&self, obj: u64, what: &str) -> Error {
@@ -915,84 +667,6 @@ impl<M: ProcessMemory> Walker<'_, M> {
             .ok_or_else(|| self.bad(at, "an item count"))?;
         self.within(at, len, at)?;
         self.push_work(Work::Words { at, left: n })
-    }
-
-    /// `sys.getsizeof(obj)`: the type's formula plus the pre-header (GC head, managed dict).
-    /// The per-kind formulas live here, in one place, to be replaced by the exact sizes of each
-    /// type's `__sizeof__`.
-    fn shallow_size(
-        &self,
-        obj: u64,
-        t: &TypeInfo,
-        ob_size: i64,
-        dict: Option<&dicts::DictTable>,
-    ) -> Result<u64> {
-        let l = self.l;
-        let mut size = t.basicsize;
-        // Some variable-size types (generators, frames) keep no item count in ob_size and
-        // define their own __sizeof__; an implausible count is ignored.
-        let items = ob_size.unsigned_abs();
-        if t.itemsize != 0 && items < 1 << 28 {
-            size += items * t.itemsize;
-        }
-        let minor = self.it.version.minor;
-        match t.kind {
-            Kind::List => {
-                let allocated = self.mem.read_i64(obj + l.list_allocated)?;
-                size = t.basicsize + (allocated.max(0) as u64).saturating_mul(8);
-            }
-            Kind::Dict => {
-                size = t.basicsize + dict.map_or(0, |d| d.extra_size);
-            }
-            Kind::Set => {
-                let table = self.mem.read_u64(obj + l.set_table)?;
-                let mask = self.mem.read_i64(obj + l.set_mask)?;
-                if (0..1 << 32).contains(&mask) && table != 0 && table != obj + l.set_smalltable {
-                    size = t.basicsize + (mask as u64 + 1) * 16;
-                }
-            }
-            Kind::Str => size = self.str_size(obj)?,
-            Kind::Int => {
-                let digits = match l.long_tag {
-                    Some(tag) => (self.mem.read_u64(obj + tag)? >> 3).max(1),
-                    None if minor >= 11 => ob_size.unsigned_abs().max(1),
-                    None => ob_size.unsigned_abs(),
-                };
-                size = l.long_digits + digits.saturating_mul(l.long_digit_size);
-            }
-            Kind::Type => {
-                if t.heap || self.mem.read_u64(obj + l.type_flags)? & l.tpflags_heaptype != 0 {
-                    let keys = addr(
-                        self.mem.read_u64(obj + l.heaptype_cached_keys)?,
-                        "cached keys",
-                    )?;
-                    size = l.heaptype_size
-                        + if keys != 0 {
-                            keys_size(self.mem, l, keys).unwrap_or(0)
-                        } else {
-                            0
-                        };
-                } else {
-                    // a static type: not a GC object for getsizeof
-                    return Ok(l.type_size);
-                }
-            }
-            _ => {}
-        }
-        let mut pre = 0;
-        if t.gc {
-            pre += l.gc_head_size;
-        }
-        if let Some(md) = l.tpflags_managed_dict {
-            let mut mask = md;
-            if let Some(mw) = l.tpflags_managed_weakref {
-                mask |= mw;
-            }
-            if t.flags & mask != 0 {
-                pre += 16;
-            }
-        }
-        Ok(size + pre)
     }
 
     /// What `subtype_traverse` visits: the (heap) type, `__slots__` members, the instance
@@ -1075,46 +749,5 @@ impl<M: ProcessMemory> Walker<'_, M> {
             }
         }
         Ok(())
-    }
-
-    fn str_size(&self, obj: u64) -> Result<u64> {
-        let l = self.l;
-        let state = self.mem.read_u32(obj + l.str_state)?;
-        let kind = u64::from((state >> 2) & 7);
-        let compact = (state >> 5) & 1 == 1;
-        let ascii = (state >> 6) & 1 == 1;
-        let len = small(
-            self.mem.read_i64(obj + l.str_length)?.max(0) as u64,
-            "a str length",
-        )?;
-        if !compact {
-            return Ok(l.str_compact_size);
-        }
-        let (mut size, data) = if ascii {
-            (l.str_ascii_size + len + 1, obj + l.str_ascii_size)
-        } else {
-            (
-                l.str_compact_size + (len + 1) * kind,
-                obj + l.str_compact_size,
-            )
-        };
-        if !ascii {
-            let utf8 = self.mem.read_u64(obj + l.str_utf8)?;
-            if utf8 != 0 && utf8 != data {
-                size += small(self.mem.read_u64(obj + l.str_utf8_length)?, "a utf8 length")? + 1;
-            }
-        }
-        if let (Some(w), Some(wl)) = (l.str_wstr, l.str_wstr_length) {
-            let wstr = self.mem.read_u64(obj + w)?;
-            if wstr != 0 && wstr != data {
-                let wlen = if ascii {
-                    len
-                } else {
-                    small(self.mem.read_u64(obj + wl)?, "a wstr length")?
-                };
-                size += (wlen + 1) * 4;
-            }
-        }
-        Ok(size)
     }
 }
