@@ -229,6 +229,13 @@ pub fn take<M: ProcessMemory>(
     })
 }
 
+impl<M> Drop for Walker<'_, M> {
+    fn drop(&mut self) {
+        let stack = (self.stack_charged * std::mem::size_of::<Work>()) as u64;
+        self.budget.release(stack + self.pending_charged);
+    }
+}
+
 fn word(b: &[u8], at: u64) -> u64 {
     let at = at as usize;
     match b.get(at..at + 8) {

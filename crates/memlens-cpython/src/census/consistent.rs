@@ -45,8 +45,9 @@ const STOPPED_WALKS: u32 = 10;
 const NONBLOCKING_WALKS: u32 = 3;
 /// Pauses that may find a collection running before the census gives up.
 const MAX_COLLECTION_WAITS: u32 = 50;
-/// The longest wait for one collection to end.
-const COLLECTION_WAIT: Duration = Duration::from_secs(2);
+/// The longest wait for one collection to end (a full collection of a large heap takes
+/// seconds; the target runs meanwhile, memlens only polls a flag).
+const COLLECTION_WAIT: Duration = Duration::from_secs(60);
 /// Failed reads up to this length are re-read in the pause; longer ones (lengths that did not
 /// fit a mapping) are checked against the mappings then.
 const RECHECK_READ_MAX: u64 = 1 << 20;
@@ -221,7 +222,7 @@ impl Reader<'_> {
                         ),
                     });
                 }
-                std::thread::sleep(Duration::from_micros(200));
+                std::thread::sleep(Duration::from_micros(500));
             }
         }
     }
