@@ -51,6 +51,8 @@ const COLLECTION_WAIT: Duration = Duration::from_secs(60);
 /// Failed reads up to this length are re-read in the pause; longer ones (lengths that did not
 /// fit a mapping) are checked against the mappings then.
 const RECHECK_READ_MAX: u64 = 1 << 20;
+/// Bytes of failed reads re-read in one pause, at most.
+const RECHECK_TOTAL_MAX: u64 = 16 << 20;
 
 /// A census with what it cost.
 #[derive(Debug, Clone)]
@@ -290,8 +292,14 @@ impl Reader<'_> {
         }
         let (regions, _) = regions(self.pid())?;
         let mut buf = Vec::new();
+        let mut reread = 0u64;
         for &(addr, len) in failed {
             if len <= RECHECK_READ_MAX {
+                reread += len;
+                if reread > RECHECK_TOTAL_MAX {
+                    // too much to read again in a pause: this walk is not verified
+                    return Ok(false);
+                }
                 buf.resize(len as usize, 0);
                 match self.mem.read(addr, &mut buf) {
                     Ok(()) => return Ok(false),
