@@ -22,7 +22,7 @@ fuzz_target!(init: memlens_fuzz::seeds::write_if_asked("interpreter"), |data: &[
             if gc_lists_trip(&it, &mem) {
                 return;
             }
-            if let Ok(cs) = census::take(&it, &mem) {
+            if let Ok(cs) = image::census(&it, &mem, bytes.len()) {
                 assert_eq!(cs.objects, cs.types.iter().map(|t| t.count).sum::<u64>());
                 assert_eq!(cs.bytes, cs.types.iter().map(|t| t.bytes).sum::<u64>());
                 assert!(cs.types.iter().all(|t| t.count > 0));

@@ -60,10 +60,11 @@ fuzz_target!(init: memlens_fuzz::seeds::write_if_asked("objects"), |data: &[u8]|
             }
             let mut seen = std::collections::HashSet::new();
             let mut repeated = None;
-            let r = gc::walk_list(&mem, addr, l.gc_head_size, |o| {
+            let r = gc::walk_list(&mem, 0, addr, l.gc_head_size, words, |o| {
                 if !seen.insert(o) && repeated.is_none() {
                     repeated = Some(o);
                 }
+                Ok(())
             });
             if let Ok(n) = r {
                 assert!(n <= words, "{n} objects in {words} words");

@@ -381,11 +381,15 @@ mod tests {
                 let d = dicts::read_dict(&mem, l, b.dict).expect("dict");
                 assert_eq!(d.items, vec![(b.strs[1], b.int)], "{v:?}");
                 let mut n = 0;
-                gc::walk_list(&mem, b.gen2, l.gc_head_size, |_| n += 1).expect("gc list");
+                gc::walk_list(&mem, 0, b.gen2, l.gc_head_size, 1 << 20, |_| {
+                    n += 1;
+                    Ok(())
+                })
+                .expect("gc list");
                 assert_eq!(n, 6, "{v:?}");
                 let m = modules::read(&it, &mem).expect("modules");
                 assert_eq!(m.names, vec!["sys".to_string()], "{v:?}");
-                let c = census::take(&it, &mem).expect("census");
+                let c = crate::image::census(&it, &mem, image.len()).expect("census");
                 for (name, count) in [
                     ("list", 1),
                     ("tuple", 1),

@@ -170,3 +170,23 @@ pub fn interpreter(h: &Header, image: &[u8]) -> (Interpreter, Memory) {
     );
     (it, Memory::new(image))
 }
+
+/// The census of the image as `memlens census` takes it: through a cache of the image's one
+/// mapping, within a 64 MiB memory budget.
+pub fn census(
+    it: &Interpreter,
+    mem: &Memory,
+    image_len: usize,
+) -> memlens_cpython::Result<memlens_cpython::census::Census> {
+    use std::rc::Rc;
+    let budget = Rc::new(memlens_remote::MemoryBudget::new(64 << 20));
+    let end = BASE + image_len as u64;
+    let cached = memlens_remote::CachedMemory::new(mem, vec![(BASE, end)], 4 << 20, budget.clone());
+    memlens_cpython::census::take(
+        it,
+        &cached,
+        budget,
+        image_len as u64,
+        std::time::Duration::ZERO,
+    )
+}

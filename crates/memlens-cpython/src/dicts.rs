@@ -15,20 +15,45 @@ pub struct DictContents {
 }
 
 const MAX_ENTRIES: i64 = 1 << 31;
+/// No user-space address reaches this; a larger pointer is garbage (and would overflow).
+const MAX_ADDR: u64 = 1 << 57;
 
 fn bad(addr: u64, what: &str) -> Error {
-    Error::Invalid {
-        pid: 0,
-        why: format!("dict at {addr:#x}: {what}"),
+    Error::Decode {
+        addr,
+        what: format!("a dict: {what}"),
     }
 }
 
-/// Reads the entries of the dict at `dict`.
-pub fn read_dict<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<DictContents> {
+/// Where the entries of a dict lie, without reading them: what a walk needs to read them in
+/// pieces, and what `dict.__sizeof__` says of the dict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DictTable {
+    /// First entry.
+    pub entries_at: u64,
+    /// Entries in use or deleted (`dk_nentries`).
+    pub entries: u64,
+    /// Bytes per entry.
+    pub entry_size: u64,
+    /// Offset of the key in an entry.
+    pub key_at: u64,
+    /// Offset of the value in an entry (combined tables).
+    pub value_at: u64,
+    /// The values array of a split table (`entries` pointers), or `None`.
+    pub split_values: Option<u64>,
+    /// `dict.__sizeof__` less the type's basic size.
+    pub extra_size: u64,
+}
+
+/// Locates the entries of the dict at `dict` and computes its extra size.
+pub fn table<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<DictTable> {
     let keys = mem.read_u64(dict + l.dict_keys)?;
     let values = mem.read_u64(dict + l.dict_values)?;
     if keys == 0 {
         return Err(bad(dict, "no keys"));
+    }
+    if keys >= MAX_ADDR || values >= MAX_ADDR {
+        return Err(bad(dict, "a pointer out of the address space"));
     }
     let refcnt = mem.read_i64(keys + l.dictkeys_refcnt)?;
     let nentries = mem.read_i64(keys + l.dictkeys_nentries)?;
@@ -36,7 +61,6 @@ pub fn read_dict<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<Dic
     if !(0..MAX_ENTRIES).contains(&nentries) {
         return Err(bad(dict, "entry count out of range"));
     }
-    let n = nentries as usize;
     let (entries_at, entry_size, key_at, value_at, keys_size);
     if let Some(size_off) = l.dictkeys_size_field {
         // 3.8-3.10: dk_size slots, index width from the size, 24-byte entries
@@ -80,30 +104,6 @@ pub fn read_dict<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<Dic
         let size = 1u64 << log2;
         keys_size = l.dictkeys_size + (1u64 << log2_ix) + ((size << 1) / 3) * entry_size;
     }
-    let raw = mem.read_vec(entries_at, n * entry_size as usize)?;
-    let word = |b: &[u8], at: usize| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&b[at..at + 8]);
-        u64::from_ne_bytes(w)
-    };
-    let split_values = if values != 0 {
-        let base = values + l.dictvalues_values.unwrap_or(0);
-        Some(mem.read_vec(base, n * 8)?)
-    } else {
-        None
-    };
-    let mut items = Vec::with_capacity(n);
-    for i in 0..n {
-        let e = i * entry_size as usize;
-        let key = word(&raw, e + key_at as usize);
-        let value = match &split_values {
-            Some(v) => word(v, i * 8),
-            None => word(&raw, e + value_at as usize),
-        };
-        if key != 0 && value != 0 {
-            items.push((key, value));
-        }
-    }
     let mut extra_size = 0;
     if values != 0 {
         extra_size += if l.dictkeys_size_field.is_some() {
@@ -111,17 +111,64 @@ pub fn read_dict<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<Dic
             let size = mem.read_i64(keys + l.dictkeys_size_field.unwrap_or(0))?;
             ((size * 2 / 3) as u64) * 8
         } else {
-            ((nentries + usable).max(0) as u64) * 8
+            (nentries.saturating_add(usable).max(0) as u64).saturating_mul(8)
         };
     }
     if refcnt == 1 {
         extra_size += keys_size;
     }
-    Ok(DictContents { items, extra_size })
+    Ok(DictTable {
+        entries_at,
+        entries: nentries as u64,
+        entry_size,
+        key_at,
+        value_at,
+        split_values: (values != 0).then(|| values + l.dictvalues_values.unwrap_or(0)),
+        extra_size,
+    })
+}
+
+/// Reads the entries of the dict at `dict` (all at once: for small dicts such as
+/// `sys.modules`, up to 2^20 entries; the census reads dicts in pieces from [`table`]).
+pub fn read_dict<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<DictContents> {
+    let t = table(mem, l, dict)?;
+    if t.entries > 1 << 20 {
+        return Err(bad(dict, "more entries than a small dict holds"));
+    }
+    let n = t.entries as usize;
+    let raw = mem.read_vec(t.entries_at, n * t.entry_size as usize)?;
+    let word = |b: &[u8], at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[at..at + 8]);
+        u64::from_ne_bytes(w)
+    };
+    let split_values = match t.split_values {
+        Some(base) => Some(mem.read_vec(base, n * 8)?),
+        None => None,
+    };
+    let mut items = Vec::with_capacity(n);
+    for i in 0..n {
+        let e = i * t.entry_size as usize;
+        let key = word(&raw, e + t.key_at as usize);
+        let value = match &split_values {
+            Some(v) => word(v, i * 8),
+            None => word(&raw, e + t.value_at as usize),
+        };
+        if key != 0 && value != 0 {
+            items.push((key, value));
+        }
+    }
+    Ok(DictContents {
+        items,
+        extra_size: t.extra_size,
+    })
 }
 
 /// Size of a key table as `_PyDict_KeysSize` computes it (used for heap types' cached keys).
 pub fn keys_size<M: ProcessMemory>(mem: &M, l: &Layout, keys: u64) -> Result<u64> {
+    if keys >= MAX_ADDR {
+        return Err(bad(keys, "a pointer out of the address space"));
+    }
     if let Some(size_off) = l.dictkeys_size_field {
         let size = mem.read_i64(keys + size_off)?;
         if !(1..=MAX_ENTRIES * 2).contains(&size) {

@@ -35,6 +35,51 @@ pub enum Error {
         /// What failed.
         why: String,
     },
+    /// An object that does not decode (a length out of range, a broken table): the census
+    /// counts it as unreadable.
+    #[error("cannot decode {what} at {addr:#x}")]
+    Decode {
+        /// Address.
+        addr: u64,
+        /// What did not decode.
+        what: String,
+    },
+    /// A GC generation list that does not close: a null link, a loop that does not pass its
+    /// head, or more objects than the process's memory can hold.
+    #[error("the GC list at {head:#x} of process {pid} is broken after {after} objects ({why})")]
+    BrokenGcList {
+        /// Process id.
+        pid: u32,
+        /// The list head.
+        head: u64,
+        /// Objects walked before the break.
+        after: u64,
+        /// What broke it.
+        why: &'static str,
+    },
+    /// The heap kept changing while it was read, or a collection kept running, through every
+    /// attempt memlens allows itself.
+    #[error("no consistent census of process {pid}: {why}")]
+    Inconsistent {
+        /// Process id.
+        pid: u32,
+        /// What happened.
+        why: String,
+    },
+    /// Too many objects could not be read for the census to stand.
+    #[error("the census of process {pid} is incomplete: {unreadable} of {reached} objects could not be read ({bytes} bytes of reads failed), more than the {limit} memlens accepts")]
+    Incomplete {
+        /// Process id.
+        pid: u32,
+        /// Objects that could not be read.
+        unreadable: u64,
+        /// Objects reached (read or not).
+        reached: u64,
+        /// Bytes of the reads that failed.
+        bytes: u64,
+        /// The accepted fraction, as text ("0.1%").
+        limit: &'static str,
+    },
     /// A remote read or pause failed.
     #[error(transparent)]
     Remote(#[from] memlens_remote::Error),

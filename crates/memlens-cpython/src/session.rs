@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use memlens_remote::vm::{self, RemoteMemory};
-use memlens_remote::{CachedMemory, Pause};
+use memlens_remote::vm::RemoteMemory;
+use memlens_remote::Pause;
 
 use crate::census::Census;
 use crate::error::Result;
@@ -15,12 +15,6 @@ use crate::process::Interpreter;
 use crate::pymalloc::Pymalloc;
 use crate::threads::Thread;
 use crate::{census, gc, modules, pymalloc, threads};
-
-/// Mappings larger than this are not copied during a census pause (large numeric buffers hold
-/// no Python objects); objects found there later are read live.
-const PREFETCH_MAPPING_MAX: u64 = 256 << 20;
-/// At most this much is copied during one pause.
-const PREFETCH_TOTAL_MAX: u64 = 8 << 30;
 
 /// How the target is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,42 +141,34 @@ impl Session {
         ))
     }
 
-    /// The object census. Paused mode stops the target only while its writable memory is
-    /// copied, then walks the copy.
+    /// The object census (see [`census::read`]) within memlens's default memory cap.
     pub fn census(&self, mode: ReadMode) -> Result<(Census, ReadStats)> {
+        self.census_capped(mode, census::CENSUS_MEMORY_CAP)
+    }
+
+    /// The object census with at most `cap` bytes of memlens's own memory for it. Paused mode
+    /// walks the running target and proves the walk consistent in a short pause (or, when the
+    /// heap keeps changing, walks it stopped); nonblocking mode never stops it.
+    pub fn census_capped(&self, mode: ReadMode, cap: u64) -> Result<(Census, ReadStats)> {
         let start = Instant::now();
-        let pid = self.interpreter.pid;
-        let maps = vm::maps(pid)?;
-        let regions: Vec<(u64, u64)> = maps
-            .iter()
-            .filter(|m| m.readable() && !m.path.starts_with(b"[v"))
-            .map(|m| (m.start, m.end))
-            .collect();
-        let cache = CachedMemory::new(&self.mem, regions);
-        let pause = self.pause(mode)?;
-        if pause.is_some() {
-            let mut budget = PREFETCH_TOTAL_MAX;
-            let wanted: Vec<(u64, u64)> = maps
-                .iter()
-                .filter(|m| m.readable() && m.writable() && !m.path.starts_with(b"[v"))
-                .filter(|m| m.end - m.start <= PREFETCH_MAPPING_MAX)
-                .filter(|m| {
-                    let size = m.end - m.start;
-                    let fits = size <= budget;
-                    budget = budget.saturating_sub(size);
-                    fits
-                })
-                .map(|m| (m.start, m.end))
-                .collect();
-            cache.prefetch(&wanted);
-        }
-        let paused = pause.map(Pause::resume);
-        let census = census::take(&self.interpreter, &cache)?;
+        let stop = || -> Result<Pause> {
+            self.pause(ReadMode::Paused)?
+                .ok_or(crate::error::Error::Remote(
+                    memlens_remote::Error::ProcessGone {
+                        pid: self.interpreter.pid,
+                    },
+                ))
+        };
+        let stop: Option<&dyn Fn() -> Result<Pause>> = match mode {
+            ReadMode::Paused => Some(&stop),
+            ReadMode::Nonblocking => None,
+        };
+        let read = census::read(&self.interpreter, &self.mem, stop, cap)?;
         Ok((
-            census,
+            read.census,
             ReadStats {
-                paused,
-                copied: cache.bytes_copied(),
+                paused: read.paused,
+                copied: read.copied,
                 elapsed: start.elapsed(),
             },
         ))

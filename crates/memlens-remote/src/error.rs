@@ -45,6 +45,14 @@ pub enum Error {
         /// How long we waited.
         ms: u64,
     },
+    /// memlens's own memory for one read reached its hard cap.
+    #[error("memlens's memory cap of {cap_mib} MiB was reached while {what}")]
+    MemoryCap {
+        /// The cap, MiB.
+        cap_mib: u64,
+        /// What needed more.
+        what: &'static str,
+    },
     /// Any other I/O error.
     #[error("{what}: {source}")]
     Io {

@@ -6,15 +6,22 @@
 //! This crate never writes to the target. It is the only memlens crate allowed `unsafe`: the
 //! system calls live here, each with a `// SAFETY:` comment.
 
+pub mod bitmap;
+pub mod budget;
 pub mod cache;
 pub mod elf;
 mod error;
 pub mod memory;
+pub mod pagelog;
 pub mod pause;
+pub mod sealer;
 pub mod vm;
 
+pub use bitmap::AddressBits;
+pub use budget::MemoryBudget;
 pub use cache::CachedMemory;
 pub use error::{Error, Result};
 pub use memory::{ProcessMemory, SliceMemory};
+pub use pagelog::PageLog;
 pub use pause::Pause;
 pub use vm::RemoteMemory;

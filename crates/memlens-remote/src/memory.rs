@@ -12,6 +12,10 @@ pub trait ProcessMemory {
         reqs.iter_mut().map(|(a, b)| self.read(*a, b)).collect()
     }
 
+    /// Hints that `addr` will be read soon (a cache may start loading it). Does nothing by
+    /// default.
+    fn prefetch(&self, _addr: u64) {}
+
     /// Reads `len` bytes into a new vector.
     fn read_vec(&self, addr: u64, len: usize) -> Result<Vec<u8>> {
         let mut v = vec![0u8; len];
@@ -80,6 +84,9 @@ impl<M: ProcessMemory + ?Sized> ProcessMemory for &M {
     }
     fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Vec<Result<()>> {
         (**self).read_many(reqs)
+    }
+    fn prefetch(&self, addr: u64) {
+        (**self).prefetch(addr)
     }
 }
 

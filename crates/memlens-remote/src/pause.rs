@@ -50,6 +50,20 @@ fn task_ids(pid: u32) -> Result<Vec<i32>> {
         .collect())
 }
 
+/// Whether `pid` has exited (a zombie, or no process at all).
+fn exited(pid: u32) -> bool {
+    match std::fs::read(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let after = stat
+                .iter()
+                .rposition(|b| *b == b')')
+                .and_then(|i| stat.get(i + 2));
+            matches!(after, Some(b'Z') | Some(b'X'))
+        }
+        Err(_) => true,
+    }
+}
+
 impl Pause {
     /// Stops every thread of `pid`, including threads created while stopping.
     pub fn stop(pid: u32) -> Result<Pause> {
@@ -74,6 +88,10 @@ impl Pause {
                     Err(e) => {
                         // `pause` drops here and detaches what was seized
                         pause.threads.extend(seized.iter().map(|t| (*t, 0)));
+                        if exited(pid) {
+                            // a zombie refuses ptrace with EPERM: it is gone, not forbidden
+                            return Err(Error::ProcessGone { pid });
+                        }
                         return Err(Error::from_os(pid, "pause (ptrace)", e));
                     }
                 }
@@ -164,5 +182,39 @@ impl Pause {
 impl Drop for Pause {
     fn drop(&mut self) {
         self.detach_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pausing_a_zombie_says_it_is_gone() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("sleep starts");
+        let pid = child.id();
+        let p = Pause::stop(pid).expect("pauses a live process");
+        assert_eq!(p.thread_count(), 1);
+        p.resume();
+        child.kill().expect("kill");
+        // not reaped: a zombie
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !exited(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never became a zombie"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(
+            matches!(Pause::stop(pid), Err(Error::ProcessGone { pid: p }) if p == pid),
+            "{:?}",
+            Pause::stop(pid).err()
+        );
+        child.wait().expect("reaped");
+        assert!(matches!(Pause::stop(pid), Err(Error::ProcessGone { .. })));
     }
 }

@@ -7,9 +7,9 @@
 //! `access_remote_vm` without pinning and leaves sharing intact. `process_vm_readv` remains
 //! the fallback where `/proc/PID/mem` cannot be opened, and can be chosen explicitly.
 
-use std::cell::Cell;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
 use crate::memory::ProcessMemory;
@@ -17,12 +17,12 @@ use crate::memory::ProcessMemory;
 /// The kernel's limit on iovecs per call (`UIO_MAXIOV`).
 const MAX_IOV: usize = 1024;
 
-/// Memory of a live process.
+/// Memory of a live process. It is `Sync`: several threads may read at once.
 #[derive(Debug)]
 pub struct RemoteMemory {
     pid: u32,
     /// Read through `/proc/PID/mem` (default when it opens), else `process_vm_readv`.
-    use_file: Cell<bool>,
+    use_file: AtomicBool,
     mem: Option<File>,
 }
 
@@ -36,7 +36,7 @@ impl RemoteMemory {
         let mem = File::open(format!("/proc/{pid}/mem")).ok();
         Ok(RemoteMemory {
             pid,
-            use_file: Cell::new(mem.is_some()),
+            use_file: AtomicBool::new(mem.is_some()),
             mem,
         })
     }
@@ -45,13 +45,13 @@ impl RemoteMemory {
     /// it unshares copy-on-write pages it reads (see the module documentation).
     pub fn open_with_process_vm_readv(pid: u32) -> Result<Self> {
         let m = Self::open(pid)?;
-        m.use_file.set(false);
+        m.use_file.store(false, Ordering::Relaxed);
         Ok(m)
     }
 
     /// Whether reads go through `/proc/PID/mem`.
     pub fn uses_proc_mem(&self) -> bool {
-        self.use_file.get()
+        self.use_file.load(Ordering::Relaxed)
     }
 
     /// The process id.
@@ -66,14 +66,21 @@ impl RemoteMemory {
                 what: "read the memory of",
             });
         };
-        f.read_exact_at(buf, addr)
-            .map_err(|e| match e.raw_os_error() {
+        f.read_exact_at(buf, addr).map_err(|e| {
+            // The kernel answers EIO for an unmapped address and end-of-file once the
+            // process's memory is gone (it exited, or is a zombie): the file stays bound to
+            // the memory it was opened for, so a reused PID is never read.
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                return Error::ProcessGone { pid: self.pid };
+            }
+            match e.raw_os_error() {
                 Some(libc::EIO) | Some(libc::EFAULT) | None => Error::Unreadable {
                     addr,
                     len: buf.len(),
                 },
                 _ => Error::from_os(self.pid, "read the memory of", e),
-            })
+            }
+        })
     }
 
     /// One `process_vm_readv` call for up to [`MAX_IOV`] ranges; returns bytes read.
@@ -118,7 +125,7 @@ impl ProcessMemory for RemoteMemory {
         if buf.is_empty() {
             return Ok(());
         }
-        if self.use_file.get() {
+        if self.uses_proc_mem() {
             return self.read_file(addr, buf);
         }
         let len = buf.len();
@@ -132,7 +139,7 @@ impl ProcessMemory for RemoteMemory {
                         "process_vm_readv failed ({e}); using /proc/{}/mem",
                         self.pid
                     );
-                    self.use_file.set(true);
+                    self.use_file.store(true, Ordering::Relaxed);
                     self.read_file(addr, buf)
                 }
                 _ => Err(Error::from_os(self.pid, "read the memory of", e)),
@@ -143,7 +150,7 @@ impl ProcessMemory for RemoteMemory {
     fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Vec<Result<()>> {
         let mut out = Vec::with_capacity(reqs.len());
         for batch in reqs.chunks_mut(MAX_IOV) {
-            if self.use_file.get() {
+            if self.uses_proc_mem() {
                 out.extend(batch.iter_mut().map(|(a, b)| self.read_file(*a, b)));
                 continue;
             }
@@ -296,6 +303,29 @@ mod tests {
             assert_eq!(&x[..], &data[100..116]);
             assert!(matches!(m.read_u64(16), Err(Error::Unreadable { .. })));
         }
+    }
+
+    #[test]
+    fn a_process_whose_memory_is_gone_is_gone_not_unreadable() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("sleep starts");
+        let pid = child.id();
+        let m = RemoteMemory::open(pid).expect("opens");
+        let stack = readable_regions(pid)
+            .expect("maps")
+            .last()
+            .map(|r| r.0)
+            .expect("a region");
+        assert!(m.read_u64(stack).is_ok(), "readable while it runs");
+        child.kill().expect("kill");
+        child.wait().expect("reaped");
+        assert!(
+            matches!(m.read_u64(stack), Err(Error::ProcessGone { pid: p }) if p == pid),
+            "{:?}",
+            m.read_u64(stack)
+        );
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub enum Code {
     /// did not write it, or it is a link, a device, a FIFO...), its directory is missing or
     /// read-only, or the disk filled up.
     Output = 8,
+    /// The Python view could not be read completely or consistently (a census that lost too
+    /// many objects, a heap that kept changing or collecting, memlens's memory cap).
+    Incomplete = 9,
     /// `run` could not execute the program (not executable).
     CannotExecute = 126,
     /// `run` could not find the program.

@@ -38,8 +38,16 @@ pub fn cli_error(pid: u32, e: Error) -> CliError {
             )),
         // Names the tracer when another one holds the process (`TracerPid`).
         Error::Remote(R::PermissionDenied { .. }) => crate::exit::permission_denied(pid, e.to_string()),
-        Error::Invalid { .. } => CliError::new(Code::Failure, e.to_string())
+        Error::Invalid { .. } | Error::Decode { .. } => CliError::new(Code::Failure, e.to_string())
             .with_hint("the interpreter may be starting up or shutting down; try again"),
+        Error::Incomplete { .. }
+        | Error::Inconsistent { .. }
+        | Error::BrokenGcList { .. }
+        | Error::Remote(R::MemoryCap { .. }) => CliError::new(Code::Incomplete, e.to_string())
+            .with_hint(
+                "no figures were printed rather than wrong ones; `memlens census --nonblocking` \
+                 reads without stopping the target (inexact), `-v` says more",
+            ),
         Error::Remote(_) => CliError::new(Code::Failure, e.to_string()),
     }
 }
