@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::gc;
 use crate::layouts::Layout;
 use crate::process::Interpreter;
-use crate::sizes::{Sizer, TypeFacts};
+use crate::sizes::{SizeKind, Sizer, TypeFacts};
 
 mod consistent;
 mod result;
@@ -610,7 +610,11 @@ impl<M: ProcessMemory> Walker<'_, M> {
                     self.push(p)?;
                 }
             }
-            Kind::Str | Kind::Int | Kind::Other => {}
+            Kind::Str | Kind::Int | Kind::Other => {
+                if t.facts.kind == SizeKind::Deque {
+                    self.deque_items(obj)?;
+                }
+            }
         }
         if t.heap {
             self.visit_instance(obj, ty, t, ob_size)?;
@@ -618,6 +622,44 @@ impl<M: ProcessMemory> Walker<'_, M> {
             // static types with an instance dict (functools.partial, classmethod ...) visit it
             let d = self.mem.read_u64(obj + t.dictoffset as u64)?;
             self.push(d)?;
+        }
+        Ok(())
+    }
+
+    /// Queues the items of a `collections.deque`: a chain of blocks of `BLOCKLEN` slots from
+    /// `leftblock`, the first item at `leftindex`. `dequeobject` is `PyObject_VAR_HEAD`, then
+    /// `leftblock`, `rightblock`, `leftindex` (every CPython), and `block` is `leftlink`,
+    /// `data[BLOCKLEN]`, `rightlink`: both offsets follow from the generated `leftindex` and
+    /// block size.
+    fn deque_items(&mut self, obj: u64) -> Result<()> {
+        let l = self.l;
+        let n = self.mem.read_i64(obj + l.var_size)?;
+        if !(0..1 << 40).contains(&n) {
+            return Err(self.bad(obj, "a deque length"));
+        }
+        let blocklen = l.deque_blocklen;
+        if n == 0 || blocklen == 0 || l.deque_leftindex < 16 || l.deque_block_size < 16 {
+            return Ok(());
+        }
+        let leftblock = l.deque_leftindex - 16;
+        let rightlink = l.deque_block_size - 8;
+        let mut block = addr(self.mem.read_u64(obj + leftblock)?, "a deque block")?;
+        let mut index = self.mem.read_i64(obj + l.deque_leftindex)?;
+        if !(0..blocklen as i64).contains(&index) {
+            return Err(self.bad(obj, "a deque index"));
+        }
+        let mut left = n as u64;
+        while left > 0 {
+            if block == 0 {
+                return Err(self.bad(obj, "a deque's chain of blocks"));
+            }
+            let take = (blocklen - index as u64).min(left);
+            self.words(block + 8 + index as u64 * 8, take)?;
+            left -= take;
+            index = 0;
+            if left > 0 {
+                block = addr(self.mem.read_u64(block + rightlink)?, "a deque block")?;
+            }
         }
         Ok(())
     }

@@ -49,6 +49,15 @@ fn count_of(census: &Value, name: &str) -> u64 {
         .map_or(0, |t| u(&t["count"]))
 }
 
+fn bytes_of(census: &Value, name: &str) -> u64 {
+    census["types"]
+        .as_array()
+        .expect("types")
+        .iter()
+        .find(|t| t["type"] == name)
+        .map_or(0, |t| u(&t["bytes"]))
+}
+
 fn parse(what: &str, out: &Output) -> Value {
     assert!(
         out.status.success(),
@@ -116,6 +125,29 @@ fn large_containers_are_counted_in_full() {
                 assert!(
                     (got as f64 - want as f64).abs() <= want as f64 * 0.01 + frozen,
                     "{what}: {name}: memlens counts {got}, the target reaches {want}"
+                );
+            }
+            // sizes are sys.getsizeof's, buffers outside the objects included (issue 7 item 2)
+            let bytes = truth["bytes"].as_object().expect("bytes");
+            for name in [
+                "str",
+                "dict",
+                "float",
+                "set",
+                "list",
+                "tuple",
+                "int",
+                "bytearray",
+                "array",
+                "deque",
+                "OrderedDict",
+                "BytesIO",
+            ] {
+                let want = bytes.get(name).map_or(0, u);
+                let got = bytes_of(&census, name);
+                assert!(
+                    (got as f64 - want as f64).abs() <= want as f64 * 0.01 + frozen * 64.0,
+                    "{what}: {name}: memlens sizes {got} bytes, sys.getsizeof sums {want}"
                 );
             }
             assert_eq!(

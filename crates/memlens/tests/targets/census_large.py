@@ -3,7 +3,7 @@
 # truth of an in-target traversal (gc.get_referents from gc.get_objects() and sys.modules, plus
 # dict keys and the constants and names of code objects) as JSON (unless given --no-truth), then
 # blocks on stdin.
-import gc, json, sys, types
+import array, collections, gc, io, json, sys, types
 
 gc.disable()
 strs = []
@@ -27,6 +27,13 @@ for i in range(100000):
 tuples = []
 for i in range(50000):
     tuples.append((i, "t%d" % i))
+# objects whose sys.getsizeof counts memory outside the object's fixed part
+blob = bytearray(8 << 20)
+doubles = array.array("d", range(200000))
+queue = collections.deque(range(100000))
+ordered = collections.OrderedDict((i, i) for i in range(20000))
+stream = io.BytesIO(b"x" * (1 << 20))
+stream.write(b"y")
 
 
 def truth():
@@ -36,8 +43,9 @@ def truth():
     stack.append(sys.modules)
     seen = set()
     counts = {}
+    sizes = {}
     code_type = types.CodeType
-    skip = {id(roots), id(stack), id(seen), id(counts), id(sys._getframe())}
+    skip = {id(roots), id(stack), id(seen), id(counts), id(sizes), id(sys._getframe())}
     while stack:
         o = stack.pop()
         i = id(o)
@@ -46,6 +54,7 @@ def truth():
         seen.add(i)
         name = type(o).__name__
         counts[name] = counts.get(name, 0) + 1
+        sizes[name] = sizes.get(name, 0) + sys.getsizeof(o)
         stack.extend(gc.get_referents(o))
         if isinstance(o, dict):
             stack.extend(o.keys())
@@ -53,13 +62,13 @@ def truth():
             stack.extend((o.co_consts, o.co_names, o.co_filename, o.co_name))
             if sys.version_info >= (3, 11):
                 stack.append(o.co_qualname)
-    return counts
+    return counts, sizes
 
 
 if "--no-truth" not in sys.argv:
-    counts = truth()
-    result = json.dumps({"counts": counts, "frozen": gc.get_freeze_count()})
-    del counts
+    counts, sizes = truth()
+    result = json.dumps({"counts": counts, "bytes": sizes, "frozen": gc.get_freeze_count()})
+    del counts, sizes
     print(result)
 print("READY", flush=True)
 sys.stdin.readline()
