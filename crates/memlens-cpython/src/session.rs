@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use memlens_remote::vm::{self, RemoteMemory};
+use std::sync::Arc;
+
+use memlens_remote::vm::RemoteMemory;
 use memlens_remote::{CachedMemory, Pause};
 
 use crate::census::Census;
@@ -13,6 +15,7 @@ use crate::gc::GcState;
 use crate::modules::Modules;
 use crate::process::Interpreter;
 use crate::pymalloc::Pymalloc;
+use crate::reader::{PageReader, ReadCounts, SharedPages};
 use crate::threads::Thread;
 use crate::{census, gc, modules, pymalloc, threads};
 
@@ -55,6 +58,8 @@ pub struct ReadStats {
     pub copied: u64,
     /// Total time.
     pub elapsed: Duration,
+    /// System calls and bytes of the read (not filled by the census).
+    pub reads: ReadCounts,
 }
 
 /// An attached interpreter in a live process.
@@ -62,6 +67,7 @@ pub struct Session {
     /// The interpreter.
     pub interpreter: Interpreter,
     mem: RemoteMemory,
+    pages: Option<Arc<SharedPages>>,
 }
 
 fn keep<T>(pid: u32, what: &str, r: Result<T>) -> Option<T> {
@@ -85,11 +91,31 @@ fn test_hold() -> Duration {
 }
 
 impl Session {
-    /// Finds and validates the interpreter of `pid` (reads only, no pause).
+    /// Finds and validates the interpreter of `pid` (reads only, no pause). To attach to
+    /// several processes, use one [`crate::Attacher`]: it discovers each binary once.
     pub fn attach(pid: u32) -> Result<Session> {
-        let mem = RemoteMemory::open(pid)?;
-        let interpreter = Interpreter::attach(pid, &mem)?;
-        Ok(Session { interpreter, mem })
+        crate::Attacher::new().attach(pid)
+    }
+
+    pub(crate) fn new(
+        interpreter: Interpreter,
+        mem: RemoteMemory,
+        pages: Option<Arc<SharedPages>>,
+    ) -> Session {
+        Session {
+            interpreter,
+            mem,
+            pages,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.interpreter.pid
+    }
+
+    fn reader(&self) -> PageReader<'_, RemoteMemory> {
+        PageReader::new(&self.mem, self.interpreter.pid, self.pages.as_deref())
     }
 
     fn pause(&self, mode: ReadMode) -> Result<Option<Pause>> {
@@ -109,15 +135,18 @@ impl Session {
     /// Threads with their stacks.
     pub fn stacks(&self, mode: ReadMode) -> Result<(Vec<Thread>, ReadStats)> {
         let start = Instant::now();
+        let reader = self.reader();
         let pause = self.pause(mode)?;
-        let result = threads::threads(&self.interpreter, &self.mem);
+        let result = threads::threads(&self.interpreter, &reader);
         let paused = pause.map(Pause::resume);
+        let reads = reader.counts();
         Ok((
             result?,
             ReadStats {
                 paused,
-                copied: 0,
+                copied: reads.bytes,
                 elapsed: start.elapsed(),
+                reads,
             },
         ))
     }
@@ -126,11 +155,13 @@ impl Session {
     pub fn view(&self, mode: ReadMode) -> Result<(PythonView, ReadStats)> {
         let start = Instant::now();
         let it = &self.interpreter;
+        let reader = self.reader();
         let pause = self.pause(mode)?;
-        let gc = gc::read(it, &self.mem);
-        let pm = pymalloc::read(it, &self.mem);
-        let mods = modules::read(it, &self.mem);
+        let gc = gc::read(it, &reader);
+        let pm = pymalloc::read(it, &reader);
+        let mods = modules::read(it, &reader);
         let paused = pause.map(Pause::resume);
+        let reads = reader.counts();
         Ok((
             PythonView {
                 version: it.version.to_string(),
@@ -141,8 +172,9 @@ impl Session {
             },
             ReadStats {
                 paused,
-                copied: 0,
+                copied: reads.bytes,
                 elapsed: start.elapsed(),
+                reads,
             },
         ))
     }
@@ -152,10 +184,10 @@ impl Session {
     pub fn census(&self, mode: ReadMode) -> Result<(Census, ReadStats)> {
         let start = Instant::now();
         let pid = self.interpreter.pid;
-        let maps = vm::maps(pid)?;
+        let maps = crate::attach::read_maps(pid)?;
         let regions: Vec<(u64, u64)> = maps
             .iter()
-            .filter(|m| m.readable() && !m.path.starts_with(b"[v"))
+            .filter(|m| m.is_readable() && !m.path.starts_with(b"[v"))
             .map(|m| (m.start, m.end))
             .collect();
         let cache = CachedMemory::new(&self.mem, regions);
@@ -164,7 +196,7 @@ impl Session {
             let mut budget = PREFETCH_TOTAL_MAX;
             let wanted: Vec<(u64, u64)> = maps
                 .iter()
-                .filter(|m| m.readable() && m.writable() && !m.path.starts_with(b"[v"))
+                .filter(|m| m.is_readable() && m.is_writable() && !m.path.starts_with(b"[v"))
                 .filter(|m| m.end - m.start <= PREFETCH_MAPPING_MAX)
                 .filter(|m| {
                     let size = m.end - m.start;
@@ -184,6 +216,7 @@ impl Session {
                 paused,
                 copied: cache.bytes_copied(),
                 elapsed: start.elapsed(),
+                reads: ReadCounts::default(),
             },
         ))
     }

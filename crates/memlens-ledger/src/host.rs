@@ -59,20 +59,7 @@ pub struct PsReport {
 fn python_of(proc: &Process) -> Option<PythonInfo> {
     let exe = proc.exe().ok()?;
     let maps = proc.maps().ok()?;
-    // detect_python works on smaps mappings; wrap the maps entries without counters.
-    let mappings: Vec<memlens_procfs::smaps::Mapping> = maps
-        .into_iter()
-        .filter(|e| {
-            crate::category::is_libpython(crate::category::file_name(e.path_without_deleted()))
-        })
-        .take(1)
-        .map(|entry| memlens_procfs::smaps::Mapping {
-            entry,
-            counters: Default::default(),
-            vm_flags: Vec::new(),
-        })
-        .collect();
-    crate::process::detect_python(&exe, &mappings)
+    crate::process::detect_python(&exe, maps.iter().map(|m| m.path.as_slice()))
 }
 
 enum Row {

@@ -38,21 +38,44 @@ pub struct ElfFile {
     pub has_symtab: bool,
 }
 
-impl ElfFile {
-    /// Reads and parses a file.
-    pub fn open(path: &Path) -> Result<ElfFile> {
-        let data = std::fs::read(path).map_err(|e| Error::Io {
-            what: format!("read {}", path.display()),
-            source: e,
-        })?;
-        Self::parse(path, &data)
-    }
+/// How a file on disk is told apart from another when it has no build id: device, inode,
+/// size and modification time (what a package upgrade or a rebuild changes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileIdentity {
+    /// Device of the file system.
+    pub dev: u64,
+    /// Inode.
+    pub inode: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i128,
+}
 
-    /// Opens a file of process `pid` through `/proc/PID/root`, so that files inside a
-    /// container's mount namespace are found; `path` is as the process sees it (from `maps`).
-    /// A file deleted since it was mapped is read through `/proc/PID/map_files/RANGE`.
-    pub fn open_in_process(pid: u32, path: &[u8], range: Option<(u64, u64)>) -> Result<ElfFile> {
+/// A file that a process maps, opened as the process sees it (through `/proc/PID/root`, or
+/// `/proc/PID/map_files/RANGE` when it was deleted), not yet parsed.
+#[derive(Debug)]
+pub struct MappedFile {
+    /// The path it was opened through.
+    pub path: PathBuf,
+    file: std::fs::File,
+    /// Device, inode, size and mtime of the opened file.
+    pub identity: FileIdentity,
+}
+
+/// ELF `PT_NOTE` and the GNU build-id note type.
+const PT_NOTE: u32 = 4;
+const NT_GNU_BUILD_ID: u32 = 3;
+/// Reads of a file's head are bounded (program headers, notes).
+const MAX_HEAD_READ: u64 = 64 << 10;
+
+impl MappedFile {
+    /// Opens `path` (as process `pid` sees it, from its `maps`). `range` is the mapping's
+    /// `[start, end)`, used for `/proc/PID/map_files` when the file was deleted or is not
+    /// reachable through the process's root.
+    pub fn open(pid: u32, path: &[u8], range: Option<(u64, u64)>) -> Result<MappedFile> {
         use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::MetadataExt;
         let deleted = path.ends_with(b" (deleted)");
         let clean = path.strip_suffix(b" (deleted)").unwrap_or(path);
         let mut candidates = Vec::new();
@@ -69,12 +92,136 @@ impl ElfFile {
         }
         let mut last = None;
         for c in candidates {
-            match Self::open(&c) {
-                Ok(f) => return Ok(f),
-                Err(e) => last = Some(e),
+            let opened = std::fs::File::open(&c).and_then(|f| f.metadata().map(|m| (f, m)));
+            match opened {
+                Ok((file, m)) => {
+                    let identity = FileIdentity {
+                        dev: m.dev(),
+                        inode: m.ino(),
+                        size: m.size(),
+                        mtime_ns: i128::from(m.mtime()) * 1_000_000_000
+                            + i128::from(m.mtime_nsec()),
+                    };
+                    return Ok(MappedFile {
+                        path: c,
+                        file,
+                        identity,
+                    });
+                }
+                Err(e) => {
+                    last = Some(Error::Io {
+                        what: format!("open {}", c.display()),
+                        source: e,
+                    })
+                }
             }
         }
         Err(last.unwrap_or(Error::ProcessGone { pid }))
+    }
+
+    fn read_at(&self, at: u64, len: u64) -> Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; len.min(MAX_HEAD_READ) as usize];
+        let n = self.file.read_at(&mut buf, at).map_err(|e| Error::Io {
+            what: format!("read {}", self.path.display()),
+            source: e,
+        })?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// The GNU build id (`NT_GNU_BUILD_ID` note of a `PT_NOTE` segment), read from the file's
+    /// head in a few small reads; `None` when the file has none. Only 64-bit ELF files of this
+    /// machine's byte order are read.
+    pub fn build_id(&self) -> Result<Option<Vec<u8>>> {
+        let bad = |reason: &str| Error::Elf {
+            path: self.path.clone(),
+            reason: reason.into(),
+        };
+        let head = self.read_at(0, 64)?;
+        let native = if cfg!(target_endian = "little") { 1 } else { 2 };
+        if head.len() < 64 || &head[..4] != b"\x7fELF" || head[4] != 2 || head[5] != native {
+            return Err(bad("not a 64-bit ELF file of this machine's byte order"));
+        }
+        let u16_at = |b: &[u8], at: usize| u64::from(u16::from_ne_bytes([b[at], b[at + 1]]));
+        let u32_at =
+            |b: &[u8], at: usize| u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let u64_at = |b: &[u8], at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[at..at + 8]);
+            u64::from_ne_bytes(w)
+        };
+        let (phoff, phentsize, phnum) = (
+            u64_at(&head, 0x20),
+            u16_at(&head, 0x36),
+            u16_at(&head, 0x38),
+        );
+        if phentsize < 56 {
+            return Err(bad("program header entries too small"));
+        }
+        let phdrs = self.read_at(phoff, phentsize * phnum)?;
+        for ph in phdrs.chunks_exact(phentsize as usize) {
+            if u32_at(ph, 0) != PT_NOTE {
+                continue;
+            }
+            let notes = self.read_at(u64_at(ph, 8), u64_at(ph, 32))?;
+            if let Some(id) = find_build_id(&notes) {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads and parses the whole file.
+    pub fn parse(&self) -> Result<ElfFile> {
+        use std::io::Read;
+        let mut data = Vec::with_capacity(self.identity.size.min(1 << 30) as usize);
+        (&self.file).read_to_end(&mut data).map_err(|e| Error::Io {
+            what: format!("read {}", self.path.display()),
+            source: e,
+        })?;
+        ElfFile::parse(&self.path, &data)
+    }
+}
+
+/// The descriptor of the first GNU build-id note in a notes segment.
+fn find_build_id(notes: &[u8]) -> Option<Vec<u8>> {
+    let mut at = 0usize;
+    let align4 = |n: usize| n.div_ceil(4) * 4;
+    while at + 12 <= notes.len() {
+        let word = |i: usize| {
+            u32::from_ne_bytes([notes[i], notes[i + 1], notes[i + 2], notes[i + 3]]) as usize
+        };
+        let (namesz, descsz, kind) = (word(at), word(at + 4), word(at + 8) as u32);
+        let name_at = at + 12;
+        let desc_at = name_at.checked_add(align4(namesz))?;
+        let end = desc_at.checked_add(align4(descsz))?;
+        if desc_at.checked_add(descsz)? > notes.len() {
+            return None;
+        }
+        if kind == NT_GNU_BUILD_ID && notes.get(name_at..name_at + namesz) == Some(b"GNU\0") {
+            return Some(notes[desc_at..desc_at + descsz].to_vec());
+        }
+        at = end;
+    }
+    None
+}
+
+impl ElfFile {
+    /// Reads and parses a file.
+    pub fn open(path: &Path) -> Result<ElfFile> {
+        let data = std::fs::read(path).map_err(|e| Error::Io {
+            what: format!("read {}", path.display()),
+            source: e,
+        })?;
+        Self::parse(path, &data)
+    }
+
+    /// Opens a file of process `pid` through `/proc/PID/root`, so that files inside a
+    /// container's mount namespace are found; `path` is as the process sees it (from `maps`).
+    /// A file deleted since it was mapped is read through `/proc/PID/map_files/RANGE`.
+    pub fn open_in_process(pid: u32, path: &[u8], range: Option<(u64, u64)>) -> Result<ElfFile> {
+        MappedFile::open(pid, path, range)?.parse()
     }
 
     /// Parses file contents.
@@ -173,6 +320,32 @@ mod tests {
         assert!(f.section(".text").is_some());
         assert!(f.section(".bss").is_some() || f.section(".data").is_some());
         assert!(f.first_load < 0x1_0000_0000);
+    }
+
+    #[test]
+    fn build_id_of_own_executable_matches_the_full_parse() {
+        use object::Object;
+        let exe = std::env::current_exe().expect("test binary");
+        let pid = std::process::id();
+        let path = exe.as_os_str().as_encoded_bytes().to_vec();
+        let f = MappedFile::open(pid, &path, None).expect("opens");
+        assert_eq!(
+            f.identity.size,
+            std::fs::metadata(&exe).expect("stat").len()
+        );
+        let data = std::fs::read(&exe).expect("reads");
+        let parsed = object::File::parse(&*data).expect("parses");
+        let want = parsed.build_id().ok().flatten().map(<[u8]>::to_vec);
+        assert_eq!(f.build_id().expect("reads notes"), want);
+        assert_eq!(
+            find_build_id(b"\x04\0\0\0\x02\0\0\0\x03\0\0\0GNU\0\xab\xcd\0\0"),
+            Some(vec![0xab, 0xcd])
+        );
+        assert_eq!(
+            find_build_id(b"\x04\0\0\0\xff\0\0\0\x03\0\0\0GNU\0"),
+            None,
+            "descriptor past the end"
+        );
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! The Python view for commands: attaching with messages and exit codes, the `snapshot`
 //! integration ([`inspect`]), and terminal-safe printing of strings from the target.
 
-use memlens_cpython::{Error, PythonView, ReadMode, Session};
+use std::collections::HashMap;
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use memlens_cpython::{Attacher, Error, PythonView, ReadMode, Session};
 use memlens_ledger::Hints;
 
 use crate::exit::{CliError, Code};
@@ -56,7 +60,16 @@ pub fn attach(pid: u32) -> Result<Session, CliError> {
 /// The Python view and ledger hints of a process, for `snapshot`. Never fails: a process
 /// without a supported Python gives `(None, Hints::default())` and a logged message.
 pub fn inspect(pid: u32, nonblocking: bool) -> (Option<PythonView>, Hints) {
-    let session = match Session::attach(pid) {
+    inspect_with(&Attacher::new(), pid, nonblocking)
+}
+
+/// [`inspect`] with an attacher that may already know the process's Python binary.
+pub fn inspect_with(
+    attacher: &Attacher,
+    pid: u32,
+    nonblocking: bool,
+) -> (Option<PythonView>, Hints) {
+    let session = match attacher.attach(pid) {
         Ok(s) => s,
         Err(e @ Error::NotPython { .. }) => {
             log::debug!("pid {pid}: {e}");
@@ -69,12 +82,17 @@ pub fn inspect(pid: u32, nonblocking: bool) -> (Option<PythonView>, Hints) {
     };
     match session.view(mode(nonblocking)) {
         Ok((view, stats)) => {
-            if let Some(p) = stats.paused {
-                log::info!(
-                    "pid {pid}: paused {:.1} ms for the Python view",
+            log::info!(
+                "pid {pid}: Python view in {:.2} ms{} ({} reads, {} pagemap reads, {} reused)",
+                stats.elapsed.as_secs_f64() * 1e3,
+                stats.paused.map_or(String::new(), |p| format!(
+                    ", paused {:.2} ms",
                     p.as_secs_f64() * 1e3
-                );
-            }
+                )),
+                stats.reads.reads,
+                stats.reads.pagemap_reads,
+                stats.reads.reused
+            );
             let hints = Hints {
                 python_arenas: view
                     .pymalloc
@@ -88,6 +106,69 @@ pub fn inspect(pid: u32, nonblocking: bool) -> (Option<PythonView>, Hints) {
             log::warn!("pid {pid}: no Python view: {e}");
             (None, Hints::default())
         }
+    }
+}
+
+/// How long the Python view of a process waits for the root's to finish (so that forked
+/// workers reuse what the root's read found) before it goes on alone.
+const ROOT_WAIT: Duration = Duration::from_secs(2);
+
+/// The Python views of the processes of one snapshot: one attacher for all (each Python binary
+/// is discovered once, forked workers reuse their parent's findings and the pages it read),
+/// called from several threads.
+pub struct TreeViews {
+    attacher: Attacher,
+    root: u32,
+    nonblocking: bool,
+    views: Mutex<HashMap<u32, PythonView>>,
+    root_done: (Mutex<bool>, Condvar),
+}
+
+impl TreeViews {
+    /// Views of the tree of `root`.
+    pub fn new(root: u32, nonblocking: bool) -> TreeViews {
+        TreeViews {
+            attacher: Attacher::for_tree(),
+            root,
+            nonblocking,
+            views: Mutex::new(HashMap::new()),
+            root_done: (Mutex::new(false), Condvar::new()),
+        }
+    }
+
+    /// Reads the view of `pid` and returns its ledger hints; keeps the view. The root's view
+    /// is read first: others wait for it (at most [`ROOT_WAIT`]).
+    pub fn hints(&self, pid: u32) -> Hints {
+        let (done, cv) = &self.root_done;
+        if pid != self.root {
+            let guard = done.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = cv
+                .wait_timeout_while(guard, ROOT_WAIT, |d| !*d)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        let (view, hints) = inspect_with(&self.attacher, pid, self.nonblocking);
+        if let Some(v) = view {
+            self.views
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(pid, v);
+        }
+        if pid == self.root {
+            *done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            cv.notify_all();
+        }
+        hints
+    }
+
+    /// The views read, by process id.
+    pub fn into_views(self) -> HashMap<u32, PythonView> {
+        log::info!("Python views: {:?}", self.attacher.counts());
+        self.views.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What the attacher did (discoveries, reuses).
+    pub fn counts(&self) -> memlens_cpython::attach::AttachCounts {
+        self.attacher.counts()
     }
 }
 
