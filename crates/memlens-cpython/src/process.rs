@@ -95,6 +95,30 @@ impl std::fmt::Display for Version {
     }
 }
 
+/// The symbols memlens looks up in a Python binary (the only ones its [`ElfFile`] keeps).
+pub const SYMBOLS: &[&str] = &[
+    "_PyRuntime",
+    "Py_Version",
+    "version",
+    "version.0",
+    "arenas",
+    "maxarenas",
+    "PyList_Type",
+    "PyTuple_Type",
+    "PyDict_Type",
+    "PySet_Type",
+    "PyFrozenSet_Type",
+    "PyUnicode_Type",
+    "PyBytes_Type",
+    "PyLong_Type",
+    "PyFloat_Type",
+    "PyType_Type",
+    "PyFunction_Type",
+    "PyModule_Type",
+    "PyCell_Type",
+    "PyCode_Type",
+];
+
 /// What is learnt once per Python binary (keyed by [`BinaryKey`]) and shared by every process
 /// that runs it: its symbols, the addresses memlens needs at link time, and what reading the
 /// first process told (the exact version, the `_Py_DebugOffsets` check, where a stripped static
@@ -131,27 +155,28 @@ impl BinaryFindings {
         key: BinaryKey,
         python: &PythonFile,
     ) -> Result<BinaryFindings> {
-        let elf = file.parse()?;
+        let elf = file.parse_symbols(Some(SYMBOLS))?;
         let path = String::from_utf8_lossy(&python.path);
-        let runtime =
-            match elf.symbol("_PyRuntime") {
-                Some(s) => s.address,
-                // A python executable without the runtime is the stub of a shared build whose
-                // libpython is not mapped yet (just after exec): worth another try.
-                None if !python.shared => {
-                    return Err(Error::Invalid {
-                        pid,
-                        why: format!(
-                            "no _PyRuntime symbol in {path} (its libpython may not be loaded yet)"
-                        ),
-                    })
-                }
-                None => return Err(Error::Unsupported {
+        let runtime = match elf.symbol("_PyRuntime") {
+            Some(s) => s.address,
+            // A python executable without the runtime is the stub of a shared build whose
+            // libpython is not mapped yet (just after exec): worth another try.
+            None if !python.shared => {
+                return Err(Error::Invalid {
+                    pid,
+                    why: format!(
+                        "no _PyRuntime symbol in {path} (its libpython may not be loaded yet)"
+                    ),
+                })
+            }
+            None => {
+                return Err(Error::Unsupported {
                     what: format!(
                         "no _PyRuntime symbol in {path} (CPython older than 3.7, or not CPython)"
                     ),
-                }),
-            };
+                })
+            }
+        };
         let t = |name: &str| elf.symbol(name).map_or(0, |s| s.address);
         let types = BuiltinTypes {
             list: t("PyList_Type"),
@@ -353,7 +378,7 @@ impl Interpreter {
         Ok(it)
     }
 
-    /// Address of a symbol of the interpreter's binary in the process.
+    /// Address of a symbol of the interpreter's binary in the process (one of [`SYMBOLS`]).
     pub fn symbol(&self, name: &str) -> Option<u64> {
         self.binary
             .elf

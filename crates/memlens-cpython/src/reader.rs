@@ -58,6 +58,12 @@ struct Piece {
     data: Box<[u8]>,
 }
 
+impl Piece {
+    fn covers(&self, offset: u32, len: usize) -> bool {
+        self.offset <= offset && (offset - self.offset) as usize + len <= self.data.len()
+    }
+}
+
 #[derive(Debug, Default)]
 struct Shared {
     pieces: HashMap<u64, Vec<Piece>>,
@@ -107,19 +113,38 @@ impl SharedPages {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Candidates for `len` bytes at `offset` of `frame`: (source, its virtual page, bytes).
-    fn candidates(&self, frame: u64, offset: u32, len: usize) -> Vec<(u32, u64, Vec<u8>)> {
+    /// Up to four places (source, its virtual page) whose piece of `frame` holds `len` bytes at
+    /// `offset`.
+    fn candidates(&self, frame: u64, offset: u32, len: usize) -> ([(u32, u64); 4], usize) {
+        let mut out = [(0, 0); 4];
+        let mut n = 0;
+        if let Some(list) = self.lock().pieces.get(&frame) {
+            for p in list.iter().filter(|p| p.covers(offset, len)) {
+                if n == out.len() {
+                    break;
+                }
+                out[n] = (p.source, p.vpn);
+                n += 1;
+            }
+        }
+        (out, n)
+    }
+
+    /// Copies the bytes of the piece of `frame` read in `source` into `buf`.
+    fn copy(&self, frame: u64, source: u32, offset: u32, buf: &mut [u8]) -> bool {
         let g = self.lock();
-        let Some(list) = g.pieces.get(&frame) else {
-            return Vec::new();
-        };
-        list.iter()
-            .filter(|p| p.offset <= offset && (offset - p.offset) as usize + len <= p.data.len())
-            .map(|p| {
+        let piece = g.pieces.get(&frame).and_then(|l| {
+            l.iter()
+                .find(|p| p.source == source && p.covers(offset, buf.len()))
+        });
+        match piece {
+            Some(p) => {
                 let at = (offset - p.offset) as usize;
-                (p.source, p.vpn, p.data[at..at + len].to_vec())
-            })
-            .collect()
+                buf.copy_from_slice(&p.data[at..at + buf.len()]);
+                true
+            }
+            None => false,
+        }
     }
 
     fn insert(&self, frame: u64, piece: Piece, pagemap: impl FnOnce() -> Option<Pagemap>) {
@@ -268,20 +293,27 @@ impl<'a, M: ProcessMemory> PageReader<'a, M> {
         (!e.exclusive()).then(|| e.frame()).flatten()
     }
 
-    /// Bytes of `frame` that another process read, still valid now (see the module docs).
-    fn reuse(&self, shared: &SharedPages, frame: u64, offset: u32, len: usize) -> Option<Vec<u8>> {
-        for (source, vpn, bytes) in shared.candidates(frame, offset, len) {
+    /// Fills `buf` with the bytes of `frame` that another process read, if still valid now
+    /// (see the module documentation).
+    fn reuse(&self, shared: &SharedPages, frame: u64, offset: u32, buf: &mut [u8]) -> bool {
+        let (found, n) = shared.candidates(frame, offset, buf.len());
+        for &(source, vpn) in &found[..n] {
             if source == self.pid {
                 continue;
             }
-            let now = self.source_entry(shared, source, vpn)?;
-            if now.frame() == Some(frame) && !now.exclusive() {
+            let Some(now) = self.source_entry(shared, source, vpn) else {
+                continue;
+            };
+            if now.frame() == Some(frame)
+                && !now.exclusive()
+                && shared.copy(frame, source, offset, buf)
+            {
                 shared.reused.fetch_add(1, Ordering::Relaxed);
                 self.count(|c| c.reused += 1);
-                return Some(bytes);
+                return true;
             }
         }
-        None
+        false
     }
 
     fn read_one_shared(
@@ -298,8 +330,7 @@ impl<'a, M: ProcessMemory> PageReader<'a, M> {
             None
         };
         if let Some(f) = frame {
-            if let Some(bytes) = self.reuse(shared, f, offset, buf.len()) {
-                buf.copy_from_slice(&bytes);
+            if self.reuse(shared, f, offset, buf) {
                 return Ok(());
             }
         }

@@ -25,7 +25,8 @@ pub struct Section {
     pub size: u64,
 }
 
-/// What memlens needs of one ELF file.
+/// What memlens needs of one ELF file: its data symbols (objects, not functions), sections and
+/// first load address.
 #[derive(Debug, Clone)]
 pub struct ElfFile {
     /// The path it was read from.
@@ -172,15 +173,145 @@ impl MappedFile {
         Ok(None)
     }
 
-    /// Reads and parses the whole file.
+    /// Parses the file, reading only what memlens looks at: the ELF, program and section
+    /// headers, the symbol and string tables and the notes (about a megabyte of a 20 MB
+    /// libpython with symbols). A file whose headers do not say where they are is read whole.
     pub fn parse(&self) -> Result<ElfFile> {
+        self.parse_symbols(None)
+    }
+
+    /// [`MappedFile::parse`] keeping only the symbols named in `names` (when given): looking
+    /// up twenty names among a libpython's fifteen thousand symbols without indexing them all.
+    pub fn parse_symbols(&self, names: Option<&[&str]>) -> Result<ElfFile> {
+        match self.read_tables() {
+            Some(Ok(tables)) => ElfFile::parse_from(&self.path, &tables, names),
+            Some(Err(e)) => Err(e),
+            None => self.parse_whole(names),
+        }
+    }
+
+    fn parse_whole(&self, names: Option<&[&str]>) -> Result<ElfFile> {
         use std::io::Read;
         let mut data = Vec::with_capacity(self.identity.size.min(1 << 30) as usize);
-        (&self.file).read_to_end(&mut data).map_err(|e| Error::Io {
+        let mut f = &self.file;
+        let r = std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0))
+            .and_then(|_| f.read_to_end(&mut data));
+        r.map_err(|e| Error::Io {
             what: format!("read {}", self.path.display()),
             source: e,
         })?;
-        ElfFile::parse(&self.path, &data)
+        ElfFile::parse_from(&self.path, &data[..], names)
+    }
+
+    /// The file's headers, symbol and string tables and notes; `None` when the headers do not
+    /// say where they are.
+    fn read_tables(&self) -> Option<Result<Pieces>> {
+        use std::os::unix::fs::FileExt;
+        const SHT_SYMTAB: u32 = 2;
+        const SHT_STRTAB: u32 = 3;
+        const SHT_NOTE: u32 = 7;
+        const SHT_DYNSYM: u32 = 11;
+        let size = self.identity.size;
+        let head = self.read_at(0, 64).ok()?;
+        if head.len() < 64 || &head[..4] != b"\x7fELF" || head[4] != 2 {
+            return None;
+        }
+        let u16_at = |b: &[u8], at: usize| u64::from(u16::from_ne_bytes([b[at], b[at + 1]]));
+        let u32_at =
+            |b: &[u8], at: usize| u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let u64_at = |b: &[u8], at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[at..at + 8]);
+            u64::from_ne_bytes(w)
+        };
+        let (phoff, phentsize, phnum) = (
+            u64_at(&head, 0x20),
+            u16_at(&head, 0x36),
+            u16_at(&head, 0x38),
+        );
+        let (shoff, shentsize, shnum) = (
+            u64_at(&head, 0x28),
+            u16_at(&head, 0x3a),
+            u16_at(&head, 0x3c),
+        );
+        if shentsize < 64 || shnum == 0 || shoff.checked_add(shentsize * shnum)? > size {
+            return None;
+        }
+        let mut ranges = vec![
+            (0, 64),
+            (phoff, phentsize * phnum),
+            (shoff, shentsize * shnum),
+        ];
+        let mut shdrs = vec![0u8; (shentsize * shnum) as usize];
+        self.file.read_exact_at(&mut shdrs, shoff).ok()?;
+        for sh in shdrs.chunks_exact(shentsize as usize) {
+            if matches!(
+                u32_at(sh, 4),
+                SHT_SYMTAB | SHT_STRTAB | SHT_NOTE | SHT_DYNSYM
+            ) {
+                ranges.push((u64_at(sh, 0x18), u64_at(sh, 0x20)));
+            }
+        }
+        let mut pieces = Pieces {
+            len: size,
+            pieces: Vec::with_capacity(ranges.len()),
+        };
+        for (at, len) in ranges {
+            if at.checked_add(len).is_none_or(|e| e > size) || len > 1 << 30 {
+                return None;
+            }
+            let mut data = vec![0u8; len as usize];
+            if let Err(e) = self.file.read_exact_at(&mut data, at) {
+                return Some(Err(Error::Io {
+                    what: format!("read {}", self.path.display()),
+                    source: e,
+                }));
+            }
+            pieces.pieces.push((at, data));
+        }
+        Some(Ok(pieces))
+    }
+}
+
+/// Parts of a file at their offsets, read for `object` to parse (a read outside them fails).
+#[derive(Debug)]
+struct Pieces {
+    len: u64,
+    pieces: Vec<(u64, Vec<u8>)>,
+}
+
+impl Pieces {
+    fn piece_at(&self, offset: u64) -> Option<&[u8]> {
+        self.pieces
+            .iter()
+            .find(|(start, data)| offset >= *start && offset - start < data.len() as u64)
+            .map(|(start, data)| &data[(offset - start) as usize..])
+    }
+}
+
+impl<'a> object::ReadRef<'a> for &'a Pieces {
+    fn len(self) -> std::result::Result<u64, ()> {
+        Ok(self.len)
+    }
+
+    fn read_bytes_at(self, offset: u64, size: u64) -> std::result::Result<&'a [u8], ()> {
+        if size == 0 {
+            return Ok(&[]);
+        }
+        let rest = self.piece_at(offset).ok_or(())?;
+        rest.get(..usize::try_from(size).map_err(|_| ())?).ok_or(())
+    }
+
+    fn read_bytes_at_until(
+        self,
+        range: std::ops::Range<u64>,
+        delimiter: u8,
+    ) -> std::result::Result<&'a [u8], ()> {
+        let rest = self.piece_at(range.start).ok_or(())?;
+        let max = usize::try_from(range.end.saturating_sub(range.start)).map_err(|_| ())?;
+        let rest = &rest[..rest.len().min(max)];
+        let n = rest.iter().position(|b| *b == delimiter).ok_or(())?;
+        Ok(&rest[..n])
     }
 }
 
@@ -226,6 +357,14 @@ impl ElfFile {
 
     /// Parses file contents.
     pub fn parse(path: &Path, data: &[u8]) -> Result<ElfFile> {
+        Self::parse_from(path, data, None)
+    }
+
+    fn parse_from<'a, R: object::ReadRef<'a>>(
+        path: &Path,
+        data: R,
+        names: Option<&[&str]>,
+    ) -> Result<ElfFile> {
         let bad = |reason: String| Error::Elf {
             path: path.to_path_buf(),
             reason,
@@ -234,27 +373,41 @@ impl ElfFile {
         if !matches!(file, object::File::Elf64(_)) {
             return Err(bad("not a 64-bit ELF file".into()));
         }
+        // Data objects only (`_PyRuntime`, `Py_Version`, `PyList_Type`, obmalloc's statics):
+        // what memlens reads. Functions, three quarters of a libpython's symbols, are skipped.
+        let wanted = |s: &object::Symbol<'a, '_, R>| {
+            s.kind() == object::SymbolKind::Data
+                && s.address() != 0
+                && names.is_none_or(|names| {
+                    s.name_bytes()
+                        .is_ok_and(|n| names.iter().any(|w| w.as_bytes() == n))
+                })
+        };
         let mut symbols: HashMap<String, Vec<Symbol>> = HashMap::new();
         let mut has_symtab = false;
         for s in file.symbols() {
             has_symtab = true;
+            if !wanted(&s) {
+                continue;
+            }
             if let Ok(name) = s.name() {
-                if s.address() != 0 {
-                    symbols.entry(name.to_string()).or_default().push(Symbol {
-                        address: s.address(),
-                        size: s.size(),
-                    });
-                }
+                symbols.entry(name.to_string()).or_default().push(Symbol {
+                    address: s.address(),
+                    size: s.size(),
+                });
             }
         }
         for s in file.dynamic_symbols() {
+            if !wanted(&s) {
+                continue;
+            }
             if let Ok(name) = s.name() {
                 let sym = Symbol {
                     address: s.address(),
                     size: s.size(),
                 };
                 let e = symbols.entry(name.to_string()).or_default();
-                if s.address() != 0 && !e.contains(&sym) {
+                if !e.contains(&sym) {
                     e.push(sym);
                 }
             }
@@ -337,6 +490,15 @@ mod tests {
         let parsed = object::File::parse(&*data).expect("parses");
         let want = parsed.build_id().ok().flatten().map(<[u8]>::to_vec);
         assert_eq!(f.build_id().expect("reads notes"), want);
+        // what the partial read parses is what the whole file gives
+        let (part, whole) = (
+            f.parse().expect("parses"),
+            f.parse_whole(None).expect("parses"),
+        );
+        assert_eq!(part.symbols, whole.symbols);
+        assert_eq!(part.sections, whole.sections);
+        assert_eq!(part.first_load, whole.first_load);
+        assert!(part.symbol("main").is_none(), "functions are not kept");
         assert_eq!(
             find_build_id(b"\x04\0\0\0\x02\0\0\0\x03\0\0\0GNU\0\xab\xcd\0\0"),
             Some(vec![0xab, 0xcd])
