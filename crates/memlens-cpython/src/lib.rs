@@ -7,6 +7,7 @@
 //! target is bounded and checked, and failures are typed [`Error`]s.
 
 pub mod attach;
+pub mod attrs;
 pub mod binary;
 pub mod census;
 pub mod dicts;

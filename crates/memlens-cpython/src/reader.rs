@@ -225,7 +225,7 @@ impl<'a, M: ProcessMemory> PageReader<'a, M> {
         self.mem.read(addr, buf)
     }
 
-    /// Reads the missing pages of `first..=last` into the cache, one read per run.
+    /// Reads the missing blocks of `first..=last` into the cache, one read per run.
     fn fill(&self, first: u64, last: u64) -> memlens_remote::Result<()> {
         let p = self.page;
         let mut vpn = first;

@@ -137,8 +137,16 @@ impl Session {
         let start = Instant::now();
         let reader = self.reader();
         let pause = self.pause(mode)?;
+        let read_start = Instant::now();
         let result = threads::threads(&self.interpreter, &reader);
+        let read = read_start.elapsed();
         let paused = pause.map(Pause::resume);
+        log::debug!(
+            "pid {}: stacks read in {read:?} ({:?}), {:?} in all",
+            self.interpreter.pid,
+            reader.counts(),
+            start.elapsed()
+        );
         let reads = reader.counts();
         Ok((
             result?,
