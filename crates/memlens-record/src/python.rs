@@ -7,16 +7,16 @@
 //! build), the GC and pymalloc reads and censuses run on a worker thread it owns, and finished
 //! readings are handed back without blocking, each stamped with the moment it was read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use memlens_cpython::attach::is_transient;
-use memlens_cpython::{Attacher, ReadMode, Session};
+use memlens_cpython::{Attacher, Error, ReadMode, Session};
 use memlens_ledger::Hints;
 
 use crate::cputime::thread_cpu_seconds;
@@ -81,9 +81,13 @@ pub trait PythonView {
     /// The process exec'd: whatever was learnt of its old program no longer holds, and it may
     /// just have become a Python.
     fn exec(&mut self, _pid: u32) {}
+
+    /// Waits up to `within` for the readings asked for (at the end of a recording).
+    fn settle(&mut self, _within: Duration) {}
 }
 
-/// After an exec, attaching is tried again quickly (the interpreter is starting) for this long.
+/// After an exec, or when a process is first asked for, attaching is tried again quickly (the
+/// interpreter may be starting) for this long.
 const EXEC_WINDOW: Duration = Duration::from_secs(3);
 /// A process that could not be attached otherwise is left alone this long (it may exec later).
 const RETRY_LATER: Duration = Duration::from_secs(2);
@@ -100,6 +104,27 @@ struct Out {
     samples: Vec<(u32, PythonSample)>,
     arenas: HashMap<u32, Vec<(u64, u64)>>,
     cpu_seconds: f64,
+    /// Processes asked for and not yet read or given up.
+    pending: HashSet<u32>,
+}
+
+/// What the worker hands back, and a signal when a process is done with.
+#[derive(Default)]
+struct Shared {
+    out: Mutex<Out>,
+    done: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Out> {
+        self.out.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `pid` was read, or will not be for now.
+    fn settled(&self, pid: u32) {
+        self.lock().pending.remove(&pid);
+        self.done.notify_all();
+    }
 }
 
 /// The Python view of live processes through `memlens-cpython`, attached and read on a worker
@@ -109,7 +134,7 @@ struct Out {
 /// exec, or a while later).
 pub struct LiveView {
     tx: Option<Sender<Msg>>,
-    out: Arc<Mutex<Out>>,
+    shared: Arc<Shared>,
     worker: Option<JoinHandle<()>>,
 }
 
@@ -129,33 +154,32 @@ impl LiveView {
     /// A view whose censuses keep the `census_top` largest types; starts its worker thread.
     pub fn new(census_top: usize) -> LiveView {
         let (tx, rx) = mpsc::channel();
-        let out = Arc::new(Mutex::new(Out::default()));
-        let shared = Arc::clone(&out);
+        let shared = Arc::new(Shared::default());
+        let theirs = Arc::clone(&shared);
         let worker = std::thread::Builder::new()
             .name("memlens-python".into())
-            .spawn(move || Worker::new(census_top, shared).run(&rx))
+            .spawn(move || Worker::new(census_top, theirs).run(&rx))
             .map_err(|e| log::warn!("no Python view: cannot start its thread: {e}"))
             .ok();
         LiveView {
             tx: worker.is_some().then_some(tx),
-            out,
+            shared,
             worker,
         }
     }
 
     fn out(&self) -> MutexGuard<'_, Out> {
-        lock(&self.out)
+        self.shared.lock()
     }
 
-    fn send(&self, m: Msg) {
+    fn send(&self, pid: u32, m: Msg) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(m);
+            self.out().pending.insert(pid);
+            if tx.send(m).is_err() {
+                self.out().pending.remove(&pid);
+            }
         }
     }
-}
-
-fn lock(out: &Mutex<Out>) -> MutexGuard<'_, Out> {
-    out.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Drop for LiveView {
@@ -170,7 +194,28 @@ impl Drop for LiveView {
 
 impl PythonView for LiveView {
     fn request(&mut self, pid: u32, census: bool) {
-        self.send(Msg::Read { pid, census });
+        self.send(pid, Msg::Read { pid, census });
+    }
+
+    fn settle(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut out = self.out();
+        while !out.pending.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                log::debug!(
+                    "Python view: {} readings not done in time",
+                    out.pending.len()
+                );
+                return;
+            }
+            out = self
+                .shared
+                .done
+                .wait_timeout(out, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
     }
 
     fn take_ready(&mut self) -> Ready {
@@ -189,7 +234,7 @@ impl PythonView for LiveView {
 
     fn exec(&mut self, pid: u32) {
         self.out().arenas.remove(&pid);
-        self.send(Msg::Exec(pid));
+        self.send(pid, Msg::Exec(pid));
     }
 }
 
@@ -205,22 +250,25 @@ struct Followed {
     quick_until: Option<Instant>,
     /// The next quick retry waits this long.
     backoff: Duration,
+    /// It exec'd: until it is Python, "not Python" is worth another quick try too (a shim
+    /// such as pyenv's `python3` execs the interpreter next).
+    after_exec: bool,
 }
 
 struct Worker {
     attacher: Attacher,
     followed: HashMap<u32, Followed>,
-    out: Arc<Mutex<Out>>,
+    shared: Arc<Shared>,
     census_top: usize,
     swept: Instant,
 }
 
 impl Worker {
-    fn new(census_top: usize, out: Arc<Mutex<Out>>) -> Worker {
+    fn new(census_top: usize, shared: Arc<Shared>) -> Worker {
         Worker {
             attacher: Attacher::new(),
             followed: HashMap::new(),
-            out,
+            shared,
             census_top,
             swept: Instant::now(),
         }
@@ -241,7 +289,8 @@ impl Worker {
         for pid in gone {
             self.followed.remove(&pid);
             self.attacher.forget(pid);
-            lock(&self.out).arenas.remove(&pid);
+            self.shared.lock().arenas.remove(&pid);
+            self.shared.settled(pid);
         }
     }
 
@@ -261,14 +310,20 @@ impl Worker {
             let cpu0 = thread_cpu_seconds();
             self.work();
             self.sweep();
-            lock(&self.out).cpu_seconds += thread_cpu_seconds() - cpu0;
+            self.shared.lock().cpu_seconds += thread_cpu_seconds() - cpu0;
         }
     }
 
     fn take(&mut self, m: Msg) {
         match m {
             Msg::Read { pid, census } => {
-                let f = self.followed.entry(pid).or_default();
+                // A process seen for the first time may be a Python still starting (or one
+                // that exec'd before the sampler first saw it): quick retries for a while.
+                let f = self.followed.entry(pid).or_insert_with(|| Followed {
+                    quick_until: Some(Instant::now() + EXEC_WINDOW),
+                    backoff: Duration::from_millis(2),
+                    ..Followed::default()
+                });
                 f.wanted = Some(f.wanted.unwrap_or(false) || census);
             }
             Msg::Exec(pid) => {
@@ -285,6 +340,7 @@ impl Worker {
                         wanted: Some(census),
                         quick_until: Some(now + EXEC_WINDOW),
                         backoff: Duration::from_millis(2),
+                        after_exec: true,
                         ..Followed::default()
                     },
                 );
@@ -334,7 +390,11 @@ impl Worker {
             }
             Err(e) => {
                 let now = Instant::now();
-                let quick = f.quick_until.is_some_and(|t| now < t) && is_transient(&e);
+                let starting = match e {
+                    Error::NotPython { .. } => f.after_exec,
+                    _ => is_transient(&e),
+                };
+                let quick = f.quick_until.is_some_and(|t| now < t) && starting;
                 if quick {
                     f.not_before = Some(now + f.backoff);
                     f.backoff = (f.backoff * 2).min(Duration::from_millis(50));
@@ -343,6 +403,7 @@ impl Worker {
                     f.not_before = Some(now + RETRY_LATER);
                     f.wanted = None;
                     f.quick_until = None;
+                    self.shared.settled(pid);
                 }
                 false
             }
@@ -350,6 +411,11 @@ impl Worker {
     }
 
     fn read(&mut self, pid: u32) {
+        self.read_one(pid);
+        self.shared.settled(pid);
+    }
+
+    fn read_one(&mut self, pid: u32) {
         let Some(f) = self.followed.get_mut(&pid) else {
             return;
         };
@@ -391,7 +457,7 @@ impl Worker {
             read_at: Some(read_at),
         };
         log::trace!("pid {pid}: Python {} read", it.version);
-        let mut out = lock(&self.out);
+        let mut out = self.shared.lock();
         if let Some(p) = &pymalloc {
             out.arenas.insert(pid, p.arena_ranges.clone());
         }

@@ -785,6 +785,9 @@ impl Sampler {
         if !self.live.is_empty() {
             self.read_counters(t)?;
         }
+        if let Some(view) = self.python.as_mut() {
+            view.settle(Duration::from_secs(2));
+        }
         self.python_ready()?;
         for i in 0..self.procs.len() {
             self.close_process(i)?;
