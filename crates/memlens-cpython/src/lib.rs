@@ -6,6 +6,7 @@
 //! It never writes to the target and never panics on what it reads: every value from the
 //! target is bounded and checked, and failures are typed [`Error`]s.
 
+pub mod access;
 pub mod attach;
 pub mod attrs;
 pub mod binary;

@@ -253,6 +253,8 @@ struct Followed {
     /// It exec'd: until it is Python, "not Python" is worth another quick try too (a shim
     /// such as pyenv's `python3` execs the interpreter next).
     after_exec: bool,
+    /// A refusal was reported (once per process).
+    warned: bool,
 }
 
 struct Worker {
@@ -399,6 +401,15 @@ impl Worker {
                     f.not_before = Some(now + f.backoff);
                     f.backoff = (f.backoff * 2).min(Duration::from_millis(50));
                 } else {
+                    let refused = matches!(
+                        e,
+                        Error::Remote(memlens_remote::Error::PermissionDenied { .. })
+                    );
+                    if refused && !f.warned {
+                        f.warned = true;
+                        let hints = memlens_cpython::access::access_hints(pid);
+                        log::warn!("pid {pid}: no Python view: {e} ({hints:?})");
+                    }
                     log::debug!("pid {pid}: no Python view: {e}");
                     f.not_before = Some(now + RETRY_LATER);
                     f.wanted = None;

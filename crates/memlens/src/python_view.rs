@@ -36,19 +36,51 @@ pub fn cli_error(pid: u32, e: Error) -> CliError {
             .with_hint(format!(
                 "check the PID (`memlens ps` lists Python processes); {pid} may have exited"
             )),
-        Error::Remote(R::PermissionDenied { .. }) => CliError::new(
-            Code::PermissionDenied,
-            e.to_string(),
-        )
-        .with_hint(
-            "reading another process needs the same user and ptrace permission, root, or \
-             CAP_SYS_PTRACE (e.g. `sudo memlens ...`); with Yama, /proc/sys/kernel/yama/ptrace_scope \
-             must allow it (0, or 1 for your own children); a process already traced (gdb, \
-             py-spy) cannot be paused: `--nonblocking` reads without stopping it",
-        ),
+        Error::Remote(R::PermissionDenied { .. }) => {
+            CliError::new(Code::PermissionDenied, e.to_string()).with_hint(access_hint(pid))
+        }
         Error::Invalid { .. } => CliError::new(Code::Failure, e.to_string())
             .with_hint("the interpreter may be starting up or shutting down; try again"),
         Error::Remote(_) => CliError::new(Code::Failure, e.to_string()),
+    }
+}
+
+/// Words what may stand between memlens and `pid` (see [`memlens_cpython::access`]); the
+/// general rule when nothing specific is found.
+fn access_hint(pid: u32) -> String {
+    use memlens_cpython::access::{access_hints, AccessHint};
+    use memlens_report::escape::terminal;
+    let words: Vec<String> = access_hints(pid)
+        .into_iter()
+        .map(|h| match h {
+            AccessHint::Traced { tracer, name } => format!(
+                "process {pid} is already traced by process {tracer} ({}), and a process has one \
+                 tracer at most, so memlens cannot pause it: `--nonblocking` reads without \
+                 stopping it, or detach the other tool first",
+                terminal(&name)
+            ),
+            AccessHint::Yama { scope } => format!(
+                "/proc/sys/kernel/yama/ptrace_scope is {scope}: {}",
+                match scope {
+                    1 => "only a process's own descendants may be read without CAP_SYS_PTRACE; run memlens as root (`sudo memlens ...`)",
+                    2 => "only CAP_SYS_PTRACE may read another process; run memlens as root",
+                    _ => "no process may read another's memory; set it to 0, 1 or 2 to use memlens",
+                }
+            ),
+            AccessHint::OtherUser { uid, mine } => format!(
+                "process {pid} runs as user {uid}, memlens as user {mine}: run memlens as that \
+                 user or as root (`sudo memlens ...`)"
+            ),
+        })
+        .collect();
+    if words.is_empty() {
+        "reading another process needs the same user and ptrace permission, root, or \
+         CAP_SYS_PTRACE (e.g. `sudo memlens ...`); with Yama, /proc/sys/kernel/yama/ptrace_scope \
+         must allow it (0, or 1 for your own children); a process already traced (gdb, \
+         py-spy) cannot be paused: `--nonblocking` reads without stopping it"
+            .into()
+    } else {
+        words.join("; ")
     }
 }
 

@@ -461,3 +461,38 @@ fn a_recording_of_a_program_at_rest_matches_its_own_figures() {
         }
     }
 }
+
+/// A process another tool traces cannot be paused: exit 4, and the hint names the tracer and
+/// says `--nonblocking` still reads it (which then works).
+#[test]
+fn a_traced_process_gets_a_hint_naming_its_tracer() {
+    let py = pythons().into_iter().next().expect("a Python");
+    let t = Target::python(
+        &py.path,
+        "import sys; print('READY', flush=True); sys.stdin.readline()",
+    );
+    // the tracer: PTRACE_SEIZE through ctypes, then wait
+    let tracer = Target::python(
+        &py.path,
+        &format!(
+            "import ctypes, sys\n\
+             libc = ctypes.CDLL(None, use_errno=True)\n\
+             assert libc.ptrace(0x4206, {}, None, None) == 0, ctypes.get_errno()\n\
+             print('READY', flush=True)\n\
+             sys.stdin.readline()\n",
+            t.pid()
+        ),
+    );
+    let pid = t.pid().to_string();
+    let out = memlens().args(["stacks", &pid]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains(&format!("already traced by process {}", tracer.pid()))
+            && err.contains("--nonblocking"),
+        "{err}"
+    );
+    let out = memlens_json(&["stacks", &pid, "--nonblocking", "--json"]);
+    assert_eq!(out["threads"].as_array().map(Vec::len), Some(1));
+    drop(tracer);
+}
