@@ -65,8 +65,14 @@ impl Attacher {
     /// An attacher whose sessions share the pages they read between processes that map the
     /// same physical page (forked workers), for reading a whole tree (see [`crate::reader`]).
     pub fn for_tree() -> Attacher {
+        Self::with_shared_pages(Arc::new(SharedPages::new()))
+    }
+
+    /// An attacher whose sessions share pages through `pages` (e.g. a deferred set, confirmed
+    /// by the caller once every process was read).
+    pub fn with_shared_pages(pages: Arc<SharedPages>) -> Attacher {
         Attacher {
-            pages: Some(Arc::new(SharedPages::new())),
+            pages: Some(pages),
             ..Attacher::default()
         }
     }

@@ -20,9 +20,9 @@
 //! KSM can also merge pages, so nothing is shared while KSM runs.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use memlens_procfs::pagemap::{Entry, Pagemap};
 use memlens_remote::ProcessMemory;
@@ -35,6 +35,9 @@ const MAX_CACHED_RUN: u64 = 64;
 const MAX_PAGES: usize = 8192;
 /// Bytes [`SharedPages`] keeps at most.
 const MAX_SHARED_BYTES: usize = 64 << 20;
+/// Processes whose pages [`SharedPages`] keeps at most (each holds its `pagemap` open; in a
+/// forked tree the root provides nearly every piece).
+const MAX_SOURCES: usize = 64;
 
 /// How many system calls and bytes a read took (for logs, tests and the benches).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -64,9 +67,40 @@ impl Piece {
     }
 }
 
+/// A hasher for page frame numbers: they come from the kernel, not from the target, so a
+/// multiply-and-fold is enough (SipHash cost more than the lookups it guarded).
+#[derive(Debug, Default, Clone, Copy)]
+struct FrameHasher(u64);
+
+impl std::hash::Hasher for FrameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        let x = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = x ^ (x >> 29);
+    }
+}
+
+type ByFrame<V> = HashMap<u64, V, std::hash::BuildHasherDefault<FrameHasher>>;
+
+/// A reuse whose source is checked once every process of the tree was read.
+#[derive(Debug, Clone, Copy)]
+struct Use {
+    reader: u32,
+    source: u32,
+    vpn: u64,
+    frame: u64,
+}
+
 #[derive(Debug, Default)]
 struct Shared {
-    pieces: HashMap<u64, Vec<Piece>>,
+    pieces: ByFrame<Vec<Piece>>,
     sources: HashMap<u32, Arc<Pagemap>>,
     bytes: usize,
 }
@@ -75,9 +109,12 @@ struct Shared {
 /// page (see the module documentation). One per tree snapshot; safe to share between threads.
 #[derive(Debug)]
 pub struct SharedPages {
-    inner: Mutex<Shared>,
+    inner: RwLock<Shared>,
+    uses: Mutex<Vec<Use>>,
     enabled: AtomicBool,
     reused: AtomicU64,
+    /// Sources are checked by [`SharedPages::confirm`] at the end, not at each reuse.
+    deferred: bool,
 }
 
 fn ksm_running() -> bool {
@@ -85,13 +122,49 @@ fn ksm_running() -> bool {
 }
 
 impl SharedPages {
-    /// An empty set (disabled when KSM runs).
+    /// An empty set (disabled when KSM runs); each reuse checks its source at once.
     pub fn new() -> SharedPages {
         SharedPages {
-            inner: Mutex::new(Shared::default()),
+            inner: RwLock::new(Shared::default()),
+            uses: Mutex::new(Vec::new()),
             enabled: AtomicBool::new(!ksm_running()),
             reused: AtomicU64::new(0),
+            deferred: false,
         }
+    }
+
+    /// An empty set whose reuses are checked together by [`SharedPages::confirm`] once every
+    /// process was read: each source's `pagemap` is then read once, not once per reader. Until
+    /// confirmed, the figures built on reused pieces are provisional.
+    pub fn deferred() -> SharedPages {
+        SharedPages {
+            deferred: true,
+            ..SharedPages::new()
+        }
+    }
+
+    /// Checks every reuse made since the last call (deferred sets): the source must still map
+    /// the frame at the same address, shared. Returns the processes whose reads used a piece
+    /// that fails this; read them again without sharing.
+    pub fn confirm(&self) -> HashSet<u32> {
+        let uses = std::mem::take(&mut *self.uses.lock().unwrap_or_else(|p| p.into_inner()));
+        let sources = self.read().sources.clone();
+        let mut windows: HashMap<(u32, u64), Vec<Entry>> = HashMap::new();
+        let mut bad = HashSet::new();
+        for u in uses {
+            let key = (u.source, u.vpn / WINDOW);
+            let entries = windows.entry(key).or_insert_with(|| {
+                sources
+                    .get(&u.source)
+                    .and_then(|m| m.read(key.1 * WINDOW, WINDOW as usize).ok())
+                    .unwrap_or_default()
+            });
+            let now = entries.get((u.vpn % WINDOW) as usize).copied();
+            if !now.is_some_and(|e| e.frame() == Some(u.frame) && !e.exclusive()) {
+                bad.insert(u.reader);
+            }
+        }
+        bad
     }
 
     /// Whether pieces are shared (frame numbers visible, KSM off).
@@ -108,48 +181,49 @@ impl SharedPages {
         self.enabled.store(false, Ordering::Relaxed);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
-        // A panic while holding the lock leaves plain data behind: keep using it.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    // A panic while holding a lock leaves plain data behind: keep using it.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Shared> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Up to four places (source, its virtual page) whose piece of `frame` holds `len` bytes at
-    /// `offset`.
-    fn candidates(&self, frame: u64, offset: u32, len: usize) -> ([(u32, u64); 4], usize) {
-        let mut out = [(0, 0); 4];
-        let mut n = 0;
-        if let Some(list) = self.lock().pieces.get(&frame) {
-            for p in list.iter().filter(|p| p.covers(offset, len)) {
-                if n == out.len() {
-                    break;
-                }
-                out[n] = (p.source, p.vpn);
-                n += 1;
-            }
-        }
-        (out, n)
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Shared> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Copies the bytes of the piece of `frame` read in `source` into `buf`.
-    fn copy(&self, frame: u64, source: u32, offset: u32, buf: &mut [u8]) -> bool {
-        let g = self.lock();
-        let piece = g.pieces.get(&frame).and_then(|l| {
-            l.iter()
-                .find(|p| p.source == source && p.covers(offset, buf.len()))
-        });
-        match piece {
-            Some(p) => {
-                let at = (offset - p.offset) as usize;
-                buf.copy_from_slice(&p.data[at..at + buf.len()]);
-                true
-            }
-            None => false,
+    /// Copies into `buf` the bytes at `offset` of a piece of `frame` read in a process other
+    /// than `reader` and not in `skip`; returns where it was read (source, its virtual page).
+    fn take(
+        &self,
+        frame: u64,
+        offset: u32,
+        buf: &mut [u8],
+        reader: u32,
+        skip: &[u32],
+    ) -> Option<(u32, u64)> {
+        let g = self.read();
+        let p = g.pieces.get(&frame)?.iter().find(|p| {
+            p.source != reader && !skip.contains(&p.source) && p.covers(offset, buf.len())
+        })?;
+        let at = (offset - p.offset) as usize;
+        buf.copy_from_slice(&p.data[at..at + buf.len()]);
+        Some((p.source, p.vpn))
+    }
+
+    fn record(&self, uses: &mut Vec<Use>) {
+        if !uses.is_empty() {
+            self.uses
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .append(uses);
         }
     }
 
     fn insert(&self, frame: u64, piece: Piece, pagemap: impl FnOnce() -> Option<Pagemap>) {
-        let mut g = self.lock();
+        let mut g = self.write();
         if g.bytes + piece.data.len() > MAX_SHARED_BYTES {
+            return;
+        }
+        if g.sources.len() >= MAX_SOURCES && !g.sources.contains_key(&piece.source) {
             return;
         }
         if let std::collections::hash_map::Entry::Vacant(v) = g.sources.entry(piece.source) {
@@ -165,7 +239,7 @@ impl SharedPages {
     }
 
     fn source(&self, pid: u32) -> Option<Arc<Pagemap>> {
-        self.lock().sources.get(&pid).cloned()
+        self.read().sources.get(&pid).cloned()
     }
 }
 
@@ -184,8 +258,10 @@ pub struct PageReader<'a, M> {
     pages: RefCell<HashMap<u64, Box<[u8]>>>,
     shared: Option<&'a SharedPages>,
     own_map: RefCell<Option<Option<Pagemap>>>,
-    own_windows: RefCell<HashMap<u64, Vec<Entry>>>,
+    own_windows: RefCell<ByFrame<Vec<Entry>>>,
     source_windows: RefCell<HashMap<(u32, u64), Vec<Entry>>>,
+    /// Reuses to confirm later (a deferred [`SharedPages`]), handed over on drop.
+    uses: RefCell<Vec<Use>>,
     counts: Cell<ReadCounts>,
 }
 
@@ -200,8 +276,9 @@ impl<'a, M: ProcessMemory> PageReader<'a, M> {
             pages: RefCell::new(HashMap::new()),
             shared,
             own_map: RefCell::new(None),
-            own_windows: RefCell::new(HashMap::new()),
+            own_windows: RefCell::new(ByFrame::default()),
             source_windows: RefCell::new(HashMap::new()),
+            uses: RefCell::new(Vec::new()),
             counts: Cell::new(ReadCounts::default()),
         }
     }
@@ -294,24 +371,31 @@ impl<'a, M: ProcessMemory> PageReader<'a, M> {
     }
 
     /// Fills `buf` with the bytes of `frame` that another process read, if still valid now
-    /// (see the module documentation).
+    /// (or, for a deferred set, recorded for [`SharedPages::confirm`]; see the module docs).
     fn reuse(&self, shared: &SharedPages, frame: u64, offset: u32, buf: &mut [u8]) -> bool {
-        let (found, n) = shared.candidates(frame, offset, buf.len());
-        for &(source, vpn) in &found[..n] {
-            if source == self.pid {
-                continue;
-            }
-            let Some(now) = self.source_entry(shared, source, vpn) else {
-                continue;
+        let mut tried = [0u32; 4];
+        for i in 0..tried.len() {
+            let Some((source, vpn)) = shared.take(frame, offset, buf, self.pid, &tried[..i]) else {
+                return false;
             };
-            if now.frame() == Some(frame)
-                && !now.exclusive()
-                && shared.copy(frame, source, offset, buf)
-            {
+            let valid = shared.deferred || {
+                let now = self.source_entry(shared, source, vpn);
+                now.is_some_and(|e| e.frame() == Some(frame) && !e.exclusive())
+            };
+            if valid {
+                if shared.deferred {
+                    self.uses.borrow_mut().push(Use {
+                        reader: self.pid,
+                        source,
+                        vpn,
+                        frame,
+                    });
+                }
                 shared.reused.fetch_add(1, Ordering::Relaxed);
                 self.count(|c| c.reused += 1);
                 return true;
             }
+            tried[i] = source;
         }
         false
     }
@@ -345,6 +429,14 @@ impl<'a, M: ProcessMemory> PageReader<'a, M> {
             shared.insert(f, piece, || Pagemap::open(self.pid).ok());
         }
         Ok(())
+    }
+}
+
+impl<M> Drop for PageReader<'_, M> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared {
+            shared.record(self.uses.get_mut());
+        }
     }
 }
 

@@ -2,9 +2,10 @@
 //! integration ([`inspect`]), and terminal-safe printing of strings from the target.
 
 use std::collections::HashMap;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use memlens_cpython::reader::SharedPages;
 use memlens_cpython::{Attacher, Error, PythonView, ReadMode, Session};
 use memlens_ledger::Hints;
 
@@ -150,6 +151,7 @@ const ROOT_WAIT: Duration = Duration::from_secs(2);
 /// called from several threads.
 pub struct TreeViews {
     attacher: Attacher,
+    pages: Arc<SharedPages>,
     root: u32,
     nonblocking: bool,
     views: Mutex<HashMap<u32, PythonView>>,
@@ -159,8 +161,10 @@ pub struct TreeViews {
 impl TreeViews {
     /// Views of the tree of `root`.
     pub fn new(root: u32, nonblocking: bool) -> TreeViews {
+        let pages = Arc::new(SharedPages::deferred());
         TreeViews {
-            attacher: Attacher::for_tree(),
+            attacher: Attacher::with_shared_pages(Arc::clone(&pages)),
+            pages,
             root,
             nonblocking,
             views: Mutex::new(HashMap::new()),
@@ -192,10 +196,26 @@ impl TreeViews {
         hints
     }
 
-    /// The views read, by process id.
+    /// The views read, by process id. Pages a process reused from another are confirmed now
+    /// (see [`memlens_cpython::reader`]); a process whose reuse does not hold is read again on
+    /// its own.
     pub fn into_views(self) -> HashMap<u32, PythonView> {
-        log::info!("Python views: {:?}", self.attacher.counts());
-        self.views.into_inner().unwrap_or_else(|p| p.into_inner())
+        let again = self.pages.confirm();
+        log::info!(
+            "Python views: {:?}, {} pieces reused, {} processes read again",
+            self.attacher.counts(),
+            self.pages.reused(),
+            again.len()
+        );
+        let mut views = self.views.into_inner().unwrap_or_else(|p| p.into_inner());
+        let alone = Attacher::new();
+        for pid in again {
+            match inspect_with(&alone, pid, self.nonblocking).0 {
+                Some(v) => views.insert(pid, v),
+                None => views.remove(&pid),
+            };
+        }
+        views
     }
 
     /// What the attacher did (discoveries, reuses).

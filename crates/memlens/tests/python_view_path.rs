@@ -496,3 +496,62 @@ fn a_traced_process_gets_a_hint_naming_its_tracer() {
     assert_eq!(out["threads"].as_array().map(Vec::len), Some(1));
     drop(tracer);
 }
+
+/// The check that makes reusing another process's page safe: a worker reuses a piece its
+/// parent read from the very same shared page; once the parent writes that page (the kernel
+/// gives it a copy), the reuse no longer holds and `confirm` names the worker to read again.
+#[test]
+fn a_reused_page_that_changed_is_caught_by_the_confirmation() {
+    use memlens_cpython::reader::{PageReader, SharedPages};
+    use memlens_remote::{ProcessMemory, RemoteMemory};
+    if !frames_visible() {
+        eprintln!("page frame numbers are hidden here (no CAP_SYS_ADMIN): nothing is reused");
+        return;
+    }
+    let py = pythons().into_iter().next().expect("a Python");
+    let mut t = Target::python(
+        &py.path,
+        "import ctypes, json, os, sys\n\
+         buf = bytearray(b'x' * (1 << 20))\n\
+         addr = (ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf)) + 8191) // 4096 * 4096\n\
+         r, w = os.pipe()\n\
+         pid = os.fork()\n\
+         if pid == 0:\n    os.read(r, 1)\n    os._exit(0)\n\
+         print(json.dumps({'child': pid, 'addr': addr}))\n\
+         print('READY', flush=True)\n\
+         sys.stdin.readline()\n\
+         off = addr - ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))\n\
+         buf[off:off + 64] = b'y' * 64\n\
+         print('WROTE', flush=True)\n\
+         sys.stdin.readline()\n",
+    );
+    let info: Value = serde_json::from_str(t.lines.last().unwrap()).unwrap();
+    let (child, addr) = (u(&info["child"]) as u32, u(&info["addr"]));
+    let shared = SharedPages::deferred();
+    let read = |pid: u32| {
+        let mem = RemoteMemory::open(pid).unwrap();
+        let r = PageReader::new(&mem, pid, Some(&shared));
+        let mut b = [0u8; 48];
+        let mut reqs: Vec<(u64, &mut [u8])> = vec![(addr, &mut b)];
+        assert!(r.read_many(&mut reqs)[0].is_ok());
+        (b, r.counts().reused)
+    };
+    let (parent_bytes, _) = read(t.pid());
+    let (child_bytes, reused) = read(child);
+    assert_eq!(parent_bytes, child_bytes);
+    assert_eq!(&parent_bytes[..], &[b'x'; 48][..]);
+    assert_eq!(reused, 1, "the child reused the parent's piece");
+    assert!(shared.confirm().is_empty(), "nothing changed yet");
+    let (_, reused) = read(child);
+    assert_eq!(reused, 1);
+    t.send("write");
+    assert_eq!(t.read_line().as_deref(), Some("WROTE"));
+    let again = shared.confirm();
+    assert!(
+        again.contains(&child),
+        "the parent's page changed under the child's reuse, unnoticed: {again:?}"
+    );
+    let _ = Command::new("kill")
+        .args(["-9", &child.to_string()])
+        .status();
+}
