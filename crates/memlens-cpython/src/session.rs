@@ -187,6 +187,18 @@ impl Session {
         ))
     }
 
+    /// The collector's state and pymalloc alone (what a recording samples), each part's
+    /// failure left to the caller to report.
+    pub fn gc_and_pymalloc(&self, mode: ReadMode) -> Result<(Result<GcState>, Result<Pymalloc>)> {
+        let it = &self.interpreter;
+        let reader = self.reader();
+        let pause = self.pause(mode)?;
+        let gc = gc::read(it, &reader);
+        let pm = pymalloc::read(it, &reader);
+        drop(pause);
+        Ok((gc, pm))
+    }
+
     /// The object census. Paused mode stops the target only while its writable memory is
     /// copied, then walks the copy.
     pub fn census(&self, mode: ReadMode) -> Result<(Census, ReadStats)> {

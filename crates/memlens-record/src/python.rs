@@ -435,8 +435,13 @@ impl Worker {
         };
         let read_at = Instant::now();
         let it = &session.interpreter;
-        let (gc, pymalloc) = match session.view(ReadMode::Nonblocking) {
-            Ok((v, _)) => (v.gc, v.pymalloc),
+        let (gc, pymalloc) = match session.gc_and_pymalloc(ReadMode::Nonblocking) {
+            Ok((gc, pm)) => {
+                for e in [gc.as_ref().err(), pm.as_ref().err()].into_iter().flatten() {
+                    log::debug!("pid {pid}: Python view: {e}");
+                }
+                (gc.ok(), pm.ok())
+            }
             Err(_) => (None, None),
         };
         if gc.is_none() && pymalloc.is_none() {
