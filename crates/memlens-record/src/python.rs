@@ -321,12 +321,21 @@ impl Worker {
             Msg::Read { pid, census } => {
                 // A process seen for the first time may be a Python still starting (or one
                 // that exec'd before the sampler first saw it): quick retries for a while.
+                let now = Instant::now();
                 let f = self.followed.entry(pid).or_insert_with(|| Followed {
-                    quick_until: Some(Instant::now() + EXEC_WINDOW),
+                    quick_until: Some(now + EXEC_WINDOW),
                     backoff: Duration::from_millis(2),
                     ..Followed::default()
                 });
-                f.wanted = Some(f.wanted.unwrap_or(false) || census);
+                // Left alone for now (not Python, or refused): no reading to wait for.
+                let resting = f.session.is_none()
+                    && f.quick_until.is_none_or(|t| t <= now)
+                    && f.not_before.is_some_and(|t| t > now);
+                if resting {
+                    self.shared.settled(pid);
+                } else {
+                    f.wanted = Some(f.wanted.unwrap_or(false) || census);
+                }
             }
             Msg::Exec(pid) => {
                 self.attacher.forget(pid);
