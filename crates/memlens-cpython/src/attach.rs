@@ -98,14 +98,14 @@ impl Attacher {
         Ok(Session::new(interpreter, mem, self.pages.clone()))
     }
 
-    /// Attaches, trying again while the interpreter is not ready (a process that just exec'd
-    /// Python and is still starting: its libpython not mapped or its runtime not initialised)
-    /// until `deadline`, with waits growing from 2 ms to 50 ms. Other errors end it at once.
+    /// Attaches, trying again while the interpreter is not ready (a Python still starting:
+    /// its libpython not mapped or its runtime not initialised) until `deadline`, with waits
+    /// growing from 2 ms to 50 ms. Other errors, "not Python" included, end it at once.
     pub fn attach_until(&self, pid: u32, deadline: Instant) -> Result<Session> {
         let mut wait = Duration::from_millis(2);
         loop {
             match self.attach(pid) {
-                Err(e) if is_transient(&e) && Instant::now() + wait < deadline => {
+                Err(e @ Error::Invalid { .. }) if Instant::now() + wait < deadline => {
                     log::debug!("pid {pid}: not ready ({e}); again in {wait:?}");
                     std::thread::sleep(wait);
                     wait = (wait * 2).min(Duration::from_millis(50));

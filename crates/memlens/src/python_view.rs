@@ -85,9 +85,15 @@ fn access_hint(pid: u32) -> String {
     }
 }
 
-/// Attaches to the interpreter of `pid`, with CLI errors.
+/// How long a command waits for an interpreter that is still starting.
+const STARTING_WAIT: Duration = Duration::from_secs(1);
+
+/// Attaches to the interpreter of `pid` (waiting up to a second for one still starting), with
+/// CLI errors.
 pub fn attach(pid: u32) -> Result<Session, CliError> {
-    Session::attach(pid).map_err(|e| cli_error(pid, e))
+    Attacher::new()
+        .attach_until(pid, std::time::Instant::now() + STARTING_WAIT)
+        .map_err(|e| cli_error(pid, e))
 }
 
 /// The Python view and ledger hints of a process, for `snapshot`. Never fails: a process
