@@ -28,6 +28,9 @@ pub struct Pymalloc {
     pub arena_ranges: Vec<(u64, u64)>,
 }
 
+/// The largest arena table read (bytes of `arena_object`s).
+const MAX_TABLE_BYTES: u64 = 64 << 20;
+
 /// Where the arena table is.
 #[derive(Debug, Clone, Copy)]
 struct ArenaTable {
@@ -94,7 +97,8 @@ fn table_at<M: ProcessMemory>(it: &Interpreter, mem: &M, p: u64) -> Option<Arena
     let mmapped = header & 2 != 0;
     let chunk = header & !7;
     let overhead = if mmapped { 16 } else { 8 };
-    if chunk < l.arena_size_of + overhead || chunk > 1 << 32 {
+    // at most 64 MiB of arena objects (over a million arenas): a bound on what is copied
+    if chunk < l.arena_size_of + overhead || chunk > MAX_TABLE_BYTES {
         return None;
     }
     let n = (chunk - overhead) / l.arena_size_of;
@@ -145,10 +149,22 @@ fn scan_for_table<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<ArenaTa
         .ok_or_else(|| not_found("no .bss"))?;
     let start = bss.address.wrapping_add(it.bias);
     let words = mem.read_vec(start, bss.size.min(16 << 20) as usize)?;
+    // The table is a malloc'd block: in the heap or an anonymous mapping, never in a file's
+    // mapping (where most of .bss's pointers lead). Checking that first spares a read per word.
+    let heaps: Vec<(u64, u64)> = crate::attach::read_maps(it.pid)
+        .map(|maps| {
+            maps.iter()
+                .filter(|m| m.is_readable() && m.is_writable())
+                .filter(|m| m.path.is_empty() || m.path == b"[heap]")
+                .map(|m| (m.start, m.end))
+                .collect()
+        })
+        .unwrap_or_default();
+    let in_heap = |p: u64| heaps.is_empty() || heaps.iter().any(|&(s, e)| s < p && p < e);
     let mut found: Vec<(u64, ArenaTable)> = Vec::new();
     for (i, w) in words.chunks_exact(8).enumerate() {
         let p = u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-        if p == 0 || found.iter().any(|(_, t)| t.arenas == p) {
+        if p == 0 || p % 16 != 0 || !in_heap(p) || found.iter().any(|(_, t)| t.arenas == p) {
             continue;
         }
         if let Some(t) = table_at(it, mem, p) {

@@ -165,11 +165,15 @@ pub struct TreeViews {
 }
 
 impl TreeViews {
-    /// Views of the tree of `root`.
-    pub fn new(root: u32, nonblocking: bool) -> TreeViews {
+    /// Views of the tree of `root` (`tree`: several processes, which may share pages).
+    pub fn new(root: u32, nonblocking: bool, tree: bool) -> TreeViews {
         let pages = Arc::new(SharedPages::deferred());
         TreeViews {
-            attacher: Attacher::with_shared_pages(Arc::clone(&pages)),
+            attacher: if tree {
+                Attacher::with_shared_pages(Arc::clone(&pages))
+            } else {
+                Attacher::new()
+            },
             pages,
             root,
             nonblocking,

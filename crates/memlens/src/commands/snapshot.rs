@@ -28,7 +28,7 @@ pub struct Args {
 pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
     // The Python view of each process: its pymalloc arenas feed the ledger as hints, the rest
     // is attached to the process once its ledger is built.
-    let views = crate::python_view::TreeViews::new(args.pid, args.nonblocking);
+    let views = crate::python_view::TreeViews::new(args.pid, args.nonblocking, args.tree);
     let mut ledger = memlens_ledger::snapshot(args.pid, args.tree, &|pid| views.hints(pid))?;
     let mut views = views.into_views();
     for p in &mut ledger.processes {
