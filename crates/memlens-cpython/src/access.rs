@@ -3,6 +3,7 @@
 //! it belongs to another user and memlens lacks `CAP_SYS_PTRACE`.
 
 use memlens_procfs::bytes::{parse_hex, parse_u64, split_key_value};
+use memlens_procfs::Process;
 
 /// `CAP_SYS_PTRACE`'s bit in the capability sets.
 const CAP_SYS_PTRACE: u64 = 1 << 19;
@@ -32,32 +33,32 @@ pub enum AccessHint {
     },
 }
 
-fn status_field(pid: &str, key: &[u8]) -> Option<Vec<u8>> {
-    let text = std::fs::read(format!("/proc/{pid}/status")).ok()?;
+fn cap_eff() -> u64 {
+    let text = std::fs::read("/proc/self/status").unwrap_or_default();
     text.split(|b| *b == b'\n')
         .filter_map(split_key_value)
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.to_vec())
+        .find(|(k, _)| *k == b"CapEff")
+        .and_then(|(_, v)| parse_hex(v))
+        .unwrap_or(0)
 }
 
 /// What may stand between memlens and process `pid`, checked now (empty when nothing known).
 pub fn access_hints(pid: u32) -> Vec<AccessHint> {
     let mut out = Vec::new();
-    let target = pid.to_string();
-    let tracer = status_field(&target, b"TracerPid").and_then(|v| parse_u64(&v));
-    if let Some(t) = tracer.filter(|t| *t != 0 && *t != u64::from(std::process::id())) {
-        let name = std::fs::read_to_string(format!("/proc/{t}/comm"))
-            .map(|s| s.trim_end().to_string())
+    let status = |p: u32| Process::new(p).and_then(|p| p.status()).ok();
+    let target = status(pid);
+    let me = std::process::id();
+    if let Some(t) = target
+        .as_ref()
+        .map(|s| s.tracer_pid)
+        .filter(|t| *t != 0 && *t != me)
+    {
+        let name = status(t)
+            .map(|s| String::from_utf8_lossy(&s.name).into_owned())
             .unwrap_or_default();
-        out.push(AccessHint::Traced {
-            tracer: t as u32,
-            name,
-        });
+        out.push(AccessHint::Traced { tracer: t, name });
     }
-    let caps = status_field("self", b"CapEff")
-        .and_then(|v| parse_hex(&v))
-        .unwrap_or(0);
-    let can_ptrace = caps & CAP_SYS_PTRACE != 0;
+    let can_ptrace = cap_eff() & CAP_SYS_PTRACE != 0;
     let scope = std::fs::read("/proc/sys/kernel/yama/ptrace_scope")
         .ok()
         .and_then(|v| parse_u64(v.trim_ascii()))
@@ -65,19 +66,12 @@ pub fn access_hints(pid: u32) -> Vec<AccessHint> {
     if scope >= 3 || (scope >= 1 && !can_ptrace) {
         out.push(AccessHint::Yama { scope });
     }
-    let uid_of = |p: &str| {
-        status_field(p, b"Uid").and_then(|v| {
-            let mut f = v
-                .split(|b| b.is_ascii_whitespace())
-                .filter(|f| !f.is_empty());
-            let real = f.next().and_then(parse_u64)?;
-            let effective = f.next().and_then(parse_u64).unwrap_or(real);
-            Some((real as u32, effective as u32))
-        })
-    };
-    if let (Some((uid, _)), Some((_, mine))) = (uid_of(&target), uid_of("self")) {
-        if uid != mine && !can_ptrace {
-            out.push(AccessHint::OtherUser { uid, mine });
+    if let (Some(t), Some(mine)) = (target, status(me)) {
+        if t.uid != mine.euid && !can_ptrace {
+            out.push(AccessHint::OtherUser {
+                uid: t.uid,
+                mine: mine.euid,
+            });
         }
     }
     out

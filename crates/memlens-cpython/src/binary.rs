@@ -240,7 +240,7 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(
-            msg.contains("unsupported: CPython 3.6") && msg.contains("3.8 to 3.14"),
+            msg.contains("unsupported: CPython 3.6") && msg.contains("3.8 to 3.15"),
             "{msg}"
         );
     }

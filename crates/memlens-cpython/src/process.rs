@@ -95,29 +95,17 @@ impl std::fmt::Display for Version {
     }
 }
 
-/// The symbols memlens looks up in a Python binary (the only ones its [`ElfFile`] keeps).
-pub const SYMBOLS: &[&str] = &[
-    "_PyRuntime",
-    "Py_Version",
-    "version",
-    "version.0",
-    "arenas",
-    "maxarenas",
-    "PyList_Type",
-    "PyTuple_Type",
-    "PyDict_Type",
-    "PySet_Type",
-    "PyFrozenSet_Type",
-    "PyUnicode_Type",
-    "PyBytes_Type",
-    "PyLong_Type",
-    "PyFloat_Type",
-    "PyType_Type",
-    "PyFunction_Type",
-    "PyModule_Type",
-    "PyCell_Type",
-    "PyCode_Type",
-];
+/// Local (`.symtab`) statics memlens looks up beside CPython's API objects.
+const STATICS: &[&str] = &["version", "version.0", "arenas", "maxarenas"];
+
+/// Whether memlens keeps a data symbol of a Python binary: CPython's objects (`Py*`, `_Py*`:
+/// `_PyRuntime`, `Py_Version`, the `Py*_Type`s) and a few statics. A libpython's other data
+/// symbols (docstrings, method tables: thousands) are not indexed.
+pub fn wanted_symbol(name: &[u8]) -> bool {
+    name.starts_with(b"Py")
+        || name.starts_with(b"_Py")
+        || STATICS.iter().any(|s| s.as_bytes() == name)
+}
 
 /// What is learnt once per Python binary (keyed by [`BinaryKey`]) and shared by every process
 /// that runs it: its symbols, the addresses memlens needs at link time, and what reading the
@@ -139,8 +127,8 @@ pub struct BinaryFindings {
     types: BuiltinTypes,
     /// The exact version, once a process said it (constant for a binary).
     version: OnceLock<Version>,
-    /// The `_Py_DebugOffsets` cross-check passed once (3.13+; the struct is constant data).
-    debug_offsets_checked: OnceLock<()>,
+    /// The layout selected for it (the minor's table, or `_Py_DebugOffsets` alone), once.
+    layout: OnceLock<&'static Layout>,
     /// Link-time address of obmalloc's `arenas` pointer in a stripped build's `.bss` where the
     /// last scan found it, 0 before (3.8-3.11 without `.symtab`).
     pub(crate) arena_pointer: AtomicU64,
@@ -155,7 +143,7 @@ impl BinaryFindings {
         key: BinaryKey,
         python: &PythonFile,
     ) -> Result<BinaryFindings> {
-        let elf = file.parse_symbols(Some(SYMBOLS))?;
+        let elf = file.parse_symbols(Some(&wanted_symbol))?;
         let path = String::from_utf8_lossy(&python.path);
         let runtime = match elf.symbol("_PyRuntime") {
             Some(s) => s.address,
@@ -202,7 +190,7 @@ impl BinaryFindings {
             runtime,
             types,
             version: OnceLock::new(),
-            debug_offsets_checked: OnceLock::new(),
+            layout: OnceLock::new(),
             arena_pointer: AtomicU64::new(0),
         })
     }
@@ -298,20 +286,17 @@ impl Interpreter {
                 what: format!("CPython {version}"),
             });
         }
-        let layout = layouts::for_version(version.minor).ok_or_else(|| Error::Unsupported {
-            what: format!("CPython {version}"),
-        })?;
-        if let Some(at) = layout.dbg_free_threaded {
-            if mem.read_u64(runtime + at)? != 0 {
-                return Err(Error::Unsupported {
-                    what: format!("free-threaded CPython {version}"),
-                });
+        // the minor's table, checked against _Py_DebugOffsets (3.13+); a build the table does
+        // not match is read through its debug offsets alone. The same for every process of
+        // the binary: selected once.
+        let layout = match binary.layout.get() {
+            Some(l) => *l,
+            None => {
+                let l = layouts::select(mem, runtime, &version)?;
+                let _ = binary.layout.set(l);
+                l
             }
-        }
-        if binary.debug_offsets_checked.get().is_none() {
-            layouts::check_debug_offsets(mem, runtime, layout, &version.to_string())?;
-            let _ = binary.debug_offsets_checked.set(());
-        }
+        };
         let mut it = Interpreter {
             pid,
             version,
@@ -378,7 +363,8 @@ impl Interpreter {
         Ok(it)
     }
 
-    /// Address of a symbol of the interpreter's binary in the process (one of [`SYMBOLS`]).
+    /// Address of a data symbol of the interpreter's binary in the process (one that
+    /// [`wanted_symbol`] keeps).
     pub fn symbol(&self, name: &str) -> Option<u64> {
         self.binary
             .elf

@@ -185,6 +185,7 @@ fn scan_for_table<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<ArenaTa
 
 /// Reads pymalloc's arenas and the pool headers of each.
 pub fn read<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Pymalloc> {
+    it.layout.require_tables("pymalloc")?;
     let l = it.layout;
     let t = table(it, mem)?;
     let mut out = Pymalloc {

@@ -215,6 +215,8 @@ pub fn threads<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Vec<Thread
 fn thread_names<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<HashMap<u64, String>> {
     let l = it.layout;
     let mut out = HashMap::new();
+    // a layout read from _Py_DebugOffsets alone lacks the dict and instance fields
+    it.layout.require_tables("thread names")?;
     let modules = mem.read_u64(it.interp + l.interp_modules)?;
     if modules == 0 {
         return Ok(out);

@@ -55,12 +55,24 @@ pub struct PsReport {
     pub unreadable: u32,
 }
 
-/// Whether a process is a Python: by executable name or a mapped libpython.
-fn python_of(proc: &Process) -> Option<PythonInfo> {
-    let exe = proc.exe().ok()?;
-    let maps = proc.maps().ok()?;
-    crate::process::detect_python(&exe, maps.iter().map(|m| m.path.as_slice()))
+/// Whether a process is a Python: by executable name or a mapped libpython. `Err` when the
+/// kernel refuses to show its executable or mappings (another user's process): it may be one.
+fn python_of(proc: &Process) -> std::result::Result<Option<PythonInfo>, Denied> {
+    let (exe, maps) = match (proc.exe(), proc.maps()) {
+        (Ok(exe), Ok(maps)) => (exe, maps),
+        (Err(Error::PermissionDenied { .. }), _) | (_, Err(Error::PermissionDenied { .. })) => {
+            return Err(Denied)
+        }
+        _ => return Ok(None),
+    };
+    Ok(crate::process::detect_python(
+        &exe,
+        maps.iter().map(|m| m.path.as_slice()),
+    ))
 }
+
+/// The kernel refused to show a process.
+struct Denied;
 
 enum Row {
     Listed(Box<PsProcess>),
@@ -73,11 +85,14 @@ fn read_row(pid: u32, all: bool) -> Row {
         return Row::Skip;
     };
     let status = match proc.status() {
-        Ok(s) if s.is_kernel_thread() => return Row::Skip,
+        Ok(s) if s.is_kernel_thread() || s.has_exited() => return Row::Skip,
         Ok(s) => s,
+        Err(Error::PermissionDenied { .. }) => return Row::Unreadable,
         Err(_) => return Row::Skip,
     };
-    let python = python_of(&proc);
+    let Ok(python) = python_of(&proc) else {
+        return Row::Unreadable;
+    };
     if python.is_none() && !all {
         return Row::Skip;
     }

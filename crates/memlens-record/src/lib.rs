@@ -8,6 +8,7 @@
 pub mod budget;
 pub mod cgroup;
 pub mod cputime;
+pub mod destination;
 mod error;
 pub mod launch;
 pub mod python;

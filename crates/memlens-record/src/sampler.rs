@@ -281,6 +281,11 @@ impl Sampler {
         self.live.len()
     }
 
+    /// The PIDs of the live processes (`record` waits on their exit between ticks).
+    pub fn live_pids(&self) -> Vec<u32> {
+        self.live.keys().copied().collect()
+    }
+
     /// The recording being written.
     pub fn writer(&mut self) -> &mut RecordingWriter {
         &mut self.writer

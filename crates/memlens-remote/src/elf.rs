@@ -7,6 +7,9 @@ use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
 use crate::error::{Error, Result};
 
+/// Says which symbol names to keep (see [`MappedFile::parse_symbols`]).
+pub type KeepSymbol = dyn Fn(&[u8]) -> bool;
+
 /// A symbol's link-time address and size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Symbol {
@@ -180,9 +183,10 @@ impl MappedFile {
         self.parse_symbols(None)
     }
 
-    /// [`MappedFile::parse`] keeping only the symbols named in `names` (when given): looking
-    /// up twenty names among a libpython's fifteen thousand symbols without indexing them all.
-    pub fn parse_symbols(&self, names: Option<&[&str]>) -> Result<ElfFile> {
+    /// [`MappedFile::parse`] keeping only the data symbols whose name `keep` accepts (when
+    /// given): indexing the few hundred a caller looks up among a libpython's fifteen thousand.
+    pub fn parse_symbols(&self, keep: Option<&KeepSymbol>) -> Result<ElfFile> {
+        let names = keep;
         match self.read_tables() {
             Some(Ok(tables)) => ElfFile::parse_from(&self.path, &tables, names),
             Some(Err(e)) => Err(e),
@@ -190,7 +194,7 @@ impl MappedFile {
         }
     }
 
-    fn parse_whole(&self, names: Option<&[&str]>) -> Result<ElfFile> {
+    fn parse_whole(&self, names: Option<&KeepSymbol>) -> Result<ElfFile> {
         use std::io::Read;
         let mut data = Vec::with_capacity(self.identity.size.min(1 << 30) as usize);
         let mut f = &self.file;
@@ -363,7 +367,7 @@ impl ElfFile {
     fn parse_from<'a, R: object::ReadRef<'a>>(
         path: &Path,
         data: R,
-        names: Option<&[&str]>,
+        names: Option<&KeepSymbol>,
     ) -> Result<ElfFile> {
         let bad = |reason: String| Error::Elf {
             path: path.to_path_buf(),
@@ -378,10 +382,7 @@ impl ElfFile {
         let wanted = |s: &object::Symbol<'a, '_, R>| {
             s.kind() == object::SymbolKind::Data
                 && s.address() != 0
-                && names.is_none_or(|names| {
-                    s.name_bytes()
-                        .is_ok_and(|n| names.iter().any(|w| w.as_bytes() == n))
-                })
+                && names.is_none_or(|keep| s.name_bytes().is_ok_and(keep))
         };
         let mut symbols: HashMap<String, Vec<Symbol>> = HashMap::new();
         let mut has_symtab = false;

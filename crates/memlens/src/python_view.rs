@@ -23,10 +23,14 @@ pub fn mode(nonblocking: bool) -> ReadMode {
 /// Turns a Python-view error into the user's message, hint and exit code.
 pub fn cli_error(pid: u32, e: Error) -> CliError {
     use memlens_remote::Error as R;
+    // An exited process (a zombie) or a kernel thread is said as such, whatever failed.
+    if let Some(state) = crate::exit::target_state_error(pid) {
+        return state;
+    }
     match e {
         Error::NotPython { .. } => CliError::new(
             Code::Unsupported,
-            format!("unsupported: {e}; memlens reads CPython 3.8 to 3.14"),
+            format!("unsupported: {e}; memlens reads CPython 3.8 to 3.15"),
         ),
         Error::Unsupported { .. } | Error::LayoutMismatch { .. } => {
             CliError::new(Code::Unsupported, e.to_string()).with_hint(
@@ -37,8 +41,14 @@ pub fn cli_error(pid: u32, e: Error) -> CliError {
             .with_hint(format!(
                 "check the PID (`memlens ps` lists Python processes); {pid} may have exited"
             )),
+        // Names the tracer when another one holds the process (`TracerPid`); otherwise says
+        // what else may refuse it (Yama, another user).
         Error::Remote(R::PermissionDenied { .. }) => {
-            CliError::new(Code::PermissionDenied, e.to_string()).with_hint(access_hint(pid))
+            match crate::exit::tracer_of(pid) {
+                Some(_) => crate::exit::permission_denied(pid, e.to_string()),
+                None => CliError::new(Code::PermissionDenied, e.to_string())
+                    .with_hint(access_hint(pid)),
+            }
         }
         Error::Invalid { .. } => CliError::new(Code::Failure, e.to_string())
             .with_hint("the interpreter may be starting up or shutting down; try again"),
@@ -50,28 +60,23 @@ pub fn cli_error(pid: u32, e: Error) -> CliError {
 /// general rule when nothing specific is found.
 fn access_hint(pid: u32) -> String {
     use memlens_cpython::access::{access_hints, AccessHint};
-    use memlens_report::escape::terminal;
     let words: Vec<String> = access_hints(pid)
         .into_iter()
-        .map(|h| match h {
-            AccessHint::Traced { tracer, name } => format!(
-                "process {pid} is already traced by process {tracer} ({}), and a process has one \
-                 tracer at most, so memlens cannot pause it: `--nonblocking` reads without \
-                 stopping it, or detach the other tool first",
-                terminal(&name)
-            ),
-            AccessHint::Yama { scope } => format!(
+        .filter_map(|h| match h {
+            // worded by `exit::permission_denied`
+            AccessHint::Traced { .. } => None,
+            AccessHint::Yama { scope } => Some(format!(
                 "/proc/sys/kernel/yama/ptrace_scope is {scope}: {}",
                 match scope {
                     1 => "only a process's own descendants may be read without CAP_SYS_PTRACE; run memlens as root (`sudo memlens ...`)",
                     2 => "only CAP_SYS_PTRACE may read another process; run memlens as root",
                     _ => "no process may read another's memory; set it to 0, 1 or 2 to use memlens",
                 }
-            ),
-            AccessHint::OtherUser { uid, mine } => format!(
+            )),
+            AccessHint::OtherUser { uid, mine } => Some(format!(
                 "process {pid} runs as user {uid}, memlens as user {mine}: run memlens as that \
                  user or as root (`sudo memlens ...`)"
-            ),
+            )),
         })
         .collect();
     if words.is_empty() {

@@ -488,7 +488,7 @@ fn a_traced_process_gets_a_hint_naming_its_tracer() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(
-        err.contains(&format!("already traced by process {}", tracer.pid()))
+        err.contains(&format!("already traced by pid {}", tracer.pid()))
             && err.contains("--nonblocking"),
         "{err}"
     );
