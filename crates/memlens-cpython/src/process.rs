@@ -1,10 +1,14 @@
-//! Finding the interpreter in a process: which file holds it, `_PyRuntime`, the exact version
-//! and flavour, the generated layout, and a validation before anything else is read.
+//! The interpreter in a process: `_PyRuntime`, the exact version and flavour, the generated
+//! layout, and a validation before anything else is read. What is the same for every process
+//! of one Python binary is learnt once ([`BinaryFindings`]); see [`crate::attach`].
 
-use memlens_remote::elf::ElfFile;
-use memlens_remote::vm::{self, Mapping};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
+
+use memlens_remote::elf::{ElfFile, MappedFile};
 use memlens_remote::ProcessMemory;
 
+use crate::binary::{BinaryKey, NameVersion, PythonFile};
 use crate::error::{Error, Result};
 use crate::layouts::{self, Layout};
 
@@ -91,127 +95,105 @@ impl std::fmt::Display for Version {
     }
 }
 
-/// `(major, minor, abi flags)` from a file name such as `python3.11` or `libpython3.13t.so.1.0`.
-pub fn version_in_name(name: &[u8]) -> Option<(u8, u8, String)> {
-    let i = name.windows(6).position(|w| w == b"python")?;
-    let rest = &name[i + 6..];
-    let dot = rest.iter().position(|b| *b == b'.')?;
-    let major: u8 = std::str::from_utf8(&rest[..dot]).ok()?.parse().ok()?;
-    let after = &rest[dot + 1..];
-    let n = after.iter().take_while(|b| b.is_ascii_digit()).count();
-    let minor: u8 = std::str::from_utf8(&after[..n]).ok()?.parse().ok()?;
-    let flags = after[n..]
-        .iter()
-        .take_while(|b| b.is_ascii_lowercase())
-        .map(|b| *b as char)
-        .collect();
-    Some((major, minor, flags))
+/// Local (`.symtab`) statics memlens looks up beside CPython's API objects.
+const STATICS: &[&str] = &["version", "version.0", "arenas", "maxarenas"];
+
+/// Whether memlens keeps a data symbol of a Python binary: CPython's objects (`Py*`, `_Py*`:
+/// `_PyRuntime`, `Py_Version`, the `Py*_Type`s) and a few statics. A libpython's other data
+/// symbols (docstrings, method tables: thousands) are not indexed.
+pub fn wanted_symbol(name: &[u8]) -> bool {
+    name.starts_with(b"Py")
+        || name.starts_with(b"_Py")
+        || STATICS.iter().any(|s| s.as_bytes() == name)
 }
 
-fn file_name(path: &[u8]) -> &[u8] {
-    let p = path.strip_suffix(b" (deleted)").unwrap_or(path);
-    match p.iter().rposition(|b| *b == b'/') {
-        Some(i) => &p[i + 1..],
-        None => p,
-    }
-}
-
-/// The file holding the interpreter, as found in the process's mappings.
-#[derive(Debug, Clone)]
-pub struct Binary {
-    /// Path as the process sees it.
-    pub path: Vec<u8>,
-    /// `true` for libpython (shared build), `false` for the executable (static build).
+/// What is learnt once per Python binary (keyed by [`BinaryKey`]) and shared by every process
+/// that runs it: its symbols, the addresses memlens needs at link time, and what reading the
+/// first process told (the exact version, the `_Py_DebugOffsets` check, where a stripped static
+/// build keeps pymalloc's arena table).
+#[derive(Debug)]
+pub struct BinaryFindings {
+    /// What identifies the binary.
+    pub key: BinaryKey,
+    /// Its ELF symbols and sections.
+    pub elf: ElfFile,
+    /// `true` for libpython, `false` for a static executable.
     pub shared: bool,
-    /// `(major, minor, abi flags)` from the file name.
-    pub name_version: Option<(u8, u8, String)>,
-    /// Start of its offset-0 mapping.
-    pub base: u64,
-    /// End of its last mapping.
-    pub end: u64,
+    /// What its file name (or the executable's) says.
+    pub name_version: Option<NameVersion>,
+    /// Link-time address of `_PyRuntime`.
+    runtime: u64,
+    /// Link-time addresses of the builtin types.
+    types: BuiltinTypes,
+    /// The exact version, once a process said it (constant for a binary).
+    version: OnceLock<Version>,
+    /// The layout selected for it (the minor's table, or `_Py_DebugOffsets` alone), once.
+    layout: OnceLock<&'static Layout>,
+    /// Link-time address of obmalloc's `arenas` pointer in a stripped build's `.bss` where the
+    /// last scan found it, 0 before (3.8-3.11 without `.symtab`).
+    pub(crate) arena_pointer: AtomicU64,
 }
 
-/// Finds the python executable or libpython among the mappings.
-pub fn find_binary(pid: u32, maps: &[Mapping]) -> Result<Binary> {
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
-        .map(|p| {
-            use std::os::unix::ffi::OsStrExt;
-            p.as_os_str().as_bytes().to_vec()
-        })
-        .unwrap_or_default();
-    let lib = maps.iter().find(|m| {
-        let n = file_name(&m.path);
-        n.starts_with(b"libpython") && (n.ends_with(b".so") || n.windows(4).any(|w| w == b".so."))
-    });
-    let exe_name = file_name(&exe).to_vec();
-    let (path, shared) = match lib {
-        Some(m) => (m.path.clone(), true),
-        None if exe_name.starts_with(b"python") => {
-            let exe_clean = exe.strip_suffix(b" (deleted)").unwrap_or(&exe);
-            let m = maps
-                .iter()
-                .find(|m| m.path.strip_suffix(b" (deleted)").unwrap_or(&m.path) == exe_clean)
-                .ok_or(Error::NotPython { pid })?;
-            (m.path.clone(), false)
-        }
-        None if exe_name.starts_with(b"pypy") => {
-            return Err(Error::Unsupported {
-                what: "PyPy".into(),
-            })
-        }
-        None => {
-            // A program embedding Python under another name still maps a file called python*.
-            match maps
-                .iter()
-                .find(|m| file_name(&m.path).starts_with(b"python"))
-            {
-                Some(m) => (m.path.clone(), false),
-                None => return Err(Error::NotPython { pid }),
+impl BinaryFindings {
+    /// Parses the binary (the costly part of discovery: the whole file is read) and looks up
+    /// what every process of it needs.
+    pub fn discover(
+        pid: u32,
+        file: &MappedFile,
+        key: BinaryKey,
+        python: &PythonFile,
+    ) -> Result<BinaryFindings> {
+        let elf = file.parse_symbols(Some(&wanted_symbol))?;
+        let path = String::from_utf8_lossy(&python.path);
+        let runtime = match elf.symbol("_PyRuntime") {
+            Some(s) => s.address,
+            // A python executable without the runtime is the stub of a shared build whose
+            // libpython is not mapped yet (just after exec): worth another try.
+            None if !python.shared => {
+                return Err(Error::Invalid {
+                    pid,
+                    why: format!(
+                        "no _PyRuntime symbol in {path} (its libpython may not be loaded yet)"
+                    ),
+                })
             }
-        }
-    };
-    let mine: Vec<&Mapping> = maps.iter().filter(|m| m.path == path).collect();
-    let base = mine
-        .iter()
-        .find(|m| m.offset == 0)
-        .or(mine.first())
-        .map(|m| m.start)
-        .ok_or(Error::NotPython { pid })?;
-    let end = mine.iter().map(|m| m.end).max().unwrap_or(base);
-    let name_version =
-        version_in_name(file_name(&path)).or_else(|| version_in_name(file_name(&exe)));
-    Ok(Binary {
-        path,
-        shared,
-        name_version,
-        base,
-        end,
-    })
-}
-
-/// Checks what the file name says before any memory is read: Python 2, 3.0-3.7, newer than
-/// the tables, free-threaded (`t`) and debug (`d`) builds are refused.
-pub fn check_name_version(v: &(u8, u8, String)) -> Result<()> {
-    let (major, minor, flags) = v;
-    let supported = layouts::supported_minors();
-    if *major != 3 || !supported.contains(minor) {
-        // (3.7's `m` ABI flag says nothing useful here)
-        let shown: String = flags.chars().filter(|c| matches!(c, 't' | 'd')).collect();
-        return Err(Error::Unsupported {
-            what: format!("CPython {major}.{minor}{shown}"),
-        });
+            None => {
+                return Err(Error::Unsupported {
+                    what: format!(
+                        "no _PyRuntime symbol in {path} (CPython older than 3.7, or not CPython)"
+                    ),
+                })
+            }
+        };
+        let t = |name: &str| elf.symbol(name).map_or(0, |s| s.address);
+        let types = BuiltinTypes {
+            list: t("PyList_Type"),
+            tuple: t("PyTuple_Type"),
+            dict: t("PyDict_Type"),
+            set: t("PySet_Type"),
+            frozenset: t("PyFrozenSet_Type"),
+            str: t("PyUnicode_Type"),
+            bytes: t("PyBytes_Type"),
+            int: t("PyLong_Type"),
+            float: t("PyFloat_Type"),
+            type_: t("PyType_Type"),
+            function: t("PyFunction_Type"),
+            module: t("PyModule_Type"),
+            cell: t("PyCell_Type"),
+            code: t("PyCode_Type"),
+        };
+        Ok(BinaryFindings {
+            key,
+            elf,
+            shared: python.shared,
+            name_version: python.name_version.clone(),
+            runtime,
+            types,
+            version: OnceLock::new(),
+            layout: OnceLock::new(),
+            arena_pointer: AtomicU64::new(0),
+        })
     }
-    if flags.contains('t') {
-        return Err(Error::Unsupported {
-            what: format!("free-threaded CPython {major}.{minor}{flags}"),
-        });
-    }
-    if flags.contains('d') {
-        return Err(Error::Unsupported {
-            what: format!("debug build CPython {major}.{minor}{flags}"),
-        });
-    }
-    Ok(())
 }
 
 /// An attached interpreter: where `_PyRuntime` is, its version and its layout.
@@ -227,12 +209,10 @@ pub struct Interpreter {
     pub runtime: u64,
     /// Address of the main interpreter state.
     pub interp: u64,
-    /// The binary holding the interpreter.
-    pub binary: Binary,
-    /// Load bias of that binary.
+    /// Load bias of the binary holding the interpreter.
     pub bias: u64,
-    /// Its ELF symbols and sections.
-    pub elf: ElfFile,
+    /// What was learnt of that binary (shared by every process running it).
+    pub binary: Arc<BinaryFindings>,
     /// Addresses of builtin type objects, by C name (`PyList_Type` ...), in the process.
     pub types: BuiltinTypes,
 }
@@ -257,96 +237,119 @@ pub struct BuiltinTypes {
     pub code: u64,
 }
 
-impl Interpreter {
-    /// Finds and validates the interpreter of `pid`.
-    pub fn attach<M: ProcessMemory>(pid: u32, mem: &M) -> Result<Interpreter> {
-        let maps = vm::maps(pid)?;
-        let binary = find_binary(pid, &maps)?;
-        if let Some(v) = &binary.name_version {
-            check_name_version(v)?;
+impl BuiltinTypes {
+    /// The same addresses moved by a load bias (0 stays 0: a symbol the binary lacks).
+    fn biased(&self, bias: u64) -> BuiltinTypes {
+        let b = |a: u64| if a == 0 { 0 } else { a.wrapping_add(bias) };
+        BuiltinTypes {
+            list: b(self.list),
+            tuple: b(self.tuple),
+            dict: b(self.dict),
+            set: b(self.set),
+            frozenset: b(self.frozenset),
+            str: b(self.str),
+            bytes: b(self.bytes),
+            int: b(self.int),
+            float: b(self.float),
+            type_: b(self.type_),
+            function: b(self.function),
+            module: b(self.module),
+            cell: b(self.cell),
+            code: b(self.code),
         }
-        let range = maps
-            .iter()
-            .find(|m| m.path == binary.path && m.start == binary.base)
-            .map(|m| (m.start, m.end));
-        let elf = ElfFile::open_in_process(pid, &binary.path, range)?;
-        let bias = elf.load_bias(binary.base);
-        let sym = |name: &str| elf.symbol(name).map(|s| s.address.wrapping_add(bias));
-        let runtime = sym("_PyRuntime").ok_or_else(|| Error::Unsupported {
-            what: format!(
-                "no _PyRuntime symbol in {} (CPython older than 3.7, or not CPython)",
-                String::from_utf8_lossy(&binary.path)
-            ),
-        })?;
-        let version = read_version(mem, &elf, bias, &binary)?;
+    }
+}
+
+impl Interpreter {
+    /// Finds and validates the interpreter of `pid`, whose Python binary (mapped from `base`)
+    /// was discovered as `binary`: a few reads of the process's memory.
+    pub fn attach<M: ProcessMemory>(
+        pid: u32,
+        mem: &M,
+        binary: &Arc<BinaryFindings>,
+        base: u64,
+    ) -> Result<Interpreter> {
+        let bias = binary.elf.load_bias(base);
+        let runtime = binary.runtime.wrapping_add(bias);
+        let version = match binary.version.get() {
+            Some(v) => *v,
+            None => {
+                let v = read_version(mem, binary, bias)?;
+                if v.micro.is_some() {
+                    let _ = binary.version.set(v);
+                }
+                v
+            }
+        };
         if version.major != 3 {
             return Err(Error::Unsupported {
                 what: format!("CPython {version}"),
             });
         }
         // the minor's table, checked against _Py_DebugOffsets (3.13+); a build the table does
-        // not match is read through its debug offsets alone
-        let layout = layouts::select(mem, runtime, &version)?;
-        let interp = mem.read_u64(runtime + layout.runtime_interpreters_head)?;
+        // not match is read through its debug offsets alone. The same for every process of
+        // the binary: selected once.
+        let layout = match binary.layout.get() {
+            Some(l) => *l,
+            None => {
+                let l = layouts::select(mem, runtime, &version)?;
+                let _ = binary.layout.set(l);
+                l
+            }
+        };
+        let mut it = Interpreter {
+            pid,
+            version,
+            layout,
+            runtime,
+            interp: 0,
+            bias,
+            binary: Arc::clone(binary),
+            types: binary.types.biased(bias),
+        };
+        it.interp = it.validate(mem)?;
+        Ok(it)
+    }
+
+    /// Reads the main interpreter's address and checks that the process agrees with what is
+    /// known: a thread state points back to it, and `sys.modules` is a dict.
+    pub(crate) fn validate<M: ProcessMemory>(&self, mem: &M) -> Result<u64> {
+        let pid = self.pid;
+        let l = self.layout;
         let invalid = |why: String| Error::Invalid { pid, why };
+        let interp = mem.read_u64(self.runtime + l.runtime_interpreters_head)?;
         if interp == 0 {
             return Err(invalid(
                 "no interpreter yet (starting or finalising)".into(),
             ));
         }
-        let tstate = mem.read_u64(interp + layout.interp_threads_head)?;
+        let tstate = mem.read_u64(interp + l.interp_threads_head)?;
         if tstate != 0 {
-            let back = mem.read_u64(tstate + layout.tstate_interp)?;
+            let back = mem.read_u64(tstate + l.tstate_interp)?;
             if back != interp {
                 return Err(invalid(format!(
                     "thread state {tstate:#x} points to interpreter {back:#x}, not {interp:#x}"
                 )));
             }
         }
-        let t = |name: &str| sym(name).unwrap_or(0);
-        let types = BuiltinTypes {
-            list: t("PyList_Type"),
-            tuple: t("PyTuple_Type"),
-            dict: t("PyDict_Type"),
-            set: t("PySet_Type"),
-            frozenset: t("PyFrozenSet_Type"),
-            str: t("PyUnicode_Type"),
-            bytes: t("PyBytes_Type"),
-            int: t("PyLong_Type"),
-            float: t("PyFloat_Type"),
-            type_: t("PyType_Type"),
-            function: t("PyFunction_Type"),
-            module: t("PyModule_Type"),
-            cell: t("PyCell_Type"),
-            code: t("PyCode_Type"),
-        };
         // The modules dict must be a dict: a last check that the layout fits this process.
-        let modules = mem.read_u64(interp + layout.interp_modules)?;
-        if modules != 0 && types.dict != 0 {
-            let ty = mem.read_u64(modules + layout.object_type)?;
-            if ty != types.dict {
+        let modules = mem.read_u64(interp + l.interp_modules)?;
+        if modules != 0 && self.types.dict != 0 {
+            let ty = mem.read_u64(modules + l.object_type)?;
+            if ty != self.types.dict {
                 return Err(invalid(
                     "sys.modules is not a dict at the expected offset".into(),
                 ));
             }
         }
-        Ok(Interpreter {
-            pid,
-            version,
-            layout,
-            runtime,
-            interp,
-            binary,
-            bias,
-            elf,
-            types,
-        })
+        Ok(interp)
     }
 
     /// An interpreter made of given parts, without a process: for tests and fuzzing of the
     /// decoders over a byte-slice memory (`memlens_remote::SliceMemory`). Nothing is validated
     /// and nothing is read; never use it for a live process ([`Interpreter::attach`] is that).
-    /// The binary is named `python3.MINOR` and starts at `bias`; `pid` is 0.
+    /// The binary is a static `python3.MINOR` whose symbols are `elf`'s, loaded at `bias`;
+    /// `pid` is 0.
     pub fn from_parts(
         version: Version,
         layout: &'static Layout,
@@ -356,28 +359,56 @@ impl Interpreter {
         bias: u64,
         types: BuiltinTypes,
     ) -> Interpreter {
+        let findings = BinaryFindings {
+            key: BinaryKey::BuildId(Vec::new()),
+            elf,
+            shared: false,
+            name_version: Some(NameVersion {
+                major: version.major,
+                minor: version.minor,
+                flags: String::new(),
+            }),
+            runtime: runtime.wrapping_sub(bias),
+            types,
+            version: OnceLock::from(version),
+            layout: OnceLock::from(layout),
+            arena_pointer: AtomicU64::new(0),
+        };
         Interpreter {
             pid: 0,
             version,
             layout,
             runtime,
             interp,
-            binary: Binary {
-                path: format!("python3.{}", version.minor).into_bytes(),
-                shared: false,
-                name_version: Some((version.major, version.minor, String::new())),
-                base: bias,
-                end: bias,
-            },
             bias,
-            elf,
+            binary: Arc::new(findings),
             types,
         }
     }
 
-    /// Address of a symbol of the interpreter's binary in the process.
+    /// The same interpreter in a process forked from this one without exec (same addresses):
+    /// checked with a few reads of the child's memory.
+    pub fn in_forked_child<M: ProcessMemory>(&self, pid: u32, mem: &M) -> Result<Interpreter> {
+        let mut it = self.clone();
+        it.pid = pid;
+        let interp = it.validate(mem)?;
+        if interp != self.interp {
+            return Err(Error::Invalid {
+                pid,
+                why: format!(
+                    "interpreter at {interp:#x}, not at {:#x} as in its parent",
+                    self.interp
+                ),
+            });
+        }
+        Ok(it)
+    }
+
+    /// Address of a data symbol of the interpreter's binary in the process (one that
+    /// [`wanted_symbol`] keeps).
     pub fn symbol(&self, name: &str) -> Option<u64> {
-        self.elf
+        self.binary
+            .elf
             .symbol(name)
             .map(|s| s.address.wrapping_add(self.bias))
     }
@@ -385,12 +416,8 @@ impl Interpreter {
 
 /// The exact version: `Py_Version` (3.11+), the `Py_GetVersion` buffer (symbol `version` or
 /// `version.0`, filled at startup), else the minor from the file name.
-fn read_version<M: ProcessMemory>(
-    mem: &M,
-    elf: &ElfFile,
-    bias: u64,
-    binary: &Binary,
-) -> Result<Version> {
+fn read_version<M: ProcessMemory>(mem: &M, binary: &BinaryFindings, bias: u64) -> Result<Version> {
+    let elf = &binary.elf;
     if let Some(s) = elf.symbol("Py_Version") {
         let hex = mem.read_u32(s.address.wrapping_add(bias))?;
         let v = Version::from_hex(hex);
@@ -410,9 +437,9 @@ fn read_version<M: ProcessMemory>(
         }
     }
     match &binary.name_version {
-        Some((major, minor, _)) => Ok(Version {
-            major: *major,
-            minor: *minor,
+        Some(n) => Ok(Version {
+            major: n.major,
+            minor: n.minor,
             micro: None,
             level: 0xf,
             serial: 0,
@@ -440,26 +467,5 @@ mod tests {
             Some("3.12.0rc2".into())
         );
         assert_eq!(Version::from_version_string(b"garbage"), None);
-    }
-
-    #[test]
-    fn names() {
-        assert_eq!(
-            version_in_name(b"libpython3.13t.so.1.0"),
-            Some((3, 13, "t".into()))
-        );
-        assert_eq!(version_in_name(b"python2.7"), Some((2, 7, String::new())));
-        assert!(check_name_version(&(2, 7, String::new())).is_err());
-        assert!(check_name_version(&(3, 7, String::new())).is_err());
-        assert!(check_name_version(&(3, 13, "t".into())).is_err());
-        assert!(check_name_version(&(3, 11, String::new())).is_ok());
-        let msg = check_name_version(&(3, 6, String::new()))
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(
-            msg.contains("unsupported: CPython 3.6") && msg.contains("3.8 to 3.15"),
-            "{msg}"
-        );
     }
 }

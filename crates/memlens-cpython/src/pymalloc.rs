@@ -1,5 +1,7 @@
 //! pymalloc's arenas and pools, computed as `sys._debugmallocstats()` does.
 
+use std::sync::atomic::Ordering;
+
 use serde::Serialize;
 
 use memlens_remote::ProcessMemory;
@@ -26,6 +28,9 @@ pub struct Pymalloc {
     pub arena_ranges: Vec<(u64, u64)>,
 }
 
+/// The largest arena table read (bytes of `arena_object`s).
+const MAX_TABLE_BYTES: u64 = 64 << 20;
+
 /// Where the arena table is.
 #[derive(Debug, Clone, Copy)]
 struct ArenaTable {
@@ -50,9 +55,9 @@ fn table<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<ArenaTable> {
         });
     }
     // 3.8-3.11: file statics of obmalloc.c, named in .symtab when not stripped
+    let elf = &it.binary.elf;
     let in_bss = |name: &str| {
-        it.elf
-            .symbols_named(name)
+        elf.symbols_named(name)
             .iter()
             .map(|s| s.address.wrapping_add(it.bias))
             .next()
@@ -63,78 +68,114 @@ fn table<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<ArenaTable> {
             maxarenas: u64::from(mem.read_u32(m)?),
         });
     }
+    // Stripped: where the scan found the pointer in another process of this binary.
+    let link = it.binary.arena_pointer.load(Ordering::Relaxed);
+    if link != 0 {
+        let at = link.wrapping_add(it.bias);
+        let p = mem.read_u64(at)?;
+        if let Some(t) = table_at(it, mem, p) {
+            return Ok(t);
+        }
+        log::debug!(
+            "pid {}: no arena table at the known place {at:#x}; scanning",
+            it.pid
+        );
+    }
     scan_for_table(it, mem)
 }
 
-/// Stripped 3.8-3.11 (e.g. Debian's static python3.11): look in `.bss` for the pointer to the
-/// arena array. A candidate must point to a heap block whose glibc chunk header gives room for
-/// whole `arena_object`s, each either unused (`address == 0`) or shaped like a live arena
-/// (`pool_address` inside it, total pools one arena's worth, free pools no more than total),
-/// with at least one live arena. Exactly one candidate must pass.
-fn scan_for_table<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<ArenaTable> {
+/// The arena table `p` points to, if it looks like one: a heap block whose glibc chunk header
+/// gives room for whole `arena_object`s, each either unused (`address == 0`) or shaped like a
+/// live arena (`pool_address` inside it, total pools one arena's worth, free pools no more
+/// than total), with at least one live arena.
+fn table_at<M: ProcessMemory>(it: &Interpreter, mem: &M, p: u64) -> Option<ArenaTable> {
     let l = it.layout;
+    if p == 0 || p % 16 != 0 {
+        return None;
+    }
+    let header = mem.read_u64(p - 8).ok()?;
+    let mmapped = header & 2 != 0;
+    let chunk = header & !7;
+    let overhead = if mmapped { 16 } else { 8 };
+    // at most 64 MiB of arena objects (over a million arenas): a bound on what is copied
+    if chunk < l.arena_size_of + overhead || chunk > MAX_TABLE_BYTES {
+        return None;
+    }
+    let n = (chunk - overhead) / l.arena_size_of;
+    let raw = mem.read_vec(p, (n * l.arena_size_of) as usize).ok()?;
+    let per_arena = l.arena_size / l.pool_size;
+    let mut live = 0;
+    for e in raw.chunks_exact(l.arena_size_of as usize) {
+        let rd = |at: u64, w: usize| {
+            let at = at as usize;
+            let mut b = [0u8; 8];
+            b[..w].copy_from_slice(&e[at..at + w]);
+            u64::from_ne_bytes(b)
+        };
+        let address = rd(l.arena_address, 8);
+        if address == 0 {
+            continue;
+        }
+        let pool_address = rd(l.arena_pool_address, 8);
+        let total = rd(l.arena_ntotalpools, 4);
+        let free = rd(l.arena_nfreepools, 4);
+        let shaped = pool_address >= address
+            && pool_address <= address + l.arena_size
+            && (total == per_arena || total + 1 == per_arena)
+            && free <= total;
+        if !shaped {
+            return None;
+        }
+        live += 1;
+    }
+    (live > 0).then_some(ArenaTable {
+        arenas: p,
+        maxarenas: n,
+    })
+}
+
+/// Stripped 3.8-3.11 (e.g. Debian's static python3.11): look in `.bss` for the pointer to the
+/// arena array ([`table_at`] must accept exactly one candidate). Where it was found is kept with
+/// the binary's findings, so other processes of the binary read it directly.
+fn scan_for_table<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<ArenaTable> {
     let not_found = |why: &str| Error::Invalid {
         pid: it.pid,
         why: format!("pymalloc arena table not found in a stripped binary: {why}"),
     };
-    let bss = it.elf.section(".bss").ok_or_else(|| not_found("no .bss"))?;
+    let bss = it
+        .binary
+        .elf
+        .section(".bss")
+        .ok_or_else(|| not_found("no .bss"))?;
     let start = bss.address.wrapping_add(it.bias);
     let words = mem.read_vec(start, bss.size.min(16 << 20) as usize)?;
-    let per_arena = l.arena_size / l.pool_size;
-    let mut found: Vec<ArenaTable> = Vec::new();
-    for w in words.chunks_exact(8) {
+    // The table is a malloc'd block: in the heap or an anonymous mapping, never in a file's
+    // mapping (where most of .bss's pointers lead). Checking that first spares a read per word.
+    let heaps: Vec<(u64, u64)> = crate::attach::read_maps(it.pid)
+        .map(|maps| {
+            maps.iter()
+                .filter(|m| m.is_readable() && m.is_writable())
+                .filter(|m| m.path.is_empty() || m.path == b"[heap]")
+                .map(|m| (m.start, m.end))
+                .collect()
+        })
+        .unwrap_or_default();
+    let in_heap = |p: u64| heaps.is_empty() || heaps.iter().any(|&(s, e)| s < p && p < e);
+    let mut found: Vec<(u64, ArenaTable)> = Vec::new();
+    for (i, w) in words.chunks_exact(8).enumerate() {
         let p = u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-        if p == 0 || p % 16 != 0 || found.iter().any(|t| t.arenas == p) {
+        if p == 0 || p % 16 != 0 || !in_heap(p) || found.iter().any(|(_, t)| t.arenas == p) {
             continue;
         }
-        let Ok(header) = mem.read_u64(p - 8) else {
-            continue;
-        };
-        let mmapped = header & 2 != 0;
-        let chunk = header & !7;
-        let overhead = if mmapped { 16 } else { 8 };
-        if chunk < l.arena_size_of + overhead || chunk > 1 << 32 {
-            continue;
-        }
-        let n = (chunk - overhead) / l.arena_size_of;
-        let Ok(raw) = mem.read_vec(p, (n * l.arena_size_of) as usize) else {
-            continue;
-        };
-        let mut live = 0;
-        let mut ok = true;
-        for e in raw.chunks_exact(l.arena_size_of as usize) {
-            let rd = |at: u64, w: usize| {
-                let at = at as usize;
-                let mut b = [0u8; 8];
-                b[..w].copy_from_slice(&e[at..at + w]);
-                u64::from_ne_bytes(b)
-            };
-            let address = rd(l.arena_address, 8);
-            if address == 0 {
-                continue;
-            }
-            let pool_address = rd(l.arena_pool_address, 8);
-            let total = rd(l.arena_ntotalpools, 4);
-            let free = rd(l.arena_nfreepools, 4);
-            let shaped = pool_address >= address
-                && pool_address <= address + l.arena_size
-                && (total == per_arena || total + 1 == per_arena)
-                && free <= total;
-            if !shaped {
-                ok = false;
-                break;
-            }
-            live += 1;
-        }
-        if ok && live > 0 {
-            found.push(ArenaTable {
-                arenas: p,
-                maxarenas: n,
-            });
+        if let Some(t) = table_at(it, mem, p) {
+            found.push((bss.address + 8 * i as u64, t));
         }
     }
     match found.as_slice() {
-        [one] => Ok(*one),
+        [(link, one)] => {
+            it.binary.arena_pointer.store(*link, Ordering::Relaxed);
+            Ok(*one)
+        }
         [] => Err(not_found(
             "no candidate (is pymalloc in use? PYTHONMALLOC=malloc disables it)",
         )),

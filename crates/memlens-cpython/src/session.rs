@@ -4,6 +4,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use std::sync::Arc;
+
 use memlens_remote::vm::RemoteMemory;
 use memlens_remote::Pause;
 
@@ -13,6 +15,7 @@ use crate::gc::GcState;
 use crate::modules::Modules;
 use crate::process::Interpreter;
 use crate::pymalloc::Pymalloc;
+use crate::reader::{PageReader, ReadCounts, SharedPages};
 use crate::threads::Thread;
 use crate::{census, gc, modules, pymalloc, threads};
 
@@ -49,6 +52,8 @@ pub struct ReadStats {
     pub copied: u64,
     /// Total time.
     pub elapsed: Duration,
+    /// System calls and bytes of the read (not filled by the census).
+    pub reads: ReadCounts,
 }
 
 /// An attached interpreter in a live process.
@@ -56,6 +61,7 @@ pub struct Session {
     /// The interpreter.
     pub interpreter: Interpreter,
     mem: RemoteMemory,
+    pages: Option<Arc<SharedPages>>,
 }
 
 fn keep<T>(pid: u32, what: &str, r: Result<T>) -> Option<T> {
@@ -79,11 +85,31 @@ fn test_hold() -> Duration {
 }
 
 impl Session {
-    /// Finds and validates the interpreter of `pid` (reads only, no pause).
+    /// Finds and validates the interpreter of `pid` (reads only, no pause). To attach to
+    /// several processes, use one [`crate::Attacher`]: it discovers each binary once.
     pub fn attach(pid: u32) -> Result<Session> {
-        let mem = RemoteMemory::open(pid)?;
-        let interpreter = Interpreter::attach(pid, &mem)?;
-        Ok(Session { interpreter, mem })
+        crate::Attacher::new().attach(pid)
+    }
+
+    pub(crate) fn new(
+        interpreter: Interpreter,
+        mem: RemoteMemory,
+        pages: Option<Arc<SharedPages>>,
+    ) -> Session {
+        Session {
+            interpreter,
+            mem,
+            pages,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.interpreter.pid
+    }
+
+    fn reader(&self) -> PageReader<'_, RemoteMemory> {
+        PageReader::new(&self.mem, self.interpreter.pid, self.pages.as_deref())
     }
 
     fn pause(&self, mode: ReadMode) -> Result<Option<Pause>> {
@@ -103,15 +129,26 @@ impl Session {
     /// Threads with their stacks.
     pub fn stacks(&self, mode: ReadMode) -> Result<(Vec<Thread>, ReadStats)> {
         let start = Instant::now();
+        let reader = self.reader();
         let pause = self.pause(mode)?;
-        let result = threads::threads(&self.interpreter, &self.mem);
+        let read_start = Instant::now();
+        let result = threads::threads(&self.interpreter, &reader);
+        let read = read_start.elapsed();
         let paused = pause.map(Pause::resume);
+        log::debug!(
+            "pid {}: stacks read in {read:?} ({:?}), {:?} in all",
+            self.interpreter.pid,
+            reader.counts(),
+            start.elapsed()
+        );
+        let reads = reader.counts();
         Ok((
             result?,
             ReadStats {
                 paused,
-                copied: 0,
+                copied: reads.bytes,
                 elapsed: start.elapsed(),
+                reads,
             },
         ))
     }
@@ -120,11 +157,13 @@ impl Session {
     pub fn view(&self, mode: ReadMode) -> Result<(PythonView, ReadStats)> {
         let start = Instant::now();
         let it = &self.interpreter;
+        let reader = self.reader();
         let pause = self.pause(mode)?;
-        let gc = gc::read(it, &self.mem);
-        let pm = pymalloc::read(it, &self.mem);
-        let mods = modules::read(it, &self.mem);
+        let gc = gc::read(it, &reader);
+        let pm = pymalloc::read(it, &reader);
+        let mods = modules::read(it, &reader);
         let paused = pause.map(Pause::resume);
+        let reads = reader.counts();
         Ok((
             PythonView {
                 version: it.version.to_string(),
@@ -135,10 +174,23 @@ impl Session {
             },
             ReadStats {
                 paused,
-                copied: 0,
+                copied: reads.bytes,
                 elapsed: start.elapsed(),
+                reads,
             },
         ))
+    }
+
+    /// The collector's state and pymalloc alone (what a recording samples), each part's
+    /// failure left to the caller to report.
+    pub fn gc_and_pymalloc(&self, mode: ReadMode) -> Result<(Result<GcState>, Result<Pymalloc>)> {
+        let it = &self.interpreter;
+        let reader = self.reader();
+        let pause = self.pause(mode)?;
+        let gc = gc::read(it, &reader);
+        let pm = pymalloc::read(it, &reader);
+        drop(pause);
+        Ok((gc, pm))
     }
 
     /// The object census (see [`census::read`]) within memlens's default memory cap.
@@ -170,6 +222,7 @@ impl Session {
                 paused: read.paused,
                 copied: read.copied,
                 elapsed: start.elapsed(),
+                reads: ReadCounts::default(),
             },
         ))
     }

@@ -67,51 +67,8 @@ impl Category {
     }
 }
 
-/// Whether a file name is a shared object (`libc.so.6`, `x.cpython-311-x86_64-linux-gnu.so`).
-pub fn is_shared_object(file_name: &[u8]) -> bool {
-    file_name.ends_with(b".so") || contains(file_name, b".so.")
-}
-
-/// Whether a file name is CPython's shared library (`libpython3.11.so.1.0`, `libpython3.13t.so`).
-pub fn is_libpython(file_name: &[u8]) -> bool {
-    file_name.starts_with(b"libpython") && is_shared_object(file_name)
-}
-
-/// The Python version in a file name such as `python3.11`, `libpython3.13t.so.1.0`,
-/// `python2.7`: `(major, minor, suffix)` where suffix holds ABI flags like `t` or `d`.
-pub fn python_version_in_name(file_name: &[u8]) -> Option<(u32, u32, String)> {
-    let idx = find(file_name, b"python")?;
-    let rest = &file_name[idx + 6..];
-    let dot = rest.iter().position(|b| *b == b'.')?;
-    let major = std::str::from_utf8(&rest[..dot]).ok()?.parse().ok()?;
-    let after = &rest[dot + 1..];
-    let digits = after.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 {
-        return None;
-    }
-    let minor = std::str::from_utf8(&after[..digits]).ok()?.parse().ok()?;
-    let flags: String = after[digits..]
-        .iter()
-        .take_while(|b| b.is_ascii_lowercase())
-        .map(|b| *b as char)
-        .collect();
-    Some((major, minor, flags))
-}
-
-/// The last path component.
-pub fn file_name(path: &[u8]) -> &[u8] {
-    match path.iter().rposition(|b| *b == b'/') {
-        Some(i) => &path[i + 1..],
-        None => path,
-    }
-}
-
 pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
-}
-
-pub(crate) fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    find(hay, needle).is_some()
 }
 
 /// Kinds of mapping recognised from the name alone, before process context is applied.
@@ -153,26 +110,5 @@ mod tests {
         for c in Category::ALL {
             assert_eq!(Category::from_name(c.name()), Some(c));
         }
-    }
-
-    #[test]
-    fn versions_in_names() {
-        assert_eq!(
-            python_version_in_name(b"python3.11"),
-            Some((3, 11, String::new()))
-        );
-        assert_eq!(
-            python_version_in_name(b"libpython3.13t.so.1.0"),
-            Some((3, 13, "t".into()))
-        );
-        assert_eq!(
-            python_version_in_name(b"python2.7"),
-            Some((2, 7, String::new()))
-        );
-        assert_eq!(python_version_in_name(b"python3"), None);
-        assert_eq!(python_version_in_name(b"bash"), None);
-        assert!(is_libpython(b"libpython3.8.so.1.0"));
-        assert!(is_shared_object(b"libc.so.6"));
-        assert!(!is_shared_object(b"weights.bin"));
     }
 }

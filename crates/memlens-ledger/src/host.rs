@@ -65,20 +65,10 @@ fn python_of(proc: &Process) -> std::result::Result<Option<PythonInfo>, Denied> 
         }
         _ => return Ok(None),
     };
-    // detect_python works on smaps mappings; wrap the maps entries without counters.
-    let mappings: Vec<memlens_procfs::smaps::Mapping> = maps
-        .into_iter()
-        .filter(|e| {
-            crate::category::is_libpython(crate::category::file_name(e.path_without_deleted()))
-        })
-        .take(1)
-        .map(|entry| memlens_procfs::smaps::Mapping {
-            entry,
-            counters: Default::default(),
-            vm_flags: Vec::new(),
-        })
-        .collect();
-    Ok(crate::process::detect_python(&exe, &mappings))
+    Ok(crate::process::detect_python(
+        &exe,
+        maps.iter().map(|m| m.path.as_slice()),
+    ))
 }
 
 /// The kernel refused to show a process.

@@ -7,7 +7,10 @@ use serde::Serialize;
 use memlens_procfs::smaps::{Counters, Mapping};
 use memlens_procfs::{Process, Result};
 
-use crate::category::{self, by_name, file_name, Category};
+use memlens_cpython::binary::{self, Found};
+use memlens_procfs::maps::{file_name, is_shared_object};
+
+use crate::category::{by_name, Category};
 use crate::distribution::DistributionResolver;
 
 /// RSS, PSS, USS and swap of a row, an item or a process, in bytes.
@@ -256,29 +259,20 @@ impl ProcessParts {
     }
 }
 
-/// Finds the Python of a process from its executable and mapped libraries.
-pub fn detect_python(exe: &[u8], mappings: &[Mapping]) -> Option<PythonInfo> {
-    let exe = exe.strip_suffix(b" (deleted)").unwrap_or(exe);
-    let lib = mappings
-        .iter()
-        .map(|m| m.entry.path_without_deleted())
-        .find(|p| category::is_libpython(file_name(p)));
-    let exe_is_python = {
-        let n = file_name(exe);
-        n.starts_with(b"python") && (n.len() == 6 || n[6].is_ascii_digit())
+/// Finds the Python of a process from its executable and mapped files (the one answer of
+/// [`memlens_cpython::binary::find`]), as the ledger shows it.
+pub fn detect_python<'a>(
+    exe: &[u8],
+    mapped: impl IntoIterator<Item = &'a [u8]>,
+) -> Option<PythonInfo> {
+    let Found::Python(f) = binary::find(exe, mapped) else {
+        return None;
     };
-    let (binary, build) = match lib {
-        Some(lib) => (lib, "shared"),
-        None if exe_is_python => (exe, "static"),
-        None => return None,
-    };
-    let version = category::python_version_in_name(file_name(binary))
-        .or_else(|| category::python_version_in_name(file_name(exe)))
-        .map(|(maj, min, flags)| format!("{maj}.{min}{flags}"));
+    let path = f.path.strip_suffix(b" (deleted)").unwrap_or(&f.path);
     Some(PythonInfo {
-        version,
-        binary: String::from_utf8_lossy(binary).into_owned(),
-        build,
+        version: f.name_version.map(|v| v.to_string()),
+        binary: String::from_utf8_lossy(path).into_owned(),
+        build: if f.shared { "shared" } else { "static" },
         gc: None,
         pymalloc: None,
         modules: None,
@@ -355,7 +349,10 @@ pub fn build(
         .strip_suffix(b" (deleted)")
         .unwrap_or(&parts.exe)
         .to_vec();
-    let python = detect_python(&parts.exe, &parts.mappings);
+    let python = detect_python(
+        &parts.exe,
+        parts.mappings.iter().map(|m| m.entry.path.as_slice()),
+    );
     let libpython: Option<&[u8]> = python
         .as_ref()
         .filter(|p| p.build == "shared")
@@ -592,7 +589,7 @@ fn classify(
     if path == exe {
         return (Category::Other, format!("program: {}", lossy(name)));
     }
-    if category::is_shared_object(name) {
+    if is_shared_object(name) {
         if let Some(dist) = resolver.item_for(path) {
             return (Category::Extensions, dist);
         }

@@ -41,17 +41,55 @@ pub struct Skipped {
     pub reason: String,
 }
 
-/// Takes the ledger of `pid`, or of it and every descendant with `tree`. `hints` supplies
-/// interpreter-derived address ranges per process (empty when the Python view is off).
+/// Takes the ledger of `pid`, or of it and every descendant with `tree`. `python` supplies
+/// interpreter-derived address ranges per process (return `Hints::default()` when the Python
+/// view is off); it is called from several threads at once, the root's first.
 /// Descendants that exit during the read are left out; the root exiting is an error.
-pub fn snapshot(pid: u32, tree: bool, hints: &mut dyn FnMut(u32) -> Hints) -> Result<TreeLedger> {
+pub fn snapshot(
+    pid: u32,
+    tree: bool,
+    python: &(dyn Fn(u32) -> Hints + Sync),
+) -> Result<TreeLedger> {
     let root = Process::new(pid)?;
     let pids = if tree {
         ProcessTable::scan()?.subtree(pid)
     } else {
         vec![pid]
     };
-    let (processes, skipped) = read_processes(&pids, Some(pid), true, hints)?;
+    // One list of jobs on every core: the root's Python view first (forked workers reuse what
+    // it read), the `/proc` reads next, the other Python views last.
+    enum Job {
+        Parts(usize),
+        Python(usize),
+    }
+    enum Done {
+        Parts(Result<ProcessParts>),
+        Python(Hints),
+    }
+    let jobs: Vec<Job> = std::iter::once(Job::Python(0))
+        .chain((0..pids.len()).map(Job::Parts))
+        .chain((1..pids.len()).map(Job::Python))
+        .collect();
+    let done = crate::parallel::map(&jobs, |job| match *job {
+        Job::Parts(i) => {
+            Done::Parts(Process::new(pids[i]).and_then(|proc| ProcessParts::read(&proc)))
+        }
+        Job::Python(i) => Done::Python(python(pids[i])),
+    });
+    let mut reads: Vec<Option<Result<ProcessParts>>> = (0..pids.len()).map(|_| None).collect();
+    let mut hints: Vec<Hints> = vec![Hints::default(); pids.len()];
+    for (job, d) in jobs.iter().zip(done) {
+        match (job, d) {
+            (Job::Parts(i), Done::Parts(r)) => reads[*i] = Some(r),
+            (Job::Python(i), Done::Python(h)) => hints[*i] = h,
+            _ => {}
+        }
+    }
+    let reads = reads
+        .into_iter()
+        .zip(hints)
+        .map(|(r, h)| (r.unwrap_or(Err(Error::ProcessGone { pid })), h));
+    let (processes, skipped) = build_all(&pids, Some(pid), reads)?;
     let cgroup = root.memory_cgroup().unwrap_or_else(|e| {
         log::debug!("no cgroup view for {pid}: {e}");
         None
@@ -65,8 +103,8 @@ pub fn snapshot(pid: u32, tree: bool, hints: &mut dyn FnMut(u32) -> Hints) -> Re
 /// The ledgers of a list of processes, in its order. Processes that exit during the read are
 /// left out; those that cannot be read (permission, kernel threads) are listed as skipped,
 /// except `required`, whose failure is the error. With `parallel`, processes are read on
-/// every core (a snapshot); without, all on the calling thread (a sampler charging its own
-/// CPU time to a budget).
+/// every core; without, all on the calling thread (a sampler charging its own CPU time to a
+/// budget). `hints` is called after each process is read, on the calling thread.
 pub fn read_processes(
     pids: &[u32],
     required: Option<u32>,
@@ -79,16 +117,30 @@ pub fn read_processes(
     } else {
         pids.iter().map(read).collect()
     };
+    let with_hints = pids.iter().zip(reads).map(|(&p, r)| {
+        let h = if r.is_ok() {
+            hints(p)
+        } else {
+            Hints::default()
+        };
+        (r, h)
+    });
+    build_all(pids, required, with_hints)
+}
+
+/// Builds the ledgers of processes read (with their hints), in order.
+fn build_all(
+    pids: &[u32],
+    required: Option<u32>,
+    reads: impl Iterator<Item = (Result<ProcessParts>, Hints)>,
+) -> Result<(Vec<ProcessLedger>, Vec<Skipped>)> {
     let first = pids.first().copied().unwrap_or(0);
     let mut resolver = DistributionResolver::new(format!("/proc/{first}/root"));
     let mut processes = Vec::with_capacity(pids.len());
     let mut skipped = Vec::new();
-    for (&p, read) in pids.iter().zip(reads) {
+    for (&p, (read, h)) in pids.iter().zip(reads) {
         match read {
-            Ok(parts) => {
-                let h = hints(p);
-                processes.push(build(&parts, &h, &mut resolver));
-            }
+            Ok(parts) => processes.push(build(&parts, &h, &mut resolver)),
             Err(e) if Some(p) == required => return Err(e),
             Err(Error::ProcessGone { .. }) => continue,
             Err(e) => {

@@ -8,6 +8,7 @@ pub mod bytes;
 pub mod cgroup;
 mod error;
 pub mod maps;
+pub mod pagemap;
 pub mod smaps;
 pub mod stat;
 pub mod statm;

@@ -71,6 +71,22 @@ impl MapEntry {
     }
 }
 
+/// The last component of a mapping's path (`libc.so.6` of `/usr/lib/x/libc.so.6`), without the
+/// kernel's ` (deleted)` suffix. The one file-name helper of memlens: the ledger sorts mappings
+/// by it and the Python view finds the interpreter's file by it.
+pub fn file_name(path: &[u8]) -> &[u8] {
+    let p = path.strip_suffix(b" (deleted)").unwrap_or(path);
+    match p.iter().rposition(|b| *b == b'/') {
+        Some(i) => &p[i + 1..],
+        None => p,
+    }
+}
+
+/// Whether a file name is a shared object (`libc.so.6`, `x.cpython-311-x86_64-linux-gnu.so`).
+pub fn is_shared_object(name: &[u8]) -> bool {
+    name.ends_with(b".so") || name.windows(4).any(|w| w == b".so.")
+}
+
 /// Parses a header line `start-end perms offset major:minor inode [path]`.
 pub fn parse_line(line: &[u8]) -> Result<MapEntry> {
     let bad = || Error::parse("maps line", String::from_utf8_lossy(line).into_owned());
@@ -164,5 +180,19 @@ mod tests {
         assert!(parse_line(b"1000-2000 rw-p 0 0:100000000 0").is_err());
         let e = parse_line(b"1000-2000 rw-p 0 ffffffff:fffff 0").unwrap();
         assert_eq!((e.dev_major, e.dev_minor), (u32::MAX, 0xfffff));
+    }
+
+    #[test]
+    fn file_names() {
+        assert_eq!(
+            file_name(b"/usr/lib/libpython3.11.so.1.0"),
+            b"libpython3.11.so.1.0"
+        );
+        assert_eq!(file_name(b"/tmp/a b (deleted)"), b"a b");
+        assert_eq!(file_name(b"python3"), b"python3");
+        assert_eq!(file_name(b"/usr/bin/"), b"");
+        assert!(is_shared_object(b"libc.so.6"));
+        assert!(is_shared_object(b"_ssl.cpython-38-x86_64-linux-gnu.so"));
+        assert!(!is_shared_object(b"weights.bin"));
     }
 }

@@ -1,16 +1,25 @@
-//! The hook through which the Python view joins a recording ([`PythonView`]; the sampler calls
-//! it at the ledger rate, it is optional) and its implementation on live interpreters read
-//! from outside by `memlens-cpython` ([`LiveView`]).
+//! The hook through which the Python view joins a recording ([`PythonView`]; the sampler asks
+//! for readings at the ledger rate and collects them every tick; it is optional) and its
+//! implementation on live interpreters read from outside by `memlens-cpython` ([`LiveView`]).
+//!
+//! [`LiveView`] never makes the sampler's tick wait for Python: attaching (which reads a whole
+//! Python binary the first time, and can take hundreds of milliseconds for a stripped static
+//! build), the GC and pymalloc reads and censuses run on a worker thread it owns, and finished
+//! readings are handed back without blocking, each stamped with the moment it was read.
 
-use std::collections::HashMap;
-use std::time::Instant;
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use memlens_cpython::process::Interpreter;
-use memlens_cpython::{ReadMode, Session};
+use memlens_cpython::attach::is_transient;
+use memlens_cpython::{Attacher, Error, ReadMode, Session};
 use memlens_ledger::Hints;
-use memlens_remote::RemoteMemory;
+
+use crate::cputime::thread_cpu_seconds;
 
 /// What the Python view saw in one process at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -27,6 +36,9 @@ pub struct PythonSample {
     pub pymalloc_free: Option<u64>,
     /// Top types of an object census, when one was taken this time (largest bytes first).
     pub census: Vec<CensusEntry>,
+    /// When the interpreter was read (the recording's time of the row); not stored in the JSON.
+    #[serde(skip)]
+    pub read_at: Option<Instant>,
 }
 
 /// One type of an object census.
@@ -41,187 +53,420 @@ pub struct CensusEntry {
     pub bytes: u64,
 }
 
-/// The Python view, as the sampler sees it. Implementations read the interpreter from outside;
-/// they must not stop the target for long, and may return `None` when the process is not a
-/// supported Python.
-pub trait PythonView {
-    /// Reads the view of one process. `census` asks for an object census this time.
-    fn sample(&mut self, pid: u32, census: bool) -> Option<PythonSample>;
+/// Readings finished since the last [`PythonView::take_ready`].
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// `(pid, sample)`, in the order they were read.
+    pub samples: Vec<(u32, PythonSample)>,
+    /// CPU seconds the view spent meanwhile (off the sampler's thread): charge it to the budget.
+    pub cpu_seconds: f64,
+}
 
-    /// Address ranges the ledger sorts ahead of its name rules (pymalloc arenas).
+/// The Python view, as the sampler sees it. Implementations read the interpreter from outside,
+/// must not stop the target for long, and must not block the caller.
+pub trait PythonView {
+    /// Asks for a reading of `pid` (with an object census when `census`); it comes back through
+    /// [`PythonView::take_ready`] when done. Processes that are not a supported Python give none.
+    fn request(&mut self, pid: u32, census: bool);
+
+    /// Readings done since the last call, each stamped with the moment it was read.
+    fn take_ready(&mut self) -> Ready;
+
+    /// Address ranges the ledger sorts ahead of its name rules (pymalloc arenas), as of the
+    /// latest reading.
     fn hints(&mut self, _pid: u32) -> Hints {
         Hints::default()
     }
 
-    /// The process exec'd: whatever was learnt of its old program no longer holds.
+    /// The process exec'd: whatever was learnt of its old program no longer holds, and it may
+    /// just have become a Python.
     fn exec(&mut self, _pid: u32) {}
+
+    /// Waits up to `within` for the readings asked for (at the end of a recording).
+    fn settle(&mut self, _within: Duration) {}
 }
 
-/// How long a process that could not be attached (not Python, or an interpreter still
-/// starting) is left alone before memlens tries again.
-const RETRY_ATTACH_SECONDS: f64 = 2.0;
+/// After an exec, or when a process is first asked for, attaching is tried again quickly (the
+/// interpreter may be starting) for this long.
+const EXEC_WINDOW: Duration = Duration::from_secs(3);
+/// A process that could not be attached otherwise is left alone this long (it may exec later).
+const RETRY_LATER: Duration = Duration::from_secs(2);
+/// The worker wakes at least this often when idle.
+const IDLE: Duration = Duration::from_secs(1);
 
-/// One attached interpreter: what `memlens-cpython` found, and its memory.
-struct Attached {
-    interpreter: Interpreter,
-    mem: RemoteMemory,
-    /// `/proc/PID/auxv`: identical in a process and the children it forked without exec.
-    auxv: Vec<u8>,
+enum Msg {
+    Read { pid: u32, census: bool },
+    Exec(u32),
 }
 
-/// What the periodic read gives.
-struct Read {
-    gc: Option<memlens_cpython::GcState>,
-    pymalloc: Option<memlens_cpython::Pymalloc>,
+#[derive(Default)]
+struct Out {
+    samples: Vec<(u32, PythonSample)>,
+    arenas: HashMap<u32, Vec<(u64, u64)>>,
+    cpu_seconds: f64,
+    /// Processes asked for and not yet read or given up.
+    pending: HashSet<u32>,
 }
 
-/// The Python view of live processes through `memlens-cpython`, attached on first use. The
-/// periodic read (GC state, pymalloc) never stops the target (figures may be slightly
-/// inexact); a census, when asked for, stops it briefly while its memory is copied. Processes
-/// that are not a supported CPython are skipped quietly (and tried again later: an exec may
-/// make them one).
+/// What the worker hands back, and a signal when a process is done with.
+#[derive(Default)]
+struct Shared {
+    out: Mutex<Out>,
+    done: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Out> {
+        self.out.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `pid` was read, or will not be for now.
+    fn settled(&self, pid: u32) {
+        self.lock().pending.remove(&pid);
+        self.done.notify_all();
+    }
+}
+
+/// The Python view of live processes through `memlens-cpython`, attached and read on a worker
+/// thread. The periodic read (GC state, pymalloc) never stops the target (figures may be
+/// slightly inexact); a census, when asked for, stops it briefly while its memory is copied.
+/// Processes that are not a supported CPython are skipped quietly (and tried again after an
+/// exec, or a while later).
 pub struct LiveView {
-    attached: HashMap<u32, Result<Attached, Instant>>,
-    pending: HashMap<u32, Read>,
-    /// Types kept from a census (largest bytes first).
-    pub census_top: usize,
+    tx: Option<Sender<Msg>>,
+    shared: Arc<Shared>,
+    worker: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for LiveView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LiveView")
-            .field("attached", &self.attached.len())
-            .finish()
+        f.debug_struct("LiveView").finish_non_exhaustive()
     }
 }
 
 impl Default for LiveView {
     fn default() -> Self {
-        LiveView {
-            attached: HashMap::new(),
-            pending: HashMap::new(),
-            census_top: 20,
-        }
+        LiveView::new(20)
     }
 }
 
 impl LiveView {
-    /// Attaches to `pid`. A worker forked from an attached process (same `auxv`: no exec since
-    /// the fork) shares its interpreter's addresses, so its parent's findings are reused;
-    /// finding them again means reading the whole Python binary, tens of milliseconds.
-    fn attach(&self, pid: u32) -> memlens_cpython::Result<Attached> {
-        let mem = RemoteMemory::open(pid).map_err(memlens_cpython::Error::Remote)?;
-        let auxv = std::fs::read(format!("/proc/{pid}/auxv")).unwrap_or_default();
-        let twin = (!auxv.is_empty())
-            .then(|| {
-                self.attached
-                    .values()
-                    .filter_map(|a| a.as_ref().ok())
-                    .find(|a| a.auxv == auxv)
-            })
-            .flatten();
-        let interpreter = match twin {
-            Some(a) => {
-                let mut it = a.interpreter.clone();
-                it.pid = pid;
-                it
-            }
-            None => Interpreter::attach(pid, &mem)?,
-        };
-        Ok(Attached {
-            interpreter,
-            mem,
-            auxv,
-        })
+    /// A view whose censuses keep the `census_top` largest types; starts its worker thread.
+    pub fn new(census_top: usize) -> LiveView {
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared::default());
+        let theirs = Arc::clone(&shared);
+        let worker = std::thread::Builder::new()
+            .name("memlens-python".into())
+            .spawn(move || Worker::new(census_top, theirs).run(&rx))
+            .map_err(|e| log::warn!("no Python view: cannot start its thread: {e}"))
+            .ok();
+        LiveView {
+            tx: worker.is_some().then_some(tx),
+            shared,
+            worker,
+        }
     }
 
-    fn attached(&mut self, pid: u32) -> Option<&Attached> {
-        let retry = match self.attached.get(&pid) {
-            Some(Ok(_)) => false,
-            Some(Err(when)) => when.elapsed().as_secs_f64() >= RETRY_ATTACH_SECONDS,
-            None => true,
-        };
-        if retry {
-            let a = self.attach(pid).map_err(|e| {
-                log::debug!("pid {pid}: no Python view: {e}");
-                Instant::now()
-            });
-            self.attached.insert(pid, a);
-        }
-        self.attached.get(&pid)?.as_ref().ok()
+    fn out(&self) -> MutexGuard<'_, Out> {
+        self.shared.lock()
     }
 
-    fn read(&mut self, pid: u32) -> Option<Read> {
-        if let Some(r) = self.pending.remove(&pid) {
-            return Some(r);
+    fn send(&self, pid: u32, m: Msg) {
+        if let Some(tx) = &self.tx {
+            self.out().pending.insert(pid);
+            if tx.send(m).is_err() {
+                self.out().pending.remove(&pid);
+            }
         }
-        let a = self.attached(pid)?;
-        let gc = memlens_cpython::gc::read(&a.interpreter, &a.mem);
-        let pymalloc = memlens_cpython::pymalloc::read(&a.interpreter, &a.mem);
-        if gc.is_err() && pymalloc.is_err() {
-            // Exited, exec'd, or not readable any more: attach again later.
-            log::debug!("pid {pid}: Python view unreadable");
-            self.attached.insert(pid, Err(Instant::now()));
-            return None;
-        }
-        Some(Read {
-            gc: gc.ok(),
-            pymalloc: pymalloc.ok(),
-        })
     }
+}
 
-    fn census(&mut self, pid: u32) -> Vec<CensusEntry> {
-        let top = self.census_top;
-        let session = match Session::attach(pid) {
-            Ok(s) => s,
-            Err(e) => {
-                log::debug!("pid {pid}: census: {e}");
-                return Vec::new();
-            }
-        };
-        match session.census(ReadMode::Paused) {
-            Ok((c, stats)) => {
-                if let Some(p) = stats.paused {
-                    log::info!(
-                        "pid {pid}: paused {:.1} ms for a census",
-                        p.as_secs_f64() * 1e3
-                    );
-                }
-                let mut types = c.types;
-                types.sort_by_key(|t| std::cmp::Reverse(t.bytes));
-                types
-                    .into_iter()
-                    .take(top)
-                    .map(|t| CensusEntry {
-                        type_name: t.type_name,
-                        count: t.count,
-                        bytes: t.bytes,
-                    })
-                    .collect()
-            }
-            Err(e) => {
-                log::debug!("pid {pid}: census: {e}");
-                Vec::new()
-            }
+impl Drop for LiveView {
+    fn drop(&mut self) {
+        // Closing the channel ends the worker after what it is doing now.
+        self.tx.take();
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
         }
     }
 }
 
 impl PythonView for LiveView {
-    fn exec(&mut self, pid: u32) {
-        // Attach again at the next read instead of waiting out the retry delay: the shim that
-        // was not Python (pyenv's bash, `env`) may just have become the interpreter.
-        self.attached.remove(&pid);
-        self.pending.remove(&pid);
+    fn request(&mut self, pid: u32, census: bool) {
+        self.send(pid, Msg::Read { pid, census });
     }
 
-    fn sample(&mut self, pid: u32, census: bool) -> Option<PythonSample> {
-        let r = self.read(pid)?;
-        let gens =
-            r.gc.as_ref()
-                .map(|g| g.generations.as_slice())
-                .unwrap_or(&[]);
-        Some(PythonSample {
+    fn settle(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut out = self.out();
+        while !out.pending.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                log::debug!(
+                    "Python view: {} readings not done in time",
+                    out.pending.len()
+                );
+                return;
+            }
+            out = self
+                .shared
+                .done
+                .wait_timeout(out, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    fn take_ready(&mut self) -> Ready {
+        let mut out = self.out();
+        Ready {
+            samples: std::mem::take(&mut out.samples),
+            cpu_seconds: std::mem::take(&mut out.cpu_seconds),
+        }
+    }
+
+    fn hints(&mut self, pid: u32) -> Hints {
+        Hints {
+            python_arenas: self.out().arenas.get(&pid).cloned().unwrap_or_default(),
+        }
+    }
+
+    fn exec(&mut self, pid: u32) {
+        self.out().arenas.remove(&pid);
+        self.send(pid, Msg::Exec(pid));
+    }
+}
+
+/// One followed process, on the worker.
+#[derive(Default)]
+struct Followed {
+    session: Option<Session>,
+    /// A reading is wanted (with a census).
+    wanted: Option<bool>,
+    /// No attach before this.
+    not_before: Option<Instant>,
+    /// Quick retries (the interpreter is starting) until this.
+    quick_until: Option<Instant>,
+    /// The next quick retry waits this long.
+    backoff: Duration,
+    /// It exec'd: until it is Python, "not Python" is worth another quick try too (a shim
+    /// such as pyenv's `python3` execs the interpreter next).
+    after_exec: bool,
+    /// A refusal was reported (once per process).
+    warned: bool,
+}
+
+struct Worker {
+    attacher: Attacher,
+    followed: HashMap<u32, Followed>,
+    shared: Arc<Shared>,
+    census_top: usize,
+    swept: Instant,
+}
+
+impl Worker {
+    fn new(census_top: usize, shared: Arc<Shared>) -> Worker {
+        Worker {
+            attacher: Attacher::new(),
+            followed: HashMap::new(),
+            shared,
+            census_top,
+            swept: Instant::now(),
+        }
+    }
+
+    /// Forgets processes that exited (their sessions hold open files).
+    fn sweep(&mut self) {
+        if self.swept.elapsed() < IDLE {
+            return;
+        }
+        self.swept = Instant::now();
+        let gone: Vec<u32> = self
+            .followed
+            .keys()
+            .copied()
+            .filter(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+            .collect();
+        for pid in gone {
+            self.followed.remove(&pid);
+            self.attacher.forget(pid);
+            self.shared.lock().arenas.remove(&pid);
+            self.shared.settled(pid);
+        }
+    }
+
+    fn run(mut self, rx: &Receiver<Msg>) {
+        loop {
+            let wait = self.next_due().map_or(IDLE, |at| {
+                at.saturating_duration_since(Instant::now()).min(IDLE)
+            });
+            match rx.recv_timeout(wait) {
+                Ok(m) => self.take(m),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            while let Ok(m) = rx.try_recv() {
+                self.take(m);
+            }
+            let cpu0 = thread_cpu_seconds();
+            self.work();
+            self.sweep();
+            self.shared.lock().cpu_seconds += thread_cpu_seconds() - cpu0;
+        }
+    }
+
+    fn take(&mut self, m: Msg) {
+        match m {
+            Msg::Read { pid, census } => {
+                // A process seen for the first time may be a Python still starting (or one
+                // that exec'd before the sampler first saw it): quick retries for a while.
+                let now = Instant::now();
+                let f = self.followed.entry(pid).or_insert_with(|| Followed {
+                    quick_until: Some(now + EXEC_WINDOW),
+                    backoff: Duration::from_millis(2),
+                    ..Followed::default()
+                });
+                // Left alone for now (not Python, or refused): no reading to wait for.
+                let resting = f.session.is_none()
+                    && f.quick_until.is_none_or(|t| t <= now)
+                    && f.not_before.is_some_and(|t| t > now);
+                if resting {
+                    self.shared.settled(pid);
+                } else {
+                    f.wanted = Some(f.wanted.unwrap_or(false) || census);
+                }
+            }
+            Msg::Exec(pid) => {
+                self.attacher.forget(pid);
+                let census = self
+                    .followed
+                    .get(&pid)
+                    .and_then(|f| f.wanted)
+                    .unwrap_or(false);
+                let now = Instant::now();
+                self.followed.insert(
+                    pid,
+                    Followed {
+                        wanted: Some(census),
+                        quick_until: Some(now + EXEC_WINDOW),
+                        backoff: Duration::from_millis(2),
+                        after_exec: true,
+                        ..Followed::default()
+                    },
+                );
+            }
+        }
+    }
+
+    /// The earliest moment a wanted reading can be tried.
+    fn next_due(&self) -> Option<Instant> {
+        self.followed
+            .values()
+            .filter(|f| f.wanted.is_some())
+            .map(|f| f.not_before.unwrap_or_else(Instant::now))
+            .min()
+    }
+
+    fn work(&mut self) {
+        let now = Instant::now();
+        let due: Vec<u32> = self
+            .followed
+            .iter()
+            .filter(|(_, f)| f.wanted.is_some() && f.not_before.is_none_or(|t| t <= now))
+            .map(|(&p, _)| p)
+            .collect();
+        for pid in due {
+            if self.ensure_attached(pid) {
+                self.read(pid);
+            }
+        }
+    }
+
+    /// Attaches `pid` if needed; `false` when it cannot be read now (retry scheduled).
+    fn ensure_attached(&mut self, pid: u32) -> bool {
+        let Some(f) = self.followed.get_mut(&pid) else {
+            return false;
+        };
+        if f.session.is_some() {
+            return true;
+        }
+        match self.attacher.attach(pid) {
+            Ok(s) => {
+                log::debug!("pid {pid}: Python {} attached", s.interpreter.version);
+                f.session = Some(s);
+                f.not_before = None;
+                f.quick_until = None;
+                true
+            }
+            Err(e) => {
+                let now = Instant::now();
+                let starting = match e {
+                    Error::NotPython { .. } => f.after_exec,
+                    _ => is_transient(&e),
+                };
+                let quick = f.quick_until.is_some_and(|t| now < t) && starting;
+                if quick {
+                    f.not_before = Some(now + f.backoff);
+                    f.backoff = (f.backoff * 2).min(Duration::from_millis(50));
+                } else {
+                    let refused = matches!(
+                        e,
+                        Error::Remote(memlens_remote::Error::PermissionDenied { .. })
+                    );
+                    if refused && !f.warned {
+                        f.warned = true;
+                        let hints = memlens_cpython::access::access_hints(pid);
+                        log::warn!("pid {pid}: no Python view: {e} ({hints:?})");
+                    }
+                    log::debug!("pid {pid}: no Python view: {e}");
+                    f.not_before = Some(now + RETRY_LATER);
+                    f.wanted = None;
+                    f.quick_until = None;
+                    self.shared.settled(pid);
+                }
+                false
+            }
+        }
+    }
+
+    fn read(&mut self, pid: u32) {
+        self.read_one(pid);
+        self.shared.settled(pid);
+    }
+
+    fn read_one(&mut self, pid: u32) {
+        let Some(f) = self.followed.get_mut(&pid) else {
+            return;
+        };
+        let (Some(session), Some(census)) = (f.session.as_ref(), f.wanted.take()) else {
+            return;
+        };
+        let read_at = Instant::now();
+        let it = &session.interpreter;
+        let (gc, pymalloc) = match session.gc_and_pymalloc(ReadMode::Nonblocking) {
+            Ok((gc, pm)) => {
+                for e in [gc.as_ref().err(), pm.as_ref().err()].into_iter().flatten() {
+                    log::debug!("pid {pid}: Python view: {e}");
+                }
+                (gc.ok(), pm.ok())
+            }
+            Err(_) => (None, None),
+        };
+        if gc.is_none() && pymalloc.is_none() {
+            // Exited, exec'd, or not readable any more: attach again at the next request.
+            log::debug!("pid {pid}: Python view unreadable");
+            f.session = None;
+            return;
+        }
+        let top = self.census_top;
+        let census = if census {
+            census_of(session, top)
+        } else {
+            Vec::new()
+        };
+        let gens = gc.as_ref().map(|g| g.generations.as_slice()).unwrap_or(&[]);
+        let sample = PythonSample {
             gc_counts: gens
                 .iter()
                 .map(|g| u64::try_from(g.count).unwrap_or(0))
@@ -230,26 +475,47 @@ impl PythonView for LiveView {
                 .iter()
                 .map(|g| u64::try_from(g.collections).unwrap_or(0))
                 .collect(),
-            pymalloc_arenas: r.pymalloc.as_ref().map(|p| p.arenas),
-            pymalloc_used: r.pymalloc.as_ref().map(|p| p.used_bytes),
-            pymalloc_free: r.pymalloc.as_ref().map(|p| p.free_bytes),
-            census: if census { self.census(pid) } else { Vec::new() },
-        })
+            pymalloc_arenas: pymalloc.as_ref().map(|p| p.arenas),
+            pymalloc_used: pymalloc.as_ref().map(|p| p.used_bytes),
+            pymalloc_free: pymalloc.as_ref().map(|p| p.free_bytes),
+            census,
+            read_at: Some(read_at),
+        };
+        log::trace!("pid {pid}: Python {} read", it.version);
+        let mut out = self.shared.lock();
+        if let Some(p) = &pymalloc {
+            out.arenas.insert(pid, p.arena_ranges.clone());
+        }
+        out.samples.push((pid, sample));
     }
+}
 
-    fn hints(&mut self, pid: u32) -> Hints {
-        // Read now (the ledger needs the arenas first); `sample` reuses this read.
-        let Some(r) = self.read(pid) else {
-            return Hints::default();
-        };
-        let hints = Hints {
-            python_arenas: r
-                .pymalloc
-                .as_ref()
-                .map(|p| p.arena_ranges.clone())
-                .unwrap_or_default(),
-        };
-        self.pending.insert(pid, r);
-        hints
+/// An object census (the target is stopped while its memory is copied), largest types first.
+fn census_of(session: &Session, top: usize) -> Vec<CensusEntry> {
+    let pid = session.pid();
+    match session.census(ReadMode::Paused) {
+        Ok((c, stats)) => {
+            if let Some(p) = stats.paused {
+                log::info!(
+                    "pid {pid}: paused {:.1} ms for a census",
+                    p.as_secs_f64() * 1e3
+                );
+            }
+            let mut types = c.types;
+            types.sort_by_key(|t| std::cmp::Reverse(t.bytes));
+            types
+                .into_iter()
+                .take(top)
+                .map(|t| CensusEntry {
+                    type_name: t.type_name,
+                    count: t.count,
+                    bytes: t.bytes,
+                })
+                .collect()
+        }
+        Err(e) => {
+            log::debug!("pid {pid}: census: {e}");
+            Vec::new()
+        }
     }
 }

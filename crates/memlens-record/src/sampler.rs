@@ -447,6 +447,7 @@ impl Sampler {
         self.budget
             .refill(t, self.carry + thread_cpu_seconds() - cpu0);
         self.expensive(t, pss)?;
+        self.python_ready()?;
         let c1 = thread_cpu_seconds();
         if t - self.last_commit >= self.cfg.commit_interval.as_secs_f64() {
             self.writer.commit()?;
@@ -677,6 +678,31 @@ impl Sampler {
         Ok(())
     }
 
+    /// Writes the Python view's finished readings, at the time each was read, and charges
+    /// what they cost (they run on the view's own thread) to the budget.
+    fn python_ready(&mut self) -> Result<()> {
+        let Some(view) = self.python.as_mut() else {
+            return Ok(());
+        };
+        let ready = view.take_ready();
+        self.budget.charge(ready.cpu_seconds);
+        for (pid, s) in ready.samples {
+            let i = self.live.get(&pid).copied();
+            let Some(p) = i
+                .map(|i| &self.procs[i])
+                .or_else(|| self.procs.iter().rev().find(|p| p.pid == pid))
+            else {
+                continue;
+            };
+            let t = s.read_at.map_or_else(
+                || self.now(),
+                |at| at.saturating_duration_since(self.start).as_secs_f64(),
+            );
+            self.writer.python(t, p.id, &s)?;
+        }
+        Ok(())
+    }
+
     fn note_pss(&mut self, i: usize, a: &Amounts) {
         let p = &mut self.procs[i];
         if a.rss > 0 {
@@ -715,10 +741,8 @@ impl Sampler {
                 .values()
                 .map(|&i| (self.procs[i].pid, self.procs[i].id))
                 .collect();
-            for (pid, id) in live {
-                if let Some(s) = view.sample(pid, census) {
-                    self.writer.python(t, id, &s)?;
-                }
+            for (pid, _) in live {
+                view.request(pid, census);
             }
         }
         self.last_ledger = Some(t);
@@ -766,6 +790,10 @@ impl Sampler {
         if !self.live.is_empty() {
             self.read_counters(t)?;
         }
+        if let Some(view) = self.python.as_mut() {
+            view.settle(Duration::from_secs(2));
+        }
+        self.python_ready()?;
         for i in 0..self.procs.len() {
             self.close_process(i)?;
         }

@@ -186,94 +186,18 @@ impl ProcessMemory for RemoteMemory {
     }
 }
 
-/// One line of `/proc/PID/maps`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mapping {
-    /// Start address.
-    pub start: u64,
-    /// End address (exclusive).
-    pub end: u64,
-    /// `rwxp` flags as written by the kernel.
-    pub perms: [u8; 4],
-    /// File offset.
-    pub offset: u64,
-    /// Path or pseudo-name (may end in ` (deleted)`), empty for anonymous memory.
-    pub path: Vec<u8>,
-}
-
-impl Mapping {
-    /// Readable.
-    pub fn readable(&self) -> bool {
-        self.perms[0] == b'r'
-    }
-    /// Writable.
-    pub fn writable(&self) -> bool {
-        self.perms[1] == b'w'
-    }
-}
-
-/// Parses `/proc/PID/maps` contents; malformed lines are skipped.
-pub fn parse_maps(text: &[u8]) -> Vec<Mapping> {
-    let hex = |s: &[u8]| {
-        std::str::from_utf8(s)
-            .ok()
-            .and_then(|s| u64::from_str_radix(s, 16).ok())
-    };
-    let mut out = Vec::new();
-    for line in text.split(|b| *b == b'\n') {
-        let mut rest = line;
-        let mut field = || {
-            while rest.first() == Some(&b' ') {
-                rest = &rest[1..];
-            }
-            let n = rest.iter().position(|b| *b == b' ').unwrap_or(rest.len());
-            let f = &rest[..n];
-            rest = &rest[n..];
-            f
-        };
-        let (range, perms, offset, _dev, _inode) = (field(), field(), field(), field(), field());
-        let path = {
-            let mut p = rest;
-            while p.first() == Some(&b' ') {
-                p = &p[1..];
-            }
-            p.to_vec()
-        };
-        let Some(dash) = range.iter().position(|b| *b == b'-') else {
-            continue;
-        };
-        let (Some(start), Some(end), Some(offset)) =
-            (hex(&range[..dash]), hex(&range[dash + 1..]), hex(offset))
-        else {
-            continue;
-        };
-        let Ok(perms) = <[u8; 4]>::try_from(perms) else {
-            continue;
-        };
-        out.push(Mapping {
-            start,
-            end,
-            perms,
-            offset,
-            path,
-        });
-    }
-    out
-}
-
-/// The mappings of a process.
-pub fn maps(pid: u32) -> Result<Vec<Mapping>> {
+/// The readable `[start, end)` ranges of a process, from `/proc/PID/maps` (kernel-special
+/// `[vvar]`/`[vsyscall]` areas left out), parsed by `memlens_procfs::maps`.
+pub fn readable_regions(pid: u32) -> Result<Vec<(u64, u64)>> {
     let text = std::fs::read(format!("/proc/{pid}/maps"))
         .map_err(|e| Error::from_os(pid, "read the mappings of", e))?;
-    Ok(parse_maps(&text))
-}
-
-/// The readable `[start, end)` ranges of a process, from `/proc/PID/maps` (kernel-special
-/// `[vvar]`/`[vsyscall]` areas left out).
-pub fn readable_regions(pid: u32) -> Result<Vec<(u64, u64)>> {
-    Ok(maps(pid)?
+    let maps = memlens_procfs::maps::parse(&text).map_err(|e| Error::Io {
+        what: format!("parse the mappings of process {pid}"),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+    })?;
+    Ok(maps
         .into_iter()
-        .filter(|m| m.readable() && !m.path.starts_with(b"[v"))
+        .filter(|m| m.is_readable() && !m.path.starts_with(b"[v"))
         .map(|m| (m.start, m.end))
         .collect())
 }
@@ -326,19 +250,5 @@ mod tests {
             "{:?}",
             m.read_u64(stack)
         );
-    }
-
-    #[test]
-    fn parses_maps_lines() {
-        let text =
-            b"55d0c0a00000-55d0c0a21000 rw-p 00000000 00:00 0                          [heap]\n\
-7f0000000000-7f0000100000 r-xp 00001000 08:01 1234   /usr/lib/libpython3.11.so.1.0 (deleted)\n\
-garbage\n7f1-7f2 rw-p 0 00:00 0\n";
-        let m = parse_maps(text);
-        assert_eq!(m.len(), 3);
-        assert_eq!(m[0].path, b"[heap]");
-        assert_eq!(m[1].offset, 0x1000);
-        assert_eq!(m[1].path, b"/usr/lib/libpython3.11.so.1.0 (deleted)");
-        assert!(m[2].path.is_empty() && m[2].writable());
     }
 }

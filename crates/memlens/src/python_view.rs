@@ -1,7 +1,12 @@
 //! The Python view for commands: attaching with messages and exit codes, the `snapshot`
 //! integration ([`inspect`]), and terminal-safe printing of strings from the target.
 
-use memlens_cpython::{Error, PythonView, ReadMode, Session};
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use memlens_cpython::reader::SharedPages;
+use memlens_cpython::{Attacher, Error, PythonView, ReadMode, Session};
 use memlens_ledger::Hints;
 
 use crate::exit::{CliError, Code};
@@ -36,8 +41,15 @@ pub fn cli_error(pid: u32, e: Error) -> CliError {
             .with_hint(format!(
                 "check the PID (`memlens ps` lists Python processes); {pid} may have exited"
             )),
-        // Names the tracer when another one holds the process (`TracerPid`).
-        Error::Remote(R::PermissionDenied { .. }) => crate::exit::permission_denied(pid, e.to_string()),
+        // Names the tracer when another one holds the process (`TracerPid`); otherwise says
+        // what else may refuse it (Yama, another user).
+        Error::Remote(R::PermissionDenied { .. }) => {
+            match crate::exit::tracer_of(pid) {
+                Some(_) => crate::exit::permission_denied(pid, e.to_string()),
+                None => CliError::new(Code::PermissionDenied, e.to_string())
+                    .with_hint(access_hint(pid)),
+            }
+        }
         Error::Invalid { .. } | Error::Decode { .. } => CliError::new(Code::Failure, e.to_string())
             .with_hint("the interpreter may be starting up or shutting down; try again"),
         Error::Incomplete { .. }
@@ -52,15 +64,64 @@ pub fn cli_error(pid: u32, e: Error) -> CliError {
     }
 }
 
-/// Attaches to the interpreter of `pid`, with CLI errors.
+/// Words what may stand between memlens and `pid` (see [`memlens_cpython::access`]); the
+/// general rule when nothing specific is found.
+fn access_hint(pid: u32) -> String {
+    use memlens_cpython::access::{access_hints, AccessHint};
+    let words: Vec<String> = access_hints(pid)
+        .into_iter()
+        .filter_map(|h| match h {
+            // worded by `exit::permission_denied`
+            AccessHint::Traced { .. } => None,
+            AccessHint::Yama { scope } => Some(format!(
+                "/proc/sys/kernel/yama/ptrace_scope is {scope}: {}",
+                match scope {
+                    1 => "only a process's own descendants may be read without CAP_SYS_PTRACE; run memlens as root (`sudo memlens ...`)",
+                    2 => "only CAP_SYS_PTRACE may read another process; run memlens as root",
+                    _ => "no process may read another's memory; set it to 0, 1 or 2 to use memlens",
+                }
+            )),
+            AccessHint::OtherUser { uid, mine } => Some(format!(
+                "process {pid} runs as user {uid}, memlens as user {mine}: run memlens as that \
+                 user or as root (`sudo memlens ...`)"
+            )),
+        })
+        .collect();
+    if words.is_empty() {
+        "reading another process needs the same user and ptrace permission, root, or \
+         CAP_SYS_PTRACE (e.g. `sudo memlens ...`); with Yama, /proc/sys/kernel/yama/ptrace_scope \
+         must allow it (0, or 1 for your own children); a process already traced (gdb, \
+         py-spy) cannot be paused: `--nonblocking` reads without stopping it"
+            .into()
+    } else {
+        words.join("; ")
+    }
+}
+
+/// How long a command waits for an interpreter that is still starting.
+const STARTING_WAIT: Duration = Duration::from_secs(1);
+
+/// Attaches to the interpreter of `pid` (waiting up to a second for one still starting), with
+/// CLI errors.
 pub fn attach(pid: u32) -> Result<Session, CliError> {
-    Session::attach(pid).map_err(|e| cli_error(pid, e))
+    Attacher::new()
+        .attach_until(pid, std::time::Instant::now() + STARTING_WAIT)
+        .map_err(|e| cli_error(pid, e))
 }
 
 /// The Python view and ledger hints of a process, for `snapshot`. Never fails: a process
 /// without a supported Python gives `(None, Hints::default())` and a logged message.
 pub fn inspect(pid: u32, nonblocking: bool) -> (Option<PythonView>, Hints) {
-    let session = match Session::attach(pid) {
+    inspect_with(&Attacher::new(), pid, nonblocking)
+}
+
+/// [`inspect`] with an attacher that may already know the process's Python binary.
+pub fn inspect_with(
+    attacher: &Attacher,
+    pid: u32,
+    nonblocking: bool,
+) -> (Option<PythonView>, Hints) {
+    let session = match attacher.attach(pid) {
         Ok(s) => s,
         Err(e @ Error::NotPython { .. }) => {
             log::debug!("pid {pid}: {e}");
@@ -73,12 +134,17 @@ pub fn inspect(pid: u32, nonblocking: bool) -> (Option<PythonView>, Hints) {
     };
     match session.view(mode(nonblocking)) {
         Ok((view, stats)) => {
-            if let Some(p) = stats.paused {
-                log::info!(
-                    "pid {pid}: paused {:.1} ms for the Python view",
+            log::info!(
+                "pid {pid}: Python view in {:.2} ms{} ({} reads, {} pagemap reads, {} reused)",
+                stats.elapsed.as_secs_f64() * 1e3,
+                stats.paused.map_or(String::new(), |p| format!(
+                    ", paused {:.2} ms",
                     p.as_secs_f64() * 1e3
-                );
-            }
+                )),
+                stats.reads.reads,
+                stats.reads.pagemap_reads,
+                stats.reads.reused
+            );
             let hints = Hints {
                 python_arenas: view
                     .pymalloc
@@ -92,6 +158,92 @@ pub fn inspect(pid: u32, nonblocking: bool) -> (Option<PythonView>, Hints) {
             log::warn!("pid {pid}: no Python view: {e}");
             (None, Hints::default())
         }
+    }
+}
+
+/// How long the Python view of a process waits for the root's to finish (so that forked
+/// workers reuse what the root's read found) before it goes on alone.
+const ROOT_WAIT: Duration = Duration::from_secs(2);
+
+/// The Python views of the processes of one snapshot: one attacher for all (each Python binary
+/// is discovered once, forked workers reuse their parent's findings and the pages it read),
+/// called from several threads.
+pub struct TreeViews {
+    attacher: Attacher,
+    pages: Arc<SharedPages>,
+    root: u32,
+    nonblocking: bool,
+    views: Mutex<HashMap<u32, PythonView>>,
+    root_done: (Mutex<bool>, Condvar),
+}
+
+impl TreeViews {
+    /// Views of the tree of `root` (`tree`: several processes, which may share pages).
+    pub fn new(root: u32, nonblocking: bool, tree: bool) -> TreeViews {
+        let pages = Arc::new(SharedPages::deferred());
+        TreeViews {
+            attacher: if tree {
+                Attacher::with_shared_pages(Arc::clone(&pages))
+            } else {
+                Attacher::new()
+            },
+            pages,
+            root,
+            nonblocking,
+            views: Mutex::new(HashMap::new()),
+            root_done: (Mutex::new(false), Condvar::new()),
+        }
+    }
+
+    /// Reads the view of `pid` and returns its ledger hints; keeps the view. The root's view
+    /// is read first: others wait for it (at most [`ROOT_WAIT`]).
+    pub fn hints(&self, pid: u32) -> Hints {
+        let (done, cv) = &self.root_done;
+        if pid != self.root {
+            let guard = done.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = cv
+                .wait_timeout_while(guard, ROOT_WAIT, |d| !*d)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        let (view, hints) = inspect_with(&self.attacher, pid, self.nonblocking);
+        if let Some(v) = view {
+            self.views
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(pid, v);
+        }
+        if pid == self.root {
+            *done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            cv.notify_all();
+        }
+        hints
+    }
+
+    /// The views read, by process id. Pages a process reused from another are confirmed now
+    /// (see [`memlens_cpython::reader`]); a process whose reuse does not hold is read again on
+    /// its own.
+    pub fn into_views(self) -> HashMap<u32, PythonView> {
+        let again = self.pages.confirm();
+        log::info!(
+            "Python views: {:?}, {} pieces reused, {} processes read again",
+            self.attacher.counts(),
+            self.pages.reused(),
+            again.len()
+        );
+        let mut views = self.views.into_inner().unwrap_or_else(|p| p.into_inner());
+        let alone = Attacher::new();
+        for pid in again {
+            match inspect_with(&alone, pid, self.nonblocking).0 {
+                Some(v) => views.insert(pid, v),
+                None => views.remove(&pid),
+            };
+        }
+        views
+    }
+
+    /// What the attacher did (discoveries, reuses).
+    pub fn counts(&self) -> memlens_cpython::attach::AttachCounts {
+        self.attacher.counts()
     }
 }
 

@@ -231,6 +231,9 @@ fn gc_pymalloc_and_modules_match_the_target() {
 fn stacks_match_threading_and_current_frames() {
     for py in pythons() {
         let (t, truth) = start(&py, "threads.py");
+        // READY is written from inside report(): wait until the main thread has returned from
+        // it and blocks in read(2), where the frames the target reported are the true ones.
+        wait_in_read(t.pid());
         let pid = t.pid().to_string();
         let out = memlens_json(&["stacks", &pid, "--json"]);
         let threads = out["threads"].as_array().expect("threads");
@@ -275,6 +278,28 @@ fn stacks_match_threading_and_current_frames() {
                 .collect();
             assert_eq!(frames, expected, "{}: frames of thread {id}", py.label);
         }
+    }
+}
+
+/// Waits until the main thread of `pid` sleeps in the `read` system call (the kernel's
+/// `/proc/PID/syscall`), polling that file.
+fn wait_in_read(pid: u32) {
+    let read_nr = if cfg!(target_arch = "aarch64") {
+        "63"
+    } else {
+        "0"
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        if s.split_whitespace().next() == Some(read_nr) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pid} never blocked in read: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

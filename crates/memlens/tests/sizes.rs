@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
-use memlens_cpython::process::Interpreter;
 use memlens_cpython::sizes::{DataBuffer, SizeKind, Sizer};
+use memlens_cpython::Attacher;
 use memlens_remote::vm::RemoteMemory;
 use memlens_remote::ProcessMemory;
 use serde_json::Value;
@@ -63,7 +63,10 @@ fn compare(py: &Python, launch: usize) -> (Vec<String>, usize) {
     let t = Target::spawn(cmd);
     let pid = t.pid();
     let mem = RemoteMemory::open(pid).expect("open memory");
-    let it = Interpreter::attach(pid, &mem).unwrap_or_else(|e| panic!("{}: attach: {e}", py.label));
+    let session = Attacher::new()
+        .attach(pid)
+        .unwrap_or_else(|e| panic!("{}: attach: {e}", py.label));
+    let it = session.interpreter.clone();
     let sizer = Sizer::new(&it);
     let mut bad = Vec::new();
     let mut theirs: BTreeMap<String, u64> = BTreeMap::new();

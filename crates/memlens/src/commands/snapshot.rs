@@ -3,7 +3,6 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use memlens_ledger::Hints;
 use memlens_report::ledger_text;
 
 use crate::exit::{CliResult, Code};
@@ -33,14 +32,9 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
     }
     // The Python view of each process: its pymalloc arenas feed the ledger as hints, the rest
     // is attached to the process once its ledger is built.
-    let mut views = std::collections::HashMap::new();
-    let mut ledger = memlens_ledger::snapshot(args.pid, args.tree, &mut |pid| -> Hints {
-        let (view, hints) = crate::python_view::inspect(pid, args.nonblocking);
-        if let Some(v) = view {
-            views.insert(pid, v);
-        }
-        hints
-    })?;
+    let views = crate::python_view::TreeViews::new(args.pid, args.nonblocking, args.tree);
+    let mut ledger = memlens_ledger::snapshot(args.pid, args.tree, &|pid| views.hints(pid))?;
+    let mut views = views.into_views();
     for p in &mut ledger.processes {
         if let Some(v) = views.remove(&p.pid) {
             p.attach_python_view(v);

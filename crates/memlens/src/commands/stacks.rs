@@ -64,7 +64,12 @@ pub fn run(args: Args, _global: &Global) -> CliResult<ExitCode> {
         let native = t
             .native_thread_id
             .map_or_else(|| "?".to_string(), |n| n.to_string());
-        writeln!(out, "\nThread {:#x} (native {native})", t.thread_id).map_err(write_error)?;
+        let name = t
+            .name
+            .as_ref()
+            .map_or_else(String::new, |n| format!(" \"{}\"", terminal_safe(n)));
+        writeln!(out, "\nThread {:#x}{name} (native {native})", t.thread_id)
+            .map_err(write_error)?;
         if t.frames.is_empty() {
             writeln!(out, "    (no Python frames)").map_err(write_error)?;
         }
@@ -75,6 +80,15 @@ pub fn run(args: Args, _global: &Global) -> CliResult<ExitCode> {
                 "    {} ({}:{line})",
                 terminal_safe(&f.function),
                 terminal_safe(&f.file)
+            )
+            .map_err(write_error)?;
+        }
+        if t.frames_omitted > 0 {
+            writeln!(
+                out,
+                "    ... {} more frames left out (the outermost; {} shown)",
+                t.frames_omitted,
+                t.frames.len()
             )
             .map_err(write_error)?;
         }
