@@ -82,7 +82,6 @@ struct Read {
 /// make them one).
 pub struct LiveView {
     attached: HashMap<u32, Result<Attached, Instant>>,
-    pending: HashMap<u32, Read>,
     /// Types kept from a census (largest bytes first).
     pub census_top: usize,
 }
@@ -99,7 +98,6 @@ impl Default for LiveView {
     fn default() -> Self {
         LiveView {
             attached: HashMap::new(),
-            pending: HashMap::new(),
             census_top: 20,
         }
     }
@@ -152,9 +150,6 @@ impl LiveView {
     }
 
     fn read(&mut self, pid: u32) -> Option<Read> {
-        if let Some(r) = self.pending.remove(&pid) {
-            return Some(r);
-        }
         let a = self.attached(pid)?;
         let gc = memlens_cpython::gc::read(&a.interpreter, &a.mem);
         let pymalloc = memlens_cpython::pymalloc::read(&a.interpreter, &a.mem);
@@ -212,7 +207,6 @@ impl PythonView for LiveView {
         // Attach again at the next read instead of waiting out the retry delay: the shim that
         // was not Python (pyenv's bash, `env`) may just have become the interpreter.
         self.attached.remove(&pid);
-        self.pending.remove(&pid);
     }
 
     fn sample(&mut self, pid: u32, census: bool) -> Option<PythonSample> {
@@ -238,18 +232,18 @@ impl PythonView for LiveView {
     }
 
     fn hints(&mut self, pid: u32) -> Hints {
-        // Read now (the ledger needs the arenas first); `sample` reuses this read.
-        let Some(r) = self.read(pid) else {
+        // The arena table alone (one read): the ledger needs the ranges, not the pool headers,
+        // which cost tens of milliseconds for a heap of a few hundred MiB. A ledger taken at a
+        // new peak must stay cheap.
+        let Some(a) = self.attached(pid) else {
             return Hints::default();
         };
-        let hints = Hints {
-            python_arenas: r
-                .pymalloc
-                .as_ref()
-                .map(|p| p.arena_ranges.clone())
-                .unwrap_or_default(),
-        };
-        self.pending.insert(pid, r);
-        hints
+        match memlens_cpython::pymalloc::arena_ranges(&a.interpreter, &a.mem) {
+            Ok(python_arenas) => Hints { python_arenas },
+            Err(e) => {
+                log::debug!("pid {pid}: pymalloc arenas: {e}");
+                Hints::default()
+            }
+        }
     }
 }
