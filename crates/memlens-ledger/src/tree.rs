@@ -39,6 +39,10 @@ pub struct Skipped {
     pub pid: u32,
     /// Why it was left out.
     pub reason: String,
+    /// The kernel refused the read (another user's process, without the privilege to read
+    /// it): its memory exists but cannot be accounted, unlike a kernel thread or an exit.
+    #[serde(skip)]
+    pub permission_denied: bool,
 }
 
 /// Takes the ledger of `pid`, or of it and every descendant with `tree`. `hints` supplies
@@ -96,6 +100,7 @@ pub fn read_processes(
                 skipped.push(Skipped {
                     pid: p,
                     reason: e.to_string(),
+                    permission_denied: matches!(e, Error::PermissionDenied { .. }),
                 });
             }
         }
