@@ -8,6 +8,7 @@
 pub mod budget;
 pub mod cgroup;
 pub mod cputime;
+mod discovery;
 mod error;
 pub mod launch;
 pub mod python;
