@@ -7,7 +7,7 @@ use std::io::Write;
 
 use memlens_ledger::units::format_bytes;
 
-use crate::model::{Model, PeakSource};
+use crate::model::Model;
 
 const CSS: &str = include_str!("assets/report.css");
 
@@ -351,18 +351,29 @@ pub fn render(m: &Model, o: &Options, mut out: impl Write) -> std::io::Result<()
         m.processes.len(),
         escape(&m.file)
     );
-    let source = match m.peak.source {
-        PeakSource::Cgroup => "exact: the tree's memory cgroup",
-        PeakSource::VmHwm => "exact: a process's VmHWM",
-        PeakSource::Sampled => "sampled",
+    for w in &m.warnings {
+        let _ = write!(h, r#"<p class="warning">warning: {}</p>"#, escape(w));
+    }
+    let pss = match (m.peak.pss, m.peak.pss_at_seconds) {
+        (Some(v), Some(t)) => format!(
+            r#"<div class="figure">tree PSS peak<b>{}</b>read at {t:.2} s</div>"#,
+            escape(&format_bytes(v))
+        ),
+        _ => r#"<div class="figure">tree PSS peak<b>–</b>never read</div>"#.to_string(),
+    };
+    let cgroup = match m.peak.cgroup {
+        Some(c) => format!(
+            r#"<div class="figure">cgroup charge peak<b>{}</b>page cache included; not the peak</div>"#,
+            escape(&format_bytes(c))
+        ),
+        None => String::new(),
     };
     let _ = write!(
         h,
-        r#"<div class="figures"><div class="figure peak">peak<b>{}</b>{} at {:.2} s</div><div class="figure">tree PSS peak<b>{}</b>sampled</div><div class="figure">tree RSS peak<b>{}</b>shared pages counted per process</div></div>"#,
+        r#"<div class="figures"><div class="figure peak">peak<b>{}</b>{} at {:.2} s</div>{pss}<div class="figure">tree RSS peak<b>{}</b>shared pages counted per process</div>{cgroup}</div>"#,
         escape(&format_bytes(m.peak.bytes)),
-        source,
+        escape(m.peak.source.describe()),
         m.peak.at_seconds,
-        escape(&format_bytes(m.peak.pss)),
         escape(&format_bytes(m.peak.rss)),
     );
     if let (Some(pid), Some(c)) = (m.peak.pid, &m.peak.cmdline) {
@@ -433,11 +444,15 @@ pub fn render(m: &Model, o: &Options, mut out: impl Write) -> std::io::Result<()
     }
 
     if let Some(l) = &m.ledger_at_peak {
-        let _ = write!(
-            h,
-            "<h2>Ledger at {:.2} s (the largest taken, at the peak)</h2>",
-            l.t
-        );
+        if l.breakdown.at_peak {
+            let _ = write!(h, "<h2>Breakdown at the peak (ledger at {:.2} s)</h2>", l.t);
+        } else {
+            let _ = write!(
+                h,
+                "<h2>No breakdown at the peak</h2><p class=\"warning\">{}</p>",
+                escape(&l.breakdown.note)
+            );
+        }
         h.push_str(r#"<table><tr><th>category</th><th class="num">PSS</th><th class="num">USS</th><th class="num">RSS</th><th class="num">swap</th></tr>"#);
         for (c, a) in &l.categories {
             let _ = write!(
@@ -498,7 +513,7 @@ pub fn render(m: &Model, o: &Options, mut out: impl Write) -> std::io::Result<()
 mod tests {
     use super::*;
     use crate::growth::Phase;
-    use crate::model::{LedgerPoint, Peak, ProcessSeries, ProcessSummary, PythonPoint};
+    use crate::model::{LedgerPoint, Peak, PeakSource, ProcessSeries, ProcessSummary, PythonPoint};
 
     fn model() -> Model {
         let evil = r#"python "<script>alert(1)</script>".py"#.to_string();
@@ -514,8 +529,11 @@ mod tests {
             samples: 200,
             peak: Peak {
                 bytes: 100 << 20,
-                source: PeakSource::Cgroup,
-                pss: 90 << 20,
+                source: PeakSource::VmHwm,
+                pss: Some(90 << 20),
+                pss_at_seconds: Some(1.4),
+                pss_reads: 3,
+                pss_estimated: 95 << 20,
                 rss: 110 << 20,
                 at_seconds: 1.5,
                 pid: Some(7),
@@ -593,6 +611,7 @@ mod tests {
             cgroup_note: None,
             max_vm_hwm: 110 << 20,
             memlens_cpu_seconds: Some(0.01),
+            warnings: vec!["pid 7 <b>unreadable</b>".into()],
         }
     }
 
@@ -610,6 +629,7 @@ mod tests {
         assert_eq!(html.matches("<svg class=\"chart\"").count(), 3);
         assert_eq!(html.matches("<polygon").count(), 2);
         assert!(html.contains("peak 100 MiB at 1.50 s"));
+        assert!(html.contains("warning: pid 7 &lt;b&gt;unreadable&lt;/b&gt;"));
         assert!(!html.contains("http:") && !html.contains("https:"));
     }
 

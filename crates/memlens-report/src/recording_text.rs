@@ -5,7 +5,7 @@ use std::io::Write;
 
 use memlens_ledger::units::format_bytes;
 
-use crate::model::{Model, PeakSource};
+use crate::model::Model;
 
 /// Options of the terminal renderer.
 #[derive(Debug, Clone)]
@@ -88,17 +88,14 @@ pub fn render(m: &Model, opts: &Options, mut out: impl Write) -> std::io::Result
         if m.processes.len() == 1 { "" } else { "es" }
     )?;
     let p = &m.peak;
-    let what = match p.source {
-        PeakSource::Cgroup => {
-            "exact, the tree's memory cgroup: page cache and kernel memory included"
-        }
-        PeakSource::VmHwm => "exact, a process's VmHWM",
-        PeakSource::Sampled => "sampled",
-    };
+    for w in &m.warnings {
+        writeln!(out, "warning: {}", escape_terminal(w))?;
+    }
     write!(
         out,
-        "peak:    {} ({what}) at {:.2} s",
+        "peak:    {} ({}) at {:.2} s",
         fb(p.bytes),
+        p.source.describe(),
         p.at_seconds
     )?;
     if let (Some(pid), Some(c)) = (p.pid, &p.cmdline) {
@@ -110,26 +107,28 @@ pub fn render(m: &Model, opts: &Options, mut out: impl Write) -> std::io::Result
     } else {
         ""
     };
-    writeln!(
-        out,
-        "         tree RSS {}{shared}, tree PSS {} (sampled)",
-        fb(p.rss),
-        fb(p.pss)
-    )?;
-    if let Some(note) = &m.cgroup_note {
+    let pss = match (p.pss, p.pss_at_seconds) {
+        (Some(v), Some(t)) => format!("tree PSS {} (read at {t:.2} s)", fb(v)),
+        _ => "tree PSS never read".to_string(),
+    };
+    writeln!(out, "         {pss}, tree RSS {}{shared}", fb(p.rss))?;
+    if let Some(c) = p.cgroup {
         writeln!(
             out,
-            "         no exact tree peak: {}",
-            escape_terminal(note)
+            "         cgroup charge {} (page cache and kernel memory included; not the peak)",
+            fb(c)
         )?;
+    }
+    if let Some(note) = &m.cgroup_note {
+        writeln!(out, "         no memory cgroup: {}", escape_terminal(note))?;
     }
     let (series, what): (Vec<u64>, &str) = if m.growth_series == "cgroup" {
         (
             m.tree.iter().map(|t| t.3.unwrap_or(0)).collect(),
-            "tree memory (its cgroup, exact)",
+            "tree memory (its cgroup's charge)",
         )
     } else {
-        (m.tree.iter().map(|t| t.2).collect(), "tree PSS (sampled)")
+        (m.tree.iter().map(|t| t.2).collect(), "tree PSS (estimated)")
     };
     if !series.is_empty() {
         writeln!(
@@ -189,11 +188,23 @@ pub fn render(m: &Model, opts: &Options, mut out: impl Write) -> std::io::Result
         writeln!(out, "  … and {} more", procs.len() - opts.max_processes)?;
     }
     if let Some(l) = &m.ledger_at_peak {
+        let head = if l.breakdown.at_peak {
+            format!(
+                "breakdown at the peak (ledger at {:.2} s, {:.2} s {} it)",
+                l.t,
+                l.breakdown.from_peak_seconds.abs(),
+                if l.breakdown.from_peak_seconds < 0.0 {
+                    "before"
+                } else {
+                    "after"
+                }
+            )
+        } else {
+            l.breakdown.note.clone()
+        };
         writeln!(
             out,
-            "ledger at {:.2} s ({:.2} s from the peak): PSS {}, USS {}, RSS {}",
-            l.t,
-            (l.t - p.at_seconds).abs(),
+            "{head}: PSS {}, USS {}, RSS {}",
             fb(l.totals.pss),
             fb(l.totals.uss),
             fb(l.totals.rss)
