@@ -77,7 +77,18 @@ pub fn read_processes(
     parallel: bool,
     hints: &mut dyn FnMut(u32) -> Hints,
 ) -> Result<(Vec<ProcessLedger>, Vec<Skipped>)> {
-    let read = |&p: &u32| Process::new(p).and_then(|proc| ProcessParts::read(&proc));
+    let read = |&p: &u32| {
+        let proc = Process::new(p)?;
+        let parts = ProcessParts::read(&proc)?;
+        // Each read() of smaps needs the address space: a process that exits between two of
+        // them ends the file early, the mappings after that point missing. A read that
+        // finished after the exit is no ledger of the process.
+        let st = proc.status()?;
+        if st.state == b'Z' || st.state == b'X' || st.vm_size == 0 {
+            return Err(Error::ProcessGone { pid: p });
+        }
+        Ok(parts)
+    };
     let reads = if parallel {
         crate::parallel::map(pids, read)
     } else {
