@@ -8,10 +8,11 @@
 //!
 //! Work whose cost is known only afterwards, or that no schedule of the sampler's controls,
 //! goes to a second account, the background's: attaching to an interpreter, censuses, and the
-//! CPU of memlens's other threads. It earns nothing of its own; only what the bucket cannot
-//! hold (it is full: the tree is quiet) pays it back. A census may start only while it is out
-//! of debt and may put it into debt; so a census never delays a PSS read or a ledger, and the
-//! whole stays within the budget plus one census.
+//! CPU of memlens's other threads. It earns nothing of its own: it is paid back from what the
+//! bucket holds beyond one ledger's reserve, after the sampler's own reads, and from what the
+//! bucket cannot hold. A census may start only while it is out of debt and may put it into
+//! debt; so a census never delays a PSS read or a ledger, and the whole stays within the
+//! budget plus one census.
 //!
 //! Costs are predicted from the work they scale with ([`CostModel`]): resident memory (the
 //! kernel walks page tables), threads (a ledger reads each thread's stack pointer), processes.
@@ -113,6 +114,15 @@ impl Budget {
     /// predicted to cost more than the bucket holds at most would never start.
     pub fn fit(&mut self, cost: f64, reserve: f64) {
         self.cap = self.cap.max((cost + reserve) * 1.25);
+    }
+
+    /// Pays the background account's debt from what the bucket holds beyond `reserve` (what
+    /// the reads of the sampler keep for a ledger at a new high).
+    pub fn repay(&mut self, reserve: f64) {
+        let spare = (self.tokens - reserve.max(0.0)).max(0.0);
+        let pay = spare.min((BACKGROUND_CAP - self.background).max(0.0));
+        self.tokens -= pay;
+        self.background += pay;
     }
 
     /// Whether the background account is out of debt (a census may start).
@@ -254,6 +264,20 @@ mod tests {
         let (spent, _) = simulate(&mut b, 100.0, 0.001, 0.002);
         assert!(spent <= 0.02 * 100.0 * 1.05 + 0.05, "spent {spent}");
         assert!(b.tick_interval(0.01) >= 0.09, "{}", b.tick_interval(0.01));
+    }
+
+    #[test]
+    fn background_debt_is_repaid_from_what_the_bucket_can_spare() {
+        let mut b = Budget::new(0.02);
+        b.refill(0.0);
+        // 10 ms held in advance, 30 ms spent: 20 ms of debt.
+        b.charge_background(0.03);
+        // The bucket holds 50 ms; with 40 ms kept for a ledger, 10 ms go to the debt.
+        b.repay(0.04);
+        assert!((b.background() + 0.01).abs() < 1e-9, "{}", b.background());
+        assert!((b.tokens() - 0.04).abs() < 1e-9);
+        b.repay(0.0);
+        assert!(b.background_clear());
     }
 
     #[test]

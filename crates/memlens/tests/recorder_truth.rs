@@ -613,7 +613,7 @@ sys.stdin.readline()
     );
 }
 
-/// 2,000 threads blocked on an event, a window of about four seconds the program times
+/// 2,000 threads blocked on an event, a window of about eight seconds the program times
 /// itself, then an exit when told.
 const THREADS_2000: &str = r#"
 import sys, threading, time
@@ -623,7 +623,7 @@ threads = [threading.Thread(target=go.wait) for _ in range(2000)]
 for t in threads:
     t.start()
 print('READY', flush=True)
-time.sleep(4)
+time.sleep(8)
 print('DONE', flush=True)
 sys.stdin.readline()
 go.set()
@@ -649,12 +649,14 @@ fn two_thousand_threads_stay_within_the_cpu_budget() {
         assert_eq!(done.as_deref(), Some("DONE"));
         t.send("exit");
         assert!(t.child.wait().unwrap().success());
-        // The kernel's accounting of memlens's own CPU over the window, as a share of the
-        // window: within the 2 % budget, with room for the clock's 10 ms granularity.
+        // The kernel's accounting of memlens's own CPU over the window, as a share of it. The
+        // budget caps the average over a recording; over 8 s a burst of what the bucket saved
+        // (at most 1.25 times a 2,000-thread ledger, about 90 ms here) can add a point: so
+        // within twice the budget (before: 12 %).
         let share = (c1 - c0) / (w1 - w0).as_secs_f64();
         eprintln!("{extra:?}: memlens used {:.2} % of a core", share * 100.0);
         assert!(
-            share <= 0.03,
+            share <= 0.04,
             "{extra:?}: memlens used {:.1} % of a core with 2,000 threads",
             share * 100.0
         );

@@ -2,12 +2,14 @@
 //! 1. a full ledger when the tree reaches a new high (its RSS sum, or the PSS a round read, a
 //!    material step above the highest ledger's), whatever else is due: the breakdown at the
 //!    peak is taken at the peak; above the highest ledger by less than a step, one every
-//!    quarter second while the budget has room beyond the reserve below;
+//!    quarter second while the budget affords it;
 //! 2. a round of PSS reads (`smaps_rollup` of every live process at one tick: a tree PSS read
 //!    from the kernel, not estimated), at most every `pss_interval`;
 //! 3. a full ledger every `ledger_interval`;
-//!    (2 and 3 keep one ledger's predicted cost in the bucket, so 1 can always start);
-//! 4. the Python view of each process at the ledger interval, with the same reserve kept.
+//! 4. the Python view of each process at the ledger interval.
+//!
+//! 2 and 4 keep one ledger's predicted cost in the bucket, so 1 can start at once; a ledger
+//! of 3 (or a quarter-second one of 1) is the same read, taken when the bucket holds its cost.
 //!
 //! A process's first Python read (which attaches to its interpreter) and censuses are paid
 //! from the background account (see [`crate::budget`]): they never delay 1-4.
@@ -65,7 +67,7 @@ impl Sampler {
         let ledger_cost = self.costs.ledger.predict(ledger_units);
         let round_cost = self.costs.rollup.predict(round_units);
         self.budget.fit(ledger_cost, 0.0);
-        self.budget.fit(round_cost.max(ledger_cost), ledger_cost);
+        self.budget.fit(round_cost, ledger_cost);
         // Attach first, on the background account, so no ledger attaches inside its own cost.
         self.first_python_reads(t)?;
         let rate = self.budget.expensive_rate();
@@ -105,8 +107,7 @@ impl Sampler {
             .max(ledger_cost / (rate * 0.5));
         let since_ledger = self.last_ledger.map_or(f64::INFINITY, |l| t - l);
         // Above the highest ledger by less than a step: a ledger every PEAK_REFRESH while the
-        // budget has room beyond the reserve, so a slowly growing tree's peak is not left a
-        // whole step behind.
+        // budget affords it, so a slowly growing tree's peak is not left a whole step behind.
         let above = tree_rss > self.ledger_high + (1 << 20);
         if above && since_ledger >= PEAK_REFRESH && self.budget.affords(ledger_cost, ledger_cost) {
             self.take_ledger(t, "peak", tree_rss, ledger_units)?;
@@ -118,6 +119,8 @@ impl Sampler {
             self.pss_round(t, round_units)?;
         }
         self.python_samples(t, ledger_cost, above)?;
+        // What is left beyond a ledger's reserve pays for attaching and censuses.
+        self.budget.repay(ledger_cost);
         self.census(t)
     }
 
