@@ -395,11 +395,11 @@ pub fn render(m: &Model, o: &Options, mut out: impl Write) -> std::io::Result<()
             escape(c)
         );
     }
-    h.push_str(r#"<span>── tree PSS</span><span>- - tree RSS</span>"#);
+    h.push_str(r#"<span>── tree PSS (estimated between reads)</span><span>- - tree RSS</span>"#);
     if m.tree.iter().any(|t| t.3.is_some()) {
         h.push_str(r#"<span>··· cgroup charge</span>"#);
     }
-    h.push_str("</div><p class=\"muted\">Areas: ledger categories (PSS) at each full ledger; lines: tree totals at every sample.</p>");
+    h.push_str("</div><p class=\"muted\">Areas: ledger categories (PSS) at each full ledger; lines: tree totals at every sample (RSS exact, PSS estimated from RSS between reads).</p>");
 
     h.push_str("<h2>Processes</h2>");
     h.push_str(&process_chart(m, o));

@@ -627,3 +627,178 @@ impl Model {
             .map(|(id, _)| id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use memlens_ledger::tree::assemble;
+    use memlens_record::writer::{Counters, ProcessInfo, RecordingWriter};
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        let p =
+            std::env::temp_dir().join(format!("memlens-model-{name}-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        p
+    }
+
+    const MIB: u64 = 1 << 20;
+
+    fn amounts(pss: u64, rss: u64) -> Amounts {
+        Amounts {
+            rss,
+            pss,
+            uss: pss / 2,
+            swap: 0,
+        }
+    }
+
+    /// Two processes sharing most of their memory: RSS sums to 200 MiB, PSS to 120 MiB.
+    fn forked(w: &mut RecordingWriter) -> (i64, i64) {
+        let info = |pid| ProcessInfo {
+            pid,
+            ppid: 1,
+            start_ticks: u64::from(pid),
+            name: "python3".into(),
+            cmdline: "python3 app.py".into(),
+        };
+        let a = w.add_process(&info(10), 0.0).unwrap();
+        let b = w.add_process(&info(11), 0.0).unwrap();
+        let c = Counters {
+            rss: 100 * MIB,
+            vm_hwm: 100 * MIB,
+            threads: 1,
+            ..Counters::default()
+        };
+        for id in [a, b] {
+            w.sample(0.01, id, &c).unwrap();
+        }
+        (a, b)
+    }
+
+    #[test]
+    fn the_peak_is_pss_read_for_the_whole_tree_never_an_estimate() {
+        let path = tmp("pss");
+        let mut w = RecordingWriter::create(&path, &[("mode", "record".into())]).unwrap();
+        let (a, b) = forked(&mut w);
+        // The first tick knows no PSS yet: its estimate is the RSS sum.
+        w.tick(0.01, 200 * MIB, 200 * MIB, 2, None).unwrap();
+        // A complete round at 0.5 s: 60 + 60 MiB.
+        w.tick(0.5, 200 * MIB, 120 * MIB, 2, None).unwrap();
+        w.pss(0.5, a, &amounts(60 * MIB, 100 * MIB), 10).unwrap();
+        w.pss(0.5, b, &amounts(60 * MIB, 100 * MIB), 10).unwrap();
+        // An incomplete one at 0.9 s (one process read): not a tree figure.
+        w.tick(0.9, 200 * MIB, 150 * MIB, 2, None).unwrap();
+        w.pss(0.9, a, &amounts(90 * MIB, 100 * MIB), 10).unwrap();
+        w.set_meta("end_t", "1.0").unwrap();
+        w.finish().unwrap();
+        let m = Model::from_recording(&Recording::open(&path).unwrap()).unwrap();
+        assert_eq!(m.peak.pss, Some(120 * MIB));
+        assert_eq!(m.peak.pss_reads, 1);
+        assert_eq!(m.peak.pss_estimated, 200 * MIB);
+        assert_eq!(m.peak.source, PeakSource::Pss);
+        assert_eq!(m.peak.bytes, 120 * MIB);
+        assert!((m.peak.at_seconds - 0.5).abs() < 1e-9);
+        assert!(
+            m.warnings.iter().any(|w| w.contains("no breakdown")),
+            "{:?}",
+            m.warnings
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn an_unreadable_process_makes_the_peak_rss_and_warns() {
+        let path = tmp("unreadable");
+        let mut w = RecordingWriter::create(&path, &[("mode", "record".into())]).unwrap();
+        let (a, _) = forked(&mut w);
+        w.tick(0.01, 200 * MIB, 200 * MIB, 2, None).unwrap();
+        w.event(
+            0.01,
+            "unreadable",
+            Some(a),
+            "pid 10: permission denied reading smaps",
+        )
+        .unwrap();
+        w.finish().unwrap();
+        let m = Model::from_recording(&Recording::open(&path).unwrap()).unwrap();
+        assert_eq!(m.peak.source, PeakSource::Rss);
+        assert_eq!(m.peak.bytes, 200 * MIB);
+        assert!(
+            m.warnings[0].contains("permission denied"),
+            "{:?}",
+            m.warnings
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn an_early_breakdown_is_not_called_the_peaks() {
+        let path = tmp("early");
+        let mut w = RecordingWriter::create(&path, &[("mode", "run".into())]).unwrap();
+        let info = ProcessInfo {
+            pid: 20,
+            ppid: 1,
+            start_ticks: 1,
+            name: "python3".into(),
+            cmdline: "python3 build.py".into(),
+        };
+        let id = w.add_process(&info, 0.0).unwrap();
+        // A ledger at 1 s with 100 MiB, then growth to 400 MiB at 6 s (VmHWM) without one.
+        let mut tree = assemble(20, Vec::new(), None);
+        tree.totals = amounts(100 * MIB, 100 * MIB);
+        w.tick(1.0, 100 * MIB, 100 * MIB, 1, None).unwrap();
+        w.ledger(1.0, "first", &tree, true).unwrap();
+        for (t, rss) in [(1.0, 100), (6.0, 400)] {
+            let c = Counters {
+                rss: rss * MIB,
+                vm_hwm: rss * MIB,
+                threads: 1,
+                ..Counters::default()
+            };
+            w.sample(t, id, &c).unwrap();
+            w.tick(t, rss * MIB, rss * MIB, 1, None).unwrap();
+        }
+        w.close_process(id, 6.0, Some(6.1), 400 * MIB, 0, None)
+            .unwrap();
+        w.finish().unwrap();
+        let m = Model::from_recording(&Recording::open(&path).unwrap()).unwrap();
+        assert_eq!(m.peak.source, PeakSource::VmHwm);
+        assert!((m.peak.at_seconds - 6.0).abs() < 1e-9);
+        let l = m.ledger_at_peak.expect("the only ledger is shown");
+        assert!(!l.breakdown.at_peak);
+        assert!((l.breakdown.from_peak_seconds + 5.0).abs() < 1e-9);
+        assert!(
+            l.breakdown
+                .note
+                .starts_with("no breakdown at the peak: the nearest is 5.00 s before"),
+            "{}",
+            l.breakdown.note
+        );
+        assert!(m.warnings.contains(&l.breakdown.note));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_cut_off_recording_keeps_processes_alive_until_its_last_tick() {
+        let path = tmp("cutoff");
+        let mut w = RecordingWriter::create(&path, &[("mode", "run".into())]).unwrap();
+        let (a, _) = forked(&mut w);
+        for k in 1..=35 {
+            w.tick(f64::from(k) * 0.1, 200 * MIB, 120 * MIB, 2, None)
+                .unwrap();
+        }
+        w.pss(3.5, a, &amounts(60 * MIB, 100 * MIB), 10).unwrap();
+        // The writer dies here: no close_process, no finish.
+        w.commit().unwrap();
+        drop(w);
+        let m = Model::from_recording(&Recording::open(&path).unwrap()).unwrap();
+        assert!(!m.complete);
+        for p in &m.processes {
+            assert!((p.last_seconds - 3.5).abs() < 1e-9, "{p:?}");
+            assert_eq!(p.vm_hwm, 100 * MIB);
+        }
+        assert_eq!(m.processes[0].peak_pss, 60 * MIB);
+        assert_eq!(m.peak.bytes, 100 * MIB);
+        let _ = std::fs::remove_file(&path);
+    }
+}
