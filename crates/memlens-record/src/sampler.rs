@@ -72,8 +72,6 @@ struct Tracked {
     exit_t: Option<f64>,
     /// PSS / RSS at the last read, to estimate PSS from RSS between reads.
     pss_ratio: Option<f64>,
-    /// When PSS was last read (`NEG_INFINITY`: never).
-    pss_t: f64,
     peak_pss: u64,
     ru_maxrss: Option<u64>,
     had_children: bool,
@@ -355,7 +353,6 @@ impl Sampler {
             last_t: t,
             exit_t: None,
             pss_ratio: parent_ratio,
-            pss_t: f64::NEG_INFINITY,
             peak_pss: 0,
             ru_maxrss: None,
             had_children: false,
@@ -611,7 +608,6 @@ impl Sampler {
                 p.files = Some(f);
             }
             p.pss_ratio = None;
-            p.pss_t = f64::NEG_INFINITY;
             p.python_t = f64::NEG_INFINITY;
             p.python_seen = false;
             p.unreadable = false;

@@ -314,6 +314,113 @@ fn python_chart(m: &Model, o: &Options) -> String {
     s
 }
 
+/// A line per process, their table, and the growth phases.
+fn processes_section(h: &mut String, m: &Model, o: &Options) {
+    h.push_str("<h2>Processes</h2>");
+    h.push_str(&process_chart(m, o));
+    h.push_str(r#"<table><tr><th></th><th class="num">PID</th><th class="num">PPID</th><th class="num">VmHWM</th><th class="num">peak PSS</th><th class="num">alive (s)</th><th>command</th></tr>"#);
+    for (k, p) in m.processes.iter().enumerate() {
+        let cmd = if p.cmdline.is_empty() {
+            &p.name
+        } else {
+            &p.cmdline
+        };
+        let _ = write!(
+            h,
+            r#"<tr><td><span class="swatch" style="background:{}"></span></td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{:.2}–{:.2}</td><td class="cmdline">{}</td></tr>"#,
+            PROCESS_COLORS[k % PROCESS_COLORS.len()],
+            p.pid,
+            p.ppid,
+            escape(&format_bytes(p.vm_hwm)),
+            escape(&format_bytes(p.peak_pss)),
+            p.first_seconds,
+            p.exit_seconds.unwrap_or(p.last_seconds),
+            escape(cmd)
+        );
+    }
+    h.push_str("</table>");
+
+    h.push_str("<h2>Growth phases</h2>");
+    if m.growth.is_empty() {
+        h.push_str("<p class=\"muted\">No steady growth phase.</p>");
+    } else {
+        h.push_str(r#"<table><tr><th class="num">from (s)</th><th class="num">to (s)</th><th class="num">grew</th><th class="num">rate</th></tr>"#);
+        for g in &m.growth {
+            let _ = write!(
+                h,
+                r#"<tr><td class="num">{:.2}</td><td class="num">{:.2}</td><td class="num">{}</td><td class="num">{:.2} MiB/s</td></tr>"#,
+                g.start_seconds,
+                g.end_seconds,
+                escape(&format_bytes(g.bytes)),
+                g.rate_bytes_per_second / 1048576.0
+            );
+        }
+        h.push_str("</table>");
+    }
+}
+
+/// The ledger chosen to show the peak, said to be at the peak only when it is.
+fn breakdown_section(h: &mut String, l: &crate::model::LedgerAtPeak) {
+    if l.breakdown.at_peak {
+        let _ = write!(h, "<h2>Breakdown at the peak (ledger at {:.2} s)</h2>", l.t);
+    } else {
+        let _ = write!(
+            h,
+            "<h2>No breakdown at the peak</h2><p class=\"warning\">{}</p>",
+            escape(&l.breakdown.note)
+        );
+    }
+    h.push_str(r#"<table><tr><th>category</th><th class="num">PSS</th><th class="num">USS</th><th class="num">RSS</th><th class="num">swap</th></tr>"#);
+    for (c, a) in &l.categories {
+        let _ = write!(
+            h,
+            r#"<tr><td><span class="swatch" style="background:{}"></span>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
+            category_color(c),
+            escape(c),
+            escape(&format_bytes(a.pss)),
+            escape(&format_bytes(a.uss)),
+            escape(&format_bytes(a.rss)),
+            escape(&format_bytes(a.swap))
+        );
+    }
+    h.push_str("</table>");
+    if let Some(f) = l.json.get("findings").and_then(|f| f.as_array()) {
+        h.push_str("<ul>");
+        for s in f.iter().filter_map(|s| s.as_str()) {
+            let _ = write!(h, "<li>{}</li>", escape(s));
+        }
+        h.push_str("</ul>");
+    }
+}
+
+/// The pymalloc chart and each process's last census.
+fn python_section(h: &mut String, m: &Model, o: &Options) {
+    h.push_str("<h2>Python view</h2>");
+    if m.python.is_empty() {
+        h.push_str("<p class=\"muted\">Not recorded: this recording holds the OS view only.</p>");
+    } else {
+        h.push_str(&python_chart(m, o));
+        h.push_str("<p class=\"muted\">pymalloc per process: bytes in used blocks (solid), in free blocks of its arenas (dashed).</p>");
+    }
+    for c in &m.census {
+        let _ = write!(
+            h,
+            r#"<h3>Objects of pid {} at {:.2} s (census, largest first)</h3><table><tr><th>type</th><th class="num">objects</th><th class="num">bytes</th></tr>"#,
+            c.pid, c.t
+        );
+        for t in &c.types {
+            let _ = write!(
+                h,
+                r#"<tr><td class="cmdline">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
+                escape(&t.type_name),
+                t.count,
+                escape(&format_bytes(t.bytes))
+            );
+        }
+        h.push_str("</table>");
+    }
+}
+
 /// Writes the page.
 pub fn render(m: &Model, o: &Options, mut out: impl Write) -> std::io::Result<()> {
     let mut h = String::with_capacity(64 * 1024);
@@ -401,105 +508,12 @@ pub fn render(m: &Model, o: &Options, mut out: impl Write) -> std::io::Result<()
     }
     h.push_str("</div><p class=\"muted\">Areas: ledger categories (PSS) at each full ledger; lines: tree totals at every sample (RSS exact, PSS estimated from RSS between reads).</p>");
 
-    h.push_str("<h2>Processes</h2>");
-    h.push_str(&process_chart(m, o));
-    h.push_str(r#"<table><tr><th></th><th class="num">PID</th><th class="num">PPID</th><th class="num">VmHWM</th><th class="num">peak PSS</th><th class="num">alive (s)</th><th>command</th></tr>"#);
-    for (k, p) in m.processes.iter().enumerate() {
-        let cmd = if p.cmdline.is_empty() {
-            &p.name
-        } else {
-            &p.cmdline
-        };
-        let _ = write!(
-            h,
-            r#"<tr><td><span class="swatch" style="background:{}"></span></td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{:.2}–{:.2}</td><td class="cmdline">{}</td></tr>"#,
-            PROCESS_COLORS[k % PROCESS_COLORS.len()],
-            p.pid,
-            p.ppid,
-            escape(&format_bytes(p.vm_hwm)),
-            escape(&format_bytes(p.peak_pss)),
-            p.first_seconds,
-            p.exit_seconds.unwrap_or(p.last_seconds),
-            escape(cmd)
-        );
-    }
-    h.push_str("</table>");
-
-    h.push_str("<h2>Growth phases</h2>");
-    if m.growth.is_empty() {
-        h.push_str("<p class=\"muted\">No steady growth phase.</p>");
-    } else {
-        h.push_str(r#"<table><tr><th class="num">from (s)</th><th class="num">to (s)</th><th class="num">grew</th><th class="num">rate</th></tr>"#);
-        for g in &m.growth {
-            let _ = write!(
-                h,
-                r#"<tr><td class="num">{:.2}</td><td class="num">{:.2}</td><td class="num">{}</td><td class="num">{:.2} MiB/s</td></tr>"#,
-                g.start_seconds,
-                g.end_seconds,
-                escape(&format_bytes(g.bytes)),
-                g.rate_bytes_per_second / 1048576.0
-            );
-        }
-        h.push_str("</table>");
-    }
+    processes_section(&mut h, m, o);
 
     if let Some(l) = &m.ledger_at_peak {
-        if l.breakdown.at_peak {
-            let _ = write!(h, "<h2>Breakdown at the peak (ledger at {:.2} s)</h2>", l.t);
-        } else {
-            let _ = write!(
-                h,
-                "<h2>No breakdown at the peak</h2><p class=\"warning\">{}</p>",
-                escape(&l.breakdown.note)
-            );
-        }
-        h.push_str(r#"<table><tr><th>category</th><th class="num">PSS</th><th class="num">USS</th><th class="num">RSS</th><th class="num">swap</th></tr>"#);
-        for (c, a) in &l.categories {
-            let _ = write!(
-                h,
-                r#"<tr><td><span class="swatch" style="background:{}"></span>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
-                category_color(c),
-                escape(c),
-                escape(&format_bytes(a.pss)),
-                escape(&format_bytes(a.uss)),
-                escape(&format_bytes(a.rss)),
-                escape(&format_bytes(a.swap))
-            );
-        }
-        h.push_str("</table>");
-        if let Some(f) = l.json.get("findings").and_then(|f| f.as_array()) {
-            h.push_str("<ul>");
-            for s in f.iter().filter_map(|s| s.as_str()) {
-                let _ = write!(h, "<li>{}</li>", escape(s));
-            }
-            h.push_str("</ul>");
-        }
+        breakdown_section(&mut h, l);
     }
-
-    h.push_str("<h2>Python view</h2>");
-    if m.python.is_empty() {
-        h.push_str("<p class=\"muted\">Not recorded: this recording holds the OS view only.</p>");
-    } else {
-        h.push_str(&python_chart(m, o));
-        h.push_str("<p class=\"muted\">pymalloc per process: bytes in used blocks (solid), in free blocks of its arenas (dashed).</p>");
-    }
-    for c in &m.census {
-        let _ = write!(
-            h,
-            r#"<h3>Objects of pid {} at {:.2} s (census, largest first)</h3><table><tr><th>type</th><th class="num">objects</th><th class="num">bytes</th></tr>"#,
-            c.pid, c.t
-        );
-        for t in &c.types {
-            let _ = write!(
-                h,
-                r#"<tr><td class="cmdline">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
-                escape(&t.type_name),
-                t.count,
-                escape(&format_bytes(t.bytes))
-            );
-        }
-        h.push_str("</table>");
-    }
+    python_section(&mut h, m, o);
 
     h.push_str("<h2>Notes</h2><ul class=\"notes\">");
     for s in &m.peak.sampled {

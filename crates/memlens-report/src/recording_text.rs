@@ -153,6 +153,32 @@ pub fn render(m: &Model, opts: &Options, mut out: impl Write) -> std::io::Result
             g.rate_bytes_per_second / 1048576.0
         )?;
     }
+    write_processes(&mut out, m, opts, &fb)?;
+    if let Some(l) = &m.ledger_at_peak {
+        write_breakdown(&mut out, l, &fb)?;
+    }
+    write_python(&mut out, m, &fb)?;
+    for s in &p.sampled {
+        writeln!(out, "note: {}", escape_terminal(s))?;
+    }
+    match m.memlens_cpu_seconds {
+        Some(cpu) if m.duration_seconds > 0.0 => writeln!(
+            out,
+            "recording: {} (memlens used {:.1} % of a core)",
+            escape_terminal(&m.file),
+            cpu / m.duration_seconds * 100.0
+        ),
+        _ => writeln!(out, "recording: {}", escape_terminal(&m.file)),
+    }
+}
+
+/// Each process (the largest by VmHWM first): its peaks and when it was alive.
+fn write_processes(
+    out: &mut impl Write,
+    m: &Model,
+    opts: &Options,
+    fb: &dyn Fn(u64) -> String,
+) -> std::io::Result<()> {
     writeln!(out, "processes:")?;
     writeln!(
         out,
@@ -187,50 +213,65 @@ pub fn render(m: &Model, opts: &Options, mut out: impl Write) -> std::io::Result
     if procs.len() > opts.max_processes {
         writeln!(out, "  … and {} more", procs.len() - opts.max_processes)?;
     }
-    if let Some(l) = &m.ledger_at_peak {
-        let head = if l.breakdown.at_peak {
-            format!(
-                "breakdown at the peak (ledger at {:.2} s, {:.2} s {} it)",
-                l.t,
-                l.breakdown.from_peak_seconds.abs(),
-                if l.breakdown.from_peak_seconds < 0.0 {
-                    "before"
-                } else {
-                    "after"
-                }
-            )
-        } else {
-            l.breakdown.note.clone()
-        };
-        writeln!(
-            out,
-            "{head}: PSS {}, USS {}, RSS {}",
-            fb(l.totals.pss),
-            fb(l.totals.uss),
-            fb(l.totals.rss)
-        )?;
+    Ok(())
+}
+
+/// The ledger chosen to show the peak: whether it is at the peak, its categories, findings.
+fn write_breakdown(
+    out: &mut impl Write,
+    l: &crate::model::LedgerAtPeak,
+    fb: &dyn Fn(u64) -> String,
+) -> std::io::Result<()> {
+    let head = if l.breakdown.at_peak {
+        format!(
+            "breakdown at the peak (ledger at {:.2} s, {:.2} s {} it)",
+            l.t,
+            l.breakdown.from_peak_seconds.abs(),
+            if l.breakdown.from_peak_seconds < 0.0 {
+                "before"
+            } else {
+                "after"
+            }
+        )
+    } else {
+        l.breakdown.note.clone()
+    };
+    writeln!(
+        out,
+        "{head}: PSS {}, USS {}, RSS {}",
+        fb(l.totals.pss),
+        fb(l.totals.uss),
+        fb(l.totals.rss)
+    )?;
+    writeln!(
+        out,
+        "  {:<18} {:>10} {:>10} {:>10}",
+        "category", "PSS", "USS", "RSS"
+    )?;
+    for (c, a) in l.categories.iter().filter(|(_, a)| a.rss > 0) {
         writeln!(
             out,
             "  {:<18} {:>10} {:>10} {:>10}",
-            "category", "PSS", "USS", "RSS"
+            cut(c, 18),
+            fb(a.pss),
+            fb(a.uss),
+            fb(a.rss)
         )?;
-        for (c, a) in l.categories.iter().filter(|(_, a)| a.rss > 0) {
-            writeln!(
-                out,
-                "  {:<18} {:>10} {:>10} {:>10}",
-                cut(c, 18),
-                fb(a.pss),
-                fb(a.uss),
-                fb(a.rss)
-            )?;
-        }
-        if let Some(f) = l.json.get("findings").and_then(|f| f.as_array()) {
-            for s in f.iter().filter_map(|s| s.as_str()) {
-                writeln!(out, "  - {}", escape_terminal(s))?;
-            }
+    }
+    if let Some(f) = l.json.get("findings").and_then(|f| f.as_array()) {
+        for s in f.iter().filter_map(|s| s.as_str()) {
+            writeln!(out, "  - {}", escape_terminal(s))?;
         }
     }
-    // The Python view: the last sample of each process, and its last census.
+    Ok(())
+}
+
+/// The Python view: the last sample of each process, and its last census.
+fn write_python(
+    out: &mut impl Write,
+    m: &Model,
+    fb: &dyn Fn(u64) -> String,
+) -> std::io::Result<()> {
     let mut pids: Vec<u32> = m.python.iter().map(|x| x.pid).collect();
     pids.sort_unstable();
     pids.dedup();
@@ -267,18 +308,7 @@ pub fn render(m: &Model, opts: &Options, mut out: impl Write) -> std::io::Result
             writeln!(out, "         census at {:.2} s: {}", c.t, top.join(", "))?;
         }
     }
-    for s in &p.sampled {
-        writeln!(out, "note: {}", escape_terminal(s))?;
-    }
-    match m.memlens_cpu_seconds {
-        Some(cpu) if m.duration_seconds > 0.0 => writeln!(
-            out,
-            "recording: {} (memlens used {:.1} % of a core)",
-            escape_terminal(&m.file),
-            cpu / m.duration_seconds * 100.0
-        ),
-        _ => writeln!(out, "recording: {}", escape_terminal(&m.file)),
-    }
+    Ok(())
 }
 
 #[cfg(test)]

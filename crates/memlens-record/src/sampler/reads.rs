@@ -142,7 +142,7 @@ impl Sampler {
                 Ok(c) => {
                     let a = Amounts::of(&c);
                     sum += a.pss;
-                    self.note_pss(i, t, &a);
+                    self.note_pss(i, &a);
                     let id = self.procs[i].id;
                     self.writer.pss(t, id, &a, (cost * 1e6) as u64)?;
                 }
@@ -209,12 +209,11 @@ impl Sampler {
         }
     }
 
-    pub(super) fn note_pss(&mut self, i: usize, t: f64, a: &Amounts) {
+    pub(super) fn note_pss(&mut self, i: usize, a: &Amounts) {
         let p = &mut self.procs[i];
         if a.rss > 0 {
             p.pss_ratio = Some((a.pss as f64 / a.rss as f64).min(1.0));
         }
-        p.pss_t = t;
         p.peak_pss = p.peak_pss.max(a.pss);
     }
 
@@ -249,7 +248,7 @@ impl Sampler {
         }
         for pl in &ledger.processes {
             if let Some(&i) = self.live.get(&pl.pid) {
-                self.note_pss(i, t, &pl.totals);
+                self.note_pss(i, &pl.totals);
                 // The ledger's per-process totals are PSS reads too (cost 0: paid by the ledger).
                 let id = self.procs[i].id;
                 self.writer.pss(t, id, &pl.totals, 0)?;
