@@ -11,22 +11,33 @@ log() { printf '\n== %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages: util-linux's setpriv (unprivileged-user tests), chromium (HTML report test),
-# sqlite3 (recordings are read back with the shell in tests).
+# sqlite3 (recordings are read back with the shell in tests); for the CPython layout tables:
+# patchelf (sid's interpreters run with sid's loader), gdb (private structs from DWARF) and
+# the aarch64 cross compiler (the aarch64 tables).
 need=()
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v chromium >/dev/null || need+=(chromium)
 command -v sqlite3 >/dev/null || need+=(sqlite3)
+command -v patchelf >/dev/null || need+=(patchelf)
+command -v gdb >/dev/null || need+=(gdb)
+command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing Debian packages: ${need[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+log "interpreters beyond pyenv: CPython 3.14 and 3.15 from Debian sid, numpy (scripts/test-pythons.sh)"
+bash scripts/test-pythons.sh >/dev/null
+
+log "layout tables: regenerated in memory, equal to the checked-in ones"
+python3 scripts/gen_layouts.py --check
+
 log "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-log "tests (every installed CPython 3.8-3.13 and /usr/bin/python3.11; a missing one fails under CI)"
+log "tests (pyenv CPython 3.8-3.13, /usr/bin/python3.11, sid's 3.14 and 3.15, numpy; a missing one fails under CI)"
 export CI="${CI:-true}"
 cargo test --workspace --locked
 

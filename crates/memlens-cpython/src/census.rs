@@ -86,6 +86,10 @@ enum Kind {
     Module,
     Cell,
     Code,
+    /// 3.15 `lazy_import`: holds the code object that declared it.
+    LazyImport,
+    /// Method, member, getset, wrapper and classmethod descriptors (their type and names).
+    Descriptor,
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +122,7 @@ struct Walker<'a, M> {
 
 /// Takes the census. `mem` should be a cache over a paused (or at least quiet) process.
 pub fn take<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Census> {
+    it.layout.require_tables("the census")?;
     let l = it.layout;
     let mut w = Walker {
         it,
@@ -220,6 +225,19 @@ impl<M: ProcessMemory> Walker<'_, M> {
             Kind::Cell
         } else if ty == t.code {
             Kind::Code
+        } else if ty != 0 && self.it.symbol("PyLazyImport_Type") == Some(ty) {
+            Kind::LazyImport
+        } else if [
+            "PyMethodDescr_Type",
+            "PyClassMethodDescr_Type",
+            "PyMemberDescr_Type",
+            "PyGetSetDescr_Type",
+            "PyWrapperDescr_Type",
+        ]
+        .iter()
+        .any(|n| ty != 0 && self.it.symbol(n) == Some(ty))
+        {
+            Kind::Descriptor
         } else {
             Kind::Other
         };
@@ -434,6 +452,24 @@ impl<M: ProcessMemory> Walker<'_, M> {
                 let mut fields = vec![l.code_consts, l.code_names, l.code_filename, l.code_name];
                 fields.extend(l.code_qualname);
                 for off in fields {
+                    let p = self.mem.read_u64(obj + off)?;
+                    self.push(p);
+                }
+            }
+            Kind::LazyImport => {
+                let fields = [
+                    l.lazy_import_builtins,
+                    l.lazy_import_from,
+                    l.lazy_import_attr,
+                    l.lazy_import_code,
+                ];
+                for off in fields.into_iter().flatten() {
+                    let p = self.mem.read_u64(obj + off)?;
+                    self.push(p);
+                }
+            }
+            Kind::Descriptor => {
+                for off in [l.descr_type, l.descr_name, l.descr_qualname] {
                     let p = self.mem.read_u64(obj + off)?;
                     self.push(p);
                 }

@@ -10,7 +10,7 @@ pub enum Error {
         pid: u32,
     },
     /// A Python memlens does not read.
-    #[error("unsupported: {what}; memlens reads CPython 3.8 to 3.14 (GIL builds; Linux x86_64, and aarch64 up to 3.13)")]
+    #[error("unsupported: {what}; memlens reads CPython 3.8 to 3.15 (GIL builds; Linux x86_64 and aarch64)")]
     Unsupported {
         /// What was found, e.g. "Python 2.7" or "free-threaded CPython 3.13t".
         what: String,

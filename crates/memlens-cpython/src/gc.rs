@@ -81,14 +81,65 @@ pub fn walk_list<M: ProcessMemory>(
     Ok(n)
 }
 
+/// Address of generation `i`'s statistics record (`gc.get_stats()[i]`): an array inside the
+/// state up to 3.14; from 3.15 the current record of that generation's ring of cumulative
+/// records, behind a pointer.
+fn stats_record<M: ProcessMemory>(it: &Interpreter, mem: &M, state: u64, i: u64) -> Result<u64> {
+    let l = it.layout;
+    let (
+        Some(young),
+        Some(old),
+        Some(old_size),
+        Some(young_items),
+        Some(old_items),
+        Some(young_index),
+        Some(old_index),
+        Some(young_slots),
+        Some(old_slots),
+    ) = (
+        l.gc_stats_young,
+        l.gc_stats_old,
+        l.gc_stats_old_size,
+        l.gc_stats_young_items,
+        l.gc_stats_old_items,
+        l.gc_stats_young_index,
+        l.gc_stats_old_index,
+        l.gc_stats_young_slots,
+        l.gc_stats_old_slots,
+    )
+    else {
+        return Ok(state + l.gc_stats + i * l.gc_stats_size);
+    };
+    let rings = mem.read_u64(state + l.gc_stats)?;
+    let (ring, items, index, slots) = if i == 0 {
+        (rings + young, young_items, young_index, young_slots)
+    } else {
+        (
+            rings + old + (i - 1) * old_size,
+            old_items,
+            old_index,
+            old_slots,
+        )
+    };
+    let at = u64::from(mem.read_u8(ring + index)?);
+    if at >= slots {
+        return Err(Error::Invalid {
+            pid: it.pid,
+            why: format!("GC statistics ring {i} at {ring:#x} has index {at} of {slots}"),
+        });
+    }
+    Ok(ring + items + at * l.gc_stats_size)
+}
+
 /// Reads the collector's state.
 pub fn read<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<GcState> {
+    it.layout.require_tables("the GC state")?;
     let l = it.layout;
     let state = state_address(it)?;
     let mut generations = Vec::with_capacity(3);
     for i in 0..3u64 {
         let g = list_head(it, state, i);
-        let s = state + l.gc_stats + i * l.gc_stats_size;
+        let s = stats_record(it, mem, state, i)?;
         generations.push(Generation {
             count: i64::from(mem.read_i32(g + l.gc_generation_count)?),
             threshold: i64::from(mem.read_i32(g + l.gc_generation_threshold)?),

@@ -13,10 +13,12 @@ pub mod gc;
 pub mod layouts;
 pub mod linetable;
 pub mod modules;
+pub mod numpy;
 pub mod objects;
 pub mod process;
 pub mod pymalloc;
 pub mod session;
+pub mod sizes;
 pub mod threads;
 
 pub use census::{Census, TypeCount};
@@ -26,4 +28,5 @@ pub use modules::Modules;
 pub use process::{Interpreter, Version};
 pub use pymalloc::Pymalloc;
 pub use session::{PythonView, ReadMode, Session};
+pub use sizes::{ObjectSize, SizeKind, Sizer, TypeFacts};
 pub use threads::{Frame, Thread};

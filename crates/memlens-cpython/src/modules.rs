@@ -20,6 +20,7 @@ pub struct Modules {
 
 /// Reads `sys.modules`.
 pub fn read<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Modules> {
+    it.layout.require_tables("sys.modules")?;
     let l = it.layout;
     let dict = mem.read_u64(it.interp + l.interp_modules)?;
     if dict == 0 {

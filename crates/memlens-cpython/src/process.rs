@@ -284,17 +284,9 @@ impl Interpreter {
                 what: format!("CPython {version}"),
             });
         }
-        let layout = layouts::for_version(version.minor).ok_or_else(|| Error::Unsupported {
-            what: format!("CPython {version}"),
-        })?;
-        if let Some(at) = layout.dbg_free_threaded {
-            if mem.read_u64(runtime + at)? != 0 {
-                return Err(Error::Unsupported {
-                    what: format!("free-threaded CPython {version}"),
-                });
-            }
-        }
-        layouts::check_debug_offsets(mem, runtime, layout, &version.to_string())?;
+        // the minor's table, checked against _Py_DebugOffsets (3.13+); a build the table does
+        // not match is read through its debug offsets alone
+        let layout = layouts::select(mem, runtime, &version)?;
         let interp = mem.read_u64(runtime + layout.runtime_interpreters_head)?;
         let invalid = |why: String| Error::Invalid { pid, why };
         if interp == 0 {
@@ -434,7 +426,7 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(
-            msg.contains("unsupported: CPython 3.6") && msg.contains("3.8 to 3.14"),
+            msg.contains("unsupported: CPython 3.6") && msg.contains("3.8 to 3.15"),
             "{msg}"
         );
     }

@@ -184,6 +184,7 @@ fn scan_for_table<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<ArenaTa
 
 /// The live arenas: `(address, pool_address)` of each, from one read of the arena table.
 fn live_arenas<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Vec<(u64, u64)>> {
+    it.layout.require_tables("pymalloc")?;
     let l = it.layout;
     let t = table(it, mem)?;
     if t.arenas == 0 || t.maxarenas == 0 {

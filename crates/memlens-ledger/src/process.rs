@@ -421,10 +421,11 @@ pub fn build(
         unlocated: stacks.unlocated,
         ..ThreadStacks::default()
     };
+    let mut stack_mappings = 0;
     for (i, m) in parts.mappings.iter().enumerate() {
         match stacks.role.get(&i) {
             Some(StackRole::Stack) => {
-                thread_stacks.count += 1;
+                stack_mappings += 1;
                 thread_stacks.reserved += m.entry.size();
                 thread_stacks.resident += m.counters.rss;
             }
@@ -432,6 +433,12 @@ pub fn build(
             None => {}
         }
     }
+    // threads located, or without stack pointers to go by, the stack mappings found
+    thread_stacks.count = if parts.stack_pointers.is_empty() {
+        stack_mappings
+    } else {
+        stacks.located
+    };
     ProcessLedger {
         pid: parts.pid,
         ppid: parts.ppid,
@@ -465,6 +472,9 @@ enum StackRole {
 struct Stacks {
     role: BTreeMap<usize, StackRole>,
     unlocated: u64,
+    /// Threads whose stack was found: several can share one mapping (glibc 2.42+ makes guard
+    /// pages with MADV_GUARD_INSTALL, so neighbouring thread stacks merge into one mapping).
+    located: u64,
 }
 
 /// Finds stack mappings: `[stack]`, each mapping that holds a thread's stack pointer, and for
@@ -490,10 +500,12 @@ fn find_stacks(mappings: &[Mapping], sps: &[Option<u64>]) -> Stacks {
         mark(&mut role, i);
     }
     let mut unlocated_threads = 0u64;
+    let mut located = 0u64;
     for sp in sps {
         match sp {
             Some(sp) => {
                 if let Some(i) = mappings.iter().position(|m| m.entry.contains(*sp)) {
+                    located += 1;
                     if role.get(&i) != Some(&StackRole::Stack) {
                         mark(&mut role, i);
                     }
@@ -523,12 +535,14 @@ fn find_stacks(mappings: &[Mapping], sps: &[Option<u64>]) -> Stacks {
             if shaped {
                 mark(&mut role, i);
                 remaining -= 1;
+                located += 1;
             }
         }
     }
     Stacks {
         role,
         unlocated: remaining,
+        located,
     }
 }
 
@@ -606,5 +620,25 @@ mod tests {
         assert_eq!(a.rss + b.rss, c.rss);
         assert_eq!(a.pss + b.pss, c.pss);
         assert_eq!(a.size, 3 << 20);
+    }
+
+    /// glibc 2.42+ guards thread stacks with MADV_GUARD_INSTALL instead of PROT_NONE
+    /// mappings, so neighbouring stacks merge into one mapping: each thread is still a stack.
+    #[test]
+    fn merged_thread_stacks_count_per_thread() {
+        let smaps = b"7ffd0000-7ffd1000 rw-p 00000000 00:00 0                          [stack]\n\
+Size:                  4 kB\nRss:                   4 kB\n\
+7f0000000000-7f0001002000 rw-p 00000000 00:00 0 \n\
+Size:              16392 kB\nRss:                  16 kB\n";
+        let mappings = memlens_procfs::smaps::parse(smaps).expect("smaps");
+        let sps = [
+            Some(0x7ffd_0800),
+            Some(0x7f00_0000_1000),
+            Some(0x7f00_0090_0000),
+        ];
+        let stacks = find_stacks(&mappings, &sps);
+        assert_eq!(stacks.located, 3);
+        assert_eq!(stacks.unlocated, 0);
+        assert_eq!(stacks.role.len(), 2, "two mappings hold the three stacks");
     }
 }

@@ -21,7 +21,7 @@ pub fn cli_error(pid: u32, e: Error) -> CliError {
     match e {
         Error::NotPython { .. } => CliError::new(
             Code::Unsupported,
-            format!("unsupported: {e}; memlens reads CPython 3.8 to 3.14"),
+            format!("unsupported: {e}; memlens reads CPython 3.8 to 3.15"),
         ),
         Error::Unsupported { .. } | Error::LayoutMismatch { .. } => {
             CliError::new(Code::Unsupported, e.to_string()).with_hint(

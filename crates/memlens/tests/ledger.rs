@@ -33,7 +33,7 @@ for i in range(0, 32 << 20, 4096):
 # An extension module loaded from a site-packages folder of a distribution we construct.
 dynload = sysconfig.get_config_var("DESTSHARED")
 ext = None
-for name in ["_bisect", "_json", "_csv", "_heapq", "_random", "array", "_statistics", "_struct", "_contextvars", "cmath"]:
+for name in ["_bisect", "_json", "_csv", "_heapq", "_random", "array", "_statistics", "_struct", "_contextvars", "cmath", "_bz2", "_lzma", "_uuid"]:
     if name in sys.modules:
         continue
     cands = [f for f in os.listdir(dynload) if f.startswith(name + ".") and f.endswith(".so")]

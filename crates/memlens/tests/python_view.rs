@@ -295,7 +295,7 @@ fn python_2_7_is_unsupported_with_exit_code_5() {
         assert_eq!(out.status.code(), Some(5), "{cmd}: {err}");
         assert!(err.contains("unsupported: CPython 2.7"), "{cmd}: {err}");
         assert!(
-            err.contains("3.8 to 3.14"),
+            err.contains("3.8 to 3.15"),
             "{cmd} names what is supported: {err}"
         );
     }

@@ -47,8 +47,20 @@ pub struct Python {
     pub version: (u32, u32),
 }
 
-/// The CPythons the project supports and that tests must cover: every pyenv 3.8-3.13 and the
-/// static, stripped `/usr/bin/python3.11`. Under CI (`CI` set) a missing one fails the test;
+/// Where `scripts/test-pythons.sh` installs what the tests need beyond pyenv and Debian
+/// (`$MEMLENS_TEST_CACHE`, default `~/.cache/memlens-test`).
+pub fn test_cache() -> PathBuf {
+    match std::env::var_os("MEMLENS_TEST_CACHE") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/memlens-test")
+        }
+    }
+}
+
+/// The CPythons the project supports and that tests must cover: every pyenv 3.8-3.13, the
+/// static, stripped `/usr/bin/python3.11`, and Debian sid's static 3.14 and 3.15 as
+/// `scripts/test-pythons.sh` installs them. Under CI (`CI` set) a missing one fails the test;
 /// elsewhere it is reported and left out.
 pub fn pythons() -> Vec<Python> {
     let mut out = Vec::new();
@@ -96,6 +108,26 @@ pub fn pythons() -> Vec<Python> {
         });
     } else {
         missing.push("/usr/bin/python3.11".into());
+    }
+    for minor in [14u32, 15] {
+        let dest = test_cache().join(format!("sid/python3.{minor}"));
+        let exe = dest.join(format!("root/usr/bin/python3.{minor}"));
+        let done = std::fs::read_dir(&dest).ok().and_then(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .find_map(|n| n.strip_prefix(".done-").map(str::to_string))
+        });
+        match done {
+            Some(version) if exe.exists() => out.push(Python {
+                label: format!("debian-sid-{version}-static"),
+                path: exe,
+                version: (3, minor),
+            }),
+            _ => missing.push(format!(
+                "Debian sid 3.{minor} in {} (scripts/test-pythons.sh)",
+                dest.display()
+            )),
+        }
     }
     if !missing.is_empty() {
         if std::env::var_os("CI").is_some() {
