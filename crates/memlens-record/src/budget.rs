@@ -22,6 +22,9 @@
 /// first).
 const COUNTER_SHARE: f64 = 1.0 / 3.0;
 
+/// Ticks whose cost is averaged before the average may space the ticks out.
+const SETTLE_TICKS: u32 = 50;
+
 /// What the background account may hold in advance.
 const BACKGROUND_CAP: f64 = 0.01;
 
@@ -34,6 +37,7 @@ pub struct Budget {
     background: f64,
     last_t: Option<f64>,
     tick_cost: Option<f64>,
+    ticks_noted: u32,
 }
 
 impl Budget {
@@ -50,6 +54,7 @@ impl Budget {
             background: BACKGROUND_CAP,
             last_t: None,
             tick_cost: None,
+            ticks_noted: 0,
         }
     }
 
@@ -85,7 +90,7 @@ impl Budget {
     /// Records what one tick's counters cost (moving average), for the tick spacing.
     pub fn note_tick_cost(&mut self, seconds: f64) {
         let s = seconds.max(0.0);
-        // From zero: the first ticks pay for setting up (statements prepared, files opened).
+        self.ticks_noted += 1;
         self.tick_cost = Some(0.95 * self.tick_cost.unwrap_or(0.0) + 0.05 * s);
     }
 
@@ -97,6 +102,11 @@ impl Budget {
     /// The interval between ticks: the configured one, or longer when the counters alone
     /// would take more than a third of the budget at that pace.
     pub fn tick_interval(&self, configured: f64) -> f64 {
+        // Not before the average means something: the first ticks pay for setting up
+        // (statements prepared, files opened, the first commit), from the bucket's start.
+        if self.ticks_noted < SETTLE_TICKS {
+            return configured;
+        }
         configured.max(self.tick_cost() / (self.share * COUNTER_SHARE))
     }
 
