@@ -181,17 +181,21 @@ fn a_recorded_forked_tree_peaks_at_the_pss_the_kernel_reads() {
         let rss_sum: u64 = pids.iter().map(|&p| rollup_field(p, "Rss")).sum();
         assert!(out.status.success(), "{}", stderr(&out));
         t.send("done");
-        // The plateau held while memlens recorded.
-        support::assert_close("kernel PSS before/after", after, before, 1.0);
+        // The plateau held while memlens recorded (the tree's share of libraries other
+        // processes map too, other tests' interpreters, moves a little as they come and go).
+        support::assert_close("kernel PSS before/after", after, before, 3.0);
         let j: Value = serde_json::from_slice(&out.stdout).unwrap();
         let peak = &j["peak"];
-        support::assert_close(&format!("{} peak", py.label), u(&peak["bytes"]), after, 3.0);
-        support::assert_close(
-            &format!("{} recorded tree PSS", py.label),
-            u(&peak["pss"]),
-            after,
-            3.0,
-        );
+        let within = |what: &str, v: u64| {
+            let (lo, hi) = (before.min(after) as f64, before.max(after) as f64);
+            assert!(
+                v as f64 >= lo * 0.97 && v as f64 <= hi * 1.03,
+                "{} {what}: {v} is not within 3 % of the kernel's {before}..{after}",
+                py.label
+            );
+        };
+        within("peak", u(&peak["bytes"]));
+        within("recorded tree PSS", u(&peak["pss"]));
         assert_eq!(peak["source"], "pss", "{}: {peak}", py.label);
         assert!(
             rss_sum > after * 3 / 2,
