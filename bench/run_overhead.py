@@ -10,9 +10,15 @@
     under `memlens record ROOT --duration D` at 100 Hz: memlens's own CPU (utime+stime from
     /proc/<memlens pid>/stat, last value before it exits; cross-checked with wait4) over the
     wall time, with the samples, PSS reads and ledgers it managed.
+(c) The fixed cost `memlens run` adds around a program (start-up, cgroup, first attach, the
+    report at exit): `true` and `python -c pass` plain and under `memlens run -q` (with and
+    without its memory cgroup), in paired rounds after a warm-up; the median of the per-round
+    differences (memlens minus plain) in milliseconds. Each run writes a fresh recording,
+    removed outside the timing.
 
 Nothing is asserted; it prints what it measured. Run from the repository root:
     bench/.venv/bin/python bench/run_overhead.py [--rounds 5] [--tree-seconds 20]
+        [--fixed-rounds 30] [--skip-a] [--skip-b] [--skip-c]
 """
 import argparse
 import json
@@ -89,6 +95,8 @@ def section_a(args, memlens, python, mprof, out):
                     os.remove(os.path.join(out, "w6.mprof.dat"))
                 except FileNotFoundError:
                     pass
+            if name.startswith("memlens"):
+                remove_recording(db)
             r = timed(cmd)
             if rnd > 0:
                 res[name].append(r)
@@ -109,6 +117,43 @@ def section_a(args, memlens, python, mprof, out):
     share = med([c / w * 100 for c, w in zip(cpu, walls)])
     print(f"\nmemlens's own CPU during `run`: {fmt(med(cpu), ' s')} = {fmt(share, ' % of a core', 2)}")
     print("recording of the last run:", counts(db))
+
+
+def remove_recording(db):
+    """memlens never replaces a file: the bench removes the last round's recording."""
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.remove(db + suffix)
+        except FileNotFoundError:
+            pass
+
+
+def section_c(args, memlens, python, out):
+    programs = [("true", ["true"]), ("python -c pass", [python, "-c", "pass"])]
+    print(f"\n(c) fixed cost of `memlens run`: {args.fixed_rounds} paired rounds after 3 warm-up; "
+          "memlens minus plain, ms: median (min-max)\n")
+    print("| program | plain ms | memlens run -q | run (summary on stderr) | run -q --no-cgroup |")
+    print("|---|---|---|---|---|")
+    db = os.path.join(out, "fixed.db")
+    for label, prog in programs:
+        groups = [
+            ("plain", prog),
+            ("run", [memlens, "run", "-q", "-o", db, "--"] + prog),
+            ("summary", [memlens, "run", "-o", db, "--"] + prog),
+            ("nocg", [memlens, "run", "-q", "--no-cgroup", "-o", db, "--"] + prog),
+        ]
+        res = {name: [] for name, _ in groups}
+        for rnd in range(args.fixed_rounds + 3):
+            for name, cmd in groups:
+                remove_recording(db)
+                wall = timed(cmd)[0]
+                if rnd >= 3:
+                    res[name].append(wall)
+        plain = res["plain"]
+        diff = {k: med([(a - b) * 1e3 for a, b in zip(res[k], plain)]) for k in ("run", "summary", "nocg")}
+        print(f"| {label} | {fmt(med([p * 1e3 for p in plain]), digits=1)} | "
+              f"**{fmt(diff['run'], digits=1)}** | {fmt(diff['summary'], digits=1)} | {fmt(diff['nocg'], digits=1)} |")
+    remove_recording(db)
 
 
 def proc_cpu(pid):
@@ -142,6 +187,7 @@ def section_b(args, memlens, python, out):
         print("|---|---|---|---|---|---|---|---|---|")
         for interval in args.intervals:
             db = os.path.join(out, f"tree-{interval}.db")
+            remove_recording(db)
             t0 = time.perf_counter()
             m = subprocess.Popen([memlens, "record", pids[0], "--duration", f"{args.tree_seconds}s",
                                   "--interval", interval, "--json", "-o", db],
@@ -176,6 +222,8 @@ def main():
     ap.add_argument("--intervals", nargs="+", default=["10ms"])
     ap.add_argument("--skip-a", action="store_true")
     ap.add_argument("--skip-b", action="store_true")
+    ap.add_argument("--skip-c", action="store_true")
+    ap.add_argument("--fixed-rounds", type=int, default=30)
     args = ap.parse_args()
     if not os.access(args.memlens, os.X_OK):
         sys.exit(f"{args.memlens} not found: cargo build --release -p memlens")
@@ -190,6 +238,8 @@ def main():
         section_a(args, args.memlens, args.python, mprof, out)
     if not args.skip_b:
         section_b(args, args.memlens, args.python, out)
+    if not args.skip_c:
+        section_c(args, args.memlens, args.python, out)
     with open("/proc/loadavg") as f:
         print("\nload average after:", f.read().split()[:3])
 

@@ -55,10 +55,16 @@ pub struct PsReport {
     pub unreadable: u32,
 }
 
-/// Whether a process is a Python: by executable name or a mapped libpython.
-fn python_of(proc: &Process) -> Option<PythonInfo> {
-    let exe = proc.exe().ok()?;
-    let maps = proc.maps().ok()?;
+/// Whether a process is a Python: by executable name or a mapped libpython. `Err` when the
+/// kernel refuses to show its executable or mappings (another user's process): it may be one.
+fn python_of(proc: &Process) -> std::result::Result<Option<PythonInfo>, Denied> {
+    let (exe, maps) = match (proc.exe(), proc.maps()) {
+        (Ok(exe), Ok(maps)) => (exe, maps),
+        (Err(Error::PermissionDenied { .. }), _) | (_, Err(Error::PermissionDenied { .. })) => {
+            return Err(Denied)
+        }
+        _ => return Ok(None),
+    };
     // detect_python works on smaps mappings; wrap the maps entries without counters.
     let mappings: Vec<memlens_procfs::smaps::Mapping> = maps
         .into_iter()
@@ -72,8 +78,11 @@ fn python_of(proc: &Process) -> Option<PythonInfo> {
             vm_flags: Vec::new(),
         })
         .collect();
-    crate::process::detect_python(&exe, &mappings)
+    Ok(crate::process::detect_python(&exe, &mappings))
 }
+
+/// The kernel refused to show a process.
+struct Denied;
 
 enum Row {
     Listed(Box<PsProcess>),
@@ -86,11 +95,14 @@ fn read_row(pid: u32, all: bool) -> Row {
         return Row::Skip;
     };
     let status = match proc.status() {
-        Ok(s) if s.is_kernel_thread() => return Row::Skip,
+        Ok(s) if s.is_kernel_thread() || s.has_exited() => return Row::Skip,
         Ok(s) => s,
+        Err(Error::PermissionDenied { .. }) => return Row::Unreadable,
         Err(_) => return Row::Skip,
     };
-    let python = python_of(&proc);
+    let Ok(python) = python_of(&proc) else {
+        return Row::Unreadable;
+    };
     if python.is_none() && !all {
         return Row::Skip;
     }

@@ -223,6 +223,10 @@ impl ProcessParts {
     /// Reads a live process. Threads that exit during the read are skipped.
     pub fn read(proc: &Process) -> Result<Self> {
         let status = proc.status()?;
+        // A zombie has exited: its memory is gone, whatever its parent does about reaping it.
+        if status.has_exited() {
+            return Err(memlens_procfs::Error::ProcessGone { pid: proc.pid() });
+        }
         if status.is_kernel_thread() {
             return Err(memlens_procfs::Error::KernelThread { pid: proc.pid() });
         }

@@ -41,12 +41,28 @@ pub struct Status {
     pub vm_pte: u64,
     /// Number of threads.
     pub threads: u32,
+    /// `TracerPid`: the process tracing this one (a debugger, strace, py-spy), 0 when none.
+    pub tracer_pid: u32,
+    /// `Kthread` (kernels 6.0 and later): whether this is a kernel thread; `None` when the
+    /// kernel does not say.
+    pub kthread: Option<bool>,
 }
 
 impl Status {
-    /// Whether this is a kernel thread (no address space: no `VmSize` line).
+    /// Whether this is a kernel thread: the kernel's `Kthread` line where it has one, else a
+    /// live process without an address space (no `VmSize` line). A zombie has no address space
+    /// either but is not a kernel thread.
     pub fn is_kernel_thread(&self) -> bool {
-        self.vm_size == 0
+        match self.kthread {
+            Some(k) => k,
+            None => self.vm_size == 0 && !self.has_exited(),
+        }
+    }
+
+    /// Whether the process has exited: a zombie (`Z`, waiting for its parent to reap it) or
+    /// dead (`X`).
+    pub fn has_exited(&self) -> bool {
+        matches!(self.state, b'Z' | b'X' | b'x')
     }
 }
 
@@ -89,6 +105,8 @@ pub fn parse(content: &[u8]) -> Result<Status> {
             b"VmSwap" => s.vm_swap = kb()?,
             b"VmPTE" => s.vm_pte = kb()?,
             b"Threads" => s.threads = num()? as u32,
+            b"TracerPid" => s.tracer_pid = num()? as u32,
+            b"Kthread" => s.kthread = Some(num()? != 0),
             _ => {}
         }
     }
@@ -116,7 +134,28 @@ VmRSS:\t 200 kB\nRssAnon:\t 100 kB\nRssFile:\t 90 kB\nRssShmem:\t 10 kB\nVmSwap:
         assert_eq!(s.vm_hwm, 300 * 1024);
         assert_eq!(s.rss_anon + s.rss_file + s.rss_shmem, s.vm_rss);
         assert_eq!(s.threads, 3);
+        assert_eq!(s.tracer_pid, 0);
         assert!(!s.is_kernel_thread());
+        assert!(!s.has_exited());
+    }
+
+    #[test]
+    fn zombies_kernel_threads_and_tracers() {
+        // A zombie has no VmSize line, like a kernel thread on kernels without `Kthread`.
+        let zombie =
+            parse(b"Name:\tpython3\nState:\tZ (zombie)\nTgid:\t7\nPPid:\t1\nThreads:\t1\n")
+                .unwrap();
+        assert!(zombie.has_exited());
+        assert!(!zombie.is_kernel_thread());
+        let old_kthread =
+            parse(b"Name:\tkthreadd\nState:\tS (sleeping)\nTgid:\t2\nPPid:\t0\n").unwrap();
+        assert!(old_kthread.is_kernel_thread());
+        let kthread =
+            parse(b"Name:\tkthreadd\nState:\tS (sleeping)\nTgid:\t2\nKthread:\t1\n").unwrap();
+        assert!(kthread.is_kernel_thread());
+        let traced = parse(b"Name:\tpython3\nState:\tt (tracing stop)\nTgid:\t9\nTracerPid:\t4242\nVmSize:\t 10 kB\nKthread:\t0\n").unwrap();
+        assert_eq!(traced.tracer_pid, 4242);
+        assert!(!traced.is_kernel_thread());
     }
 
     #[test]

@@ -68,6 +68,36 @@ pub enum Error {
     /// Reading `/proc` failed.
     #[error(transparent)]
     Procfs(#[from] memlens_procfs::Error),
+    /// memlens will not write at this path (it exists and memlens did not write it, it is not
+    /// a regular file, or it changed while memlens looked at it).
+    #[error("{path}: {why}")]
+    Refused {
+        /// The path.
+        path: PathBuf,
+        /// Why, in words.
+        why: String,
+        /// Whether `--force` would replace it (a file memlens wrote).
+        force_helps: bool,
+    },
+}
+
+impl Error {
+    /// Whether the error is a full disk (or quota): SQLite's `SQLITE_FULL`, or `ENOSPC` /
+    /// `EDQUOT` from the file system.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Sqlite { source, .. } => {
+                source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+            }
+            Error::Io { source, .. } => {
+                matches!(
+                    source.raw_os_error(),
+                    Some(libc::ENOSPC) | Some(libc::EDQUOT)
+                )
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Result alias.

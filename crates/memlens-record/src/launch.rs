@@ -3,12 +3,13 @@
 //! and in [`crate::cputime`].
 #![allow(unsafe_code)]
 
-use std::ffi::OsString;
+use std::collections::HashMap;
+use std::ffi::{CString, OsString};
 use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::time::Instant;
 
 /// Signals `memlens run` forwards to the program.
 pub const FORWARDED: [i32; 6] = [
@@ -24,6 +25,8 @@ static CHILD: AtomicI32 = AtomicI32::new(0);
 static PENDING: AtomicU64 = AtomicU64::new(0);
 static SENT: AtomicU64 = AtomicU64::new(0);
 static STOP: AtomicBool = AtomicBool::new(false);
+/// The write end of the [`Waiter`]'s pipe, for the signal handlers (-1: none).
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// Why a program could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -54,50 +57,208 @@ pub enum SpawnError {
     },
 }
 
-/// Starts `program args...` with inherited stdio. When `cgroup_procs` is given, the child writes
-/// `0` into it (moving itself into that cgroup) after fork and before exec, so every page the
-/// program touches is charged there. Returns the PID.
-pub fn spawn(
+fn spawn_error(program: &OsString, e: std::io::Error) -> SpawnError {
+    let name = program.to_string_lossy().into_owned();
+    match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) => SpawnError::NotFound { program: name },
+        Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::ENOEXEC) | Some(libc::EISDIR) => {
+            SpawnError::NotExecutable {
+                program: name,
+                source: e,
+            }
+        }
+        _ => SpawnError::Other {
+            program: name,
+            source: e,
+        },
+    }
+}
+
+/// A program forked and held before exec: its memory cgroup is joined while memlens prepares
+/// the recording (moving a process between v1 cgroups waits for an RCU grace period, several
+/// milliseconds, which this overlaps with memlens's own start-up), and it runs only once
+/// [`Held::release`] is called. Dropped or [`Held::cancel`]led, it exits without running.
+///
+/// The fork and exec are done here rather than by `std::process::Command`, whose `spawn`
+/// blocks until the exec: holding the child would then need a thread, and each hand-over
+/// between threads costs a wake-up, which on a busy machine is milliseconds.
+#[derive(Debug)]
+pub struct Held {
+    pid: libc::pid_t,
+    go: Option<OwnedFd>,
+    exec_error: Option<OwnedFd>,
+    program: OsString,
+}
+
+/// Forks `program args...` with inherited stdio and holds it before exec (see [`Held`]).
+/// When `cgroup_procs` is given, the child writes `0` into it (moving itself into that
+/// cgroup) right after fork, so every page the program touches is charged there. memlens must
+/// have no other thread running when it calls this (the child only calls async-signal-safe
+/// functions, but a lock held by another thread at the fork would stay held in it).
+pub fn hold(
     program: &OsString,
     args: &[OsString],
     cgroup_procs: Option<&File>,
-) -> Result<u32, SpawnError> {
-    let mut cmd = Command::new(program);
-    cmd.args(args);
-    if let Some(f) = cgroup_procs {
-        let fd = f.as_raw_fd();
-        // SAFETY: the closure runs in the forked child before exec and only calls write(2),
-        // which is async-signal-safe; `fd` stays open in the child until exec (the File lives
-        // in the parent for the duration of spawn).
-        unsafe {
-            cmd.pre_exec(move || {
-                let _ = libc::write(fd, b"0".as_ptr().cast(), 1);
-                Ok(())
-            });
-        }
+) -> Result<Held, SpawnError> {
+    let fail = |e| spawn_error(program, e);
+    let nul = || fail(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    // Everything the child needs is built before the fork: it must not allocate.
+    let path = CString::new(program.as_bytes()).map_err(|_| nul())?;
+    let argv: Vec<CString> = std::iter::once(program)
+        .chain(args)
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| nul())?;
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let (go_read, go_write) = pipe().map_err(fail)?;
+    let (err_read, err_write) = pipe().map_err(fail)?;
+    let fds = ChildFds {
+        procs: cgroup_procs.map(AsRawFd::as_raw_fd),
+        go_read: go_read.as_raw_fd(),
+        go_write: go_write.as_raw_fd(),
+        err_write: err_write.as_raw_fd(),
+    };
+    // SAFETY: fork has no preconditions; the child runs only `exec_when_told`, which calls
+    // async-signal-safe functions on memory prepared above and never returns.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(fail(std::io::Error::last_os_error()));
     }
-    let name = program.to_string_lossy().into_owned();
-    match cmd.spawn() {
-        Ok(child) => {
-            let pid = child.id();
-            // The child is reaped through `reap`, never through `Child::wait`.
-            drop(child);
-            Ok(pid)
+    if pid == 0 {
+        // SAFETY: in the child of a fork; the pointers stay valid (this process's copy).
+        unsafe { exec_when_told(&fds, path.as_ptr(), argv_ptrs.as_ptr()) }
+    }
+    drop((go_read, err_write));
+    Ok(Held {
+        pid,
+        go: Some(go_write),
+        exec_error: Some(err_read),
+        program: program.clone(),
+    })
+}
+
+/// The descriptors the held child uses.
+struct ChildFds {
+    procs: Option<RawFd>,
+    go_read: RawFd,
+    go_write: RawFd,
+    err_write: RawFd,
+}
+
+/// In the child, between fork and exec: default actions for the signals memlens handles (a
+/// signal sent while it is held acts on it as on the program) and for SIGPIPE (Rust ignores
+/// it; an exec would keep it ignored); the signal mask is left as memlens got it, as a shell
+/// would; then the cgroup, memlens's go and the exec. An exec failure is reported to memlens
+/// as an errno through a close-on-exec pipe.
+///
+/// # Safety
+/// Only in the child of a fork, with `path` and `argv` valid NUL-terminated strings.
+unsafe fn exec_when_told(
+    fds: &ChildFds,
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+) -> ! {
+    // SAFETY: signal, write, close, read, execvp and _exit are
+    // async-signal-safe; every pointer was prepared before the fork.
+    unsafe {
+        for sig in FORWARDED.into_iter().chain([libc::SIGCHLD, libc::SIGPIPE]) {
+            libc::signal(sig, libc::SIG_DFL);
         }
-        Err(e) => Err(match e.raw_os_error() {
-            Some(libc::ENOENT) | Some(libc::ENOTDIR) => SpawnError::NotFound { program: name },
-            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::ENOEXEC) | Some(libc::EISDIR) => {
-                SpawnError::NotExecutable {
-                    program: name,
-                    source: e,
+        if let Some(fd) = fds.procs {
+            let _ = libc::write(fd, b"0".as_ptr().cast(), 1);
+        }
+        libc::close(fds.go_write);
+        let mut b = 0u8;
+        loop {
+            let n = libc::read(fds.go_read, (&mut b as *mut u8).cast(), 1);
+            if n == 1 {
+                break;
+            }
+            if n < 0 && *libc::__errno_location() == libc::EINTR {
+                continue;
+            }
+            // memlens gave up (or died): do not run the program.
+            libc::_exit(127);
+        }
+        libc::execvp(path, argv);
+        let errno = *libc::__errno_location();
+        let bytes = errno.to_ne_bytes();
+        let _ = libc::write(fds.err_write, bytes.as_ptr().cast(), bytes.len());
+        libc::_exit(127)
+    }
+}
+
+impl Held {
+    /// Lets the program run; returns its PID once it has been executed, or why it could not.
+    pub fn release(mut self) -> Result<u32, SpawnError> {
+        if let Some(go) = self.go.take() {
+            // SAFETY: a one-byte write to the pipe memlens owns.
+            let _ = unsafe { libc::write(go.as_raw_fd(), b"g".as_ptr().cast(), 1) };
+        }
+        // The error pipe closes at the exec (end of file), or carries the exec's errno.
+        let mut buf = [0u8; 4];
+        let mut n = 0;
+        if let Some(err) = self.exec_error.take() {
+            let mut f = File::from(err);
+            while n < buf.len() {
+                match std::io::Read::read(&mut f, &mut buf[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
                 }
             }
-            _ => SpawnError::Other {
-                program: name,
-                source: e,
-            },
-        }),
+        }
+        if n == 0 {
+            return u32::try_from(self.pid)
+                .map_err(|_| spawn_error(&self.program, std::io::Error::other("bad PID")));
+        }
+        self.reap();
+        let errno = i32::from_ne_bytes(buf);
+        Err(spawn_error(
+            &self.program,
+            std::io::Error::from_raw_os_error(errno),
+        ))
     }
+
+    /// Makes the held child exit without running the program, and reaps it.
+    pub fn cancel(mut self) {
+        self.go = None;
+        self.reap();
+    }
+
+    fn reap(&mut self) {
+        if self.pid > 0 {
+            let mut status = 0;
+            // SAFETY: waits for our own child; `status` is an out-parameter we own.
+            while unsafe { libc::waitpid(self.pid, &mut status, 0) } < 0
+                && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+            {
+            }
+            self.pid = 0;
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.go.is_some() {
+            self.go = None;
+            self.reap();
+        }
+    }
+}
+
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into the array we own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
@@ -123,10 +284,27 @@ extern "C" fn forward(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut l
     } else {
         PENDING.fetch_or(bit, Ordering::SeqCst);
     }
+    wake();
 }
 
 extern "C" fn stop(_sig: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
+    wake();
+}
+
+extern "C" fn child_exited(_sig: libc::c_int) {
+    wake();
+}
+
+/// Makes the [`Waiter`] return (from a signal handler: only write(2)).
+fn wake() {
+    let fd = WAKE_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: write(2) is async-signal-safe; a full pipe (EAGAIN) already wakes the waiter.
+        unsafe {
+            libc::write(fd, b"!".as_ptr().cast(), 1);
+        }
+    }
 }
 
 fn install(sig: i32, handler: libc::sighandler_t, siginfo: bool) {
@@ -135,7 +313,8 @@ fn install(sig: i32, handler: libc::sighandler_t, siginfo: bool) {
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = handler;
-        sa.sa_flags = libc::SA_RESTART | if siginfo { libc::SA_SIGINFO } else { 0 };
+        sa.sa_flags =
+            libc::SA_RESTART | libc::SA_NOCLDSTOP | if siginfo { libc::SA_SIGINFO } else { 0 };
         libc::sigemptyset(&mut sa.sa_mask);
         if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
             log::warn!("cannot install a handler for signal {sig}");
@@ -279,4 +458,203 @@ pub fn signal_name(sig: i32) -> String {
         _ => return format!("signal {sig}"),
     };
     n.to_string()
+}
+
+/// Waits for the next tick, a signal, or the end of a process, whichever comes first: the
+/// supervision loops of `run` and `record` sleep here instead of for a whole interval, so they
+/// end as soon as the program exits or a signal arrives, however long `--interval` is.
+///
+/// The signal handlers of this module (forwarding, stop, `SIGCHLD`) write a byte into a
+/// close-on-exec pipe that [`Waiter::wait_until`] polls (the self-pipe trick); the processes
+/// given to [`Waiter::watch`] are polled through pidfds (`pidfd_open`, Linux 5.3), which
+/// become readable when the process exits, whoever its parent is.
+#[derive(Debug)]
+pub struct Waiter {
+    read: OwnedFd,
+    write: OwnedFd,
+    pidfds: HashMap<u32, OwnedFd>,
+    /// Watched processes seen exiting, not watched again while listed (a zombie's pidfd stays
+    /// readable until its parent reaps it).
+    exited: std::collections::HashSet<u32>,
+    /// A watched process was already gone when memlens tried to watch it.
+    gone: bool,
+}
+
+impl Waiter {
+    /// The most pidfds a waiter holds: the sampler keeps files open for every process too.
+    pub const MAX_WATCHED: usize = 128;
+
+    /// Creates the waiter and points the signal handlers at it. One waiter at a time.
+    pub fn new() -> std::io::Result<Waiter> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: pipe2 writes two descriptors into the array we own.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors were just created and are owned by nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        WAKE_FD.store(write.as_raw_fd(), Ordering::SeqCst);
+        Ok(Waiter {
+            read,
+            write,
+            pidfds: HashMap::new(),
+            exited: std::collections::HashSet::new(),
+            gone: false,
+        })
+    }
+
+    /// Also wakes when a child of memlens exits (`SIGCHLD`): `run`'s program and the orphans
+    /// memlens reaps as a subreaper.
+    pub fn wake_on_child_exit(&self) {
+        install(
+            libc::SIGCHLD,
+            child_exited as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            false,
+        );
+    }
+
+    /// Watches these processes (`record`: the live processes of the tree): a pidfd is opened
+    /// for each new one, up to [`Waiter::MAX_WATCHED`] (the others' exits are seen at the next
+    /// tick), and closed for those no longer listed.
+    pub fn watch(&mut self, pids: &[u32]) {
+        let listed: std::collections::HashSet<u32> = pids.iter().copied().collect();
+        self.pidfds.retain(|pid, _| listed.contains(pid));
+        self.exited.retain(|pid| listed.contains(pid));
+        for &pid in pids {
+            if self.pidfds.len() >= Self::MAX_WATCHED {
+                break;
+            }
+            if self.pidfds.contains_key(&pid) || self.exited.contains(&pid) {
+                continue;
+            }
+            let Ok(raw) = libc::pid_t::try_from(pid) else {
+                continue;
+            };
+            // SAFETY: pidfd_open takes a PID and flags and returns a new descriptor or -1.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw, 0) };
+            if fd >= 0 {
+                // SAFETY: the descriptor was just created and is owned by nobody else.
+                let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+                self.pidfds.insert(pid, fd);
+            } else if std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+                self.exited.insert(pid);
+                self.gone = true;
+            }
+            // Other failures (a kernel without pidfds): that process's exit is seen at the
+            // next tick instead.
+        }
+    }
+
+    /// Sleeps until `deadline`, or less: returns `true` when woken early by a signal, the exit
+    /// of a child or of a watched process.
+    pub fn wait_until(&mut self, deadline: Instant) -> bool {
+        if std::mem::take(&mut self.gone) {
+            return true;
+        }
+        let mut fds: Vec<libc::pollfd> = std::iter::once(self.read.as_raw_fd())
+            .chain(self.pidfds.values().map(AsRawFd::as_raw_fd))
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let left = deadline.saturating_duration_since(Instant::now());
+        // Round up, so a wait never ends just before its deadline and spins.
+        let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if n < 0 {
+            // EINTR: a signal arrived; its handler also wrote into the pipe.
+            self.drain();
+            return true;
+        }
+        if n == 0 {
+            return false;
+        }
+        if fds[0].revents != 0 {
+            self.drain();
+        }
+        let exited: Vec<RawFd> = fds[1..]
+            .iter()
+            .filter(|p| p.revents != 0)
+            .map(|p| p.fd)
+            .collect();
+        // A process seen exiting is not watched again (its pidfd would stay readable).
+        let done: Vec<u32> = self
+            .pidfds
+            .iter()
+            .filter(|(_, fd)| exited.contains(&fd.as_raw_fd()))
+            .map(|(&pid, _)| pid)
+            .collect();
+        for pid in done {
+            self.pidfds.remove(&pid);
+            self.exited.insert(pid);
+        }
+        true
+    }
+
+    fn drain(&self) {
+        let mut buf = [0u8; 64];
+        // SAFETY: reads into a buffer we own from a non-blocking pipe we own.
+        while unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {
+        }
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let _ = WAKE_FD.compare_exchange(
+            self.write.as_raw_fd(),
+            -1,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+}
+
+/// The deadline of the next tick: ticks fall on whole multiples of `interval` after `start`.
+pub fn next_tick(start: Instant, interval: std::time::Duration) -> Instant {
+    let iv = interval.as_nanos().max(1);
+    let done = start.elapsed().as_nanos() / iv + 1;
+    let offset = u64::try_from(done * iv).unwrap_or(u64::MAX);
+    start + std::time::Duration::from_nanos(offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+    use std::time::Duration;
+
+    #[test]
+    fn a_watched_process_ending_wakes_the_waiter() {
+        let mut w = Waiter::new().unwrap();
+        let mut child = Command::new("sleep").arg("600").spawn().unwrap();
+        let pid = child.id();
+        w.watch(&[pid]);
+        // Nothing has happened yet: the wait runs to its (short) deadline.
+        assert!(!w.wait_until(Instant::now() + Duration::from_millis(1)));
+        child.kill().unwrap();
+        // The exit ends the wait long before its deadline (a hang would fail it).
+        assert!(w.wait_until(Instant::now() + Duration::from_secs(600)));
+        child.wait().unwrap();
+        // Seen once: the same (reaped) process does not wake it again while still listed.
+        w.watch(&[pid]);
+        assert!(!w.wait_until(Instant::now() + Duration::from_millis(1)));
+        // A process already gone when watched wakes it at once.
+        w.watch(&[]);
+        w.watch(&[pid]);
+        assert!(w.wait_until(Instant::now() + Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn ticks_fall_on_multiples_of_the_interval() {
+        let start = Instant::now();
+        let iv = Duration::from_millis(7);
+        let next = next_tick(start, iv);
+        let offset = next.duration_since(start).as_nanos();
+        assert_eq!(offset % iv.as_nanos(), 0);
+        assert!(next > Instant::now() - iv);
+    }
 }

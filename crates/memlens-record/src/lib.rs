@@ -8,6 +8,7 @@
 pub mod budget;
 pub mod cgroup;
 pub mod cputime;
+pub mod destination;
 mod discovery;
 mod error;
 pub mod launch;

@@ -159,8 +159,19 @@ fn u(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-/// Checks the file before SQLite sees it: exists, is SQLite, is not shorter than its header says.
-fn check_header(path: &Path) -> Result<()> {
+/// A main file shorter than its header says, whose write-ahead log may hold the rest.
+#[derive(Debug, Clone, Copy)]
+struct ShortFile {
+    actual: u64,
+    expected: u64,
+}
+
+/// Checks the file before SQLite sees it: exists, is SQLite, is not shorter than its header
+/// says. A recording cut off by a full disk or a crash keeps its data in `FILE-wal` while the
+/// main file may be empty or shorter than its header says (a checkpoint that could not finish):
+/// when a non-empty `-wal` lies beside it, SQLite decides, and `Ok(Some(..))` remembers the
+/// shortfall for the error if SQLite cannot read it either.
+fn check_header(path: &Path) -> Result<Option<ShortFile>> {
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -180,6 +191,8 @@ fn check_header(path: &Path) -> Result<()> {
             why: "not a regular file".into(),
         });
     }
+    let has_wal = std::fs::symlink_metadata(crate::destination::with_suffix(path, "-wal"))
+        .is_ok_and(|m| m.file_type().is_file() && m.len() > 0);
     let mut head = [0u8; 100];
     let mut f = std::fs::File::open(path).map_err(io)?;
     let mut n = 0;
@@ -189,6 +202,12 @@ fn check_header(path: &Path) -> Result<()> {
             Ok(k) => n += k,
             Err(e) => return Err(io(e)),
         }
+    }
+    if n == 0 && has_wal {
+        return Ok(Some(ShortFile {
+            actual: 0,
+            expected: 0,
+        }));
     }
     if n == 0 {
         return Err(Error::NotARecording {
@@ -211,14 +230,21 @@ fn check_header(path: &Path) -> Result<()> {
     if be32(92) == be32(24) {
         let expected = u64::from(be32(28)) * page_size;
         if expected > meta.len() {
-            return Err(Error::Truncated {
-                path: path.to_path_buf(),
+            let short = ShortFile {
                 actual: meta.len(),
                 expected,
+            };
+            if has_wal {
+                return Ok(Some(short));
+            }
+            return Err(Error::Truncated {
+                path: path.to_path_buf(),
+                actual: short.actual,
+                expected: short.expected,
             });
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 fn classify(path: &Path, e: rusqlite::Error) -> Error {
@@ -243,62 +269,22 @@ impl Recording {
     /// Opens and reads a recording. A recording whose writer was killed is recovered from its
     /// write-ahead log (which needs write access to its directory; read-only otherwise).
     pub fn open(path: &Path) -> Result<Recording> {
-        check_header(path)?;
-        let e = |err| classify(path, err);
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .or_else(|_| {
-            Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
+        let short = check_header(path)?;
+        Self::read(path).map_err(|err| match (short, err) {
+            // SQLite could not make up the shortfall from the log either.
+            (Some(s), Error::Corrupt { .. } | Error::NotARecording { .. }) if s.expected > 0 => {
+                Error::Truncated {
+                    path: path.to_path_buf(),
+                    actual: s.actual,
+                    expected: s.expected,
+                }
+            }
+            (_, err) => err,
         })
-        .map_err(e)?;
-        let check: String = conn
-            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
-            .map_err(e)?;
-        if check != "ok" {
-            return Err(Error::Corrupt {
-                path: path.to_path_buf(),
-                why: check,
-            });
-        }
-        let has_meta: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(e)?;
-        if has_meta == 0 {
-            return Err(Error::NotARecording {
-                path: path.to_path_buf(),
-                why: "an SQLite database without a memlens `meta` table".into(),
-            });
-        }
-        let meta: BTreeMap<String, String> = {
-            let mut st = conn.prepare("SELECT key, value FROM meta").map_err(e)?;
-            let rows = st
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-                .map_err(e)?;
-            rows.collect::<std::result::Result<_, _>>().map_err(e)?
-        };
-        let version = meta
-            .get("schema_version")
-            .and_then(|v| v.parse::<i64>().ok())
-            .ok_or_else(|| Error::NotARecording {
-                path: path.to_path_buf(),
-                why: "no schema_version in meta".into(),
-            })?;
-        if !(1..=SCHEMA_VERSION).contains(&version) {
-            return Err(Error::UnsupportedVersion {
-                path: path.to_path_buf(),
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
-        }
+    }
+
+    fn read(path: &Path) -> Result<Recording> {
+        let (conn, meta) = connect(path)?;
         let processes = query(&conn, path,
             "SELECT id, pid, ppid, name, cmdline, first_t, last_t, exit_t, vm_hwm, peak_pss, ru_maxrss FROM processes ORDER BY id",
             |r| Ok(ProcessRow {
@@ -361,70 +347,8 @@ impl Recording {
                 })
             },
         )?;
-        let mut ledgers = query(
-            &conn,
-            path,
-            "SELECT id, t, reason, rss, pss, uss, swap, json IS NOT NULL FROM ledgers ORDER BY t",
-            |r| {
-                Ok(LedgerRow {
-                    id: r.get(0)?,
-                    t: r.get(1)?,
-                    reason: r.get(2)?,
-                    totals: Amounts {
-                        rss: u(r.get(3)?),
-                        pss: u(r.get(4)?),
-                        uss: u(r.get(5)?),
-                        swap: u(r.get(6)?),
-                    },
-                    categories: Vec::new(),
-                    has_json: r.get(7)?,
-                })
-            },
-        )?;
-        let rows = query(&conn, path,
-            "SELECT ledger, category, rss, pss, uss, swap FROM ledger_rows ORDER BY ledger, pss DESC",
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, Amounts {
-                rss: u(r.get(2)?), pss: u(r.get(3)?), uss: u(r.get(4)?), swap: u(r.get(5)?),
-            })))?;
-        let index: std::collections::HashMap<i64, usize> =
-            ledgers.iter().enumerate().map(|(k, l)| (l.id, k)).collect();
-        for (lid, cat, a) in rows {
-            if let Some(&k) = index.get(&lid) {
-                ledgers[k].categories.push((cat, a));
-            }
-        }
-        let python = query(
-            &conn,
-            path,
-            "SELECT t, process, json FROM python ORDER BY t",
-            |r| {
-                Ok((
-                    r.get::<_, f64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            },
-        )?
-        .into_iter()
-        .filter_map(|(t, process, json)| {
-            serde_json::from_str(&json)
-                .ok()
-                .map(|sample| PythonRow { t, process, sample })
-        })
-        .collect();
-        let events = query(
-            &conn,
-            path,
-            "SELECT t, kind, process, detail FROM events ORDER BY t",
-            |r| {
-                Ok(EventRow {
-                    t: r.get(0)?,
-                    kind: r.get(1)?,
-                    process: r.get(2)?,
-                    detail: r.get(3)?,
-                })
-            },
-        )?;
+        let ledgers = read_ledgers(&conn, path)?;
+        let (python, events) = read_python_and_events(&conn, path)?;
         Ok(Recording {
             path: path.to_path_buf(),
             meta,
@@ -489,6 +413,156 @@ impl Recording {
         let end = self.pss.partition_point(|s| s.process <= process);
         &self.pss[start..end]
     }
+}
+
+/// Opens a recording with SQLite (read-write, so a cut-off recording's log is replayed; else
+/// read-only), checks it and reads its `meta` table and schema version.
+fn connect(path: &Path) -> Result<(Connection, BTreeMap<String, String>)> {
+    let e = |err| classify(path, err);
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .or_else(|_| {
+        Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+    })
+    .map_err(e)?;
+    let check: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+        .map_err(e)?;
+    if check != "ok" {
+        return Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            why: check,
+        });
+    }
+    let has_meta: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(e)?;
+    if has_meta == 0 {
+        return Err(Error::NotARecording {
+            path: path.to_path_buf(),
+            why: "an SQLite database without a memlens `meta` table".into(),
+        });
+    }
+    let meta: BTreeMap<String, String> = {
+        let mut st = conn.prepare("SELECT key, value FROM meta").map_err(e)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(e)?;
+        rows.collect::<std::result::Result<_, _>>().map_err(e)?
+    };
+    let version = meta
+        .get("schema_version")
+        .and_then(|v| v.parse::<i64>().ok())
+        .ok_or_else(|| Error::NotARecording {
+            path: path.to_path_buf(),
+            why: "no schema_version in meta".into(),
+        })?;
+    if !(1..=SCHEMA_VERSION).contains(&version) {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok((conn, meta))
+}
+
+/// Full ledgers with their sums by category, by time.
+fn read_ledgers(conn: &Connection, path: &Path) -> Result<Vec<LedgerRow>> {
+    let mut ledgers = query(
+        conn,
+        path,
+        "SELECT id, t, reason, rss, pss, uss, swap, json IS NOT NULL FROM ledgers ORDER BY t",
+        |r| {
+            Ok(LedgerRow {
+                id: r.get(0)?,
+                t: r.get(1)?,
+                reason: r.get(2)?,
+                totals: Amounts {
+                    rss: u(r.get(3)?),
+                    pss: u(r.get(4)?),
+                    uss: u(r.get(5)?),
+                    swap: u(r.get(6)?),
+                },
+                categories: Vec::new(),
+                has_json: r.get(7)?,
+            })
+        },
+    )?;
+    let rows = query(
+        conn,
+        path,
+        "SELECT ledger, category, rss, pss, uss, swap FROM ledger_rows ORDER BY ledger, pss DESC",
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                Amounts {
+                    rss: u(r.get(2)?),
+                    pss: u(r.get(3)?),
+                    uss: u(r.get(4)?),
+                    swap: u(r.get(5)?),
+                },
+            ))
+        },
+    )?;
+    let index: std::collections::HashMap<i64, usize> =
+        ledgers.iter().enumerate().map(|(k, l)| (l.id, k)).collect();
+    for (lid, cat, a) in rows {
+        if let Some(&k) = index.get(&lid) {
+            ledgers[k].categories.push((cat, a));
+        }
+    }
+    Ok(ledgers)
+}
+
+/// Python view samples and events, by time.
+fn read_python_and_events(
+    conn: &Connection,
+    path: &Path,
+) -> Result<(Vec<PythonRow>, Vec<EventRow>)> {
+    let python: Vec<PythonRow> = query(
+        conn,
+        path,
+        "SELECT t, process, json FROM python ORDER BY t",
+        |r| {
+            Ok((
+                r.get::<_, f64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        },
+    )?
+    .into_iter()
+    .filter_map(|(t, process, json)| {
+        serde_json::from_str(&json)
+            .ok()
+            .map(|sample| PythonRow { t, process, sample })
+    })
+    .collect();
+    let events = query(
+        conn,
+        path,
+        "SELECT t, kind, process, detail FROM events ORDER BY t",
+        |r| {
+            Ok(EventRow {
+                t: r.get(0)?,
+                kind: r.get(1)?,
+                process: r.get(2)?,
+                detail: r.get(3)?,
+            })
+        },
+    )?;
+    Ok((python, events))
 }
 
 fn query<T>(

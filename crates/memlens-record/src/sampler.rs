@@ -308,6 +308,11 @@ impl Sampler {
         self.live.len()
     }
 
+    /// The PIDs of the live processes (`record` waits on their exit between ticks).
+    pub fn live_pids(&self) -> Vec<u32> {
+        self.live.keys().copied().collect()
+    }
+
     /// The recording being written.
     pub fn writer(&mut self) -> &mut RecordingWriter {
         &mut self.writer
@@ -763,6 +768,12 @@ impl Sampler {
             (self.last_tick + iv).max(((now / configured).floor() + 1.0) * configured)
         };
         Duration::from_secs_f64((next - now).max(0.0))
+    }
+
+    /// When the next tick is due (see [`Sampler::until_next_tick`]): the supervision loops of
+    /// `run` and `record` wait until then.
+    pub fn next_tick(&self) -> Instant {
+        Instant::now() + self.until_next_tick()
     }
 
     /// Sleeps until the next tick is due (see [`Sampler::until_next_tick`]).

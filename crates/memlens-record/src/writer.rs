@@ -4,11 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection};
+use std::os::unix::fs::MetadataExt;
+
+use rusqlite::{params, Connection, OpenFlags};
 
 use memlens_ledger::tree::by_category;
 use memlens_ledger::{Amounts, TreeLedger};
 
+use crate::destination::{self, Kind, Plan};
 use crate::error::{Error, Result};
 use crate::python::PythonSample;
 use crate::schema;
@@ -51,6 +54,8 @@ pub struct ProcessInfo {
 pub struct RecordingWriter {
     conn: Connection,
     path: PathBuf,
+    /// The file as created (its inode tells it apart from anything put in its place).
+    file: std::fs::File,
 }
 
 impl std::fmt::Debug for RecordingWriter {
@@ -73,42 +78,97 @@ fn to_i64(v: u64) -> i64 {
 }
 
 impl RecordingWriter {
-    /// Creates (or replaces) a recording at `path` with the given metadata.
+    /// Creates a recording at `path` with the given metadata. Nothing memlens did not write is
+    /// touched: `path` and its SQLite companions (`-wal`, `-shm`, `-journal`) must not exist
+    /// (see [`crate::destination`]). The file is created with `O_EXCL|O_NOFOLLOW`, and SQLite
+    /// opens every file with `O_NOFOLLOW`.
     pub fn create(path: &Path, meta: &[(&str, String)]) -> Result<Self> {
-        for suffix in ["", "-wal", "-shm", "-journal"] {
-            let mut p = path.as_os_str().to_owned();
-            p.push(suffix);
-            match std::fs::remove_file(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(Error::Io {
-                        path: PathBuf::from(p),
-                        source,
-                    })
-                }
+        Self::create_at(path, meta, false)
+    }
+
+    /// As [`RecordingWriter::create`], but a recording memlens wrote at `path` (and its own
+    /// companions) is replaced (`--force`); anything else there is still refused.
+    pub fn create_replacing(path: &Path, meta: &[(&str, String)]) -> Result<Self> {
+        Self::create_at(path, meta, true)
+    }
+
+    fn create_at(path: &Path, meta: &[(&str, String)], replace: bool) -> Result<Self> {
+        let plan = destination::check(path, Kind::Recording, replace)?;
+        let companions = destination::check_companions(path, plan)?;
+        if let Plan::Replace { dev, ino } = plan {
+            for (p, dev, ino) in &companions {
+                destination::remove_if_same(p, *dev, *ino)?;
             }
+            destination::remove_if_same(path, dev, ino)?;
         }
+        let file = destination::create_exclusive(path)?;
+        let created = file.metadata().map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let (dev, ino) = (created.dev(), created.ino());
+        Self::fill(path, file, dev, ino, meta).inspect_err(|_| {
+            // The file is memlens's own: a recording that could not be set up is not left
+            // (SQLite removed its `-wal` and `-shm` when the connection closed).
+            let _ = destination::remove_if_same(path, dev, ino);
+        })
+    }
+
+    /// Opens the file just created with SQLite and writes the schema and metadata.
+    fn fill(
+        path: &Path,
+        file: std::fs::File,
+        dev: u64,
+        ino: u64,
+        meta: &[(&str, String)],
+    ) -> Result<Self> {
         let e = sql(path);
-        let conn = Connection::open(path).map_err(&e)?;
-        conn.pragma_update(None, "application_id", schema::APPLICATION_ID)
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        )
+        .map_err(&e)?;
+        // SQLite opened the file by name: make sure it is the one just created.
+        let opened = std::fs::symlink_metadata(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if (opened.dev(), opened.ino()) != (dev, ino) {
+            return Err(Error::Refused {
+                path: path.to_path_buf(),
+                why: "was replaced while memlens created it; nothing more was written".into(),
+                force_helps: false,
+            });
+        }
+        // An empty file turns into WAL mode through an in-memory journal (no `-journal` file,
+        // no sync: nothing is worth syncing yet), and the schema is written without syncs.
+        conn.pragma_update(None, "synchronous", "OFF").map_err(&e)?;
+        conn.pragma_update(None, "journal_mode", "MEMORY")
             .map_err(&e)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(&e)?;
-        // NORMAL in WAL mode: a commit survives the death of this process (the WAL is in the
-        // page cache); only a power loss can take back the last commits.
-        conn.pragma_update(None, "synchronous", "NORMAL")
+        conn.execute_batch("BEGIN").map_err(&e)?;
+        conn.pragma_update(None, "application_id", schema::APPLICATION_ID)
             .map_err(&e)?;
         conn.execute_batch(schema::CREATE).map_err(&e)?;
         let mut w = RecordingWriter {
             conn,
             path: path.to_path_buf(),
+            file,
         };
         w.set_meta("schema_version", &schema::SCHEMA_VERSION.to_string())?;
         for (k, v) in meta {
             w.set_meta(k, v)?;
         }
-        w.conn.execute_batch("BEGIN").map_err(&e)?;
+        // The schema and metadata are committed at once, so a crash at any later moment
+        // leaves a recording that opens. From here on, NORMAL: a commit survives the death of
+        // this process (the WAL is in the page cache); only a power loss can take back the
+        // last commits.
+        w.conn
+            .execute_batch("COMMIT; PRAGMA synchronous = NORMAL; BEGIN")
+            .map_err(&e)?;
         Ok(w)
     }
 
@@ -355,12 +415,32 @@ impl RecordingWriter {
         self.conn.execute_batch("COMMIT; BEGIN").map_err(self.err())
     }
 
-    /// Commits, marks the recording complete and leaves one self-contained file.
+    /// Closes and removes a recording that should not exist after all (`run`: the program
+    /// could not be started). Only the file this writer created is removed (SQLite removes
+    /// its own `-wal` and `-shm` when it closes).
+    pub fn discard(self) {
+        let (path, file) = (self.path, self.file);
+        let _ = self.conn.close();
+        if let Ok(m) = file.metadata() {
+            let _ = destination::remove_if_same(&path, m.dev(), m.ino());
+        }
+    }
+
+    /// Commits, marks the recording complete and leaves one self-contained file (rollback
+    /// journal mode, no `-wal` beside it). SQLite's syncs are off for this last step, and the
+    /// file is not synced at the end either: a sync costs milliseconds to tens of
+    /// milliseconds on a busy disk, paid by every `run`. A crash of memlens at any point still
+    /// leaves a file that opens (the page cache holds every write); a power loss before the
+    /// kernel writes the file back (seconds) can lose or damage it, as for any unsynced file.
     pub fn finish(mut self) -> Result<PathBuf> {
         self.set_meta("complete", "1")?;
         self.conn.execute_batch("COMMIT").map_err(self.err())?;
         self.conn
-            .pragma_update(None, "journal_mode", "DELETE")
+            .pragma_update(None, "synchronous", "OFF")
+            .map_err(self.err())?;
+        // Out of WAL mode without a rollback journal: the header change is the only write.
+        self.conn
+            .pragma_update(None, "journal_mode", "OFF")
             .map_err(self.err())?;
         let path = self.path.clone();
         self.conn.close().map_err(|(_, source)| Error::Sqlite {

@@ -203,7 +203,12 @@ pub fn render_snapshot(t: &TreeLedger, o: &Options, mut w: impl Write) -> io::Re
 
 /// Renders `ps`.
 pub fn render_ps(r: &PsReport, o: &Options, mut w: impl Write) -> io::Result<()> {
-    if r.trees.is_empty() {
+    if r.trees.is_empty() && r.unreadable > 0 {
+        writeln!(
+            w,
+            "No Python processes found among the processes memlens could read."
+        )?;
+    } else if r.trees.is_empty() {
         writeln!(
             w,
             "No Python processes found (memlens ps --all lists every process)."
@@ -262,7 +267,7 @@ pub fn render_ps(r: &PsReport, o: &Options, mut w: impl Write) -> io::Result<()>
     if r.unreadable > 0 {
         writeln!(
             w,
-            "{} process(es) could not be read (permission denied); run as their user or root to include them",
+            "{} process(es) could not be read (permission denied) and are not listed, Python or not; run as their user or root to include them",
             r.unreadable
         )?;
     }

@@ -7,6 +7,8 @@ use crate::commands;
 /// How much memory does a Python program really use, and why?
 #[derive(Debug, Parser)]
 #[command(name = "memlens", version, about, long_about = None, propagate_version = true)]
+// Plain styles: the error text is then exactly what memlens escapes and prints (lib.rs).
+#[command(styles = clap::builder::Styles::plain())]
 pub struct Cli {
     /// More messages on stderr (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

@@ -3,26 +3,35 @@
 
 use std::process::ExitCode;
 
+use memlens_procfs::Process;
+
 /// The documented exit codes of memlens (commands that run a program exit with its status).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Code {
-    /// Success.
+    /// Success (also: stdout was closed, and memlens stopped printing quietly).
     Ok = 0,
     /// An unexpected failure (I/O error, bug); the message says what.
     Failure = 1,
     /// Bad command-line usage.
     Usage = 2,
-    /// The process does not exist, or exited while it was being read.
+    /// The process does not exist, or has exited (a zombie included), or exited while it was
+    /// being read.
     NoProcess = 3,
-    /// The kernel refused access to the process (ptrace permission).
+    /// The kernel refused access to the process (ptrace permission, or another tracer holds
+    /// it).
     PermissionDenied = 4,
-    /// The target is not a supported Python (for commands that need the Python view).
+    /// The target is not supported: a kernel thread, or not a supported Python (for commands
+    /// that need the Python view).
     Unsupported = 5,
     /// A recording file is missing, corrupt or truncated.
     BadRecording = 6,
     /// `--max-peak` was exceeded.
     BudgetExceeded = 7,
+    /// An output file cannot be written: memlens refuses the destination (it exists and memlens
+    /// did not write it, or it is a link, a device, a FIFO...), its directory is missing or
+    /// read-only, or the disk filled up.
+    Output = 8,
     /// `run` could not execute the program (not executable).
     CannotExecute = 126,
     /// `run` could not find the program.
@@ -40,7 +49,7 @@ impl From<Code> for ExitCode {
 pub struct CliError {
     /// The exit code.
     pub code: Code,
-    /// What failed and why.
+    /// What failed and why (empty for a quiet end).
     pub message: String,
     /// What to do about it, when there is something to do.
     pub hint: Option<String>,
@@ -56,31 +65,57 @@ impl CliError {
         }
     }
 
+    /// Stdout was closed (a pipe whose reader left, as in `memlens ps | head -1`): memlens stops
+    /// printing and exits 0 without a word, as Unix filters do.
+    pub fn quiet() -> Self {
+        CliError::new(Code::Ok, "")
+    }
+
     /// Adds a hint.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
     }
 
-    /// Prints the error to stderr.
+    /// Prints the error to stderr (escaped; nothing when quiet; never fails).
     pub fn print(&self) {
-        eprintln!("memlens: error: {}", self.message);
+        if self.message.is_empty() {
+            return;
+        }
+        crate::output::message("error", &self.message);
         if let Some(h) = &self.hint {
-            eprintln!("memlens: hint: {h}");
+            crate::output::message("hint", h);
         }
     }
 }
+
+const PERMISSION_HINT: &str = "reading another user's process needs the same user, root, or \
+    CAP_SYS_PTRACE (e.g. `sudo memlens ...`); with Yama, /proc/sys/kernel/yama/ptrace_scope must \
+    allow it (0, or 1 for your own children)";
 
 impl From<memlens_procfs::Error> for CliError {
     fn from(e: memlens_procfs::Error) -> Self {
         use memlens_procfs::Error as E;
         match &e {
-            E::ProcessGone { pid } => CliError::new(Code::NoProcess, e.to_string())
-                .with_hint(format!("check the PID (`memlens ps --all` lists processes); {pid} may have exited")),
-            E::PermissionDenied { .. } => CliError::new(Code::PermissionDenied, e.to_string()).with_hint(
-                "reading another user's process needs the same user, root, or CAP_SYS_PTRACE \
-                 (e.g. `sudo memlens ...`); with Yama, /proc/sys/kernel/yama/ptrace_scope must allow it",
-            ),
+            E::ProcessGone { pid } => {
+                CliError::new(Code::NoProcess, e.to_string()).with_hint(format!(
+                    "check the PID (`memlens ps --all` lists processes); {pid} may have exited"
+                ))
+            }
+            E::PermissionDenied { path } => {
+                let pid = path
+                    .iter()
+                    .nth(2)
+                    .and_then(|c| c.to_str())
+                    .and_then(|c| c.parse().ok());
+                match pid.and_then(tracer_of) {
+                    Some(t) => traced(pid.unwrap_or(0), &t),
+                    None => CliError::new(Code::PermissionDenied, e.to_string())
+                        .with_hint(PERMISSION_HINT),
+                }
+            }
+            E::KernelThread { .. } => CliError::new(Code::Unsupported, e.to_string())
+                .with_hint("memlens reads user processes; `memlens ps --all` lists them"),
             _ => CliError::new(Code::Failure, e.to_string()),
         }
     }
@@ -92,5 +127,106 @@ impl From<std::io::Error> for CliError {
     }
 }
 
+/// The process tracing another one (from `TracerPid` in its `status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracer {
+    /// Its PID.
+    pub pid: u32,
+    /// Its name (`comm`), raw; empty when it could not be read.
+    pub name: String,
+}
+
+/// Who traces `pid` (gdb, strace, py-spy...), if anyone: such a process cannot be paused by
+/// memlens, as a process has one tracer at a time.
+pub fn tracer_of(pid: u32) -> Option<Tracer> {
+    let status = Process::new(pid).and_then(|p| p.status()).ok()?;
+    if status.tracer_pid == 0 {
+        return None;
+    }
+    let name = Process::new(status.tracer_pid)
+        .and_then(|p| p.status())
+        .map(|s| String::from_utf8_lossy(&s.name).into_owned())
+        .unwrap_or_default();
+    Some(Tracer {
+        pid: status.tracer_pid,
+        name,
+    })
+}
+
+/// The error for a target that another tracer holds.
+fn traced(pid: u32, t: &Tracer) -> CliError {
+    let who = if t.name.is_empty() {
+        format!("pid {}", t.pid)
+    } else {
+        format!("pid {} ({})", t.pid, t.name)
+    };
+    CliError::new(
+        Code::PermissionDenied,
+        format!("process {pid} is already traced by {who}: a process has one tracer at a time"),
+    )
+    .with_hint("detach the debugger or tracer (gdb, strace, py-spy) first, or read without stopping the process with `--nonblocking` where the command has it")
+}
+
+/// The error for a permission failure on `pid`: it names the tracer when the process is
+/// already traced, else the usual permission hint. Every command that pauses a process maps
+/// its permission errors through here.
+pub fn permission_denied(pid: u32, message: String) -> CliError {
+    match tracer_of(pid) {
+        Some(t) => traced(pid, &t),
+        None => CliError::new(Code::PermissionDenied, message).with_hint(PERMISSION_HINT),
+    }
+}
+
+/// The error when `pid` cannot be a target at all, whatever the command: it does not exist
+/// or has exited (a zombie: exit 3), or it is a kernel thread (exit 5). `None` for a live user
+/// process (or one whose state cannot be read: the command's own error then says why).
+pub fn target_state_error(pid: u32) -> Option<CliError> {
+    let status = match Process::new(pid).and_then(|p| p.status()) {
+        Ok(s) => s,
+        Err(e @ memlens_procfs::Error::ProcessGone { .. }) => return Some(e.into()),
+        Err(_) => return None,
+    };
+    if status.has_exited() {
+        return Some(
+            CliError::new(
+                Code::NoProcess,
+                format!(
+                    "process {pid} has exited (a zombie that its parent, pid {}, has not reaped): it has no memory left to read",
+                    status.ppid
+                ),
+            )
+            .with_hint("check the PID (`memlens ps --all` lists processes)"),
+        );
+    }
+    if status.is_kernel_thread() {
+        return Some(memlens_procfs::Error::KernelThread { pid }.into());
+    }
+    None
+}
+
 /// Result alias for commands.
 pub type CliResult<T> = Result<T, CliError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_threads_and_live_processes() {
+        assert!(target_state_error(std::process::id()).is_none());
+        assert!(tracer_of(std::process::id()).is_none());
+        let e = target_state_error(u32::MAX).expect("no such process");
+        assert_eq!(e.code, Code::NoProcess);
+        // A kernel thread, where this PID namespace shows one (kthreadd is PID 2 on a host).
+        let kthread = (2..64).find(|&pid| {
+            Process::new(pid)
+                .and_then(|p| p.status())
+                .is_ok_and(|s| s.is_kernel_thread())
+        });
+        if let Some(pid) = kthread {
+            let e = target_state_error(pid).expect("a kernel thread");
+            assert_eq!(e.code, Code::Unsupported);
+            assert!(e.message.contains("kernel thread"), "{}", e.message);
+        }
+    }
+}

@@ -6,11 +6,13 @@
 mod cli;
 mod commands;
 mod exit;
+mod flags;
 mod logger;
 mod output;
 pub mod python_view;
 mod recording;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -21,14 +23,17 @@ pub use exit::{CliError, Code};
 pub fn main() -> ExitCode {
     let args = match cli::Cli::try_parse() {
         Ok(a) => a,
+        Err(e) if e.use_stderr() => {
+            // clap quotes the user's values: escaped like every message, line by line.
+            let text = e.render().ansi().to_string();
+            let escaped: Vec<String> = text.lines().map(memlens_report::escape::terminal).collect();
+            let _ = writeln!(std::io::stderr().lock(), "{}", escaped.join("\n"));
+            return Code::Usage.into();
+        }
         Err(e) => {
-            let code = if e.use_stderr() {
-                Code::Usage
-            } else {
-                Code::Ok
-            };
+            // --help, --version: memlens's own text on stdout (a closed stdout is fine).
             let _ = e.print();
-            return code.into();
+            return Code::Ok.into();
         }
     };
     logger::init(args.verbose);

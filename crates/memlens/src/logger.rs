@@ -10,12 +10,14 @@ impl log::Log for StderrLogger {
     }
     fn log(&self, r: &log::Record) {
         if self.enabled(r.metadata()) {
-            let _ = writeln!(
-                std::io::stderr(),
-                "memlens: {}: {}",
+            // Messages quote paths and names: escaped like every message (a closed stderr
+            // loses them, nothing more).
+            let line = format!(
+                "memlens: {}: {}\n",
                 r.level().as_str().to_lowercase(),
-                r.args()
+                memlens_report::escape::terminal(&r.args().to_string())
             );
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
         }
     }
     fn flush(&self) {}

@@ -18,6 +18,10 @@ pub fn mode(nonblocking: bool) -> ReadMode {
 /// Turns a Python-view error into the user's message, hint and exit code.
 pub fn cli_error(pid: u32, e: Error) -> CliError {
     use memlens_remote::Error as R;
+    // An exited process (a zombie) or a kernel thread is said as such, whatever failed.
+    if let Some(state) = crate::exit::target_state_error(pid) {
+        return state;
+    }
     match e {
         Error::NotPython { .. } => CliError::new(
             Code::Unsupported,
@@ -32,16 +36,8 @@ pub fn cli_error(pid: u32, e: Error) -> CliError {
             .with_hint(format!(
                 "check the PID (`memlens ps` lists Python processes); {pid} may have exited"
             )),
-        Error::Remote(R::PermissionDenied { .. }) => CliError::new(
-            Code::PermissionDenied,
-            e.to_string(),
-        )
-        .with_hint(
-            "reading another process needs the same user and ptrace permission, root, or \
-             CAP_SYS_PTRACE (e.g. `sudo memlens ...`); with Yama, /proc/sys/kernel/yama/ptrace_scope \
-             must allow it (0, or 1 for your own children); a process already traced (gdb, \
-             py-spy) cannot be paused: `--nonblocking` reads without stopping it",
-        ),
+        // Names the tracer when another one holds the process (`TracerPid`).
+        Error::Remote(R::PermissionDenied { .. }) => crate::exit::permission_denied(pid, e.to_string()),
         Error::Invalid { .. } => CliError::new(Code::Failure, e.to_string())
             .with_hint("the interpreter may be starting up or shutting down; try again"),
         Error::Remote(_) => CliError::new(Code::Failure, e.to_string()),

@@ -1,44 +1,56 @@
-//! What `run`, `record` and `report` share: sampling options, the default recording name, the
-//! mapping of recording errors to exit codes, and printing a recording's report.
+//! What `run`, `record` and `report` share: sampling options, the recording file and the report
+//! files (created before anything runs, never over what memlens did not write), the mapping
+//! of recording errors to exit codes, and printing a recording's report.
 
 use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use memlens_record::Recording;
+use memlens_record::destination::{Kind, PendingFile};
+use memlens_record::{Recording, RecordingWriter};
 use memlens_report::{html, recording_json, recording_text, Model};
 
 use crate::exit::{CliError, CliResult, Code};
-use crate::output::{write_error, Global};
+use crate::flags;
+use crate::output::{self, Global};
 
-/// Sampling options of `run` and `record`.
+/// Sampling and output options of `run` and `record`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SamplingArgs {
-    /// Period of the cheap counters (statm/status of every process), e.g. `10ms`, `0.5s`
-    /// (at least 1 ms).
-    #[arg(long, default_value = "10ms", value_name = "D", value_parser = parse_interval)]
+    /// Period of the cheap counters (statm/status of every process), from 1ms to 1h, e.g.
+    /// `10ms`, `0.5s`.
+    #[arg(long, default_value = "10ms", value_name = "D", value_parser = flags::period)]
     pub interval: Duration,
-    /// Share of one core the sampler may use, in percent (`2` or `2%`); PSS reads and full
-    /// ledgers are scheduled within it.
-    #[arg(long, default_value = "2", value_name = "PCT", value_parser = parse_percent)]
+    /// Share of one core the sampler may use, in percent from 0.01 to 100 (`2` or `2%`); PSS
+    /// reads and full ledgers are scheduled within it.
+    #[arg(long, default_value = "2", value_name = "PCT", value_parser = flags::percent)]
     pub cpu_budget: f64,
-    /// Period of full ledgers (also taken near each new peak), stretched to fit the budget.
-    #[arg(long, default_value = "1s", value_name = "D", value_parser = parse_duration)]
+    /// Period of full ledgers (also taken near each new peak), from 1ms to 1h, stretched to
+    /// fit the budget.
+    #[arg(long, default_value = "1s", value_name = "D", value_parser = flags::period)]
     pub ledger_every: Duration,
-    /// Take an object census of every Python process this often (e.g. `30s`); it stops each
-    /// process briefly while its memory is copied, and counts against the CPU budget.
-    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    /// Take an object census of every Python process this often (1ms to 1h, e.g. `30s`); it
+    /// stops each process briefly while its memory is copied, and counts against the CPU budget.
+    #[arg(long, value_name = "D", value_parser = flags::period)]
     pub census_every: Option<Duration>,
     /// Do not read the Python view (GC, pymalloc) of the processes: the OS view only.
     #[arg(long)]
     pub no_python: bool,
-    /// The recording file (default: `memlens-<name>-<UTC time>.db` in the current directory).
+    /// The recording file, which must not exist (default:
+    /// `memlens-<name>-<UTC time>-<memlens pid>.db` in the current directory).
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Also write the self-contained HTML report here.
     #[arg(long, value_name = "OUT")]
     pub html: Option<PathBuf>,
+    /// Also write the JSON report to this file (apart from the program's own stdout).
+    #[arg(long, value_name = "FILE")]
+    pub json_out: Option<PathBuf>,
+    /// Replace output files that memlens itself wrote (a recording, an HTML or JSON report);
+    /// other files are never replaced.
+    #[arg(long)]
+    pub force: bool,
 }
 
 impl SamplingArgs {
@@ -82,64 +94,54 @@ impl SamplingArgs {
         ]
     }
 
-    /// The recording path: `-o`, or a fresh name in the current directory.
-    pub fn output_path(&self, name: &str) -> PathBuf {
-        match &self.output {
-            Some(p) => p.clone(),
-            None => PathBuf::from(default_name(name, std::time::SystemTime::now())),
+    /// Creates the recording: at `-o` (which must not exist, or be a recording memlens wrote
+    /// with `--force`), or under a fresh name in the current directory.
+    pub fn create_recording(
+        &self,
+        name: &str,
+        meta: &[(&str, String)],
+    ) -> CliResult<RecordingWriter> {
+        if let Some(path) = &self.output {
+            let made = if self.force {
+                RecordingWriter::create_replacing(path, meta)
+            } else {
+                RecordingWriter::create(path, meta)
+            };
+            return made.map_err(output_error);
         }
+        let base = default_name(name, std::time::SystemTime::now(), std::process::id());
+        let mut last = None;
+        // The name holds the time to the millisecond and memlens's PID: taken only by a
+        // leftover of a recycled PID, in which case a counter is added.
+        for n in 1..=20u32 {
+            let candidate = if n == 1 {
+                PathBuf::from(&base)
+            } else {
+                PathBuf::from(base.replace(".db", &format!("-{n}.db")))
+            };
+            match RecordingWriter::create(&candidate, meta) {
+                Ok(w) => return Ok(w),
+                Err(e @ memlens_record::Error::Refused { .. }) => last = Some(e),
+                Err(e) => return Err(output_error(e)),
+            }
+        }
+        Err(output_error(last.unwrap_or_else(|| {
+            memlens_record::Error::Refused {
+                path: PathBuf::from(base),
+                why: "no free name".into(),
+                force_helps: false,
+            }
+        })))
+    }
+
+    /// Checks and reserves the report files (`--html`, `--json-out`).
+    pub fn reserve_outputs(&self) -> CliResult<Outputs> {
+        Outputs::reserve(self.html.as_deref(), self.json_out.as_deref(), self.force)
     }
 }
 
-/// Parses `10ms`, `1s`, `1.5`, `2m`, `1h` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (e.g. 10ms, 2s, 1m)"))?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "us" | "µs" => n / 1e6,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        u => return Err(format!("unknown unit `{u}` in `{s}` (use ms, s, m or h)")),
-    };
-    if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
-        return Err(format!("`{s}` must be a positive duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// A sampling interval: a duration of at least 1 ms.
-pub fn parse_interval(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d < Duration::from_millis(1) {
-        return Err(format!("`{s}` is shorter than the shortest interval, 1ms"));
-    }
-    Ok(d)
-}
-
-/// Parses `2.5` or `2.5%` into a share of one core (0.025).
-pub fn parse_percent(s: &str) -> Result<f64, String> {
-    let n: f64 = s
-        .trim()
-        .trim_end_matches('%')
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a percentage (e.g. 2.5 or 2.5%)"))?;
-    if !n.is_finite() || n <= 0.0 || n > 100.0 {
-        return Err(format!("`{s}` must be between 0 and 100 percent"));
-    }
-    Ok(n / 100.0)
-}
-
-/// `memlens-<name>-<YYYYmmdd-HHMMSS>.db`, the name reduced to safe characters.
-pub fn default_name(name: &str, when: std::time::SystemTime) -> String {
+/// `memlens-<name>-<YYYYmmdd-HHMMSS.mmm>-<pid>.db` (UTC), the name reduced to safe characters.
+pub fn default_name(name: &str, when: std::time::SystemTime, pid: u32) -> String {
     let safe: String = name
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
@@ -150,17 +152,18 @@ pub fn default_name(name: &str, when: std::time::SystemTime) -> String {
     } else {
         safe
     };
-    let secs = when
+    let since = when
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+        .unwrap_or_default();
+    let secs = since.as_secs();
     let (days, rem) = (secs / 86400, secs % 86400);
     let (y, m, d) = civil_from_days(days as i64);
     format!(
-        "memlens-{safe}-{y:04}{m:02}{d:02}-{:02}{:02}{:02}.db",
+        "memlens-{safe}-{y:04}{m:02}{d:02}-{:02}{:02}{:02}.{:03}-{pid}.db",
         rem / 3600,
         rem % 3600 / 60,
-        rem % 60
+        rem % 60,
+        since.subsec_millis()
     )
 }
 
@@ -186,6 +189,23 @@ pub fn program_name(program: &OsStr) -> String {
         .unwrap_or_default()
 }
 
+/// Maps an error writing a file (the recording, a report) to exit 8.
+pub fn output_error(e: memlens_record::Error) -> CliError {
+    use memlens_record::Error as E;
+    match &e {
+        E::Refused {
+            force_helps: true, ..
+        } => CliError::new(Code::Output, e.to_string())
+            .with_hint("`--force` replaces files memlens wrote; or choose another name"),
+        E::Refused { .. } => CliError::new(Code::Output, e.to_string())
+            .with_hint("memlens writes only new files (or, with `--force`, replaces its own); choose another name"),
+        _ if e.is_disk_full() => CliError::new(Code::Output, format!("{e} (the disk is full)")),
+        E::Io { .. } | E::Sqlite { .. } => CliError::new(Code::Output, e.to_string())
+            .with_hint("check that the directory exists and is writable"),
+        _ => recording_error(e),
+    }
+}
+
 /// Maps a recording error to the user's message and exit code.
 pub fn recording_error(e: memlens_record::Error) -> CliError {
     use memlens_record::Error as E;
@@ -195,8 +215,10 @@ pub fn recording_error(e: memlens_record::Error) -> CliError {
         | E::Truncated { .. }
         | E::Corrupt { .. }
         | E::UnsupportedVersion { .. } => CliError::new(Code::BadRecording, e.to_string())
-            .with_hint("memlens reads the .db files written by `memlens run` and `memlens record`; a recording cut off by a crash is readable, one damaged after that is not"),
+            .with_hint("memlens reads the .db files written by `memlens run` and `memlens record`; a recording cut off by a crash or a full disk is readable, one damaged after that is not"),
         E::Procfs(p) => p.into(),
+        e @ E::Refused { .. } => output_error(e),
+        e if e.is_disk_full() => output_error(e),
         E::Sqlite { .. } | E::Io { .. } => CliError::new(Code::Failure, e.to_string()),
     }
 }
@@ -214,6 +236,91 @@ pub fn open(path: &Path) -> CliResult<(Recording, Model)> {
     Ok((rec, model))
 }
 
+/// The report files of a command, reserved when it starts: a destination that memlens may not
+/// write (exists and is not memlens's, a link, a device, a missing or read-only directory) is
+/// an error before anything runs.
+#[derive(Debug, Default)]
+pub struct Outputs {
+    html: Option<PendingFile>,
+    json: Option<PendingFile>,
+}
+
+impl Outputs {
+    /// Reserves the HTML and JSON destinations asked for.
+    pub fn reserve(html: Option<&Path>, json: Option<&Path>, force: bool) -> CliResult<Outputs> {
+        if let (Some(h), Some(j)) = (html, json) {
+            if h == j {
+                return Err(CliError::new(
+                    Code::Usage,
+                    format!("--html and --json-out both name {}", h.display()),
+                ));
+            }
+        }
+        let html = html
+            .map(|p| PendingFile::reserve(p, Kind::Html, force))
+            .transpose()
+            .map_err(output_error)?;
+        let json = json
+            .map(|p| PendingFile::reserve(p, Kind::Json, force))
+            .transpose()
+            .map_err(output_error)?;
+        Ok(Outputs { html, json })
+    }
+
+    /// Whether any report file was asked for.
+    pub fn any(&self) -> bool {
+        self.html.is_some() || self.json.is_some()
+    }
+
+    /// Writes the reports and moves them into place; each file is tried, the first failure
+    /// is returned.
+    fn write(&mut self, model: &Model) -> CliResult<()> {
+        let mut first_error = None;
+        if let Some(p) = self.html.take() {
+            let r = commit(p, |w| html::render(model, &html::Options::default(), w));
+            first_error = first_error.or(r.err());
+        }
+        if let Some(p) = self.json.take() {
+            let r = commit(p, |w| {
+                recording_json::render(model, &recording_json::Options { pretty: true }, w)
+            });
+            first_error = first_error.or(r.err());
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Renders into a reserved file and moves it into place.
+fn commit(
+    mut p: PendingFile,
+    render: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> CliResult<()> {
+    let dest = p.path().to_path_buf();
+    let written = match p.file() {
+        Some(f) => {
+            let mut w = std::io::BufWriter::new(f);
+            render(&mut w).and_then(|()| w.flush())
+        }
+        None => Ok(()),
+    };
+    let fail = |why: String| {
+        CliError::new(
+            Code::Output,
+            format!("cannot write {}: {why}", dest.display()),
+        )
+    };
+    match written {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) => {
+            return Err(fail(format!("{e} (the disk is full)")))
+        }
+        Err(e) => return Err(fail(e.to_string())),
+        Ok(()) => {}
+    }
+    let placed = p.commit().map_err(output_error)?;
+    output::say(&format!("wrote {}", placed.display()));
+    Ok(())
+}
+
 /// Where the text summary goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Summary {
@@ -225,55 +332,39 @@ pub enum Summary {
     Off,
 }
 
-/// Prints a model as asked: JSON on stdout, the text summary where `summary` says, and HTML to
-/// a file.
+/// Prints a model as asked: the report files, JSON on stdout, the text summary where
+/// `summary` says. A closed stdout ends the output quietly ([`output::write_error`]); a
+/// failure on stderr is ignored (there is nowhere left to say it).
 pub fn emit(
     model: &Model,
     global: &Global,
-    json: bool,
+    json_stdout: bool,
     summary: Summary,
-    html_out: Option<&Path>,
+    outputs: &mut Outputs,
 ) -> CliResult<()> {
-    if let Some(out) = html_out {
-        let write = || -> std::io::Result<()> {
-            let f = std::fs::File::create(out)?;
-            let mut w = std::io::BufWriter::new(f);
-            html::render(model, &html::Options::default(), &mut w)?;
-            w.flush()
-        };
-        write().map_err(|e| {
-            CliError::new(
-                Code::Failure,
-                format!("cannot write {}: {e}", out.display()),
-            )
-        })?;
-    }
-    if json {
+    let files = outputs.write(model);
+    if json_stdout {
         let stdout = std::io::stdout();
         recording_json::render(
             model,
             &recording_json::Options { pretty: true },
             stdout.lock(),
         )
-        .map_err(write_error)?;
+        .map_err(output::write_error)?;
     }
     let opts = recording_text::Options {
         bytes: global.bytes,
         ..recording_text::Options::default()
     };
     match summary {
-        Summary::Stdout => {
-            recording_text::render(model, &opts, std::io::stdout().lock()).map_err(write_error)?
-        }
+        Summary::Stdout => recording_text::render(model, &opts, std::io::stdout().lock())
+            .map_err(output::write_error)?,
         Summary::Stderr => {
-            recording_text::render(model, &opts, std::io::stderr().lock()).map_err(write_error)?
+            let _ = recording_text::render(model, &opts, std::io::stderr().lock());
         }
         Summary::Off => {}
     }
-    if let Some(out) = html_out {
-        eprintln!("memlens: wrote {}", out.display());
-    }
-    Ok(())
+    files
 }
 
 #[cfg(test)]
@@ -281,25 +372,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_and_percent() {
-        assert_eq!(parse_duration("10ms"), Ok(Duration::from_millis(10)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("0").is_err());
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_interval("100us").is_err());
-        assert_eq!(parse_interval("1ms"), Ok(Duration::from_millis(1)));
-        assert_eq!(parse_percent("2.5%"), Ok(0.025));
-        assert!(parse_percent("200").is_err());
-    }
-
-    #[test]
-    fn default_names_are_safe_and_dated() {
-        let t = std::time::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+    fn default_names_are_safe_dated_and_unique_per_process() {
+        let t = std::time::UNIX_EPOCH + Duration::from_millis(1_795_000_000_042);
         assert_eq!(
-            default_name("py/../th<o>n", t),
-            "memlens-py..thon-20261118-110640.db"
+            default_name("py/../th<o>n", t, 4242),
+            "memlens-py..thon-20261118-110640.042-4242.db"
         );
+        assert_ne!(default_name("x", t, 1), default_name("x", t, 2));
         assert_eq!(civil_from_days(0), (1970, 1, 1));
     }
 }

@@ -142,7 +142,7 @@ fn short_spike_peak_matches_the_kernel() {
         let script = format!(
             "{TRUTH_AT_EXIT}\nimport time\ntime.sleep(0.2)\nb = b'\\x01' * (300 << 20)\ntime.sleep(0.005)\ndel b\ntime.sleep(0.3)\ntruth()\n"
         );
-        let db = dir.join("spike.db");
+        let db = dir.join(&format!("spike-{}.db", py.label));
         let out = run_memlens(
             &[
                 "run",

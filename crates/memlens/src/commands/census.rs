@@ -36,27 +36,9 @@ pub struct Args {
     pub nonblocking: bool,
 }
 
-/// Parses `500ms`, `10s`, `2m`, `1h` or a plain number of seconds.
+/// Parses `500ms`, `10s`, `2m`, `1h` or a plain number of seconds, from 1ms to 24h.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (try 10s, 500ms, 2m)"))?;
-    let secs = match unit {
-        "" | "s" => v,
-        "ms" => v / 1000.0,
-        "m" => v * 60.0,
-        "h" => v * 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?} (ms, s, m, h)")),
-    };
-    if !secs.is_finite() || !(0.0..=1e7).contains(&secs) {
-        return Err(format!("duration {s:?} out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    crate::flags::growth(s)
 }
 
 #[derive(Serialize)]

@@ -27,6 +27,10 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
+    // An exited process (a zombie) or a kernel thread has no memory to account: said as such.
+    if let Some(e) = crate::exit::target_state_error(args.pid) {
+        return Err(e);
+    }
     // The Python view of each process: its pymalloc arenas feed the ledger as hints, the rest
     // is attached to the process once its ledger is built.
     let mut views = std::collections::HashMap::new();
