@@ -164,7 +164,7 @@ fn a_recorded_forked_tree_peaks_at_the_pss_the_kernel_reads() {
             .map(|p| p.parse().unwrap())
             .collect();
         let before = kernel_pss(&pids);
-        let db = dir.join("tree.db");
+        let db = dir.join(&format!("tree-{}.db", py.label));
         let out = memlens()
             .args([
                 "record",
@@ -312,7 +312,7 @@ fn a_program_that_builds_400_mib_gets_its_breakdown_at_its_peak() {
     let dir = TempDir::new("build400");
     for py in two_pythons() {
         for launch in 0..2 {
-            let db = dir.join("b.db");
+            let db = dir.join(&format!("b-{}-{launch}.db", py.label));
             let out = memlens()
                 .args(["run", "--json", "--cpu-budget", "4", "-o"])
                 .arg(&db)
@@ -405,10 +405,12 @@ fn max_peak_gives_the_same_verdict_whatever_the_page_cache_holds() {
     let py = &two_pythons()[0];
     let data = dir.join("data.bin");
     std::fs::write(&data, vec![7u8; 192 << 20]).unwrap();
+    let runs = std::cell::Cell::new(0);
     let run = |max: &str| {
+        runs.set(runs.get() + 1);
         let out = memlens()
             .args(["run", "--json", "--max-peak", max, "-o"])
-            .arg(dir.join("p.db"))
+            .arg(dir.join(&format!("p{}.db", runs.get())))
             .arg("--")
             .arg(&py.path)
             .args(["-c", READS_A_FILE])
@@ -644,7 +646,7 @@ fn two_thousand_threads_stay_within_the_cpu_budget() {
         cmd.args(["run", "-q", "--cpu-budget", "2"])
             .args(extra)
             .arg("-o")
-            .arg(dir.join("t.db"))
+            .arg(dir.join(&format!("t{}.db", extra.len())))
             .arg("--")
             .arg(&py.path)
             .args(["-c", THREADS_2000]);
