@@ -183,21 +183,13 @@ fn scan_for_table<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<ArenaTa
     }
 }
 
-/// Reads pymalloc's arenas and the pool headers of each.
-pub fn read<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Pymalloc> {
+/// The live arenas: `(address, pool_address)` of each, from one read of the arena table.
+fn live_arenas<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Vec<(u64, u64)>> {
     it.layout.require_tables("pymalloc")?;
     let l = it.layout;
     let t = table(it, mem)?;
-    let mut out = Pymalloc {
-        arenas: 0,
-        pools: 0,
-        used_bytes: 0,
-        free_bytes: 0,
-        arena_size: l.arena_size,
-        arena_ranges: Vec::new(),
-    };
     if t.arenas == 0 || t.maxarenas == 0 {
-        return Ok(out);
+        return Ok(Vec::new());
     }
     if t.maxarenas > 1 << 24 {
         return Err(Error::Invalid {
@@ -206,19 +198,43 @@ pub fn read<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Pymalloc> {
         });
     }
     let raw = mem.read_vec(t.arenas, (t.maxarenas * l.arena_size_of) as usize)?;
+    let word = |e: &[u8], at: u64| {
+        let at = at as usize;
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&e[at..at + 8]);
+        u64::from_ne_bytes(b)
+    };
+    Ok(raw
+        .chunks_exact(l.arena_size_of as usize)
+        .map(|e| (word(e, l.arena_address), word(e, l.arena_pool_address)))
+        .filter(|&(address, _)| address != 0)
+        .collect())
+}
+
+/// Each live arena's `[start, end)`, from one read of the arena table and nothing else: what a
+/// ledger needs to sort the `python-heap` row, at a small fraction of the cost of [`read`]
+/// (which also reads every pool header).
+pub fn arena_ranges<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Vec<(u64, u64)>> {
+    let size = it.layout.arena_size;
+    Ok(live_arenas(it, mem)?
+        .into_iter()
+        .map(|(address, _)| (address, address + size))
+        .collect())
+}
+
+/// Reads pymalloc's arenas and the pool headers of each.
+pub fn read<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Pymalloc> {
+    let l = it.layout;
+    let mut out = Pymalloc {
+        arenas: 0,
+        pools: 0,
+        used_bytes: 0,
+        free_bytes: 0,
+        arena_size: l.arena_size,
+        arena_ranges: Vec::new(),
+    };
     let mut pools: Vec<u64> = Vec::new();
-    for e in raw.chunks_exact(l.arena_size_of as usize) {
-        let word = |at: u64| {
-            let at = at as usize;
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&e[at..at + 8]);
-            u64::from_ne_bytes(b)
-        };
-        let address = word(l.arena_address);
-        if address == 0 {
-            continue;
-        }
-        let pool_address = word(l.arena_pool_address);
+    for (address, pool_address) in live_arenas(it, mem)? {
         out.arenas += 1;
         out.arena_ranges.push((address, address + l.arena_size));
         let first = address.div_ceil(l.pool_size) * l.pool_size;

@@ -39,6 +39,10 @@ pub struct Skipped {
     pub pid: u32,
     /// Why it was left out.
     pub reason: String,
+    /// The kernel refused the read (another user's process, without the privilege to read
+    /// it): its memory exists but cannot be accounted, unlike a kernel thread or an exit.
+    #[serde(skip)]
+    pub permission_denied: bool,
 }
 
 /// Takes the ledger of `pid`, or of it and every descendant with `tree`. `python` supplies
@@ -111,7 +115,18 @@ pub fn read_processes(
     parallel: bool,
     hints: &mut dyn FnMut(u32) -> Hints,
 ) -> Result<(Vec<ProcessLedger>, Vec<Skipped>)> {
-    let read = |&p: &u32| Process::new(p).and_then(|proc| ProcessParts::read(&proc));
+    let read = |&p: &u32| {
+        let proc = Process::new(p)?;
+        let parts = ProcessParts::read(&proc)?;
+        // Each read() of smaps needs the address space: a process that exits between two of
+        // them ends the file early, the mappings after that point missing. A read that
+        // finished after the exit is no ledger of the process.
+        let st = proc.status()?;
+        if st.state == b'Z' || st.state == b'X' || st.vm_size == 0 {
+            return Err(Error::ProcessGone { pid: p });
+        }
+        Ok(parts)
+    };
     let reads = if parallel {
         crate::parallel::map(pids, read)
     } else {
@@ -148,6 +163,7 @@ fn build_all(
                 skipped.push(Skipped {
                     pid: p,
                     reason: e.to_string(),
+                    permission_denied: matches!(e, Error::PermissionDenied { .. }),
                 });
             }
         }

@@ -18,6 +18,8 @@ pub struct OwnCgroup {
     dir: PathBuf,
     version: u8,
     procs: File,
+    /// `cgroup.procs` again, read-only: every process of the tree, in one read.
+    members: File,
     usage: File,
     path_in_hierarchy: String,
 }
@@ -51,12 +53,14 @@ impl OwnCgroup {
                 .write(true)
                 .open(dir.join("cgroup.procs"))
                 .map_err(|e| format!("cannot open {}/cgroup.procs: {e}", dir.display()))?;
+            let members = File::open(dir.join("cgroup.procs"))
+                .map_err(|e| format!("cannot open {}/cgroup.procs: {e}", dir.display()))?;
             let usage = File::open(dir.join(usage_name))
                 .map_err(|e| format!("cannot open {}/{usage_name}: {e}", dir.display()))?;
-            Ok((procs, usage))
+            Ok((procs, members, usage))
         })();
         match opened {
-            Ok((procs, usage)) => {
+            Ok((procs, members, usage)) => {
                 let mut p = String::from_utf8_lossy(&path).into_owned();
                 if !p.ends_with('/') {
                     p.push('/');
@@ -66,6 +70,7 @@ impl OwnCgroup {
                     dir,
                     version,
                     procs,
+                    members,
                     usage,
                     path_in_hierarchy: p,
                 })
@@ -103,6 +108,34 @@ impl OwnCgroup {
             b.split(|c| *c == b'\n')
                 .any(|l| parse_u64(trim(l)) == Some(u64::from(pid)))
         })
+    }
+
+    /// Appends the PIDs of every process in the cgroup (the whole tree, however many threads
+    /// its processes have) to `out`; `buf` is scratch space.
+    pub fn members(&self, buf: &mut Vec<u8>, out: &mut Vec<u32>) {
+        if buf.len() < 4096 {
+            buf.resize(4096, 0);
+        }
+        let mut len = 0;
+        loop {
+            if len == buf.len() {
+                buf.resize(buf.len() * 2, 0);
+            }
+            match self.members.read_at(&mut buf[len..], len as u64) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) => {
+                    log::debug!("{}/cgroup.procs: {e}", self.dir.display());
+                    return;
+                }
+            }
+        }
+        out.extend(
+            buf[..len]
+                .split(|c| *c == b'\n')
+                .filter_map(|l| parse_u64(trim(l)))
+                .filter_map(|p| u32::try_from(p).ok()),
+        );
     }
 
     /// Current charge (a few microseconds: the file is kept open).

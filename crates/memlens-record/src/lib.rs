@@ -9,6 +9,7 @@ pub mod budget;
 pub mod cgroup;
 pub mod cputime;
 pub mod destination;
+mod discovery;
 mod error;
 pub mod launch;
 pub mod python;

@@ -1,42 +1,43 @@
 //! The sampler (DESIGN §7): cheap counters of every process of the tree at a fixed interval,
-//! PSS from `smaps_rollup` and full ledgers as often as a CPU budget allows, new children picked
-//! up as they appear, exited ones kept with their last figures.
+//! PSS from `smaps_rollup` and full ledgers within a CPU budget, a ledger whenever the tree
+//! reaches a new high, new children picked up as they appear, exited ones kept with their last
+//! figures. The expensive reads are scheduled in [`reads`].
+
+mod reads;
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use memlens_ledger::process::cmdline_string as cmdline_string_of;
-use memlens_ledger::tree::{assemble, read_processes};
-use memlens_ledger::{Amounts, Hints, TreeLedger};
-use memlens_procfs::bytes::{fields, parse_u64};
-use memlens_procfs::{Error as ProcError, Process};
+use memlens_procfs::{CounterFiles, Error as ProcError, Process};
 
-use crate::budget::Budget;
+use crate::budget::{Budget, CostModel};
 use crate::cgroup::OwnCgroup;
-use crate::cputime::thread_cpu_seconds;
+use crate::cputime::{process_cpu_seconds, thread_cpu_seconds};
+use crate::discovery::{LastPid, ThreadChildren};
 use crate::error::Result;
 use crate::python::PythonView;
 use crate::writer::{Counters, ProcessInfo, RecordingWriter};
-use memlens_procfs::CounterFiles;
 
 /// `status` is read every this many ticks (`statm` in between).
 const STATUS_EVERY: u32 = 5;
 
+/// Other threads' `children` files visited per discovery pass, over the whole tree.
+const THREAD_FILES_PER_PASS: usize = 8;
+
 /// How the sampler works.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Period of the cheap counters (default 10 ms).
+    /// Period of the cheap counters (default 10 ms); the budget spaces ticks out when the
+    /// counters of a large tree alone would cost more than half of it.
     pub interval: Duration,
-    /// Share of one core the sampler may spend (counters first; PSS reads, ledgers and the
-    /// Python view use what is left, never less than a quarter of it).
+    /// Share of one core memlens may spend recording: a ceiling on everything it does.
     pub cpu_budget: f64,
-    /// Period of full ledgers (default 1 s), stretched when the budget cannot afford them.
+    /// Period of full ledgers (default 1 s), stretched when the budget cannot afford them;
+    /// a ledger is also taken whenever the tree reaches a new high.
     pub ledger_interval: Duration,
-    /// Shortest period between two PSS reads of one process (default 100 ms): the budget is
-    /// a ceiling, not a target, and PSS between reads is estimated from RSS every tick.
+    /// Shortest period between two rounds of PSS reads of the tree (default 100 ms): the
+    /// budget is a ceiling, not a target, and PSS between reads is estimated from RSS.
     pub pss_interval: Duration,
     /// Period of commits: what a crash can lose at most.
     pub commit_interval: Duration,
@@ -57,59 +58,34 @@ impl Default for Config {
     }
 }
 
-/// Open `task/TID/children` files of a process's threads.
-#[derive(Debug, Default)]
-struct ChildScan {
-    files: Vec<File>,
-    threads: u32,
-    refreshed_t: f64,
-}
-
-impl ChildScan {
-    fn refresh(&mut self, pid: u32, threads: u32, t: f64) {
-        self.files.clear();
-        self.threads = threads;
-        self.refreshed_t = t;
-        let dir = Path::new("/proc").join(pid.to_string()).join("task");
-        if let Ok(rd) = std::fs::read_dir(&dir) {
-            for e in rd.flatten() {
-                if let Ok(f) = File::open(e.path().join("children")) {
-                    self.files.push(f);
-                }
-            }
-        }
-    }
-
-    fn read(&self, buf: &mut Vec<u8>, out: &mut Vec<u32>) {
-        if buf.len() < 4096 {
-            buf.resize(4096, 0);
-        }
-        for f in &self.files {
-            let n = f.read_at(buf, 0).unwrap_or(0);
-            out.extend(fields(&buf[..n]).filter_map(parse_u64).map(|p| p as u32));
-        }
-    }
-}
-
 #[derive(Debug)]
 struct Tracked {
     id: i64,
     pid: u32,
     name: Vec<u8>,
     files: Option<CounterFiles>,
-    children: ChildScan,
+    children: ThreadChildren,
     last: Counters,
     stored: Option<Counters>,
     first_t: f64,
     last_t: f64,
     exit_t: Option<f64>,
+    /// PSS / RSS at the last read, to estimate PSS from RSS between reads.
     pss_ratio: Option<f64>,
-    pss_t: f64,
     peak_pss: u64,
     ru_maxrss: Option<u64>,
     had_children: bool,
     cmdline_rechecks: u8,
     status_countdown: u32,
+    /// Its `smaps` could not be read (noted in the recording once).
+    unreadable: bool,
+    /// When its Python view was last read (`NEG_INFINITY`: never).
+    python_t: f64,
+    /// Its Python view was read: an interpreter is attached, so a ledger may ask for the
+    /// arenas (asking a process that is not attached would attach it inside the ledger).
+    python_seen: bool,
+    /// When its last census was taken (`NEG_INFINITY`: never).
+    census_t: f64,
 }
 
 impl Tracked {
@@ -117,8 +93,9 @@ impl Tracked {
         self.files.is_some()
     }
 
-    fn pss_estimate(&self, fallback: f64) -> u64 {
-        (self.last.rss as f64 * self.pss_ratio.unwrap_or(fallback)) as u64
+    /// PSS estimated from RSS and the ratio at the last read; RSS itself before any read.
+    fn pss_estimate(&self) -> u64 {
+        (self.last.rss as f64 * self.pss_ratio.unwrap_or(1.0)) as u64
     }
 }
 
@@ -131,6 +108,22 @@ pub struct Finish {
     pub exit_signal: Option<i32>,
 }
 
+/// The CPU clocks at the start of the last tick, and what was charged since.
+#[derive(Debug, Clone, Copy, Default)]
+struct Clocks {
+    thread: f64,
+    process: f64,
+    /// Seconds of this thread already charged (to the bucket or the background) since.
+    charged: f64,
+}
+
+/// Predicted costs of the expensive reads.
+#[derive(Debug, Clone)]
+struct Costs {
+    rollup: CostModel,
+    ledger: CostModel,
+}
+
 /// Samples a process tree into a recording.
 pub struct Sampler {
     cfg: Config,
@@ -139,22 +132,36 @@ pub struct Sampler {
     procs: Vec<Tracked>,
     live: HashMap<u32, usize>,
     seen: HashSet<(u32, u64)>,
-    extra_parents: Vec<(u32, ChildScan)>,
+    extra_parents: Vec<(u32, ThreadChildren)>,
     start: Instant,
     budget: Budget,
+    costs: Costs,
+    clocks: Option<Clocks>,
     last_commit: f64,
     last_ledger: Option<f64>,
-    ledger_trigger: u64,
-    last_census: Option<f64>,
+    /// Tree RSS (sum of the counters) at the highest ledger so far.
+    ledger_high: u64,
+    /// Tree PSS of the highest ledger so far.
+    ledger_high_pss: u64,
+    /// A PSS round found the tree's PSS well above the highest ledger's (copy-on-write pages
+    /// un-shared without RSS moving): the next tick takes a ledger.
+    pss_high: bool,
+    last_round: f64,
     python: Option<Box<dyn PythonView>>,
     cgroup: Option<OwnCgroup>,
+    last_pid: LastPid,
+    /// Processes still owed a full turn over their threads' `children` files.
+    turns_owed: usize,
+    thread_turn: usize,
     buf: Vec<u8>,
     ticks: u64,
     tree_peak_pss: u64,
-    carry: f64,
-    ledger_cost: f64,
     last_json: Option<f64>,
     best_ledger_pss: u64,
+    /// The longest tick interval the budget imposed.
+    stretched: f64,
+    /// When the last tick started (s).
+    last_tick: f64,
 }
 
 impl std::fmt::Debug for Sampler {
@@ -207,20 +214,40 @@ impl Sampler {
             extra_parents: Vec::new(),
             start,
             budget,
+            // Starting guesses (debug builds, a loaded machine); learnt from the first reads.
+            costs: Costs {
+                rollup: CostModel::new(0.2e-3, 15e-6),
+                ledger: CostModel::new(1e-3, 20e-6),
+            },
+            clocks: None,
             last_commit: 0.0,
             last_ledger: None,
-            ledger_trigger: 0,
-            last_census: None,
+            ledger_high: 0,
+            ledger_high_pss: 0,
+            pss_high: false,
+            last_round: f64::NEG_INFINITY,
             python: None,
             cgroup,
+            last_pid: LastPid::open(),
+            turns_owed: 0,
+            thread_turn: 0,
             buf: Vec::with_capacity(4096),
             ticks: 0,
             tree_peak_pss: 0,
-            carry: 0.0,
-            ledger_cost: 0.0,
             last_json: None,
             best_ledger_pss: 0,
+            stretched: 0.0,
+            last_tick: 0.0,
         };
+        // The wall-clock time of t = 0, whatever the caller did between `start` and now
+        // (creating the file can take a while on a loaded disk).
+        let origin = std::time::SystemTime::now()
+            .checked_sub(start.elapsed())
+            .and_then(|o| o.duration_since(std::time::UNIX_EPOCH).ok());
+        if let Some(o) = origin {
+            s.writer
+                .set_meta("started_unix", &format!("{:.6}", o.as_secs_f64()))?;
+        }
         let t = s.now();
         // A root that is already gone (a program that exited at once) leaves an empty tree:
         // the caller still has its exit status and rusage.
@@ -247,11 +274,9 @@ impl Sampler {
     }
 
     /// Also adopts new children of `pid` (memlens itself when it is a subreaper: orphans of the
-    /// tree are re-parented to it).
+    /// tree are re-parented to it). Only the main thread's children are watched.
     pub fn adopt_children_of(&mut self, pid: u32) {
-        let mut scan = ChildScan::default();
-        scan.refresh(pid, 0, 0.0);
-        self.extra_parents.push((pid, scan));
+        self.extra_parents.push((pid, ThreadChildren::open(pid)));
     }
 
     /// Attaches the Python view (another crate provides it); without one the recording holds
@@ -310,37 +335,38 @@ impl Sampler {
         };
         let id = self.writer.add_process(&info, t)?;
         // A fresh fork shares its parent's pages: both hold about half of them until PSS is
-        // read again (soon: the parent goes to the front of the queue).
+        // read again (soon: the tree's RSS sum jumps, which calls for a ledger).
         let mut parent_ratio = None;
         if let Some(&pi) = self.live.get(&stat.ppid) {
             let parent = &mut self.procs[pi];
             parent.had_children = true;
             parent.pss_ratio = parent.pss_ratio.map(|r| r / 2.0);
-            parent.pss_t = f64::NEG_INFINITY;
             parent_ratio = parent.pss_ratio;
         }
-        let mut children = ChildScan::default();
-        children.refresh(pid, 0, t);
         self.live.insert(pid, self.procs.len());
         self.procs.push(Tracked {
             id,
             pid,
             name: stat.comm,
             files: Some(files),
-            children,
+            children: ThreadChildren::open(pid),
             last: Counters::default(),
             stored: None,
             first_t: t,
             last_t: t,
             exit_t: None,
             pss_ratio: parent_ratio,
-            pss_t: f64::NEG_INFINITY,
             peak_pss: 0,
             ru_maxrss: None,
             had_children: false,
             cmdline_rechecks: 0,
             status_countdown: 0,
+            unreadable: false,
+            python_t: f64::NEG_INFINITY,
+            python_seen: false,
+            census_t: f64::NEG_INFINITY,
         });
+        self.turns_owed = self.live.len();
         self.writer.event(
             t,
             "start",
@@ -356,7 +382,7 @@ impl Sampler {
             return Ok(());
         }
         p.files = None;
-        p.children = ChildScan::default();
+        p.children = ThreadChildren::default();
         p.exit_t = Some(t);
         self.live.remove(&p.pid);
         let (id, last_t, hwm, peak, ru) = (p.id, p.last_t, p.last.vm_hwm, p.peak_pss, p.ru_maxrss);
@@ -425,11 +451,41 @@ impl Sampler {
         )
     }
 
-    /// One round: counters of every live process, new children, the tree's totals, then PSS
-    /// reads and ledgers as the budget allows, and a commit when one is due.
+    /// Charges the CPU memlens used since the last tick: this thread's to the bucket (less
+    /// what the reads already paid), other threads' to the background account. Returns what
+    /// the cheap part of the last tick cost.
+    fn account(&mut self, t: f64) -> f64 {
+        let now = Clocks {
+            thread: thread_cpu_seconds(),
+            process: process_cpu_seconds(),
+            charged: 0.0,
+        };
+        self.budget.refill(t);
+        let Some(prev) = self.clocks.replace(now) else {
+            return 0.0;
+        };
+        let on_thread = (now.thread - prev.thread).max(0.0);
+        let elsewhere = (now.process - prev.process - on_thread).max(0.0);
+        let cheap = (on_thread - prev.charged).max(0.0);
+        self.budget.charge(cheap);
+        self.budget.charge_background(elsewhere);
+        cheap
+    }
+
+    /// One round: counters of every live process, new children, the tree's totals, a commit
+    /// when one is due, then a ledger at a new high and other reads as the budget allows.
     pub fn tick(&mut self) -> Result<()> {
         let t = self.now();
-        let cpu0 = thread_cpu_seconds();
+        self.last_tick = t;
+        let cheap = self.account(t);
+        if self.ticks > 0 {
+            self.budget.note_tick_cost(cheap);
+            let configured = self.cfg.interval.as_secs_f64();
+            let iv = self.budget.tick_interval(configured);
+            if iv > configured * 1.05 {
+                self.stretched = self.stretched.max(iv);
+            }
+        }
         self.ticks += 1;
         self.read_counters(t)?;
         self.discover(t)?;
@@ -438,24 +494,18 @@ impl Sampler {
         for &i in self.live.values() {
             let p = &self.procs[i];
             rss += p.last.rss;
-            pss += p.pss_estimate(1.0);
+            pss += p.pss_estimate();
         }
         let n = self.live.len() as u32;
         let usage = self.cgroup.as_ref().and_then(OwnCgroup::usage);
         self.writer.tick(t, rss, pss, n, usage)?;
         self.tree_peak_pss = self.tree_peak_pss.max(pss);
-        self.budget
-            .refill(t, self.carry + thread_cpu_seconds() - cpu0);
-        self.expensive(t, pss)?;
         self.python_ready()?;
-        let c1 = thread_cpu_seconds();
         if t - self.last_commit >= self.cfg.commit_interval.as_secs_f64() {
             self.writer.commit()?;
             self.last_commit = t;
         }
-        // The commit is paid with the next tick's cheap work.
-        self.carry = thread_cpu_seconds() - c1;
-        Ok(())
+        self.expensive(t, rss)
     }
 
     fn read_counters(&mut self, t: f64) -> Result<()> {
@@ -467,12 +517,12 @@ impl Sampler {
             };
             // `statm` every tick (about 2 µs: RSS and its shared part); `status` (VmHWM, the
             // anon/file/shmem split, swap, threads, the name that changes on exec) every few
-            // ticks, and at once when RSS passes the last VmHWM seen. VmHWM only grows, so a
-            // spike between two reads is still caught by the next.
+            // ticks. Between them, RSS above the last VmHWM read raises VmHWM to RSS (it is at
+            // least that); VmHWM only grows, so a spike between two reads is caught by the next.
             let full = p.status_countdown == 0;
             if !full {
                 match files.statm() {
-                    Ok(sm) if sm.resident > 0 && sm.resident <= p.last.vm_hwm => {
+                    Ok(sm) if sm.resident > 0 => {
                         p.status_countdown -= 1;
                         let shmem = p.last.shmem.min(sm.shared);
                         let c = Counters {
@@ -480,6 +530,7 @@ impl Sampler {
                             anon: sm.resident.saturating_sub(sm.shared),
                             file: sm.shared - shmem,
                             shmem,
+                            vm_hwm: p.last.vm_hwm.max(sm.resident),
                             ..p.last
                         };
                         p.last = c;
@@ -491,7 +542,7 @@ impl Sampler {
                         }
                         continue;
                     }
-                    // A new high, or no address space (exiting): read status now.
+                    // No address space (exiting): read status now.
                     Ok(_) => {}
                     Err(e) if is_gone(&e) => {
                         self.mark_exited(i, t)?;
@@ -524,9 +575,6 @@ impl Sampler {
                     let exec = st.name != p.name;
                     let recheck = p.cmdline_rechecks < 3
                         && t - p.first_t >= [0.05, 0.5, 2.0][p.cmdline_rechecks as usize];
-                    if st.threads != p.children.threads || t - p.children.refreshed_t > 1.0 {
-                        p.children.refresh(p.pid, st.threads, t);
-                    }
                     if worth_storing(p.stored.as_ref(), &c) {
                         let id = p.id;
                         p.stored = Some(c);
@@ -564,7 +612,9 @@ impl Sampler {
                 p.files = Some(f);
             }
             p.pss_ratio = None;
-            p.pss_t = f64::NEG_INFINITY;
+            p.python_t = f64::NEG_INFINITY;
+            p.python_seen = false;
+            p.unreadable = false;
         }
         let name = proc
             .status()
@@ -577,20 +627,24 @@ impl Sampler {
         self.writer.rename_process(id, &name, &cmdline)
     }
 
+    /// Finds new processes: every other tick, the main thread's `children` of each process
+    /// (and memlens's own when it adopts orphans), the tree's cgroup when memlens made one,
+    /// else a few other threads' files in turn while a new task may exist (see
+    /// [`crate::discovery`]).
     fn discover(&mut self, t: f64) -> Result<()> {
-        // Every other tick: new processes are seen within two intervals.
         if self.ticks % 2 == 0 {
             return Ok(());
         }
         let mut found = Vec::new();
         for &i in self.live.values() {
-            self.procs[i].children.read(&mut self.buf, &mut found);
+            self.procs[i].children.read_main(&mut self.buf, &mut found);
         }
-        for (pid, scan) in &mut self.extra_parents {
-            if t - scan.refreshed_t > 1.0 {
-                scan.refresh(*pid, 0, t);
-            }
-            scan.read(&mut self.buf, &mut found);
+        for (_, scan) in &self.extra_parents {
+            scan.read_main(&mut self.buf, &mut found);
+        }
+        match &self.cgroup {
+            Some(cg) => cg.members(&mut self.buf, &mut found),
+            None => self.visit_threads(&mut found),
         }
         for pid in found {
             if self.live.contains_key(&pid) {
@@ -605,200 +659,68 @@ impl Sampler {
         Ok(())
     }
 
-    fn expensive(&mut self, t: f64, tree_pss: u64) -> Result<()> {
-        // Ledgers may use half of what the budget leaves for expensive reads, so PSS reads
-        // keep their share: a costly ledger stretches the ledger interval.
-        let ledger_every = self
-            .cfg
-            .ledger_interval
-            .as_secs_f64()
-            .max(self.ledger_cost / (self.budget.expensive_rate() * 0.5));
-        let ledger_due = match self.last_ledger {
-            None => true,
-            Some(last) => {
-                let since = t - last;
-                since >= ledger_every
-                    || (tree_pss > self.ledger_trigger + self.ledger_trigger / 20
-                        && since >= (self.cfg.interval.as_secs_f64() * 5.0).max(0.1))
-            }
-        };
-        if ledger_due && self.budget.allows() && !self.live.is_empty() {
-            let reason = match self.last_ledger {
-                None => "first",
-                Some(last) if t - last >= ledger_every => "interval",
-                Some(_) => "peak",
-            };
-            let c0 = thread_cpu_seconds();
-            self.take_ledger(t, reason)?;
-            self.ledger_cost = thread_cpu_seconds() - c0;
-            self.budget.charge(self.ledger_cost);
-            self.ledger_trigger = self.ledger_trigger.max(tree_pss);
-            return Ok(());
+    /// Visits up to [`THREAD_FILES_PER_PASS`] `children` files of other threads, process by
+    /// process in turn, until each process has had one full turn since a task was last
+    /// created (in memlens's PID namespace) or a process joined the tree.
+    fn visit_threads(&mut self, found: &mut Vec<u32>) {
+        let mut order: Vec<usize> = self.live.values().copied().collect();
+        order.sort_unstable();
+        let n = order.len();
+        if n == 0 {
+            return;
         }
-        let interval = self
-            .cfg
-            .interval
-            .as_secs_f64()
-            .max(self.cfg.pss_interval.as_secs_f64());
-        while self.budget.allows() {
-            let next = self
-                .live
-                .values()
-                .copied()
-                .filter(|&i| t - self.procs[i].pss_t >= interval * 0.999)
-                .min_by(|&a, &b| self.procs[a].pss_t.total_cmp(&self.procs[b].pss_t));
-            let Some(i) = next else {
-                break;
-            };
-            let c0 = thread_cpu_seconds();
+        if self.last_pid.moved(&mut self.buf) {
+            self.turns_owed = n;
+        }
+        let mut left = THREAD_FILES_PER_PASS;
+        let mut steps = 0;
+        while left > 0 && self.turns_owed > 0 && steps < n {
+            let i = order[self.thread_turn % n];
             let p = &mut self.procs[i];
-            p.pss_t = t;
-            let Some(files) = p.files.as_mut() else {
+            // A process with one thread has nothing but its main thread's file, read anyway.
+            let done = if p.last.threads > 1 {
+                let (visited, done) = p.children.visit(p.pid, left, &mut self.buf, found);
+                left = left.saturating_sub(visited.max(1));
+                done
+            } else {
+                true
+            };
+            if !done {
                 break;
-            };
-            let read = files.smaps_rollup();
-            let cost = thread_cpu_seconds() - c0;
-            self.budget.charge(cost);
-            match read {
-                Ok(c) => {
-                    let a = Amounts::of(&c);
-                    self.note_pss(i, &a);
-                    let id = self.procs[i].id;
-                    self.writer.pss(t, id, &a, (cost * 1e6) as u64)?;
-                }
-                Err(e) => {
-                    // An exec leaves the open rollup on the old address space: reopen.
-                    log::debug!("pid {}: smaps_rollup: {e}", self.procs[i].pid);
-                    if let Ok(f) = CounterFiles::open(self.procs[i].pid) {
-                        self.procs[i].files = Some(f);
-                    }
-                }
             }
+            self.thread_turn = self.thread_turn.wrapping_add(1);
+            self.turns_owed -= 1;
+            steps += 1;
         }
-        Ok(())
-    }
-
-    /// Writes the Python view's finished readings, at the time each was read, and charges
-    /// what they cost (they run on the view's own thread) to the budget.
-    fn python_ready(&mut self) -> Result<()> {
-        let Some(view) = self.python.as_mut() else {
-            return Ok(());
-        };
-        let ready = view.take_ready();
-        self.budget.charge(ready.cpu_seconds);
-        for (pid, s) in ready.samples {
-            let i = self.live.get(&pid).copied();
-            let Some(p) = i
-                .map(|i| &self.procs[i])
-                .or_else(|| self.procs.iter().rev().find(|p| p.pid == pid))
-            else {
-                continue;
-            };
-            let t = s.read_at.map_or_else(
-                || self.now(),
-                |at| at.saturating_duration_since(self.start).as_secs_f64(),
-            );
-            self.writer.python(t, p.id, &s)?;
-        }
-        Ok(())
-    }
-
-    fn note_pss(&mut self, i: usize, a: &Amounts) {
-        let p = &mut self.procs[i];
-        if a.rss > 0 {
-            p.pss_ratio = Some((a.pss as f64 / a.rss as f64).min(1.0));
-        }
-        p.peak_pss = p.peak_pss.max(a.pss);
-    }
-
-    fn take_ledger(&mut self, t: f64, reason: &str) -> Result<()> {
-        let ledger = self.ledger_now()?;
-        for pl in &ledger.processes {
-            if let Some(&i) = self.live.get(&pl.pid) {
-                self.note_pss(i, &pl.totals);
-                self.procs[i].pss_t = t;
-            }
-        }
-        let pss = ledger.totals.pss;
-        let keep_json = self.last_json.is_none_or(|last| t - last >= 60.0)
-            || pss >= self.best_ledger_pss - self.best_ledger_pss / 20;
-        if keep_json {
-            self.last_json = Some(t);
-        }
-        self.best_ledger_pss = self.best_ledger_pss.max(pss);
-        self.writer.ledger(t, reason, &ledger, keep_json)?;
-        if let Some(view) = self.python.as_mut() {
-            let census = match (self.cfg.census_interval, self.last_census) {
-                (Some(_), None) => true,
-                (Some(every), Some(last)) => t - last >= every.as_secs_f64(),
-                (None, _) => false,
-            };
-            if census {
-                self.last_census = Some(t);
-            }
-            let live: Vec<(u32, i64)> = self
-                .live
-                .values()
-                .map(|&i| (self.procs[i].pid, self.procs[i].id))
-                .collect();
-            for (pid, _) in live {
-                view.request(pid, census);
-            }
-        }
-        self.last_ledger = Some(t);
-        Ok(())
-    }
-
-    /// The full ledger of every live process of the tree (the processes memlens follows, so
-    /// re-parented orphans are included).
-    pub fn ledger_now(&mut self) -> Result<TreeLedger> {
-        let mut pids: Vec<(u32, usize)> = self.live.iter().map(|(&p, &i)| (p, i)).collect();
-        pids.sort_by_key(|&(_, i)| i);
-        let pids: Vec<u32> = pids.into_iter().map(|(p, _)| p).collect();
-        let first = pids.first().copied().unwrap_or(self.root);
-        // One process after the other on this thread: the budget is charged in this thread's
-        // CPU time, and a recording should not compete with the program for every core.
-        let python = &mut self.python;
-        let (processes, skipped) =
-            read_processes(&pids, None, false, &mut |pid| match python.as_mut() {
-                Some(v) => v.hints(pid),
-                None => Hints::default(),
-            })?;
-        // The cgroup memlens made for the tree when there is one (a process that is exiting
-        // already shows the root cgroup), else the first process's.
-        let cgroup = match &self.cgroup {
-            Some(own) => memlens_procfs::cgroup::read_memory(
-                own.version(),
-                own.path().as_bytes().to_vec(),
-                own.dir(),
-            )
-            .ok(),
-            None => Process::new(first)
-                .ok()
-                .and_then(|p| p.memory_cgroup().ok().flatten()),
-        };
-        let mut ledger = assemble(self.root, processes, cgroup);
-        ledger.skipped = skipped;
-        ledger.refresh_findings();
-        Ok(ledger)
     }
 
     /// Reads every live process once more, writes the last figures of every process and the
     /// end of the recording, and returns the file.
     pub fn finish(mut self, fin: &Finish) -> Result<std::path::PathBuf> {
-        let t = self.now();
-        if !self.live.is_empty() {
-            self.read_counters(t)?;
-        }
+        // Readings of the Python view still under way are awaited (2 s at most) and written.
         if let Some(view) = self.python.as_mut() {
             view.settle(Duration::from_secs(2));
         }
         self.python_ready()?;
+        let t = self.now();
+        if !self.live.is_empty() {
+            self.read_counters(t)?;
+        }
         for i in 0..self.procs.len() {
             self.close_process(i)?;
         }
+        log::debug!(
+            "sampler: {} ticks, counters {:.1} µs a tick (moving average), tick interval {:.1} ms",
+            self.ticks,
+            self.budget.tick_cost() * 1e6,
+            self.budget.tick_interval(self.cfg.interval.as_secs_f64()) * 1e3
+        );
         self.writer.set_meta("end_t", &format!("{t:.6}"))?;
         self.writer.set_meta("ticks", &self.ticks.to_string())?;
+        if self.stretched > 0.0 {
+            self.writer
+                .set_meta("budget_interval_s", &format!("{:.6}", self.stretched))?;
+        }
         if let Ok(st) = Process::new(std::process::id()).and_then(|p| p.stat()) {
             // memlens's own CPU (all threads, children excluded): what the recording cost.
             let cpu = (st.utime + st.stime) as f64 / memlens_procfs::clock_ticks() as f64;
@@ -836,14 +758,33 @@ impl Sampler {
         self.writer.event(t, kind, None, detail)
     }
 
-    /// Sleeps until the next tick is due (`n` ticks after the start): a fixed schedule, so the
-    /// interval does not drift with the cost of the reads.
+    /// How long until the next tick is due: a fixed schedule, so the interval does not drift
+    /// with the cost of the reads; spaced out when the budget cannot afford the configured
+    /// interval.
+    pub fn until_next_tick(&self) -> Duration {
+        let configured = self.cfg.interval.as_secs_f64();
+        let iv = self.budget.tick_interval(configured);
+        let now = self.now();
+        let next = if iv <= configured * 1.001 {
+            ((now / iv).floor() + 1.0) * iv
+        } else {
+            // Spaced out: from the last tick, not on a grid that moves with the spacing.
+            (self.last_tick + iv).max(((now / configured).floor() + 1.0) * configured)
+        };
+        Duration::from_secs_f64((next - now).max(0.0))
+    }
+
+    /// When the next tick is due (see [`Sampler::until_next_tick`]): the supervision loops of
+    /// `run` and `record` wait until then.
+    pub fn next_tick(&self) -> Instant {
+        Instant::now() + self.until_next_tick()
+    }
+
+    /// Sleeps until the next tick is due (see [`Sampler::until_next_tick`]).
     pub fn sleep_until_next(&self) {
-        let iv = self.cfg.interval.as_secs_f64();
-        let next = ((self.now() / iv).floor() + 1.0) * iv;
-        let wait = next - self.now();
-        if wait > 0.0 {
-            std::thread::sleep(Duration::from_secs_f64(wait));
+        let wait = self.until_next_tick();
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
         }
     }
 }
@@ -853,9 +794,13 @@ mod tests {
     use super::*;
     use crate::reader::Recording;
 
+    fn tmp(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("memlens-sampler-{name}-{}.db", std::process::id()))
+    }
+
     #[test]
     fn samples_a_live_tree_and_keeps_exited_processes() {
-        let path = std::env::temp_dir().join(format!("memlens-sampler-{}.db", std::process::id()));
+        let path = tmp("tree");
         // A shell that starts a child, then exits after it.
         let mut child = std::process::Command::new("sh")
             .args(["-c", "sleep 0.3 & wait"])
@@ -883,6 +828,48 @@ mod tests {
         assert!(r.ticks.len() > 10);
         assert!(!r.ledgers.is_empty() && r.ledgers[0].has_json);
         assert!(r.ledger_json(r.ledgers[0].id).unwrap()["processes"].is_array());
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn every_pss_read_is_a_round_of_the_whole_tree_at_one_tick() {
+        // Two processes (a shell and its child): each PSS row's time has a row for every
+        // process alive at that tick, so the tree's PSS at that moment is read, not estimated.
+        let path = tmp("rounds");
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 1 & wait"])
+            .spawn()
+            .unwrap();
+        let writer = RecordingWriter::create(&path, &[("mode", "record".into())]).unwrap();
+        let cfg = Config {
+            cpu_budget: 0.5,
+            ..Config::default()
+        };
+        let mut s = Sampler::new(cfg, writer, child.id(), Instant::now(), None).unwrap();
+        while child.try_wait().unwrap().is_none() {
+            s.tick().unwrap();
+            s.sleep_until_next();
+        }
+        s.tick().unwrap();
+        s.finish(&Finish::default()).unwrap();
+        let r = Recording::open(&path).unwrap();
+        let mut times: Vec<f64> = r.pss.iter().map(|p| p.t).collect();
+        times.sort_by(f64::total_cmp);
+        times.dedup();
+        assert!(times.len() >= 3, "{} rounds", times.len());
+        let mut complete = 0;
+        for t in &times {
+            let rows = r.pss.iter().filter(|p| p.t == *t).count();
+            let tick = r
+                .ticks
+                .iter()
+                .find(|k| k.t == *t)
+                .expect("a tick at each round");
+            assert!(rows <= tick.processes as usize);
+            complete += usize::from(rows == tick.processes as usize);
+        }
+        // Rounds are incomplete only when a process exits during one.
+        assert!(complete + 1 >= times.len(), "{complete} of {}", times.len());
         let _ = std::fs::remove_file(&path);
     }
 }

@@ -7,7 +7,7 @@ use std::io::Write;
 
 use memlens_ledger::units::format_bytes;
 
-use crate::model::{Model, PeakSource};
+use crate::model::Model;
 
 const CSS: &str = include_str!("assets/report.css");
 
@@ -314,82 +314,8 @@ fn python_chart(m: &Model, o: &Options) -> String {
     s
 }
 
-/// Writes the page.
-pub fn render(m: &Model, o: &Options, mut out: impl Write) -> std::io::Result<()> {
-    let mut h = String::with_capacity(64 * 1024);
-    let cmd = escape(&m.command);
-    let _ = write!(
-        h,
-        r#"<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>memlens: {cmd}</title>
-<style>
-{CSS}</style>
-</head>
-<body>
-<h1>memlens report</h1>
-<p class="cmd">{cmd}</p>
-"#
-    );
-    let status = match (m.exit_code, m.exit_signal) {
-        (_, Some(sig)) => format!("killed by signal {sig}"),
-        (Some(c), None) => format!("exited with status {c}"),
-        (None, None) if !m.complete => "recording cut off (memlens was killed?)".into(),
-        (None, None) => "recorded".into(),
-    };
-    let _ = write!(
-        h,
-        r#"<p class="muted">{} · {:.2} s · {} samples every {:.0} ms · {} process(es) · {}</p>"#,
-        escape(&status),
-        m.duration_seconds,
-        m.samples,
-        m.interval_seconds * 1000.0,
-        m.processes.len(),
-        escape(&m.file)
-    );
-    let source = match m.peak.source {
-        PeakSource::Cgroup => "exact: the tree's memory cgroup",
-        PeakSource::VmHwm => "exact: a process's VmHWM",
-        PeakSource::Sampled => "sampled",
-    };
-    let _ = write!(
-        h,
-        r#"<div class="figures"><div class="figure peak">peak<b>{}</b>{} at {:.2} s</div><div class="figure">tree PSS peak<b>{}</b>sampled</div><div class="figure">tree RSS peak<b>{}</b>shared pages counted per process</div></div>"#,
-        escape(&format_bytes(m.peak.bytes)),
-        source,
-        m.peak.at_seconds,
-        escape(&format_bytes(m.peak.pss)),
-        escape(&format_bytes(m.peak.rss)),
-    );
-    if let (Some(pid), Some(c)) = (m.peak.pid, &m.peak.cmdline) {
-        let _ = write!(
-            h,
-            r#"<p>At the peak most memory was in pid {pid}: <code>{}</code></p>"#,
-            escape(c)
-        );
-    }
-
-    h.push_str("<h2>Memory over time</h2>");
-    h.push_str(&memory_chart(m, o));
-    h.push_str(r#"<div class="legend">"#);
-    for c in &m.categories {
-        let _ = write!(
-            h,
-            r#"<span><span class="swatch" style="background:{}"></span>{}</span>"#,
-            category_color(c),
-            escape(c)
-        );
-    }
-    h.push_str(r#"<span>── tree PSS</span><span>- - tree RSS</span>"#);
-    if m.tree.iter().any(|t| t.3.is_some()) {
-        h.push_str(r#"<span>··· cgroup charge</span>"#);
-    }
-    h.push_str("</div><p class=\"muted\">Areas: ledger categories (PSS) at each full ledger; lines: tree totals at every sample.</p>");
-
+/// A line per process, their table, and the growth phases.
+fn processes_section(h: &mut String, m: &Model, o: &Options) {
     h.push_str("<h2>Processes</h2>");
     h.push_str(&process_chart(m, o));
     h.push_str(r#"<table><tr><th></th><th class="num">PID</th><th class="num">PPID</th><th class="num">VmHWM</th><th class="num">peak PSS</th><th class="num">alive (s)</th><th>command</th></tr>"#);
@@ -431,36 +357,44 @@ pub fn render(m: &Model, o: &Options, mut out: impl Write) -> std::io::Result<()
         }
         h.push_str("</table>");
     }
+}
 
-    if let Some(l) = &m.ledger_at_peak {
+/// The ledger chosen to show the peak, said to be at the peak only when it is.
+fn breakdown_section(h: &mut String, l: &crate::model::LedgerAtPeak) {
+    if l.breakdown.at_peak {
+        let _ = write!(h, "<h2>Breakdown at the peak (ledger at {:.2} s)</h2>", l.t);
+    } else {
         let _ = write!(
             h,
-            "<h2>Ledger at {:.2} s (the largest taken, at the peak)</h2>",
-            l.t
+            "<h2>No breakdown at the peak</h2><p class=\"warning\">{}</p>",
+            escape(&l.breakdown.note)
         );
-        h.push_str(r#"<table><tr><th>category</th><th class="num">PSS</th><th class="num">USS</th><th class="num">RSS</th><th class="num">swap</th></tr>"#);
-        for (c, a) in &l.categories {
-            let _ = write!(
-                h,
-                r#"<tr><td><span class="swatch" style="background:{}"></span>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
-                category_color(c),
-                escape(c),
-                escape(&format_bytes(a.pss)),
-                escape(&format_bytes(a.uss)),
-                escape(&format_bytes(a.rss)),
-                escape(&format_bytes(a.swap))
-            );
-        }
-        h.push_str("</table>");
-        if let Some(f) = l.json.get("findings").and_then(|f| f.as_array()) {
-            h.push_str("<ul>");
-            for s in f.iter().filter_map(|s| s.as_str()) {
-                let _ = write!(h, "<li>{}</li>", escape(s));
-            }
-            h.push_str("</ul>");
-        }
     }
+    h.push_str(r#"<table><tr><th>category</th><th class="num">PSS</th><th class="num">USS</th><th class="num">RSS</th><th class="num">swap</th></tr>"#);
+    for (c, a) in &l.categories {
+        let _ = write!(
+            h,
+            r#"<tr><td><span class="swatch" style="background:{}"></span>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
+            category_color(c),
+            escape(c),
+            escape(&format_bytes(a.pss)),
+            escape(&format_bytes(a.uss)),
+            escape(&format_bytes(a.rss)),
+            escape(&format_bytes(a.swap))
+        );
+    }
+    h.push_str("</table>");
+    if let Some(f) = l.json.get("findings").and_then(|f| f.as_array()) {
+        h.push_str("<ul>");
+        for s in f.iter().filter_map(|s| s.as_str()) {
+            let _ = write!(h, "<li>{}</li>", escape(s));
+        }
+        h.push_str("</ul>");
+    }
+}
 
+/// The pymalloc chart and each process's last census.
+fn python_section(h: &mut String, m: &Model, o: &Options) {
     h.push_str("<h2>Python view</h2>");
     if m.python.is_empty() {
         h.push_str("<p class=\"muted\">Not recorded: this recording holds the OS view only.</p>");
@@ -485,6 +419,101 @@ pub fn render(m: &Model, o: &Options, mut out: impl Write) -> std::io::Result<()
         }
         h.push_str("</table>");
     }
+}
+
+/// Writes the page.
+pub fn render(m: &Model, o: &Options, mut out: impl Write) -> std::io::Result<()> {
+    let mut h = String::with_capacity(64 * 1024);
+    let cmd = escape(&m.command);
+    let _ = write!(
+        h,
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>memlens: {cmd}</title>
+<style>
+{CSS}</style>
+</head>
+<body>
+<h1>memlens report</h1>
+<p class="cmd">{cmd}</p>
+"#
+    );
+    let status = match (m.exit_code, m.exit_signal) {
+        (_, Some(sig)) => format!("killed by signal {sig}"),
+        (Some(c), None) => format!("exited with status {c}"),
+        (None, None) if !m.complete => "recording cut off (memlens was killed?)".into(),
+        (None, None) => "recorded".into(),
+    };
+    let _ = write!(
+        h,
+        r#"<p class="muted">{} · {:.2} s · {} samples every {:.0} ms · {} process(es) · {}</p>"#,
+        escape(&status),
+        m.duration_seconds,
+        m.samples,
+        m.interval_seconds * 1000.0,
+        m.processes.len(),
+        escape(&m.file)
+    );
+    for w in &m.warnings {
+        let _ = write!(h, r#"<p class="warning">warning: {}</p>"#, escape(w));
+    }
+    let pss = match (m.peak.pss, m.peak.pss_at_seconds) {
+        (Some(v), Some(t)) => format!(
+            r#"<div class="figure">tree PSS peak<b>{}</b>read at {t:.2} s</div>"#,
+            escape(&format_bytes(v))
+        ),
+        _ => r#"<div class="figure">tree PSS peak<b>–</b>never read</div>"#.to_string(),
+    };
+    let cgroup = match m.peak.cgroup {
+        Some(c) => format!(
+            r#"<div class="figure">cgroup charge peak<b>{}</b>page cache included; not the peak</div>"#,
+            escape(&format_bytes(c))
+        ),
+        None => String::new(),
+    };
+    let _ = write!(
+        h,
+        r#"<div class="figures"><div class="figure peak">peak<b>{}</b>{} at {:.2} s</div>{pss}<div class="figure">tree RSS peak<b>{}</b>shared pages counted per process</div>{cgroup}</div>"#,
+        escape(&format_bytes(m.peak.bytes)),
+        escape(m.peak.source.describe()),
+        m.peak.at_seconds,
+        escape(&format_bytes(m.peak.rss)),
+    );
+    if let (Some(pid), Some(c)) = (m.peak.pid, &m.peak.cmdline) {
+        let _ = write!(
+            h,
+            r#"<p>At the peak most memory was in pid {pid}: <code>{}</code></p>"#,
+            escape(c)
+        );
+    }
+
+    h.push_str("<h2>Memory over time</h2>");
+    h.push_str(&memory_chart(m, o));
+    h.push_str(r#"<div class="legend">"#);
+    for c in &m.categories {
+        let _ = write!(
+            h,
+            r#"<span><span class="swatch" style="background:{}"></span>{}</span>"#,
+            category_color(c),
+            escape(c)
+        );
+    }
+    h.push_str(r#"<span>── tree PSS (estimated between reads)</span><span>- - tree RSS</span>"#);
+    if m.tree.iter().any(|t| t.3.is_some()) {
+        h.push_str(r#"<span>··· cgroup charge</span>"#);
+    }
+    h.push_str("</div><p class=\"muted\">Areas: ledger categories (PSS) at each full ledger; lines: tree totals at every sample (RSS exact, PSS estimated from RSS between reads).</p>");
+
+    processes_section(&mut h, m, o);
+
+    if let Some(l) = &m.ledger_at_peak {
+        breakdown_section(&mut h, l);
+    }
+    python_section(&mut h, m, o);
 
     h.push_str("<h2>Notes</h2><ul class=\"notes\">");
     for s in &m.peak.sampled {
@@ -498,7 +527,7 @@ pub fn render(m: &Model, o: &Options, mut out: impl Write) -> std::io::Result<()
 mod tests {
     use super::*;
     use crate::growth::Phase;
-    use crate::model::{LedgerPoint, Peak, ProcessSeries, ProcessSummary, PythonPoint};
+    use crate::model::{LedgerPoint, Peak, PeakSource, ProcessSeries, ProcessSummary, PythonPoint};
 
     fn model() -> Model {
         let evil = r#"python "<script>alert(1)</script>".py"#.to_string();
@@ -514,8 +543,11 @@ mod tests {
             samples: 200,
             peak: Peak {
                 bytes: 100 << 20,
-                source: PeakSource::Cgroup,
-                pss: 90 << 20,
+                source: PeakSource::VmHwm,
+                pss: Some(90 << 20),
+                pss_at_seconds: Some(1.4),
+                pss_reads: 3,
+                pss_estimated: 95 << 20,
                 rss: 110 << 20,
                 at_seconds: 1.5,
                 pid: Some(7),
@@ -593,6 +625,7 @@ mod tests {
             cgroup_note: None,
             max_vm_hwm: 110 << 20,
             memlens_cpu_seconds: Some(0.01),
+            warnings: vec!["pid 7 <b>unreadable</b>".into()],
         }
     }
 
@@ -610,6 +643,7 @@ mod tests {
         assert_eq!(html.matches("<svg class=\"chart\"").count(), 3);
         assert_eq!(html.matches("<polygon").count(), 2);
         assert!(html.contains("peak 100 MiB at 1.50 s"));
+        assert!(html.contains("warning: pid 7 &lt;b&gt;unreadable&lt;/b&gt;"));
         assert!(!html.contains("http:") && !html.contains("https:"));
     }
 

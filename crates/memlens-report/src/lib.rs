@@ -9,6 +9,7 @@ pub mod growth;
 pub mod html;
 pub mod ledger_text;
 pub mod model;
+pub mod peak;
 pub mod recording_json;
 pub mod recording_text;
 

@@ -3,46 +3,35 @@
 
 use serde::Serialize;
 
+use memlens_ledger::units::format_bytes;
 use memlens_ledger::Amounts;
-use memlens_record::reader::{ProcessRow, Recording};
+use memlens_record::reader::{LedgerRow, ProcessRow, Recording};
 use memlens_record::Error;
 
 use crate::growth::{phases, Phase};
+use crate::peak::At;
 
-/// Where the tree's peak figure comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PeakSource {
-    /// The kernel's exact peak charge of the memory cgroup memlens ran the tree in.
-    Cgroup,
-    /// A process's kernel high-water mark (VmHWM), above every sampled tree total.
-    VmHwm,
-    /// The highest sample (a spike shorter than the interval can be missed).
-    Sampled,
-}
-
-impl PeakSource {
-    /// Name as in JSON.
-    pub fn name(self) -> &'static str {
-        match self {
-            PeakSource::Cgroup => "cgroup",
-            PeakSource::VmHwm => "vm_hwm",
-            PeakSource::Sampled => "sampled",
-        }
-    }
-}
+pub use crate::peak::{Breakdown, PeakSource};
 
 /// The peak of the tree.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Peak {
-    /// The tree's peak memory: the cgroup's exact peak charge when there is one, else the larger
-    /// of the highest PSS total and the largest VmHWM. `--max-peak` checks this.
+    /// The tree's peak memory, what `--max-peak` checks: the largest VmHWM, or the tree's PSS
+    /// read above it, or (PSS unreadable) its RSS sum; see [`PeakSource`]. Never below a
+    /// process's own VmHWM, and independent of the page cache.
     pub bytes: u64,
     /// Where `bytes` comes from.
     pub source: PeakSource,
-    /// Highest tree PSS total (sampled; PSS between `smaps_rollup` reads scaled by RSS).
-    pub pss: u64,
-    /// Highest tree RSS: the larger of the highest sampled RSS sum and the largest VmHWM.
+    /// Highest tree PSS read from the kernel (every live process at one moment), if any.
+    pub pss: Option<u64>,
+    /// When it was read (s).
+    pub pss_at_seconds: Option<f64>,
+    /// Rounds of PSS reads of the whole tree in the recording.
+    pub pss_reads: usize,
+    /// Highest tree PSS estimated between reads (each process's RSS times its PSS/RSS at its
+    /// last read, RSS before any): an estimate, never the peak.
+    pub pss_estimated: u64,
+    /// Highest tree RSS: the larger of the highest sampled sum and the largest VmHWM.
     pub rss: u64,
     /// When the peak happened (s).
     pub at_seconds: f64,
@@ -50,9 +39,10 @@ pub struct Peak {
     pub pid: Option<u32>,
     /// Its command line (untrusted).
     pub cmdline: Option<String>,
-    /// The cgroup's exact peak charge (page cache and kernel memory included), if any.
+    /// The peak charge of the memory cgroup memlens ran the tree in (page cache and kernel
+    /// memory included): shown apart, it moves with the page cache's state.
     pub cgroup: Option<u64>,
-    /// Which figures are sampled rather than exact, in words.
+    /// What each figure is, and which are sampled or estimated, in words.
     pub sampled: Vec<String>,
 }
 
@@ -88,7 +78,7 @@ pub struct LedgerPoint {
     pub pss: Vec<u64>,
 }
 
-/// The ledger that shows the peak: the largest kept, the nearest the peak among near-equals.
+/// The ledger chosen to show the peak (see [`Breakdown`] for whether it does).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LedgerAtPeak {
     /// When (s).
@@ -99,6 +89,8 @@ pub struct LedgerAtPeak {
     pub categories: Vec<(String, Amounts)>,
     /// The full ledger as `memlens snapshot --json` prints it.
     pub json: serde_json::Value,
+    /// How near the peak it is.
+    pub breakdown: Breakdown,
 }
 
 /// One process's series.
@@ -180,7 +172,8 @@ pub struct Model {
     pub categories: Vec<String>,
     /// Category sums at each ledger.
     pub ledger_series: Vec<LedgerPoint>,
-    /// The ledger at the peak (largest kept; nearest the peak's time among near-equals).
+    /// The ledger that best shows the peak: the nearest in time among those holding most of
+    /// it; its [`Breakdown`] says whether it is at the peak.
     pub ledger_at_peak: Option<LedgerAtPeak>,
     /// Per-process RSS series, thinned.
     pub process_series: Vec<ProcessSeries>,
@@ -194,6 +187,9 @@ pub struct Model {
     pub max_vm_hwm: u64,
     /// CPU seconds memlens itself used while recording.
     pub memlens_cpu_seconds: Option<f64>,
+    /// What the reader must not miss: processes whose memory could not be read, a peak
+    /// without a breakdown.
+    pub warnings: Vec<String>,
 }
 
 /// At most this many points per chart series.
@@ -219,152 +215,332 @@ fn label(p: &ProcessRow) -> String {
     }
 }
 
+/// The ledger categories (largest in `chosen` first) and their sums at each ledger.
+fn ledger_series(rec: &Recording, chosen: Option<&LedgerRow>) -> (Vec<String>, Vec<LedgerPoint>) {
+    let mut categories: Vec<String> = Vec::new();
+    for l in &rec.ledgers {
+        for (c, _) in &l.categories {
+            if !categories.contains(c) {
+                categories.push(c.clone());
+            }
+        }
+    }
+    let pss_of = |l: &LedgerRow, c: &str| {
+        l.categories
+            .iter()
+            .find(|(n, _)| n == c)
+            .map(|(_, a)| a.pss)
+            .unwrap_or(0)
+    };
+    if let Some(l) = chosen {
+        categories.sort_by_key(|c| std::cmp::Reverse(pss_of(l, c)));
+    }
+    let series = rec
+        .ledgers
+        .iter()
+        .map(|l| LedgerPoint {
+            t: l.t,
+            pss: categories.iter().map(|c| pss_of(l, c)).collect(),
+        })
+        .collect();
+    (categories, series)
+}
+
+/// Each process's RSS over time, thinned.
+fn process_series(rec: &Recording) -> Vec<ProcessSeries> {
+    let end = rec.ticks.last().map_or(0.0, |t| t.t);
+    rec.processes
+        .iter()
+        .map(|p| {
+            // Rows are written only on change: each value holds until the next row (a
+            // step), and the last one until the process ended (or the recording did).
+            let mut pts: Vec<(f64, u64)> = Vec::new();
+            for s in rec.samples_of(p.id) {
+                if let Some(&(_, prev)) = pts.last() {
+                    pts.push((s.t, prev));
+                }
+                pts.push((s.t, s.counters.rss));
+            }
+            if let Some(&(_, v)) = pts.last() {
+                let until = match p.exit_t {
+                    Some(e) => e,
+                    None if !rec.complete() => p.last_t.max(end),
+                    None => p.last_t,
+                };
+                pts.push((until, v));
+            }
+            ProcessSeries {
+                pid: p.pid,
+                label: label(p),
+                points: thin(&pts, MAX_POINTS),
+            }
+        })
+        .collect()
+}
+
+/// The Python view over time, and the last census of each process.
+fn python_view(rec: &Recording) -> (Vec<PythonPoint>, Vec<CensusSnapshot>) {
+    let pid_of = |id: i64| {
+        rec.processes
+            .iter()
+            .find(|p| p.id == id)
+            .map(|p| p.pid)
+            .unwrap_or(0)
+    };
+    let python = rec
+        .python
+        .iter()
+        .map(|r| PythonPoint {
+            t: r.t,
+            pid: pid_of(r.process),
+            gc_counts: r.sample.gc_counts.clone(),
+            gc_collections: r.sample.gc_collections.clone(),
+            pymalloc_arenas: r.sample.pymalloc_arenas,
+            pymalloc_used: r.sample.pymalloc_used,
+            pymalloc_free: r.sample.pymalloc_free,
+        })
+        .collect();
+    let mut census: Vec<CensusSnapshot> = Vec::new();
+    for r in rec.python.iter().filter(|r| !r.sample.census.is_empty()) {
+        let pid = pid_of(r.process);
+        let snap = CensusSnapshot {
+            pid,
+            t: r.t,
+            types: r.sample.census.clone(),
+        };
+        match census.iter_mut().find(|c| c.pid == pid) {
+            Some(c) => *c = snap,
+            None => census.push(snap),
+        }
+    }
+    (python, census)
+}
+
+/// The processes of a recording. A recording cut off by a crash has no exit for processes
+/// still alive at its end: they lived at least until its last tick.
+fn process_summaries(rec: &Recording) -> Vec<ProcessSummary> {
+    let end = rec.ticks.last().map_or(0.0, |t| t.t);
+    rec.processes
+        .iter()
+        .map(|p| {
+            let samples = rec.samples_of(p.id);
+            let pss = rec.pss_of(p.id);
+            let mut last = p.last_t;
+            if p.exit_t.is_none() && !rec.complete() {
+                last = last.max(end);
+            }
+            last = last
+                .max(samples.last().map_or(0.0, |s| s.t))
+                .max(pss.last().map_or(0.0, |s| s.t));
+            ProcessSummary {
+                pid: p.pid,
+                ppid: p.ppid,
+                name: p.name.clone(),
+                cmdline: p.cmdline.clone(),
+                vm_hwm: p
+                    .vm_hwm
+                    .max(samples.iter().map(|s| s.counters.vm_hwm).max().unwrap_or(0)),
+                peak_pss: p
+                    .peak_pss
+                    .max(pss.iter().map(|s| s.amounts.pss).max().unwrap_or(0)),
+                first_seconds: p.first_t,
+                last_seconds: last,
+                exit_seconds: p.exit_t,
+            }
+        })
+        .collect()
+}
+
+/// The largest VmHWM, when it was reached, and which process (index) holds it. When: the
+/// first sample showing its final value; when none does (the last of it came from wait4's
+/// ru_maxrss, after the last sample), the last moment the process was seen alive.
+fn largest_vm_hwm(rec: &Recording, processes: &[ProcessSummary]) -> (At, Option<usize>) {
+    let mut hwm = (At::default(), None::<usize>);
+    for (k, p) in rec.processes.iter().enumerate() {
+        let v = processes[k].vm_hwm;
+        if v > hwm.0.value {
+            let when = rec
+                .samples_of(p.id)
+                .iter()
+                .find(|s| s.counters.vm_hwm >= v)
+                .map(|s| s.t)
+                .unwrap_or(processes[k].last_seconds);
+            hwm = (At { value: v, t: when }, Some(k));
+        }
+    }
+    hwm
+}
+
+/// Processes whose memory could not be read (recorded as `unreadable` events).
+fn unreadable(rec: &Recording) -> Vec<String> {
+    rec.events
+        .iter()
+        .filter(|e| e.kind == "unreadable")
+        .map(|e| e.detail.clone())
+        .collect()
+}
+
+/// Where a process's peak may lie when VmHWM (read while it ran) and wait4's ru_maxrss (which
+/// also counts the children it reaped) disagree.
+fn ru_maxrss_notes(rec: &Recording, processes: &[ProcessSummary], out: &mut Vec<String>) {
+    for p in processes {
+        let Some(maxrss) = rec
+            .processes
+            .iter()
+            .find(|r| r.pid == p.pid)
+            .and_then(|r| r.ru_maxrss)
+        else {
+            continue;
+        };
+        if maxrss > p.vm_hwm + p.vm_hwm / 50 {
+            out.push(format!(
+                "vm_hwm of pid {}: {} MiB was read while it ran; the kernel's ru_maxrss at \
+                 its exit, {} MiB, counts the children it reaped too, so its own peak lies \
+                 between the two",
+                p.pid,
+                p.vm_hwm >> 20,
+                maxrss >> 20
+            ));
+        }
+    }
+}
+
+/// The peak's figure, source and time (see [`crate::peak`]), and the notes saying what it is.
+fn tree_peak(rec: &Recording, processes: &[ProcessSummary]) -> (Peak, Option<usize>) {
+    let (hwm, hwm_k) = largest_vm_hwm(rec, processes);
+    let read = crate::peak::pss_read(rec);
+    let rss_sum = crate::peak::tick_max(rec, |t| t.rss);
+    let estimated = crate::peak::tick_max(rec, |t| t.pss);
+    let unreadable = unreadable(rec);
+    let (bytes, source, at) = if !unreadable.is_empty() {
+        if rss_sum.value > hwm.value {
+            (rss_sum.value, PeakSource::Rss, rss_sum.t)
+        } else {
+            (hwm.value, PeakSource::VmHwm, hwm.t)
+        }
+    } else {
+        match read {
+            Some((r, _)) if r.value > hwm.value => (r.value, PeakSource::Pss, r.t),
+            _ => (hwm.value, PeakSource::VmHwm, hwm.t),
+        }
+    };
+    let mut notes = Vec::new();
+    let reads = read.map_or(0, |r| r.1);
+    let n = processes.len();
+    notes.push(match source {
+        PeakSource::VmHwm if n <= 1 => format!(
+            "peak: the process's VmHWM, the kernel's exact high-water mark of its resident \
+             memory (RSS: anonymous, file and shared pages it maps); the tree's PSS, read {reads} \
+             time(s), is sampled and never above it"
+        ),
+        PeakSource::VmHwm => format!(
+            "peak: the largest VmHWM of a process, the kernel's exact high-water mark of its \
+             RSS; the tree's PSS (sum over its processes), read {reads} time(s), was never \
+             above it, but is sampled: a moment between reads when the processes together held \
+             more can be missed"
+        ),
+        PeakSource::Pss => format!(
+            "peak: the tree's PSS (each shared page divided among the processes sharing it), \
+             read from smaps_rollup for every process at once ({reads} time(s)); sampled: a \
+             moment between reads can be missed. No process's VmHWM is above it"
+        ),
+        PeakSource::Rss => "peak: the tree's RSS sum (pages shared between processes counted \
+             in each), because the PSS of some process could not be read (see warnings); \
+             sampled"
+            .to_string(),
+    });
+    if let Some((r, _)) = read {
+        if estimated.value > r.value + r.value / 50 {
+            notes.push(format!(
+                "pss: tree PSS between reads is estimated from RSS (each process's PSS/RSS at its \
+                 last read); the highest estimate, {} at {:.2} s, is above the highest read, {}",
+                format_bytes(estimated.value),
+                estimated.t,
+                format_bytes(r.value)
+            ));
+        }
+    } else {
+        notes.push(
+            "pss: the tree's PSS was never read for every process at once; the ticks' PSS is \
+             estimated from RSS"
+                .into(),
+        );
+    }
+    let cgroup = rec.meta("cgroup_peak").and_then(|v| v.parse::<u64>().ok());
+    match (cgroup, rec.meta("cgroup_error")) {
+        (Some(c), _) => notes.push(format!(
+            "cgroup: the tree's memory cgroup peaked at {}, page cache and kernel memory \
+             included; that moves with what the page cache held before the run, so it is \
+             shown apart and is not the peak",
+            format_bytes(c)
+        )),
+        (None, Some(why)) => notes.push(format!(
+            "tree peak: no memory cgroup of memlens's own ({why}): each process's VmHWM is \
+             exact, the sums over processes are sampled"
+        )),
+        (None, None) => {}
+    }
+    if n > 1 {
+        notes.push("rss: the tree RSS sum is sampled; per-process VmHWM is exact".into());
+    }
+    if rec.meta("mode") == Some("record") {
+        if let Some(k) = hwm_k {
+            let first = rec.samples_of(rec.processes[k].id).first();
+            if source == PeakSource::VmHwm && first.is_some_and(|s| s.counters.vm_hwm >= hwm.value)
+            {
+                notes.push(format!(
+                    "vm_hwm of pid {} counts its whole life: its peak came before the recording \
+                     began",
+                    processes[k].pid
+                ));
+            }
+        }
+    }
+    if let Some(iv) = rec.meta_f64("budget_interval_s") {
+        notes.push(format!(
+            "interval: the CPU budget spaced the ticks out to {:.0} ms at times",
+            iv * 1e3
+        ));
+    }
+    ru_maxrss_notes(rec, processes, &mut notes);
+    let pid_at = Model::largest_at(rec, at).or_else(|| hwm_k.map(|k| rec.processes[k].id));
+    let peak_proc = pid_at.and_then(|id| rec.processes.iter().find(|p| p.id == id));
+    let peak = Peak {
+        bytes,
+        source,
+        pss: read.map(|r| r.0.value),
+        pss_at_seconds: read.map(|r| r.0.t),
+        pss_reads: reads,
+        pss_estimated: estimated.value,
+        rss: rss_sum.value.max(hwm.value),
+        at_seconds: at,
+        pid: peak_proc.map(|p| p.pid),
+        cmdline: peak_proc.map(label),
+        cgroup,
+        sampled: notes,
+    };
+    (peak, hwm_k)
+}
+
 impl Model {
     /// Computes the model of a recording.
     pub fn from_recording(rec: &Recording) -> Result<Model, Error> {
         let interval = rec.meta_f64("interval_s").unwrap_or(0.01);
         let duration = rec.last_t();
-        let processes: Vec<ProcessSummary> = rec
-            .processes
-            .iter()
-            .map(|p| ProcessSummary {
-                pid: p.pid,
-                ppid: p.ppid,
-                name: p.name.clone(),
-                cmdline: p.cmdline.clone(),
-                vm_hwm: p.vm_hwm.max(
-                    rec.samples_of(p.id)
-                        .iter()
-                        .map(|s| s.counters.vm_hwm)
-                        .max()
-                        .unwrap_or(0),
-                ),
-                peak_pss: p.peak_pss.max(
-                    rec.pss_of(p.id)
-                        .iter()
-                        .map(|s| s.amounts.pss)
-                        .max()
-                        .unwrap_or(0),
-                ),
-                first_seconds: p.first_t,
-                last_seconds: p.last_t,
-                exit_seconds: p.exit_t,
-            })
-            .collect();
+        let processes = process_summaries(rec);
+        let (peak, hwm_k) = tree_peak(rec, &processes);
+        let max_vm_hwm = hwm_k.map_or(0, |k| processes[k].vm_hwm);
+        let mut warnings: Vec<String> = unreadable(rec);
 
-        // Sampled maxima of the tree.
-        let mut rss_max = (0u64, 0.0f64);
-        let mut pss_max = (0u64, 0.0f64);
-        let mut cg_max = (0u64, 0.0f64);
-        for tk in &rec.ticks {
-            if tk.rss > rss_max.0 {
-                rss_max = (tk.rss, tk.t);
-            }
-            if tk.pss > pss_max.0 {
-                pss_max = (tk.pss, tk.t);
-            }
-            if let Some(u) = tk.cgroup_usage {
-                if u > cg_max.0 {
-                    cg_max = (u, tk.t);
-                }
-            }
-        }
-        // The largest VmHWM, and when it was reached (the first sample showing its final value).
-        let mut hwm = (0u64, 0.0f64, None::<usize>);
-        for (k, p) in rec.processes.iter().enumerate() {
-            let v = processes[k].vm_hwm;
-            if v > hwm.0 {
-                let when = rec
-                    .samples_of(p.id)
-                    .iter()
-                    .find(|s| s.counters.vm_hwm >= v)
-                    .map(|s| s.t)
-                    .unwrap_or(p.exit_t.unwrap_or(p.last_t));
-                hwm = (v, when, Some(k));
-            }
-        }
-        let cgroup_peak = rec.meta("cgroup_peak").and_then(|v| v.parse::<u64>().ok());
-        let (bytes, source) = match cgroup_peak {
-            Some(c) => (c, PeakSource::Cgroup),
-            None if hwm.0 > pss_max.0 => (hwm.0, PeakSource::VmHwm),
-            None => (pss_max.0, PeakSource::Sampled),
-        };
-        // When: a spike between samples shows as a VmHWM rise; otherwise the highest sample.
-        let sampled_at = match source {
-            PeakSource::Cgroup if cg_max.0 > 0 => (cg_max.0, cg_max.1),
-            _ => pss_max,
-        };
-        let spike = hwm.0 > rss_max.0 + rss_max.0 / 20 || bytes > sampled_at.0 + sampled_at.0 / 20;
-        let at = if spike && hwm.2.is_some() {
-            hwm.1
-        } else {
-            sampled_at.1
-        };
-        let pid_at = Self::largest_at(rec, at).or_else(|| hwm.2.map(|k| rec.processes[k].id));
-        let peak_proc = pid_at.and_then(|id| rec.processes.iter().find(|p| p.id == id));
-        let mut sampled = vec![
-            "pss: tree PSS totals are sampled (PSS between smaps_rollup reads is scaled by RSS)"
-                .to_string(),
-        ];
-        let cgroup_note = rec.meta("cgroup_error").map(str::to_string);
-        match source {
-            PeakSource::Cgroup => {}
-            _ => {
-                sampled.push(format!(
-                "tree peak: {} (each process's VmHWM is exact; the sum over processes is sampled)",
-                cgroup_note.as_deref().unwrap_or("no memory cgroup of memlens's own")
-            ))
-            }
-        }
-        if rec.processes.len() > 1 {
-            sampled.push("rss: the tree RSS sum is sampled; per-process VmHWM is exact".into());
-        }
-        // A process's VmHWM is read while it runs; once it exits only wait4's ru_maxrss is
-        // left, which also counts the children it reaped, so it is not taken as the process's
-        // own (the sampler keeps it only for processes without children). Say where the two
-        // disagree: the process may have peaked in its last moments.
-        for p in &processes {
-            let Some(maxrss) = rec
-                .processes
-                .iter()
-                .find(|r| r.pid == p.pid)
-                .and_then(|r| r.ru_maxrss)
-            else {
-                continue;
-            };
-            if maxrss > p.vm_hwm + p.vm_hwm / 50 {
-                sampled.push(format!(
-                    "vm_hwm of pid {}: {} MiB was read while it ran; the kernel's ru_maxrss at \
-                     its exit, {} MiB, counts the children it reaped too, so its own peak lies \
-                     between the two",
-                    p.pid,
-                    p.vm_hwm >> 20,
-                    maxrss >> 20
-                ));
-            }
-        }
-        let peak = Peak {
-            bytes,
-            source,
-            pss: pss_max.0,
-            rss: rss_max.0.max(hwm.0),
-            at_seconds: at,
-            pid: peak_proc.map(|p| p.pid),
-            cmdline: peak_proc.map(label),
-            cgroup: cgroup_peak,
-            sampled,
-        };
-
-        // Growth is found on the tree's exact total where memlens made the program a cgroup
-        // (read every tick), else on the sampled PSS, whose steps when a PSS read lands would
-        // otherwise look like growth.
+        // Growth is found on the tree's total memory where memlens made the program a cgroup
+        // (read every tick), else on the PSS estimated every tick.
         let cgroup_points: Option<Vec<(f64, u64)>> = rec
             .ticks
             .iter()
             .map(|t| Some((t.t, t.cgroup_usage?)))
             .collect();
         let (growth_series, total_points) = match cgroup_points {
-            Some(p) if !p.is_empty() && source == PeakSource::Cgroup => ("cgroup", p),
+            Some(p) if !p.is_empty() && peak.cgroup.is_some() => ("cgroup", p),
             _ => ("pss", rec.ticks.iter().map(|t| (t.t, t.pss)).collect()),
         };
         let growth = phases(&total_points, interval);
@@ -384,131 +560,39 @@ impl Model {
                 .collect()
         };
 
-        // Ledger series and the ledger at the peak.
-        let mut categories: Vec<String> = Vec::new();
-        for l in &rec.ledgers {
-            for (c, _) in &l.categories {
-                if !categories.contains(c) {
-                    categories.push(c.clone());
-                }
-            }
+        let chosen = crate::peak::breakdown(rec, peak.source, peak.bytes, peak.at_seconds);
+        match &chosen {
+            Some((_, b)) if !b.at_peak => warnings.push(b.note.clone()),
+            None if peak.bytes > 0 => warnings.push(
+                "no breakdown: no ledger of the tree could be taken during the recording".into(),
+            ),
+            _ => {}
         }
-        // The ledger that best shows what the peak was made of: the largest one kept (ledgers
-        // are taken as the tree reaches new highs), and of those within 2% of it the one
-        // nearest the peak's time. Nearest in time alone can pick a ledger taken just before
-        // the tree forked or grew, while the budget held the next one back.
-        let kept = || rec.ledgers.iter().filter(|l| l.has_json);
-        let largest = kept().map(|l| l.totals.pss).max().unwrap_or(0);
-        let nearest = kept()
-            .filter(|l| l.totals.pss as f64 >= largest as f64 * 0.98)
-            .min_by(|a, b| (a.t - at).abs().total_cmp(&(b.t - at).abs()));
-        if let Some(l) = nearest {
-            categories.sort_by_key(|c| {
-                std::cmp::Reverse(
-                    l.categories
-                        .iter()
-                        .find(|(n, _)| n == c)
-                        .map(|(_, a)| a.pss)
-                        .unwrap_or(0),
-                )
-            });
-        }
-        let ledger_series = rec
-            .ledgers
-            .iter()
-            .map(|l| LedgerPoint {
-                t: l.t,
-                pss: categories
-                    .iter()
-                    .map(|c| {
-                        l.categories
-                            .iter()
-                            .find(|(n, _)| n == c)
-                            .map(|(_, a)| a.pss)
-                            .unwrap_or(0)
-                    })
-                    .collect(),
-            })
-            .collect();
-        let ledger_at_peak = match nearest {
-            Some(l) => Some(LedgerAtPeak {
+        let (categories, ledger_series) = ledger_series(rec, chosen.as_ref().map(|c| c.0));
+        let ledger_at_peak = match chosen {
+            Some((l, breakdown)) => Some(LedgerAtPeak {
                 t: l.t,
                 totals: l.totals,
                 categories: l.categories.clone(),
                 json: rec.ledger_json(l.id)?,
+                breakdown,
             }),
             None => None,
         };
-
-        let process_series = rec
-            .processes
-            .iter()
-            .map(|p| {
-                // Rows are written only on change: each value holds until the next row (a
-                // step), and the last one until the process ended.
-                let mut pts: Vec<(f64, u64)> = Vec::new();
-                for s in rec.samples_of(p.id) {
-                    if let Some(&(_, prev)) = pts.last() {
-                        pts.push((s.t, prev));
-                    }
-                    pts.push((s.t, s.counters.rss));
-                }
-                if let Some(&(_, v)) = pts.last() {
-                    pts.push((p.exit_t.unwrap_or(p.last_t), v));
-                }
-                ProcessSeries {
-                    pid: p.pid,
-                    label: label(p),
-                    points: thin(&pts, MAX_POINTS),
-                }
-            })
-            .collect();
-        let pid_of = |id: i64| {
-            rec.processes
-                .iter()
-                .find(|p| p.id == id)
-                .map(|p| p.pid)
-                .unwrap_or(0)
-        };
-        let python = rec
-            .python
-            .iter()
-            .map(|r| PythonPoint {
-                t: r.t,
-                pid: pid_of(r.process),
-                gc_counts: r.sample.gc_counts.clone(),
-                gc_collections: r.sample.gc_collections.clone(),
-                pymalloc_arenas: r.sample.pymalloc_arenas,
-                pymalloc_used: r.sample.pymalloc_used,
-                pymalloc_free: r.sample.pymalloc_free,
-            })
-            .collect();
-        let mut census: Vec<CensusSnapshot> = Vec::new();
-        for r in rec.python.iter().filter(|r| !r.sample.census.is_empty()) {
-            let pid = pid_of(r.process);
-            let snap = CensusSnapshot {
-                pid,
-                t: r.t,
-                types: r.sample.census.clone(),
-            };
-            match census.iter_mut().find(|c| c.pid == pid) {
-                Some(c) => *c = snap,
-                None => census.push(snap),
-            }
-        }
-        let exit_signal = rec.meta("exit_signal").and_then(|v| v.parse().ok());
+        let (python, census) = python_view(rec);
         Ok(Model {
             file: rec.path.display().to_string(),
             mode: rec.meta("mode").unwrap_or("record").to_string(),
             command: rec.meta("command").unwrap_or("").to_string(),
             complete: rec.complete(),
             exit_code: rec.meta("exit_code").and_then(|v| v.parse().ok()),
-            exit_signal,
+            exit_signal: rec.meta("exit_signal").and_then(|v| v.parse().ok()),
             duration_seconds: duration,
             interval_seconds: interval,
             samples: rec.ticks.len() as u64,
             peak,
-            max_vm_hwm: hwm.0,
+            max_vm_hwm,
+            process_series: process_series(rec),
             processes,
             growth,
             growth_series,
@@ -516,11 +600,11 @@ impl Model {
             categories,
             ledger_series,
             ledger_at_peak,
-            process_series,
             python,
             census,
-            cgroup_note,
+            cgroup_note: rec.meta("cgroup_error").map(str::to_string),
             memlens_cpu_seconds: rec.meta_f64("memlens_cpu_s"),
+            warnings,
         })
     }
 
@@ -541,5 +625,180 @@ impl Model {
             })
             .max_by_key(|&(_, v)| v)
             .map(|(id, _)| id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use memlens_ledger::tree::assemble;
+    use memlens_record::writer::{Counters, ProcessInfo, RecordingWriter};
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        let p =
+            std::env::temp_dir().join(format!("memlens-model-{name}-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        p
+    }
+
+    const MIB: u64 = 1 << 20;
+
+    fn amounts(pss: u64, rss: u64) -> Amounts {
+        Amounts {
+            rss,
+            pss,
+            uss: pss / 2,
+            swap: 0,
+        }
+    }
+
+    /// Two processes sharing most of their memory: RSS sums to 200 MiB, PSS to 120 MiB.
+    fn forked(w: &mut RecordingWriter) -> (i64, i64) {
+        let info = |pid| ProcessInfo {
+            pid,
+            ppid: 1,
+            start_ticks: u64::from(pid),
+            name: "python3".into(),
+            cmdline: "python3 app.py".into(),
+        };
+        let a = w.add_process(&info(10), 0.0).unwrap();
+        let b = w.add_process(&info(11), 0.0).unwrap();
+        let c = Counters {
+            rss: 100 * MIB,
+            vm_hwm: 100 * MIB,
+            threads: 1,
+            ..Counters::default()
+        };
+        for id in [a, b] {
+            w.sample(0.01, id, &c).unwrap();
+        }
+        (a, b)
+    }
+
+    #[test]
+    fn the_peak_is_pss_read_for_the_whole_tree_never_an_estimate() {
+        let path = tmp("pss");
+        let mut w = RecordingWriter::create(&path, &[("mode", "record".into())]).unwrap();
+        let (a, b) = forked(&mut w);
+        // The first tick knows no PSS yet: its estimate is the RSS sum.
+        w.tick(0.01, 200 * MIB, 200 * MIB, 2, None).unwrap();
+        // A complete round at 0.5 s: 60 + 60 MiB.
+        w.tick(0.5, 200 * MIB, 120 * MIB, 2, None).unwrap();
+        w.pss(0.5, a, &amounts(60 * MIB, 100 * MIB), 10).unwrap();
+        w.pss(0.5, b, &amounts(60 * MIB, 100 * MIB), 10).unwrap();
+        // An incomplete one at 0.9 s (one process read): not a tree figure.
+        w.tick(0.9, 200 * MIB, 150 * MIB, 2, None).unwrap();
+        w.pss(0.9, a, &amounts(90 * MIB, 100 * MIB), 10).unwrap();
+        w.set_meta("end_t", "1.0").unwrap();
+        w.finish().unwrap();
+        let m = Model::from_recording(&Recording::open(&path).unwrap()).unwrap();
+        assert_eq!(m.peak.pss, Some(120 * MIB));
+        assert_eq!(m.peak.pss_reads, 1);
+        assert_eq!(m.peak.pss_estimated, 200 * MIB);
+        assert_eq!(m.peak.source, PeakSource::Pss);
+        assert_eq!(m.peak.bytes, 120 * MIB);
+        assert!((m.peak.at_seconds - 0.5).abs() < 1e-9);
+        assert!(
+            m.warnings.iter().any(|w| w.contains("no breakdown")),
+            "{:?}",
+            m.warnings
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn an_unreadable_process_makes_the_peak_rss_and_warns() {
+        let path = tmp("unreadable");
+        let mut w = RecordingWriter::create(&path, &[("mode", "record".into())]).unwrap();
+        let (a, _) = forked(&mut w);
+        w.tick(0.01, 200 * MIB, 200 * MIB, 2, None).unwrap();
+        w.event(
+            0.01,
+            "unreadable",
+            Some(a),
+            "pid 10: permission denied reading smaps",
+        )
+        .unwrap();
+        w.finish().unwrap();
+        let m = Model::from_recording(&Recording::open(&path).unwrap()).unwrap();
+        assert_eq!(m.peak.source, PeakSource::Rss);
+        assert_eq!(m.peak.bytes, 200 * MIB);
+        assert!(
+            m.warnings[0].contains("permission denied"),
+            "{:?}",
+            m.warnings
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn an_early_breakdown_is_not_called_the_peaks() {
+        let path = tmp("early");
+        let mut w = RecordingWriter::create(&path, &[("mode", "run".into())]).unwrap();
+        let info = ProcessInfo {
+            pid: 20,
+            ppid: 1,
+            start_ticks: 1,
+            name: "python3".into(),
+            cmdline: "python3 build.py".into(),
+        };
+        let id = w.add_process(&info, 0.0).unwrap();
+        // A ledger at 1 s with 100 MiB, then growth to 400 MiB at 6 s (VmHWM) without one.
+        let mut tree = assemble(20, Vec::new(), None);
+        tree.totals = amounts(100 * MIB, 100 * MIB);
+        w.tick(1.0, 100 * MIB, 100 * MIB, 1, None).unwrap();
+        w.ledger(1.0, "first", &tree, true).unwrap();
+        for (t, rss) in [(1.0, 100), (6.0, 400)] {
+            let c = Counters {
+                rss: rss * MIB,
+                vm_hwm: rss * MIB,
+                threads: 1,
+                ..Counters::default()
+            };
+            w.sample(t, id, &c).unwrap();
+            w.tick(t, rss * MIB, rss * MIB, 1, None).unwrap();
+        }
+        w.close_process(id, 6.0, Some(6.1), 400 * MIB, 0, None)
+            .unwrap();
+        w.finish().unwrap();
+        let m = Model::from_recording(&Recording::open(&path).unwrap()).unwrap();
+        assert_eq!(m.peak.source, PeakSource::VmHwm);
+        assert!((m.peak.at_seconds - 6.0).abs() < 1e-9);
+        let l = m.ledger_at_peak.expect("the only ledger is shown");
+        assert!(!l.breakdown.at_peak);
+        assert!((l.breakdown.from_peak_seconds + 5.0).abs() < 1e-9);
+        assert!(
+            l.breakdown
+                .note
+                .starts_with("no breakdown at the peak: the nearest is 5.00 s before"),
+            "{}",
+            l.breakdown.note
+        );
+        assert!(m.warnings.contains(&l.breakdown.note));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_cut_off_recording_keeps_processes_alive_until_its_last_tick() {
+        let path = tmp("cutoff");
+        let mut w = RecordingWriter::create(&path, &[("mode", "run".into())]).unwrap();
+        let (a, _) = forked(&mut w);
+        for k in 1..=35 {
+            w.tick(f64::from(k) * 0.1, 200 * MIB, 120 * MIB, 2, None)
+                .unwrap();
+        }
+        w.pss(3.5, a, &amounts(60 * MIB, 100 * MIB), 10).unwrap();
+        // The writer dies here: no close_process, no finish.
+        w.commit().unwrap();
+        drop(w);
+        let m = Model::from_recording(&Recording::open(&path).unwrap()).unwrap();
+        assert!(!m.complete);
+        for p in &m.processes {
+            assert!((p.last_seconds - 3.5).abs() < 1e-9, "{p:?}");
+            assert_eq!(p.vm_hwm, 100 * MIB);
+        }
+        assert_eq!(m.processes[0].peak_pss, 60 * MIB);
+        assert_eq!(m.peak.bytes, 100 * MIB);
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -6,7 +6,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use crate::growth::Phase;
-use crate::model::{CensusSnapshot, Model, Peak, ProcessSummary, PythonPoint};
+use crate::model::{Breakdown, CensusSnapshot, Model, Peak, ProcessSummary, PythonPoint};
 
 /// Options of the JSON renderer.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +32,8 @@ struct Report<'a> {
     growth_series: &'static str,
     ledger_at_peak: Option<&'a serde_json::Value>,
     ledger_at_peak_seconds: Option<f64>,
+    breakdown: Option<&'a Breakdown>,
+    warnings: &'a [String],
     memlens_cpu_seconds: Option<f64>,
     python: &'a [PythonPoint],
     census: &'a [CensusSnapshot],
@@ -55,6 +57,8 @@ pub fn render(model: &Model, opts: &Options, mut out: impl Write) -> std::io::Re
         growth_series: model.growth_series,
         ledger_at_peak: model.ledger_at_peak.as_ref().map(|l| &l.json),
         ledger_at_peak_seconds: model.ledger_at_peak.as_ref().map(|l| l.t),
+        breakdown: model.ledger_at_peak.as_ref().map(|l| &l.breakdown),
+        warnings: &model.warnings,
         memlens_cpu_seconds: model.memlens_cpu_seconds,
         python: &model.python,
         census: &model.census,

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use memlens_ledger::units::format_bytes;
 
-use crate::model::{Model, PeakSource};
+use crate::model::Model;
 
 /// Options of the terminal renderer.
 #[derive(Debug, Clone)]
@@ -88,17 +88,14 @@ pub fn render(m: &Model, opts: &Options, mut out: impl Write) -> std::io::Result
         if m.processes.len() == 1 { "" } else { "es" }
     )?;
     let p = &m.peak;
-    let what = match p.source {
-        PeakSource::Cgroup => {
-            "exact, the tree's memory cgroup: page cache and kernel memory included"
-        }
-        PeakSource::VmHwm => "exact, a process's VmHWM",
-        PeakSource::Sampled => "sampled",
-    };
+    for w in &m.warnings {
+        writeln!(out, "warning: {}", escape_terminal(w))?;
+    }
     write!(
         out,
-        "peak:    {} ({what}) at {:.2} s",
+        "peak:    {} ({}) at {:.2} s",
         fb(p.bytes),
+        p.source.describe(),
         p.at_seconds
     )?;
     if let (Some(pid), Some(c)) = (p.pid, &p.cmdline) {
@@ -110,26 +107,28 @@ pub fn render(m: &Model, opts: &Options, mut out: impl Write) -> std::io::Result
     } else {
         ""
     };
-    writeln!(
-        out,
-        "         tree RSS {}{shared}, tree PSS {} (sampled)",
-        fb(p.rss),
-        fb(p.pss)
-    )?;
-    if let Some(note) = &m.cgroup_note {
+    let pss = match (p.pss, p.pss_at_seconds) {
+        (Some(v), Some(t)) => format!("tree PSS {} (read at {t:.2} s)", fb(v)),
+        _ => "tree PSS never read".to_string(),
+    };
+    writeln!(out, "         {pss}, tree RSS {}{shared}", fb(p.rss))?;
+    if let Some(c) = p.cgroup {
         writeln!(
             out,
-            "         no exact tree peak: {}",
-            escape_terminal(note)
+            "         cgroup charge {} (page cache and kernel memory included; not the peak)",
+            fb(c)
         )?;
+    }
+    if let Some(note) = &m.cgroup_note {
+        writeln!(out, "         no memory cgroup: {}", escape_terminal(note))?;
     }
     let (series, what): (Vec<u64>, &str) = if m.growth_series == "cgroup" {
         (
             m.tree.iter().map(|t| t.3.unwrap_or(0)).collect(),
-            "tree memory (its cgroup, exact)",
+            "tree memory (its cgroup's charge)",
         )
     } else {
-        (m.tree.iter().map(|t| t.2).collect(), "tree PSS (sampled)")
+        (m.tree.iter().map(|t| t.2).collect(), "tree PSS (estimated)")
     };
     if !series.is_empty() {
         writeln!(
@@ -154,6 +153,32 @@ pub fn render(m: &Model, opts: &Options, mut out: impl Write) -> std::io::Result
             g.rate_bytes_per_second / 1048576.0
         )?;
     }
+    write_processes(&mut out, m, opts, &fb)?;
+    if let Some(l) = &m.ledger_at_peak {
+        write_breakdown(&mut out, l, &fb)?;
+    }
+    write_python(&mut out, m, &fb)?;
+    for s in &p.sampled {
+        writeln!(out, "note: {}", escape_terminal(s))?;
+    }
+    match m.memlens_cpu_seconds {
+        Some(cpu) if m.duration_seconds > 0.0 => writeln!(
+            out,
+            "recording: {} (memlens used {:.1} % of a core)",
+            escape_terminal(&m.file),
+            cpu / m.duration_seconds * 100.0
+        ),
+        _ => writeln!(out, "recording: {}", escape_terminal(&m.file)),
+    }
+}
+
+/// Each process (the largest by VmHWM first): its peaks and when it was alive.
+fn write_processes(
+    out: &mut impl Write,
+    m: &Model,
+    opts: &Options,
+    fb: &dyn Fn(u64) -> String,
+) -> std::io::Result<()> {
     writeln!(out, "processes:")?;
     writeln!(
         out,
@@ -188,38 +213,65 @@ pub fn render(m: &Model, opts: &Options, mut out: impl Write) -> std::io::Result
     if procs.len() > opts.max_processes {
         writeln!(out, "  … and {} more", procs.len() - opts.max_processes)?;
     }
-    if let Some(l) = &m.ledger_at_peak {
-        writeln!(
-            out,
-            "ledger at {:.2} s ({:.2} s from the peak): PSS {}, USS {}, RSS {}",
+    Ok(())
+}
+
+/// The ledger chosen to show the peak: whether it is at the peak, its categories, findings.
+fn write_breakdown(
+    out: &mut impl Write,
+    l: &crate::model::LedgerAtPeak,
+    fb: &dyn Fn(u64) -> String,
+) -> std::io::Result<()> {
+    let head = if l.breakdown.at_peak {
+        format!(
+            "breakdown at the peak (ledger at {:.2} s, {:.2} s {} it)",
             l.t,
-            (l.t - p.at_seconds).abs(),
-            fb(l.totals.pss),
-            fb(l.totals.uss),
-            fb(l.totals.rss)
-        )?;
+            l.breakdown.from_peak_seconds.abs(),
+            if l.breakdown.from_peak_seconds < 0.0 {
+                "before"
+            } else {
+                "after"
+            }
+        )
+    } else {
+        l.breakdown.note.clone()
+    };
+    writeln!(
+        out,
+        "{head}: PSS {}, USS {}, RSS {}",
+        fb(l.totals.pss),
+        fb(l.totals.uss),
+        fb(l.totals.rss)
+    )?;
+    writeln!(
+        out,
+        "  {:<18} {:>10} {:>10} {:>10}",
+        "category", "PSS", "USS", "RSS"
+    )?;
+    for (c, a) in l.categories.iter().filter(|(_, a)| a.rss > 0) {
         writeln!(
             out,
             "  {:<18} {:>10} {:>10} {:>10}",
-            "category", "PSS", "USS", "RSS"
+            cut(c, 18),
+            fb(a.pss),
+            fb(a.uss),
+            fb(a.rss)
         )?;
-        for (c, a) in l.categories.iter().filter(|(_, a)| a.rss > 0) {
-            writeln!(
-                out,
-                "  {:<18} {:>10} {:>10} {:>10}",
-                cut(c, 18),
-                fb(a.pss),
-                fb(a.uss),
-                fb(a.rss)
-            )?;
-        }
-        if let Some(f) = l.json.get("findings").and_then(|f| f.as_array()) {
-            for s in f.iter().filter_map(|s| s.as_str()) {
-                writeln!(out, "  - {}", escape_terminal(s))?;
-            }
+    }
+    if let Some(f) = l.json.get("findings").and_then(|f| f.as_array()) {
+        for s in f.iter().filter_map(|s| s.as_str()) {
+            writeln!(out, "  - {}", escape_terminal(s))?;
         }
     }
-    // The Python view: the last sample of each process, and its last census.
+    Ok(())
+}
+
+/// The Python view: the last sample of each process, and its last census.
+fn write_python(
+    out: &mut impl Write,
+    m: &Model,
+    fb: &dyn Fn(u64) -> String,
+) -> std::io::Result<()> {
     let mut pids: Vec<u32> = m.python.iter().map(|x| x.pid).collect();
     pids.sort_unstable();
     pids.dedup();
@@ -256,18 +308,7 @@ pub fn render(m: &Model, opts: &Options, mut out: impl Write) -> std::io::Result
             writeln!(out, "         census at {:.2} s: {}", c.t, top.join(", "))?;
         }
     }
-    for s in &p.sampled {
-        writeln!(out, "note: {}", escape_terminal(s))?;
-    }
-    match m.memlens_cpu_seconds {
-        Some(cpu) if m.duration_seconds > 0.0 => writeln!(
-            out,
-            "recording: {} (memlens used {:.1} % of a core)",
-            escape_terminal(&m.file),
-            cpu / m.duration_seconds * 100.0
-        ),
-        _ => writeln!(out, "recording: {}", escape_terminal(&m.file)),
-    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -130,7 +130,8 @@ fn sample(
             return Ok(());
         }
         if now >= next {
-            next = launch::next_tick(start, interval);
+            // The sampler's schedule: later than the interval when the budget spaces ticks.
+            next = launch::next_tick(start, interval).max(sampler.next_tick());
         }
         waiter.watch(&sampler.live_pids());
         let deadline = end.map_or(next, |e| e.min(next));

@@ -278,7 +278,11 @@ impl Supervision<'_> {
                     self.recording_stopped(&e);
                     self.orphan_cgroup = self.sampler.take().and_then(Sampler::abandon);
                 }
-                next = launch::next_tick(self.start, self.interval);
+                // The sampler's schedule: later than the interval when the budget spaces ticks.
+                next = self.sampler.as_ref().map_or_else(
+                    || launch::next_tick(self.start, self.interval),
+                    Sampler::next_tick,
+                );
             }
             for sig in launch::take_forwarded() {
                 if let Some(s) = self.sampler.as_mut() {

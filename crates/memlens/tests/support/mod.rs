@@ -262,6 +262,11 @@ impl Target {
 
 impl Drop for Target {
     fn drop(&mut self) {
+        // Once reaped, its PID may belong to another process (PIDs wrap at 32768 on a busy
+        // machine): only a child still running (or a zombie not yet reaped) is ours to look at.
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
         let pid = self.child.id() as i32;
         // Kill the whole process group is not ours to do; kill the children we can see first.
         if let Ok(t) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {

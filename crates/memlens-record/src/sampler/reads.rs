@@ -1,0 +1,421 @@
+//! The expensive reads of the sampler and their schedule, in order of priority:
+//! 1. a full ledger when the tree reaches a new high (its RSS sum, or the PSS a round read, a
+//!    material step above the highest ledger's), whatever else is due: the breakdown at the
+//!    peak is taken at the peak; above the highest ledger by less than a step, one every
+//!    quarter second while the budget affords it;
+//! 2. a round of PSS reads (`smaps_rollup` of every live process at one tick: a tree PSS read
+//!    from the kernel, not estimated), at most every `pss_interval`;
+//! 3. a full ledger every `ledger_interval`;
+//! 4. the Python view of each process at the ledger interval.
+//!
+//! 2 keeps one ledger's predicted cost in the bucket, so 1 can start at once; a ledger of 3
+//! (or a quarter-second one of 1) is the same read, taken when the bucket holds its cost.
+//!
+//! The Python view (4, attaching, censuses) reads on its own thread; its CPU is paid from the
+//! background account (see [`crate::budget`]): it never delays 1-3.
+//!
+//! Costs are predicted per process from its resident memory and threads, learnt from the
+//! reads themselves.
+
+use memlens_ledger::tree::{assemble, read_processes};
+use memlens_ledger::{Amounts, Hints, TreeLedger};
+use memlens_procfs::{CounterFiles, Error as ProcError, Process};
+
+use super::Sampler;
+use crate::cputime::thread_cpu_seconds;
+use crate::error::Result;
+
+/// A new high worth a ledger: this fraction above the tree's RSS (or PSS) at the highest
+/// ledger so far, and at least [`PEAK_STEP_MIN`].
+const PEAK_STEP: f64 = 0.05;
+const PEAK_STEP_MIN: u64 = 4 << 20;
+
+/// Above the highest ledger by less than a step, a ledger is taken this often (s) when the
+/// budget has room beyond its reserve.
+const PEAK_REFRESH: f64 = 0.25;
+
+/// Units of work of one process: a MiB of resident memory is one (the kernel walks its page
+/// tables); a thread costs a ledger about as much (its stack pointer and stack mapping); each
+/// process has a fixed cost (opening and parsing its files).
+fn units(rss: u64, threads: u32, per_thread: f64, fixed: f64) -> f64 {
+    rss as f64 / f64::from(1u32 << 20) + f64::from(threads) * per_thread + fixed
+}
+
+impl Sampler {
+    /// Work units of a PSS round and of a ledger over the live processes.
+    fn work(&self) -> (f64, f64) {
+        self.live.values().fold((0.0, 0.0), |(r, l), &i| {
+            let c = &self.procs[i].last;
+            (
+                r + units(c.rss, c.threads, 0.05, 2.0),
+                l + units(c.rss, c.threads, 1.0, 8.0),
+            )
+        })
+    }
+
+    fn new_high(&self, tree_rss: u64) -> bool {
+        let step = |high: u64| ((high as f64 * PEAK_STEP) as u64).max(PEAK_STEP_MIN);
+        self.pss_high || tree_rss >= self.ledger_high + step(self.ledger_high)
+    }
+
+    /// Runs the expensive reads that are due and affordable (see the module's order).
+    pub(super) fn expensive(&mut self, t: f64, tree_rss: u64) -> Result<()> {
+        if self.live.is_empty() {
+            return Ok(());
+        }
+        let (round_units, ledger_units) = self.work();
+        let ledger_cost = self.costs.ledger.predict(ledger_units);
+        let round_cost = self.costs.rollup.predict(round_units);
+        self.budget.fit(ledger_cost, 0.0);
+        self.budget.fit(round_cost, ledger_cost);
+        // Attach first, on the background account, so no ledger attaches inside its own cost.
+        self.first_python_reads(t)?;
+        let rate = self.budget.expensive_rate();
+        if self.ticks % 100 == 0 {
+            log::debug!(
+                "budget at {t:.2} s: {:.2} ms, background {:.2} ms; a ledger would cost {:.2} ms, \
+                 a PSS round {:.2} ms; counters {:.0} µs a tick",
+                self.budget.tokens() * 1e3,
+                self.budget.background() * 1e3,
+                ledger_cost * 1e3,
+                round_cost * 1e3,
+                self.budget.tick_cost() * 1e6
+            );
+        }
+        if self.last_ledger.is_none() || self.new_high(tree_rss) {
+            if self.budget.affords(ledger_cost, 0.0) {
+                let reason = if self.last_ledger.is_none() {
+                    "first"
+                } else {
+                    "peak"
+                };
+                self.take_ledger(t, reason, tree_rss, ledger_units)?;
+            }
+            // Waiting for the budget: nothing else may spend what the ledger needs.
+            return self.census(t);
+        }
+        let round_every = self
+            .cfg
+            .pss_interval
+            .as_secs_f64()
+            .max(self.cfg.interval.as_secs_f64())
+            .max(round_cost / (rate * 0.5));
+        let ledger_every = self
+            .cfg
+            .ledger_interval
+            .as_secs_f64()
+            .max(ledger_cost / (rate * 0.5));
+        let since_ledger = self.last_ledger.map_or(f64::INFINITY, |l| t - l);
+        // Above the highest ledger by less than a step: a ledger every PEAK_REFRESH while the
+        // budget affords it, so a slowly growing tree's peak is not left a whole step behind.
+        let above = tree_rss > self.ledger_high + (1 << 20);
+        if above && since_ledger >= PEAK_REFRESH && self.budget.affords(ledger_cost, ledger_cost) {
+            self.take_ledger(t, "peak", tree_rss, ledger_units)?;
+        } else if since_ledger >= ledger_every && self.budget.affords(ledger_cost, ledger_cost) {
+            self.take_ledger(t, "interval", tree_rss, ledger_units)?;
+        } else if t - self.last_round >= round_every * 0.999
+            && self.budget.affords(round_cost, ledger_cost)
+        {
+            self.pss_round(t, round_units)?;
+        }
+        self.python_samples(t, above);
+        // What is left beyond a ledger's reserve pays for attaching and censuses.
+        self.budget.repay(ledger_cost);
+        self.census(t)
+    }
+
+    /// Reads `smaps_rollup` of every live process at this tick: a tree PSS read, not estimated.
+    fn pss_round(&mut self, t: f64, round_units: f64) -> Result<()> {
+        let c0 = thread_cpu_seconds();
+        let mut order: Vec<usize> = self.live.values().copied().collect();
+        order.sort_unstable();
+        let mut sum = 0u64;
+        let mut complete = true;
+        for i in order {
+            let r0 = thread_cpu_seconds();
+            let Some(files) = self.procs[i].files.as_mut() else {
+                continue;
+            };
+            let read = files.smaps_rollup();
+            let cost = thread_cpu_seconds() - r0;
+            match read {
+                Ok(c) => {
+                    let a = Amounts::of(&c);
+                    sum += a.pss;
+                    self.note_pss(i, &a);
+                    let id = self.procs[i].id;
+                    self.writer.pss(t, id, &a, (cost * 1e6) as u64)?;
+                }
+                Err(e) => {
+                    complete = false;
+                    self.read_failed(i, t, &e)?;
+                }
+            }
+        }
+        let cost = thread_cpu_seconds() - c0;
+        self.charge_read(cost);
+        self.costs.rollup.learn(round_units, cost);
+        self.last_round = t;
+        let step = ((self.ledger_high_pss as f64 * PEAK_STEP) as u64).max(PEAK_STEP_MIN);
+        if complete && sum >= self.ledger_high_pss + step {
+            // Un-shared copy-on-write pages raise PSS without moving any RSS.
+            self.pss_high = true;
+        }
+        Ok(())
+    }
+
+    /// What a failed PSS or `smaps` read means: a process gone, an exec (reopen the files), or
+    /// a process memlens may not read (noted once, loudly, in the recording).
+    fn read_failed(&mut self, i: usize, t: f64, e: &ProcError) -> Result<()> {
+        match e {
+            ProcError::ProcessGone { .. } => Ok(()),
+            ProcError::PermissionDenied { .. } => self.note_unreadable(i, t, &e.to_string()),
+            _ => {
+                log::debug!("pid {}: smaps_rollup: {e}", self.procs[i].pid);
+                if let Ok(f) = CounterFiles::open(self.procs[i].pid) {
+                    self.procs[i].files = Some(f);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Records, once per process, that its `smaps` cannot be read: its PSS and ledger are
+    /// missing and the reports count its RSS in their place, and say so.
+    fn note_unreadable(&mut self, i: usize, t: f64, why: &str) -> Result<()> {
+        let p = &mut self.procs[i];
+        if p.unreadable {
+            return Ok(());
+        }
+        p.unreadable = true;
+        let (id, pid) = (p.id, p.pid);
+        log::info!("pid {pid}: {why}");
+        self.writer.event(
+            t,
+            "unreadable",
+            Some(id),
+            &format!(
+                "pid {pid}: {why}: its PSS and ledger cannot be read, so its RSS stands in for \
+                 its PSS (reading another user's process needs root or CAP_SYS_PTRACE)"
+            ),
+        )
+    }
+
+    /// Pays for a read that ran on this thread now, so the next reads of this tick see it.
+    fn charge_read(&mut self, cost: f64) {
+        self.budget.charge(cost);
+        if let Some(c) = self.clocks.as_mut() {
+            c.charged += cost;
+        }
+    }
+
+    pub(super) fn note_pss(&mut self, i: usize, a: &Amounts) {
+        let p = &mut self.procs[i];
+        if a.rss > 0 {
+            p.pss_ratio = Some((a.pss as f64 / a.rss as f64).min(1.0));
+        }
+        p.peak_pss = p.peak_pss.max(a.pss);
+    }
+
+    fn take_ledger(&mut self, t: f64, reason: &str, tree_rss: u64, work: f64) -> Result<()> {
+        let c0 = thread_cpu_seconds();
+        let result = self.write_ledger(t, reason, tree_rss);
+        let cost = thread_cpu_seconds() - c0;
+        self.charge_read(cost);
+        self.costs.ledger.learn(work, cost);
+        log::debug!(
+            "ledger ({reason}) at {t:.3} s: {:.2} ms for {work:.0} units, {:.2} ms left",
+            cost * 1e3,
+            self.budget.tokens() * 1e3
+        );
+        result
+    }
+
+    /// Reads the ledger of the tree and writes it, with a PSS row per process.
+    fn write_ledger(&mut self, t: f64, reason: &str, tree_rss: u64) -> Result<()> {
+        let ledger = self.ledger_now()?;
+        self.last_ledger = Some(t);
+        self.last_round = t;
+        self.pss_high = false;
+        for sk in ledger.skipped.iter().filter(|s| s.permission_denied) {
+            if let Some(&i) = self.live.get(&sk.pid) {
+                self.note_unreadable(i, t, &sk.reason)?;
+            }
+        }
+        if ledger.processes.is_empty() {
+            // Nothing could be read: no ledger to write (its reasons are in the events).
+            return Ok(());
+        }
+        for pl in &ledger.processes {
+            if let Some(&i) = self.live.get(&pl.pid) {
+                self.note_pss(i, &pl.totals);
+                // The ledger's per-process totals are PSS reads too (cost 0: paid by the ledger).
+                let id = self.procs[i].id;
+                self.writer.pss(t, id, &pl.totals, 0)?;
+            }
+        }
+        let pss = ledger.totals.pss;
+        let keep_json = self.last_json.is_none_or(|last| t - last >= 60.0)
+            || pss >= self.best_ledger_pss - self.best_ledger_pss / 20;
+        if keep_json {
+            self.last_json = Some(t);
+        }
+        self.best_ledger_pss = self.best_ledger_pss.max(pss);
+        self.ledger_high = self.ledger_high.max(tree_rss);
+        self.ledger_high_pss = self.ledger_high_pss.max(pss);
+        self.writer.ledger(t, reason, &ledger, keep_json)?;
+        Ok(())
+    }
+
+    /// Asks the Python view for a reading of `i` (with a census when asked). The view reads on
+    /// its own thread; what it finishes is written, and its CPU charged, by
+    /// [`Sampler::python_ready`].
+    fn python_request(&mut self, i: usize, t: f64, census: bool) {
+        let pid = self.procs[i].pid;
+        if let Some(v) = self.python.as_mut() {
+            v.request(pid, census);
+        }
+        let p = &mut self.procs[i];
+        p.python_t = t;
+        if census {
+            p.census_t = t;
+        }
+    }
+
+    /// Writes the Python view's finished readings, each at the time it was read, and charges
+    /// the CPU they cost (on the view's own thread) to the background account: they never
+    /// delay a ledger, and what they cost is repaid from what the bucket spares.
+    pub(super) fn python_ready(&mut self) -> Result<()> {
+        let Some(view) = self.python.as_mut() else {
+            return Ok(());
+        };
+        let ready = view.take_ready();
+        self.budget.charge_background(ready.cpu_seconds);
+        if let Some(c) = self.clocks.as_mut() {
+            c.charged += ready.cpu_seconds;
+        }
+        for (pid, s) in ready.samples {
+            let i = self
+                .live
+                .get(&pid)
+                .copied()
+                .or_else(|| self.procs.iter().rposition(|p| p.pid == pid));
+            let Some(i) = i else {
+                continue;
+            };
+            let t = s.read_at.map_or_else(
+                || self.now(),
+                |at| at.saturating_duration_since(self.start).as_secs_f64(),
+            );
+            self.procs[i].python_seen = true;
+            let id = self.procs[i].id;
+            self.writer.python(t, id, &s)?;
+        }
+        Ok(())
+    }
+
+    fn python_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = self.live.values().copied().collect();
+        order.sort_by(|&a, &b| self.procs[a].python_t.total_cmp(&self.procs[b].python_t));
+        order
+    }
+
+    /// Reads that may attach to an interpreter (a process not yet seen as Python: new, just
+    /// exec'd, or not Python at all), paid from the background account: attaching reads the
+    /// interpreter's binary, tens of milliseconds. They wait while the account is in debt,
+    /// except the root's first try (a short program still gets its view); a process is tried
+    /// every half second at most.
+    fn first_python_reads(&mut self, t: f64) -> Result<()> {
+        if self.python.is_none() {
+            return Ok(());
+        }
+        for i in self.python_order() {
+            let p = &self.procs[i];
+            let root_first = p.pid == self.root && p.python_t == f64::NEG_INFINITY;
+            let due = !p.python_seen && t - p.python_t >= 0.5;
+            if root_first || (due && self.budget.background_clear()) {
+                self.python_request(i, t, false);
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks for the Python view of the processes seen as Python that are due for one (at the
+    /// ledger interval, or five times that while the tree is above its highest ledger: the
+    /// peak's breakdown first) while the background account is out of debt (the view reads on
+    /// its own thread and its CPU is charged there).
+    fn python_samples(&mut self, t: f64, growing: bool) {
+        if self.python.is_none() || !self.budget.background_clear() {
+            return;
+        }
+        let every = self.cfg.ledger_interval.as_secs_f64() * if growing { 5.0 } else { 1.0 };
+        for i in self.python_order() {
+            let p = &self.procs[i];
+            if p.python_seen && t - p.python_t >= every {
+                self.python_request(i, t, false);
+            }
+        }
+    }
+
+    /// One census when one is due and the background account is out of debt (it may go into
+    /// debt: a census's cost is known only afterwards).
+    fn census(&mut self, t: f64) -> Result<()> {
+        let Some(every) = self.cfg.census_interval.map(|d| d.as_secs_f64()) else {
+            return Ok(());
+        };
+        if self.python.is_none() || !self.budget.background_clear() {
+            return Ok(());
+        }
+        let due = self
+            .live
+            .values()
+            .copied()
+            .filter(|&i| self.procs[i].python_seen && t - self.procs[i].census_t >= every)
+            .min_by(|&a, &b| self.procs[a].census_t.total_cmp(&self.procs[b].census_t));
+        if let Some(i) = due {
+            self.python_request(i, t, true);
+        }
+        Ok(())
+    }
+
+    /// The full ledger of every live process of the tree (the processes memlens follows, so
+    /// re-parented orphans are included).
+    pub fn ledger_now(&mut self) -> Result<TreeLedger> {
+        let mut pids: Vec<(u32, usize)> = self.live.iter().map(|(&p, &i)| (p, i)).collect();
+        pids.sort_by_key(|&(_, i)| i);
+        let pids: Vec<u32> = pids.into_iter().map(|(p, _)| p).collect();
+        let first = pids.first().copied().unwrap_or(self.root);
+        // One process after the other on this thread: the budget is charged in this thread's
+        // CPU time, and a recording should not compete with the program for every core. The
+        // Python view gives the pymalloc arenas of the processes it has read (cheap: the arena
+        // table); it is not asked about others, which would attach inside the ledger.
+        let seen: Vec<u32> = pids
+            .iter()
+            .copied()
+            .filter(|p| self.live.get(p).is_some_and(|&i| self.procs[i].python_seen))
+            .collect();
+        let python = &mut self.python;
+        let (processes, skipped) =
+            read_processes(&pids, None, false, &mut |pid| match python.as_mut() {
+                Some(v) if seen.contains(&pid) => v.hints(pid),
+                _ => Hints::default(),
+            })?;
+        // The cgroup memlens made for the tree when there is one (a process that is exiting
+        // already shows the root cgroup), else the first process's.
+        let cgroup = match &self.cgroup {
+            Some(own) => memlens_procfs::cgroup::read_memory(
+                own.version(),
+                own.path().as_bytes().to_vec(),
+                own.dir(),
+            )
+            .ok(),
+            None => Process::new(first)
+                .ok()
+                .and_then(|p| p.memory_cgroup().ok().flatten()),
+        };
+        let mut ledger = assemble(self.root, processes, cgroup);
+        ledger.skipped = skipped;
+        ledger.refresh_findings();
+        Ok(ledger)
+    }
+}
