@@ -6,6 +6,11 @@
 # (fuzz/src/known.rs) and says which still reproduce (informational).
 #
 #   scripts/fuzz.sh                   every target, MEMLENS_FUZZ_SECONDS (default 25) each
+#   MEMLENS_FUZZ_FIXED=1 scripts/fuzz.sh   the same run on every machine (CI's, through
+#                                     scripts/test.sh): a fresh corpus of the seeds alone, seed 1
+#                                     for the mutations, a fixed number of inputs per target
+#                                     (fixed_runs below: about 10-20 s each here); a finding is
+#                                     then reproduced by the same command anywhere
 #   scripts/fuzz.sh objects procfs    only these
 #   scripts/fuzz.sh --strict [...]    no gates around known findings, and overflow checks in
 #                                     memlens-cpython too (a separate build in fuzz/target-strict)
@@ -47,19 +52,27 @@ cause='panicked at [^ ]+|out-of-memory \(malloc\([0-9]+\)\)|AddressSanitizer: ou
 cargo +nightly fetch --manifest-path fuzz/Cargo.toml --locked
 cargo +nightly fuzz build "${opts[@]}"
 
+declare -A fixed_runs=([procfs]=300000 [discovery]=300000 [objects]=200000 [interpreter]=200000
+  [recording]=1500)
 failed=()
 for t in "${targets[@]}"; do
   corpus="fuzz/corpus/$t"
+  how=(-max_total_time="$seconds")
+  if [ "${MEMLENS_FUZZ_FIXED:-0}" = 1 ]; then
+    corpus="fuzz/corpus-fixed/$t"
+    rm -rf "$corpus"
+    how=(-seed=1 -runs="${fixed_runs[$t]}")
+  fi
   mkdir -p "$corpus" "fuzz/artifacts/$t"
   # Each target writes its own seeds (from the fixtures and the layouts) and exits.
   MEMLENS_FUZZ_SEEDS="$corpus" cargo +nightly fuzz run "${opts[@]}" "$t" -- -runs=0 2>&1 | tail -1
   stamp="fuzz/artifacts/$t.started"
   touch "$stamp"
   log="fuzz/artifacts/$t.log"
-  printf '== fuzz %s for %ss\n' "$t" "$seconds"
+  printf '== fuzz %s: %s\n' "$t" "${how[*]}"
   extra=()
   [ ! -f "fuzz/dicts/$t.dict" ] || extra=(-dict="fuzz/dicts/$t.dict")
-  if cargo +nightly fuzz run "${opts[@]}" "$t" "$corpus" -- -max_total_time="$seconds" \
+  if cargo +nightly fuzz run "${opts[@]}" "$t" "$corpus" -- "${how[@]}" \
       "${limits[@]}" "${extra[@]}" -print_final_stats=1 -close_fd_mask=1 >"$log" 2>&1; then
     grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb|cov: ' "$log" | tail -3
   else

@@ -46,10 +46,12 @@ bash scripts/test-packaging.sh
 
 # --- fuzzing (issue 8 item 12; fuzz/README.md) --------------------------------------------------
 # Builds the cargo-fuzz targets (nightly Rust; cargo-fuzz is installed when missing) and runs each
-# for MEMLENS_FUZZ_SECONDS (default 25) on its seed corpus: any crash, failed property, hang or
-# oversized allocation fails the run. MEMLENS_FUZZ_SECONDS=0 skips it (local iterations only).
+# on its seeds, deterministically (seed 1, a fixed number of inputs: the same run on every
+# machine, so what fails here fails the same way for whoever runs it): any crash, failed property,
+# hang or oversized allocation fails the run. Longer, random fuzzing: scripts/fuzz.sh alone.
+# MEMLENS_FUZZ_SECONDS=0 skips it (local iterations only).
 if [ "${MEMLENS_FUZZ_SECONDS:-25}" != 0 ]; then
-  log "fuzzing: the parsers of /proc, ELF, CPython memory and recordings, ${MEMLENS_FUZZ_SECONDS:-25} s a target"
-  bash scripts/fuzz.sh
+  log "fuzzing: the parsers of /proc, ELF, CPython memory and recordings (fixed seed and inputs)"
+  MEMLENS_FUZZ_FIXED=1 bash scripts/fuzz.sh
 fi
 # --- end of fuzzing ------------------------------------------------------------------------------

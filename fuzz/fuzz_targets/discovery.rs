@@ -1,11 +1,13 @@
 //! Finding CPython in a process from what it maps: ELF files (`ElfFile::parse` on arbitrary
-//! bytes), `sys.version` strings, file names (`python3.11`, `libpython3.13t.so.1.0`), the maps
-//! parser of memlens-remote, and the ledger's name and path parsers. The first byte picks one.
+//! bytes), `sys.version` strings, file names (`python3.11`, `libpython3.13t.so.1.0`), which
+//! mapped file is Python (`binary::find` over a maps text), and the ledger's path parsers. The
+//! first byte picks one.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use memlens_cpython::process::{check_name_version, version_in_name, Version};
-use memlens_fuzz::known;
+use memlens_cpython::binary::{self, check_name_version, is_libpython, version_in_name};
+use memlens_cpython::process::Version;
+use memlens_procfs::maps;
 use memlens_remote::elf::ElfFile;
 
 const OPS: u8 = 5;
@@ -18,7 +20,7 @@ fuzz_target!(init: memlens_fuzz::seeds::write_if_asked("discovery"), |data: &[u8
         0 => elf(rest),
         1 => version_string(rest),
         2 => file_name(rest),
-        3 => remote_maps(rest),
+        3 => python_file(rest),
         _ => ledger_paths(rest),
     }
 });
@@ -58,25 +60,31 @@ fn version_string(s: &[u8]) {
 
 fn file_name(name: &[u8]) {
     if let Some(v) = version_in_name(name) {
-        assert!(v.2.chars().all(|c| c.is_ascii_lowercase()));
+        assert!(v.flags.chars().all(|c| c.is_ascii_lowercase()));
         let _ = check_name_version(&v);
     }
-    let _ = memlens_ledger::category::python_version_in_name(name);
-    let _ = memlens_ledger::category::is_libpython(name);
-    let _ = memlens_ledger::category::is_shared_object(name);
+    let _ = is_libpython(name);
+    let _ = maps::is_shared_object(name);
 }
 
-fn remote_maps(text: &[u8]) {
-    for m in memlens_remote::vm::parse_maps(text) {
-        if m.start > m.end && known::gated("vm-maps-end-before-start") {
-            continue;
-        }
+/// A maps text (the one parser, memlens-procfs's) and the first line as the executable: which
+/// mapped file is Python.
+fn python_file(text: &[u8]) {
+    let (exe, text) = match text.iter().position(|b| *b == b'\n') {
+        Some(i) => (&text[..i], &text[i + 1..]),
+        None => (text, &[][..]),
+    };
+    let Ok(entries) = maps::parse(text) else {
+        return;
+    };
+    for m in &entries {
         assert!(m.start <= m.end, "a mapping ending before it starts: {m:?}");
         assert!(m.path.len() <= text.len());
     }
+    let _ = binary::find(exe, entries.iter().map(|m| m.path.as_slice()));
 }
 
 fn ledger_paths(path: &[u8]) {
-    let _ = memlens_ledger::category::file_name(path);
+    let _ = maps::file_name(path);
     let _ = memlens_ledger::distribution::locate(path);
 }

@@ -361,7 +361,7 @@ pub fn build(l: &'static Layout, symbols: bool) -> (Built, Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use memlens_cpython::{census, dicts, gc, modules, objects, pymalloc};
+    use memlens_cpython::{dicts, gc, modules, objects, pymalloc};
 
     #[test]
     fn memlens_decodes_every_seed_heap_as_built() {

@@ -89,12 +89,10 @@ fn at(off: u16) -> u64 {
     }
 }
 
-/// The image at [`BASE`], read through a cap on single `read_vec` lengths
-/// ([`crate::known::read_cap`]: the gate of the known oversized-allocation findings).
+/// The image at [`BASE`].
 #[derive(Debug, Clone)]
 pub struct Memory {
     inner: SliceMemory,
-    cap: Option<usize>,
 }
 
 impl Memory {
@@ -102,10 +100,7 @@ impl Memory {
     pub fn new(image: &[u8]) -> Memory {
         let mut inner = SliceMemory::new();
         inner.map(BASE, image.to_vec());
-        Memory {
-            inner,
-            cap: crate::known::read_cap(),
-        }
+        Memory { inner }
     }
 }
 
@@ -114,12 +109,6 @@ impl ProcessMemory for Memory {
         self.inner.read(addr, buf)
     }
 
-    fn read_vec(&self, addr: u64, len: usize) -> memlens_remote::Result<Vec<u8>> {
-        if self.cap.is_some_and(|cap| len > cap) {
-            return Err(memlens_remote::Error::Unreadable { addr, len });
-        }
-        self.inner.read_vec(addr, len)
-    }
 }
 
 /// Builds the interpreter a header describes, and the memory (the image at [`BASE`]).

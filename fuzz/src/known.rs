@@ -4,8 +4,6 @@
 //! reproducer ([`reproducers`]) with the gates off and says which still reproduce: when one no
 //! longer does, delete its entry here and its gate in the target.
 
-use memlens_remote::ProcessMemory;
-
 use crate::image::{Header, BASE};
 
 /// One finding.
@@ -26,90 +24,7 @@ pub struct Finding {
 /// `[profile.release.package.memlens-cpython]`), so they reproduce only in a build with them
 /// (`scripts/fuzz.sh --strict`). In release builds of memlens they wrap: an address then
 /// fails to read, a size or line number is silently wrong.
-pub const FINDINGS: &[Finding] = &[
-    Finding {
-        id: "vm-maps-end-before-start",
-        owner: "census (vm.rs)",
-        site: "memlens-remote/src/vm.rs parse_maps",
-        what: "a maps line whose end is below its start is accepted (end - start underflows)",
-    },
-    Finding {
-        id: "gc-walk-cycle",
-        owner: "census (gc.rs)",
-        site: "memlens-cpython/src/gc.rs walk_list; census.rs take (roots vector)",
-        what: "a cyclic GC list not passing its head is walked 2^32 times (a hang); the census \
-               collects every node first, so its memory also grows without bound",
-    },
-    Finding {
-        id: "overflow-gc-walk",
-        owner: "census (gc.rs)",
-        site: "memlens-cpython/src/gc.rs:77 walk_list (node + gc_head_size)",
-        what: "a GC node pointer near 2^64 overflows",
-    },
-    Finding {
-        id: "overflow-census-type-base",
-        owner: "census (census.rs)",
-        site: "memlens-cpython/src/census.rs:241 read_type (base + l.type_base)",
-        what: "a tp_base near 2^64 overflows; the census adds offsets to target pointers everywhere",
-    },
-    Finding {
-        id: "overflow-linetable",
-        owner: "pyview (threads.rs calls it; linetable.rs unassigned)",
-        site: "memlens-cpython/src/linetable.rs:90 and :97 location_line (line += svarint)",
-        what: "line deltas of a corrupt 3.11+ location table overflow the i64 line",
-    },
-    Finding {
-        id: "overflow-threads-tid",
-        owner: "pyview (threads.rs)",
-        site: "memlens-cpython/src/threads.rs:83 glibc_tid (thread_id + 0x2d0), 3.8-3.10",
-        what: "a thread id (pthread_t) near 2^64 overflows",
-    },
-    Finding {
-        id: "overflow-type-name",
-        owner: "unassigned (objects.rs)",
-        site: "memlens-cpython/src/objects.rs:22 read_str (addr + l.str_state), via type_name",
-        what: "a heap type's ht_name pointer near 2^64 overflows",
-    },
-    Finding {
-        id: "pymalloc-arena-range-wraps",
-        owner: "unassigned (pymalloc.rs)",
-        site: "memlens-cpython/src/pymalloc.rs read (address + l.arena_size)",
-        what: "an arena address near 2^64 gives an arena range that ends before it starts (the \
-               ledger's python-heap hints); an overflow panic with overflow checks",
-    },
-    Finding {
-        id: "threads-cycle",
-        owner: "pyview (threads.rs)",
-        site: "memlens-cpython/src/threads.rs threads and frames",
-        what: "a cyclic thread-state list (or frame chain) is returned as 4096 threads (frames), \
-               the same ones over and over, instead of an error",
-    },
-    Finding {
-        id: "pymalloc-maxarenas-alloc",
-        owner: "unassigned (pymalloc.rs)",
-        site: "memlens-cpython/src/pymalloc.rs:166 read (read_vec of maxarenas * arena_size_of)",
-        what: "maxarenas up to 2^24 from the target allocates up to 805 MB at once",
-    },
-    Finding {
-        id: "pymalloc-scan-alloc",
-        owner: "unassigned (pymalloc.rs)",
-        site: "memlens-cpython/src/pymalloc.rs:100 scan_for_table (read_vec of a chunk < 4 GiB)",
-        what: "a glibc chunk header from the target makes the stripped-binary scan allocate up to 4 GiB",
-    },
-    Finding {
-        id: "dict-entries-alloc",
-        owner: "unassigned (dicts.rs)",
-        site: "memlens-cpython/src/dicts.rs:83 read_dict (read_vec of nentries * entry size)",
-        what: "dk_nentries up to 2^31 from the target allocates up to 48 GiB at once",
-    },
-    Finding {
-        id: "census-alloc",
-        owner: "census (census.rs)",
-        site: "memlens-cpython/src/census.rs push_array (read_vec of ob_size * 8), the set table \
-               (mask < 2^32: read_vec of 64 GiB), read_dict",
-        what: "sizes from the target (a list's ob_size < 2^32) allocate up to 32 GiB at once",
-    },
-];
+pub const FINDINGS: &[Finding] = &[];
 
 fn strict() -> bool {
     static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -122,48 +37,9 @@ pub fn gated(id: &str) -> bool {
     !strict()
 }
 
-/// Whether the GC list at `head` would trip `gc-walk-cycle`: a node reached twice without
-/// passing the head (or, in a build with overflow checks, `overflow-gc-walk`: a node address
-/// near 2^64). A fixed walk returns an error there, so skipping such inputs loses nothing else.
-pub fn gc_list_trips<M: ProcessMemory>(mem: &M, head: u64, gc_head_size: u64) -> bool {
-    if !gated("gc-walk-cycle") {
-        return false;
-    }
-    let mut seen = std::collections::HashSet::new();
-    let Ok(first) = mem.read_u64(head) else {
-        return false;
-    };
-    let mut node = first & !3;
-    while node != head {
-        if node == 0 {
-            return false;
-        }
-        if node.checked_add(gc_head_size).is_none() || !seen.insert(node) {
-            return true;
-        }
-        match mem.read_u64(node) {
-            Ok(next) => node = next & !3,
-            Err(_) => return false,
-        }
-    }
-    false
-}
-
-/// The longest single `read_vec` the targets let through: 16 MiB, or none with
-/// `MEMLENS_FUZZ_STRICT`. It gates `pymalloc-maxarenas-alloc`, `pymalloc-scan-alloc`,
-/// `dict-entries-alloc` and `census-alloc`: each allocates a length read from the target before
-/// reading (`ProcessMemory::read_vec`), where a real backend would fail the read anyway.
-pub fn read_cap() -> Option<usize> {
-    let ids = [
-        "pymalloc-maxarenas-alloc",
-        "pymalloc-scan-alloc",
-        "dict-entries-alloc",
-        "census-alloc",
-    ];
-    ids.iter().all(|id| gated(id)).then_some(16 << 20)
-}
-
-/// A reproducer of each finding, as an input of the target named: (finding id, target, bytes).
+/// A reproducer of each finding, open or fixed, as an input of the target named: (finding id,
+/// target, bytes). Every target's seeds include those of its findings (`regression-ID`), so
+/// every run replays the fixed ones.
 pub fn reproducers() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let l12 = crate::selector_of(12);
     let l11 = crate::selector_of(11);

@@ -20,8 +20,9 @@ pub const KNOWN_ENV: &str = "MEMLENS_FUZZ_KNOWN";
 
 fn write_known(target: &str, dir: &Path) {
     std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let open = |id: &str| crate::known::FINDINGS.iter().any(|f| f.id == id);
     for (id, t, bytes) in crate::known::reproducers() {
-        if t == target {
+        if t == target && open(id) {
             let p = dir.join(id);
             std::fs::write(&p, bytes).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         }
@@ -39,7 +40,7 @@ pub fn write_if_asked(target: &str) {
         return;
     };
     let dir = PathBuf::from(dir);
-    let seeds = match target {
+    let mut seeds = match target {
         "procfs" => procfs(),
         "discovery" => discovery(),
         "objects" => objects(),
@@ -47,6 +48,12 @@ pub fn write_if_asked(target: &str) {
         "recording" => recording(),
         other => panic!("no seeds for {other}"),
     };
+    // the inputs of fixed findings: every run replays them
+    for (id, t, bytes) in crate::known::reproducers() {
+        if t == target && !crate::known::FINDINGS.iter().any(|f| f.id == id) {
+            seeds.push((format!("regression-{id}"), bytes));
+        }
+    }
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     let n = seeds.len();
     for (name, bytes) in seeds {

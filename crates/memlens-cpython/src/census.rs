@@ -231,7 +231,7 @@ pub fn take<M: ProcessMemory>(
     types.sort_by(|a, b| b.count.cmp(&a.count).then(a.type_name.cmp(&b.type_name)));
     Ok(Census {
         objects: types.iter().map(|t| t.count).sum(),
-        bytes: types.iter().map(|t| t.bytes).sum(),
+        bytes: types.iter().fold(0u64, |a, t| a.saturating_add(t.bytes)),
         types,
         unreadable: w.unreadable,
         consistency: Consistency::default(),
@@ -261,6 +261,7 @@ fn object_level(e: &Error) -> bool {
         Error::Decode { .. }
             | Error::Invalid { .. }
             | Error::Remote(memlens_remote::Error::Unreadable { .. })
+            | Error::Remote(memlens_remote::Error::TooLong { .. })
     )
 }
 
@@ -515,7 +516,7 @@ impl<M: ProcessMemory> Walker<'_, M> {
         self.references(obj, ty, &t, ob_size, dict)?;
         let e = &mut self.out[t.slot];
         e.count += 1;
-        e.bytes += size.size;
+        e.bytes = e.bytes.saturating_add(size.size);
         if !size.exact {
             e.estimated += 1;
         }

@@ -11,7 +11,7 @@ pub fn lnotab_line(table: &[u8], first_line: i64, lasti: i64) -> i64 {
         if addr > lasti {
             break;
         }
-        line += i64::from(pair[1] as i8);
+        line = line.saturating_add(i64::from(pair[1] as i8));
     }
     line
 }
@@ -30,7 +30,7 @@ pub fn linetable310_line(table: &[u8], first_line: i64, offset: i64) -> Option<i
         let this = if delta == -128 {
             None
         } else {
-            line += i64::from(delta);
+            line = line.saturating_add(i64::from(delta));
             Some(line)
         };
         if start <= offset && offset < end {
@@ -87,18 +87,18 @@ pub fn location_line(table: &[u8], first_line: i64, index: i64) -> Option<i64> {
         let this = match code {
             15 => None,
             14 => {
-                line += svarint(&mut pos)?;
+                line = line.checked_add(svarint(&mut pos)?)?;
                 varint(&mut pos)?; // end line delta
                 varint(&mut pos)?; // column + 1
                 varint(&mut pos)?; // end column + 1
                 Some(line)
             }
             13 => {
-                line += svarint(&mut pos)?;
+                line = line.checked_add(svarint(&mut pos)?)?;
                 Some(line)
             }
             10..=12 => {
-                line += i64::from(code - 10);
+                line = line.saturating_add(i64::from(code - 10));
                 next(&mut pos)?;
                 next(&mut pos)?;
                 Some(line)

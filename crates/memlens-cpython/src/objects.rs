@@ -19,6 +19,12 @@ pub fn read_str<M: ProcessMemory>(
     if addr == 0 {
         return Ok(String::new());
     }
+    if addr >= crate::census::MAX_ADDR {
+        return Err(Error::Invalid {
+            pid: 0,
+            why: format!("not a str at {addr:#x}"),
+        });
+    }
     let state = mem.read_u32(addr + l.str_state)?;
     let kind = (state >> 2) & 7;
     let compact = (state >> 5) & 1 == 1;
@@ -80,6 +86,13 @@ pub fn read_bytes<M: ProcessMemory>(mem: &M, l: &Layout, addr: u64, max: usize) 
 /// `type.__name__` of a type object: `ht_name` for heap types, `tp_name` after its last dot
 /// for static ones.
 pub fn type_name<M: ProcessMemory>(mem: &M, l: &Layout, ty: u64) -> Result<String> {
+    let not_a_type = |at: u64| Error::Invalid {
+        pid: 0,
+        why: format!("not a type (or its name) at {at:#x}"),
+    };
+    if ty >= crate::census::MAX_ADDR {
+        return Err(not_a_type(ty));
+    }
     let flags = mem.read_u64(ty + l.type_flags)?;
     if flags & l.tpflags_heaptype != 0 {
         let name = mem.read_u64(ty + l.heaptype_name)?;
@@ -88,6 +101,9 @@ pub fn type_name<M: ProcessMemory>(mem: &M, l: &Layout, ty: u64) -> Result<Strin
         }
     }
     let p = mem.read_u64(ty + l.type_name)?;
+    if p >= crate::census::MAX_ADDR {
+        return Err(not_a_type(p));
+    }
     let raw = mem.read_cstr(p, MAX_NAME)?;
     let short = match raw.iter().rposition(|b| *b == b'.') {
         Some(i) => &raw[i + 1..],

@@ -208,6 +208,8 @@ fn live_arenas<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Vec<(u64, 
         .chunks_exact(l.arena_size_of as usize)
         .map(|e| (word(e, l.arena_address), word(e, l.arena_pool_address)))
         .filter(|&(address, _)| address != 0)
+        // an address no arena can have (its end would pass any user address): a torn read
+        .filter(|&(address, _)| address < crate::census::MAX_ADDR)
         .collect())
 }
 

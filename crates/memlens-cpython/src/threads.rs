@@ -256,7 +256,7 @@ fn task_ids(pid: u32) -> Vec<u32> {
 /// `struct pthread *`, whose `tid` field sits at 0x2d0 on x86_64 (glibc 2.36); other libcs and
 /// architectures are searched for a word equal to one of the process's thread ids.
 fn glibc_tid<M: ProcessMemory>(mem: &M, thread_id: u64, tasks: &[u32]) -> Option<u32> {
-    if thread_id == 0 {
+    if thread_id == 0 || thread_id >= crate::census::MAX_ADDR {
         return None;
     }
     if cfg!(target_arch = "x86_64") {

@@ -27,6 +27,15 @@ pub enum Error {
         /// Length.
         len: usize,
     },
+    /// A single read longer than memlens makes ([`crate::MAX_READ`]): the length came from the
+    /// target's memory and is corrupt, or was read while it changed.
+    #[error("a read of {len} bytes at {addr:#x} is longer than memlens reads at once (a length read from the target is corrupt or changing)")]
+    TooLong {
+        /// Start address.
+        addr: u64,
+        /// Length asked for.
+        len: usize,
+    },
     /// An ELF file that cannot be parsed.
     #[error("cannot parse ELF file {path}: {reason}")]
     Elf {

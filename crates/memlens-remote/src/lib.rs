@@ -21,7 +21,7 @@ pub use bitmap::AddressBits;
 pub use budget::MemoryBudget;
 pub use cache::CachedMemory;
 pub use error::{Error, Result};
-pub use memory::{ProcessMemory, SliceMemory};
+pub use memory::{ProcessMemory, SliceMemory, MAX_READ};
 pub use pagelog::PageLog;
 pub use pause::Pause;
 pub use vm::RemoteMemory;

@@ -2,6 +2,10 @@
 
 use crate::error::{Error, Result};
 
+/// The longest single [`ProcessMemory::read_vec`]: 128 MiB (the largest structure memlens
+/// reads whole is pymalloc's arena table, at most 64 MiB; containers are read in pieces).
+pub const MAX_READ: usize = 128 << 20;
+
 /// Reads bytes of another address space. Implementations never write to it.
 pub trait ProcessMemory {
     /// Fills `buf` with the bytes at `addr`, or fails if any of them is unreadable.
@@ -16,8 +20,13 @@ pub trait ProcessMemory {
     /// default.
     fn prefetch(&self, _addr: u64) {}
 
-    /// Reads `len` bytes into a new vector.
+    /// Reads `len` bytes into a new vector. A length above [`MAX_READ`] fails before anything
+    /// is allocated (lengths come from the target's memory: a corrupt one must not exhaust
+    /// memlens's memory).
     fn read_vec(&self, addr: u64, len: usize) -> Result<Vec<u8>> {
+        if len > MAX_READ {
+            return Err(Error::TooLong { addr, len });
+        }
         let mut v = vec![0u8; len];
         self.read(addr, &mut v)?;
         Ok(v)
