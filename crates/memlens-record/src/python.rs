@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use memlens_cpython::attach::is_transient;
-use memlens_cpython::{Attacher, Error, ReadMode, Session};
+use memlens_cpython::{Attacher, Error, Interpreter, ReadMode, Session};
 use memlens_ledger::Hints;
+use memlens_remote::RemoteMemory;
 
 use crate::cputime::thread_cpu_seconds;
 
@@ -103,6 +104,10 @@ enum Msg {
 struct Out {
     samples: Vec<(u32, PythonSample)>,
     arenas: HashMap<u32, Vec<(u64, u64)>>,
+    /// Each attached interpreter and its memory, for [`PythonView::hints`]: a ledger reads the
+    /// arena table itself, at the ledger's moment (arenas made since the last reading are
+    /// Python heap too).
+    readers: HashMap<u32, Arc<(Interpreter, RemoteMemory)>>,
     cpu_seconds: f64,
     /// Processes asked for and not yet read or given up.
     pending: HashSet<u32>,
@@ -172,6 +177,19 @@ impl LiveView {
         self.shared.lock()
     }
 
+    /// pymalloc's arenas of `pid` now: one read of its arena table on the caller's thread (the
+    /// ledger's moment; the pool headers are not read), else those of its last reading.
+    fn arenas_now(&self, pid: u32) -> Vec<(u64, u64)> {
+        let reader = self.out().readers.get(&pid).cloned();
+        if let Some(r) = reader {
+            match memlens_cpython::pymalloc::arena_ranges(&r.0, &r.1) {
+                Ok(a) => return a,
+                Err(e) => log::debug!("pid {pid}: pymalloc arenas: {e}"),
+            }
+        }
+        self.out().arenas.get(&pid).cloned().unwrap_or_default()
+    }
+
     fn send(&self, pid: u32, m: Msg) {
         if let Some(tx) = &self.tx {
             self.out().pending.insert(pid);
@@ -228,12 +246,15 @@ impl PythonView for LiveView {
 
     fn hints(&mut self, pid: u32) -> Hints {
         Hints {
-            python_arenas: self.out().arenas.get(&pid).cloned().unwrap_or_default(),
+            python_arenas: self.arenas_now(pid),
         }
     }
 
     fn exec(&mut self, pid: u32) {
-        self.out().arenas.remove(&pid);
+        let mut out = self.out();
+        out.arenas.remove(&pid);
+        out.readers.remove(&pid);
+        drop(out);
         self.send(pid, Msg::Exec(pid));
     }
 }
@@ -291,7 +312,10 @@ impl Worker {
         for pid in gone {
             self.followed.remove(&pid);
             self.attacher.forget(pid);
-            self.shared.lock().arenas.remove(&pid);
+            let mut out = self.shared.lock();
+            out.arenas.remove(&pid);
+            out.readers.remove(&pid);
+            drop(out);
             self.shared.settled(pid);
         }
     }
@@ -394,6 +418,13 @@ impl Worker {
         match self.attacher.attach(pid) {
             Ok(s) => {
                 log::debug!("pid {pid}: Python {} attached", s.interpreter.version);
+                match RemoteMemory::open(pid) {
+                    Ok(mem) => {
+                        let reader = Arc::new((s.interpreter.clone(), mem));
+                        self.shared.lock().readers.insert(pid, reader);
+                    }
+                    Err(e) => log::debug!("pid {pid}: no arena reads for ledgers: {e}"),
+                }
                 f.session = Some(s);
                 f.not_before = None;
                 f.quick_until = None;
@@ -457,6 +488,7 @@ impl Worker {
             // Exited, exec'd, or not readable any more: attach again at the next request.
             log::debug!("pid {pid}: Python view unreadable");
             f.session = None;
+            self.shared.lock().readers.remove(&pid);
             return;
         }
         let top = self.census_top;
