@@ -520,6 +520,11 @@ impl<M: ProcessMemory> Walker<'_, M> {
         if !size.exact {
             e.estimated += 1;
         }
+        match size.buffer {
+            Some(b) if b.owned => e.data_owned = e.data_owned.saturating_add(b.bytes),
+            Some(b) => e.data_viewed = e.data_viewed.saturating_add(b.bytes),
+            None => {}
+        }
         Ok(())
     }
 

@@ -18,6 +18,18 @@ pub struct TypeCount {
     /// with its own `__sizeof__`, `decimal.Decimal` ...): their bytes are the generic formula
     /// (`tp_basicsize + ob_size * tp_itemsize`), an estimate.
     pub estimated: u64,
+    /// numpy arrays: bytes of the data buffers they own (inside `bytes`, as numpy's
+    /// `__sizeof__` counts them). Absent for types without data buffers.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub data_owned: u64,
+    /// numpy arrays: bytes of buffers they view (owned by another object: not in `bytes`; the
+    /// same buffer viewed twice counts twice). Absent for types without data buffers.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub data_viewed: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Objects the census reached but could not read (their memory unreadable, or data that does

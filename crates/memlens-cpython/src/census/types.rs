@@ -137,6 +137,8 @@ impl<M: ProcessMemory> Walker<'_, M> {
                     count: 0,
                     bytes: 0,
                     estimated: 0,
+                    data_owned: 0,
+                    data_viewed: 0,
                 });
                 self.names.insert(name, self.out.len() - 1);
                 self.out.len() - 1

@@ -288,6 +288,19 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
                 )
                 .map_err(write_error)?;
             }
+            for t in census.types[..shown]
+                .iter()
+                .filter(|t| t.data_owned > 0 || t.data_viewed > 0)
+            {
+                writeln!(
+                    out,
+                    "{}: data buffers {} owned (inside its bytes), {} viewed (another object's)",
+                    terminal_safe(&t.type_name),
+                    size(t.data_owned),
+                    size(t.data_viewed)
+                )
+                .map_err(write_error)?;
+            }
             if census.types[..shown].iter().any(|t| t.estimated > 0) {
                 writeln!(
                     out,
@@ -331,6 +344,8 @@ mod tests {
                     count: *c,
                     bytes: *b,
                     estimated: 0,
+                    data_owned: 0,
+                    data_viewed: 0,
                 })
                 .collect(),
             unreadable: Unreadable::default(),

@@ -301,3 +301,33 @@ pub fn assert_close(what: &str, a: u64, b: u64, pct: f64) {
         "{what}: {a} is not within {pct}% of {b} (diff {diff})"
     );
 }
+
+/// The virtualenvs with numpy that `scripts/test-pythons.sh` makes (numpy 1.x on 3.11, 2.x on
+/// 3.12). Under CI a missing one fails.
+pub fn numpy_pythons() -> Vec<Python> {
+    let mut out = Vec::new();
+    for minor in [11u32, 12] {
+        let venv = test_cache().join(format!("numpy/python3.{minor}"));
+        let python = venv.join("bin/python");
+        let done = std::fs::read_dir(&venv).ok().and_then(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .find_map(|n| n.strip_prefix(".done-").map(str::to_string))
+        });
+        match done {
+            Some(v) if python.exists() => out.push(Python {
+                label: format!("3.{minor}+numpy-{v}"),
+                path: python,
+                version: (3, minor),
+            }),
+            _ if std::env::var_os("CI").is_some() => {
+                panic!(
+                    "numpy for 3.{minor} missing in {} (scripts/test-pythons.sh)",
+                    venv.display()
+                )
+            }
+            _ => eprintln!("warning: no numpy for 3.{minor}, not tested"),
+        }
+    }
+    out
+}
