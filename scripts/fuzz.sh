@@ -52,7 +52,7 @@ cause='panicked at [^ ]+|out-of-memory \(malloc\([0-9]+\)\)|AddressSanitizer: ou
 cargo +nightly fetch --manifest-path fuzz/Cargo.toml --locked
 cargo +nightly fuzz build "${opts[@]}"
 
-declare -A fixed_runs=([procfs]=300000 [discovery]=300000 [objects]=200000 [interpreter]=200000
+declare -A fixed_runs=([procfs]=300000 [discovery]=300000 [objects]=200000 [interpreter]=100000
   [recording]=1500)
 failed=()
 for t in "${targets[@]}"; do
