@@ -21,6 +21,11 @@ pub const FORWARDED: [i32; 6] = [
     libc::SIGUSR2,
 ];
 
+/// Forwarded signals that were ignored when memlens started (bit `sig`): memlens leaves them
+/// ignored, and so does the program, as after a plain start (`nohup`, a background job of a
+/// non-interactive shell).
+static IGNORED_AT_START: AtomicU64 = AtomicU64::new(0);
+
 static CHILD: AtomicI32 = AtomicI32::new(0);
 static PENDING: AtomicU64 = AtomicU64::new(0);
 static SENT: AtomicU64 = AtomicU64::new(0);
@@ -162,8 +167,11 @@ unsafe fn exec_when_told(
     // SAFETY: signal, write, close, read, execvp and _exit are
     // async-signal-safe; every pointer was prepared before the fork.
     unsafe {
+        let ignored = IGNORED_AT_START.load(Ordering::SeqCst);
         for sig in FORWARDED.into_iter().chain([libc::SIGCHLD, libc::SIGPIPE]) {
-            libc::signal(sig, libc::SIG_DFL);
+            if ignored & (1u64 << sig) == 0 {
+                libc::signal(sig, libc::SIG_DFL);
+            }
         }
         if let Some(fd) = fds.procs {
             let _ = libc::write(fd, b"0".as_ptr().cast(), 1);
@@ -322,11 +330,26 @@ fn install(sig: i32, handler: libc::sighandler_t, siginfo: bool) {
     }
 }
 
+/// Whether `sig` is ignored now (`SIG_IGN`).
+fn ignored_now(sig: i32) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
 /// `memlens run`: forward [`FORWARDED`] signals to the program (once [`set_child`] is called;
-/// those that arrive earlier are sent then). Exec resets the handlers in the child.
+/// those that arrive earlier are sent then). Exec resets the handlers in the child. A signal
+/// ignored when memlens started stays ignored, by memlens and by the program, as it would be
+/// for the program started without memlens.
 pub fn forward_signals() {
     let h = forward as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
     for sig in FORWARDED {
+        if ignored_now(sig) {
+            IGNORED_AT_START.fetch_or(1u64 << sig, Ordering::SeqCst);
+            continue;
+        }
         install(sig, h as libc::sighandler_t, true);
     }
 }

@@ -1089,4 +1089,24 @@ fn the_held_program_gets_the_signal_state_it_would_get_from_a_shell() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&plain.stdout)
     );
+    // Signals ignored when memlens starts (nohup, a background job of a script) stay ignored
+    // for the program, as without memlens: a shell's `trap ""` ignores them, exec keeps that.
+    let ignoring = |cmd: &str| {
+        let out = Command::new("sh")
+            .args(["-c", &format!("trap '' INT QUIT HUP; exec {cmd}")])
+            .current_dir(&dir.0)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{cmd}: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let grep_cmd = "grep -E '^(SigBlk|SigIgn)' /proc/self/status";
+    let plain = ignoring(grep_cmd);
+    assert!(!plain.contains("SigIgn:\t0000000000000000"), "{plain}");
+    let via = ignoring(&format!(
+        "{} run -q -o s2.db -- {grep_cmd}",
+        env!("CARGO_BIN_EXE_memlens")
+    ));
+    assert_eq!(via, plain, "signals ignored at start");
 }
