@@ -224,6 +224,17 @@ pub fn arena_ranges<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Vec<(
         .collect())
 }
 
+/// Whether the process started with `PYTHONMALLOC` naming a system allocator (`malloc`,
+/// `malloc_debug`, `mimalloc`...), where pymalloc's arenas stay empty.
+fn pymalloc_bypassed(pid: u32) -> bool {
+    let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    env.split(|b| *b == 0)
+        .filter_map(|v| v.strip_prefix(b"PYTHONMALLOC="))
+        .any(|v| !v.starts_with(b"pymalloc"))
+}
+
 /// Reads pymalloc's arenas and the pool headers of each.
 pub fn read<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Pymalloc> {
     let l = it.layout;
@@ -236,7 +247,16 @@ pub fn read<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Pymalloc> {
         arena_ranges: Vec::new(),
     };
     let mut pools: Vec<u64> = Vec::new();
-    for (address, pool_address) in live_arenas(it, mem)? {
+    let arenas = live_arenas(it, mem)?;
+    if arenas.is_empty() && !pymalloc_bypassed(it.pid) {
+        // A running interpreter has objects in pymalloc's arenas: none means its state was
+        // read before it was set up (a process still starting), not an empty heap.
+        return Err(Error::Invalid {
+            pid: it.pid,
+            why: "pymalloc has no arena yet (the interpreter is still starting)".into(),
+        });
+    }
+    for (address, pool_address) in arenas {
         out.arenas += 1;
         out.arena_ranges.push((address, address + l.arena_size));
         let first = address.div_ceil(l.pool_size) * l.pool_size;
@@ -257,10 +277,20 @@ pub fn read<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Pymalloc> {
     let results = mem.read_many(&mut reqs);
     drop(reqs);
     let align = l.pymalloc_alignment;
-    for (b, r) in bufs.chunks_exact(hdr).zip(results) {
-        if r.is_err() {
-            continue;
-        }
+    let unread = results.iter().filter(|r| r.is_err()).count();
+    if unread > 0 {
+        // An arena freed (or its pages returned) between the table's read and its pools':
+        // the used bytes would be too low, so there is no figure rather than a wrong one.
+        return Err(Error::Invalid {
+            pid: it.pid,
+            why: format!(
+                "{unread} of {} pymalloc pool headers could not be read (arenas changed while \
+                 they were read)",
+                pools.len()
+            ),
+        });
+    }
+    for b in bufs.chunks_exact(hdr) {
         let u32_at = |at: u64| {
             let at = at as usize;
             u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
