@@ -100,8 +100,26 @@ impl Codes {
     }
 }
 
+/// A pointer read from the target, checked before any offset is added to it.
+fn ptr<M: ProcessMemory>(mem: &M, at: u64) -> Result<u64> {
+    let p = mem.read_u64(at)?;
+    if p >= crate::census::MAX_ADDR {
+        return Err(Error::Decode {
+            addr: at,
+            what: "a pointer".into(),
+        });
+    }
+    Ok(p)
+}
+
 fn decode_code<M: ProcessMemory>(it: &Interpreter, mem: &M, code: u64) -> Result<Code> {
     let l = it.layout;
+    if code >= crate::census::MAX_ADDR {
+        return Err(Error::Decode {
+            addr: code,
+            what: "a code object".into(),
+        });
+    }
     Ok(Code {
         function: read_str(mem, l, mem.read_u64(code + l.code_name)?, MAX_NAME)?,
         file: read_str(mem, l, mem.read_u64(code + l.code_filename)?, 4 * MAX_NAME)?,
@@ -182,7 +200,7 @@ pub fn threads<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Vec<Thread
     let mut codes = Codes::default();
     let mut out = Vec::new();
     let mut cycle = CycleCheck::new();
-    let mut tstate = mem.read_u64(it.interp + l.interp_threads_head)?;
+    let mut tstate = ptr(mem, it.interp + l.interp_threads_head)?;
     while tstate != 0 && out.len() < MAX_THREADS {
         if cycle.seen(tstate) {
             return Err(Error::Invalid {
@@ -206,7 +224,7 @@ pub fn threads<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Vec<Thread
             frames,
             frames_omitted,
         });
-        tstate = mem.read_u64(tstate + l.tstate_next)?;
+        tstate = ptr(mem, tstate + l.tstate_next)?;
     }
     Ok(out)
 }
@@ -300,17 +318,17 @@ fn frames<M: ProcessMemory>(
         (l.tstate_frame, l.frame_back, l.frame_code, l.frame_lasti)
     {
         // 3.8-3.10: frame objects
-        let mut frame = mem.read_u64(tstate + top)?;
+        let mut frame = ptr(mem, tstate + top)?;
         while frame != 0 {
             step(frame)?;
             if out.len() < MAX_FRAMES {
-                let code = mem.read_u64(frame + code_off)?;
+                let code = ptr(mem, frame + code_off)?;
                 let lasti = i64::from(mem.read_i32(frame + lasti_off)?);
                 out.push(codes.frame(it, mem, code, lasti, true));
             } else {
                 omitted += 1;
             }
-            frame = mem.read_u64(frame + back)?;
+            frame = ptr(mem, frame + back)?;
         }
         return Ok((out, omitted));
     }
@@ -329,14 +347,14 @@ fn frames<M: ProcessMemory>(
         l.tstate_current_frame,
     ) {
         (Some(cf), Some(cur), _) => {
-            let cframe = mem.read_u64(tstate + cf)?;
+            let cframe = ptr(mem, tstate + cf)?;
             if cframe == 0 {
                 0
             } else {
-                mem.read_u64(cframe + cur)?
+                ptr(mem, cframe + cur)?
             }
         }
-        (_, _, Some(cur)) => mem.read_u64(tstate + cur)?,
+        (_, _, Some(cur)) => ptr(mem, tstate + cur)?,
         _ => 0,
     };
     // 3.14: f_executable is a tagged _PyStackRef
@@ -351,17 +369,17 @@ fn frames<M: ProcessMemory>(
             if out.len() >= MAX_FRAMES {
                 omitted += 1;
             } else {
-                let code = mem.read_u64(frame + code_off)? & !tag;
+                let code = ptr(mem, frame + code_off)? & !tag;
                 let is_code =
                     it.types.code == 0 || mem.read_u64(code + l.object_type)? == it.types.code;
                 if is_code {
                     let instr = mem.read_u64(frame + instr_off)?;
-                    let index = (instr as i64).wrapping_sub((code + adaptive) as i64) / 2;
+                    let index = (instr as i64).wrapping_sub(code.wrapping_add(adaptive) as i64) / 2;
                     out.push(codes.frame(it, mem, code, index, false));
                 }
             }
         }
-        frame = mem.read_u64(frame + prev_off)?;
+        frame = ptr(mem, frame + prev_off)?;
     }
     Ok((out, omitted))
 }
