@@ -49,6 +49,12 @@ fn table<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<ArenaTable> {
         } else {
             mem.read_u64(it.interp + obm)?
         };
+        if state >= crate::census::MAX_ADDR {
+            return Err(Error::Invalid {
+                pid: it.pid,
+                why: format!("pymalloc's state pointer {state:#x} is not an address"),
+            });
+        }
         return Ok(ArenaTable {
             arenas: mem.read_u64(state + a)?,
             maxarenas: u64::from(mem.read_u32(state + m)?),
