@@ -16,10 +16,14 @@
 //!   its prefixes (`a`, `a.b`, ... the name itself) that `sys.modules` holds with a `__file__`
 //!   gives the file; a name whose prefixes have none borrows the `__file__` of a submodule in
 //!   `sys.modules` (namespace packages); a name in `sys.modules` without any such file is
-//!   `stdlib` (built-in modules, frozen ones before 3.11); any other name (not a module,
-//!   deleted from `sys.modules`) and an object whose name is not a `str` are `unknown`.
+//!   `stdlib` (built-in modules, frozen ones before 3.11); a name not in `sys.modules` is
+//!   `stdlib` when its top-level name is a module of the standard library's folder
+//!   (`<folder>/<top>.py` or `<folder>/<top>/`: `_ast`'s classes name `ast`, which may not be
+//!   imported); any other name (deleted from `sys.modules`, made up) and an object whose name
+//!   is not a `str` are `unknown`.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -111,14 +115,18 @@ struct Resolver<'a> {
     dists: &'a mut DistributionResolver,
     by_name: HashMap<String, (String, PackageKind)>,
     sys_modules: &'a [(String, Option<String>)],
+    /// Where the target's files are seen (`/proc/PID/root`).
+    root: &'a Path,
 }
 
 fn parent(path: &str) -> Option<&str> {
-    path.rsplit_once('/').map(|(d, _)| d).filter(|d| !d.is_empty())
+    path.rsplit_once('/')
+        .map(|(d, _)| d)
+        .filter(|d| !d.is_empty())
 }
 
 impl<'a> Resolver<'a> {
-    fn new(m: &'a ModuleObjects, dists: &'a mut DistributionResolver) -> Self {
+    fn new(m: &'a ModuleObjects, dists: &'a mut DistributionResolver, root: &'a Path) -> Self {
         let files: HashMap<&str, Option<&str>> = m
             .sys_modules
             .iter()
@@ -135,6 +143,7 @@ impl<'a> Resolver<'a> {
             dists,
             by_name: HashMap::new(),
             sys_modules: &m.sys_modules,
+            root,
         }
     }
 
@@ -162,6 +171,18 @@ impl<'a> Resolver<'a> {
         }
     }
 
+    /// Whether the standard library's folder holds a module `top` (`top.py` or `top/`).
+    fn stdlib_has(&self, top: &str) -> bool {
+        let Some(dir) = &self.stdlib_dir else {
+            return false;
+        };
+        if top.is_empty() || top.contains('/') || top.starts_with('.') {
+            return false;
+        }
+        let base = self.root.join(dir.trim_start_matches('/'));
+        base.join(format!("{top}.py")).is_file() || base.join(top).is_dir()
+    }
+
     fn module(&mut self, name: &str) -> (String, PackageKind) {
         if let Some(p) = self.by_name.get(name) {
             return p.clone();
@@ -183,7 +204,12 @@ impl<'a> Resolver<'a> {
             }
         }
         if !self.files.contains_key(name) {
-            return (UNKNOWN.into(), PackageKind::Unknown);
+            let top = name.split('.').next().unwrap_or(name);
+            return if self.stdlib_has(top) {
+                (STDLIB.into(), PackageKind::Stdlib)
+            } else {
+                (UNKNOWN.into(), PackageKind::Unknown)
+            };
         }
         // a namespace package: the file of a submodule
         let below = format!("{name}.");
@@ -202,12 +228,14 @@ impl<'a> Resolver<'a> {
 
 /// The packages of `m`, most object bytes first, each with its extension modules from the
 /// `extensions` row of `ledger` (by distribution name; `stdlib (lib-dynload)` for `stdlib`).
+/// Files of the target are read through `root` (`/proc/PID/root`).
 pub fn attribute(
     m: &ModuleObjects,
     ledger: &ProcessLedger,
     dists: &mut DistributionResolver,
+    root: &Path,
 ) -> Vec<Package> {
-    let mut r = Resolver::new(m, dists);
+    let mut r = Resolver::new(m, dists, root);
     let mut by: HashMap<(String, PackageKind), ObjectKinds> = HashMap::new();
     for (origin, kinds) in &m.origins {
         let key = match origin {
@@ -232,7 +260,11 @@ pub fn attribute(
                 _ => "",
             };
             let extension = extensions
-                .and_then(|row| row.items.iter().find(|i| !item.is_empty() && i.name == item))
+                .and_then(|row| {
+                    row.items
+                        .iter()
+                        .find(|i| !item.is_empty() && i.name == item)
+                })
                 .map(|i| ExtensionModules {
                     amounts: i.amounts,
                     size: i.size,
@@ -301,7 +333,10 @@ mod tests {
                 (Origin::Module("ns.inner".into()), kinds(0, 1)),
                 (Origin::Module("ns".into()), kinds(0, 2)),
                 (Origin::File("<frozen os>".into()), kinds(5, 0)),
-                (Origin::File("/p/lib/python3.11/json/x.py".into()), kinds(7, 0)),
+                (
+                    Origin::File("/p/lib/python3.11/json/x.py".into()),
+                    kinds(7, 0),
+                ),
                 (Origin::Module("sys".into()), kinds(0, 3)),
                 (Origin::Module("__main__".into()), kinds(0, 4)),
                 (Origin::File("/home/me/app.py".into()), kinds(8, 0)),
@@ -319,10 +354,11 @@ mod tests {
             ..Default::default()
         };
         let mut d = DistributionResolver::new("/nonexistent");
-        let got: Vec<(String, PackageKind, u64)> = attribute(&m, &ledger(), &mut d)
-            .into_iter()
-            .map(|p| (p.name, p.kind, p.object_bytes))
-            .collect();
+        let got: Vec<(String, PackageKind, u64)> =
+            attribute(&m, &ledger(), &mut d, Path::new("/nonexistent"))
+                .into_iter()
+                .map(|p| (p.name, p.kind, p.object_bytes))
+                .collect();
         assert_eq!(
             got,
             vec![

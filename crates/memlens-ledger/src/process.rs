@@ -210,7 +210,8 @@ impl ProcessLedger {
         by_module: &memlens_cpython::census::ModuleObjects,
         dists: &mut crate::distribution::DistributionResolver,
     ) {
-        let packages = crate::packages::attribute(by_module, self, dists);
+        let root = std::path::PathBuf::from(format!("/proc/{}/root", self.pid));
+        let packages = crate::packages::attribute(by_module, self, dists, &root);
         if let Some(info) = self.python.as_mut() {
             info.packages = Some(crate::packages::PythonPackages {
                 note: crate::packages::NOTE,

@@ -190,7 +190,8 @@ impl Attribution {
     }
 
     fn charge(&mut self, bytes: u64) -> Result<()> {
-        self.budget.charge(bytes, "attributing objects to packages")?;
+        self.budget
+            .charge(bytes, "attributing objects to packages")?;
         self.charged += bytes;
         Ok(())
     }
@@ -212,6 +213,10 @@ impl Drop for Attribution {
         self.budget.release(self.charged);
     }
 }
+
+/// An object to attribute: its kind, the address of its name (and whether the name is a file
+/// path; `None` when it has none) and its bytes.
+type Named = (Which, Option<(u64, bool)>, u64);
 
 /// Which tally of [`ObjectKinds`] an object goes to.
 #[derive(Clone, Copy)]
@@ -306,7 +311,10 @@ impl<M: ProcessMemory> Walker<'_, M> {
             return Ok(None);
         }
         let t = dicts::table(self.mem, self.l, dict)?;
-        if !self.mem.contains_range(t.entries_at, t.entries * t.entry_size) {
+        if !self
+            .mem
+            .contains_range(t.entries_at, t.entries * t.entry_size)
+        {
             return Err(self.bad(dict, "a dict's entries"));
         }
         for i in 0..t.entries {
@@ -353,7 +361,10 @@ impl<M: ProcessMemory> Walker<'_, M> {
     /// Charges `obj` (a code object, function, class or module, of type info `t`, of `size`
     /// bytes) to the name it carries. Objects of other kinds are left alone.
     pub(super) fn attribute(&mut self, obj: u64, t: &TypeInfo, size: u64) -> Result<()> {
-        if !matches!(t.kind, Kind::Code | Kind::Function | Kind::Type | Kind::Module) {
+        if !matches!(
+            t.kind,
+            Kind::Code | Kind::Function | Kind::Type | Kind::Module
+        ) {
             return Ok(());
         }
         let Some(mut a) = self.attribution.take() else {
@@ -364,9 +375,15 @@ impl<M: ProcessMemory> Walker<'_, M> {
         r
     }
 
-    fn attribute_to(&mut self, a: &mut Attribution, obj: u64, t: &TypeInfo, size: u64) -> Result<()> {
+    fn attribute_to(
+        &mut self,
+        a: &mut Attribution,
+        obj: u64,
+        t: &TypeInfo,
+        size: u64,
+    ) -> Result<()> {
         let l = self.l;
-        let r = (|| -> Result<Option<(Which, Option<(u64, bool)>, u64)>> {
+        let r = (|| -> Result<Option<Named>> {
             Ok(Some(match t.kind {
                 Kind::Code => {
                     let f = self.mem.read_u64(obj + l.code_filename)?;

@@ -75,16 +75,17 @@ fn attach_packages(
     let attacher = memlens_cpython::Attacher::new();
     let mode = crate::python_view::mode(nonblocking);
     for p in &mut ledger.processes {
-        let viewed = p.python.as_ref().is_some_and(|py| {
-            py.gc.is_some() || py.pymalloc.is_some() || py.modules.is_some()
-        });
+        let viewed = p
+            .python
+            .as_ref()
+            .is_some_and(|py| py.gc.is_some() || py.pymalloc.is_some() || py.modules.is_some());
         if !viewed {
             continue; // no Python view read: no interpreter to census
         }
         let pid = p.pid;
-        let read = attacher.attach(pid).and_then(|s| {
-            s.census_by_module(mode, memlens_cpython::census::CENSUS_MEMORY_CAP)
-        });
+        let read = attacher
+            .attach(pid)
+            .and_then(|s| s.census_by_module(mode, memlens_cpython::census::CENSUS_MEMORY_CAP));
         match read {
             Ok((census, by_module, stats)) => {
                 log::info!(
@@ -93,10 +94,9 @@ fn attach_packages(
                     census.objects,
                     by_module.origins.len()
                 );
-                let mut dists =
-                    memlens_ledger::distribution::DistributionResolver::new(format!(
-                        "/proc/{pid}/root"
-                    ));
+                let mut dists = memlens_ledger::distribution::DistributionResolver::new(format!(
+                    "/proc/{pid}/root"
+                ));
                 p.attach_packages(&census, &by_module, &mut dists);
             }
             Err(memlens_cpython::Error::Remote(memlens_remote::Error::ProcessGone { .. }))
