@@ -16,9 +16,13 @@ const LAUNCHES: usize = 3;
 const KINDS: [&str; 4] = ["code", "functions", "classes", "modules"];
 
 fn start(py: &Python) -> (Target, Value) {
+    start_with(py, &[])
+}
+
+fn start_with(py: &Python, args: &[&str]) -> (Target, Value) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/targets/package_memory.py");
     let mut cmd = Command::new(&py.path);
-    cmd.arg("-S").arg(script);
+    cmd.arg("-S").arg(script).args(args);
     let t = Target::spawn(cmd);
     let truth: Value = serde_json::from_str(
         t.lines
@@ -216,4 +220,49 @@ fn text_says_the_bytes_are_already_in_the_heap_rows() {
         !String::from_utf8_lossy(&plain.stdout).contains("Python objects by package"),
         "the census is only taken with --packages"
     );
+}
+
+/// More distinct module names than memlens keeps apart (`census::MAX_ORIGINS`): the census
+/// still succeeds within its memory cap, nothing is lost (the packages sum to the target's
+/// total), and what passed the bound is counted as `(unknown)`, never given to a package it
+/// does not belong to.
+#[test]
+fn more_module_names_than_the_bound_are_pooled_as_unknown() {
+    let names = (memlens_cpython::census::MAX_ORIGINS + 5_000).to_string();
+    let all = pythons();
+    for py in all
+        .iter()
+        .take(1)
+        .chain(all.iter().filter(|p| p.label.contains("debian-3.11")))
+    {
+        for launch in 0..2 {
+            let label = format!("{} launch {launch}", py.label);
+            let (t, truth) = start_with(py, &["--many-names", &names]);
+            let snap = snapshot(t.pid(), true);
+            let got = &snap["processes"][0]["python"]["packages"];
+            let theirs = truth["packages"].as_object().expect("truth packages");
+            let total_theirs: u64 = theirs
+                .values()
+                .flat_map(|k| KINDS.iter().filter_map(move |kind| k.get(*kind)))
+                .map(|c| u(&c[1]))
+                .sum();
+            assert_eq!(u(&got["object_bytes"]), total_theirs, "{label}: bytes lost");
+            for p in got["packages"].as_array().expect("packages") {
+                let name = p["name"].as_str().unwrap_or("?");
+                let want: u64 = theirs.get(name).map_or(0, |k| {
+                    KINDS
+                        .iter()
+                        .filter_map(|kind| k.get(*kind))
+                        .map(|c| u(&c[1]))
+                        .sum()
+                });
+                let have = u(&p["object_bytes"]);
+                if name == "(unknown)" {
+                    assert!(have >= want, "{label}: (unknown) {have} < {want}");
+                } else {
+                    assert!(have <= want, "{label}: {name} {have} > {want}");
+                }
+            }
+        }
+    }
 }

@@ -87,6 +87,13 @@ class ProgramClass:
     pass
 
 
+# --many-names N: N functions, each with its own made-up module name (not in sys.modules), to
+# pass memlens's bound on distinct names
+many = []
+if "--many-names" in sys.argv:
+    template = (lambda: None).__code__
+    for i in range(int(sys.argv[sys.argv.index("--many-names") + 1])):
+        many.append(types.FunctionType(template, {"__name__": "mlfake_%d" % i}))
 exec_globals = {}
 exec("def made_by_exec():\n    return 2\n", exec_globals)  # a function without __module__
 result = None
