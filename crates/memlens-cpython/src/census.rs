@@ -27,9 +27,11 @@ use crate::process::Interpreter;
 use crate::sizes::{SizeKind, Sizer, TypeFacts};
 
 mod consistent;
+mod packages;
 mod result;
 mod types;
-pub use consistent::{read, CensusRead, CENSUS_CACHE, CENSUS_MEMORY_CAP};
+pub use consistent::{read, read_with, CensusRead, CENSUS_CACHE, CENSUS_MEMORY_CAP};
+pub use packages::{ModuleObjects, ObjectKinds, Origin, Tally, MAX_ORIGINS};
 pub use result::{Census, Consistency, Method, TypeCount, Unreadable, MAX_UNREADABLE_PER};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +157,9 @@ struct Walker<'a, M> {
     unreadable: Unreadable,
     scratch: Vec<u8>,
     sizer: Sizer,
+    /// Code objects, functions, classes and modules by the name they carry (`None`: not
+    /// asked for).
+    attribution: Option<packages::Attribution>,
 }
 
 /// Takes the census through `mem` (a cache over the target, with or without a page log).
@@ -167,6 +172,19 @@ pub fn take<M: ProcessMemory>(
     readable: u64,
     hold: Duration,
 ) -> Result<Census> {
+    take_with(it, mem, budget, readable, hold, false).map(|(c, _)| c)
+}
+
+/// [`take`], and with `by_module` the bytes of code objects, functions, classes and modules
+/// by the module name or file they carry (see [`ModuleObjects`]), read in the same walk.
+pub fn take_with<M: ProcessMemory>(
+    it: &Interpreter,
+    mem: &CachedMemory<M>,
+    budget: Rc<MemoryBudget>,
+    readable: u64,
+    hold: Duration,
+    by_module: bool,
+) -> Result<(Census, Option<ModuleObjects>)> {
     it.layout.require_tables("the census")?;
     let l = it.layout;
     let mut w = Walker {
@@ -185,11 +203,14 @@ pub fn take<M: ProcessMemory>(
         pending: AddrMap::default(),
         pending_charged: 0,
         last_root_chunk: u64::MAX,
-        budget,
         unreadable: Unreadable::default(),
         scratch: Vec::new(),
         sizer: Sizer::new(it),
+        attribution: by_module.then(|| packages::Attribution::new(budget.clone())),
+        budget,
     };
+    let modules = mem.read_u64(it.interp + l.interp_modules)?;
+    w.read_sys_modules(modules)?;
     let state = gc::state_address(it)?;
     let max_nodes = gc::max_list_len(readable);
     let mut held = hold.is_zero();
@@ -206,7 +227,6 @@ pub fn take<M: ProcessMemory>(
             Ok(())
         })?;
     }
-    let modules = mem.read_u64(it.interp + l.interp_modules)?;
     w.push(modules)?;
     w.drain()?;
     // what is left, chunk by chunk in address order (visiting may set more aside)
@@ -229,13 +249,15 @@ pub fn take<M: ProcessMemory>(
     let mut types = std::mem::take(&mut w.out);
     types.retain(|t| t.count > 0);
     types.sort_by(|a, b| b.count.cmp(&a.count).then(a.type_name.cmp(&b.type_name)));
-    Ok(Census {
+    let by_module = w.attribution.take().map(packages::Attribution::finish);
+    let census = Census {
         objects: types.iter().map(|t| t.count).sum(),
         bytes: types.iter().fold(0u64, |a, t| a.saturating_add(t.bytes)),
         types,
         unreadable: w.unreadable,
         consistency: Consistency::default(),
-    })
+    };
+    Ok((census, by_module))
 }
 
 impl<M> Drop for Walker<'_, M> {
@@ -514,6 +536,7 @@ impl<M: ProcessMemory> Walker<'_, M> {
         };
         let size = self.sizer.getsizeof(self.mem, &t.facts, obj, &[])?;
         self.references(obj, ty, &t, ob_size, dict)?;
+        self.attribute(obj, &t, size.size)?;
         let e = &mut self.out[t.slot];
         e.count += 1;
         e.bytes = e.bytes.saturating_add(size.size);

@@ -202,6 +202,27 @@ impl Session {
     /// walks the running target and proves the walk consistent in a short pause (or, when the
     /// heap keeps changing, walks it stopped); nonblocking mode never stops it.
     pub fn census_capped(&self, mode: ReadMode, cap: u64) -> Result<(Census, ReadStats)> {
+        self.census_with(mode, cap, false).map(|(c, _, s)| (c, s))
+    }
+
+    /// The object census with, from the same walk, the bytes of code objects, functions,
+    /// classes and modules by the module name or file they carry (what `snapshot --packages`
+    /// attributes to packages).
+    pub fn census_by_module(
+        &self,
+        mode: ReadMode,
+        cap: u64,
+    ) -> Result<(Census, census::ModuleObjects, ReadStats)> {
+        let (c, m, s) = self.census_with(mode, cap, true)?;
+        Ok((c, m.unwrap_or_default(), s))
+    }
+
+    fn census_with(
+        &self,
+        mode: ReadMode,
+        cap: u64,
+        by_module: bool,
+    ) -> Result<(Census, Option<census::ModuleObjects>, ReadStats)> {
         let start = Instant::now();
         let stop = || -> Result<Pause> {
             self.pause(ReadMode::Paused)?
@@ -215,9 +236,10 @@ impl Session {
             ReadMode::Paused => Some(&stop),
             ReadMode::Nonblocking => None,
         };
-        let read = census::read(&self.interpreter, &self.mem, stop, cap)?;
+        let read = census::read_with(&self.interpreter, &self.mem, stop, cap, by_module)?;
         Ok((
             read.census,
+            read.by_module,
             ReadStats {
                 paused: read.paused,
                 copied: read.copied,

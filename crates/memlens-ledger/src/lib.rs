@@ -7,6 +7,7 @@
 pub mod category;
 pub mod distribution;
 pub mod host;
+pub mod packages;
 mod parallel;
 pub mod process;
 pub mod tree;

@@ -124,6 +124,9 @@ pub struct PythonInfo {
     /// The view was read without stopping the process (figures may be inexact).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub inexact: bool,
+    /// Python objects by package (`snapshot --packages`): bytes already inside the heap rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packages: Option<crate::packages::PythonPackages>,
 }
 
 /// Address ranges learnt from the interpreter, classified ahead of the name rules.
@@ -189,12 +192,39 @@ impl ProcessLedger {
             pymalloc: None,
             modules: None,
             inexact: false,
+            packages: None,
         });
         info.version = Some(view.version);
         info.gc = view.gc;
         info.pymalloc = view.pymalloc;
         info.modules = view.modules;
         info.inexact = view.inexact;
+    }
+
+    /// Adds the census's code objects, functions, classes and modules by package
+    /// ([`crate::packages`]), each beside its item of the `extensions` row. Totals and rows are
+    /// unchanged: these bytes are already in the heap rows. Needs the Python view attached.
+    pub fn attach_packages(
+        &mut self,
+        census: &memlens_cpython::Census,
+        by_module: &memlens_cpython::census::ModuleObjects,
+        dists: &mut crate::distribution::DistributionResolver,
+    ) {
+        let root = std::path::PathBuf::from(format!("/proc/{}/root", self.pid));
+        let packages = crate::packages::attribute(by_module, self, dists, &root);
+        if let Some(info) = self.python.as_mut() {
+            info.packages = Some(crate::packages::PythonPackages {
+                note: crate::packages::NOTE,
+                object_bytes: packages
+                    .iter()
+                    .fold(0u64, |a, p| a.saturating_add(p.object_bytes)),
+                method: census.consistency.method,
+                pause_us: census.consistency.pause_us,
+                unreadable_objects: census.unreadable.objects,
+                unreadable_names: by_module.unreadable_names,
+                packages,
+            });
+        }
     }
 }
 
@@ -277,6 +307,7 @@ pub fn detect_python<'a>(
         pymalloc: None,
         modules: None,
         inexact: false,
+        packages: None,
     })
 }
 

@@ -262,7 +262,8 @@ pub fn render_views(
     };
     for p in &ledger.processes {
         let Some(py) = &p.python else { continue };
-        if py.gc.is_none() && py.pymalloc.is_none() && py.modules.is_none() {
+        if py.gc.is_none() && py.pymalloc.is_none() && py.modules.is_none() && py.packages.is_none()
+        {
             continue;
         }
         writeln!(
@@ -313,6 +314,72 @@ pub fn render_views(
         if let Some(m) = &py.modules {
             writeln!(w, "  modules: {} in sys.modules", m.count)?;
         }
+        if let Some(pk) = &py.packages {
+            render_packages(pk, &size, w)?;
+        }
+    }
+    Ok(())
+}
+
+/// Packages shown in the text of `snapshot --packages` (all are in the JSON).
+const PACKAGES_SHOWN: usize = 20;
+
+/// The `--packages` table: each package's Python objects beside its extension modules.
+fn render_packages(
+    pk: &memlens_ledger::packages::PythonPackages,
+    size: &dyn Fn(u64) -> String,
+    w: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    use memlens_report::escape::terminal;
+    writeln!(
+        w,
+        "  Python objects by package: {} in {} packages (sys.getsizeof of code objects, \
+         functions, classes, modules and their dicts)",
+        size(pk.object_bytes),
+        pk.packages.len()
+    )?;
+    writeln!(
+        w,
+        "  these bytes are already inside the python-heap and native-heap rows: an \
+         attribution, not added to any total"
+    )?;
+    if pk.unreadable_objects > 0 || pk.unreadable_names > 0 {
+        writeln!(
+            w,
+            "  {} objects could not be read (in no package), {} names could not be read (in (unknown))",
+            pk.unreadable_objects, pk.unreadable_names
+        )?;
+    }
+    writeln!(
+        w,
+        "    {:<28} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10}  {:>10}",
+        "package", "objects", "count", "code", "functions", "classes", "modules", ".so PSS"
+    )?;
+    for p in pk.packages.iter().take(PACKAGES_SHOWN) {
+        let mut name = terminal(&p.name);
+        if name.chars().count() > 28 {
+            name = name.chars().take(27).chain(['…']).collect();
+        }
+        writeln!(
+            w,
+            "    {:<28} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10}  {:>10}",
+            name,
+            size(p.object_bytes),
+            p.objects,
+            size(p.by_kind.code.bytes),
+            size(p.by_kind.functions.bytes),
+            size(p.by_kind.classes.bytes),
+            size(p.by_kind.modules.bytes),
+            p.extension
+                .map_or_else(|| "-".to_string(), |e| size(e.amounts.pss))
+        )?;
+    }
+    if pk.packages.len() > PACKAGES_SHOWN {
+        writeln!(
+            w,
+            "    … {} more (all in --json)",
+            pk.packages.len() - PACKAGES_SHOWN
+        )?;
     }
     Ok(())
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use memlens_remote::cache::{merge_regions, Finished};
 use memlens_remote::{vm, CachedMemory, MemoryBudget, Pause, ProcessMemory, RemoteMemory};
 
-use super::{take, Census, Consistency, Method};
+use super::{take_with, Census, Consistency, Method, ModuleObjects};
 use crate::error::{Error, Result};
 use crate::gc;
 use crate::process::Interpreter;
@@ -63,7 +63,13 @@ pub struct CensusRead {
     pub paused: Option<Duration>,
     /// Bytes copied from the target.
     pub copied: u64,
+    /// Code objects, functions, classes and modules by the name they carry, from the same
+    /// walk (when asked for: [`read_with`]).
+    pub by_module: Option<ModuleObjects>,
 }
+
+/// A census with what the walk attributed to module names and files.
+type Taken = (Census, Option<ModuleObjects>);
 
 /// Milliseconds to hold the walk after its first object, for the test that makes a target
 /// exit mid-walk (`MEMLENS_TEST_HOLD_WALK_MS`); 0 otherwise.
@@ -83,6 +89,7 @@ struct Reader<'a> {
     copied: u64,
     paused: Duration,
     consistency: Consistency,
+    by_module: bool,
 }
 
 /// Takes a census of the process of `it`, with at most `cap` bytes of memlens's own memory.
@@ -96,6 +103,19 @@ pub fn read(
     stop: Option<&dyn Fn() -> Result<Pause>>,
     cap: u64,
 ) -> Result<CensusRead> {
+    read_with(it, mem, stop, cap, false)
+}
+
+/// [`read`], and with `by_module` the attribution of code objects, functions, classes and
+/// modules to module names and files ([`ModuleObjects`]), from the same consistent walk and
+/// within the same cap.
+pub fn read_with(
+    it: &Interpreter,
+    mem: &RemoteMemory,
+    stop: Option<&dyn Fn() -> Result<Pause>>,
+    cap: u64,
+    by_module: bool,
+) -> Result<CensusRead> {
     let mut r = Reader {
         it,
         mem,
@@ -104,8 +124,9 @@ pub fn read(
         copied: 0,
         paused: Duration::ZERO,
         consistency: Consistency::default(),
+        by_module,
     };
-    let mut census = match stop {
+    let (mut census, by_module) = match stop {
         None => r.nonblocking()?,
         Some(stop) => match r.verified(stop)? {
             Some(c) => c,
@@ -124,6 +145,7 @@ pub fn read(
         census,
         paused: stop.map(|_| r.paused),
         copied: r.copied,
+        by_module,
     })
 }
 
@@ -141,7 +163,7 @@ impl Reader<'_> {
 
     /// One walk through a fresh cache; returns the census (or the walk's error) and what the
     /// cache recorded.
-    fn walk(&mut self, log: bool) -> Result<(Result<Census>, Finished)> {
+    fn walk(&mut self, log: bool) -> Result<(Result<Taken>, Finished)> {
         let (regions, readable) = regions(self.pid())?;
         // the copies take at most half the cap
         let copies = CENSUS_CACHE.min(self.budget.cap() / 2);
@@ -150,7 +172,14 @@ impl Reader<'_> {
         if log {
             cache = cache.with_log();
         }
-        let census = take(self.it, &cache, self.budget.clone(), readable, self.hold);
+        let census = take_with(
+            self.it,
+            &cache,
+            self.budget.clone(),
+            readable,
+            self.hold,
+            self.by_module,
+        );
         let mismatches = cache.mismatches();
         let finished = cache.finish();
         log::debug!(
@@ -172,7 +201,7 @@ impl Reader<'_> {
         Ok((census, finished))
     }
 
-    fn nonblocking(&mut self) -> Result<Census> {
+    fn nonblocking(&mut self) -> Result<Taken> {
         let mut last = None;
         for _ in 0..NONBLOCKING_WALKS {
             self.consistency.attempts += 1;
@@ -231,7 +260,7 @@ impl Reader<'_> {
 
     /// Walks of the running target, each verified in a short pause. `None` when none could
     /// be verified.
-    fn verified(&mut self, stop: &dyn Fn() -> Result<Pause>) -> Result<Option<Census>> {
+    fn verified(&mut self, stop: &dyn Fn() -> Result<Pause>) -> Result<Option<Taken>> {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         for _ in 0..WALKS_WHILE_RUNNING {
             self.consistency.attempts += 1;
@@ -323,7 +352,7 @@ impl Reader<'_> {
     /// instructions that link an object into a generation list (the list then ends in a null
     /// link for a moment): such a walk is thrown away and the target stopped again, a bounded
     /// number of times.
-    fn paused(&mut self, stop: &dyn Fn() -> Result<Pause>) -> Result<Census> {
+    fn paused(&mut self, stop: &dyn Fn() -> Result<Pause>) -> Result<Taken> {
         log::info!(
             "census of {}: the heap kept changing under {} walks; walking it stopped",
             self.pid(),
