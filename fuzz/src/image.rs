@@ -171,11 +171,14 @@ pub fn census(
     let budget = Rc::new(memlens_remote::MemoryBudget::new(64 << 20));
     let end = BASE + image_len as u64;
     let cached = memlens_remote::CachedMemory::new(mem, vec![(BASE, end)], 4 << 20, budget.clone());
-    memlens_cpython::census::take(
+    // with the attribution to modules (`snapshot --packages`), so the fuzzer walks that too
+    memlens_cpython::census::take_with(
         it,
         &cached,
         budget,
         image_len as u64,
         std::time::Duration::ZERO,
+        true,
     )
+    .map(|(c, _)| c)
 }
