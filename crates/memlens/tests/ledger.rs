@@ -84,6 +84,27 @@ fn u(v: &Value) -> u64 {
         .unwrap_or_else(|| panic!("not a byte count: {v}"))
 }
 
+/// Polls `/proc/PID/task/*/stat` until every thread's state is `S` (at most 30 s).
+fn wait_until_every_thread_sleeps(pid: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let states: Vec<char> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+            .filter_map(|s| s.rsplit_once(") ").and_then(|(_, r)| r.chars().next()))
+            .collect();
+        if states.iter().all(|c| *c == 'S') {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "threads of {pid} never all slept: {states:?}"
+        );
+        std::thread::yield_now();
+    }
+}
+
 #[test]
 fn snapshot_ledger_matches_construction_and_kernel() {
     for py in pythons() {
@@ -102,6 +123,9 @@ fn snapshot_ledger_matches_construction_and_kernel() {
         let shm = line("SHM");
         let mmap_path = line("MMAP");
         let pid = target.pid();
+        // Threads just started may still be runnable (the kernel then shows no registers in
+        // task/TID/syscall): wait until the kernel says every thread sleeps.
+        wait_until_every_thread_sleeps(pid);
         let v = memlens_json(&["snapshot", &pid.to_string(), "--json"]);
         // The kernel's own totals, read right after (the target is idle, blocked on stdin).
         let (k_rss, k_pss) = (rollup_field(pid, "Rss"), rollup_field(pid, "Pss"));
