@@ -149,6 +149,35 @@ pub fn read_with(
     })
 }
 
+/// CPU time the process's threads have run (nanoseconds, `/proc/PID/task/*/schedstat`).
+fn cpu_ns(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut sum = 0u64;
+    for t in tasks.flatten() {
+        let text = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        let ran = text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok());
+        sum = sum.saturating_add(ran.unwrap_or(0));
+    }
+    Some(sum)
+}
+
+/// Waits (at most 1 s) until the resumed target has run for a while (100 µs of CPU), so the
+/// next stop does not land where the last one did.
+fn wait_for_progress(pid: u32) {
+    let Some(start) = cpu_ns(pid) else { return };
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        match cpu_ns(pid) {
+            Some(now) if now >= start.saturating_add(100_000) => return,
+            Some(_) => std::thread::sleep(Duration::from_micros(200)),
+            None => return,
+        }
+    }
+}
+
 /// Readable regions of the process and their total size.
 fn regions(pid: u32) -> Result<(Vec<(u64, u64)>, u64)> {
     let r = merge_regions(vm::readable_regions(pid)?);
@@ -369,6 +398,9 @@ impl Reader<'_> {
             match walked?.0 {
                 Err(e @ Error::BrokenGcList { .. }) if tries < STOPPED_WALKS => {
                     log::debug!("census: {e} while stopped (mid-update); stopping it again");
+                    // On a busy machine a resumed thread may not run before the next stop and
+                    // would be caught at the very same instruction: let it run first.
+                    wait_for_progress(self.pid());
                 }
                 other => return other,
             }
