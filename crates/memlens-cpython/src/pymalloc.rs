@@ -307,6 +307,17 @@ pub fn read<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Pymalloc> {
             out.used_bytes += count * (szidx + 1) * align;
         }
     }
+    if out.used_bytes == 0 && out.arenas > 0 {
+        // pymalloc frees an arena once its last block is freed: arenas holding nothing are
+        // a state read while the interpreter was still setting it up.
+        return Err(Error::Invalid {
+            pid: it.pid,
+            why: format!(
+                "pymalloc's {} arenas hold no block yet (the interpreter is still starting)",
+                out.arenas
+            ),
+        });
+    }
     out.free_bytes = (out.arenas * l.arena_size).saturating_sub(out.used_bytes);
     Ok(out)
 }

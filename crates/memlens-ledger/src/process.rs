@@ -252,6 +252,10 @@ pub struct ProcessParts {
     pub stack_pointers: Vec<Option<u64>>,
 }
 
+/// Re-reads of `task/TID/syscall` for threads found runnable (1 ms apart: at most 5 ms more
+/// for a process with a busy thread).
+const RUNNING_REREADS: usize = 5;
+
 impl ProcessParts {
     /// Reads a live process. Threads that exit during the read are skipped.
     pub fn read(proc: &Process) -> Result<Self> {
@@ -264,17 +268,32 @@ impl ProcessParts {
             return Err(memlens_procfs::Error::KernelThread { pid: proc.pid() });
         }
         let mappings = proc.smaps()?;
-        let mut stack_pointers = Vec::new();
+        let mut threads = Vec::new();
         for tid in proc.threads()? {
             match proc.task_syscall(tid) {
-                Ok(s) => stack_pointers.push(s.stack_pointer()),
+                Ok(s) => threads.push((tid, s.stack_pointer())),
                 Err(memlens_procfs::Error::ProcessGone { .. }) => {}
                 Err(e) => {
                     log::debug!("pid {}: no syscall for thread {tid}: {e}", proc.pid());
-                    stack_pointers.push(None);
+                    threads.push((0, None));
                 }
             }
         }
+        // A thread that is runnable shows no registers: one woken for a moment (a signal, a
+        // pause of memlens's own Python view, the scheduler) usually sleeps again within a few
+        // milliseconds; ask again a few times before leaving its stack unlocated.
+        for _ in 0..RUNNING_REREADS {
+            if threads.iter().all(|(tid, sp)| sp.is_some() || *tid == 0) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            for (tid, sp) in threads.iter_mut().filter(|(t, sp)| sp.is_none() && *t != 0) {
+                if let Ok(s) = proc.task_syscall(*tid) {
+                    *sp = s.stack_pointer();
+                }
+            }
+        }
+        let stack_pointers = threads.into_iter().map(|(_, sp)| sp).collect();
         Ok(ProcessParts {
             pid: proc.pid(),
             ppid: status.ppid,

@@ -276,7 +276,13 @@ struct Followed {
     after_exec: bool,
     /// A refusal was reported (once per process).
     warned: bool,
+    /// Quick re-reads left when a reading finds nothing (an interpreter still starting).
+    rereads: u8,
 }
+
+/// Quick re-reads of a just-attached interpreter that gave nothing yet, and their spacing.
+const REREADS: u8 = 25;
+const REREAD_AFTER: Duration = Duration::from_millis(10);
 
 struct Worker {
     attacher: Attacher,
@@ -428,6 +434,7 @@ impl Worker {
                 f.session = Some(s);
                 f.not_before = None;
                 f.quick_until = None;
+                f.rereads = REREADS;
                 true
             }
             Err(e) => {
@@ -462,16 +469,19 @@ impl Worker {
     }
 
     fn read(&mut self, pid: u32) {
-        self.read_one(pid);
-        self.shared.settled(pid);
+        if !self.read_one(pid) {
+            self.shared.settled(pid);
+        }
     }
 
-    fn read_one(&mut self, pid: u32) {
+    /// Reads `pid` if a reading is wanted; `true` when it gave nothing yet and a quick re-read
+    /// is scheduled (the reading is still pending).
+    fn read_one(&mut self, pid: u32) -> bool {
         let Some(f) = self.followed.get_mut(&pid) else {
-            return;
+            return false;
         };
         let (Some(session), Some(census)) = (f.session.as_ref(), f.wanted.take()) else {
-            return;
+            return false;
         };
         let read_at = Instant::now();
         let it = &session.interpreter;
@@ -484,13 +494,22 @@ impl Worker {
             }
             Err(_) => (None, None),
         };
+        if pymalloc.is_none() && f.rereads > 0 {
+            // Just attached, pymalloc not readable yet: the interpreter may still be setting
+            // up its state; read again shortly rather than record a row without it.
+            f.rereads -= 1;
+            f.wanted = Some(census);
+            f.not_before = Some(Instant::now() + REREAD_AFTER);
+            return true;
+        }
         if gc.is_none() && pymalloc.is_none() {
             // Exited, exec'd, or not readable any more: attach again at the next request.
             log::debug!("pid {pid}: Python view unreadable");
             f.session = None;
             self.shared.lock().readers.remove(&pid);
-            return;
+            return false;
         }
+        f.rereads = 0;
         let top = self.census_top;
         let census = if census {
             census_of(session, top)
@@ -519,6 +538,7 @@ impl Worker {
             out.arenas.insert(pid, p.arena_ranges.clone());
         }
         out.samples.push((pid, sample));
+        false
     }
 }
 
