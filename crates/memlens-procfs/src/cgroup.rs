@@ -122,8 +122,16 @@ pub fn locate(
         } else {
             path
         };
-        let rel = rel.strip_prefix(b"/").unwrap_or(rel);
-        mount.mount_point.join(std::ffi::OsStr::from_bytes(rel))
+        // every leading '/' (a joined absolute path would replace the mount point) and no
+        // '..' component: the directory stays under the mount point whatever the file says
+        let start = rel.iter().position(|b| *b != b'/').unwrap_or(rel.len());
+        let mut dir = mount.mount_point.clone();
+        for part in rel[start..].split(|b| *b == b'/') {
+            if !part.is_empty() && part != b"." && part != b".." {
+                dir.push(std::ffi::OsStr::from_bytes(part));
+            }
+        }
+        dir
     };
     let v1 = memberships
         .iter()
@@ -396,5 +404,23 @@ mod tests {
             parse_mounts(b"30 25 0:26 /\\777 /sys/fs/cgroup/x\\040y rw - cgroup2 cgroup2 rw\n");
         assert_eq!(mounts[0].root, b"/\\777");
         assert_eq!(mounts[0].mount_point, PathBuf::from("/sys/fs/cgroup/x y"));
+    }
+}
+
+#[cfg(test)]
+mod locate_tests {
+    use super::*;
+
+    /// Found by the procfs fuzz target: a membership path `//x` or with `..` replaced or left
+    /// the mount point.
+    #[test]
+    fn a_membership_path_never_leaves_its_mount_point() {
+        let mounts =
+            parse_mounts(b"30 25 0:26 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n");
+        for path in ["//etc", "/../../etc", "/a/../../b"] {
+            let m = parse_memberships(format!("4:memory:{path}\n").as_bytes());
+            let (_, _, dir) = locate(&m, &mounts).expect("located");
+            assert!(dir.starts_with("/sys/fs/cgroup/memory"), "{path}: {dir:?}");
+        }
     }
 }
