@@ -25,6 +25,7 @@ pub mod reader;
 pub mod session;
 pub mod sizes;
 pub mod threads;
+pub mod views;
 
 pub use attach::Attacher;
 pub use census::{Census, TypeCount};

@@ -132,7 +132,7 @@ fn census_matches_in_target_traversal() {
 fn gc_pymalloc_and_modules_match_the_target() {
     for py in pythons() {
         let (t, truth) = start(&py, "gc.py");
-        let (view, hints) = memlens::python_view::inspect(t.pid(), false);
+        let (view, hints) = memlens_cpython::views::inspect(t.pid(), false);
         let view = view.unwrap_or_else(|| panic!("{}: no Python view", py.label));
         let gc = view
             .gc
@@ -200,12 +200,7 @@ fn gc_pymalloc_and_modules_match_the_target() {
             1.0,
         );
         assert_eq!(pm.used_bytes + pm.free_bytes, pm.arenas * pm.arena_size);
-        assert_eq!(
-            hints.python_arenas.len() as u64,
-            pm.arenas,
-            "{}: hints",
-            py.label
-        );
+        assert_eq!(hints.len() as u64, pm.arenas, "{}: hints", py.label);
         let modules = view
             .modules
             .as_ref()
@@ -324,8 +319,8 @@ fn python_2_7_is_unsupported_with_exit_code_5() {
             "{cmd} names what is supported: {err}"
         );
     }
-    let (view, hints) = memlens::python_view::inspect(t.pid(), false);
-    assert!(view.is_none() && hints.python_arenas.is_empty());
+    let (view, hints) = memlens_cpython::views::inspect(t.pid(), false);
+    assert!(view.is_none() && hints.is_empty());
     // 3.6 and 3.7 when pyenv has them (not part of the supported set, so not required)
     let root = PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".pyenv/versions");
     for (v, minor) in [("3.6.15", 6), ("3.7.16", 7)] {

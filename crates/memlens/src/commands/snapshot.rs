@@ -37,8 +37,10 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
     }
     // The Python view of each process: its pymalloc arenas feed the ledger as hints, the rest
     // is attached to the process once its ledger is built.
-    let views = crate::python_view::TreeViews::new(args.pid, args.nonblocking, args.tree);
-    let mut ledger = memlens_ledger::snapshot(args.pid, args.tree, &|pid| views.hints(pid))?;
+    let views = memlens_cpython::views::TreeViews::new(args.pid, args.nonblocking, args.tree);
+    let mut ledger = memlens_ledger::snapshot(args.pid, args.tree, &|pid| memlens_ledger::Hints {
+        python_arenas: views.read(pid),
+    })?;
     let mut views = views.into_views();
     for p in &mut ledger.processes {
         if let Some(v) = views.remove(&p.pid) {
