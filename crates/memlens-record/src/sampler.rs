@@ -8,12 +8,12 @@ mod reads;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use memlens_launch::cputime::{process_cpu_seconds, thread_cpu_seconds};
+use memlens_launch::OwnCgroup;
 use memlens_ledger::process::cmdline_string as cmdline_string_of;
 use memlens_procfs::{CounterFiles, Error as ProcError, Process};
 
 use crate::budget::{Budget, CostModel};
-use crate::cgroup::OwnCgroup;
-use crate::cputime::{process_cpu_seconds, thread_cpu_seconds};
 use crate::discovery::{LastPid, ThreadChildren};
 use crate::error::Result;
 use crate::python::PythonView;
@@ -196,13 +196,7 @@ fn is_gone(e: &ProcError) -> bool {
 impl Sampler {
     /// Starts sampling the tree of `root` (already running: `record`, or just spawned: `run`).
     /// `start` is the moment time 0 of the recording stands for.
-    pub fn new(
-        cfg: Config,
-        writer: RecordingWriter,
-        root: u32,
-        start: Instant,
-        cgroup: Option<OwnCgroup>,
-    ) -> Result<Sampler> {
+    pub fn new(cfg: Config, writer: RecordingWriter, root: u32, start: Instant) -> Result<Sampler> {
         let budget = Budget::new(cfg.cpu_budget);
         let mut s = Sampler {
             cfg,
@@ -227,7 +221,7 @@ impl Sampler {
             pss_high: false,
             last_round: f64::NEG_INFINITY,
             python: None,
-            cgroup,
+            cgroup: None,
             last_pid: LastPid::open(),
             turns_owed: 0,
             thread_turn: 0,
@@ -283,6 +277,12 @@ impl Sampler {
     /// the OS view only.
     pub fn set_python_view(&mut self, view: Box<dyn PythonView>) {
         self.python = Some(view);
+    }
+
+    /// Takes over the memory cgroup the program runs in (`run`): its members are the tree, its
+    /// charge and peak are recorded, and it is removed when the sampler finishes or is dropped.
+    pub fn place_in(&mut self, cgroup: OwnCgroup) {
+        self.cgroup = Some(cgroup);
     }
 
     /// Seconds since the start.
@@ -737,7 +737,8 @@ impl Sampler {
             if let Some(peak) = cg.peak() {
                 self.writer.set_meta("cgroup_peak", &peak.to_string())?;
             }
-            cg.remove();
+            // Dropped: the cgroup is removed (the program has ended).
+            drop(cg);
         }
         self.writer.finish()
     }
@@ -807,8 +808,7 @@ mod tests {
             .spawn()
             .unwrap();
         let writer = RecordingWriter::create(&path, &[("mode", "record".into())]).unwrap();
-        let mut s =
-            Sampler::new(Config::default(), writer, child.id(), Instant::now(), None).unwrap();
+        let mut s = Sampler::new(Config::default(), writer, child.id(), Instant::now()).unwrap();
         let mut saw_two = false;
         while child.try_wait().unwrap().is_none() {
             s.tick().unwrap();
@@ -845,7 +845,7 @@ mod tests {
             cpu_budget: 0.5,
             ..Config::default()
         };
-        let mut s = Sampler::new(cfg, writer, child.id(), Instant::now(), None).unwrap();
+        let mut s = Sampler::new(cfg, writer, child.id(), Instant::now()).unwrap();
         while child.try_wait().unwrap().is_none() {
             s.tick().unwrap();
             s.sleep_until_next();

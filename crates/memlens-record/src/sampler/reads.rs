@@ -22,8 +22,8 @@ use memlens_ledger::{Amounts, Hints, TreeLedger};
 use memlens_procfs::{CounterFiles, Error as ProcError, Process};
 
 use super::Sampler;
-use crate::cputime::thread_cpu_seconds;
 use crate::error::Result;
+use memlens_launch::cputime::thread_cpu_seconds;
 
 /// A new high worth a ledger: this fraction above the tree's RSS (or PSS) at the highest
 /// ledger so far, and at least [`PEAK_STEP_MIN`].
