@@ -165,7 +165,8 @@ impl Sampler {
     }
 
     /// Abandons the recording (after a write error: the file stays as last committed) and
-    /// hands back the cgroup, so the caller can still remove it when the program ends.
+    /// hands back the cgroup, for the caller to drop (which removes it) once the program has
+    /// ended.
     pub fn abandon(mut self) -> Option<OwnCgroup> {
         self.cgroup.take()
     }
