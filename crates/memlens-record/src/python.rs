@@ -20,7 +20,7 @@ use memlens_cpython::Interpreter;
 use memlens_ledger::Hints;
 use memlens_remote::RemoteMemory;
 
-use crate::cputime::thread_cpu_seconds;
+use memlens_launch::cputime::thread_cpu_seconds;
 
 /// What the Python view saw in one process at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -3,8 +3,9 @@
 //! backend for tests), its ELF files ([`elf::ElfFile`], opened through `/proc/PID/root` so
 //! containers and deleted files work) and short, guarded ptrace pauses ([`pause::Pause`]).
 //!
-//! This crate never writes to the target. It is the only memlens crate allowed `unsafe`: the
-//! system calls live here, each with a `// SAFETY:` comment.
+//! This crate never writes to the target. With `memlens-launch` (the process-control calls of
+//! `memlens run`), it is one of the two memlens crates allowed `unsafe`: the system calls of
+//! reading another process live here, each with a `// SAFETY:` comment.
 
 pub mod bitmap;
 pub mod budget;

@@ -92,6 +92,26 @@ impl CliError {
     }
 }
 
+impl From<memlens_record::supervise::StartError> for CliError {
+    fn from(e: memlens_record::supervise::StartError) -> Self {
+        use memlens_record::supervise::{SpawnError, StartError};
+        match e {
+            StartError::NoCommand => CliError::new(Code::Usage, e.to_string()),
+            StartError::Pipe(_) => CliError::new(Code::Failure, e.to_string()),
+            StartError::Spawn(s @ SpawnError::NotFound { .. }) => {
+                CliError::new(Code::CommandNotFound, s.to_string())
+                    .with_hint("check the program name and PATH; `memlens run -- CMD ARGS...`")
+            }
+            StartError::Spawn(s @ SpawnError::NotExecutable { .. }) => {
+                CliError::new(Code::CannotExecute, s.to_string())
+                    .with_hint("the file must be an executable program or a script with a #! line and execute permission")
+            }
+            StartError::Spawn(s) => CliError::new(Code::Failure, s.to_string()),
+            StartError::Recording(r) => crate::recording::recording_error(r),
+        }
+    }
+}
+
 const PERMISSION_HINT: &str = "reading another user's process needs the same user, root, or \
     CAP_SYS_PTRACE (e.g. `sudo memlens ...`); with Yama, /proc/sys/kernel/yama/ptrace_scope must \
     allow it (0, or 1 for your own children)";

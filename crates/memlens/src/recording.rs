@@ -65,13 +65,6 @@ impl SamplingArgs {
         }
     }
 
-    /// Attaches the Python view to a sampler unless `--no-python`.
-    pub fn attach_python(&self, sampler: &mut memlens_record::Sampler) {
-        if !self.no_python {
-            sampler.set_python_view(Box::new(memlens_record::LiveView::default()));
-        }
-    }
-
     /// Metadata every recording carries.
     pub fn meta(&self, mode: &str, command: &str, root: u32) -> Vec<(&'static str, String)> {
         let started = std::time::SystemTime::now()

@@ -21,14 +21,10 @@ use memlens_ledger::tree::{assemble, read_processes};
 use memlens_ledger::{Amounts, Hints, TreeLedger};
 use memlens_procfs::{CounterFiles, Error as ProcError, Process};
 
+use super::schedule::step;
 use super::Sampler;
-use crate::cputime::thread_cpu_seconds;
 use crate::error::Result;
-
-/// A new high worth a ledger: this fraction above the tree's RSS (or PSS) at the highest
-/// ledger so far, and at least [`PEAK_STEP_MIN`].
-const PEAK_STEP: f64 = 0.05;
-const PEAK_STEP_MIN: u64 = 4 << 20;
+use memlens_launch::cputime::thread_cpu_seconds;
 
 /// Above the highest ledger by less than a step, a ledger is taken this often (s) when the
 /// budget has room beyond its reserve.
@@ -44,8 +40,8 @@ fn units(rss: u64, threads: u32, per_thread: f64, fixed: f64) -> f64 {
 impl Sampler {
     /// Work units of a PSS round and of a ledger over the live processes.
     fn work(&self) -> (f64, f64) {
-        self.live.values().fold((0.0, 0.0), |(r, l), &i| {
-            let c = &self.procs[i].last;
+        self.tree.live.values().fold((0.0, 0.0), |(r, l), &i| {
+            let c = &self.tree.procs[i].last;
             (
                 r + units(c.rss, c.threads, 0.05, 2.0),
                 l + units(c.rss, c.threads, 1.0, 8.0),
@@ -53,38 +49,33 @@ impl Sampler {
         })
     }
 
-    fn new_high(&self, tree_rss: u64) -> bool {
-        let step = |high: u64| ((high as f64 * PEAK_STEP) as u64).max(PEAK_STEP_MIN);
-        self.pss_high || tree_rss >= self.ledger_high + step(self.ledger_high)
-    }
-
     /// Runs the expensive reads that are due and affordable (see the module's order).
     pub(super) fn expensive(&mut self, t: f64, tree_rss: u64) -> Result<()> {
-        if self.live.is_empty() {
+        if self.tree.live.is_empty() {
             return Ok(());
         }
         let (round_units, ledger_units) = self.work();
-        let ledger_cost = self.costs.ledger.predict(ledger_units);
-        let round_cost = self.costs.rollup.predict(round_units);
-        self.budget.fit(ledger_cost, 0.0);
-        self.budget.fit(round_cost, ledger_cost);
+        let ledger_cost = self.schedule.costs.ledger.predict(ledger_units);
+        let round_cost = self.schedule.costs.rollup.predict(round_units);
+        self.schedule.budget.fit(ledger_cost, 0.0);
+        self.schedule.budget.fit(round_cost, ledger_cost);
         // Attach first, on the background account, so no ledger attaches inside its own cost.
         self.first_python_reads(t)?;
-        let rate = self.budget.expensive_rate();
+        let rate = self.schedule.budget.expensive_rate();
         if self.ticks % 100 == 0 {
             log::debug!(
                 "budget at {t:.2} s: {:.2} ms, background {:.2} ms; a ledger would cost {:.2} ms, \
                  a PSS round {:.2} ms; counters {:.0} µs a tick",
-                self.budget.tokens() * 1e3,
-                self.budget.background() * 1e3,
+                self.schedule.budget.tokens() * 1e3,
+                self.schedule.budget.background() * 1e3,
                 ledger_cost * 1e3,
                 round_cost * 1e3,
-                self.budget.tick_cost() * 1e6
+                self.schedule.budget.tick_cost() * 1e6
             );
         }
-        if self.last_ledger.is_none() || self.new_high(tree_rss) {
-            if self.budget.affords(ledger_cost, 0.0) {
-                let reason = if self.last_ledger.is_none() {
+        if self.schedule.last_ledger.is_none() || self.schedule.new_high(tree_rss) {
+            if self.schedule.budget.affords(ledger_cost, 0.0) {
+                let reason = if self.schedule.last_ledger.is_none() {
                     "first"
                 } else {
                     "peak"
@@ -105,35 +96,40 @@ impl Sampler {
             .ledger_interval
             .as_secs_f64()
             .max(ledger_cost / (rate * 0.5));
-        let since_ledger = self.last_ledger.map_or(f64::INFINITY, |l| t - l);
+        let since_ledger = self.schedule.last_ledger.map_or(f64::INFINITY, |l| t - l);
         // Above the highest ledger by less than a step: a ledger every PEAK_REFRESH while the
         // budget affords it, so a slowly growing tree's peak is not left a whole step behind.
-        let above = tree_rss > self.ledger_high + (1 << 20);
-        if above && since_ledger >= PEAK_REFRESH && self.budget.affords(ledger_cost, ledger_cost) {
+        let above = tree_rss > self.schedule.ledger_high + (1 << 20);
+        if above
+            && since_ledger >= PEAK_REFRESH
+            && self.schedule.budget.affords(ledger_cost, ledger_cost)
+        {
             self.take_ledger(t, "peak", tree_rss, ledger_units)?;
-        } else if since_ledger >= ledger_every && self.budget.affords(ledger_cost, ledger_cost) {
+        } else if since_ledger >= ledger_every
+            && self.schedule.budget.affords(ledger_cost, ledger_cost)
+        {
             self.take_ledger(t, "interval", tree_rss, ledger_units)?;
-        } else if t - self.last_round >= round_every * 0.999
-            && self.budget.affords(round_cost, ledger_cost)
+        } else if t - self.schedule.last_round >= round_every * 0.999
+            && self.schedule.budget.affords(round_cost, ledger_cost)
         {
             self.pss_round(t, round_units)?;
         }
         self.python_samples(t, above);
         // What is left beyond a ledger's reserve pays for attaching and censuses.
-        self.budget.repay(ledger_cost);
+        self.schedule.budget.repay(ledger_cost);
         self.census(t)
     }
 
     /// Reads `smaps_rollup` of every live process at this tick: a tree PSS read, not estimated.
     fn pss_round(&mut self, t: f64, round_units: f64) -> Result<()> {
         let c0 = thread_cpu_seconds();
-        let mut order: Vec<usize> = self.live.values().copied().collect();
+        let mut order: Vec<usize> = self.tree.live.values().copied().collect();
         order.sort_unstable();
         let mut sum = 0u64;
         let mut complete = true;
         for i in order {
             let r0 = thread_cpu_seconds();
-            let Some(files) = self.procs[i].files.as_mut() else {
+            let Some(files) = self.tree.procs[i].files.as_mut() else {
                 continue;
             };
             let read = files.smaps_rollup();
@@ -143,7 +139,7 @@ impl Sampler {
                     let a = Amounts::of(&c);
                     sum += a.pss;
                     self.note_pss(i, &a);
-                    let id = self.procs[i].id;
+                    let id = self.tree.procs[i].id;
                     self.writer.pss(t, id, &a, (cost * 1e6) as u64)?;
                 }
                 Err(e) => {
@@ -153,13 +149,13 @@ impl Sampler {
             }
         }
         let cost = thread_cpu_seconds() - c0;
-        self.charge_read(cost);
-        self.costs.rollup.learn(round_units, cost);
-        self.last_round = t;
-        let step = ((self.ledger_high_pss as f64 * PEAK_STEP) as u64).max(PEAK_STEP_MIN);
-        if complete && sum >= self.ledger_high_pss + step {
+        self.schedule.charge_read(cost);
+        self.schedule.costs.rollup.learn(round_units, cost);
+        self.schedule.last_round = t;
+        let high = self.schedule.ledger_high_pss;
+        if complete && sum >= high + step(high) {
             // Un-shared copy-on-write pages raise PSS without moving any RSS.
-            self.pss_high = true;
+            self.schedule.pss_high = true;
         }
         Ok(())
     }
@@ -171,9 +167,9 @@ impl Sampler {
             ProcError::ProcessGone { .. } => Ok(()),
             ProcError::PermissionDenied { .. } => self.note_unreadable(i, t, &e.to_string()),
             _ => {
-                log::debug!("pid {}: smaps_rollup: {e}", self.procs[i].pid);
-                if let Ok(f) = CounterFiles::open(self.procs[i].pid) {
-                    self.procs[i].files = Some(f);
+                log::debug!("pid {}: smaps_rollup: {e}", self.tree.procs[i].pid);
+                if let Ok(f) = CounterFiles::open(self.tree.procs[i].pid) {
+                    self.tree.procs[i].files = Some(f);
                 }
                 Ok(())
             }
@@ -183,7 +179,7 @@ impl Sampler {
     /// Records, once per process, that its `smaps` cannot be read: its PSS and ledger are
     /// missing and the reports count its RSS in their place, and say so.
     fn note_unreadable(&mut self, i: usize, t: f64, why: &str) -> Result<()> {
-        let p = &mut self.procs[i];
+        let p = &mut self.tree.procs[i];
         if p.unreadable {
             return Ok(());
         }
@@ -201,16 +197,8 @@ impl Sampler {
         )
     }
 
-    /// Pays for a read that ran on this thread now, so the next reads of this tick see it.
-    fn charge_read(&mut self, cost: f64) {
-        self.budget.charge(cost);
-        if let Some(c) = self.clocks.as_mut() {
-            c.charged += cost;
-        }
-    }
-
     pub(super) fn note_pss(&mut self, i: usize, a: &Amounts) {
-        let p = &mut self.procs[i];
+        let p = &mut self.tree.procs[i];
         if a.rss > 0 {
             p.pss_ratio = Some((a.pss as f64 / a.rss as f64).min(1.0));
         }
@@ -221,12 +209,12 @@ impl Sampler {
         let c0 = thread_cpu_seconds();
         let result = self.write_ledger(t, reason, tree_rss);
         let cost = thread_cpu_seconds() - c0;
-        self.charge_read(cost);
-        self.costs.ledger.learn(work, cost);
+        self.schedule.charge_read(cost);
+        self.schedule.costs.ledger.learn(work, cost);
         log::debug!(
             "ledger ({reason}) at {t:.3} s: {:.2} ms for {work:.0} units, {:.2} ms left",
             cost * 1e3,
-            self.budget.tokens() * 1e3
+            self.schedule.budget.tokens() * 1e3
         );
         result
     }
@@ -234,11 +222,11 @@ impl Sampler {
     /// Reads the ledger of the tree and writes it, with a PSS row per process.
     fn write_ledger(&mut self, t: f64, reason: &str, tree_rss: u64) -> Result<()> {
         let ledger = self.ledger_now()?;
-        self.last_ledger = Some(t);
-        self.last_round = t;
-        self.pss_high = false;
+        self.schedule.last_ledger = Some(t);
+        self.schedule.last_round = t;
+        self.schedule.pss_high = false;
         for sk in ledger.skipped.iter().filter(|s| s.permission_denied) {
-            if let Some(&i) = self.live.get(&sk.pid) {
+            if let Some(&i) = self.tree.live.get(&sk.pid) {
                 self.note_unreadable(i, t, &sk.reason)?;
             }
         }
@@ -247,22 +235,22 @@ impl Sampler {
             return Ok(());
         }
         for pl in &ledger.processes {
-            if let Some(&i) = self.live.get(&pl.pid) {
+            if let Some(&i) = self.tree.live.get(&pl.pid) {
                 self.note_pss(i, &pl.totals);
                 // The ledger's per-process totals are PSS reads too (cost 0: paid by the ledger).
-                let id = self.procs[i].id;
+                let id = self.tree.procs[i].id;
                 self.writer.pss(t, id, &pl.totals, 0)?;
             }
         }
         let pss = ledger.totals.pss;
-        let keep_json = self.last_json.is_none_or(|last| t - last >= 60.0)
-            || pss >= self.best_ledger_pss - self.best_ledger_pss / 20;
+        let keep_json = self.schedule.last_json.is_none_or(|last| t - last >= 60.0)
+            || pss >= self.schedule.best_ledger_pss - self.schedule.best_ledger_pss / 20;
         if keep_json {
-            self.last_json = Some(t);
+            self.schedule.last_json = Some(t);
         }
-        self.best_ledger_pss = self.best_ledger_pss.max(pss);
-        self.ledger_high = self.ledger_high.max(tree_rss);
-        self.ledger_high_pss = self.ledger_high_pss.max(pss);
+        self.schedule.best_ledger_pss = self.schedule.best_ledger_pss.max(pss);
+        self.schedule.ledger_high = self.schedule.ledger_high.max(tree_rss);
+        self.schedule.ledger_high_pss = self.schedule.ledger_high_pss.max(pss);
         self.writer.ledger(t, reason, &ledger, keep_json)?;
         Ok(())
     }
@@ -271,11 +259,11 @@ impl Sampler {
     /// its own thread; what it finishes is written, and its CPU charged, by
     /// [`Sampler::python_ready`].
     fn python_request(&mut self, i: usize, t: f64, census: bool) {
-        let pid = self.procs[i].pid;
+        let pid = self.tree.procs[i].pid;
         if let Some(v) = self.python.as_mut() {
             v.request(pid, census);
         }
-        let p = &mut self.procs[i];
+        let p = &mut self.tree.procs[i];
         p.python_t = t;
         if census {
             p.census_t = t;
@@ -290,16 +278,14 @@ impl Sampler {
             return Ok(());
         };
         let ready = view.take_ready();
-        self.budget.charge_background(ready.cpu_seconds);
-        if let Some(c) = self.clocks.as_mut() {
-            c.charged += ready.cpu_seconds;
-        }
+        self.schedule.charge_elsewhere(ready.cpu_seconds);
         for (pid, s) in ready.samples {
             let i = self
+                .tree
                 .live
                 .get(&pid)
                 .copied()
-                .or_else(|| self.procs.iter().rposition(|p| p.pid == pid));
+                .or_else(|| self.tree.procs.iter().rposition(|p| p.pid == pid));
             let Some(i) = i else {
                 continue;
             };
@@ -307,16 +293,20 @@ impl Sampler {
                 || self.now(),
                 |at| at.saturating_duration_since(self.start).as_secs_f64(),
             );
-            self.procs[i].python_seen = true;
-            let id = self.procs[i].id;
+            self.tree.procs[i].python_seen = true;
+            let id = self.tree.procs[i].id;
             self.writer.python(t, id, &s)?;
         }
         Ok(())
     }
 
     fn python_order(&self) -> Vec<usize> {
-        let mut order: Vec<usize> = self.live.values().copied().collect();
-        order.sort_by(|&a, &b| self.procs[a].python_t.total_cmp(&self.procs[b].python_t));
+        let mut order: Vec<usize> = self.tree.live.values().copied().collect();
+        order.sort_by(|&a, &b| {
+            self.tree.procs[a]
+                .python_t
+                .total_cmp(&self.tree.procs[b].python_t)
+        });
         order
     }
 
@@ -330,10 +320,10 @@ impl Sampler {
             return Ok(());
         }
         for i in self.python_order() {
-            let p = &self.procs[i];
+            let p = &self.tree.procs[i];
             let root_first = p.pid == self.root && p.python_t == f64::NEG_INFINITY;
             let due = !p.python_seen && t - p.python_t >= 0.5;
-            if root_first || (due && self.budget.background_clear()) {
+            if root_first || (due && self.schedule.budget.background_clear()) {
                 self.python_request(i, t, false);
             }
         }
@@ -345,12 +335,12 @@ impl Sampler {
     /// peak's breakdown first) while the background account is out of debt (the view reads on
     /// its own thread and its CPU is charged there).
     fn python_samples(&mut self, t: f64, growing: bool) {
-        if self.python.is_none() || !self.budget.background_clear() {
+        if self.python.is_none() || !self.schedule.budget.background_clear() {
             return;
         }
         let every = self.cfg.ledger_interval.as_secs_f64() * if growing { 5.0 } else { 1.0 };
         for i in self.python_order() {
-            let p = &self.procs[i];
+            let p = &self.tree.procs[i];
             if p.python_seen && t - p.python_t >= every {
                 self.python_request(i, t, false);
             }
@@ -363,15 +353,20 @@ impl Sampler {
         let Some(every) = self.cfg.census_interval.map(|d| d.as_secs_f64()) else {
             return Ok(());
         };
-        if self.python.is_none() || !self.budget.background_clear() {
+        if self.python.is_none() || !self.schedule.budget.background_clear() {
             return Ok(());
         }
         let due = self
+            .tree
             .live
             .values()
             .copied()
-            .filter(|&i| self.procs[i].python_seen && t - self.procs[i].census_t >= every)
-            .min_by(|&a, &b| self.procs[a].census_t.total_cmp(&self.procs[b].census_t));
+            .filter(|&i| self.tree.procs[i].python_seen && t - self.tree.procs[i].census_t >= every)
+            .min_by(|&a, &b| {
+                self.tree.procs[a]
+                    .census_t
+                    .total_cmp(&self.tree.procs[b].census_t)
+            });
         if let Some(i) = due {
             self.python_request(i, t, true);
         }
@@ -381,7 +376,7 @@ impl Sampler {
     /// The full ledger of every live process of the tree (the processes memlens follows, so
     /// re-parented orphans are included).
     pub fn ledger_now(&mut self) -> Result<TreeLedger> {
-        let mut pids: Vec<(u32, usize)> = self.live.iter().map(|(&p, &i)| (p, i)).collect();
+        let mut pids: Vec<(u32, usize)> = self.tree.live.iter().map(|(&p, &i)| (p, i)).collect();
         pids.sort_by_key(|&(_, i)| i);
         let pids: Vec<u32> = pids.into_iter().map(|(p, _)| p).collect();
         let first = pids.first().copied().unwrap_or(self.root);
@@ -392,7 +387,12 @@ impl Sampler {
         let seen: Vec<u32> = pids
             .iter()
             .copied()
-            .filter(|p| self.live.get(p).is_some_and(|&i| self.procs[i].python_seen))
+            .filter(|p| {
+                self.tree
+                    .live
+                    .get(p)
+                    .is_some_and(|&i| self.tree.procs[i].python_seen)
+            })
             .collect();
         let python = &mut self.python;
         let (processes, skipped) =

@@ -4,11 +4,9 @@
 //! interval.
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use memlens_procfs::Process;
-use memlens_record::launch::{self, Waiter};
-use memlens_record::{Finish, Sampler};
+use memlens_record::supervise::{record_tree, Notice, RecordRequest};
 
 use crate::exit::{CliError, CliResult, Code};
 use crate::flags;
@@ -37,108 +35,61 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
     if let Some(e) = crate::exit::target_state_error(args.pid) {
         return Err(e);
     }
-    let proc = Process::new(args.pid)?;
-    let name = proc
-        .status()
-        .map(|s| String::from_utf8_lossy(&s.name).into_owned())?;
-    let command = memlens_ledger::process::cmdline_string(&proc.cmdline().unwrap_or_default());
-    // Ctrl-C is caught from here on: before the file exists, so that it always ends cleanly.
-    let mut waiter = Waiter::new()
-        .map_err(|e| CliError::new(Code::Failure, format!("cannot create a pipe: {e}")))?;
-    launch::stop_on_signals();
-    let mut outputs = args.sampling.reserve_outputs()?;
-    let meta = args.sampling.meta("record", &command, args.pid);
-    let writer = args.sampling.create_recording(&name, &meta)?;
-    let path = writer.path().to_path_buf();
-    let start = Instant::now();
-    let mut sampler = Sampler::new(args.sampling.config(), writer, args.pid, start, None)
-        .map_err(recording::recording_error)?;
-    args.sampling.attach_python(&mut sampler);
-    sampler
-        .track_existing_descendants()
-        .map_err(recording::recording_error)?;
-    output::say(&format!(
-        "recording pid {} into {} (Ctrl-C to stop)",
-        args.pid,
-        path.display()
-    ));
-    let end = args.duration.map(|d| start + d);
-    let failure = sample(
-        &mut sampler,
-        &mut waiter,
-        start,
-        args.sampling.interval,
-        end,
-    )
-    .err();
-    let finished = match failure {
-        None => sampler.finish(&Finish::default()),
-        Some(e) => {
-            drop(sampler.abandon());
-            Err(e)
-        }
+    let req = RecordRequest {
+        pid: args.pid,
+        config: args.sampling.config(),
+        python: !args.sampling.no_python,
+        duration: args.duration,
     };
-    let write_failed = match finished {
-        Ok(_) => None,
-        Err(e) => {
-            let t = start.elapsed().as_secs_f64();
-            let full = if e.is_disk_full() {
-                " (the disk is full)"
-            } else {
-                ""
-            };
-            output::message(
-                "error",
-                &format!(
-                    "the recording stopped at {t:.2} s: {e}{full}; what was recorded until then is kept in {}",
+    let mut outputs = None;
+    let outcome = record_tree(
+        &req,
+        |target| {
+            outputs = Some(args.sampling.reserve_outputs()?);
+            let meta = args.sampling.meta("record", &target.command, args.pid);
+            args.sampling.create_recording(&target.name, &meta)
+        },
+        &mut |notice| {
+            if let Notice::Recording { pid, path } = notice {
+                output::say(&format!(
+                    "recording pid {pid} into {} (Ctrl-C to stop)",
                     path.display()
-                ),
-            );
-            Some(recording::recording_error(e))
-        }
-    };
-    let (_, model) = recording::open(&path)?;
+                ));
+            }
+        },
+    )?;
+    let write_failed = outcome.failure.map(|(t, e)| {
+        let full = if e.is_disk_full() {
+            " (the disk is full)"
+        } else {
+            ""
+        };
+        output::message(
+            "error",
+            &format!(
+                "the recording stopped at {t:.2} s: {e}{full}; what was recorded until then is kept in {}",
+                outcome.path.display()
+            ),
+        );
+        recording::recording_error(e)
+    });
+    let (_, model) = recording::open(&outcome.path)?;
     let summary = if args.json {
         Summary::Off
     } else {
         Summary::Stdout
     };
-    emit(&model, global, args.json, summary, &mut outputs)?;
+    emit(
+        &model,
+        global,
+        args.json,
+        summary,
+        &mut outputs.unwrap_or_default(),
+    )?;
     match write_failed {
         // The report of what was kept is printed and the failure was said: the exit code still
         // tells scripts the recording is incomplete.
         Some(e) => Err(CliError::new(e.code, "")),
         None => Ok(Code::Ok.into()),
-    }
-}
-
-/// Ticks until a stop signal, the end of the tree or `end`.
-fn sample(
-    sampler: &mut Sampler,
-    waiter: &mut Waiter,
-    start: Instant,
-    interval: Duration,
-    end: Option<Instant>,
-) -> memlens_record::Result<()> {
-    let mut next = Instant::now();
-    loop {
-        let now = Instant::now();
-        // A tick when one is due, and at once when a signal came or a watched process exited
-        // (to see whether the tree has ended).
-        sampler.tick()?;
-        if launch::stop_requested() || sampler.live_count() == 0 || end.is_some_and(|e| now >= e) {
-            return Ok(());
-        }
-        if now >= next {
-            // The sampler's schedule: later than the interval when the budget spaces ticks.
-            next = launch::next_tick(start, interval).max(sampler.next_tick());
-        }
-        waiter.watch(&sampler.live_pids());
-        let deadline = end.map_or(next, |e| e.min(next));
-        while !waiter.wait_until(deadline) {
-            if Instant::now() >= deadline {
-                break;
-            }
-        }
     }
 }

@@ -7,17 +7,13 @@
 //! the program runs: a destination memlens may not write is exit 8 with the program not run.
 
 use std::ffi::OsString;
-use std::path::Path;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use memlens_ledger::units::format_bytes;
-use memlens_record::cgroup::OwnCgroup;
-use memlens_record::launch::{self, Reaped, SpawnError, Waiter};
-use memlens_record::{Finish, RecordingWriter, Sampler};
+use memlens_record::supervise::{run_program, CgroupError, Notice, OwnCgroup, RunRequest, Stopped};
 use memlens_report::Model;
 
-use crate::exit::{CliError, CliResult, Code};
+use crate::exit::{CliResult, Code};
 use crate::flags;
 use crate::output::{self, Global};
 use crate::recording::{self, emit, Outputs, SamplingArgs, Summary};
@@ -53,112 +49,46 @@ pub struct Args {
     pub command: Vec<OsString>,
 }
 
-/// Why the recording stopped before the program did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stopped {
-    /// It could not be written (a full disk, an I/O error): exit 8 where that matters.
-    WriteFailed,
-    /// Another failure (reading `/proc`).
-    Failed,
-}
-
 /// Runs the command.
 pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
-    let program = args.command[0].clone();
     let command_text = args
         .command
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join(" ");
-    let cgroup = if args.no_cgroup {
-        Err("disabled with --no-cgroup".to_string())
-    } else {
-        OwnCgroup::create()
+    let req = RunRequest {
+        command: &args.command,
+        command_text: &command_text,
+        config: args.sampling.config(),
+        python: !args.sampling.no_python,
+        cgroup: !args.no_cgroup,
     };
-    if let Err(why) = &cgroup {
-        log::info!("no memory cgroup for the run: {why}");
-    }
-    let drop_cgroup = |cg: Result<OwnCgroup, String>| {
-        if let Ok(cg) = cg {
-            cg.remove();
-        }
-    };
-    let mut waiter = match Waiter::new() {
-        Ok(w) => w,
-        Err(e) => {
-            drop_cgroup(cgroup);
-            return Err(CliError::new(
-                Code::Failure,
-                format!("cannot create a pipe: {e}"),
-            ));
-        }
-    };
-    launch::forward_signals();
-    waiter.wake_on_child_exit();
-    launch::become_subreaper();
-
-    // The program is forked now and joins its cgroup while the files are prepared (a cgroup
-    // move takes milliseconds); it runs only once they are.
-    let procs = cgroup.as_ref().ok().map(OwnCgroup::procs_file);
-    let held = match launch::hold(&program, &args.command[1..], procs) {
-        Ok(h) => h,
-        Err(e) => {
-            drop_cgroup(cgroup);
-            return Err(spawn_error(e));
-        }
-    };
-    let prepared = args.sampling.reserve_outputs().and_then(|outputs| {
-        let meta = recording_meta(&args.sampling, &command_text, &cgroup);
-        let name = recording::program_name(&program);
-        Ok((outputs, args.sampling.create_recording(&name, &meta)?))
-    });
-    let (mut outputs, writer) = match prepared {
-        Ok(p) => p,
-        Err(e) => {
-            held.cancel();
-            drop_cgroup(cgroup);
-            return Err(e);
-        }
-    };
-    let path = writer.path().to_path_buf();
-    let start = Instant::now();
-    let pid = match held.release() {
-        Ok(pid) => pid,
-        Err(e) => {
-            writer.discard();
-            drop_cgroup(cgroup);
-            return Err(spawn_error(e));
-        }
-    };
-    launch::set_child(pid);
-
-    let cgroup = placed_cgroup(cgroup, pid);
-    let mut sup = Supervision {
-        pid,
-        command: &command_text,
-        path: &path,
-        start,
-        interval: args.sampling.interval,
-        sampler: None,
-        orphan_cgroup: None,
-        stopped: None,
-    };
-    sup.start(&args.sampling, writer, cgroup);
-    let main = sup.run(&mut waiter);
-    if let Some(cg) = sup.orphan_cgroup.take() {
-        cg.remove();
-    }
-    let status = main.shell_status();
+    let mut outputs = None;
+    let outcome = run_program(
+        &req,
+        |cgroup| {
+            outputs = Some(args.sampling.reserve_outputs()?);
+            let meta = recording_meta(&args.sampling, &command_text, cgroup);
+            let name = recording::program_name(&args.command[0]);
+            args.sampling.create_recording(&name, &meta)
+        },
+        &mut say_stopped,
+    )?;
+    let mut outputs = outputs.unwrap_or_default();
+    let status = outcome.exit.shell_status();
     // With nothing to print or check (`-q`, no report file), the recording is not read back.
     let wanted = !args.quiet || args.json || args.max_peak.is_some() || outputs.any();
-    let (model, stopped) = sup.conclude(
-        &Finish {
-            exit_code: Some(status),
-            exit_signal: main.signal,
-        },
-        wanted,
-    );
+    let mut stopped = outcome.stopped;
+    let model = match wanted.then(|| recording::open(&outcome.path)) {
+        Some(Ok((_, m))) => Some(m),
+        Some(Err(e)) => {
+            e.print();
+            stopped = stopped.or(Some(Stopped::Failed));
+            None
+        }
+        None => None,
+    };
     report(&args, global, model.as_ref(), stopped, &mut outputs, status)
 }
 
@@ -166,7 +96,7 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
 fn recording_meta(
     sampling: &SamplingArgs,
     command: &str,
-    cgroup: &Result<OwnCgroup, String>,
+    cgroup: Result<&OwnCgroup, &CgroupError>,
 ) -> Vec<(&'static str, String)> {
     let mut meta = sampling.meta("run", command, 0);
     match cgroup {
@@ -174,168 +104,30 @@ fn recording_meta(
             meta.push(("cgroup_version", cg.version().to_string()));
             meta.push(("cgroup_path", cg.path().to_string()));
         }
-        Err(why) => meta.push(("cgroup_error", why.clone())),
+        Err(why) => meta.push(("cgroup_error", why.to_string())),
     }
     meta
 }
 
-/// The cgroup if the program landed in it (the child wrote itself into it before exec; a
-/// program that has already exited has left every cgroup: nothing to check), with the reason
-/// otherwise.
-fn placed_cgroup(
-    cgroup: Result<OwnCgroup, String>,
-    pid: u32,
-) -> (Option<OwnCgroup>, Option<String>) {
-    match cgroup {
-        Ok(cg) if cg.contains(pid) || !running(pid) => (Some(cg), None),
-        Ok(cg) => {
-            let why = format!("the program could not be moved into {}", cg.dir().display());
-            log::info!("{why}");
-            cg.remove();
-            (None, Some(why))
-        }
-        Err(_) => (None, None),
-    }
-}
-
-fn spawn_error(e: SpawnError) -> CliError {
-    match e {
-        SpawnError::NotFound { .. } => CliError::new(Code::CommandNotFound, e.to_string())
-            .with_hint("check the program name and PATH; `memlens run -- CMD ARGS...`"),
-        SpawnError::NotExecutable { .. } => CliError::new(Code::CannotExecute, e.to_string())
-            .with_hint("the file must be an executable program or a script with a #! line and execute permission"),
-        SpawnError::Other { .. } => CliError::new(Code::Failure, e.to_string()),
-    }
-}
-
-/// The sampling of a running program.
-struct Supervision<'a> {
-    pid: u32,
-    command: &'a str,
-    path: &'a Path,
-    start: Instant,
-    interval: std::time::Duration,
-    sampler: Option<Sampler>,
-    /// A cgroup whose sampler failed, to be removed once the program has ended.
-    orphan_cgroup: Option<OwnCgroup>,
-    stopped: Option<Stopped>,
-}
-
-impl Supervision<'_> {
-    fn start(
-        &mut self,
-        sampling: &SamplingArgs,
-        writer: RecordingWriter,
-        (cgroup, placement_error): (Option<OwnCgroup>, Option<String>),
-    ) {
-        match Sampler::new(sampling.config(), writer, self.pid, self.start, cgroup) {
-            Ok(mut s) => {
-                sampling.attach_python(&mut s);
-                s.adopt_children_of(std::process::id());
-                let _ = s.set_meta("root_pid", &self.pid.to_string());
-                if let Some(why) = placement_error {
-                    let _ = s.set_meta("cgroup_error", &why);
-                }
-                self.sampler = Some(s);
-            }
-            Err(e) => self.recording_stopped(&e),
-        }
-    }
-
-    /// Says why the recording stopped; the program keeps running.
-    fn recording_stopped(&mut self, e: &memlens_record::Error) {
-        let t = self.start.elapsed().as_secs_f64();
-        let kept = format!(
-            "what was recorded until then is kept in {} (`memlens report` reads it); the program keeps running",
-            self.path.display()
+/// Says that the recording stopped; the program keeps running.
+fn say_stopped(notice: Notice<'_>) {
+    let Notice::Stopped { at, error, path } = notice else {
+        return;
+    };
+    let kept = format!(
+        "what was recorded until then is kept in {} (`memlens report` reads it); the program keeps running",
+        path.display()
+    );
+    if error.is_disk_full() {
+        output::message(
+            "error",
+            &format!("the recording stopped at {at:.2} s: the disk is full ({error}); {kept}"),
         );
-        if e.is_disk_full() {
-            output::message(
-                "error",
-                &format!("the recording stopped at {t:.2} s: the disk is full ({e}); {kept}"),
-            );
-        } else {
-            output::message(
-                "error",
-                &format!("the recording stopped at {t:.2} s: {e}; {kept}"),
-            );
-        }
-        self.stopped = Some(match e {
-            memlens_record::Error::Sqlite { .. } | memlens_record::Error::Io { .. } => {
-                Stopped::WriteFailed
-            }
-            _ => Stopped::Failed,
-        });
-    }
-
-    /// Samples until the program exits, reaping it and any orphan handed to memlens. Between
-    /// ticks it waits on the [`Waiter`]: the program's exit or a signal ends the wait at once.
-    fn run(&mut self, waiter: &mut Waiter) -> Reaped {
-        let mut next = Instant::now();
-        loop {
-            if Instant::now() >= next {
-                if let Some(Err(e)) = self.sampler.as_mut().map(Sampler::tick) {
-                    self.recording_stopped(&e);
-                    self.orphan_cgroup = self.sampler.take().and_then(Sampler::abandon);
-                }
-                // The sampler's schedule: later than the interval when the budget spaces ticks.
-                next = self.sampler.as_ref().map_or_else(
-                    || launch::next_tick(self.start, self.interval),
-                    Sampler::next_tick,
-                );
-            }
-            for sig in launch::take_forwarded() {
-                if let Some(s) = self.sampler.as_mut() {
-                    let _ = s.event(
-                        "signal",
-                        &format!("{} forwarded to pid {}", launch::signal_name(sig), self.pid),
-                    );
-                }
-            }
-            let mut main = None;
-            for r in launch::reap() {
-                if let Some(s) = self.sampler.as_mut() {
-                    let fallback = (r.pid == self.pid).then_some(self.command);
-                    let _ = s.reaped(r.pid, r.max_rss, fallback);
-                }
-                if r.pid == self.pid {
-                    launch::clear_child();
-                    main = Some(r);
-                }
-            }
-            if let Some(m) = main {
-                return m;
-            }
-            waiter.wait_until(next);
-        }
-    }
-
-    /// Finishes the recording and reads it back. A recording that stopped early (a full disk)
-    /// is still read: the report shows what it holds and says it was cut off.
-    fn conclude(&mut self, fin: &Finish, wanted: bool) -> (Option<Model>, Option<Stopped>) {
-        if let Some(s) = self.sampler.take() {
-            match s.finish(fin) {
-                Ok(_) if !wanted => return (None, self.stopped),
-                Ok(p) => match recording::open(&p) {
-                    Ok((_, m)) => return (Some(m), self.stopped),
-                    Err(e) => {
-                        e.print();
-                        return (None, Some(Stopped::Failed));
-                    }
-                },
-                Err(e) => self.recording_stopped(&e),
-            }
-        }
-        if !wanted {
-            return (None, self.stopped);
-        }
-        match recording::open(self.path) {
-            Ok((_, m)) => (Some(m), self.stopped),
-            Err(e) => {
-                e.print();
-                (None, self.stopped.or(Some(Stopped::Failed)))
-            }
-        }
+    } else {
+        output::message(
+            "error",
+            &format!("the recording stopped at {at:.2} s: {error}; {kept}"),
+        );
     }
 }
 
@@ -395,13 +187,6 @@ fn report(
             Ok(code.into())
         }
     }
-}
-
-/// Whether a process is running (not exited, not a zombie).
-fn running(pid: u32) -> bool {
-    memlens_procfs::Process::new(pid)
-        .and_then(|p| p.stat())
-        .is_ok_and(|s| s.state != b'Z' && s.state != b'X')
 }
 
 fn exit_code(status: i32) -> ExitCode {

@@ -1,7 +1,6 @@
 //! CPU time of the calling thread and of the whole memlens process, to charge reads to the
 //! sampler's budget: the sampler thread's own work by thread, and whatever other threads of
 //! memlens do (a Python view reading in the background) by the difference.
-#![allow(unsafe_code)]
 
 fn clock_seconds(clock: libc::clockid_t) -> f64 {
     let mut ts = libc::timespec {
