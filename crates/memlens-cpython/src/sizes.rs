@@ -322,11 +322,11 @@ impl Sizer {
     /// describes (else it is not the type memlens knows: unmodelled).
     fn by_name<M: ProcessMemory>(&self, mem: &M, ty: u64) -> Result<Option<SizeKind>> {
         let l = self.l;
-        let name = mem.read_cstr(mem.read_u64(ty + l.type_name)?, 64)?;
+        let name = mem.read_cstr(mem.read_u64(ty.wrapping_add(l.type_name))?, 64)?;
         let Some((_, kind)) = BY_NAME.iter().find(|(n, _)| *n == name.as_slice()) else {
             return Ok(None);
         };
-        let basicsize = mem.read_u64(ty + l.type_basicsize)?;
+        let basicsize = mem.read_u64(ty.wrapping_add(l.type_basicsize))?;
         let expected = match kind {
             SizeKind::Deque => Some(l.deque_size),
             SizeKind::Array => Some(l.array_size),
