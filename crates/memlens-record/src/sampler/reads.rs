@@ -18,7 +18,7 @@
 //! reads themselves.
 
 use memlens_ledger::tree::{assemble, read_processes};
-use memlens_ledger::{Amounts, Hints, TreeLedger};
+use memlens_ledger::{Amounts, AmountsOf, Hints, TreeLedger};
 use memlens_procfs::{CounterFiles, Error as ProcError, Process};
 
 use super::Sampler;
@@ -190,7 +190,7 @@ impl Sampler {
         p.unreadable = true;
         let (id, pid) = (p.id, p.pid);
         log::info!("pid {pid}: {why}");
-        self.writer.event(
+        Ok(self.writer.event(
             t,
             "unreadable",
             Some(id),
@@ -198,7 +198,7 @@ impl Sampler {
                 "pid {pid}: {why}: its PSS and ledger cannot be read, so its RSS stands in for \
                  its PSS (reading another user's process needs root or CAP_SYS_PTRACE)"
             ),
-        )
+        )?)
     }
 
     /// Pays for a read that ran on this thread now, so the next reads of this tick see it.
