@@ -1,8 +1,8 @@
-//! Errors of the sampler and of recordings.
+//! Errors of the recording file and of the files memlens creates: format and file system only.
 
 use std::path::PathBuf;
 
-/// What went wrong while recording or reading a recording.
+/// What went wrong while writing or reading a recording (or creating a report file).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The recording file does not exist.
@@ -56,7 +56,7 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
-    /// An I/O error outside SQLite (cgroup files, the recording's directory).
+    /// An I/O error outside SQLite (the recording's directory, a report file).
     #[error("{path}: {source}")]
     Io {
         /// The file.
@@ -65,9 +65,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// Reading `/proc` failed.
-    #[error(transparent)]
-    Procfs(#[from] memlens_procfs::Error),
     /// memlens will not write at this path (it exists and memlens did not write it, it is not
     /// a regular file, or it changed while memlens looked at it).
     #[error("{path}: {why}")]
@@ -90,10 +87,10 @@ impl Error {
                 source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
             }
             Error::Io { source, .. } => {
-                matches!(
-                    source.raw_os_error(),
-                    Some(libc::ENOSPC) | Some(libc::EDQUOT)
-                )
+                let full = [rustix::io::Errno::NOSPC, rustix::io::Errno::DQUOT];
+                source
+                    .raw_os_error()
+                    .is_some_and(|e| full.iter().any(|f| f.raw_os_error() == e))
             }
             _ => false,
         }

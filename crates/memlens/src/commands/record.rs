@@ -47,16 +47,18 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
         .map_err(|e| CliError::new(Code::Failure, format!("cannot create a pipe: {e}")))?;
     launch::stop_on_signals();
     let mut outputs = args.sampling.reserve_outputs()?;
-    let meta = args.sampling.meta("record", &command, args.pid);
+    let meta = args
+        .sampling
+        .meta(memlens_recording::Mode::Record, &command, args.pid);
     let writer = args.sampling.create_recording(&name, &meta)?;
     let path = writer.path().to_path_buf();
     let start = Instant::now();
     let mut sampler = Sampler::new(args.sampling.config(), writer, args.pid, start, None)
-        .map_err(recording::recording_error)?;
+        .map_err(recording::recorder_error)?;
     args.sampling.attach_python(&mut sampler);
     sampler
         .track_existing_descendants()
-        .map_err(recording::recording_error)?;
+        .map_err(recording::recorder_error)?;
     output::say(&format!(
         "recording pid {} into {} (Ctrl-C to stop)",
         args.pid,
@@ -94,7 +96,7 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
                     path.display()
                 ),
             );
-            Some(recording::recording_error(e))
+            Some(recording::recorder_error(e))
         }
     };
     let (_, model) = recording::open(&path)?;

@@ -167,14 +167,14 @@ fn recording_meta(
     sampling: &SamplingArgs,
     command: &str,
     cgroup: &Result<OwnCgroup, String>,
-) -> Vec<(&'static str, String)> {
-    let mut meta = sampling.meta("run", command, 0);
+) -> memlens_recording::Meta {
+    let mut meta = sampling.meta(memlens_recording::Mode::Run, command, 0);
     match cgroup {
         Ok(cg) => {
-            meta.push(("cgroup_version", cg.version().to_string()));
-            meta.push(("cgroup_path", cg.path().to_string()));
+            meta.cgroup_version = Some(cg.version());
+            meta.cgroup_path = Some(cg.path().to_string());
         }
-        Err(why) => meta.push(("cgroup_error", why.clone())),
+        Err(why) => meta.cgroup_error = Some(why.clone()),
     }
     meta
 }
@@ -232,10 +232,12 @@ impl Supervision<'_> {
             Ok(mut s) => {
                 sampling.attach_python(&mut s);
                 s.adopt_children_of(std::process::id());
-                let _ = s.set_meta("root_pid", &self.pid.to_string());
-                if let Some(why) = placement_error {
-                    let _ = s.set_meta("cgroup_error", &why);
-                }
+                let _ = s.update_meta(|m| {
+                    m.root_pid = Some(self.pid);
+                    if placement_error.is_some() {
+                        m.cgroup_error = placement_error;
+                    }
+                });
                 self.sampler = Some(s);
             }
             Err(e) => self.recording_stopped(&e),
@@ -260,11 +262,10 @@ impl Supervision<'_> {
                 &format!("the recording stopped at {t:.2} s: {e}; {kept}"),
             );
         }
-        self.stopped = Some(match e {
-            memlens_record::Error::Sqlite { .. } | memlens_record::Error::Io { .. } => {
-                Stopped::WriteFailed
-            }
-            _ => Stopped::Failed,
+        self.stopped = Some(if e.is_write_failure() {
+            Stopped::WriteFailed
+        } else {
+            Stopped::Failed
         });
     }
 
