@@ -485,3 +485,33 @@ impl RecordingWriter {
         Ok(path)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("memlens-writer-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn discard_removes_only_the_file_it_created() {
+        let d = dir("discard");
+        let path = d.join("r.db");
+        RecordingWriter::create(&path, &Meta::default())
+            .unwrap()
+            .discard();
+        assert!(!path.exists(), "its own recording is removed");
+        // A file put in the recording's place meanwhile is not memlens's: left alone.
+        let w = RecordingWriter::create(&path, &Meta::default()).unwrap();
+        let other = d.join("other");
+        std::fs::write(&other, b"someone's data").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        w.discard();
+        assert_eq!(std::fs::read(&path).unwrap(), b"someone's data");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
