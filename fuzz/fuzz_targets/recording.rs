@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use libfuzzer_sys::fuzz_target;
 use memlens_fuzz::recording::write_rows;
-use memlens_record::Recording;
+use memlens_recording::Recording;
 use memlens_report::{html, recording_json, recording_text, Model};
 
 fuzz_target!(init: memlens_fuzz::seeds::write_if_asked("recording"), |data: &[u8]| {
@@ -39,7 +39,7 @@ fn workdir() -> PathBuf {
 
 /// Removes the file and what SQLite may have made beside it (only names this target made).
 fn clean(file: &Path) {
-    for suffix in ["", "-wal", "-shm", "-journal"] {
+    for suffix in std::iter::once("").chain(memlens_recording::destination::COMPANIONS) {
         let mut p = file.as_os_str().to_owned();
         p.push(suffix);
         let _ = std::fs::remove_file(PathBuf::from(p));

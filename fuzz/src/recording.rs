@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use memlens_record::schema;
+use memlens_recording::schema;
 use rusqlite::types::Value;
 
 use crate::Cursor;

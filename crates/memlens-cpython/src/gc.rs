@@ -1,7 +1,5 @@
 //! The garbage collector's state: generations, statistics, the frozen (permanent) generation.
 
-use serde::Serialize;
-
 use memlens_remote::ProcessMemory;
 
 use crate::error::{Error, Result};
@@ -11,32 +9,7 @@ use crate::process::Interpreter;
 /// objects than the process's readable memory divided by this.
 pub const MIN_GC_OBJECT: u64 = 32;
 
-/// One generation, as `gc.get_count()`, `gc.get_threshold()` and `gc.get_stats()` report it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Generation {
-    /// `gc.get_count()[i]` (allocations minus deallocations for 0, collections of the younger
-    /// generation for 1 and 2; not an object count).
-    pub count: i64,
-    /// `gc.get_threshold()[i]`.
-    pub threshold: i64,
-    /// Collections of this generation.
-    pub collections: i64,
-    /// Objects collected.
-    pub collected: i64,
-    /// Objects found uncollectable.
-    pub uncollectable: i64,
-}
-
-/// The collector's state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct GcState {
-    /// Generations 0, 1, 2.
-    pub generations: Vec<Generation>,
-    /// Objects in the permanent generation (`gc.get_freeze_count()`).
-    pub frozen: u64,
-    /// A collection is running (lists are in flux).
-    pub collecting: bool,
-}
+pub use memlens_model::python::{GcState, Generation};
 
 /// Address of the `_gc_runtime_state` of the main interpreter.
 pub fn state_address(it: &Interpreter) -> Result<u64> {

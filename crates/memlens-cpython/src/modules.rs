@@ -1,7 +1,5 @@
 //! `sys.modules`: count and names.
 
-use serde::Serialize;
-
 use memlens_remote::ProcessMemory;
 
 use crate::dicts::read_dict;
@@ -9,14 +7,7 @@ use crate::error::Result;
 use crate::objects::{read_str, MAX_NAME};
 use crate::process::Interpreter;
 
-/// The modules of the main interpreter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Modules {
-    /// `len(sys.modules)`.
-    pub count: u64,
-    /// Names, sorted (untrusted).
-    pub names: Vec<String>,
-}
+pub use memlens_model::python::Modules;
 
 /// Reads `sys.modules`.
 pub fn read<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Modules> {

@@ -2,31 +2,12 @@
 
 use std::sync::atomic::Ordering;
 
-use serde::Serialize;
-
 use memlens_remote::ProcessMemory;
 
 use crate::error::{Error, Result};
 use crate::process::Interpreter;
 
-/// pymalloc's memory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Pymalloc {
-    /// Arenas allocated now (`# arenas allocated current`).
-    pub arenas: u64,
-    /// Pools carved out of those arenas (in use, or empty and kept for reuse).
-    pub pools: u64,
-    /// Bytes in allocated blocks.
-    pub used_bytes: u64,
-    /// Arena bytes not in allocated blocks: free blocks, empty and uncarved pools, pool
-    /// headers, alignment (so `used_bytes + free_bytes` = arenas × arena size).
-    pub free_bytes: u64,
-    /// Bytes per arena.
-    pub arena_size: u64,
-    /// Each arena's `[start, end)` in the process.
-    #[serde(skip)]
-    pub arena_ranges: Vec<(u64, u64)>,
-}
+pub use memlens_model::python::Pymalloc;
 
 /// The largest arena table read (bytes of `arena_object`s).
 const MAX_TABLE_BYTES: u64 = 64 << 20;

@@ -1,59 +1,12 @@
 //! `ps`: the Python processes of the host (or every process), grouped into trees, with the
 //! kernel's totals per process from `smaps_rollup`.
 
-use serde::Serialize;
-
 use memlens_procfs::tree::ProcessTable;
 use memlens_procfs::{Error, Process, Result};
 
-use crate::process::{cmdline_string, Amounts, PythonInfo};
+use crate::process::{cmdline_string, Amounts, AmountsOf, PythonInfo};
 
-/// One process in `ps`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PsProcess {
-    /// Process id.
-    pub pid: u32,
-    /// Parent.
-    pub ppid: u32,
-    /// comm.
-    pub name: String,
-    /// Command line (untrusted).
-    pub cmdline: String,
-    /// Python found in the process.
-    pub python: Option<PythonInfo>,
-    /// Threads.
-    pub threads: u32,
-    /// Peak RSS.
-    pub vm_hwm: u64,
-    /// RSS, PSS, USS, swap.
-    pub totals: Amounts,
-    /// Depth below the tree's root (0 for the root).
-    pub depth: u32,
-}
-
-/// One tree: a root process and its selected descendants.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PsTree {
-    /// The root's PID.
-    pub root: u32,
-    /// Sums over the tree's processes.
-    pub totals: Amounts,
-    /// `rss - pss`: how much summing RSS overstates the tree.
-    pub rss_overcount: u64,
-    /// Parents before children.
-    pub processes: Vec<PsProcess>,
-}
-
-/// The `ps` report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PsReport {
-    /// Trees, largest PSS first.
-    pub trees: Vec<PsTree>,
-    /// Sums over every listed process.
-    pub totals: Amounts,
-    /// Processes that could not be read (permission), left out.
-    pub unreadable: u32,
-}
+pub use memlens_model::host::{PsProcess, PsReport, PsTree};
 
 /// Whether a process is a Python: by executable name or a mapped libpython. `Err` when the
 /// kernel refuses to show its executable or mappings (another user's process): it may be one.

@@ -2,7 +2,10 @@
 //! category with RSS, PSS, USS and swap; process trees summed by PSS; findings in plain words.
 //!
 //! It reads `/proc` through `memlens-procfs` and takes interpreter knowledge (pymalloc arena
-//! addresses) as [`Hints`]; it prints nothing.
+//! addresses) as [`Hints`]; it prints nothing. The shapes it fills ([`ProcessLedger`],
+//! [`TreeLedger`], ...) and the arithmetic reports do on them (`tree::assemble`,
+//! `tree::by_category`, findings) live in `memlens-model` and are re-exported here at their
+//! old paths; this crate owns only what needs `/proc` or the Python view: reading and sorting.
 
 pub mod category;
 pub mod distribution;
@@ -11,11 +14,11 @@ pub mod packages;
 mod parallel;
 pub mod process;
 pub mod tree;
-pub mod units;
+pub use memlens_model::units;
 
 pub use category::Category;
 pub use process::{
-    build, Amounts, HeapSplit, Hints, Item, ProcessLedger, ProcessParts, PythonInfo, Row,
-    ThreadStacks,
+    build, Amounts, AmountsOf, HeapSplit, Hints, Item, ProcessLedger, ProcessParts, PythonInfo,
+    PythonViewExt, Row, ThreadStacks,
 };
 pub use tree::{snapshot, TreeLedger};

@@ -58,25 +58,14 @@ pub fn read_path(path: &Path, pid: u32) -> Result<Vec<u8>> {
 
 /// The system page size in bytes.
 pub fn page_size() -> u64 {
-    #[allow(unsafe_code)]
-    // SAFETY: sysconf has no preconditions and only reads a constant.
-    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if v > 0 {
-        v as u64
-    } else {
-        4096
-    }
+    rustix::param::page_size() as u64
 }
 
 /// Clock ticks per second (for `stat` times).
 pub fn clock_ticks() -> u64 {
-    #[allow(unsafe_code)]
-    // SAFETY: sysconf has no preconditions and only reads a constant.
-    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if v > 0 {
-        v as u64
-    } else {
-        100
+    match rustix::param::clock_ticks_per_second() {
+        0 => 100,
+        v => v,
     }
 }
 

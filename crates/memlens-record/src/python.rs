@@ -13,8 +13,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use memlens_cpython::views::{Event, Follower, Reading};
 use memlens_cpython::Interpreter;
 use memlens_ledger::Hints;
@@ -22,37 +20,7 @@ use memlens_remote::RemoteMemory;
 
 use memlens_launch::cputime::thread_cpu_seconds;
 
-/// What the Python view saw in one process at one moment.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PythonSample {
-    /// Objects tracked per GC generation (young first).
-    pub gc_counts: Vec<u64>,
-    /// Collections run per generation since start.
-    pub gc_collections: Vec<u64>,
-    /// pymalloc arenas allocated.
-    pub pymalloc_arenas: Option<u64>,
-    /// Bytes in used pymalloc blocks.
-    pub pymalloc_used: Option<u64>,
-    /// Bytes in free pymalloc blocks of allocated pools and arenas (fragmentation).
-    pub pymalloc_free: Option<u64>,
-    /// Top types of an object census, when one was taken this time (largest bytes first).
-    pub census: Vec<CensusEntry>,
-    /// When the interpreter was read (the recording's time of the row); not stored in the JSON.
-    #[serde(skip)]
-    pub read_at: Option<Instant>,
-}
-
-/// One type of an object census.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CensusEntry {
-    /// Type name (untrusted: comes from the target).
-    #[serde(rename = "type")]
-    pub type_name: String,
-    /// Objects.
-    pub count: u64,
-    /// Shallow bytes (as `sys.getsizeof`).
-    pub bytes: u64,
-}
+pub use memlens_recording::python::{CensusEntry, PythonSample};
 
 /// Readings finished since the last [`PythonView::take_ready`].
 #[derive(Debug, Default)]

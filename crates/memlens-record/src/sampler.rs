@@ -109,7 +109,7 @@ impl Sampler {
             .and_then(|o| o.duration_since(std::time::UNIX_EPOCH).ok());
         if let Some(o) = origin {
             s.writer
-                .set_meta("started_unix", &format!("{:.6}", o.as_secs_f64()))?;
+                .update_meta(|m| m.started_unix = Some(o.as_secs_f64()))?;
         }
         let t = s.now();
         // A root that is already gone (a program that exited at once) leaves an empty tree:
@@ -247,39 +247,31 @@ impl Sampler {
                 .tick_interval(self.cfg.interval.as_secs_f64())
                 * 1e3
         );
-        self.writer.set_meta("end_t", &format!("{t:.6}"))?;
-        self.writer.set_meta("ticks", &self.ticks.to_string())?;
-        if self.schedule.stretched > 0.0 {
-            self.writer.set_meta(
-                "budget_interval_s",
-                &format!("{:.6}", self.schedule.stretched),
-            )?;
-        }
+        let mut end = memlens_recording::End {
+            end_t: Some(t),
+            ticks: Some(self.ticks),
+            budget_interval_s: (self.schedule.stretched > 0.0).then_some(self.schedule.stretched),
+            exit_code: fin.exit_code,
+            exit_signal: fin.exit_signal,
+            ..memlens_recording::End::default()
+        };
         if let Ok(st) = Process::new(std::process::id()).and_then(|p| p.stat()) {
             // memlens's own CPU (all threads, children excluded): what the recording cost.
             let cpu = (st.utime + st.stime) as f64 / memlens_procfs::clock_ticks() as f64;
-            self.writer
-                .set_meta("memlens_cpu_s", &format!("{cpu:.3}"))?;
-        }
-        if let Some(c) = fin.exit_code {
-            self.writer.set_meta("exit_code", &c.to_string())?;
-        }
-        if let Some(s) = fin.exit_signal {
-            self.writer.set_meta("exit_signal", &s.to_string())?;
+            end.memlens_cpu_s = Some(cpu);
         }
         if let Some(cg) = self.cgroup.take() {
-            if let Some(peak) = cg.peak() {
-                self.writer.set_meta("cgroup_peak", &peak.to_string())?;
-            }
+            end.cgroup_peak = cg.peak();
             // Dropped: the cgroup is removed (the program has ended).
             drop(cg);
         }
-        self.writer.finish()
+        Ok(self.writer.finish(&end)?)
     }
 
-    /// Writes a `meta` key now.
-    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
-        self.writer.set_meta(key, value)
+    /// Changes the recording's metadata now (what the caller learns after the start: the
+    /// root's PID, why there is no cgroup).
+    pub fn update_meta(&mut self, change: impl FnOnce(&mut memlens_recording::Meta)) -> Result<()> {
+        Ok(self.writer.update_meta(change)?)
     }
 
     /// The highest tree PSS seen so far (estimated between reads).
@@ -290,7 +282,7 @@ impl Sampler {
     /// Records an event.
     pub fn event(&mut self, kind: &str, detail: &str) -> Result<()> {
         let t = self.now();
-        self.writer.event(t, kind, None, detail)
+        Ok(self.writer.event(t, kind, None, detail)?)
     }
 
     /// How long until the next tick is due: a fixed schedule, so the interval does not drift
@@ -332,7 +324,14 @@ mod tests {
             .args(["-c", "sleep 0.3 & wait"])
             .spawn()
             .unwrap();
-        let writer = RecordingWriter::create(&path, &[("mode", "record".into())]).unwrap();
+        let writer = RecordingWriter::create(
+            &path,
+            &crate::Meta {
+                mode: Some(crate::Mode::Record),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let mut s = Sampler::new(Config::default(), writer, child.id(), Instant::now()).unwrap();
         let mut saw_two = false;
         while child.try_wait().unwrap().is_none() {
@@ -365,7 +364,14 @@ mod tests {
             .args(["-c", "sleep 1 & wait"])
             .spawn()
             .unwrap();
-        let writer = RecordingWriter::create(&path, &[("mode", "record".into())]).unwrap();
+        let writer = RecordingWriter::create(
+            &path,
+            &crate::Meta {
+                mode: Some(crate::Mode::Record),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let cfg = Config {
             cpu_budget: 0.5,
             ..Config::default()

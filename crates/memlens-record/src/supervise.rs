@@ -73,9 +73,10 @@ pub enum Stopped {
 
 impl Stopped {
     fn of(e: &Error) -> Stopped {
-        match e {
-            Error::Sqlite { .. } | Error::Io { .. } => Stopped::WriteFailed,
-            _ => Stopped::Failed,
+        if e.is_write_failure() {
+            Stopped::WriteFailed
+        } else {
+            Stopped::Failed
         }
     }
 }
@@ -231,10 +232,13 @@ impl Supervision<'_, '_> {
                     s.place_in(cg);
                 }
                 s.adopt_children_of(std::process::id());
-                let _ = s.set_meta("root_pid", &self.pid.to_string());
-                if let Some(why) = placement_error {
-                    let _ = s.set_meta("cgroup_error", &why.to_string());
-                }
+                let pid = self.pid;
+                let _ = s.update_meta(|m| {
+                    m.root_pid = Some(pid);
+                    if let Some(why) = placement_error {
+                        m.cgroup_error = Some(why.to_string());
+                    }
+                });
                 self.sampler = Some(s);
             }
             Err(e) => {

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::io::Write;
 
-use memlens_ledger::units::format_bytes;
+use memlens_model::units::format_bytes;
 
 use crate::model::Model;
 
@@ -616,7 +616,7 @@ mod tests {
             census: vec![crate::model::CensusSnapshot {
                 pid: 7,
                 t: 1.0,
-                types: vec![memlens_record::CensusEntry {
+                types: vec![memlens_recording::CensusEntry {
                     type_name: "<script>\"T".into(),
                     count: 5000,
                     bytes: 280_000,

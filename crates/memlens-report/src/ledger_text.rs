@@ -2,10 +2,10 @@
 
 use std::io::{self, Write};
 
-use memlens_ledger::host::PsReport;
-use memlens_ledger::tree::by_category;
-use memlens_ledger::units::format_bytes;
-use memlens_ledger::{Amounts, TreeLedger};
+use memlens_model::host::PsReport;
+use memlens_model::tree::by_category;
+use memlens_model::units::format_bytes;
+use memlens_model::{Amounts, TreeLedger};
 
 use crate::escape::terminal;
 

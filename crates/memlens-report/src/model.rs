@@ -3,10 +3,10 @@
 
 use serde::Serialize;
 
-use memlens_ledger::units::format_bytes;
-use memlens_ledger::Amounts;
-use memlens_record::reader::{LedgerRow, ProcessRow, Recording};
-use memlens_record::Error;
+use memlens_model::units::format_bytes;
+use memlens_model::Amounts;
+use memlens_recording::reader::{LedgerRow, ProcessRow, Recording};
+use memlens_recording::{Error, Mode};
 
 use crate::growth::{phases, Phase};
 use crate::peak::At;
@@ -133,7 +133,7 @@ pub struct CensusSnapshot {
     #[serde(rename = "t_seconds")]
     pub t: f64,
     /// Types, largest bytes first (names untrusted).
-    pub types: Vec<memlens_record::CensusEntry>,
+    pub types: Vec<memlens_recording::CensusEntry>,
 }
 
 /// Everything a report shows.
@@ -466,8 +466,8 @@ fn tree_peak(rec: &Recording, processes: &[ProcessSummary]) -> (Peak, Option<usi
                 .into(),
         );
     }
-    let cgroup = rec.meta("cgroup_peak").and_then(|v| v.parse::<u64>().ok());
-    match (cgroup, rec.meta("cgroup_error")) {
+    let cgroup = rec.end.cgroup_peak;
+    match (cgroup, rec.meta.cgroup_error.as_deref()) {
         (Some(c), _) => notes.push(format!(
             "cgroup: the tree's memory cgroup peaked at {}, page cache and kernel memory \
              included; that moves with what the page cache held before the run, so it is \
@@ -483,7 +483,7 @@ fn tree_peak(rec: &Recording, processes: &[ProcessSummary]) -> (Peak, Option<usi
     if n > 1 {
         notes.push("rss: the tree RSS sum is sampled; per-process VmHWM is exact".into());
     }
-    if rec.meta("mode") == Some("record") {
+    if rec.meta.mode == Some(Mode::Record) {
         if let Some(k) = hwm_k {
             let first = rec.samples_of(rec.processes[k].id).first();
             if source == PeakSource::VmHwm && first.is_some_and(|s| s.counters.vm_hwm >= hwm.value)
@@ -496,7 +496,7 @@ fn tree_peak(rec: &Recording, processes: &[ProcessSummary]) -> (Peak, Option<usi
             }
         }
     }
-    if let Some(iv) = rec.meta_f64("budget_interval_s") {
+    if let Some(iv) = rec.end.budget_interval_s {
         notes.push(format!(
             "interval: the CPU budget spaced the ticks out to {:.0} ms at times",
             iv * 1e3
@@ -525,7 +525,7 @@ fn tree_peak(rec: &Recording, processes: &[ProcessSummary]) -> (Peak, Option<usi
 impl Model {
     /// Computes the model of a recording.
     pub fn from_recording(rec: &Recording) -> Result<Model, Error> {
-        let interval = rec.meta_f64("interval_s").unwrap_or(0.01);
+        let interval = rec.meta.interval_s.unwrap_or(0.01);
         let duration = rec.last_t();
         let processes = process_summaries(rec);
         let (peak, hwm_k) = tree_peak(rec, &processes);
@@ -582,11 +582,11 @@ impl Model {
         let (python, census) = python_view(rec);
         Ok(Model {
             file: rec.path.display().to_string(),
-            mode: rec.meta("mode").unwrap_or("record").to_string(),
-            command: rec.meta("command").unwrap_or("").to_string(),
+            mode: rec.meta.mode.unwrap_or(Mode::Record).as_str().to_string(),
+            command: rec.meta.command.clone().unwrap_or_default(),
             complete: rec.complete(),
-            exit_code: rec.meta("exit_code").and_then(|v| v.parse().ok()),
-            exit_signal: rec.meta("exit_signal").and_then(|v| v.parse().ok()),
+            exit_code: rec.end.exit_code,
+            exit_signal: rec.end.exit_signal,
             duration_seconds: duration,
             interval_seconds: interval,
             samples: rec.ticks.len() as u64,
@@ -602,8 +602,8 @@ impl Model {
             ledger_at_peak,
             python,
             census,
-            cgroup_note: rec.meta("cgroup_error").map(str::to_string),
-            memlens_cpu_seconds: rec.meta_f64("memlens_cpu_s"),
+            cgroup_note: rec.meta.cgroup_error.clone(),
+            memlens_cpu_seconds: rec.end.memlens_cpu_s,
             warnings,
         })
     }
@@ -631,8 +631,16 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use memlens_ledger::tree::assemble;
-    use memlens_record::writer::{Counters, ProcessInfo, RecordingWriter};
+    use memlens_model::tree::assemble;
+    use memlens_recording::writer::{Counters, ProcessInfo, RecordingWriter};
+    use memlens_recording::{End, Meta};
+
+    fn meta(mode: Mode) -> Meta {
+        Meta {
+            mode: Some(mode),
+            ..Meta::default()
+        }
+    }
 
     fn tmp(name: &str) -> std::path::PathBuf {
         let p =
@@ -678,7 +686,7 @@ mod tests {
     #[test]
     fn the_peak_is_pss_read_for_the_whole_tree_never_an_estimate() {
         let path = tmp("pss");
-        let mut w = RecordingWriter::create(&path, &[("mode", "record".into())]).unwrap();
+        let mut w = RecordingWriter::create(&path, &meta(Mode::Record)).unwrap();
         let (a, b) = forked(&mut w);
         // The first tick knows no PSS yet: its estimate is the RSS sum.
         w.tick(0.01, 200 * MIB, 200 * MIB, 2, None).unwrap();
@@ -689,8 +697,11 @@ mod tests {
         // An incomplete one at 0.9 s (one process read): not a tree figure.
         w.tick(0.9, 200 * MIB, 150 * MIB, 2, None).unwrap();
         w.pss(0.9, a, &amounts(90 * MIB, 100 * MIB), 10).unwrap();
-        w.set_meta("end_t", "1.0").unwrap();
-        w.finish().unwrap();
+        w.finish(&End {
+            end_t: Some(1.0),
+            ..End::default()
+        })
+        .unwrap();
         let m = Model::from_recording(&Recording::open(&path).unwrap()).unwrap();
         assert_eq!(m.peak.pss, Some(120 * MIB));
         assert_eq!(m.peak.pss_reads, 1);
@@ -709,7 +720,7 @@ mod tests {
     #[test]
     fn an_unreadable_process_makes_the_peak_rss_and_warns() {
         let path = tmp("unreadable");
-        let mut w = RecordingWriter::create(&path, &[("mode", "record".into())]).unwrap();
+        let mut w = RecordingWriter::create(&path, &meta(Mode::Record)).unwrap();
         let (a, _) = forked(&mut w);
         w.tick(0.01, 200 * MIB, 200 * MIB, 2, None).unwrap();
         w.event(
@@ -719,7 +730,7 @@ mod tests {
             "pid 10: permission denied reading smaps",
         )
         .unwrap();
-        w.finish().unwrap();
+        w.finish(&End::default()).unwrap();
         let m = Model::from_recording(&Recording::open(&path).unwrap()).unwrap();
         assert_eq!(m.peak.source, PeakSource::Rss);
         assert_eq!(m.peak.bytes, 200 * MIB);
@@ -734,7 +745,7 @@ mod tests {
     #[test]
     fn an_early_breakdown_is_not_called_the_peaks() {
         let path = tmp("early");
-        let mut w = RecordingWriter::create(&path, &[("mode", "run".into())]).unwrap();
+        let mut w = RecordingWriter::create(&path, &meta(Mode::Run)).unwrap();
         let info = ProcessInfo {
             pid: 20,
             ppid: 1,
@@ -760,7 +771,7 @@ mod tests {
         }
         w.close_process(id, 6.0, Some(6.1), 400 * MIB, 0, None)
             .unwrap();
-        w.finish().unwrap();
+        w.finish(&End::default()).unwrap();
         let m = Model::from_recording(&Recording::open(&path).unwrap()).unwrap();
         assert_eq!(m.peak.source, PeakSource::VmHwm);
         assert!((m.peak.at_seconds - 6.0).abs() < 1e-9);
@@ -781,7 +792,7 @@ mod tests {
     #[test]
     fn a_cut_off_recording_keeps_processes_alive_until_its_last_tick() {
         let path = tmp("cutoff");
-        let mut w = RecordingWriter::create(&path, &[("mode", "run".into())]).unwrap();
+        let mut w = RecordingWriter::create(&path, &meta(Mode::Run)).unwrap();
         let (a, _) = forked(&mut w);
         for k in 1..=35 {
             w.tick(f64::from(k) * 0.1, 200 * MIB, 120 * MIB, 2, None)

@@ -14,8 +14,8 @@
 
 use serde::Serialize;
 
-use memlens_ledger::units::format_bytes;
-use memlens_record::reader::{LedgerRow, Recording};
+use memlens_model::units::format_bytes;
+use memlens_recording::reader::{LedgerRow, Recording};
 
 /// Where the tree's peak figure comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -90,7 +90,10 @@ pub(crate) fn pss_read(rec: &Recording) -> Option<(At, usize)> {
 }
 
 /// The highest of a tick series.
-pub(crate) fn tick_max(rec: &Recording, f: impl Fn(&memlens_record::reader::TickRow) -> u64) -> At {
+pub(crate) fn tick_max(
+    rec: &Recording,
+    f: impl Fn(&memlens_recording::reader::TickRow) -> u64,
+) -> At {
     let mut m = At::default();
     for tk in &rec.ticks {
         m.raise(f(tk), tk.t);

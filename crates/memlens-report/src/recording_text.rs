@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use memlens_ledger::units::format_bytes;
+use memlens_model::units::format_bytes;
 
 use crate::model::Model;
 

@@ -107,7 +107,7 @@ impl From<memlens_record::supervise::StartError> for CliError {
                     .with_hint("the file must be an executable program or a script with a #! line and execute permission")
             }
             StartError::Spawn(s) => CliError::new(Code::Failure, s.to_string()),
-            StartError::Recording(r) => crate::recording::recording_error(r),
+            StartError::Recording(r) => crate::recording::recorder_error(r),
         }
     }
 }

@@ -7,8 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use memlens_record::destination::{Kind, PendingFile};
-use memlens_record::{Recording, RecordingWriter};
+use memlens_recording::destination::{Kind, PendingFile};
+use memlens_recording::{Meta, Mode, Recording, RecordingWriter};
 use memlens_report::{html, recording_json, recording_text, Model};
 
 use crate::exit::{CliError, CliResult, Code};
@@ -66,34 +66,28 @@ impl SamplingArgs {
     }
 
     /// Metadata every recording carries.
-    pub fn meta(&self, mode: &str, command: &str, root: u32) -> Vec<(&'static str, String)> {
+    pub fn meta(&self, mode: Mode, command: &str, root: u32) -> Meta {
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        vec![
-            ("mode", mode.to_string()),
-            ("command", command.to_string()),
-            ("root_pid", root.to_string()),
-            ("started_unix", format!("{started:.6}")),
-            ("interval_s", format!("{}", self.interval.as_secs_f64())),
-            ("cpu_budget", format!("{}", self.cpu_budget)),
-            (
-                "ledger_interval_s",
-                format!("{}", self.ledger_every.as_secs_f64()),
-            ),
-            ("memlens_version", env!("CARGO_PKG_VERSION").to_string()),
-            ("page_size", memlens_procfs::page_size().to_string()),
-        ]
+        Meta {
+            mode: Some(mode),
+            command: Some(command.to_string()),
+            root_pid: Some(root),
+            started_unix: Some(started),
+            interval_s: Some(self.interval.as_secs_f64()),
+            cpu_budget: Some(self.cpu_budget),
+            ledger_interval_s: Some(self.ledger_every.as_secs_f64()),
+            memlens_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            page_size: Some(memlens_procfs::page_size()),
+            ..Meta::default()
+        }
     }
 
     /// Creates the recording: at `-o` (which must not exist, or be a recording memlens wrote
     /// with `--force`), or under a fresh name in the current directory.
-    pub fn create_recording(
-        &self,
-        name: &str,
-        meta: &[(&str, String)],
-    ) -> CliResult<RecordingWriter> {
+    pub fn create_recording(&self, name: &str, meta: &Meta) -> CliResult<RecordingWriter> {
         if let Some(path) = &self.output {
             let made = if self.force {
                 RecordingWriter::create_replacing(path, meta)
@@ -114,12 +108,12 @@ impl SamplingArgs {
             };
             match RecordingWriter::create(&candidate, meta) {
                 Ok(w) => return Ok(w),
-                Err(e @ memlens_record::Error::Refused { .. }) => last = Some(e),
+                Err(e @ memlens_recording::Error::Refused { .. }) => last = Some(e),
                 Err(e) => return Err(output_error(e)),
             }
         }
         Err(output_error(last.unwrap_or_else(|| {
-            memlens_record::Error::Refused {
+            memlens_recording::Error::Refused {
                 path: PathBuf::from(base),
                 why: "no free name".into(),
                 force_helps: false,
@@ -183,8 +177,8 @@ pub fn program_name(program: &OsStr) -> String {
 }
 
 /// Maps an error writing a file (the recording, a report) to exit 8.
-pub fn output_error(e: memlens_record::Error) -> CliError {
-    use memlens_record::Error as E;
+pub fn output_error(e: memlens_recording::Error) -> CliError {
+    use memlens_recording::Error as E;
     match &e {
         E::Refused {
             force_helps: true, ..
@@ -200,8 +194,8 @@ pub fn output_error(e: memlens_record::Error) -> CliError {
 }
 
 /// Maps a recording error to the user's message and exit code.
-pub fn recording_error(e: memlens_record::Error) -> CliError {
-    use memlens_record::Error as E;
+pub fn recording_error(e: memlens_recording::Error) -> CliError {
+    use memlens_recording::Error as E;
     match e {
         E::NotFound { .. }
         | E::NotARecording { .. }
@@ -209,17 +203,24 @@ pub fn recording_error(e: memlens_record::Error) -> CliError {
         | E::Corrupt { .. }
         | E::UnsupportedVersion { .. } => CliError::new(Code::BadRecording, e.to_string())
             .with_hint("memlens reads the .db files written by `memlens run` and `memlens record`; a recording cut off by a crash or a full disk is readable, one damaged after that is not"),
-        E::Procfs(p) => p.into(),
         e @ E::Refused { .. } => output_error(e),
         e if e.is_disk_full() => output_error(e),
         E::Sqlite { .. } | E::Io { .. } => CliError::new(Code::Failure, e.to_string()),
     }
 }
 
+/// Maps an error that stopped the recorder: the recording's, or `/proc`'s.
+pub fn recorder_error(e: memlens_record::Error) -> CliError {
+    match e {
+        memlens_record::Error::Recording(e) => recording_error(e),
+        memlens_record::Error::Procfs(p) => p.into(),
+    }
+}
+
 /// Opens a recording for a report (every failure is exit 6).
 pub fn open(path: &Path) -> CliResult<(Recording, Model)> {
     let rec = Recording::open(path).map_err(|e| match e {
-        memlens_record::Error::Sqlite { .. } | memlens_record::Error::Io { .. } => {
+        memlens_recording::Error::Sqlite { .. } | memlens_recording::Error::Io { .. } => {
             CliError::new(Code::BadRecording, e.to_string())
         }
         e => recording_error(e),

@@ -43,61 +43,7 @@ const CACHE_ENTRY: u64 = 32;
 /// Budget charged per slot, beyond its text.
 const SLOT: u64 = 128;
 
-/// Objects and their `sys.getsizeof` bytes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Tally {
-    /// Objects.
-    pub count: u64,
-    /// Bytes.
-    pub bytes: u64,
-}
-
-impl Tally {
-    fn add(&mut self, bytes: u64) {
-        self.count += 1;
-        self.bytes = self.bytes.saturating_add(bytes);
-    }
-
-    fn merge(&mut self, o: &Tally) {
-        self.count += o.count;
-        self.bytes = self.bytes.saturating_add(o.bytes);
-    }
-}
-
-/// The four kinds of objects attributed to packages.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct ObjectKinds {
-    /// Code objects (by `co_filename`).
-    pub code: Tally,
-    /// Functions (by `__module__`).
-    pub functions: Tally,
-    /// Classes: heap types (by their `__dict__['__module__']`).
-    pub classes: Tally,
-    /// Modules with their `__dict__` (by `__dict__['__name__']`); `count` counts modules.
-    pub modules: Tally,
-}
-
-impl ObjectKinds {
-    /// Bytes of all four kinds.
-    pub fn bytes(&self) -> u64 {
-        [self.code, self.functions, self.classes, self.modules]
-            .iter()
-            .fold(0u64, |a, t| a.saturating_add(t.bytes))
-    }
-
-    /// Objects of all four kinds (a module and its dict count once).
-    pub fn count(&self) -> u64 {
-        self.code.count + self.functions.count + self.classes.count + self.modules.count
-    }
-
-    /// Adds another's tallies.
-    pub fn merge(&mut self, o: &ObjectKinds) {
-        self.code.merge(&o.code);
-        self.functions.merge(&o.functions);
-        self.classes.merge(&o.classes);
-        self.modules.merge(&o.modules);
-    }
-}
+pub use memlens_model::python::{ObjectKinds, Tally};
 
 /// What an attributed object names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

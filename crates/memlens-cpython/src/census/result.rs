@@ -42,18 +42,7 @@ pub struct Unreadable {
     pub bytes: u64,
 }
 
-/// How the census was made consistent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Method {
-    /// Walked while the target ran, then proved unchanged in a short pause: exact as of the
-    /// pause.
-    Verified,
-    /// Walked entirely while the target was stopped (its heap kept changing): exact.
-    Paused,
-    /// Walked without stopping the target: figures may be inexact.
-    Nonblocking,
-}
+pub use memlens_model::python::Method;
 
 /// How the census was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

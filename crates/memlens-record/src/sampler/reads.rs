@@ -18,7 +18,7 @@
 //! reads themselves.
 
 use memlens_ledger::tree::{assemble, read_processes};
-use memlens_ledger::{Amounts, Hints, TreeLedger};
+use memlens_ledger::{Amounts, AmountsOf, Hints, TreeLedger};
 use memlens_procfs::{CounterFiles, Error as ProcError, Process};
 
 use super::schedule::step;
@@ -186,7 +186,7 @@ impl Sampler {
         p.unreadable = true;
         let (id, pid) = (p.id, p.pid);
         log::info!("pid {pid}: {why}");
-        self.writer.event(
+        Ok(self.writer.event(
             t,
             "unreadable",
             Some(id),
@@ -194,7 +194,7 @@ impl Sampler {
                 "pid {pid}: {why}: its PSS and ledger cannot be read, so its RSS stands in for \
                  its PSS (reading another user's process needs root or CAP_SYS_PTRACE)"
             ),
-        )
+        )?)
     }
 
     pub(super) fn note_pss(&mut self, i: usize, a: &Amounts) {

@@ -201,7 +201,7 @@ impl Tree {
         self.live.remove(&p.pid);
         let (id, last_t, hwm, peak, ru) = (p.id, p.last_t, p.last.vm_hwm, p.peak_pss, p.ru_maxrss);
         writer.close_process(id, last_t, Some(t), hwm, peak, ru)?;
-        writer.event(t, "exit", Some(id), &format!("pid {}", p.pid))
+        Ok(writer.event(t, "exit", Some(id), &format!("pid {}", p.pid))?)
     }
 
     /// memlens reaped a process (`wait4`): it is gone, and its `ru_maxrss`
@@ -258,14 +258,14 @@ impl Tree {
     /// Writes the final figures of process `i`.
     pub(super) fn close_process(&self, i: usize, writer: &mut RecordingWriter) -> Result<()> {
         let p = &self.procs[i];
-        writer.close_process(
+        Ok(writer.close_process(
             p.id,
             p.last_t,
             p.exit_t,
             p.last.vm_hwm,
             p.peak_pss,
             p.ru_maxrss,
-        )
+        )?)
     }
 
     /// Reads the counters of every live process (see [`STATUS_EVERY`]) and stores those that
@@ -397,7 +397,7 @@ impl Tree {
         p.name = name;
         let id = p.id;
         let name = String::from_utf8_lossy(&p.name).into_owned();
-        writer.rename_process(id, &name, &cmdline)
+        Ok(writer.rename_process(id, &name, &cmdline)?)
     }
 
     /// Finds new processes: the main thread's `children` of each process

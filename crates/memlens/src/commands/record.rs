@@ -46,7 +46,9 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
         &req,
         |target| {
             outputs = Some(args.sampling.reserve_outputs()?);
-            let meta = args.sampling.meta("record", &target.command, args.pid);
+            let meta =
+                args.sampling
+                    .meta(memlens_recording::Mode::Record, &target.command, args.pid);
             args.sampling.create_recording(&target.name, &meta)
         },
         &mut |notice| {
@@ -71,7 +73,7 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
                 outcome.path.display()
             ),
         );
-        recording::recording_error(e)
+        recording::recorder_error(e)
     });
     let (_, model) = recording::open(&outcome.path)?;
     let summary = if args.json {

@@ -97,14 +97,14 @@ fn recording_meta(
     sampling: &SamplingArgs,
     command: &str,
     cgroup: Result<&OwnCgroup, &CgroupError>,
-) -> Vec<(&'static str, String)> {
-    let mut meta = sampling.meta("run", command, 0);
+) -> memlens_recording::Meta {
+    let mut meta = sampling.meta(memlens_recording::Mode::Run, command, 0);
     match cgroup {
         Ok(cg) => {
-            meta.push(("cgroup_version", cg.version().to_string()));
-            meta.push(("cgroup_path", cg.path().to_string()));
+            meta.cgroup_version = Some(cg.version());
+            meta.cgroup_path = Some(cg.path().to_string());
         }
-        Err(why) => meta.push(("cgroup_error", why.to_string())),
+        Err(why) => meta.cgroup_error = Some(why.to_string()),
     }
     meta
 }

@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use memlens_ledger::PythonViewExt;
 use memlens_report::ledger_text;
 
 use crate::exit::{CliResult, Code};

@@ -8,11 +8,12 @@ use std::os::unix::fs::MetadataExt;
 
 use rusqlite::{params, Connection, OpenFlags};
 
-use memlens_ledger::tree::by_category;
-use memlens_ledger::{Amounts, TreeLedger};
+use memlens_model::tree::by_category;
+use memlens_model::{Amounts, TreeLedger};
 
 use crate::destination::{self, Kind, Plan};
 use crate::error::{Error, Result};
+use crate::meta::{End, Meta, COMPLETE_KEY, SCHEMA_VERSION_KEY};
 use crate::python::PythonSample;
 use crate::schema;
 
@@ -56,6 +57,8 @@ pub struct RecordingWriter {
     path: PathBuf,
     /// The file as created (its inode tells it apart from anything put in its place).
     file: std::fs::File,
+    /// The metadata as written.
+    meta: Meta,
 }
 
 impl std::fmt::Debug for RecordingWriter {
@@ -82,17 +85,17 @@ impl RecordingWriter {
     /// touched: `path` and its SQLite companions (`-wal`, `-shm`, `-journal`) must not exist
     /// (see [`crate::destination`]). The file is created with `O_EXCL|O_NOFOLLOW`, and SQLite
     /// opens every file with `O_NOFOLLOW`.
-    pub fn create(path: &Path, meta: &[(&str, String)]) -> Result<Self> {
+    pub fn create(path: &Path, meta: &Meta) -> Result<Self> {
         Self::create_at(path, meta, false)
     }
 
     /// As [`RecordingWriter::create`], but a recording memlens wrote at `path` (and its own
     /// companions) is replaced (`--force`); anything else there is still refused.
-    pub fn create_replacing(path: &Path, meta: &[(&str, String)]) -> Result<Self> {
+    pub fn create_replacing(path: &Path, meta: &Meta) -> Result<Self> {
         Self::create_at(path, meta, true)
     }
 
-    fn create_at(path: &Path, meta: &[(&str, String)], replace: bool) -> Result<Self> {
+    fn create_at(path: &Path, meta: &Meta, replace: bool) -> Result<Self> {
         let plan = destination::check(path, Kind::Recording, replace)?;
         let companions = destination::check_companions(path, plan)?;
         if let Plan::Replace { dev, ino } = plan {
@@ -115,13 +118,7 @@ impl RecordingWriter {
     }
 
     /// Opens the file just created with SQLite and writes the schema and metadata.
-    fn fill(
-        path: &Path,
-        file: std::fs::File,
-        dev: u64,
-        ino: u64,
-        meta: &[(&str, String)],
-    ) -> Result<Self> {
+    fn fill(path: &Path, file: std::fs::File, dev: u64, ino: u64, meta: &Meta) -> Result<Self> {
         let e = sql(path);
         let conn = Connection::open_with_flags(
             path,
@@ -157,10 +154,14 @@ impl RecordingWriter {
             conn,
             path: path.to_path_buf(),
             file,
+            meta: meta.clone(),
         };
-        w.set_meta("schema_version", &schema::SCHEMA_VERSION.to_string())?;
-        for (k, v) in meta {
-            w.set_meta(k, v)?;
+        w.set_meta(
+            SCHEMA_VERSION_KEY,
+            Some(&schema::SCHEMA_VERSION.to_string()),
+        )?;
+        for (k, v) in meta.rows() {
+            w.set_meta(k, v.as_deref())?;
         }
         // The schema and metadata are committed at once, so a crash at any later moment
         // leaves a recording that opens. From here on, NORMAL: a commit survives the death of
@@ -181,12 +182,40 @@ impl RecordingWriter {
         sql(&self.path)
     }
 
-    /// Sets a `meta` key.
-    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
-        self.conn
-            .prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")
-            .and_then(|mut s| s.execute(params![key, value]))
-            .map_err(self.err())?;
+    /// The metadata as written so far.
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    /// Changes the metadata (what the recorder learns after the file was created: the root's
+    /// PID, the exact start, why there is no cgroup) and writes the rows that changed.
+    pub fn update_meta(&mut self, change: impl FnOnce(&mut Meta)) -> Result<()> {
+        let mut meta = self.meta.clone();
+        change(&mut meta);
+        let old = self.meta.rows();
+        for (k, v) in meta.rows() {
+            if old.iter().any(|(ok, ov)| *ok == k && *ov == v) {
+                continue;
+            }
+            self.set_meta(k, v.as_deref())?;
+        }
+        self.meta = meta;
+        Ok(())
+    }
+
+    /// Writes a `meta` row (`None`: removes it). The keys are [`Meta`]'s and [`End`]'s only.
+    fn set_meta(&mut self, key: &str, value: Option<&str>) -> Result<()> {
+        match value {
+            Some(value) => self
+                .conn
+                .prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")
+                .and_then(|mut s| s.execute(params![key, value])),
+            None => self
+                .conn
+                .prepare_cached("DELETE FROM meta WHERE key = ?1")
+                .and_then(|mut s| s.execute(params![key])),
+        }
+        .map_err(self.err())?;
         Ok(())
     }
 
@@ -415,9 +444,10 @@ impl RecordingWriter {
         self.conn.execute_batch("COMMIT; BEGIN").map_err(self.err())
     }
 
-    /// Closes and removes a recording that should not exist after all (`run`: the program
-    /// could not be started). Only the file this writer created is removed (SQLite removes
-    /// its own `-wal` and `-shm` when it closes).
+    /// Closes and removes the recording this writer created, which should not exist after all
+    /// (`run`: the program could not be started). Only that file is removed, and only while it
+    /// is still the very file created (same device and inode: a file put in its place
+    /// meanwhile is left alone); SQLite removes its own `-wal` and `-shm` when it closes.
     pub fn discard(self) {
         let (path, file) = (self.path, self.file);
         let _ = self.conn.close();
@@ -426,14 +456,19 @@ impl RecordingWriter {
         }
     }
 
-    /// Commits, marks the recording complete and leaves one self-contained file (rollback
+    /// Writes the [`End`] record, commits, marks the recording complete and leaves one self-contained file (rollback
     /// journal mode, no `-wal` beside it). SQLite's syncs are off for this last step, and the
     /// file is not synced at the end either: a sync costs milliseconds to tens of
     /// milliseconds on a busy disk, paid by every `run`. A crash of memlens at any point still
     /// leaves a file that opens (the page cache holds every write); a power loss before the
     /// kernel writes the file back (seconds) can lose or damage it, as for any unsynced file.
-    pub fn finish(mut self) -> Result<PathBuf> {
-        self.set_meta("complete", "1")?;
+    pub fn finish(mut self, end: &End) -> Result<PathBuf> {
+        for (k, v) in end.rows() {
+            if v.is_some() {
+                self.set_meta(k, v.as_deref())?;
+            }
+        }
+        self.set_meta(COMPLETE_KEY, Some("1"))?;
         self.conn.execute_batch("COMMIT").map_err(self.err())?;
         self.conn
             .pragma_update(None, "synchronous", "OFF")
@@ -448,5 +483,35 @@ impl RecordingWriter {
             source,
         })?;
         Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("memlens-writer-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn discard_removes_only_the_file_it_created() {
+        let d = dir("discard");
+        let path = d.join("r.db");
+        RecordingWriter::create(&path, &Meta::default())
+            .unwrap()
+            .discard();
+        assert!(!path.exists(), "its own recording is removed");
+        // A file put in the recording's place meanwhile is not memlens's: left alone.
+        let w = RecordingWriter::create(&path, &Meta::default()).unwrap();
+        let other = d.join("other");
+        std::fs::write(&other, b"someone's data").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        w.discard();
+        assert_eq!(std::fs::read(&path).unwrap(), b"someone's data");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -6,14 +6,17 @@
 //! refused. Reports are written to a temporary file in the destination's directory and renamed
 //! into place (`renameat2(RENAME_NOREPLACE)` when nothing was there), so a reader never sees half
 //! a report and a link put there meanwhile is replaced, never followed.
-#![allow(unsafe_code)]
+//!
+//! The SQLite companions of a recording (`-wal`, `-shm`, `-journal`: [`COMPANIONS`]) are named
+//! here only. The system calls go through `rustix` (safe wrappers): no `unsafe` here.
 
-use std::ffi::CString;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
 
 use crate::error::{Error, Result};
 
@@ -111,11 +114,14 @@ fn file_type_words(t: std::fs::FileType) -> &'static str {
 /// blocking (a FIFO put there meanwhile is not waited on); `None` when it is no longer the file
 /// `lstat` saw.
 fn head_of(path: &Path, meta: &std::fs::Metadata, n: usize) -> Result<Option<Vec<u8>>> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(io(path))?;
+    let f = File::from(
+        rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io(path)(e.into()))?,
+    );
     let m = f.metadata().map_err(io(path))?;
     if !m.file_type().is_file() || m.dev() != meta.dev() || m.ino() != meta.ino() {
         return Ok(None);
@@ -177,24 +183,24 @@ pub fn check(path: &Path, kind: Kind, force: bool) -> Result<Plan> {
 /// Creates `path` with `O_CREAT|O_EXCL|O_NOFOLLOW`: it fails when anything is there, a
 /// dangling link included.
 pub fn create_exclusive(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .mode(0o644)
-        .open(path)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                refused(
-                    path,
-                    "appeared while memlens was preparing to write it; nothing was written",
-                    false,
-                )
-            } else {
-                io(path)(e)
-            }
-        })
+    rustix::fs::open(
+        path,
+        OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o644),
+    )
+    .map(File::from)
+    .map_err(std::io::Error::from)
+    .map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            refused(
+                path,
+                "appeared while memlens was preparing to write it; nothing was written",
+                false,
+            )
+        } else {
+            io(path)(e)
+        }
+    })
 }
 
 /// Removes `path` if it is still the file `(dev, ino)` found by [`check`].
@@ -213,8 +219,15 @@ pub fn remove_if_same(path: &Path, dev: u64, ino: u64) -> Result<()> {
     }
 }
 
+/// The suffix of SQLite's write-ahead log beside a recording (`rec.db-wal`).
+pub const WAL: &str = "-wal";
+/// The suffix of the WAL index.
+pub const SHM: &str = "-shm";
+/// The suffix of a rollback journal.
+pub const JOURNAL: &str = "-journal";
+
 /// The SQLite files that live beside a recording while it is written or after a crash.
-pub const COMPANIONS: [&str; 3] = ["-wal", "-shm", "-journal"];
+pub const COMPANIONS: [&str; 3] = [WAL, SHM, JOURNAL];
 
 /// `path` with a suffix appended (`rec.db` + `-wal`).
 pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -230,7 +243,7 @@ fn companion_recognised(suffix: &str, head: &[u8]) -> bool {
         return true;
     }
     match suffix {
-        "-wal" => {
+        WAL => {
             head.len() >= 4
                 && matches!(
                     u32::from_be_bytes([head[0], head[1], head[2], head[3]]),
@@ -238,10 +251,10 @@ fn companion_recognised(suffix: &str, head: &[u8]) -> bool {
                 )
         }
         // The WAL index starts with its version, 3007000, in native byte order.
-        "-shm" => {
+        SHM => {
             head.len() >= 4 && u32::from_ne_bytes([head[0], head[1], head[2], head[3]]) == 3_007_000
         }
-        "-journal" => head.starts_with(&[0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7]),
+        JOURNAL => head.starts_with(&[0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7]),
         _ => false,
     }
 }
@@ -398,31 +411,16 @@ impl Drop for PendingFile {
 /// Renames `from` to `to` unless something is at `to` (a file, a link, anything):
 /// `renameat2(RENAME_NOREPLACE)`, or `link` + `unlink` where the filesystem lacks it.
 fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
-    let c = |p: &Path| {
-        CString::new(p.as_os_str().as_bytes()).map_err(|_| refused(p, "contains a NUL byte", false))
-    };
-    let (cf, ct) = (c(from)?, c(to)?);
-    // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            cf.as_ptr(),
-            libc::AT_FDCWD,
-            ct.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if r == 0 {
-        return Ok(());
-    }
-    let e = std::io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EEXIST) => Err(refused(
+    let cwd = rustix::fs::CWD;
+    let r = rustix::fs::renameat_with(cwd, from, cwd, to, rustix::fs::RenameFlags::NOREPLACE);
+    match r {
+        Ok(()) => Ok(()),
+        Err(Errno::EXIST) => Err(refused(
             to,
             "appeared while memlens ran; it was not replaced",
             false,
         )),
-        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+        Err(Errno::INVAL) | Err(Errno::NOSYS) => {
             // link(2) fails with EEXIST when anything is there: no replacement either.
             std::fs::hard_link(from, to).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::AlreadyExists {
@@ -433,7 +431,7 @@ fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
             })?;
             std::fs::remove_file(from).map_err(io(from))
         }
-        _ => Err(io(to)(e)),
+        Err(e) => Err(io(to)(e.into())),
     }
 }
 

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
-use memlens_ledger::Amounts;
+use memlens_model::Amounts;
 
 use crate::error::{Error, Result};
+use crate::meta::{End, Meta, COMPLETE_KEY, SCHEMA_VERSION_KEY};
 use crate::python::PythonSample;
 use crate::schema::SCHEMA_VERSION;
 
@@ -124,8 +125,12 @@ pub struct EventRow {
 pub struct Recording {
     /// The file.
     pub path: PathBuf,
-    /// The `meta` table.
-    pub meta: BTreeMap<String, String>,
+    /// The metadata from the recording's start.
+    pub meta: Meta,
+    /// What the writer added when it finished (empty when it was cut off).
+    pub end: End,
+    /// Whether the writer finished cleanly.
+    complete: bool,
     /// Processes in order of appearance.
     pub processes: Vec<ProcessRow>,
     /// The tree per tick, by time.
@@ -191,8 +196,11 @@ fn check_header(path: &Path) -> Result<Option<ShortFile>> {
             why: "not a regular file".into(),
         });
     }
-    let has_wal = std::fs::symlink_metadata(crate::destination::with_suffix(path, "-wal"))
-        .is_ok_and(|m| m.file_type().is_file() && m.len() > 0);
+    let has_wal = std::fs::symlink_metadata(crate::destination::with_suffix(
+        path,
+        crate::destination::WAL,
+    ))
+    .is_ok_and(|m| m.file_type().is_file() && m.len() > 0);
     let mut head = [0u8; 100];
     let mut f = std::fs::File::open(path).map_err(io)?;
     let mut n = 0;
@@ -284,7 +292,7 @@ impl Recording {
     }
 
     fn read(path: &Path) -> Result<Recording> {
-        let (conn, meta) = connect(path)?;
+        let (conn, rows) = connect(path)?;
         let processes = query(&conn, path,
             "SELECT id, pid, ppid, name, cmdline, first_t, last_t, exit_t, vm_hwm, peak_pss, ru_maxrss FROM processes ORDER BY id",
             |r| Ok(ProcessRow {
@@ -351,7 +359,9 @@ impl Recording {
         let (python, events) = read_python_and_events(&conn, path)?;
         Ok(Recording {
             path: path.to_path_buf(),
-            meta,
+            meta: Meta::from_rows(&rows),
+            end: End::from_rows(&rows),
+            complete: rows.get(COMPLETE_KEY).is_some_and(|v| v == "1"),
             processes,
             ticks,
             samples,
@@ -378,24 +388,15 @@ impl Recording {
         })
     }
 
-    /// A `meta` value.
-    pub fn meta(&self, key: &str) -> Option<&str> {
-        self.meta.get(key).map(String::as_str)
-    }
-
-    /// A numeric `meta` value.
-    pub fn meta_f64(&self, key: &str) -> Option<f64> {
-        self.meta(key)?.parse().ok()
-    }
-
     /// Whether the writer finished cleanly (`false` when memlens was killed mid-recording).
     pub fn complete(&self) -> bool {
-        self.meta("complete") == Some("1")
+        self.complete
     }
 
     /// The last time anything was recorded (s).
     pub fn last_t(&self) -> f64 {
-        self.meta_f64("end_t")
+        self.end
+            .end_t
             .or_else(|| self.ticks.last().map(|t| t.t))
             .unwrap_or(0.0)
     }
@@ -460,7 +461,7 @@ fn connect(path: &Path) -> Result<(Connection, BTreeMap<String, String>)> {
         rows.collect::<std::result::Result<_, _>>().map_err(e)?
     };
     let version = meta
-        .get("schema_version")
+        .get(SCHEMA_VERSION_KEY)
         .and_then(|v| v.parse::<i64>().ok())
         .ok_or_else(|| Error::NotARecording {
             path: path.to_path_buf(),
@@ -592,7 +593,12 @@ mod tests {
     #[test]
     fn written_rows_read_back() {
         let path = tmp("roundtrip");
-        let mut w = RecordingWriter::create(&path, &[("mode", "run".into())]).unwrap();
+        let meta = Meta {
+            mode: Some(crate::Mode::Run),
+            command: Some("py <x>".into()),
+            ..Meta::default()
+        };
+        let mut w = RecordingWriter::create(&path, &meta).unwrap();
         let info = ProcessInfo {
             pid: 42,
             ppid: 1,
@@ -611,11 +617,23 @@ mod tests {
         w.commit().unwrap();
         w.close_process(id, 0.02, Some(0.03), 12 << 20, 9 << 20, None)
             .unwrap();
-        w.set_meta("end_t", "0.03").unwrap();
-        w.finish().unwrap();
+        w.update_meta(|m| m.root_pid = Some(42)).unwrap();
+        let end = End {
+            end_t: Some(0.03),
+            exit_code: Some(0),
+            ..End::default()
+        };
+        w.finish(&end).unwrap();
         let r = Recording::open(&path).unwrap();
         assert!(r.complete());
-        assert_eq!(r.meta("mode"), Some("run"));
+        assert_eq!(
+            r.meta,
+            Meta {
+                root_pid: Some(42),
+                ..meta
+            }
+        );
+        assert_eq!(r.end, end);
         assert_eq!(r.processes.len(), 1);
         assert_eq!(r.processes[0].cmdline, "py <x>");
         assert_eq!(r.processes[0].vm_hwm, 12 << 20);
