@@ -1,4 +1,5 @@
-//! Dict internals: entries (combined and split tables) and `dict.__sizeof__`.
+//! Dict internals: entries (combined and split tables), `dict.__sizeof__`, and where an
+//! instance of a managed-dict type (3.11+) keeps its attributes.
 
 use memlens_remote::ProcessMemory;
 
@@ -43,6 +44,79 @@ pub struct DictTable {
     pub split_values: Option<u64>,
     /// `dict.__sizeof__` less the type's basic size.
     pub extra_size: u64,
+}
+
+/// Where an instance of a type with `Py_TPFLAGS_MANAGED_DICT` (3.11+) keeps its attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Managed {
+    /// Neither a dict nor values (no attribute set yet).
+    None,
+    /// A dict object.
+    Dict(u64),
+    /// The first value of a values array (`PyDictValues.values`), in the order of the
+    /// type's cached keys.
+    Values(u64),
+}
+
+/// Reads where `obj`, whose type has `tp_flags` `flags`, keeps its attributes, as its minor's
+/// table says (`managed_dict_before`, and `managed_values_before` for 3.11's separate values
+/// pointer, `managed_dict_values_tag` for 3.12's tagged word, inline values after the object
+/// for 3.13+); `basicsize` gives the type's `tp_basicsize`, asked for inline values only. A
+/// values pointer out of the address space is an error.
+pub fn managed<M: ProcessMemory>(
+    mem: &M,
+    l: &Layout,
+    obj: u64,
+    flags: u64,
+    basicsize: impl FnOnce() -> Result<u64>,
+) -> Result<Managed> {
+    let Some(before) = l.managed_dict_before else {
+        return Err(bad(obj, "managed dicts in a version without them"));
+    };
+    let values_off = l.dictvalues_values.unwrap_or(0);
+    let checked = |v: u64| {
+        if v < MAX_ADDR {
+            Ok(v)
+        } else {
+            Err(Error::Decode {
+                addr: v,
+                what: "dict values".into(),
+            })
+        }
+    };
+    if let Some(values_before) = l.managed_values_before {
+        // a dict, and a separate values pointer before it
+        let dict = mem.read_u64(obj.wrapping_sub(before))?;
+        let values = checked(mem.read_u64(obj.wrapping_sub(values_before))?)?;
+        return Ok(match (dict, values) {
+            (0, 0) => Managed::None,
+            (0, v) => Managed::Values(v + values_off),
+            (d, _) => Managed::Dict(d),
+        });
+    }
+    if let Some(tag) = l.managed_dict_values_tag {
+        // one word: a dict as is, or a values pointer stored minus the tag (so tagged)
+        let word = checked(mem.read_u64(obj.wrapping_sub(before))?)?;
+        return Ok(match word {
+            0 => Managed::None,
+            v if v & tag != 0 => Managed::Values(v + tag + values_off),
+            d => Managed::Dict(d),
+        });
+    }
+    if l.tpflags_inline_values.is_some_and(|f| flags & f != 0) {
+        // values inline after the object, in use while their `valid` byte is set
+        let values = obj.wrapping_add(basicsize()?);
+        let valid = l
+            .dictvalues_valid
+            .ok_or_else(|| bad(obj, "inline values in a version without them"))?;
+        if mem.read_u8(values.wrapping_add(valid))? != 0 {
+            return Ok(Managed::Values(values.wrapping_add(values_off)));
+        }
+    }
+    Ok(match mem.read_u64(obj.wrapping_sub(before))? {
+        0 => Managed::None,
+        d => Managed::Dict(d),
+    })
 }
 
 /// Locates the entries of the dict at `dict` and computes its extra size.
