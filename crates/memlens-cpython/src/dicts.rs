@@ -151,6 +151,9 @@ pub fn table<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<DictTab
         } else {
             8
         };
+        if nentries > size * 2 / 3 {
+            return Err(bad(dict, "more entries than its table holds"));
+        }
         entries_at = keys + l.dictkeys_indices + (size * ix) as u64;
         entry_size = 24u64;
         key_at = 8;
@@ -169,6 +172,9 @@ pub fn table<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<DictTab
         let kind = mem.read_u8(keys + kind_off)?;
         if log2 > 40 || log2_ix > 43 {
             return Err(bad(dict, "size out of range"));
+        }
+        if nentries as u64 > ((1u64 << log2) << 1) / 3 {
+            return Err(bad(dict, "more entries than its table holds"));
         }
         let general = kind == 0;
         entries_at = keys + l.dictkeys_indices + (1u64 << log2_ix);
