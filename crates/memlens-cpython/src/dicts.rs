@@ -137,7 +137,7 @@ pub fn table<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<DictTab
     }
     let (entries_at, entry_size, key_at, value_at, keys_size);
     if let Some(size_off) = l.dictkeys_size_field {
-        // 3.8-3.10: dk_size slots, index width from the size, 24-byte entries
+        // 3.8-3.10: dk_size slots, index width from the size, PyDictKeyEntry entries
         let size = mem.read_i64(keys + size_off)?;
         if !(1..=MAX_ENTRIES * 2).contains(&size) {
             return Err(bad(dict, "size out of range"));
@@ -155,10 +155,10 @@ pub fn table<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<DictTab
             return Err(bad(dict, "more entries than its table holds"));
         }
         entries_at = keys + l.dictkeys_indices + (size * ix) as u64;
-        entry_size = 24u64;
-        key_at = 8;
-        value_at = 16;
-        keys_size = l.dictkeys_size + (ix * size) as u64 + ((size * 2 / 3) as u64) * 24;
+        entry_size = l.dictkeys_entry_size;
+        key_at = l.dictentry_key;
+        value_at = l.dictentry_value;
+        keys_size = l.dictkeys_size + (ix * size) as u64 + ((size * 2 / 3) as u64) * entry_size;
     } else {
         let (Some(log2_off), Some(ixb_off), Some(kind_off)) = (
             l.dictkeys_log2_size,
@@ -176,11 +176,9 @@ pub fn table<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<DictTab
         if nentries as u64 > ((1u64 << log2) << 1) / 3 {
             return Err(bad(dict, "more entries than its table holds"));
         }
-        let general = kind == 0;
         entries_at = keys + l.dictkeys_indices + (1u64 << log2_ix);
-        entry_size = if general { 24 } else { 16 };
-        key_at = if general { 8 } else { 0 };
-        value_at = key_at + 8;
+        (entry_size, key_at, value_at) = entry_shape(l, u64::from(kind))
+            .ok_or_else(|| bad(dict, "a key table of no known kind"))?;
         let size = 1u64 << log2;
         keys_size = l.dictkeys_size + (1u64 << log2_ix) + ((size << 1) / 3) * entry_size;
     }
@@ -244,6 +242,20 @@ pub fn read_dict<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<Dic
     })
 }
 
+/// `(entry size, key offset, value offset)` of a 3.11+ key table of kind `dk_kind`:
+/// `PyDictKeyEntry` (hash, key, value) for general keys, `PyDictUnicodeEntry` (key, value)
+/// for the others (unicode and split tables).
+fn entry_shape(l: &Layout, kind: u64) -> Option<(u64, u64, u64)> {
+    if Some(kind) == l.dict_kind_general {
+        return Some((l.dictkeys_entry_size, l.dictentry_key, l.dictentry_value));
+    }
+    Some((
+        l.dictkeys_unicode_entry_size?,
+        l.dictunicode_key?,
+        l.dictunicode_value?,
+    ))
+}
+
 /// Size of a key table as `_PyDict_KeysSize` computes it (used for heap types' cached keys).
 pub fn keys_size<M: ProcessMemory>(mem: &M, l: &Layout, keys: u64) -> Result<u64> {
     if keys >= MAX_ADDR {
@@ -260,7 +272,9 @@ pub fn keys_size<M: ProcessMemory>(mem: &M, l: &Layout, keys: u64) -> Result<u64
             0x1_0000..=0xffff_ffff => 4,
             _ => 8,
         };
-        return Ok(l.dictkeys_size + (ix * size) as u64 + ((size * 2 / 3) as u64) * 24);
+        return Ok(l.dictkeys_size
+            + (ix * size) as u64
+            + ((size * 2 / 3) as u64) * l.dictkeys_entry_size);
     }
     let (Some(log2_off), Some(ixb_off), Some(kind_off)) = (
         l.dictkeys_log2_size,
@@ -271,10 +285,11 @@ pub fn keys_size<M: ProcessMemory>(mem: &M, l: &Layout, keys: u64) -> Result<u64
     };
     let log2 = mem.read_u8(keys + log2_off)?;
     let log2_ix = mem.read_u8(keys + ixb_off)?;
-    let general = mem.read_u8(keys + kind_off)? == 0;
+    let kind = mem.read_u8(keys + kind_off)?;
     if log2 > 40 || log2_ix > 43 {
         return Err(bad(keys, "size out of range"));
     }
-    let es = if general { 24 } else { 16 };
+    let (es, _, _) =
+        entry_shape(l, u64::from(kind)).ok_or_else(|| bad(keys, "a key table of no known kind"))?;
     Ok(l.dictkeys_size + (1u64 << log2_ix) + (((1u64 << log2) << 1) / 3) * es)
 }

@@ -169,7 +169,7 @@ fn managed_dicts_are_read_where_each_version_keeps_them() {
 
 /// A dict of `n` entries (key `KEY + i`, value `VALUE + i`) with a combined table of 8 slots,
 /// general (hash, key, value) entries, at `DICT_AT`; its keys at `KEYS_AT`.
-fn combined_dict(l: &Layout, n: u64, nentries: i64) -> SliceMemory {
+fn combined_dict(l: &Layout, n: u64, nentries: i64, unicode: bool) -> SliceMemory {
     const DICT_AT: u64 = 0x30_0000;
     const KEYS_AT: u64 = 0x30_1000;
     let mut d = Buf::new(DICT_AT, 0x100);
@@ -180,25 +180,37 @@ fn combined_dict(l: &Layout, n: u64, nentries: i64) -> SliceMemory {
     k.u64(KEYS_AT + l.dictkeys_refcnt, 1)
         .u64(KEYS_AT + l.dictkeys_nentries, nentries as u64)
         .u64(KEYS_AT + l.dictkeys_usable, 5 - n);
-    let entry = l.dictkeys_entry_size;
-    let entries = if let Some(size_off) = l.dictkeys_size_field {
+    let (kind, entry, key_at, value_at) = if unicode {
+        let shape = (
+            l.dict_kind_unicode,
+            l.dictkeys_unicode_entry_size,
+            l.dictunicode_key,
+            l.dictunicode_value,
+        );
+        let (Some(kind), Some(size), Some(key), Some(value)) = shape else {
+            panic!("3.{}: no unicode key tables", l.version.1)
+        };
+        (kind, size, key, value)
+    } else {
+        (
+            l.dict_kind_general.unwrap_or(0),
+            l.dictkeys_entry_size,
+            l.dictentry_key,
+            l.dictentry_value,
+        )
+    };
+    if let Some(size_off) = l.dictkeys_size_field {
         k.u64(KEYS_AT + size_off, 8); // dk_size 8: 1-byte indices
-        KEYS_AT + l.dictkeys_indices + 8
     } else {
         k.put(KEYS_AT + l.dictkeys_log2_size.expect("log2"), 3, 1)
             .put(KEYS_AT + l.dictkeys_log2_index_bytes.expect("ixb"), 3, 1)
-            .put(
-                KEYS_AT + l.dictkeys_kind.expect("kind"),
-                l.dict_kind_general.expect("general"),
-                1,
-            );
-        KEYS_AT + l.dictkeys_indices + 8
-    };
+            .put(KEYS_AT + l.dictkeys_kind.expect("kind"), kind, 1);
+    }
+    // 8 one-byte indices, then the entries (the hash, where there is one, left 0)
+    let entries = KEYS_AT + l.dictkeys_indices + 8;
     for i in 0..n {
         let e = entries + i * entry;
-        k.u64(e, 0x1234 + i)
-            .u64(e + 8, KEY + i)
-            .u64(e + 16, VALUE + i);
+        k.u64(e + key_at, KEY + i).u64(e + value_at, VALUE + i);
     }
     let mut m = SliceMemory::new();
     d.map(&mut m);
@@ -213,7 +225,7 @@ const VALUE: u64 = 0x7f20_0000_0000;
 fn dict_entries_are_read_and_corrupt_tables_refused() {
     for l in tables() {
         let minor = l.version.1;
-        let m = combined_dict(l, 3, 3);
+        let m = combined_dict(l, 3, 3, false);
         let got = dicts::read_dict(&m, l, 0x30_0000).expect("a dict");
         let want: Vec<(u64, u64)> = (0..3).map(|i| (KEY + i, VALUE + i)).collect();
         assert_eq!(got.items, want, "3.{minor}");
@@ -224,7 +236,7 @@ fn dict_entries_are_read_and_corrupt_tables_refused() {
         // an entry count beyond its table's capacity (8 slots hold 5; within the mapping),
         // beyond the mapping, a negative one, or one no small dict has
         for nentries in [6, 40, 1000, -1, 1 << 40] {
-            let m = combined_dict(l, 3, nentries);
+            let m = combined_dict(l, 3, nentries, false);
             assert!(
                 dicts::read_dict(&m, l, 0x30_0000).is_err(),
                 "3.{minor}: dk_nentries {nentries}"
@@ -232,7 +244,7 @@ fn dict_entries_are_read_and_corrupt_tables_refused() {
         }
         // keys out of the address space, or none
         for keys in [1u64 << 60, 0] {
-            let mut m = combined_dict(l, 3, 3);
+            let mut m = combined_dict(l, 3, 3, false);
             let mut d = Buf::new(0x40_0000, 0x100);
             d.u64(0x40_0000 + l.dict_keys, keys);
             d.map(&mut m);
