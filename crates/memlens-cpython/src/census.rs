@@ -604,12 +604,12 @@ impl<M: ProcessMemory> Walker<'_, M> {
                 }
                 if table != 0 {
                     let n = mask as u64 + 1;
-                    self.within(table, n * 16, obj)?;
+                    self.within(table, n * l.set_entry_size, obj)?;
                     self.push_work(Work::Entries {
                         at: table,
                         left: n,
-                        stride: 16,
-                        key: 0,
+                        stride: l.set_entry_size,
+                        key: l.set_entry_key,
                         value: 0,
                         values: 0,
                         set: true,
@@ -667,11 +667,10 @@ impl<M: ProcessMemory> Walker<'_, M> {
             return Err(self.bad(obj, "a deque length"));
         }
         let blocklen = l.deque_blocklen;
-        if n == 0 || blocklen == 0 || l.deque_leftindex < 16 || l.deque_block_size < 16 {
+        if n == 0 || blocklen == 0 {
             return Ok(());
         }
-        let leftblock = l.deque_leftindex - 16;
-        let rightlink = l.deque_block_size - 8;
+        let (leftblock, rightlink) = (l.deque_leftblock, l.deque_block_rightlink);
         let mut block = addr(self.mem.read_u64(obj + leftblock)?, "a deque block")?;
         let mut index = self.mem.read_i64(obj + l.deque_leftindex)?;
         if !(0..blocklen as i64).contains(&index) {
@@ -683,7 +682,7 @@ impl<M: ProcessMemory> Walker<'_, M> {
                 return Err(self.bad(obj, "a deque's chain of blocks"));
             }
             let take = (blocklen - index as u64).min(left);
-            self.words(block + 8 + index as u64 * 8, take)?;
+            self.words(block + l.deque_block_data + index as u64 * 8, take)?;
             left -= take;
             index = 0;
             if left > 0 {
