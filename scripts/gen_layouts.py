@@ -211,7 +211,33 @@ PROBE = [
     ("tpflags_unicode_subclass", "Py_TPFLAGS_UNICODE_SUBCLASS", None),
     ("tpflags_dict_subclass", "Py_TPFLAGS_DICT_SUBCLASS", None),
     ("tpflags_type_subclass", "Py_TPFLAGS_TYPE_SUBCLASS", None),
+    # --- managed dicts (3.11+): where an instance without tp_dictoffset keeps its dict or values,
+    # counted back from the object (crate::dicts::managed) ---
+    # 3.11: the dict at MANAGED_DICT_OFFSET, a separate values pointer before it
+    # (pycore_object.h: _PyObject_ValuesPointer returns ((PyDictValues **)obj)-4)
+    ("managed_dict_before", "-(MANAGED_DICT_OFFSET)", V(11) + " && " + BELOW(12)),
+    ("managed_values_before", "4 * sizeof(PyDictValues *)", V(11) + " && " + BELOW(12)),
+    # 3.12: one PyDictOrValues word (pycore_object.h: _PyObject_DictOrValuesPointer returns
+    # ((PyDictOrValues *)obj)-3; no MANAGED_DICT_OFFSET in this version); a values pointer is
+    # stored minus one, so an odd word is values (_PyDictOrValues_IsValues: `& 1`,
+    # _PyDictOrValues_GetValues: `+ 1`)
+    ("managed_dict_before", "3 * sizeof(PyDictOrValues)", V(12) + " && " + BELOW(13)),
+    ("managed_dict_values_tag", "1", V(12) + " && " + BELOW(13)),
+    # 3.13+: the dict at MANAGED_DICT_OFFSET; values inline after the object
+    # (Py_TPFLAGS_INLINE_VALUES), in use while PyDictValues.valid is set
     ("managed_dict_before", "-(MANAGED_DICT_OFFSET)", V(13)),
+    ("dictvalues_valid", "offsetof(PyDictValues, valid)", V(13)),
+    # 3.12 embeds pymalloc's state in the interpreter, 3.13+ points to it (crate::pymalloc)
+    ("obmalloc_by_pointer",
+     "_Generic(((PyInterpreterState *)0)->obmalloc, struct _obmalloc_state *: 1, default: 0)",
+     V(12)),
+    # How a code object's line table is read (crate::linetable): 1 = co_lnotab over byte
+    # offsets (3.8-3.9, Objects/lnotab_notes.txt), 2 = 3.10's co_linetable over byte offsets
+    # (f_lasti counts code units), 3 = the location table over code units (3.11+,
+    # Objects/locations.md). Stated by version: no header value says it.
+    ("linetable_format", "1", BELOW(10)),
+    ("linetable_format", "2", V(10) + " && " + BELOW(11)),
+    ("linetable_format", "3", V(11)),
     # 3.15: generation_stats is a pointer to rings of cumulative records; the current record of
     # each ring is items[index]
     ("gc_stats_young", "offsetof(struct gc_stats, young)", V(15)),
@@ -239,8 +265,13 @@ PROBE = [
     ("long_non_size_bits", "_PyLong_NON_SIZE_BITS", V(12)),
     ("dictkeys_entry_size", "sizeof(PyDictKeyEntry)", V(11)),
     ("dictkeys_unicode_entry_size", "sizeof(PyDictUnicodeEntry)", V(11)),
+    ("dictentry_key", "offsetof(PyDictKeyEntry, me_key)", V(11)),
+    ("dictentry_value", "offsetof(PyDictKeyEntry, me_value)", V(11)),
+    ("dictunicode_key", "offsetof(PyDictUnicodeEntry, me_key)", V(11)),
+    ("dictunicode_value", "offsetof(PyDictUnicodeEntry, me_value)", V(11)),
     ("dict_kind_general", "DICT_KEYS_GENERAL", V(11)),
     ("set_entry_size", "sizeof(setentry)", None),
+    ("set_entry_key", "offsetof(setentry, key)", None),
     ("frameobject_size", "sizeof(PyFrameObject)", None),
     ("frameobject_frame", "offsetof(PyFrameObject, f_frame)", V(11)),
     ("frameobject_frame_data", "offsetof(PyFrameObject, _f_frame_data)", V(11)),
@@ -265,6 +296,16 @@ PROBE = [
     ("gen_code", "offsetof(PyGenObject, gi_code)", V(11) + " && " + BELOW(12)),
     ("iframe_localsplus", "offsetof(_PyInterpreterFrame, localsplus)", V(11)),
     ("iframe_size", "sizeof(_PyInterpreterFrame)", V(11)),
+    # --- what __sizeof__ does differently by version, stated by version (no header value says
+    # it; crate::sizes) ---
+    # int.__sizeof__ counts at least one digit from 3.11 (Objects/longobject.c,
+    # int___sizeof___impl: Py_MAX(Py_ABS(Py_SIZE(self)), 1))
+    ("long_sizeof_min_digits", "1", V(11)),
+    # the pre-header sys.getsizeof adds to a static (non-heap) type object: 1 = always (3.11,
+    # 3.12: every type has its metatype's pre-header), 2 = only when its metatype is not `type`
+    # (3.13+: static builtin types of metatype `type` have none); absent before 3.11: none
+    ("static_type_preheader", "1", V(11) + " && " + BELOW(13)),
+    ("static_type_preheader", "2", V(13)),
 ]
 
 
@@ -283,6 +324,8 @@ CONSTANTS = {
     "frame_owned_by_cstack", "frame_owned_by_interpreter", "stackref_tag_bits",
     "member_t_object_ex", "dict_kind_unicode", "dict_kind_general", "long_non_size_bits",
     "str_kind_mask", "str_compact_bit", "str_ascii_bit", "str_ready_bit", "pointer_size",
+    "managed_dict_values_tag", "obmalloc_by_pointer", "linetable_format", "long_sizeof_min_digits",
+    "static_type_preheader",
 }
 
 # _Py_DebugOffsets (3.13+): (table field, member of _Py_DebugOffsets, first minor). Each pair
@@ -356,6 +399,8 @@ DWARF = [
     ("dictkeys_indices", "(long)&((PyDictKeysObject*)0)->dk_indices", 8, 10, "libpython"),
     ("dictkeys_size", "sizeof(PyDictKeysObject)", 8, 10, "libpython"),
     ("dictkeys_entry_size", "sizeof(PyDictKeyEntry)", 8, 10, "libpython"),
+    ("dictentry_key", "(long)&((PyDictKeyEntry*)0)->me_key", 8, 10, "libpython"),
+    ("dictentry_value", "(long)&((PyDictKeyEntry*)0)->me_value", 8, 10, "libpython"),
     ("arena_size_of", "sizeof(struct arena_object)", 8, 11, "libpython"),
     ("arena_address", "(long)&((struct arena_object*)0)->address", 8, 11, "libpython"),
     ("arena_pool_address", "(long)&((struct arena_object*)0)->pool_address", 8, 11, "libpython"),
@@ -369,6 +414,9 @@ DWARF = [
     ("deque_size", "sizeof(dequeobject)", 8, 99, "_collectionsmodule"),
     ("deque_leftindex", "(long)&((dequeobject*)0)->leftindex", 8, 99, "_collectionsmodule"),
     ("deque_block_size", "sizeof(block)", 8, 99, "_collectionsmodule"),
+    ("deque_leftblock", "(long)&((dequeobject*)0)->leftblock", 8, 99, "_collectionsmodule"),
+    ("deque_block_data", "(long)&((block*)0)->data", 8, 99, "_collectionsmodule"),
+    ("deque_block_rightlink", "(long)&((block*)0)->rightlink", 8, 99, "_collectionsmodule"),
     ("deque_blocklen", "sizeof(((block*)0)->data) / sizeof(((block*)0)->data[0])", 8, 99,
      "_collectionsmodule"),
     ("array_size", "sizeof(arrayobject)", 8, 99, "array"),
@@ -423,6 +471,7 @@ HEADERS = """
 #include <internal/pycore_dict.h>
 #include <internal/pycore_code.h>
 #include <internal/pycore_moduleobject.h>
+#include <internal/pycore_object.h>
 #endif
 #if PY_VERSION_HEX >= 0x030C0000
 #include <internal/pycore_obmalloc.h>
@@ -623,6 +672,53 @@ def malloc_sizes(python):
     return {"arena_size": arena, "pool_size": pool, "pymalloc_alignment": align}
 
 
+GLIBC_PROBE = r"""
+#define _GNU_SOURCE
+#include <gnu/libc-version.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+/* the first 4-byte word of the calling thread's struct pthread (what pthread_self() returns,
+   CPython's thread_id before 3.11) that holds its kernel thread id */
+static void *find(void *out) {
+  uint32_t tid = (uint32_t)syscall(SYS_gettid);
+  const uint32_t *p = (const uint32_t *)pthread_self();
+  *(long *)out = -1;
+  for (long i = 0; i < 0x800 / 4; i++)
+    if (p[i] == tid) { *(long *)out = 4 * i; break; }
+  return 0;
+}
+int main(void) {
+  long at[2];
+  for (int i = 0; i < 2; i++) {
+    pthread_t t;
+    if (pthread_create(&t, 0, find, &at[i]) || pthread_join(t, 0)) return 1;
+  }
+  printf("%ld %ld %s\n", at[0], at[1], gnu_get_libc_version());
+  return 0;
+}
+"""
+
+
+def glibc_pthread_tid():
+    """(offset of `tid` in glibc's struct pthread, glibc version) on this x86_64 host, found by
+    running two threads that look for their own kernel thread id in it; None elsewhere."""
+    if os.uname().machine != "x86_64":
+        print("warning: not an x86_64 host: no glibc pthread tid offset", file=sys.stderr)
+        return None
+    with tempfile.TemporaryDirectory() as d:
+        src, exe = os.path.join(d, "tid.c"), os.path.join(d, "tid")
+        open(src, "w").write(GLIBC_PROBE)
+        subprocess.run(["gcc", "-w", "-O0", "-pthread", src, "-o", exe], check=True)
+        a, b, version = subprocess.run([exe], capture_output=True, text=True,
+                                       check=True).stdout.split()
+    if a != b or int(a) < 0:
+        raise SystemExit("glibc probe: the two threads found tid at %s and %s" % (a, b))
+    return int(a), version
+
+
 def pyenv_builds():
     root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
     builds = []
@@ -803,6 +899,7 @@ def main():
         sources.setdefault(minor, b["label"] + "".join(" -D" + d for d in defines if d != "NDEBUG"))
     np_tables, np_sources = numpy_tables(cross)
     text = emit(tables, sources, cross is not None, np_tables, np_sources)
+    text += emit_glibc(glibc_pthread_tid())
     if check:
         old = open(OUT).read() if os.path.exists(OUT) else ""
         if old != text:
@@ -953,6 +1050,20 @@ def emit_numpy(np_tables):
         out.append("];")
         out.append("")
     return out
+
+
+def emit_glibc(found):
+    out = ["/// Where glibc's `struct pthread` (a thread's `pthread_self()`, CPython's `thread_id`",
+           "/// before 3.11) keeps the kernel thread id on x86_64: found by running two threads",
+           "/// against the generating host's glibc and looking for their own ids in it (`None`:",
+           "/// not generated on x86_64). Other glibc versions may differ: the reader checks the",
+           "/// word it finds there is one of the process's thread ids, and searches otherwise."]
+    if found is None:
+        out.append("pub const GLIBC_PTHREAD_TID_X86_64: Option<u64> = None;")
+    else:
+        out.insert(0, "// glibc %s" % found[1])
+        out.append("pub const GLIBC_PTHREAD_TID_X86_64: Option<u64> = Some(%#x);" % found[0])
+    return "\n" + "\n".join(out) + "\n"
 
 
 def rust_str(s):

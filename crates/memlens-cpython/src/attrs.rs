@@ -5,7 +5,7 @@
 
 use memlens_remote::ProcessMemory;
 
-use crate::dicts::read_dict;
+use crate::dicts::{self, read_dict, Managed};
 use crate::error::{Error, Result};
 use crate::layouts::Layout;
 use crate::objects::{read_str, MAX_NAME};
@@ -105,44 +105,12 @@ fn storage<M: ProcessMemory>(it: &Interpreter, mem: &M, obj: u64) -> Result<Stor
             Storage::Dict(d)
         });
     }
-    let keys = || mem.read_u64(ty + l.heaptype_cached_keys);
-    let values_off = l.dictvalues_values.unwrap_or(0);
-    match it.version.minor {
-        11 => {
-            let dict = mem.read_u64(obj.wrapping_sub(24))?;
-            let values = mem.read_u64(obj.wrapping_sub(32))?;
-            Ok(match (dict, values) {
-                (0, 0) => Storage::None,
-                (0, v) => Storage::Values(v + values_off, keys()?),
-                (d, _) => Storage::Dict(d),
-            })
-        }
-        12 => {
-            // PyDictOrValues: a values pointer is stored minus one (odd), a dict as is
-            let dorv = mem.read_u64(obj.wrapping_sub(24))?;
-            Ok(match dorv {
-                0 => Storage::None,
-                v if v & 1 != 0 => Storage::Values(v + 1 + values_off, keys()?),
-                d => Storage::Dict(d),
-            })
-        }
-        _ => {
-            if l.tpflags_inline_values.is_some_and(|f| flags & f != 0) {
-                let values = obj + mem.read_u64(ty + l.type_basicsize)?;
-                // PyDictValues: capacity, size, embedded, valid (a byte each)
-                if mem.read_u8(values + 3)? != 0 {
-                    return Ok(Storage::Values(values + values_off, keys()?));
-                }
-            }
-            let before = l.managed_dict_before.unwrap_or(24);
-            let d = mem.read_u64(obj.wrapping_sub(before))?;
-            Ok(if d == 0 {
-                Storage::None
-            } else {
-                Storage::Dict(d)
-            })
-        }
-    }
+    let basicsize = || Ok(mem.read_u64(ty + l.type_basicsize)?);
+    Ok(match dicts::managed(mem, l, obj, flags, basicsize)? {
+        Managed::None => Storage::None,
+        Managed::Dict(d) => Storage::Dict(d),
+        Managed::Values(v) => Storage::Values(v, mem.read_u64(ty + l.heaptype_cached_keys)?),
+    })
 }
 
 /// `obj.name` for an instance attribute (not a class attribute, not a property).

@@ -119,8 +119,7 @@ pub fn find<'a>(exe: &[u8], mapped: impl IntoIterator<Item = &'a [u8]>) -> Found
 /// Checks what the file name says before any memory is read: Python 2, 3.0-3.7, newer than
 /// the tables, free-threaded (`t`) and debug (`d`) builds are refused.
 pub fn check_name_version(v: &NameVersion) -> Result<()> {
-    let supported = layouts::supported_minors();
-    if v.major != 3 || !supported.contains(&v.minor) {
+    if v.major != 3 || layouts::for_version(v.minor).is_none() {
         // (3.7's `m` ABI flag says nothing useful here)
         let shown: String = v.flags.chars().filter(|c| matches!(c, 't' | 'd')).collect();
         return Err(Error::Unsupported {

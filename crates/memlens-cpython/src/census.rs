@@ -19,7 +19,7 @@ use std::time::Duration;
 use memlens_remote::bitmap::AddrMap;
 use memlens_remote::{AddressBits, CachedMemory, MemoryBudget, ProcessMemory};
 
-use crate::dicts;
+use crate::dicts::{self, Managed};
 use crate::error::{Error, Result};
 use crate::gc;
 use crate::layouts::Layout;
@@ -604,12 +604,12 @@ impl<M: ProcessMemory> Walker<'_, M> {
                 }
                 if table != 0 {
                     let n = mask as u64 + 1;
-                    self.within(table, n * 16, obj)?;
+                    self.within(table, n * l.set_entry_size, obj)?;
                     self.push_work(Work::Entries {
                         at: table,
                         left: n,
-                        stride: 16,
-                        key: 0,
+                        stride: l.set_entry_size,
+                        key: l.set_entry_key,
                         value: 0,
                         values: 0,
                         set: true,
@@ -667,11 +667,10 @@ impl<M: ProcessMemory> Walker<'_, M> {
             return Err(self.bad(obj, "a deque length"));
         }
         let blocklen = l.deque_blocklen;
-        if n == 0 || blocklen == 0 || l.deque_leftindex < 16 || l.deque_block_size < 16 {
+        if n == 0 || blocklen == 0 {
             return Ok(());
         }
-        let leftblock = l.deque_leftindex - 16;
-        let rightlink = l.deque_block_size - 8;
+        let (leftblock, rightlink) = (l.deque_leftblock, l.deque_block_rightlink);
         let mut block = addr(self.mem.read_u64(obj + leftblock)?, "a deque block")?;
         let mut index = self.mem.read_i64(obj + l.deque_leftindex)?;
         if !(0..blocklen as i64).contains(&index) {
@@ -683,7 +682,7 @@ impl<M: ProcessMemory> Walker<'_, M> {
                 return Err(self.bad(obj, "a deque's chain of blocks"));
             }
             let take = (blocklen - index as u64).min(left);
-            self.words(block + 8 + index as u64 * 8, take)?;
+            self.words(block + l.deque_block_data + index as u64 * 8, take)?;
             left -= take;
             index = 0;
             if left > 0 {
@@ -819,41 +818,13 @@ impl<M: ProcessMemory> Walker<'_, M> {
             let n = s.mem.read_i64(t.cached_keys + l.dictkeys_nentries)?;
             Ok(n.clamp(0, 1 << 16) as u64)
         };
-        let values_off = l.dictvalues_values.unwrap_or(0);
-        match self.it.version.minor {
-            11 => {
-                let dict = self.mem.read_u64(obj.wrapping_sub(24))?;
-                let values = addr(self.mem.read_u64(obj.wrapping_sub(32))?, "dict values")?;
-                if dict != 0 {
-                    self.push(dict)?;
-                } else if values != 0 {
-                    let n = nvalues(self)?;
-                    self.words(values + values_off, n)?;
-                }
-            }
-            12 => {
-                let dorv = addr(self.mem.read_u64(obj.wrapping_sub(24))?, "dict values")?;
-                // PyDictOrValues: a values pointer is stored minus one (odd), a dict as is
-                if dorv & 1 != 0 {
-                    let n = nvalues(self)?;
-                    self.words(dorv + 1 + values_off, n)?;
-                } else {
-                    self.push(dorv)?;
-                }
-            }
-            _ => {
-                let before = l.managed_dict_before.unwrap_or(24);
-                let inline = l.tpflags_inline_values.is_some_and(|f| t.flags & f != 0);
-                if inline {
-                    let values = obj + t.basicsize;
-                    // PyDictValues: capacity, size, embedded, valid (u8 each)
-                    if self.mem.read_u8(values + 3)? != 0 {
-                        let n = nvalues(self)?;
-                        return self.words(values + values_off, n);
-                    }
-                }
-                let dict = self.mem.read_u64(obj.wrapping_sub(before))?;
-                self.push(dict)?;
+        let basicsize = || Ok(t.basicsize);
+        match dicts::managed(self.mem, l, obj, t.flags, basicsize)? {
+            Managed::None => {}
+            Managed::Dict(d) => self.push(d)?,
+            Managed::Values(v) => {
+                let n = nvalues(self)?;
+                self.words(v, n)?;
             }
         }
         Ok(())

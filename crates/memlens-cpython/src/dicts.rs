@@ -1,4 +1,5 @@
-//! Dict internals: entries (combined and split tables) and `dict.__sizeof__`.
+//! Dict internals: entries (combined and split tables), `dict.__sizeof__`, and where an
+//! instance of a managed-dict type (3.11+) keeps its attributes.
 
 use memlens_remote::ProcessMemory;
 
@@ -45,6 +46,79 @@ pub struct DictTable {
     pub extra_size: u64,
 }
 
+/// Where an instance of a type with `Py_TPFLAGS_MANAGED_DICT` (3.11+) keeps its attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Managed {
+    /// Neither a dict nor values (no attribute set yet).
+    None,
+    /// A dict object.
+    Dict(u64),
+    /// The first value of a values array (`PyDictValues.values`), in the order of the
+    /// type's cached keys.
+    Values(u64),
+}
+
+/// Reads where `obj`, whose type has `tp_flags` `flags`, keeps its attributes, as its minor's
+/// table says (`managed_dict_before`, and `managed_values_before` for 3.11's separate values
+/// pointer, `managed_dict_values_tag` for 3.12's tagged word, inline values after the object
+/// for 3.13+); `basicsize` gives the type's `tp_basicsize`, asked for inline values only. A
+/// values pointer out of the address space is an error.
+pub fn managed<M: ProcessMemory>(
+    mem: &M,
+    l: &Layout,
+    obj: u64,
+    flags: u64,
+    basicsize: impl FnOnce() -> Result<u64>,
+) -> Result<Managed> {
+    let Some(before) = l.managed_dict_before else {
+        return Err(bad(obj, "managed dicts in a version without them"));
+    };
+    let values_off = l.dictvalues_values.unwrap_or(0);
+    let checked = |v: u64| {
+        if v < MAX_ADDR {
+            Ok(v)
+        } else {
+            Err(Error::Decode {
+                addr: v,
+                what: "dict values".into(),
+            })
+        }
+    };
+    if let Some(values_before) = l.managed_values_before {
+        // a dict, and a separate values pointer before it
+        let dict = mem.read_u64(obj.wrapping_sub(before))?;
+        let values = checked(mem.read_u64(obj.wrapping_sub(values_before))?)?;
+        return Ok(match (dict, values) {
+            (0, 0) => Managed::None,
+            (0, v) => Managed::Values(v + values_off),
+            (d, _) => Managed::Dict(d),
+        });
+    }
+    if let Some(tag) = l.managed_dict_values_tag {
+        // one word: a dict as is, or a values pointer stored minus the tag (so tagged)
+        let word = checked(mem.read_u64(obj.wrapping_sub(before))?)?;
+        return Ok(match word {
+            0 => Managed::None,
+            v if v & tag != 0 => Managed::Values(v + tag + values_off),
+            d => Managed::Dict(d),
+        });
+    }
+    if l.tpflags_inline_values.is_some_and(|f| flags & f != 0) {
+        // values inline after the object, in use while their `valid` byte is set
+        let values = obj.wrapping_add(basicsize()?);
+        let valid = l
+            .dictvalues_valid
+            .ok_or_else(|| bad(obj, "inline values in a version without them"))?;
+        if mem.read_u8(values.wrapping_add(valid))? != 0 {
+            return Ok(Managed::Values(values.wrapping_add(values_off)));
+        }
+    }
+    Ok(match mem.read_u64(obj.wrapping_sub(before))? {
+        0 => Managed::None,
+        d => Managed::Dict(d),
+    })
+}
+
 /// Locates the entries of the dict at `dict` and computes its extra size.
 pub fn table<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<DictTable> {
     let keys = mem.read_u64(dict + l.dict_keys)?;
@@ -63,7 +137,7 @@ pub fn table<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<DictTab
     }
     let (entries_at, entry_size, key_at, value_at, keys_size);
     if let Some(size_off) = l.dictkeys_size_field {
-        // 3.8-3.10: dk_size slots, index width from the size, 24-byte entries
+        // 3.8-3.10: dk_size slots, index width from the size, PyDictKeyEntry entries
         let size = mem.read_i64(keys + size_off)?;
         if !(1..=MAX_ENTRIES * 2).contains(&size) {
             return Err(bad(dict, "size out of range"));
@@ -77,11 +151,14 @@ pub fn table<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<DictTab
         } else {
             8
         };
+        if nentries > size * 2 / 3 {
+            return Err(bad(dict, "more entries than its table holds"));
+        }
         entries_at = keys + l.dictkeys_indices + (size * ix) as u64;
-        entry_size = 24u64;
-        key_at = 8;
-        value_at = 16;
-        keys_size = l.dictkeys_size + (ix * size) as u64 + ((size * 2 / 3) as u64) * 24;
+        entry_size = l.dictkeys_entry_size;
+        key_at = l.dictentry_key;
+        value_at = l.dictentry_value;
+        keys_size = l.dictkeys_size + (ix * size) as u64 + ((size * 2 / 3) as u64) * entry_size;
     } else {
         let (Some(log2_off), Some(ixb_off), Some(kind_off)) = (
             l.dictkeys_log2_size,
@@ -96,11 +173,12 @@ pub fn table<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<DictTab
         if log2 > 40 || log2_ix > 43 {
             return Err(bad(dict, "size out of range"));
         }
-        let general = kind == 0;
+        if nentries as u64 > ((1u64 << log2) << 1) / 3 {
+            return Err(bad(dict, "more entries than its table holds"));
+        }
         entries_at = keys + l.dictkeys_indices + (1u64 << log2_ix);
-        entry_size = if general { 24 } else { 16 };
-        key_at = if general { 8 } else { 0 };
-        value_at = key_at + 8;
+        (entry_size, key_at, value_at) = entry_shape(l, u64::from(kind))
+            .ok_or_else(|| bad(dict, "a key table of no known kind"))?;
         let size = 1u64 << log2;
         keys_size = l.dictkeys_size + (1u64 << log2_ix) + ((size << 1) / 3) * entry_size;
     }
@@ -164,6 +242,20 @@ pub fn read_dict<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<Dic
     })
 }
 
+/// `(entry size, key offset, value offset)` of a 3.11+ key table of kind `dk_kind`:
+/// `PyDictKeyEntry` (hash, key, value) for general keys, `PyDictUnicodeEntry` (key, value)
+/// for the others (unicode and split tables).
+fn entry_shape(l: &Layout, kind: u64) -> Option<(u64, u64, u64)> {
+    if Some(kind) == l.dict_kind_general {
+        return Some((l.dictkeys_entry_size, l.dictentry_key, l.dictentry_value));
+    }
+    Some((
+        l.dictkeys_unicode_entry_size?,
+        l.dictunicode_key?,
+        l.dictunicode_value?,
+    ))
+}
+
 /// Size of a key table as `_PyDict_KeysSize` computes it (used for heap types' cached keys).
 pub fn keys_size<M: ProcessMemory>(mem: &M, l: &Layout, keys: u64) -> Result<u64> {
     if keys >= MAX_ADDR {
@@ -180,7 +272,9 @@ pub fn keys_size<M: ProcessMemory>(mem: &M, l: &Layout, keys: u64) -> Result<u64
             0x1_0000..=0xffff_ffff => 4,
             _ => 8,
         };
-        return Ok(l.dictkeys_size + (ix * size) as u64 + ((size * 2 / 3) as u64) * 24);
+        return Ok(l.dictkeys_size
+            + (ix * size) as u64
+            + ((size * 2 / 3) as u64) * l.dictkeys_entry_size);
     }
     let (Some(log2_off), Some(ixb_off), Some(kind_off)) = (
         l.dictkeys_log2_size,
@@ -191,10 +285,11 @@ pub fn keys_size<M: ProcessMemory>(mem: &M, l: &Layout, keys: u64) -> Result<u64
     };
     let log2 = mem.read_u8(keys + log2_off)?;
     let log2_ix = mem.read_u8(keys + ixb_off)?;
-    let general = mem.read_u8(keys + kind_off)? == 0;
+    let kind = mem.read_u8(keys + kind_off)?;
     if log2 > 40 || log2_ix > 43 {
         return Err(bad(keys, "size out of range"));
     }
-    let es = if general { 24 } else { 16 };
+    let (es, _, _) =
+        entry_shape(l, u64::from(kind)).ok_or_else(|| bad(keys, "a key table of no known kind"))?;
     Ok(l.dictkeys_size + (1u64 << log2_ix) + (((1u64 << log2) << 1) / 3) * es)
 }

@@ -24,11 +24,11 @@ fn table<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<ArenaTable> {
     if let (Some(obm), Some(a), Some(m)) =
         (l.interp_obmalloc, l.obmalloc_arenas, l.obmalloc_maxarenas)
     {
-        // 3.12 embeds the state in the interpreter; 3.13 points to it.
-        let state = if it.version.minor == 12 {
-            it.interp + obm
-        } else {
+        // 3.12 embeds the state in the interpreter; 3.13 points to it (the table says which)
+        let state = if l.obmalloc_by_pointer == Some(1) {
             mem.read_u64(it.interp + obm)?
+        } else {
+            it.interp + obm
         };
         if state >= crate::census::MAX_ADDR {
             return Err(Error::Invalid {

@@ -138,7 +138,6 @@ const BY_NAME: [(&[u8], SizeKind); 4] = [
 #[derive(Debug, Clone)]
 pub struct Sizer {
     l: &'static Layout,
-    minor: u8,
     known: Vec<(u64, SizeKind)>,
     object_type: u64,
     type_type: u64,
@@ -210,24 +209,23 @@ impl Sizer {
     /// numpy is loaded (detected from the mappings).
     pub fn new(it: &Interpreter) -> Sizer {
         let numpy = numpy::detect(it.pid).and_then(|v| layouts::numpy_for_major(v.major));
-        Sizer::from_parts(it.layout, it.version.minor, |n| it.symbol(n), numpy)
+        Sizer::from_parts(it.layout, |n| it.symbol(n), numpy)
     }
 
     /// A sizer from its parts: `symbol` gives the address of an exported symbol.
     pub fn from_parts(
         l: &'static Layout,
-        minor: u8,
         symbol: impl Fn(&str) -> Option<u64>,
         numpy: Option<&'static NumpyLayout>,
     ) -> Sizer {
         let known = BY_SYMBOL
             .iter()
-            .filter(|(_, k)| *k != SizeKind::Generator || minor >= 11)
+            // generators embed their frame from 3.11 (`gi_iframe`); before, the generic size
+            .filter(|(_, k)| *k != SizeKind::Generator || l.gen_iframe.is_some())
             .filter_map(|(name, k)| symbol(name).filter(|a| *a != 0).map(|a| (a, *k)))
             .collect();
         Sizer {
             l,
-            minor,
             known,
             object_type: symbol("PyBaseObject_Type").unwrap_or(0),
             type_type: symbol("PyType_Type").unwrap_or(0),
@@ -261,13 +259,10 @@ impl Sizer {
         if flags & l.tpflags_have_gc != 0 {
             presize += l.gc_head_size;
         }
-        // 3.11 adds the managed-dict pre-header, 3.12+ also the managed-weakref one
-        let preheader = l.tpflags_managed_dict.unwrap_or(0)
-            | if self.minor >= 12 {
-                l.tpflags_managed_weakref.unwrap_or(0)
-            } else {
-                0
-            };
+        // 3.11 adds the managed-dict pre-header, 3.12+ also the managed-weakref one (a flag
+        // the tables have from 3.12 only)
+        let preheader =
+            l.tpflags_managed_dict.unwrap_or(0) | l.tpflags_managed_weakref.unwrap_or(0);
         if flags & preheader != 0 {
             presize += 2 * l.pointer_size;
         }
@@ -487,12 +482,9 @@ impl Sizer {
         let digits = match (l.long_tag, l.long_non_size_bits) {
             (Some(tag), Some(bits)) => (o.u64(tag)? >> bits).max(1),
             _ => {
+                // at least one digit from 3.11 (the table's long_sizeof_min_digits)
                 let n = o.i64(l.var_size)?.unsigned_abs();
-                if self.minor >= 11 {
-                    n.max(1)
-                } else {
-                    n
-                }
+                n.max(l.long_sizeof_min_digits.unwrap_or(0))
             }
         };
         if digits > 1 << 40 {
@@ -583,8 +575,9 @@ impl Sizer {
     fn code<M: ProcessMemory>(&self, o: &Obj<'_, M>, facts: &TypeFacts) -> Result<u64> {
         let l = self.l;
         let ptr = l.pointer_size;
-        let mut size = if self.minor >= 11 {
-            // _PyObject_VAR_SIZE: rounded up to a pointer
+        let mut size = if l.code_code_adaptive.is_some() {
+            // 3.11+ code objects hold their bytecode inline (co_code_adaptive), so
+            // __sizeof__ is _PyObject_VAR_SIZE: rounded up to a pointer
             let raw = self.generic(o, facts)?;
             raw.div_ceil(ptr) * ptr
         } else {
@@ -712,10 +705,11 @@ impl Sizer {
         let heap = o.u64(l.type_flags)? & l.tpflags_heaptype != 0;
         if !heap {
             let meta = o.u64(l.object_type)?;
-            let pre = match self.minor {
-                ..=10 => 0,
-                11 | 12 => facts.presize,
-                _ if meta != self.type_type => facts.presize,
+            // the table's static_type_preheader: none (before 3.11), always (1), unless the
+            // metatype is `type` (2)
+            let pre = match l.static_type_preheader {
+                Some(1) => facts.presize,
+                Some(2) if meta != self.type_type => facts.presize,
                 _ => 0,
             };
             return Ok((l.type_size, pre));
@@ -905,7 +899,6 @@ mod tests {
     fn sizer(l: &'static Layout) -> Sizer {
         Sizer::from_parts(
             l,
-            12,
             |n| match n {
                 "PyByteArray_Type" => Some(BYTEARRAY),
                 "PyBaseObject_Type" => Some(OBJECT),

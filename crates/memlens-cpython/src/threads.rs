@@ -13,6 +13,7 @@ use memlens_remote::ProcessMemory;
 
 use crate::attrs;
 use crate::error::{Error, Result};
+use crate::layouts;
 use crate::linetable;
 use crate::objects::{read_bytes, read_str, MAX_NAME};
 use crate::process::Interpreter;
@@ -87,10 +88,9 @@ impl Codes {
         mem: &M,
         code: u64,
         position: i64,
-        legacy: bool,
     ) -> Frame {
         match self.get(it, mem, code) {
-            Some(c) => c.frame(it.version.minor, position, legacy),
+            Some(c) => c.frame(it.layout.linetable_format, position),
             None => Frame {
                 function: "<unreadable code object>".into(),
                 file: String::new(),
@@ -135,16 +135,21 @@ fn decode_code<M: ProcessMemory>(it: &Interpreter, mem: &M, code: u64) -> Result
 
 impl Code {
     /// `position`: `f_lasti` before 3.11 (bytes in 3.8-3.9, code units in 3.10), the code-unit
-    /// index from 3.11.
-    fn frame(&self, minor: u8, position: i64, legacy: bool) -> Frame {
-        let line = match (legacy, minor) {
-            (true, 8 | 9) => Some(linetable::lnotab_line(
+    /// index from 3.11; `format`: the table's `linetable_format`.
+    fn frame(&self, format: u64, position: i64) -> Frame {
+        let line = match format {
+            linetable::LNOTAB => Some(linetable::lnotab_line(
                 &self.table,
                 self.first_line,
                 position,
             )),
-            (true, _) => linetable::linetable310_line(&self.table, self.first_line, position * 2),
-            (false, _) => linetable::location_line(&self.table, self.first_line, position),
+            linetable::LINETABLE_310 => {
+                linetable::linetable310_line(&self.table, self.first_line, position * 2)
+            }
+            linetable::LOCATIONS => {
+                linetable::location_line(&self.table, self.first_line, position)
+            }
+            _ => None,
         };
         Frame {
             function: self.function.clone(),
@@ -271,14 +276,16 @@ fn task_ids(pid: u32) -> Vec<u32> {
 }
 
 /// Before 3.11 CPython does not store the kernel thread id. `thread_id` is glibc's
-/// `struct pthread *`, whose `tid` field sits at 0x2d0 on x86_64 (glibc 2.36); other libcs and
-/// architectures are searched for a word equal to one of the process's thread ids.
+/// `struct pthread *`, whose `tid` field sits where [`layouts::glibc_pthread_tid`] says (found
+/// by `scripts/gen_layouts.py` against its host's glibc, x86_64 only); when the word there is
+/// not one of the process's thread ids (another glibc or libc, another architecture), the
+/// struct is searched for a word that is.
 fn glibc_tid<M: ProcessMemory>(mem: &M, thread_id: u64, tasks: &[u32]) -> Option<u32> {
     if thread_id == 0 || thread_id >= crate::census::MAX_ADDR {
         return None;
     }
-    if cfg!(target_arch = "x86_64") {
-        if let Ok(v) = mem.read_u32(thread_id + 0x2d0) {
+    if let Some(at) = layouts::glibc_pthread_tid() {
+        if let Ok(v) = mem.read_u32(thread_id + at) {
             if tasks.contains(&v) {
                 return Some(v);
             }
@@ -324,7 +331,7 @@ fn frames<M: ProcessMemory>(
             if out.len() < MAX_FRAMES {
                 let code = ptr(mem, frame + code_off)?;
                 let lasti = i64::from(mem.read_i32(frame + lasti_off)?);
-                out.push(codes.frame(it, mem, code, lasti, true));
+                out.push(codes.frame(it, mem, code, lasti));
             } else {
                 omitted += 1;
             }
@@ -375,7 +382,7 @@ fn frames<M: ProcessMemory>(
                 if is_code {
                     let instr = mem.read_u64(frame + instr_off)?;
                     let index = (instr as i64).wrapping_sub(code.wrapping_add(adaptive) as i64) / 2;
-                    out.push(codes.frame(it, mem, code, index, false));
+                    out.push(codes.frame(it, mem, code, index));
                 }
             }
         }

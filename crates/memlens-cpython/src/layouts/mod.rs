@@ -32,6 +32,17 @@ pub fn supported_minors() -> Vec<u8> {
     tables().iter().map(|l| l.version.1).collect()
 }
 
+/// Where glibc's `struct pthread` keeps the kernel thread id, on the architecture memlens runs
+/// on, when the generated data has it (x86_64, found against the generating host's glibc: a
+/// guess to check against the process's thread ids, see the generated constant).
+pub fn glibc_pthread_tid() -> Option<u64> {
+    if cfg!(target_arch = "x86_64") {
+        generated::GLIBC_PTHREAD_TID_X86_64
+    } else {
+        None
+    }
+}
+
 /// numpy's layout for a numpy major version, on the architecture memlens runs on.
 pub fn numpy_for_major(major: u8) -> Option<&'static NumpyLayout> {
     let t: &'static [NumpyLayout] = if cfg!(target_arch = "aarch64") {
