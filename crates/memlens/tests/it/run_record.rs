@@ -999,7 +999,10 @@ fn a_parents_last_moment_peak_is_reported_or_bounded() {
     let script = "import subprocess, sys\n\
                   subprocess.run(['true'])\n\
                   x = bytearray(120 << 20)\n";
-    for _ in 0..3 {
+    // Without -o, each run writes its recording in the current directory: a temporary one,
+    // never the source tree the tests run from.
+    let dir = TempDir::new("lastpeak");
+    for run in 1..=3 {
         let out = memlens()
             .args([
                 "run",
@@ -1010,6 +1013,7 @@ fn a_parents_last_moment_peak_is_reported_or_bounded() {
                 "-c",
                 script,
             ])
+            .current_dir(&dir.0)
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
@@ -1019,5 +1023,14 @@ fn a_parents_last_moment_peak_is_reported_or_bounded() {
         let caught = u(&root["vm_hwm"]) >= 120 << 20;
         let bounded = notes.contains(&format!("vm_hwm of pid {}", u(&root["pid"])));
         assert!(caught || bounded, "{root} / {notes}");
+        let recordings = std::fs::read_dir(&dir.0)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".db"))
+            .count();
+        assert_eq!(
+            recordings, run,
+            "each run leaves its recording in its own directory"
+        );
     }
 }
