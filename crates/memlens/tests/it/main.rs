@@ -3,6 +3,7 @@
 
 mod census_trust;
 mod debug_offsets;
+mod golden;
 mod ledger;
 mod no_harm;
 mod package_memory;
