@@ -10,7 +10,7 @@
 #   - numpy in a virtualenv of pyenv 3.11 (numpy 1.x) and of pyenv 3.12 (numpy 2.x).
 #
 # Nothing is installed system-wide. Everything lives under $MEMLENS_TEST_CACHE (default
-# ~/.cache/memlens-test), where crates/memlens/tests/support/mod.rs and gen_layouts.py look.
+# ~/.cache/memlens-test), where crates/memlens/tests/it/support.rs and gen_layouts.py look.
 # A second run finds everything in place and returns at once. Concurrent runs serialise on a
 # lock. Needs patchelf (scripts/test.sh installs it) and apt-get/dpkg.
 #

@@ -2,10 +2,10 @@
 //! truth from construction (sizes allocated by the target) and from the kernel's own files.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
+use crate::support::{
+    assert_close, memlens_json, memlens_output, pythons, rollup_field, u, Target, TempDir,
+};
 use serde_json::Value;
-use support::{assert_close, memlens_json, memlens_output, pythons, rollup_field, Target};
 
 const MIB: u64 = 1 << 20;
 
@@ -79,11 +79,6 @@ fn item<'a>(row: &'a Value, name: &str) -> Option<&'a Value> {
         .find(|i| i["name"] == name)
 }
 
-fn u(v: &Value) -> u64 {
-    v.as_u64()
-        .unwrap_or_else(|| panic!("not a byte count: {v}"))
-}
-
 /// Polls `/proc/PID/task/*/stat` until every thread's state is `S` (at most 30 s).
 fn wait_until_every_thread_sleeps(pid: u32) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -108,7 +103,8 @@ fn wait_until_every_thread_sleeps(pid: u32) {
 #[test]
 fn snapshot_ledger_matches_construction_and_kernel() {
     for py in pythons() {
-        let tmp = tempdir(&py.label);
+        let tmp_dir = TempDir::new(&format!("ledger-{}", py.label));
+        let tmp = tmp_dir.path().to_path_buf();
         let mut cmd = std::process::Command::new(&py.path);
         cmd.arg("-c").arg(LEDGER_TARGET).arg(&tmp);
         let mut target = Target::spawn(cmd);
@@ -199,15 +195,7 @@ fn snapshot_ledger_matches_construction_and_kernel() {
         assert!(u(&p["vm_hwm"]) >= 256 * MIB);
         target.send("");
         let _ = target.child.wait();
-        let _ = std::fs::remove_dir_all(&tmp);
     }
-}
-
-fn tempdir(label: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("memlens-test-{}-{label}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// A parent that builds ~120 MiB of objects and forks 3 workers that keep them: the tree's PSS
@@ -324,8 +312,8 @@ fn missing_pid_is_exit_3_with_a_message() {
 #[test]
 fn process_exiting_during_the_read_is_never_a_panic() {
     // Targets that exit after a few milliseconds, read as they go: every outcome is a ledger
-    // (exit 0) or "does not exist" (exit 3), never a crash.
-    let mut outcomes = [0u32; 2];
+    // of that very process (exit 0) or "does not exist" naming it with nothing on stdout
+    // (exit 3), never a crash.
     for i in 0..40u32 {
         let mut child = std::process::Command::new("python3")
             .arg("-c")
@@ -335,18 +323,32 @@ fn process_exiting_during_the_read_is_never_a_panic() {
             ))
             .spawn()
             .unwrap();
-        let out = memlens_output(&["snapshot", &child.id().to_string(), "--tree", "--json"]);
+        let pid = child.id();
+        let out = memlens_output(&["snapshot", &pid.to_string(), "--tree", "--json"]);
         let _ = child.wait();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "launch {i}: {err}");
         match out.status.code() {
             Some(0) => {
-                outcomes[0] += 1;
-                let _: Value = serde_json::from_slice(&out.stdout).unwrap();
+                let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                    panic!("launch {i}: exit 0 without a JSON ledger ({e}): {err}")
+                });
+                assert_eq!(
+                    v["processes"][0]["pid"],
+                    u64::from(pid),
+                    "launch {i}: the ledger is not of the target's tree: {v}"
+                );
             }
-            Some(3) => outcomes[1] += 1,
-            other => panic!("exit {other:?}: {}", String::from_utf8_lossy(&out.stderr)),
+            Some(3) => {
+                assert!(
+                    err.contains(&pid.to_string()) && err.contains("does not exist"),
+                    "launch {i}: exit 3 without naming the vanished process: {err}"
+                );
+                assert!(out.stdout.is_empty(), "launch {i}: exit 3 printed a result");
+            }
+            other => panic!("launch {i}: exit {other:?}: {err}"),
         }
     }
-    assert_eq!(outcomes.iter().sum::<u32>(), 40);
 }
 
 #[test]

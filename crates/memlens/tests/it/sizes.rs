@@ -2,27 +2,21 @@
 //! every type whose `__sizeof__` is not the generic formula, on every supported CPython
 //! (several launches each, so addresses vary), and numpy's data buffers equal `nbytes`.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::support::{pythons, u, Python, Target};
 use memlens_cpython::sizes::{DataBuffer, SizeKind, Sizer};
 use memlens_cpython::Attacher;
 use memlens_remote::vm::RemoteMemory;
 use memlens_remote::ProcessMemory;
 use serde_json::Value;
-use support::{pythons, Python, Target};
 
 const LAUNCHES: usize = 3;
 
 fn target_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/targets/sizes.py")
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
 /// Starts the target, reads every object it lists through memlens's sizes, and returns the
@@ -139,7 +133,7 @@ fn sizes_equal_sys_getsizeof_on_every_cpython() {
 
 #[test]
 fn numpy_arrays_equal_sys_getsizeof_and_nbytes() {
-    check_all(&support::numpy_pythons(), 110);
+    check_all(&crate::support::numpy_pythons(), 110);
 }
 
 /// The census attributes numpy's data buffers to their arrays: owned ones inside the arrays'
@@ -149,7 +143,7 @@ fn numpy_arrays_equal_sys_getsizeof_and_nbytes() {
 /// `SeedSequence` (a Cython class) holds only there are not reached.
 #[test]
 fn census_reports_numpy_buffers_owned_and_viewed() {
-    for py in support::numpy_pythons() {
+    for py in crate::support::numpy_pythons() {
         for launch in 0..2 {
             let what = format!("{} launch {launch}", py.label);
             let mut cmd = Command::new(&py.path);
@@ -163,8 +157,13 @@ fn census_reports_numpy_buffers_owned_and_viewed() {
                 .find(|l| l.starts_with('{'))
                 .and_then(|l| serde_json::from_str(l).ok())
                 .unwrap_or_else(|| panic!("{what}: no truth in {:?}", t.lines));
-            let out =
-                support::memlens_output(&["census", &t.pid().to_string(), "--top", "0", "--json"]);
+            let out = crate::support::memlens_output(&[
+                "census",
+                &t.pid().to_string(),
+                "--top",
+                "0",
+                "--json",
+            ]);
             assert!(
                 out.status.success(),
                 "{what}: {}",

@@ -1,20 +1,18 @@
 //! The Python view against real interpreters: every installed CPython 3.8-3.13 and the static,
 //! stripped Debian 3.11, each compared with ground truth computed inside the target.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{memlens, memlens_json, proc_state, target_script, u, Python, Target};
 use serde_json::Value;
-use support::{memlens, memlens_json, Python, Target};
 
-/// The supported interpreters (`support::pythons()`: every pyenv 3.8-3.13 and Debian's static
+/// The supported interpreters (`crate::support::pythons()`: every pyenv 3.8-3.13 and Debian's static
 /// 3.11) plus any listed in `MEMLENS_TEST_EXTRA_PYTHONS` as `label:minor:path`, comma-separated
 /// (how 3.14 was tested: Debian sid's 3.14.10 run through its own ld.so).
 fn pythons() -> Vec<Python> {
-    let mut out = support::pythons();
+    let mut out = crate::support::pythons();
     if let Ok(extra) = std::env::var("MEMLENS_TEST_EXTRA_PYTHONS") {
         for e in extra.split(',').filter(|e| !e.is_empty()) {
             let mut it = e.splitn(3, ':');
@@ -31,12 +29,6 @@ fn pythons() -> Vec<Python> {
     out
 }
 
-fn target_script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/targets")
-        .join(name)
-}
-
 fn start(py: &Python, script: &str) -> (Target, Value) {
     let mut cmd = Command::new(&py.path);
     cmd.arg(target_script(script));
@@ -49,10 +41,6 @@ fn start(py: &Python, script: &str) -> (Target, Value) {
         .unwrap_or_else(|| panic!("{}: no JSON from {script}: {:?}", py.label, t.lines));
     let v: Value = serde_json::from_str(truth).expect("target JSON");
     (t, v)
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
 }
 
 #[test]
@@ -193,7 +181,7 @@ fn gc_pymalloc_and_modules_match_the_target() {
             .as_ref()
             .unwrap_or_else(|| panic!("{}: no pymalloc", py.label));
         assert_eq!(pm.arenas, u(&truth["arenas"]), "{}: arenas", py.label);
-        support::assert_close(
+        crate::support::assert_close(
             &format!("{}: bytes in allocated blocks", py.label),
             pm.used_bytes,
             u(&truth["blocks"]),
@@ -300,7 +288,7 @@ fn wait_in_read(pid: u32) {
 
 #[test]
 fn python_2_7_is_unsupported_with_exit_code_5() {
-    let Some(py27) = support::python27() else {
+    let Some(py27) = crate::support::python27() else {
         eprintln!("python 2.7 not installed");
         return;
     };
@@ -343,12 +331,6 @@ fn python_2_7_is_unsupported_with_exit_code_5() {
             "{v}: {err}"
         );
     }
-}
-
-fn proc_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.chars().next()
 }
 
 /// Starts a census that holds its pause, waits until the target is stopped by it, delivers
@@ -493,7 +475,7 @@ fn snapshot_shows_the_python_view_and_fills_python_heap() {
             py.label
         );
     }
-    if let Some(py27) = support::python27() {
+    if let Some(py27) = crate::support::python27() {
         let t = Target::python(
             &py27,
             "import sys; sys.stdout.write('READY\\n'); sys.stdout.flush(); sys.stdin.readline()",
@@ -526,10 +508,10 @@ fn census_leaves_forked_workers_shared() {
         .strip_prefix("CHILD ")
         .and_then(|p| p.parse().ok())
         .expect("child pid");
-    let before = support::rollup_field(child, "Pss");
+    let before = crate::support::rollup_field(child, "Pss");
     memlens_json(&["census", &child.to_string(), "--json"]);
     memlens_json(&["stacks", &child.to_string(), "--json"]);
-    let after = support::rollup_field(child, "Pss");
+    let after = crate::support::rollup_field(child, "Pss");
     assert!(
         after < before + before / 10,
         "reading the child unshared its memory: PSS {before} -> {after}"

@@ -1,11 +1,15 @@
-//! Shared support for integration tests: the CPythons to test against, and real target
-//! processes that are killed and reaped when the test ends.
+//! Shared support for the integration tests: the CPythons to test against, real target
+//! processes that are killed and reaped when the test ends, temporary directories removed when
+//! it ends, and the small readers of memlens's output every module uses.
 #![allow(dead_code, missing_docs)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// The memlens binary built for these tests.
 pub fn memlens() -> Command {
@@ -330,4 +334,118 @@ pub fn numpy_pythons() -> Vec<Python> {
         }
     }
     out
+}
+
+/// A fresh directory for one test under the system's temporary directory, removed on drop.
+/// Its name carries this process's PID and a counter, so that tests running in parallel in
+/// this one binary never share one.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("memlens-it-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+
+    /// A fresh directory that every user may write into (unprivileged runs write there).
+    pub fn world_writable(name: &str) -> TempDir {
+        let d = TempDir::new(name);
+        let mut perms = std::fs::metadata(&d.0).expect("temp dir").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o777);
+        std::fs::set_permissions(&d.0, perms).expect("chmod temp dir");
+        d
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, f: &str) -> PathBuf {
+        self.0.join(f)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A script of `crates/memlens/tests/targets`.
+pub fn target_script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/targets")
+        .join(name)
+}
+
+/// The first CPython of [`pythons`], for tests that need any one.
+pub fn python() -> PathBuf {
+    pythons()
+        .into_iter()
+        .next()
+        .expect("a CPython to test with")
+        .path
+}
+
+/// stderr of a finished command, as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts memlens did not panic (Rust's exit code 101, or a panic message on stderr).
+pub fn no_panic(o: &Output) {
+    assert_ne!(
+        o.status.code(),
+        Some(101),
+        "memlens panicked: {}",
+        stderr(o)
+    );
+    assert!(!stderr(o).contains("panicked"), "{}", stderr(o));
+}
+
+/// A JSON value that must be an unsigned integer.
+pub fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not an integer: {v}"))
+}
+
+/// A JSON value that must be a number.
+pub fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// `memlens report --json FILE`, which must succeed.
+pub fn report_json(file: &Path) -> Value {
+    let out = memlens()
+        .args(["report", "--json"])
+        .arg(file)
+        .output()
+        .expect("memlens runs");
+    assert!(out.status.success(), "report failed: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("report JSON")
+}
+
+/// Sends `sig` (e.g. `-TERM`) to `pid`, which must be delivered.
+pub fn kill(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .arg(sig)
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(st.success(), "kill {sig} {pid} failed");
+}
+
+/// Sends `sig` to `pid`, which may have exited already.
+pub fn kill_if_alive(pid: u32, sig: &str) {
+    let _ = Command::new("kill").arg(sig).arg(pid.to_string()).status();
+}
+
+/// The state letter of `/proc/PID/stat` (`R`, `S`, `Z` ...), `None` once the PID is gone.
+pub fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.chars().next()
 }

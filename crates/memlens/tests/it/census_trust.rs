@@ -3,15 +3,13 @@
 //! censused without failure inside memlens's memory cap, and growth ranked by bytes and counts.
 //! Every check runs on every supported CPython, over several launches so ASLR varies.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{memlens, proc_state, pythons, target_script, u, Python, Target};
 use serde_json::Value;
-use support::{memlens, pythons, Python, Target};
 
 /// Launches per interpreter where the layout of the heap matters (ASLR varies per launch).
 const LAUNCHES: usize = 3;
@@ -19,12 +17,6 @@ const LAUNCHES: usize = 3;
 /// The documented hard cap on memlens's own memory during a census (docs/cli.md), plus what
 /// the binary itself needs (code, allocator, the interpreter's ELF symbols).
 const MEMORY_CAP_KIB: u64 = (256 + 64) * 1024;
-
-fn target_script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/targets")
-        .join(name)
-}
 
 fn start(py: &Python, script: &str) -> Target {
     start_with(py, script, &[])
@@ -34,10 +26,6 @@ fn start_with(py: &Python, script: &str, args: &[&str]) -> Target {
     let mut cmd = Command::new(&py.path);
     cmd.arg(target_script(script)).args(args);
     Target::spawn(cmd)
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
 }
 
 fn count_of(census: &Value, name: &str) -> u64 {
@@ -108,7 +96,7 @@ fn large_containers_are_counted_in_full() {
             let pid = t.pid().to_string();
             let census = parse(
                 &py.label,
-                &support::memlens_output(&["census", &pid, "--top", "0", "--json"]),
+                &crate::support::memlens_output(&["census", &pid, "--top", "0", "--json"]),
             );
             let what = format!("{} launch {launch}", py.label);
             let frozen = u(&truth["frozen"]) as f64;
@@ -163,12 +151,6 @@ fn large_containers_are_counted_in_full() {
             );
         }
     }
-}
-
-fn proc_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.chars().next()
 }
 
 /// SIGKILLs the target and waits until the kernel has torn it down (a zombie: its memory is
@@ -295,8 +277,9 @@ fn growth_ranks_types_by_bytes_and_by_count() {
         let t = start(&py, "census_growth.py");
         let pid = t.pid().to_string();
         let what = py.label.clone();
-        let out =
-            support::memlens_output(&["census", &pid, "--growth", "2s", "--top", "0", "--json"]);
+        let out = crate::support::memlens_output(&[
+            "census", &pid, "--growth", "2s", "--top", "0", "--json",
+        ]);
         let j = parse(&what, &out);
         let by_bytes = j["growth"]["by_bytes"]
             .as_array()
@@ -331,7 +314,7 @@ fn growth_ranks_types_by_bytes_and_by_count() {
                 );
             }
         }
-        let out = support::memlens_output(&["census", &pid, "--growth", "1s"]);
+        let out = crate::support::memlens_output(&["census", &pid, "--growth", "1s"]);
         assert!(
             out.status.success(),
             "{what}: {:?}: {}",
@@ -355,7 +338,7 @@ fn growth_of_zero_is_a_usage_error() {
         "import sys; print('READY', flush=True); sys.stdin.readline()",
     );
     for d in ["0", "0s", "0ms"] {
-        let out = support::memlens_output(&["census", &t.pid().to_string(), "--growth", d]);
+        let out = crate::support::memlens_output(&["census", &t.pid().to_string(), "--growth", d]);
         assert_eq!(
             out.status.code(),
             Some(2),
@@ -432,7 +415,7 @@ fn nonblocking_reads_a_target_it_cannot_stop() {
             .next()
             .expect("the traced Python")
             .to_string();
-        let out = support::memlens_output(&["census", &pid]);
+        let out = crate::support::memlens_output(&["census", &pid]);
         assert_eq!(
             out.status.code(),
             Some(4),
@@ -442,7 +425,14 @@ fn nonblocking_reads_a_target_it_cannot_stop() {
         );
         let j = parse(
             &py.label,
-            &support::memlens_output(&["census", &pid, "--nonblocking", "--top", "0", "--json"]),
+            &crate::support::memlens_output(&[
+                "census",
+                &pid,
+                "--nonblocking",
+                "--top",
+                "0",
+                "--json",
+            ]),
         );
         assert_eq!(j["inexact"], true, "{}", py.label);
         assert_eq!(j["consistency"]["method"], "nonblocking", "{}", py.label);

@@ -6,51 +6,15 @@
 //! signals (lines on a pipe), not on sleeps.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{
+    f, kill_if_alive, memlens, pythons, report_json, rollup_field, stderr, u, Python, Target,
+    TempDir,
+};
 use serde_json::Value;
-use support::{memlens, pythons, rollup_field, Python, Target};
-
-/// A fresh directory for one test, world-writable (unprivileged runs write into it), removed
-/// on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("memlens-truth-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("temp dir");
-        let mut perms = std::fs::metadata(&p).unwrap().permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o777);
-        std::fs::set_permissions(&p, perms).unwrap();
-        TempDir(p)
-    }
-    fn join(&self, f: &str) -> PathBuf {
-        self.0.join(f)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not an integer: {v}"))
-}
-
-fn f(v: &Value) -> f64 {
-    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
 
 /// A CPython with a shared libpython (the newest pyenv one) and Debian's static, stripped 3.11
 /// (whose arena table is found by scanning `.bss`) when there.
@@ -76,16 +40,6 @@ fn sql(db: &Path, query: &str) -> String {
         .output()
         .expect("the sqlite3 shell is installed");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn report_json(db: &Path) -> Value {
-    let out = memlens()
-        .args(["report", "--json"])
-        .arg(db)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "report failed: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// The kernel's PSS of a set of processes, summed.
@@ -116,10 +70,6 @@ fn cpu_seconds(pid: u32) -> f64 {
         .parse()
         .expect("CLK_TCK");
     ticks as f64 / hz
-}
-
-fn kill(pid: u32, sig: &str) {
-    let _ = Command::new("kill").arg(sig).arg(pid.to_string()).status();
 }
 
 /// A parent holding 120 MiB that forks three workers, each adding 40 MiB of its own, and
@@ -154,7 +104,7 @@ sys.stdin.readline()
 fn a_recorded_forked_tree_peaks_at_the_pss_the_kernel_reads() {
     // `record` of a tree already at its plateau: the first sample cannot read PSS yet, and
     // must not stand in for it (it used to: the peak was the RSS sum, about twice the PSS).
-    let dir = TempDir::new("forked-record");
+    let dir = TempDir::world_writable("forked-record");
     for py in two_pythons() {
         let mut t = Target::python(&py.path, FORKED_TREE);
         let pids: Vec<u32> = t.lines[0]
@@ -183,7 +133,7 @@ fn a_recorded_forked_tree_peaks_at_the_pss_the_kernel_reads() {
         t.send("done");
         // The plateau held while memlens recorded (the tree's share of libraries other
         // processes map too, other tests' interpreters, moves a little as they come and go).
-        support::assert_close("kernel PSS before/after", after, before, 3.0);
+        crate::support::assert_close("kernel PSS before/after", after, before, 3.0);
         let j: Value = serde_json::from_slice(&out.stdout).unwrap();
         let peak = &j["peak"];
         let within = |what: &str, v: u64| {
@@ -209,7 +159,7 @@ fn a_running_forked_tree_peaks_at_the_pss_the_kernel_reads() {
     // The same tree started by `run`: once it is at its plateau, the test reads the kernel's
     // PSS, then waits (on the recording, read with the sqlite3 shell) for memlens to have read
     // the tree's PSS after that moment, then lets the program end.
-    let dir = TempDir::new("forked-run");
+    let dir = TempDir::world_writable("forked-run");
     let py = &two_pythons()[0];
     let db = dir.join("run.db");
     let mut cmd = memlens();
@@ -265,7 +215,7 @@ fn a_running_forked_tree_peaks_at_the_pss_the_kernel_reads() {
     assert!(status.success(), "{status:?}");
     let j = report_json(&db);
     let peak = &j["peak"];
-    support::assert_close("recorded tree PSS", u(&peak["pss"]), truth, 3.0);
+    crate::support::assert_close("recorded tree PSS", u(&peak["pss"]), truth, 3.0);
     assert_eq!(peak["source"], "pss", "{peak}");
 }
 
@@ -309,7 +259,7 @@ fn a_program_that_builds_400_mib_gets_its_breakdown_at_its_peak() {
     // one every 0.6-1 s here (every 0.3 s on a quiet machine: bench/peak_breakdown.sh), so the
     // 0.5 s bound is checked at 4 %. Before, the budget starved the peak's ledger at any
     // budget up to 4 % (the interpreter's attach and the pool walk were charged to it).
-    let dir = TempDir::new("build400");
+    let dir = TempDir::world_writable("build400");
     for py in two_pythons() {
         for launch in 0..2 {
             let db = dir.join(&format!("b-{}-{launch}.db", py.label));
@@ -401,7 +351,7 @@ fn warm(path: &Path) {
 
 #[test]
 fn max_peak_gives_the_same_verdict_whatever_the_page_cache_holds() {
-    let dir = TempDir::new("pagecache");
+    let dir = TempDir::world_writable("pagecache");
     let py = &two_pythons()[0];
     let data = dir.join("data.bin");
     std::fs::write(&data, vec![7u8; 192 << 20]).unwrap();
@@ -449,7 +399,7 @@ fn max_peak_gives_the_same_verdict_whatever_the_page_cache_holds() {
             bytes + (1 << 20) >= hwm,
             "{state}: peak {bytes} below the program's VmHWM {hwm}"
         );
-        support::assert_close(&format!("{state} peak"), bytes, hwm, 5.0);
+        crate::support::assert_close(&format!("{state} peak"), bytes, hwm, 5.0);
         cgroups.push(j["peak"]["cgroup"].as_u64());
         // And a budget below the program's own peak fails in either state.
         let (code, hwm, j) = run("40M");
@@ -471,7 +421,7 @@ fn recording_another_users_process_without_privilege_warns_loudly() {
         assert!(std::env::var_os("CI").is_none(), "setpriv missing in CI");
         return;
     }
-    let dir = TempDir::new("unprivileged");
+    let dir = TempDir::world_writable("unprivileged");
     // A root-owned process: nobody (65534) may read its smaps.
     let t = Target::python(
         &py.path,
@@ -526,7 +476,7 @@ fn recording_another_users_process_without_privilege_warns_loudly() {
 
 #[test]
 fn a_cut_off_recording_keeps_lifetimes_and_the_peak_its_samples_show() {
-    let dir = TempDir::new("cutoff");
+    let dir = TempDir::world_writable("cutoff");
     let py = &two_pythons()[0];
     let db = dir.join("c.db");
     let script = r#"
@@ -585,10 +535,10 @@ sys.stdin.readline()
         assert!(Instant::now() < deadline, "the recording did not grow");
         std::thread::sleep(Duration::from_millis(50));
     };
-    kill(t.pid(), "-KILL");
+    kill_if_alive(t.pid(), "-KILL");
     let _ = t.child.wait();
     for &p in &pids {
-        kill(p, "-KILL");
+        kill_if_alive(p, "-KILL");
     }
     let j = report_json(&db);
     assert_eq!(j["complete"], false);
@@ -639,7 +589,7 @@ go.set()
 
 #[test]
 fn two_thousand_threads_stay_within_the_cpu_budget() {
-    let dir = TempDir::new("threads");
+    let dir = TempDir::world_writable("threads");
     let py = &two_pythons()[0];
     for extra in [&[][..], &["--no-cgroup"][..]] {
         let mut cmd = memlens();

@@ -1,34 +1,22 @@
 //! The one Python-view path (issue 7 item 5, issue 9 item 5) against real interpreters: every
-//! CPython of `support::pythons()` (pyenv 3.8-3.13 and Debian's static, stripped 3.11).
+//! CPython of `crate::support::pythons()` (pyenv 3.8-3.13 and Debian's static, stripped 3.11).
 //! Ground truth comes from the targets themselves (`sys._debugmallocstats()`, `threading`,
 //! their own frame chains) and from the kernel; recordings are read back with Python's own
 //! `sqlite3`, not with memlens.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::support::{memlens, memlens_json, pythons, target_script, u, Python, Target};
 use memlens_cpython::{Attacher, ReadMode};
 use serde_json::Value;
-use support::{memlens, memlens_json, pythons, Python, Target};
-
-fn target(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/targets")
-        .join(name)
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
-}
 
 /// Starts `tree.py` with `workers` forked workers; returns the target and each process's
 /// own pymalloc figures by pid.
 fn start_tree(py: &Python, workers: usize) -> (Target, Vec<(u32, u64, u64)>) {
     let mut cmd = Command::new(&py.path);
-    cmd.arg(target("tree.py")).arg(workers.to_string());
+    cmd.arg(target_script("tree.py")).arg(workers.to_string());
     let t = Target::spawn(cmd);
     let reports: Value = serde_json::from_str(t.lines.last().expect("report line")).unwrap();
     let truth = reports
@@ -81,7 +69,7 @@ fn a_forked_tree_costs_one_discovery_and_each_worker_gets_its_own_figures() {
                     "{} launch {launch}: arenas of {pid}",
                     py.label
                 );
-                support::assert_close(
+                crate::support::assert_close(
                     &format!("{} launch {launch}: used bytes of {pid}", py.label),
                     pm.used_bytes,
                     blocks,
@@ -119,7 +107,7 @@ fn a_forked_tree_costs_one_discovery_and_each_worker_gets_its_own_figures() {
                     "{}: snapshot arenas of {pid}",
                     py.label
                 );
-                support::assert_close(
+                crate::support::assert_close(
                     &format!("{}: snapshot used bytes of {pid}", py.label),
                     u(&pm["used_bytes"]),
                     *blocks,
@@ -173,7 +161,7 @@ fn stacks_name_threads_and_count_the_frames_they_leave_out() {
     for py in pythons() {
         let depth = 6000; // deeper than the 4,096 frames shown
         let mut cmd = Command::new(&py.path);
-        cmd.arg(target("stacks.py"))
+        cmd.arg(target_script("stacks.py"))
             .args(["40", &depth.to_string()]);
         let t = Target::spawn(cmd);
         let truth: Value = serde_json::from_str(t.lines.last().unwrap()).unwrap();
@@ -239,7 +227,7 @@ fn stacks_name_threads_and_count_the_frames_they_leave_out() {
 fn a_process_with_2000_threads_is_read_whole() {
     let py = pythons().into_iter().next().expect("a Python");
     let mut cmd = Command::new(&py.path);
-    cmd.arg(target("stacks.py")).args(["2000", "1"]);
+    cmd.arg(target_script("stacks.py")).args(["2000", "1"]);
     let t = Target::spawn(cmd);
     let truth: Value = serde_json::from_str(t.lines.last().unwrap()).unwrap();
     let out = memlens_json(&["stacks", &t.pid().to_string(), "--json"]);

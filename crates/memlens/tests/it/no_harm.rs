@@ -6,8 +6,6 @@
 //! is on an event (a line, a process's exit) or on a condition, never a fixed sleep.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -16,51 +14,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::support::{kill, memlens, no_panic, python, report_json, stderr, u, Target, TempDir};
 use serde_json::Value;
-use support::{memlens, pythons, Target};
-
-/// A fresh directory for one test, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("memlens-nh-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("temp dir");
-        TempDir(p)
-    }
-    fn join(&self, f: &str) -> PathBuf {
-        self.0.join(f)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn python() -> PathBuf {
-    pythons()
-        .into_iter()
-        .next()
-        .expect("a CPython to test with")
-        .path
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn no_panic(o: &Output) {
-    assert_ne!(
-        o.status.code(),
-        Some(101),
-        "memlens panicked: {}",
-        stderr(o)
-    );
-    assert!(!stderr(o).contains("panicked"), "{}", stderr(o));
-}
 
 fn out_in(dir: &Path, args: &[&str]) -> Output {
     memlens()
@@ -69,20 +24,6 @@ fn out_in(dir: &Path, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not an integer: {v}"))
-}
-
-fn report_json(file: &Path) -> Value {
-    let out = memlens()
-        .args(["report", "--json"])
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "report failed: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).expect("report JSON")
 }
 
 /// Waits for a child to exit, for at most `limit` (a bound far above the expected time, so a
@@ -121,15 +62,6 @@ fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-fn kill(pid: u32, sig: &str) {
-    let st = Command::new("kill")
-        .arg(sig)
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(st.success());
 }
 
 /// What is at a path, link or not: type, inode, mode, device number, content or link target.

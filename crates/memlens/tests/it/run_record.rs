@@ -3,43 +3,14 @@
 //! (bytes allocated, leak rates), never from memlens.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use crate::support::{
+    kill, memlens, no_panic, python, pythons, report_json, stderr, u, Target, TempDir,
+};
 use serde_json::Value;
-use support::{memlens, pythons, Target};
-
-/// A fresh directory for one test, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("memlens-rr-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("temp dir");
-        TempDir(p)
-    }
-    fn join(&self, f: &str) -> PathBuf {
-        self.0.join(f)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn python() -> PathBuf {
-    pythons()
-        .into_iter()
-        .next()
-        .expect("a CPython to test with")
-        .path
-}
 
 fn run_memlens(args: &[&str], cwd: &Path) -> Output {
     memlens()
@@ -72,15 +43,6 @@ fn record_short_program(dir: &Path, db: &Path) {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn no_panic(o: &Output) {
-    let e = stderr(o);
-    assert!(!e.contains("panicked"), "memlens panicked: {e}");
-}
-
 /// Splits `run --json` stdout into the program's lines before the JSON and the JSON.
 fn split_json(stdout: &[u8]) -> (Vec<String>, Value) {
     let text = String::from_utf8_lossy(stdout);
@@ -94,25 +56,11 @@ fn split_json(stdout: &[u8]) -> (Vec<String>, Value) {
     (lines, json)
 }
 
-fn report_json(file: &Path) -> Value {
-    let out = memlens()
-        .args(["report", "--json"])
-        .arg(file)
-        .output()
-        .expect("memlens runs");
-    assert!(out.status.success(), "report failed: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).expect("report JSON")
-}
-
 fn close(what: &str, a: f64, b: f64, pct: f64) {
     assert!(
         (a - b).abs() <= b.abs() * pct / 100.0,
         "{what}: {a} not within {pct}% of {b}"
     );
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not an integer: {v}"))
 }
 
 const TRUTH_AT_EXIT: &str = r#"
@@ -366,15 +314,6 @@ fn a_program_killed_by_a_signal_gives_128_plus_the_signal() {
     assert_eq!(j["exit_code"], 137);
     assert_eq!(j["exit_signal"], 9);
     assert!(u(&j["peak"]["rss"]) >= 40 << 20);
-}
-
-fn kill(pid: u32, sig: &str) {
-    let st = Command::new("kill")
-        .arg(sig)
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(st.success());
 }
 
 #[test]
@@ -1060,7 +999,10 @@ fn a_parents_last_moment_peak_is_reported_or_bounded() {
     let script = "import subprocess, sys\n\
                   subprocess.run(['true'])\n\
                   x = bytearray(120 << 20)\n";
-    for _ in 0..3 {
+    // Without -o, each run writes its recording in the current directory: a temporary one,
+    // never the source tree the tests run from.
+    let dir = TempDir::new("lastpeak");
+    for run in 1..=3 {
         let out = memlens()
             .args([
                 "run",
@@ -1071,6 +1013,7 @@ fn a_parents_last_moment_peak_is_reported_or_bounded() {
                 "-c",
                 script,
             ])
+            .current_dir(&dir.0)
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
@@ -1080,5 +1023,14 @@ fn a_parents_last_moment_peak_is_reported_or_bounded() {
         let caught = u(&root["vm_hwm"]) >= 120 << 20;
         let bounded = notes.contains(&format!("vm_hwm of pid {}", u(&root["pid"])));
         assert!(caught || bounded, "{root} / {notes}");
+        let recordings = std::fs::read_dir(&dir.0)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".db"))
+            .count();
+        assert_eq!(
+            recordings, run,
+            "each run leaves its recording in its own directory"
+        );
     }
 }

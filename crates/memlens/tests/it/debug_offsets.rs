@@ -4,16 +4,14 @@
 //! carries exactly the table's values, stacks read through it equal stacks read through the
 //! table, and the views the debug offsets cannot serve exit 5 with a clear message.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::support::{memlens, pythons, Python, Target};
 use memlens_cpython::layouts::{self, debug_pairs, LAYOUT_ENV, POISON};
 use memlens_cpython::Attacher;
 use memlens_remote::vm::RemoteMemory;
 use serde_json::Value;
-use support::{memlens, pythons, Python, Target};
 
 const LAUNCHES: usize = 2;
 

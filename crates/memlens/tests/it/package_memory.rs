@@ -4,13 +4,11 @@
 //! several launches each; the figures sit beside the package's extension modules and change
 //! no total of the ledger.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::Command;
 
+use crate::support::{pythons, u, Python, Target};
 use serde_json::Value;
-use support::{pythons, Python, Target};
 
 const LAUNCHES: usize = 3;
 const KINDS: [&str; 4] = ["code", "functions", "classes", "modules"];
@@ -34,17 +32,13 @@ fn start_with(py: &Python, args: &[&str]) -> (Target, Value) {
     (t, truth)
 }
 
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
-
 fn snapshot(pid: u32, packages: bool) -> Value {
     let pid = pid.to_string();
     let mut args = vec!["snapshot", pid.as_str(), "--json"];
     if packages {
         args.push("--packages");
     }
-    support::memlens_json(&args)
+    crate::support::memlens_json(&args)
 }
 
 /// The process's `(category, rss, uss)` rows.
@@ -206,7 +200,7 @@ fn text_says_the_bytes_are_already_in_the_heap_rows() {
         return;
     };
     let (t, _) = start(&py);
-    let out = support::memlens_output(&["snapshot", &t.pid().to_string(), "--packages"]);
+    let out = crate::support::memlens_output(&["snapshot", &t.pid().to_string(), "--packages"]);
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Python objects by package"), "{text}");
@@ -215,7 +209,7 @@ fn text_says_the_bytes_are_already_in_the_heap_rows() {
         "{text}"
     );
     assert!(text.contains("memlens_fake_dist"), "{text}");
-    let plain = support::memlens_output(&["snapshot", &t.pid().to_string()]);
+    let plain = crate::support::memlens_output(&["snapshot", &t.pid().to_string()]);
     assert!(
         !String::from_utf8_lossy(&plain.stdout).contains("Python objects by package"),
         "the census is only taken with --packages"

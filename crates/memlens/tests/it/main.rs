@@ -1,0 +1,16 @@
+//! memlens's integration tests, one binary: each module was a test binary of its own, all of
+//! them compiling `support` again. Run one module with `cargo test -p memlens --test it MODULE::`.
+
+mod census_trust;
+mod debug_offsets;
+mod golden;
+mod launch;
+mod ledger;
+mod no_harm;
+mod package_memory;
+mod python_view;
+mod python_view_path;
+mod recorder_truth;
+mod run_record;
+mod sizes;
+mod support;
