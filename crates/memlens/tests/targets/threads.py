@@ -44,11 +44,12 @@ def report(caller):
         res["frames"][str(t.ident)] = frames_of(cur[t.ident])
     res["frames"][str(threading.get_ident())] = frames_of(caller)
     print(json.dumps(res))
-    print("READY", flush=True)
 
 
 def block():
-    report(sys._getframe()); sys.stdin.readline()  # noqa: E702 (one line on purpose)
+    # One line on purpose: the frame's line is the same in report() and while blocked. READY
+    # comes after report() returned, so a reader never catches report() still on the stack.
+    report(sys._getframe()); print("READY", flush=True); sys.stdin.readline()  # noqa: E702
 
 
 block()
