@@ -282,8 +282,11 @@ impl Sizer {
         let mro = t.u64(l.type_mro)?;
         let mut chain = Vec::new();
         if mro != 0 {
-            let n = count(mem.read_i64(mro + l.var_size)?, "MRO length")?;
-            let raw = mem.read_vec(mro + l.tuple_item, (n.min(MAX_MRO as u64) * 8) as usize)?;
+            let n = count(mem.read_i64(mro.wrapping_add(l.var_size))?, "MRO length")?;
+            let raw = mem.read_vec(
+                mro.wrapping_add(l.tuple_item),
+                (n.min(MAX_MRO as u64) * 8) as usize,
+            )?;
             chain.extend(
                 raw.chunks_exact(8)
                     .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]))),
@@ -293,7 +296,7 @@ impl Sizer {
             let mut base = ty;
             while base != 0 && chain.len() < MAX_MRO {
                 chain.push(base);
-                base = mem.read_u64(base + l.type_base)?;
+                base = mem.read_u64(base.wrapping_add(l.type_base))?;
             }
         }
         for base in chain {
@@ -340,10 +343,11 @@ impl Sizer {
     /// (heap types) in its dict.
     fn defines_sizeof<M: ProcessMemory>(&self, mem: &M, ty: u64) -> Result<bool> {
         let l = self.l;
-        let methods = mem.read_u64(ty + l.type_methods)?;
+        let methods = mem.read_u64(ty.wrapping_add(l.type_methods))?;
         if methods != 0 {
             for i in 0..MAX_METHODS {
-                let name = mem.read_u64(methods + i * l.method_def_size + l.method_def_name)?;
+                let name =
+                    mem.read_u64(methods.wrapping_add(i * l.method_def_size + l.method_def_name))?;
                 if name == 0 {
                     break;
                 }
@@ -352,8 +356,8 @@ impl Sizer {
                 }
             }
         }
-        let flags = mem.read_u64(ty + l.type_flags)?;
-        let dict = mem.read_u64(ty + l.type_dict)?;
+        let flags = mem.read_u64(ty.wrapping_add(l.type_flags))?;
+        let dict = mem.read_u64(ty.wrapping_add(l.type_dict))?;
         if flags & l.tpflags_heaptype != 0 && dict != 0 {
             for (key, _) in read_dict(mem, l, dict)?.items {
                 if read_str(mem, l, key, 11).is_ok_and(|k| k == "__sizeof__") {
@@ -442,11 +446,14 @@ impl Sizer {
         let ready = l.str_ready_bit.is_none_or(|b| state & b != 0);
         let len = count(o.i64(l.str_length)?, "str length")?;
         let (mut size, data) = if compact && ascii {
-            (l.str_ascii_size + len + 1, o.at + l.str_ascii_size)
+            (
+                l.str_ascii_size + len + 1,
+                o.at.wrapping_add(l.str_ascii_size),
+            )
         } else if compact {
             (
                 l.str_compact_size + (len + 1) * kind,
-                o.at + l.str_compact_size,
+                o.at.wrapping_add(l.str_compact_size),
             )
         } else {
             // two blocks (str subclasses, legacy strings): the object and its data
@@ -565,7 +572,7 @@ impl Sizer {
     fn set<M: ProcessMemory>(&self, o: &Obj<'_, M>, facts: &TypeFacts) -> Result<u64> {
         let l = self.l;
         let table = o.u64(l.set_table)?;
-        if table == o.at + l.set_smalltable {
+        if table == o.at.wrapping_add(l.set_smalltable) {
             return Ok(facts.basicsize);
         }
         let mask = count(o.i64(l.set_mask)?, "set mask")?;
@@ -586,7 +593,7 @@ impl Sizer {
         if let (Some(cell2arg), Some(cellvars)) = (l.code_cell2arg, l.code_cellvars) {
             let cells = o.u64(cellvars)?;
             if o.u64(cell2arg)? != 0 && cells != 0 {
-                let n = count(o.mem.read_i64(cells + l.var_size)?, "cellvars")?;
+                let n = count(o.mem.read_i64(cells.wrapping_add(l.var_size))?, "cellvars")?;
                 size += n * ptr; // Py_ssize_t per cell
             }
         }
@@ -611,7 +618,10 @@ impl Sizer {
             // 3.8-3.10: the LOAD_GLOBAL cache, once the code ran often enough
             if o.u64(cache)? != 0 {
                 let bytecode = o.u64(code_at)?;
-                let code_len = count(o.mem.read_i64(bytecode + l.var_size)?, "co_code size")?;
+                let code_len = count(
+                    o.mem.read_i64(bytecode.wrapping_add(l.var_size))?,
+                    "co_code size",
+                )?;
                 // co_opcache_map: one byte per code unit
                 let map = code_len / l.code_unit_size;
                 let n = o.int(cache_n, n_size)? as u64 & 0xff;
@@ -673,7 +683,7 @@ impl Sizer {
             if t == 0 {
                 return Ok(0);
             }
-            Ok(o.mem.read_i64(t + l.var_size)?)
+            Ok(o.mem.read_i64(t.wrapping_add(l.var_size))?)
         };
         let extras = c.int(l.code_stacksize, 4)?
             + c.int(need(l.code_nlocals, "co_nlocals")?, 4)?

@@ -460,3 +460,24 @@ fn pymalloc_pools_are_summed_and_corrupt_tables_refused() {
         }
     }
 }
+
+#[test]
+fn a_type_pointer_near_the_top_of_the_address_space_is_an_error_not_a_panic() {
+    // A list read while the target changes it can hand the census a wild type pointer; the
+    // walk of its bases must fail that read (counted as unreadable) and never overflow
+    // `pointer + offset` (a debug-build panic before).
+    for l in tables() {
+        let sizer = memlens_cpython::sizes::Sizer::from_parts(l, |_| None, None);
+        for wild in [u64::MAX - 7, u64::MAX - l.type_base + 1, u64::MAX] {
+            let mut mem = SliceMemory::new();
+            let mut ty = Buf::new(OBJ_PAGE, l.type_size as usize + 64);
+            ty.u64(OBJ_PAGE + l.type_base, wild)
+                .u64(OBJ_PAGE + l.type_basicsize, 16);
+            ty.map(&mut mem);
+            let got = sizer.type_facts(&mem, OBJ_PAGE);
+            assert!(got.is_err(), "3.{}: base {wild:#x}: {got:?}", l.version.1);
+            // the wild pointer itself as the type
+            assert!(sizer.type_facts(&mem, wild).is_err());
+        }
+    }
+}
