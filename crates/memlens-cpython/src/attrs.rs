@@ -44,7 +44,7 @@ pub fn module_attr<M: ProcessMemory>(
     module: u64,
     name: &str,
 ) -> Result<Option<u64>> {
-    let dict = mem.read_u64(module + l.module_dict)?;
+    let dict = mem.read_u64(module.wrapping_add(l.module_dict))?;
     if dict == 0 {
         return Ok(None);
     }
@@ -57,7 +57,7 @@ fn split_keys<M: ProcessMemory>(mem: &M, l: &Layout, keys: u64) -> Result<Vec<u6
     let (Some(ixb), Some(kind)) = (l.dictkeys_log2_index_bytes, l.dictkeys_kind) else {
         return Ok(Vec::new());
     };
-    let n = mem.read_i64(keys + l.dictkeys_nentries)?;
+    let n = mem.read_i64(keys.wrapping_add(l.dictkeys_nentries))?;
     if !(0..MAX_KEYS).contains(&n) {
         return Err(invalid(format!("key table at {keys:#x}: {n} entries")));
     }
@@ -71,7 +71,7 @@ fn split_keys<M: ProcessMemory>(mem: &M, l: &Layout, keys: u64) -> Result<Vec<u6
     } else {
         (16, 0)
     };
-    let at = keys + l.dictkeys_indices + (1u64 << log2_ix);
+    let at = keys.wrapping_add(l.dictkeys_indices + (1u64 << log2_ix));
     let raw = mem.read_vec(at, n as usize * size)?;
     Ok(raw
         .chunks_exact(size)
@@ -89,11 +89,11 @@ enum Storage {
 
 fn storage<M: ProcessMemory>(it: &Interpreter, mem: &M, obj: u64) -> Result<Storage> {
     let l = it.layout;
-    let ty = mem.read_u64(obj + l.object_type)?;
-    let flags = mem.read_u64(ty + l.type_flags)?;
+    let ty = mem.read_u64(obj.wrapping_add(l.object_type))?;
+    let flags = mem.read_u64(ty.wrapping_add(l.type_flags))?;
     let managed = l.tpflags_managed_dict.is_some_and(|f| flags & f != 0);
     if !managed {
-        let off = mem.read_i64(ty + l.type_dictoffset)?;
+        let off = mem.read_i64(ty.wrapping_add(l.type_dictoffset))?;
         if off <= 0 {
             // 0: no dict; negative (variable-size objects): not needed for the objects read here
             return Ok(Storage::None);
@@ -105,11 +105,13 @@ fn storage<M: ProcessMemory>(it: &Interpreter, mem: &M, obj: u64) -> Result<Stor
             Storage::Dict(d)
         });
     }
-    let basicsize = || Ok(mem.read_u64(ty + l.type_basicsize)?);
+    let basicsize = || Ok(mem.read_u64(ty.wrapping_add(l.type_basicsize))?);
     Ok(match dicts::managed(mem, l, obj, flags, basicsize)? {
         Managed::None => Storage::None,
         Managed::Dict(d) => Storage::Dict(d),
-        Managed::Values(v) => Storage::Values(v, mem.read_u64(ty + l.heaptype_cached_keys)?),
+        Managed::Values(v) => {
+            Storage::Values(v, mem.read_u64(ty.wrapping_add(l.heaptype_cached_keys))?)
+        }
     })
 }
 
@@ -150,7 +152,7 @@ pub fn read_u64_int<M: ProcessMemory>(mem: &M, l: &Layout, addr: u64) -> Result<
             (tag & 3 == 2, tag >> 3)
         }
         None => {
-            let size = mem.read_i64(addr + l.var_size)?;
+            let size = mem.read_i64(addr.wrapping_add(l.var_size))?;
             (size < 0, size.unsigned_abs())
         }
     };
@@ -158,7 +160,10 @@ pub fn read_u64_int<M: ProcessMemory>(mem: &M, l: &Layout, addr: u64) -> Result<
     if negative || ndigits * bits > 64 + bits {
         return Err(invalid(format!("int at {addr:#x} is not a 64-bit value")));
     }
-    let raw = mem.read_vec(addr + l.long_digits, (ndigits * l.long_digit_size) as usize)?;
+    let raw = mem.read_vec(
+        addr.wrapping_add(l.long_digits),
+        (ndigits * l.long_digit_size) as usize,
+    )?;
     let mut v: u128 = 0;
     for d in raw.chunks_exact(l.long_digit_size as usize).rev() {
         let digit = match *d {

@@ -209,7 +209,7 @@ pub fn take_with<M: ProcessMemory>(
         attribution: by_module.then(|| packages::Attribution::new(budget.clone())),
         budget,
     };
-    let modules = mem.read_u64(it.interp + l.interp_modules)?;
+    let modules = mem.read_u64(it.interp.wrapping_add(l.interp_modules))?;
     w.read_sys_modules(modules)?;
     let state = gc::state_address(it)?;
     let max_nodes = gc::max_list_len(readable);
@@ -498,7 +498,7 @@ impl<M: ProcessMemory> Walker<'_, M> {
     /// tracked by the collector is left alone (its generation list brings it).
     fn visit(&mut self, obj: u64, untracked_only: bool) -> Result<()> {
         let l = self.l;
-        let ty = self.mem.read_u64(obj + l.object_type)?;
+        let ty = self.mem.read_u64(obj.wrapping_add(l.object_type))?;
         let ti = self.type_index(ty)?;
         let Some(&t) = self.infos.get(ti as usize) else {
             return Err(Error::Decode {
@@ -509,7 +509,7 @@ impl<M: ProcessMemory> Walker<'_, M> {
         if untracked_only {
             // tp_is_gc: a type object is a GC object only when it is a heap type
             let is_gc = if t.kind == Kind::Type {
-                self.mem.read_u64(obj + l.type_flags)? & l.tpflags_heaptype != 0
+                self.mem.read_u64(obj.wrapping_add(l.type_flags))? & l.tpflags_heaptype != 0
             } else {
                 t.gc
             };
@@ -526,7 +526,7 @@ impl<M: ProcessMemory> Walker<'_, M> {
             || matches!(t.kind, Kind::List | Kind::Tuple | Kind::Int)
             || (t.heap && t.dictoffset < 0 && !managed);
         let ob_size = if uses_size {
-            self.mem.read_i64(obj + l.var_size)?
+            self.mem.read_i64(obj.wrapping_add(l.var_size))?
         } else {
             0
         };
@@ -564,7 +564,10 @@ impl<M: ProcessMemory> Walker<'_, M> {
         let l = self.l;
         match t.kind {
             Kind::List => {
-                let items = addr(self.mem.read_u64(obj + l.list_item)?, "list items")?;
+                let items = addr(
+                    self.mem.read_u64(obj.wrapping_add(l.list_item))?,
+                    "list items",
+                )?;
                 if ob_size > 0 && items != 0 {
                     self.words(items, ob_size as u64)?;
                 } else if ob_size < 0 {
@@ -573,7 +576,7 @@ impl<M: ProcessMemory> Walker<'_, M> {
             }
             Kind::Tuple => {
                 if ob_size > 0 {
-                    self.words(obj + l.tuple_item, ob_size as u64)?;
+                    self.words(obj.wrapping_add(l.tuple_item), ob_size as u64)?;
                 } else if ob_size < 0 {
                     return Err(self.bad(obj, "a tuple length"));
                 }
@@ -597,8 +600,11 @@ impl<M: ProcessMemory> Walker<'_, M> {
                 }
             }
             Kind::Set => {
-                let table = addr(self.mem.read_u64(obj + l.set_table)?, "a set table")?;
-                let mask = self.mem.read_i64(obj + l.set_mask)?;
+                let table = addr(
+                    self.mem.read_u64(obj.wrapping_add(l.set_table))?,
+                    "a set table",
+                )?;
+                let mask = self.mem.read_i64(obj.wrapping_add(l.set_mask))?;
                 if !(0..1 << 40).contains(&mask) {
                     return Err(self.bad(obj, "a set size"));
                 }
@@ -662,7 +668,7 @@ impl<M: ProcessMemory> Walker<'_, M> {
     /// block size.
     fn deque_items(&mut self, obj: u64) -> Result<()> {
         let l = self.l;
-        let n = self.mem.read_i64(obj + l.var_size)?;
+        let n = self.mem.read_i64(obj.wrapping_add(l.var_size))?;
         if !(0..1 << 40).contains(&n) {
             return Err(self.bad(obj, "a deque length"));
         }
@@ -672,7 +678,7 @@ impl<M: ProcessMemory> Walker<'_, M> {
         }
         let (leftblock, rightlink) = (l.deque_leftblock, l.deque_block_rightlink);
         let mut block = addr(self.mem.read_u64(obj + leftblock)?, "a deque block")?;
-        let mut index = self.mem.read_i64(obj + l.deque_leftindex)?;
+        let mut index = self.mem.read_i64(obj.wrapping_add(l.deque_leftindex))?;
         if !(0..blocklen as i64).contains(&index) {
             return Err(self.bad(obj, "a deque index"));
         }
@@ -682,7 +688,10 @@ impl<M: ProcessMemory> Walker<'_, M> {
                 return Err(self.bad(obj, "a deque's chain of blocks"));
             }
             let take = (blocklen - index as u64).min(left);
-            self.words(block + l.deque_block_data + index as u64 * 8, take)?;
+            self.words(
+                block.wrapping_add(l.deque_block_data + index as u64 * 8),
+                take,
+            )?;
             left -= take;
             index = 0;
             if left > 0 {
@@ -698,7 +707,9 @@ impl<M: ProcessMemory> Walker<'_, M> {
         let l = self.l;
         let offsets: Vec<u64> = match t.kind {
             Kind::Type => {
-                if !t.heap && self.mem.read_u64(obj + l.type_flags)? & l.tpflags_heaptype == 0 {
+                if !t.heap
+                    && self.mem.read_u64(obj.wrapping_add(l.type_flags))? & l.tpflags_heaptype == 0
+                {
                     return Ok(false);
                 }
                 let mut v = vec![
@@ -815,7 +826,9 @@ impl<M: ProcessMemory> Walker<'_, M> {
             if t.cached_keys == 0 {
                 return Ok(0);
             }
-            let n = s.mem.read_i64(t.cached_keys + l.dictkeys_nentries)?;
+            let n = s
+                .mem
+                .read_i64(t.cached_keys.wrapping_add(l.dictkeys_nentries))?;
             Ok(n.clamp(0, 1 << 16) as u64)
         };
         let basicsize = || Ok(t.basicsize);

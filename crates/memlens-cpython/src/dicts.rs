@@ -121,17 +121,17 @@ pub fn managed<M: ProcessMemory>(
 
 /// Locates the entries of the dict at `dict` and computes its extra size.
 pub fn table<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<DictTable> {
-    let keys = mem.read_u64(dict + l.dict_keys)?;
-    let values = mem.read_u64(dict + l.dict_values)?;
+    let keys = mem.read_u64(dict.wrapping_add(l.dict_keys))?;
+    let values = mem.read_u64(dict.wrapping_add(l.dict_values))?;
     if keys == 0 {
         return Err(bad(dict, "no keys"));
     }
     if keys >= MAX_ADDR || values >= MAX_ADDR {
         return Err(bad(dict, "a pointer out of the address space"));
     }
-    let refcnt = mem.read_i64(keys + l.dictkeys_refcnt)?;
-    let nentries = mem.read_i64(keys + l.dictkeys_nentries)?;
-    let usable = mem.read_i64(keys + l.dictkeys_usable)?;
+    let refcnt = mem.read_i64(keys.wrapping_add(l.dictkeys_refcnt))?;
+    let nentries = mem.read_i64(keys.wrapping_add(l.dictkeys_nentries))?;
+    let usable = mem.read_i64(keys.wrapping_add(l.dictkeys_usable))?;
     if !(0..MAX_ENTRIES).contains(&nentries) {
         return Err(bad(dict, "entry count out of range"));
     }
@@ -154,7 +154,7 @@ pub fn table<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<DictTab
         if nentries > size * 2 / 3 {
             return Err(bad(dict, "more entries than its table holds"));
         }
-        entries_at = keys + l.dictkeys_indices + (size * ix) as u64;
+        entries_at = keys.wrapping_add(l.dictkeys_indices + (size * ix) as u64);
         entry_size = l.dictkeys_entry_size;
         key_at = l.dictentry_key;
         value_at = l.dictentry_value;
@@ -176,7 +176,7 @@ pub fn table<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<DictTab
         if nentries as u64 > ((1u64 << log2) << 1) / 3 {
             return Err(bad(dict, "more entries than its table holds"));
         }
-        entries_at = keys + l.dictkeys_indices + (1u64 << log2_ix);
+        entries_at = keys.wrapping_add(l.dictkeys_indices + (1u64 << log2_ix));
         (entry_size, key_at, value_at) = entry_shape(l, u64::from(kind))
             .ok_or_else(|| bad(dict, "a key table of no known kind"))?;
         let size = 1u64 << log2;
@@ -186,7 +186,7 @@ pub fn table<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<DictTab
     if values != 0 {
         extra_size += if l.dictkeys_size_field.is_some() {
             // 3.8-3.10: USABLE_FRACTION(dk_size) value slots
-            let size = mem.read_i64(keys + l.dictkeys_size_field.unwrap_or(0))?;
+            let size = mem.read_i64(keys.wrapping_add(l.dictkeys_size_field.unwrap_or(0)))?;
             ((size * 2 / 3) as u64) * 8
         } else {
             (nentries.saturating_add(usable).max(0) as u64).saturating_mul(8)
@@ -201,7 +201,7 @@ pub fn table<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<DictTab
         entry_size,
         key_at,
         value_at,
-        split_values: (values != 0).then(|| values + l.dictvalues_values.unwrap_or(0)),
+        split_values: (values != 0).then(|| values.wrapping_add(l.dictvalues_values.unwrap_or(0))),
         extra_size,
     })
 }

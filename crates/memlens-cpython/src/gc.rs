@@ -26,9 +26,9 @@ pub fn state_address(it: &Interpreter) -> Result<u64> {
 pub fn list_head(it: &Interpreter, state: u64, i: u64) -> u64 {
     let l = it.layout;
     if i < 3 {
-        state + l.gc_generations + i * l.gc_generation_size
+        state.wrapping_add(l.gc_generations + i * l.gc_generation_size)
     } else {
-        state + l.gc_permanent
+        state.wrapping_add(l.gc_permanent)
     }
 }
 
@@ -116,9 +116,9 @@ fn stats_record<M: ProcessMemory>(it: &Interpreter, mem: &M, state: u64, i: u64)
         l.gc_stats_old_slots,
     )
     else {
-        return Ok(state + l.gc_stats + i * l.gc_stats_size);
+        return Ok(state.wrapping_add(l.gc_stats + i * l.gc_stats_size));
     };
-    let rings = mem.read_u64(state + l.gc_stats)?;
+    let rings = mem.read_u64(state.wrapping_add(l.gc_stats))?;
     let (ring, items, index, slots) = if i == 0 {
         (rings + young, young_items, young_index, young_slots)
     } else {
@@ -154,14 +154,14 @@ pub fn read<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<GcState> {
         let g = list_head(it, state, i);
         let s = stats_record(it, mem, state, i)?;
         generations.push(Generation {
-            count: i64::from(mem.read_i32(g + l.gc_generation_count)?),
-            threshold: i64::from(mem.read_i32(g + l.gc_generation_threshold)?),
-            collections: mem.read_i64(s + l.gc_stats_collections)?,
-            collected: mem.read_i64(s + l.gc_stats_collected)?,
-            uncollectable: mem.read_i64(s + l.gc_stats_uncollectable)?,
+            count: i64::from(mem.read_i32(g.wrapping_add(l.gc_generation_count))?),
+            threshold: i64::from(mem.read_i32(g.wrapping_add(l.gc_generation_threshold))?),
+            collections: mem.read_i64(s.wrapping_add(l.gc_stats_collections))?,
+            collected: mem.read_i64(s.wrapping_add(l.gc_stats_collected))?,
+            uncollectable: mem.read_i64(s.wrapping_add(l.gc_stats_uncollectable))?,
         });
     }
-    let collecting = mem.read_i32(state + l.gc_collecting)? != 0;
+    let collecting = mem.read_i32(state.wrapping_add(l.gc_collecting))? != 0;
     // no mapping holds more than 2^47 bytes on the architectures memlens reads
     let frozen = walk_list(
         mem,

@@ -25,11 +25,11 @@ pub fn read_str<M: ProcessMemory>(
             why: format!("not a str at {addr:#x}"),
         });
     }
-    let state = mem.read_u32(addr + l.str_state)?;
+    let state = mem.read_u32(addr.wrapping_add(l.str_state))?;
     let kind = (state >> 2) & 7;
     let compact = (state >> 5) & 1 == 1;
     let ascii = (state >> 6) & 1 == 1;
-    let len = mem.read_i64(addr + l.str_length)?;
+    let len = mem.read_i64(addr.wrapping_add(l.str_length))?;
     if !(0..=1 << 30).contains(&len) || !matches!(kind, 1 | 2 | 4) {
         return Err(Error::Invalid {
             pid: 0,
@@ -73,14 +73,14 @@ pub fn decode_str(raw: &[u8], kind: u32) -> String {
 
 /// The contents of a `bytes` object (at most `max` bytes).
 pub fn read_bytes<M: ProcessMemory>(mem: &M, l: &Layout, addr: u64, max: usize) -> Result<Vec<u8>> {
-    let size = mem.read_i64(addr + l.var_size)?;
+    let size = mem.read_i64(addr.wrapping_add(l.var_size))?;
     if !(0..=1 << 30).contains(&size) {
         return Err(Error::Invalid {
             pid: 0,
             why: format!("not a bytes object at {addr:#x}"),
         });
     }
-    Ok(mem.read_vec(addr + l.bytes_sval, (size as usize).min(max))?)
+    Ok(mem.read_vec(addr.wrapping_add(l.bytes_sval), (size as usize).min(max))?)
 }
 
 /// `type.__name__` of a type object: `ht_name` for heap types, `tp_name` after its last dot
@@ -93,14 +93,14 @@ pub fn type_name<M: ProcessMemory>(mem: &M, l: &Layout, ty: u64) -> Result<Strin
     if ty >= crate::census::MAX_ADDR {
         return Err(not_a_type(ty));
     }
-    let flags = mem.read_u64(ty + l.type_flags)?;
+    let flags = mem.read_u64(ty.wrapping_add(l.type_flags))?;
     if flags & l.tpflags_heaptype != 0 {
-        let name = mem.read_u64(ty + l.heaptype_name)?;
+        let name = mem.read_u64(ty.wrapping_add(l.heaptype_name))?;
         if let Ok(s) = read_str(mem, l, name, MAX_NAME) {
             return Ok(s);
         }
     }
-    let p = mem.read_u64(ty + l.type_name)?;
+    let p = mem.read_u64(ty.wrapping_add(l.type_name))?;
     if p >= crate::census::MAX_ADDR {
         return Err(not_a_type(p));
     }

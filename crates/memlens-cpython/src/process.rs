@@ -317,15 +317,15 @@ impl Interpreter {
         let pid = self.pid;
         let l = self.layout;
         let invalid = |why: String| Error::Invalid { pid, why };
-        let interp = mem.read_u64(self.runtime + l.runtime_interpreters_head)?;
+        let interp = mem.read_u64(self.runtime.wrapping_add(l.runtime_interpreters_head))?;
         if interp == 0 {
             return Err(invalid(
                 "no interpreter yet (starting or finalising)".into(),
             ));
         }
-        let tstate = mem.read_u64(interp + l.interp_threads_head)?;
+        let tstate = mem.read_u64(interp.wrapping_add(l.interp_threads_head))?;
         if tstate != 0 {
-            let back = mem.read_u64(tstate + l.tstate_interp)?;
+            let back = mem.read_u64(tstate.wrapping_add(l.tstate_interp))?;
             if back != interp {
                 return Err(invalid(format!(
                     "thread state {tstate:#x} points to interpreter {back:#x}, not {interp:#x}"
@@ -333,9 +333,9 @@ impl Interpreter {
             }
         }
         // The modules dict must be a dict: a last check that the layout fits this process.
-        let modules = mem.read_u64(interp + l.interp_modules)?;
+        let modules = mem.read_u64(interp.wrapping_add(l.interp_modules))?;
         if modules != 0 && self.types.dict != 0 {
-            let ty = mem.read_u64(modules + l.object_type)?;
+            let ty = mem.read_u64(modules.wrapping_add(l.object_type))?;
             if ty != self.types.dict {
                 return Err(invalid(
                     "sys.modules is not a dict at the expected offset".into(),

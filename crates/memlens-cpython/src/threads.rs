@@ -121,13 +121,23 @@ fn decode_code<M: ProcessMemory>(it: &Interpreter, mem: &M, code: u64) -> Result
         });
     }
     Ok(Code {
-        function: read_str(mem, l, mem.read_u64(code + l.code_name)?, MAX_NAME)?,
-        file: read_str(mem, l, mem.read_u64(code + l.code_filename)?, 4 * MAX_NAME)?,
-        first_line: i64::from(mem.read_i32(code + l.code_firstlineno)?),
+        function: read_str(
+            mem,
+            l,
+            mem.read_u64(code.wrapping_add(l.code_name))?,
+            MAX_NAME,
+        )?,
+        file: read_str(
+            mem,
+            l,
+            mem.read_u64(code.wrapping_add(l.code_filename))?,
+            4 * MAX_NAME,
+        )?,
+        first_line: i64::from(mem.read_i32(code.wrapping_add(l.code_firstlineno))?),
         table: read_bytes(
             mem,
             l,
-            mem.read_u64(code + l.code_linetable)?,
+            mem.read_u64(code.wrapping_add(l.code_linetable))?,
             MAX_LINETABLE,
         )?,
     })
@@ -205,7 +215,7 @@ pub fn threads<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Vec<Thread
     let mut codes = Codes::default();
     let mut out = Vec::new();
     let mut cycle = CycleCheck::new();
-    let mut tstate = ptr(mem, it.interp + l.interp_threads_head)?;
+    let mut tstate = ptr(mem, it.interp.wrapping_add(l.interp_threads_head))?;
     while tstate != 0 && out.len() < MAX_THREADS {
         if cycle.seen(tstate) {
             return Err(Error::Invalid {
@@ -213,7 +223,7 @@ pub fn threads<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Vec<Thread
                 why: format!("the thread list loops at {tstate:#x}"),
             });
         }
-        let thread_id = mem.read_u64(tstate + l.tstate_thread_id)?;
+        let thread_id = mem.read_u64(tstate.wrapping_add(l.tstate_thread_id))?;
         let native_thread_id = match l.tstate_native_thread_id {
             Some(off) => Some(mem.read_u64(tstate + off)? as u32),
             None => glibc_tid(mem, thread_id, &tasks),
@@ -229,7 +239,7 @@ pub fn threads<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Vec<Thread
             frames,
             frames_omitted,
         });
-        tstate = ptr(mem, tstate + l.tstate_next)?;
+        tstate = ptr(mem, tstate.wrapping_add(l.tstate_next))?;
     }
     Ok(out)
 }
@@ -240,7 +250,7 @@ fn thread_names<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<HashMap<u
     let mut out = HashMap::new();
     // a layout read from _Py_DebugOffsets alone lacks the dict and instance fields
     it.layout.require_tables("thread names")?;
-    let modules = mem.read_u64(it.interp + l.interp_modules)?;
+    let modules = mem.read_u64(it.interp.wrapping_add(l.interp_modules))?;
     if modules == 0 {
         return Ok(out);
     }
@@ -377,8 +387,8 @@ fn frames<M: ProcessMemory>(
                 omitted += 1;
             } else {
                 let code = ptr(mem, frame + code_off)? & !tag;
-                let is_code =
-                    it.types.code == 0 || mem.read_u64(code + l.object_type)? == it.types.code;
+                let is_code = it.types.code == 0
+                    || mem.read_u64(code.wrapping_add(l.object_type))? == it.types.code;
                 if is_code {
                     let instr = mem.read_u64(frame + instr_off)?;
                     let index = (instr as i64).wrapping_sub(code.wrapping_add(adaptive) as i64) / 2;

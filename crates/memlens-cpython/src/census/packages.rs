@@ -204,7 +204,7 @@ impl<M: ProcessMemory> Walker<'_, M> {
                 if !self.is_module(v)? {
                     return Ok(None);
                 }
-                let md = self.mem.read_u64(v + self.l.module_dict)?;
+                let md = self.mem.read_u64(v.wrapping_add(self.l.module_dict))?;
                 let file = match self.dict_value(a, md, Key::File)? {
                     Some(f) => self.exact_str(f, MAX_PATH)?,
                     None => None,
@@ -231,7 +231,7 @@ impl<M: ProcessMemory> Walker<'_, M> {
         if obj == 0 || obj % 8 != 0 || obj >= super::MAX_ADDR {
             return Ok(false);
         }
-        let ty = self.mem.read_u64(obj + self.l.object_type)?;
+        let ty = self.mem.read_u64(obj.wrapping_add(self.l.object_type))?;
         let i = self.type_index(ty)?;
         Ok(self
             .infos
@@ -244,7 +244,7 @@ impl<M: ProcessMemory> Walker<'_, M> {
         if addr == 0 || addr % 8 != 0 || addr >= super::MAX_ADDR {
             return Ok(None);
         }
-        if self.mem.read_u64(addr + self.l.object_type)? != self.it.types.str {
+        if self.mem.read_u64(addr.wrapping_add(self.l.object_type))? != self.it.types.str {
             return Ok(None);
         }
         read_str(self.mem, self.l, addr, max).map(Some)
@@ -332,23 +332,24 @@ impl<M: ProcessMemory> Walker<'_, M> {
         let r = (|| -> Result<Option<Named>> {
             Ok(Some(match t.kind {
                 Kind::Code => {
-                    let f = self.mem.read_u64(obj + l.code_filename)?;
+                    let f = self.mem.read_u64(obj.wrapping_add(l.code_filename))?;
                     (Which::Code, Some((f, true)), size)
                 }
                 Kind::Function => {
-                    let m = self.mem.read_u64(obj + l.func_module)?;
+                    let m = self.mem.read_u64(obj.wrapping_add(l.func_module))?;
                     (Which::Function, Some((m, false)), size)
                 }
                 Kind::Type => {
-                    if self.mem.read_u64(obj + l.type_flags)? & l.tpflags_heaptype == 0 {
+                    if self.mem.read_u64(obj.wrapping_add(l.type_flags))? & l.tpflags_heaptype == 0
+                    {
                         return Ok(None);
                     }
-                    let d = self.mem.read_u64(obj + l.type_dict)?;
+                    let d = self.mem.read_u64(obj.wrapping_add(l.type_dict))?;
                     let m = self.dict_value(a, d, Key::Module)?;
                     (Which::Class, m.map(|m| (m, false)), size)
                 }
                 Kind::Module => {
-                    let d = self.mem.read_u64(obj + l.module_dict)?;
+                    let d = self.mem.read_u64(obj.wrapping_add(l.module_dict))?;
                     let n = self.dict_value(a, d, Key::Name)?;
                     let dict_size = self.dict_size(d)?;
                     (Which::Module, n.map(|n| (n, false)), size + dict_size)
@@ -394,7 +395,7 @@ impl<M: ProcessMemory> Walker<'_, M> {
         if d == 0 {
             return Ok(0);
         }
-        let ty = self.mem.read_u64(d + self.l.object_type)?;
+        let ty = self.mem.read_u64(d.wrapping_add(self.l.object_type))?;
         let i = self.type_index(ty)?;
         let Some(facts) = self.infos.get(i as usize).map(|t| t.facts) else {
             return Err(self.bad(ty, "a module dict's type"));
