@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use memlens_model::clock::{reported, Stopwatch};
+
 use serde::Serialize;
 
 use std::sync::Arc;
@@ -43,7 +45,8 @@ pub struct PythonView {
     pub inexact: bool,
 }
 
-/// Timing of a read.
+/// Timing of a read. The durations are as reported (`memlens_model::clock`): zero under a
+/// fixed clock.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReadStats {
     /// How long the target was stopped (`None` in nonblocking mode).
@@ -128,13 +131,13 @@ impl Session {
 
     /// Threads with their stacks.
     pub fn stacks(&self, mode: ReadMode) -> Result<(Vec<Thread>, ReadStats)> {
-        let start = Instant::now();
+        let start = Stopwatch::start();
         let reader = self.reader();
         let pause = self.pause(mode)?;
         let read_start = Instant::now();
         let result = threads::threads(&self.interpreter, &reader);
         let read = read_start.elapsed();
-        let paused = pause.map(Pause::resume);
+        let paused = pause.map(Pause::resume).map(reported);
         log::debug!(
             "pid {}: stacks read in {read:?} ({:?}), {:?} in all",
             self.interpreter.pid,
@@ -155,14 +158,14 @@ impl Session {
 
     /// GC, pymalloc and modules. Parts that fail are logged and left out.
     pub fn view(&self, mode: ReadMode) -> Result<(PythonView, ReadStats)> {
-        let start = Instant::now();
+        let start = Stopwatch::start();
         let it = &self.interpreter;
         let reader = self.reader();
         let pause = self.pause(mode)?;
         let gc = gc::read(it, &reader);
         let pm = pymalloc::read(it, &reader);
         let mods = modules::read(it, &reader);
-        let paused = pause.map(Pause::resume);
+        let paused = pause.map(Pause::resume).map(reported);
         let reads = reader.counts();
         Ok((
             PythonView {
@@ -223,7 +226,7 @@ impl Session {
         cap: u64,
         by_module: bool,
     ) -> Result<(Census, Option<census::ModuleObjects>, ReadStats)> {
-        let start = Instant::now();
+        let start = Stopwatch::start();
         let stop = || -> Result<Pause> {
             self.pause(ReadMode::Paused)?
                 .ok_or(crate::error::Error::Remote(

@@ -140,23 +140,13 @@ impl OwnCgroup {
     /// Appends the PIDs of every process in the cgroup (the whole tree, however many threads
     /// its processes have) to `out`; `buf` is scratch space.
     pub fn members(&self, buf: &mut Vec<u8>, out: &mut Vec<u32>) {
-        if buf.len() < 4096 {
-            buf.resize(4096, 0);
-        }
-        let mut len = 0;
-        loop {
-            if len == buf.len() {
-                buf.resize(buf.len() * 2, 0);
+        let len = match memlens_procfs::read_from_start(&self.members, buf) {
+            Ok(len) => len,
+            Err(e) => {
+                log::debug!("{}/cgroup.procs: {e}", self.dir.path.display());
+                return;
             }
-            match self.members.read_at(&mut buf[len..], len as u64) {
-                Ok(0) => break,
-                Ok(n) => len += n,
-                Err(e) => {
-                    log::debug!("{}/cgroup.procs: {e}", self.dir.path.display());
-                    return;
-                }
-            }
-        }
+        };
         out.extend(
             buf[..len]
                 .split(|c| *c == b'\n')

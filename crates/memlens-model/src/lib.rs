@@ -3,13 +3,15 @@
 //! units).
 //!
 //! It is the bottom of the crate graph: it depends on `serde` only, reads nothing (no `/proc`,
-//! no target memory, no files), prints nothing and has no `unsafe`. Readers fill these shapes
+//! no target memory, no files; only [`clock`] reads the time and its one test switch),
+//! prints nothing and has no `unsafe`. Readers fill these shapes
 //! (`memlens-procfs`, `memlens-cpython`, `memlens-ledger`), the recording stores them
 //! (`memlens-recording`), and renderers draw them (`memlens-report`) without linking any
-//! reader.
+//! reader. [`clock`] is the one clock of the times memlens reports, fixed for tests.
 
 pub mod category;
 pub mod cgroup;
+pub mod clock;
 pub mod host;
 pub mod ledger;
 pub mod packages;

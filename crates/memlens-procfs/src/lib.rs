@@ -56,6 +56,27 @@ pub fn read_path(path: &Path, pid: u32) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Reads a whole kept-open file from offset 0 into `buf` and returns its length: the bytes
+/// are `buf[..len]`. The kernel regenerates a `/proc` or cgroup file on each read from offset
+/// 0, so one open file serves every re-read. `buf` grows as needed (at least 4 KiB) and is never
+/// shrunk or zeroed again, so a caller that keeps it allocates once. A failed read fails the
+/// whole read: a partial content could end in the middle of a number.
+pub fn read_from_start(file: &File, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    if buf.len() < 4096 {
+        buf.resize(4096, 0);
+    }
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match file.read_at(&mut buf[len..], len as u64)? {
+            0 => return Ok(len),
+            n => len += n,
+        }
+    }
+}
+
 /// The system page size in bytes.
 pub fn page_size() -> u64 {
     rustix::param::page_size() as u64
@@ -275,19 +296,7 @@ impl CounterFiles {
 
     /// Reads a whole file from offset 0 into `buf`; returns the length.
     fn pread(file: &File, buf: &mut Vec<u8>, dir: &Path, pid: u32) -> Result<usize> {
-        let mut len = 0;
-        loop {
-            if len == buf.len() {
-                buf.resize(buf.len() * 2, 0);
-            }
-            let n = file
-                .read_at(&mut buf[len..], len as u64)
-                .map_err(|e| classify_io(e, dir, pid))?;
-            if n == 0 {
-                break;
-            }
-            len += n;
-        }
+        let len = read_from_start(file, buf).map_err(|e| classify_io(e, dir, pid))?;
         if len == 0 {
             // A process without an address space any more (exiting) reads empty.
             return Err(Error::ProcessGone { pid });
@@ -318,5 +327,51 @@ impl CounterFiles {
             None => Process::with_root(self.dir.parent().unwrap_or(Path::new("/proc")), self.pid)?
                 .smaps_rollup(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn read_from_start_reads_whole_files_of_any_length_again_and_again() {
+        let path =
+            std::env::temp_dir().join(format!("memlens-read-from-start-{}", std::process::id()));
+        // Longer than the first 4 KiB buffer and than its first doubling: the buffer grows twice.
+        let long: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &long).unwrap();
+        let f = File::open(&path).unwrap();
+        let mut buf = Vec::new();
+        let n = read_from_start(&f, &mut buf).unwrap();
+        assert_eq!(&buf[..n], &long[..]);
+        // The same open file read again, now shorter: only the new bytes, from offset 0.
+        std::fs::write(&path, b"12 34\n").unwrap();
+        let n = read_from_start(&f, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"12 34\n");
+        assert!(buf.len() >= 10_000, "the buffer is kept, not shrunk");
+        std::fs::write(&path, b"").unwrap();
+        assert_eq!(read_from_start(&f, &mut buf).unwrap(), 0);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn read_from_start_rereads_a_kept_open_proc_file() {
+        // The kernel regenerates /proc files on each read from offset 0.
+        let f = File::open("/proc/self/status").unwrap();
+        let mut buf = Vec::new();
+        for _ in 0..2 {
+            let n = read_from_start(&f, &mut buf).unwrap();
+            let st = status::parse(&buf[..n]).unwrap();
+            assert_eq!(st.tgid, std::process::id());
+        }
+    }
+
+    #[test]
+    fn read_from_start_fails_on_a_file_that_cannot_be_read() {
+        let dir = File::open("/proc/self").unwrap();
+        let mut buf = Vec::new();
+        assert!(read_from_start(&dir, &mut buf).is_err());
     }
 }

@@ -11,26 +11,14 @@
 //! read, and no thread file is needed at all.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use memlens_procfs::bytes::{fields, parse_u64};
 
-/// Reads a whole kept-open `/proc` file from offset 0 into `buf`; returns its length.
+/// Reads a whole kept-open `/proc` file from offset 0 into `buf`; returns its length, 0 when
+/// the read failed (the process or thread exited: it has no children to list).
 fn pread_all(f: &File, buf: &mut Vec<u8>) -> usize {
-    if buf.len() < 4096 {
-        buf.resize(4096, 0);
-    }
-    let mut len = 0;
-    loop {
-        if len == buf.len() {
-            buf.resize(buf.len() * 2, 0);
-        }
-        match f.read_at(&mut buf[len..], len as u64) {
-            Ok(0) | Err(_) => return len,
-            Ok(n) => len += n,
-        }
-    }
+    memlens_procfs::read_from_start(f, buf).unwrap_or(0)
 }
 
 fn pids_in(bytes: &[u8], out: &mut Vec<u32>) {

@@ -104,9 +104,9 @@ impl Sampler {
         };
         // The wall-clock time of t = 0, whatever the caller did between `start` and now
         // (creating the file can take a while on a loaded disk).
-        let origin = std::time::SystemTime::now()
-            .checked_sub(start.elapsed())
-            .and_then(|o| o.duration_since(std::time::UNIX_EPOCH).ok());
+        let origin = memlens_model::clock::wall_time_at(start)
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok();
         if let Some(o) = origin {
             s.writer
                 .update_meta(|m| m.started_unix = Some(o.as_secs_f64()))?;

@@ -67,7 +67,7 @@ impl SamplingArgs {
 
     /// Metadata every recording carries.
     pub fn meta(&self, mode: Mode, command: &str, root: u32) -> Meta {
-        let started = std::time::SystemTime::now()
+        let started = memlens_model::clock::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
@@ -96,7 +96,7 @@ impl SamplingArgs {
             };
             return made.map_err(output_error);
         }
-        let base = default_name(name, std::time::SystemTime::now(), std::process::id());
+        let base = default_name(name, memlens_model::clock::now(), std::process::id());
         let mut last = None;
         // The name holds the time to the millisecond and memlens's PID: taken only by a
         // leftover of a recycled PID, in which case a counter is added.

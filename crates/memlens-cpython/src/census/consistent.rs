@@ -22,6 +22,7 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use memlens_model::clock::reported;
 use memlens_remote::cache::{merge_regions, Finished};
 use memlens_remote::{vm, CachedMemory, MemoryBudget, Pause, ProcessMemory, RemoteMemory};
 
@@ -59,7 +60,8 @@ const RECHECK_TOTAL_MAX: u64 = 16 << 20;
 pub struct CensusRead {
     /// The census (its `consistency` says how it was read).
     pub census: Census,
-    /// How long the target was stopped, all pauses together (`None` when never stopped).
+    /// How long the target was stopped, all pauses together (`None` when never stopped; zero
+    /// under a fixed clock, `memlens_model::clock`).
     pub paused: Option<Duration>,
     /// Bytes copied from the target.
     pub copied: u64,
@@ -262,7 +264,7 @@ impl Reader<'_> {
             if self.mem.read_i32(flag)? == 0 {
                 return Ok(p);
             }
-            self.paused += p.resume();
+            self.paused += reported(p.resume());
             self.consistency.collections_waited += 1;
             if self.consistency.collections_waited > MAX_COLLECTION_WAITS {
                 return Err(Error::Inconsistent {
@@ -313,7 +315,7 @@ impl Reader<'_> {
                 .verify(self.mem, threads, stop_at)
                 .map_err(Error::from)
                 .and_then(|v| Ok((v, self.failures_still_fail(&failed)?)));
-            self.paused += pause.resume();
+            self.paused += reported(pause.resume());
             let (v, failures_hold) = checked?;
             log::debug!(
                 "census: verified {} pages in {:?}: {} changed, failed reads {}",
@@ -393,7 +395,7 @@ impl Reader<'_> {
             tries += 1;
             let pause = self.stop_outside_collection(stop)?;
             let walked = self.walk(false);
-            self.paused += pause.resume();
+            self.paused += reported(pause.resume());
             self.consistency.pause_us = self.paused.as_micros() as u64;
             match walked?.0 {
                 Err(e @ Error::BrokenGcList { .. }) if tries < STOPPED_WALKS => {

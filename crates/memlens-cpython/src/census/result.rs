@@ -51,7 +51,8 @@ pub struct Consistency {
     pub method: Method,
     /// Walks of the running target (each verified or not).
     pub attempts: u32,
-    /// Microseconds the target was stopped, all pauses together (0 in nonblocking mode).
+    /// Microseconds the target was stopped, all pauses together (0 in nonblocking mode and
+    /// under a fixed clock, `memlens_model::clock`).
     pub pause_us: u64,
     /// Pages re-read and compared in the pause (method `verified`).
     pub pages_verified: u64,

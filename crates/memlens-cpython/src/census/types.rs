@@ -48,6 +48,42 @@ impl<M: ProcessMemory> Walker<'_, M> {
         let flags = word(&raw, l.type_flags);
         let heap = flags & l.tpflags_heaptype != 0;
         let name = type_name(self.mem, l, ty)?;
+        let kind = self.kind_of(ty, flags)?;
+        let first = self.member_offsets.len();
+        if heap {
+            self.collect_members(ty)?;
+        }
+        let slot = self.type_row(name);
+        let dictoffset = word(&raw, l.type_dictoffset) as i64;
+        small(dictoffset.unsigned_abs(), "a dict offset")?;
+        let facts = self.sizer.type_facts(self.mem, ty)?;
+        Ok(TypeInfo {
+            slot,
+            facts,
+            basicsize: small(word(&raw, l.type_basicsize), "a basic size")?,
+            itemsize: small(word(&raw, l.type_itemsize), "an item size")?,
+            flags,
+            dictoffset,
+            kind,
+            heap,
+            gc: flags & l.tpflags_have_gc != 0,
+            members: (first, self.member_offsets.len()),
+            cached_keys: if heap {
+                addr(
+                    self.mem.read_u64(ty + l.heaptype_cached_keys)?,
+                    "cached keys",
+                )?
+            } else {
+                0
+            },
+        })
+    }
+
+    /// What the walk does with objects of the type at `ty`: by the type's flags, by its
+    /// address (the interpreter's static types), else along `tp_base` (sets and modules,
+    /// subclasses included).
+    fn kind_of(&self, ty: u64, flags: u64) -> Result<Kind> {
+        let l = self.l;
         let t = self.it.types;
         let mut kind = if ty == t.list || flags & l.tpflags_list_subclass != 0 {
             Kind::List
@@ -101,35 +137,44 @@ impl<M: ProcessMemory> Walker<'_, M> {
                 base = addr(self.mem.read_u64(base + l.type_base)?, "a base type")?;
             }
         }
-        let first = self.member_offsets.len();
-        if heap {
-            let mut base = ty;
-            for _ in 0..64 {
-                if base == 0 {
-                    break;
-                }
-                let bflags = self.mem.read_u64(base + l.type_flags)?;
-                if bflags & l.tpflags_heaptype == 0 {
-                    break;
-                }
-                let n = self.mem.read_i64(base + l.var_size)?;
-                let members = addr(self.mem.read_u64(base + l.type_members)?, "a member table")?;
-                if n > 0 && n < 4096 && members != 0 {
-                    let raw = self
-                        .mem
-                        .read_vec(members, (n as u64 * l.member_size) as usize)?;
-                    for m in raw.chunks_exact(l.member_size as usize) {
-                        let mtype = word(m, l.member_type) & 0xffff_ffff;
-                        if mtype == l.member_t_object_ex {
-                            let off = small(word(m, l.member_offset), "a member offset")?;
-                            self.member_offsets.push(off);
-                        }
+        Ok(kind)
+    }
+
+    /// Appends to `member_offsets` the offsets of the object slots (`__slots__` members,
+    /// `T_OBJECT_EX`) of the heap type at `ty` and of its heap bases.
+    fn collect_members(&mut self, ty: u64) -> Result<()> {
+        let l = self.l;
+        let mut base = ty;
+        for _ in 0..64 {
+            if base == 0 {
+                break;
+            }
+            let bflags = self.mem.read_u64(base + l.type_flags)?;
+            if bflags & l.tpflags_heaptype == 0 {
+                break;
+            }
+            let n = self.mem.read_i64(base + l.var_size)?;
+            let members = addr(self.mem.read_u64(base + l.type_members)?, "a member table")?;
+            if n > 0 && n < 4096 && members != 0 {
+                let raw = self
+                    .mem
+                    .read_vec(members, (n as u64 * l.member_size) as usize)?;
+                for m in raw.chunks_exact(l.member_size as usize) {
+                    let mtype = word(m, l.member_type) & 0xffff_ffff;
+                    if mtype == l.member_t_object_ex {
+                        let off = small(word(m, l.member_offset), "a member offset")?;
+                        self.member_offsets.push(off);
                     }
                 }
-                base = addr(self.mem.read_u64(base + l.type_base)?, "a base type")?;
             }
+            base = addr(self.mem.read_u64(base + l.type_base)?, "a base type")?;
         }
-        let slot = match self.names.get(&name) {
+        Ok(())
+    }
+
+    /// The row of `out` counting objects of the type named `name` (types of one name share it).
+    fn type_row(&mut self, name: String) -> usize {
+        match self.names.get(&name) {
             Some(i) => *i,
             None => {
                 self.out.push(TypeCount {
@@ -143,29 +188,6 @@ impl<M: ProcessMemory> Walker<'_, M> {
                 self.names.insert(name, self.out.len() - 1);
                 self.out.len() - 1
             }
-        };
-        let dictoffset = word(&raw, l.type_dictoffset) as i64;
-        small(dictoffset.unsigned_abs(), "a dict offset")?;
-        let facts = self.sizer.type_facts(self.mem, ty)?;
-        Ok(TypeInfo {
-            slot,
-            facts,
-            basicsize: small(word(&raw, l.type_basicsize), "a basic size")?,
-            itemsize: small(word(&raw, l.type_itemsize), "an item size")?,
-            flags,
-            dictoffset,
-            kind,
-            heap,
-            gc: flags & l.tpflags_have_gc != 0,
-            members: (first, self.member_offsets.len()),
-            cached_keys: if heap {
-                addr(
-                    self.mem.read_u64(ty + l.heaptype_cached_keys)?,
-                    "cached keys",
-                )?
-            } else {
-                0
-            },
-        })
+        }
     }
 }

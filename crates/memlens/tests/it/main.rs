@@ -3,6 +3,7 @@
 
 mod census_trust;
 mod debug_offsets;
+mod fixed_clock;
 mod golden;
 mod launch;
 mod ledger;
