@@ -13,6 +13,7 @@ pub mod host;
 pub mod packages;
 mod parallel;
 pub mod process;
+pub mod target;
 pub mod tree;
 pub use memlens_model::units;
 
@@ -21,4 +22,5 @@ pub use process::{
     build, Amounts, AmountsOf, HeapSplit, Hints, Item, ProcessLedger, ProcessParts, PythonInfo,
     PythonViewExt, Row, ThreadStacks,
 };
+pub use target::ReadError;
 pub use tree::{snapshot, TreeLedger};

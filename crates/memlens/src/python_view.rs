@@ -11,7 +11,6 @@ pub use memlens_cpython::views::mode;
 
 /// Turns a Python-view error into the user's message, hint and exit code.
 pub fn cli_error(pid: u32, e: Error) -> CliError {
-    use memlens_remote::Error as R;
     // An exited process (a zombie) or a kernel thread is said as such, whatever failed.
     if let Some(state) = crate::exit::target_state_error(pid) {
         return state;
@@ -26,13 +25,13 @@ pub fn cli_error(pid: u32, e: Error) -> CliError {
                 "`memlens snapshot PID` still shows the process's memory ledger without the Python view",
             )
         }
-        Error::Remote(R::ProcessGone { .. }) => CliError::new(Code::NoProcess, e.to_string())
+        _ if e.is_process_gone() => CliError::new(Code::NoProcess, e.to_string())
             .with_hint(format!(
                 "check the PID (`memlens ps` lists Python processes); {pid} may have exited"
             )),
         // Names the tracer when another one holds the process (`TracerPid`); otherwise says
         // what else may refuse it (Yama, another user).
-        Error::Remote(R::PermissionDenied { .. }) => {
+        _ if e.is_permission_denied() => {
             match crate::exit::tracer_of(pid) {
                 Some(_) => crate::exit::permission_denied(pid, e.to_string()),
                 None => CliError::new(Code::PermissionDenied, e.to_string())
@@ -43,14 +42,18 @@ pub fn cli_error(pid: u32, e: Error) -> CliError {
             .with_hint("the interpreter may be starting up or shutting down; try again"),
         Error::Incomplete { .. }
         | Error::Inconsistent { .. }
-        | Error::BrokenGcList { .. }
-        | Error::Remote(R::MemoryCap { .. }) => CliError::new(Code::Incomplete, e.to_string())
-            .with_hint(
-                "no figures were printed rather than wrong ones; `memlens census --nonblocking` \
-                 reads without stopping the target (inexact), `-v` says more",
-            ),
+        | Error::BrokenGcList { .. } => incomplete(e),
+        _ if e.is_memory_cap() => incomplete(e),
         Error::Remote(_) => CliError::new(Code::Failure, e.to_string()),
     }
+}
+
+/// A census or view that could not be read completely or consistently: exit 9.
+fn incomplete(e: Error) -> CliError {
+    CliError::new(Code::Incomplete, e.to_string()).with_hint(
+        "no figures were printed rather than wrong ones; `memlens census --nonblocking` \
+         reads without stopping the target (inexact), `-v` says more",
+    )
 }
 
 /// Words what may stand between memlens and `pid` (see [`memlens_cpython::access`]); the

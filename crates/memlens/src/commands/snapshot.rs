@@ -102,9 +102,7 @@ fn attach_packages(
                 ));
                 p.attach_packages(&census, &by_module, &mut dists);
             }
-            Err(memlens_cpython::Error::Remote(memlens_remote::Error::ProcessGone { .. }))
-                if pid != root =>
-            {
+            Err(e) if e.is_process_gone() && pid != root => {
                 log::info!("pid {pid} exited before its census: no packages");
             }
             Err(e) => return Err(crate::python_view::cli_error(pid, e)),
