@@ -9,11 +9,13 @@
 //! reader.
 
 pub mod category;
+pub mod census;
 pub mod cgroup;
 pub mod host;
 pub mod ledger;
 pub mod packages;
 pub mod python;
+pub mod stacks;
 pub mod tree;
 pub mod units;
 

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use memlens_ledger::PythonViewExt;
-use memlens_report::ledger_text;
+use memlens_report::{ledger_text, python_text};
 
 use crate::exit::{CliResult, Code};
 use crate::output::{print_json, write_error, Global};
@@ -61,7 +61,10 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
         };
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         ledger_text::render_snapshot(&ledger, &opts, &mut out).map_err(write_error)?;
-        crate::python_view::render_views(&ledger, global, &mut out).map_err(write_error)?;
+        let py = python_text::Options {
+            bytes: global.bytes,
+        };
+        python_text::render_views(&ledger, &py, &mut out).map_err(write_error)?;
         out.flush().map_err(write_error)?;
     }
     Ok(Code::Ok.into())

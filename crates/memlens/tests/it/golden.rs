@@ -27,7 +27,7 @@ fn fixtures() -> PathBuf {
 
 /// Compares `actual` with the golden file `name`, or writes it under `MEMLENS_BLESS=1`.
 /// A mismatch fails with the lines that differ.
-fn check(name: &str, actual: &[u8]) {
+pub(crate) fn check(name: &str, actual: &[u8]) {
     let path = golden_dir().join(name);
     if std::env::var_os("MEMLENS_BLESS").is_some_and(|v| v == "1") {
         std::fs::write(&path, actual).unwrap();
@@ -190,7 +190,7 @@ fn procfs_fixture(name: &str) -> Vec<u8> {
 
 /// The ledger of the captured process `python_threads` (4 threads, an 8 MiB bytearray),
 /// assembled as `snapshot` assembles one process.
-fn fixture_ledger() -> TreeLedger {
+pub(crate) fn fixture_ledger() -> TreeLedger {
     let st = status::parse(&procfs_fixture("python_threads.status")).unwrap();
     let stack_pointers = procfs_fixture("python_threads.task_syscall")
         .split(|b| *b == b'\n')
