@@ -85,9 +85,9 @@ impl CliError {
         if self.message.is_empty() {
             return;
         }
-        crate::output::message("error", &self.message);
+        crate::messages::error(&self.message);
         if let Some(h) = &self.hint {
-            crate::output::message("hint", h);
+            crate::messages::hint(h);
         }
     }
 }

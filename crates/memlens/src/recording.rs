@@ -311,7 +311,7 @@ fn commit(
         Ok(()) => {}
     }
     let placed = p.commit().map_err(output_error)?;
-    output::say(&format!("wrote {}", placed.display()));
+    crate::messages::note(&format!("wrote {}", placed.display()));
     Ok(())
 }
 
