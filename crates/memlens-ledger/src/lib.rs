@@ -15,6 +15,7 @@ mod parallel;
 pub mod process;
 pub mod target;
 pub mod tree;
+pub mod with_python;
 pub use memlens_model::units;
 
 pub use category::Category;
