@@ -85,5 +85,28 @@ pub enum Error {
     Remote(#[from] memlens_remote::Error),
 }
 
+impl Error {
+    /// Whether the process does not exist (any more), or exited while it was read.
+    pub fn is_process_gone(&self) -> bool {
+        matches!(
+            self,
+            Error::Remote(memlens_remote::Error::ProcessGone { .. })
+        )
+    }
+
+    /// Whether the kernel refused to read or pause the process.
+    pub fn is_permission_denied(&self) -> bool {
+        matches!(
+            self,
+            Error::Remote(memlens_remote::Error::PermissionDenied { .. })
+        )
+    }
+
+    /// Whether memlens's own memory cap for the read was reached.
+    pub fn is_memory_cap(&self) -> bool {
+        matches!(self, Error::Remote(memlens_remote::Error::MemoryCap { .. }))
+    }
+}
+
 /// Result alias.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -7,8 +7,6 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
-
 use memlens_remote::ProcessMemory;
 
 use crate::attrs;
@@ -26,31 +24,7 @@ pub const MAX_FRAMES: usize = 4096;
 const MAX_WALK: u64 = 1 << 24;
 const MAX_LINETABLE: usize = 1 << 20;
 
-/// One Python frame.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Frame {
-    /// `co_name` (untrusted).
-    pub function: String,
-    /// `co_filename` (untrusted).
-    pub file: String,
-    /// Line being executed, when the line table has one.
-    pub line: Option<u32>,
-}
-
-/// One thread of the interpreter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Thread {
-    /// `threading.get_ident()` (the `pthread_t`).
-    pub thread_id: u64,
-    /// The kernel's thread id, when known.
-    pub native_thread_id: Option<u32>,
-    /// The `threading.Thread`'s name (untrusted), when the thread has one.
-    pub name: Option<String>,
-    /// Innermost frame first, at most [`MAX_FRAMES`].
-    pub frames: Vec<Frame>,
-    /// Frames of a deeper stack left out (the outermost ones).
-    pub frames_omitted: u64,
-}
+pub use memlens_model::stacks::{Frame, Thread};
 
 /// What a code object says, decoded once.
 struct Code {

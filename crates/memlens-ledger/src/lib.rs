@@ -13,7 +13,9 @@ pub mod host;
 pub mod packages;
 mod parallel;
 pub mod process;
+pub mod target;
 pub mod tree;
+pub mod with_python;
 pub use memlens_model::units;
 
 pub use category::Category;
@@ -21,4 +23,5 @@ pub use process::{
     build, Amounts, AmountsOf, HeapSplit, Hints, Item, ProcessLedger, ProcessParts, PythonInfo,
     PythonViewExt, Row, ThreadStacks,
 };
+pub use target::ReadError;
 pub use tree::{snapshot, TreeLedger};

@@ -10,12 +10,14 @@
 //! reader. [`clock`] is the one clock of the times memlens reports, fixed for tests.
 
 pub mod category;
+pub mod census;
 pub mod cgroup;
 pub mod clock;
 pub mod host;
 pub mod ledger;
 pub mod packages;
 pub mod python;
+pub mod stacks;
 pub mod tree;
 pub mod units;
 

@@ -19,5 +19,7 @@ pub use memlens_recording::{destination, reader, schema, writer};
 pub use memlens_recording::{End, Meta, Mode, Recording, RecordingWriter};
 
 pub use error::{Error, Result};
+/// The system's page size in bytes (for a recording's metadata).
+pub use memlens_procfs::page_size;
 pub use python::{CensusEntry, LiveView, PythonSample, PythonView};
 pub use sampler::{Config, Finish, Sampler};

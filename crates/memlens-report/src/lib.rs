@@ -4,13 +4,16 @@
 //! `/proc` or a target. Strings from targets are escaped here ([`escape`]). For recordings it
 //! also computes the report model ([`Model`]: peak and its source, growth phases, series).
 
+pub mod census_text;
 pub mod escape;
 pub mod growth;
 pub mod html;
 pub mod ledger_text;
 pub mod model;
 pub mod peak;
+pub mod python_text;
 pub mod recording_json;
 pub mod recording_text;
+pub mod stacks_text;
 
 pub use model::Model;

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use memlens_procfs::Process;
+use memlens_ledger::target::{self, Cause, Tracer, Unfit};
 
 /// The documented exit codes of memlens (commands that run a program exit with its status).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,9 +85,9 @@ impl CliError {
         if self.message.is_empty() {
             return;
         }
-        crate::output::message("error", &self.message);
+        crate::messages::error(&self.message);
         if let Some(h) = &self.hint {
-            crate::output::message("hint", h);
+            crate::messages::hint(h);
         }
     }
 }
@@ -116,30 +116,23 @@ const PERMISSION_HINT: &str = "reading another user's process needs the same use
     CAP_SYS_PTRACE (e.g. `sudo memlens ...`); with Yama, /proc/sys/kernel/yama/ptrace_scope must \
     allow it (0, or 1 for your own children)";
 
-impl From<memlens_procfs::Error> for CliError {
-    fn from(e: memlens_procfs::Error) -> Self {
-        use memlens_procfs::Error as E;
-        match &e {
-            E::ProcessGone { pid } => {
+impl From<memlens_ledger::ReadError> for CliError {
+    fn from(e: memlens_ledger::ReadError) -> Self {
+        match target::cause(&e) {
+            Cause::ProcessGone { pid } => {
                 CliError::new(Code::NoProcess, e.to_string()).with_hint(format!(
                     "check the PID (`memlens ps --all` lists processes); {pid} may have exited"
                 ))
             }
-            E::PermissionDenied { path } => {
-                let pid = path
-                    .iter()
-                    .nth(2)
-                    .and_then(|c| c.to_str())
-                    .and_then(|c| c.parse().ok());
-                match pid.and_then(tracer_of) {
-                    Some(t) => traced(pid.unwrap_or(0), &t),
-                    None => CliError::new(Code::PermissionDenied, e.to_string())
-                        .with_hint(PERMISSION_HINT),
+            Cause::PermissionDenied { pid } => match pid.and_then(tracer_of) {
+                Some(t) => traced(pid.unwrap_or(0), &t),
+                None => {
+                    CliError::new(Code::PermissionDenied, e.to_string()).with_hint(PERMISSION_HINT)
                 }
-            }
-            E::KernelThread { .. } => CliError::new(Code::Unsupported, e.to_string())
+            },
+            Cause::KernelThread { .. } => CliError::new(Code::Unsupported, e.to_string())
                 .with_hint("memlens reads user processes; `memlens ps --all` lists them"),
-            _ => CliError::new(Code::Failure, e.to_string()),
+            Cause::Other => CliError::new(Code::Failure, e.to_string()),
         }
     }
 }
@@ -150,30 +143,9 @@ impl From<std::io::Error> for CliError {
     }
 }
 
-/// The process tracing another one (from `TracerPid` in its `status`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tracer {
-    /// Its PID.
-    pub pid: u32,
-    /// Its name (`comm`), raw; empty when it could not be read.
-    pub name: String,
-}
-
-/// Who traces `pid` (gdb, strace, py-spy...), if anyone: such a process cannot be paused by
-/// memlens, as a process has one tracer at a time.
+/// Who traces `pid`, if anyone (see [`memlens_ledger::target::tracer_of`]).
 pub fn tracer_of(pid: u32) -> Option<Tracer> {
-    let status = Process::new(pid).and_then(|p| p.status()).ok()?;
-    if status.tracer_pid == 0 {
-        return None;
-    }
-    let name = Process::new(status.tracer_pid)
-        .and_then(|p| p.status())
-        .map(|s| String::from_utf8_lossy(&s.name).into_owned())
-        .unwrap_or_default();
-    Some(Tracer {
-        pid: status.tracer_pid,
-        name,
-    })
+    target::tracer_of(pid)
 }
 
 /// The error for a target that another tracer holds.
@@ -204,27 +176,18 @@ pub fn permission_denied(pid: u32, message: String) -> CliError {
 /// or has exited (a zombie: exit 3), or it is a kernel thread (exit 5). `None` for a live user
 /// process (or one whose state cannot be read: the command's own error then says why).
 pub fn target_state_error(pid: u32) -> Option<CliError> {
-    let status = match Process::new(pid).and_then(|p| p.status()) {
-        Ok(s) => s,
-        Err(e @ memlens_procfs::Error::ProcessGone { .. }) => return Some(e.into()),
-        Err(_) => return None,
-    };
-    if status.has_exited() {
-        return Some(
+    match target::unfit(pid)? {
+        Unfit::Gone(e) | Unfit::KernelThread(e) => Some(e.into()),
+        Unfit::Exited { ppid } => Some(
             CliError::new(
                 Code::NoProcess,
                 format!(
-                    "process {pid} has exited (a zombie that its parent, pid {}, has not reaped): it has no memory left to read",
-                    status.ppid
+                    "process {pid} has exited (a zombie that its parent, pid {ppid}, has not reaped): it has no memory left to read"
                 ),
             )
             .with_hint("check the PID (`memlens ps --all` lists processes)"),
-        );
+        ),
     }
-    if status.is_kernel_thread() {
-        return Some(memlens_procfs::Error::KernelThread { pid }.into());
-    }
-    None
 }
 
 /// Result alias for commands.
@@ -241,11 +204,7 @@ mod tests {
         let e = target_state_error(u32::MAX).expect("no such process");
         assert_eq!(e.code, Code::NoProcess);
         // A kernel thread, where this PID namespace shows one (kthreadd is PID 2 on a host).
-        let kthread = (2..64).find(|&pid| {
-            Process::new(pid)
-                .and_then(|p| p.status())
-                .is_ok_and(|s| s.is_kernel_thread())
-        });
+        let kthread = (2..64).find(|&pid| target::is_kernel_thread(pid));
         if let Some(pid) = kthread {
             let e = target_state_error(pid).expect("a kernel thread");
             assert_eq!(e.code, Code::Unsupported);

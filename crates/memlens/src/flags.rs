@@ -189,6 +189,37 @@ mod tests {
         assert!(record_duration("31d").is_err());
     }
 
+    /// The one duration syntax of every flag (`docs/cli.md`): a number, decimals allowed, with
+    /// `ms`, `s`, `m`, `h` or `d`; a bare number is seconds; only the range differs by flag.
+    #[test]
+    fn one_duration_syntax_for_every_flag() {
+        for parse in [period, record_duration, growth] {
+            assert_eq!(parse("10s"), Ok(Duration::from_secs(10)));
+            assert_eq!(parse("500ms"), Ok(Duration::from_millis(500)));
+            assert_eq!(parse("2m"), Ok(Duration::from_secs(120)));
+            assert_eq!(parse("1.5m"), Ok(Duration::from_secs(90)));
+            assert_eq!(parse("3"), Ok(Duration::from_secs(3)));
+            assert_eq!(parse(" 0.25s "), Ok(Duration::from_millis(250)));
+            assert_eq!(parse("1h"), Ok(HOUR));
+            assert_eq!(parse("1ms"), Ok(MS));
+            for bad in ["x", "5 parsecs", "", "s", "1.2.3s", "-1s", "1e3"] {
+                assert!(
+                    parse(bad).unwrap_err().starts_with("not a duration"),
+                    "{bad}"
+                );
+            }
+            for zero in ["0", "0s", "0ms", "0.0001"] {
+                assert!(
+                    parse(zero).unwrap_err().starts_with("out of range"),
+                    "{zero}"
+                );
+            }
+        }
+        assert_eq!(growth("1d"), Ok(DAY));
+        assert_eq!(record_duration("2d"), Ok(2 * DAY));
+        assert!(period("2h").unwrap_err().starts_with("out of range"));
+    }
+
     #[test]
     fn sizes_are_exact_and_bounded() {
         assert_eq!(size("512M"), Ok(512 << 20));

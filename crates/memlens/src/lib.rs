@@ -8,11 +8,11 @@ mod commands;
 mod exit;
 mod flags;
 mod logger;
+mod messages;
 mod output;
 pub mod python_view;
 mod recording;
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -24,10 +24,7 @@ pub fn main() -> ExitCode {
     let args = match cli::Cli::try_parse() {
         Ok(a) => a,
         Err(e) if e.use_stderr() => {
-            // clap quotes the user's values: escaped like every message, line by line.
-            let text = e.render().ansi().to_string();
-            let escaped: Vec<String> = text.lines().map(memlens_report::escape::terminal).collect();
-            let _ = writeln!(std::io::stderr().lock(), "{}", escaped.join("\n"));
+            messages::usage(&e.render().ansi().to_string());
             return Code::Usage.into();
         }
         Err(e) => {

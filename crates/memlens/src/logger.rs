@@ -1,7 +1,5 @@
 //! A minimal `log` backend: silent by default, `-v` for info, `-vv` for debug, all on stderr.
 
-use std::io::Write;
-
 struct StderrLogger;
 
 impl log::Log for StderrLogger {
@@ -10,14 +8,8 @@ impl log::Log for StderrLogger {
     }
     fn log(&self, r: &log::Record) {
         if self.enabled(r.metadata()) {
-            // Messages quote paths and names: escaped like every message (a closed stderr
-            // loses them, nothing more).
-            let line = format!(
-                "memlens: {}: {}\n",
-                r.level().as_str().to_lowercase(),
-                memlens_report::escape::terminal(&r.args().to_string())
-            );
-            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            // Messages quote paths and names: escaped like every message.
+            crate::messages::message(&r.level().as_str().to_lowercase(), &r.args().to_string());
         }
     }
     fn flush(&self) {}

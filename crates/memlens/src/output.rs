@@ -44,22 +44,9 @@ pub fn write_error(e: std::io::Error) -> CliError {
     CliError::new(Code::Failure, format!("cannot write output: {e}"))
 }
 
-/// Prints `memlens: TEXT` on stderr (escaped, see [`message`]).
-pub fn say(text: &str) {
-    let line = format!("memlens: {}\n", memlens_report::escape::terminal(text));
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
-}
-
-/// Prints `memlens: KIND: TEXT` on stderr. The text is escaped (control characters and escape
-/// sequences shown as `\u{..}`): it quotes paths, commands and names that may come from
-/// anyone. A closed stderr is ignored.
-pub fn message(kind: &str, text: &str) {
-    let line = format!(
-        "memlens: {kind}: {}\n",
-        memlens_report::escape::terminal(text)
-    );
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
-}
+/// `memlens: KIND: TEXT` at its old path (`commands/run.rs` calls it here; new code calls
+/// [`crate::messages`]).
+pub use crate::messages::message;
 
 #[cfg(test)]
 mod tests {

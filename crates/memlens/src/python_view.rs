@@ -1,5 +1,5 @@
-//! The Python view for commands: attaching with messages and exit codes, and the text of
-//! `snapshot`'s Python view. Reading it is `memlens_cpython::views`'s.
+//! The Python view for commands: attaching with messages and exit codes. Reading it is
+//! `memlens_cpython::views`'s, its text `memlens_report::python_text`'s.
 
 use std::time::Duration;
 
@@ -11,7 +11,6 @@ pub use memlens_cpython::views::mode;
 
 /// Turns a Python-view error into the user's message, hint and exit code.
 pub fn cli_error(pid: u32, e: Error) -> CliError {
-    use memlens_remote::Error as R;
     // An exited process (a zombie) or a kernel thread is said as such, whatever failed.
     if let Some(state) = crate::exit::target_state_error(pid) {
         return state;
@@ -26,13 +25,13 @@ pub fn cli_error(pid: u32, e: Error) -> CliError {
                 "`memlens snapshot PID` still shows the process's memory ledger without the Python view",
             )
         }
-        Error::Remote(R::ProcessGone { .. }) => CliError::new(Code::NoProcess, e.to_string())
+        _ if e.is_process_gone() => CliError::new(Code::NoProcess, e.to_string())
             .with_hint(format!(
                 "check the PID (`memlens ps` lists Python processes); {pid} may have exited"
             )),
         // Names the tracer when another one holds the process (`TracerPid`); otherwise says
         // what else may refuse it (Yama, another user).
-        Error::Remote(R::PermissionDenied { .. }) => {
+        _ if e.is_permission_denied() => {
             match crate::exit::tracer_of(pid) {
                 Some(_) => crate::exit::permission_denied(pid, e.to_string()),
                 None => CliError::new(Code::PermissionDenied, e.to_string())
@@ -43,14 +42,18 @@ pub fn cli_error(pid: u32, e: Error) -> CliError {
             .with_hint("the interpreter may be starting up or shutting down; try again"),
         Error::Incomplete { .. }
         | Error::Inconsistent { .. }
-        | Error::BrokenGcList { .. }
-        | Error::Remote(R::MemoryCap { .. }) => CliError::new(Code::Incomplete, e.to_string())
-            .with_hint(
-                "no figures were printed rather than wrong ones; `memlens census --nonblocking` \
-                 reads without stopping the target (inexact), `-v` says more",
-            ),
+        | Error::BrokenGcList { .. } => incomplete(e),
+        _ if e.is_memory_cap() => incomplete(e),
         Error::Remote(_) => CliError::new(Code::Failure, e.to_string()),
     }
+}
+
+/// A census or view that could not be read completely or consistently: exit 9.
+fn incomplete(e: Error) -> CliError {
+    CliError::new(Code::Incomplete, e.to_string()).with_hint(
+        "no figures were printed rather than wrong ones; `memlens census --nonblocking` \
+         reads without stopping the target (inexact), `-v` says more",
+    )
 }
 
 /// Words what may stand between memlens and `pid` (see [`memlens_cpython::access`]); the
@@ -96,148 +99,4 @@ pub fn attach(pid: u32) -> Result<Session, CliError> {
     Attacher::new()
         .attach_until(pid, std::time::Instant::now() + STARTING_WAIT)
         .map_err(|e| cli_error(pid, e))
-}
-
-/// A few lines per process with a Python view (text output of `snapshot`).
-pub fn render_views(
-    ledger: &memlens_ledger::TreeLedger,
-    global: &crate::output::Global,
-    w: &mut dyn std::io::Write,
-) -> std::io::Result<()> {
-    let size = |b: u64| {
-        if global.bytes {
-            b.to_string()
-        } else {
-            memlens_ledger::units::format_bytes(b)
-        }
-    };
-    for p in &ledger.processes {
-        let Some(py) = &p.python else { continue };
-        if py.gc.is_none() && py.pymalloc.is_none() && py.modules.is_none() && py.packages.is_none()
-        {
-            continue;
-        }
-        writeln!(
-            w,
-            "\nPython view of PID {} (Python {}){}",
-            p.pid,
-            py.version.as_deref().unwrap_or("?"),
-            if py.inexact {
-                ", read without stopping it: figures may be inexact"
-            } else {
-                ""
-            }
-        )?;
-        if let Some(gc) = &py.gc {
-            let gens: Vec<String> = gc
-                .generations
-                .iter()
-                .map(|g| format!("{}/{}", g.count, g.threshold))
-                .collect();
-            let collections: Vec<String> = gc
-                .generations
-                .iter()
-                .map(|g| g.collections.to_string())
-                .collect();
-            writeln!(
-                w,
-                "  gc: count/threshold {}, collections {}, frozen {}{}",
-                gens.join(" "),
-                collections.join(" "),
-                gc.frozen,
-                if gc.collecting {
-                    ", collecting now"
-                } else {
-                    ""
-                }
-            )?;
-        }
-        if let Some(pm) = &py.pymalloc {
-            writeln!(
-                w,
-                "  pymalloc: {} arenas, {} pools, {} in used blocks, {} free",
-                pm.arenas,
-                pm.pools,
-                size(pm.used_bytes),
-                size(pm.free_bytes)
-            )?;
-        }
-        if let Some(m) = &py.modules {
-            writeln!(w, "  modules: {} in sys.modules", m.count)?;
-        }
-        if let Some(pk) = &py.packages {
-            render_packages(pk, &size, w)?;
-        }
-    }
-    Ok(())
-}
-
-/// Packages shown in the text of `snapshot --packages` (all are in the JSON).
-const PACKAGES_SHOWN: usize = 20;
-
-/// The `--packages` table: each package's Python objects beside its extension modules.
-fn render_packages(
-    pk: &memlens_ledger::packages::PythonPackages,
-    size: &dyn Fn(u64) -> String,
-    w: &mut dyn std::io::Write,
-) -> std::io::Result<()> {
-    use memlens_report::escape::terminal;
-    writeln!(
-        w,
-        "  Python objects by package: {} in {} packages (sys.getsizeof of code objects, \
-         functions, classes, modules and their dicts)",
-        size(pk.object_bytes),
-        pk.packages.len()
-    )?;
-    writeln!(
-        w,
-        "  these bytes are already inside the python-heap and native-heap rows: an \
-         attribution, not added to any total"
-    )?;
-    if pk.unreadable_objects > 0 || pk.unreadable_names > 0 {
-        writeln!(
-            w,
-            "  {} objects could not be read (in no package), {} names could not be read (in (unknown))",
-            pk.unreadable_objects, pk.unreadable_names
-        )?;
-    }
-    writeln!(
-        w,
-        "    {:<28} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10}  {:>10}",
-        "package", "objects", "count", "code", "functions", "classes", "modules", ".so PSS"
-    )?;
-    for p in pk.packages.iter().take(PACKAGES_SHOWN) {
-        let mut name = terminal(&p.name);
-        if name.chars().count() > 28 {
-            name = name.chars().take(27).chain(['…']).collect();
-        }
-        writeln!(
-            w,
-            "    {:<28} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10}  {:>10}",
-            name,
-            size(p.object_bytes),
-            p.objects,
-            size(p.by_kind.code.bytes),
-            size(p.by_kind.functions.bytes),
-            size(p.by_kind.classes.bytes),
-            size(p.by_kind.modules.bytes),
-            p.extension
-                .map_or_else(|| "-".to_string(), |e| size(e.amounts.pss))
-        )?;
-    }
-    if pk.packages.len() > PACKAGES_SHOWN {
-        writeln!(
-            w,
-            "    … {} more (all in --json)",
-            pk.packages.len() - PACKAGES_SHOWN
-        )?;
-    }
-    Ok(())
-}
-
-/// `{"version": "3.12.1"}`: the `python` object of the `census` and `stacks` JSON.
-#[derive(Debug, serde::Serialize)]
-pub struct PythonVersion {
-    /// The exact version read from the interpreter.
-    pub version: String,
 }

@@ -80,7 +80,7 @@ impl SamplingArgs {
             cpu_budget: Some(self.cpu_budget),
             ledger_interval_s: Some(self.ledger_every.as_secs_f64()),
             memlens_version: Some(env!("CARGO_PKG_VERSION").to_string()),
-            page_size: Some(memlens_procfs::page_size()),
+            page_size: Some(memlens_record::page_size()),
             ..Meta::default()
         }
     }
@@ -311,7 +311,7 @@ fn commit(
         Ok(()) => {}
     }
     let placed = p.commit().map_err(output_error)?;
-    output::say(&format!("wrote {}", placed.display()));
+    crate::messages::note(&format!("wrote {}", placed.display()));
     Ok(())
 }
 

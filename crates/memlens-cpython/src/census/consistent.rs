@@ -142,7 +142,7 @@ pub fn read_with(
         r.budget.peak() >> 10
     );
     census.consistency = r.consistency;
-    census.check_complete(it.pid)?;
+    super::result::check_complete(&census, it.pid)?;
     Ok(CensusRead {
         census,
         paused: stop.map(|_| r.paused),

@@ -10,7 +10,8 @@ use memlens_record::supervise::{record_tree, Notice, RecordRequest};
 
 use crate::exit::{CliError, CliResult, Code};
 use crate::flags;
-use crate::output::{self, Global};
+use crate::messages;
+use crate::output::Global;
 use crate::recording::{self, emit, SamplingArgs, Summary};
 
 /// Arguments of `memlens record`.
@@ -53,7 +54,7 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
         },
         &mut |notice| {
             if let Notice::Recording { pid, path } = notice {
-                output::say(&format!(
+                messages::note(&format!(
                     "recording pid {pid} into {} (Ctrl-C to stop)",
                     path.display()
                 ));
@@ -66,13 +67,10 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
         } else {
             ""
         };
-        output::message(
-            "error",
-            &format!(
+        messages::error(&format!(
                 "the recording stopped at {t:.2} s: {e}{full}; what was recorded until then is kept in {}",
                 outcome.path.display()
-            ),
-        );
+        ));
         recording::recorder_error(e)
     });
     let (_, model) = recording::open(&outcome.path)?;

@@ -3,13 +3,13 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use serde::Serialize;
+use memlens_model::census::PythonVersion;
+use memlens_model::stacks::StacksReport;
+use memlens_report::stacks_text;
 
 use crate::exit::CliResult;
 use crate::output::{print_json, write_error, Global};
-use crate::python_view::PythonVersion;
 use crate::python_view::{attach, cli_error, mode};
-use memlens_report::escape::terminal as terminal_safe;
 
 /// Arguments of `memlens stacks`.
 #[derive(Debug, clap::Args)]
@@ -24,74 +24,26 @@ pub struct Args {
     pub nonblocking: bool,
 }
 
-#[derive(Serialize)]
-struct Report<'a> {
-    python: PythonVersion,
-    threads: &'a [memlens_cpython::Thread],
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    inexact: bool,
-}
-
 /// Runs the command.
 pub fn run(args: Args, _global: &Global) -> CliResult<ExitCode> {
     let session = attach(args.pid)?;
     let (threads, stats) = session
         .stacks(mode(args.nonblocking))
         .map_err(|e| cli_error(args.pid, e))?;
-    let version = session.interpreter.version.to_string();
-    if args.json {
-        print_json(&Report {
-            python: PythonVersion { version },
-            threads: &threads,
-            inexact: args.nonblocking,
-        })?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let pause = match stats.paused {
-        Some(p) => format!("target paused {:.1} ms", p.as_secs_f64() * 1e3),
-        None => "read without stopping the target: stacks may be inexact".into(),
+    let report = StacksReport {
+        python: PythonVersion {
+            version: session.interpreter.version.to_string(),
+        },
+        threads,
+        inexact: args.nonblocking,
     };
-    writeln!(
-        out,
-        "Process {} (Python {version}): {} threads ({pause})",
-        args.pid,
-        threads.len()
-    )
-    .map_err(write_error)?;
-    for t in &threads {
-        let native = t
-            .native_thread_id
-            .map_or_else(|| "?".to_string(), |n| n.to_string());
-        let name = t
-            .name
-            .as_ref()
-            .map_or_else(String::new, |n| format!(" \"{}\"", terminal_safe(n)));
-        writeln!(out, "\nThread {:#x}{name} (native {native})", t.thread_id)
+    if args.json {
+        print_json(&report)?;
+    } else {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        stacks_text::render(&report, args.pid, stats.paused, &mut out)
+            .and_then(|()| out.flush())
             .map_err(write_error)?;
-        if t.frames.is_empty() {
-            writeln!(out, "    (no Python frames)").map_err(write_error)?;
-        }
-        for f in &t.frames {
-            let line = f.line.map_or_else(|| "?".to_string(), |n| n.to_string());
-            writeln!(
-                out,
-                "    {} ({}:{line})",
-                terminal_safe(&f.function),
-                terminal_safe(&f.file)
-            )
-            .map_err(write_error)?;
-        }
-        if t.frames_omitted > 0 {
-            writeln!(
-                out,
-                "    ... {} more frames left out (the outermost; {} shown)",
-                t.frames_omitted,
-                t.frames.len()
-            )
-            .map_err(write_error)?;
-        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -29,7 +29,7 @@ fn fixtures() -> PathBuf {
 
 /// Compares `actual` with the golden file `name`, or writes it under `MEMLENS_BLESS=1`.
 /// A mismatch fails with the lines that differ.
-fn check(name: &str, actual: &[u8]) {
+pub(crate) fn check(name: &str, actual: &[u8]) {
     let path = golden_dir().join(name);
     if std::env::var_os("MEMLENS_BLESS").is_some_and(|v| v == "1") {
         std::fs::write(&path, actual).unwrap();
@@ -238,7 +238,7 @@ fn assembled(parts: &[ProcessParts]) -> TreeLedger {
 }
 
 /// The ledger of the captured process alone, as `snapshot PID` shows it.
-fn fixture_ledger() -> TreeLedger {
+pub(crate) fn fixture_ledger() -> TreeLedger {
     let st = status::parse(&procfs_fixture("python_threads.status")).unwrap();
     assembled(&[fixture_parts(st.tgid, st.ppid, FIXTURE_CMDLINE)])
 }

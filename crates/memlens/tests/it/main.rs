@@ -12,6 +12,7 @@ mod package_memory;
 mod python_view;
 mod python_view_path;
 mod recorder_truth;
+mod render_golden;
 mod run_record;
 mod sizes;
 mod support;

@@ -1,0 +1,81 @@
+//! The ledger of `memlens snapshot`: a process or tree read from `/proc` with the Python view
+//! of each Python process (its pymalloc arenas sort the heap, the rest is attached), and, on
+//! request, each one's Python objects by package (a census per process).
+
+use memlens_cpython::views::{mode, TreeViews};
+use memlens_cpython::Attacher;
+
+use crate::distribution::DistributionResolver;
+use crate::process::{Hints, PythonViewExt};
+use crate::tree::TreeLedger;
+
+/// The ledger of `pid` (with every descendant when `tree`), each Python process's view read
+/// (without stopping it when `nonblocking`) and attached.
+pub fn snapshot_with_python(
+    pid: u32,
+    tree: bool,
+    nonblocking: bool,
+) -> memlens_procfs::Result<TreeLedger> {
+    let views = TreeViews::new(pid, nonblocking, tree);
+    let mut ledger = crate::tree::snapshot(pid, tree, &|pid| Hints {
+        python_arenas: views.read(pid),
+    })?;
+    let mut views = views.into_views();
+    for p in &mut ledger.processes {
+        if let Some(v) = views.remove(&p.pid) {
+            p.attach_python_view(v);
+        }
+    }
+    Ok(ledger)
+}
+
+/// A census for `--packages` that failed: the process and why.
+#[derive(Debug)]
+pub struct PackagesError {
+    /// The process.
+    pub pid: u32,
+    /// Why its census failed.
+    pub error: memlens_cpython::Error,
+}
+
+/// Takes a census of each process with a Python view and attaches its objects by package.
+/// The root's failure fails the whole (no figures rather than wrong ones); a descendant that
+/// exited meanwhile is left without packages.
+pub fn attach_packages(
+    ledger: &mut TreeLedger,
+    root: u32,
+    nonblocking: bool,
+) -> Result<(), PackagesError> {
+    let attacher = Attacher::new();
+    let mode = mode(nonblocking);
+    for p in &mut ledger.processes {
+        let viewed = p
+            .python
+            .as_ref()
+            .is_some_and(|py| py.gc.is_some() || py.pymalloc.is_some() || py.modules.is_some());
+        if !viewed {
+            continue; // no Python view read: no interpreter to census
+        }
+        let pid = p.pid;
+        let read = attacher
+            .attach(pid)
+            .and_then(|s| s.census_by_module(mode, memlens_cpython::census::CENSUS_MEMORY_CAP));
+        match read {
+            Ok((census, by_module, stats)) => {
+                log::info!(
+                    "pid {pid}: census for --packages in {:.1} ms ({} objects, {} origins)",
+                    stats.elapsed.as_secs_f64() * 1e3,
+                    census.objects,
+                    by_module.origins.len()
+                );
+                let mut dists = DistributionResolver::new(format!("/proc/{pid}/root"));
+                p.attach_packages(&census, &by_module, &mut dists);
+            }
+            Err(e) if e.is_process_gone() && pid != root => {
+                log::info!("pid {pid} exited before its census: no packages");
+            }
+            Err(error) => return Err(PackagesError { pid, error }),
+        }
+    }
+    Ok(())
+}
