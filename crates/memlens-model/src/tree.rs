@@ -347,9 +347,7 @@ fn largest_extension(processes: &[ProcessLedger]) -> Option<(String, u64)> {
         }
     }
     // The first of equals, as a stable sort by descending PSS put it first.
-    m.into_iter()
-        .rev()
-        .max_by_key(|(_, v)| *v)
+    m.into_iter().rev().max_by_key(|(_, v)| *v)
 }
 
 /// `findings` in JSON: each finding worded in binary units (the strings of JSON before
@@ -420,25 +418,147 @@ mod tests {
         );
         assert_eq!(t.totals.pss, 60 << 20);
         assert_eq!(t.rss_overcount, 120 << 20);
-        assert!(
-            t.findings[0].starts_with("summing RSS would report 180 MiB; 120 MiB of it"),
-            "{:?}",
-            t.findings
+        assert_eq!(
+            t.findings[..2],
+            [
+                Finding::SharedPages {
+                    processes: 2,
+                    rss: 180 << 20,
+                    shared: 120 << 20,
+                    pss: 60 << 20
+                },
+                Finding::UniqueMemory { uss: 30 << 20 }
+            ]
         );
-        assert!(t
-            .findings
-            .iter()
-            .any(|f| f.contains("pymalloc's arenas hold 20.0 MiB of free space (40%")));
+        assert!(t.findings[0]
+            .words(SizeStyle::Binary)
+            .starts_with("summing RSS would report 180 MiB; 120 MiB of it"));
+        assert!(t.findings[0]
+            .words(SizeStyle::Bytes)
+            .starts_with("summing RSS would report 188743680; 125829120 of it"));
+        let free = Finding::PymallocFreeSpace {
+            free: 20 << 20,
+            percent: 40,
+        };
+        assert!(t.findings.contains(&free), "{:?}", t.findings);
+        assert!(free
+            .words(SizeStyle::Binary)
+            .contains("pymalloc's arenas hold 20.0 MiB of free space (40%"));
         // A well-packed heap says nothing about free space.
         let packed = HeapSplit {
             used_bytes: 30 << 20,
             free_bytes: 1 << 20,
         };
         let t = assemble(1, vec![process(10, Some(packed), 50 << 20)], None);
-        assert!(!t.findings.iter().any(|f| f.contains("pymalloc")));
-        assert!(
-            !t.findings.iter().any(|f| f.contains("summing RSS")),
-            "one process: no sharing finding"
+        assert_eq!(
+            t.findings,
+            [Finding::LargestCategory {
+                category: Category::PythonHeap,
+                pss: 50 << 20,
+                percent: 100
+            }],
+            "one process, a packed heap: no sharing, no free-space finding"
         );
+    }
+
+    fn cgroup(limit: Option<u64>, oom_kills: Option<u64>) -> CgroupMemory {
+        CgroupMemory {
+            version: 2,
+            usage: 70 << 20,
+            limit,
+            oom_kills,
+            ..CgroupMemory::default()
+        }
+    }
+
+    #[test]
+    fn findings_of_threads_extensions_swap_and_the_cgroup() {
+        let mut p = process(10, None, 8 << 20);
+        p.threads = 4;
+        p.thread_stacks = ThreadStacks {
+            count: 4,
+            reserved: 24 << 20,
+            resident: 64 << 10,
+            unlocated: 0,
+        };
+        p.totals.swap = 3 << 20;
+        let item = |name: &str, pss| crate::ledger::Item {
+            name: name.into(),
+            amounts: Amounts {
+                pss,
+                ..Amounts::default()
+            },
+            size: 0,
+            mappings: 1,
+        };
+        p.ledger.push(Row {
+            category: Category::Extensions,
+            amounts: Amounts {
+                pss: 5 << 20,
+                ..Amounts::default()
+            },
+            size: 0,
+            mappings: 3,
+            // Two items of equal PSS: the first is named.
+            items: vec![
+                item("numpy", 2 << 20),
+                item("pandas", 2 << 20),
+                item("x", 1),
+            ],
+            pymalloc: None,
+        });
+        let limited = assemble(10, vec![p.clone()], Some(cgroup(Some(100 << 20), Some(2))));
+        assert_eq!(
+            limited.findings[1..],
+            [
+                Finding::ThreadStacks {
+                    threads: 4,
+                    reserved: 24 << 20,
+                    resident: 64 << 10
+                },
+                Finding::LargestExtension {
+                    name: "numpy".into(),
+                    pss: 2 << 20
+                },
+                Finding::Swapped { swap: 3 << 20 },
+                Finding::CgroupLimit {
+                    usage: 70 << 20,
+                    limit: 100 << 20,
+                    headroom: 30 << 20
+                },
+                Finding::OomKills { kills: 2 },
+            ]
+        );
+        let unlimited = assemble(10, vec![p.clone()], Some(cgroup(None, Some(0))));
+        assert_eq!(
+            unlimited.findings.last(),
+            Some(&Finding::CgroupUnlimited { usage: 70 << 20 })
+        );
+        // An extension under 1 MiB is not worth a finding.
+        p.ledger[1].items = vec![item("tiny", (1 << 20) - 1)];
+        let small = assemble(10, vec![p], None);
+        assert!(!small
+            .findings
+            .iter()
+            .any(|f| matches!(f, Finding::LargestExtension { .. })));
+    }
+
+    #[test]
+    fn json_keeps_the_words_and_adds_the_figures() {
+        let t = assemble(
+            1,
+            vec![process(10, None, 50 << 20)],
+            Some(cgroup(None, None)),
+        );
+        let v = serde_json::to_string(&t).unwrap();
+        assert!(
+            v.contains(r#""findings":["python-heap is the largest part: 50.0 MiB PSS, 100% of the total","the memory cgroup is charged 70.0 MiB (page cache and kernel memory included) and has no limit"]"#),
+            "{v}"
+        );
+        assert!(
+            v.contains(r#""finding_figures":[{"kind":"largest_category","category":"python-heap","pss":52428800,"percent":100},{"kind":"cgroup_unlimited","usage":73400320}]"#),
+            "{v}"
+        );
+        assert!(v.ends_with(r#"}]}"#), "figures come last: {v}");
     }
 }

@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use memlens_ledger::units::format_bytes;
+use memlens_ledger::units::SizeStyle;
 use memlens_record::supervise::{run_program, CgroupError, Notice, OwnCgroup, RunRequest, Stopped};
 use memlens_report::Model;
 
@@ -160,8 +160,8 @@ fn report(
             "error",
             &format!(
                 "peak {} exceeds --max-peak {} ({}, at {:.2} s{})",
-                format_bytes(p.bytes),
-                format_bytes(max),
+                SizeStyle::exact(global.bytes).size(p.bytes),
+                SizeStyle::exact(global.bytes).size(max),
                 p.source.name(),
                 p.at_seconds,
                 match (p.pid, &p.cmdline) {
