@@ -21,7 +21,7 @@ fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
 
-fn fixtures() -> PathBuf {
+pub(crate) fn fixtures() -> PathBuf {
     golden_dir().join("fixtures")
 }
 
@@ -91,7 +91,7 @@ fn diff(expected: &str, actual: &str) -> String {
 
 /// `memlens report ARGS FIXTURE` run in the fixtures' directory (so the recording's name in
 /// the output is the same on every checkout); stdout.
-fn report(fixture: &str, args: &[&str]) -> Vec<u8> {
+pub(crate) fn report(fixture: &str, args: &[&str]) -> Vec<u8> {
     let out = memlens()
         .arg("report")
         .args(args)
@@ -190,7 +190,7 @@ fn procfs_fixture(name: &str) -> Vec<u8> {
 
 /// The ledger of the captured process `python_threads` (4 threads, an 8 MiB bytearray),
 /// assembled as `snapshot` assembles one process.
-fn fixture_ledger() -> TreeLedger {
+pub(crate) fn fixture_ledger() -> TreeLedger {
     let st = status::parse(&procfs_fixture("python_threads.status")).unwrap();
     let stack_pointers = procfs_fixture("python_threads.task_syscall")
         .split(|b| *b == b'\n')
