@@ -98,3 +98,33 @@ fn html_pages_print_no_binary_unit_outside_the_chart_axes_under_bytes() {
         );
     }
 }
+
+#[test]
+fn the_max_peak_verdict_honours_bytes() {
+    // 100 MiB of bytes held by a real Python, against a budget of 50 MiB (52428800 bytes).
+    let dir = crate::support::TempDir::new("budget-bytes");
+    let py = crate::support::python();
+    let db = dir.join("b.db");
+    let out = crate::support::memlens()
+        .args(["--bytes", "run", "-q", "--max-peak", "50M", "-o"])
+        .arg(&db)
+        .arg("--")
+        .arg(&py)
+        .args(["-c", "import time; x = b'm' * (100 << 20); time.sleep(0.1)"])
+        .current_dir(&dir.0)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = crate::support::stderr(&out);
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    assert!(err.contains("exceeds --max-peak 52428800 ("), "{err}");
+    let line = err.lines().find(|l| l.contains("--max-peak")).unwrap();
+    assert_eq!(binary_units(line), Vec::<String>::new());
+    let peak: u64 = line
+        .split("peak ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no peak in bytes: {line}"));
+    assert!(peak >= 100 << 20, "{line}");
+}
