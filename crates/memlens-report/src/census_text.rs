@@ -5,7 +5,7 @@ use std::io::{Result, Write};
 use std::time::Duration;
 
 use memlens_model::census::{CensusReport, Consistency, Grown, Growth, Method, TypeCount};
-use memlens_model::units::format_bytes;
+use memlens_model::units::SizeStyle;
 
 use crate::escape::terminal;
 
@@ -18,20 +18,11 @@ pub struct Options {
 
 impl Options {
     fn size(&self, b: u64) -> String {
-        if self.bytes {
-            b.to_string()
-        } else {
-            format_bytes(b)
-        }
+        SizeStyle::exact(self.bytes).size(b).to_string()
     }
 
     fn signed(&self, b: i64) -> String {
-        let s = self.size(b.unsigned_abs());
-        if b < 0 {
-            format!("-{s}")
-        } else {
-            format!("+{s}")
-        }
+        SizeStyle::exact(self.bytes).delta(b).to_string()
     }
 }
 

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::io::Write;
 
-use memlens_model::units::format_bytes;
+use memlens_model::units::SizeStyle;
 
 use crate::model::Model;
 
@@ -18,6 +18,9 @@ pub struct Options {
     pub width: f64,
     /// Chart height in SVG units.
     pub height: f64,
+    /// Exact byte counts instead of binary units, in the tables, findings and notes (the
+    /// charts' axes keep binary units: nine-digit labels do not fit them).
+    pub bytes: bool,
 }
 
 impl Default for Options {
@@ -25,7 +28,15 @@ impl Default for Options {
         Options {
             width: 960.0,
             height: 320.0,
+            bytes: false,
         }
+    }
+}
+
+impl Options {
+    /// How sizes are printed.
+    pub fn sizes(&self) -> SizeStyle {
+        SizeStyle::exact(self.bytes)
     }
 }
 
@@ -154,8 +165,9 @@ impl Frame {
     }
 }
 
+/// An axis label: always binary units (see [`Options::bytes`]).
 fn bytes_label(v: f64) -> String {
-    format_bytes(v as u64)
+    SizeStyle::Binary.size(v as u64).to_string()
 }
 
 /// The stacked ledger categories, the tree totals, and the peak marker.
@@ -228,10 +240,10 @@ fn memory_chart(m: &Model, o: &Options) -> String {
         r#"<g class="peak"><line class="peak-line" x1="{px:.1}" y1="{:.1}" x2="{px:.1}" y2="{:.1}"/><circle class="peak-dot" cx="{px:.1}" cy="{py:.1}" r="4"><title>peak {}</title></circle><text class="peak-label" x="{:.1}" y="{:.1}" text-anchor="{anchor}">peak {} at {:.2} s</text></g>"#,
         f.top,
         f.h - f.bottom,
-        escape(&format_bytes(m.peak.bytes)),
+        o.sizes().size(m.peak.bytes),
         px + dx,
         (py - 6.0).max(f.top + 10.0),
-        escape(&format_bytes(m.peak.bytes)),
+        o.sizes().size(m.peak.bytes),
         m.peak.at_seconds
     );
     s.push_str("</svg>");
@@ -316,6 +328,7 @@ fn python_chart(m: &Model, o: &Options) -> String {
 
 /// A line per process, their table, and the growth phases.
 fn processes_section(h: &mut String, m: &Model, o: &Options) {
+    let style = o.sizes();
     h.push_str("<h2>Processes</h2>");
     h.push_str(&process_chart(m, o));
     h.push_str(r#"<table><tr><th></th><th class="num">PID</th><th class="num">PPID</th><th class="num">VmHWM</th><th class="num">peak PSS</th><th class="num">alive (s)</th><th>command</th></tr>"#);
@@ -331,8 +344,8 @@ fn processes_section(h: &mut String, m: &Model, o: &Options) {
             PROCESS_COLORS[k % PROCESS_COLORS.len()],
             p.pid,
             p.ppid,
-            escape(&format_bytes(p.vm_hwm)),
-            escape(&format_bytes(p.peak_pss)),
+            style.size(p.vm_hwm),
+            style.size(p.peak_pss),
             p.first_seconds,
             p.exit_seconds.unwrap_or(p.last_seconds),
             escape(cmd)
@@ -348,11 +361,11 @@ fn processes_section(h: &mut String, m: &Model, o: &Options) {
         for g in &m.growth {
             let _ = write!(
                 h,
-                r#"<tr><td class="num">{:.2}</td><td class="num">{:.2}</td><td class="num">{}</td><td class="num">{:.2} MiB/s</td></tr>"#,
+                r#"<tr><td class="num">{:.2}</td><td class="num">{:.2}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
                 g.start_seconds,
                 g.end_seconds,
-                escape(&format_bytes(g.bytes)),
-                g.rate_bytes_per_second / 1048576.0
+                style.size(g.bytes),
+                style.rate(g.rate_bytes_per_second)
             );
         }
         h.push_str("</table>");
@@ -360,14 +373,14 @@ fn processes_section(h: &mut String, m: &Model, o: &Options) {
 }
 
 /// The ledger chosen to show the peak, said to be at the peak only when it is.
-fn breakdown_section(h: &mut String, l: &crate::model::LedgerAtPeak) {
+fn breakdown_section(h: &mut String, l: &crate::model::LedgerAtPeak, style: SizeStyle) {
     if l.breakdown.at_peak {
         let _ = write!(h, "<h2>Breakdown at the peak (ledger at {:.2} s)</h2>", l.t);
     } else {
         let _ = write!(
             h,
             "<h2>No breakdown at the peak</h2><p class=\"warning\">{}</p>",
-            escape(&l.breakdown.note)
+            escape(&l.breakdown.words(style))
         );
     }
     h.push_str(r#"<table><tr><th>category</th><th class="num">PSS</th><th class="num">USS</th><th class="num">RSS</th><th class="num">swap</th></tr>"#);
@@ -377,17 +390,17 @@ fn breakdown_section(h: &mut String, l: &crate::model::LedgerAtPeak) {
             r#"<tr><td><span class="swatch" style="background:{}"></span>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
             category_color(c),
             escape(c),
-            escape(&format_bytes(a.pss)),
-            escape(&format_bytes(a.uss)),
-            escape(&format_bytes(a.rss)),
-            escape(&format_bytes(a.swap))
+            style.size(a.pss),
+            style.size(a.uss),
+            style.size(a.rss),
+            style.size(a.swap)
         );
     }
     h.push_str("</table>");
-    if let Some(f) = l.json.get("findings").and_then(|f| f.as_array()) {
+    if !l.findings.is_empty() {
         h.push_str("<ul>");
-        for s in f.iter().filter_map(|s| s.as_str()) {
-            let _ = write!(h, "<li>{}</li>", escape(s));
+        for f in &l.findings {
+            let _ = write!(h, "<li>{}</li>", escape(&f.words(style)));
         }
         h.push_str("</ul>");
     }
@@ -414,7 +427,7 @@ fn python_section(h: &mut String, m: &Model, o: &Options) {
                 r#"<tr><td class="cmdline">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
                 escape(&t.type_name),
                 t.count,
-                escape(&format_bytes(t.bytes))
+                o.sizes().size(t.bytes)
             );
         }
         h.push_str("</table>");
@@ -459,29 +472,33 @@ pub fn render(m: &Model, o: &Options, mut out: impl Write) -> std::io::Result<()
         escape(&m.file)
     );
     for w in &m.warnings {
-        let _ = write!(h, r#"<p class="warning">warning: {}</p>"#, escape(w));
+        let _ = write!(
+            h,
+            r#"<p class="warning">warning: {}</p>"#,
+            escape(&w.words(o.sizes()))
+        );
     }
     let pss = match (m.peak.pss, m.peak.pss_at_seconds) {
         (Some(v), Some(t)) => format!(
             r#"<div class="figure">tree PSS peak<b>{}</b>read at {t:.2} s</div>"#,
-            escape(&format_bytes(v))
+            o.sizes().size(v)
         ),
         _ => r#"<div class="figure">tree PSS peak<b>–</b>never read</div>"#.to_string(),
     };
     let cgroup = match m.peak.cgroup {
         Some(c) => format!(
             r#"<div class="figure">cgroup charge peak<b>{}</b>page cache included; not the peak</div>"#,
-            escape(&format_bytes(c))
+            o.sizes().size(c)
         ),
         None => String::new(),
     };
     let _ = write!(
         h,
         r#"<div class="figures"><div class="figure peak">peak<b>{}</b>{} at {:.2} s</div>{pss}<div class="figure">tree RSS peak<b>{}</b>shared pages counted per process</div>{cgroup}</div>"#,
-        escape(&format_bytes(m.peak.bytes)),
+        o.sizes().size(m.peak.bytes),
         escape(m.peak.source.describe()),
         m.peak.at_seconds,
-        escape(&format_bytes(m.peak.rss)),
+        o.sizes().size(m.peak.rss),
     );
     if let (Some(pid), Some(c)) = (m.peak.pid, &m.peak.cmdline) {
         let _ = write!(
@@ -511,13 +528,13 @@ pub fn render(m: &Model, o: &Options, mut out: impl Write) -> std::io::Result<()
     processes_section(&mut h, m, o);
 
     if let Some(l) = &m.ledger_at_peak {
-        breakdown_section(&mut h, l);
+        breakdown_section(&mut h, l, o.sizes());
     }
     python_section(&mut h, m, o);
 
     h.push_str("<h2>Notes</h2><ul class=\"notes\">");
     for s in &m.peak.sampled {
-        let _ = write!(h, "<li>{}</li>", escape(s));
+        let _ = write!(h, "<li>{}</li>", escape(&s.words(o.sizes())));
     }
     h.push_str("</ul></body></html>\n");
     out.write_all(h.as_bytes())
@@ -527,7 +544,9 @@ pub fn render(m: &Model, o: &Options, mut out: impl Write) -> std::io::Result<()
 mod tests {
     use super::*;
     use crate::growth::Phase;
-    use crate::model::{LedgerPoint, Peak, PeakSource, ProcessSeries, ProcessSummary, PythonPoint};
+    use crate::model::{
+        LedgerPoint, Note, Peak, PeakSource, ProcessSeries, ProcessSummary, PythonPoint, Warning,
+    };
 
     fn model() -> Model {
         let evil = r#"python "<script>alert(1)</script>".py"#.to_string();
@@ -553,7 +572,7 @@ mod tests {
                 pid: Some(7),
                 cmdline: Some(evil.clone()),
                 cgroup: Some(100 << 20),
-                sampled: vec!["pss: sampled".into()],
+                sampled: vec![Note::RssSampled],
             },
             processes: vec![ProcessSummary {
                 pid: 7,
@@ -625,7 +644,7 @@ mod tests {
             cgroup_note: None,
             max_vm_hwm: 110 << 20,
             memlens_cpu_seconds: Some(0.01),
-            warnings: vec!["pid 7 <b>unreadable</b>".into()],
+            warnings: vec![Warning::Unreadable("pid 7 <b>unreadable</b>".into())],
         }
     }
 

@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 use memlens_model::host::PsReport;
 use memlens_model::tree::by_category;
-use memlens_model::units::format_bytes;
+use memlens_model::units::{Size, SizeStyle};
 use memlens_model::{Amounts, TreeLedger};
 
 use crate::escape::terminal;
@@ -31,12 +31,13 @@ impl Default for Options {
 }
 
 impl Options {
-    fn size(&self, v: u64) -> String {
-        if self.bytes {
-            v.to_string()
-        } else {
-            format_bytes(v)
-        }
+    /// How sizes are printed.
+    pub fn sizes(&self) -> SizeStyle {
+        SizeStyle::exact(self.bytes)
+    }
+
+    fn size(&self, v: u64) -> Size {
+        self.sizes().size(v)
     }
 }
 
@@ -62,6 +63,24 @@ fn amounts_line(o: &Options, a: &Amounts) -> String {
 
 /// Renders a snapshot ledger.
 pub fn render_snapshot(t: &TreeLedger, o: &Options, mut w: impl Write) -> io::Result<()> {
+    write_head(t, o, &mut w)?;
+    write_categories(t, o, &mut w)?;
+    let root = t.processes.iter().find(|p| p.pid == t.root);
+    if t.processes.len() > 1 || root.is_some_and(|p| p.thread_stacks.count > 1) {
+        write_processes(t, o, &mut w)?;
+    }
+    write_cgroup(t, o, &mut w)?;
+    if !t.findings.is_empty() {
+        writeln!(w)?;
+        for f in &t.findings {
+            writeln!(w, "- {}", terminal(&f.words(o.sizes())))?;
+        }
+    }
+    Ok(())
+}
+
+/// Whose memory, the totals, and the root's Python and peak.
+fn write_head(t: &TreeLedger, o: &Options, w: &mut impl Write) -> io::Result<()> {
     let root = t.processes.iter().find(|p| p.pid == t.root);
     let who = root
         .map(|p| clip(&p.cmdline, o.cmdline_width))
@@ -93,14 +112,17 @@ pub fn render_snapshot(t: &TreeLedger, o: &Options, mut w: impl Write) -> io::Re
             o.size(p.vm_hwm)
         )?;
     }
-    writeln!(w)?;
+    writeln!(w)
+}
+
+/// The ledger by category, largest first, each with its largest items.
+fn write_categories(t: &TreeLedger, o: &Options, w: &mut impl Write) -> io::Result<()> {
     writeln!(
         w,
         "{:<18} {:>10} {:>10} {:>10} {:>10} {:>6}",
         "category", "PSS", "USS", "RSS", "swap", "maps"
     )?;
-    let cats = by_category(&t.processes);
-    for (cat, a) in &cats {
+    for (cat, a) in &by_category(&t.processes) {
         let maps: u64 = t
             .processes
             .iter()
@@ -146,59 +168,64 @@ pub fn render_snapshot(t: &TreeLedger, o: &Options, mut w: impl Write) -> io::Re
             writeln!(w, "{:<18} {:>53}  · … {} more", "", "", items.len() - shown)?;
         }
     }
-    if n > 1 || root.is_some_and(|p| p.thread_stacks.count > 1) {
-        writeln!(w)?;
+    Ok(())
+}
+
+/// One line per process.
+fn write_processes(t: &TreeLedger, o: &Options, w: &mut impl Write) -> io::Result<()> {
+    writeln!(w)?;
+    writeln!(
+        w,
+        "{:>8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>7}  command",
+        "PID", "PPID", "PSS", "USS", "RSS", "peak RSS", "threads"
+    )?;
+    for p in &t.processes {
         writeln!(
             w,
-            "{:>8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>7}  command",
-            "PID", "PPID", "PSS", "USS", "RSS", "peak RSS", "threads"
+            "{:>8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>7}  {}",
+            p.pid,
+            p.ppid,
+            o.size(p.totals.pss),
+            o.size(p.totals.uss),
+            o.size(p.totals.rss),
+            o.size(p.vm_hwm),
+            p.threads,
+            clip(&p.cmdline, o.cmdline_width)
         )?;
-        for p in &t.processes {
-            writeln!(
-                w,
-                "{:>8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>7}  {}",
-                p.pid,
-                p.ppid,
-                o.size(p.totals.pss),
-                o.size(p.totals.uss),
-                o.size(p.totals.rss),
-                o.size(p.vm_hwm),
-                p.threads,
-                clip(&p.cmdline, o.cmdline_width)
-            )?;
-        }
-    }
-    if let Some(cg) = &t.cgroup {
-        writeln!(w)?;
-        let limit = cg.limit.map(|l| o.size(l)).unwrap_or_else(|| "none".into());
-        write!(
-            w,
-            "cgroup v{} {}: charged {}, limit {limit}",
-            cg.version,
-            terminal(&String::from_utf8_lossy(&cg.path)),
-            o.size(cg.usage)
-        )?;
-        if let Some(h) = cg.headroom() {
-            write!(w, ", headroom {}", o.size(h))?;
-        }
-        if let Some(p) = cg.peak {
-            write!(w, ", peak {}", o.size(p))?;
-        }
-        writeln!(
-            w,
-            ", OOM kills {}",
-            cg.oom_kills
-                .map(|k| k.to_string())
-                .unwrap_or_else(|| "n/a".into())
-        )?;
-    }
-    if !t.findings.is_empty() {
-        writeln!(w)?;
-        for f in &t.findings {
-            writeln!(w, "- {}", terminal(f))?;
-        }
     }
     Ok(())
+}
+
+/// The memory cgroup's figures, when there is one.
+fn write_cgroup(t: &TreeLedger, o: &Options, w: &mut impl Write) -> io::Result<()> {
+    let Some(cg) = &t.cgroup else {
+        return Ok(());
+    };
+    writeln!(w)?;
+    let limit = cg
+        .limit
+        .map(|l| o.size(l).to_string())
+        .unwrap_or_else(|| "none".into());
+    write!(
+        w,
+        "cgroup v{} {}: charged {}, limit {limit}",
+        cg.version,
+        terminal(&String::from_utf8_lossy(&cg.path)),
+        o.size(cg.usage)
+    )?;
+    if let Some(h) = cg.headroom() {
+        write!(w, ", headroom {}", o.size(h))?;
+    }
+    if let Some(p) = cg.peak {
+        write!(w, ", peak {}", o.size(p))?;
+    }
+    writeln!(
+        w,
+        ", OOM kills {}",
+        cg.oom_kills
+            .map(|k| k.to_string())
+            .unwrap_or_else(|| "n/a".into())
+    )
 }
 
 /// Renders `ps`.

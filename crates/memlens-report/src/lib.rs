@@ -15,5 +15,6 @@ pub mod python_text;
 pub mod recording_json;
 pub mod recording_text;
 pub mod stacks_text;
+mod stored;
 
 pub use model::Model;

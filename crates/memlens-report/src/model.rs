@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-use memlens_model::units::format_bytes;
+use memlens_model::tree::Finding;
+use memlens_model::units::SizeStyle;
 use memlens_model::Amounts;
 use memlens_recording::reader::{LedgerRow, ProcessRow, Recording};
 use memlens_recording::{Error, Mode};
@@ -11,7 +12,7 @@ use memlens_recording::{Error, Mode};
 use crate::growth::{phases, Phase};
 use crate::peak::At;
 
-pub use crate::peak::{Breakdown, PeakSource};
+pub use crate::peak::{Breakdown, Note, PeakSource};
 
 /// The peak of the tree.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -42,8 +43,10 @@ pub struct Peak {
     /// The peak charge of the memory cgroup memlens ran the tree in (page cache and kernel
     /// memory included): shown apart, it moves with the page cache's state.
     pub cgroup: Option<u64>,
-    /// What each figure is, and which are sampled or estimated, in words.
-    pub sampled: Vec<String>,
+    /// What each figure is, and which are sampled or estimated: `sampled` (in words, binary
+    /// units) and `sampled_figures` (kind and figures) in JSON.
+    #[serde(flatten, serialize_with = "crate::peak::notes_json")]
+    pub sampled: Vec<Note>,
 }
 
 /// One process of the recording.
@@ -91,6 +94,38 @@ pub struct LedgerAtPeak {
     pub json: serde_json::Value,
     /// How near the peak it is.
     pub breakdown: Breakdown,
+    /// Its findings: those the recorder stored (`finding_figures`), or, in a recording made
+    /// before findings were data, computed again from the stored ledger.
+    pub findings: Vec<Finding>,
+}
+
+/// What the reader of a report must not miss.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Warning {
+    /// A process whose memory could not be read (the recorder's words).
+    Unreadable(String),
+    /// The ledger shown is not at the peak.
+    NoBreakdownAtPeak(Breakdown),
+    /// No ledger of the tree was taken.
+    NoLedger,
+    /// The findings of the ledger shown could not be read back from the recording.
+    FindingsUnreadable(String),
+}
+
+impl Warning {
+    /// In words, sizes in `style`.
+    pub fn words(&self, style: SizeStyle) -> String {
+        match self {
+            Warning::Unreadable(what) => what.clone(),
+            Warning::NoBreakdownAtPeak(b) => b.words(style),
+            Warning::NoLedger => {
+                "no breakdown: no ledger of the tree could be taken during the recording".into()
+            }
+            Warning::FindingsUnreadable(why) => {
+                format!("the findings of the ledger shown could not be read back: {why}")
+            }
+        }
+    }
 }
 
 /// One process's series.
@@ -189,7 +224,7 @@ pub struct Model {
     pub memlens_cpu_seconds: Option<f64>,
     /// What the reader must not miss: processes whose memory could not be read, a peak
     /// without a breakdown.
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
 }
 
 /// At most this many points per chart series.
@@ -382,7 +417,7 @@ fn unreadable(rec: &Recording) -> Vec<String> {
 
 /// Where a process's peak may lie when VmHWM (read while it ran) and wait4's ru_maxrss (which
 /// also counts the children it reaped) disagree.
-fn ru_maxrss_notes(rec: &Recording, processes: &[ProcessSummary], out: &mut Vec<String>) {
+fn ru_maxrss_notes(rec: &Recording, processes: &[ProcessSummary], out: &mut Vec<Note>) {
     for p in processes {
         let Some(maxrss) = rec
             .processes
@@ -393,14 +428,11 @@ fn ru_maxrss_notes(rec: &Recording, processes: &[ProcessSummary], out: &mut Vec<
             continue;
         };
         if maxrss > p.vm_hwm + p.vm_hwm / 50 {
-            out.push(format!(
-                "vm_hwm of pid {}: {} MiB was read while it ran; the kernel's ru_maxrss at \
-                 its exit, {} MiB, counts the children it reaped too, so its own peak lies \
-                 between the two",
-                p.pid,
-                p.vm_hwm >> 20,
-                maxrss >> 20
-            ));
+            out.push(Note::RuMaxrss {
+                pid: p.pid,
+                vm_hwm: p.vm_hwm,
+                ru_maxrss: maxrss,
+            });
         }
     }
 }
@@ -424,83 +456,50 @@ fn tree_peak(rec: &Recording, processes: &[ProcessSummary]) -> (Peak, Option<usi
             _ => (hwm.value, PeakSource::VmHwm, hwm.t),
         }
     };
-    let mut notes = Vec::new();
     let reads = read.map_or(0, |r| r.1);
     let n = processes.len();
-    notes.push(match source {
-        PeakSource::VmHwm if n <= 1 => format!(
-            "peak: the process's VmHWM, the kernel's exact high-water mark of its resident \
-             memory (RSS: anonymous, file and shared pages it maps); the tree's PSS, read {reads} \
-             time(s), is sampled and never above it"
-        ),
-        PeakSource::VmHwm => format!(
-            "peak: the largest VmHWM of a process, the kernel's exact high-water mark of its \
-             RSS; the tree's PSS (sum over its processes), read {reads} time(s), was never \
-             above it, but is sampled: a moment between reads when the processes together held \
-             more can be missed"
-        ),
-        PeakSource::Pss => format!(
-            "peak: the tree's PSS (each shared page divided among the processes sharing it), \
-             read from smaps_rollup for every process at once ({reads} time(s)); sampled: a \
-             moment between reads can be missed. No process's VmHWM is above it"
-        ),
-        PeakSource::Rss => "peak: the tree's RSS sum (pages shared between processes counted \
-             in each), because the PSS of some process could not be read (see warnings); \
-             sampled"
-            .to_string(),
-    });
-    if let Some((r, _)) = read {
-        if estimated.value > r.value + r.value / 50 {
-            notes.push(format!(
-                "pss: tree PSS between reads is estimated from RSS (each process's PSS/RSS at its \
-                 last read); the highest estimate, {} at {:.2} s, is above the highest read, {}",
-                format_bytes(estimated.value),
-                estimated.t,
-                format_bytes(r.value)
-            ));
+    let mut notes = vec![Note::PeakSource {
+        source,
+        processes: n,
+        pss_reads: reads,
+    }];
+    match read {
+        Some((r, _)) if estimated.value > r.value + r.value / 50 => {
+            notes.push(Note::PssEstimateAbove {
+                estimated: estimated.value,
+                estimated_at_seconds: estimated.t,
+                read: r.value,
+            })
         }
-    } else {
-        notes.push(
-            "pss: the tree's PSS was never read for every process at once; the ticks' PSS is \
-             estimated from RSS"
-                .into(),
-        );
+        Some(_) => {}
+        None => notes.push(Note::PssNeverRead),
     }
     let cgroup = rec.end.cgroup_peak;
     match (cgroup, rec.meta.cgroup_error.as_deref()) {
-        (Some(c), _) => notes.push(format!(
-            "cgroup: the tree's memory cgroup peaked at {}, page cache and kernel memory \
-             included; that moves with what the page cache held before the run, so it is \
-             shown apart and is not the peak",
-            format_bytes(c)
-        )),
-        (None, Some(why)) => notes.push(format!(
-            "tree peak: no memory cgroup of memlens's own ({why}): each process's VmHWM is \
-             exact, the sums over processes are sampled"
-        )),
+        (Some(bytes), _) => notes.push(Note::CgroupPeak { bytes }),
+        (None, Some(why)) => notes.push(Note::NoCgroup {
+            reason: why.to_string(),
+        }),
         (None, None) => {}
     }
     if n > 1 {
-        notes.push("rss: the tree RSS sum is sampled; per-process VmHWM is exact".into());
+        notes.push(Note::RssSampled);
     }
     if rec.meta.mode == Some(Mode::Record) {
         if let Some(k) = hwm_k {
             let first = rec.samples_of(rec.processes[k].id).first();
             if source == PeakSource::VmHwm && first.is_some_and(|s| s.counters.vm_hwm >= hwm.value)
             {
-                notes.push(format!(
-                    "vm_hwm of pid {} counts its whole life: its peak came before the recording \
-                     began",
-                    processes[k].pid
-                ));
+                notes.push(Note::PeakBeforeRecording {
+                    pid: processes[k].pid,
+                });
             }
         }
     }
     if let Some(iv) = rec.end.budget_interval_s {
-        notes.push(format!(
-            "interval: the CPU budget spaced the ticks out to {:.0} ms at times",
-            iv * 1e3
-        ));
+        notes.push(Note::BudgetInterval {
+            interval_seconds: iv,
+        });
     }
     ru_maxrss_notes(rec, processes, &mut notes);
     let pid_at = Model::largest_at(rec, at).or_else(|| hwm_k.map(|k| rec.processes[k].id));
@@ -530,7 +529,10 @@ impl Model {
         let processes = process_summaries(rec);
         let (peak, hwm_k) = tree_peak(rec, &processes);
         let max_vm_hwm = hwm_k.map_or(0, |k| processes[k].vm_hwm);
-        let mut warnings: Vec<String> = unreadable(rec);
+        let mut warnings: Vec<Warning> = unreadable(rec)
+            .into_iter()
+            .map(Warning::Unreadable)
+            .collect();
 
         // Growth is found on the tree's total memory where memlens made the program a cgroup
         // (read every tick), else on the PSS estimated every tick.
@@ -562,21 +564,27 @@ impl Model {
 
         let chosen = crate::peak::breakdown(rec, peak.source, peak.bytes, peak.at_seconds);
         match &chosen {
-            Some((_, b)) if !b.at_peak => warnings.push(b.note.clone()),
-            None if peak.bytes > 0 => warnings.push(
-                "no breakdown: no ledger of the tree could be taken during the recording".into(),
-            ),
+            Some((_, b)) if !b.at_peak => warnings.push(Warning::NoBreakdownAtPeak(b.clone())),
+            None if peak.bytes > 0 => warnings.push(Warning::NoLedger),
             _ => {}
         }
         let (categories, ledger_series) = ledger_series(rec, chosen.as_ref().map(|c| c.0));
         let ledger_at_peak = match chosen {
-            Some((l, breakdown)) => Some(LedgerAtPeak {
-                t: l.t,
-                totals: l.totals,
-                categories: l.categories.clone(),
-                json: rec.ledger_json(l.id)?,
-                breakdown,
-            }),
+            Some((l, breakdown)) => {
+                let json = rec.ledger_json(l.id)?;
+                let findings = crate::stored::findings(&json).unwrap_or_else(|why| {
+                    warnings.push(Warning::FindingsUnreadable(why));
+                    Vec::new()
+                });
+                Some(LedgerAtPeak {
+                    t: l.t,
+                    totals: l.totals,
+                    categories: l.categories.clone(),
+                    json,
+                    breakdown,
+                    findings,
+                })
+            }
             None => None,
         };
         let (python, census) = python_view(rec);
@@ -709,11 +717,27 @@ mod tests {
         assert_eq!(m.peak.source, PeakSource::Pss);
         assert_eq!(m.peak.bytes, 120 * MIB);
         assert!((m.peak.at_seconds - 0.5).abs() < 1e-9);
+        assert_eq!(m.warnings, [Warning::NoLedger]);
         assert!(
-            m.warnings.iter().any(|w| w.contains("no breakdown")),
+            m.warnings[0]
+                .words(SizeStyle::Binary)
+                .contains("no breakdown"),
             "{:?}",
             m.warnings
         );
+        // The estimate above the read is a note with its figures, worded in either style.
+        let above = Note::PssEstimateAbove {
+            estimated: 200 * MIB,
+            estimated_at_seconds: 0.01,
+            read: 120 * MIB,
+        };
+        assert!(m.peak.sampled.contains(&above), "{:?}", m.peak.sampled);
+        assert!(above.words(SizeStyle::Bytes).ends_with(
+            "the highest estimate, 209715200 at 0.01 s, is above the highest read, 125829120"
+        ));
+        assert!(above.words(SizeStyle::Binary).ends_with(
+            "the highest estimate, 200 MiB at 0.01 s, is above the highest read, 120 MiB"
+        ));
         let _ = std::fs::remove_file(&path);
     }
 
@@ -734,10 +758,9 @@ mod tests {
         let m = Model::from_recording(&Recording::open(&path).unwrap()).unwrap();
         assert_eq!(m.peak.source, PeakSource::Rss);
         assert_eq!(m.peak.bytes, 200 * MIB);
-        assert!(
-            m.warnings[0].contains("permission denied"),
-            "{:?}",
-            m.warnings
+        assert_eq!(
+            m.warnings[0],
+            Warning::Unreadable("pid 10: permission denied reading smaps".into())
         );
         let _ = std::fs::remove_file(&path);
     }
@@ -778,14 +801,26 @@ mod tests {
         let l = m.ledger_at_peak.expect("the only ledger is shown");
         assert!(!l.breakdown.at_peak);
         assert!((l.breakdown.from_peak_seconds + 5.0).abs() < 1e-9);
-        assert!(
-            l.breakdown
-                .note
-                .starts_with("no breakdown at the peak: the nearest is 5.00 s before"),
-            "{}",
-            l.breakdown.note
+        assert_eq!(
+            (
+                l.breakdown.measure,
+                l.breakdown.bytes,
+                l.breakdown.peak_bytes
+            ),
+            ("rss", 100 * MIB, 400 * MIB)
         );
-        assert!(m.warnings.contains(&l.breakdown.note));
+        assert_eq!(
+            l.breakdown.words(SizeStyle::Binary),
+            "no breakdown at the peak: the nearest is 5.00 s before it (ledger at 1.00 s, \
+             holding 25% of the peak's RSS, 100 MiB of 400 MiB)"
+        );
+        assert!(l
+            .breakdown
+            .words(SizeStyle::Bytes)
+            .ends_with("holding 25% of the peak's RSS, 104857600 of 419430400)"));
+        assert!(m
+            .warnings
+            .contains(&Warning::NoBreakdownAtPeak(l.breakdown.clone())));
         let _ = std::fs::remove_file(&path);
     }
 

@@ -4,7 +4,7 @@
 use std::io::{Result, Write};
 
 use memlens_model::packages::PythonPackages;
-use memlens_model::units::format_bytes;
+use memlens_model::units::SizeStyle;
 use memlens_model::TreeLedger;
 
 use crate::escape::terminal;
@@ -18,11 +18,7 @@ pub struct Options {
 
 impl Options {
     fn size(&self, b: u64) -> String {
-        if self.bytes {
-            b.to_string()
-        } else {
-            format_bytes(b)
-        }
+        SizeStyle::exact(self.bytes).size(b).to_string()
     }
 }
 

@@ -33,7 +33,7 @@ struct Report<'a> {
     ledger_at_peak: Option<&'a serde_json::Value>,
     ledger_at_peak_seconds: Option<f64>,
     breakdown: Option<&'a Breakdown>,
-    warnings: &'a [String],
+    warnings: Vec<String>,
     memlens_cpu_seconds: Option<f64>,
     python: &'a [PythonPoint],
     census: &'a [CensusSnapshot],
@@ -58,7 +58,11 @@ pub fn render(model: &Model, opts: &Options, mut out: impl Write) -> std::io::Re
         ledger_at_peak: model.ledger_at_peak.as_ref().map(|l| &l.json),
         ledger_at_peak_seconds: model.ledger_at_peak.as_ref().map(|l| l.t),
         breakdown: model.ledger_at_peak.as_ref().map(|l| &l.breakdown),
-        warnings: &model.warnings,
+        warnings: model
+            .warnings
+            .iter()
+            .map(|w| w.words(memlens_model::units::SizeStyle::Binary))
+            .collect(),
         memlens_cpu_seconds: model.memlens_cpu_seconds,
         python: &model.python,
         census: &model.census,

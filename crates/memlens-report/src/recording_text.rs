@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use memlens_model::units::format_bytes;
+use memlens_model::units::{Size, SizeStyle};
 
 use crate::model::Model;
 
@@ -25,6 +25,13 @@ impl Default for Options {
             sparkline_width: 60,
             max_processes: 12,
         }
+    }
+}
+
+impl Options {
+    /// How sizes are printed.
+    pub fn sizes(&self) -> SizeStyle {
+        SizeStyle::exact(self.bytes)
     }
 }
 
@@ -64,13 +71,8 @@ fn cut(s: &str, n: usize) -> String {
 
 /// Writes the summary.
 pub fn render(m: &Model, opts: &Options, mut out: impl Write) -> std::io::Result<()> {
-    let fb = |v: u64| {
-        if opts.bytes {
-            v.to_string()
-        } else {
-            format_bytes(v)
-        }
-    };
+    let style = opts.sizes();
+    let fb = |v: u64| style.size(v);
     let status = match (m.exit_code, m.exit_signal) {
         (_, Some(s)) => format!("killed by signal {s}"),
         (Some(c), None) => format!("exit {c}"),
@@ -89,7 +91,7 @@ pub fn render(m: &Model, opts: &Options, mut out: impl Write) -> std::io::Result
     )?;
     let p = &m.peak;
     for w in &m.warnings {
-        writeln!(out, "warning: {}", escape_terminal(w))?;
+        writeln!(out, "warning: {}", escape_terminal(&w.words(style)))?;
     }
     write!(
         out,
@@ -145,21 +147,21 @@ pub fn render(m: &Model, opts: &Options, mut out: impl Write) -> std::io::Result
     for (k, g) in m.growth.iter().enumerate() {
         writeln!(
             out,
-            "{}{:>7.2} s – {:>7.2} s  +{:<10} at {:.2} MiB/s",
+            "{}{:>7.2} s – {:>7.2} s  +{:<10} at {}",
             if k == 0 { "growth: " } else { "        " },
             g.start_seconds,
             g.end_seconds,
             fb(g.bytes),
-            g.rate_bytes_per_second / 1048576.0
+            style.rate(g.rate_bytes_per_second)
         )?;
     }
-    write_processes(&mut out, m, opts, &fb)?;
+    write_processes(&mut out, m, opts)?;
     if let Some(l) = &m.ledger_at_peak {
-        write_breakdown(&mut out, l, &fb)?;
+        write_breakdown(&mut out, l, style)?;
     }
-    write_python(&mut out, m, &fb)?;
+    write_python(&mut out, m, style)?;
     for s in &p.sampled {
-        writeln!(out, "note: {}", escape_terminal(s))?;
+        writeln!(out, "note: {}", escape_terminal(&s.words(style)))?;
     }
     match m.memlens_cpu_seconds {
         Some(cpu) if m.duration_seconds > 0.0 => writeln!(
@@ -173,12 +175,8 @@ pub fn render(m: &Model, opts: &Options, mut out: impl Write) -> std::io::Result
 }
 
 /// Each process (the largest by VmHWM first): its peaks and when it was alive.
-fn write_processes(
-    out: &mut impl Write,
-    m: &Model,
-    opts: &Options,
-    fb: &dyn Fn(u64) -> String,
-) -> std::io::Result<()> {
+fn write_processes(out: &mut impl Write, m: &Model, opts: &Options) -> std::io::Result<()> {
+    let fb = |v: u64| opts.sizes().size(v);
     writeln!(out, "processes:")?;
     writeln!(
         out,
@@ -199,7 +197,13 @@ fn write_processes(
             &pr.cmdline
         };
         // Zero: a process that came and went between two reads.
-        let or_dash = |v: u64| if v == 0 { "–".to_string() } else { fb(v) };
+        let or_dash = |v: u64| {
+            if v == 0 {
+                "–".to_string()
+            } else {
+                fb(v).to_string()
+            }
+        };
         writeln!(
             out,
             "  {:>8}  {:>10}  {:>10}  {:>17}  {}",
@@ -220,8 +224,9 @@ fn write_processes(
 fn write_breakdown(
     out: &mut impl Write,
     l: &crate::model::LedgerAtPeak,
-    fb: &dyn Fn(u64) -> String,
+    style: SizeStyle,
 ) -> std::io::Result<()> {
+    let fb = |v: u64| style.size(v);
     let head = if l.breakdown.at_peak {
         format!(
             "breakdown at the peak (ledger at {:.2} s, {:.2} s {} it)",
@@ -234,7 +239,7 @@ fn write_breakdown(
             }
         )
     } else {
-        l.breakdown.note.clone()
+        l.breakdown.words(style)
     };
     writeln!(
         out,
@@ -258,20 +263,15 @@ fn write_breakdown(
             fb(a.rss)
         )?;
     }
-    if let Some(f) = l.json.get("findings").and_then(|f| f.as_array()) {
-        for s in f.iter().filter_map(|s| s.as_str()) {
-            writeln!(out, "  - {}", escape_terminal(s))?;
-        }
+    for f in &l.findings {
+        writeln!(out, "  - {}", escape_terminal(&f.words(style)))?;
     }
     Ok(())
 }
 
 /// The Python view: the last sample of each process, and its last census.
-fn write_python(
-    out: &mut impl Write,
-    m: &Model,
-    fb: &dyn Fn(u64) -> String,
-) -> std::io::Result<()> {
+fn write_python(out: &mut impl Write, m: &Model, style: SizeStyle) -> std::io::Result<()> {
+    let fb = |v: u64| -> Size { style.size(v) };
     let mut pids: Vec<u32> = m.python.iter().map(|x| x.pid).collect();
     pids.sort_unstable();
     pids.dedup();

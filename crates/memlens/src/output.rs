@@ -44,10 +44,6 @@ pub fn write_error(e: std::io::Error) -> CliError {
     CliError::new(Code::Failure, format!("cannot write output: {e}"))
 }
 
-/// `memlens: KIND: TEXT` at its old path (`commands/run.rs` calls it here; new code calls
-/// [`crate::messages`]).
-pub use crate::messages::message;
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -266,12 +266,16 @@ impl Outputs {
         self.html.is_some() || self.json.is_some()
     }
 
-    /// Writes the reports and moves them into place; each file is tried, the first failure
-    /// is returned.
-    fn write(&mut self, model: &Model) -> CliResult<()> {
+    /// Writes the reports (sizes in exact bytes with `bytes`, as `--bytes` asks) and moves them
+    /// into place; each file is tried, the first failure is returned.
+    fn write(&mut self, model: &Model, bytes: bool) -> CliResult<()> {
         let mut first_error = None;
         if let Some(p) = self.html.take() {
-            let r = commit(p, |w| html::render(model, &html::Options::default(), w));
+            let opts = html::Options {
+                bytes,
+                ..html::Options::default()
+            };
+            let r = commit(p, |w| html::render(model, &opts, w));
             first_error = first_error.or(r.err());
         }
         if let Some(p) = self.json.take() {
@@ -336,7 +340,7 @@ pub fn emit(
     summary: Summary,
     outputs: &mut Outputs,
 ) -> CliResult<()> {
-    let files = outputs.write(model);
+    let files = outputs.write(model, global.bytes);
     if json_stdout {
         let stdout = std::io::stdout();
         recording_json::render(

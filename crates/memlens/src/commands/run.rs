@@ -9,13 +9,14 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use memlens_ledger::units::format_bytes;
+use memlens_ledger::units::SizeStyle;
 use memlens_record::supervise::{run_program, CgroupError, Notice, OwnCgroup, RunRequest, Stopped};
 use memlens_report::Model;
 
 use crate::exit::{CliResult, Code};
 use crate::flags;
-use crate::output::{self, Global};
+use crate::messages;
+use crate::output::Global;
 use crate::recording::{self, emit, Outputs, SamplingArgs, Summary};
 
 /// Arguments of `memlens run`.
@@ -119,15 +120,13 @@ fn say_stopped(notice: Notice<'_>) {
         path.display()
     );
     if error.is_disk_full() {
-        output::message(
-            "error",
-            &format!("the recording stopped at {at:.2} s: the disk is full ({error}); {kept}"),
-        );
+        messages::error(&format!(
+            "the recording stopped at {at:.2} s: the disk is full ({error}); {kept}"
+        ));
     } else {
-        output::message(
-            "error",
-            &format!("the recording stopped at {at:.2} s: {error}; {kept}"),
-        );
+        messages::error(&format!(
+            "the recording stopped at {at:.2} s: {error}; {kept}"
+        ));
     }
 }
 
@@ -156,20 +155,17 @@ fn report(
         return Ok(exit_code(status));
     };
     if let Some(p) = model.map(|m| &m.peak).filter(|p| p.bytes > max) {
-        output::message(
-            "error",
-            &format!(
-                "peak {} exceeds --max-peak {} ({}, at {:.2} s{})",
-                format_bytes(p.bytes),
-                format_bytes(max),
-                p.source.name(),
-                p.at_seconds,
-                match (p.pid, &p.cmdline) {
-                    (Some(pid), Some(c)) => format!(", mostly pid {pid} {c}"),
-                    _ => String::new(),
-                }
-            ),
-        );
+        messages::error(&format!(
+            "peak {} exceeds --max-peak {} ({}, at {:.2} s{})",
+            SizeStyle::exact(global.bytes).size(p.bytes),
+            SizeStyle::exact(global.bytes).size(max),
+            p.source.name(),
+            p.at_seconds,
+            match (p.pid, &p.cmdline) {
+                (Some(pid), Some(c)) => format!(", mostly pid {pid} {c}"),
+                _ => String::new(),
+            }
+        ));
         return Ok(Code::BudgetExceeded.into());
     }
     match (model, stopped) {
@@ -180,10 +176,7 @@ fn report(
             } else {
                 Code::Failure
             };
-            output::message(
-                "error",
-                "--max-peak cannot be checked: the recording is incomplete",
-            );
+            messages::error("--max-peak cannot be checked: the recording is incomplete");
             Ok(code.into())
         }
     }

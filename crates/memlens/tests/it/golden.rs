@@ -23,7 +23,7 @@ fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
 
-fn fixtures() -> PathBuf {
+pub(crate) fn fixtures() -> PathBuf {
     golden_dir().join("fixtures")
 }
 
@@ -100,7 +100,7 @@ fn golden_memlens() -> std::process::Command {
 
 /// `memlens report ARGS FIXTURE` run in the fixtures' directory (so the recording's name in
 /// the output is the same on every checkout); stdout.
-fn report(fixture: &str, args: &[&str]) -> Vec<u8> {
+pub(crate) fn report(fixture: &str, args: &[&str]) -> Vec<u8> {
     let out = golden_memlens()
         .arg("report")
         .args(args)
