@@ -13,12 +13,13 @@ pub mod host;
 pub mod packages;
 mod parallel;
 pub mod process;
+pub mod sharing;
 pub mod tree;
 pub use memlens_model::units;
 
 pub use category::Category;
 pub use process::{
-    build, Amounts, AmountsOf, HeapSplit, Hints, Item, ProcessLedger, ProcessParts, PythonInfo,
-    PythonViewExt, Row, ThreadStacks,
+    build, category_ranges, Amounts, AmountsOf, CategoryRange, HeapSplit, Hints, Item,
+    ProcessLedger, ProcessParts, PythonInfo, PythonViewExt, Row, ThreadStacks,
 };
 pub use tree::{snapshot, TreeLedger};

@@ -14,6 +14,7 @@ pub mod host;
 pub mod ledger;
 pub mod packages;
 pub mod python;
+pub mod sharing;
 pub mod tree;
 pub mod units;
 

@@ -26,6 +26,9 @@ pub struct TreeLedger {
     pub skipped: Vec<Skipped>,
     /// Plain-language findings, most important first.
     pub findings: Vec<String>,
+    /// Resident bytes only the tree maps (`snapshot --tree`; see `crate::sharing`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclusive: Option<crate::sharing::Exclusive>,
 }
 
 /// A process left out of a tree ledger, and why.
@@ -67,6 +70,7 @@ pub fn assemble(
         cgroup,
         skipped: Vec::new(),
         findings: Vec::new(),
+        exclusive: None,
     };
     t.findings = findings(&t);
     t
@@ -191,6 +195,7 @@ fn findings(t: &TreeLedger) -> Vec<String> {
             ));
         }
     }
+    f.extend(crate::sharing::findings(t));
     f
 }
 
@@ -225,6 +230,7 @@ mod tests {
                 pymalloc: heap,
             }],
             thread_stacks: ThreadStacks::default(),
+            sharing: None,
         }
     }
 

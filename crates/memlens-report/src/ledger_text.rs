@@ -192,6 +192,7 @@ pub fn render_snapshot(t: &TreeLedger, o: &Options, mut w: impl Write) -> io::Re
                 .unwrap_or_else(|| "n/a".into())
         )?;
     }
+    crate::sharing_text::render(t, &|v| o.size(v), &mut w)?;
     if !t.findings.is_empty() {
         writeln!(w)?;
         for f in &t.findings {

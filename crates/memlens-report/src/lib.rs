@@ -12,5 +12,6 @@ pub mod model;
 pub mod peak;
 pub mod recording_json;
 pub mod recording_text;
+pub mod sharing_text;
 
 pub use model::Model;

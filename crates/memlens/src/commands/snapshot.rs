@@ -51,6 +51,9 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
     if args.packages {
         attach_packages(&mut ledger, args.pid, args.nonblocking)?;
     }
+    if args.tree {
+        memlens_ledger::sharing::measure(&mut ledger); // copy-on-write per worker (DESIGN §6)
+    }
     ledger.refresh_findings();
     if args.json {
         print_json(&ledger)?;
