@@ -12,5 +12,6 @@ mod python_view;
 mod python_view_path;
 mod recorder_truth;
 mod run_record;
+mod sharing;
 mod sizes;
 mod support;
