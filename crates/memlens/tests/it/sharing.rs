@@ -30,12 +30,12 @@ fn region(pid: u32) -> (u64, u64) {
     let (s, e) = line
         .split_whitespace()
         .next()
-        .unwrap()
+        .expect("test data")
         .split_once('-')
-        .unwrap();
+        .expect("test data");
     (
-        u64::from_str_radix(s, 16).unwrap(),
-        u64::from_str_radix(e, 16).unwrap(),
+        u64::from_str_radix(s, 16).expect("test data"),
+        u64::from_str_radix(e, 16).expect("test data"),
     )
 }
 
@@ -47,7 +47,7 @@ fn pagemap(pid: u32, start: u64, end: u64) -> Vec<u64> {
     f.read_exact_at(&mut buf, start / page * 8)
         .expect("pagemap read");
     buf.chunks_exact(8)
-        .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
+        .map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes")))
         .collect()
 }
 
@@ -74,7 +74,7 @@ fn kernel_truth(parent: u32, worker: u32) -> (u64, u64) {
 fn process(j: &Value, pid: u32) -> &Value {
     j["processes"]
         .as_array()
-        .unwrap()
+        .expect("test data")
         .iter()
         .find(|p| u(&p["pid"]) == u64::from(pid))
         .unwrap_or_else(|| panic!("pid {pid} in the snapshot"))
@@ -83,7 +83,7 @@ fn process(j: &Value, pid: u32) -> &Value {
 fn row<'a>(sharing: &'a Value, category: &str) -> &'a Value {
     sharing["by_category"]
         .as_array()
-        .unwrap()
+        .expect("test data")
         .iter()
         .find(|r| r["category"] == category)
         .unwrap_or_else(|| panic!("{category} in {sharing}"))
@@ -177,9 +177,9 @@ fn gc_freeze_keeps_python_heap_shared() {
             let r = row(s, "python-heap");
             let findings = j["findings"]
                 .as_array()
-                .unwrap()
+                .expect("test data")
                 .iter()
-                .map(|f| f.as_str().unwrap().to_string())
+                .map(|f| f.as_str().expect("test data").to_string())
                 .collect();
             (u(&r["copied"]), u(&r["shared_with_parent"]), findings)
         };
