@@ -205,3 +205,60 @@ fn gc_freeze_keeps_python_heap_shared() {
         );
     }
 }
+
+/// Without CAP_SYS_ADMIN the kernel shows frame numbers as 0: sharing cannot be measured, and
+/// memlens must say so rather than print zeros (or call every page shared) as if measured.
+#[test]
+fn unprivileged_run_says_sharing_is_not_measured() {
+    let python = std::path::Path::new("/usr/bin/python3.11");
+    if !python.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "/usr/bin/python3.11 missing in CI"
+        );
+        return;
+    }
+    let source = std::fs::read_to_string(target_script("cow.py")).expect("cow.py");
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(python)
+        .arg("-c")
+        .arg(&source)
+        .args(["memfd", "16", "4", "1"])
+        .current_dir("/");
+    let t = Target::spawn(cmd);
+    let w = workers(&t)[0];
+    let as_nobody = |args: &[&str]| {
+        use std::os::unix::process::CommandExt;
+        memlens()
+            .args(args)
+            .uid(65534)
+            .gid(65534)
+            .current_dir("/")
+            .output()
+            .expect("memlens runs")
+    };
+    let pid = t.pid().to_string();
+    let out = as_nobody(&["snapshot", &pid, "--tree", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let j: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let s = &process(&j, w)["sharing"];
+    assert_eq!(s["measured"], false, "{s}");
+    assert!(
+        s["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("CAP_SYS_ADMIN")),
+        "{s}"
+    );
+    for k in ["shared_with_parent", "copied", "own", "by_category"] {
+        assert!(s.get(k).is_none(), "{k} printed though not measured: {s}");
+    }
+    assert_eq!(j["exclusive"]["measured"], false, "{}", j["exclusive"]);
+    assert!(j["exclusive"].get("bytes").is_none());
+    let out = as_nobody(&["snapshot", &pid, "--tree"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("pid {w} (parent {pid}): not measured")),
+        "{text}"
+    );
+}
