@@ -48,14 +48,19 @@ const HIDDEN: &str = "page frame numbers read as 0: the kernel shows them only w
 pub fn measure(t: &mut TreeLedger) {
     let page = memlens_procfs::page_size();
     let mut resolver = DistributionResolver::new(format!("/proc/{}/root", t.root));
+    // The mappings on every core; their categories on this thread (one resolver).
+    let parts = crate::parallel::map(&t.processes, |p| {
+        Process::new(p.pid)
+            .and_then(|proc| ProcessParts::read(&proc))
+            .map_err(|e| log::info!("sharing: pid {} not read again: {e}", p.pid))
+            .ok()
+    });
     let read: Vec<Option<(ProcessParts, Vec<CategoryRange>)>> = t
         .processes
         .iter()
-        .map(|p| {
-            let parts = Process::new(p.pid)
-                .and_then(|proc| ProcessParts::read(&proc))
-                .map_err(|e| log::info!("sharing: pid {} not read again: {e}", p.pid))
-                .ok()?;
+        .zip(parts)
+        .map(|(p, parts)| {
+            let parts = parts?;
             let arenas = p
                 .python
                 .as_ref()
@@ -188,6 +193,7 @@ fn compare(
     });
     let mut figures = SharingFigures::default();
     let mut hidden = 0u64;
+    let mut reads = 0u64;
     for r in ranges {
         let m = &parts.mappings[r.mapping];
         if m.counters.rss == 0 && m.counters.swap == 0 {
@@ -198,8 +204,10 @@ fn compare(
         let end = r.end / page;
         while at < end {
             let n = (end - at).min(CHUNK_PAGES);
+            reads += 1;
             let Ok(child) = child_map.read(at, n as usize) else {
                 figures.failed_reads += 1;
+                frames.failed_chunks += 1;
                 at += n;
                 continue;
             };
@@ -237,6 +245,13 @@ fn compare(
     }
     if let Some(e) = parent_error {
         return Err(e);
+    }
+    // A few failed reads are shown beside the figures; more than a tenth are no answer.
+    if figures.failed_reads * 10 > reads {
+        return Err(format!(
+            "{} of {reads} pagemap reads failed",
+            figures.failed_reads
+        ));
     }
     figures
         .by_category
@@ -319,6 +334,8 @@ struct FrameTally {
     overflow: bool,
     hidden: bool,
     unread_processes: u64,
+    /// Pagemap chunks that could not be read: their frames are in no count.
+    failed_chunks: u64,
 }
 
 impl FrameTally {
@@ -428,7 +445,7 @@ impl FrameTally {
             measured: true,
             reason: None,
             bytes: Some(self.once + bytes),
-            failed_reads: failed,
+            failed_reads: failed + self.failed_chunks,
         }
     }
 }

@@ -138,3 +138,90 @@ pub fn findings(t: &TreeLedger) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Amounts, ProcessLedger, PythonInfo, ThreadStacks};
+    use crate::python::GcState;
+
+    fn worker(copied: u64, shared: u64, frozen: Option<u64>) -> ProcessLedger {
+        ProcessLedger {
+            pid: 11,
+            ppid: 10,
+            name: "python3".into(),
+            cmdline: String::new(),
+            python: frozen.map(|n| PythonInfo {
+                version: None,
+                binary: String::new(),
+                build: "shared",
+                gc: Some(GcState {
+                    generations: Vec::new(),
+                    frozen: n,
+                    collecting: false,
+                }),
+                pymalloc: None,
+                modules: None,
+                inexact: false,
+                packages: None,
+            }),
+            threads: 1,
+            vm_hwm: 0,
+            totals: Amounts::default(),
+            size: 0,
+            ledger: Vec::new(),
+            thread_stacks: ThreadStacks::default(),
+            sharing: Some(Sharing {
+                parent: 10,
+                measured: true,
+                reason: None,
+                figures: Some(SharingFigures {
+                    shared_with_parent: shared,
+                    copied,
+                    by_category: vec![SharingRow {
+                        category: Category::PythonHeap,
+                        shared_with_parent: shared,
+                        copied,
+                        own: 0,
+                    }],
+                    ..SharingFigures::default()
+                }),
+            }),
+        }
+    }
+
+    fn tree(p: ProcessLedger) -> TreeLedger {
+        crate::tree::assemble(10, vec![p], None)
+    }
+
+    #[test]
+    fn mostly_copied_heap_names_gc_freeze() {
+        let f = findings(&tree(worker(80 << 20, 20 << 20, Some(0))));
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(
+            f[0].contains("(80%)") && f[0].contains("gc.freeze() before fork"),
+            "{f:?}"
+        );
+        let f = findings(&tree(worker(80 << 20, 20 << 20, Some(500_000))));
+        assert!(f[0].contains("are frozen (gc.freeze())"), "{f:?}");
+        let f = findings(&tree(worker(80 << 20, 20 << 20, None)));
+        assert!(f[0].contains("no Python view"), "{f:?}");
+    }
+
+    #[test]
+    fn mostly_shared_or_small_heaps_say_nothing() {
+        assert!(findings(&tree(worker(20 << 20, 80 << 20, Some(0)))).is_empty());
+        assert!(findings(&tree(worker(512 << 10, 0, Some(0)))).is_empty());
+        let mut p = worker(80 << 20, 0, Some(0));
+        p.sharing = Some(Sharing {
+            parent: 10,
+            measured: false,
+            reason: Some("hidden".into()),
+            figures: None,
+        });
+        assert!(
+            findings(&tree(p)).is_empty(),
+            "nothing measured, nothing said"
+        );
+    }
+}
