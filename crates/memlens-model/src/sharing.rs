@@ -202,7 +202,7 @@ mod tests {
             f[0].contains("(80%)") && f[0].contains("gc.freeze() before fork"),
             "{f:?}"
         );
-        let f = findings(&tree(worker(80 << 20, 20 << 20, Some(500_000))));
+        let f = findings(&tree(worker(80 << 20, 20 << 20, Some(2_000_000))));
         assert!(f[0].contains("are frozen (gc.freeze())"), "{f:?}");
         let f = findings(&tree(worker(80 << 20, 20 << 20, None)));
         assert!(f[0].contains("no Python view"), "{f:?}");
