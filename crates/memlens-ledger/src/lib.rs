@@ -13,6 +13,7 @@ pub mod host;
 pub mod packages;
 mod parallel;
 pub mod process;
+pub mod sharing;
 pub mod target;
 pub mod tree;
 pub mod with_python;
@@ -20,8 +21,8 @@ pub use memlens_model::units;
 
 pub use category::Category;
 pub use process::{
-    build, Amounts, AmountsOf, HeapSplit, Hints, Item, ProcessLedger, ProcessParts, PythonInfo,
-    PythonViewExt, Row, ThreadStacks,
+    build, category_ranges, Amounts, AmountsOf, CategoryRange, HeapSplit, Hints, Item,
+    ProcessLedger, ProcessParts, PythonInfo, PythonViewExt, Row, ThreadStacks,
 };
 pub use target::ReadError;
 pub use tree::{snapshot, TreeLedger};

@@ -248,6 +248,7 @@ mod tests {
             size: 0,
             ledger: Vec::new(),
             thread_stacks: Default::default(),
+            sharing: None,
         }
     }
 

@@ -386,7 +386,92 @@ pub fn build(
         totals: Amounts::of(&totals),
         ledger,
         thread_stacks,
+        sharing: None,
     }
+}
+
+/// A piece of a process's address space and the ledger category [`build`] sorts it into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CategoryRange {
+    /// First address.
+    pub start: u64,
+    /// End address (exclusive).
+    pub end: u64,
+    /// Index of its mapping in [`ProcessParts::mappings`].
+    pub mapping: usize,
+    /// Its category.
+    pub category: Category,
+}
+
+/// The category of every part of a process's address space, as [`build`] sorts it, in address
+/// order. The parts of an anonymous mapping inside pymalloc arenas (`arenas`, `[start, end)`)
+/// are `python-heap`, split off by address (where [`build`] can only split the mapping's
+/// counters in proportion).
+pub fn category_ranges(
+    parts: &ProcessParts,
+    arenas: &[(u64, u64)],
+    resolver: &mut DistributionResolver,
+) -> Vec<CategoryRange> {
+    let exe_path = parts.exe.strip_suffix(b" (deleted)").unwrap_or(&parts.exe);
+    let python = detect_python(
+        &parts.exe,
+        parts.mappings.iter().map(|m| m.entry.path.as_slice()),
+    );
+    let libpython: Option<&[u8]> = python
+        .as_ref()
+        .filter(|p| p.build == "shared")
+        .map(|p| p.binary.as_bytes());
+    let stacks = find_stacks(&parts.mappings, &parts.stack_pointers);
+    let mut sorted: Vec<(u64, u64)> = arenas.iter().copied().filter(|(s, e)| s < e).collect();
+    sorted.sort_unstable();
+    let mut out = Vec::new();
+    for (i, m) in parts.mappings.iter().enumerate() {
+        let e = &m.entry;
+        let (cat, _) = classify(
+            m,
+            i,
+            &stacks,
+            exe_path,
+            libpython,
+            python.is_some(),
+            resolver,
+        );
+        let mut at = e.start;
+        if e.is_anonymous() {
+            for &(s, end) in sorted
+                .iter()
+                .filter(|(s, end)| *end > e.start && *s < e.end)
+            {
+                let (s, end) = (s.max(e.start), end.min(e.end));
+                if s > at {
+                    out.push(CategoryRange {
+                        start: at,
+                        end: s,
+                        mapping: i,
+                        category: cat,
+                    });
+                }
+                if end > s.max(at) {
+                    out.push(CategoryRange {
+                        start: s.max(at),
+                        end,
+                        mapping: i,
+                        category: Category::PythonHeap,
+                    });
+                }
+                at = at.max(end);
+            }
+        }
+        if at < e.end {
+            out.push(CategoryRange {
+                start: at,
+                end: e.end,
+                mapping: i,
+                category: cat,
+            });
+        }
+    }
+    out
 }
 
 /// Joins a NUL-separated command line with spaces.

@@ -136,6 +136,9 @@ pub struct ProcessLedger {
     pub ledger: Vec<Row>,
     /// Stacks.
     pub thread_stacks: ThreadStacks,
+    /// Copy-on-write sharing with its parent (`snapshot --tree`, parent in the tree).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sharing: Option<crate::sharing::Sharing>,
 }
 
 impl ProcessLedger {

@@ -17,6 +17,7 @@ pub mod host;
 pub mod ledger;
 pub mod packages;
 pub mod python;
+pub mod sharing;
 pub mod stacks;
 pub mod tree;
 pub mod units;

@@ -28,6 +28,9 @@ pub struct TreeLedger {
     /// `finding_figures` (kind and figures) in JSON.
     #[serde(flatten, serialize_with = "findings_json::serialize")]
     pub findings: Vec<Finding>,
+    /// Resident bytes only the tree maps (`snapshot --tree`; see `crate::sharing`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclusive: Option<crate::sharing::Exclusive>,
 }
 
 /// A process left out of a tree ledger, and why.
@@ -69,6 +72,7 @@ pub fn assemble(
         cgroup,
         skipped: Vec::new(),
         findings: Vec::new(),
+        exclusive: None,
     };
     t.findings = findings(&t);
     t
@@ -172,6 +176,22 @@ pub enum Finding {
         /// Processes killed.
         kills: u64,
     },
+    /// A forked worker has copied most of the python-heap it inherited (`crate::sharing`).
+    CopiedPythonHeap {
+        /// The worker.
+        pid: u32,
+        /// Its parent.
+        parent: u32,
+        /// python-heap bytes copied since the fork.
+        copied: u64,
+        /// `copied` as a percentage of what it inherited (shared + copied).
+        percent: u64,
+        /// Objects in the worker's permanent (frozen) generation, when its Python view says.
+        frozen: Option<u64>,
+        /// Whether `frozen` is too few for the heap to have been frozen (one object per 64
+        /// bytes inherited): `gc.freeze()` before fork is then the advice.
+        not_frozen: bool,
+    },
 }
 
 /// A category in JSON by its DESIGN §3 name.
@@ -259,6 +279,35 @@ impl Finding {
             Finding::OomKills { kills } => {
                 format!("the OOM killer has already killed {kills} process(es) in this cgroup")
             }
+            Finding::CopiedPythonHeap {
+                pid,
+                parent,
+                copied,
+                percent,
+                frozen,
+                not_frozen,
+            } => {
+                let why = match (frozen, not_frozen) {
+                    (Some(n), true) => format!(
+                        "{n} objects are frozen: gc.freeze() before fork keeps the parent's \
+                         objects out of collections, so GC passes do not write their headers (up \
+                         to {} could stay shared)",
+                        b(*copied)
+                    ),
+                    (Some(n), false) => format!(
+                        "{n} objects are frozen (gc.freeze()), so the copies come from writes to \
+                         objects (reference counts, attributes), not from collections"
+                    ),
+                    (None, _) => {
+                        "no Python view of the worker says whether gc.freeze() was used".to_string()
+                    }
+                };
+                format!(
+                    "pid {pid}: {} of its python-heap inherited from pid {parent} ({percent}%) \
+                     has been copied since fork; {why}",
+                    b(*copied)
+                )
+            }
         }
     }
 }
@@ -330,6 +379,7 @@ pub fn findings(t: &TreeLedger) -> Vec<Finding> {
             f.push(Finding::OomKills { kills });
         }
     }
+    f.extend(crate::sharing::findings(t));
     f
 }
 
@@ -399,6 +449,7 @@ mod tests {
                 pymalloc: heap,
             }],
             thread_stacks: ThreadStacks::default(),
+            sharing: None,
         }
     }
 

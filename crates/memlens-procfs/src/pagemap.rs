@@ -105,6 +105,38 @@ impl Pagemap {
     }
 }
 
+/// An open `/proc/kpagecount`: for each physical page frame, the number of times it is mapped
+/// (`page_mapcount`). Readable by root only (`CAP_SYS_ADMIN`).
+#[derive(Debug)]
+pub struct KpageCount {
+    file: File,
+}
+
+impl KpageCount {
+    /// Opens `/proc/kpagecount`.
+    pub fn open() -> std::io::Result<KpageCount> {
+        Ok(KpageCount {
+            file: File::open("/proc/kpagecount")?,
+        })
+    }
+
+    /// The map counts of `count` frames from frame `first`; fewer past the end of memory.
+    pub fn read(&self, first: u64, count: usize) -> std::io::Result<Vec<u64>> {
+        let mut buf = vec![0u8; count * 8];
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], first * 8 + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(done - done % 8);
+        Ok(parse(&buf).into_iter().map(|e| e.0).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,6 +70,7 @@ pub fn render_snapshot(t: &TreeLedger, o: &Options, mut w: impl Write) -> io::Re
         write_processes(t, o, &mut w)?;
     }
     write_cgroup(t, o, &mut w)?;
+    crate::sharing_text::render(t, o.sizes(), &mut w)?;
     if !t.findings.is_empty() {
         writeln!(w)?;
         for f in &t.findings {

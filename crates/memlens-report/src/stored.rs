@@ -144,6 +144,7 @@ impl StoredTree {
                     resident: p.thread_stacks.resident,
                     unlocated: 0,
                 },
+                sharing: None,
             });
         }
         Ok(TreeLedger {
@@ -159,6 +160,7 @@ impl StoredTree {
             }),
             skipped: Vec::new(),
             findings: Vec::new(),
+            exclusive: None,
         })
     }
 }
@@ -195,6 +197,7 @@ mod tests {
                 name: "python3".into(),
                 cmdline: "python3 app.py".into(),
                 python: None,
+                sharing: None,
                 threads: 3,
                 vm_hwm: 90 * MIB,
                 totals: amounts,

@@ -41,6 +41,9 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
         with_python::attach_packages(&mut ledger, args.pid, args.nonblocking)
             .map_err(|e| crate::python_view::cli_error(e.pid, e.error))?;
     }
+    if args.tree {
+        memlens_ledger::sharing::measure(&mut ledger); // copy-on-write per worker (DESIGN §6)
+    }
     ledger.refresh_findings();
     if args.json {
         print_json(&ledger)?;

@@ -15,5 +15,6 @@ mod python_view_path;
 mod recorder_truth;
 mod render_golden;
 mod run_record;
+mod sharing;
 mod sizes;
 mod support;
