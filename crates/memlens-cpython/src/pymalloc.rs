@@ -26,9 +26,9 @@ fn table<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<ArenaTable> {
     {
         // 3.12 embeds the state in the interpreter; 3.13 points to it (the table says which)
         let state = if l.obmalloc_by_pointer == Some(1) {
-            mem.read_u64(it.interp + obm)?
+            mem.read_u64(it.interp.wrapping_add(obm))?
         } else {
-            it.interp + obm
+            it.interp.wrapping_add(obm)
         };
         if state >= crate::census::MAX_ADDR {
             return Err(Error::Invalid {
@@ -37,8 +37,8 @@ fn table<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<ArenaTable> {
             });
         }
         return Ok(ArenaTable {
-            arenas: mem.read_u64(state + a)?,
-            maxarenas: u64::from(mem.read_u32(state + m)?),
+            arenas: mem.read_u64(state.wrapping_add(a))?,
+            maxarenas: u64::from(mem.read_u32(state.wrapping_add(m))?),
         });
     }
     // 3.8-3.11: file statics of obmalloc.c, named in .symtab when not stripped
@@ -107,7 +107,7 @@ fn table_at<M: ProcessMemory>(it: &Interpreter, mem: &M, p: u64) -> Option<Arena
         let total = rd(l.arena_ntotalpools, 4);
         let free = rd(l.arena_nfreepools, 4);
         let shaped = pool_address >= address
-            && pool_address <= address + l.arena_size
+            && pool_address <= address.saturating_add(l.arena_size)
             && (total == per_arena || total + 1 == per_arena)
             && free <= total;
         if !shaped {
