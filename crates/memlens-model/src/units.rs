@@ -120,28 +120,6 @@ pub fn format_bytes(v: u64) -> String {
     SizeStyle::Binary.size(v).to_string()
 }
 
-/// Parses `512M`, `1.5GiB`, `2g`, `1000` (bytes) into bytes.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return None,
-    };
-    if !n.is_finite() || n < 0.0 {
-        return None;
-    }
-    Some((n * mult as f64).round() as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,14 +157,5 @@ mod tests {
             assert!(b.bytes().all(|c| c.is_ascii_digit()), "{b}");
             assert_eq!(b.parse::<u64>().ok(), Some(v));
         }
-    }
-
-    #[test]
-    fn parses() {
-        assert_eq!(parse_size("512M"), Some(512 << 20));
-        assert_eq!(parse_size("1.5GiB"), Some(3 << 29));
-        assert_eq!(parse_size("1000"), Some(1000));
-        assert_eq!(parse_size("12 parsecs"), None);
-        assert_eq!(parse_size("-1"), None);
     }
 }

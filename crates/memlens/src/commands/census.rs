@@ -31,17 +31,16 @@ pub struct Args {
     #[arg(long)]
     pub nonblocking: bool,
     /// The most memory memlens may use for the census (e.g. `512M`, `2GiB`); a census that
-    /// needs more fails with exit 8. About 2.5% of the heap walked, plus 32 MiB of copies.
+    /// needs more fails with exit 9. About 2.5% of the heap walked, plus 32 MiB of copies.
     #[arg(long, value_name = "SIZE", value_parser = parse_memory, default_value = "256MiB")]
     pub max_memory: u64,
 }
 
 /// `--max-memory`: a size of at least 4 MiB.
 fn parse_memory(s: &str) -> Result<u64, String> {
-    match memlens_model::units::parse_size(s) {
-        Some(b) if b >= 4 << 20 => Ok(b),
-        Some(_) => Err(format!("`{s}` is too small for a census (at least 4MiB)")),
-        None => Err(format!("`{s}` is not a size (e.g. 256M, 1GiB)")),
+    match flags::size(s)? {
+        b if b >= 4 << 20 => Ok(b),
+        _ => Err(format!("`{s}` is too small for a census (at least 4MiB)")),
     }
 }
 
@@ -69,18 +68,28 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
     let report = CensusReport::new(version, census, grown, top, args.nonblocking);
     if args.json {
         print_json(&report)?;
-        return Ok(ExitCode::SUCCESS);
+    } else {
+        render_text(&report, args.pid, stats.elapsed, global)?;
     }
-    let opts = census_text::Options {
-        bytes: global.bytes,
-    };
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    census_text::render(&report, args.pid, stats.elapsed, &opts, &mut out)
-        .and_then(|()| out.flush())
-        .map_err(write_error)?;
-    // As before the move: the text says it, the JSON shows `objects: 0` and succeeds.
+    // A Python process always has objects: none means the walk read nothing it could trust.
+    // Both outputs say `objects: 0` and exit 1.
     if report.objects == 0 {
         return Err(CliError::new(Code::Failure, "the census found no objects"));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn render_text(
+    report: &CensusReport,
+    pid: u32,
+    elapsed: Duration,
+    global: &Global,
+) -> CliResult<()> {
+    let opts = census_text::Options {
+        bytes: global.bytes,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    census_text::render(report, pid, elapsed, &opts, &mut out)
+        .and_then(|()| out.flush())
+        .map_err(write_error)
 }

@@ -680,6 +680,17 @@ fn flag_values_out_of_range_are_usage_errors_with_one_message_style() {
             &["census", "1", "--growth", "0"],
             "out of range: a duration from 1ms to 24h",
         ),
+        // `--max-memory` once went through a float parser that saturated: 99999999999T was
+        // accepted as a cap of 16 EiB (no cap at all).
+        (
+            &["census", "1", "--max-memory", "99999999999T"],
+            "out of range: a size from 1B to 8EiB",
+        ),
+        (
+            &["census", "1", "--max-memory", "2MiB"],
+            "too small for a census (at least 4MiB)",
+        ),
+        (&["census", "1", "--max-memory", "lots"], "not a size"),
     ];
     for (args, msg) in cases {
         let out = out_in(&dir.0, args);
