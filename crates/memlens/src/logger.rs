@@ -8,8 +8,13 @@ impl log::Log for StderrLogger {
     }
     fn log(&self, r: &log::Record) {
         if self.enabled(r.metadata()) {
-            // Messages quote paths and names: escaped like every message.
-            crate::messages::message(&r.level().as_str().to_lowercase(), &r.args().to_string());
+            // Messages quote paths and names: escaped like every message. `warning`, as the
+            // reports word their warnings (log's own name for the level is `WARN`).
+            let kind = match r.level() {
+                log::Level::Warn => "warning".to_string(),
+                l => l.as_str().to_lowercase(),
+            };
+            crate::messages::message(&kind, &r.args().to_string());
         }
     }
     fn flush(&self) {}
