@@ -3,7 +3,9 @@
 # truth of an in-target traversal (gc.get_referents from gc.get_objects() and sys.modules, plus
 # dict keys and the constants and names of code objects) as JSON (unless given --no-truth), then
 # blocks on stdin.
-import array, collections, gc, io, json, sys, types
+import array, collections, gc, io, sys
+
+import census_truth
 
 gc.disable()
 strs = []
@@ -36,39 +38,7 @@ stream = io.BytesIO(b"x" * (1 << 20))
 stream.write(b"y")
 
 
-def truth():
-    gc.unfreeze()
-    roots = gc.get_objects()
-    stack = list(roots)
-    stack.append(sys.modules)
-    seen = set()
-    counts = {}
-    sizes = {}
-    code_type = types.CodeType
-    skip = {id(roots), id(stack), id(seen), id(counts), id(sizes), id(sys._getframe())}
-    while stack:
-        o = stack.pop()
-        i = id(o)
-        if i in seen or i in skip:
-            continue
-        seen.add(i)
-        name = type(o).__name__
-        counts[name] = counts.get(name, 0) + 1
-        sizes[name] = sizes.get(name, 0) + sys.getsizeof(o)
-        stack.extend(gc.get_referents(o))
-        if isinstance(o, dict):
-            stack.extend(o.keys())
-        if type(o) is code_type:
-            stack.extend((o.co_consts, o.co_names, o.co_filename, o.co_name))
-            if sys.version_info >= (3, 11):
-                stack.append(o.co_qualname)
-    return counts, sizes
-
-
 if "--no-truth" not in sys.argv:
-    counts, sizes = truth()
-    result = json.dumps({"counts": counts, "bytes": sizes, "frozen": gc.get_freeze_count()})
-    del counts, sizes
-    print(result)
+    census_truth.print_truth(collect=False)
 print("READY", flush=True)
 sys.stdin.readline()
