@@ -42,19 +42,8 @@ print('PEAK_UNIX %.6f' % time.time(), flush=True)
 os._exit(0)
 """
 
-THREADS = r"""
-import sys, threading, time
-threading.stack_size(256 << 10)
-go = threading.Event()
-threads = [threading.Thread(target=go.wait) for _ in range(2000)]
-for t in threads:
-    t.start()
-print('READY', flush=True)
-time.sleep(8)
-print('DONE', flush=True)
-sys.stdin.readline()
-go.set()
-"""
+# The same program as the CPU-budget test (it::recorder_truth).
+THREADS = os.path.join(ROOT, "crates", "memlens", "tests", "targets", "threads_2000.py")
 
 
 def cpu_seconds(pid):
@@ -97,7 +86,7 @@ def thread_runs(args, tmp):
     for extra in ([], ["--no-cgroup"]):
         p = subprocess.Popen(
             [args.memlens, "run", "-q", *args.extra, *extra, "-o", os.path.join(tmp, "t.db"),
-             "--", args.python, "-c", THREADS],
+             "--", args.python, THREADS],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         )
         assert p.stdout.readline().strip() == b"READY"

@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    f, kill_if_alive, memlens, pythons, report_json, rollup_field, stderr, u, Python, Target,
-    TempDir,
+    f, kill_if_alive, memlens, pythons, report_json, rollup_field, stderr, target_script, u,
+    Python, Target, TempDir,
 };
 use serde_json::Value;
 
@@ -571,22 +571,6 @@ sys.stdin.readline()
     );
 }
 
-/// 2,000 threads blocked on an event, a window of about eight seconds the program times
-/// itself, then an exit when told.
-const THREADS_2000: &str = r#"
-import sys, threading, time
-threading.stack_size(256 << 10)
-go = threading.Event()
-threads = [threading.Thread(target=go.wait) for _ in range(2000)]
-for t in threads:
-    t.start()
-print('READY', flush=True)
-time.sleep(8)
-print('DONE', flush=True)
-sys.stdin.readline()
-go.set()
-"#;
-
 #[test]
 fn two_thousand_threads_stay_within_the_cpu_budget() {
     let dir = TempDir::world_writable("threads");
@@ -599,7 +583,7 @@ fn two_thousand_threads_stay_within_the_cpu_budget() {
             .arg(dir.join(&format!("t{}.db", extra.len())))
             .arg("--")
             .arg(&py.path)
-            .args(["-c", THREADS_2000]);
+            .arg(target_script("threads_2000.py"));
         let mut t = Target::spawn(cmd);
         let (c0, w0) = (cpu_seconds(t.pid()), Instant::now());
         let done = t.read_line();
