@@ -50,6 +50,9 @@ cause='panicked at [^ ]+|out-of-memory \(malloc\([0-9]+\)\)|AddressSanitizer: ou
 
 # cargo-fuzz has no --locked: check fuzz/Cargo.lock is current (and fetch) first.
 cargo +nightly fetch --manifest-path fuzz/Cargo.toml --locked
+# The harness's own tests first: the seed heaps decode as built, every finding has its
+# reproducer (a broken harness fuzzes nothing it claims to).
+cargo +nightly test --manifest-path fuzz/Cargo.toml --lib --locked --quiet
 cargo +nightly fuzz build "${opts[@]}"
 
 declare -A fixed_runs=([procfs]=300000 [discovery]=300000 [objects]=200000 [interpreter]=100000

@@ -389,7 +389,8 @@ mod tests {
                 assert_eq!(n, 6, "{v:?}");
                 let m = modules::read(&it, &mem).expect("modules");
                 assert_eq!(m.names, vec!["sys".to_string()], "{v:?}");
-                let c = crate::image::census(&it, &mem, image.len()).expect("census");
+                let c = crate::image::census(&it, &mem, image.len())
+                    .unwrap_or_else(|e| panic!("census of {v:?} (symbols {symbols}): {e:?}"));
                 for (name, count) in [
                     ("list", 1),
                     ("tuple", 1),

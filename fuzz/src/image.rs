@@ -96,10 +96,14 @@ pub struct Memory {
 }
 
 impl Memory {
-    /// The image mapped at [`BASE`].
+    /// The image mapped at [`BASE`], zero-filled to a whole number of pages as a real mapping
+    /// is (the census's cache reads whole pages: an image ending mid-page left its last page
+    /// unreadable, and every walk that reached it stopped there).
     pub fn new(image: &[u8]) -> Memory {
         let mut inner = SliceMemory::new();
-        inner.map(BASE, image.to_vec());
+        let mut bytes = image.to_vec();
+        bytes.resize(image.len().next_multiple_of(4096), 0);
+        inner.map(BASE, bytes);
         Memory { inner }
     }
 }
@@ -108,7 +112,6 @@ impl ProcessMemory for Memory {
     fn read(&self, addr: u64, buf: &mut [u8]) -> memlens_remote::Result<()> {
         self.inner.read(addr, buf)
     }
-
 }
 
 /// Builds the interpreter a header describes, and the memory (the image at [`BASE`]).

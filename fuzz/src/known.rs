@@ -179,6 +179,9 @@ pub fn reproducers() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let mut v = vec![3, l12, 0, 0, 0];
     v.extend(image);
     out.push(("dict-entries-alloc", "objects", v));
+    // objects op 3 (dict), a split table whose dk_usable is near 2^63: the value slots'
+    // size saturated and the keys' size overflowed on top of it (found by `--strict`)
+    out.push(("overflow-dict-usable", "objects", base64(DICT_USABLE)));
     out
 }
 
@@ -226,18 +229,58 @@ fn census_of_one(base: u64, list: bool) -> Vec<u8> {
     v
 }
 
+/// The input `scripts/fuzz.sh --strict objects` found for `overflow-dict-usable`.
+const DICT_USABLE: &str = "AwQAAAAAAAAAAAEAAAAAAAAHAAAAAAAAAAAAAAAAAAAAAAAAAEAAABAAAAAAAAAAAABqAAAAAAAAAAAAAAAAAAAAAAAAAQAAAAAAAAAIBAAAAAAAAAAAAABRUVFZUQAAAAAAAAAAAAAAAA==";
+
+/// Decodes standard base64 (the form `scripts/fuzz.sh` prints a failing input in).
+fn base64(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let digits: Vec<u8> = text.bytes().filter(|&c| c != b'=').map(value).collect();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let mut n = 0u32;
+        for (i, d) in chunk.iter().enumerate() {
+            n |= u32::from(*d) << (18 - 6 * i);
+        }
+        for i in 0..chunk.len() - 1 {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
-    fn every_finding_has_one_reproducer_and_every_reproducer_a_finding() {
+    fn every_finding_has_one_reproducer_and_every_reproducer_a_target() {
+        // Fixed findings keep their reproducers (regression seeds) without a FINDINGS entry.
         let repro = super::reproducers();
         for f in super::FINDINGS {
             let n = repro.iter().filter(|(id, _, _)| *id == f.id).count();
             assert_eq!(n, 1, "{}", f.id);
         }
         for (id, target, _) in &repro {
-            assert!(super::FINDINGS.iter().any(|f| f.id == *id), "{id}");
-            assert!(["discovery", "objects", "interpreter"].contains(target));
+            assert!(
+                ["discovery", "objects", "interpreter"].contains(target),
+                "{id}: {target}"
+            );
+            assert_eq!(repro.iter().filter(|(i, _, _)| i == id).count(), 1, "{id}");
         }
+    }
+
+    #[test]
+    fn base64_decodes_what_fuzz_sh_prints() {
+        assert_eq!(super::base64("AwQA"), [3, 4, 0]);
+        assert_eq!(super::base64("TWFu"), b"Man");
+        assert_eq!(super::base64("TWE="), b"Ma");
+        assert_eq!(super::base64("TQ=="), b"M");
+        assert_eq!(super::base64("+/8="), [0xfb, 0xff]);
+        assert_eq!(super::base64(super::DICT_USABLE).len(), 106);
     }
 }

@@ -138,7 +138,7 @@ pub fn table<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<DictTab
     let (entries_at, entry_size, key_at, value_at, keys_size);
     if let Some(size_off) = l.dictkeys_size_field {
         // 3.8-3.10: dk_size slots, index width from the size, PyDictKeyEntry entries
-        let size = mem.read_i64(keys + size_off)?;
+        let size = mem.read_i64(keys.wrapping_add(size_off))?;
         if !(1..=MAX_ENTRIES * 2).contains(&size) {
             return Err(bad(dict, "size out of range"));
         }
@@ -167,9 +167,9 @@ pub fn table<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<DictTab
         ) else {
             return Err(bad(dict, "no key-table layout"));
         };
-        let log2 = mem.read_u8(keys + log2_off)?;
-        let log2_ix = mem.read_u8(keys + ixb_off)?;
-        let kind = mem.read_u8(keys + kind_off)?;
+        let log2 = mem.read_u8(keys.wrapping_add(log2_off))?;
+        let log2_ix = mem.read_u8(keys.wrapping_add(ixb_off))?;
+        let kind = mem.read_u8(keys.wrapping_add(kind_off))?;
         if log2 > 40 || log2_ix > 43 {
             return Err(bad(dict, "size out of range"));
         }
@@ -182,18 +182,27 @@ pub fn table<M: ProcessMemory>(mem: &M, l: &Layout, dict: u64) -> Result<DictTab
         let size = 1u64 << log2;
         keys_size = l.dictkeys_size + (1u64 << log2_ix) + ((size << 1) / 3) * entry_size;
     }
-    let mut extra_size = 0;
+    let mut extra_size: u64 = 0;
     if values != 0 {
-        extra_size += if l.dictkeys_size_field.is_some() {
-            // 3.8-3.10: USABLE_FRACTION(dk_size) value slots
-            let size = mem.read_i64(keys.wrapping_add(l.dictkeys_size_field.unwrap_or(0)))?;
-            ((size * 2 / 3) as u64) * 8
+        let slots = if let Some(size_off) = l.dictkeys_size_field {
+            // 3.8-3.10: USABLE_FRACTION(dk_size) value slots (dk_size read again: the target
+            // runs, so it is checked again)
+            let size = mem.read_i64(keys.wrapping_add(size_off))?;
+            if !(1..=MAX_ENTRIES * 2).contains(&size) {
+                return Err(bad(dict, "size out of range"));
+            }
+            size * 2 / 3
         } else {
-            (nentries.saturating_add(usable).max(0) as u64).saturating_mul(8)
+            // 3.11+: the entries used plus those still usable
+            if !(0..MAX_ENTRIES).contains(&usable) {
+                return Err(bad(dict, "usable count out of range"));
+            }
+            nentries + usable
         };
+        extra_size = slots as u64 * 8;
     }
     if refcnt == 1 {
-        extra_size += keys_size;
+        extra_size = extra_size.saturating_add(keys_size);
     }
     Ok(DictTable {
         entries_at,
@@ -262,7 +271,7 @@ pub fn keys_size<M: ProcessMemory>(mem: &M, l: &Layout, keys: u64) -> Result<u64
         return Err(bad(keys, "a pointer out of the address space"));
     }
     if let Some(size_off) = l.dictkeys_size_field {
-        let size = mem.read_i64(keys + size_off)?;
+        let size = mem.read_i64(keys.wrapping_add(size_off))?;
         if !(1..=MAX_ENTRIES * 2).contains(&size) {
             return Err(bad(keys, "size out of range"));
         }
@@ -283,9 +292,9 @@ pub fn keys_size<M: ProcessMemory>(mem: &M, l: &Layout, keys: u64) -> Result<u64
     ) else {
         return Err(bad(keys, "no key-table layout"));
     };
-    let log2 = mem.read_u8(keys + log2_off)?;
-    let log2_ix = mem.read_u8(keys + ixb_off)?;
-    let kind = mem.read_u8(keys + kind_off)?;
+    let log2 = mem.read_u8(keys.wrapping_add(log2_off))?;
+    let log2_ix = mem.read_u8(keys.wrapping_add(ixb_off))?;
+    let kind = mem.read_u8(keys.wrapping_add(kind_off))?;
     if log2 > 40 || log2_ix > 43 {
         return Err(bad(keys, "size out of range"));
     }
