@@ -106,16 +106,27 @@ pub fn not_measured(t: &mut TreeLedger, reason: &str) {
 /// the subjects' exclusive total. `root` is the process whose root directory resolves the
 /// distributions of file mappings.
 pub fn measure_subjects(root: u32, subjects: &[Subject]) -> Measured {
+    measure_subjects_on(root, subjects, true)
+}
+
+/// [`measure_subjects`], reading the mappings on every core (`parallel`) or on this thread
+/// only (the recorder: its budget is charged in this thread's CPU time).
+pub fn measure_subjects_on(root: u32, subjects: &[Subject], parallel: bool) -> Measured {
     let page = memlens_procfs::page_size();
     let zero = zero_frames();
     let mut resolver = DistributionResolver::new(format!("/proc/{root}/root"));
-    // The mappings on every core; their categories on this thread (one resolver).
-    let parts = crate::parallel::map(subjects, |p| {
+    let read_parts = |p: &Subject| {
         Process::new(p.pid)
             .and_then(|proc| ProcessParts::read(&proc))
             .map_err(|e| log::info!("sharing: pid {} not read again: {e}", p.pid))
             .ok()
-    });
+    };
+    // The mappings on every core; their categories on this thread (one resolver).
+    let parts = if parallel {
+        crate::parallel::map(subjects, read_parts)
+    } else {
+        subjects.iter().map(read_parts).collect()
+    };
     let read: Vec<Option<(ProcessParts, Vec<CategoryRange>)>> = subjects
         .iter()
         .zip(parts)
