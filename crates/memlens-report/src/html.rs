@@ -738,9 +738,9 @@ mod tests {
                             own: Some(0),
                             zero_page: Some(0),
                             failed_reads: Some(0),
+                            by_category: Vec::new(),
                         })
                         .collect(),
-                    last_by_category: Vec::new(),
                 }],
             },
         }

@@ -40,11 +40,9 @@ pub struct WorkerSharing {
     pub command: String,
     /// Measurements, by time (thinned to at most 300, evenly).
     pub points: Vec<SharingPoint>,
-    /// The last measured point's figures per category: (category, shared, copied, own).
-    pub last_by_category: Vec<CategoryShare>,
 }
 
-/// One category's share at the worker's last measurement.
+/// One category's share at one measurement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CategoryShare {
     /// Ledger category.
@@ -84,6 +82,9 @@ pub struct SharingPoint {
     /// Failed pagemap reads (their pages in no figure).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed_reads: Option<u64>,
+    /// The same per ledger category (measured points only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub by_category: Vec<CategoryShare>,
 }
 
 impl WorkerSharing {
@@ -107,6 +108,16 @@ fn point(t: f64, duration: f64, f: &Result<SharingSample, String>) -> SharingPoi
             own: Some(s.own),
             zero_page: Some(s.zero_page),
             failed_reads: Some(s.failed_reads),
+            by_category: s
+                .by_category
+                .iter()
+                .map(|(c, sh, k, o)| CategoryShare {
+                    category: c.clone(),
+                    shared_with_parent: *sh,
+                    copied: *k,
+                    own: *o,
+                })
+                .collect(),
         },
         Err(why) => SharingPoint {
             t,
@@ -118,6 +129,7 @@ fn point(t: f64, duration: f64, f: &Result<SharingSample, String>) -> SharingPoi
             own: None,
             zero_page: None,
             failed_reads: None,
+            by_category: Vec::new(),
         },
     }
 }
@@ -156,22 +168,6 @@ impl SharingOverTime {
             if let Some(last) = rows.last().filter(|_| (rows.len() - 1) % per != 0) {
                 points.push(point(last.t, last.duration_s, &last.figures));
             }
-            let last_by_category = rows
-                .iter()
-                .rev()
-                .find_map(|r| r.figures.as_ref().ok())
-                .map(|s| {
-                    s.by_category
-                        .iter()
-                        .map(|(c, s, k, o)| CategoryShare {
-                            category: c.clone(),
-                            shared_with_parent: *s,
-                            copied: *k,
-                            own: *o,
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
             workers.push(WorkerSharing {
                 pid: w.pid,
                 parent_pid: p.pid,
@@ -181,7 +177,6 @@ impl SharingOverTime {
                     w.cmdline.clone()
                 },
                 points,
-                last_by_category,
             });
         }
         SharingOverTime {
