@@ -36,8 +36,27 @@ use crate::tree::TreeLedger;
 pub const CHUNK_PAGES: u64 = 1 << 14;
 /// Distinct frames not exclusive to one mapping that the exclusive total keeps (16 bytes each).
 pub const MAX_SHARED_FRAMES: usize = 8 << 20;
-/// Frames of `/proc/kpagecount` read at once.
+/// Most frames of `/proc/kpagecount` read at once.
 const KPAGECOUNT_BLOCK: u64 = 512;
+/// Frames apart that still join one read of `/proc/kpagecount`.
+const KPAGECOUNT_GAP: u64 = 16;
+
+/// Index ranges of `frames` (sorted, distinct) read together from `/proc/kpagecount`: frames
+/// at most [`KPAGECOUNT_GAP`] apart, spanning at most [`KPAGECOUNT_BLOCK`] frames.
+fn frame_runs(frames: &[(u64, u32)]) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..=frames.len() {
+        let split = frames.get(i).is_none_or(|&(f, _)| {
+            f - frames[i - 1].0 > KPAGECOUNT_GAP || f - frames[start].0 >= KPAGECOUNT_BLOCK
+        });
+        if split {
+            runs.push(start..i);
+            start = i;
+        }
+    }
+    runs
+}
 
 const HIDDEN: &str = "page frame numbers read as 0: the kernel shows them only with CAP_SYS_ADMIN, so sharing cannot be measured";
 
@@ -580,26 +599,21 @@ impl FrameTally {
             Err(e) => return no(format!("/proc/kpagecount unreadable ({e}): pages shared with processes outside the tree cannot be told apart"), 0),
         };
         let (mut bytes, mut failed) = (0u64, 0u64);
-        let mut block: Option<(u64, Vec<u64>)> = None;
-        for &(f, seen) in &self.seen {
-            let start = f - f % KPAGECOUNT_BLOCK;
-            if block.as_ref().is_none_or(|(s, _)| *s != start) {
-                match counts.read(start, KPAGECOUNT_BLOCK as usize) {
-                    Ok(v) => block = Some((start, v)),
-                    Err(_) => {
-                        failed += 1;
-                        block = Some((start, Vec::new()));
-                    }
-                }
-            }
-            let Some(&mapped) = block
-                .as_ref()
-                .and_then(|(_, v)| v.get((f - start) as usize))
-            else {
+        // Frames are sorted: read runs of nearby frames at once, not a block per frame (the
+        // kernel looks up every frame a read covers, so sparse frames cost a block each).
+        for run in frame_runs(&self.seen) {
+            let (first, last) = (self.seen[run.start].0, self.seen[run.end - 1].0);
+            let Ok(v) = counts.read(first, (last - first + 1) as usize) else {
+                failed += 1;
                 continue;
             };
-            if mapped > 0 && mapped <= u64::from(seen) {
-                bytes += page;
+            for &(f, seen) in &self.seen[run] {
+                let Some(&mapped) = v.get((f - first) as usize) else {
+                    continue;
+                };
+                if mapped > 0 && mapped <= u64::from(seen) {
+                    bytes += page;
+                }
             }
         }
         self.total(bytes, failed)
@@ -621,6 +635,18 @@ mod tests {
 
     const PRESENT: u64 = 1 << 63;
     const SWAPPED: u64 = 1 << 62;
+
+    #[test]
+    fn kpagecount_reads_join_nearby_frames_only() {
+        let f = |v: &[u64]| v.iter().map(|&x| (x, 1)).collect::<Vec<_>>();
+        assert_eq!(frame_runs(&f(&[])), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(
+            frame_runs(&f(&[5, 6, 20, 100, 5000])),
+            vec![0..3, 3..4, 4..5]
+        );
+        let dense: Vec<u64> = (0..1100).collect();
+        assert_eq!(frame_runs(&f(&dense)), vec![0..512, 512..1024, 1024..1100]);
+    }
 
     #[test]
     fn parent_reads_count_in_the_ratio() {
