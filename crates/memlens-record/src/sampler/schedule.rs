@@ -52,6 +52,8 @@ pub(super) struct Schedule {
     pub(super) last_round: f64,
     /// When the last sharing pass was due and tried (s).
     pub(super) last_sharing: f64,
+    /// Work units of the last sharing pass (`None` before the first).
+    pub(super) sharing_work: Option<f64>,
     pub(super) last_json: Option<f64>,
     pub(super) best_ledger_pss: u64,
     /// The longest tick interval the budget imposed.
@@ -83,6 +85,7 @@ impl Schedule {
             pss_high: false,
             last_round: f64::NEG_INFINITY,
             last_sharing: f64::NEG_INFINITY,
+            sharing_work: None,
             last_json: None,
             best_ledger_pss: 0,
             stretched: 0.0,

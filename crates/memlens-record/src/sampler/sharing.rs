@@ -69,17 +69,33 @@ impl Sampler {
         if t - self.schedule.last_sharing < every * 0.999 {
             return Ok(());
         }
+        // Afford the last pass's work (every live process before the first) before reading
+        // anyone's parent: a pass waiting for the budget costs nothing per tick.
+        let guess = self.schedule.sharing_work.unwrap_or_else(|| {
+            self.tree
+                .live
+                .values()
+                .map(|&i| units(self.tree.procs[i].last.rss))
+                .sum()
+        });
+        let reserve_cost = self.schedule.costs.sharing.predict(guess);
+        self.schedule.budget.fit(reserve_cost, reserve);
+        if !self.schedule.budget.affords(reserve_cost, reserve) {
+            return Ok(());
+        }
         let c0 = thread_cpu_seconds();
         let (subjects, index) = self.sharing_subjects();
         if subjects.is_empty() {
             self.schedule.charge_read(thread_cpu_seconds() - c0);
             self.schedule.last_sharing = t;
+            self.schedule.sharing_work = Some(0.0);
             return Ok(());
         }
         let work: f64 = index
             .iter()
             .map(|&i| units(self.tree.procs[i].last.rss))
             .sum();
+        self.schedule.sharing_work = Some(work);
         let cost = self.schedule.costs.sharing.predict(work);
         self.schedule.budget.fit(cost, reserve);
         if !self.schedule.budget.affords(cost, reserve) {
