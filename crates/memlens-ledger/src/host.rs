@@ -64,11 +64,73 @@ fn read_row(pid: u32, all: bool) -> Row {
         vm_hwm: status.vm_hwm,
         totals,
         depth: 0,
+        sharing: None,
     }))
 }
 
-/// Lists the Python processes (every process with `all`) as trees. memlens itself is left out.
+/// Whether `ps` measures copy-on-write sharing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PsSharing {
+    /// Not asked: no sharing field at all (the totals only, as [`ps`] gives them).
+    Skip,
+    /// Measured for every process whose parent is listed in its tree, and each tree's
+    /// exclusive total (trees of more than one process only).
+    Measure,
+    /// Not measured, for this reason (said in each field that would hold a figure).
+    Off(String),
+}
+
+/// Lists the Python processes (every process with `all`) as trees, with the kernel's totals
+/// only. memlens itself is left out.
 pub fn ps(all: bool) -> Result<PsReport> {
+    ps_with(all, &PsSharing::Skip)
+}
+
+/// [`ps`], with copy-on-write sharing as `sharing` says. Only trees of more than one process
+/// are read page by page (their `smaps` and the resident part of their `pagemap`, chunked as
+/// `snapshot --tree` reads them), so a host of single processes costs what [`ps`] costs.
+pub fn ps_with(all: bool, sharing: &PsSharing) -> Result<PsReport> {
+    let mut report = ps_rows(all)?;
+    for t in report.trees.iter_mut().filter(|t| t.processes.len() > 1) {
+        match sharing {
+            PsSharing::Skip => {}
+            PsSharing::Measure => measure_tree(t),
+            PsSharing::Off(reason) => {
+                for p in t.processes.iter_mut().filter(|p| p.depth > 0) {
+                    p.sharing = Some(memlens_model::sharing::Sharing::not_measured(
+                        p.ppid,
+                        reason.clone(),
+                    ));
+                }
+                t.exclusive = Some(memlens_model::sharing::Exclusive::not_measured(
+                    reason.clone(),
+                ));
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Measures one tree's sharing: each process below the root against its parent (listed in
+/// the same tree by construction), the tree's exclusive total.
+fn measure_tree(t: &mut PsTree) {
+    let subjects: Vec<crate::sharing::Subject> = t
+        .processes
+        .iter()
+        .map(|p| crate::sharing::Subject {
+            pid: p.pid,
+            ppid: if p.depth > 0 { p.ppid } else { 0 },
+            arenas: Vec::new(),
+        })
+        .collect();
+    let m = crate::sharing::measure_subjects(t.root, &subjects);
+    for (p, s) in t.processes.iter_mut().zip(m.sharing) {
+        p.sharing = s;
+    }
+    t.exclusive = Some(m.exclusive);
+}
+
+fn ps_rows(all: bool) -> Result<PsReport> {
     let table = ProcessTable::scan()?;
     let me = std::process::id();
     let entries: Vec<_> = table.iter().filter(|e| e.pid != me).collect();
@@ -121,6 +183,7 @@ pub fn group(rows: Vec<PsProcess>, all: bool, unreadable: u32) -> PsReport {
             totals: t,
             rss_overcount: t.rss.saturating_sub(t.pss),
             processes: procs,
+            exclusive: None,
         });
     }
     trees.sort_by(|a, b| b.totals.pss.cmp(&a.totals.pss).then(a.root.cmp(&b.root)));
@@ -151,6 +214,7 @@ mod tests {
                 swap: 0,
             },
             depth: 0,
+            sharing: None,
         }
     }
 

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::ledger::{Amounts, PythonInfo};
+use crate::sharing::{Exclusive, Sharing};
 
 /// One process in `ps`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -25,6 +26,11 @@ pub struct PsProcess {
     pub totals: Amounts,
     /// Depth below the tree's root (0 for the root).
     pub depth: u32,
+    /// Copy-on-write sharing with its parent, for a process whose parent is listed in its
+    /// tree (`memlens ps`; `measured: false` and a reason where not measured, as with
+    /// `--no-sharing`). Absent for a root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sharing: Option<Sharing>,
 }
 
 /// One tree: a root process and its selected descendants.
@@ -38,6 +44,10 @@ pub struct PsTree {
     pub rss_overcount: u64,
     /// Parents before children.
     pub processes: Vec<PsProcess>,
+    /// Resident bytes only the tree's processes map, for a tree of more than one process
+    /// (`memlens ps`; `measured: false` and a reason where not measured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclusive: Option<Exclusive>,
 }
 
 /// The `ps` report.

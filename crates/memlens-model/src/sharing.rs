@@ -42,6 +42,9 @@ pub struct SharingFigures {
     pub swapped: u64,
     /// Resident pages at addresses where the parent's page is in swap: not classified.
     pub parent_swapped: u64,
+    /// Resident pages that map the kernel's shared zero page (read, never written): every
+    /// process maps that page, nothing was inherited, so they are in no other figure.
+    pub zero_page: u64,
     /// Reads of `pagemap` (chunks) that failed; their pages are in no figure.
     pub failed_reads: u64,
     /// The same figures per ledger category, largest shared first.
@@ -82,6 +85,30 @@ pub struct Exclusive {
     pub bytes: Option<u64>,
     /// Reads (pagemap chunks, kpagecount blocks) that failed; their pages are in no figure.
     pub failed_reads: u64,
+}
+
+impl Sharing {
+    /// Sharing with `parent` that was not measured, and why.
+    pub fn not_measured(parent: u32, reason: String) -> Sharing {
+        Sharing {
+            parent,
+            measured: false,
+            reason: Some(reason),
+            figures: None,
+        }
+    }
+}
+
+impl Exclusive {
+    /// An exclusive total that was not measured, and why.
+    pub fn not_measured(reason: String) -> Exclusive {
+        Exclusive {
+            measured: false,
+            reason: Some(reason),
+            bytes: None,
+            failed_reads: 0,
+        }
+    }
 }
 
 /// Share of a part in a whole, in percent, rounded.

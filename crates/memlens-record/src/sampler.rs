@@ -5,6 +5,7 @@
 
 mod reads;
 mod schedule;
+mod sharing;
 mod tree;
 
 use std::time::{Duration, Instant};
@@ -36,6 +37,9 @@ pub struct Config {
     pub commit_interval: Duration,
     /// Ask the Python view for a census this often (`None`: never).
     pub census_interval: Option<Duration>,
+    /// Measure each forked worker's copy-on-write sharing with its parent this often, within
+    /// the budget (`None`: never, `--no-sharing`).
+    pub sharing_interval: Option<Duration>,
 }
 
 impl Default for Config {
@@ -47,6 +51,7 @@ impl Default for Config {
             pss_interval: Duration::from_millis(100),
             commit_interval: Duration::from_millis(500),
             census_interval: None,
+            sharing_interval: Some(Duration::from_secs(2)),
         }
     }
 }

@@ -60,6 +60,10 @@ pub struct Meta {
     pub cgroup_path: Option<String>,
     /// Why the run has no memory cgroup of memlens's own (in words).
     pub cgroup_error: Option<String>,
+    /// The period of copy-on-write sharing measurements (s), when they were asked for.
+    pub sharing_interval_s: Option<f64>,
+    /// Why sharing was not measured at all (`--no-sharing`), in words.
+    pub sharing_off: Option<String>,
 }
 
 /// What the recording's writer adds when it finishes cleanly (a recording cut off has none of
@@ -101,7 +105,7 @@ fn parsed<T: std::str::FromStr>(m: &BTreeMap<String, String>, key: &str) -> Opti
 
 impl Meta {
     /// The `meta` rows, in the file's key names and formats (`None`: no row).
-    pub(crate) fn rows(&self) -> [(&'static str, Option<String>); 12] {
+    pub(crate) fn rows(&self) -> [(&'static str, Option<String>); 14] {
         [
             ("mode", self.mode.map(|m| m.as_str().to_string())),
             ("command", text(&self.command)),
@@ -115,6 +119,8 @@ impl Meta {
             ("cgroup_version", shown(self.cgroup_version)),
             ("cgroup_path", text(&self.cgroup_path)),
             ("cgroup_error", text(&self.cgroup_error)),
+            ("sharing_interval_s", shown(self.sharing_interval_s)),
+            ("sharing_off", text(&self.sharing_off)),
         ]
     }
 
@@ -133,6 +139,8 @@ impl Meta {
             cgroup_version: parsed(m, "cgroup_version"),
             cgroup_path: m.get("cgroup_path").cloned(),
             cgroup_error: m.get("cgroup_error").cloned(),
+            sharing_interval_s: parsed(m, "sharing_interval_s"),
+            sharing_off: m.get("sharing_off").cloned(),
         }
     }
 }
@@ -196,6 +204,8 @@ mod tests {
             cgroup_version: Some(2),
             cgroup_path: Some("/memlens-1".into()),
             cgroup_error: None,
+            sharing_interval_s: Some(2.0),
+            sharing_off: None,
         };
         let rows = map(&meta.rows());
         // The strings older readers and `sqlite3` users see.

@@ -108,6 +108,40 @@ pub struct PythonRow {
     pub sample: PythonSample,
 }
 
+/// One measurement of a process's copy-on-write sharing with its parent (schema version 2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharingRow {
+    /// When the measurement started (s).
+    pub t: f64,
+    /// How long it took (s, wall clock).
+    pub duration_s: f64,
+    /// Process id in the recording.
+    pub process: i64,
+    /// Its parent's process id in the recording.
+    pub parent: i64,
+    /// The figures, or why there are none.
+    pub figures: std::result::Result<SharingSample, String>,
+}
+
+/// The figures of one sharing measurement (bytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SharingSample {
+    /// Still shared with the parent.
+    pub shared_with_parent: u64,
+    /// Copied since the fork.
+    pub copied: u64,
+    /// Its own.
+    pub own: u64,
+    /// Mapping the kernel's zero page (in no other figure).
+    pub zero_page: u64,
+    /// In swap (its own or its parent's page): not classified.
+    pub swapped: u64,
+    /// Failed pagemap reads.
+    pub failed_reads: u64,
+    /// Per category: (name, shared, copied, own).
+    pub by_category: Vec<(String, u64, u64, u64)>,
+}
+
 /// An event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRow {
@@ -145,6 +179,10 @@ pub struct Recording {
     pub python: Vec<PythonRow>,
     /// Events, by time.
     pub events: Vec<EventRow>,
+    /// Copy-on-write sharing measurements, by process then time (none in a version 1 file).
+    pub sharing: Vec<SharingRow>,
+    /// The file's schema version.
+    pub schema_version: i64,
     conn: Connection,
 }
 
@@ -357,6 +395,15 @@ impl Recording {
         )?;
         let ledgers = read_ledgers(&conn, path)?;
         let (python, events) = read_python_and_events(&conn, path)?;
+        let schema_version = rows
+            .get(SCHEMA_VERSION_KEY)
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(1);
+        let sharing = if schema_version >= 2 {
+            read_sharing(&conn, path)?
+        } else {
+            Vec::new()
+        };
         Ok(Recording {
             path: path.to_path_buf(),
             meta: Meta::from_rows(&rows),
@@ -369,6 +416,8 @@ impl Recording {
             ledgers,
             python,
             events,
+            sharing,
+            schema_version,
             conn,
         })
     }
@@ -564,6 +613,61 @@ fn read_python_and_events(
         },
     )?;
     Ok((python, events))
+}
+
+fn read_sharing(conn: &Connection, path: &Path) -> Result<Vec<SharingRow>> {
+    query(
+        conn,
+        path,
+        "SELECT t, process, parent, duration_s, measured, reason, shared_with_parent, copied, own, \
+         zero_page, swapped, failed_reads, by_category FROM sharing ORDER BY process, t",
+        |r| {
+            let measured: i64 = r.get(4)?;
+            let n = |k: usize| -> rusqlite::Result<u64> {
+                Ok(r.get::<_, Option<i64>>(k)?.map_or(0, u))
+            };
+            let figures = if measured != 0 {
+                let rows: Option<String> = r.get(12)?;
+                Ok(SharingSample {
+                    shared_with_parent: n(6)?,
+                    copied: n(7)?,
+                    own: n(8)?,
+                    zero_page: n(9)?,
+                    swapped: n(10)?,
+                    failed_reads: n(11)?,
+                    by_category: rows.as_deref().map(category_rows).unwrap_or_default(),
+                })
+            } else {
+                Err(r
+                    .get::<_, Option<String>>(5)?
+                    .unwrap_or_else(|| "not measured".into()))
+            };
+            Ok(SharingRow {
+                t: r.get(0)?,
+                process: r.get(1)?,
+                parent: r.get(2)?,
+                duration_s: r.get(3)?,
+                figures,
+            })
+        },
+    )
+}
+
+/// The `by_category` JSON of a sharing row; a row that does not parse is left out.
+fn category_rows(text: &str) -> Vec<(String, u64, u64, u64)> {
+    let Ok(serde_json::Value::Array(rows)) = serde_json::from_str(text) else {
+        return Vec::new();
+    };
+    rows.iter()
+        .filter_map(|r| {
+            Some((
+                r.get("category")?.as_str()?.to_string(),
+                r.get("shared_with_parent")?.as_u64()?,
+                r.get("copied")?.as_u64()?,
+                r.get("own")?.as_u64()?,
+            ))
+        })
+        .collect()
 }
 
 fn query<T>(

@@ -1,13 +1,15 @@
 //! The recording's SQLite schema (documented in `docs/recording.md`; keep both in step).
 
-/// The schema version written into `meta.schema_version`. Readers accept 1..=this.
-pub const SCHEMA_VERSION: i64 = 1;
+/// The schema version written into `meta.schema_version`. Readers accept 1..=this. Version 2
+/// added the `sharing` table (a version 1 file has none: its readers say sharing was not
+/// recorded).
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The `application_id` pragma of memlens recordings ("MLns"), so `file(1)`-style tools and
 /// readers can tell a recording from another SQLite database.
 pub const APPLICATION_ID: i32 = 0x4d4c_6e73;
 
-/// Tables of schema version 1. Times are seconds since the recording started (`REAL`); sizes are
+/// Tables of schema version 2 (version 1's and `sharing`). Times are seconds since the recording started (`REAL`); sizes are
 /// bytes (`INTEGER`).
 pub const CREATE: &str = r#"
 CREATE TABLE meta (
@@ -89,6 +91,22 @@ CREATE TABLE census (
     count   INTEGER NOT NULL,
     bytes   INTEGER NOT NULL
 );
+CREATE TABLE sharing (
+    t                  REAL NOT NULL,
+    process            INTEGER NOT NULL REFERENCES processes(id),
+    parent             INTEGER NOT NULL REFERENCES processes(id),
+    duration_s         REAL NOT NULL,
+    measured           INTEGER NOT NULL,
+    reason             TEXT,
+    shared_with_parent INTEGER,
+    copied             INTEGER,
+    own                INTEGER,
+    zero_page          INTEGER,
+    swapped            INTEGER,
+    failed_reads       INTEGER,
+    by_category        TEXT,
+    PRIMARY KEY (process, t)
+) WITHOUT ROWID;
 CREATE TABLE events (
     t       REAL NOT NULL,
     kind    TEXT NOT NULL,

@@ -8,6 +8,7 @@ use std::os::unix::fs::MetadataExt;
 
 use rusqlite::{params, Connection, OpenFlags};
 
+use memlens_model::sharing::{Sharing, SharingFigures};
 use memlens_model::tree::by_category;
 use memlens_model::{Amounts, TreeLedger};
 
@@ -427,6 +428,61 @@ impl RecordingWriter {
                 })
                 .map_err(self.err())?;
         }
+        Ok(())
+    }
+
+    /// One measurement of a process's copy-on-write sharing with its parent (`id` and `parent`
+    /// are rows of `processes`), taken from `t` for `duration_s`. A measurement that failed
+    /// is written too, with its reason and no figures.
+    pub fn sharing(
+        &mut self,
+        t: f64,
+        id: i64,
+        parent: i64,
+        duration_s: f64,
+        s: &Sharing,
+    ) -> Result<()> {
+        let f = s.figures.as_ref();
+        let rows = f.map(|f| {
+            let rows: Vec<serde_json::Value> = f
+                .by_category
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "category": r.category.name(),
+                        "shared_with_parent": r.shared_with_parent,
+                        "copied": r.copied,
+                        "own": r.own,
+                    })
+                })
+                .collect();
+            serde_json::Value::Array(rows).to_string()
+        });
+        let n = |g: fn(&SharingFigures) -> u64| f.map(|f| to_i64(g(f)));
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO sharing (t, process, parent, duration_s, measured, reason, \
+                 shared_with_parent, copied, own, zero_page, swapped, failed_reads, by_category) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    t,
+                    id,
+                    parent,
+                    duration_s,
+                    i64::from(s.measured && f.is_some()),
+                    s.reason,
+                    n(|f| f.shared_with_parent),
+                    n(|f| f.copied),
+                    n(|f| f.own),
+                    n(|f| f.zero_page),
+                    n(|f| f.swapped + f.parent_swapped),
+                    n(|f| f.failed_reads),
+                    rows
+                ])
+            })
+            .map_err(self.err())?;
         Ok(())
     }
 

@@ -326,6 +326,78 @@ fn python_chart(m: &Model, o: &Options) -> String {
     s
 }
 
+/// Copy-on-write per worker: a chart of shared (solid) and copied (dashed) bytes over time
+/// per worker, and a table of each worker's first and last measurement; or why not measured.
+fn sharing_section(h: &mut String, m: &Model, o: &Options) {
+    let s = &m.sharing;
+    h.push_str("<h2>Copy-on-write per worker</h2>");
+    if !s.measured {
+        let _ = write!(
+            h,
+            r#"<p class="muted">Not measured: {}</p>"#,
+            escape(s.reason.as_deref().unwrap_or("unknown"))
+        );
+        return;
+    }
+    if s.workers.is_empty() {
+        h.push_str(r#"<p class="muted">No process of the tree had its parent in the tree when sharing was measured.</p>"#);
+        return;
+    }
+    let y_max = s
+        .workers
+        .iter()
+        .flat_map(|w| w.measured())
+        .map(|(_, sh, c)| sh.max(c))
+        .max()
+        .unwrap_or(0) as f64
+        * 1.08;
+    let f = Frame::new(o, m.duration_seconds, y_max);
+    let mut svg = f.open(
+        "bytes shared with the parent and copied, per worker",
+        &bytes_label,
+    );
+    for (k, w) in s.workers.iter().enumerate() {
+        let color = PROCESS_COLORS[k % PROCESS_COLORS.len()];
+        let shared = f.polyline(
+            "proc",
+            &format!("stroke:{color}"),
+            w.measured().map(|(t, sh, _)| (t, sh as f64)),
+        );
+        let copied = f.polyline(
+            "proc",
+            &format!("stroke:{color};stroke-dasharray:4 3"),
+            w.measured().map(|(t, _, c)| (t, c as f64)),
+        );
+        let _ = write!(svg, "<g><title>pid {}</title>{shared}{copied}</g>", w.pid);
+    }
+    svg.push_str("</svg>");
+    h.push_str(&svg);
+    h.push_str(r#"<p class="muted">Solid: shared with the parent (the same physical page); dashed: copied since the fork (pagemap).</p>"#);
+    h.push_str("<table><tr><th>pid</th><th>parent</th><th>first copied</th><th>last copied</th><th>last shared</th><th>measurements</th><th>command</th></tr>");
+    for w in &s.workers {
+        let pts: Vec<(f64, u64, u64)> = w.measured().collect();
+        let cell = |p: Option<&(f64, u64, u64)>, pick: fn(&(f64, u64, u64)) -> u64| {
+            p.map_or_else(
+                || "–".to_string(),
+                |p| format!("{} at {:.1} s", o.sizes().size(pick(p)), p.0),
+            )
+        };
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ({} failed)</td><td><code>{}</code></td></tr>",
+            w.pid,
+            w.parent_pid,
+            escape(&cell(pts.first(), |p| p.2)),
+            escape(&cell(pts.last(), |p| p.2)),
+            escape(&cell(pts.last(), |p| p.1)),
+            w.points.len(),
+            w.points.len() - pts.len(),
+            escape(&w.command)
+        );
+    }
+    h.push_str("</table>");
+}
+
 /// A line per process, their table, and the growth phases.
 fn processes_section(h: &mut String, m: &Model, o: &Options) {
     let style = o.sizes();
@@ -531,6 +603,7 @@ pub fn render(m: &Model, o: &Options, mut out: impl Write) -> std::io::Result<()
         breakdown_section(&mut h, l, o.sizes());
     }
     python_section(&mut h, m, o);
+    sharing_section(&mut h, m, o);
 
     h.push_str("<h2>Notes</h2><ul class=\"notes\">");
     for s in &m.peak.sampled {
@@ -645,6 +718,31 @@ mod tests {
             max_vm_hwm: 110 << 20,
             memlens_cpu_seconds: Some(0.01),
             warnings: vec![Warning::Unreadable("pid 7 <b>unreadable</b>".into())],
+            sharing: crate::sharing_over_time::SharingOverTime {
+                measured: true,
+                reason: None,
+                interval_seconds: Some(0.5),
+                workers: vec![crate::sharing_over_time::WorkerSharing {
+                    pid: 8,
+                    parent_pid: 7,
+                    command: "worker <img src=x>".into(),
+                    points: [(0.5, 0u64), (1.5, 24 << 20)]
+                        .iter()
+                        .map(|&(t, c)| crate::sharing_over_time::SharingPoint {
+                            t,
+                            duration_seconds: 0.01,
+                            measured: true,
+                            reason: None,
+                            shared_with_parent: Some((96 << 20) - c),
+                            copied: Some(c),
+                            own: Some(0),
+                            zero_page: Some(0),
+                            failed_reads: Some(0),
+                            by_category: Vec::new(),
+                        })
+                        .collect(),
+                }],
+            },
         }
     }
 
@@ -658,8 +756,10 @@ mod tests {
         assert!(html.contains(
             "<td class=\"cmdline\">&lt;script&gt;&quot;T</td><td class=\"num\">5000</td>"
         ));
-        // Memory, processes and the Python view.
-        assert_eq!(html.matches("<svg class=\"chart\"").count(), 3);
+        // Memory, processes, the Python view and copy-on-write.
+        assert_eq!(html.matches("<svg class=\"chart\"").count(), 4);
+        assert!(html.contains("<code>worker &lt;img src=x&gt;</code>"));
+        assert!(html.contains("<td>24.0 MiB at 1.5 s</td>"), "{html}");
         assert_eq!(html.matches("<polygon").count(), 2);
         assert!(html.contains("peak 100 MiB at 1.50 s"));
         assert!(html.contains("warning: pid 7 &lt;b&gt;unreadable&lt;/b&gt;"));

@@ -3,6 +3,7 @@
 use std::io::{self, Write};
 
 use memlens_model::host::PsReport;
+use memlens_model::sharing::{Exclusive, Sharing};
 use memlens_model::tree::by_category;
 use memlens_model::units::{Size, SizeStyle};
 use memlens_model::{Amounts, TreeLedger};
@@ -59,6 +60,46 @@ fn amounts_line(o: &Options, a: &Amounts) -> String {
         o.size(a.rss),
         o.size(a.swap)
     )
+}
+
+/// The `shared` and `copied` cells of a `ps` row: `-` without a parent in the tree, `n/m`
+/// (its reason kept for a note under the table) where not measured.
+fn sharing_cells(s: Option<&Sharing>, o: &Options, reasons: &mut Vec<String>) -> String {
+    match s {
+        None => format!(" {:>10} {:>10}", "-", "-"),
+        Some(s) => match &s.figures {
+            Some(f) => format!(
+                " {:>10} {:>10}",
+                o.size(f.shared_with_parent),
+                o.size(f.copied)
+            ),
+            None => {
+                note_reason(s.reason.as_deref(), reasons);
+                format!(" {:>10} {:>10}", "n/m", "n/m")
+            }
+        },
+    }
+}
+
+/// `; exclusive to the tree: X` of a `ps` tree line, or its reason kept for a note.
+fn exclusive_words(e: Option<&Exclusive>, o: &Options, reasons: &mut Vec<String>) -> String {
+    match e {
+        None => String::new(),
+        Some(Exclusive { bytes: Some(b), .. }) => {
+            format!("; exclusive to the tree: {}", o.size(*b))
+        }
+        Some(e) => {
+            note_reason(e.reason.as_deref(), reasons);
+            "; exclusive to the tree: n/m".into()
+        }
+    }
+}
+
+fn note_reason(reason: Option<&str>, reasons: &mut Vec<String>) {
+    let r = reason.unwrap_or("unknown").to_string();
+    if !reasons.contains(&r) {
+        reasons.push(r);
+    }
 }
 
 /// Renders a snapshot ledger.
@@ -242,9 +283,20 @@ pub fn render_ps(r: &PsReport, o: &Options, mut w: impl Write) -> io::Result<()>
             "No Python processes found (memlens ps --all lists every process)."
         )?;
     } else {
+        let sharing = r
+            .trees
+            .iter()
+            .flat_map(|t| &t.processes)
+            .any(|p| p.sharing.is_some());
+        let mut reasons: Vec<String> = Vec::new();
+        let cols = if sharing {
+            format!(" {:>10} {:>10}", "shared", "copied")
+        } else {
+            String::new()
+        };
         writeln!(
             w,
-            "{:>8} {:>10} {:>10} {:>10} {:>10} {:>7} {:>8}  command",
+            "{:>8} {:>10} {:>10} {:>10} {:>10}{cols} {:>7} {:>8}  command",
             "PID", "PSS", "USS", "RSS", "swap", "threads", "python"
         )?;
         for t in &r.trees {
@@ -255,9 +307,14 @@ pub fn render_ps(r: &PsReport, o: &Options, mut w: impl Write) -> io::Result<()>
                     .as_ref()
                     .and_then(|py| py.version.clone())
                     .unwrap_or_else(|| "-".into());
+                let cells = if sharing {
+                    sharing_cells(p.sharing.as_ref(), o, &mut reasons)
+                } else {
+                    String::new()
+                };
                 writeln!(
                     w,
-                    "{:>8} {:>10} {:>10} {:>10} {:>10} {:>7} {:>8}  {indent}{}",
+                    "{:>8} {:>10} {:>10} {:>10} {:>10}{cells} {:>7} {:>8}  {indent}{}",
                     p.pid,
                     o.size(p.totals.pss),
                     o.size(p.totals.uss),
@@ -278,19 +335,33 @@ pub fn render_ps(r: &PsReport, o: &Options, mut w: impl Write) -> io::Result<()>
             if t.processes.len() > 1 {
                 writeln!(
                     w,
-                    "{:>8} {:>10} {:>10} {:>10} {:>10}  tree of {} processes; summing RSS would overstate it by {}",
+                    "{:>8} {:>10} {:>10} {:>10} {:>10}  tree of {} processes; summing RSS would overstate it by {}{}",
                     "=",
                     o.size(t.totals.pss),
                     o.size(t.totals.uss),
                     o.size(t.totals.rss),
                     o.size(t.totals.swap),
                     t.processes.len(),
-                    o.size(t.rss_overcount)
+                    o.size(t.rss_overcount),
+                    exclusive_words(t.exclusive.as_ref(), o, &mut reasons)
                 )?;
             }
         }
         writeln!(w)?;
         writeln!(w, "All listed: {}", amounts_line(o, &r.totals))?;
+        if sharing {
+            writeln!(
+                w,
+                "shared: pages still shared with the parent; copied: pages the parent also maps, copied since the fork (pagemap)"
+            )?;
+        }
+        for reason in &reasons {
+            writeln!(
+                w,
+                "sharing not measured (n/m): {}",
+                crate::escape::terminal(reason)
+            )?;
+        }
     }
     if r.unreadable > 0 {
         writeln!(

@@ -14,6 +14,7 @@ pub mod peak;
 pub mod python_text;
 pub mod recording_json;
 pub mod recording_text;
+pub mod sharing_over_time;
 pub mod sharing_text;
 pub mod stacks_text;
 mod stored;

@@ -225,6 +225,8 @@ pub struct Model {
     /// What the reader must not miss: processes whose memory could not be read, a peak
     /// without a breakdown.
     pub warnings: Vec<Warning>,
+    /// Copy-on-write sharing of each forked worker over time.
+    pub sharing: crate::sharing_over_time::SharingOverTime,
 }
 
 /// At most this many points per chart series.
@@ -613,6 +615,7 @@ impl Model {
             cgroup_note: rec.meta.cgroup_error.clone(),
             memlens_cpu_seconds: rec.end.memlens_cpu_s,
             warnings,
+            sharing: crate::sharing_over_time::SharingOverTime::of(rec),
         })
     }
 

@@ -37,6 +37,7 @@ struct Report<'a> {
     memlens_cpu_seconds: Option<f64>,
     python: &'a [PythonPoint],
     census: &'a [CensusSnapshot],
+    sharing: &'a crate::sharing_over_time::SharingOverTime,
 }
 
 /// Writes the report as JSON (sizes in integer bytes, times in seconds).
@@ -66,6 +67,7 @@ pub fn render(model: &Model, opts: &Options, mut out: impl Write) -> std::io::Re
         memlens_cpu_seconds: model.memlens_cpu_seconds,
         python: &model.python,
         census: &model.census,
+        sharing: &model.sharing,
     };
     if opts.pretty {
         serde_json::to_writer_pretty(&mut out, &r)?;

@@ -160,6 +160,7 @@ pub fn render(m: &Model, opts: &Options, mut out: impl Write) -> std::io::Result
         write_breakdown(&mut out, l, style)?;
     }
     write_python(&mut out, m, style)?;
+    crate::sharing_over_time::render_text(&m.sharing, style, opts.sparkline_width, &mut out)?;
     for s in &p.sampled {
         writeln!(out, "note: {}", escape_terminal(&s.words(style)))?;
     }

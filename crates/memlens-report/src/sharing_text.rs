@@ -42,6 +42,13 @@ pub fn render(t: &TreeLedger, sizes: SizeStyle, mut w: impl Write) -> io::Result
             sizes.size(f.copied),
             sizes.size(f.own)
         )?;
+        if f.zero_page > 0 {
+            write!(
+                w,
+                "; {} of the kernel's zero page (read, never written: in no figure)",
+                sizes.size(f.zero_page)
+            )?;
+        }
         if f.swapped > 0 || f.parent_swapped > 0 {
             write!(
                 w,

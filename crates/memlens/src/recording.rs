@@ -37,6 +37,13 @@ pub struct SamplingArgs {
     /// Do not read the Python view (GC, pymalloc) of the processes: the OS view only.
     #[arg(long)]
     pub no_python: bool,
+    /// Compare each forked worker's pages with its parent's (copy-on-write sharing, from
+    /// pagemap) this often, from 1ms to 1h, within the CPU budget.
+    #[arg(long, default_value = "2s", value_name = "D", value_parser = flags::period)]
+    pub sharing_every: Duration,
+    /// Do not measure copy-on-write sharing; the report says it was not measured.
+    #[arg(long)]
+    pub no_sharing: bool,
     /// The recording file, which must not exist (default:
     /// `memlens-<name>-<UTC time>-<memlens pid>.db` in the current directory).
     #[arg(short, long, value_name = "FILE")]
@@ -61,6 +68,7 @@ impl SamplingArgs {
             cpu_budget: self.cpu_budget,
             ledger_interval: self.ledger_every,
             census_interval: self.census_every,
+            sharing_interval: (!self.no_sharing).then_some(self.sharing_every),
             ..memlens_record::Config::default()
         }
     }
@@ -81,6 +89,10 @@ impl SamplingArgs {
             ledger_interval_s: Some(self.ledger_every.as_secs_f64()),
             memlens_version: Some(env!("CARGO_PKG_VERSION").to_string()),
             page_size: Some(memlens_record::page_size()),
+            sharing_interval_s: (!self.no_sharing).then_some(self.sharing_every.as_secs_f64()),
+            sharing_off: self
+                .no_sharing
+                .then(|| crate::commands::snapshot::NO_SHARING.to_string()),
             ..Meta::default()
         }
     }

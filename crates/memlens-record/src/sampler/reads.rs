@@ -6,7 +6,9 @@
 //! 2. a round of PSS reads (`smaps_rollup` of every live process at one tick: a tree PSS read
 //!    from the kernel, not estimated), at most every `pss_interval`;
 //! 3. a full ledger every `ledger_interval`;
-//! 4. the Python view of each process at the ledger interval.
+//! 4. a pass of copy-on-write sharing of each forked worker with its parent, every
+//!    `sharing_interval` ([`super::sharing`]);
+//! 5. the Python view of each process at the ledger interval.
 //!
 //! 2 keeps one ledger's predicted cost in the bucket, so 1 can start at once; a ledger of 3
 //! (or a quarter-second one of 1) is the same read, taken when the bucket holds its cost.
@@ -113,6 +115,8 @@ impl Sampler {
             && self.schedule.budget.affords(round_cost, ledger_cost)
         {
             self.pss_round(t, round_units)?;
+        } else {
+            self.sharing_if_due(t, ledger_cost)?;
         }
         self.python_samples(t, above);
         // What is left beyond a ledger's reserve pays for attaching and censuses.

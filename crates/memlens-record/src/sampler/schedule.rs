@@ -28,6 +28,9 @@ struct Clocks {
 pub(super) struct Costs {
     pub(super) rollup: CostModel,
     pub(super) ledger: CostModel,
+    /// A pass of copy-on-write sharing: `smaps` and the resident part of `pagemap` of each
+    /// worker and its parent.
+    pub(super) sharing: CostModel,
 }
 
 /// What the schedule knows: the budget, the predicted costs, and when each kind of read last
@@ -47,6 +50,10 @@ pub(super) struct Schedule {
     /// un-shared without RSS moving): the next tick takes a ledger.
     pub(super) pss_high: bool,
     pub(super) last_round: f64,
+    /// When the last sharing pass was due and tried (s).
+    pub(super) last_sharing: f64,
+    /// Work units of the last sharing pass (`None` before the first).
+    pub(super) sharing_work: Option<f64>,
     pub(super) last_json: Option<f64>,
     pub(super) best_ledger_pss: u64,
     /// The longest tick interval the budget imposed.
@@ -68,6 +75,7 @@ impl Schedule {
             costs: Costs {
                 rollup: CostModel::new(0.2e-3, 15e-6),
                 ledger: CostModel::new(1e-3, 20e-6),
+                sharing: CostModel::new(1e-3, 40e-6),
             },
             clocks: None,
             last_commit: 0.0,
@@ -76,6 +84,8 @@ impl Schedule {
             ledger_high_pss: 0,
             pss_high: false,
             last_round: f64::NEG_INFINITY,
+            last_sharing: f64::NEG_INFINITY,
+            sharing_work: None,
             last_json: None,
             best_ledger_pss: 0,
             stretched: 0.0,

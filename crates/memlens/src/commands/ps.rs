@@ -17,11 +17,21 @@ pub struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Do not compare forked workers' pages with their parents' (copy-on-write sharing, read
+    /// from pagemap for trees of more than one process); the report says it was not measured.
+    #[arg(long)]
+    pub no_sharing: bool,
 }
 
 /// Runs the command.
 pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
-    let report = memlens_ledger::host::ps(args.all)?;
+    use memlens_ledger::host::PsSharing;
+    let sharing = if args.no_sharing {
+        PsSharing::Off(crate::commands::snapshot::NO_SHARING.into())
+    } else {
+        PsSharing::Measure
+    };
+    let report = memlens_ledger::host::ps_with(args.all, &sharing)?;
     if args.json {
         print_json(&report)?;
     } else {

@@ -9,6 +9,9 @@ use memlens_report::{ledger_text, python_text};
 use crate::exit::{CliResult, Code};
 use crate::output::{print_json, write_error, Global};
 
+/// The reason the reports give for sharing not measured under `--no-sharing`.
+pub const NO_SHARING: &str = "turned off (--no-sharing)";
+
 /// Arguments of `memlens snapshot`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -28,6 +31,10 @@ pub struct Args {
     /// each Python process (a walk of its heap, verified in a short pause).
     #[arg(long)]
     pub packages: bool,
+    /// With --tree: do not compare forked workers' pages with their parents' (copy-on-write
+    /// sharing from pagemap); the report says it was not measured.
+    #[arg(long)]
+    pub no_sharing: bool,
 }
 
 /// Runs the command.
@@ -41,7 +48,9 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
         with_python::attach_packages(&mut ledger, args.pid, args.nonblocking)
             .map_err(|e| crate::python_view::cli_error(e.pid, e.error))?;
     }
-    if args.tree {
+    if args.tree && args.no_sharing {
+        memlens_ledger::sharing::not_measured(&mut ledger, crate::commands::snapshot::NO_SHARING);
+    } else if args.tree {
         memlens_ledger::sharing::measure(&mut ledger); // copy-on-write per worker (DESIGN §6)
     }
     ledger.refresh_findings();

@@ -307,6 +307,7 @@ fn fixture_ps(parts: &[ProcessParts], unreadable: u32) -> memlens_ledger::host::
             vm_hwm: p.vm_hwm,
             totals: memlens_ledger::Amounts::of(&rollup),
             depth: 0,
+            sharing: None,
         })
         .collect();
     memlens_ledger::host::group(rows, false, unreadable)

@@ -16,5 +16,6 @@ mod recorder_truth;
 mod render_golden;
 mod run_record;
 mod sharing;
+mod sharing_over_time;
 mod sizes;
 mod support;
