@@ -194,6 +194,7 @@ impl App {
                         .collect();
                     self.history.retain(|pid, _| live.contains(pid));
                     self.ledgers.retain(|pid, _| live.contains(pid));
+                    self.ledger_errors.retain(|root, _| live.contains(root));
                     for p in r.trees.iter().flat_map(|t| &t.processes) {
                         let h = self.history.entry(p.pid).or_default();
                         h.push_back((at, p.totals.pss));

@@ -242,7 +242,7 @@ fn draw_table(f: &mut Frame, app: &mut App, area: Rect, st: &Styles) {
         Constraint::Length(wide),
         Constraint::Length(wide),
         Constraint::Length(2 * wide + 1),
-        Constraint::Length(14),
+        Constraint::Length(if app.opts.bytes { 20 } else { 14 }),
         Constraint::Min(10),
     ];
     if lines.is_empty() {

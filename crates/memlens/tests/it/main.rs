@@ -18,3 +18,4 @@ mod run_record;
 mod sharing;
 mod sizes;
 mod support;
+mod top;
