@@ -146,6 +146,8 @@ pub struct App {
     pub help: bool,
     /// The census of the detail view.
     pub census: Option<CensusState>,
+    /// The table's rows on screen: `(first line, count)`, set by each draw.
+    pub window: (usize, usize),
     census_rx: Option<Receiver<Update>>,
     wanted: Arc<Mutex<Wanted>>,
 }
@@ -169,6 +171,7 @@ impl App {
             detail: None,
             help: false,
             census: None,
+            window: (0, usize::MAX),
             census_rx: None,
             wanted,
         }

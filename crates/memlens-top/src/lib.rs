@@ -92,6 +92,7 @@ pub fn run(opts: Options) -> Result<Outcome, Error> {
             // Ages and the "census running" line move with time.
             if dirty || last_draw.elapsed() >= Duration::from_secs(1) {
                 term.draw(|f| render::draw(f, &mut app))?;
+                app.publish_wanted(); // the rows on screen may have moved
                 last_draw = Instant::now();
                 dirty = false;
             }

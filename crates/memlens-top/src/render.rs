@@ -193,6 +193,7 @@ fn draw_table(f: &mut Frame, app: &mut App, area: Rect, st: &Styles) {
         .and_then(|s| lines.iter().position(|l| l.process.pid == s));
     let visible = usize::from(area.height.saturating_sub(1)).max(1);
     let first = selected_at.map_or(0, |i| (i + 1).saturating_sub(visible));
+    app.window = (first, visible);
     let rows = lines
         .iter()
         .enumerate()
