@@ -423,3 +423,90 @@ impl App {
         self.census_rx = Some(crate::refresh::census(pid, CENSUS_TOP));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn app() -> App {
+        let opts = Options {
+            interval: Duration::from_secs(1),
+            bytes: true,
+            no_color: true,
+        };
+        App::new(opts, Arc::new(Mutex::new(Wanted::default())))
+    }
+
+    fn key(c: KeyCode) -> KeyEvent {
+        KeyEvent::new(c, KeyModifiers::NONE)
+    }
+
+    #[test]
+    fn quit_keys() {
+        let mut a = app();
+        assert_eq!(a.key(key(KeyCode::Char('q'))), Action::Quit);
+        assert_eq!(a.key(key(KeyCode::Esc)), Action::Quit);
+        let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+        assert_eq!(a.key(ctrl_c), Action::Quit);
+        // Ctrl-C quits while typing a filter too; `q` there is text.
+        a.key(key(KeyCode::Char('/')));
+        assert_eq!(a.key(key(KeyCode::Char('q'))), Action::Continue);
+        assert_eq!(a.filter, "q");
+        assert_eq!(a.key(ctrl_c), Action::Quit);
+    }
+
+    #[test]
+    fn filter_editing() {
+        let mut a = app();
+        a.key(key(KeyCode::Char('/')));
+        for c in "wsgi".chars() {
+            a.key(key(KeyCode::Char(c)));
+        }
+        a.key(key(KeyCode::Backspace));
+        a.key(key(KeyCode::Enter));
+        assert_eq!(a.filter, "wsg");
+        assert!(!a.editing_filter);
+        // Sort keys work again once the filter is kept.
+        a.key(key(KeyCode::Char('n')));
+        assert_eq!(a.sort, SortKey::Name);
+        a.key(key(KeyCode::Char('/')));
+        a.key(key(KeyCode::Esc));
+        assert_eq!(a.filter, "");
+        assert!(!a.editing_filter);
+    }
+
+    #[test]
+    fn sort_keys_and_help() {
+        let mut a = app();
+        for (c, k) in [
+            ('u', SortKey::Uss),
+            ('s', SortKey::Swap),
+            ('g', SortKey::Growth),
+            ('n', SortKey::Name),
+            ('p', SortKey::Pss),
+        ] {
+            a.key(key(KeyCode::Char(c)));
+            assert_eq!(a.sort, k);
+        }
+        a.key(key(KeyCode::Char('h')));
+        assert!(a.help);
+        // Any key closes the help without acting.
+        assert_eq!(a.key(key(KeyCode::Esc)), Action::Continue);
+        assert!(!a.help);
+    }
+
+    #[test]
+    fn growth_is_the_last_interval_per_second() {
+        let mut a = app();
+        let t0 = Instant::now();
+        let h = a.history.entry(7).or_default();
+        h.push_back((t0, 1000));
+        assert_eq!(a.growth(7), None);
+        a.history
+            .entry(7)
+            .or_default()
+            .push_back((t0 + Duration::from_millis(500), 3000));
+        assert_eq!(a.growth(7), Some(4000.0));
+    }
+}
