@@ -38,4 +38,6 @@ pub enum Command {
     Stacks(commands::stacks::Args),
     /// Object census by type (count, shallow bytes), read from outside; `--growth` for growth.
     Census(commands::census::Args),
+    /// Live terminal view of the host's Python processes as trees (PSS, heaps, sharing, growth).
+    Top(commands::top::Args),
 }

@@ -7,6 +7,7 @@ pub mod report;
 pub mod run;
 pub mod snapshot;
 pub mod stacks;
+pub mod top;
 
 use std::process::ExitCode;
 
@@ -24,5 +25,6 @@ pub fn dispatch(cmd: Command, global: &Global) -> CliResult<ExitCode> {
         Command::Report(a) => report::run(a, global),
         Command::Stacks(a) => stacks::run(a, global),
         Command::Census(a) => census::run(a, global),
+        Command::Top(a) => top::run(a, global),
     }
 }

@@ -19,3 +19,4 @@ mod sharing;
 mod sharing_over_time;
 mod sizes;
 mod support;
+mod top;
