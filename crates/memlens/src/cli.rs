@@ -38,4 +38,6 @@ pub enum Command {
     Stacks(commands::stacks::Args),
     /// Object census by type (count, shallow bytes), read from outside; `--growth` for growth.
     Census(commands::census::Args),
+    /// An OpenMetrics/Prometheus endpoint (`/metrics`) with every Python tree's ledger.
+    Serve(commands::serve::Args),
 }

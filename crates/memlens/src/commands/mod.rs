@@ -5,6 +5,7 @@ pub mod ps;
 pub mod record;
 pub mod report;
 pub mod run;
+pub mod serve;
 pub mod snapshot;
 pub mod stacks;
 
@@ -24,5 +25,6 @@ pub fn dispatch(cmd: Command, global: &Global) -> CliResult<ExitCode> {
         Command::Report(a) => report::run(a, global),
         Command::Stacks(a) => stacks::run(a, global),
         Command::Census(a) => census::run(a, global),
+        Command::Serve(a) => serve::run(a, global),
     }
 }
