@@ -26,7 +26,27 @@ pub struct Totals {
     pub skipped: BTreeMap<&'static str, u64>,
 }
 
+/// What `memlens_read_failures_total{what}` counts (each exported from the start, at 0).
+pub const FAILURE_KINDS: [&str; 6] = [
+    "process_list",
+    "tree",
+    "python_view",
+    "pagemap",
+    "kpagecount",
+    "census",
+];
+/// Why `memlens_targets_skipped_total{reason}` counts a process.
+pub const SKIP_REASONS: [&str; 3] = ["gone", "permission", "limit"];
+
 impl Totals {
+    /// Every count at 0.
+    pub fn new() -> Totals {
+        Totals {
+            failures: FAILURE_KINDS.iter().map(|k| (*k, 0)).collect(),
+            skipped: SKIP_REASONS.iter().map(|k| (*k, 0)).collect(),
+        }
+    }
+
     fn fail(&mut self, what: &'static str, n: u64) {
         *self.failures.entry(what).or_default() += n;
     }

@@ -113,7 +113,9 @@ struct Shared {
 }
 
 /// Serves `/metrics` on `listener` until SIGINT or SIGTERM, collecting in the background.
-pub fn serve(listener: TcpListener, cfg: Config) -> Result<(), Error> {
+/// `ready` is called once the signal handlers are in place (from then on SIGINT and SIGTERM end
+/// the server cleanly, not the process) and the listener accepts.
+pub fn serve(listener: TcpListener, cfg: Config, ready: impl FnOnce()) -> Result<(), Error> {
     let shared = Arc::new(Shared::default());
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     let collector = {
@@ -128,7 +130,7 @@ pub fn serve(listener: TcpListener, cfg: Config) -> Result<(), Error> {
         .enable_time()
         .build()
         .map_err(Error::Runtime)?;
-    let served = rt.block_on(accept_loop(listener, Arc::clone(&shared)));
+    let served = rt.block_on(accept_loop(listener, Arc::clone(&shared), ready));
     drop(stop_tx); // the collector stops between two processes
     if collector.join().is_err() {
         log::error!("the collector thread panicked");
@@ -139,7 +141,7 @@ pub fn serve(listener: TcpListener, cfg: Config) -> Result<(), Error> {
 fn collector(cfg: &Config, shared: &Shared, stop: &Receiver<()>) {
     let share = cfg.cpu_budget.clamp(0.0001, 1.0);
     let stopped = || matches!(stop.try_recv(), Err(TryRecvError::Disconnected));
-    let mut totals = Totals::default();
+    let mut totals = Totals::new();
     let mut me = SelfFigures {
         budget: share,
         ..Default::default()
@@ -187,12 +189,17 @@ fn collector(cfg: &Config, shared: &Shared, stop: &Receiver<()>) {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) -> Result<(), Error> {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    ready: impl FnOnce(),
+) -> Result<(), Error> {
     use tokio::signal::unix::{signal, SignalKind};
     listener.set_nonblocking(true).map_err(Error::Runtime)?;
     let listener = tokio::net::TcpListener::from_std(listener).map_err(Error::Runtime)?;
     let mut term = signal(SignalKind::terminate()).map_err(Error::Runtime)?;
     let mut int = signal(SignalKind::interrupt()).map_err(Error::Runtime)?;
+    ready();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -56,7 +56,6 @@ pub fn run(args: Args, _global: &Global) -> CliResult<ExitCode> {
             &format!("{addr} can be reached from other hosts: the metrics name every Python process and its command line, without TLS or authentication"),
         );
     }
-    crate::messages::note(&format!("serving http://{addr}/metrics"));
     let cfg = memlens_serve::Config {
         max_processes: args.max_processes as usize,
         cpu_budget: args.cpu_budget,
@@ -65,6 +64,8 @@ pub fn run(args: Args, _global: &Global) -> CliResult<ExitCode> {
         census_top: args.census_top as usize,
         census_max_memory: args.census_max_memory,
     };
-    memlens_serve::serve(listener, cfg).map_err(|e| CliError::new(Code::Failure, e.to_string()))?;
+    let ready = || crate::messages::note(&format!("serving http://{addr}/metrics"));
+    memlens_serve::serve(listener, cfg, ready)
+        .map_err(|e| CliError::new(Code::Failure, e.to_string()))?;
     Ok(Code::Ok.into())
 }
