@@ -147,6 +147,23 @@ pub fn render<'a>(
     format: Format,
     out: &mut String,
 ) {
+    render_families(families, format, out);
+    finish(format, out);
+}
+
+/// Ends an exposition: `# EOF` in OpenMetrics, nothing in Prometheus text.
+pub fn finish(format: Format, out: &mut String) {
+    if format == Format::OpenMetrics {
+        out.push_str("# EOF\n");
+    }
+}
+
+/// Writes the families in `format`, without the end ([`finish`]).
+pub fn render_families<'a>(
+    families: impl IntoIterator<Item = &'a Family>,
+    format: Format,
+    out: &mut String,
+) {
     for f in families {
         let spec = f.spec;
         let sample_name = match spec.kind {
@@ -184,9 +201,6 @@ pub fn render<'a>(
             write_value(out, s.value);
             out.push('\n');
         }
-    }
-    if format == Format::OpenMetrics {
-        out.push_str("# EOF\n");
     }
 }
 

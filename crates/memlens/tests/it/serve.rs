@@ -562,3 +562,98 @@ fn metric_names(expr: &str) -> Vec<String> {
     }
     names
 }
+
+/// A sample's value in a Prometheus text exposition (the first sample of that name).
+fn sample(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Scrapes until `memlens_collections_total` reaches `n` (deadline 300 s): the last body.
+fn wait_collections(serve: &Serve, n: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (_, body) = serve.scrape(None);
+        if sample(&body, "memlens_collections_total").unwrap_or(0.0) >= n {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} collections not done in 300 s:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// CPU seconds (user + system) the kernel counted for `pid`.
+fn kernel_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after = &stat[stat.rfind(')').expect("comm end") + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat (utime, stime) are 12 and 13 after the state (field 3).
+    let ticks: f64 = f[11].parse::<f64>().expect("utime") + f[12].parse::<f64>().expect("stime");
+    let hz = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("getconf");
+    ticks
+        / String::from_utf8_lossy(&hz.stdout)
+            .trim()
+            .parse::<f64>()
+            .expect("CLK_TCK")
+}
+
+/// With `--interval 1ms`, only the budget spaces collections: memlens's CPU (as the kernel
+/// counts it) stays within the budget's share of the time it ran, plus the last collection's
+/// charge and the one running now (the first one is taken at once, whatever it costs), with
+/// room for scrapes and startup. Without the budget it would use most of a core.
+#[test]
+fn the_collector_keeps_within_its_cpu_budget() {
+    let tree = Target::python(
+        &python(),
+        "import os, sys, signal\nx = [str(i) for i in range(200000)]\nfor _ in range(4):\n    if os.fork() == 0:\n        while True:\n            signal.pause()\nprint('READY', flush=True)\nsys.stdin.read()\n",
+    );
+    let started = Instant::now();
+    let serve = Serve::start(&["--interval", "1ms", "--cpu-budget", "5"]);
+    serve.wait_for(&[tree.pid()]);
+    let body = wait_collections(&serve, 4.0);
+    let cpu = kernel_cpu_seconds(serve.child.id());
+    let wall = started.elapsed().as_secs_f64();
+    let last = sample(&body, "memlens_collection_cpu_seconds").expect("collection CPU");
+    let total = sample(&body, "memlens_collector_cpu_seconds_total").expect("collector CPU");
+    eprintln!("serve budget: {cpu:.3} s CPU in {wall:.3} s (collections: last {last:.3} s, all {total:.3} s)");
+    assert!(
+        cpu <= 0.05 * wall + 3.0 * last.max(0.1) + 0.3,
+        "{cpu} s of CPU in {wall} s is over a 5% budget (a collection costs {last} s)"
+    );
+    assert!(
+        total <= cpu + 0.05,
+        "the collector counts {total} s, the kernel {cpu} s"
+    );
+}
+
+/// Processes that exit while they are read are skipped and counted; the collector goes on and
+/// every exposition stays valid.
+#[test]
+fn a_tree_whose_workers_come_and_go_is_collected_and_counted() {
+    let churn = Target::python(
+        &python(),
+        "import os, sys, time\nprint('READY', flush=True)\nwhile True:\n    pid = os.fork()\n    if pid == 0:\n        time.sleep(0.002)\n        os._exit(0)\n    os.waitpid(pid, 0)\n",
+    );
+    let serve = Serve::start(&["--interval", "1ms", "--cpu-budget", "100"]);
+    serve.wait_for(&[churn.pid()]);
+    let body = wait_collections(&serve, 6.0);
+    let (ok, said) = promtool_check(&body);
+    assert!(ok, "promtool check metrics: {said}\n{body}");
+    assert!(
+        body.contains("memlens_targets_skipped_total{reason=\"gone\"} "),
+        "{body}"
+    );
+    let (_, after) = serve.scrape(None);
+    assert!(after.contains(&format!(
+        "memlens_process_total_pss_bytes{{pid=\"{}\"",
+        churn.pid()
+    )));
+    let status = serve.stop();
+    assert!(status.success(), "{status:?}");
+}
