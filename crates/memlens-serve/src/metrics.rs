@@ -274,6 +274,53 @@ spec!(
 spec!(READ_FAILURES, "memlens_read_failures", Counter, None, "Reads that failed since start, by what was read (a tree, a process, pagemap pages, kpagecount frames, a census).");
 spec!(SKIPPED, "memlens_targets_skipped", Counter, None, "Processes left out of a collection since start, by reason (gone: exited while read; permission; limit: beyond --max-processes).");
 
+/// Every metric, for the documentation's test.
+pub const ALL: &[&Spec] = &[
+    &PSS,
+    &USS,
+    &RSS,
+    &SWAP,
+    &PSS_TOTAL,
+    &USS_TOTAL,
+    &RSS_TOTAL,
+    &SWAP_TOTAL,
+    &INFO,
+    &THREADS,
+    &SHARED,
+    &COPIED,
+    &OWN,
+    &GC_COLLECTIONS,
+    &GC_COLLECTED,
+    &GC_UNCOLLECTABLE,
+    &GC_PENDING,
+    &GC_THRESHOLD,
+    &GC_FROZEN,
+    &PYMALLOC_USED,
+    &PYMALLOC_FREE,
+    &PYMALLOC_ARENAS,
+    &MODULES,
+    &CENSUS_OBJECTS,
+    &CENSUS_BYTES,
+    &TREE_PSS,
+    &TREE_USS,
+    &TREE_RSS,
+    &TREE_SWAP,
+    &TREE_EXCLUSIVE,
+    &TREE_PROCESSES,
+    &CGROUP_USAGE,
+    &CGROUP_LIMIT,
+    &COLLECTIONS,
+    &COLLECTION_DURATION,
+    &COLLECTION_CPU,
+    &COLLECTOR_CPU,
+    &COLLECTION_TIME,
+    &COLLECTION_AGE,
+    &CPU_BUDGET,
+    &PROCESSES,
+    &READ_FAILURES,
+    &SKIPPED,
+];
+
 /// Families under construction, in the order of their first sample (or declaration).
 #[derive(Debug, Default)]
 pub struct Families {
@@ -314,5 +361,45 @@ impl Families {
     /// The families.
     pub fn into_vec(self) -> Vec<Family> {
         self.list
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sample name of a family (counters end with `_total`).
+    fn sample_name(s: &Spec) -> String {
+        match s.kind {
+            Kind::Counter => format!("{}_total", s.name),
+            Kind::Gauge => s.name.to_string(),
+        }
+    }
+
+    /// docs/metrics.md lists every metric in its tables, and nothing else; names carry their
+    /// unit.
+    #[test]
+    fn the_documentation_lists_exactly_the_metrics() {
+        let doc = include_str!("../../../docs/metrics.md");
+        let documented: std::collections::BTreeSet<String> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .map(str::to_string)
+            .collect();
+        let exported: std::collections::BTreeSet<String> =
+            ALL.iter().map(|s| sample_name(s)).collect();
+        assert_eq!(documented, exported);
+        for s in ALL {
+            assert!(s.name.starts_with("memlens_"), "{}", s.name);
+            if let Some(u) = s.unit {
+                assert!(s.name.ends_with(&format!("_{u}")), "{}", s.name);
+            }
+            assert!(
+                !s.name.ends_with("_total") && !s.name.ends_with("_count"),
+                "{}",
+                s.name
+            );
+        }
     }
 }
