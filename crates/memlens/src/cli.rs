@@ -40,4 +40,6 @@ pub enum Command {
     Census(commands::census::Args),
     /// Live terminal view of the host's Python processes as trees (PSS, heaps, sharing, growth).
     Top(commands::top::Args),
+    /// An OpenMetrics/Prometheus endpoint (`/metrics`) with every Python tree's ledger.
+    Serve(commands::serve::Args),
 }

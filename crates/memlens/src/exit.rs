@@ -35,6 +35,9 @@ pub enum Code {
     /// The Python view could not be read completely or consistently (a census that lost too
     /// many objects, a heap that kept changing or collecting, memlens's memory cap).
     Incomplete = 9,
+    /// `serve` cannot listen on its address (in use, not an address of this host, or a
+    /// privileged port).
+    CannotListen = 10,
     /// `run` could not execute the program (not executable).
     CannotExecute = 126,
     /// `run` could not find the program.

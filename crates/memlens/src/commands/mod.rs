@@ -5,6 +5,7 @@ pub mod ps;
 pub mod record;
 pub mod report;
 pub mod run;
+pub mod serve;
 pub mod snapshot;
 pub mod stacks;
 pub mod top;
@@ -26,5 +27,6 @@ pub fn dispatch(cmd: Command, global: &Global) -> CliResult<ExitCode> {
         Command::Stacks(a) => stacks::run(a, global),
         Command::Census(a) => census::run(a, global),
         Command::Top(a) => top::run(a, global),
+        Command::Serve(a) => serve::run(a, global),
     }
 }

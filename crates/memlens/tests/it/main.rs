@@ -15,6 +15,7 @@ mod python_view_path;
 mod recorder_truth;
 mod render_golden;
 mod run_record;
+mod serve;
 mod sharing;
 mod sharing_over_time;
 mod sizes;
