@@ -5,6 +5,8 @@
 //! also computes the report model ([`Model`]: peak and its source, growth phases, series).
 
 pub mod census_text;
+pub mod diff_html;
+pub mod diff_text;
 pub mod escape;
 pub mod growth;
 pub mod html;
@@ -15,6 +17,7 @@ pub mod python_text;
 pub mod recording_json;
 pub mod recording_text;
 pub mod sharing_text;
+pub mod snapshot_html;
 pub mod stacks_text;
 mod stored;
 

@@ -38,4 +38,6 @@ pub enum Command {
     Stacks(commands::stacks::Args),
     /// Object census by type (count, shallow bytes), read from outside; `--growth` for growth.
     Census(commands::census::Args),
+    /// Compare two snapshots (`snapshot --json` files) or two recordings: what grew, where.
+    Diff(commands::diff::Args),
 }

@@ -35,6 +35,9 @@ pub enum Code {
     /// The Python view could not be read completely or consistently (a census that lost too
     /// many objects, a heap that kept changing or collecting, memlens's memory cap).
     Incomplete = 9,
+    /// `diff`: A and B cannot be compared (a snapshot against a recording, a file that is not
+    /// a memlens snapshot or recording, an unreadable file).
+    NotComparable = 10,
     /// `run` could not execute the program (not executable).
     CannotExecute = 126,
     /// `run` could not find the program.

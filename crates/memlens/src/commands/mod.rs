@@ -1,6 +1,7 @@
 //! One module per command: its `Args` (clap) and its `run` function.
 
 pub mod census;
+pub mod diff;
 pub mod ps;
 pub mod record;
 pub mod report;
@@ -24,5 +25,6 @@ pub fn dispatch(cmd: Command, global: &Global) -> CliResult<ExitCode> {
         Command::Report(a) => report::run(a, global),
         Command::Stacks(a) => stacks::run(a, global),
         Command::Census(a) => census::run(a, global),
+        Command::Diff(a) => diff::run(a, global),
     }
 }
