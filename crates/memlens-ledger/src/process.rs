@@ -100,6 +100,7 @@ impl PythonViewExt for ProcessLedger {
                 unreadable_objects: census.unreadable.objects,
                 unreadable_names: by_module.unreadable_names,
                 packages,
+                types: census.types.clone(),
             });
         }
     }

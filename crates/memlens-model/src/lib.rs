@@ -13,6 +13,7 @@ pub mod category;
 pub mod census;
 pub mod cgroup;
 pub mod clock;
+pub mod diff;
 pub mod host;
 pub mod ledger;
 pub mod packages;

@@ -79,4 +79,8 @@ pub struct PythonPackages {
     pub unreadable_names: u64,
     /// Packages, most object bytes first.
     pub packages: Vec<Package>,
+    /// The census these come from, by type (`memlens census`'s rows, most objects first):
+    /// what `memlens diff` compares. Left out of JSON when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<crate::census::TypeCount>,
 }

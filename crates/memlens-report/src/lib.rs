@@ -5,6 +5,8 @@
 //! also computes the report model ([`Model`]: peak and its source, growth phases, series).
 
 pub mod census_text;
+pub mod diff_html;
+pub mod diff_text;
 pub mod escape;
 pub mod growth;
 pub mod html;
@@ -16,6 +18,7 @@ pub mod recording_json;
 pub mod recording_text;
 pub mod sharing_over_time;
 pub mod sharing_text;
+pub mod snapshot_html;
 pub mod stacks_text;
 mod stored;
 

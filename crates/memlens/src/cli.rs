@@ -42,4 +42,6 @@ pub enum Command {
     Top(commands::top::Args),
     /// An OpenMetrics/Prometheus endpoint (`/metrics`) with every Python tree's ledger.
     Serve(commands::serve::Args),
+    /// Compare two snapshots (`snapshot --json` files) or two recordings: what grew, where.
+    Diff(commands::diff::Args),
 }

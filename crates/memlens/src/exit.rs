@@ -38,6 +38,9 @@ pub enum Code {
     /// `serve` cannot listen on its address (in use, not an address of this host, or a
     /// privileged port).
     CannotListen = 10,
+    /// `diff`: A and B cannot be compared (a snapshot against a recording, a file that is not
+    /// a memlens snapshot or recording, an unreadable file).
+    NotComparable = 11,
     /// `run` could not execute the program (not executable).
     CannotExecute = 126,
     /// `run` could not find the program.

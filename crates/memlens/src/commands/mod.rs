@@ -1,6 +1,7 @@
 //! One module per command: its `Args` (clap) and its `run` function.
 
 pub mod census;
+pub mod diff;
 pub mod ps;
 pub mod record;
 pub mod report;
@@ -28,5 +29,6 @@ pub fn dispatch(cmd: Command, global: &Global) -> CliResult<ExitCode> {
         Command::Census(a) => census::run(a, global),
         Command::Top(a) => top::run(a, global),
         Command::Serve(a) => serve::run(a, global),
+        Command::Diff(a) => diff::run(a, global),
     }
 }

@@ -35,6 +35,13 @@ pub struct Args {
     /// sharing from pagemap); the report says it was not measured.
     #[arg(long)]
     pub no_sharing: bool,
+    /// Also write the self-contained HTML page here (a new file, or one memlens wrote with
+    /// `--force`; never a link or a file memlens did not write).
+    #[arg(long, value_name = "OUT")]
+    pub html: Option<std::path::PathBuf>,
+    /// Replace an HTML page that memlens itself wrote; other files are never replaced.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Runs the command.
@@ -43,6 +50,7 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
     if let Some(e) = crate::exit::target_state_error(args.pid) {
         return Err(e);
     }
+    let page = super::diff::reserve_html(args.html.as_deref(), args.force)?;
     let mut ledger = with_python::snapshot_with_python(args.pid, args.tree, args.nonblocking)?;
     if args.packages {
         with_python::attach_packages(&mut ledger, args.pid, args.nonblocking)
@@ -54,6 +62,12 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
         memlens_ledger::sharing::measure(&mut ledger); // copy-on-write per worker (DESIGN §6)
     }
     ledger.refresh_findings();
+    let html_opts = memlens_report::snapshot_html::Options {
+        bytes: global.bytes,
+    };
+    super::diff::write_page(page, |w| {
+        memlens_report::snapshot_html::render(&ledger, &html_opts, w)
+    })?;
     if args.json {
         print_json(&ledger)?;
     } else {

@@ -4,6 +4,7 @@
 mod bytes_everywhere;
 mod census_trust;
 mod debug_offsets;
+mod diff;
 mod fixed_clock;
 mod golden;
 mod launch;

@@ -237,6 +237,7 @@ fn packages() -> PythonPackages {
         unreadable_objects: 3,
         unreadable_names: 1,
         packages,
+        types: Vec::new(),
     }
 }
 
