@@ -22,6 +22,7 @@ command -v patchelf >/dev/null || need+=(patchelf)
 command -v gdb >/dev/null || need+=(gdb)
 command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
 command -v promtool >/dev/null || need+=(prometheus) # memlens serve: a real scraper, promtool
+command -v tmux >/dev/null || need+=(tmux)         # memlens top: a real terminal
 if [ ${#need[@]} -gt 0 ]; then
   log "installing Debian packages: ${need[*]}"
   as_root apt-get update -qq
