@@ -137,6 +137,9 @@ pub struct ProcessParts {
     pub stack_pointers: Vec<Option<u64>>,
 }
 
+/// Each thread's id and stack pointer (`None`: runnable; id 0: unreadable).
+pub type StackPointers = Vec<(u32, Option<u64>)>;
+
 /// Re-reads of `task/TID/syscall` for threads found runnable (1 ms apart: at most 5 ms more
 /// for a process with a busy thread).
 const RUNNING_REREADS: usize = 5;
@@ -144,6 +147,14 @@ const RUNNING_REREADS: usize = 5;
 impl ProcessParts {
     /// Reads a live process. Threads that exit during the read are skipped.
     pub fn read(proc: &Process) -> Result<Self> {
+        Self::read_with(proc, None)
+    }
+
+    /// [`read`](Self::read), with the threads' stack pointers already read by
+    /// [`thread_stack_pointers`] (before anything could stop and wake the threads: a Python
+    /// view's pause leaves every thread runnable for a while after it resumes, and a runnable
+    /// thread shows no registers). Threads `early` left unlocated are asked again.
+    pub fn read_with(proc: &Process, early: Option<StackPointers>) -> Result<Self> {
         let status = proc.status()?;
         // A zombie has exited: its memory is gone, whatever its parent does about reaping it.
         if status.has_exited() {
@@ -153,31 +164,11 @@ impl ProcessParts {
             return Err(memlens_procfs::Error::KernelThread { pid: proc.pid() });
         }
         let mappings = proc.smaps()?;
-        let mut threads = Vec::new();
-        for tid in proc.threads()? {
-            match proc.task_syscall(tid) {
-                Ok(s) => threads.push((tid, s.stack_pointer())),
-                Err(memlens_procfs::Error::ProcessGone { .. }) => {}
-                Err(e) => {
-                    log::debug!("pid {}: no syscall for thread {tid}: {e}", proc.pid());
-                    threads.push((0, None));
-                }
-            }
-        }
-        // A thread that is runnable shows no registers: one woken for a moment (a signal, a
-        // pause of memlens's own Python view, the scheduler) usually sleeps again within a few
-        // milliseconds; ask again a few times before leaving its stack unlocated.
-        for _ in 0..RUNNING_REREADS {
-            if threads.iter().all(|(tid, sp)| sp.is_some() || *tid == 0) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-            for (tid, sp) in threads.iter_mut().filter(|(t, sp)| sp.is_none() && *t != 0) {
-                if let Ok(s) = proc.task_syscall(*tid) {
-                    *sp = s.stack_pointer();
-                }
-            }
-        }
+        let threads = match early {
+            Some(t) => t,
+            None => thread_stack_pointers(proc)?,
+        };
+        let threads = reread_running(proc, threads);
         let stack_pointers = threads.into_iter().map(|(_, sp)| sp).collect();
         Ok(ProcessParts {
             pid: proc.pid(),
@@ -191,6 +182,41 @@ impl ProcessParts {
             stack_pointers,
         })
     }
+}
+
+/// Each thread's id and stack pointer (`None`: runnable, or unreadable with id 0), from
+/// `task/TID/syscall`, one read per thread. Threads that exit meanwhile are skipped.
+pub fn thread_stack_pointers(proc: &Process) -> Result<StackPointers> {
+    let mut threads = Vec::new();
+    for tid in proc.threads()? {
+        match proc.task_syscall(tid) {
+            Ok(s) => threads.push((tid, s.stack_pointer())),
+            Err(memlens_procfs::Error::ProcessGone { .. }) => {}
+            Err(e) => {
+                log::debug!("pid {}: no syscall for thread {tid}: {e}", proc.pid());
+                threads.push((0, None));
+            }
+        }
+    }
+    Ok(threads)
+}
+
+/// A thread that is runnable shows no registers: one woken for a moment (a signal, the
+/// scheduler) usually sleeps again within a few milliseconds; asks again a few times before
+/// leaving its stack unlocated.
+fn reread_running(proc: &Process, mut threads: StackPointers) -> StackPointers {
+    for _ in 0..RUNNING_REREADS {
+        if threads.iter().all(|(tid, sp)| sp.is_some() || *tid == 0) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        for (tid, sp) in threads.iter_mut().filter(|(t, sp)| sp.is_none() && *t != 0) {
+            if let Ok(s) = proc.task_syscall(*tid) {
+                *sp = s.stack_pointer();
+            }
+        }
+    }
+    threads
 }
 
 /// Finds the Python of a process from its executable and mapped files (the one answer of

@@ -5,7 +5,9 @@ use memlens_procfs::tree::ProcessTable;
 use memlens_procfs::{Error, Process, Result};
 
 use crate::distribution::DistributionResolver;
-use crate::process::{build, Hints, ProcessLedger, ProcessParts};
+use crate::process::{
+    build, thread_stack_pointers, Hints, ProcessLedger, ProcessParts, StackPointers,
+};
 
 pub use memlens_model::tree::{assemble, by_category, Skipped, TreeLedger};
 
@@ -38,9 +40,20 @@ pub fn snapshot(
         .chain((0..pids.len()).map(Job::Parts))
         .chain((1..pids.len()).map(Job::Python))
         .collect();
+    // The threads' stack pointers first, before any Python view pauses (and so wakes) them:
+    // a thread made runnable by the resume shows no registers for a while on a loaded host.
+    let early: Vec<Option<StackPointers>> = pids
+        .iter()
+        .map(|&p| {
+            Process::new(p)
+                .and_then(|proc| thread_stack_pointers(&proc))
+                .ok()
+        })
+        .collect();
     let done = crate::parallel::map(&jobs, |job| match *job {
         Job::Parts(i) => {
-            Done::Parts(Process::new(pids[i]).and_then(|proc| ProcessParts::read(&proc)))
+            let sps = early[i].clone();
+            Done::Parts(Process::new(pids[i]).and_then(|proc| ProcessParts::read_with(&proc, sps)))
         }
         Job::Python(i) => Done::Python(python(pids[i])),
     });
