@@ -665,6 +665,7 @@ mod tests {
                 bytes: 80 << 20,
             }],
             growth_series: "pss",
+            leak: crate::leak::of_recording_points("pss", &[]),
             tree: (0..200)
                 .map(|k| (k as f64 * 0.01, (k as u64) << 19, (k as u64) << 19, None))
                 .collect(),
