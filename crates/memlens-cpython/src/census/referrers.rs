@@ -588,7 +588,9 @@ impl<'a, M: ProcessMemory> Search<'a, '_, M> {
                 self.reach(p, path, type_label, via)?;
             }
             Kind::Other if t.facts.kind == crate::sizes::SizeKind::Deque => {
-                self.deque(obj, ob_size, path, type_label, any)?;
+                // a deque's length is its ob_size, read here (its type has no item size)
+                let n = mem.read_i64(obj.wrapping_add(l.var_size))?;
+                self.deque(obj, n, path, type_label, any)?;
             }
             _ => {}
         }

@@ -1,6 +1,7 @@
 //! `census --referrers TYPE` (issue 12): the chains that hold a type's instances, read from
 //! outside, against what the target computes itself (len and sum of sys.getsizeof of each
-//! holder), on every supported CPython; and bad input.
+//! holder) through a list, a dict value, an instance attribute, a deque, a `__slots__` member
+//! and a thread's frame local, on every supported CPython; a memory cap too small; bad input.
 
 use std::process::Command;
 
@@ -80,6 +81,14 @@ fn chains_to_a_module_list_a_dict_value_an_attribute_and_a_thread_local() {
                 &[("Holder", ".items"), ("list", "[*]")],
             );
             check_counts(&format!("{label} HOLDER"), holder, &facts["holder"]);
+            let queue = chain(r, &global("QUEUE"), &[("deque", "[*]")]);
+            check_counts(&format!("{label} QUEUE"), queue, &facts["queue"]);
+            let slotted = chain(
+                r,
+                &global("SLOTTED"),
+                &[("Slotted", ".held"), ("list", "[*]")],
+            );
+            check_counts(&format!("{label} SLOTTED"), slotted, &facts["slotted"]);
             let tid = u(&facts["tid"]);
             let local = chain(
                 r,
@@ -94,7 +103,7 @@ fn chains_to_a_module_list_a_dict_value_an_attribute_and_a_thread_local() {
                 &[("list", "[*]")],
             );
             check_counts(&format!("{label} local"), local, &facts["local"]);
-            let total: u64 = ["cache", "registry", "holder", "local"]
+            let total: u64 = ["cache", "registry", "holder", "queue", "slotted", "local"]
                 .iter()
                 .map(|k| u(&facts[k][0]))
                 .sum();
@@ -165,6 +174,6 @@ fn a_memory_cap_too_small_is_an_error_not_a_partial_answer() {
     let j = referrers_json(t.pid(), "Item");
     assert_eq!(
         u(&j["referrers"]["instances"]),
-        300_000 + 300 + 120 + 70 + 40
+        300_000 + 300 + 120 + 70 + 9 + 5 + 40
     );
 }

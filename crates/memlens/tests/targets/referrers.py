@@ -1,11 +1,12 @@
 # A target whose instances of `Item` are held along known chains, in a module `leaky`:
 #   leaky.CACHE (a list), leaky.REGISTRY["users"] (a dict value, then a list),
-#   leaky.HOLDER.items (an instance attribute, then a list), and a local variable `mine` of
+#   leaky.HOLDER.items (an instance attribute, then a list), leaky.QUEUE (a deque),
+#   leaky.SLOTTED.held (a __slots__ member, then a list), and a local variable `mine` of
 #   `worker()` on a second thread. It prints, as JSON, what it computes itself for each
 #   chain (len and the sum of sys.getsizeof), the worker's thread ident, then READY, and
 #   waits for a line on stdin. `leaky.Unused` is a class without instances. With `big`,
 #   300,000 more Items in `leaky.BIG`.
-import json, sys, threading, types
+import collections, json, sys, threading, types
 
 SOURCE = '''
 class Item:
@@ -19,9 +20,15 @@ class Holder:
 class Unused:
     pass
 
+class Slotted:
+    __slots__ = ("held",)
+    def __init__(self):
+        self.held = []
+
 CACHE = []
 REGISTRY = {"users": [], "other": 1}
 HOLDER = Holder()
+SLOTTED = Slotted()
 '''
 
 leaky = types.ModuleType("leaky")
@@ -34,6 +41,9 @@ for i in range(120):
     leaky.REGISTRY["users"].append(leaky.Item(i))
 for i in range(70):
     leaky.HOLDER.items.append(leaky.Item(i))
+leaky.QUEUE = collections.deque(leaky.Item(n) for n in range(9))
+for i in range(5):
+    leaky.SLOTTED.held.append(leaky.Item(i))
 del i
 if sys.argv[1:] == ["big"]:
     # many objects for the memory-cap test: 300,000 more Items behind one global
@@ -63,6 +73,8 @@ started.wait()
 facts["cache"] = truth(leaky.CACHE)
 facts["registry"] = truth(leaky.REGISTRY["users"])
 facts["holder"] = truth(leaky.HOLDER.items)
+facts["queue"] = truth(leaky.QUEUE)
+facts["slotted"] = truth(leaky.SLOTTED.held)
 print(json.dumps(facts), flush=True)
 print("READY", flush=True)
 sys.stdin.readline()
