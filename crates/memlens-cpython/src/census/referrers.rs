@@ -73,6 +73,8 @@ struct Search<'a, 'w, M> {
     label_index: HashMap<String, u32>,
     roots: Vec<Root>,
     found: HashMap<u32, (u64, u64)>,
+    /// `__slots__` member names by type, read once per type.
+    slots: HashMap<u64, Rc<Vec<(u64, String)>>>,
     charged: u64,
     reached: u64,
 }
@@ -169,6 +171,7 @@ pub fn search<M: ProcessMemory>(
         label_index: HashMap::new(),
         roots: Vec::new(),
         found: HashMap::new(),
+        slots: HashMap::new(),
         charged: 0,
         reached: 0,
     };
@@ -620,7 +623,27 @@ impl<'a, M: ProcessMemory> Search<'a, '_, M> {
         let mem = self.mem();
         let ty = mem.read_u64(obj.wrapping_add(l.object_type))?;
         if t.members.1 > t.members.0 {
-            let names = self.slot_names(ty)?;
+            let names = match self.slots.get(&ty) {
+                Some(n) => n.clone(),
+                None => {
+                    let n = Rc::new(self.slot_names(ty)?);
+                    room(
+                        &mut self.slots,
+                        &self.budget,
+                        &mut self.charged,
+                        "slot names of the referrer walk",
+                    )?;
+                    let bytes: usize = n.iter().map(|(_, s)| s.len() + 32).sum();
+                    charge(
+                        &self.budget,
+                        &mut self.charged,
+                        bytes as u64,
+                        "slot names of the referrer walk",
+                    )?;
+                    self.slots.insert(ty, n.clone());
+                    n
+                }
+            };
             for i in t.members.0..t.members.1 {
                 let off = self.w.member_offsets[i];
                 let name = names
@@ -913,12 +936,12 @@ pub fn read(
     top: usize,
 ) -> Result<Referrers> {
     let budget = Rc::new(MemoryBudget::new(cap));
+    let regions =
+        memlens_remote::cache::merge_regions(memlens_remote::vm::readable_regions(it.pid)?);
     let pause = match stop {
         Some(stop) => Some(stop()?),
         None => None,
     };
-    let regions =
-        memlens_remote::cache::merge_regions(memlens_remote::vm::readable_regions(it.pid)?);
     let copies = super::CENSUS_CACHE.min(cap / 2);
     let cache = CachedMemory::new(mem, regions, copies, budget.clone()).refresh_from(it.pid);
     let found = search(it, &cache, budget.clone(), query, top);
