@@ -70,7 +70,7 @@ pub fn run(
                 memlens_report::escape::terminal(name)
             ),
         )
-        .with_hint("the name is type(o).__name__ (e.g. `Item`) or module.qualname (e.g. `leaky.Item`), case-sensitive"));
+        .with_hint("the name is type(o).__name__ (e.g. `Item`) or module.qualname (e.g. `leaky.Item`), case-sensitive; `memlens census PID --top 0` lists every type name"));
     }
     let version = session.interpreter.version.to_string();
     if args.json {
