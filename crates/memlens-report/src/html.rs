@@ -442,6 +442,11 @@ fn processes_section(h: &mut String, m: &Model, o: &Options) {
         }
         h.push_str("</table>");
     }
+    let _ = write!(
+        h,
+        "<p>{}</p>",
+        crate::escape::html(&crate::leak::words(&m.leak, style))
+    );
 }
 
 /// The ledger chosen to show the peak, said to be at the peak only when it is.
