@@ -53,7 +53,7 @@ pub fn module_attr<M: ProcessMemory>(
 
 /// The keys (`str` addresses) of a split key table (a heap type's cached keys, 3.11+), in
 /// the order of their value slots.
-fn split_keys<M: ProcessMemory>(mem: &M, l: &Layout, keys: u64) -> Result<Vec<u64>> {
+pub(crate) fn split_keys<M: ProcessMemory>(mem: &M, l: &Layout, keys: u64) -> Result<Vec<u64>> {
     let (Some(ixb), Some(kind)) = (l.dictkeys_log2_index_bytes, l.dictkeys_kind) else {
         return Ok(Vec::new());
     };

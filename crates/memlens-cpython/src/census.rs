@@ -27,7 +27,9 @@ use crate::process::Interpreter;
 use crate::sizes::{SizeKind, Sizer, TypeFacts};
 
 mod consistent;
+mod locals;
 mod packages;
+pub mod referrers;
 mod result;
 mod types;
 pub use consistent::{read, read_with, CensusRead, CENSUS_CACHE, CENSUS_MEMORY_CAP};

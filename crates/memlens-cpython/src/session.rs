@@ -220,6 +220,32 @@ impl Session {
         Ok((c, m.unwrap_or_default(), s))
     }
 
+    /// `census --referrers`: the shortest chains from module globals and frame locals to the
+    /// instances of `type_name` (`__name__` or `module.qualname`), the `top` with the most
+    /// bytes (0: all). Paused mode stops the target for the whole walk (exact); nonblocking
+    /// mode never stops it (the result says so).
+    pub fn referrers(
+        &self,
+        mode: ReadMode,
+        cap: u64,
+        type_name: &str,
+        top: usize,
+    ) -> Result<memlens_model::referrers::Referrers> {
+        let stop = || -> Result<Pause> {
+            self.pause(ReadMode::Paused)?
+                .ok_or(crate::error::Error::Remote(
+                    memlens_remote::Error::ProcessGone {
+                        pid: self.interpreter.pid,
+                    },
+                ))
+        };
+        let stop: Option<&dyn Fn() -> Result<Pause>> = match mode {
+            ReadMode::Paused => Some(&stop),
+            ReadMode::Nonblocking => None,
+        };
+        census::referrers::read(&self.interpreter, &self.mem, stop, cap, type_name, top)
+    }
+
     fn census_with(
         &self,
         mode: ReadMode,

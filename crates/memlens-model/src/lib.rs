@@ -18,6 +18,7 @@ pub mod host;
 pub mod ledger;
 pub mod packages;
 pub mod python;
+pub mod referrers;
 pub mod sharing;
 pub mod stacks;
 pub mod tree;

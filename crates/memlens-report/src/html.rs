@@ -442,6 +442,11 @@ fn processes_section(h: &mut String, m: &Model, o: &Options) {
         }
         h.push_str("</table>");
     }
+    let _ = write!(
+        h,
+        "<p>{}</p>",
+        crate::escape::html(&crate::leak::words(&m.leak, style))
+    );
 }
 
 /// The ledger chosen to show the peak, said to be at the peak only when it is.
@@ -665,6 +670,7 @@ mod tests {
                 bytes: 80 << 20,
             }],
             growth_series: "pss",
+            leak: crate::leak::of_recording_points("pss", &[]),
             tree: (0..200)
                 .map(|k| (k as f64 * 0.01, (k as u64) << 19, (k as u64) << 19, None))
                 .collect(),

@@ -201,6 +201,8 @@ pub struct Model {
     /// The series growth phases are found on: `cgroup` (the tree's exact total, read every
     /// tick) or `pss` (sampled).
     pub growth_series: &'static str,
+    /// The leak verdict on the same series (docs/leaks.md).
+    pub leak: crate::leak::Leak,
     /// `(t, rss, pss, cgroup usage)` of the tree, thinned for charts.
     pub tree: Vec<(f64, u64, u64, Option<u64>)>,
     /// Ledger categories present, largest at the peak first.
@@ -548,6 +550,7 @@ impl Model {
             _ => ("pss", rec.ticks.iter().map(|t| (t.t, t.pss)).collect()),
         };
         let growth = phases(&total_points, interval);
+        let leak = crate::leak::of_recording(rec, growth_series, &total_points);
         let tree: Vec<(f64, u64, u64, Option<u64>)> = {
             let per = rec.ticks.len().div_ceil(MAX_POINTS).max(1);
             rec.ticks
@@ -606,6 +609,7 @@ impl Model {
             processes,
             growth,
             growth_series,
+            leak,
             tree,
             categories,
             ledger_series,

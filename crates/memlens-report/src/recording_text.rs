@@ -155,6 +155,7 @@ pub fn render(m: &Model, opts: &Options, mut out: impl Write) -> std::io::Result
             style.rate(g.rate_bytes_per_second)
         )?;
     }
+    writeln!(out, "{}", crate::leak::words(&m.leak, style))?;
     write_processes(&mut out, m, opts)?;
     if let Some(l) = &m.ledger_at_peak {
         write_breakdown(&mut out, l, style)?;

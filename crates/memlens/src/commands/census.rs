@@ -34,6 +34,11 @@ pub struct Args {
     /// needs more fails with exit 9. About 2.5% of the heap walked, plus 32 MiB of copies.
     #[arg(long, value_name = "SIZE", value_parser = parse_memory, default_value = "256MiB")]
     pub max_memory: u64,
+    /// Who holds the instances of TYPE (`__name__`, or `module.qualname`): the shortest chains
+    /// from a module global or a thread's frame local, with the instances and shallow bytes
+    /// each holds (`--top` chains; the target is stopped for the walk unless `--nonblocking`).
+    #[arg(long, value_name = "TYPE", conflicts_with = "growth")]
+    pub referrers: Option<String>,
 }
 
 /// `--max-memory`: a size of at least 4 MiB.
@@ -48,6 +53,9 @@ fn parse_memory(s: &str) -> Result<u64, String> {
 pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
     let session = attach(args.pid)?;
     let read_mode = mode(args.nonblocking);
+    if let Some(name) = &args.referrers {
+        return super::referrers::run(&session, &args, name, read_mode, global);
+    }
     let take = || {
         session
             .census_capped(read_mode, args.max_memory)
@@ -55,21 +63,32 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
     };
     let top = if args.top == 0 { usize::MAX } else { args.top };
     let (first, stats) = take()?;
-    let (census, grown, stats) = match args.growth {
+    let (census, grown, stats, leak) = match args.growth {
         Some(d) => {
-            std::thread::sleep(d);
+            let pss = super::leak::sample_pss(args.pid, d);
             let (second, stats) = take()?;
             let grown = Grown::between(&first, &second, top);
-            (second, Some(grown), stats)
+            let leak = super::leak::verdict(args.pid, &pss, &grown);
+            (second, Some(grown), stats, Some(leak))
         }
-        None => (first, None, stats),
+        None => (first, None, stats, None),
     };
     let version = session.interpreter.version.to_string();
     let report = CensusReport::new(version, census, grown, top, args.nonblocking);
     if args.json {
-        print_json(&report)?;
+        print_json(&super::leak::WithLeak {
+            report: &report,
+            leak: leak.as_ref(),
+        })?;
     } else {
         render_text(&report, args.pid, stats.elapsed, global)?;
+        if let Some(l) = &leak {
+            let style = memlens_model::units::SizeStyle::exact(global.bytes);
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", memlens_report::leak::words(l, style))
+                .and_then(|()| out.flush())
+                .map_err(write_error)?;
+        }
     }
     // A Python process always has objects: none means the walk read nothing it could trust.
     // Both outputs say `objects: 0` and exit 1.

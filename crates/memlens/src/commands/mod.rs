@@ -2,8 +2,10 @@
 
 pub mod census;
 pub mod diff;
+pub mod leak;
 pub mod ps;
 pub mod record;
+pub mod referrers;
 pub mod report;
 pub mod run;
 pub mod serve;
