@@ -13,6 +13,7 @@ mod no_harm;
 mod package_memory;
 mod python_view;
 mod python_view_path;
+mod reads_itself;
 mod recorder_truth;
 mod render_golden;
 mod run_record;
