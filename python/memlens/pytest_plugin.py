@@ -21,6 +21,7 @@ import os
 
 import pytest
 
+from ._binary import find_binary
 from ._errors import MemlensError
 from ._limit import limit
 from ._text import escape, format_delta, format_size, parse_size
@@ -107,6 +108,11 @@ class MemlensPlugin(object):
         self.config = config
         opt = config.option
         self.measure_all = opt.memlens or opt.memlens_fail_on_increase or opt.memlens_update_baseline
+        if self.measure_all:
+            try:
+                find_binary()
+            except MemlensError as e:
+                raise pytest.UsageError("--memlens: %s" % e)
         self.top = opt.memlens_top
         self.results = {}  # nodeid -> Measurement
         self.failures = {}  # nodeid -> explanation
