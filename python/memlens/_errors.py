@@ -117,7 +117,7 @@ def memlens_message(stderr):
                 kind = "hint: " if "hint" in prefix else ""
                 picked.append(kind + line[len(prefix):])
     if not picked:
-        picked = [line[len("memlens: "):] if line.startswith("memlens: ") else line for line in lines]
+        picked = [line[9:] if line.startswith("memlens: ") else line for line in lines]
     return "\n".join(picked)
 
 

@@ -158,7 +158,8 @@ class Measurement(object):
             )
         if self.pss_peak is not None:
             lines.append(
-                "tree PSS: highest read %s (%d reads)" % (format_size(self.pss_peak), self.pss_reads)
+                "tree PSS: highest read %s (%d reads)"
+                % (format_size(self.pss_peak), self.pss_reads)
             )
         lines.append(
             "growth: %s (tree PSS %s at the start, %s at the end)"
@@ -365,7 +366,13 @@ class limit(object):
             for d, pid, a, b in sorted(changes, reverse=True)[:_BREAKDOWN_ROWS]:
                 lines.append(
                     "  pid %-7d %s (%s -> %s)  %s"
-                    % (pid, format_delta(d), format_size(a), format_size(b), escape(_proc.cmdline(pid)))
+                    % (
+                        pid,
+                        format_delta(d),
+                        format_size(a),
+                        format_size(b),
+                        escape(_proc.cmdline(pid)),
+                    )
                 )
             return MemoryBudgetExceeded(
                 "\n".join(lines), m, "max_growth", self.max_growth, m.growth

@@ -107,7 +107,9 @@ class MemlensPlugin(object):
     def __init__(self, config):
         self.config = config
         opt = config.option
-        self.measure_all = opt.memlens or opt.memlens_fail_on_increase or opt.memlens_update_baseline
+        self.measure_all = (
+            opt.memlens or opt.memlens_fail_on_increase or opt.memlens_update_baseline
+        )
         if self.measure_all:
             try:
                 find_binary()

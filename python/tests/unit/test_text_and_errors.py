@@ -166,3 +166,16 @@ def test_the_binary_of_this_environment_comes_before_path(monkeypatch):
         with pytest.raises(memlens.BinaryNotFound) as e:
             memlens.find_binary()
         assert "MEMLENS_BIN" in e.value.message
+
+
+def test_plugin_thresholds():
+    from memlens.pytest_plugin import parse_threshold, threshold_bytes
+
+    assert parse_threshold("10%") == ("pct", 0.1)
+    assert parse_threshold(" 0% ") == ("pct", 0.0)
+    assert parse_threshold("16MiB") == ("bytes", 16 << 20)
+    assert threshold_bytes(parse_threshold("10%"), 100 << 20) == 10 << 20
+    assert threshold_bytes(parse_threshold("16MiB"), 100 << 20) == 16 << 20
+    for bad in ("-5%", "x%", "ten", "0"):
+        with pytest.raises(ValueError):
+            parse_threshold(bad)
