@@ -22,7 +22,12 @@ pub fn snapshot(
 ) -> Result<TreeLedger> {
     let root = Process::new(pid)?;
     let pids = if tree {
-        ProcessTable::scan()?.subtree(pid)
+        // memlens itself is never part of the tree it reads (`snapshot --tree` of one of its
+        // own ancestors): its memory is not the program's.
+        let me = std::process::id();
+        let mut pids = ProcessTable::scan()?.subtree(pid);
+        pids.retain(|&p| p == pid || p != me);
+        pids
     } else {
         vec![pid]
     };

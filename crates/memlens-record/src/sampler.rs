@@ -131,7 +131,15 @@ impl Sampler {
     pub fn track_existing_descendants(&mut self) -> Result<()> {
         let t = self.now();
         let table = memlens_procfs::tree::ProcessTable::scan()?;
-        for pid in table.subtree(self.root).into_iter().skip(1) {
+        // memlens is never part of the tree it records (`record` of one of its own ancestors,
+        // as the memlens Python package runs it): its memory is not the program's.
+        let me = std::process::id();
+        for pid in table
+            .subtree(self.root)
+            .into_iter()
+            .skip(1)
+            .filter(|&p| p != me)
+        {
             match self.tree.track(pid, t, &mut self.writer) {
                 Ok(()) => {}
                 Err(crate::Error::Procfs(e)) if is_gone(&e) => {}

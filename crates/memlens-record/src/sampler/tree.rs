@@ -421,8 +421,10 @@ impl Tree {
             Some(cg) => cg.members(&mut self.buf, &mut found),
             None => self.visit_threads(&mut found),
         }
+        let me = std::process::id();
         for pid in found {
-            if self.live.contains_key(&pid) {
+            // memlens itself is never followed (see `track_existing_descendants`).
+            if self.live.contains_key(&pid) || pid == me {
                 continue;
             }
             match self.track(pid, t, writer) {

@@ -14,6 +14,7 @@ mod no_harm;
 mod package_memory;
 mod python_view;
 mod python_view_path;
+mod reads_itself;
 mod recorder_truth;
 mod referrers;
 mod render_golden;
