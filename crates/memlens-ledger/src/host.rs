@@ -194,6 +194,32 @@ pub fn group(rows: Vec<PsProcess>, all: bool, unreadable: u32) -> PsReport {
     }
 }
 
+/// Waits `d`, reading the PSS of `pid` (`smaps_rollup`) `samples` + 1 times evenly through it:
+/// `(seconds since the start, bytes)`, and how many reads failed (those points are left out:
+/// a verdict on fewer points says so by its minimum).
+pub fn sample_pss(pid: u32, d: std::time::Duration, samples: u32) -> (Vec<(f64, u64)>, u32) {
+    let start = std::time::Instant::now();
+    let proc = Process::new(pid).ok();
+    let mut out = Vec::new();
+    let mut failed = 0;
+    for i in 0..=samples {
+        let at = d.mul_f64(f64::from(i) / f64::from(samples.max(1)));
+        if let Some(wait) = at.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        let t = start.elapsed().as_secs_f64();
+        match proc.as_ref().map(|p| p.smaps_rollup()) {
+            Some(Ok(c)) => out.push((t, c.pss)),
+            Some(Err(e)) => {
+                log::debug!("PSS of {pid}: {e}");
+                failed += 1;
+            }
+            None => failed += 1,
+        }
+    }
+    (out, failed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,7 +65,14 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
     let (first, stats) = take()?;
     let (census, grown, stats, leak) = match args.growth {
         Some(d) => {
-            let pss = super::leak::sample_pss(args.pid, d);
+            let (pss, failed) = memlens_ledger::host::sample_pss(args.pid, d, super::leak::SAMPLES);
+            if failed > 0 {
+                crate::messages::message("warning", &format!(
+                    "{failed} of {} reads of the PSS of {} failed: the leak verdict has fewer points",
+                    super::leak::SAMPLES + 1,
+                    args.pid
+                ));
+            }
             let (second, stats) = take()?;
             let grown = Grown::between(&first, &second, top);
             let leak = super::leak::verdict(args.pid, &pss, &grown);
