@@ -7,7 +7,9 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{memlens_json, pythons, rollup_field, target_script, u, Python, Target};
+use crate::support::{
+    memlens_json, memlens_output, pythons, rollup_field, target_script, u, Python, Target, TempDir,
+};
 
 /// Interpreters whose object layouts differ (3.8 dicts; 3.11 separate values; 3.12 managed
 /// dicts; 3.13 inline values; 3.14 when installed).
@@ -166,4 +168,59 @@ fn no_advice_without_waste() {
         }
     }
     assert!(bad.is_empty(), "{bad:#?}");
+}
+
+/// `diff` of a snapshot before the waste and one after names the advice that appeared (and,
+/// the other way round, that went away); the HTML page carries the advice, escaped.
+#[test]
+fn diff_and_html_show_the_advice() {
+    let py = layouts().remove(0);
+    let dir = TempDir::new("advice-diff");
+    let mut t = start(&py, "slots", 300_000);
+    let pid = t.pid().to_string();
+    let snap = |name: &str| {
+        let out = memlens_output(&["snapshot", &pid, "--advice", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(dir.join(name), &out.stdout).unwrap();
+    };
+    snap("a.json");
+    step(&mut t, "build", "BUILT");
+    snap("b.json");
+    let page = dir.join("page.html");
+    let out = memlens_output(&[
+        "snapshot",
+        &pid,
+        "--advice",
+        "--html",
+        page.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.send("quit");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("<h2>Advice</h2>") && html.contains("instances of class Point"));
+    let (a, b) = (dir.join("a.json"), dir.join("b.json"));
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let d = memlens_json(&["diff", a, b, "--json"]);
+    let appeared = d["diffs"][0]["advice_appeared"].as_array().unwrap();
+    assert!(
+        appeared
+            .iter()
+            .any(|x| x["id"] == "slots" && x["subject"] == "Point"),
+        "{appeared:?}"
+    );
+    assert!(d["diffs"][0]["advice_absent"].is_null());
+    let d = memlens_json(&["diff", b, a, "--json"]);
+    let gone = d["diffs"][0]["advice_gone"].as_array().unwrap();
+    assert!(gone.iter().any(|x| x["id"] == "slots"), "{gone:?}");
+    let text = memlens_output(&["diff", a, b]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("+ [slots] Point"), "{text}");
 }
