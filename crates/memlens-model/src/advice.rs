@@ -235,3 +235,82 @@ the arena bytes are free";
         text,
     ));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::census::ClassDicts;
+    use crate::ledger::{Amounts, ThreadStacks};
+
+    fn process(pss: u64) -> ProcessLedger {
+        ProcessLedger {
+            pid: 7,
+            ppid: 1,
+            name: "python".into(),
+            cmdline: "python x.py".into(),
+            python: None,
+            threads: 1,
+            vm_hwm: pss,
+            totals: Amounts {
+                rss: pss,
+                pss,
+                uss: pss,
+                swap: 0,
+            },
+            size: pss,
+            ledger: Vec::new(),
+            thread_stacks: ThreadStacks::default(),
+            sharing: None,
+        }
+    }
+
+    fn class(name: &str, instances: u64, bytes: u64, slotted: u64) -> ClassDicts {
+        ClassDicts {
+            type_name: name.into(),
+            instances,
+            bytes,
+            slotted_bytes: slotted,
+            attributes: instances * 3,
+            dicts: 0,
+            unread: 0,
+        }
+    }
+
+    #[test]
+    fn materiality_needs_a_mebibyte_and_a_percent() {
+        assert!(material(1 << 20, 100 << 20));
+        assert!(!material((1 << 20) - 1, 10 << 20));
+        assert!(!material(2 << 20, 300 << 20)); // under 1%
+        assert!(material(3 << 20, 300 << 20));
+    }
+
+    #[test]
+    fn slots_advice_is_ranked_and_only_material() {
+        let tallies = Tallies {
+            classes: vec![
+                class("Small", 10, 1_000, 500),
+                class("Big", 100_000, 10 << 20, 4 << 20),
+                class("Bigger", 200_000, 20 << 20, 8 << 20),
+                class("Slotted", 100_000, 4 << 20, 4 << 20),
+            ],
+            ..Default::default()
+        };
+        let p = process(100 << 20);
+        let a = advise(
+            &p,
+            &Inputs {
+                census: Some(&tallies),
+            },
+        );
+        let got: Vec<(&str, u64)> = a
+            .iter()
+            .map(|a| (a.subject.as_str(), a.saving_bytes))
+            .collect();
+        assert_eq!(got, vec![("Bigger", 12 << 20), ("Big", 6 << 20)]);
+        assert!(a
+            .iter()
+            .all(|a| a.id == "slots" && a.estimated && a.pid == 7));
+        // without the census, no object-level advice
+        assert!(advise(&p, &Inputs::default()).is_empty());
+    }
+}

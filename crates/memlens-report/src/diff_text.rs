@@ -218,7 +218,8 @@ fn packages(d: &Diff, s: SizeStyle, out: &mut dyn Write) -> io::Result<()> {
 
 fn findings(d: &Diff, s: SizeStyle, out: &mut dyn Write) -> io::Result<()> {
     if d.findings_appeared.is_empty() && d.findings_gone.is_empty() {
-        return writeln!(out, "Findings: the same kinds on both sides");
+        writeln!(out, "Findings: the same kinds on both sides")?;
+        return advice(d, s, out);
     }
     writeln!(out, "Findings")?;
     for f in &d.findings_appeared {

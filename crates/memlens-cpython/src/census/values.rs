@@ -131,11 +131,16 @@ impl<M: ProcessMemory> Walker<'_, M> {
         let (container, items_at, pointer_bytes) = if t.kind == Kind::List && ty == types.list {
             let items = self.mem.read_u64(obj.wrapping_add(l.list_item))?;
             let allocated = self.mem.read_i64(obj.wrapping_add(l.list_allocated))?;
-            (
-                "list",
-                items,
-                (allocated.max(n as i64) as u64).saturating_mul(8),
-            )
+            // CPython over-allocates by an eighth and shrinks below half: a figure outside
+            // that is a list read while it changed, taken as its length
+            let allocated = u64::try_from(allocated).unwrap_or(0);
+            let plausible = n..=n.saturating_mul(2).saturating_add(8);
+            let allocated = if plausible.contains(&allocated) {
+                allocated
+            } else {
+                n
+            };
+            ("list", items, allocated.saturating_mul(8))
         } else if t.kind == Kind::Tuple && ty == types.tuple {
             ("tuple", obj.wrapping_add(l.tuple_item), n * 8)
         } else {
