@@ -128,6 +128,11 @@ fn scalar_list_saving_matches_an_array() {
 }
 
 #[test]
+fn scalar_list_of_ints_saving_matches_an_array() {
+    check("ints", 1_000_000, "scalar-list", "ints");
+}
+
+#[test]
 fn duplicate_values_saving_matches_deduplication() {
     check("strings", 100_000, "duplicate-values", "str");
 }
@@ -146,6 +151,7 @@ fn no_advice_without_waste() {
         for (kind, n) in [
             ("clean-slots", 300_000),
             ("clean-floats", 1_000_000),
+            ("clean-ints", 1_000_000),
             ("clean-strings", 100_000),
             ("clean-plain", 0),
             ("clean-fragment", 400_000),

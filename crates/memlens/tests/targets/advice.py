@@ -61,6 +61,8 @@ def waste():
         return [Point(i) for i in range(n)]
     if kind == "floats":
         return [i + 0.5 for i in range(n)]
+    if kind == "ints":
+        return [i * 1000 + 1000 for i in range(n)]
     if kind == "fragment":
         return fragment()
     if kind == "strings":
@@ -75,6 +77,8 @@ def applied():
         return [SlottedPoint(i) for i in range(n)]
     if base == "floats":
         return array("d", (i + 0.5 for i in range(n)))
+    if base == "ints":
+        return array("q", (i * 1000 + 1000 for i in range(n)))
     if base == "strings":
         canon = {}
         return [canon.setdefault(v, v) for v in ("".join((PREFIX, str(i % 8))) for i in range(n))]
