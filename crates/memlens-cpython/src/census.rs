@@ -26,15 +26,39 @@ use crate::layouts::Layout;
 use crate::process::Interpreter;
 use crate::sizes::{SizeKind, Sizer, TypeFacts};
 
+mod classes;
 mod consistent;
 mod locals;
 mod packages;
 pub mod referrers;
 mod result;
 mod types;
+mod values;
 pub use consistent::{read, read_with, CensusRead, CENSUS_CACHE, CENSUS_MEMORY_CAP};
 pub use packages::{ModuleObjects, ObjectKinds, Origin, Tally, MAX_ORIGINS};
 pub use result::{Census, Consistency, Method, TypeCount, Unreadable, MAX_UNREADABLE_PER};
+
+/// What a census walk gathers beyond the census itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// The bytes of code objects, functions, classes and modules by the module name or file
+    /// they carry ([`ModuleObjects`]).
+    pub by_module: bool,
+    /// The tallies advice is computed from (`Census::tallies`): instances with dicts per
+    /// class, large lists of floats or ints, duplicated str and bytes values. They read more
+    /// of the target (each str's contents, each large list's items).
+    pub advice: bool,
+}
+
+impl From<bool> for Extras {
+    /// `by_module` alone.
+    fn from(by_module: bool) -> Extras {
+        Extras {
+            by_module,
+            advice: false,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -73,6 +97,9 @@ struct TypeInfo {
     /// `Walker::member_offsets`.
     members: (usize, usize),
     cached_keys: u64,
+    /// Instances are `slots` candidates: the bytes of their dict and weakref words
+    /// (`classes.rs`).
+    slots_drop: Option<u64>,
 }
 
 /// Pending references: object pointers in the target, read in pieces.
@@ -162,6 +189,12 @@ struct Walker<'a, M> {
     /// Code objects, functions, classes and modules by the name they carry (`None`: not
     /// asked for).
     attribution: Option<packages::Attribution>,
+    /// Tallies for advice (`Extras::advice`).
+    advice: bool,
+    /// Instances with an instance dict, per class (`classes.rs`).
+    classes: classes::Classes,
+    /// Large scalar lists and duplicated values (`values.rs`).
+    values: values::Values,
 }
 
 /// Takes the census through `mem` (a cache over the target, with or without a page log).
@@ -177,16 +210,19 @@ pub fn take<M: ProcessMemory>(
     take_with(it, mem, budget, readable, hold, false).map(|(c, _)| c)
 }
 
-/// [`take`], and with `by_module` the bytes of code objects, functions, classes and modules
-/// by the module name or file they carry (see [`ModuleObjects`]), read in the same walk.
+/// [`take`], and with `extras` the bytes of code objects, functions, classes and modules
+/// by the module name or file they carry (see [`ModuleObjects`]) and the tallies for advice,
+/// read in the same walk.
 pub fn take_with<M: ProcessMemory>(
     it: &Interpreter,
     mem: &CachedMemory<M>,
     budget: Rc<MemoryBudget>,
     readable: u64,
     hold: Duration,
-    by_module: bool,
+    extras: impl Into<Extras>,
 ) -> Result<(Census, Option<ModuleObjects>)> {
+    let extras = extras.into();
+    let by_module = extras.by_module;
     it.layout.require_tables("the census")?;
     let l = it.layout;
     let mut w = Walker {
@@ -209,6 +245,9 @@ pub fn take_with<M: ProcessMemory>(
         scratch: Vec::new(),
         sizer: Sizer::new(it),
         attribution: by_module.then(|| packages::Attribution::new(budget.clone())),
+        advice: extras.advice,
+        classes: classes::Classes::default(),
+        values: values::Values::default(),
         budget,
     };
     let modules = mem.read_u64(it.interp.wrapping_add(l.interp_modules))?;
@@ -248,6 +287,10 @@ pub fn take_with<M: ProcessMemory>(
             w.unreadable.bytes
         );
     }
+    let classes = std::mem::take(&mut w.classes).finish(&w.out);
+    let values = std::mem::take(&mut w.values);
+    w.budget.release(values.charged);
+    let (scalar_lists, duplicates, duplicate_totals) = values.finish();
     let mut types = std::mem::take(&mut w.out);
     types.retain(|t| t.count > 0);
     types.sort_by(|a, b| b.count.cmp(&a.count).then(a.type_name.cmp(&b.type_name)));
@@ -258,6 +301,12 @@ pub fn take_with<M: ProcessMemory>(
         types,
         unreadable: w.unreadable,
         consistency: Consistency::default(),
+        tallies: memlens_model::census::Tallies {
+            classes,
+            scalar_lists,
+            duplicates,
+            duplicate_totals,
+        },
     };
     Ok((census, by_module))
 }
@@ -265,7 +314,8 @@ pub fn take_with<M: ProcessMemory>(
 impl<M> Drop for Walker<'_, M> {
     fn drop(&mut self) {
         let stack = (self.stack_charged * std::mem::size_of::<Work>()) as u64;
-        self.budget.release(stack + self.pending_charged);
+        self.budget
+            .release(stack + self.pending_charged + self.values.charged);
     }
 }
 
@@ -549,6 +599,9 @@ impl<M: ProcessMemory> Walker<'_, M> {
             Some(b) if b.owned => e.data_owned = e.data_owned.saturating_add(b.bytes),
             Some(b) => e.data_viewed = e.data_viewed.saturating_add(b.bytes),
             None => {}
+        }
+        if self.advice {
+            self.tally(obj, ty, &t, ob_size, size.size)?;
         }
         Ok(())
     }

@@ -205,7 +205,8 @@ impl Session {
     /// walks the running target and proves the walk consistent in a short pause (or, when the
     /// heap keeps changing, walks it stopped); nonblocking mode never stops it.
     pub fn census_capped(&self, mode: ReadMode, cap: u64) -> Result<(Census, ReadStats)> {
-        self.census_with(mode, cap, false).map(|(c, _, s)| (c, s))
+        self.census_with(mode, cap, false.into())
+            .map(|(c, _, s)| (c, s))
     }
 
     /// The object census with, from the same walk, the bytes of code objects, functions,
@@ -216,7 +217,7 @@ impl Session {
         mode: ReadMode,
         cap: u64,
     ) -> Result<(Census, census::ModuleObjects, ReadStats)> {
-        let (c, m, s) = self.census_with(mode, cap, true)?;
+        let (c, m, s) = self.census_with(mode, cap, true.into())?;
         Ok((c, m.unwrap_or_default(), s))
     }
 
@@ -246,11 +247,26 @@ impl Session {
         census::referrers::read(&self.interpreter, &self.mem, stop, cap, type_name, top)
     }
 
-    fn census_with(
+    /// The object census with its tallies for advice (`Census::tallies`) and, with
+    /// `by_module`, the attribution of [`Session::census_by_module`], from one walk.
+    pub fn census_for_advice(
         &self,
         mode: ReadMode,
         cap: u64,
         by_module: bool,
+    ) -> Result<(Census, Option<census::ModuleObjects>, ReadStats)> {
+        let extras = census::Extras {
+            by_module,
+            advice: true,
+        };
+        self.census_with(mode, cap, extras)
+    }
+
+    fn census_with(
+        &self,
+        mode: ReadMode,
+        cap: u64,
+        extras: census::Extras,
     ) -> Result<(Census, Option<census::ModuleObjects>, ReadStats)> {
         let start = Stopwatch::start();
         let stop = || -> Result<Pause> {
@@ -265,7 +281,7 @@ impl Session {
             ReadMode::Paused => Some(&stop),
             ReadMode::Nonblocking => None,
         };
-        let read = census::read_with(&self.interpreter, &self.mem, stop, cap, by_module)?;
+        let read = census::read_with(&self.interpreter, &self.mem, stop, cap, extras)?;
         Ok((
             read.census,
             read.by_module,

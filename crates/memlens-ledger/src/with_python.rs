@@ -2,8 +2,11 @@
 //! of each Python process (its pymalloc arenas sort the heap, the rest is attached), and, on
 //! request, each one's Python objects by package (a census per process).
 
+use std::collections::HashMap;
+
 use memlens_cpython::views::{mode, TreeViews};
 use memlens_cpython::Attacher;
+use memlens_model::census::Tallies;
 
 use crate::distribution::DistributionResolver;
 use crate::process::{Hints, PythonViewExt};
@@ -46,8 +49,22 @@ pub fn attach_packages(
     root: u32,
     nonblocking: bool,
 ) -> Result<(), PackagesError> {
+    census_each(ledger, root, nonblocking, true, false).map(|_| ())
+}
+
+/// Takes a census of each process with a Python view (one walk each): with `packages`,
+/// attaches each one's objects by package; with `advice`, returns each one's tallies for
+/// advice (`memlens_model::advice`) by pid. Failures as in [`attach_packages`].
+pub fn census_each(
+    ledger: &mut TreeLedger,
+    root: u32,
+    nonblocking: bool,
+    packages: bool,
+    advice: bool,
+) -> Result<HashMap<u32, Tallies>, PackagesError> {
     let attacher = Attacher::new();
     let mode = mode(nonblocking);
+    let mut tallies = HashMap::new();
     for p in &mut ledger.processes {
         let viewed = p
             .python
@@ -57,25 +74,38 @@ pub fn attach_packages(
             continue; // no Python view read: no interpreter to census
         }
         let pid = p.pid;
-        let read = attacher
-            .attach(pid)
-            .and_then(|s| s.census_by_module(mode, memlens_cpython::census::CENSUS_MEMORY_CAP));
+        let cap = memlens_cpython::census::CENSUS_MEMORY_CAP;
+        let read = attacher.attach(pid).and_then(|s| {
+            if advice {
+                s.census_for_advice(mode, cap, packages)
+            } else if packages {
+                s.census_by_module(mode, cap)
+                    .map(|(c, m, stats)| (c, Some(m), stats))
+            } else {
+                s.census_capped(mode, cap)
+                    .map(|(c, stats)| (c, None, stats))
+            }
+        });
         match read {
-            Ok((census, by_module, stats)) => {
+            Ok((mut census, by_module, stats)) => {
                 log::info!(
-                    "pid {pid}: census for --packages in {:.1} ms ({} objects, {} origins)",
+                    "pid {pid}: census in {:.1} ms ({} objects)",
                     stats.elapsed.as_secs_f64() * 1e3,
                     census.objects,
-                    by_module.origins.len()
                 );
-                let mut dists = DistributionResolver::new(format!("/proc/{pid}/root"));
-                p.attach_packages(&census, &by_module, &mut dists);
+                if let Some(by_module) = by_module {
+                    let mut dists = DistributionResolver::new(format!("/proc/{pid}/root"));
+                    p.attach_packages(&census, &by_module, &mut dists);
+                }
+                if advice {
+                    tallies.insert(pid, std::mem::take(&mut census.tallies));
+                }
             }
             Err(e) if e.is_process_gone() && pid != root => {
-                log::info!("pid {pid} exited before its census: no packages");
+                log::info!("pid {pid} exited before its census: no packages or advice");
             }
             Err(error) => return Err(PackagesError { pid, error }),
         }
     }
-    Ok(())
+    Ok(tallies)
 }

@@ -87,6 +87,105 @@ pub struct Census {
     pub unreadable: Unreadable,
     /// How the census was read.
     pub consistency: Consistency,
+    /// What `memlens snapshot --advice` weighs (`crate::advice`). Not in the census JSON.
+    #[serde(skip)]
+    pub tallies: Tallies,
+}
+
+/// The census's tallies for advice, each bounded in size.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tallies {
+    /// Instances with an instance dict, per class, largest saving first.
+    pub classes: Vec<ClassDicts>,
+    /// Large lists and tuples whose items are all floats or all ints, largest first.
+    pub scalar_lists: Vec<ScalarList>,
+    /// Equal str and bytes values held more than once, largest saving first (the first few).
+    pub duplicates: Vec<DuplicateValue>,
+    /// All the duplicated values found, per type (`str`, `bytes`).
+    pub duplicate_totals: Vec<DuplicateTotal>,
+}
+
+/// The duplicated values of one type, all together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuplicateTotal {
+    /// `str` or `bytes`.
+    pub type_name: &'static str,
+    /// Distinct values held more than once.
+    pub values: u64,
+    /// Objects holding them.
+    pub copies: u64,
+    /// What keeping one copy of each would save: `(copies - 1) x size`, summed.
+    pub saving: u64,
+}
+
+/// A list or tuple of at least [`SCALAR_LIST_MIN`] items, all floats or all ints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScalarList {
+    /// `list` or `tuple` (the exact type, not a subclass).
+    pub container: &'static str,
+    /// Items.
+    pub items: u64,
+    /// Floats (else ints).
+    pub float: bool,
+    /// Bytes of the items only this container references (reference count 1), as pymalloc
+    /// allocates them.
+    pub owned_bytes: u64,
+    /// Bytes of the pointer array (a list's allocated items, a tuple's items).
+    pub pointer_bytes: u64,
+}
+
+/// Lists and tuples shorter than this are not examined for `scalar-list`.
+pub const SCALAR_LIST_MIN: u64 = 10_000;
+
+/// A str or bytes value held in several equal objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuplicateValue {
+    /// `str` or `bytes`.
+    pub type_name: &'static str,
+    /// Bytes of one copy, as pymalloc or malloc allocates it.
+    pub size: u64,
+    /// Equal objects.
+    pub copies: u64,
+    /// The value's start, quoted and escaped (untrusted contents: printable ASCII only).
+    pub preview: String,
+}
+
+/// Instances of one class (by `type(o).__name__`) that carry an instance dict or its inline
+/// or managed values, with what they take and what a `__slots__` layout would take. Only
+/// classes whose first static base is dict-free (e.g. `object`) are counted: a slotted
+/// subclass of a class with a built-in dict would keep that dict.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ClassDicts {
+    /// `type(o).__name__` (untrusted).
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Instances counted.
+    pub instances: u64,
+    /// Bytes they take now: `sys.getsizeof` of each instance (GC header and pre-header
+    /// included), plus its dict's `sys.getsizeof` or the size of its values array (3.11+,
+    /// separate or inline in the object, which `sys.getsizeof` leaves out).
+    pub bytes: u64,
+    /// Bytes the same instances would take with `__slots__` naming their attributes: GC header,
+    /// the instance without its dict and weakref words, and one word per attribute.
+    pub slotted_bytes: u64,
+    /// Attributes, summed over the instances (a dict's `len`, or the class's shared keys).
+    pub attributes: u64,
+    /// Instances whose dict is a dict object (not inline or managed values).
+    pub dicts: u64,
+    /// Instances whose dict or values could not be read: in no other field.
+    pub unread: u64,
+}
+
+impl ClassDicts {
+    /// Adds another's tallies (classes of one name share a line).
+    pub fn merge(&mut self, o: &ClassDicts) {
+        self.instances += o.instances;
+        self.bytes = self.bytes.saturating_add(o.bytes);
+        self.slotted_bytes = self.slotted_bytes.saturating_add(o.slotted_bytes);
+        self.attributes += o.attributes;
+        self.dicts += o.dicts;
+        self.unread += o.unread;
+    }
 }
 
 impl Census {
@@ -239,6 +338,7 @@ mod tests {
                 .collect(),
             unreadable: Unreadable::default(),
             consistency: Consistency::default(),
+            tallies: Tallies::default(),
         }
     }
 

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::advice::Advice;
 use crate::tree::Finding;
 
 /// Resident, proportional, unique and swapped bytes as `snapshot --json` prints them.
@@ -122,6 +123,9 @@ pub struct Snapshot {
     /// Why this side has no census, said instead of the generic reason.
     #[serde(skip)]
     pub census_absent: Option<String>,
+    /// The advice (`snapshot --json` since it has one; absent in recordings and older files).
+    #[serde(default)]
+    pub advice: Option<Vec<Advice>>,
 }
 
 /// A figure on each side and its change.
@@ -296,6 +300,16 @@ pub struct Diff {
     pub findings_appeared: Vec<Finding>,
     /// Findings of A that B no longer has.
     pub findings_gone: Vec<Finding>,
+    /// Advice of B whose kind and subject A lacks (both sides must carry advice).
+    pub advice_appeared: Vec<Advice>,
+    /// Advice of A whose kind and subject B lacks.
+    pub advice_gone: Vec<Advice>,
+    /// Why advice is not compared (a side carries none: a recording, an older snapshot), or
+    /// `None` when it is.
+    pub advice_absent: Option<String>,
+    /// Neither side carries advice (the text then says nothing of it).
+    #[serde(skip)]
+    pub advice_on_neither: bool,
 }
 
 /// At most this many types in each of `grown` and `shrunk`.
@@ -328,7 +342,30 @@ pub fn diff(a: &Snapshot, b: &Snapshot) -> Diff {
         packages: packages(a, b),
         findings_appeared: findings_missing(&b.finding_figures, &a.finding_figures),
         findings_gone: findings_missing(&a.finding_figures, &b.finding_figures),
+        advice_appeared: advice_missing(&b.advice, &a.advice),
+        advice_gone: advice_missing(&a.advice, &b.advice),
+        advice_absent: match (&a.advice, &b.advice) {
+            (Some(_), Some(_)) => None,
+            (None, _) => Some("A carries no advice (a recording, or an older snapshot)".into()),
+            (_, None) => Some("B carries no advice (a recording, or an older snapshot)".into()),
+        },
+        advice_on_neither: a.advice.is_none() && b.advice.is_none(),
     }
+}
+
+/// The advice of `x` whose id and subject `y` lacks, when both carry advice.
+fn advice_missing(x: &Option<Vec<Advice>>, y: &Option<Vec<Advice>>) -> Vec<Advice> {
+    let (Some(x), Some(y)) = (x, y) else {
+        return Vec::new();
+    };
+    let have: BTreeSet<(&str, &str)> = y
+        .iter()
+        .map(|a| (a.id.as_str(), a.subject.as_str()))
+        .collect();
+    x.iter()
+        .filter(|a| !have.contains(&(a.id.as_str(), a.subject.as_str())))
+        .cloned()
+        .collect()
 }
 
 fn by_category(s: &Snapshot) -> BTreeMap<&str, Figures> {
@@ -672,6 +709,7 @@ mod tests {
             census: None,
             census_top_only: false,
             census_absent: None,
+            advice: None,
         }
     }
 

@@ -9,6 +9,7 @@
 //! (`memlens-recording`), and renderers draw them (`memlens-report`) without linking any
 //! reader. [`clock`] is the one clock of the times memlens reports, fixed for tests.
 
+pub mod advice;
 pub mod category;
 pub mod census;
 pub mod cgroup;

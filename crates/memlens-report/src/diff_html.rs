@@ -120,6 +120,31 @@ fn section(h: &mut String, sides: &Sides, d: &Diff, s: SizeStyle) {
     if d.findings_appeared.is_empty() && d.findings_gone.is_empty() {
         h.push_str("<li>the same kinds on both sides</li>");
     }
+    h.push_str("</ul>");
+    if d.advice_on_neither {
+        h.push_str("</section>");
+        return;
+    }
+    h.push_str("<h3>Advice</h3><ul>");
+    if let Some(why) = &d.advice_absent {
+        let _ = write!(h, "<li>not compared: {}</li>", escape(why));
+    } else if d.advice_appeared.is_empty() && d.advice_gone.is_empty() {
+        h.push_str("<li>the same kinds and subjects on both sides</li>");
+    }
+    for (sign, list) in [
+        ("appeared", &d.advice_appeared),
+        ("went away", &d.advice_gone),
+    ] {
+        for a in list {
+            let _ = write!(
+                h,
+                "<li>{sign}: [{}] {}: saves ~{}</li>",
+                escape(&a.id),
+                escape(&a.subject),
+                s.size(a.saving_bytes)
+            );
+        }
+    }
     h.push_str("</ul></section>");
 }
 

@@ -218,7 +218,8 @@ fn packages(d: &Diff, s: SizeStyle, out: &mut dyn Write) -> io::Result<()> {
 
 fn findings(d: &Diff, s: SizeStyle, out: &mut dyn Write) -> io::Result<()> {
     if d.findings_appeared.is_empty() && d.findings_gone.is_empty() {
-        return writeln!(out, "Findings: the same kinds on both sides");
+        writeln!(out, "Findings: the same kinds on both sides")?;
+        return advice(d, s, out);
     }
     writeln!(out, "Findings")?;
     for f in &d.findings_appeared {
@@ -226,6 +227,31 @@ fn findings(d: &Diff, s: SizeStyle, out: &mut dyn Write) -> io::Result<()> {
     }
     for f in &d.findings_gone {
         writeln!(out, "  - {}", terminal(&f.words(s)))?;
+    }
+    advice(d, s, out)
+}
+
+fn advice(d: &Diff, s: SizeStyle, out: &mut dyn Write) -> io::Result<()> {
+    if d.advice_on_neither {
+        return Ok(());
+    }
+    if let Some(why) = &d.advice_absent {
+        return writeln!(out, "Advice: not compared: {why}");
+    }
+    if d.advice_appeared.is_empty() && d.advice_gone.is_empty() {
+        return writeln!(out, "Advice: the same kinds and subjects on both sides");
+    }
+    writeln!(out, "Advice")?;
+    for (sign, list) in [("+", &d.advice_appeared), ("-", &d.advice_gone)] {
+        for a in list {
+            writeln!(
+                out,
+                "  {sign} [{}] {}: saves ~{}",
+                a.id,
+                terminal(&a.subject),
+                s.size(a.saving_bytes)
+            )?;
+        }
     }
     Ok(())
 }

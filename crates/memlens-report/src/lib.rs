@@ -4,6 +4,7 @@
 //! `/proc` or a target. Strings from targets are escaped here ([`escape`]). For recordings it
 //! also computes the report model ([`Model`]: peak and its source, growth phases, series).
 
+pub mod advice_text;
 pub mod census_text;
 pub mod diff_html;
 pub mod diff_text;

@@ -24,7 +24,18 @@ pub struct Options {
 const TYPES_SHOWN: usize = 30;
 
 /// Renders the page.
-pub fn render(t: &TreeLedger, o: &Options, mut out: impl Write) -> std::io::Result<()> {
+pub fn render(t: &TreeLedger, o: &Options, out: impl Write) -> std::io::Result<()> {
+    render_with_advice(t, None, o, out)
+}
+
+/// Renders the page with the advice section (`advice`: the items, and whether the census
+/// was taken for object-level advice).
+pub fn render_with_advice(
+    t: &TreeLedger,
+    advice: Option<(&[memlens_model::advice::Advice], bool)>,
+    o: &Options,
+    mut out: impl Write,
+) -> std::io::Result<()> {
     let s = SizeStyle::exact(o.bytes);
     let root_cmd = t
         .processes
@@ -53,6 +64,9 @@ pub fn render(t: &TreeLedger, o: &Options, mut out: impl Write) -> std::io::Resu
         let _ = write!(h, "<li>{}</li>", escape(&f.words(s)));
     }
     h.push_str("</ul>");
+    if let Some((items, census)) = advice {
+        crate::advice_text::html(&mut h, items, census, s);
+    }
     tree(&mut h, t, s);
     if let Some(x) = &t.exclusive {
         let text = match (x.measured, x.bytes) {

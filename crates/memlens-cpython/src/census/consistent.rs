@@ -26,7 +26,7 @@ use memlens_model::clock::reported;
 use memlens_remote::cache::{merge_regions, Finished};
 use memlens_remote::{vm, CachedMemory, MemoryBudget, Pause, ProcessMemory, RemoteMemory};
 
-use super::{take_with, Census, Consistency, Method, ModuleObjects};
+use super::{take_with, Census, Consistency, Extras, Method, ModuleObjects};
 use crate::error::{Error, Result};
 use crate::gc;
 use crate::process::Interpreter;
@@ -91,7 +91,7 @@ struct Reader<'a> {
     copied: u64,
     paused: Duration,
     consistency: Consistency,
-    by_module: bool,
+    by_module: Extras,
 }
 
 /// Takes a census of the process of `it`, with at most `cap` bytes of memlens's own memory.
@@ -116,8 +116,9 @@ pub fn read_with(
     mem: &RemoteMemory,
     stop: Option<&dyn Fn() -> Result<Pause>>,
     cap: u64,
-    by_module: bool,
+    extras: impl Into<Extras>,
 ) -> Result<CensusRead> {
+    let by_module = extras.into();
     let mut r = Reader {
         it,
         mem,

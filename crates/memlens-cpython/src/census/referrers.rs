@@ -155,6 +155,9 @@ pub fn search<M: ProcessMemory>(
         sizer: Sizer::new(it),
         attribution: None,
         budget: budget.clone(),
+        advice: false,
+        classes: super::classes::Classes::default(),
+        values: super::values::Values::default(),
     };
     let mut s = Search {
         w: &mut w,

@@ -57,6 +57,11 @@ impl<M: ProcessMemory> Walker<'_, M> {
         let dictoffset = word(&raw, l.type_dictoffset) as i64;
         small(dictoffset.unsigned_abs(), "a dict offset")?;
         let facts = self.sizer.type_facts(self.mem, ty)?;
+        let slots_drop = if heap && self.advice {
+            self.slots_drop(ty, &raw, kind)?
+        } else {
+            None
+        };
         Ok(TypeInfo {
             slot,
             facts,
@@ -76,6 +81,7 @@ impl<M: ProcessMemory> Walker<'_, M> {
             } else {
                 0
             },
+            slots_drop,
         })
     }
 

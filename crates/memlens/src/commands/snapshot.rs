@@ -1,6 +1,10 @@
 //! `memlens snapshot PID [--tree]`: the reconciled ledger of a process or a whole tree.
 
+use std::collections::HashMap;
 use std::io::Write;
+
+use memlens_model::advice::{self, Advice};
+use memlens_model::census::Tallies;
 use std::process::ExitCode;
 
 use memlens_ledger::with_python;
@@ -31,6 +35,12 @@ pub struct Args {
     /// each Python process (a walk of its heap, verified in a short pause).
     #[arg(long)]
     pub packages: bool,
+    /// Also give object-level advice (docs/advice.md): classes without `__slots__`, large
+    /// lists of floats or ints, duplicated str/bytes values. Takes a census of each Python
+    /// process (a walk of its heap, verified in a short pause; one walk with --packages).
+    /// Without it, snapshot still advises what the ledger shows.
+    #[arg(long)]
+    pub advice: bool,
     /// With --tree: do not compare forked workers' pages with their parents' (copy-on-write
     /// sharing from pagemap); the report says it was not measured.
     #[arg(long)]
@@ -52,24 +62,37 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
     }
     let page = super::diff::reserve_html(args.html.as_deref(), args.force)?;
     let mut ledger = with_python::snapshot_with_python(args.pid, args.tree, args.nonblocking)?;
-    if args.packages {
-        with_python::attach_packages(&mut ledger, args.pid, args.nonblocking)
-            .map_err(|e| crate::python_view::cli_error(e.pid, e.error))?;
-    }
+    let tallies = if args.packages || args.advice {
+        with_python::census_each(
+            &mut ledger,
+            args.pid,
+            args.nonblocking,
+            args.packages,
+            args.advice,
+        )
+        .map_err(|e| crate::python_view::cli_error(e.pid, e.error))?
+    } else {
+        Default::default()
+    };
     if args.tree && args.no_sharing {
         memlens_ledger::sharing::not_measured(&mut ledger, crate::commands::snapshot::NO_SHARING);
     } else if args.tree {
         memlens_ledger::sharing::measure(&mut ledger); // copy-on-write per worker (DESIGN §6)
     }
     ledger.refresh_findings();
+    let advice = advise(&ledger, &tallies, args.advice);
     let html_opts = memlens_report::snapshot_html::Options {
         bytes: global.bytes,
     };
     super::diff::write_page(page, |w| {
-        memlens_report::snapshot_html::render(&ledger, &html_opts, w)
+        let advice = Some((advice.as_slice(), args.advice));
+        memlens_report::snapshot_html::render_with_advice(&ledger, advice, &html_opts, w)
     })?;
     if args.json {
-        print_json(&ledger)?;
+        print_json(&SnapshotJson {
+            ledger: &ledger,
+            advice: &advice,
+        })?;
     } else {
         let opts = ledger_text::Options {
             bytes: global.bytes,
@@ -81,7 +104,38 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
             bytes: global.bytes,
         };
         python_text::render_views(&ledger, &py, &mut out).map_err(write_error)?;
+        memlens_report::advice_text::render(&advice, args.advice, global.bytes, &mut out)
+            .map_err(write_error)?;
         out.flush().map_err(write_error)?;
     }
     Ok(Code::Ok.into())
+}
+
+/// `snapshot --json`: the tree ledger and its advice (docs/json.md).
+#[derive(serde::Serialize)]
+struct SnapshotJson<'a> {
+    #[serde(flatten)]
+    ledger: &'a memlens_model::TreeLedger,
+    advice: &'a [Advice],
+}
+
+/// The advice of every process, largest saving first; object-level advice from the census
+/// tallies when `census` (`--advice`).
+fn advise(
+    ledger: &memlens_model::TreeLedger,
+    tallies: &HashMap<u32, Tallies>,
+    census: bool,
+) -> Vec<Advice> {
+    let mut out: Vec<Advice> = ledger
+        .processes
+        .iter()
+        .flat_map(|p| {
+            let inputs = advice::Inputs {
+                census: tallies.get(&p.pid).filter(|_| census),
+            };
+            advice::advise(p, &inputs)
+        })
+        .collect();
+    out.sort_by(|a, b| b.saving_bytes.cmp(&a.saving_bytes).then(a.pid.cmp(&b.pid)));
+    out
 }

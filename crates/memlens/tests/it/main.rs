@@ -1,6 +1,7 @@
 //! memlens's integration tests, one binary: each module was a test binary of its own, all of
 //! them compiling `support` again. Run one module with `cargo test -p memlens --test it MODULE::`.
 
+mod advice;
 mod bytes_everywhere;
 mod census_trust;
 mod debug_offsets;

@@ -41,6 +41,7 @@ fn census(rows: &[(&str, u64, u64)], consistency: Consistency) -> Census {
         types,
         unreadable: Unreadable::default(),
         consistency,
+        tallies: Default::default(),
     }
 }
 

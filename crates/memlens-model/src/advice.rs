@@ -1,0 +1,316 @@
+//! Advice with figures (docs/advice.md): what a change to the program would save, computed
+//! from this process's ledger, Python view and census tallies. Every item is an estimate and
+//! says how it was made; only material savings are advised ([`material`]).
+//!
+//! Pure arithmetic over model types: `memlens-cpython` fills the census tallies, the snapshot
+//! command gathers the inputs, `memlens-report` draws the result.
+
+use serde::{Deserialize, Serialize};
+
+use crate::category::Category;
+use crate::census::{ClassDicts, ScalarList, Tallies};
+use crate::ledger::ProcessLedger;
+use crate::units::format_bytes;
+
+/// The smallest saving advised, in bytes (1 MiB) ...
+pub const MIN_SAVING: u64 = 1 << 20;
+/// ... and as a share of the process's PSS, in percent (1%).
+pub const MIN_PERCENT: u64 = 1;
+
+/// One piece of advice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Advice {
+    /// The kind, a stable id (docs/advice.md): `slots`, `scalar-list`, `duplicate-values`,
+    /// `thread-stacks`, `fragmentation`.
+    pub id: String,
+    /// What it is about: a class name, a type, `threads`, `pymalloc` (untrusted where it
+    /// names a class).
+    pub subject: String,
+    /// The process.
+    pub pid: u32,
+    /// The estimated saving.
+    pub saving_bytes: u64,
+    /// Always true: the saving is an estimate, made as `method` says.
+    pub estimated: bool,
+    /// How the saving was estimated.
+    pub method: String,
+    /// The advice, worded (sizes in binary units).
+    pub text: String,
+}
+
+/// What a process's advice is computed from: the census tallies exist only when a census was
+/// taken (`snapshot --advice`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Inputs<'a> {
+    /// The census's tallies.
+    pub census: Option<&'a Tallies>,
+}
+
+/// Whether a saving is worth advising for a process of `pss` bytes: at least [`MIN_SAVING`]
+/// and at least [`MIN_PERCENT`] of its PSS.
+pub fn material(saving: u64, pss: u64) -> bool {
+    saving >= MIN_SAVING && saving.saturating_mul(100) >= pss.saturating_mul(MIN_PERCENT)
+}
+
+/// The advice for one process, largest saving first (ties by id and subject).
+pub fn advise(p: &ProcessLedger, inputs: &Inputs<'_>) -> Vec<Advice> {
+    let mut out = Vec::new();
+    fragmentation(p, &mut out);
+    if let Some(t) = inputs.census {
+        slots(p, &t.classes, &mut out);
+        scalar_lists(p, &t.scalar_lists, &mut out);
+        duplicates(p, t, &mut out);
+    }
+    out.retain(|a| material(a.saving_bytes, p.totals.pss));
+    out.sort_by(|a, b| {
+        b.saving_bytes
+            .cmp(&a.saving_bytes)
+            .then(a.id.cmp(&b.id))
+            .then(a.subject.cmp(&b.subject))
+    });
+    out
+}
+
+fn item(
+    p: &ProcessLedger,
+    id: &str,
+    subject: &str,
+    saving: u64,
+    method: &str,
+    text: String,
+) -> Advice {
+    Advice {
+        id: id.into(),
+        subject: subject.into(),
+        pid: p.pid,
+        saving_bytes: saving,
+        estimated: true,
+        method: method.into(),
+        text,
+    }
+}
+
+/// `slots`: classes whose instances carry a dict (or managed/inline values).
+fn slots(p: &ProcessLedger, classes: &[ClassDicts], out: &mut Vec<Advice>) {
+    const METHOD: &str = "per instance: sys.getsizeof of the instance and its dict (or the size \
+of its 3.11+ values array), each rounded as pymalloc allocates it, minus a __slots__ instance \
+of the same attributes (GC header, the instance without its dict and weakref words, 8 bytes \
+per attribute); summed over the instances the census found";
+    for c in classes {
+        let saving = c.bytes.saturating_sub(c.slotted_bytes);
+        if saving == 0 || c.instances == 0 {
+            continue;
+        }
+        let per = c.attributes as f64 / c.instances as f64;
+        let text = format!(
+            "{} instances of class {} keep their attributes in a per-instance dict ({} now); \
+             declaring __slots__ for their {:.1} attributes on average would take {} \
+             instead: about {} less{}",
+            c.instances,
+            c.type_name,
+            format_bytes(c.bytes),
+            per,
+            format_bytes(c.slotted_bytes),
+            format_bytes(saving),
+            if c.unread > 0 {
+                format!(
+                    " ({} instances whose dict could not be read left out)",
+                    c.unread
+                )
+            } else {
+                String::new()
+            }
+        );
+        out.push(item(p, "slots", &c.type_name, saving, METHOD, text));
+    }
+}
+
+/// `scalar-list`: large lists and tuples whose items are all floats or all ints.
+fn scalar_lists(p: &ProcessLedger, lists: &[ScalarList], out: &mut Vec<Advice>) {
+    const METHOD: &str = "per list: the item objects that only the list references (reference \
+count 1), each rounded as pymalloc allocates it, plus the pointer array, minus 8 bytes per item \
+in an array.array or numpy array; items referenced elsewhere are not counted as saved";
+    for l in lists {
+        let array = l.items.saturating_mul(8);
+        let saving = l
+            .owned_bytes
+            .saturating_add(l.pointer_bytes)
+            .saturating_sub(array);
+        let (kind, code) = if l.float {
+            ("float", "'d'")
+        } else {
+            ("int", "'q'")
+        };
+        let text = format!(
+            "a {} of {} {}s takes {} in item objects and pointers; array.array({code}) or a \
+             numpy array would hold them in {}: about {} less",
+            l.container,
+            l.items,
+            kind,
+            format_bytes(l.owned_bytes.saturating_add(l.pointer_bytes)),
+            format_bytes(array),
+            format_bytes(saving),
+        );
+        let subject = format!("{} of {} {kind}s", l.container, l.items);
+        out.push(item(p, "scalar-list", &subject, saving, METHOD, text));
+    }
+}
+
+/// `duplicate-values`: equal str or bytes values held more than once, one item per type.
+fn duplicates(p: &ProcessLedger, t: &Tallies, out: &mut Vec<Advice>) {
+    const METHOD: &str = "per value: (copies - 1) x its sys.getsizeof rounded as pymalloc \
+allocates it, summed over the values of the type whose copies have equal length and contents \
+(compared); the census tracks a bounded number of distinct values, so the copies found are a \
+lower bound";
+    for total in &t.duplicate_totals {
+        let name = total.type_name;
+        let largest: Vec<String> = t
+            .duplicates
+            .iter()
+            .filter(|v| v.type_name == name)
+            .take(3)
+            .map(|v| format!("{} x{} ({} bytes each)", v.preview, v.copies, v.size))
+            .collect();
+        let text = format!(
+            "{} distinct {name} values are held in {} equal objects; keeping one object per \
+             value ({}) would save about {}. Largest: {}",
+            total.values,
+            total.copies,
+            if name == "str" {
+                "sys.intern, or a dict of canonical values"
+            } else {
+                "a dict of canonical values"
+            },
+            format_bytes(total.saving),
+            largest.join(", "),
+        );
+        let subject = format!("{name} values");
+        out.push(item(
+            p,
+            "duplicate-values",
+            &subject,
+            total.saving,
+            METHOD,
+            text,
+        ));
+    }
+}
+
+/// `fragmentation`: pymalloc arenas mostly free (live objects pin them, so the memory freed
+/// inside them stays in RSS).
+fn fragmentation(p: &ProcessLedger, out: &mut Vec<Advice>) {
+    const METHOD: &str = "pymalloc's free bytes in its arenas (free blocks, empty pools, \
+headers), at most the python-heap row's RSS less the bytes in allocated blocks: the resident \
+memory a heap holding the same live objects compactly would not take, less the slack a compact \
+heap keeps too (an arena and a pool per size class: 1.5 arenas); advised when at least half of \
+the arena bytes are free";
+    let Some(pm) = p.python.as_ref().and_then(|py| py.pymalloc.as_ref()) else {
+        return;
+    };
+    if pm.free_bytes < pm.used_bytes {
+        return; // not mostly free
+    }
+    let rss = p.row(Category::PythonHeap).map_or(0, |r| r.amounts.rss);
+    let slack = pm.arena_size.saturating_mul(3) / 2;
+    let resident_free = rss.saturating_sub(pm.used_bytes).min(pm.free_bytes);
+    let saving = resident_free.saturating_sub(slack);
+    let text = format!(
+        "pymalloc's {} arenas hold {} of live objects and {} free ({} of it resident): \
+         memory the program freed that stays in RSS because a few live objects pin each arena. \
+         Allocating long-lived objects before short-lived bulk ones, processing in smaller \
+         batches, or running the bulk work in a worker process that exits would return about \
+         {}",
+        pm.arenas,
+        format_bytes(pm.used_bytes),
+        format_bytes(pm.free_bytes),
+        format_bytes(resident_free),
+        format_bytes(saving),
+    );
+    out.push(item(
+        p,
+        "fragmentation",
+        "pymalloc arenas",
+        saving,
+        METHOD,
+        text,
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::census::ClassDicts;
+    use crate::ledger::{Amounts, ThreadStacks};
+
+    fn process(pss: u64) -> ProcessLedger {
+        ProcessLedger {
+            pid: 7,
+            ppid: 1,
+            name: "python".into(),
+            cmdline: "python x.py".into(),
+            python: None,
+            threads: 1,
+            vm_hwm: pss,
+            totals: Amounts {
+                rss: pss,
+                pss,
+                uss: pss,
+                swap: 0,
+            },
+            size: pss,
+            ledger: Vec::new(),
+            thread_stacks: ThreadStacks::default(),
+            sharing: None,
+        }
+    }
+
+    fn class(name: &str, instances: u64, bytes: u64, slotted: u64) -> ClassDicts {
+        ClassDicts {
+            type_name: name.into(),
+            instances,
+            bytes,
+            slotted_bytes: slotted,
+            attributes: instances * 3,
+            dicts: 0,
+            unread: 0,
+        }
+    }
+
+    #[test]
+    fn materiality_needs_a_mebibyte_and_a_percent() {
+        assert!(material(1 << 20, 100 << 20));
+        assert!(!material((1 << 20) - 1, 10 << 20));
+        assert!(!material(2 << 20, 300 << 20)); // under 1%
+        assert!(material(3 << 20, 300 << 20));
+    }
+
+    #[test]
+    fn slots_advice_is_ranked_and_only_material() {
+        let tallies = Tallies {
+            classes: vec![
+                class("Small", 10, 1_000, 500),
+                class("Big", 100_000, 10 << 20, 4 << 20),
+                class("Bigger", 200_000, 20 << 20, 8 << 20),
+                class("Slotted", 100_000, 4 << 20, 4 << 20),
+            ],
+            ..Default::default()
+        };
+        let p = process(100 << 20);
+        let a = advise(
+            &p,
+            &Inputs {
+                census: Some(&tallies),
+            },
+        );
+        let got: Vec<(&str, u64)> = a
+            .iter()
+            .map(|a| (a.subject.as_str(), a.saving_bytes))
+            .collect();
+        assert_eq!(got, vec![("Bigger", 12 << 20), ("Big", 6 << 20)]);
+        assert!(a
+            .iter()
+            .all(|a| a.id == "slots" && a.estimated && a.pid == 7));
+        // without the census, no object-level advice
+        assert!(advise(&p, &Inputs::default()).is_empty());
+    }
+}
