@@ -247,6 +247,14 @@ impl Sampler {
         if !self.tree.live.is_empty() {
             self.tree
                 .read_counters(t, &mut self.writer, &mut self.python)?;
+            // The tree ends above its highest ledger (a recording stopped while the program
+            // holds its peak, before the budget afforded that peak's ledger): one last ledger,
+            // whatever the budget, so that the peak has its breakdown.
+            let (rss, _) = self.tree.totals();
+            if rss > self.schedule.ledger_high {
+                let (_, units) = self.work();
+                self.take_ledger(t, "end", rss, units)?;
+            }
         }
         for i in 0..self.tree.procs.len() {
             self.tree.close_process(i, &mut self.writer)?;

@@ -41,7 +41,7 @@ fn units(rss: u64, threads: u32, per_thread: f64, fixed: f64) -> f64 {
 
 impl Sampler {
     /// Work units of a PSS round and of a ledger over the live processes.
-    fn work(&self) -> (f64, f64) {
+    pub(super) fn work(&self) -> (f64, f64) {
         self.tree.live.values().fold((0.0, 0.0), |(r, l), &i| {
             let c = &self.tree.procs[i].last;
             (
@@ -209,7 +209,13 @@ impl Sampler {
         p.peak_pss = p.peak_pss.max(a.pss);
     }
 
-    fn take_ledger(&mut self, t: f64, reason: &str, tree_rss: u64, work: f64) -> Result<()> {
+    pub(super) fn take_ledger(
+        &mut self,
+        t: f64,
+        reason: &str,
+        tree_rss: u64,
+        work: f64,
+    ) -> Result<()> {
         let c0 = thread_cpu_seconds();
         let result = self.write_ledger(t, reason, tree_rss);
         let cost = thread_cpu_seconds() - c0;

@@ -6,6 +6,7 @@ mod bytes_everywhere;
 mod census_trust;
 mod debug_offsets;
 mod diff;
+mod end_ledger;
 mod fixed_clock;
 mod golden;
 mod launch;
