@@ -197,6 +197,38 @@ struct Walker<'a, M> {
     values: values::Values,
 }
 
+impl<'a, M: ProcessMemory> Walker<'a, M> {
+    /// A walker with nothing read yet, its memory charged to `budget`; no attribution by
+    /// module, no tallies for advice.
+    fn new(it: &'a Interpreter, mem: &'a CachedMemory<M>, budget: Rc<MemoryBudget>) -> Self {
+        Walker {
+            it,
+            l: it.layout,
+            mem,
+            types: AddrMap::default(),
+            infos: Vec::new(),
+            type_cache: [(u64::MAX, NO_TYPE); TYPE_CACHE],
+            member_offsets: Vec::new(),
+            names: HashMap::new(),
+            out: Vec::new(),
+            visited: AddressBits::new(4, budget.clone()),
+            stack: Vec::new(),
+            stack_charged: 0,
+            pending: AddrMap::default(),
+            pending_charged: 0,
+            last_root_chunk: u64::MAX,
+            unreadable: Unreadable::default(),
+            scratch: Vec::new(),
+            sizer: Sizer::new(it),
+            attribution: None,
+            advice: false,
+            classes: classes::Classes::default(),
+            values: values::Values::default(),
+            budget,
+        }
+    }
+}
+
 /// Takes the census through `mem` (a cache over the target, with or without a page log).
 /// `readable` is the size of the target's readable memory (it bounds the GC lists); `hold`
 /// stops the walk that long after its first object (`MEMLENS_TEST_HOLD_WALK_MS`, for tests).
@@ -225,31 +257,9 @@ pub fn take_with<M: ProcessMemory>(
     let by_module = extras.by_module;
     it.layout.require_tables("the census")?;
     let l = it.layout;
-    let mut w = Walker {
-        it,
-        l,
-        mem,
-        types: AddrMap::default(),
-        infos: Vec::new(),
-        type_cache: [(u64::MAX, NO_TYPE); TYPE_CACHE],
-        member_offsets: Vec::new(),
-        names: HashMap::new(),
-        out: Vec::new(),
-        visited: AddressBits::new(4, budget.clone()),
-        stack: Vec::new(),
-        stack_charged: 0,
-        pending: AddrMap::default(),
-        pending_charged: 0,
-        last_root_chunk: u64::MAX,
-        unreadable: Unreadable::default(),
-        scratch: Vec::new(),
-        sizer: Sizer::new(it),
-        attribution: by_module.then(|| packages::Attribution::new(budget.clone())),
-        advice: extras.advice,
-        classes: classes::Classes::default(),
-        values: values::Values::default(),
-        budget,
-    };
+    let mut w = Walker::new(it, mem, budget.clone());
+    w.attribution = by_module.then(|| packages::Attribution::new(budget));
+    w.advice = extras.advice;
     let modules = mem.read_u64(it.interp.wrapping_add(l.interp_modules))?;
     w.read_sys_modules(modules)?;
     let state = gc::state_address(it)?;

@@ -23,12 +23,11 @@ use std::rc::Rc;
 use memlens_model::referrers::{Chain, Referrers, Root, Step, MAX_DEPTH};
 use memlens_remote::{AddressBits, CachedMemory, MemoryBudget, ProcessMemory};
 
-use super::{word, Kind, TypeInfo, Unreadable, Walker, MAX_ADDR, NO_TYPE, PIECE, TYPE_CACHE};
+use super::{word, Kind, TypeInfo, Walker, MAX_ADDR, PIECE};
 use crate::dicts::{self, Managed};
 use crate::error::{Error, Result};
 use crate::objects::{read_str, type_name, MAX_NAME};
 use crate::process::Interpreter;
-use crate::sizes::Sizer;
 
 /// Dicts with at most this many entries show their `str` keys (`dict['key']`); larger ones
 /// group every position as `dict[*]` (a dict of a million keys is one path, not a million).
@@ -134,31 +133,7 @@ pub fn search<M: ProcessMemory>(
     top: usize,
 ) -> Result<Referrers> {
     it.layout.require_tables("--referrers")?;
-    let mut w = Walker {
-        it,
-        l: it.layout,
-        mem,
-        types: memlens_remote::bitmap::AddrMap::default(),
-        infos: Vec::new(),
-        type_cache: [(u64::MAX, NO_TYPE); TYPE_CACHE],
-        member_offsets: Vec::new(),
-        names: HashMap::new(),
-        out: Vec::new(),
-        visited: AddressBits::new(4, budget.clone()),
-        stack: Vec::new(),
-        stack_charged: 0,
-        pending: memlens_remote::bitmap::AddrMap::default(),
-        pending_charged: 0,
-        last_root_chunk: u64::MAX,
-        unreadable: Unreadable::default(),
-        scratch: Vec::new(),
-        sizer: Sizer::new(it),
-        attribution: None,
-        budget: budget.clone(),
-        advice: false,
-        classes: super::classes::Classes::default(),
-        values: super::values::Values::default(),
-    };
+    let mut w = Walker::new(it, mem, budget.clone());
     let mut s = Search {
         w: &mut w,
         budget: budget.clone(),
