@@ -241,7 +241,11 @@ the arena bytes are free";
 /// the fork (a GC pass writes to the header of every object it tracks): `gc.freeze()` in the
 /// parent before forking keeps the GC off the inherited objects.
 fn cow_freeze(p: &ProcessLedger, out: &mut Vec<Advice>) {
-    const METHOD: &str = "the python-heap pages of this worker at addresses its parent maps, with a page of their own since the fork (copied on write), from the physical page numbers of both (pagemap): what gc.freeze() before the fork would keep shared if the GC made the copies; copies the program's own writes made (refcounts, changed objects) would stay, so this is an upper bound";
+    const METHOD: &str = "the python-heap pages of this worker at addresses its parent maps, \
+with a page of their own since the fork (copied on write), from the physical page numbers of \
+both (pagemap): what gc.freeze() before the fork would keep shared if the GC made the copies; \
+copies the program's own writes made (refcounts, changed objects) would stay, so this is an \
+upper bound";
     // The GC's frozen count must be known (a Python view) and small: a heap already frozen
     // (at least one frozen object per 64 bytes inherited, the rule of the `copied_python_heap`
     // finding) was copied by something else.
@@ -268,7 +272,11 @@ fn cow_freeze(p: &ProcessLedger, out: &mut Vec<Advice>) {
     }
     let saving = row.copied;
     let text = format!(
-        "this worker (forked from pid {}) holds {} of copies of python-heap pages it shares          with its parent ({} still shared): a garbage collection writes to the header of every          object it tracks, which copies each inherited page holding one. Calling gc.freeze() in          the parent just before forking (gc.disable() early in the parent avoids copies before          it) would keep about {} shared, less what the worker's own writes copy",
+        "this worker (forked from pid {}) holds {} of copies of python-heap pages it inherited \
+         from its parent ({} still shared): a garbage collection writes to the header of every \
+         object it tracks, which copies each inherited page holding one. Calling gc.freeze() in \
+         the parent just before forking would keep about {} shared, less what the worker's own \
+         writes copy",
         s.parent,
         format_bytes(row.copied),
         format_bytes(row.shared_with_parent),
