@@ -9,11 +9,11 @@ use serde_json::Value;
 
 use crate::support::{memlens_json, pythons, rollup_field, target_script, u, Python, Target};
 
-/// Interpreters whose GC differs (3.8; 3.12; 3.13; 3.14 when installed).
+/// Interpreters whose GC differs (3.8; 3.12; 3.13; 3.14 and 3.15 when installed).
 fn gcs() -> Vec<Python> {
     let mut out: Vec<Python> = Vec::new();
     for py in pythons() {
-        let wanted = matches!(py.version, (3, 8) | (3, 12) | (3, 13) | (3, 14));
+        let wanted = matches!(py.version, (3, 8) | (3, 12) | (3, 13) | (3, 14) | (3, 15));
         if wanted && !out.iter().any(|p| p.version == py.version) {
             out.push(py);
         }
