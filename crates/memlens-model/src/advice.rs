@@ -21,7 +21,7 @@ pub const MIN_PERCENT: u64 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Advice {
     /// The kind, a stable id (docs/advice.md): `slots`, `scalar-list`, `duplicate-values`,
-    /// `thread-stacks`, `fragmentation`.
+    /// `fragmentation`, `cow-freeze`.
     pub id: String,
     /// What it is about: a class name, a type, `threads`, `pymalloc` (untrusted where it
     /// names a class).
@@ -56,6 +56,7 @@ pub fn material(saving: u64, pss: u64) -> bool {
 pub fn advise(p: &ProcessLedger, inputs: &Inputs<'_>) -> Vec<Advice> {
     let mut out = Vec::new();
     fragmentation(p, &mut out);
+    cow_freeze(p, &mut out);
     if let Some(t) = inputs.census {
         slots(p, &t.classes, &mut out);
         scalar_lists(p, &t.scalar_lists, &mut out);
@@ -236,6 +237,55 @@ the arena bytes are free";
     ));
 }
 
+/// `cow-freeze`: a forked Python worker whose inherited python-heap pages were copied since
+/// the fork (a GC pass writes to the header of every object it tracks): `gc.freeze()` in the
+/// parent before forking keeps the GC off the inherited objects.
+fn cow_freeze(p: &ProcessLedger, out: &mut Vec<Advice>) {
+    const METHOD: &str = "the python-heap pages of this worker at addresses its parent maps, \
+with a page of their own since the fork (copied on write), from the physical page numbers of \
+both (pagemap): what gc.freeze() before the fork would keep shared if the GC made the copies; \
+copies the program's own writes made (refcounts, changed objects) would stay, so this is an \
+upper bound";
+    // The GC's frozen count must be known (a Python view) and small: a heap already frozen
+    // (at least one frozen object per 64 bytes inherited, the rule of the `copied_python_heap`
+    // finding) was copied by something else.
+    let Some(frozen) = p
+        .python
+        .as_ref()
+        .and_then(|py| py.gc.as_ref())
+        .map(|gc| gc.frozen)
+    else {
+        return;
+    };
+    let Some(s) = p.sharing.as_ref() else {
+        return;
+    };
+    let Some(f) = s.figures.as_ref().filter(|_| s.measured) else {
+        return;
+    };
+    let Some(row) = f.row(Category::PythonHeap) else {
+        return;
+    };
+    let inherited = row.shared_with_parent.saturating_add(row.copied);
+    if frozen.saturating_mul(64) >= inherited {
+        return; // frozen already
+    }
+    let saving = row.copied;
+    let text = format!(
+        "this worker (forked from pid {}) holds {} of copies of python-heap pages it inherited \
+         from its parent ({} still shared): a garbage collection writes to the header of every \
+         object it tracks, which copies each inherited page holding one. Calling gc.freeze() in \
+         the parent just before forking would keep about {} shared, less what the worker's own \
+         writes copy",
+        s.parent,
+        format_bytes(row.copied),
+        format_bytes(row.shared_with_parent),
+        format_bytes(saving),
+    );
+    let subject = format!("python heap inherited from pid {}", s.parent);
+    out.push(item(p, "cow-freeze", &subject, saving, METHOD, text));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +324,71 @@ mod tests {
             dicts: 0,
             unread: 0,
         }
+    }
+
+    fn worker(copied: u64, shared: u64, frozen: Option<u64>) -> ProcessLedger {
+        use crate::category::Category;
+        use crate::ledger::PythonInfo;
+        use crate::python::GcState;
+        use crate::sharing::{Sharing, SharingFigures, SharingRow};
+        let mut p = process(copied + shared);
+        p.python = Some(PythonInfo {
+            version: None,
+            binary: String::new(),
+            build: "shared",
+            gc: frozen.map(|n| GcState {
+                generations: Vec::new(),
+                frozen: n,
+                collecting: false,
+            }),
+            pymalloc: None,
+            modules: None,
+            inexact: false,
+            packages: None,
+        });
+        p.sharing = Some(Sharing {
+            parent: 6,
+            measured: true,
+            reason: None,
+            figures: Some(SharingFigures {
+                shared_with_parent: shared,
+                copied,
+                by_category: vec![SharingRow {
+                    category: Category::PythonHeap,
+                    shared_with_parent: shared,
+                    copied,
+                    own: 0,
+                }],
+                ..Default::default()
+            }),
+        });
+        p
+    }
+
+    #[test]
+    fn cow_freeze_only_for_an_unfrozen_copied_heap() {
+        let a = advise(&worker(20 << 20, 20 << 20, Some(100)), &Inputs::default());
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert_eq!(a[0].id, "cow-freeze");
+        assert_eq!(a[0].saving_bytes, 20 << 20);
+        assert!(a[0].subject.contains("pid 6"));
+        // frozen already: one frozen object per 64 bytes inherited
+        assert!(advise(
+            &worker(20 << 20, 20 << 20, Some(1 << 20)),
+            &Inputs::default()
+        )
+        .is_empty());
+        // no GC view: whether it was frozen is unknown
+        assert!(advise(&worker(20 << 20, 20 << 20, None), &Inputs::default()).is_empty());
+        // not material
+        assert!(advise(&worker(512 << 10, 20 << 20, Some(100)), &Inputs::default()).is_empty());
+        // not measured
+        let mut p = worker(20 << 20, 20 << 20, Some(100));
+        p.sharing = Some(crate::sharing::Sharing::not_measured(
+            6,
+            "no pagemap".into(),
+        ));
+        assert!(advise(&p, &Inputs::default()).is_empty());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! them compiling `support` again. Run one module with `cargo test -p memlens --test it MODULE::`.
 
 mod advice;
+mod advice_more;
 mod bytes_everywhere;
 mod census_trust;
 mod debug_offsets;
