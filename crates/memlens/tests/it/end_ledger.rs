@@ -55,7 +55,9 @@ fn a_recording_stopped_at_the_peak_has_the_peak_s_breakdown() {
             let j = report_json(&db);
             let b = &j["breakdown"];
             assert_eq!(b["at_peak"], true, "{what}: {b}");
-            // By construction: the 256 MiB the program holds at the end are in the breakdown.
+            // By construction: the 256 MiB the program holds at the end are in the breakdown, up
+            // to what "at the peak" allows (a ledger holding 90% of the peak's RSS: one taken
+            // late in the growth, nearer the peak's tick than the last one, may be chosen).
             let native: u64 = j["ledger_at_peak"]["processes"][0]["ledger"]
                 .as_array()
                 .unwrap()
@@ -63,7 +65,10 @@ fn a_recording_stopped_at_the_peak_has_the_peak_s_breakdown() {
                 .filter(|r| r["category"] == "native-heap")
                 .map(|r| r["rss"].as_u64().unwrap())
                 .sum();
-            assert!(native >= 256 << 20, "{what}: native-heap {native}");
+            assert!(
+                native >= (256 << 20) * 8 / 10,
+                "{what}: native-heap {native}; {b}"
+            );
         }
     }
 }
