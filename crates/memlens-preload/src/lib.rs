@@ -1,0 +1,48 @@
+//! memlens's allocation tracer, loaded with `LD_PRELOAD` (the foundation of
+//! `memlens run --trace`, DESIGN.md §8).
+//!
+//! It interposes the malloc family (`malloc`, `calloc`, `realloc`, `reallocarray`, `free`,
+//! `posix_memalign`, `aligned_alloc`, `memalign`, `valloc`, `pvalloc`, C23 `free_sized` and
+//! `free_aligned_sized`) and anonymous `mmap`/`mmap64`/`munmap`/`mremap`, forwarding each to the
+//! next definition (`dlsym(RTLD_NEXT)`; while dlsym itself runs, its `calloc` is served from a
+//! small static arena recognised at free). A hook never re-enters (a per-thread guard) and never
+//! allocates; it samples by bytes ([`sampling`]), records a sampled pointer in a lock-free table
+//! ([`table`]) so its free is recognised in O(1), and queues an event ([`ring`]). One background
+//! thread, started by the library's constructor, drains the queue into an [`agg::Aggregate`] and
+//! writes it to the trace file.
+//!
+//! # Environment
+//! - `MEMLENS_TRACE_OUT`: the trace file; without it nothing is traced. Created with
+//!   `O_CREAT|O_EXCL|O_NOFOLLOW` (mode 0600): if it exists, the library says so on stderr and
+//!   traces nothing. The first process sets `MEMLENS_TRACE_ROOT_PID` in its environment;
+//!   descendants (forked children, exec'd images, subprocesses) write `OUT.PID` (`OUT.PID.N` if
+//!   the PID already has one, as after fork then exec).
+//! - `MEMLENS_SAMPLE_BYTES`: mean sample interval in bytes (default 524288); `1` or
+//!   `MEMLENS_TRACE=all` records every allocation with its exact size.
+//! - `MEMLENS_TRACE_PERIOD_MS`: how often a snapshot line is appended (default 1000).
+//!
+//! # Trace file format, version 1
+//! Text, one record per line, fields `key=value` separated by one space, appended only:
+//! ```text
+//! memlens-trace 1 pid=P ppid=PP mode=all|sampled sample_bytes=T clock=monotonic start_ns=N [forked_from=PP inherited_live_bytes=B]
+//! snap t_ns=N live_bytes=B live_mmap_bytes=B peak_live_bytes=B total_bytes=B alloc_samples=C free_samples=C live_samples=C dropped_allocs=C dropped_frees=C table_full=C lost_at_fork=C
+//! ...
+//! end  (the same fields as snap, written once at normal exit)
+//! ```
+//! Byte figures are estimates (sums of sample weights, rounded), exact in `all` mode: `live`
+//! is allocated and not yet freed, `peak_live` its highest value in event order, `total` all
+//! bytes allocated; `live_mmap` the part from anonymous mmap. Counters of what could not be
+//! recorded are never silent: `dropped_allocs` (queue full: those samples are missing from the
+//! figures), `dropped_frees` (queue full: those bytes stay in `live`), `table_full` (no free
+//! slot for the pointer: sample missing), `lost_at_fork` (events queued in the parent at fork,
+//! discarded in the child). A forked child starts from its parent's live figures
+//! (`inherited_live_bytes`), with `total` and the counters restarted. No `end` line means the
+//! process did not exit normally (`_exit`, a signal): the last `snap` is the latest figure.
+//! Unknown keys are to be ignored by readers; a change of meaning bumps the version.
+
+pub mod agg;
+#[cfg(not(test))]
+mod hooks;
+pub mod ring;
+pub mod sampling;
+pub mod table;
