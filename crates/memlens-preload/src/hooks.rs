@@ -982,11 +982,15 @@ fn start() {
         }
     };
     let _ = BASE.set(out.to_vec());
-    let (tcap, rcap) = if mean <= 1 {
+    let (tcap, mut rcap) = if mean <= 1 {
         (1usize << 22, 1usize << 16)
     } else {
         (1usize << 16, 1usize << 14)
     };
+    // A smaller queue, for tests of the drop counters (rounded to a power of two, 16 at least).
+    if let Some(n) = getenv(c"MEMLENS_TRACE_RING_CELLS").and_then(parse_u64) {
+        rcap = (n.clamp(16, 1 << 24) as usize).next_power_of_two();
+    }
     let tmem = map(Table::bytes_for(tcap));
     let rmem = map(Ring::bytes_for(rcap));
     if tmem.is_null() || rmem.is_null() {

@@ -279,6 +279,32 @@ fn threads_lose_nothing_uncounted() {
     assert!(e["total_bytes"] < truth["bytes"] + (64 << 20), "{e:?}");
 }
 
+/// The same with a 16-cell queue: events are refused under contention, and every refusal is
+/// counted.
+#[test]
+fn full_queue_drops_are_counted() {
+    let dir = TempDir::new("preload-drops");
+    let py = &pythons()[0];
+    let out = dir.join("trace");
+    let env = [("MEMLENS_TRACE", "all"), ("MEMLENS_TRACE_RING_CELLS", "16")];
+    let o = traced(&py.path, "preload_threads.py", &["5000"], &out, &env)
+        .output()
+        .expect("runs");
+    assert!(o.status.success());
+    let truth = fields(String::from_utf8_lossy(&o.stdout).trim());
+    let e = end(&out);
+    assert!(e["dropped_allocs"] + e["dropped_frees"] > 0, "{e:?}");
+    let dropped = e["dropped_allocs"] + e["table_full"];
+    assert!(
+        e["alloc_samples"] + dropped >= truth["count"],
+        "{e:?} vs {truth:?}"
+    );
+    assert!(
+        e["total_bytes"] + dropped * (64 * 1024 + 64) >= truth["bytes"],
+        "{e:?}"
+    );
+}
+
 /// A forked child traces into its own file (`OUT.PID`), starting from what it inherited.
 #[test]
 fn fork_child_writes_its_own_file() {
@@ -376,4 +402,42 @@ fn existing_output_is_refused() {
         .expect("link")
         .file_type()
         .is_symlink());
+}
+
+/// An image exec'd by a traced process (same PID, LD_PRELOAD still set) is traced again, into
+/// `OUT.PID`, with its own figures; the first image's file is left as it was at exec.
+#[test]
+fn exec_image_traced_again() {
+    let dir = TempDir::new("preload-exec");
+    for py in two_pythons() {
+        let out = dir.join(&format!("{}-trace", py.label));
+        let o = traced(
+            &py.path,
+            "preload_exec.py",
+            &[],
+            &out,
+            &[("MEMLENS_TRACE", "all")],
+        )
+        .output()
+        .expect("runs");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = String::from_utf8_lossy(&o.stdout);
+        let pid: u32 = text
+            .trim()
+            .strip_prefix("EXECED ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(header(&out).contains(&format!("pid={pid} ")));
+        let second = PathBuf::from(format!("{}.{pid}", out.display()));
+        let h = header(&second);
+        assert!(h.contains(&format!("pid={pid} ")), "{h}");
+        assert!(!h.contains("forked_from"), "{h}");
+        let e = end(&second);
+        // The new image's peak holds its 40 MiB; the first image's 8 MiB went with it.
+        let peak = e["peak_live_bytes"] as f64;
+        assert!(
+            peak >= (40 << 20) as f64 && peak < (40 << 20) as f64 * 1.15,
+            "{e:?}"
+        );
+    }
 }
