@@ -983,7 +983,7 @@ fn start() {
     };
     let _ = BASE.set(out.to_vec());
     let (tcap, mut rcap) = if mean <= 1 {
-        (1usize << 22, 1usize << 16)
+        (1usize << 22, 1usize << 18)
     } else {
         (1usize << 16, 1usize << 14)
     };
@@ -1045,10 +1045,14 @@ fn drainer() {
             last = now;
         }
         unlock();
-        // Busy ring: come back soon; quiet: every 5 ms.
+        // A busy queue is drained again at once, a quiet one every 1-5 ms.
         let cap = RING.get().map_or(1, |r| r.capacity());
-        let sleep_us = if n > cap / 8 { 200 } else { 5000 };
-        std::thread::sleep(std::time::Duration::from_micros(sleep_us));
+        if n >= cap / 16 {
+            std::thread::yield_now();
+        } else {
+            let us = if n > 0 { 1000 } else { 5000 };
+            std::thread::sleep(std::time::Duration::from_micros(us));
+        }
     }
 }
 

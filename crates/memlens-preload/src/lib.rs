@@ -20,8 +20,8 @@
 //! - `MEMLENS_SAMPLE_BYTES`: mean sample interval in bytes (default 524288); `1` or
 //!   `MEMLENS_TRACE=all` records every allocation with its exact size.
 //! - `MEMLENS_TRACE_PERIOD_MS`: how often a snapshot line is appended (default 1000).
-//! - `MEMLENS_TRACE_RING_CELLS`: the event queue's size (default 65536 in `all` mode, 16384
-//!   sampled); smaller only to test that what a full queue refuses is counted.
+//! - `MEMLENS_TRACE_RING_CELLS`: the event queue's size (default 262144 in `all` mode, 16384
+//!   sampled; 40 bytes each); smaller only to test that what a full queue refuses is counted.
 //!
 //! # Trace file format, version 1
 //! Text, one record per line, fields `key=value` separated by one space, appended only:
