@@ -384,6 +384,7 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
     let Some(f) = real_fn!(free, FreeFn) else {
         return; // only while dlsym runs: a block it frees is leaked
     };
+    // SAFETY: the real free with the caller pointer, not one of the arena.
     free_with(p, || unsafe { f(p) });
 }
 
@@ -730,7 +731,35 @@ pub unsafe extern "C" fn mremap(
 struct State {
     agg: Aggregate,
     fd: c_int,
+    /// The trace file's (device, inode), to notice a program that closed our descriptor and
+    /// got the number back for a file of its own (never written then).
+    file: (u64, u64),
     finished: bool,
+}
+
+fn identity(fd: c_int) -> Option<(u64, u64)> {
+    // SAFETY: an all-zero stat is a valid value; fstat fills it or fails.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on a descriptor number with a valid out pointer.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return None;
+    }
+    Some((st.st_dev, st.st_ino))
+}
+
+/// Whether `s.fd` is still the trace file; when it is not, forgets it (without closing: the
+/// number is the program's now) and stops tracing.
+fn still_ours(s: &mut State) -> bool {
+    if s.fd < 0 {
+        return false;
+    }
+    if identity(s.fd) == Some(s.file) {
+        return true;
+    }
+    warn("memlens-preload: the program closed the trace file's descriptor; tracing stops\n");
+    s.fd = -1;
+    TRACING.store(false, Ordering::Relaxed);
+    false
 }
 
 /// A spin lock (with sched_yield) over the state, so the fork handlers can hold it across the
@@ -755,6 +784,7 @@ static STATE: Locked = Locked {
             free_samples: 0,
         },
         fd: -1,
+        file: (0, 0),
         finished: false,
     }),
 };
@@ -817,7 +847,7 @@ fn write_all(fd: c_int, mut b: &[u8]) -> bool {
 }
 
 fn write_line(s: &mut State, tag: &str) {
-    if s.fd < 0 {
+    if !still_ours(s) {
         return;
     }
     let line = s.agg.line(tag, now_ns(), &drops());
@@ -1007,6 +1037,7 @@ fn start() {
     lock();
     let s = state();
     s.fd = fd;
+    s.file = identity(fd).unwrap_or_default();
     let ok = write_all(fd, header(mean, "").as_bytes());
     unlock();
     if !ok {
@@ -1062,8 +1093,10 @@ fn finish() {
     if !s.finished && s.fd >= 0 {
         drain(s);
         write_line(s, "end");
-        // SAFETY: our descriptor, closed once.
-        unsafe { libc::close(s.fd) };
+        if s.fd >= 0 {
+            // SAFETY: our descriptor (write_line checked it), closed once.
+            unsafe { libc::close(s.fd) };
+        }
         s.fd = -1;
     }
     s.finished = true;
@@ -1093,8 +1126,8 @@ extern "C" fn fork_child() {
     TABLE_FULL.store(0, Ordering::Relaxed);
     let inherited = s.agg.live;
     s.agg = s.agg.for_child();
-    if s.fd >= 0 {
-        // SAFETY: the parent's descriptor, this process's copy.
+    if s.fd >= 0 && identity(s.fd) == Some(s.file) {
+        // SAFETY: the parent's trace file, this process's copy of the descriptor.
         unsafe { libc::close(s.fd) };
     }
     s.fd = -1;
@@ -1111,6 +1144,7 @@ extern "C" fn fork_child() {
             );
             if write_all(fd, header(MEAN.load(Ordering::Relaxed), &extra).as_bytes()) {
                 s.fd = fd;
+                s.file = identity(fd).unwrap_or_default();
                 s.finished = false;
                 TRACING.store(true, Ordering::Release);
             }

@@ -441,3 +441,51 @@ fn exec_image_traced_again() {
         );
     }
 }
+
+/// A program that closes the tracer's descriptor and gets its number back for a file of its
+/// own never finds trace lines in that file: the tracer checks the file is still its own
+/// before each write, says so on stderr and stops.
+#[test]
+fn reused_descriptor_never_written() {
+    let dir = TempDir::new("preload-fds");
+    let py = &pythons()[0];
+    let out = dir.join("trace");
+    let theirs = dir.join("theirs");
+    let mut child = traced(
+        &py.path,
+        "preload_fds.py",
+        &[theirs.to_str().expect("utf-8")],
+        &out,
+        &[("MEMLENS_TRACE", "all")],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("python starts");
+    // A tracer that never notices would leave the program waiting: killed after 60 s, so the
+    // test fails instead of hanging.
+    let pid = child.id();
+    let (done, watch) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if watch.recv_timeout(Duration::from_secs(60)).is_err() {
+            crate::support::kill_if_alive(pid, "-KILL");
+        }
+    });
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let mut l = String::new();
+    stdout.read_line(&mut l).expect("read");
+    assert!(l.starts_with("READY"), "{l}");
+    // The program holds its file open until told; the tracer's next snapshot (10 ms) finds
+    // the descriptor is not its file any more.
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
+    let mut err = String::new();
+    stderr.read_line(&mut err).expect("stderr");
+    let _ = done.send(());
+    watchdog.join().expect("watchdog");
+    assert!(err.contains("closed the trace file's descriptor"), "{err}");
+    writeln!(child.stdin.take().expect("piped")).expect("write");
+    assert!(child.wait().expect("wait").success());
+    assert_eq!(std::fs::read_to_string(&theirs).expect("read"), "mine\n");
+    assert!(header(&out).starts_with("memlens-trace 1 "));
+}
