@@ -117,12 +117,19 @@ struct Hold {
     halved: HashMap<String, u64>,
 }
 
-fn run_hold(py: &Python, n: usize, size: usize, dir: &TempDir, env: &[(&str, &str)]) -> Hold {
-    let out = dir.join(&format!("{}-hold-{n}-{}", py.label, env.len()));
+fn run_hold(
+    py: &Python,
+    kind: &str,
+    n: usize,
+    size: usize,
+    dir: &TempDir,
+    env: &[(&str, &str)],
+) -> Hold {
+    let out = dir.join(&format!("{}-{kind}-{n}-{}", py.label, env.len()));
     let mut child = traced(
         &py.path,
         "preload_hold.py",
-        &[&n.to_string(), &size.to_string()],
+        &[&n.to_string(), &size.to_string(), kind],
         &out,
         env,
     )
@@ -153,13 +160,37 @@ fn run_hold(py: &Python, n: usize, size: usize, dir: &TempDir, env: &[(&str, &st
 #[test]
 fn all_mode_matches_construction() {
     let dir = TempDir::new("preload-all");
-    let size = 4 << 20;
     for py in pythons() {
+        check_hold(&py, "bytearray", &dir);
+    }
+}
+
+/// The same with anonymous mmaps (`mmap.mmap(-1, n)`: mmap, then munmap when freed).
+#[test]
+fn all_mode_anonymous_mmap() {
+    let dir = TempDir::new("preload-mmap");
+    for py in two_pythons() {
+        check_hold(&py, "mmap", &dir);
+    }
+}
+
+/// The same with numpy arrays (numpy's data allocator: malloc/calloc).
+#[test]
+fn all_mode_numpy_arrays() {
+    let dir = TempDir::new("preload-numpy");
+    for py in crate::support::numpy_pythons() {
+        check_hold(&py, "numpy", &dir);
+    }
+}
+
+fn check_hold(py: &Python, kind: &str, dir: &TempDir) {
+    let size = 4 << 20;
+    {
         let env = [("MEMLENS_TRACE", "all")];
-        let base = run_hold(&py, 0, size, &dir, &env);
-        let held = run_hold(&py, 50, size, &dir, &env);
+        let base = run_hold(py, kind, 0, size, dir, &env);
+        let held = run_hold(py, kind, 50, size, dir, &env);
         let v = |h: &HashMap<String, u64>, k: &str| h[k] as f64;
-        let label = &py.label;
+        let label = &format!("{} {kind}", py.label);
         close(
             &format!("{label} live with 50 held"),
             v(&held.built, "live_bytes") - v(&base.built, "live_bytes"),
@@ -178,6 +209,15 @@ fn all_mode_matches_construction() {
             (50 * size) as f64,
             2.0,
         );
+        if kind == "mmap" {
+            // Counted as anonymous mmap, and freed by munmap.
+            close(
+                &format!("{label} live mmap with 25 held"),
+                v(&held.halved, "live_mmap_bytes") - v(&base.halved, "live_mmap_bytes"),
+                (25 * size) as f64,
+                2.0,
+            );
+        }
         for h in [&held.built, &held.halved] {
             assert_eq!(h["dropped_allocs"], 0, "{label}");
             assert_eq!(h["dropped_frees"], 0, "{label}");
