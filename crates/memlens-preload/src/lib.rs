@@ -41,6 +41,20 @@
 //! (`inherited_live_bytes`), with `total` and the counters restarted. No `end` line means the
 //! process did not exit normally (`_exit`, a signal): the last `snap` is the latest figure.
 //! Unknown keys are to be ignored by readers; a change of meaning bumps the version.
+//!
+//! # Limits of this first step
+//! - No stacks yet (`Event::stack` is 0): the Python frame walk, `PyMem_SetAllocator` wrapping
+//!   (pymalloc blocks are seen only as the arenas pymalloc mmaps) and the recording come next.
+//! - Must be preloaded, not `dlopen`ed: its thread-local state is in the static TLS block.
+//! - `munmap` is recognised at the start of a sampled mapping (whole, or a prefix); a hole
+//!   punched in its middle, a `MAP_FIXED` mapping over it, and the resize of an unsampled
+//!   mapping by `mremap` are not seen.
+//! - An image replaced by `exec` writes no `end` line (its last `snap` stands); a process that
+//!   ends by `_exit` or a signal neither. A forked child that execs leaves `OUT.PID` (from the
+//!   fork) and `OUT.PID.1` (the new image).
+//! - The file grows by one line a period (~250 bytes a second at the default) for as long as
+//!   the process lives.
+//! - The environment of the traced program gains `MEMLENS_TRACE_ROOT_PID`.
 
 pub mod agg;
 #[cfg(not(test))]
