@@ -1,4 +1,4 @@
-//! The aggregate the background thread keeps from the events, and its lines in the trace file.
+//! The aggregate kept from the drained events, and its lines in the trace file.
 
 use crate::ring::{Event, ALLOC, FREE};
 

@@ -1,5 +1,5 @@
 //! The exported allocator entry points, the process-wide state, the constructor, the
-//! background thread and the fork handlers. Not compiled into the unit tests (a test binary
+//! draining of the queue and the fork and exit handlers. Not compiled into the unit tests (a test binary
 //! must keep its own allocator).
 
 use std::cell::{Cell, UnsafeCell};
@@ -285,6 +285,7 @@ fn record_alloc(ptr: usize, size: u64, weight: f64, source: u8) {
         table.remove(ptr);
         DROP_ALLOCS.fetch_add(1, Ordering::Relaxed);
     }
+    maybe_drain();
 }
 
 /// Takes `ptr` out of the table before the real free (after it the address may be reused).
@@ -315,6 +316,7 @@ fn emit_free(ptr: usize, e: Entry) {
     if !ring.push(ev) {
         DROP_FREES.fetch_add(1, Ordering::Relaxed);
     }
+    maybe_drain();
 }
 
 fn now_ns() -> u64 {
@@ -1045,46 +1047,55 @@ fn start() {
     }
     // SAFETY: registering plain extern "C" functions.
     unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    NEXT_WRITE_NS.store(
+        now_ns() + PERIOD_NS.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
+    OWNER_PID.store(u64::from(pid), Ordering::Relaxed);
     TRACING.store(true, Ordering::Release);
-    spawn_drainer();
 }
 
-fn spawn_drainer() {
-    let r = std::thread::Builder::new()
-        .name("memlens-trace".into())
-        .spawn(drainer);
-    if r.is_err() {
-        warn("memlens-preload: cannot start the drain thread; the trace is written at exit only\n");
+/// Events since start, to look at the clock only every 64th in `all` mode.
+static EVENTS: AtomicU64 = AtomicU64::new(0);
+/// When the next snapshot line is due (monotonic ns).
+static NEXT_WRITE_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Drains the queue and appends a snapshot from the hook that queued an event, when the queue
+/// is a quarter full or the period has elapsed; under a try-lock, so a hook never waits (no
+/// thread of the tracer's own: CPython 3.12+ warns at fork when a process has more than one).
+#[inline]
+fn maybe_drain() {
+    let Some(ring) = RING.get() else { return };
+    let n = EVENTS.fetch_add(1, Ordering::Relaxed);
+    let full = ring.len() >= ring.capacity() / 4;
+    if full || MEAN.load(Ordering::Relaxed) > 1 || n % 64 == 0 {
+        drain_now(full);
     }
 }
 
-fn drainer() {
-    // This thread's own allocations are the tracer's, never traced.
-    TLS.with(|t| t.busy.set(true));
-    let mut last = now_ns();
-    loop {
-        lock();
-        let s = state();
-        if s.finished {
-            unlock();
-            return;
-        }
-        let n = drain(s);
-        let now = now_ns();
-        if now.saturating_sub(last) >= PERIOD_NS.load(Ordering::Relaxed) {
+#[cold]
+fn drain_now(full: bool) {
+    let now = now_ns();
+    let due = now >= NEXT_WRITE_NS.load(Ordering::Relaxed);
+    if !full && !due {
+        return;
+    }
+    if STATE
+        .lock
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        return;
+    }
+    let s = state();
+    if !s.finished {
+        drain(s);
+        if due {
             write_line(s, "snap");
-            last = now;
-        }
-        unlock();
-        // A busy queue is drained again at once, a quiet one every 1-5 ms.
-        let cap = RING.get().map_or(1, |r| r.capacity());
-        if n >= cap / 16 {
-            std::thread::yield_now();
-        } else {
-            let us = if n > 0 { 1000 } else { 5000 };
-            std::thread::sleep(std::time::Duration::from_micros(us));
+            NEXT_WRITE_NS.store(now + PERIOD_NS.load(Ordering::Relaxed), Ordering::Relaxed);
         }
     }
+    unlock();
 }
 
 fn finish() {
@@ -1117,7 +1128,7 @@ extern "C" fn fork_parent() {
 
 extern "C" fn fork_child() {
     let _g = Guard::enter();
-    // Only this thread exists now; the drain thread did not come along.
+    // Only this thread exists now.
     let s = state();
     let lost = RING.get().map_or(0, |r| r.reset());
     AT_FORK.store(lost as u64, Ordering::Relaxed);
@@ -1146,6 +1157,7 @@ extern "C" fn fork_child() {
                 s.fd = fd;
                 s.file = identity(fd).unwrap_or_default();
                 s.finished = false;
+                OWNER_PID.store(u64::from(pid), Ordering::Relaxed);
                 TRACING.store(true, Ordering::Release);
             }
         } else {
@@ -1153,9 +1165,48 @@ extern "C" fn fork_child() {
         }
     }
     unlock();
-    if TRACING.load(Ordering::Relaxed) {
-        spawn_drainer();
+}
+
+type ExitFn = unsafe extern "C" fn(c_int) -> !;
+
+/// The process whose trace the state is (a vfork child shares the memory, not the trace).
+static OWNER_PID: AtomicU64 = AtomicU64::new(0);
+
+fn exit_now(name: &CStr, status: c_int) -> ! {
+    // SAFETY: getpid has no preconditions.
+    if unsafe { libc::getpid() } as u64 == OWNER_PID.load(Ordering::Relaxed) {
+        let _g = Guard::enter();
+        finish();
     }
+    // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name.
+    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
+    if !p.is_null() {
+        // SAFETY: the next `_exit`/`_Exit`, whose C type is ExitFn.
+        unsafe { std::mem::transmute::<*mut c_void, ExitFn>(p)(status) }
+    }
+    // SAFETY: the system call ends the process; it does not return.
+    unsafe { libc::syscall(libc::SYS_exit_group, status) };
+    // SAFETY: exit_group does not return.
+    unsafe { std::hint::unreachable_unchecked() }
+}
+
+/// `_exit` (Python's `os._exit`, multiprocessing's workers): the `end` line first, as
+/// destructors do not run.
+///
+/// # Safety
+/// As the C function.
+#[no_mangle]
+pub unsafe extern "C" fn _exit(status: c_int) -> ! {
+    exit_now(c"_exit", status)
+}
+
+/// `_Exit`, as `_exit`.
+///
+/// # Safety
+/// As the C function.
+#[no_mangle]
+pub unsafe extern "C" fn _Exit(status: c_int) -> ! {
+    exit_now(c"_Exit", status)
 }
 
 extern "C" fn init() {

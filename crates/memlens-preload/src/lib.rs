@@ -5,11 +5,16 @@
 //! `posix_memalign`, `aligned_alloc`, `memalign`, `valloc`, `pvalloc`, C23 `free_sized` and
 //! `free_aligned_sized`) and anonymous `mmap`/`mmap64`/`munmap`/`mremap`, forwarding each to the
 //! next definition (`dlsym(RTLD_NEXT)`; while dlsym itself runs, its `calloc` is served from a
-//! small static arena recognised at free). A hook never re-enters (a per-thread guard) and never
-//! allocates; it samples by bytes ([`sampling`]), records a sampled pointer in a lock-free table
-//! ([`table`]) so its free is recognised in O(1), and queues an event ([`ring`]). One background
-//! thread, started by the library's constructor, drains the queue into an [`agg::Aggregate`] and
-//! writes it to the trace file.
+//! small static arena recognised at free); `_exit`/`_Exit` are wrapped to write the last line.
+//! A hook never re-enters (a per-thread guard); what it allocates itself (only a hook that
+//! drains, for the snapshot line) goes straight to the real allocator, untraced. It samples by bytes ([`sampling`]), records a sampled pointer in a lock-free table
+//! ([`table`]) so its free is recognised in O(1), and queues an event ([`ring`]). The queue is
+//! drained into an [`agg::Aggregate`], and a snapshot appended to the trace file, by the hook
+//! that queues an event when the queue is a quarter full or the period has elapsed, under a
+//! try-lock (a hook never waits), and at exit, `_exit` and fork. There is deliberately no
+//! tracer thread: CPython 3.12+ warns on `os.fork()` in a process with more than one thread,
+//! so a thread would change what a forking program prints (memray's file mode and Fil have none
+//! either).
 //!
 //! # Environment
 //! - `MEMLENS_TRACE_OUT`: the trace file; without it nothing is traced. Created with
@@ -37,26 +42,22 @@
 //! recorded are never silent: `dropped_allocs` (queue full: those samples are missing from the
 //! figures), `dropped_frees` (queue full: those bytes stay in `live`), `table_full` (no free
 //! slot for the pointer: sample missing), `lost_at_fork` (events queued in the parent at fork,
-//! discarded in the child). A forked child starts from its parent's live figures
+//! discarded in the child). `snap` lines are appended at most once a period. A forked child starts from its parent's live figures
 //! (`inherited_live_bytes`), with `total` and the counters restarted. No `end` line means the
-//! process did not exit normally (`_exit`, a signal): the last `snap` is the latest figure.
+//! process was killed or exec'd another image: the last `snap` is the latest figure.
 //! Unknown keys are to be ignored by readers; a change of meaning bumps the version.
 //!
 //! # Limits of this first step
-//! - **Known defect, to fix before `memlens run --trace` uses it:** the drain thread is a second
-//!   OS thread, so CPython 3.12+ warns on `os.fork()` ("DeprecationWarning: This process is
-//!   multi-threaded", it counts threads in /proc/self/stat): a program that forks prints a
-//!   warning it would not print plain (an error under `-W error`). The fix is the peers' one
-//!   (memray's file mode, Fil): no thread; the hook that finds the queue a quarter full or the
-//!   period elapsed drains it under a try-lock (never waiting), and exit and fork drain it.
+//! - Snapshots are written by allocating hooks: a process that stops allocating writes none
+//!   until it allocates again or exits (its `end` line is complete).
 //! - No stacks yet (`Event::stack` is 0): the Python frame walk, `PyMem_SetAllocator` wrapping
 //!   (pymalloc blocks are seen only as the arenas pymalloc mmaps) and the recording come next.
 //! - Must be preloaded, not `dlopen`ed: its thread-local state is in the static TLS block.
 //! - `munmap` is recognised at the start of a sampled mapping (whole, or a prefix); a hole
 //!   punched in its middle, a `MAP_FIXED` mapping over it, and the resize of an unsampled
 //!   mapping by `mremap` are not seen.
-//! - An image replaced by `exec` writes no `end` line (its last `snap` stands); a process that
-//!   ends by `_exit` or a signal neither. A forked child that execs leaves `OUT.PID` (from the
+//! - An image replaced by `exec` writes no `end` line (its last `snap` stands), nor does a
+//!   process killed by a signal (`exit`, `_exit` and `_Exit` write it). A forked child that execs leaves `OUT.PID` (from the
 //!   fork) and `OUT.PID.1` (the new image).
 //! - The file grows by one line a period (~250 bytes a second at the default) for as long as
 //!   the process lives.

@@ -1,4 +1,4 @@
-//! The event queue from the hooks to the background thread: a bounded lock-free queue
+//! The event queue from the hooks to whichever hook drains it: a bounded lock-free queue
 //! (Vyukov's bounded MPMC array queue) over memory mapped once. A producer that finds it full
 //! gets `false` back and counts the event as dropped; nothing blocks and nothing allocates.
 

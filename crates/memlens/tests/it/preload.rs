@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::{pythons, target_script, Python, TempDir};
 
@@ -66,23 +66,6 @@ fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Waits until two more `snap` lines than now are in the file: the second was drained after
-/// the first was written, so after this call's start, and holds every event queued before it.
-fn fresh_snap(path: &Path) -> HashMap<String, u64> {
-    let start = lines(path).len();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let l = lines(path);
-        if l.len() >= start + 2 {
-            let last = l.last().expect("a line");
-            assert!(last.starts_with("snap "), "{last}");
-            return fields(last);
-        }
-        assert!(Instant::now() < deadline, "no snapshot in 60 s: {l:?}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 fn header(path: &Path) -> String {
     lines(path).into_iter().next().expect("a header line")
 }
@@ -111,12 +94,7 @@ fn two_pythons() -> Vec<Python> {
     v
 }
 
-/// The hold program: live bytes after building, after freeing half, and the peak.
-struct Hold {
-    built: HashMap<String, u64>,
-    halved: HashMap<String, u64>,
-}
-
+/// The hold program's `end` line (it leaves by os._exit with half its buffers held).
 fn run_hold(
     py: &Python,
     kind: &str,
@@ -124,38 +102,33 @@ fn run_hold(
     size: usize,
     dir: &TempDir,
     env: &[(&str, &str)],
-) -> Hold {
+) -> HashMap<String, u64> {
     let out = dir.join(&format!("{}-{kind}-{n}-{}", py.label, env.len()));
-    let mut child = traced(
+    let o = traced(
         &py.path,
         "preload_hold.py",
         &[&n.to_string(), &size.to_string(), kind],
         &out,
         env,
     )
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .spawn()
-    .expect("python starts");
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-    let mut stdin = child.stdin.take().expect("piped");
-    let mut ready = || {
-        let mut l = String::new();
-        stdout.read_line(&mut l).expect("read");
-        assert_eq!(l.trim(), "READY", "{}", py.label);
-    };
-    ready();
-    let built = fresh_snap(&out);
-    writeln!(stdin).expect("write");
-    ready();
-    let halved = fresh_snap(&out);
-    writeln!(stdin).expect("write");
-    assert!(child.wait().expect("wait").success());
-    end(&out);
-    Hold { built, halved }
+    .output()
+    .expect("python runs");
+    assert!(
+        o.status.success(),
+        "{}: {}",
+        py.label,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "DONE");
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    end(&out)
 }
 
-/// `MEMLENS_TRACE=all`: live bytes with 50 bytearrays of 4 MiB held, then 25, and the peak,
+/// `MEMLENS_TRACE=all`: live bytes with 25 of 50 bytearrays of 4 MiB held, and the peak (50),
 /// within 2% of the construction above the interpreter's own baseline, on every CPython.
 #[test]
 fn all_mode_matches_construction() {
@@ -192,20 +165,14 @@ fn check_hold(py: &Python, kind: &str, dir: &TempDir) {
         let v = |h: &HashMap<String, u64>, k: &str| h[k] as f64;
         let label = &format!("{} {kind}", py.label);
         close(
-            &format!("{label} live with 50 held"),
-            v(&held.built, "live_bytes") - v(&base.built, "live_bytes"),
-            (50 * size) as f64,
-            2.0,
-        );
-        close(
             &format!("{label} live with 25 held"),
-            v(&held.halved, "live_bytes") - v(&base.halved, "live_bytes"),
+            v(&held, "live_bytes") - v(&base, "live_bytes"),
             (25 * size) as f64,
             2.0,
         );
         close(
             &format!("{label} peak"),
-            v(&held.halved, "peak_live_bytes") - v(&base.halved, "peak_live_bytes"),
+            v(&held, "peak_live_bytes") - v(&base, "peak_live_bytes"),
             (50 * size) as f64,
             2.0,
         );
@@ -213,18 +180,16 @@ fn check_hold(py: &Python, kind: &str, dir: &TempDir) {
             // Counted as anonymous mmap, and freed by munmap.
             close(
                 &format!("{label} live mmap with 25 held"),
-                v(&held.halved, "live_mmap_bytes") - v(&base.halved, "live_mmap_bytes"),
+                v(&held, "live_mmap_bytes") - v(&base, "live_mmap_bytes"),
                 (25 * size) as f64,
                 2.0,
             );
         }
-        for h in [&held.built, &held.halved] {
-            assert_eq!(h["dropped_allocs"], 0, "{label}");
-            assert_eq!(h["dropped_frees"], 0, "{label}");
-            assert_eq!(h["table_full"], 0, "{label}");
-        }
+        assert_eq!(held["dropped_allocs"], 0, "{label}");
+        assert_eq!(held["dropped_frees"], 0, "{label}");
+        assert_eq!(held["table_full"], 0, "{label}");
         // Exact mode: every allocation is a sample of weight = its size.
-        assert!(held.built["alloc_samples"] >= 50, "{label}");
+        assert!(held["alloc_samples"] >= 50, "{label}");
     }
 }
 
@@ -238,27 +203,18 @@ fn sampled_estimates_within_ten_percent() {
         let label = &py.label;
         let run = |total: u64, env: &[(&str, &str)], name: &str| {
             let out = dir.join(name);
-            let mut child = traced(
+            let o = traced(
                 &py.path,
                 "preload_sampled.py",
                 &[&total.to_string()],
                 &out,
                 env,
             )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python starts");
-            let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-            let mut truth = String::new();
-            stdout.read_line(&mut truth).expect("read");
-            let mut ready = String::new();
-            stdout.read_line(&mut ready).expect("read");
-            assert_eq!(ready.trim(), "READY", "{label}");
-            let snap = fresh_snap(&out);
-            writeln!(child.stdin.take().expect("piped")).expect("write");
-            assert!(child.wait().expect("wait").success());
-            (fields(&truth), snap)
+            .output()
+            .expect("python runs");
+            assert!(o.status.success(), "{label}");
+            let truth = fields(String::from_utf8_lossy(&o.stdout).trim());
+            (truth, end(&out))
         };
         let (_, base) = run(0, &[("MEMLENS_TRACE", "all")], &format!("{label}-base"));
         let (truth, s) = run(
@@ -319,10 +275,11 @@ fn threads_lose_nothing_uncounted() {
     assert!(e["total_bytes"] < truth["bytes"] + (64 << 20), "{e:?}");
 }
 
-/// The same with a 16-cell queue: events are refused under contention, and every refusal is
-/// counted.
+/// The same with a 16-cell queue, drained by whichever hook finds it a quarter full, under
+/// eight threads' contention: every event is applied or counted as dropped (the refusals
+/// themselves are counted in the ring's unit test).
 #[test]
-fn full_queue_drops_are_counted() {
+fn tiny_queue_loses_nothing_uncounted() {
     let dir = TempDir::new("preload-drops");
     let py = &pythons()[0];
     let out = dir.join("trace");
@@ -333,7 +290,7 @@ fn full_queue_drops_are_counted() {
     assert!(o.status.success());
     let truth = fields(String::from_utf8_lossy(&o.stdout).trim());
     let e = end(&out);
-    assert!(e["dropped_allocs"] + e["dropped_frees"] > 0, "{e:?}");
+    eprintln!("16-cell queue, 8 threads: {e:?}");
     let dropped = e["dropped_allocs"] + e["table_full"];
     assert!(
         e["alloc_samples"] + dropped >= truth["count"],
@@ -349,7 +306,7 @@ fn full_queue_drops_are_counted() {
 #[test]
 fn fork_child_writes_its_own_file() {
     let dir = TempDir::new("preload-fork");
-    for py in two_pythons() {
+    for py in pythons() {
         let out = dir.join(&format!("{}-trace", py.label));
         let o = traced(
             &py.path,
@@ -361,6 +318,12 @@ fn fork_child_writes_its_own_file() {
         .output()
         .expect("runs");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        // No tracer thread: CPython 3.12+ has no "multi-threaded fork" warning to print.
+        assert!(
+            o.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let text = String::from_utf8_lossy(&o.stdout);
         let pid = |tag: &str| -> u32 {
             text.lines()

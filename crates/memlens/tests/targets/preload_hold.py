@@ -1,9 +1,11 @@
 """memlens-preload test target: holds N buffers of SIZE bytes (allocated by construction),
-prints READY, waits for a line on stdin, frees every other one, prints READY, waits for a
-line, exits. N=0 is the same program allocating nothing (the interpreter's baseline).
+frees every other one, prints DONE and leaves through os._exit (no finalisation frees them:
+the tracer's `end` line shows them live). N=0 is the same program allocating nothing (the
+interpreter's baseline).
 KIND (argv[3], default bytearray): `bytearray` (malloc), `mmap` (anonymous mmap.mmap, munmap
 when freed), `numpy` (np.ones, float64: SIZE bytes each; numpy is imported in the baseline
 too)."""
+import os
 import sys
 
 N = int(sys.argv[1])
@@ -25,8 +27,6 @@ elif KIND == "numpy":
 else:
     sys.exit("unknown kind " + KIND)
 held = [make() for _ in range(N)]
-print("READY", flush=True)
-sys.stdin.readline()
 del held[::2]
-print("READY", flush=True)
-sys.stdin.readline()
+print("DONE", flush=True)
+os._exit(0)
