@@ -15,6 +15,7 @@ mod leaks;
 mod ledger;
 mod no_harm;
 mod package_memory;
+mod preload;
 mod python_view;
 mod python_view_path;
 mod reads_itself;

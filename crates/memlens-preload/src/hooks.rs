@@ -1,0 +1,1231 @@
+//! The exported allocator entry points, the process-wide state, the constructor, the
+//! draining of the queue and the fork and exit handlers. Not compiled into the unit tests (a test binary
+//! must keep its own allocator).
+
+use std::cell::{Cell, UnsafeCell};
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use crate::agg::{Aggregate, Drops};
+use crate::ring::{Event, Ring, ALLOC, FREE};
+use crate::sampling::{weight, Countdown};
+use crate::table::{Entry, Table};
+
+// ---------------------------------------------------------------- per-thread state
+//
+// `thread_local!` with a `const` initialiser of a type without `Drop` compiles, on Linux, to a
+// plain `#[thread_local]` static: no lazy initialisation, no destructor registration, no
+// allocation on first access (std's `thread_local` "eager"/"const" path). In a library loaded
+// at startup (LD_PRELOAD) its block is in the static TLS area glibc sets up when each thread
+// is created, so `__tls_get_addr` only reads the DTV and never calls malloc. (A pthread key
+// would cost a call per hook and, past 32 keys, glibc allocates in pthread_setspecific.) A
+// library `dlopen`ed later would get its TLS lazily through malloc: this one must be preloaded.
+
+struct Tls {
+    busy: Cell<bool>,
+    left: Cell<u64>,
+    rng: Cell<u64>,
+}
+
+thread_local! {
+    static TLS: Tls = const {
+        Tls {
+            busy: Cell::new(false),
+            left: Cell::new(0),
+            rng: Cell::new(0),
+        }
+    };
+}
+
+/// The reentrancy guard: set while a hook runs on this thread, so anything the hook (or the
+/// real allocator, or dlsym) allocates goes straight to the real functions, untraced.
+struct Guard;
+
+impl Guard {
+    #[inline]
+    fn enter() -> Option<Guard> {
+        TLS.with(|t| {
+            if t.busy.get() {
+                None
+            } else {
+                t.busy.set(true);
+                Some(Guard)
+            }
+        })
+    }
+}
+
+impl Drop for Guard {
+    #[inline]
+    fn drop(&mut self) {
+        TLS.with(|t| t.busy.set(false));
+    }
+}
+
+// ---------------------------------------------------------------- the real functions
+
+struct Real {
+    malloc: AtomicUsize,
+    calloc: AtomicUsize,
+    realloc: AtomicUsize,
+    free: AtomicUsize,
+    posix_memalign: AtomicUsize,
+    aligned_alloc: AtomicUsize,
+    memalign: AtomicUsize,
+    valloc: AtomicUsize,
+    pvalloc: AtomicUsize,
+    free_sized: AtomicUsize,
+    free_aligned_sized: AtomicUsize,
+    mmap: AtomicUsize,
+    mmap64: AtomicUsize,
+    munmap: AtomicUsize,
+    mremap: AtomicUsize,
+}
+
+static REAL: Real = Real {
+    malloc: AtomicUsize::new(0),
+    calloc: AtomicUsize::new(0),
+    realloc: AtomicUsize::new(0),
+    free: AtomicUsize::new(0),
+    posix_memalign: AtomicUsize::new(0),
+    aligned_alloc: AtomicUsize::new(0),
+    memalign: AtomicUsize::new(0),
+    valloc: AtomicUsize::new(0),
+    pvalloc: AtomicUsize::new(0),
+    free_sized: AtomicUsize::new(0),
+    free_aligned_sized: AtomicUsize::new(0),
+    mmap: AtomicUsize::new(0),
+    mmap64: AtomicUsize::new(0),
+    munmap: AtomicUsize::new(0),
+    mremap: AtomicUsize::new(0),
+};
+
+/// 0: not resolved, 1: resolving (dlsym may call calloc: served by the arena), 2: resolved.
+static RESOLVED: AtomicU8 = AtomicU8::new(0);
+
+fn resolve() {
+    if RESOLVED
+        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return;
+    }
+    let get = |name: &CStr, slot: &AtomicUsize| {
+        // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name; a null result stays 0.
+        let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
+        slot.store(p as usize, Ordering::Release);
+    };
+    // calloc first: dlsym's own calloc is served by the arena until it is known.
+    get(c"calloc", &REAL.calloc);
+    get(c"malloc", &REAL.malloc);
+    get(c"realloc", &REAL.realloc);
+    get(c"free", &REAL.free);
+    get(c"posix_memalign", &REAL.posix_memalign);
+    get(c"aligned_alloc", &REAL.aligned_alloc);
+    get(c"memalign", &REAL.memalign);
+    get(c"valloc", &REAL.valloc);
+    get(c"pvalloc", &REAL.pvalloc);
+    get(c"free_sized", &REAL.free_sized);
+    get(c"free_aligned_sized", &REAL.free_aligned_sized);
+    get(c"mmap", &REAL.mmap);
+    get(c"mmap64", &REAL.mmap64);
+    get(c"munmap", &REAL.munmap);
+    get(c"mremap", &REAL.mremap);
+    RESOLVED.store(2, Ordering::Release);
+}
+
+#[inline]
+fn real(slot: &AtomicUsize) -> usize {
+    let p = slot.load(Ordering::Acquire);
+    if p != 0 {
+        return p;
+    }
+    resolve();
+    slot.load(Ordering::Acquire)
+}
+
+macro_rules! real_fn {
+    ($slot:ident, $ty:ty) => {{
+        let p = real(&REAL.$slot);
+        if p == 0 {
+            None
+        } else {
+            // SAFETY: p is the address dlsym gave for this symbol, whose C type is $ty.
+            Some(unsafe { std::mem::transmute::<usize, $ty>(p) })
+        }
+    }};
+}
+
+type MallocFn = unsafe extern "C" fn(usize) -> *mut c_void;
+type CallocFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
+type ReallocFn = unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void;
+type FreeFn = unsafe extern "C" fn(*mut c_void);
+type FreeSizedFn = unsafe extern "C" fn(*mut c_void, usize);
+type FreeAlignedSizedFn = unsafe extern "C" fn(*mut c_void, usize, usize);
+type PosixMemalignFn = unsafe extern "C" fn(*mut *mut c_void, usize, usize) -> c_int;
+type AlignFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
+type MmapFn = unsafe extern "C" fn(*mut c_void, usize, c_int, c_int, c_int, i64) -> *mut c_void;
+type MunmapFn = unsafe extern "C" fn(*mut c_void, usize) -> c_int;
+type MremapFn = unsafe extern "C" fn(*mut c_void, usize, usize, c_int, ...) -> *mut c_void;
+
+// ---------------------------------------------------------------- bootstrap arena
+
+const ARENA_SIZE: usize = 64 * 1024;
+
+#[repr(C, align(16))]
+struct Arena(UnsafeCell<[u8; ARENA_SIZE]>);
+// SAFETY: disjoint ranges are handed out by an atomic bump pointer.
+unsafe impl Sync for Arena {}
+
+static ARENA: Arena = Arena(UnsafeCell::new([0; ARENA_SIZE]));
+static ARENA_USED: AtomicUsize = AtomicUsize::new(0);
+
+/// Memory for calls made before the real allocator is known (dlsym's calloc): zeroed, never
+/// reused, a 16-byte header holding the size. Null when exhausted.
+fn arena_alloc(size: usize) -> *mut c_void {
+    let need = match size.checked_add(16 + 15) {
+        Some(n) => n & !15,
+        None => return std::ptr::null_mut(),
+    };
+    let off = ARENA_USED.fetch_add(need, Ordering::Relaxed);
+    if off + need > ARENA_SIZE {
+        return std::ptr::null_mut();
+    }
+    let base = ARENA.0.get() as *mut u8;
+    // SAFETY: [off, off+need) is inside the arena and handed out to this call alone.
+    unsafe {
+        (base.add(off) as *mut usize).write(size);
+        base.add(off + 16) as *mut c_void
+    }
+}
+
+fn in_arena(p: *mut c_void) -> bool {
+    let base = ARENA.0.get() as usize;
+    (p as usize) >= base && (p as usize) < base + ARENA_SIZE
+}
+
+/// The size an arena block was asked for.
+///
+/// # Safety
+/// `p` must come from [`arena_alloc`].
+unsafe fn arena_size(p: *mut c_void) -> usize {
+    // SAFETY: the header lies 16 bytes before every arena block.
+    unsafe { ((p as *mut u8).sub(16) as *const usize).read() }
+}
+
+// ---------------------------------------------------------------- tracing state
+
+static TRACING: AtomicBool = AtomicBool::new(false);
+/// The mean sample interval in bytes; 1: every allocation.
+static MEAN: AtomicU64 = AtomicU64::new(512 * 1024);
+static TABLE: OnceLock<Table> = OnceLock::new();
+static RING: OnceLock<Ring> = OnceLock::new();
+static DROP_ALLOCS: AtomicU64 = AtomicU64::new(0);
+static DROP_FREES: AtomicU64 = AtomicU64::new(0);
+static TABLE_FULL: AtomicU64 = AtomicU64::new(0);
+static AT_FORK: AtomicU64 = AtomicU64::new(0);
+static SEED: AtomicU64 = AtomicU64::new(0x853C_49E6_748F_EA9B);
+
+#[inline]
+fn on_alloc(ptr: *mut c_void, size: usize, source: u8) {
+    if ptr.is_null() || !TRACING.load(Ordering::Relaxed) {
+        return;
+    }
+    let mean = MEAN.load(Ordering::Relaxed);
+    let w = if mean <= 1 {
+        size as f64
+    } else {
+        let sampled = TLS.with(|t| {
+            let mut c = Countdown {
+                left: t.left.get(),
+                rng: t.rng.get(),
+            };
+            if c.rng == 0 {
+                c.rng = SEED.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+                    ^ (t as *const Tls as u64)
+                    ^ now_ns();
+            }
+            let s = c.take(size as u64, mean);
+            t.left.set(c.left);
+            t.rng.set(c.rng);
+            s
+        });
+        if !sampled {
+            return;
+        }
+        weight(size as u64, mean)
+    };
+    record_alloc(ptr as usize, size as u64, w, source);
+}
+
+#[cold]
+fn record_alloc(ptr: usize, size: u64, weight: f64, source: u8) {
+    let (Some(table), Some(ring)) = (TABLE.get(), RING.get()) else {
+        return;
+    };
+    let e = Entry {
+        size,
+        weight,
+        source,
+    };
+    if !table.insert(ptr, e) {
+        TABLE_FULL.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let ev = Event {
+        kind: ALLOC,
+        source,
+        stack: 0,
+        ptr,
+        size,
+        weight,
+    };
+    if !ring.push(ev) {
+        table.remove(ptr);
+        DROP_ALLOCS.fetch_add(1, Ordering::Relaxed);
+    }
+    maybe_drain();
+}
+
+/// Takes `ptr` out of the table before the real free (after it the address may be reused).
+#[inline]
+fn take(ptr: *mut c_void) -> Option<Entry> {
+    TABLE.get()?.remove(ptr as usize)
+}
+
+/// Puts back an entry taken for a call that then failed.
+fn put_back(ptr: usize, e: Entry) {
+    if let Some(t) = TABLE.get() {
+        if !t.insert(ptr, e) {
+            TABLE_FULL.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn emit_free(ptr: usize, e: Entry) {
+    let Some(ring) = RING.get() else { return };
+    let ev = Event {
+        kind: FREE,
+        source: e.source,
+        stack: 0,
+        ptr,
+        size: e.size,
+        weight: e.weight,
+    };
+    if !ring.push(ev) {
+        DROP_FREES.fetch_add(1, Ordering::Relaxed);
+    }
+    maybe_drain();
+}
+
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+// ---------------------------------------------------------------- the hooks
+
+/// An allocating call: the real one, then the sample decision, all under the guard.
+#[inline]
+fn alloc_with(size: usize, source: u8, call: impl FnOnce() -> *mut c_void) -> *mut c_void {
+    match Guard::enter() {
+        None => call(),
+        Some(_g) => {
+            let p = call();
+            on_alloc(p, size, source);
+            p
+        }
+    }
+}
+
+/// The C `malloc`.
+///
+/// # Safety
+/// As the C function.
+#[no_mangle]
+pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    let Some(f) = real_fn!(malloc, MallocFn) else {
+        return arena_alloc(size);
+    };
+    // SAFETY: the real malloc with the caller's argument.
+    alloc_with(size, 0, || unsafe { f(size) })
+}
+
+/// The C `calloc`.
+///
+/// # Safety
+/// As the C function.
+#[no_mangle]
+pub unsafe extern "C" fn calloc(n: usize, m: usize) -> *mut c_void {
+    let Some(f) = real_fn!(calloc, CallocFn) else {
+        return match n.checked_mul(m) {
+            Some(s) => arena_alloc(s),
+            None => std::ptr::null_mut(),
+        };
+    };
+    let size = n.saturating_mul(m);
+    // SAFETY: the real calloc with the caller's arguments (it checks the overflow itself).
+    alloc_with(size, 0, || unsafe { f(n, m) })
+}
+
+/// The C `free`.
+///
+/// # Safety
+/// As the C function.
+#[no_mangle]
+pub unsafe extern "C" fn free(p: *mut c_void) {
+    if p.is_null() || in_arena(p) {
+        return;
+    }
+    let Some(f) = real_fn!(free, FreeFn) else {
+        return; // only while dlsym runs: a block it frees is leaked
+    };
+    // SAFETY: the real free with the caller pointer, not one of the arena.
+    free_with(p, || unsafe { f(p) });
+}
+
+#[inline]
+fn free_with(p: *mut c_void, call: impl FnOnce()) {
+    match Guard::enter() {
+        None => call(),
+        Some(_g) => {
+            if let Some(e) = take(p) {
+                emit_free(p as usize, e);
+            }
+            call();
+        }
+    }
+}
+
+/// C23 `free_sized`.
+///
+/// # Safety
+/// As the C function.
+#[no_mangle]
+pub unsafe extern "C" fn free_sized(p: *mut c_void, size: usize) {
+    if p.is_null() || in_arena(p) {
+        return;
+    }
+    if let Some(f) = real_fn!(free_sized, FreeSizedFn) {
+        // SAFETY: the real free_sized with the caller's arguments.
+        free_with(p, || unsafe { f(p, size) });
+    } else if let Some(f) = real_fn!(free, FreeFn) {
+        // SAFETY: free_sized's contract is free's plus a size hint.
+        free_with(p, || unsafe { f(p) });
+    }
+}
+
+/// C23 `free_aligned_sized`.
+///
+/// # Safety
+/// As the C function.
+#[no_mangle]
+pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, align: usize, size: usize) {
+    if p.is_null() || in_arena(p) {
+        return;
+    }
+    if let Some(f) = real_fn!(free_aligned_sized, FreeAlignedSizedFn) {
+        // SAFETY: the real function with the caller's arguments.
+        free_with(p, || unsafe { f(p, align, size) });
+    } else if let Some(f) = real_fn!(free, FreeFn) {
+        // SAFETY: glibc frees aligned blocks with free.
+        free_with(p, || unsafe { f(p) });
+    }
+}
+
+/// The C `realloc`: the free of the old block and an allocation of the new size.
+///
+/// # Safety
+/// As the C function.
+#[no_mangle]
+pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    if in_arena(p) {
+        // SAFETY: our malloc; p is an arena block of arena_size bytes, q is a fresh block.
+        unsafe {
+            let q = malloc(size);
+            if !q.is_null() {
+                let n = arena_size(p).min(size);
+                std::ptr::copy_nonoverlapping(p as *const u8, q as *mut u8, n);
+            }
+            return q;
+        }
+    }
+    let Some(f) = real_fn!(realloc, ReallocFn) else {
+        return if p.is_null() {
+            arena_alloc(size)
+        } else {
+            std::ptr::null_mut()
+        };
+    };
+    let Some(_g) = Guard::enter() else {
+        // SAFETY: the real realloc with the caller's arguments.
+        return unsafe { f(p, size) };
+    };
+    let old = if p.is_null() { None } else { take(p) };
+    // SAFETY: as above.
+    let q = unsafe { f(p, size) };
+    if q.is_null() && size != 0 {
+        // Failed: p is untouched and still allocated.
+        if let Some(e) = old {
+            put_back(p as usize, e);
+        }
+        return q;
+    }
+    if let Some(e) = old {
+        emit_free(p as usize, e);
+    }
+    on_alloc(q, size, 0);
+    q
+}
+
+/// `reallocarray` (glibc's would call its internal realloc, unseen).
+///
+/// # Safety
+/// As the C function.
+#[no_mangle]
+pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, m: usize) -> *mut c_void {
+    match n.checked_mul(m) {
+        // SAFETY: our realloc with the caller's pointer.
+        Some(s) => unsafe { realloc(p, s) },
+        None => {
+            // SAFETY: errno is this thread's.
+            unsafe { *libc::__errno_location() = libc::ENOMEM };
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// The C `posix_memalign`.
+///
+/// # Safety
+/// As the C function.
+#[no_mangle]
+pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
+    let Some(f) = real_fn!(posix_memalign, PosixMemalignFn) else {
+        return libc::ENOMEM;
+    };
+    let Some(_g) = Guard::enter() else {
+        // SAFETY: the real function with the caller's arguments.
+        return unsafe { f(out, align, size) };
+    };
+    // SAFETY: as above; on success *out holds the block.
+    let r = unsafe { f(out, align, size) };
+    if r == 0 {
+        // SAFETY: the real function succeeded, so out is valid and written.
+        on_alloc(unsafe { *out }, size, 0);
+    }
+    r
+}
+
+/// The C11 `aligned_alloc`.
+///
+/// # Safety
+/// As the C function.
+#[no_mangle]
+pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    let Some(f) = real_fn!(aligned_alloc, AlignFn) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: the real function with the caller's arguments.
+    alloc_with(size, 0, || unsafe { f(align, size) })
+}
+
+/// The obsolete `memalign`.
+///
+/// # Safety
+/// As the C function.
+#[no_mangle]
+pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+    let Some(f) = real_fn!(memalign, AlignFn) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: the real function with the caller's arguments.
+    alloc_with(size, 0, || unsafe { f(align, size) })
+}
+
+/// The obsolete `valloc`.
+///
+/// # Safety
+/// As the C function.
+#[no_mangle]
+pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
+    let Some(f) = real_fn!(valloc, MallocFn) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: the real function with the caller's argument.
+    alloc_with(size, 0, || unsafe { f(size) })
+}
+
+/// The obsolete `pvalloc`.
+///
+/// # Safety
+/// As the C function.
+#[no_mangle]
+pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
+    let Some(f) = real_fn!(pvalloc, MallocFn) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: the real function with the caller's argument.
+    alloc_with(size, 0, || unsafe { f(size) })
+}
+
+fn do_mmap(
+    real: Option<MmapFn>,
+    addr: *mut c_void,
+    len: usize,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: i64,
+) -> *mut c_void {
+    let call = || match real {
+        // SAFETY: the real mmap with the caller's arguments.
+        Some(f) => unsafe { f(addr, len, prot, flags, fd, off) },
+        // SAFETY: the system call itself, same arguments.
+        None => unsafe {
+            libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, off) as *mut c_void
+        },
+    };
+    let Some(_g) = Guard::enter() else {
+        return call();
+    };
+    let q = call();
+    // Anonymous mappings the program asked for (pymalloc's arenas, numpy's huge pages...); a
+    // MAP_FIXED one replaces memory that may already be counted, so it is left out.
+    if q != libc::MAP_FAILED && flags & libc::MAP_ANONYMOUS != 0 && flags & libc::MAP_FIXED == 0 {
+        on_alloc(q, len, 1);
+    }
+    q
+}
+
+/// The C `mmap`.
+///
+/// # Safety
+/// As the C function.
+#[no_mangle]
+pub unsafe extern "C" fn mmap(
+    addr: *mut c_void,
+    len: usize,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: i64,
+) -> *mut c_void {
+    do_mmap(real_fn!(mmap, MmapFn), addr, len, prot, flags, fd, off)
+}
+
+/// The C `mmap64` (the same function on 64-bit Linux).
+///
+/// # Safety
+/// As the C function.
+#[no_mangle]
+pub unsafe extern "C" fn mmap64(
+    addr: *mut c_void,
+    len: usize,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: i64,
+) -> *mut c_void {
+    do_mmap(real_fn!(mmap64, MmapFn), addr, len, prot, flags, fd, off)
+}
+
+fn page_round(len: usize) -> usize {
+    (len.saturating_add(4095)) & !4095
+}
+
+/// The C `munmap`: a sampled mapping unmapped whole is freed; unmapped from its start, the
+/// rest stays with its share of the weight.
+///
+/// # Safety
+/// As the C function.
+#[no_mangle]
+pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
+    let call = || match real_fn!(munmap, MunmapFn) {
+        // SAFETY: the real munmap with the caller's arguments.
+        Some(f) => unsafe { f(addr, len) },
+        // SAFETY: the system call itself.
+        None => unsafe { libc::syscall(libc::SYS_munmap, addr, len) as c_int },
+    };
+    let Some(_g) = Guard::enter() else {
+        return call();
+    };
+    let old = take(addr);
+    let r = call();
+    if let Some(e) = old {
+        if r != 0 {
+            put_back(addr as usize, e);
+        } else {
+            let cut = page_round(len) as u64;
+            let whole = page_round(e.size as usize) as u64;
+            if cut >= whole {
+                emit_free(addr as usize, e);
+            } else {
+                let frac = cut as f64 / whole as f64;
+                emit_free(
+                    addr as usize,
+                    Entry {
+                        size: cut,
+                        weight: e.weight * frac,
+                        source: e.source,
+                    },
+                );
+                put_back(
+                    addr as usize + cut as usize,
+                    Entry {
+                        size: e.size.saturating_sub(cut),
+                        weight: e.weight * (1.0 - frac),
+                        source: e.source,
+                    },
+                );
+            }
+        }
+    }
+    r
+}
+
+/// The C `mremap` (variadic in C; on x86-64 and aarch64 Linux the optional fifth argument is
+/// passed like a named one, so it is read as one and passed on).
+///
+/// # Safety
+/// As the C function.
+#[no_mangle]
+pub unsafe extern "C" fn mremap(
+    old: *mut c_void,
+    old_size: usize,
+    new_size: usize,
+    flags: c_int,
+    new_addr: *mut c_void,
+) -> *mut c_void {
+    let call = || match real_fn!(mremap, MremapFn) {
+        // SAFETY: the real mremap with the caller's arguments.
+        Some(f) => unsafe { f(old, old_size, new_size, flags, new_addr) },
+        // SAFETY: the system call itself.
+        None => unsafe {
+            libc::syscall(libc::SYS_mremap, old, old_size, new_size, flags, new_addr) as *mut c_void
+        },
+    };
+    let Some(_g) = Guard::enter() else {
+        return call();
+    };
+    let e = take(old);
+    let q = call();
+    if let Some(e) = e {
+        if q == libc::MAP_FAILED {
+            put_back(old as usize, e);
+        } else {
+            // A sampled mapping resized: its free, and an allocation of the new size.
+            emit_free(old as usize, e);
+            on_alloc(q, new_size, 1);
+        }
+    }
+    q
+}
+
+// ---------------------------------------------------------------- the aggregate and its file
+
+struct State {
+    agg: Aggregate,
+    fd: c_int,
+    /// The trace file's (device, inode), to notice a program that closed our descriptor and
+    /// got the number back for a file of its own (never written then).
+    file: (u64, u64),
+    finished: bool,
+}
+
+fn identity(fd: c_int) -> Option<(u64, u64)> {
+    // SAFETY: an all-zero stat is a valid value; fstat fills it or fails.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on a descriptor number with a valid out pointer.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return None;
+    }
+    Some((st.st_dev, st.st_ino))
+}
+
+/// Whether `s.fd` is still the trace file; when it is not, forgets it (without closing: the
+/// number is the program's now) and stops tracing.
+fn still_ours(s: &mut State) -> bool {
+    if s.fd < 0 {
+        return false;
+    }
+    if identity(s.fd) == Some(s.file) {
+        return true;
+    }
+    warn("memlens-preload: the program closed the trace file's descriptor; tracing stops\n");
+    s.fd = -1;
+    TRACING.store(false, Ordering::Relaxed);
+    false
+}
+
+/// A spin lock (with sched_yield) over the state, so the fork handlers can hold it across the
+/// fork and release it in both processes.
+struct Locked {
+    lock: AtomicBool,
+    state: UnsafeCell<State>,
+}
+
+// SAFETY: the state is only touched while `lock` is held.
+unsafe impl Sync for Locked {}
+
+static STATE: Locked = Locked {
+    lock: AtomicBool::new(false),
+    state: UnsafeCell::new(State {
+        agg: Aggregate {
+            live: 0.0,
+            live_mmap: 0.0,
+            peak_live: 0.0,
+            total: 0.0,
+            alloc_samples: 0,
+            free_samples: 0,
+        },
+        fd: -1,
+        file: (0, 0),
+        finished: false,
+    }),
+};
+
+fn lock() {
+    while STATE
+        .lock
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        // SAFETY: sched_yield has no preconditions.
+        unsafe { libc::sched_yield() };
+    }
+}
+
+fn unlock() {
+    STATE.lock.store(false, Ordering::Release);
+}
+
+/// The state; only between [`lock`] and [`unlock`].
+#[allow(clippy::mut_from_ref)]
+fn state() -> &'static mut State {
+    // SAFETY: callers hold the lock, so this is the only reference.
+    unsafe { &mut *STATE.state.get() }
+}
+
+fn drops() -> Drops {
+    Drops {
+        allocs: DROP_ALLOCS.load(Ordering::Relaxed),
+        frees: DROP_FREES.load(Ordering::Relaxed),
+        table_full: TABLE_FULL.load(Ordering::Relaxed),
+        at_fork: AT_FORK.load(Ordering::Relaxed),
+    }
+}
+
+fn drain(s: &mut State) -> usize {
+    let Some(ring) = RING.get() else { return 0 };
+    let mut n = 0;
+    while let Some(e) = ring.pop() {
+        s.agg.apply(&e);
+        n += 1;
+    }
+    n
+}
+
+fn write_all(fd: c_int, mut b: &[u8]) -> bool {
+    while !b.is_empty() {
+        // SAFETY: writing bytes of a live slice to a descriptor this library opened.
+        let n = unsafe { libc::write(fd, b.as_ptr() as *const c_void, b.len()) };
+        if n < 0 {
+            // SAFETY: errno is this thread's.
+            if unsafe { *libc::__errno_location() } == libc::EINTR {
+                continue;
+            }
+            return false;
+        }
+        b = &b[n as usize..];
+    }
+    true
+}
+
+fn write_line(s: &mut State, tag: &str) {
+    if !still_ours(s) {
+        return;
+    }
+    let line = s.agg.line(tag, now_ns(), &drops());
+    if !write_all(s.fd, line.as_bytes()) {
+        warn("memlens-preload: cannot write the trace file; tracing stops\n");
+        // SAFETY: closing our own descriptor.
+        unsafe { libc::close(s.fd) };
+        s.fd = -1;
+        TRACING.store(false, Ordering::Relaxed);
+    }
+}
+
+fn warn(msg: &str) {
+    // stderr, one write, no allocation.
+    // SAFETY: writing a live slice to fd 2.
+    unsafe { libc::write(2, msg.as_ptr() as *const c_void, msg.len()) };
+}
+
+fn getenv(name: &CStr) -> Option<&'static [u8]> {
+    // SAFETY: getenv with a NUL-terminated name; the result lives as long as the environment
+    // entry (this library never changes it after reading).
+    let p = unsafe { libc::getenv(name.as_ptr()) };
+    if p.is_null() {
+        None
+    } else {
+        // SAFETY: a NUL-terminated string from the environment.
+        Some(unsafe { CStr::from_ptr(p) }.to_bytes())
+    }
+}
+
+fn parse_u64(b: &[u8]) -> Option<u64> {
+    std::str::from_utf8(b).ok()?.trim().parse().ok()
+}
+
+static BASE: OnceLock<Vec<u8>> = OnceLock::new();
+static PERIOD_NS: AtomicU64 = AtomicU64::new(1_000_000_000);
+
+/// Creates the trace file: never an existing file, never through a link.
+fn create(path: &[u8]) -> Result<c_int, c_int> {
+    let mut p = path.to_vec();
+    p.push(0);
+    // SAFETY: a NUL-terminated path; O_EXCL|O_NOFOLLOW: a new file or nothing.
+    let fd = unsafe {
+        libc::open(
+            p.as_ptr() as *const c_char,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o600,
+        )
+    };
+    if fd < 0 {
+        // SAFETY: errno is this thread's.
+        Err(unsafe { *libc::__errno_location() })
+    } else {
+        Ok(fd)
+    }
+}
+
+fn with_suffix(base: &[u8], pid: u32, n: u32) -> Vec<u8> {
+    let mut p = base.to_vec();
+    p.extend_from_slice(format!(".{pid}").as_bytes());
+    if n > 0 {
+        p.extend_from_slice(format!(".{n}").as_bytes());
+    }
+    p
+}
+
+/// A file for a process that is not the root of the traced tree: `BASE.PID`, or `BASE.PID.N`
+/// when this PID already wrote one (an image exec'd by a forked child).
+fn create_for_descendant(base: &[u8], pid: u32) -> Option<c_int> {
+    for n in 0..64 {
+        match create(&with_suffix(base, pid, n)) {
+            Ok(fd) => return Some(fd),
+            Err(libc::EEXIST) => continue,
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+fn header(mean: u64, extra: &str) -> String {
+    // SAFETY: getpid/getppid have no preconditions.
+    let (pid, ppid) = unsafe { (libc::getpid(), libc::getppid()) };
+    let mode = if mean <= 1 { "all" } else { "sampled" };
+    format!(
+        "memlens-trace 1 pid={pid} ppid={ppid} mode={mode} sample_bytes={mean} clock=monotonic start_ns={}{extra}\n",
+        now_ns()
+    )
+}
+
+fn map(bytes: usize) -> *mut c_void {
+    // SAFETY: a fresh private anonymous mapping (the system call: never traced).
+    let p = unsafe {
+        libc::syscall(
+            libc::SYS_mmap,
+            std::ptr::null_mut::<c_void>(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    } as *mut c_void;
+    if p == libc::MAP_FAILED {
+        std::ptr::null_mut()
+    } else {
+        p
+    }
+}
+
+const ROOT_ENV: &CStr = c"MEMLENS_TRACE_ROOT_PID";
+
+fn start() {
+    let Some(out) = getenv(c"MEMLENS_TRACE_OUT").filter(|o| !o.is_empty()) else {
+        return;
+    };
+    let all = getenv(c"MEMLENS_TRACE").is_some_and(|v| v == b"all");
+    let mean = if all {
+        1
+    } else {
+        match getenv(c"MEMLENS_SAMPLE_BYTES") {
+            None => 512 * 1024,
+            Some(v) => match parse_u64(v) {
+                Some(n) if n >= 1 => n,
+                _ => {
+                    warn("memlens-preload: MEMLENS_SAMPLE_BYTES is not a positive integer; not tracing\n");
+                    return;
+                }
+            },
+        }
+    };
+    if let Some(ms) = getenv(c"MEMLENS_TRACE_PERIOD_MS").and_then(parse_u64) {
+        PERIOD_NS.store(ms.max(10) * 1_000_000, Ordering::Relaxed);
+    }
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() } as u32;
+    let fd = if getenv(ROOT_ENV).is_none() {
+        // The root of the traced tree writes MEMLENS_TRACE_OUT itself, which must not exist.
+        match create(out) {
+            Ok(fd) => {
+                let v = std::ffi::CString::new(pid.to_string()).unwrap_or_default();
+                // SAFETY: setenv before main, while no other thread of the program runs;
+                // children and exec'd images then know they are descendants.
+                unsafe { libc::setenv(ROOT_ENV.as_ptr(), v.as_ptr(), 1) };
+                fd
+            }
+            Err(libc::EEXIST) => {
+                warn("memlens-preload: MEMLENS_TRACE_OUT already exists; it is never overwritten; not tracing\n");
+                return;
+            }
+            Err(_) => {
+                warn("memlens-preload: cannot create MEMLENS_TRACE_OUT; not tracing\n");
+                return;
+            }
+        }
+    } else {
+        match create_for_descendant(out, pid) {
+            Some(fd) => fd,
+            None => {
+                warn("memlens-preload: cannot create this process's trace file; not tracing\n");
+                return;
+            }
+        }
+    };
+    let _ = BASE.set(out.to_vec());
+    let (tcap, mut rcap) = if mean <= 1 {
+        (1usize << 22, 1usize << 18)
+    } else {
+        (1usize << 16, 1usize << 14)
+    };
+    // A smaller queue, for tests of the drop counters (rounded to a power of two, 16 at least).
+    if let Some(n) = getenv(c"MEMLENS_TRACE_RING_CELLS").and_then(parse_u64) {
+        rcap = (n.clamp(16, 1 << 24) as usize).next_power_of_two();
+    }
+    let tmem = map(Table::bytes_for(tcap));
+    let rmem = map(Ring::bytes_for(rcap));
+    if tmem.is_null() || rmem.is_null() {
+        warn("memlens-preload: cannot map the tracer's tables; not tracing\n");
+        // SAFETY: our descriptor.
+        unsafe { libc::close(fd) };
+        return;
+    }
+    // SAFETY: fresh zeroed mappings of the sizes the table and ring need, never unmapped.
+    let _ = TABLE.set(unsafe { Table::from_raw(tmem as *mut _, tcap) });
+    // SAFETY: as above.
+    let _ = RING.set(unsafe { Ring::from_raw(rmem as *mut _, rcap) });
+    MEAN.store(mean, Ordering::Relaxed);
+    lock();
+    let s = state();
+    s.fd = fd;
+    s.file = identity(fd).unwrap_or_default();
+    let ok = write_all(fd, header(mean, "").as_bytes());
+    unlock();
+    if !ok {
+        return;
+    }
+    // SAFETY: registering plain extern "C" functions.
+    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    NEXT_WRITE_NS.store(
+        now_ns() + PERIOD_NS.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
+    OWNER_PID.store(u64::from(pid), Ordering::Relaxed);
+    TRACING.store(true, Ordering::Release);
+}
+
+/// Events since start, to look at the clock only every 64th in `all` mode.
+static EVENTS: AtomicU64 = AtomicU64::new(0);
+/// When the next snapshot line is due (monotonic ns).
+static NEXT_WRITE_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Drains the queue and appends a snapshot from the hook that queued an event, when the queue
+/// is a quarter full or the period has elapsed; under a try-lock, so a hook never waits (no
+/// thread of the tracer's own: CPython 3.12+ warns at fork when a process has more than one).
+#[inline]
+fn maybe_drain() {
+    let Some(ring) = RING.get() else { return };
+    let n = EVENTS.fetch_add(1, Ordering::Relaxed);
+    let full = ring.len() >= ring.capacity() / 4;
+    if full || MEAN.load(Ordering::Relaxed) > 1 || n % 64 == 0 {
+        drain_now(full);
+    }
+}
+
+#[cold]
+fn drain_now(full: bool) {
+    let now = now_ns();
+    let due = now >= NEXT_WRITE_NS.load(Ordering::Relaxed);
+    if !full && !due {
+        return;
+    }
+    if STATE
+        .lock
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        return;
+    }
+    let s = state();
+    if !s.finished {
+        drain(s);
+        if due {
+            write_line(s, "snap");
+            NEXT_WRITE_NS.store(now + PERIOD_NS.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+    unlock();
+}
+
+fn finish() {
+    lock();
+    let s = state();
+    if !s.finished && s.fd >= 0 {
+        drain(s);
+        write_line(s, "end");
+        if s.fd >= 0 {
+            // SAFETY: our descriptor (write_line checked it), closed once.
+            unsafe { libc::close(s.fd) };
+        }
+        s.fd = -1;
+    }
+    s.finished = true;
+    TRACING.store(false, Ordering::Relaxed);
+    unlock();
+}
+
+extern "C" fn fork_prepare() {
+    let _g = Guard::enter();
+    lock();
+    // The child inherits an aggregate that includes everything queued so far.
+    drain(state());
+}
+
+extern "C" fn fork_parent() {
+    unlock();
+}
+
+extern "C" fn fork_child() {
+    let _g = Guard::enter();
+    // Only this thread exists now.
+    let s = state();
+    let lost = RING.get().map_or(0, |r| r.reset());
+    AT_FORK.store(lost as u64, Ordering::Relaxed);
+    DROP_ALLOCS.store(0, Ordering::Relaxed);
+    DROP_FREES.store(0, Ordering::Relaxed);
+    TABLE_FULL.store(0, Ordering::Relaxed);
+    let inherited = s.agg.live;
+    s.agg = s.agg.for_child();
+    if s.fd >= 0 && identity(s.fd) == Some(s.file) {
+        // SAFETY: the parent's trace file, this process's copy of the descriptor.
+        unsafe { libc::close(s.fd) };
+    }
+    s.fd = -1;
+    let live = !s.finished;
+    s.finished = true;
+    TRACING.store(false, Ordering::Relaxed);
+    if live {
+        // SAFETY: getpid/getppid have no preconditions.
+        let (pid, ppid) = unsafe { (libc::getpid() as u32, libc::getppid()) };
+        if let Some(fd) = BASE.get().and_then(|b| create_for_descendant(b, pid)) {
+            let extra = format!(
+                " forked_from={ppid} inherited_live_bytes={}",
+                inherited.max(0.0).round() as u64
+            );
+            if write_all(fd, header(MEAN.load(Ordering::Relaxed), &extra).as_bytes()) {
+                s.fd = fd;
+                s.file = identity(fd).unwrap_or_default();
+                s.finished = false;
+                OWNER_PID.store(u64::from(pid), Ordering::Relaxed);
+                TRACING.store(true, Ordering::Release);
+            }
+        } else {
+            warn("memlens-preload: cannot create the forked child's trace file; the child is not traced\n");
+        }
+    }
+    unlock();
+}
+
+type ExitFn = unsafe extern "C" fn(c_int) -> !;
+
+/// The process whose trace the state is (a vfork child shares the memory, not the trace).
+static OWNER_PID: AtomicU64 = AtomicU64::new(0);
+
+fn exit_now(name: &CStr, status: c_int) -> ! {
+    // SAFETY: getpid has no preconditions.
+    if unsafe { libc::getpid() } as u64 == OWNER_PID.load(Ordering::Relaxed) {
+        let _g = Guard::enter();
+        finish();
+    }
+    // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name.
+    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
+    if !p.is_null() {
+        // SAFETY: the next `_exit`/`_Exit`, whose C type is ExitFn.
+        unsafe { std::mem::transmute::<*mut c_void, ExitFn>(p)(status) }
+    }
+    // SAFETY: the system call ends the process; it does not return.
+    unsafe { libc::syscall(libc::SYS_exit_group, status) };
+    // SAFETY: exit_group does not return.
+    unsafe { std::hint::unreachable_unchecked() }
+}
+
+/// `_exit` (Python's `os._exit`, multiprocessing's workers): the `end` line first, as
+/// destructors do not run.
+///
+/// # Safety
+/// As the C function.
+#[no_mangle]
+pub unsafe extern "C" fn _exit(status: c_int) -> ! {
+    exit_now(c"_exit", status)
+}
+
+/// `_Exit`, as `_exit`.
+///
+/// # Safety
+/// As the C function.
+#[no_mangle]
+pub unsafe extern "C" fn _Exit(status: c_int) -> ! {
+    exit_now(c"_Exit", status)
+}
+
+extern "C" fn init() {
+    let _g = Guard::enter();
+    resolve();
+    start();
+}
+
+extern "C" fn fini() {
+    let _g = Guard::enter();
+    finish();
+}
+
+// Run by the dynamic loader when the library is loaded, and at exit (after atexit handlers,
+// so after the interpreter's own finalisation).
+#[used]
+#[link_section = ".init_array"]
+static INIT_ARRAY: extern "C" fn() = init;
+
+#[used]
+#[link_section = ".fini_array"]
+static FINI_ARRAY: extern "C" fn() = fini;

@@ -1,0 +1,71 @@
+//! memlens's allocation tracer, loaded with `LD_PRELOAD` (the foundation of
+//! `memlens run --trace`, DESIGN.md §8).
+//!
+//! It interposes the malloc family (`malloc`, `calloc`, `realloc`, `reallocarray`, `free`,
+//! `posix_memalign`, `aligned_alloc`, `memalign`, `valloc`, `pvalloc`, C23 `free_sized` and
+//! `free_aligned_sized`) and anonymous `mmap`/`mmap64`/`munmap`/`mremap`, forwarding each to the
+//! next definition (`dlsym(RTLD_NEXT)`; while dlsym itself runs, its `calloc` is served from a
+//! small static arena recognised at free); `_exit`/`_Exit` are wrapped to write the last line.
+//! A hook never re-enters (a per-thread guard); what it allocates itself (only a hook that
+//! drains, for the snapshot line) goes straight to the real allocator, untraced. It samples by bytes ([`sampling`]), records a sampled pointer in a lock-free table
+//! ([`table`]) so its free is recognised in O(1), and queues an event ([`ring`]). The queue is
+//! drained into an [`agg::Aggregate`], and a snapshot appended to the trace file, by the hook
+//! that queues an event when the queue is a quarter full or the period has elapsed, under a
+//! try-lock (a hook never waits), and at exit, `_exit` and fork. There is deliberately no
+//! tracer thread: CPython 3.12+ warns on `os.fork()` in a process with more than one thread,
+//! so a thread would change what a forking program prints (memray's file mode and Fil have none
+//! either).
+//!
+//! # Environment
+//! - `MEMLENS_TRACE_OUT`: the trace file; without it nothing is traced. Created with
+//!   `O_CREAT|O_EXCL|O_NOFOLLOW` (mode 0600): if it exists, the library says so on stderr and
+//!   traces nothing. The first process sets `MEMLENS_TRACE_ROOT_PID` in its environment;
+//!   descendants (forked children, exec'd images, subprocesses) write `OUT.PID` (`OUT.PID.N` if
+//!   the PID already has one, as after fork then exec).
+//! - `MEMLENS_SAMPLE_BYTES`: mean sample interval in bytes (default 524288); `1` or
+//!   `MEMLENS_TRACE=all` records every allocation with its exact size.
+//! - `MEMLENS_TRACE_PERIOD_MS`: how often a snapshot line is appended (default 1000).
+//! - `MEMLENS_TRACE_RING_CELLS`: the event queue's size (default 262144 in `all` mode, 16384
+//!   sampled; 40 bytes each); smaller only to test that what a full queue refuses is counted.
+//!
+//! # Trace file format, version 1
+//! Text, one record per line, fields `key=value` separated by one space, appended only:
+//! ```text
+//! memlens-trace 1 pid=P ppid=PP mode=all|sampled sample_bytes=T clock=monotonic start_ns=N [forked_from=PP inherited_live_bytes=B]
+//! snap t_ns=N live_bytes=B live_mmap_bytes=B peak_live_bytes=B total_bytes=B alloc_samples=C free_samples=C live_samples=C dropped_allocs=C dropped_frees=C table_full=C lost_at_fork=C
+//! ...
+//! end  (the same fields as snap, written once at normal exit)
+//! ```
+//! Byte figures are estimates (sums of sample weights, rounded), exact in `all` mode: `live`
+//! is allocated and not yet freed, `peak_live` its highest value in event order, `total` all
+//! bytes allocated; `live_mmap` the part from anonymous mmap. Counters of what could not be
+//! recorded are never silent: `dropped_allocs` (queue full: those samples are missing from the
+//! figures), `dropped_frees` (queue full: those bytes stay in `live`), `table_full` (no free
+//! slot for the pointer: sample missing), `lost_at_fork` (events queued in the parent at fork,
+//! discarded in the child). `snap` lines are appended at most once a period. A forked child starts from its parent's live figures
+//! (`inherited_live_bytes`), with `total` and the counters restarted. No `end` line means the
+//! process was killed or exec'd another image: the last `snap` is the latest figure.
+//! Unknown keys are to be ignored by readers; a change of meaning bumps the version.
+//!
+//! # Limits of this first step
+//! - Snapshots are written by allocating hooks: a process that stops allocating writes none
+//!   until it allocates again or exits (its `end` line is complete).
+//! - No stacks yet (`Event::stack` is 0): the Python frame walk, `PyMem_SetAllocator` wrapping
+//!   (pymalloc blocks are seen only as the arenas pymalloc mmaps) and the recording come next.
+//! - Must be preloaded, not `dlopen`ed: its thread-local state is in the static TLS block.
+//! - `munmap` is recognised at the start of a sampled mapping (whole, or a prefix); a hole
+//!   punched in its middle, a `MAP_FIXED` mapping over it, and the resize of an unsampled
+//!   mapping by `mremap` are not seen.
+//! - An image replaced by `exec` writes no `end` line (its last `snap` stands), nor does a
+//!   process killed by a signal (`exit`, `_exit` and `_Exit` write it). A forked child that execs leaves `OUT.PID` (from the
+//!   fork) and `OUT.PID.1` (the new image).
+//! - The file grows by one line a period (~250 bytes a second at the default) for as long as
+//!   the process lives.
+//! - The environment of the traced program gains `MEMLENS_TRACE_ROOT_PID`.
+
+pub mod agg;
+#[cfg(not(test))]
+mod hooks;
+pub mod ring;
+pub mod sampling;
+pub mod table;

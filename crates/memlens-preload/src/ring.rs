@@ -1,0 +1,230 @@
+//! The event queue from the hooks to whichever hook drains it: a bounded lock-free queue
+//! (Vyukov's bounded MPMC array queue) over memory mapped once. A producer that finds it full
+//! gets `false` back and counts the event as dropped; nothing blocks and nothing allocates.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// One traced event.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[repr(C)]
+pub struct Event {
+    /// 1: a sampled allocation, 2: the free of a sampled allocation.
+    pub kind: u8,
+    /// 0: malloc family, 1: anonymous mmap.
+    pub source: u8,
+    /// Placeholder for the stack of the sample (0 until frames are walked).
+    pub stack: u32,
+    /// The pointer.
+    pub ptr: usize,
+    /// Bytes requested (for a free, the bytes the allocation had).
+    pub size: u64,
+    /// The sample's weight in estimated bytes.
+    pub weight: f64,
+}
+
+/// Event kind: a sampled allocation.
+pub const ALLOC: u8 = 1;
+/// Event kind: the free of a sampled allocation.
+pub const FREE: u8 = 2;
+
+/// A slot: its sequence number and the event.
+#[repr(C)]
+pub struct Cell {
+    seq: AtomicUsize,
+    ev: UnsafeCell<Event>,
+}
+
+/// The queue over `cap` cells of memory it does not own.
+pub struct Ring {
+    cells: *const Cell,
+    mask: usize,
+    head: AtomicUsize,
+    tail: AtomicUsize,
+}
+
+// SAFETY: a cell's event is written only by the producer that claimed its sequence number and
+// read only by the consumer after the producer published it (Release/Acquire on `seq`).
+unsafe impl Sync for Ring {}
+// SAFETY: as above.
+unsafe impl Send for Ring {}
+
+impl Ring {
+    /// Bytes of memory a ring of `cap` cells needs.
+    pub fn bytes_for(cap: usize) -> usize {
+        cap * std::mem::size_of::<Cell>()
+    }
+
+    /// A ring over `cells`, `cap` (a power of two) cells.
+    ///
+    /// # Safety
+    /// `cells` must be valid, aligned for [`Cell`], not used by anything else, and live as long
+    /// as the ring.
+    pub unsafe fn from_raw(cells: *mut Cell, cap: usize) -> Ring {
+        debug_assert!(cap.is_power_of_two());
+        let r = Ring {
+            cells,
+            mask: cap - 1,
+            head: AtomicUsize::new(0),
+            tail: AtomicUsize::new(0),
+        };
+        r.reset();
+        r
+    }
+
+    /// Empties the ring (after fork, in the child, where only one thread is left). Returns
+    /// how many events were queued or being written, now discarded.
+    pub fn reset(&self) -> usize {
+        let lost = self
+            .head
+            .load(Ordering::Relaxed)
+            .wrapping_sub(self.tail.load(Ordering::Relaxed));
+        for i in 0..=self.mask {
+            self.cell(i).seq.store(i, Ordering::Relaxed);
+        }
+        self.head.store(0, Ordering::Relaxed);
+        self.tail.store(0, Ordering::Release);
+        lost
+    }
+
+    #[inline]
+    fn cell(&self, i: usize) -> &Cell {
+        // SAFETY: masked index into the region of from_raw's contract.
+        unsafe { &*self.cells.add(i & self.mask) }
+    }
+
+    /// Queues an event; false when the ring is full.
+    pub fn push(&self, ev: Event) -> bool {
+        let mut pos = self.head.load(Ordering::Relaxed);
+        loop {
+            let c = self.cell(pos);
+            let seq = c.seq.load(Ordering::Acquire);
+            let dif = seq as isize - pos as isize;
+            if dif == 0 {
+                match self.head.compare_exchange_weak(
+                    pos,
+                    pos + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        // SAFETY: this producer alone owns the cell until it publishes seq.
+                        unsafe { *c.ev.get() = ev };
+                        c.seq.store(pos + 1, Ordering::Release);
+                        return true;
+                    }
+                    Err(p) => pos = p,
+                }
+            } else if dif < 0 {
+                return false;
+            } else {
+                pos = self.head.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Takes the oldest published event. One consumer at a time (the caller holds the
+    /// aggregate's lock).
+    pub fn pop(&self) -> Option<Event> {
+        let pos = self.tail.load(Ordering::Relaxed);
+        let c = self.cell(pos);
+        let seq = c.seq.load(Ordering::Acquire);
+        if seq != pos + 1 {
+            return None;
+        }
+        // SAFETY: the producer published the cell (Acquire above); the consumer owns it now.
+        let ev = unsafe { *c.ev.get() };
+        c.seq.store(pos + self.mask + 1, Ordering::Release);
+        self.tail.store(pos + 1, Ordering::Relaxed);
+        Some(ev)
+    }
+
+    /// Events queued and not yet taken (approximate while producers run).
+    pub fn len(&self) -> usize {
+        self.head
+            .load(Ordering::Relaxed)
+            .wrapping_sub(self.tail.load(Ordering::Relaxed))
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Cells in the ring.
+    pub fn capacity(&self) -> usize {
+        self.mask + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(cap: usize) -> (Vec<Cell>, Ring) {
+        let mut v: Vec<Cell> = (0..cap)
+            .map(|_| Cell {
+                seq: AtomicUsize::new(0),
+                ev: UnsafeCell::new(Event::default()),
+            })
+            .collect();
+        // SAFETY: the vector outlives the ring in each test and nothing else uses it.
+        let r = unsafe { Ring::from_raw(v.as_mut_ptr(), cap) };
+        (v, r)
+    }
+
+    #[test]
+    fn fifo_and_full() {
+        let (_v, r) = ring(4);
+        for i in 0..4 {
+            assert!(r.push(Event {
+                ptr: i,
+                ..Event::default()
+            }));
+        }
+        assert!(!r.push(Event::default()));
+        for i in 0..4 {
+            assert_eq!(r.pop().map(|e| e.ptr), Some(i));
+        }
+        assert_eq!(r.pop(), None);
+        assert!(r.push(Event::default()));
+        assert_eq!(r.reset(), 1);
+        assert_eq!(r.pop(), None);
+    }
+
+    /// 8 producers, one consumer: every event arrives once, or was refused (and counted).
+    #[test]
+    fn concurrent_producers_lose_nothing_uncounted() {
+        let (_v, r) = ring(256);
+        let refused = AtomicUsize::new(0);
+        let done = AtomicUsize::new(0);
+        let mut seen = vec![0u32; 8 * 20_000];
+        std::thread::scope(|sc| {
+            for t in 0..8usize {
+                let (r, refused, done) = (&r, &refused, &done);
+                sc.spawn(move || {
+                    for i in 0..20_000usize {
+                        let ev = Event {
+                            ptr: t * 20_000 + i,
+                            ..Event::default()
+                        };
+                        if !r.push(ev) {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    done.fetch_add(1, Ordering::Release);
+                });
+            }
+            loop {
+                match r.pop() {
+                    Some(e) => seen[e.ptr] += 1,
+                    None if done.load(Ordering::Acquire) == 8 && r.is_empty() => break,
+                    None => std::hint::spin_loop(),
+                }
+            }
+        });
+        assert!(seen.iter().all(|&n| n <= 1));
+        let got = seen.iter().filter(|&&n| n == 1).count();
+        assert_eq!(got + refused.load(Ordering::Relaxed), 8 * 20_000);
+    }
+}
