@@ -1,5 +1,5 @@
 //! The walks over a whole interpreter on arbitrary memory: the object census
-//! (`census::take`), the GC state, `sys.modules`, pymalloc's arenas and the thread/frame walk.
+//! (`census::take`, with the advice tallies, then `--referrers` of its most common type), the GC state, `sys.modules`, pymalloc's arenas and the thread/frame walk.
 //! The interpreter is built from parts (`Interpreter::from_parts`) as `image::Header` says.
 #![no_main]
 
@@ -24,6 +24,16 @@ fuzz_target!(init: memlens_fuzz::seeds::write_if_asked("interpreter"), |data: &[
                 assert_eq!(cs.bytes, cs.types.iter().map(|t| t.bytes).sum::<u64>());
                 assert!(cs.types.iter().all(|t| t.count > 0));
                 assert!(cs.objects <= words, "{} objects in {words} words", cs.objects);
+                // `--referrers` of the most common type the census found (the same image):
+                // every instance counted was reached at its own address, on one chain.
+                if let Some(t) = cs.types.iter().max_by_key(|t| t.count) {
+                    if let Ok(r) = image::referrers(&it, &mem, bytes.len(), &t.type_name) {
+                        let on_chains: u64 = r.chains.iter().map(|c| c.instances).sum();
+                        assert_eq!(on_chains, r.instances, "every chain kept (top 0)");
+                        assert!(r.instances <= r.objects_reached.max(r.instances));
+                        assert!(r.objects_reached <= words, "{} reached", r.objects_reached);
+                    }
+                }
             }
         }
         1 => {

@@ -174,14 +174,35 @@ pub fn census(
     let budget = Rc::new(memlens_remote::MemoryBudget::new(64 << 20));
     let end = BASE + image_len as u64;
     let cached = memlens_remote::CachedMemory::new(mem, vec![(BASE, end)], 4 << 20, budget.clone());
-    // with the attribution to modules (`snapshot --packages`), so the fuzzer walks that too
+    // with the attribution to modules (`snapshot --packages`) and the tallies of
+    // `snapshot --advice` (classes' dicts, scalar lists, duplicated values), so the fuzzer
+    // walks those too
+    let extras = memlens_cpython::census::Extras {
+        by_module: true,
+        advice: true,
+    };
     memlens_cpython::census::take_with(
         it,
         &cached,
         budget,
         image_len as u64,
         std::time::Duration::ZERO,
-        true,
+        extras,
     )
     .map(|(c, _)| c)
+}
+
+/// `census --referrers TYPE` on the image, as `memlens census` walks it: through a cache of the
+/// image's one mapping, within a 64 MiB memory budget, every chain kept.
+pub fn referrers(
+    it: &Interpreter,
+    mem: &Memory,
+    image_len: usize,
+    query: &str,
+) -> memlens_cpython::Result<memlens_model::referrers::Referrers> {
+    use std::rc::Rc;
+    let budget = Rc::new(memlens_remote::MemoryBudget::new(64 << 20));
+    let end = BASE + image_len as u64;
+    let cached = memlens_remote::CachedMemory::new(mem, vec![(BASE, end)], 4 << 20, budget.clone());
+    memlens_cpython::census::referrers::search(it, &cached, budget, query, 0)
 }
