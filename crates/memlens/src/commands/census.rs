@@ -36,7 +36,8 @@ pub struct Args {
     pub max_memory: u64,
     /// Who holds the instances of TYPE (`__name__`, or `module.qualname`): the shortest chains
     /// from a module global or a thread's frame local, with the instances and shallow bytes
-    /// each holds (`--top` chains; the target is stopped for the walk unless `--nonblocking`).
+    /// each holds (`--top` chains). The target is stopped for the whole walk, which grows with
+    /// the objects reached (docs/leaks.md gives figures); `--nonblocking` never stops it.
     #[arg(long, value_name = "TYPE", conflicts_with = "growth")]
     pub referrers: Option<String>,
 }
