@@ -229,6 +229,8 @@ pub struct Model {
     pub warnings: Vec<Warning>,
     /// Copy-on-write sharing of each forked worker over time.
     pub sharing: crate::sharing_over_time::SharingOverTime,
+    /// The advice computable from the ledger at the peak (none without a ledger).
+    pub advice: Option<crate::recording_advice::RecordingAdvice>,
 }
 
 /// At most this many points per chart series.
@@ -593,6 +595,9 @@ impl Model {
             None => None,
         };
         let (python, census) = python_view(rec);
+        let advice = ledger_at_peak
+            .as_ref()
+            .map(|l| crate::recording_advice::of(l, &python));
         Ok(Model {
             file: rec.path.display().to_string(),
             mode: rec.meta.mode.unwrap_or(Mode::Record).as_str().to_string(),
@@ -620,6 +625,7 @@ impl Model {
             memlens_cpu_seconds: rec.end.memlens_cpu_s,
             warnings,
             sharing: crate::sharing_over_time::SharingOverTime::of(rec),
+            advice,
         })
     }
 
