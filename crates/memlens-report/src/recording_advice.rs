@@ -17,12 +17,18 @@ use memlens_model::units::SizeStyle;
 
 use crate::escape::terminal;
 use crate::model::{LedgerAtPeak, PythonPoint};
+use crate::sharing_over_time::SharingOverTime;
+use memlens_model::advice::HeapSharing;
 
 /// What object-level advice needs, said wherever a report shows advice.
-pub const NOTE: &str = "computed from the ledger shown for the peak and the Python view: \
-fragmentation only (cow-freeze needs the collector's frozen count and copy-on-write figures \
-at one moment, which a recording does not keep); object-level advice (slots, scalar-list, \
-duplicate-values) needs a census: memlens snapshot PID --advice while the program runs";
+pub const NOTE: &str = "computed from the ledger shown for the peak, the Python view and the \
+copy-on-write measurements nearest it: fragmentation and cow-freeze only; object-level advice \
+(slots, scalar-list, duplicate-values) needs a census: memlens snapshot PID --advice while the \
+program runs";
+
+/// How far from the ledger (s) a Python view reading or a copy-on-write measurement may be to
+/// stand for the process at the ledger's moment (cow-freeze).
+pub const NEAR_SECONDS: f64 = 10.0;
 
 /// The advice of a recording.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -59,7 +65,7 @@ fn readings(python: &[PythonPoint], pid: u32) -> Vec<(f64, PymallocFigures)> {
 }
 
 /// The advice computable from the ledger at the peak and the Python view.
-pub fn of(l: &LedgerAtPeak, python: &[PythonPoint]) -> RecordingAdvice {
+pub fn of(l: &LedgerAtPeak, python: &[PythonPoint], sharing: &SharingOverTime) -> RecordingAdvice {
     let mut items = Vec::new();
     let mut skipped = Vec::new();
     let processes = l
@@ -104,7 +110,49 @@ pub fn of(l: &LedgerAtPeak, python: &[PythonPoint]) -> RecordingAdvice {
                 None => {}
             }
         }
+        let mut cow_at = None;
+        if f.gc_frozen.is_none() && f.python_heap_sharing.is_none() {
+            let frozen = python
+                .iter()
+                .filter(|p| p.pid == f.pid && (p.t - l.t).abs() <= NEAR_SECONDS)
+                .filter_map(|p| Some((p.t, p.gc_frozen?)))
+                .min_by(|a, b| (a.0 - l.t).abs().total_cmp(&(b.0 - l.t).abs()));
+            let copied = sharing
+                .workers
+                .iter()
+                .filter(|w| w.pid == f.pid)
+                .flat_map(|w| w.points.iter().map(move |p| (w.parent_pid, p)))
+                .filter(|(_, p)| p.measured && (p.t - l.t).abs() <= NEAR_SECONDS)
+                .filter_map(|(parent, p)| {
+                    let row = p
+                        .by_category
+                        .iter()
+                        .find(|c| c.category == memlens_model::Category::PythonHeap.name())?;
+                    Some((
+                        p.t,
+                        HeapSharing {
+                            parent,
+                            shared_with_parent: row.shared_with_parent,
+                            copied: row.copied,
+                        },
+                    ))
+                })
+                .min_by(|a, b| (a.0 - l.t).abs().total_cmp(&(b.0 - l.t).abs()));
+            if let (Some((tf, frozen)), Some((ts, s))) = (frozen, copied) {
+                f.gc_frozen = Some(frozen);
+                f.python_heap_sharing = Some(s);
+                cow_at = Some((ts, tf));
+            }
+        }
         for mut a in advise_figures(&f) {
+            if let (Some((ts, tf)), "cow-freeze") = (cow_at, a.id.as_str()) {
+                let _ = write!(
+                    a.text,
+                    " (copy-on-write measured at {ts:.2} s, the frozen count read at {tf:.2} s, \
+                     the ledger at {:.2} s)",
+                    l.t
+                );
+            }
             if let (Some(t), "fragmentation") = (read_at, a.id.as_str()) {
                 let _ = write!(
                     a.text,

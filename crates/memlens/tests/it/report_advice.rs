@@ -99,11 +99,10 @@ fn record(py: &Python, dir: &TempDir, kind: &str, n: u64) -> (Value, Target, u64
     };
     let until = Instant::now() + Duration::from_secs(60);
     while !viewed(&db, arenas, kind == "fragment") {
-        assert!(
-            Instant::now() < until,
-            "{}: the Python view never read the heap",
-            py.label
-        );
+        if Instant::now() > until {
+            kill(rec.id(), "-INT");
+            panic!("{}: the Python view never read the heap", py.label);
+        }
         std::thread::sleep(Duration::from_millis(100)); // polling the recording, not a wait on the target
     }
     kill(rec.id(), "-INT");
@@ -192,4 +191,141 @@ fn a_recorded_compact_heap_gets_no_advice() {
             assert_eq!(advice(&j), Vec::<Value>::new(), "{} {kind}", py.label);
         }
     }
+}
+
+/// The forked tree of cow_freeze.py (parent and `WORKERS` workers, collected and waiting).
+fn cow(py: &Python, freeze: bool) -> (Target, Vec<u32>) {
+    let mut cmd = Command::new(&py.path);
+    cmd.arg("-S")
+        .arg(target_script("cow_freeze.py"))
+        .arg("300000")
+        .arg(WORKERS.to_string())
+        .arg(if freeze { "1" } else { "0" });
+    let t = Target::spawn(cmd);
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", t.pid()))
+        .expect("children of the parent");
+    let workers: Vec<u32> = children
+        .split_whitespace()
+        .map(|c| c.parse().expect("a pid"))
+        .collect();
+    assert_eq!(workers.len(), WORKERS, "workers of {}", t.pid());
+    (t, workers)
+}
+
+const WORKERS: usize = 2;
+
+/// Whether the recording (still being written) holds, for every worker, a copy-on-write
+/// measurement and a Python view reading with the collector's frozen count.
+fn cow_read(db: &Path, workers: &[u32]) -> bool {
+    let out = memlens()
+        .args(["report", "--json"])
+        .arg(db)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return false;
+    }
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let empty = Vec::new();
+    let python = j["python"].as_array().unwrap_or(&empty);
+    let sharing = j["sharing"]["workers"].as_array().unwrap_or(&empty);
+    workers.iter().all(|&w| {
+        python
+            .iter()
+            .any(|p| u(&p["pid"]) == u64::from(w) && p["gc_frozen"].is_u64())
+            && sharing.iter().any(|s| {
+                u(&s["pid"]) == u64::from(w)
+                    && s["points"].as_array().is_some_and(|p| {
+                        p.iter().any(|p| {
+                            p["measured"] == true
+                                && p["by_category"].as_array().is_some_and(|c| {
+                                    c.iter().any(|c| c["category"] == "python-heap")
+                                })
+                        })
+                    })
+            })
+    })
+}
+
+/// Records the tree until every worker's copy-on-write and frozen count were read.
+fn record_cow(py: &Python, dir: &TempDir, freeze: bool) -> (Value, Vec<u32>, u64) {
+    let (t, workers) = cow(py, freeze);
+    let uss: u64 = workers
+        .iter()
+        .map(|&w| rollup_field(w, "Private_Clean") + rollup_field(w, "Private_Dirty"))
+        .sum();
+    let db = dir.join(&format!("cow-{}-{freeze}.db", py.label));
+    // a budget that affords a copy-on-write pass soon after the Python view found the heap
+    let rec = memlens()
+        .args(["record", &t.pid().to_string(), "--interval", "100ms"])
+        .args(["--cpu-budget", "20", "--sharing-every", "500ms", "-o"])
+        .arg(&db)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    while !cow_read(&db, &workers) {
+        if Instant::now() > until {
+            kill(rec.id(), "-INT");
+            panic!("{}: copy-on-write never read", py.label);
+        }
+        std::thread::sleep(Duration::from_millis(200)); // polling the recording
+    }
+    kill(rec.id(), "-INT");
+    let out = rec.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}: {}", py.label, stderr(&out));
+    drop(t);
+    (report_json(&db), workers, uss)
+}
+
+#[test]
+fn a_recorded_forked_tree_gets_cow_freeze_advice() {
+    let dir = TempDir::new("report-advice-cow");
+    let mut bad = Vec::new();
+    for py in interpreters() {
+        let (j, workers, copied) = record_cow(&py, &dir, false);
+        let (frozen_j, _, frozen) = record_cow(&py, &dir, true);
+        let measured = copied.saturating_sub(frozen);
+        assert!(measured > 20 << 20, "{}: the GC copied little", py.label);
+        let cow: Vec<Value> = advice(&j)
+            .into_iter()
+            .filter(|a| a["id"] == "cow-freeze")
+            .collect();
+        let est: u64 = cow.iter().map(|a| u(&a["saving_bytes"])).sum();
+        eprintln!(
+            "{}: cow-freeze advised {est} in {} items, measured {measured}",
+            py.label,
+            cow.len()
+        );
+        if cow.len() != WORKERS {
+            bad.push(format!(
+                "{}: cow-freeze advice {cow:?}; {}",
+                py.label, j["advice_from"]
+            ));
+            continue;
+        }
+        for a in &cow {
+            assert_eq!(a["estimated"], true);
+            assert!(workers.iter().any(|&w| u64::from(w) == u(&a["pid"])));
+        }
+        if (est as f64 - measured as f64).abs() > measured as f64 * 0.25 {
+            bad.push(format!(
+                "{}: saving {est} not within 25% of the measured {measured}",
+                py.label
+            ));
+        }
+        let frozen_advice: Vec<Value> = advice(&frozen_j)
+            .into_iter()
+            .filter(|a| a["id"] == "cow-freeze")
+            .collect();
+        if !frozen_advice.is_empty() {
+            bad.push(format!(
+                "{}: frozen tree advised {frozen_advice:?}",
+                py.label
+            ));
+        }
+    }
+    assert!(bad.is_empty(), "{bad:#?}");
 }
