@@ -55,14 +55,32 @@ pub fn material(saving: u64, pss: u64) -> bool {
 /// The advice for one process, largest saving first (ties by id and subject).
 pub fn advise(p: &ProcessLedger, inputs: &Inputs<'_>) -> Vec<Advice> {
     let mut out = Vec::new();
-    fragmentation(p, &mut out);
-    cow_freeze(p, &mut out);
+    without_census(&Figures::of(p), &mut out);
     if let Some(t) = inputs.census {
-        slots(p, &t.classes, &mut out);
-        scalar_lists(p, &t.scalar_lists, &mut out);
-        duplicates(p, t, &mut out);
+        slots(p.pid, &t.classes, &mut out);
+        scalar_lists(p.pid, &t.scalar_lists, &mut out);
+        duplicates(p.pid, t, &mut out);
     }
-    out.retain(|a| material(a.saving_bytes, p.totals.pss));
+    ranked(out, p.totals.pss)
+}
+
+/// The advice computable without a census (`fragmentation`, `cow-freeze`) from a process's
+/// [`Figures`]: what a recording's stored ledger and Python view give (`memlens report`),
+/// largest saving first.
+pub fn advise_figures(f: &Figures) -> Vec<Advice> {
+    let mut out = Vec::new();
+    without_census(f, &mut out);
+    ranked(out, f.pss)
+}
+
+fn without_census(f: &Figures, out: &mut Vec<Advice>) {
+    fragmentation(f, out);
+    cow_freeze(f, out);
+}
+
+/// Only material advice, largest saving first (ties by id and subject).
+fn ranked(mut out: Vec<Advice>, pss: u64) -> Vec<Advice> {
+    out.retain(|a| material(a.saving_bytes, pss));
     out.sort_by(|a, b| {
         b.saving_bytes
             .cmp(&a.saving_bytes)
@@ -72,18 +90,216 @@ pub fn advise(p: &ProcessLedger, inputs: &Inputs<'_>) -> Vec<Advice> {
     out
 }
 
-fn item(
-    p: &ProcessLedger,
-    id: &str,
-    subject: &str,
-    saving: u64,
-    method: &str,
-    text: String,
-) -> Advice {
+/// The figures of one process that the advice without a census reads: filled from a ledger
+/// ([`Figures::of`]) or from a stored `snapshot --json` process ([`StoredProcess`]) and, where
+/// it lacks them, a recording's Python view.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Figures {
+    /// The process.
+    pub pid: u32,
+    /// Its PSS (materiality).
+    pub pss: u64,
+    /// The RSS of its `python-heap` row.
+    pub python_heap_rss: u64,
+    /// pymalloc's arenas, when the interpreter was read.
+    pub pymalloc: Option<PymallocFigures>,
+    /// `gc.get_freeze_count()`, when the collector was read.
+    pub gc_frozen: Option<u64>,
+    /// The `python-heap` pages' sharing with the parent, when measured.
+    pub python_heap_sharing: Option<HeapSharing>,
+}
+
+/// pymalloc's arenas (as [`crate::python::Pymalloc`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct PymallocFigures {
+    /// Arenas allocated.
+    pub arenas: u64,
+    /// Bytes per arena.
+    pub arena_size: u64,
+    /// Bytes in allocated blocks.
+    pub used_bytes: u64,
+    /// Arena bytes not in allocated blocks.
+    pub free_bytes: u64,
+}
+
+/// The `python-heap` row of a worker's measured sharing with its parent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeapSharing {
+    /// The parent.
+    pub parent: u32,
+    /// Pages still shared with it.
+    pub shared_with_parent: u64,
+    /// Pages copied since the fork.
+    pub copied: u64,
+}
+
+impl Figures {
+    /// A ledger's figures.
+    pub fn of(p: &ProcessLedger) -> Figures {
+        let py = p.python.as_ref();
+        Figures {
+            pid: p.pid,
+            pss: p.totals.pss,
+            python_heap_rss: p.row(Category::PythonHeap).map_or(0, |r| r.amounts.rss),
+            pymalloc: py
+                .and_then(|py| py.pymalloc.as_ref())
+                .map(|pm| PymallocFigures {
+                    arenas: pm.arenas,
+                    arena_size: pm.arena_size,
+                    used_bytes: pm.used_bytes,
+                    free_bytes: pm.free_bytes,
+                }),
+            gc_frozen: py.and_then(|py| py.gc.as_ref()).map(|gc| gc.frozen),
+            python_heap_sharing: p.sharing.as_ref().and_then(|s| {
+                let f = s.figures.as_ref().filter(|_| s.measured)?;
+                let row = f.row(Category::PythonHeap)?;
+                Some(HeapSharing {
+                    parent: s.parent,
+                    shared_with_parent: row.shared_with_parent,
+                    copied: row.copied,
+                })
+            }),
+        }
+    }
+}
+
+/// A process of a `snapshot --json` document (or a ledger a recording stored, which has the
+/// same shape), as far as [`Figures`] reads it: every other key is ignored, and a key a
+/// recording does not store (the Python view's `pymalloc` and `gc`, `sharing`) reads as absent.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct StoredProcess {
+    /// PID.
+    pub pid: u32,
+    /// Totals.
+    pub totals: StoredTotals,
+    /// Ledger rows.
+    pub ledger: Vec<StoredRow>,
+    /// The Python view.
+    pub python: Option<StoredPython>,
+    /// Copy-on-write sharing with the parent.
+    pub sharing: Option<StoredSharing>,
+}
+
+/// `totals` as far as read.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(default)]
+pub struct StoredTotals {
+    /// PSS.
+    pub pss: u64,
+}
+
+/// A ledger row as far as read.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct StoredRow {
+    /// Category name.
+    pub category: String,
+    /// RSS.
+    pub rss: u64,
+    /// Its items.
+    pub items: Vec<StoredItem>,
+}
+
+/// A row's item as far as read.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct StoredItem {
+    /// Its name (`pymalloc arenas` for the arenas).
+    pub name: String,
+    /// Virtual size.
+    pub size: u64,
+}
+
+/// `python` as far as read.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct StoredPython {
+    /// pymalloc's arenas.
+    pub pymalloc: Option<PymallocFigures>,
+    /// The collector.
+    pub gc: Option<StoredGc>,
+}
+
+/// `python.gc` as far as read.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(default)]
+pub struct StoredGc {
+    /// Frozen objects.
+    pub frozen: u64,
+}
+
+/// `sharing` as far as read.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct StoredSharing {
+    /// The parent.
+    pub parent: u32,
+    /// Whether measured.
+    pub measured: bool,
+    /// Per category.
+    pub by_category: Vec<StoredSharingRow>,
+}
+
+/// A category of `sharing.by_category` as far as read.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct StoredSharingRow {
+    /// Category name.
+    pub category: String,
+    /// Shared with the parent.
+    pub shared_with_parent: u64,
+    /// Copied.
+    pub copied: u64,
+}
+
+impl StoredProcess {
+    /// The `python-heap` row, if any.
+    pub fn python_heap(&self) -> Option<&StoredRow> {
+        self.ledger
+            .iter()
+            .find(|r| r.category == Category::PythonHeap.name())
+    }
+
+    /// The virtual size of the `pymalloc arenas` item of the `python-heap` row (what the
+    /// ledger found of the arenas when it was read), if any.
+    pub fn arena_bytes(&self) -> Option<u64> {
+        self.python_heap()?
+            .items
+            .iter()
+            .find(|i| i.name == "pymalloc arenas")
+            .map(|i| i.size)
+    }
+
+    /// Its figures.
+    pub fn figures(&self) -> Figures {
+        let py = self.python.as_ref();
+        Figures {
+            pid: self.pid,
+            pss: self.totals.pss,
+            python_heap_rss: self.python_heap().map_or(0, |r| r.rss),
+            pymalloc: py.and_then(|p| p.pymalloc),
+            gc_frozen: py.and_then(|p| p.gc).map(|g| g.frozen),
+            python_heap_sharing: self.sharing.as_ref().filter(|s| s.measured).and_then(|s| {
+                let row = s
+                    .by_category
+                    .iter()
+                    .find(|r| r.category == Category::PythonHeap.name())?;
+                Some(HeapSharing {
+                    parent: s.parent,
+                    shared_with_parent: row.shared_with_parent,
+                    copied: row.copied,
+                })
+            }),
+        }
+    }
+}
+
+fn item(pid: u32, id: &str, subject: &str, saving: u64, method: &str, text: String) -> Advice {
     Advice {
         id: id.into(),
         subject: subject.into(),
-        pid: p.pid,
+        pid,
         saving_bytes: saving,
         estimated: true,
         method: method.into(),
@@ -92,7 +308,7 @@ fn item(
 }
 
 /// `slots`: classes whose instances carry a dict (or managed/inline values).
-fn slots(p: &ProcessLedger, classes: &[ClassDicts], out: &mut Vec<Advice>) {
+fn slots(pid: u32, classes: &[ClassDicts], out: &mut Vec<Advice>) {
     const METHOD: &str = "per instance: sys.getsizeof of the instance and its dict (or the size \
 of its 3.11+ values array), each rounded as pymalloc allocates it, minus a __slots__ instance \
 of the same attributes (GC header, the instance without its dict and weakref words, 8 bytes \
@@ -122,12 +338,12 @@ per attribute); summed over the instances the census found";
                 String::new()
             }
         );
-        out.push(item(p, "slots", &c.type_name, saving, METHOD, text));
+        out.push(item(pid, "slots", &c.type_name, saving, METHOD, text));
     }
 }
 
 /// `scalar-list`: large lists and tuples whose items are all floats or all ints.
-fn scalar_lists(p: &ProcessLedger, lists: &[ScalarList], out: &mut Vec<Advice>) {
+fn scalar_lists(pid: u32, lists: &[ScalarList], out: &mut Vec<Advice>) {
     const METHOD: &str = "per list: the item objects that only the list references (reference \
 count 1), each rounded as pymalloc allocates it, plus the pointer array, minus 8 bytes per item \
 in an array.array or numpy array; items referenced elsewhere are not counted as saved";
@@ -153,12 +369,12 @@ in an array.array or numpy array; items referenced elsewhere are not counted as 
             format_bytes(saving),
         );
         let subject = format!("{} of {} {kind}s", l.container, l.items);
-        out.push(item(p, "scalar-list", &subject, saving, METHOD, text));
+        out.push(item(pid, "scalar-list", &subject, saving, METHOD, text));
     }
 }
 
 /// `duplicate-values`: equal str or bytes values held more than once, one item per type.
-fn duplicates(p: &ProcessLedger, t: &Tallies, out: &mut Vec<Advice>) {
+fn duplicates(pid: u32, t: &Tallies, out: &mut Vec<Advice>) {
     const METHOD: &str = "per value: (copies - 1) x its sys.getsizeof rounded as pymalloc \
 allocates it, summed over the values of the type whose copies have equal length and contents \
 (compared); the census tracks a bounded number of distinct values, so the copies found are a \
@@ -187,7 +403,7 @@ lower bound";
         );
         let subject = format!("{name} values");
         out.push(item(
-            p,
+            pid,
             "duplicate-values",
             &subject,
             total.saving,
@@ -199,19 +415,19 @@ lower bound";
 
 /// `fragmentation`: pymalloc arenas mostly free (live objects pin them, so the memory freed
 /// inside them stays in RSS).
-fn fragmentation(p: &ProcessLedger, out: &mut Vec<Advice>) {
+fn fragmentation(f: &Figures, out: &mut Vec<Advice>) {
     const METHOD: &str = "pymalloc's free bytes in its arenas (free blocks, empty pools, \
 headers), at most the python-heap row's RSS less the bytes in allocated blocks: the resident \
 memory a heap holding the same live objects compactly would not take, less the slack a compact \
 heap keeps too (an arena and a pool per size class: 1.5 arenas); advised when at least half of \
 the arena bytes are free";
-    let Some(pm) = p.python.as_ref().and_then(|py| py.pymalloc.as_ref()) else {
+    let Some(pm) = f.pymalloc.as_ref() else {
         return;
     };
     if pm.free_bytes < pm.used_bytes {
         return; // not mostly free
     }
-    let rss = p.row(Category::PythonHeap).map_or(0, |r| r.amounts.rss);
+    let rss = f.python_heap_rss;
     let slack = pm.arena_size.saturating_mul(3) / 2;
     let resident_free = rss.saturating_sub(pm.used_bytes).min(pm.free_bytes);
     let saving = resident_free.saturating_sub(slack);
@@ -228,7 +444,7 @@ the arena bytes are free";
         format_bytes(saving),
     );
     out.push(item(
-        p,
+        f.pid,
         "fragmentation",
         "pymalloc arenas",
         saving,
@@ -240,7 +456,7 @@ the arena bytes are free";
 /// `cow-freeze`: a forked Python worker whose inherited python-heap pages were copied since
 /// the fork (a GC pass writes to the header of every object it tracks): `gc.freeze()` in the
 /// parent before forking keeps the GC off the inherited objects.
-fn cow_freeze(p: &ProcessLedger, out: &mut Vec<Advice>) {
+fn cow_freeze(f: &Figures, out: &mut Vec<Advice>) {
     const METHOD: &str = "the python-heap pages of this worker at addresses its parent maps, \
 with a page of their own since the fork (copied on write), from the physical page numbers of \
 both (pagemap): what gc.freeze() before the fork would keep shared if the GC made the copies; \
@@ -249,21 +465,10 @@ upper bound";
     // The GC's frozen count must be known (a Python view) and small: a heap already frozen
     // (at least one frozen object per 64 bytes inherited, the rule of the `copied_python_heap`
     // finding) was copied by something else.
-    let Some(frozen) = p
-        .python
-        .as_ref()
-        .and_then(|py| py.gc.as_ref())
-        .map(|gc| gc.frozen)
-    else {
+    let Some(frozen) = f.gc_frozen else {
         return;
     };
-    let Some(s) = p.sharing.as_ref() else {
-        return;
-    };
-    let Some(f) = s.figures.as_ref().filter(|_| s.measured) else {
-        return;
-    };
-    let Some(row) = f.row(Category::PythonHeap) else {
+    let Some(row) = f.python_heap_sharing else {
         return;
     };
     let inherited = row.shared_with_parent.saturating_add(row.copied);
@@ -277,13 +482,13 @@ upper bound";
          object it tracks, which copies each inherited page holding one. Calling gc.freeze() in \
          the parent just before forking would keep about {} shared, less what the worker's own \
          writes copy",
-        s.parent,
+        row.parent,
         format_bytes(row.copied),
         format_bytes(row.shared_with_parent),
         format_bytes(saving),
     );
-    let subject = format!("python heap inherited from pid {}", s.parent);
-    out.push(item(p, "cow-freeze", &subject, saving, METHOD, text));
+    let subject = format!("python heap inherited from pid {}", row.parent);
+    out.push(item(f.pid, "cow-freeze", &subject, saving, METHOD, text));
 }
 
 #[cfg(test)]
@@ -389,6 +594,54 @@ mod tests {
             "no pagemap".into(),
         ));
         assert!(advise(&p, &Inputs::default()).is_empty());
+    }
+
+    #[test]
+    fn a_stored_process_reads_back_the_figures_of_its_ledger() {
+        use crate::ledger::Row;
+        use crate::python::Pymalloc;
+        let mut p = worker(20 << 20, 20 << 20, Some(100));
+        p.ledger.push(Row {
+            category: Category::PythonHeap,
+            amounts: Amounts {
+                rss: 30 << 20,
+                pss: 30 << 20,
+                uss: 30 << 20,
+                swap: 0,
+            },
+            size: 32 << 20,
+            mappings: 1,
+            items: Vec::new(),
+            pymalloc: None,
+        });
+        if let Some(py) = p.python.as_mut() {
+            py.pymalloc = Some(Pymalloc {
+                arenas: 32,
+                pools: 100,
+                used_bytes: 4 << 20,
+                free_bytes: 28 << 20,
+                arena_size: 1 << 20,
+                arena_ranges: Vec::new(),
+            });
+        }
+        let json = serde_json::to_value(&p).unwrap();
+        let stored = StoredProcess::deserialize(&json).unwrap();
+        let f = stored.figures();
+        assert_eq!(f, Figures::of(&p));
+        assert_eq!(f.python_heap_rss, 30 << 20);
+        assert_eq!(f.gc_frozen, Some(100));
+        assert_eq!(f.pymalloc.map(|m| m.arenas), Some(32));
+        assert_eq!(f.python_heap_sharing.map(|s| s.copied), Some(20 << 20));
+        assert_eq!(advise_figures(&f), advise(&p, &Inputs::default()));
+        // a recording's ledger carries no Python view nor sharing: nothing to advise from
+        let bare = StoredProcess::deserialize(&serde_json::json!({"pid": 3, "totals": {"pss": 9}}))
+            .unwrap()
+            .figures();
+        assert_eq!(
+            (bare.pid, bare.pss, bare.pymalloc, bare.gc_frozen),
+            (3, 9, None, None)
+        );
+        assert!(advise_figures(&bare).is_empty());
     }
 
     #[test]

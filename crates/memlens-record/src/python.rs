@@ -304,6 +304,7 @@ fn sample_of(r: Reading) -> PythonSample {
             .iter()
             .map(|g| u64::try_from(g.collections).unwrap_or(0))
             .collect(),
+        gc_frozen: r.gc.as_ref().map(|g| g.frozen),
         pymalloc_arenas: r.pymalloc.as_ref().map(|p| p.arenas),
         pymalloc_used: r.pymalloc.as_ref().map(|p| p.used_bytes),
         pymalloc_free: r.pymalloc.as_ref().map(|p| p.free_bytes),

@@ -12,6 +12,10 @@ pub struct PythonSample {
     pub gc_counts: Vec<u64>,
     /// Collections run per generation since start.
     pub gc_collections: Vec<u64>,
+    /// Objects in the GC's permanent generation (`gc.get_freeze_count()`), when the collector
+    /// was read (absent in recordings made before it was stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc_frozen: Option<u64>,
     /// pymalloc arenas allocated.
     pub pymalloc_arenas: Option<u64>,
     /// Bytes in used pymalloc blocks.

@@ -10,7 +10,7 @@ use crate::escape::terminal;
 use crate::html::escape;
 
 /// What the threshold line says.
-fn threshold() -> String {
+pub(crate) fn threshold() -> String {
     format!(
         "savings of at least {} and {MIN_PERCENT}% of the process's PSS",
         format_bytes(MIN_SAVING)
@@ -53,6 +53,14 @@ pub fn render(advice: &[Advice], census: bool, bytes: bool, w: &mut dyn Write) -
 /// The advice section of the snapshot page.
 pub fn html(h: &mut String, advice: &[Advice], census: bool, s: SizeStyle) {
     h.push_str("<h2>Advice</h2>");
+    html_items(h, advice, s);
+    if !census {
+        h.push_str("<p class=\"muted\">Object-level advice (slots, scalar-list, duplicate-values) needs <code>--advice</code>.</p>");
+    }
+}
+
+/// The table of advice items (or the line saying there is none).
+pub fn html_items(h: &mut String, advice: &[Advice], s: SizeStyle) {
     if advice.is_empty() {
         let _ = write!(
             h,
@@ -74,8 +82,5 @@ pub fn html(h: &mut String, advice: &[Advice], census: bool, s: SizeStyle) {
             );
         }
         h.push_str("</table>");
-    }
-    if !census {
-        h.push_str("<p class=\"muted\">Object-level advice (slots, scalar-list, duplicate-values) needs <code>--advice</code>.</p>");
     }
 }

@@ -609,6 +609,9 @@ pub fn render(m: &Model, o: &Options, mut out: impl Write) -> std::io::Result<()
     }
     python_section(&mut h, m, o);
     sharing_section(&mut h, m, o);
+    if let Some(a) = &m.advice {
+        crate::recording_advice::html(&mut h, a, o.sizes());
+    }
 
     h.push_str("<h2>Notes</h2><ul class=\"notes\">");
     for s in &m.peak.sampled {
@@ -697,6 +700,7 @@ mod tests {
                     pid: 7,
                     gc_counts: vec![100, 1, 0],
                     gc_collections: vec![3, 0, 0],
+                    gc_frozen: None,
                     pymalloc_arenas: Some(2),
                     pymalloc_used: Some(1 << 20),
                     pymalloc_free: Some(1 << 18),
@@ -706,6 +710,7 @@ mod tests {
                     pid: 7,
                     gc_counts: vec![500, 2, 0],
                     gc_collections: vec![9, 1, 0],
+                    gc_frozen: None,
                     pymalloc_arenas: Some(4),
                     pymalloc_used: Some(3 << 20),
                     pymalloc_free: Some(1 << 18),
@@ -749,6 +754,20 @@ mod tests {
                         .collect(),
                 }],
             },
+            advice: Some(crate::recording_advice::RecordingAdvice {
+                at_seconds: 1.5,
+                items: vec![memlens_model::advice::Advice {
+                    id: "fragmentation".into(),
+                    subject: "pymalloc <i>arenas".into(),
+                    pid: 7,
+                    saving_bytes: 12 << 20,
+                    estimated: true,
+                    method: "free bytes".into(),
+                    text: "allocate <u>long-lived".into(),
+                }],
+                skipped: Vec::new(),
+                note: crate::recording_advice::NOTE,
+            }),
         }
     }
 
@@ -769,6 +788,8 @@ mod tests {
         assert_eq!(html.matches("<polygon").count(), 2);
         assert!(html.contains("peak 100 MiB at 1.50 s"));
         assert!(html.contains("warning: pid 7 &lt;b&gt;unreadable&lt;/b&gt;"));
+        assert!(html.contains("<h2>Advice at 1.50 s</h2>"));
+        assert!(html.contains("<td>pymalloc &lt;i&gt;arenas</td><td class=\"num\">12.0 MiB</td><td>allocate &lt;u&gt;long-lived</td>"), "{html}");
         assert!(!html.contains("http:") && !html.contains("https:"));
     }
 

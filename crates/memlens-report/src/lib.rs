@@ -16,6 +16,7 @@ pub mod ledger_text;
 pub mod model;
 pub mod peak;
 pub mod python_text;
+pub mod recording_advice;
 pub mod recording_json;
 pub mod recording_text;
 pub mod referrers_text;

@@ -151,6 +151,9 @@ pub struct PythonPoint {
     pub gc_counts: Vec<u64>,
     /// Collections run per generation.
     pub gc_collections: Vec<u64>,
+    /// Objects in the GC's permanent generation (`gc.get_freeze_count()`), when recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gc_frozen: Option<u64>,
     /// pymalloc arenas.
     pub pymalloc_arenas: Option<u64>,
     /// Bytes in used pymalloc blocks.
@@ -229,6 +232,8 @@ pub struct Model {
     pub warnings: Vec<Warning>,
     /// Copy-on-write sharing of each forked worker over time.
     pub sharing: crate::sharing_over_time::SharingOverTime,
+    /// The advice computable from the ledger at the peak (none without a ledger).
+    pub advice: Option<crate::recording_advice::RecordingAdvice>,
 }
 
 /// At most this many points per chart series.
@@ -334,6 +339,7 @@ fn python_view(rec: &Recording) -> (Vec<PythonPoint>, Vec<CensusSnapshot>) {
             pid: pid_of(r.process),
             gc_counts: r.sample.gc_counts.clone(),
             gc_collections: r.sample.gc_collections.clone(),
+            gc_frozen: r.sample.gc_frozen,
             pymalloc_arenas: r.sample.pymalloc_arenas,
             pymalloc_used: r.sample.pymalloc_used,
             pymalloc_free: r.sample.pymalloc_free,
@@ -593,6 +599,10 @@ impl Model {
             None => None,
         };
         let (python, census) = python_view(rec);
+        let sharing = crate::sharing_over_time::SharingOverTime::of(rec);
+        let advice = ledger_at_peak
+            .as_ref()
+            .map(|l| crate::recording_advice::of(l, &python, &sharing));
         Ok(Model {
             file: rec.path.display().to_string(),
             mode: rec.meta.mode.unwrap_or(Mode::Record).as_str().to_string(),
@@ -619,7 +629,8 @@ impl Model {
             cgroup_note: rec.meta.cgroup_error.clone(),
             memlens_cpu_seconds: rec.end.memlens_cpu_s,
             warnings,
-            sharing: crate::sharing_over_time::SharingOverTime::of(rec),
+            sharing,
+            advice,
         })
     }
 

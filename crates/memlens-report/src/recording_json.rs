@@ -39,6 +39,8 @@ struct Report<'a> {
     python: &'a [PythonPoint],
     census: &'a [CensusSnapshot],
     sharing: &'a crate::sharing_over_time::SharingOverTime,
+    advice: &'a [memlens_model::advice::Advice],
+    advice_from: Option<&'a crate::recording_advice::RecordingAdvice>,
 }
 
 /// Writes the report as JSON (sizes in integer bytes, times in seconds).
@@ -70,6 +72,8 @@ pub fn render(model: &Model, opts: &Options, mut out: impl Write) -> std::io::Re
         python: &model.python,
         census: &model.census,
         sharing: &model.sharing,
+        advice: model.advice.as_ref().map_or(&[], |a| a.items.as_slice()),
+        advice_from: model.advice.as_ref(),
     };
     if opts.pretty {
         serde_json::to_writer_pretty(&mut out, &r)?;

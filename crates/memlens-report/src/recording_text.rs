@@ -162,6 +162,9 @@ pub fn render(m: &Model, opts: &Options, mut out: impl Write) -> std::io::Result
     }
     write_python(&mut out, m, style)?;
     crate::sharing_over_time::render_text(&m.sharing, style, opts.sparkline_width, &mut out)?;
+    if let Some(a) = &m.advice {
+        crate::recording_advice::render_text(a, style, &mut out)?;
+    }
     for s in &p.sampled {
         writeln!(out, "note: {}", escape_terminal(&s.words(style)))?;
     }

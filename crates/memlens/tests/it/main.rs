@@ -22,6 +22,7 @@ mod reads_itself;
 mod recorder_truth;
 mod referrers;
 mod render_golden;
+mod report_advice;
 mod run_record;
 mod serve;
 mod sharing;

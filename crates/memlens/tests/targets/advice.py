@@ -13,6 +13,8 @@
 # arenas stay, pinned by the survivors; its "apply" drops the survivors too (the arenas go back
 # to the system) and builds as many again, compactly: the measured saving is the RSS after
 # build - the RSS after apply.
+# "grow" allocates 32 MiB outside pymalloc and keeps it (apply leaves it): the recording's peak
+# then comes after the build.
 import sys
 from array import array
 
@@ -102,5 +104,11 @@ for line in sys.stdin:
             held.clear()
         held.append(applied())
         print("APPLIED", flush=True)
+    elif cmd == "grow":
+        # 32 MiB outside pymalloc, touched: a peak after the build (it/report_advice.rs)
+        ballast = bytearray(32 << 20)
+        for i in range(0, len(ballast), 4096):
+            ballast[i] = 1
+        print("GROWN", flush=True)
     elif cmd == "quit":
         break
