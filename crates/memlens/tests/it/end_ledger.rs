@@ -2,10 +2,7 @@
 //! ledger at the end), whatever the CPU budget afforded before.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-
-use crate::support::{kill, memlens, pythons, report_json, stderr, Target, TempDir};
+use crate::support::{kill, pythons, report_json, start_recording, stderr, Target, TempDir};
 
 /// Waits for a line, grows by 256 MiB of touched bytes when told, says GREW, then waits.
 const GROWS_WHEN_TOLD: &str = r#"
@@ -29,23 +26,9 @@ fn a_recording_stopped_at_the_peak_has_the_peak_s_breakdown() {
             let mut t = Target::python(&py.path, GROWS_WHEN_TOLD);
             let db = dir.join(&format!("end-{}-{launch}.db", py.label));
             // A low budget: the program's growth is not ledgered before the stop.
-            let mut rec = memlens()
-                .args(["record", &t.pid().to_string(), "--cpu-budget", "0.5", "-o"])
-                .arg(&db)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut err = BufReader::new(rec.stderr.take().unwrap());
-            let mut line = String::new();
-            while !line.contains("recording pid") {
-                line.clear();
-                assert!(
-                    err.read_line(&mut line).unwrap() > 0,
-                    "{what}: record ended"
-                );
-            }
+            let pid = t.pid().to_string();
+            let args = ["--cpu-budget", "0.5", pid.as_str(), "-o"].map(std::ffi::OsStr::new);
+            let rec = start_recording(&[&args[..], &[db.as_os_str()]].concat());
             t.send("grow");
             assert_eq!(t.read_line().as_deref(), Some("GREW"), "{what}");
             kill(rec.id(), "-INT");

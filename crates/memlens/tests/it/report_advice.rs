@@ -6,7 +6,6 @@
 //! gets none.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,8 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    kill, memlens, pythons, report_json, rollup_field, stderr, target_script, u, Python, Target,
-    TempDir,
+    kill, memlens, pythons, report_json, rollup_field, start_recording, stderr, target_script, u,
+    Python, Target, TempDir,
 };
 
 fn interpreters() -> Vec<Python> {
@@ -68,20 +67,9 @@ fn record(py: &Python, dir: &TempDir, kind: &str, n: u64) -> (Value, Target, u64
         .arg(n.to_string());
     let mut t = Target::spawn(cmd);
     let db = dir.join(&format!("{kind}-{}.db", py.label));
-    let mut rec = memlens()
-        .args(["record", &t.pid().to_string(), "--interval", "100ms", "-o"])
-        .arg(&db)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(rec.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("recording pid") {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "record ended");
-    }
+    let pid = t.pid().to_string();
+    let args = ["--interval", "100ms", pid.as_str(), "-o"].map(std::ffi::OsStr::new);
+    let rec = start_recording(&[&args[..], &[db.as_os_str()]].concat());
     step(&mut t, "build", "BUILT");
     // the peak after the build (32 MiB outside pymalloc, kept when the advice is applied)
     let built = step(&mut t, "grow", "GROWN");

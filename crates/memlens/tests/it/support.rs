@@ -449,3 +449,27 @@ pub fn proc_state(pid: u32) -> Option<char> {
     let after = &stat[stat.rfind(')')? + 2..];
     after.chars().next()
 }
+
+/// Starts `memlens record ARGS` (stdin and stdout closed, stderr piped) and returns it once it
+/// says `memlens: recording pid ...` on stderr: from then on it is sampling.
+pub fn start_recording(args: &[&std::ffi::OsStr]) -> std::process::Child {
+    use std::io::BufRead;
+    let mut rec = memlens()
+        .arg("record")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("memlens record starts");
+    let stderr = rec.stderr.take().expect("piped");
+    let mut err = BufReader::new(stderr);
+    let mut line = String::new();
+    while !line.contains("recording pid") {
+        line.clear();
+        let n = err.read_line(&mut line).expect("read record's stderr");
+        assert!(n > 0, "memlens record ended before recording");
+    }
+    rec.stderr = Some(err.into_inner());
+    rec
+}
