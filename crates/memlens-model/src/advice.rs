@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::category::Category;
 use crate::census::{ClassDicts, ScalarList, Tallies};
 use crate::ledger::ProcessLedger;
-use crate::units::format_bytes;
+use crate::units::SizeStyle;
 
 /// The smallest saving advised, in bytes (1 MiB) ...
 pub const MIN_SAVING: u64 = 1 << 20;
@@ -36,6 +36,10 @@ pub struct Advice {
     pub method: String,
     /// The advice, worded (sizes in binary units).
     pub text: String,
+    /// `text` with exact byte counts for its sizes (`--bytes`); not in the JSON, whose `text`
+    /// keeps binary units.
+    #[serde(skip)]
+    pub text_bytes: String,
 }
 
 /// What a process's advice is computed from: the census tallies exist only when a census was
@@ -54,28 +58,42 @@ pub fn material(saving: u64, pss: u64) -> bool {
 
 /// The advice for one process, largest saving first (ties by id and subject).
 pub fn advise(p: &ProcessLedger, inputs: &Inputs<'_>) -> Vec<Advice> {
-    let mut out = Vec::new();
-    without_census(&Figures::of(p), &mut out);
-    if let Some(t) = inputs.census {
-        slots(p.pid, &t.classes, &mut out);
-        scalar_lists(p.pid, &t.scalar_lists, &mut out);
-        duplicates(p.pid, t, &mut out);
-    }
-    ranked(out, p.totals.pss)
+    both_styles(|sz| {
+        let mut out = Vec::new();
+        without_census(&Figures::of(p), sz, &mut out);
+        if let Some(t) = inputs.census {
+            slots(p.pid, &t.classes, sz, &mut out);
+            scalar_lists(p.pid, &t.scalar_lists, sz, &mut out);
+            duplicates(p.pid, t, sz, &mut out);
+        }
+        ranked(out, p.totals.pss)
+    })
 }
 
 /// The advice computable without a census (`fragmentation`, `cow-freeze`) from a process's
 /// [`Figures`]: what a recording's stored ledger and Python view give (`memlens report`),
 /// largest saving first.
 pub fn advise_figures(f: &Figures) -> Vec<Advice> {
-    let mut out = Vec::new();
-    without_census(f, &mut out);
-    ranked(out, f.pss)
+    both_styles(|sz| {
+        let mut out = Vec::new();
+        without_census(f, sz, &mut out);
+        ranked(out, f.pss)
+    })
 }
 
-fn without_census(f: &Figures, out: &mut Vec<Advice>) {
-    fragmentation(f, out);
-    cow_freeze(f, out);
+/// The advice worded in binary units, each item's `text_bytes` from the same advice worded
+/// with exact byte counts (the same inputs give the same items in the same order).
+fn both_styles(advice: impl Fn(SizeStyle) -> Vec<Advice>) -> Vec<Advice> {
+    let mut binary = advice(SizeStyle::Binary);
+    for (a, b) in binary.iter_mut().zip(advice(SizeStyle::Bytes)) {
+        a.text_bytes = b.text;
+    }
+    binary
+}
+
+fn without_census(f: &Figures, sz: SizeStyle, out: &mut Vec<Advice>) {
+    fragmentation(f, sz, out);
+    cow_freeze(f, sz, out);
 }
 
 /// Only material advice, largest saving first (ties by id and subject).
@@ -304,11 +322,12 @@ fn item(pid: u32, id: &str, subject: &str, saving: u64, method: &str, text: Stri
         estimated: true,
         method: method.into(),
         text,
+        text_bytes: String::new(),
     }
 }
 
 /// `slots`: classes whose instances carry a dict (or managed/inline values).
-fn slots(pid: u32, classes: &[ClassDicts], out: &mut Vec<Advice>) {
+fn slots(pid: u32, classes: &[ClassDicts], sz: SizeStyle, out: &mut Vec<Advice>) {
     const METHOD: &str = "per instance: sys.getsizeof of the instance and its dict (or the size \
 of its 3.11+ values array), each rounded as pymalloc allocates it, minus a __slots__ instance \
 of the same attributes (GC header, the instance without its dict and weakref words, 8 bytes \
@@ -325,10 +344,10 @@ per attribute); summed over the instances the census found";
              instead: about {} less{}",
             c.instances,
             c.type_name,
-            format_bytes(c.bytes),
+            sz.size(c.bytes),
             per,
-            format_bytes(c.slotted_bytes),
-            format_bytes(saving),
+            sz.size(c.slotted_bytes),
+            sz.size(saving),
             if c.unread > 0 {
                 format!(
                     " ({} instances whose dict could not be read left out)",
@@ -343,7 +362,7 @@ per attribute); summed over the instances the census found";
 }
 
 /// `scalar-list`: large lists and tuples whose items are all floats or all ints.
-fn scalar_lists(pid: u32, lists: &[ScalarList], out: &mut Vec<Advice>) {
+fn scalar_lists(pid: u32, lists: &[ScalarList], sz: SizeStyle, out: &mut Vec<Advice>) {
     const METHOD: &str = "per list: the item objects that only the list references (reference \
 count 1), each rounded as pymalloc allocates it, plus the pointer array, minus 8 bytes per item \
 in an array.array or numpy array; items referenced elsewhere are not counted as saved";
@@ -364,9 +383,9 @@ in an array.array or numpy array; items referenced elsewhere are not counted as 
             l.container,
             l.items,
             kind,
-            format_bytes(l.owned_bytes.saturating_add(l.pointer_bytes)),
-            format_bytes(array),
-            format_bytes(saving),
+            sz.size(l.owned_bytes.saturating_add(l.pointer_bytes)),
+            sz.size(array),
+            sz.size(saving),
         );
         let subject = format!("{} of {} {kind}s", l.container, l.items);
         out.push(item(pid, "scalar-list", &subject, saving, METHOD, text));
@@ -374,7 +393,7 @@ in an array.array or numpy array; items referenced elsewhere are not counted as 
 }
 
 /// `duplicate-values`: equal str or bytes values held more than once, one item per type.
-fn duplicates(pid: u32, t: &Tallies, out: &mut Vec<Advice>) {
+fn duplicates(pid: u32, t: &Tallies, sz: SizeStyle, out: &mut Vec<Advice>) {
     const METHOD: &str = "per value: (copies - 1) x its sys.getsizeof rounded as pymalloc \
 allocates it, summed over the values of the type whose copies have equal length and contents \
 (compared); the census tracks a bounded number of distinct values, so the copies found are a \
@@ -398,7 +417,7 @@ lower bound";
             } else {
                 "a dict of canonical values"
             },
-            format_bytes(total.saving),
+            sz.size(total.saving),
             largest.join(", "),
         );
         let subject = format!("{name} values");
@@ -415,7 +434,7 @@ lower bound";
 
 /// `fragmentation`: pymalloc arenas mostly free (live objects pin them, so the memory freed
 /// inside them stays in RSS).
-fn fragmentation(f: &Figures, out: &mut Vec<Advice>) {
+fn fragmentation(f: &Figures, sz: SizeStyle, out: &mut Vec<Advice>) {
     const METHOD: &str = "pymalloc's free bytes in its arenas (free blocks, empty pools, \
 headers), at most the python-heap row's RSS less the bytes in allocated blocks: the resident \
 memory a heap holding the same live objects compactly would not take, less the slack a compact \
@@ -438,10 +457,10 @@ the arena bytes are free";
          batches, or running the bulk work in a worker process that exits would return about \
          {}",
         pm.arenas,
-        format_bytes(pm.used_bytes),
-        format_bytes(pm.free_bytes),
-        format_bytes(resident_free),
-        format_bytes(saving),
+        sz.size(pm.used_bytes),
+        sz.size(pm.free_bytes),
+        sz.size(resident_free),
+        sz.size(saving),
     );
     out.push(item(
         f.pid,
@@ -456,7 +475,7 @@ the arena bytes are free";
 /// `cow-freeze`: a forked Python worker whose inherited python-heap pages were copied since
 /// the fork (a GC pass writes to the header of every object it tracks): `gc.freeze()` in the
 /// parent before forking keeps the GC off the inherited objects.
-fn cow_freeze(f: &Figures, out: &mut Vec<Advice>) {
+fn cow_freeze(f: &Figures, sz: SizeStyle, out: &mut Vec<Advice>) {
     const METHOD: &str = "the python-heap pages of this worker at addresses its parent maps, \
 with a page of their own since the fork (copied on write), from the physical page numbers of \
 both (pagemap): what gc.freeze() before the fork would keep shared if the GC made the copies; \
@@ -483,9 +502,9 @@ upper bound";
          the parent just before forking would keep about {} shared, less what the worker's own \
          writes copy",
         row.parent,
-        format_bytes(row.copied),
-        format_bytes(row.shared_with_parent),
-        format_bytes(saving),
+        sz.size(row.copied),
+        sz.size(row.shared_with_parent),
+        sz.size(saving),
     );
     let subject = format!("python heap inherited from pid {}", row.parent);
     out.push(item(f.pid, "cow-freeze", &subject, saving, METHOD, text));
@@ -594,6 +613,15 @@ mod tests {
             "no pagemap".into(),
         ));
         assert!(advise(&p, &Inputs::default()).is_empty());
+    }
+
+    #[test]
+    fn each_item_is_worded_in_binary_units_and_in_exact_bytes() {
+        let a = advise(&worker(20 << 20, 20 << 20, Some(100)), &Inputs::default());
+        assert_eq!(a.len(), 1, "{a:?}");
+        assert!(a[0].text.contains("20.0 MiB"), "{}", a[0].text);
+        assert!(a[0].text_bytes.contains("20971520"), "{}", a[0].text_bytes);
+        assert!(!a[0].text_bytes.contains("iB"), "{}", a[0].text_bytes);
     }
 
     #[test]

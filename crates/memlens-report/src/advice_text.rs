@@ -4,17 +4,25 @@ use std::fmt::Write as _;
 use std::io::{Result, Write};
 
 use memlens_model::advice::{Advice, MIN_PERCENT, MIN_SAVING};
-use memlens_model::units::{format_bytes, SizeStyle};
+use memlens_model::units::SizeStyle;
 
 use crate::escape::terminal;
 use crate::html::escape;
 
 /// What the threshold line says.
-pub(crate) fn threshold() -> String {
+pub(crate) fn threshold(style: SizeStyle) -> String {
     format!(
         "savings of at least {} and {MIN_PERCENT}% of the process's PSS",
-        format_bytes(MIN_SAVING)
+        style.size(MIN_SAVING)
     )
+}
+
+/// An item's words, its sizes in `style`.
+pub(crate) fn worded(a: &Advice, style: SizeStyle) -> &str {
+    match style {
+        SizeStyle::Bytes if !a.text_bytes.is_empty() => &a.text_bytes,
+        _ => &a.text,
+    }
 }
 
 /// The advice after the ledger and Python views; `census` says whether object-level advice
@@ -26,7 +34,7 @@ pub fn render(advice: &[Advice], census: bool, bytes: bool, w: &mut dyn Write) -
         "\nAdvice (estimated savings, largest first; docs/advice.md)"
     )?;
     if advice.is_empty() {
-        writeln!(w, "  none: no change found with {}", threshold())?;
+        writeln!(w, "  none: no change found with {}", threshold(s))?;
     }
     for (i, a) in advice.iter().enumerate() {
         writeln!(
@@ -38,7 +46,7 @@ pub fn render(advice: &[Advice], census: bool, bytes: bool, w: &mut dyn Write) -
             terminal(&a.subject),
             s.size(a.saving_bytes)
         )?;
-        writeln!(w, "     {}", terminal(&a.text))?;
+        writeln!(w, "     {}", terminal(worded(a, s)))?;
     }
     if !census {
         writeln!(
@@ -65,7 +73,7 @@ pub fn html_items(h: &mut String, advice: &[Advice], s: SizeStyle) {
         let _ = write!(
             h,
             "<p>None: no change found with {}.</p>",
-            escape(&threshold())
+            escape(&threshold(s))
         );
     } else {
         h.push_str("<table><tr><th>kind</th><th>PID</th><th>subject</th><th class=\"num\">saving (estimated)</th><th>advice</th><th>how it was estimated</th></tr>");
@@ -77,7 +85,7 @@ pub fn html_items(h: &mut String, advice: &[Advice], s: SizeStyle) {
                 a.pid,
                 escape(&a.subject),
                 s.size(a.saving_bytes),
-                escape(&a.text),
+                escape(worded(a, s)),
                 escape(&a.method)
             );
         }

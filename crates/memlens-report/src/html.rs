@@ -764,6 +764,7 @@ mod tests {
                     estimated: true,
                     method: "free bytes".into(),
                     text: "allocate <u>long-lived".into(),
+                    text_bytes: "allocate <u>long-lived (bytes)".into(),
                 }],
                 skipped: Vec::new(),
                 note: crate::recording_advice::NOTE,

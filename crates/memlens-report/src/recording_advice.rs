@@ -145,9 +145,10 @@ pub fn of(l: &LedgerAtPeak, python: &[PythonPoint], sharing: &SharingOverTime) -
             }
         }
         for mut a in advise_figures(&f) {
+            let mut when = String::new();
             if let (Some((ts, tf)), "cow-freeze") = (cow_at, a.id.as_str()) {
                 let _ = write!(
-                    a.text,
+                    when,
                     " (copy-on-write measured at {ts:.2} s, the frozen count read at {tf:.2} s, \
                      the ledger at {:.2} s)",
                     l.t
@@ -155,12 +156,14 @@ pub fn of(l: &LedgerAtPeak, python: &[PythonPoint], sharing: &SharingOverTime) -
             }
             if let (Some(t), "fragmentation") = (read_at, a.id.as_str()) {
                 let _ = write!(
-                    a.text,
+                    when,
                     " (pymalloc's figures as the Python view read them at {t:.2} s, the \
                      python-heap row's RSS from the ledger at {:.2} s)",
                     l.t
                 );
             }
+            a.text.push_str(&when);
+            a.text_bytes.push_str(&when);
             items.push(a);
         }
     }
@@ -189,7 +192,7 @@ pub fn render_text(a: &RecordingAdvice, style: SizeStyle, w: &mut dyn Write) -> 
         writeln!(
             w,
             "         none: no change found with {}",
-            crate::advice_text::threshold()
+            crate::advice_text::threshold(style)
         )?;
     }
     for (i, x) in a.items.iter().enumerate() {
@@ -202,7 +205,7 @@ pub fn render_text(a: &RecordingAdvice, style: SizeStyle, w: &mut dyn Write) -> 
             terminal(&x.subject),
             style.size(x.saving_bytes)
         )?;
-        writeln!(w, "     {}", terminal(&x.text))?;
+        writeln!(w, "     {}", terminal(crate::advice_text::worded(x, style)))?;
     }
     for s in &a.skipped {
         writeln!(w, "         {}", terminal(s))?;
