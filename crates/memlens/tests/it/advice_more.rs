@@ -3,11 +3,9 @@
 //! the same program run again with gc.freeze() before its fork, the workers' USS read from the
 //! kernel (smaps_rollup) in both runs, never from memlens's output.
 
-use std::process::Command;
-
 use serde_json::Value;
 
-use crate::support::{memlens_json, pythons, rollup_field, target_script, u, Python, Target};
+use crate::support::{cow_freeze_tree, memlens_json, pythons, rollup_field, u, Python, Target};
 
 /// Interpreters whose GC differs (3.8; 3.12; 3.13; 3.14 and 3.15 when installed).
 fn gcs() -> Vec<Python> {
@@ -26,21 +24,7 @@ const WORKERS: usize = 2;
 
 /// The parent (forked workers collected and waiting) and its workers' pids.
 fn cow(py: &Python, n: u64, freeze: bool) -> (Target, Vec<u32>) {
-    let mut cmd = Command::new(&py.path);
-    cmd.arg("-S")
-        .arg(target_script("cow_freeze.py"))
-        .arg(n.to_string())
-        .arg(WORKERS.to_string())
-        .arg(if freeze { "1" } else { "0" });
-    let t = Target::spawn(cmd);
-    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", t.pid()))
-        .expect("children of the parent");
-    let workers: Vec<u32> = children
-        .split_whitespace()
-        .map(|c| c.parse().expect("a pid"))
-        .collect();
-    assert_eq!(workers.len(), WORKERS, "workers of {}", t.pid());
-    (t, workers)
+    cow_freeze_tree(py, n, WORKERS, freeze)
 }
 
 /// The workers' USS (private pages), from the kernel.

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    kill, memlens, pythons, report_json, rollup_field, start_recording, stderr, target_script, u,
-    Python, Target, TempDir,
+    cow_freeze_tree, kill, memlens, pythons, report_json, rollup_field, start_recording, stderr,
+    target_script, u, Python, Target, TempDir,
 };
 
 fn interpreters() -> Vec<Python> {
@@ -183,21 +183,7 @@ fn a_recorded_compact_heap_gets_no_advice() {
 
 /// The forked tree of cow_freeze.py (parent and `WORKERS` workers, collected and waiting).
 fn cow(py: &Python, freeze: bool) -> (Target, Vec<u32>) {
-    let mut cmd = Command::new(&py.path);
-    cmd.arg("-S")
-        .arg(target_script("cow_freeze.py"))
-        .arg("300000")
-        .arg(WORKERS.to_string())
-        .arg(if freeze { "1" } else { "0" });
-    let t = Target::spawn(cmd);
-    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", t.pid()))
-        .expect("children of the parent");
-    let workers: Vec<u32> = children
-        .split_whitespace()
-        .map(|c| c.parse().expect("a pid"))
-        .collect();
-    assert_eq!(workers.len(), WORKERS, "workers of {}", t.pid());
-    (t, workers)
+    cow_freeze_tree(py, 300_000, WORKERS, freeze)
 }
 
 const WORKERS: usize = 2;

@@ -473,3 +473,24 @@ pub fn start_recording(args: &[&std::ffi::OsStr]) -> std::process::Child {
     rec.stderr = Some(err.into_inner());
     rec
 }
+
+/// The forked tree of `cow_freeze.py`: a parent holding `n` lists, `workers` forked workers
+/// that each ran a collection (after `gc.freeze()` in the parent with `freeze`), all waiting;
+/// the parent and its workers' pids.
+pub fn cow_freeze_tree(py: &Python, n: u64, workers: usize, freeze: bool) -> (Target, Vec<u32>) {
+    let mut cmd = Command::new(&py.path);
+    cmd.arg("-S")
+        .arg(target_script("cow_freeze.py"))
+        .arg(n.to_string())
+        .arg(workers.to_string())
+        .arg(if freeze { "1" } else { "0" });
+    let t = Target::spawn(cmd);
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", t.pid()))
+        .expect("children of the parent");
+    let pids: Vec<u32> = children
+        .split_whitespace()
+        .map(|c| c.parse().expect("a pid"))
+        .collect();
+    assert_eq!(pids.len(), workers, "workers of {}", t.pid());
+    (t, pids)
+}
