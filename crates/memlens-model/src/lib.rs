@@ -10,6 +10,7 @@
 //! reader. [`clock`] is the one clock of the times memlens reports, fixed for tests.
 
 pub mod advice;
+pub mod allocations;
 pub mod category;
 pub mod census;
 pub mod cgroup;

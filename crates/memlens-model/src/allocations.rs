@@ -1,0 +1,131 @@
+//! Allocation attribution: what `memlens run --trace` learnt from the tracer
+//! (`memlens-preload`, DESIGN.md §8), as reports render it and `"allocations"` in the JSON
+//! contract carries it (docs/json.md).
+//!
+//! Byte figures are sums of sample weights: estimates in `sampled` mode (each says so through
+//! [`Allocations::mode`]), exact in `all` mode. Lines were resolved by the tracer inside the
+//! target (the code object's own line table); a frame whose line could not be resolved has
+//! line 0.
+
+use serde::{Deserialize, Serialize};
+
+/// One Python frame of an allocation's stack.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Frame {
+    /// `co_filename` as the target holds it (untrusted text: escape before printing).
+    pub file: String,
+    /// `co_qualname` (3.11+) or `co_name`.
+    pub function: String,
+    /// The line executing when the allocation was made; 0 when unknown.
+    pub line: u32,
+}
+
+/// Where the allocated bytes came from, which tells the ledger row they reconcile with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Domain {
+    /// CPython's `PyMem_Malloc`/`PyObject_Malloc` domains (pymalloc blocks and what pymalloc
+    /// passes on to malloc), wrapped with `PyMem_SetAllocator`.
+    Pymalloc,
+    /// The C malloc family called directly (extensions, the interpreter's raw domain).
+    Malloc,
+    /// Anonymous `mmap` called directly.
+    Mmap,
+}
+
+/// Bytes and allocation count of one stack or one line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stack {
+    /// Innermost frame first; empty when the allocation was made with no Python frame on
+    /// the thread (native code, interpreter start-up).
+    pub frames: Vec<Frame>,
+    pub domain: Domain,
+    pub bytes: u64,
+    pub count: u64,
+    /// The process the bytes were allocated in.
+    pub pid: u32,
+}
+
+/// Figures of one source line: the innermost frame of the stacks it is the top of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ByLine {
+    pub file: String,
+    pub line: u32,
+    pub function: String,
+    pub bytes: u64,
+    pub count: u64,
+}
+
+/// What was live when the traced total was highest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AtPeak {
+    /// Seconds since the recording started.
+    pub t: f64,
+    pub bytes: u64,
+    pub by_line: Vec<ByLine>,
+    pub stacks: Vec<Stack>,
+}
+
+/// A set of allocations by line (leaked: alive at exit; temporary: freed soon after).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lines {
+    pub bytes: u64,
+    pub by_line: Vec<ByLine>,
+}
+
+/// Traced bytes against what the kernel charged to one ledger category at the peak.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reconciliation {
+    /// A ledger category (`python-heap`, `native-heap`, ...).
+    pub category: String,
+    pub traced_bytes: u64,
+    pub pss: u64,
+    /// Traced as live but never touched (no resident page): calloc'd zero pages, arrays
+    /// allocated and not written. Measured by the tracer with `mincore` on large live
+    /// sampled allocations.
+    pub untouched_bytes: u64,
+}
+
+/// Allocated and freed over the whole run, for one source line (`report --lines`:
+/// memory_profiler-style figures from the trace alone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineTotals {
+    pub file: String,
+    pub line: u32,
+    pub function: String,
+    pub allocated_bytes: u64,
+    pub allocated_count: u64,
+    pub freed_bytes: u64,
+    pub freed_count: u64,
+}
+
+/// What the tracer could not record: never silent (each makes a figure an underestimate
+/// or leaves bytes in `live`; the tracer's crate docs say which).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lost {
+    pub dropped_allocs: u64,
+    pub dropped_frees: u64,
+    pub table_full: u64,
+    pub lost_at_fork: u64,
+    /// Sampled allocations whose Python stack could not be read (counted, kept with the
+    /// frames that were read).
+    pub unreadable_stacks: u64,
+    /// Trace files that ended without an `end` line (killed, or replaced by exec).
+    pub unfinished_traces: u64,
+}
+
+/// What `--trace` found over a whole run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Allocations {
+    /// `sampled` or `all`.
+    pub mode: String,
+    /// Mean sample interval (1 in `all` mode).
+    pub sample_interval_bytes: u64,
+    pub at_peak: AtPeak,
+    pub leaked: Lines,
+    pub temporary: Lines,
+    pub reconciliation: Vec<Reconciliation>,
+    /// Per line over the whole run (allocated, freed); the innermost frame's line.
+    pub totals_by_line: Vec<LineTotals>,
+    pub lost: Lost,
+}
