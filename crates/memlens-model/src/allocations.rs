@@ -39,8 +39,11 @@ pub struct Stack {
     /// Innermost frame first; empty when the allocation was made with no Python frame on
     /// the thread (native code, interpreter start-up).
     pub frames: Vec<Frame>,
+    /// Which allocator the bytes came from.
     pub domain: Domain,
+    /// Bytes (sums of sample weights).
     pub bytes: u64,
+    /// Allocations (sums of sample counts).
     pub count: u64,
     /// The process the bytes were allocated in.
     pub pid: u32,
@@ -49,10 +52,15 @@ pub struct Stack {
 /// Figures of one source line: the innermost frame of the stacks it is the top of.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ByLine {
+    /// `co_filename` (untrusted text).
     pub file: String,
+    /// Line number; 0 when unknown.
     pub line: u32,
+    /// `co_qualname` or `co_name`.
     pub function: String,
+    /// Bytes (sums of sample weights).
     pub bytes: u64,
+    /// Allocations (sums of sample counts).
     pub count: u64,
 }
 
@@ -61,15 +69,20 @@ pub struct ByLine {
 pub struct AtPeak {
     /// Seconds since the recording started.
     pub t: f64,
+    /// Bytes (sums of sample weights).
     pub bytes: u64,
+    /// By innermost line, largest first.
     pub by_line: Vec<ByLine>,
+    /// By whole stack, largest first.
     pub stacks: Vec<Stack>,
 }
 
 /// A set of allocations by line (leaked: alive at exit; temporary: freed soon after).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lines {
+    /// Bytes (sums of sample weights).
     pub bytes: u64,
+    /// By innermost line, largest first.
     pub by_line: Vec<ByLine>,
 }
 
@@ -78,7 +91,9 @@ pub struct Lines {
 pub struct Reconciliation {
     /// A ledger category (`python-heap`, `native-heap`, ...).
     pub category: String,
+    /// Live traced bytes of the domains charged to this category.
     pub traced_bytes: u64,
+    /// The category's PSS in the ledger nearest the peak.
     pub pss: u64,
     /// Traced as live but never touched (no resident page): calloc'd zero pages, arrays
     /// allocated and not written. Measured by the tracer with `mincore` on large live
@@ -90,12 +105,19 @@ pub struct Reconciliation {
 /// memory_profiler-style figures from the trace alone).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LineTotals {
+    /// `co_filename` (untrusted text).
     pub file: String,
+    /// Line number; 0 when unknown.
     pub line: u32,
+    /// `co_qualname` or `co_name`.
     pub function: String,
+    /// Bytes allocated over the run.
     pub allocated_bytes: u64,
+    /// Allocations over the run.
     pub allocated_count: u64,
+    /// Bytes freed over the run.
     pub freed_bytes: u64,
+    /// Frees over the run.
     pub freed_count: u64,
 }
 
@@ -103,9 +125,13 @@ pub struct LineTotals {
 /// or leaves bytes in `live`; the tracer's crate docs say which).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lost {
+    /// Samples refused by a full event queue: missing from every figure.
     pub dropped_allocs: u64,
+    /// Frees refused by a full event queue: their bytes stay live.
     pub dropped_frees: u64,
+    /// Samples with no free slot in the pointer table: missing.
     pub table_full: u64,
+    /// Events queued in a parent at fork, discarded in the child.
     pub lost_at_fork: u64,
     /// Sampled allocations whose Python stack could not be read (counted, kept with the
     /// frames that were read).
@@ -121,11 +147,16 @@ pub struct Allocations {
     pub mode: String,
     /// Mean sample interval (1 in `all` mode).
     pub sample_interval_bytes: u64,
+    /// Live at the traced peak.
     pub at_peak: AtPeak,
+    /// Alive at exit.
     pub leaked: Lines,
+    /// Freed soon after allocation.
     pub temporary: Lines,
+    /// Traced bytes against the ledger at the peak.
     pub reconciliation: Vec<Reconciliation>,
     /// Per line over the whole run (allocated, freed); the innermost frame's line.
     pub totals_by_line: Vec<LineTotals>,
+    /// What the tracer could not record.
     pub lost: Lost,
 }
