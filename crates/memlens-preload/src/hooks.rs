@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use crate::agg::{Aggregate, Drops};
-use crate::ring::{Event, Ring, ALLOC, FREE};
+use crate::residency::{nonresident_bytes, Residency};
+use crate::ring::{Event, Ring, ALLOC, FREE, PYMALLOC};
 use crate::sampling::{weight, Countdown};
 use crate::table::{Entry, Table};
 
@@ -26,6 +27,9 @@ struct Tls {
     busy: Cell<bool>,
     left: Cell<u64>,
     rng: Cell<u64>,
+    /// Set while CPython's wrapped allocator runs underneath [`crate::pymem`]'s wrapper: what
+    /// it allocates with malloc/mmap is already recorded as a pymalloc block.
+    in_py: Cell<bool>,
 }
 
 thread_local! {
@@ -34,6 +38,7 @@ thread_local! {
             busy: Cell::new(false),
             left: Cell::new(0),
             rng: Cell::new(0),
+            in_py: Cell::new(false),
         }
     };
 }
@@ -228,7 +233,7 @@ static AT_FORK: AtomicU64 = AtomicU64::new(0);
 static SEED: AtomicU64 = AtomicU64::new(0x853C_49E6_748F_EA9B);
 
 #[inline]
-fn on_alloc(ptr: *mut c_void, size: usize, source: u8) {
+fn on_alloc(ptr: *mut c_void, size: usize, domain: u8) {
     if ptr.is_null() || !TRACING.load(Ordering::Relaxed) {
         return;
     }
@@ -256,18 +261,22 @@ fn on_alloc(ptr: *mut c_void, size: usize, source: u8) {
         }
         weight(size as u64, mean)
     };
-    record_alloc(ptr as usize, size as u64, w, source);
+    record_alloc(ptr as usize, size as u64, w, domain);
 }
 
 #[cold]
-fn record_alloc(ptr: usize, size: u64, weight: f64, source: u8) {
+fn record_alloc(ptr: usize, size: u64, weight: f64, domain: u8) {
     let (Some(table), Some(ring)) = (TABLE.get(), RING.get()) else {
         return;
     };
+    crate::pymem::maybe_install();
+    if TLS.with(|t| t.in_py.get()) {
+        return; // underneath the pymalloc wrapper, which records the block itself
+    }
     let e = Entry {
         size,
         weight,
-        source,
+        domain,
     };
     if !table.insert(ptr, e) {
         TABLE_FULL.fetch_add(1, Ordering::Relaxed);
@@ -275,7 +284,7 @@ fn record_alloc(ptr: usize, size: u64, weight: f64, source: u8) {
     }
     let ev = Event {
         kind: ALLOC,
-        source,
+        domain,
         stack: 0,
         ptr,
         size,
@@ -305,9 +314,10 @@ fn put_back(ptr: usize, e: Entry) {
 
 fn emit_free(ptr: usize, e: Entry) {
     let Some(ring) = RING.get() else { return };
+    crate::pymem::maybe_install();
     let ev = Event {
         kind: FREE,
-        source: e.source,
+        domain: e.domain,
         stack: 0,
         ptr,
         size: e.size,
@@ -329,16 +339,61 @@ fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+// ---------------------------------------------------------------- for pymem.rs's wrapper
+
+/// Runs the allocator underneath the pymalloc wrapper with this thread marked, so the
+/// malloc/mmap it makes are not recorded again (its frees are still looked up).
+#[inline(always)]
+pub(crate) fn with_py_mark<R>(call: impl FnOnce() -> R) -> R {
+    TLS.with(|t| {
+        let prev = t.in_py.replace(true);
+        let r = call();
+        t.in_py.set(prev);
+        r
+    })
+}
+
+/// A block the wrapped allocator returned: sampled like the malloc hooks' blocks.
+#[inline(always)]
+pub(crate) fn py_alloc_done(p: *mut c_void, size: usize) {
+    if let Some(_g) = Guard::enter() {
+        on_alloc(p, size, PYMALLOC);
+    }
+}
+
+/// The table's entry for a block about to be freed or moved by the wrapped allocator.
+#[inline(always)]
+pub(crate) fn py_take(p: *mut c_void) -> Option<Entry> {
+    if p.is_null() {
+        None
+    } else {
+        take(p)
+    }
+}
+
+/// The free of a sampled block, taken out of the table by [`py_take`].
+#[cold]
+pub(crate) fn py_freeing(p: *mut c_void, e: Entry) {
+    let _g = Guard::enter();
+    emit_free(p as usize, e);
+}
+
+/// An entry taken for a realloc that failed.
+#[cold]
+pub(crate) fn py_put_back(p: *mut c_void, e: Entry) {
+    put_back(p as usize, e);
+}
+
 // ---------------------------------------------------------------- the hooks
 
 /// An allocating call: the real one, then the sample decision, all under the guard.
 #[inline]
-fn alloc_with(size: usize, source: u8, call: impl FnOnce() -> *mut c_void) -> *mut c_void {
+fn alloc_with(size: usize, domain: u8, call: impl FnOnce() -> *mut c_void) -> *mut c_void {
     match Guard::enter() {
         None => call(),
         Some(_g) => {
             let p = call();
-            on_alloc(p, size, source);
+            on_alloc(p, size, domain);
             p
         }
     }
@@ -673,7 +728,7 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
                     Entry {
                         size: cut,
                         weight: e.weight * frac,
-                        source: e.source,
+                        domain: e.domain,
                     },
                 );
                 put_back(
@@ -681,7 +736,7 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
                     Entry {
                         size: e.size.saturating_sub(cut),
                         weight: e.weight * (1.0 - frac),
-                        source: e.source,
+                        domain: e.domain,
                     },
                 );
             }
@@ -732,6 +787,8 @@ pub unsafe extern "C" fn mremap(
 
 struct State {
     agg: Aggregate,
+    /// The large live samples, for `untouched_bytes`.
+    residency: Residency,
     fd: c_int,
     /// The trace file's (device, inode), to notice a program that closed our descriptor and
     /// got the number back for a file of its own (never written then).
@@ -780,11 +837,15 @@ static STATE: Locked = Locked {
         agg: Aggregate {
             live: 0.0,
             live_mmap: 0.0,
+            live_pymalloc: 0.0,
+            live_malloc: 0.0,
+            untouched: 0.0,
             peak_live: 0.0,
             total: 0.0,
             alloc_samples: 0,
             free_samples: 0,
         },
+        residency: Residency::new(),
         fd: -1,
         file: (0, 0),
         finished: false,
@@ -827,6 +888,7 @@ fn drain(s: &mut State) -> usize {
     let mut n = 0;
     while let Some(e) = ring.pop() {
         s.agg.apply(&e);
+        s.residency.apply(&e);
         n += 1;
     }
     n
@@ -852,6 +914,7 @@ fn write_line(s: &mut State, tag: &str) {
     if !still_ours(s) {
         return;
     }
+    s.agg.untouched = s.residency.untouched(nonresident_bytes);
     let line = s.agg.line(tag, now_ns(), &drops());
     if !write_all(s.fd, line.as_bytes()) {
         warn("memlens-preload: cannot write the trace file; tracing stops\n");
@@ -1213,6 +1276,9 @@ extern "C" fn init() {
     let _g = Guard::enter();
     resolve();
     start();
+    if TRACING.load(Ordering::Relaxed) {
+        crate::pymem::find();
+    }
 }
 
 extern "C" fn fini() {

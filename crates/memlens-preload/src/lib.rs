@@ -66,6 +66,9 @@
 pub mod agg;
 #[cfg(not(test))]
 mod hooks;
+#[cfg(not(test))]
+mod pymem;
+pub mod residency;
 pub mod ring;
 pub mod sampling;
 pub mod table;

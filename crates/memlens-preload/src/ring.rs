@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub struct Event {
     /// 1: a sampled allocation, 2: the free of a sampled allocation.
     pub kind: u8,
-    /// 0: malloc family, 1: anonymous mmap.
-    pub source: u8,
+    /// Where the memory came from: [`MALLOC`], [`MMAP`] or [`PYMALLOC`].
+    pub domain: u8,
     /// Placeholder for the stack of the sample (0 until frames are walked).
     pub stack: u32,
     /// The pointer.
@@ -27,6 +27,15 @@ pub struct Event {
 pub const ALLOC: u8 = 1;
 /// Event kind: the free of a sampled allocation.
 pub const FREE: u8 = 2;
+
+/// Domain: the C malloc family, called directly (not from inside the wrapped CPython
+/// allocator).
+pub const MALLOC: u8 = 0;
+/// Domain: anonymous `mmap`, called directly.
+pub const MMAP: u8 = 1;
+/// Domain: CPython's `PyMem_Malloc`/`PyObject_Malloc` domains (wrapped with
+/// `PyMem_SetAllocator`, [`crate::pymem`]), whatever allocator serves them.
+pub const PYMALLOC: u8 = 2;
 
 /// A slot: its sequence number and the event.
 #[repr(C)]

@@ -14,7 +14,7 @@ const TOMBSTONE: usize = 1;
 /// The most slots one lookup or insert visits.
 pub const MAX_PROBES: usize = 64;
 
-/// One slot: the pointer, its size (and source in the top bit), its weight's bits.
+/// One slot: the pointer, its size (and domain in the top two bits), its weight's bits.
 #[repr(C)]
 pub struct Slot {
     key: AtomicUsize,
@@ -29,11 +29,12 @@ pub struct Entry {
     pub size: u64,
     /// The sample's weight (estimated bytes it stands for).
     pub weight: f64,
-    /// 0: malloc family, 1: anonymous mmap.
-    pub source: u8,
+    /// The domain ([`crate::ring::MALLOC`], [`crate::ring::MMAP`], [`crate::ring::PYMALLOC`]).
+    pub domain: u8,
 }
 
-const SOURCE_BIT: u64 = 1 << 63;
+const DOMAIN_SHIFT: u32 = 62;
+const SIZE_MASK: u64 = (1 << DOMAIN_SHIFT) - 1;
 
 /// The table over `cap` slots of memory it does not own.
 pub struct Table {
@@ -94,8 +95,8 @@ impl Table {
                 .compare_exchange(cur, key, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
-                let src = if e.source == 1 { SOURCE_BIT } else { 0 };
-                s.size.store(e.size | src, Ordering::Relaxed);
+                let d = u64::from(e.domain & 3) << DOMAIN_SHIFT;
+                s.size.store((e.size & SIZE_MASK) | d, Ordering::Relaxed);
                 s.weight.store(e.weight.to_bits(), Ordering::Release);
                 return true;
             }
@@ -118,9 +119,9 @@ impl Table {
                 let weight = f64::from_bits(s.weight.load(Ordering::Acquire));
                 s.key.store(TOMBSTONE, Ordering::Release);
                 return Some(Entry {
-                    size: size & !SOURCE_BIT,
+                    size: size & SIZE_MASK,
                     weight,
-                    source: u8::from(size & SOURCE_BIT != 0),
+                    domain: (size >> DOMAIN_SHIFT) as u8,
                 });
             }
         }
@@ -151,7 +152,7 @@ mod tests {
         let e = |s| Entry {
             size: s,
             weight: s as f64 * 1.5,
-            source: (s % 2) as u8,
+            domain: (s % 3) as u8,
         };
         for k in 0..500usize {
             assert!(t.insert(0x1000 + k * 16, e(k as u64)));
@@ -173,7 +174,7 @@ mod tests {
         let e = Entry {
             size: 1,
             weight: 1.0,
-            source: 0,
+            domain: 0,
         };
         for k in 0..8usize {
             assert!(t.insert(0x100 + k * 16, e));
@@ -194,7 +195,7 @@ mod tests {
                             let e = Entry {
                                 size: k as u64,
                                 weight: 1.0,
-                                source: 0,
+                                domain: 0,
                             };
                             assert!(t.insert(base + k * 16, e));
                         }

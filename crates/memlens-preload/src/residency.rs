@@ -1,0 +1,203 @@
+//! `untouched_bytes`: live sampled bytes with no resident page, an estimate.
+//!
+//! Allocators hand out memory the program may never write (an `np.zeros` array is calloc'd
+//! zero pages, a buffer reserved larger than it is filled): allocation tracers count it as if
+//! it were resident. Only large allocations matter for this, and they are few, so the drain
+//! keeps a side list of the live sampled allocations of at least [`LARGE`] bytes (ordered by
+//! address; never the whole pointer table, which has 4 Mi slots in `all` mode), and the writer
+//! asks the kernel (`mincore`) which pages of each are resident when it appends a `snap` or
+//! `end` line. An allocation's page-aligned inner range is measured (the partial pages at its
+//! ends count as touched: the allocator's headers live there); its untouched share is its
+//! weight times the fraction of that range not resident, so the figure is weighted like the
+//! others (exact per page in `all` mode, an estimate in `sampled` mode).
+//!
+//! It is an estimate in every mode: smaller allocations are not measured (counted as
+//! touched), a page swapped out counts as untouched (mincore cannot tell the two apart), and
+//! an allocation freed by another thread whose free is not drained yet is measured as it is
+//! then (an unmapped range counts as touched).
+
+use std::collections::BTreeMap;
+
+use crate::ring::{Event, ALLOC, FREE, MMAP};
+
+/// Allocations of at least this many bytes are measured.
+pub const LARGE: u64 = 64 * 1024;
+
+const PAGE: usize = 4096;
+
+/// The live sampled allocations of at least [`LARGE`] bytes: address -> (size, weight).
+#[derive(Debug, Default, Clone)]
+pub struct Residency {
+    live: BTreeMap<usize, (u64, f64)>,
+}
+
+impl Residency {
+    /// An empty list.
+    pub const fn new() -> Residency {
+        Residency {
+            live: BTreeMap::new(),
+        }
+    }
+
+    /// Applies one drained event (in the order the aggregate applies them).
+    pub fn apply(&mut self, e: &Event) {
+        // A free smaller than LARGE can only concern a listed allocation when it unmaps the
+        // prefix of a mapping.
+        if e.size < LARGE && (e.kind == ALLOC || e.domain != MMAP || self.live.is_empty()) {
+            return;
+        }
+        match e.kind {
+            ALLOC => {
+                self.live.insert(e.ptr, (e.size, e.weight));
+            }
+            FREE => {
+                // A mapping unmapped from its start (munmap of a prefix): the rest stays live
+                // at its new start with the rest of the weight, as in the pointer table.
+                if let Some((size, weight)) = self.live.remove(&e.ptr) {
+                    if e.size < size && e.size > 0 {
+                        let rest = size - e.size;
+                        if rest >= LARGE {
+                            self.live
+                                .insert(e.ptr + e.size as usize, (rest, weight - e.weight));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// How many allocations are listed.
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    /// The untouched estimate, given `nonresident(start, len)`: the bytes of the page-aligned
+    /// range `[start, start+len)` that have no resident page (`None`: could not be asked).
+    pub fn untouched(&self, mut nonresident: impl FnMut(usize, usize) -> Option<u64>) -> f64 {
+        let mut sum = 0.0;
+        for (&ptr, &(size, weight)) in &self.live {
+            let start = (ptr + PAGE - 1) & !(PAGE - 1);
+            let end = ptr.saturating_add(size as usize) & !(PAGE - 1);
+            if end <= start {
+                continue;
+            }
+            if let Some(n) = nonresident(start, end - start) {
+                sum += weight * (n as f64 / size as f64);
+            }
+        }
+        sum
+    }
+}
+
+/// The bytes of the page-aligned range `[start, start+len)` with no resident page, asked of
+/// the kernel with `mincore` in windows of 16 MiB (a stack buffer: nothing allocated). `None`
+/// when a window is not mapped (freed meanwhile).
+pub fn nonresident_bytes(start: usize, len: usize) -> Option<u64> {
+    const WINDOW_PAGES: usize = 4096;
+    let mut vec = [0u8; WINDOW_PAGES];
+    let pages = len / PAGE;
+    let mut done = 0;
+    let mut missing = 0u64;
+    while done < pages {
+        let n = (pages - done).min(WINDOW_PAGES);
+        // SAFETY: mincore writes one byte per page of the range into `vec`, which has room
+        // for `n` pages; the range is page-aligned. It only reads the page tables.
+        let r = unsafe {
+            libc::mincore(
+                (start + done * PAGE) as *mut libc::c_void,
+                n * PAGE,
+                vec.as_mut_ptr(),
+            )
+        };
+        if r != 0 {
+            return None;
+        }
+        missing += vec[..n].iter().filter(|b| **b & 1 == 0).count() as u64;
+        done += n;
+    }
+    Some(missing * PAGE as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(kind: u8, ptr: usize, size: u64, weight: f64) -> Event {
+        Event {
+            kind,
+            ptr,
+            size,
+            weight,
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn large_only_and_prefix_unmap() {
+        let mut r = Residency::new();
+        r.apply(&ev(ALLOC, 0x10000, 1000, 1000.0));
+        assert!(r.is_empty());
+        r.apply(&ev(ALLOC, 0x100000, 1 << 20, 2.0 * (1 << 20) as f64));
+        r.apply(&ev(ALLOC, 0x400000, 1 << 20, (1 << 20) as f64));
+        assert_eq!(r.len(), 2);
+        // All of it untouched: the weight.
+        let all = r.untouched(|_, len| Some(len as u64));
+        assert_eq!(all, 3.0 * (1 << 20) as f64);
+        // Half of the first unmapped from its start: half its weight stays.
+        let mut cut = ev(FREE, 0x100000, 1 << 19, (1 << 20) as f64);
+        cut.domain = MMAP;
+        r.apply(&cut);
+        assert_eq!(r.len(), 2);
+        let all = r.untouched(|_, len| Some(len as u64));
+        assert_eq!(all, 2.0 * (1 << 20) as f64);
+        r.apply(&ev(FREE, 0x400000, 1 << 20, (1 << 20) as f64));
+        r.apply(&ev(FREE, 0x180000, 1 << 19, (1 << 20) as f64));
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn inner_pages_only() {
+        let mut r = Residency::new();
+        // 0x1010 + 128 KiB: the inner range is 0x2000..0x21000 (31 pages).
+        r.apply(&ev(ALLOC, 0x1010, 128 << 10, (128 << 10) as f64));
+        let mut seen = vec![];
+        r.untouched(|s, l| {
+            seen.push((s, l));
+            Some(0)
+        });
+        assert_eq!(seen, vec![(0x2000, 31 * 4096)]);
+    }
+
+    /// The kernel's answer on a fresh mapping: untouched until written.
+    #[test]
+    fn mincore_sees_touched_pages() {
+        let len = 64 * PAGE;
+        // SAFETY: a fresh private anonymous mapping, unmapped below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        assert_eq!(nonresident_bytes(p as usize, len), Some(len as u64));
+        for i in 0..16 {
+            // SAFETY: inside the mapping.
+            unsafe { *(p as *mut u8).add(i * PAGE) = 1 };
+        }
+        assert_eq!(nonresident_bytes(p as usize, len), Some((48 * PAGE) as u64));
+        // SAFETY: our mapping.
+        unsafe { libc::munmap(p, len) };
+        assert_eq!(nonresident_bytes(p as usize, len), None);
+    }
+}
