@@ -6,6 +6,9 @@
 //! `free_aligned_sized`) and anonymous `mmap`/`mmap64`/`munmap`/`mremap`, forwarding each to the
 //! next definition (`dlsym(RTLD_NEXT)`; while dlsym itself runs, its `calloc` is served from a
 //! small static arena recognised at free); `_exit`/`_Exit` are wrapped to write the last line.
+//! In a CPython process it also wraps the interpreter's `PyMem_Malloc` and `PyObject_Malloc`
+//! allocator domains ([`pymem`](#cpythons-allocator-domains-pymalloc)), so pymalloc's small
+//! blocks are seen one by one without changing the program's allocator.
 //! A hook never re-enters (a per-thread guard); what it allocates itself (only a hook that
 //! drains, for the snapshot line) goes straight to the real allocator, untraced. It samples by bytes ([`sampling`]), records a sampled pointer in a lock-free table
 //! ([`table`]) so its free is recognised in O(1), and queues an event ([`ring`]). The queue is
@@ -32,13 +35,16 @@
 //! Text, one record per line, fields `key=value` separated by one space, appended only:
 //! ```text
 //! memlens-trace 1 pid=P ppid=PP mode=all|sampled sample_bytes=T clock=monotonic start_ns=N [forked_from=PP inherited_live_bytes=B]
-//! snap t_ns=N live_bytes=B live_mmap_bytes=B peak_live_bytes=B total_bytes=B alloc_samples=C free_samples=C live_samples=C dropped_allocs=C dropped_frees=C table_full=C lost_at_fork=C
+//! snap t_ns=N live_bytes=B live_mmap_bytes=B live_pymalloc_bytes=B live_malloc_bytes=B peak_live_bytes=B total_bytes=B untouched_bytes=B alloc_samples=C free_samples=C live_samples=C dropped_allocs=C dropped_frees=C table_full=C lost_at_fork=C
 //! ...
 //! end  (the same fields as snap, written once at normal exit)
 //! ```
 //! Byte figures are estimates (sums of sample weights, rounded), exact in `all` mode: `live`
 //! is allocated and not yet freed, `peak_live` its highest value in event order, `total` all
-//! bytes allocated; `live_mmap` the part from anonymous mmap. Counters of what could not be
+//! bytes allocated; `live_mmap`, `live_pymalloc` and `live_malloc` split `live` by domain:
+//! anonymous mmap, CPython's wrapped allocator domains, the C malloc family called directly
+//! (each rounded on its own). `untouched` is the estimate of live bytes with no resident page
+//! (below). Counters of what could not be
 //! recorded are never silent: `dropped_allocs` (queue full: those samples are missing from the
 //! figures), `dropped_frees` (queue full: those bytes stay in `live`), `table_full` (no free
 //! slot for the pointer: sample missing), `lost_at_fork` (events queued in the parent at fork,
@@ -47,11 +53,57 @@
 //! process was killed or exec'd another image: the last `snap` is the latest figure.
 //! Unknown keys are to be ignored by readers; a change of meaning bumps the version.
 //!
+//! # CPython's allocator domains (`pymalloc`)
+//! Most of a Python program's objects are pymalloc blocks (512 bytes or less) carved out of
+//! 1 MiB arenas (256 KiB before 3.10) that pymalloc maps itself: the malloc and mmap hooks
+//! alone see the arenas, not the objects. The tracer looks up `PyMem_GetAllocator`,
+//! `PyMem_SetAllocator`, `Py_IsInitialized`, `PyGILState_Check`,
+//! `PyGILState_GetThisThreadState` and `PyThreadState_GetUnchecked` (3.13+) or
+//! `_PyThreadState_UncheckedGet` with `dlsym(RTLD_DEFAULT)` when it is loaded: they are
+//! exported by pyenv's shared builds (libpython) and by the static, stripped Debian
+//! executables (3.11, sid's 3.14 and 3.15). A process without them (not Python, or a
+//! libpython `dlopen`ed later) is traced by the malloc and mmap hooks alone.
+//!
+//! **When it is installed**: from the slow path of a hook only (a sampled allocation, or the
+//! free of a sampled pointer; never the fast path), the first time `Py_IsInitialized()` says
+//! the interpreter runs *and* the calling thread holds the GIL (its current thread state is
+//! its own `PyGILState` one, and `PyGILState_Check()`). The MEM and OBJ domains may only be
+//! called with the GIL held, so no other thread is inside them while their function pointers
+//! are replaced. In `all` mode that is the first allocation after the interpreter's
+//! initialisation; sampled, the first sample after it (on average within 512 KiB of
+//! allocation). The wrapper forwards every call to the allocator it replaced (pymalloc, or
+//! what `PYTHONMALLOC`/`-X tracemalloc` installed before), samples with the same per-thread
+//! sampler and records domain `pymalloc`; while the allocator underneath runs the thread is
+//! marked, so the arenas and large blocks (over 512 bytes: malloc) it makes are not recorded
+//! again. Its realloc and free find sampled pointers in the same table as the malloc hooks,
+//! whichever domain recorded them. A program that installs its own allocator later
+//! (`tracemalloc.start()`, `PyMem_SetAllocator`) wraps the tracer's and keeps working.
+//!
+//! **What is missed before**: the blocks pymalloc hands out during start-up are seen only as
+//! the arenas that hold them, counted as `mmap` (1 or 2 arenas on 3.10+, a few on 3.8/3.9,
+//! depending on the address layout); those arenas stay counted until pymalloc unmaps them,
+//! and blocks later carved out of them are counted again as `pymalloc` (an over-count bounded
+//! by those arenas, 1-2 MiB). Blocks over 512 bytes allocated before are counted as `malloc`
+//! and freed correctly. Not wrapped: the RAW domain (plain malloc, seen by the hooks),
+//! subinterpreters' own allocators (3.12+ shares the process's), a program that restores an
+//! allocator it saved *before* the wrap (`tracemalloc.stop()` after `-X tracemalloc`:
+//! blocks recorded by the wrapper then stay live), and free-threaded builds (not tested).
+//!
+//! # Untouched memory
+//! `untouched_bytes` estimates the live traced bytes that have no resident page
+//! ([`residency`]): the live sampled allocations of 64 KiB or more are kept in a side list
+//! (ordered by address, updated as the queue is drained) and the kernel is asked with
+//! `mincore` which pages of their page-aligned inner range are resident, each time a `snap`
+//! or `end` line is written; an allocation contributes its weight times the fraction not
+//! resident. It is an estimate: smaller allocations count as touched, a swapped-out page
+//! counts as untouched, and a block freed by another thread but not yet drained is measured
+//! as it is then. Its cost grows with the number of large live samples (one `mincore` per
+//! 16 MiB of them per line).
+//!
 //! # Limits of this first step
 //! - Snapshots are written by allocating hooks: a process that stops allocating writes none
 //!   until it allocates again or exits (its `end` line is complete).
-//! - No stacks yet (`Event::stack` is 0): the Python frame walk, `PyMem_SetAllocator` wrapping
-//!   (pymalloc blocks are seen only as the arenas pymalloc mmaps) and the recording come next.
+//! - No stacks yet (`Event::stack` is 0): the Python frame walk and the recording come next.
 //! - Must be preloaded, not `dlopen`ed: its thread-local state is in the static TLS block.
 //! - `munmap` is recognised at the start of a sampled mapping (whole, or a prefix); a hole
 //!   punched in its middle, a `MAP_FIXED` mapping over it, and the resize of an unsampled
@@ -62,6 +114,9 @@
 //! - The file grows by one line a period (~250 bytes a second at the default) for as long as
 //!   the process lives.
 //! - The environment of the traced program gains `MEMLENS_TRACE_ROOT_PID`.
+//! - The pointer table has 16 Mi slots in `all` mode (every live pymalloc block takes one;
+//!   384 MiB of address space, resident as it fills) and 64 Ki sampled; what does not fit is
+//!   counted as `table_full`.
 
 pub mod agg;
 #[cfg(not(test))]

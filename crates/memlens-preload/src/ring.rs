@@ -34,7 +34,7 @@ pub const MALLOC: u8 = 0;
 /// Domain: anonymous `mmap`, called directly.
 pub const MMAP: u8 = 1;
 /// Domain: CPython's `PyMem_Malloc`/`PyObject_Malloc` domains (wrapped with
-/// `PyMem_SetAllocator`, [`crate::pymem`]), whatever allocator serves them.
+/// `PyMem_SetAllocator`: the crate docs), whatever allocator serves them.
 pub const PYMALLOC: u8 = 2;
 
 /// A slot: its sequence number and the event.
