@@ -28,18 +28,14 @@ pub struct ArenaFigures {
 }
 
 impl MallocArenas {
-    /// The resident free bytes of all arenas but the one with the most: what a single arena
+    /// The resident free bytes of all arenas but the two with the most: what two arenas
     /// shared by the threads (`MALLOC_ARENA_MAX=2`: the main arena and one other) would not
-    /// keep, each thread reusing what the others freed.
+    /// keep, each thread reusing what the others freed. The main arena's own free bytes are
+    /// not known (not walked): they are not counted.
     pub fn saving(&self) -> u64 {
-        let total: u64 = self.arenas.iter().map(|a| a.free_resident).sum();
-        let largest = self
-            .arenas
-            .iter()
-            .map(|a| a.free_resident)
-            .max()
-            .unwrap_or(0);
-        total - largest
+        let mut free: Vec<u64> = self.arenas.iter().map(|a| a.free_resident).collect();
+        free.sort_unstable_by(|a, b| b.cmp(a));
+        free.iter().skip(2).sum()
     }
 }
 
@@ -47,9 +43,10 @@ impl MallocArenas {
 pub(crate) fn advise(pid: u32, a: &MallocArenas, sz: SizeStyle, out: &mut Vec<Advice>) {
     const METHOD: &str = "a walk of every chunk of the glibc heaps of the arenas other than \
 the main one: per arena, the free chunks' bytes (the top chunk included), at most the heaps' \
-RSS less the allocated chunks' bytes; summed over the arenas less the arena with the most free \
-(what one shared arena would keep); chunks in fast bins and thread caches count as allocated";
-    if a.arenas.len() < 2 {
+RSS less the allocated chunks' bytes; summed over the arenas less the two arenas with the most \
+free (what the two arenas of MALLOC_ARENA_MAX=2 would keep); chunks in fast bins and thread \
+caches count as allocated";
+    if a.arenas.len() < 3 {
         return;
     }
     let saving = a.saving();
@@ -98,20 +95,25 @@ mod tests {
     }
 
     #[test]
-    fn the_saving_leaves_the_arena_with_the_most_free() {
+    fn the_saving_leaves_the_two_arenas_with_the_most_free() {
         let a = MallocArenas {
-            arenas: vec![arena(15 << 20), arena(16 << 20), arena(14 << 20)],
+            arenas: vec![
+                arena(15 << 20),
+                arena(16 << 20),
+                arena(14 << 20),
+                arena(13 << 20),
+            ],
             unread_heaps: 0,
         };
-        assert_eq!(a.saving(), 29 << 20);
+        assert_eq!(a.saving(), 27 << 20);
         let mut out = Vec::new();
         advise(7, &a, SizeStyle::Binary, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].id, "malloc-arenas");
-        assert_eq!(out[0].saving_bytes, 29 << 20);
-        // one arena: nothing to share
+        assert_eq!(out[0].saving_bytes, 27 << 20);
+        // two arenas: MALLOC_ARENA_MAX=2 keeps as many
         let one = MallocArenas {
-            arenas: vec![arena(15 << 20)],
+            arenas: vec![arena(15 << 20), arena(15 << 20)],
             unread_heaps: 0,
         };
         let mut out = Vec::new();

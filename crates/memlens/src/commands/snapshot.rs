@@ -37,8 +37,10 @@ pub struct Args {
     #[arg(long)]
     pub packages: bool,
     /// Also give object-level advice (docs/advice.md): classes without `__slots__`, large
-    /// lists of floats or ints, duplicated str/bytes values. Takes a census of each Python
-    /// process (a walk of its heap, verified in a short pause; one walk with --packages).
+    /// lists of floats or ints, duplicated str/bytes values, free memory spread over glibc's
+    /// per-thread malloc arenas. Takes a census of each Python process (a walk of its heap,
+    /// verified in a short pause; one walk with --packages) and walks its glibc arenas' heaps
+    /// (in another short pause).
     /// Without it, snapshot still advises what the ledger shows.
     #[arg(long)]
     pub advice: bool,
