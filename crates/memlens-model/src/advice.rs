@@ -21,7 +21,7 @@ pub const MIN_PERCENT: u64 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Advice {
     /// The kind, a stable id (docs/advice.md): `slots`, `scalar-list`, `duplicate-values`,
-    /// `fragmentation`, `cow-freeze`.
+    /// `fragmentation`, `cow-freeze`, `malloc-arenas`.
     pub id: String,
     /// What it is about: a class name, a type, `threads`, `pymalloc` (untrusted where it
     /// names a class).
@@ -48,6 +48,9 @@ pub struct Advice {
 pub struct Inputs<'a> {
     /// The census's tallies.
     pub census: Option<&'a Tallies>,
+    /// The glibc arenas other than the main one, when their heaps were walked
+    /// (`snapshot --advice`).
+    pub arenas: Option<&'a crate::arenas::MallocArenas>,
 }
 
 /// Whether a saving is worth advising for a process of `pss` bytes: at least [`MIN_SAVING`]
@@ -65,6 +68,9 @@ pub fn advise(p: &ProcessLedger, inputs: &Inputs<'_>) -> Vec<Advice> {
             slots(p.pid, &t.classes, sz, &mut out);
             scalar_lists(p.pid, &t.scalar_lists, sz, &mut out);
             duplicates(p.pid, t, sz, &mut out);
+        }
+        if let Some(a) = inputs.arenas {
+            crate::arenas::advise(p.pid, a, sz, &mut out);
         }
         ranked(out, p.totals.pss)
     })
@@ -313,7 +319,14 @@ impl StoredProcess {
     }
 }
 
-fn item(pid: u32, id: &str, subject: &str, saving: u64, method: &str, text: String) -> Advice {
+pub(crate) fn item(
+    pid: u32,
+    id: &str,
+    subject: &str,
+    saving: u64,
+    method: &str,
+    text: String,
+) -> Advice {
     Advice {
         id: id.into(),
         subject: subject.into(),
@@ -696,6 +709,7 @@ mod tests {
             &p,
             &Inputs {
                 census: Some(&tallies),
+                ..Default::default()
             },
         );
         let got: Vec<(&str, u64)> = a

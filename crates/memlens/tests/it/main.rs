@@ -3,6 +3,7 @@
 
 mod advice;
 mod advice_more;
+mod advice_threads;
 mod bytes_everywhere;
 mod census_trust;
 mod debug_offsets;
