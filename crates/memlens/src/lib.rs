@@ -8,7 +8,6 @@ mod commands;
 mod exit;
 mod flags;
 mod logger;
-mod malloc_arenas;
 mod messages;
 mod output;
 pub mod python_view;

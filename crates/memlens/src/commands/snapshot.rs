@@ -89,7 +89,12 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
             .processes
             .iter()
             .filter(|p| p.python.is_some())
-            .filter_map(|p| Some((p.pid, crate::malloc_arenas::read(p.pid, args.nonblocking)?)))
+            .filter_map(|p| {
+                Some((
+                    p.pid,
+                    memlens_ledger::arenas::read(p.pid, args.nonblocking)?,
+                ))
+            })
             .collect()
     } else {
         HashMap::new()

@@ -26,6 +26,12 @@ pub fn read(pid: u32, nonblocking: bool) -> Option<MallocArenas> {
         }
     };
     let out = read_now(pid);
+    if let Some(a) = out.as_ref().filter(|a| a.unread_heaps > 0) {
+        log::warn!(
+            "pid {pid}: {} glibc heaps could not be walked (left out of the malloc-arenas figures)",
+            a.unread_heaps
+        );
+    }
     if let Some(p) = pause {
         let stopped = p.resume();
         log::info!(
