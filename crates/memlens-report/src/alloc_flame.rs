@@ -96,28 +96,28 @@ pub fn folded(a: &Allocations) -> Vec<String> {
 pub fn titles(a: &Allocations, style: SizeStyle) -> (String, String) {
     let drawn: u64 = a.at_peak.stacks.iter().map(|s| s.bytes).sum();
     let mut sub = format!(
-        "{} traced live at {:.2} s; widths are bytes",
+        "{} traced live at {:.2} s",
         style.size(a.at_peak.bytes),
         a.at_peak.t
     );
     if drawn < a.at_peak.bytes {
-        sub.push_str(&format!(
-            " (the largest stacks: {} of them)",
-            style.size(drawn)
-        ));
+        sub.push_str(&format!(" ({} in the stacks drawn)", style.size(drawn)));
     }
     if is_sampled(a) {
         sub.push_str(&format!(
-            "; sampled: estimates, one sample per {} allocated on average",
+            " · sampled: estimates, one sample per {} allocated",
             style.size(a.sample_interval_bytes)
         ));
     } else {
-        sub.push_str("; every allocation traced: exact");
+        sub.push_str(" · every allocation traced: exact");
     }
     if !lost_words(&a.lost).is_empty() {
-        sub.push_str("; incomplete: the tracer lost records (memlens report says which)");
+        sub.push_str(" · incomplete: the tracer lost records");
     }
-    ("Live memory at the peak (traced allocations)".into(), sub)
+    (
+        "Live memory at the peak (traced allocations, widths are bytes)".into(),
+        sub,
+    )
 }
 
 /// inferno's SVG of `lines`, with its own script (search, zoom) when `script` is set.
@@ -129,8 +129,9 @@ pub(crate) fn inferno_svg(
     script: bool,
 ) -> std::io::Result<Vec<u8>> {
     let mut o = inferno::flamegraph::Options::default();
-    o.title = clean(&title);
-    o.subtitle = Some(clean(&subtitle));
+    // Titles are memlens's words and figures (no target string): quick-xml escapes them.
+    o.title = title;
+    o.subtitle = Some(subtitle);
     o.count_name = "bytes".into();
     o.name_type = "".into();
     o.colors = inferno::flamegraph::Palette::Basic(inferno::flamegraph::color::BasicPalette::Mem);

@@ -176,6 +176,16 @@ pub fn frames_element(
     if top > bottom {
         return Err(bad());
     }
+    // A nested <svg> without a height is as tall as the outer viewBox and clips what lies
+    // below that: it is given the frames' full height.
+    let inner = inner.replacen(
+        "<svg id=\"fg-frames\"",
+        &format!(
+            "<svg id=\"fg-frames\" y=\"0\" height=\"{:.0}\"",
+            bottom + 4.0
+        ),
+        1,
+    );
     Ok(Some((inner, top, bottom - top)))
 }
 
@@ -200,10 +210,14 @@ fn lines_table(h: &mut String, rows: &[ByLine], whole: u64, style: SizeStyle, to
         } else {
             r.line.to_string()
         };
+        let place = if r.file.is_empty() && r.line == 0 {
+            "(no Python frame)".to_string()
+        } else {
+            format!("{}:{line}", escape(&r.file))
+        };
         let _ = write!(
             h,
-            r#"<tr><td class="cmdline">{}:{line}</td><td class="cmdline">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
-            escape(&r.file),
+            r#"<tr><td class="cmdline">{place}</td><td class="cmdline">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
             escape(&r.function),
             style.size(r.bytes),
             share(r.bytes, whole),
@@ -247,11 +261,12 @@ pub fn section(h: &mut String, a: Option<&Allocations>, style: SizeStyle) {
     }
     let _ = write!(
         h,
-        r#"<div class="figures"><div class="figure peak">traced live at the peak{est}<b>{}</b>at {:.2} s</div><div class="figure">leaked (alive at exit){est}<b>{}</b>{} lines</div><div class="figure">temporary{est}<b>{}</b>freed soon after allocation</div></div>"#,
+        r#"<div class="figures"><div class="figure peak">traced live at the peak{est}<b>{}</b>at {:.2} s</div><div class="figure">leaked (alive at exit){est}<b>{}</b>{} line{}</div><div class="figure">temporary{est}<b>{}</b>freed soon after allocation</div></div>"#,
         style.size(a.at_peak.bytes),
         a.at_peak.t,
         style.size(a.leaked.bytes),
         a.leaked.by_line.len(),
+        if a.leaked.by_line.len() == 1 { "" } else { "s" },
         style.size(a.temporary.bytes),
     );
     match frames_element(a, style) {

@@ -294,7 +294,7 @@ pub fn render(
     if let Some(f) = &sel.function {
         writeln!(
             out,
-            "  the function's lines run from the lowest to the highest line its traced allocations were made at ({}–{}); lines of it that allocated nothing outside that range are not shown",
+            "  the function's range ({}–{}) is the lowest to the highest line at which it allocated (from its traced lines): its other lines allocated nothing traced",
             f.first, f.last
         )?;
     }

@@ -127,8 +127,12 @@ pub fn cut_right(s: &str, n: usize) -> String {
     }
 }
 
-/// `file:line` (`file:?` when the line is unknown), escaped, the path cut from the left.
+/// `file:line` (`file:?` when the line is unknown), escaped, the path cut from the left;
+/// `(no Python frame)` for the line of allocations made without one.
 pub fn place(file: &str, line: u32, width: usize) -> String {
+    if file.is_empty() && line == 0 {
+        return "(no Python frame)".into();
+    }
     let line = if line == 0 {
         "?".to_string()
     } else {
@@ -224,10 +228,11 @@ fn write_stacks(
     for s in stacks.iter().take(opts.top_stacks) {
         writeln!(
             out,
-            "  {} ({}, {} allocs) from {}, pid {}:",
+            "  {} ({}, {} alloc{}) from {}, pid {}:",
             style.size(s.bytes),
             share(s.bytes, whole),
             s.count,
+            if s.count == 1 { "" } else { "s" },
             domain_name(s.domain),
             s.pid
         )?;

@@ -43,12 +43,13 @@ impl Options {
 }
 
 /// Escapes text for HTML element content and attribute values; other control characters
-/// become U+FFFD.
+/// and the Unicode bidi controls (which would reorder the text around them) become U+FFFD.
 pub fn escape(s: &str) -> String {
     let cleaned: String = s
         .chars()
         .map(|c| {
-            if c.is_control() && c != '\n' && c != '\t' {
+            let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if (c.is_control() && c != '\n' && c != '\t') || bidi {
                 '\u{fffd}'
             } else {
                 c
@@ -822,5 +823,6 @@ mod tests {
             "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&#39;"
         );
         assert_eq!(escape("a\u{1b}b"), "a\u{fffd}b");
+        assert_eq!(escape("x\u{202e}y\u{2066}"), "x\u{fffd}y\u{fffd}");
     }
 }
