@@ -114,6 +114,15 @@ pub fn titles(a: &Allocations, style: SizeStyle) -> (String, String) {
     if !lost_words(&a.lost).is_empty() {
         sub.push_str(" · incomplete: the tracer lost records");
     }
+    // inferno leaves out frames narrower than 0.1% of the width (their bytes stay in their
+    // callers' widths): said when a stack is that narrow.
+    if a.at_peak
+        .stacks
+        .iter()
+        .any(|s| s.bytes > 0 && s.bytes.saturating_mul(1000) < drawn)
+    {
+        sub.push_str(" · frames under 0.1% of the width not drawn");
+    }
     (
         "Live memory at the peak (traced allocations, widths are bytes)".into(),
         sub,
@@ -210,6 +219,8 @@ mod tests {
         let f = folded(&a);
         assert!(f[0].starts_with("pid 7;<module>"), "{f:?}");
         assert_eq!(f[1], format!("pid 8;{NO_PYTHON_FRAME} 5"));
+        let (_, sub) = titles(&a, SizeStyle::Binary);
+        assert!(sub.contains("under 0.1%"), "{sub}");
         a.at_peak.stacks.clear();
         let e = render(&a, &Options::default(), Vec::new()).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
