@@ -248,6 +248,56 @@ fn source_line(s: &str) -> String {
     crate::escape::terminal(&out)
 }
 
+/// Leading spaces and tabs of a source line (a tab counted as one: only compared with lines
+/// of the same function).
+fn indent(l: &str) -> usize {
+    l.len() - l.trim_start_matches([' ', '\t']).len()
+}
+
+/// The lines of `f`'s `def` and body in `text`: the nearest `def NAME(` (or `async def`) above
+/// its first traced line and less indented than it, to the last line of the body (the lines
+/// after it indented deeper, blank lines and comments between them); `None` when no such
+/// `def` holds every traced line (a lambda, a comprehension, a module, or another source).
+pub fn def_range(text: &[&str], f: &Function) -> Option<(u32, u32)> {
+    let name = f.name.rsplit('.').next()?;
+    if name.starts_with('<') || f.first == 0 || f.last as usize > text.len() {
+        return None;
+    }
+    let at = text.get(f.first as usize - 1)?;
+    let (mut def, mut def_indent) = (None, 0);
+    for k in (0..f.first as usize).rev() {
+        let l = text[k];
+        let t = l.trim_start_matches([' ', '\t']);
+        let t = t.strip_prefix("async ").unwrap_or(t);
+        let Some(rest) = t.strip_prefix("def ") else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        if rest
+            .strip_prefix(name)
+            .is_some_and(|r| r.trim_start().starts_with('('))
+            && (k + 1 == f.first as usize || indent(l) < indent(at))
+        {
+            def = Some(k);
+            def_indent = indent(l);
+            break;
+        }
+    }
+    let def = def?;
+    let mut end = def;
+    for (k, l) in text.iter().enumerate().skip(def + 1) {
+        let t = l.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        if indent(l) <= def_indent {
+            break;
+        }
+        end = k;
+    }
+    ((end + 1) as u32 >= f.last).then_some((def as u32 + 1, end as u32 + 1))
+}
+
 /// Writes the line-by-line table of `sel`.
 pub fn render(
     a: &Allocations,
@@ -274,29 +324,46 @@ pub fn render(
         Source::Unavailable(_) => None,
     };
     let last_traced = rows.keys().copied().max().unwrap_or(0);
+    // A function's lines: its `def` and body in the source when the source shows them around
+    // its traced lines, else the traced lines' range.
+    let from_source = match (&sel.function, &text_lines) {
+        (Some(f), Some(t)) => def_range(t, f),
+        _ => None,
+    };
     let (first, last) = match (&sel.function, &text_lines) {
+        (Some(_), _) if from_source.is_some() => from_source.unwrap_or((1, 1)),
         (Some(f), _) => (f.first, f.last),
         (None, Some(t)) => (1, (t.len() as u32).max(last_traced)),
         (None, None) => (1, last_traced),
     };
     let what = match &sel.function {
         Some(f) => format!(
-            "function {} of {}, lines {}–{}",
+            "function {} of {}, lines {first}–{last}",
             crate::escape::terminal(&f.name),
             crate::escape::terminal(&sel.file),
-            f.first,
-            f.last
         ),
         None => crate::escape::terminal(&sel.file),
     };
     writeln!(out, "allocations line by line: {what}")?;
     writeln!(out, "  {}", mode_words(a, style))?;
-    if let Some(f) = &sel.function {
-        writeln!(
+    match (&sel.function, from_source) {
+        (Some(f), Some(_)) => writeln!(
             out,
-            "  the function's range ({}–{}) is the lowest to the highest line at which it allocated (from its traced lines): its other lines allocated nothing traced",
+            "  the function's lines: its `def` line and body in the source, found around the lines it allocated at ({}–{})",
             f.first, f.last
-        )?;
+        )?,
+        (Some(f), None) => writeln!(
+            out,
+            "  the function's range ({}–{}) is the lowest to the highest line at which it allocated (from its traced lines{}): its other lines allocated nothing traced",
+            f.first,
+            f.last,
+            if text_lines.is_some() {
+                "; its `def` was not found around them in the source"
+            } else {
+                ""
+            }
+        )?,
+        (None, _) => {}
     }
     writeln!(
         out,
@@ -433,6 +500,33 @@ mod tests {
         ));
         let e = select(&a, "/srv/main.py:nope").unwrap_err();
         assert!(e.to_string().contains("<module>, Loader.build"), "{e}");
+    }
+
+    #[test]
+    fn a_function_spans_its_def_and_body_when_the_source_shows_them() {
+        let src = [
+            "class T:",
+            "    def build(self):",
+            "        x = []",
+            "",
+            "        # fill",
+            "        x.append(1)",
+            "        return x",
+            "",
+            "    async def build2(self): pass",
+            "t = T().build()",
+        ];
+        let f = |name: &str, first, last| Function {
+            name: name.into(),
+            first,
+            last,
+        };
+        assert_eq!(def_range(&src, &f("T.build", 3, 6)), Some((2, 7)));
+        assert_eq!(def_range(&src, &f("T.build2", 9, 9)), Some((9, 9)));
+        assert_eq!(def_range(&src, &f("<module>", 10, 10)), None);
+        // Traced lines the body does not hold: another source.
+        assert_eq!(def_range(&src, &f("T.build", 3, 10)), None);
+        assert_eq!(def_range(&src, &f("build", 30, 30)), None);
     }
 
     #[test]

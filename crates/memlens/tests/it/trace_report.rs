@@ -243,6 +243,18 @@ fn lines_golden() {
     let s = String::from_utf8(f.clone()).unwrap();
     assert!(s.contains("lines 12–13"), "{s}");
     check("alloc-lines-function-bytes.txt", &f);
+    // With the source: the function's `def` and body around its traced lines (12–13).
+    let f = String::from_utf8(lines(&a, "main.py:build", &src, false)).unwrap();
+    assert!(
+        f.contains("function Table.build of /srv/app/main.py, lines 11–14"),
+        "{f}"
+    );
+    let shown: Vec<&str> = f
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(shown, ["11", "12", "13", "14"], "{f}");
 }
 
 /// Each frame of an SVG flame graph as an independent XML parser reads it: its name (the
