@@ -7,6 +7,7 @@ pub mod ps;
 pub mod record;
 pub mod referrers;
 pub mod report;
+pub mod report_trace;
 pub mod run;
 pub mod serve;
 pub mod snapshot;
