@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::category::Category;
 use crate::census::{ClassDicts, ScalarList, Tallies};
 use crate::ledger::ProcessLedger;
+use crate::packages::{Package, PackageKind};
 use crate::units::SizeStyle;
 
 /// The smallest saving advised, in bytes (1 MiB) ...
@@ -21,7 +22,7 @@ pub const MIN_PERCENT: u64 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Advice {
     /// The kind, a stable id (docs/advice.md): `slots`, `scalar-list`, `duplicate-values`,
-    /// `fragmentation`, `cow-freeze`.
+    /// `fragmentation`, `cow-freeze`, `package-import`.
     pub id: String,
     /// What it is about: a class name, a type, `threads`, `pymalloc` (untrusted where it
     /// names a class).
@@ -65,6 +66,7 @@ pub fn advise(p: &ProcessLedger, inputs: &Inputs<'_>) -> Vec<Advice> {
             slots(p.pid, &t.classes, sz, &mut out);
             scalar_lists(p.pid, &t.scalar_lists, sz, &mut out);
             duplicates(p.pid, t, sz, &mut out);
+            package_import(p.pid, &t.packages, sz, &mut out);
         }
         ranked(out, p.totals.pss)
     })
@@ -429,6 +431,43 @@ lower bound";
             METHOD,
             text,
         ));
+    }
+}
+
+/// `package-import`: installed distributions whose import holds the most memory.
+fn package_import(pid: u32, packages: &[Package], sz: SizeStyle, out: &mut Vec<Advice>) {
+    const METHOD: &str = "the package's modules, classes, functions and code objects and every \
+object they hold that no module imported before it holds (a walk from sys.modules in import \
+order, __main__ last; each object charged once), each sys.getsizeof rounded as pymalloc or \
+malloc allocates it, plus the private pages (USS) of its extension modules; memory its C code \
+allocates, freed memory the import left in the heaps, and shared libraries it loads from \
+outside its folder are not seen";
+    for p in packages {
+        if p.kind != PackageKind::Distribution {
+            continue; // the standard library, the program, unknown origins: no one import
+        }
+        let objects = p.by_kind.allocated;
+        let ext = p.extension.map_or(0, |e| e.amounts.uss);
+        let saving = objects.saturating_add(ext);
+        let k = &p.by_kind;
+        let so = if ext > 0 {
+            format!(" and {} of its extension modules' private pages", sz.size(ext))
+        } else {
+            String::new()
+        };
+        let text = format!(
+            "the package {} holds {} in {} Python objects ({} code objects, {} functions,              {} classes, {} modules, {} objects they hold; as allocated){so}: importing it              lazily, inside the functions that use it, or not at all would save about {}              while it is not imported",
+            p.name,
+            sz.size(objects),
+            p.objects,
+            k.code.count,
+            k.functions.count,
+            k.classes.count,
+            k.modules.count,
+            k.held.count,
+            sz.size(saving),
+        );
+        out.push(item(pid, "package-import", &p.name, saving, METHOD, text));
     }
 }
 
