@@ -313,7 +313,9 @@ pub fn take_with<M: ProcessMemory>(
     let unreadable = std::mem::take(&mut w.unreadable);
     drop(w); // its bitmap and stacks: the package-memory walk has its own
     let by_module = if by_module {
-        Some(reach::by_package(it, mem, budget, modules, state, max_nodes)?)
+        Some(reach::by_package(
+            it, mem, budget, modules, state, max_nodes,
+        )?)
     } else {
         None
     };

@@ -451,7 +451,10 @@ outside its folder are not seen";
         let saving = objects.saturating_add(ext);
         let k = &p.by_kind;
         let so = if ext > 0 {
-            format!(" and {} of its extension modules' private pages", sz.size(ext))
+            format!(
+                " and {} of its extension modules' private pages",
+                sz.size(ext)
+            )
         } else {
             String::new()
         };

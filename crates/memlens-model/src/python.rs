@@ -120,9 +120,15 @@ pub struct ObjectKinds {
 impl ObjectKinds {
     /// Bytes of all five kinds (`sys.getsizeof`).
     pub fn bytes(&self) -> u64 {
-        [self.code, self.functions, self.classes, self.modules, self.held]
-            .iter()
-            .fold(0u64, |a, t| a.saturating_add(t.bytes))
+        [
+            self.code,
+            self.functions,
+            self.classes,
+            self.modules,
+            self.held,
+        ]
+        .iter()
+        .fold(0u64, |a, t| a.saturating_add(t.bytes))
     }
 
     /// Objects of all five kinds (a module and its dict count once).

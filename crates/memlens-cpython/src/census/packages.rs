@@ -102,9 +102,9 @@ pub(super) struct Attribution {
     keys: KnownKeys,
     unreadable_names: u64,
     sys_modules: Vec<(String, Option<String>)>,
-    /// The modules of `sys.modules` in its order (import order), `__main__` last: the roots
-    /// of the package-memory walk.
-    pub(super) roots: Vec<u64>,
+    /// The modules of `sys.modules` (with their dicts) in its order (import order),
+    /// `__main__` last: the roots of the package-memory walk.
+    pub(super) roots: Vec<(u64, u64)>,
     budget: Rc<MemoryBudget>,
     charged: u64,
 }
@@ -223,7 +223,7 @@ impl<M: ProcessMemory> Walker<'_, M> {
         };
         let mut main = None;
         for (k, v) in contents.items.into_iter().take(MAX_MODULES) {
-            let entry = (|| -> Result<Option<(String, Option<String>)>> {
+            let entry = (|| -> Result<Option<(String, Option<String>, u64)>> {
                 let Some(name) = self.exact_str(k, MAX_NAME)? else {
                     return Ok(None);
                 };
@@ -235,16 +235,16 @@ impl<M: ProcessMemory> Walker<'_, M> {
                     Some(f) => self.exact_str(f, MAX_PATH)?,
                     None => None,
                 };
-                Ok(Some((name, file)))
+                Ok(Some((name, file, md)))
             })();
             match entry {
-                Ok(Some((name, file))) => {
-                    let cost = (name.len() + file.as_ref().map_or(0, String::len)) as u64 + 80;
+                Ok(Some((name, file, md))) => {
+                    let cost = (name.len() + file.as_ref().map_or(0, String::len)) as u64 + 96;
                     a.charge(cost)?;
                     if name == "__main__" {
-                        main = Some(v);
+                        main = Some((v, md));
                     } else {
-                        a.roots.push(v);
+                        a.roots.push((v, md));
                     }
                     a.sys_modules.push((name, file));
                 }

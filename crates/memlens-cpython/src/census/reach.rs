@@ -6,8 +6,8 @@
 //! hold what it imported from packages). From each root the walk follows, depth first, every
 //! reference the census follows (tracked objects too, which the census leaves to their
 //! generation lists), plus the rest of a code object's fields (variable names, bytecode before
-//! 3.11, line and exception tables). A module of `sys.modules` reached from another root is
-//! not entered: it is walked in its turn.
+//! 3.11, line and exception tables). A module of `sys.modules`, or its dict, reached from
+//! another root is not entered: it is walked in its turn (a module is charged with its dict).
 //!
 //! Ownership: a code object, function, class or module is charged to its own name
 //! (`packages.rs`); any other object to the named object the walk reached it from. Each
@@ -40,10 +40,12 @@ use crate::process::Interpreter;
 pub(super) struct Reach {
     /// Who what is reached now is charged to: a slot, `OVERFLOW` or `NOBODY`.
     pub(super) owner: u32,
-    /// The module being walked from.
-    root: u64,
+    /// The module being walked from, and its dict.
+    root: (u64, u64),
     /// Every root, sorted (a module reached from another root is left to its turn).
     roots: Vec<u64>,
+    /// Their dicts, sorted (likewise).
+    dicts: Vec<u64>,
 }
 
 /// Charges the objects of the process to the module names and files of the named objects
@@ -64,14 +66,17 @@ pub(super) fn by_package<M: ProcessMemory>(
         Some(a) => std::mem::take(&mut a.roots),
         None => Vec::new(),
     };
-    let mut roots = order.clone();
+    let mut roots: Vec<u64> = order.iter().map(|r| r.0).collect();
     roots.sort_unstable();
-    let held = (roots.capacity() * 8) as u64;
+    let mut dicts: Vec<u64> = order.iter().map(|r| r.1).collect();
+    dicts.sort_unstable();
+    let held = ((roots.capacity() + dicts.capacity()) * 8) as u64;
     budget.charge(held, "the package-memory walk's roots")?;
     w.reach = Some(Reach {
         owner: NOBODY,
-        root: 0,
+        root: (0, 0),
         roots,
+        dicts,
     });
     let walked = w.reach_all(&order, state, max_nodes);
     budget.release(held);
@@ -95,17 +100,17 @@ fn allocated(n: u64) -> u64 {
 }
 
 impl<M: ProcessMemory> Walker<'_, M> {
-    fn reach_all(&mut self, order: &[u64], state: u64, max_nodes: u64) -> Result<()> {
+    fn reach_all(&mut self, order: &[(u64, u64)], state: u64, max_nodes: u64) -> Result<()> {
         for &root in order {
             if let Some(r) = self.reach.as_mut() {
                 r.root = root;
                 r.owner = NOBODY;
             }
-            self.push_work(Work::Object(root))?;
+            self.push_work(Work::Object(root.0))?;
             self.drain()?;
         }
         if let Some(r) = self.reach.as_mut() {
-            r.root = 0;
+            r.root = (0, 0);
         }
         // named objects that no module reached
         let mem = self.mem;
@@ -157,11 +162,14 @@ impl<M: ProcessMemory> Walker<'_, M> {
                 what: "a type object".into(),
             });
         };
-        if t.kind == Kind::Module {
-            if let Some(r) = self.reach.as_ref() {
-                if obj != r.root && r.roots.binary_search(&obj).is_ok() {
-                    return Ok(()); // a module of sys.modules: walked in its turn
-                }
+        if let Some(r) = self.reach.as_ref() {
+            let later = match t.kind {
+                Kind::Module => obj != r.root.0 && r.roots.binary_search(&obj).is_ok(),
+                Kind::Dict => obj != r.root.1 && r.dicts.binary_search(&obj).is_ok(),
+                _ => false,
+            };
+            if later {
+                return Ok(()); // a module of sys.modules or its dict: walked in its turn
             }
         }
         self.visited.insert(obj)?;
