@@ -715,6 +715,76 @@ mod tests {
     }
 
     #[test]
+    fn package_import_only_for_material_distributions() {
+        use crate::packages::{ExtensionModules, Package, PackageKind};
+        use crate::python::{ObjectKinds, Tally};
+        let package = |name: &str, kind, allocated: u64, so_uss: Option<u64>| Package {
+            name: name.into(),
+            kind,
+            object_bytes: allocated - allocated / 8,
+            objects: 1000,
+            by_kind: ObjectKinds {
+                held: Tally {
+                    count: 1000,
+                    bytes: allocated - allocated / 8,
+                },
+                allocated,
+                ..Default::default()
+            },
+            extension: so_uss.map(|uss| ExtensionModules {
+                amounts: Amounts {
+                    rss: uss * 2,
+                    pss: uss,
+                    uss,
+                    swap: 0,
+                },
+                size: uss * 4,
+                mappings: 3,
+            }),
+        };
+        let tallies = Tallies {
+            packages: vec![
+                package("heavy", PackageKind::Distribution, 8 << 20, None),
+                package("native", PackageKind::Distribution, 1 << 20, Some(3 << 20)),
+                package("tiny", PackageKind::Distribution, 512 << 10, None),
+                package("stdlib", PackageKind::Stdlib, 30 << 20, None),
+                package("(program)", PackageKind::Program, 30 << 20, None),
+                package("(unknown)", PackageKind::Unknown, 30 << 20, None),
+            ],
+            ..Default::default()
+        };
+        let a = advise(
+            &process(100 << 20),
+            &Inputs {
+                census: Some(&tallies),
+            },
+        );
+        let got: Vec<(&str, &str, u64)> = a
+            .iter()
+            .map(|a| (a.id.as_str(), a.subject.as_str(), a.saving_bytes))
+            .collect();
+        // objects as allocated plus the extension modules' private pages; the standard
+        // library, the program and unknown origins are no import to defer; under 1 MiB: none
+        assert_eq!(
+            got,
+            vec![
+                ("package-import", "heavy", 8 << 20),
+                ("package-import", "native", 4 << 20),
+            ]
+        );
+        assert!(a[1].text.contains("extension modules"), "{}", a[1].text);
+        assert!(a[0].text.contains("lazily"), "{}", a[0].text);
+        // under 1% of a large process: none
+        let big = advise(
+            &process(2000 << 20),
+            &Inputs {
+                census: Some(&tallies),
+            },
+        );
+        assert!(big.is_empty(), "{big:?}");
+    }
+
+    #[test]
     fn materiality_needs_a_mebibyte_and_a_percent() {
         assert!(material(1 << 20, 100 << 20));
         assert!(!material((1 << 20) - 1, 10 << 20));
