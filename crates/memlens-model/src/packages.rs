@@ -74,7 +74,7 @@ pub struct PythonPackages {
     pub method: Method,
     /// Microseconds the target was stopped for it.
     pub pause_us: u64,
-    /// Objects the census could not read (in no package).
+    /// Objects the census or the package-memory walk could not read (in no package).
     pub unreadable_objects: u64,
     /// Objects whose module name or file could not be read (in `(unknown)`).
     pub unreadable_names: u64,
