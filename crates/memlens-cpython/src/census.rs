@@ -43,7 +43,8 @@ pub use result::{Census, Consistency, Method, TypeCount, Unreadable, MAX_UNREADA
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Extras {
     /// The bytes of code objects, functions, classes and modules by the module name or file
-    /// they carry ([`ModuleObjects`]).
+    /// they carry, and of the objects they hold ([`ModuleObjects`]): the package-memory walk
+    /// (`reach.rs`), after the census, through the same cache.
     pub by_module: bool,
     /// The tallies advice is computed from (`Census::tallies`): instances with dicts per
     /// class, large lists of floats or ints, duplicated str and bytes values. They read more
