@@ -32,15 +32,16 @@ pub struct Args {
     #[arg(long)]
     pub nonblocking: bool,
     /// Also attribute Python objects (code objects, functions, classes, modules and their
-    /// dicts) to their packages, beside each package's extension modules. Takes a census of
-    /// each Python process (a walk of its heap, verified in a short pause).
+    /// dicts, and what they hold) to their packages, beside each package's extension modules.
+    /// Takes a census of each Python process (a walk of its heap, verified in a short pause)
+    /// and a walk from its modules in import order.
     #[arg(long)]
     pub packages: bool,
     /// Also give object-level advice (docs/advice.md): classes without `__slots__`, large
-    /// lists of floats or ints, duplicated str/bytes values, free memory spread over glibc's
-    /// per-thread malloc arenas. Takes a census of each Python process (a walk of its heap,
-    /// verified in a short pause; one walk with --packages) and walks its glibc arenas' heaps
-    /// (in another short pause).
+    /// lists of floats or ints, duplicated str/bytes values, packages whose import holds the
+    /// most memory, free memory spread over glibc's per-thread malloc arenas. Takes a census
+    /// of each Python process (a walk of its heap, verified in a short pause; one walk with
+    /// --packages) and walks its glibc arenas' heaps (in another short pause).
     /// Without it, snapshot still advises what the ledger shows.
     #[arg(long)]
     pub advice: bool,

@@ -15,6 +15,7 @@ mod launch;
 mod leaks;
 mod ledger;
 mod no_harm;
+mod package_import;
 mod package_memory;
 mod preload;
 mod python_view;
