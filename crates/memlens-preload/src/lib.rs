@@ -66,6 +66,7 @@
 pub mod agg;
 #[cfg(not(test))]
 mod hooks;
+pub mod pystack;
 pub mod ring;
 pub mod sampling;
 pub mod table;
