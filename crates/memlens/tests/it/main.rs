@@ -16,6 +16,7 @@ mod ledger;
 mod no_harm;
 mod package_memory;
 mod preload;
+mod preload_stacks;
 mod python_view;
 mod python_view_path;
 mod reads_itself;
