@@ -69,9 +69,104 @@ pub struct Python {
     /// `(3, minor)`.
     pub version: (u8, u8),
     layout: &'static Layout,
+    off: Offsets,
     code_type: usize,
     str_type: usize,
     this_tstate: unsafe extern "C" fn() -> usize,
+}
+
+/// The offsets the walk reads, taken out of the layout once (plain numbers in one place: the
+/// walk runs on every sampled allocation, every allocation in `all` mode).
+#[derive(Clone, Copy, Debug)]
+struct Offsets {
+    /// 0: frame objects (3.8-3.10), 1: `tstate->cframe->current_frame` (3.11-3.12),
+    /// 2: `tstate->current_frame` (3.13+).
+    kind: u8,
+    /// `tstate->frame`, `tstate->cframe` or `tstate->current_frame`.
+    top: usize,
+    /// `cframe->current_frame`.
+    cur: usize,
+    /// `f_back` / `previous`.
+    back: usize,
+    /// `f_code` / `f_executable`.
+    code: usize,
+    /// `f_lasti` / `prev_instr` / `instr_ptr`.
+    pos: usize,
+    /// `owner` (3.11+).
+    owner: usize,
+    /// The frame owners that are not Python frames (0xff: none).
+    skip: [u8; 2],
+    /// The tag bits of `f_executable` (3.14+).
+    tag: usize,
+    /// `co_code_adaptive`.
+    adaptive: usize,
+    ob_type: usize,
+    co_file: usize,
+    co_name: usize,
+    co_first: usize,
+}
+
+fn offsets(l: &Layout) -> Option<Offsets> {
+    let co_name = l.code_qualname.unwrap_or(l.code_name) as usize;
+    let base = Offsets {
+        kind: 0,
+        top: 0,
+        cur: 0,
+        back: 0,
+        code: 0,
+        pos: 0,
+        owner: 0,
+        skip: [0xff; 2],
+        tag: l.stackref_tag_bits.unwrap_or(0) as usize,
+        adaptive: 0,
+        ob_type: l.object_type as usize,
+        co_file: l.code_filename as usize,
+        co_name,
+        co_first: l.code_firstlineno as usize,
+    };
+    if let (Some(top), Some(back), Some(code), Some(pos)) =
+        (l.tstate_frame, l.frame_back, l.frame_code, l.frame_lasti)
+    {
+        return Some(Offsets {
+            top: top as usize,
+            back: back as usize,
+            code: code as usize,
+            pos: pos as usize,
+            ..base
+        });
+    }
+    let (code, back, pos, owner, adaptive) = (
+        l.iframe_code?,
+        l.iframe_previous?,
+        l.iframe_instr?,
+        l.iframe_owner?,
+        l.code_code_adaptive?,
+    );
+    let (kind, top, cur) = match (
+        l.tstate_cframe,
+        l.cframe_current_frame,
+        l.tstate_current_frame,
+    ) {
+        (Some(cf), Some(cur), _) => (1, cf, cur),
+        (_, _, Some(cur)) => (2, cur, 0),
+        _ => return None,
+    };
+    let own = |o: Option<u64>| o.and_then(|v| u8::try_from(v).ok()).unwrap_or(0xff);
+    Some(Offsets {
+        kind,
+        top: top as usize,
+        cur: cur as usize,
+        back: back as usize,
+        code: code as usize,
+        pos: pos as usize,
+        owner: owner as usize,
+        skip: [
+            own(l.frame_owned_by_cstack),
+            own(l.frame_owned_by_interpreter),
+        ],
+        adaptive: adaptive as usize,
+        ..base
+    })
 }
 
 /// The interpreter of this process: `None` when it is not a Python process or one whose minor
@@ -112,6 +207,7 @@ pub fn detect() -> Option<Python> {
     Some(Python {
         version,
         layout,
+        off: offsets(layout)?,
         code_type,
         str_type,
         // SAFETY: PyGILState_GetThisThreadState's C type (PyThreadState *(void)).
@@ -200,6 +296,7 @@ impl Walk {
         }
     }
 
+    #[inline]
     fn push(&mut self, f: RawFrame) -> bool {
         if self.n == MAX_DEPTH {
             self.flags |= TRUNCATED;
@@ -218,21 +315,22 @@ impl Default for Walk {
 }
 
 impl Python {
+    #[inline]
     fn is_code(&self, code: usize) -> bool {
         // SAFETY: a plausible address; ob_type is the first words of every object.
-        plausible(code) && unsafe { rd(code + self.layout.object_type as usize) } == self.code_type
+        plausible(code) && unsafe { rd(code + self.off.ob_type) } == self.code_type
     }
 
+    #[inline]
     fn raw_frame(&self, code: usize, pos: i64) -> RawFrame {
-        let l = self.layout;
-        let name_off = l.code_qualname.unwrap_or(l.code_name) as usize;
+        let o = &self.off;
         // SAFETY: `code` is a code object (is_code), alive while its frame runs.
         unsafe {
             RawFrame {
                 code,
-                file: rd(code + l.code_filename as usize),
-                name: rd(code + name_off),
-                first_line: rd_i32(code + l.code_firstlineno as usize),
+                file: rd(code + o.co_file),
+                name: rd(code + o.co_name),
+                first_line: rd_i32(code + o.co_first),
                 pos,
             }
         }
@@ -253,68 +351,21 @@ impl Python {
             w.flags |= UNREADABLE;
             return;
         }
-        let l = self.layout;
-        if let (Some(top), Some(back), Some(code_off), Some(lasti_off)) =
-            (l.tstate_frame, l.frame_back, l.frame_code, l.frame_lasti)
-        {
-            // 3.8-3.10: frame objects.
-            // SAFETY: tstate is this thread's live PyThreadState.
-            let mut f = unsafe { rd(tstate + top as usize) };
-            let mut steps = 0;
-            while f != 0 {
-                steps += 1;
-                if !plausible(f) || steps > MAX_WALK {
-                    w.flags |= UNREADABLE;
-                    return;
-                }
-                // SAFETY: f is a frame of this thread's chain, checked plausible.
-                let code = unsafe { rd(f + code_off as usize) };
-                if !self.is_code(code) {
-                    w.flags |= UNREADABLE;
-                    return;
-                }
-                // SAFETY: as above.
-                let lasti = i64::from(unsafe { rd_i32(f + lasti_off as usize) });
-                if !w.push(self.raw_frame(code, lasti)) {
-                    return;
-                }
-                // SAFETY: as above.
-                f = unsafe { rd(f + back as usize) };
+        let o = self.off;
+        // SAFETY: tstate is this thread's live PyThreadState.
+        let mut f = unsafe { rd(tstate + o.top) };
+        if o.kind == 1 {
+            // 3.11-3.12: f is the thread's CFrame (on its C stack).
+            if f == 0 {
+                return;
             }
-            return;
+            if !plausible(f) {
+                w.flags |= UNREADABLE;
+                return;
+            }
+            // SAFETY: checked plausible; the CFrame of this thread.
+            f = unsafe { rd(f + o.cur) };
         }
-        let (Some(code_off), Some(prev_off), Some(instr_off), Some(owner_off), Some(adaptive)) = (
-            l.iframe_code,
-            l.iframe_previous,
-            l.iframe_instr,
-            l.iframe_owner,
-            l.code_code_adaptive,
-        ) else {
-            return;
-        };
-        let mut f = match (
-            l.tstate_cframe,
-            l.cframe_current_frame,
-            l.tstate_current_frame,
-        ) {
-            (Some(cf), Some(cur), _) => {
-                // SAFETY: this thread's live PyThreadState.
-                let cframe = unsafe { rd(tstate + cf as usize) };
-                if cframe == 0 {
-                    return;
-                }
-                if !plausible(cframe) {
-                    w.flags |= UNREADABLE;
-                    return;
-                }
-                // SAFETY: the thread's CFrame (on its C stack), checked plausible.
-                unsafe { rd(cframe + cur as usize) }
-            }
-            // SAFETY: this thread's live PyThreadState.
-            (_, _, Some(cur)) => unsafe { rd(tstate + cur as usize) },
-            _ => return,
-        };
-        let tag = l.stackref_tag_bits.unwrap_or(0) as usize;
         let mut steps = 0;
         while f != 0 {
             steps += 1;
@@ -322,29 +373,42 @@ impl Python {
                 w.flags |= UNREADABLE;
                 return;
             }
-            // SAFETY: an interpreter frame of this thread's chain, checked plausible.
-            let owner = u64::from(unsafe { rd_u8(f + owner_off as usize) });
-            let skip = l.frame_owned_by_cstack == Some(owner)
-                || l.frame_owned_by_interpreter == Some(owner);
-            if !skip {
-                // SAFETY: as above.
-                let code = unsafe { rd(f + code_off as usize) } & !tag;
-                // 3.13+: f_executable may be something else than code (then not a Python
-                // frame); before, f_code is always code, so anything else is a torn frame.
-                if self.is_code(code) {
-                    // SAFETY: as above.
-                    let instr = unsafe { rd(f + instr_off as usize) };
-                    let index = (instr as i64).wrapping_sub((code + adaptive as usize) as i64) / 2;
-                    if !w.push(self.raw_frame(code, index)) {
-                        return;
-                    }
-                } else if l.tstate_current_frame.is_none() {
+            if o.kind == 0 {
+                // 3.8-3.10: frame objects; f_code is always code.
+                // SAFETY: f is a frame of this thread's chain, checked plausible.
+                let code = unsafe { rd(f + o.code) };
+                if !self.is_code(code) {
                     w.flags |= UNREADABLE;
                     return;
                 }
+                // SAFETY: as above.
+                let lasti = i64::from(unsafe { rd_i32(f + o.pos) });
+                if !w.push(self.raw_frame(code, lasti)) {
+                    return;
+                }
+            } else {
+                // SAFETY: an interpreter frame of this thread's chain, checked plausible.
+                let owner = unsafe { rd_u8(f + o.owner) };
+                if owner != o.skip[0] && owner != o.skip[1] {
+                    // SAFETY: as above.
+                    let code = unsafe { rd(f + o.code) } & !o.tag;
+                    if self.is_code(code) {
+                        // SAFETY: as above.
+                        let instr = unsafe { rd(f + o.pos) };
+                        let index = (instr as i64).wrapping_sub((code + o.adaptive) as i64) / 2;
+                        if !w.push(self.raw_frame(code, index)) {
+                            return;
+                        }
+                    } else if o.kind == 1 {
+                        // Before 3.13 f_code is always code: anything else is a torn frame.
+                        // 3.13+: f_executable may be something else (not a Python frame).
+                        w.flags |= UNREADABLE;
+                        return;
+                    }
+                }
             }
             // SAFETY: as above.
-            f = unsafe { rd(f + prev_off as usize) };
+            f = unsafe { rd(f + o.back) };
         }
     }
 
@@ -647,24 +711,22 @@ impl Stacks {
         if w.flags & UNREADABLE != 0 {
             self.unreadable.fetch_add(1, Ordering::Relaxed);
         }
-        let (mut h1, mut h2) = (
-            mix(0x1234_5678, u64::from(domain) | u64::from(w.flags) << 8),
-            mix(
-                0x8765_4321,
-                u64::from(domain) | u64::from(w.flags) << 8 | (w.n as u64) << 16,
-            ),
-        );
+        // Two independent 64-bit lanes (they run in parallel): h1 over the code addresses and
+        // positions, h2 over the code objects' fingerprints and the positions again. A cached
+        // stack is taken for this one only when both match: the same frames, or a collision of
+        // both lanes (about 2^-128), and an address reused by another code object changes h2.
+        let head = u64::from(domain) | u64::from(w.flags) << 8 | (w.n as u64) << 16;
+        let (mut h1, mut h2) = (mix(0x1234_5678, head), mix(0x8765_4321, head));
         for f in &w.frames[..w.n] {
-            for v in [
-                f.code as u64,
-                f.file as u64,
-                f.name as u64,
-                f.first_line as u64,
-                f.pos as u64,
-            ] {
-                h1 = mix(h1, v);
-                h2 = mix(h2.rotate_left(17), v ^ 0x5555_5555_5555_5555);
-            }
+            let pos = f.pos as u64;
+            h1 = mix(h1, f.code as u64 ^ pos.rotate_right(17));
+            h2 = mix(
+                h2,
+                (f.file as u64).rotate_left(13)
+                    ^ (f.name as u64).rotate_left(37)
+                    ^ (f.first_line as u32 as u64)
+                    ^ pos.rotate_right(29),
+            );
         }
         self.lock();
         // SAFETY: the lock is held: this thread alone touches the tables.
