@@ -30,6 +30,7 @@ struct Stack {
     /// Innermost first: (file, function, line).
     frames: Vec<(String, String, u64)>,
     unreadable: bool,
+    truncated: bool,
 }
 
 #[derive(Debug, Default)]
@@ -119,6 +120,7 @@ fn parse(path: &Path) -> Trace {
                     Stack {
                         frames,
                         unreadable: m.contains_key("unreadable"),
+                        truncated: m.contains_key("truncated"),
                     },
                 );
             }

@@ -6,6 +6,7 @@ test finds the line numbers in this file), in known functions:
   `f` are held: the highest live total is then, with `f`'s 40 MiB and one spike buffer;
 - `worker`, in 4 threads, keeps one bytearray of 3 MiB each until exit;
 - `leak` (called from `main`) keeps 5 bytearrays of 2 MiB until exit;
+- `deep`, 151 frames deep (deeper than the tracer keeps), keeps one bytearray of 1 MiB;
 - with argument `fork`: a forked child allocates 3 bytearrays of 6 MiB in `child_work`
   (called from `child_main`), prints `CHILD pid` and leaves by `os._exit(0)`.
 
@@ -46,6 +47,12 @@ def leak():
         leaked.append(bytearray(2 * MIB))  # @leak
 
 
+def deep(n):
+    if n:
+        return deep(n - 1)  # @deep_call
+    return bytearray(1 * MIB)  # @deep
+
+
 def child_work(held):
     for _ in range(3):
         held.append(bytearray(6 * MIB))  # @child
@@ -69,12 +76,13 @@ def main():
     spike()  # @main_spike
     del kept[:]
     leak()  # @main_leak
+    deep_kept = deep(150)
     if sys.argv[1:] == ["fork"]:
         pid = os.fork()
         if pid == 0:
             child_main()
         os.waitpid(pid, 0)
-    print("DONE", flush=True)
+    print("DONE %d" % len(deep_kept), flush=True)
     os._exit(7)
 
 
