@@ -336,6 +336,28 @@ fn check(py: &Python, t: &Trace, pct: f64) {
         10.0 * MIB,
         pct,
     );
+
+    // 151 frames of `deep` (and main, <module>): the innermost 128 kept, marked truncated.
+    let dp = t.stacks_at(("deep", l("deep")), ("deep", l("deep_call")));
+    assert!(!dp.is_empty(), "{who}: no stack deep <- deep");
+    for id in &dp {
+        let s = &t.stacks[id];
+        assert!(s.truncated, "{who}: deep stack not marked truncated: {s:?}");
+        assert_eq!(s.frames.len(), 128, "{who}: the depth limit");
+        assert!(s.frames[1..]
+            .iter()
+            .all(|(_, n, line)| n == "deep" && *line == l("deep_call")));
+    }
+    close(
+        &format!("{who} deep live at the end"),
+        t.fig(&dp).live,
+        MIB,
+        pct,
+    );
+    assert!(
+        t.stacks.values().filter(|s| s.truncated).count() <= 2,
+        "{who}: only the deep stacks are truncated"
+    );
 }
 
 /// `MEMLENS_TRACE=all`: every figure within 2% of the construction on every CPython; the
