@@ -37,7 +37,9 @@
 //! stack `unreadable` (counted in `unreadable_stacks`), deeper than 128 frames `truncated`.
 //! Code objects and stacks are interned in bounded tables in memory mapped once (65536 codes,
 //! 65536 stacks, 2 Mi frames, 8 MiB of names); a stack that does not fit is counted
-//! (`stacks_lost`) and its sample given an empty `lost=1` stack of its domain. The sampled
+//! (`stacks_lost`) and its sample given an empty `lost=1` stack of its domain (about 34 MiB
+//! of address space, `MAP_NORESERVE`, touched only as used). A free-threaded build, or a minor
+//! without a layout, is `python=none`. The sampled
 //! pointer keeps its stack id and a coarse timestamp (`CLOCK_MONOTONIC_COARSE`, read through
 //! the vDSO, resolution one kernel tick, 1-4 ms), so its free is attributed to the same stack
 //! and classed *temporary* when it comes within `temp_ns` = 10 ms (a window wider than

@@ -196,6 +196,10 @@ pub fn detect() -> Option<Python> {
         std::ffi::CStr::from_ptr(p).to_bytes()
     };
     let version = parse_version(text)?;
+    // A free-threaded build (3.13t+) has another object header: no layout here for it.
+    if text.windows(14).any(|w| w == b"free-threading") {
+        return None;
+    }
     let table: &[Layout] = if cfg!(target_arch = "aarch64") {
         generated::AARCH64
     } else {
