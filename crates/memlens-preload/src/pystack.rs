@@ -30,6 +30,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+#[rustfmt::skip]
 #[path = "../../memlens-cpython/src/layouts/generated.rs"]
 #[allow(dead_code, missing_docs, clippy::all, clippy::pedantic)]
 mod generated;

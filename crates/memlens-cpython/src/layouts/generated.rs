@@ -5139,378 +5139,163 @@ pub struct DebugPair {
 pub fn debug_pairs(l: &Layout) -> Vec<DebugPair> {
     let mut v = Vec::new();
     if let (Some(at), Some(expected)) = (l.dbg_runtime_size, Some(l.runtime_size)) {
-        v.push(DebugPair {
-            member: "runtime_state.size",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "runtime_state.size", at, expected });
     }
-    if let (Some(at), Some(expected)) = (
-        l.dbg_runtime_interpreters_head,
-        Some(l.runtime_interpreters_head),
-    ) {
-        v.push(DebugPair {
-            member: "runtime_state.interpreters_head",
-            at,
-            expected,
-        });
+    if let (Some(at), Some(expected)) = (l.dbg_runtime_interpreters_head, Some(l.runtime_interpreters_head)) {
+        v.push(DebugPair { member: "runtime_state.interpreters_head", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_interp_next, Some(l.interp_next)) {
-        v.push(DebugPair {
-            member: "interpreter_state.next",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "interpreter_state.next", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_interp_threads_head, Some(l.interp_threads_head)) {
-        v.push(DebugPair {
-            member: "interpreter_state.threads_head",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "interpreter_state.threads_head", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_interp_gc, l.interp_gc) {
-        v.push(DebugPair {
-            member: "interpreter_state.gc",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "interpreter_state.gc", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_interp_modules, Some(l.interp_modules)) {
-        v.push(DebugPair {
-            member: "interpreter_state.imports_modules",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "interpreter_state.imports_modules", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_tstate_next, Some(l.tstate_next)) {
-        v.push(DebugPair {
-            member: "thread_state.next",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "thread_state.next", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_tstate_interp, Some(l.tstate_interp)) {
-        v.push(DebugPair {
-            member: "thread_state.interp",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "thread_state.interp", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_tstate_current_frame, l.tstate_current_frame) {
-        v.push(DebugPair {
-            member: "thread_state.current_frame",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "thread_state.current_frame", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_tstate_thread_id, Some(l.tstate_thread_id)) {
-        v.push(DebugPair {
-            member: "thread_state.thread_id",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "thread_state.thread_id", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_tstate_native_thread_id, l.tstate_native_thread_id) {
-        v.push(DebugPair {
-            member: "thread_state.native_thread_id",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "thread_state.native_thread_id", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_iframe_previous, l.iframe_previous) {
-        v.push(DebugPair {
-            member: "interpreter_frame.previous",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "interpreter_frame.previous", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_iframe_code, l.iframe_code) {
-        v.push(DebugPair {
-            member: "interpreter_frame.executable",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "interpreter_frame.executable", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_iframe_instr, l.iframe_instr) {
-        v.push(DebugPair {
-            member: "interpreter_frame.instr_ptr",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "interpreter_frame.instr_ptr", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_iframe_localsplus, l.iframe_localsplus) {
-        v.push(DebugPair {
-            member: "interpreter_frame.localsplus",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "interpreter_frame.localsplus", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_iframe_owner, l.iframe_owner) {
-        v.push(DebugPair {
-            member: "interpreter_frame.owner",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "interpreter_frame.owner", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_iframe_size, l.iframe_size) {
-        v.push(DebugPair {
-            member: "interpreter_frame.size",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "interpreter_frame.size", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_code_filename, Some(l.code_filename)) {
-        v.push(DebugPair {
-            member: "code_object.filename",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "code_object.filename", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_code_name, Some(l.code_name)) {
-        v.push(DebugPair {
-            member: "code_object.name",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "code_object.name", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_code_qualname, l.code_qualname) {
-        v.push(DebugPair {
-            member: "code_object.qualname",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "code_object.qualname", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_code_linetable, Some(l.code_linetable)) {
-        v.push(DebugPair {
-            member: "code_object.linetable",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "code_object.linetable", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_code_firstlineno, Some(l.code_firstlineno)) {
-        v.push(DebugPair {
-            member: "code_object.firstlineno",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "code_object.firstlineno", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_code_argcount, Some(l.code_argcount)) {
-        v.push(DebugPair {
-            member: "code_object.argcount",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "code_object.argcount", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_code_code_adaptive, l.code_code_adaptive) {
-        v.push(DebugPair {
-            member: "code_object.co_code_adaptive",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "code_object.co_code_adaptive", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_object_type, Some(l.object_type)) {
-        v.push(DebugPair {
-            member: "pyobject.ob_type",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "pyobject.ob_type", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_type_size, Some(l.type_size)) {
-        v.push(DebugPair {
-            member: "type_object.size",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "type_object.size", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_type_name, Some(l.type_name)) {
-        v.push(DebugPair {
-            member: "type_object.tp_name",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "type_object.tp_name", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_type_flags, Some(l.type_flags)) {
-        v.push(DebugPair {
-            member: "type_object.tp_flags",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "type_object.tp_flags", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_type_basicsize, Some(l.type_basicsize)) {
-        v.push(DebugPair {
-            member: "type_object.tp_basicsize",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "type_object.tp_basicsize", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_type_dictoffset, Some(l.type_dictoffset)) {
-        v.push(DebugPair {
-            member: "type_object.tp_dictoffset",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "type_object.tp_dictoffset", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_heaptype_size, Some(l.heaptype_size)) {
-        v.push(DebugPair {
-            member: "heap_type_object.size",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "heap_type_object.size", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_heaptype_cached_keys, Some(l.heaptype_cached_keys)) {
-        v.push(DebugPair {
-            member: "heap_type_object.ht_cached_keys",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "heap_type_object.ht_cached_keys", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_tuple_item, Some(l.tuple_item)) {
-        v.push(DebugPair {
-            member: "tuple_object.ob_item",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "tuple_object.ob_item", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_var_size, Some(l.var_size)) {
-        v.push(DebugPair {
-            member: "bytes_object.ob_size",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "bytes_object.ob_size", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_list_item, Some(l.list_item)) {
-        v.push(DebugPair {
-            member: "list_object.ob_item",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "list_object.ob_item", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_set_used, Some(l.set_used)) {
-        v.push(DebugPair {
-            member: "set_object.used",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "set_object.used", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_set_table, Some(l.set_table)) {
-        v.push(DebugPair {
-            member: "set_object.table",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "set_object.table", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_set_mask, Some(l.set_mask)) {
-        v.push(DebugPair {
-            member: "set_object.mask",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "set_object.mask", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_set_size, Some(l.set_size)) {
-        v.push(DebugPair {
-            member: "set_object.size",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "set_object.size", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_dict_keys, Some(l.dict_keys)) {
-        v.push(DebugPair {
-            member: "dict_object.ma_keys",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "dict_object.ma_keys", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_dict_values, Some(l.dict_values)) {
-        v.push(DebugPair {
-            member: "dict_object.ma_values",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "dict_object.ma_values", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_dict_size, Some(l.dict_size)) {
-        v.push(DebugPair {
-            member: "dict_object.size",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "dict_object.size", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_long_tag, l.long_tag) {
-        v.push(DebugPair {
-            member: "long_object.lv_tag",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "long_object.lv_tag", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_long_digits, Some(l.long_digits)) {
-        v.push(DebugPair {
-            member: "long_object.ob_digit",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "long_object.ob_digit", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_bytes_sval, Some(l.bytes_sval)) {
-        v.push(DebugPair {
-            member: "bytes_object.ob_sval",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "bytes_object.ob_sval", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_str_length, Some(l.str_length)) {
-        v.push(DebugPair {
-            member: "unicode_object.length",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "unicode_object.length", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_str_state, Some(l.str_state)) {
-        v.push(DebugPair {
-            member: "unicode_object.state",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "unicode_object.state", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_str_ascii_size, Some(l.str_ascii_size)) {
-        v.push(DebugPair {
-            member: "unicode_object.asciiobject_size",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "unicode_object.asciiobject_size", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_str_compact_size, Some(l.str_compact_size)) {
-        v.push(DebugPair {
-            member: "unicode_object.compactunicodeobject_size",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "unicode_object.compactunicodeobject_size", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_gc_collecting, Some(l.gc_collecting)) {
-        v.push(DebugPair {
-            member: "gc.collecting",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "gc.collecting", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_gc_stats, Some(l.gc_stats)) {
-        v.push(DebugPair {
-            member: "gc.generation_stats",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "gc.generation_stats", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_gc_stats_rings_size, l.gc_stats_rings_size) {
-        v.push(DebugPair {
-            member: "gc.generation_stats_size",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "gc.generation_stats_size", at, expected });
     }
     if let (Some(at), Some(expected)) = (l.dbg_gen_iframe, l.gen_iframe) {
-        v.push(DebugPair {
-            member: "gen_object.gi_iframe",
-            at,
-            expected,
-        });
+        v.push(DebugPair { member: "gen_object.gi_iframe", at, expected });
     }
     v
 }
