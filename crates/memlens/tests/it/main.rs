@@ -18,6 +18,7 @@ mod no_harm;
 mod package_import;
 mod package_memory;
 mod preload;
+mod preload_stacks;
 mod python_view;
 mod python_view_path;
 mod reads_itself;
