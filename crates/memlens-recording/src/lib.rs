@@ -15,6 +15,7 @@ pub mod meta;
 pub mod python;
 pub mod reader;
 pub mod schema;
+pub mod trace;
 pub mod writer;
 
 pub use error::{Error, Result};
