@@ -8,6 +8,7 @@ pub mod record;
 pub mod referrers;
 pub mod report;
 pub mod run;
+pub mod run_trace;
 pub mod serve;
 pub mod snapshot;
 pub mod stacks;
