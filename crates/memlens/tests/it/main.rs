@@ -30,3 +30,4 @@ mod sharing_over_time;
 mod sizes;
 mod support;
 mod top;
+mod trace_run;

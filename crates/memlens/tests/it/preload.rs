@@ -14,7 +14,7 @@ use crate::support::{pythons, target_script, Python, TempDir};
 
 /// The cdylib, built once per test run with cargo into its own target directory (the outer
 /// cargo holds the lock of the main one while tests run).
-fn preload_so() -> &'static Path {
+pub(crate) fn preload_so() -> &'static Path {
     static SO: OnceLock<PathBuf> = OnceLock::new();
     SO.get_or_init(|| {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
