@@ -600,10 +600,10 @@ impl Recording {
                 .into_iter()
                 .zip(last.lost)
                 {
-                    *sum += v;
+                    *sum = sum.saturating_add(v);
                 }
                 if last.at_end {
-                    a.leaked.bytes += last.live;
+                    a.leaked.bytes = a.leaked.bytes.saturating_add(last.live);
                 }
             }
             if !tr.row.ended {
@@ -621,7 +621,7 @@ impl Recording {
                     });
                 }
                 if s.temp > 0 {
-                    a.temporary.bytes += s.temp;
+                    a.temporary.bytes = a.temporary.bytes.saturating_add(s.temp);
                     temporary.push(Stack {
                         frames: frames.clone(),
                         domain,
@@ -642,10 +642,10 @@ impl Recording {
                         freed_bytes: 0,
                         freed_count: 0,
                     });
-                e.allocated_bytes += s.alloc;
-                e.allocated_count += s.alloc_count;
-                e.freed_bytes += s.freed;
-                e.freed_count += s.freed_count;
+                e.allocated_bytes = e.allocated_bytes.saturating_add(s.alloc);
+                e.allocated_count = e.allocated_count.saturating_add(s.alloc_count);
+                e.freed_bytes = e.freed_bytes.saturating_add(s.freed);
+                e.freed_count = e.freed_count.saturating_add(s.freed_count);
             }
         }
         a.leaked.by_line = by_line(&leaked);
@@ -684,22 +684,22 @@ impl Recording {
                 else {
                     continue;
                 };
-                py += s.pymalloc;
-                native += s.malloc + s.mmap;
-                untouched += s.untouched;
+                py = py.saturating_add(s.pymalloc);
+                native = native.saturating_add(s.malloc).saturating_add(s.mmap);
+                untouched = untouched.saturating_add(s.untouched);
             }
         } else {
             for s in &peak.stacks {
                 match s.domain {
-                    Domain::Pymalloc => py += s.bytes,
-                    Domain::Malloc | Domain::Mmap => native += s.bytes,
+                    Domain::Pymalloc => py = py.saturating_add(s.bytes),
+                    Domain::Malloc | Domain::Mmap => native = native.saturating_add(s.bytes),
                 }
             }
             untouched = traces
                 .iter()
                 .filter_map(|tr| tr.live_at(peak.t))
                 .map(|s| s.untouched)
-                .sum();
+                .fold(0u64, u64::saturating_add);
         }
         let pss = |name: &str| {
             ledger
@@ -738,8 +738,8 @@ fn by_line(stacks: &[Stack]) -> Vec<ByLine> {
     let mut m: BTreeMap<(String, u32, String), (u64, u64)> = BTreeMap::new();
     for s in stacks {
         let e = m.entry(line_of(&s.frames)).or_default();
-        e.0 += s.bytes;
-        e.1 += s.count;
+        e.0 = e.0.saturating_add(s.bytes);
+        e.1 = e.1.saturating_add(s.count);
     }
     let mut v: Vec<ByLine> = m
         .into_iter()
@@ -789,7 +789,7 @@ fn at_peak(traces: &[Loaded]) -> AtPeak {
                 .filter(|(k, _)| Some(*k) != skip)
                 .filter_map(|(_, tr)| tr.live_at(t))
                 .map(|s| s.live)
-                .sum()
+                .fold(0u64, u64::saturating_add)
         };
         let mut best: (u64, f64, Option<usize>) = (0, 0.0, None);
         for t in times {
