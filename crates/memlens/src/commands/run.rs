@@ -89,8 +89,7 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
             return Err(e);
         }
     };
-    super::run_trace::say_import(outcome.trace.as_ref());
-    super::run_trace::clean_up(trace);
+    super::run_trace::finish(trace, outcome.trace.as_ref());
     let mut outputs = outputs.unwrap_or_default();
     let status = outcome.exit.shell_status();
     // With nothing to print or check (`-q`, no report file), the recording is not read back.

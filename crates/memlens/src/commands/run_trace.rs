@@ -139,22 +139,32 @@ pub fn clean_up(p: Option<Prepared>) {
     }
 }
 
-/// Says what the import of the trace files could not do.
-pub fn say_import(
+/// After the run: says what the import of the trace files could not do, and removes the
+/// private directory once they are in the recording. When they are not (the recording stopped
+/// early, or the import failed), the directory is kept and named, so nothing is lost.
+pub fn finish(
+    p: Option<Prepared>,
     r: Option<&Result<memlens_recording::trace_store::ImportReport, memlens_record::Error>>,
 ) {
-    match r {
+    let Some(p) = p else {
+        return;
+    };
+    let why = match r {
         Some(Ok(rep)) => {
             if rep.files == 0 {
-                messages::error("--trace: the tracer wrote no trace file (was the program dynamically linked? a static executable ignores LD_PRELOAD)");
+                messages::error("--trace: the tracer wrote no trace file (a statically linked program ignores LD_PRELOAD)");
             }
-            for p in &rep.problems {
-                messages::message("warn", p);
+            for w in &rep.problems {
+                messages::message("warn", w);
             }
+            return clean_up(Some(p));
         }
-        Some(Err(e)) => messages::error(&format!(
-            "--trace: the trace files could not be imported: {e}"
-        )),
-        None => {}
-    }
+        Some(Err(e)) => format!("the trace files could not be imported: {e}"),
+        None => "the recording stopped before the program ended; the trace files were not imported"
+            .to_string(),
+    };
+    messages::error(&format!(
+        "--trace: {why}; they are kept in {}",
+        p.dir.files().dir.display()
+    ));
 }
