@@ -923,6 +923,54 @@ peak t_ns=1 live_bytes=1\npeaksite stack=1 bytes=1\npeaksite stack=1 bytes=1\n"
         }
     }
 
+    /// Mutated files (bytes replaced, cut, repeated; a fixed pseudo-random sequence) parse
+    /// without a panic, the same whole and in chunks, within small limits.
+    #[test]
+    fn mutations_never_panic() {
+        let limits = Limits {
+            line_bytes: 100,
+            codes: 2,
+            stacks: 2,
+            frames: 1,
+            snaps: 2,
+            sites: 2,
+            peak_sites: 1,
+        };
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let alphabet = b" =:,%\n0123456789abzF-";
+        for _ in 0..3000 {
+            let mut b = V2.as_bytes().to_vec();
+            for _ in 0..(next() % 8) {
+                let i = (next() as usize) % b.len();
+                match next() % 3 {
+                    0 => b[i] = alphabet[(next() as usize) % alphabet.len()],
+                    1 => b.truncate(i.max(1)),
+                    _ => {
+                        let piece = b[i..].iter().take(40).copied().collect::<Vec<_>>();
+                        b.splice(i..i, piece);
+                    }
+                }
+            }
+            let whole = parse(&b, limits);
+            let mut p = Parser::new(limits);
+            for c in b.chunks(1 + (next() as usize) % 9) {
+                p.feed(c);
+            }
+            let chunked = p.finish();
+            assert_eq!(format!("{whole:?}"), format!("{chunked:?}"));
+            if let Ok(t) = whole {
+                assert!(t.codes.len() <= 2 && t.stacks.len() <= 2 && t.snaps.len() <= 2);
+                assert!(t.stacks.values().all(|s| s.frames.len() <= 1));
+            }
+        }
+    }
+
     #[test]
     fn percent_decoding() {
         assert_eq!(percent_decode(b"a%20b%25").as_deref(), Some("a b%"));
