@@ -56,7 +56,7 @@ cargo +nightly test --manifest-path fuzz/Cargo.toml --lib --locked --quiet
 cargo +nightly fuzz build "${opts[@]}"
 
 declare -A fixed_runs=([procfs]=300000 [discovery]=300000 [objects]=200000 [interpreter]=100000
-  [recording]=1500 [trace]=300000)
+  [recording]=1500 [trace]=100000)
 failed=()
 for t in "${targets[@]}"; do
   corpus="fuzz/corpus/$t"
