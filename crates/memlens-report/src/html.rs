@@ -791,6 +791,7 @@ mod tests {
                 skipped: Vec::new(),
                 note: crate::recording_advice::NOTE,
             }),
+            allocations: None,
         }
     }
 

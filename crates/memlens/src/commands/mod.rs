@@ -9,6 +9,7 @@ pub mod referrers;
 pub mod report;
 pub mod report_trace;
 pub mod run;
+pub mod run_trace;
 pub mod serve;
 pub mod snapshot;
 pub mod stacks;

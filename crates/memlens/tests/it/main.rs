@@ -34,3 +34,4 @@ mod sizes;
 mod support;
 mod top;
 mod trace_report;
+mod trace_run;
