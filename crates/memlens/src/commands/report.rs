@@ -39,8 +39,8 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
     )?;
     let mut outputs = Outputs::reserve(args.html.as_deref(), args.json_out.as_deref(), args.force)?;
     let (_, model) = recording::open(&args.file)?;
-    // The recording's traced allocations: h-tread's reader fills this at merge.
-    let allocations: Option<&memlens_model::allocations::Allocations> = None;
+    // The recording's traced allocations (`run --trace`), None without a trace.
+    let allocations = model.allocations.as_ref();
     if args.trace.any() && allocations.is_none() {
         return Err(super::report_trace::no_trace(&args.file));
     }
