@@ -169,7 +169,8 @@ CREATE TABLE trace_snaps (
     dropped_frees       INTEGER NOT NULL,
     table_full          INTEGER NOT NULL,
     lost_at_fork        INTEGER NOT NULL,
-    unreadable_stacks   INTEGER NOT NULL
+    unreadable_stacks   INTEGER NOT NULL,
+    stacks_lost         INTEGER NOT NULL
 );
 CREATE TABLE trace_sites (
     trace       INTEGER NOT NULL REFERENCES traces(id),

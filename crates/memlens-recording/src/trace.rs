@@ -179,6 +179,8 @@ pub struct Snap {
     pub lost_at_fork: u64,
     /// Samples whose stack walk stopped early.
     pub unreadable_stacks: u64,
+    /// Samples whose stack did not fit in the tracer's tables (given a `lost=1` stack).
+    pub stacks_lost: u64,
 }
 
 /// The cumulative figures of one stack (`site` line).
@@ -525,6 +527,7 @@ impl Parser {
             table_full: n("table_full"),
             lost_at_fork: n("lost_at_fork"),
             unreadable_stacks: n("unreadable_stacks"),
+            stacks_lost: n("stacks_lost"),
         };
         self.in_peak = false;
         if self.end.is_some() {

@@ -236,8 +236,8 @@ fn write_trace(w: &mut RecordingWriter, file: &str, t: &Trace, start_ns: u64) ->
             "INSERT INTO trace_snaps (trace, t, at_end, live_bytes, live_mmap_bytes, \
              live_pymalloc_bytes, live_malloc_bytes, peak_live_bytes, total_bytes, untouched_bytes, \
              alloc_samples, free_samples, live_samples, dropped_allocs, dropped_frees, table_full, \
-             lost_at_fork, unreadable_stacks) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, \
-             ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+             lost_at_fork, unreadable_stacks, stacks_lost) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
+             ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
         )
         .and_then(|mut st| {
             st.execute(params![
@@ -259,6 +259,7 @@ fn write_trace(w: &mut RecordingWriter, file: &str, t: &Trace, start_ns: u64) ->
                 i(s.table_full),
                 i(s.lost_at_fork),
                 i(s.unreadable_stacks),
+                i(s.stacks_lost),
             ])
         })
         .map_err(e)?;
@@ -334,7 +335,7 @@ struct SnapRow {
     malloc: u64,
     peak_live: u64,
     untouched: u64,
-    lost: [u64; 5],
+    lost: [u64; 6],
 }
 
 /// One `site` row.
@@ -489,7 +490,8 @@ impl Recording {
         for (t, s) in self.rows(
             "SELECT trace, t, at_end, live_bytes, live_mmap_bytes, live_pymalloc_bytes, \
              live_malloc_bytes, peak_live_bytes, untouched_bytes, dropped_allocs, dropped_frees, \
-             table_full, lost_at_fork, unreadable_stacks FROM trace_snaps ORDER BY trace, t, at_end",
+             table_full, lost_at_fork, unreadable_stacks, stacks_lost FROM trace_snaps \
+             ORDER BY trace, t, at_end",
             |r| {
                 let n = |k| r.get::<_, i64>(k).map(u);
                 Ok((
@@ -503,7 +505,7 @@ impl Recording {
                         malloc: n(6)?,
                         peak_live: n(7)?,
                         untouched: n(8)?,
-                        lost: [n(9)?, n(10)?, n(11)?, n(12)?, n(13)?],
+                        lost: [n(9)?, n(10)?, n(11)?, n(12)?, n(13)?, n(14)?],
                     },
                 ))
             },
@@ -596,6 +598,7 @@ impl Recording {
                     &mut a.lost.table_full,
                     &mut a.lost.lost_at_fork,
                     &mut a.lost.unreadable_stacks,
+                    &mut a.lost.stacks_lost,
                 ]
                 .into_iter()
                 .zip(last.lost)

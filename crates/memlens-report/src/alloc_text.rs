@@ -63,7 +63,7 @@ pub fn mode_words(a: &Allocations, style: SizeStyle) -> String {
 /// The counters of [`Lost`] that are not zero, each with what it does to the figures; empty
 /// when the tracer lost nothing.
 pub fn lost_words(l: &Lost) -> Vec<String> {
-    let items: [(u64, &str, &str); 6] = [
+    let items: [(u64, &str, &str); 7] = [
         (
             l.dropped_allocs,
             "sampled allocation",
@@ -88,6 +88,11 @@ pub fn lost_words(l: &Lost) -> Vec<String> {
             l.unreadable_stacks,
             "sampled allocation",
             "whose Python stack could not be read (kept with the frames that were read)",
+        ),
+        (
+            l.stacks_lost,
+            "sampled allocation",
+            "whose stack did not fit in the tracer's tables (kept with no frames)",
         ),
         (
             l.unfinished_traces,
