@@ -38,10 +38,14 @@ def timed(cmd, env):
 
 
 def last_record(path):
+    """The last `end` or `snap` line (version 2 follows it with code/stack/site/peak lines),
+    with the number of stacks the file names."""
     with open(path) as f:
         lines = f.read().splitlines()
-    rec = dict(kv.split("=", 1) for kv in lines[-1].split()[1:])
-    return lines[-1].split()[0], rec
+    last = [l for l in lines if l.startswith(("end ", "snap "))][-1]
+    rec = dict(kv.split("=", 1) for kv in last.split()[1:])
+    rec["stacks"] = str(sum(1 for l in lines if l.startswith("stack ")))
+    return last.split()[0], rec
 
 
 def main():
@@ -92,7 +96,9 @@ def main():
                     f"ratio {statistics.median(ratios):.3f}x ({min(ratios):.3f}-{max(ratios):.3f})  "
                     f"[{tag}: peak_live {int(rec['peak_live_bytes']) / 2**20:.1f} MiB, "
                     f"total {int(rec['total_bytes']) / 2**20:.1f} MiB, samples {rec['alloc_samples']}, "
-                    f"dropped {rec['dropped_allocs']}/{rec['dropped_frees']}, table_full {rec['table_full']}]"
+                    f"dropped {rec['dropped_allocs']}/{rec['dropped_frees']}, table_full {rec['table_full']}, "
+                    f"stacks {rec['stacks']}, unreadable {rec.get('unreadable_stacks', '-')}, "
+                    f"lost {rec.get('stacks_lost', '-')}]"
                 )
 
 

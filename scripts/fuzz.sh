@@ -27,7 +27,7 @@ if [ "${1:-}" = --strict ]; then
   strict=1
   shift
 fi
-all=(procfs discovery objects interpreter recording)
+all=(procfs discovery objects interpreter recording trace)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 
@@ -56,7 +56,7 @@ cargo +nightly test --manifest-path fuzz/Cargo.toml --lib --locked --quiet
 cargo +nightly fuzz build "${opts[@]}"
 
 declare -A fixed_runs=([procfs]=300000 [discovery]=300000 [objects]=200000 [interpreter]=100000
-  [recording]=1500)
+  [recording]=1500 [trace]=100000)
 failed=()
 for t in "${targets[@]}"; do
   corpus="fuzz/corpus/$t"

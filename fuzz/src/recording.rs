@@ -8,7 +8,7 @@ use rusqlite::types::Value;
 use crate::Cursor;
 
 /// The tables of the schema, in the order a row program's table byte picks them.
-pub const TABLES: [&str; 10] = [
+pub const TABLES: [&str; 17] = [
     "meta",
     "processes",
     "samples",
@@ -19,6 +19,13 @@ pub const TABLES: [&str; 10] = [
     "python",
     "census",
     "events",
+    "traces",
+    "trace_codes",
+    "trace_stacks",
+    "trace_frames",
+    "trace_snaps",
+    "trace_sites",
+    "trace_peak",
 ];
 
 /// One value: a type tag, then its bytes. NULL, small and full-width integers, any real (NaN

@@ -46,6 +46,7 @@ pub fn write_if_asked(target: &str) {
         "objects" => objects(),
         "interpreter" => interpreter(),
         "recording" => recording(),
+        "trace" => trace(),
         other => panic!("no seeds for {other}"),
     };
     // the inputs of fixed findings: every run replays them
@@ -481,4 +482,29 @@ pub fn recording() -> Seeds {
     let _ = std::fs::remove_file(&file);
     let _ = std::fs::remove_dir(&dir);
     out
+}
+
+/// Trace files of both versions (docs/trace-format.md): every record kind, percent-encoded
+/// names, a torn last line.
+fn trace() -> Seeds {
+    let v1 = "memlens-trace 1 pid=7 ppid=1 mode=sampled sample_bytes=524288 clock=monotonic start_ns=5\n\
+snap t_ns=10 live_bytes=1048576 live_mmap_bytes=0 peak_live_bytes=2097152 total_bytes=3145728 alloc_samples=3 free_samples=1 live_samples=2 dropped_allocs=0 dropped_frees=0 table_full=0 lost_at_fork=0\n\
+end t_ns=20 live_bytes=0 live_mmap_bytes=0 peak_live_bytes=2097152 total_bytes=3145728\n";
+    let v2 = "memlens-trace 2 pid=42 ppid=1 mode=all sample_bytes=1 clock=monotonic start_ns=1000 python=3.12 temp_ns=1000000\n\
+code id=1 first_line=3 file=%2Ftmp%2Fa%20b.py name=main\n\
+code id=2 first_line=10 file=%2Ftmp%2Fa.py name=Thing.make\n\
+stack id=1 domain=malloc frames=2:12,1:5\n\
+stack id=2 domain=pymalloc frames=1:6 truncated=1\n\
+stack id=3 domain=mmap frames= unreadable=1\n\
+snap t_ns=2000 live_bytes=300 live_mmap_bytes=0 live_pymalloc_bytes=100 live_malloc_bytes=200 peak_live_bytes=300 total_bytes=300 untouched_bytes=0 alloc_samples=3 free_samples=0 live_samples=3 dropped_allocs=0 dropped_frees=0 table_full=0 lost_at_fork=0 unreadable_stacks=0\n\
+site stack=1 live_bytes=200 live_count=2 alloc_bytes=200 alloc_count=2 freed_bytes=0 freed_count=0 temp_bytes=0 temp_count=0\n\
+peak t_ns=2000 live_bytes=300\n\
+peaksite stack=1 bytes=200 count=2\n\
+end t_ns=4000 live_bytes=100 live_mmap_bytes=0 peak_live_bytes=300 total_bytes=400\n\
+site stack=2 live_bytes=100 live_count=1 alloc_bytes=100 alloc_count=1 freed_bytes=0 freed_count=0 temp_bytes=0 temp_count=0\n\
+snap t_ns=5000 live_by";
+    vec![
+        ("v1".into(), [&[7u8][..], v1.as_bytes()].concat()),
+        ("v2".into(), [&[13u8][..], v2.as_bytes()].concat()),
+    ]
 }

@@ -30,6 +30,7 @@ mod classes;
 mod consistent;
 mod locals;
 mod packages;
+mod reach;
 pub mod referrers;
 mod result;
 mod types;
@@ -42,7 +43,8 @@ pub use result::{Census, Consistency, Method, TypeCount, Unreadable, MAX_UNREADA
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Extras {
     /// The bytes of code objects, functions, classes and modules by the module name or file
-    /// they carry ([`ModuleObjects`]).
+    /// they carry, and of the objects they hold ([`ModuleObjects`]): the package-memory walk
+    /// (`reach.rs`), after the census, through the same cache.
     pub by_module: bool,
     /// The tallies advice is computed from (`Census::tallies`): instances with dicts per
     /// class, large lists of floats or ints, duplicated str and bytes values. They read more
@@ -120,6 +122,9 @@ enum Work {
         values: u64,
         set: bool,
     },
+    /// The package-memory walk (`reach.rs`): what follows was reached from another owner;
+    /// go back to it.
+    Owner(u32),
 }
 
 /// No user-space address reaches this (x86_64 and aarch64, 5-level page tables included): a
@@ -195,6 +200,9 @@ struct Walker<'a, M> {
     classes: classes::Classes,
     /// Large scalar lists and duplicated values (`values.rs`).
     values: values::Values,
+    /// The package-memory walk (`reach.rs`) instead of the census: every reference is
+    /// followed (tracked objects too), depth first, without setting objects aside by chunk.
+    reach: Option<reach::Reach>,
 }
 
 impl<'a, M: ProcessMemory> Walker<'a, M> {
@@ -224,6 +232,7 @@ impl<'a, M: ProcessMemory> Walker<'a, M> {
             advice: false,
             classes: classes::Classes::default(),
             values: values::Values::default(),
+            reach: None,
             budget,
         }
     }
@@ -258,10 +267,8 @@ pub fn take_with<M: ProcessMemory>(
     it.layout.require_tables("the census")?;
     let l = it.layout;
     let mut w = Walker::new(it, mem, budget.clone());
-    w.attribution = by_module.then(|| packages::Attribution::new(budget));
     w.advice = extras.advice;
     let modules = mem.read_u64(it.interp.wrapping_add(l.interp_modules))?;
-    w.read_sys_modules(modules)?;
     let state = gc::state_address(it)?;
     let max_nodes = gc::max_list_len(readable);
     let mut held = hold.is_zero();
@@ -304,18 +311,27 @@ pub fn take_with<M: ProcessMemory>(
     let mut types = std::mem::take(&mut w.out);
     types.retain(|t| t.count > 0);
     types.sort_by(|a, b| b.count.cmp(&a.count).then(a.type_name.cmp(&b.type_name)));
-    let by_module = w.attribution.take().map(packages::Attribution::finish);
+    let unreadable = std::mem::take(&mut w.unreadable);
+    drop(w); // its bitmap and stacks: the package-memory walk has its own
+    let by_module = if by_module {
+        Some(reach::by_package(
+            it, mem, budget, modules, state, max_nodes,
+        )?)
+    } else {
+        None
+    };
     let census = Census {
         objects: types.iter().map(|t| t.count).sum(),
         bytes: types.iter().fold(0u64, |a, t| a.saturating_add(t.bytes)),
         types,
-        unreadable: w.unreadable,
+        unreadable,
         consistency: Consistency::default(),
         tallies: memlens_model::census::Tallies {
             classes,
             scalar_lists,
             duplicates,
             duplicate_totals,
+            packages: Vec::new(),
         },
     };
     Ok((census, by_module))
@@ -368,7 +384,7 @@ impl<M: ProcessMemory> Walker<'_, M> {
         if obj == 0 || obj % 8 != 0 || obj >= MAX_ADDR || self.visited.contains(obj) {
             return Ok(());
         }
-        if !self.mem.is_resident(obj) && self.defer(obj) {
+        if self.reach.is_none() && !self.mem.is_resident(obj) && self.defer(obj) {
             return Ok(());
         }
         self.push_work(Work::Object(obj))
@@ -446,6 +462,17 @@ impl<M: ProcessMemory> Walker<'_, M> {
     fn drain(&mut self) -> Result<()> {
         while let Some(w) = self.stack.pop() {
             match w {
+                Work::Object(obj) if self.reach.is_some() => {
+                    if let Err(e) = self.reach_object(obj) {
+                        self.visited.insert(obj)?;
+                        self.lost(e, obj)?;
+                    }
+                }
+                Work::Owner(o) => {
+                    if let Some(r) = self.reach.as_mut() {
+                        r.owner = o;
+                    }
+                }
                 Work::Object(obj) => {
                     if !self.visited.contains(obj) {
                         if let Err(e) = self.visit(obj, true) {
@@ -598,7 +625,6 @@ impl<M: ProcessMemory> Walker<'_, M> {
         };
         let size = self.sizer.getsizeof(self.mem, &t.facts, obj, &[])?;
         self.references(obj, ty, &t, ob_size, dict)?;
-        self.attribute(obj, &t, size.size)?;
         let e = &mut self.out[t.slot];
         e.count += 1;
         e.bytes = e.bytes.saturating_add(size.size);

@@ -27,5 +27,5 @@ pub use signals::{
     clear_child, forward_signals, set_child, signal_name, stop_on_signals, stop_requested,
     take_forwarded, FORWARDED,
 };
-pub use spawn::{hold, Held};
+pub use spawn::{hold, hold_with_env, Held};
 pub use waiter::{next_tick, Waiter};

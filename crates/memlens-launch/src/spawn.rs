@@ -35,6 +35,17 @@ pub fn hold(
     args: &[OsString],
     cgroup_procs: Option<&File>,
 ) -> Result<Held, SpawnError> {
+    hold_with_env(program, args, cgroup_procs, &[])
+}
+
+/// As [`hold`], with `env` set in the program's environment (each replacing the variable of
+/// the same name in memlens's own; memlens's environment itself is not changed).
+pub fn hold_with_env(
+    program: &OsString,
+    args: &[OsString],
+    cgroup_procs: Option<&File>,
+    env: &[(OsString, OsString)],
+) -> Result<Held, SpawnError> {
     let fail = |e| spawn_error(program, e);
     let nul = || fail(std::io::Error::from(std::io::ErrorKind::InvalidInput));
     // Everything the child needs is built before the fork: it must not allocate.
@@ -46,6 +57,32 @@ pub fn hold(
         .map_err(|_| nul())?;
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
+    let envp = if env.is_empty() {
+        None
+    } else {
+        let mut vars: Vec<(OsString, OsString)> = std::env::vars_os()
+            .filter(|(k, _)| !env.iter().any(|(e, _)| e == k))
+            .collect();
+        vars.extend(env.iter().cloned());
+        let strings: Vec<CString> = vars
+            .iter()
+            .map(|(k, v)| {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                CString::new(kv)
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|_| nul())?;
+        Some(strings)
+    };
+    let mut envp_ptrs: Vec<*const libc::c_char> = envp
+        .iter()
+        .flatten()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp_ptr = envp.as_ref().map(|_| envp_ptrs.as_mut_ptr().cast_const());
     let (go_read, go_write) = pipe().map_err(fail)?;
     let (err_read, err_write) = pipe().map_err(fail)?;
     let fds = ChildFds {
@@ -62,7 +99,7 @@ pub fn hold(
     }
     if pid == 0 {
         // SAFETY: in the child of a fork; the pointers stay valid (this process's copy).
-        unsafe { exec_when_told(&fds, path.as_ptr(), argv_ptrs.as_ptr()) }
+        unsafe { exec_when_told(&fds, path.as_ptr(), argv_ptrs.as_ptr(), envp_ptr) }
     }
     drop((go_read, err_write));
     Ok(Held {
@@ -88,13 +125,15 @@ struct ChildFds {
 /// as an errno through a close-on-exec pipe.
 ///
 /// # Safety
-/// Only in the child of a fork, with `path` and `argv` valid NUL-terminated strings.
+/// Only in the child of a fork, with `path` and `argv` (and `envp` when given) valid
+/// NUL-terminated strings and arrays.
 unsafe fn exec_when_told(
     fds: &ChildFds,
     path: *const libc::c_char,
     argv: *const *const libc::c_char,
+    envp: Option<*const *const libc::c_char>,
 ) -> ! {
-    // SAFETY: signal, write, close, read, execvp and _exit are
+    // SAFETY: signal, write, close, read, execvp(e) and _exit are
     // async-signal-safe; every pointer was prepared before the fork.
     unsafe {
         let ignored = ignored_at_start();
@@ -119,7 +158,10 @@ unsafe fn exec_when_told(
             // memlens gave up (or died): do not run the program.
             libc::_exit(127);
         }
-        libc::execvp(path, argv);
+        match envp {
+            Some(envp) => libc::execvpe(path, argv, envp),
+            None => libc::execvp(path, argv),
+        };
         let errno = *libc::__errno_location();
         let bytes = errno.to_ne_bytes();
         let _ = libc::write(fds.err_write, bytes.as_ptr().cast(), bytes.len());

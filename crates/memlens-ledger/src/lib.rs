@@ -7,6 +7,7 @@
 //! `tree::by_category`, findings) live in `memlens-model` and are re-exported here at their
 //! old paths; this crate owns only what needs `/proc` or the Python view: reading and sorting.
 
+pub mod arenas;
 pub mod category;
 pub mod distribution;
 pub mod host;

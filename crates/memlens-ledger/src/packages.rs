@@ -1,6 +1,8 @@
-//! Memory per Python package (issue 7 item 4): the census's code objects, functions, classes
-//! and modules ([`ModuleObjects`]) attributed to the package they come from, shown beside the
-//! package's extension modules (its item of the `extensions` row).
+//! Memory per Python package (issue 7 item 4): the code objects, functions, classes and
+//! modules, and the objects they hold, as the package-memory walk charged them to module names
+//! and files ([`ModuleObjects`]; `memlens-cpython`'s `census/reach.rs`), attributed to the
+//! package they come from, shown beside the package's extension modules (its item of the
+//! `extensions` row). The `package-import` advice is computed from these.
 //!
 //! These are bytes of Python objects as `sys.getsizeof` counts them. They already lie in the
 //! `python-heap` row (pymalloc's arenas) or, for objects over 512 bytes, in `native-heap`

@@ -97,7 +97,10 @@ impl PythonViewExt for ProcessLedger {
                     .fold(0u64, |a, p| a.saturating_add(p.object_bytes)),
                 method: census.consistency.method,
                 pause_us: census.consistency.pause_us,
-                unreadable_objects: census.unreadable.objects,
+                unreadable_objects: census
+                    .unreadable
+                    .objects
+                    .saturating_add(by_module.unreadable_objects),
                 unreadable_names: by_module.unreadable_names,
                 packages,
                 types: census.types.clone(),

@@ -77,7 +77,8 @@ pub fn census_each(
         let cap = memlens_cpython::census::CENSUS_MEMORY_CAP;
         let read = attacher.attach(pid).and_then(|s| {
             if advice {
-                s.census_for_advice(mode, cap, packages)
+                // the objects by package for `package-import` too
+                s.census_for_advice(mode, cap, true)
             } else if packages {
                 s.census_by_module(mode, cap)
                     .map(|(c, m, stats)| (c, Some(m), stats))
@@ -96,6 +97,19 @@ pub fn census_each(
                 if let Some(by_module) = by_module {
                     let mut dists = DistributionResolver::new(format!("/proc/{pid}/root"));
                     p.attach_packages(&census, &by_module, &mut dists);
+                    if advice {
+                        census.tallies.packages = p
+                            .python
+                            .as_ref()
+                            .and_then(|py| py.packages.as_ref())
+                            .map(|pk| pk.packages.clone())
+                            .unwrap_or_default();
+                    }
+                    if !packages {
+                        if let Some(py) = p.python.as_mut() {
+                            py.packages = None; // taken for advice only
+                        }
+                    }
                 }
                 if advice {
                     tallies.insert(pid, std::mem::take(&mut census.tallies));

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::category::Category;
 use crate::census::{ClassDicts, ScalarList, Tallies};
 use crate::ledger::ProcessLedger;
+use crate::packages::{Package, PackageKind};
 use crate::units::SizeStyle;
 
 /// The smallest saving advised, in bytes (1 MiB) ...
@@ -21,7 +22,7 @@ pub const MIN_PERCENT: u64 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Advice {
     /// The kind, a stable id (docs/advice.md): `slots`, `scalar-list`, `duplicate-values`,
-    /// `fragmentation`, `cow-freeze`.
+    /// `fragmentation`, `cow-freeze`, `malloc-arenas`, `package-import`.
     pub id: String,
     /// What it is about: a class name, a type, `threads`, `pymalloc` (untrusted where it
     /// names a class).
@@ -48,6 +49,9 @@ pub struct Advice {
 pub struct Inputs<'a> {
     /// The census's tallies.
     pub census: Option<&'a Tallies>,
+    /// The glibc arenas other than the main one, when their heaps were walked
+    /// (`snapshot --advice`).
+    pub arenas: Option<&'a crate::arenas::MallocArenas>,
 }
 
 /// Whether a saving is worth advising for a process of `pss` bytes: at least [`MIN_SAVING`]
@@ -65,6 +69,10 @@ pub fn advise(p: &ProcessLedger, inputs: &Inputs<'_>) -> Vec<Advice> {
             slots(p.pid, &t.classes, sz, &mut out);
             scalar_lists(p.pid, &t.scalar_lists, sz, &mut out);
             duplicates(p.pid, t, sz, &mut out);
+            package_import(p.pid, &t.packages, sz, &mut out);
+        }
+        if let Some(a) = inputs.arenas {
+            crate::arenas::advise(p.pid, a, sz, &mut out);
         }
         ranked(out, p.totals.pss)
     })
@@ -313,7 +321,14 @@ impl StoredProcess {
     }
 }
 
-fn item(pid: u32, id: &str, subject: &str, saving: u64, method: &str, text: String) -> Advice {
+pub(crate) fn item(
+    pid: u32,
+    id: &str,
+    subject: &str,
+    saving: u64,
+    method: &str,
+    text: String,
+) -> Advice {
     Advice {
         id: id.into(),
         subject: subject.into(),
@@ -429,6 +444,46 @@ lower bound";
             METHOD,
             text,
         ));
+    }
+}
+
+/// `package-import`: installed distributions whose import holds the most memory.
+fn package_import(pid: u32, packages: &[Package], sz: SizeStyle, out: &mut Vec<Advice>) {
+    const METHOD: &str = "the package's modules, classes, functions and code objects and every \
+object they hold that no module imported before it holds (a walk from sys.modules in import \
+order, __main__ last; each object charged once), each sys.getsizeof rounded as pymalloc or \
+malloc allocates it, plus the private pages (USS) of its extension modules; memory its C code \
+allocates, freed memory the import left in the heaps, and shared libraries it loads from \
+outside its folder are not seen";
+    for p in packages {
+        if p.kind != PackageKind::Distribution {
+            continue; // the standard library, the program, unknown origins: no one import
+        }
+        let objects = p.by_kind.allocated;
+        let ext = p.extension.map_or(0, |e| e.amounts.uss);
+        let saving = objects.saturating_add(ext);
+        let k = &p.by_kind;
+        let so = if ext > 0 {
+            format!(
+                " and {} of its extension modules' private pages",
+                sz.size(ext)
+            )
+        } else {
+            String::new()
+        };
+        let text = format!(
+            "the package {} holds {} in {} Python objects ({} code objects, {} functions,              {} classes, {} modules, {} objects they hold; as allocated){so}: importing it              lazily, inside the functions that use it, or not at all would save about {}              while it is not imported",
+            p.name,
+            sz.size(objects),
+            p.objects,
+            k.code.count,
+            k.functions.count,
+            k.classes.count,
+            k.modules.count,
+            k.held.count,
+            sz.size(saving),
+        );
+        out.push(item(pid, "package-import", &p.name, saving, METHOD, text));
     }
 }
 
@@ -673,6 +728,78 @@ mod tests {
     }
 
     #[test]
+    fn package_import_only_for_material_distributions() {
+        use crate::packages::{ExtensionModules, Package, PackageKind};
+        use crate::python::{ObjectKinds, Tally};
+        let package = |name: &str, kind, allocated: u64, so_uss: Option<u64>| Package {
+            name: name.into(),
+            kind,
+            object_bytes: allocated - allocated / 8,
+            objects: 1000,
+            by_kind: ObjectKinds {
+                held: Tally {
+                    count: 1000,
+                    bytes: allocated - allocated / 8,
+                },
+                allocated,
+                ..Default::default()
+            },
+            extension: so_uss.map(|uss| ExtensionModules {
+                amounts: Amounts {
+                    rss: uss * 2,
+                    pss: uss,
+                    uss,
+                    swap: 0,
+                },
+                size: uss * 4,
+                mappings: 3,
+            }),
+        };
+        let tallies = Tallies {
+            packages: vec![
+                package("heavy", PackageKind::Distribution, 8 << 20, None),
+                package("native", PackageKind::Distribution, 1 << 20, Some(3 << 20)),
+                package("tiny", PackageKind::Distribution, 512 << 10, None),
+                package("stdlib", PackageKind::Stdlib, 30 << 20, None),
+                package("(program)", PackageKind::Program, 30 << 20, None),
+                package("(unknown)", PackageKind::Unknown, 30 << 20, None),
+            ],
+            ..Default::default()
+        };
+        let a = advise(
+            &process(100 << 20),
+            &Inputs {
+                census: Some(&tallies),
+                arenas: None,
+            },
+        );
+        let got: Vec<(&str, &str, u64)> = a
+            .iter()
+            .map(|a| (a.id.as_str(), a.subject.as_str(), a.saving_bytes))
+            .collect();
+        // objects as allocated plus the extension modules' private pages; the standard
+        // library, the program and unknown origins are no import to defer; under 1 MiB: none
+        assert_eq!(
+            got,
+            vec![
+                ("package-import", "heavy", 8 << 20),
+                ("package-import", "native", 4 << 20),
+            ]
+        );
+        assert!(a[1].text.contains("extension modules"), "{}", a[1].text);
+        assert!(a[0].text.contains("lazily"), "{}", a[0].text);
+        // under 1% of a large process: none
+        let big = advise(
+            &process(2000 << 20),
+            &Inputs {
+                census: Some(&tallies),
+                arenas: None,
+            },
+        );
+        assert!(big.is_empty(), "{big:?}");
+    }
+
+    #[test]
     fn materiality_needs_a_mebibyte_and_a_percent() {
         assert!(material(1 << 20, 100 << 20));
         assert!(!material((1 << 20) - 1, 10 << 20));
@@ -696,6 +823,7 @@ mod tests {
             &p,
             &Inputs {
                 census: Some(&tallies),
+                ..Default::default()
             },
         );
         let got: Vec<(&str, u64)> = a

@@ -136,6 +136,10 @@ pub struct Lost {
     /// Sampled allocations whose Python stack could not be read (counted, kept with the
     /// frames that were read).
     pub unreadable_stacks: u64,
+    /// Sampled allocations whose stack did not fit in the tracer's bounded tables (kept,
+    /// with no frames).
+    #[serde(default)]
+    pub stacks_lost: u64,
     /// Trace files that ended without an `end` line (killed, or replaced by exec).
     pub unfinished_traces: u64,
 }

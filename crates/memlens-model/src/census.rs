@@ -103,6 +103,8 @@ pub struct Tallies {
     pub duplicates: Vec<DuplicateValue>,
     /// All the duplicated values found, per type (`str`, `bytes`).
     pub duplicate_totals: Vec<DuplicateTotal>,
+    /// The process's Python objects by package (`package-import`), when attributed.
+    pub packages: Vec<crate::packages::Package>,
 }
 
 /// The duplicated values of one type, all together.

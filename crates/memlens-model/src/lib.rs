@@ -11,6 +11,7 @@
 
 pub mod advice;
 pub mod allocations;
+pub mod arenas;
 pub mod category;
 pub mod census;
 pub mod cgroup;

@@ -28,7 +28,8 @@ pub const PROGRAM: &str = "(program)";
 pub const UNKNOWN: &str = "(unknown)";
 /// What the figures are, in the JSON and the text.
 pub const NOTE: &str = "bytes of Python objects (sys.getsizeof of code objects, functions, \
-classes, modules and module dicts) already inside the python-heap row (pymalloc) or, for \
+classes, modules and module dicts, and of the objects they hold, each charged once: to the first \
+module in import order that holds it) already inside the python-heap row (pymalloc) or, for \
 objects over 512 bytes, native-heap (malloc): an attribution, not added to any total";
 
 /// A package's extension modules: its item of the `extensions` row.
@@ -51,7 +52,7 @@ pub struct Package {
     pub name: String,
     /// What kind of package.
     pub kind: PackageKind,
-    /// Bytes of its Python objects (all four kinds).
+    /// Bytes of its Python objects (all five kinds, `sys.getsizeof`).
     pub object_bytes: u64,
     /// Its Python objects (a module with its dict counts once).
     pub objects: u64,
@@ -73,7 +74,7 @@ pub struct PythonPackages {
     pub method: Method,
     /// Microseconds the target was stopped for it.
     pub pause_us: u64,
-    /// Objects the census could not read (in no package).
+    /// Objects the census or the package-memory walk could not read (in no package).
     pub unreadable_objects: u64,
     /// Objects whose module name or file could not be read (in `(unknown)`).
     pub unreadable_names: u64,

@@ -95,7 +95,8 @@ impl Tally {
     }
 }
 
-/// The four kinds of objects attributed to packages.
+/// The objects attributed to packages: the four kinds that carry a module name or file, and
+/// the objects they hold (reached from them first).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ObjectKinds {
     /// Code objects (by `co_filename`).
@@ -106,19 +107,37 @@ pub struct ObjectKinds {
     pub classes: Tally,
     /// Modules with their `__dict__` (by `__dict__['__name__']`); `count` counts modules.
     pub modules: Tally,
+    /// Objects those hold that nothing attributed earlier holds: constants, names, line
+    /// tables, class and instance dicts, default values, module globals' values (the
+    /// package-memory walk, docs/advice.md#package-import).
+    pub held: Tally,
+    /// All of the above as allocated: each object's size rounded as pymalloc (16-byte blocks up
+    /// to 512 bytes) or malloc (a word of header, 16-byte chunks) allocates it.
+    #[serde(rename = "allocated_bytes")]
+    pub allocated: u64,
 }
 
 impl ObjectKinds {
-    /// Bytes of all four kinds.
+    /// Bytes of all five kinds (`sys.getsizeof`).
     pub fn bytes(&self) -> u64 {
-        [self.code, self.functions, self.classes, self.modules]
-            .iter()
-            .fold(0u64, |a, t| a.saturating_add(t.bytes))
+        [
+            self.code,
+            self.functions,
+            self.classes,
+            self.modules,
+            self.held,
+        ]
+        .iter()
+        .fold(0u64, |a, t| a.saturating_add(t.bytes))
     }
 
-    /// Objects of all four kinds (a module and its dict count once).
+    /// Objects of all five kinds (a module and its dict count once).
     pub fn count(&self) -> u64 {
-        self.code.count + self.functions.count + self.classes.count + self.modules.count
+        self.code.count
+            + self.functions.count
+            + self.classes.count
+            + self.modules.count
+            + self.held.count
     }
 
     /// Adds another's tallies.
@@ -127,5 +146,7 @@ impl ObjectKinds {
         self.functions.merge(&o.functions);
         self.classes.merge(&o.classes);
         self.modules.merge(&o.modules);
+        self.held.merge(&o.held);
+        self.allocated = self.allocated.saturating_add(o.allocated);
     }
 }

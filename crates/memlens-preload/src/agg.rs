@@ -1,6 +1,6 @@
 //! The aggregate kept from the drained events, and its lines in the trace file.
 
-use crate::ring::{Event, ALLOC, FREE, MMAP, PYMALLOC};
+use crate::ring::{Event, ALLOC, FREE, FREE_TEMP, MMAP, PYMALLOC};
 
 /// Counters of events the hooks could not queue (atomics in the hooks, copied here to print).
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -13,11 +13,205 @@ pub struct Drops {
     pub table_full: u64,
     /// Events queued at fork and discarded in the child (the parent keeps them).
     pub at_fork: u64,
+    /// Samples whose stack walk stopped on a frame it could not read.
+    pub unreadable_stacks: u64,
+    /// Samples whose stack did not fit in the tracer's bounded tables (given a `lost` stack).
+    pub stacks_lost: u64,
+}
+
+/// The figures of one interned stack (all byte figures are sums of sample weights).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Site {
+    /// Allocated and not yet freed.
+    pub live: f64,
+    /// Samples allocated and not yet freed.
+    pub live_count: i64,
+    /// Allocated in all.
+    pub alloc: f64,
+    /// Samples allocated.
+    pub alloc_count: u64,
+    /// Freed in all.
+    pub freed: f64,
+    /// Samples freed.
+    pub freed_count: u64,
+    /// Freed within `temp_ns` of their allocation.
+    pub temp: f64,
+    /// Samples freed within `temp_ns`.
+    pub temp_count: u64,
+    changed: bool,
+    peak_dirty: bool,
+}
+
+/// The per-stack figures, the per-stack live set at the peak, and what changed since the last
+/// lines were written.
+///
+/// The peak set is kept Fil's way: when the live total reaches a new high it is marked
+/// pending, and the first free after it (or the next write, if still at the peak) copies the
+/// per-stack live figures into the peak set, before that free is applied. Only the stacks
+/// whose live figures changed since the previous copy are copied (a dirty list), so the cost
+/// of a copy is the number of stacks touched since, not the number of stacks.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Sites {
+    /// Indexed by stack id.
+    pub sites: Vec<Site>,
+    changed: Vec<u32>,
+    /// (bytes, count) of each stack at the peak, indexed by stack id.
+    pub peak: Vec<(f64, i64)>,
+    peak_dirty: Vec<u32>,
+    /// At a new high not yet copied.
+    at_peak: bool,
+    /// The peak changed since the last `peak` block.
+    pub peak_changed: bool,
+    /// When the peak was seen (the time of the drain that saw it).
+    pub peak_t_ns: u64,
+}
+
+impl Sites {
+    /// An empty set (const, for a static).
+    pub const fn new() -> Sites {
+        Sites {
+            sites: Vec::new(),
+            changed: Vec::new(),
+            peak: Vec::new(),
+            peak_dirty: Vec::new(),
+            at_peak: false,
+            peak_changed: false,
+            peak_t_ns: 0,
+        }
+    }
+
+    fn site(&mut self, id: u32) -> &mut Site {
+        let i = id as usize;
+        if i >= self.sites.len() {
+            self.sites.resize(i + 1, Site::default());
+            self.peak.resize(i + 1, (0.0, 0));
+        }
+        let s = &mut self.sites[i];
+        if !s.changed {
+            s.changed = true;
+            self.changed.push(id);
+        }
+        if !s.peak_dirty {
+            s.peak_dirty = true;
+            self.peak_dirty.push(id);
+        }
+        s
+    }
+
+    /// Copies the live figures of the stacks changed since the last copy into the peak set.
+    fn copy_peak(&mut self) {
+        for &id in &self.peak_dirty {
+            let s = &mut self.sites[id as usize];
+            s.peak_dirty = false;
+            self.peak[id as usize] = (s.live, s.live_count);
+        }
+        self.peak_dirty.clear();
+    }
+
+    /// Applies an event after the totals (`live` the live total after it, `new_peak` whether
+    /// it made a new high).
+    fn apply(&mut self, e: &Event, new_peak: bool, now: u64) {
+        match e.kind {
+            ALLOC => {
+                let s = self.site(e.stack);
+                s.live += e.weight;
+                s.live_count += 1;
+                s.alloc += e.weight;
+                s.alloc_count += 1;
+                if new_peak {
+                    self.peak_t_ns = now;
+                    self.at_peak = true;
+                    self.peak_changed = true;
+                }
+            }
+            FREE | FREE_TEMP => {
+                if self.at_peak {
+                    self.copy_peak();
+                    self.at_peak = false;
+                }
+                let s = self.site(e.stack);
+                s.live -= e.weight;
+                s.live_count -= 1;
+                s.freed += e.weight;
+                s.freed_count += 1;
+                if e.kind == FREE_TEMP {
+                    s.temp += e.weight;
+                    s.temp_count += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The `site` lines of the stacks changed since the last call, and the `peak` block when
+    /// the peak changed (`peak_live`: its total); newline-terminated, appended to `out`.
+    pub fn lines(&mut self, peak_live: f64, out: &mut String) {
+        let b = |x: f64| if x <= 0.0 { 0 } else { x.round() as u64 };
+        self.changed.sort_unstable();
+        for &id in &self.changed {
+            let s = &mut self.sites[id as usize];
+            s.changed = false;
+            out.push_str(&format!(
+                "site stack={id} live_bytes={} live_count={} alloc_bytes={} alloc_count={} \
+                 freed_bytes={} freed_count={} temp_bytes={} temp_count={}\n",
+                b(s.live),
+                s.live_count.max(0),
+                b(s.alloc),
+                s.alloc_count,
+                b(s.freed),
+                s.freed_count,
+                b(s.temp),
+                s.temp_count,
+            ));
+        }
+        self.changed.clear();
+        if self.at_peak {
+            self.copy_peak();
+        }
+        if self.peak_changed {
+            self.peak_changed = false;
+            out.push_str(&format!(
+                "peak t_ns={} live_bytes={}\n",
+                self.peak_t_ns,
+                b(peak_live)
+            ));
+            for (id, &(bytes, count)) in self.peak.iter().enumerate() {
+                if count > 0 || b(bytes) > 0 {
+                    out.push_str(&format!(
+                        "peaksite stack={id} bytes={} count={}\n",
+                        b(bytes),
+                        count.max(0)
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The state a forked child starts from: what is live is inherited (and shown in its first
+    /// lines, with its peak), the rest restarts.
+    pub fn for_child(&self, now: u64) -> Sites {
+        let mut c = Sites::new();
+        for (id, s) in self.sites.iter().enumerate() {
+            c.sites.push(Site {
+                live: s.live,
+                live_count: s.live_count,
+                ..Site::default()
+            });
+            c.peak.push((s.live, s.live_count));
+            if s.live_count != 0 {
+                c.sites[id].changed = true;
+                c.changed.push(id as u32);
+            }
+        }
+        c.peak_changed = true;
+        c.peak_t_ns = now;
+        c
+    }
 }
 
 /// Estimates from the sampled events; all byte figures are estimates (sums of weights), exact
 /// in `all` mode.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Aggregate {
     /// Estimated bytes allocated and not freed (both sources).
     pub live: f64,
@@ -38,11 +232,35 @@ pub struct Aggregate {
     pub alloc_samples: u64,
     /// Frees of sampled allocations seen.
     pub free_samples: u64,
+    /// The per-stack figures.
+    pub sites: Sites,
 }
 
 impl Aggregate {
-    /// Applies one event.
-    pub fn apply(&mut self, e: &Event) {
+    /// An empty aggregate (const, for a static).
+    pub const fn new() -> Aggregate {
+        Aggregate {
+            live: 0.0,
+            live_mmap: 0.0,
+            live_pymalloc: 0.0,
+            live_malloc: 0.0,
+            untouched: 0.0,
+            peak_live: 0.0,
+            total: 0.0,
+            alloc_samples: 0,
+            free_samples: 0,
+            sites: Sites::new(),
+        }
+    }
+
+    /// Applies one event (`now`: the drain's time, for the time of a new peak).
+    pub fn apply(&mut self, e: &Event, now: u64) {
+        let before = self.peak_live;
+        self.apply_totals(e);
+        self.sites.apply(e, self.peak_live > before, now);
+    }
+
+    fn apply_totals(&mut self, e: &Event) {
         match e.kind {
             ALLOC => {
                 self.live += e.weight;
@@ -53,7 +271,7 @@ impl Aggregate {
                     self.peak_live = self.live;
                 }
             }
-            FREE => {
+            FREE | FREE_TEMP => {
                 self.live -= e.weight;
                 *self.domain_live(e.domain) -= e.weight;
                 self.free_samples += 1;
@@ -71,7 +289,7 @@ impl Aggregate {
     }
 
     /// The state a forked child starts from: what is live is inherited, the rest restarts.
-    pub fn for_child(&self) -> Aggregate {
+    pub fn for_child(&self, now: u64) -> Aggregate {
         Aggregate {
             live: self.live,
             live_mmap: self.live_mmap,
@@ -79,17 +297,21 @@ impl Aggregate {
             live_malloc: self.live_malloc,
             untouched: self.untouched,
             peak_live: self.live,
+            sites: self.sites.for_child(now),
             ..Aggregate::default()
         }
     }
 
-    /// One `snap` or `end` line (format version 1, see the crate docs), newline included.
+    /// One `snap` or `end` line (format version 2, docs/trace-format.md), newline included.
+    /// `live_pymalloc_bytes`, `live_malloc_bytes` and `untouched_bytes` are 0 here (the
+    /// `PyMem_SetAllocator` wrap fills them).
     pub fn line(&self, tag: &str, t_ns: u64, d: &Drops) -> String {
         let b = |x: f64| if x <= 0.0 { 0 } else { x.round() as u64 };
         format!(
             "{tag} t_ns={t_ns} live_bytes={} live_mmap_bytes={} live_pymalloc_bytes={} \
-             live_malloc_bytes={} peak_live_bytes={} total_bytes={} untouched_bytes={} alloc_samples={} free_samples={} live_samples={} dropped_allocs={} dropped_frees={} \
-             table_full={} lost_at_fork={}\n",
+             live_malloc_bytes={} peak_live_bytes={} total_bytes={} untouched_bytes={} \
+             alloc_samples={} free_samples={} live_samples={} dropped_allocs={} dropped_frees={} \
+             table_full={} lost_at_fork={} unreadable_stacks={} stacks_lost={}\n",
             b(self.live),
             b(self.live_mmap),
             b(self.live_pymalloc),
@@ -104,6 +326,8 @@ impl Aggregate {
             d.frees,
             d.table_full,
             d.at_fork,
+            d.unreadable_stacks,
+            d.stacks_lost,
         )
     }
 }
@@ -121,13 +345,13 @@ mod tests {
             weight: w,
             ..Event::default()
         };
-        a.apply(&ev(ALLOC, 100.0, 0));
-        a.apply(&ev(ALLOC, 50.0, 1));
-        a.apply(&ev(FREE, 100.0, 0));
-        a.apply(&ev(ALLOC, 20.0, 0));
-        a.apply(&ev(ALLOC, 8.0, PYMALLOC));
-        a.apply(&ev(ALLOC, 4.0, PYMALLOC));
-        a.apply(&ev(FREE, 4.0, PYMALLOC));
+        a.apply(&ev(ALLOC, 100.0, 0), 1);
+        a.apply(&ev(ALLOC, 50.0, 1), 1);
+        a.apply(&ev(FREE, 100.0, 0), 1);
+        a.apply(&ev(ALLOC, 20.0, 0), 1);
+        a.apply(&ev(ALLOC, 8.0, PYMALLOC), 1);
+        a.apply(&ev(ALLOC, 4.0, PYMALLOC), 1);
+        a.apply(&ev(FREE, 4.0, PYMALLOC), 1);
         assert_eq!(a.live, 78.0);
         assert_eq!(a.live_mmap, 50.0);
         assert_eq!(a.live_pymalloc, 8.0);
@@ -137,8 +361,8 @@ mod tests {
         a.untouched = 12.4;
         let l = a.line("snap", 5, &Drops::default());
         assert!(l.starts_with("snap t_ns=5 live_bytes=78 live_mmap_bytes=50 live_pymalloc_bytes=8 live_malloc_bytes=20 peak_live_bytes=150 total_bytes=182 untouched_bytes=12 alloc_samples=5 free_samples=2 live_samples=3 "), "{l}");
-        assert!(l.ends_with("lost_at_fork=0\n"));
-        let c = a.for_child();
+        assert!(l.ends_with("lost_at_fork=0 unreadable_stacks=0 stacks_lost=0\n"));
+        let c = a.for_child(9);
         assert_eq!(
             (
                 c.live,
@@ -149,5 +373,55 @@ mod tests {
             ),
             (78.0, 8.0, 78.0, 0.0, 0)
         );
+    }
+
+    fn ev(kind: u8, stack: u32, w: f64) -> Event {
+        Event {
+            kind,
+            stack,
+            weight: w,
+            ..Event::default()
+        }
+    }
+
+    /// Per-stack figures and the live set at the peak: the copy is taken at the first free
+    /// after a new high, before it applies.
+    #[test]
+    fn sites_and_peak_set() {
+        let mut a = Aggregate::new();
+        a.apply(&ev(ALLOC, 0, 100.0), 1);
+        a.apply(&ev(ALLOC, 1, 50.0), 2);
+        a.apply(&ev(FREE_TEMP, 1, 50.0), 3); // peak 150 = {0: 100, 1: 50}
+        a.apply(&ev(ALLOC, 2, 30.0), 4); // 130 < 150
+        a.apply(&ev(FREE, 2, 30.0), 5);
+        let mut out = String::new();
+        a.sites.lines(a.peak_live, &mut out);
+        assert_eq!(
+            out,
+            "site stack=0 live_bytes=100 live_count=1 alloc_bytes=100 alloc_count=1 freed_bytes=0 freed_count=0 temp_bytes=0 temp_count=0\n\
+             site stack=1 live_bytes=0 live_count=0 alloc_bytes=50 alloc_count=1 freed_bytes=50 freed_count=1 temp_bytes=50 temp_count=1\n\
+             site stack=2 live_bytes=0 live_count=0 alloc_bytes=30 alloc_count=1 freed_bytes=30 freed_count=1 temp_bytes=0 temp_count=0\n\
+             peak t_ns=2 live_bytes=150\n\
+             peaksite stack=0 bytes=100 count=1\n\
+             peaksite stack=1 bytes=50 count=1\n"
+        );
+        // Nothing changed: nothing written.
+        let mut out = String::new();
+        a.sites.lines(a.peak_live, &mut out);
+        assert_eq!(out, "");
+        // A new high still held at write time is copied then.
+        a.apply(&ev(ALLOC, 2, 200.0), 6);
+        let mut out = String::new();
+        a.sites.lines(a.peak_live, &mut out);
+        assert!(out.ends_with("peak t_ns=6 live_bytes=300\npeaksite stack=0 bytes=100 count=1\npeaksite stack=2 bytes=200 count=1\n"), "{out}");
+        // A forked child: the live set inherited, shown in its first lines.
+        let mut c = a.for_child(7);
+        let mut out = String::new();
+        c.sites.lines(c.peak_live, &mut out);
+        assert!(
+            out.starts_with("site stack=0 live_bytes=100 live_count=1 alloc_bytes=0 "),
+            "{out}"
+        );
+        assert!(out.contains("peak t_ns=7 live_bytes=300\n"), "{out}");
     }
 }

@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use crate::agg::{Aggregate, Drops};
+use crate::pystack::{Python, Region, Stacks, Walk};
 use crate::residency::{nonresident_bytes, Residency};
-use crate::ring::{Event, Ring, ALLOC, FREE, PYMALLOC};
+use crate::ring::{Event, Ring, ALLOC, FREE, FREE_TEMP, PYMALLOC};
 use crate::sampling::{weight, Countdown};
 use crate::table::{Entry, Table};
 
@@ -41,6 +42,8 @@ thread_local! {
             in_py: Cell::new(false),
         }
     };
+    /// The frames of this thread's last sampled stack (5 KiB, in the static TLS block).
+    static WALK: UnsafeCell<Walk> = const { UnsafeCell::new(Walk::new()) };
 }
 
 /// The reentrancy guard: set while a hook runs on this thread, so anything the hook (or the
@@ -231,6 +234,27 @@ static DROP_FREES: AtomicU64 = AtomicU64::new(0);
 static TABLE_FULL: AtomicU64 = AtomicU64::new(0);
 static AT_FORK: AtomicU64 = AtomicU64::new(0);
 static SEED: AtomicU64 = AtomicU64::new(0x853C_49E6_748F_EA9B);
+/// The interpreter found at start, if any.
+static PY: OnceLock<Python> = OnceLock::new();
+/// The interned code objects and stacks.
+static STACKS: OnceLock<Stacks> = OnceLock::new();
+/// An allocation freed within this many nanoseconds is a temporary (`temp_ns`).
+const TEMP_NS: u64 = 10_000_000;
+/// The unit of the times kept with sampled pointers.
+const TIME_SHIFT: u32 = 16;
+
+/// The coarse monotonic clock (the vDSO reads it without a system call; its resolution is the
+/// kernel's tick, 1-4 ms) in units of 2^16 ns, wrapping.
+#[inline]
+fn coarse_units() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ((ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64) >> TIME_SHIFT) as u32
+}
 
 #[inline]
 fn on_alloc(ptr: *mut c_void, size: usize, domain: u8) {
@@ -273,10 +297,17 @@ fn record_alloc(ptr: usize, size: u64, weight: f64, domain: u8) {
     if TLS.with(|t| t.in_py.get()) {
         return; // underneath the pymalloc wrapper, which records the block itself
     }
+    let stack = STACKS.get().map_or(0, |s| {
+        // SAFETY: this thread's own walk buffer; the guard is held, so no other use of it on
+        // this thread is running.
+        WALK.with(|w| s.sample(PY.get(), domain, unsafe { &mut *w.get() }))
+    });
     let e = Entry {
         size,
         weight,
         domain,
+        stack,
+        t: coarse_units(),
     };
     if !table.insert(ptr, e) {
         TABLE_FULL.fetch_add(1, Ordering::Relaxed);
@@ -285,7 +316,7 @@ fn record_alloc(ptr: usize, size: u64, weight: f64, domain: u8) {
     let ev = Event {
         kind: ALLOC,
         domain,
-        stack: 0,
+        stack,
         ptr,
         size,
         weight,
@@ -315,10 +346,11 @@ fn put_back(ptr: usize, e: Entry) {
 fn emit_free(ptr: usize, e: Entry) {
     let Some(ring) = RING.get() else { return };
     crate::pymem::maybe_install();
+    let age = u64::from(coarse_units().wrapping_sub(e.t)) << TIME_SHIFT;
     let ev = Event {
-        kind: FREE,
+        kind: if age < TEMP_NS { FREE_TEMP } else { FREE },
         domain: e.domain,
-        stack: 0,
+        stack: e.stack,
         ptr,
         size: e.size,
         weight: e.weight,
@@ -728,7 +760,7 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
                     Entry {
                         size: cut,
                         weight: e.weight * frac,
-                        domain: e.domain,
+                        ..e
                     },
                 );
                 put_back(
@@ -736,7 +768,7 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
                     Entry {
                         size: e.size.saturating_sub(cut),
                         weight: e.weight * (1.0 - frac),
-                        domain: e.domain,
+                        ..e
                     },
                 );
             }
@@ -789,6 +821,9 @@ struct State {
     agg: Aggregate,
     /// The large live samples, for `untouched_bytes`.
     residency: Residency,
+    /// `code` and `stack` lines written so far (ids below are in the file).
+    codes_written: u32,
+    stacks_written: u32,
     fd: c_int,
     /// The trace file's (device, inode), to notice a program that closed our descriptor and
     /// got the number back for a file of its own (never written then).
@@ -834,18 +869,10 @@ unsafe impl Sync for Locked {}
 static STATE: Locked = Locked {
     lock: AtomicBool::new(false),
     state: UnsafeCell::new(State {
-        agg: Aggregate {
-            live: 0.0,
-            live_mmap: 0.0,
-            live_pymalloc: 0.0,
-            live_malloc: 0.0,
-            untouched: 0.0,
-            peak_live: 0.0,
-            total: 0.0,
-            alloc_samples: 0,
-            free_samples: 0,
-        },
+        agg: Aggregate::new(),
         residency: Residency::new(),
+        codes_written: 0,
+        stacks_written: 0,
         fd: -1,
         file: (0, 0),
         finished: false,
@@ -880,14 +907,19 @@ fn drops() -> Drops {
         frees: DROP_FREES.load(Ordering::Relaxed),
         table_full: TABLE_FULL.load(Ordering::Relaxed),
         at_fork: AT_FORK.load(Ordering::Relaxed),
+        unreadable_stacks: STACKS
+            .get()
+            .map_or(0, |s| s.unreadable.load(Ordering::Relaxed)),
+        stacks_lost: STACKS.get().map_or(0, |s| s.lost.load(Ordering::Relaxed)),
     }
 }
 
 fn drain(s: &mut State) -> usize {
     let Some(ring) = RING.get() else { return 0 };
     let mut n = 0;
+    let now = now_ns();
     while let Some(e) = ring.pop() {
-        s.agg.apply(&e);
+        s.agg.apply(&e, now);
         s.residency.apply(&e);
         n += 1;
     }
@@ -914,9 +946,27 @@ fn write_line(s: &mut State, tag: &str) {
     if !still_ours(s) {
         return;
     }
+    // The code and stack lines the site lines name, first; then the snapshot, the sites
+    // changed since the last one and the live set at the peak when it changed.
+    let mut out = String::new();
+    if let Some(st) = STACKS.get() {
+        // Stacks first: a stack's codes are published before it.
+        let stacks = st.stacks();
+        let codes = st.codes();
+        for id in s.codes_written..codes {
+            st.code_line(id, &mut out);
+        }
+        for id in s.stacks_written..stacks {
+            st.stack_line(id, &mut out);
+        }
+        s.codes_written = codes;
+        s.stacks_written = stacks;
+    }
     s.agg.untouched = s.residency.untouched(nonresident_bytes);
-    let line = s.agg.line(tag, now_ns(), &drops());
-    if !write_all(s.fd, line.as_bytes()) {
+    out.push_str(&s.agg.line(tag, now_ns(), &drops()));
+    let peak = s.agg.peak_live;
+    s.agg.sites.lines(peak, &mut out);
+    if !write_all(s.fd, out.as_bytes()) {
         warn("memlens-preload: cannot write the trace file; tracing stops\n");
         // SAFETY: closing our own descriptor.
         unsafe { libc::close(s.fd) };
@@ -996,8 +1046,12 @@ fn header(mean: u64, extra: &str) -> String {
     // SAFETY: getpid/getppid have no preconditions.
     let (pid, ppid) = unsafe { (libc::getpid(), libc::getppid()) };
     let mode = if mean <= 1 { "all" } else { "sampled" };
+    let python = match PY.get() {
+        Some(p) => format!("{}.{}", p.version.0, p.version.1),
+        None => "none".into(),
+    };
     format!(
-        "memlens-trace 1 pid={pid} ppid={ppid} mode={mode} sample_bytes={mean} clock=monotonic start_ns={}{extra}\n",
+        "memlens-trace 2 pid={pid} ppid={ppid} mode={mode} sample_bytes={mean} clock=monotonic start_ns={} python={python} temp_ns={TEMP_NS}{extra}\n",
         now_ns()
     )
 }
@@ -1090,7 +1144,8 @@ fn start() {
     }
     let tmem = map(Table::bytes_for(tcap));
     let rmem = map(Ring::bytes_for(rcap));
-    if tmem.is_null() || rmem.is_null() {
+    let smem = map(crate::pystack::bytes_needed());
+    if tmem.is_null() || rmem.is_null() || smem.is_null() {
         warn("memlens-preload: cannot map the tracer's tables; not tracing\n");
         // SAFETY: our descriptor.
         unsafe { libc::close(fd) };
@@ -1100,6 +1155,15 @@ fn start() {
     let _ = TABLE.set(unsafe { Table::from_raw(tmem as *mut _, tcap) });
     // SAFETY: as above.
     let _ = RING.set(unsafe { Ring::from_raw(rmem as *mut _, rcap) });
+    let region = Region {
+        ptr: smem as *mut u8,
+        len: crate::pystack::bytes_needed(),
+    };
+    // SAFETY: as above (page-aligned).
+    let _ = STACKS.set(unsafe { Stacks::new(region) });
+    if let Some(py) = crate::pystack::detect() {
+        let _ = PY.set(py);
+    }
     MEAN.store(mean, Ordering::Relaxed);
     lock();
     let s = state();
@@ -1182,6 +1246,10 @@ fn finish() {
 
 extern "C" fn fork_prepare() {
     let _g = Guard::enter();
+    // No thread may be interning a stack at fork (the child would find the lock held).
+    if let Some(st) = STACKS.get() {
+        st.lock();
+    }
     lock();
     // The child inherits an aggregate that includes everything queued so far.
     drain(state());
@@ -1189,6 +1257,9 @@ extern "C" fn fork_prepare() {
 
 extern "C" fn fork_parent() {
     unlock();
+    if let Some(st) = STACKS.get() {
+        st.unlock();
+    }
 }
 
 extern "C" fn fork_child() {
@@ -1200,8 +1271,14 @@ extern "C" fn fork_child() {
     DROP_ALLOCS.store(0, Ordering::Relaxed);
     DROP_FREES.store(0, Ordering::Relaxed);
     TABLE_FULL.store(0, Ordering::Relaxed);
+    if let Some(st) = STACKS.get() {
+        st.unlock();
+    }
     let inherited = s.agg.live;
-    s.agg = s.agg.for_child();
+    s.agg = s.agg.for_child(now_ns());
+    // A new file: its code and stack lines start again.
+    s.codes_written = 0;
+    s.stacks_written = 0;
     if s.fd >= 0 && identity(s.fd) == Some(s.file) {
         // SAFETY: the parent's trace file, this process's copy of the descriptor.
         unsafe { libc::close(s.fd) };

@@ -31,27 +31,48 @@
 //! - `MEMLENS_TRACE_RING_CELLS`: the event queue's size (default 262144 in `all` mode, 16384
 //!   sampled; 40 bytes each); smaller only to test that what a full queue refuses is counted.
 //!
-//! # Trace file format, version 1
-//! Text, one record per line, fields `key=value` separated by one space, appended only:
-//! ```text
-//! memlens-trace 1 pid=P ppid=PP mode=all|sampled sample_bytes=T clock=monotonic start_ns=N [forked_from=PP inherited_live_bytes=B]
-//! snap t_ns=N live_bytes=B live_mmap_bytes=B live_pymalloc_bytes=B live_malloc_bytes=B peak_live_bytes=B total_bytes=B untouched_bytes=B alloc_samples=C free_samples=C live_samples=C dropped_allocs=C dropped_frees=C table_full=C lost_at_fork=C
-//! ...
-//! end  (the same fields as snap, written once at normal exit)
-//! ```
-//! Byte figures are estimates (sums of sample weights, rounded), exact in `all` mode: `live`
-//! is allocated and not yet freed, `peak_live` its highest value in event order, `total` all
-//! bytes allocated; `live_mmap`, `live_pymalloc` and `live_malloc` split `live` by domain:
+//! # Python stacks
+//! On a sampled allocation only (never on the unsampled fast path), the allocating thread
+//! walks its own Python frames ([`pystack`]): its thread state from
+//! `PyGILState_GetThisThreadState`, the frame chain and line tables read with the layouts
+//! memlens's outside reader uses (generated tables included by path), every pointer checked
+//! and every code object's type compared with `PyCode_Type`; a walk that stops early marks its
+//! stack `unreadable` (counted in `unreadable_stacks`), deeper than 128 frames `truncated`.
+//! Code objects and stacks are interned in bounded tables in memory mapped once (65536 codes,
+//! 65536 stacks, 2 Mi frames, 8 MiB of names); a stack that does not fit is counted
+//! (`stacks_lost`) and its sample given an empty `lost=1` stack of its domain (about 34 MiB
+//! of address space, `MAP_NORESERVE`, touched only as used). A free-threaded build, or a minor
+//! without a layout, is `python=none`. The sampled
+//! pointer keeps its stack id and a coarse timestamp (`CLOCK_MONOTONIC_COARSE`, read through
+//! the vDSO, resolution one kernel tick, 1-4 ms), so its free is attributed to the same stack
+//! and classed *temporary* when it comes within `temp_ns` = 10 ms (a window wider than
+//! the clock's tick; an allocation freed 10 ms +- one tick after it was made may fall on
+//! either side).
+//!
+//! The drain keeps per stack: live bytes and count, allocated, freed, temporary; and the live
+//! set at the peak, Fil's way: at the first free after a new high of the live total (or at the
+//! next write while still there) the per-stack live figures changed since the previous copy
+//! are copied (a dirty list: the cost is the stacks touched since, not all stacks).
+//!
+//! # Trace file format, version 2
+//! The contract with memlens is docs/trace-format.md. In short: a header (`memlens-trace 2`,
+//! with `python=3.M|none` and `temp_ns=`), then per period `code` and `stack` lines for what
+//! is new, a `snap` line, `site` lines for the stacks that changed, and a `peak` block with
+//! its `peaksite` lines when the peak changed; `end` (with its site and peak lines) at normal
+//! exit. Byte figures are estimates (sums of sample weights, rounded), exact in `all` mode:
+//! `live` is allocated and not yet freed, `peak_live` its highest value in event order, `total`
+//! all bytes allocated; `live_mmap`, `live_pymalloc` and `live_malloc` split `live` by domain:
 //! anonymous mmap, CPython's wrapped allocator domains, the C malloc family called directly
-//! (each rounded on its own). `untouched` is the estimate of live bytes with no resident page
-//! (below). Counters of what could not be
-//! recorded are never silent: `dropped_allocs` (queue full: those samples are missing from the
-//! figures), `dropped_frees` (queue full: those bytes stay in `live`), `table_full` (no free
-//! slot for the pointer: sample missing), `lost_at_fork` (events queued in the parent at fork,
-//! discarded in the child). `snap` lines are appended at most once a period. A forked child starts from its parent's live figures
-//! (`inherited_live_bytes`), with `total` and the counters restarted. No `end` line means the
-//! process was killed or exec'd another image: the last `snap` is the latest figure.
-//! Unknown keys are to be ignored by readers; a change of meaning bumps the version.
+//! (each rounded on its own); `untouched` is the estimate of live bytes with no resident page
+//! (below). Counters of what could not
+//! be recorded are never silent: `dropped_allocs` (queue full: those samples are missing from
+//! the figures), `dropped_frees` (queue full: those bytes stay in `live`), `table_full` (no
+//! free slot for the pointer: sample missing), `lost_at_fork` (events queued in the parent at
+//! fork, discarded in the child), `unreadable_stacks`, `stacks_lost`. A forked child starts
+//! from its parent's live figures (`inherited_live_bytes`, and per stack: its first `site`
+//! lines show what it inherited), with `total` and the counters restarted; it writes the
+//! `code` and `stack` lines it names again in its own file. No `end` line means the process
+//! was killed or exec'd another image: the last `snap` is the latest figure.
 //!
 //! # CPython's allocator domains (`pymalloc`)
 //! Most of a Python program's objects are pymalloc blocks (512 bytes or less) carved out of
@@ -103,7 +124,9 @@
 //! # Limits of this first step
 //! - Snapshots are written by allocating hooks: a process that stops allocating writes none
 //!   until it allocates again or exits (its `end` line is complete).
-//! - No stacks yet (`Event::stack` is 0): the Python frame walk and the recording come next.
+//! - Stacks are Python frames only (no native frames); a process that loads libpython after
+//!   start (embedding by `dlopen`) is `python=none`. The time of a `peak` is that of the drain
+//!   that saw it (within a period).
 //! - Must be preloaded, not `dlopen`ed: its thread-local state is in the static TLS block.
 //! - `munmap` is recognised at the start of a sampled mapping (whole, or a prefix); a hole
 //!   punched in its middle, a `MAP_FIXED` mapping over it, and the resize of an unsampled
@@ -123,6 +146,7 @@ pub mod agg;
 mod hooks;
 #[cfg(not(test))]
 mod pymem;
+pub mod pystack;
 pub mod residency;
 pub mod ring;
 pub mod sampling;

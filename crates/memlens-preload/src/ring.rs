@@ -13,7 +13,7 @@ pub struct Event {
     pub kind: u8,
     /// Where the memory came from: [`MALLOC`], [`MMAP`] or [`PYMALLOC`].
     pub domain: u8,
-    /// Placeholder for the stack of the sample (0 until frames are walked).
+    /// The interned stack of the sampled allocation (for a free, the allocation's).
     pub stack: u32,
     /// The pointer.
     pub ptr: usize,
@@ -27,6 +27,9 @@ pub struct Event {
 pub const ALLOC: u8 = 1;
 /// Event kind: the free of a sampled allocation.
 pub const FREE: u8 = 2;
+/// Event kind: the free of a sampled allocation made less than the trace's `temp_ns` before
+/// (a temporary).
+pub const FREE_TEMP: u8 = 3;
 
 /// Domain: the C malloc family, called directly (not from inside the wrapped CPython
 /// allocator).

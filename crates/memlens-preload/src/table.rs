@@ -14,12 +14,14 @@ const TOMBSTONE: usize = 1;
 /// The most slots one lookup or insert visits.
 pub const MAX_PROBES: usize = 64;
 
-/// One slot: the pointer, its size (and domain in the top two bits), its weight's bits.
+/// One slot: the pointer, its size (and domain in the top two bits), its weight's bits, its
+/// stack and time.
 #[repr(C)]
 pub struct Slot {
     key: AtomicUsize,
     size: AtomicU64,
     weight: AtomicU64,
+    meta: AtomicU64,
 }
 
 /// What the table keeps about a sampled allocation.
@@ -31,6 +33,10 @@ pub struct Entry {
     pub weight: f64,
     /// The domain ([`crate::ring::MALLOC`], [`crate::ring::MMAP`], [`crate::ring::PYMALLOC`]).
     pub domain: u8,
+    /// The interned stack of the allocation.
+    pub stack: u32,
+    /// When it was allocated, in units of 2^16 ns of the coarse monotonic clock (wrapping).
+    pub t: u32,
 }
 
 const DOMAIN_SHIFT: u32 = 62;
@@ -97,6 +103,8 @@ impl Table {
             {
                 let d = u64::from(e.domain & 3) << DOMAIN_SHIFT;
                 s.size.store((e.size & SIZE_MASK) | d, Ordering::Relaxed);
+                s.meta
+                    .store(u64::from(e.stack) << 32 | u64::from(e.t), Ordering::Relaxed);
                 s.weight.store(e.weight.to_bits(), Ordering::Release);
                 return true;
             }
@@ -115,13 +123,16 @@ impl Table {
                 return None;
             }
             if cur == key {
-                let size = s.size.load(Ordering::Relaxed);
                 let weight = f64::from_bits(s.weight.load(Ordering::Acquire));
+                let size = s.size.load(Ordering::Relaxed);
+                let meta = s.meta.load(Ordering::Relaxed);
                 s.key.store(TOMBSTONE, Ordering::Release);
                 return Some(Entry {
                     size: size & SIZE_MASK,
                     weight,
                     domain: (size >> DOMAIN_SHIFT) as u8,
+                    stack: (meta >> 32) as u32,
+                    t: meta as u32,
                 });
             }
         }
@@ -139,6 +150,7 @@ mod tests {
                 key: AtomicUsize::new(0),
                 size: AtomicU64::new(0),
                 weight: AtomicU64::new(0),
+                meta: AtomicU64::new(0),
             })
             .collect();
         // SAFETY: the vector is zeroed, aligned and outlives the table in each test.
@@ -153,6 +165,8 @@ mod tests {
             size: s,
             weight: s as f64 * 1.5,
             domain: (s % 3) as u8,
+            stack: s as u32 * 3,
+            t: 7,
         };
         for k in 0..500usize {
             assert!(t.insert(0x1000 + k * 16, e(k as u64)));
@@ -175,6 +189,8 @@ mod tests {
             size: 1,
             weight: 1.0,
             domain: 0,
+            stack: 0,
+            t: 0,
         };
         for k in 0..8usize {
             assert!(t.insert(0x100 + k * 16, e));
@@ -196,6 +212,8 @@ mod tests {
                                 size: k as u64,
                                 weight: 1.0,
                                 domain: 0,
+                                stack: 1,
+                                t: 2,
                             };
                             assert!(t.insert(base + k * 16, e));
                         }

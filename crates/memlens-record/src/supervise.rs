@@ -22,6 +22,8 @@ use crate::python::LiveView;
 use crate::sampler::{Config, Finish, Sampler};
 use crate::writer::RecordingWriter;
 use crate::Error;
+use memlens_recording::trace::Limits;
+use memlens_recording::trace_store::{import_dir, monotonic_ns, ImportReport, TraceFiles};
 
 /// Why the program (or the tree) could not be started or followed: nothing was recorded.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +97,10 @@ pub struct RunRequest<'a> {
     pub python: bool,
     /// Place the program in a memory cgroup of memlens's own.
     pub cgroup: bool,
+    /// Variables set in the program's environment (`--trace`: the tracer's).
+    pub env: Vec<(OsString, OsString)>,
+    /// The trace files to import into the recording when the program has ended (`--trace`).
+    pub trace: Option<TraceFiles>,
 }
 
 /// How a run ended.
@@ -106,6 +112,8 @@ pub struct RunOutcome {
     pub exit: Reaped,
     /// Why the recording stopped before the program, if it did (it holds what came before).
     pub stopped: Option<Stopped>,
+    /// What the import of the trace files did (`--trace`), or why it failed.
+    pub trace: Option<Result<ImportReport, Error>>,
 }
 
 /// `memlens run`: starts the program, records its tree until it exits, and finishes the
@@ -133,7 +141,7 @@ pub fn run_program<E: From<StartError>>(
     // move takes milliseconds); it runs only once they are. Every early return below drops
     // the cgroup after the held child is gone.
     let procs = cgroup.as_ref().ok().map(OwnCgroup::procs_file);
-    let held = launch::hold(program, args, procs).map_err(StartError::from)?;
+    let held = launch::hold_with_env(program, args, procs, &req.env).map_err(StartError::from)?;
     let writer = match prepare(cgroup.as_ref()) {
         Ok(w) => w,
         Err(e) => {
@@ -143,6 +151,8 @@ pub fn run_program<E: From<StartError>>(
     };
     let path = writer.path().to_path_buf();
     let start = Instant::now();
+    // The trace files' clock at t = 0 (Instant is CLOCK_MONOTONIC too: read back to back).
+    let start_ns = monotonic_ns();
     let pid = match held.release() {
         Ok(pid) => pid,
         Err(e) => {
@@ -161,6 +171,8 @@ pub fn run_program<E: From<StartError>>(
         orphan_cgroup: None,
         stopped: None,
         notify,
+        trace: req.trace.clone().map(|f| (f, start_ns)),
+        trace_report: None,
     };
     sup.start(req, writer, placed(cgroup.ok(), pid));
     let exit = sup.watch(&mut waiter);
@@ -171,10 +183,12 @@ pub fn run_program<E: From<StartError>>(
         exit_signal: exit.signal,
     });
     let stopped = sup.stopped;
+    let trace = sup.trace_report.take();
     Ok(RunOutcome {
         path,
         exit,
         stopped,
+        trace,
     })
 }
 
@@ -214,6 +228,9 @@ struct Supervision<'a, 'n> {
     orphan_cgroup: Option<OwnCgroup>,
     stopped: Option<Stopped>,
     notify: &'n mut dyn FnMut(Notice<'_>),
+    /// The trace files and `CLOCK_MONOTONIC` at t = 0.
+    trace: Option<(TraceFiles, u64)>,
+    trace_report: Option<Result<ImportReport, Error>>,
 }
 
 impl Supervision<'_, '_> {
@@ -303,6 +320,12 @@ impl Supervision<'_, '_> {
 
     /// Finishes the recording (a failure is said, and the file keeps what was written).
     fn finish(&mut self, fin: &Finish) {
+        if let (Some(s), Some((files, start_ns))) = (self.sampler.as_mut(), self.trace.as_ref()) {
+            // Once, at the end: the tracer's files are complete (or cut off by a kill).
+            self.trace_report = Some(
+                import_dir(s.writer(), files, *start_ns, Limits::default()).map_err(Error::from),
+            );
+        }
         if let Some(s) = self.sampler.take() {
             if let Err(e) = s.finish(fin) {
                 self.recording_stopped(&e);

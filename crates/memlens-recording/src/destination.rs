@@ -29,6 +29,8 @@ pub enum Kind {
     Html,
     /// A JSON report.
     Json,
+    /// A flame graph (`report --flamegraph`): inferno's SVG with memlens's marker comment.
+    Svg,
 }
 
 impl Kind {
@@ -37,6 +39,7 @@ impl Kind {
             Kind::Recording => "a memlens recording",
             Kind::Html => "an HTML report memlens wrote",
             Kind::Json => "a JSON report memlens wrote",
+            Kind::Svg => "a flame graph memlens wrote",
         }
     }
 
@@ -54,6 +57,14 @@ impl Kind {
                     && contains(head, b"<title>memlens: ")
             }
             Kind::Json => head.starts_with(b"{\n  \"recording\": "),
+            // The XML declaration, then the marker (memlens_report::alloc_flame::MARKER).
+            Kind::Svg => {
+                head.starts_with(b"<?xml ")
+                    && contains(
+                        &head[..head.len().min(80)],
+                        b"?>\n<!-- memlens flame graph -->",
+                    )
+            }
         }
     }
 }

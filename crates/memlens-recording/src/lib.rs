@@ -15,6 +15,8 @@ pub mod meta;
 pub mod python;
 pub mod reader;
 pub mod schema;
+pub mod trace;
+pub mod trace_store;
 pub mod writer;
 
 pub use error::{Error, Result};

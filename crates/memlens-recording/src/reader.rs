@@ -183,7 +183,7 @@ pub struct Recording {
     pub sharing: Vec<SharingRow>,
     /// The file's schema version.
     pub schema_version: i64,
-    conn: Connection,
+    pub(crate) conn: Connection,
 }
 
 impl std::fmt::Debug for Recording {

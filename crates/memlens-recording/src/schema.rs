@@ -2,14 +2,15 @@
 
 /// The schema version written into `meta.schema_version`. Readers accept 1..=this. Version 2
 /// added the `sharing` table (a version 1 file has none: its readers say sharing was not
-/// recorded).
-pub const SCHEMA_VERSION: i64 = 2;
+/// recorded); version 3 the `traces` and `trace_*` tables of `run --trace` (empty without it;
+/// a version 1 or 2 file has none: no allocations).
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The `application_id` pragma of memlens recordings ("MLns"), so `file(1)`-style tools and
 /// readers can tell a recording from another SQLite database.
 pub const APPLICATION_ID: i32 = 0x4d4c_6e73;
 
-/// Tables of schema version 2 (version 1's and `sharing`). Times are seconds since the recording started (`REAL`); sizes are
+/// Tables of schema version 3 (version 1's, `sharing`, and the trace tables). Times are seconds since the recording started (`REAL`); sizes are
 /// bytes (`INTEGER`).
 pub const CREATE: &str = r#"
 CREATE TABLE meta (
@@ -107,6 +108,90 @@ CREATE TABLE sharing (
     by_category        TEXT,
     PRIMARY KEY (process, t)
 ) WITHOUT ROWID;
+CREATE TABLE traces (
+    id                   INTEGER PRIMARY KEY,
+    file                 TEXT NOT NULL,
+    version              INTEGER NOT NULL,
+    pid                  INTEGER NOT NULL,
+    ppid                 INTEGER NOT NULL,
+    mode                 TEXT NOT NULL,
+    sample_bytes         INTEGER NOT NULL,
+    python               TEXT,
+    temp_ns              INTEGER,
+    forked_from          INTEGER,
+    inherited_live_bytes INTEGER NOT NULL,
+    start_t              REAL NOT NULL,
+    ended                INTEGER NOT NULL,
+    peak_t               REAL,
+    peak_bytes           INTEGER,
+    skipped              INTEGER NOT NULL,
+    skipped_detail       TEXT NOT NULL
+);
+CREATE TABLE trace_codes (
+    trace      INTEGER NOT NULL REFERENCES traces(id),
+    id         INTEGER NOT NULL,
+    first_line INTEGER NOT NULL,
+    file       TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    PRIMARY KEY (trace, id)
+) WITHOUT ROWID;
+CREATE TABLE trace_stacks (
+    trace      INTEGER NOT NULL REFERENCES traces(id),
+    id         INTEGER NOT NULL,
+    domain     TEXT NOT NULL,
+    truncated  INTEGER NOT NULL,
+    unreadable INTEGER NOT NULL,
+    PRIMARY KEY (trace, id)
+) WITHOUT ROWID;
+CREATE TABLE trace_frames (
+    trace INTEGER NOT NULL REFERENCES traces(id),
+    stack INTEGER NOT NULL,
+    depth INTEGER NOT NULL,
+    code  INTEGER NOT NULL,
+    line  INTEGER NOT NULL,
+    PRIMARY KEY (trace, stack, depth)
+) WITHOUT ROWID;
+CREATE TABLE trace_snaps (
+    trace               INTEGER NOT NULL REFERENCES traces(id),
+    t                   REAL NOT NULL,
+    at_end              INTEGER NOT NULL,
+    live_bytes          INTEGER NOT NULL,
+    live_mmap_bytes     INTEGER NOT NULL,
+    live_pymalloc_bytes INTEGER NOT NULL,
+    live_malloc_bytes   INTEGER NOT NULL,
+    peak_live_bytes     INTEGER NOT NULL,
+    total_bytes         INTEGER NOT NULL,
+    untouched_bytes     INTEGER NOT NULL,
+    alloc_samples       INTEGER NOT NULL,
+    free_samples        INTEGER NOT NULL,
+    live_samples        INTEGER NOT NULL,
+    dropped_allocs      INTEGER NOT NULL,
+    dropped_frees       INTEGER NOT NULL,
+    table_full          INTEGER NOT NULL,
+    lost_at_fork        INTEGER NOT NULL,
+    unreadable_stacks   INTEGER NOT NULL,
+    stacks_lost         INTEGER NOT NULL
+);
+CREATE TABLE trace_sites (
+    trace       INTEGER NOT NULL REFERENCES traces(id),
+    t           REAL NOT NULL,
+    at_end      INTEGER NOT NULL,
+    stack       INTEGER NOT NULL,
+    live_bytes  INTEGER NOT NULL,
+    live_count  INTEGER NOT NULL,
+    alloc_bytes INTEGER NOT NULL,
+    alloc_count INTEGER NOT NULL,
+    freed_bytes INTEGER NOT NULL,
+    freed_count INTEGER NOT NULL,
+    temp_bytes  INTEGER NOT NULL,
+    temp_count  INTEGER NOT NULL
+);
+CREATE TABLE trace_peak (
+    trace INTEGER NOT NULL REFERENCES traces(id),
+    stack INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    count INTEGER NOT NULL
+);
 CREATE TABLE events (
     t       REAL NOT NULL,
     kind    TEXT NOT NULL,

@@ -54,7 +54,7 @@ pub struct ProcessInfo {
 
 /// An open recording being written.
 pub struct RecordingWriter {
-    conn: Connection,
+    pub(crate) conn: Connection,
     path: PathBuf,
     /// The file as created (its inode tells it apart from anything put in its place).
     file: std::fs::File,

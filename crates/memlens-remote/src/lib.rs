@@ -12,6 +12,7 @@ pub mod budget;
 pub mod cache;
 pub mod elf;
 mod error;
+pub mod glibc_heaps;
 pub mod memory;
 pub mod pagelog;
 pub mod pause;

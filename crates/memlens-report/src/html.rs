@@ -1,6 +1,8 @@
 //! The self-contained HTML report: hand-written SVG charts (ledger categories stacked over
-//! time, a line per process, the peak marked, the Python view), CSS inlined from `assets/`, no
-//! script and nothing fetched when the page is viewed. Every target string is HTML-escaped.
+//! time, a line per process, the peak marked, the Python view), CSS inlined from `assets/`,
+//! nothing fetched when the page is viewed. Every target string is HTML-escaped. No script,
+//! except with traced allocations: the flame graph's own ([`crate::alloc_html`]), the one
+//! script the page's Content-Security-Policy then allows (by its hash).
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -41,12 +43,13 @@ impl Options {
 }
 
 /// Escapes text for HTML element content and attribute values; other control characters
-/// become U+FFFD.
+/// and the Unicode bidi controls (which would reorder the text around them) become U+FFFD.
 pub fn escape(s: &str) -> String {
     let cleaned: String = s
         .chars()
         .map(|c| {
-            if c.is_control() && c != '\n' && c != '\t' {
+            let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if (c.is_control() && c != '\n' && c != '\t') || bidi {
                 '\u{fffd}'
             } else {
                 c
@@ -512,20 +515,38 @@ fn python_section(h: &mut String, m: &Model, o: &Options) {
 }
 
 /// Writes the page.
-pub fn render(m: &Model, o: &Options, mut out: impl Write) -> std::io::Result<()> {
+pub fn render(m: &Model, o: &Options, out: impl Write) -> std::io::Result<()> {
+    render_with(m, None, o, out)
+}
+
+/// Writes the page, with the section on traced allocations when `allocations` is given
+/// (`memlens run --trace`); `None` draws the page [`render`] draws.
+pub fn render_with(
+    m: &Model,
+    allocations: Option<&memlens_model::allocations::Allocations>,
+    o: &Options,
+    mut out: impl Write,
+) -> std::io::Result<()> {
     let mut h = String::with_capacity(64 * 1024);
     let cmd = escape(&m.command);
+    let (script_src, alloc_css) = match allocations {
+        Some(_) => (
+            format!("; script-src {}", crate::alloc_html::csp_script_source()),
+            crate::alloc_html::CSS,
+        ),
+        None => (String::new(), ""),
+    };
     let _ = write!(
         h,
         r#"<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'{script_src}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>memlens: {cmd}</title>
 <style>
-{CSS}</style>
+{CSS}{alloc_css}</style>
 </head>
 <body>
 <h1>memlens report</h1>
@@ -607,6 +628,7 @@ pub fn render(m: &Model, o: &Options, mut out: impl Write) -> std::io::Result<()
     if let Some(l) = &m.ledger_at_peak {
         breakdown_section(&mut h, l, o.sizes());
     }
+    crate::alloc_html::section(&mut h, allocations, o.sizes());
     python_section(&mut h, m, o);
     sharing_section(&mut h, m, o);
     if let Some(a) = &m.advice {
@@ -769,6 +791,7 @@ mod tests {
                 skipped: Vec::new(),
                 note: crate::recording_advice::NOTE,
             }),
+            allocations: None,
         }
     }
 
@@ -801,5 +824,6 @@ mod tests {
             "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;&#39;"
         );
         assert_eq!(escape("a\u{1b}b"), "a\u{fffd}b");
+        assert_eq!(escape("x\u{202e}y\u{2066}"), "x\u{fffd}y\u{fffd}");
     }
 }

@@ -5,6 +5,10 @@
 //! also computes the report model ([`Model`]: peak and its source, growth phases, series).
 
 pub mod advice_text;
+pub mod alloc_flame;
+pub mod alloc_html;
+pub mod alloc_lines;
+pub mod alloc_text;
 pub mod census_text;
 pub mod diff_html;
 pub mod diff_text;
@@ -20,6 +24,7 @@ pub mod recording_advice;
 pub mod recording_json;
 pub mod recording_text;
 pub mod referrers_text;
+pub mod sha256;
 pub mod sharing_over_time;
 pub mod sharing_text;
 pub mod snapshot_html;

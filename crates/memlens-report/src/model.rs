@@ -234,6 +234,8 @@ pub struct Model {
     pub sharing: crate::sharing_over_time::SharingOverTime,
     /// The advice computable from the ledger at the peak (none without a ledger).
     pub advice: Option<crate::recording_advice::RecordingAdvice>,
+    /// What `run --trace` found (`None` without `--trace`).
+    pub allocations: Option<memlens_model::allocations::Allocations>,
 }
 
 /// At most this many points per chart series.
@@ -543,6 +545,14 @@ impl Model {
             .into_iter()
             .map(Warning::Unreadable)
             .collect();
+        // Trace files not read, or read with lines skipped (`run --trace`).
+        warnings.extend(
+            rec.events
+                .iter()
+                .filter(|e| e.kind == "trace")
+                .map(|e| Warning::Unreadable(e.detail.clone())),
+        );
+        let allocations = rec.allocations()?;
 
         // Growth is found on the tree's total memory where memlens made the program a cgroup
         // (read every tick), else on the PSS estimated every tick.
@@ -631,6 +641,7 @@ impl Model {
             warnings,
             sharing,
             advice,
+            allocations,
         })
     }
 

@@ -94,7 +94,8 @@ fn render_packages(pk: &PythonPackages, opts: &Options, w: &mut dyn Write) -> Re
     writeln!(
         w,
         "  Python objects by package: {} in {} packages (sys.getsizeof of code objects, \
-         functions, classes, modules and their dicts)",
+         functions, classes, modules and their dicts, and of what they hold: each object once, \
+         to the first module in import order that holds it)",
         size(pk.object_bytes),
         pk.packages.len()
     )?;
@@ -112,8 +113,8 @@ fn render_packages(pk: &PythonPackages, opts: &Options, w: &mut dyn Write) -> Re
     }
     writeln!(
         w,
-        "    {:<28} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10}  {:>10}",
-        "package", "objects", "count", "code", "functions", "classes", "modules", ".so PSS"
+        "    {:<28} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10}  {:>10}",
+        "package", "objects", "count", "code", "functions", "classes", "modules", "held", ".so PSS"
     )?;
     for p in pk.packages.iter().take(PACKAGES_SHOWN) {
         let mut name = terminal(&p.name);
@@ -122,7 +123,7 @@ fn render_packages(pk: &PythonPackages, opts: &Options, w: &mut dyn Write) -> Re
         }
         writeln!(
             w,
-            "    {:<28} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10}  {:>10}",
+            "    {:<28} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10}  {:>10}",
             name,
             size(p.object_bytes),
             p.objects,
@@ -130,6 +131,7 @@ fn render_packages(pk: &PythonPackages, opts: &Options, w: &mut dyn Write) -> Re
             size(p.by_kind.functions.bytes),
             size(p.by_kind.classes.bytes),
             size(p.by_kind.modules.bytes),
+            size(p.by_kind.held.bytes),
             p.extension
                 .map_or_else(|| "-".to_string(), |e| size(e.amounts.pss))
         )?;

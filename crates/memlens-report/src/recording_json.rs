@@ -41,6 +41,7 @@ struct Report<'a> {
     sharing: &'a crate::sharing_over_time::SharingOverTime,
     advice: &'a [memlens_model::advice::Advice],
     advice_from: Option<&'a crate::recording_advice::RecordingAdvice>,
+    allocations: Option<&'a memlens_model::allocations::Allocations>,
 }
 
 /// Writes the report as JSON (sizes in integer bytes, times in seconds).
@@ -74,6 +75,7 @@ pub fn render(model: &Model, opts: &Options, mut out: impl Write) -> std::io::Re
         sharing: &model.sharing,
         advice: model.advice.as_ref().map_or(&[], |a| a.items.as_slice()),
         advice_from: model.advice.as_ref(),
+        allocations: model.allocations.as_ref(),
     };
     if opts.pretty {
         serde_json::to_writer_pretty(&mut out, &r)?;

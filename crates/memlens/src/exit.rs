@@ -24,7 +24,8 @@ pub enum Code {
     /// The target is not supported: a kernel thread, or not a supported Python (for commands
     /// that need the Python view).
     Unsupported = 5,
-    /// A recording file is missing, corrupt or truncated.
+    /// A recording file is missing, corrupt or truncated, or lacks what was asked of it (a
+    /// ledger to diff, traced allocations for `report --flamegraph`/`--lines`).
     BadRecording = 6,
     /// `--max-peak` was exceeded.
     BudgetExceeded = 7,

@@ -287,7 +287,9 @@ impl Outputs {
                 bytes,
                 ..html::Options::default()
             };
-            let r = commit(p, |w| html::render(model, &opts, w));
+            let r = commit(p, |w| {
+                html::render_with(model, model.allocations.as_ref(), &opts, w)
+            });
             first_error = first_error.or(r.err());
         }
         if let Some(p) = self.json.take() {
@@ -366,11 +368,23 @@ pub fn emit(
         bytes: global.bytes,
         ..recording_text::Options::default()
     };
+    let alloc_opts = memlens_report::alloc_text::Options {
+        bytes: global.bytes,
+        ..memlens_report::alloc_text::Options::default()
+    };
+    // the summary, then what --trace attributed (when the recording has a trace)
+    let text = |out: &mut dyn std::io::Write| -> std::io::Result<()> {
+        recording_text::render(model, &opts, &mut *out)?;
+        if let Some(a) = &model.allocations {
+            writeln!(out)?;
+            memlens_report::alloc_text::render(a, &alloc_opts, &mut *out)?;
+        }
+        Ok(())
+    };
     match summary {
-        Summary::Stdout => recording_text::render(model, &opts, std::io::stdout().lock())
-            .map_err(output::write_error)?,
+        Summary::Stdout => text(&mut std::io::stdout().lock()).map_err(output::write_error)?,
         Summary::Stderr => {
-            let _ = recording_text::render(model, &opts, std::io::stderr().lock());
+            let _ = text(&mut std::io::stderr().lock());
         }
         Summary::Off => {}
     }

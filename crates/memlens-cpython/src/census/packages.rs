@@ -1,15 +1,17 @@
-//! Which module or file the census's code objects, functions, classes and modules belong to:
-//! the raw material of "memory per Python package" (issue 7 item 4).
+//! Which module or file the Python objects belong to: the raw material of "memory per
+//! Python package" (issue 7 item 4) and of the `package-import` advice (issue 12).
 //!
-//! During the walk, each object of those four kinds is charged, with its `sys.getsizeof`, to
-//! the name it carries:
+//! The objects are charged by the package-memory walk (`reach.rs`). Objects of four kinds
+//! carry a name and are charged, with their `sys.getsizeof`, to it:
 //! - a code object to its `co_filename` (a path, or `<frozen os>`, `<string>` ...);
 //! - a function to its `__module__` (`func_module`, set from `__globals__['__name__']`);
 //! - a class (a heap type; static types live in a binary, not in the heap) to the
 //!   `__module__` of its `__dict__`;
-//! - a module to its `__dict__['__name__']`, with its `__dict__`'s size added to its own.
+//! - a module to its `__dict__['__name__']`, with its `__dict__`'s size added to its own
+//!   (when the walk had not reached that dict before).
 //!
-//! A name that is not an exact `str` is "unnamed". The names of `sys.modules` and the
+//! Every other object is charged (`held`) to the name of the named object the walk reached
+//! it from. A name that is not an exact `str` is "unnamed". The names of `sys.modules` and the
 //! `__file__` of each are read too, so that the caller (the ledger) can map a module name to
 //! the file it came from and a file to its distribution. Nothing is kept per object: one slot
 //! per distinct name (at most [`MAX_ORIGINS`], the rest pooled as "overflow"), and a cache
@@ -69,6 +71,8 @@ pub struct ModuleObjects {
     pub sys_modules: Vec<(String, Option<String>)>,
     /// Objects whose name could not be read (charged to [`Origin::Unnamed`]).
     pub unreadable_names: u64,
+    /// Objects the package-memory walk reached but could not read (in no package).
+    pub unreadable_objects: u64,
 }
 
 impl ModuleObjects {
@@ -98,6 +102,9 @@ pub(super) struct Attribution {
     keys: KnownKeys,
     unreadable_names: u64,
     sys_modules: Vec<(String, Option<String>)>,
+    /// The modules of `sys.modules` (with their dicts) in its order (import order),
+    /// `__main__` last: the roots of the package-memory walk.
+    pub(super) roots: Vec<(u64, u64)>,
     budget: Rc<MemoryBudget>,
     charged: u64,
 }
@@ -130,19 +137,20 @@ impl Attribution {
             keys: KnownKeys::default(),
             unreadable_names: 0,
             sys_modules: Vec::new(),
+            roots: Vec::new(),
             budget,
             charged: 0,
         }
     }
 
-    fn charge(&mut self, bytes: u64) -> Result<()> {
+    pub(super) fn charge(&mut self, bytes: u64) -> Result<()> {
         self.budget
             .charge(bytes, "attributing objects to packages")?;
         self.charged += bytes;
         Ok(())
     }
 
-    pub(super) fn finish(mut self) -> ModuleObjects {
+    pub(super) fn finish(mut self, unreadable_objects: u64) -> ModuleObjects {
         let mut origins = std::mem::take(&mut self.slots);
         origins.retain(|(_, k)| k.count() > 0);
         ModuleObjects {
@@ -150,6 +158,15 @@ impl Attribution {
             overflow: self.overflow,
             sys_modules: std::mem::take(&mut self.sys_modules),
             unreadable_names: self.unreadable_names,
+            unreadable_objects,
+        }
+    }
+
+    /// The tallies of `owner` (a slot, or [`OVERFLOW`]).
+    pub(super) fn kinds(&mut self, owner: u32) -> &mut ObjectKinds {
+        match self.slots.get_mut(owner as usize) {
+            Some(s) => &mut s.1,
+            None => &mut self.overflow,
         }
     }
 }
@@ -160,13 +177,21 @@ impl Drop for Attribution {
     }
 }
 
-/// An object to attribute: its kind, the address of its name (and whether the name is a file
-/// path; `None` when it has none) and its bytes.
-type Named = (Which, Option<(u64, bool)>, u64);
+/// The owner of what was reached from objects whose name went past [`MAX_ORIGINS`].
+pub(super) const OVERFLOW: u32 = u32::MAX - 1;
+/// No owner: what is reached is not charged.
+pub(super) const NOBODY: u32 = u32::MAX;
+
+/// A named object: its kind, its owner (a slot or [`OVERFLOW`]) and, for a module, its dict.
+pub(super) struct Named {
+    pub(super) which: Which,
+    pub(super) owner: u32,
+    pub(super) dict: u64,
+}
 
 /// Which tally of [`ObjectKinds`] an object goes to.
 #[derive(Clone, Copy)]
-enum Which {
+pub(super) enum Which {
     Code,
     Function,
     Class,
@@ -196,8 +221,9 @@ impl<M: ProcessMemory> Walker<'_, M> {
             }
             Err(e) => return Err(e),
         };
+        let mut main = None;
         for (k, v) in contents.items.into_iter().take(MAX_MODULES) {
-            let entry = (|| -> Result<Option<(String, Option<String>)>> {
+            let entry = (|| -> Result<Option<(String, Option<String>, u64)>> {
                 let Some(name) = self.exact_str(k, MAX_NAME)? else {
                     return Ok(None);
                 };
@@ -209,12 +235,17 @@ impl<M: ProcessMemory> Walker<'_, M> {
                     Some(f) => self.exact_str(f, MAX_PATH)?,
                     None => None,
                 };
-                Ok(Some((name, file)))
+                Ok(Some((name, file, md)))
             })();
             match entry {
-                Ok(Some((name, file))) => {
-                    let cost = (name.len() + file.as_ref().map_or(0, String::len)) as u64 + 64;
+                Ok(Some((name, file, md))) => {
+                    let cost = (name.len() + file.as_ref().map_or(0, String::len)) as u64 + 96;
                     a.charge(cost)?;
+                    if name == "__main__" {
+                        main = Some((v, md));
+                    } else {
+                        a.roots.push((v, md));
+                    }
                     a.sys_modules.push((name, file));
                 }
                 Ok(None) => {}
@@ -224,6 +255,7 @@ impl<M: ProcessMemory> Walker<'_, M> {
                 Err(e) => return Err(e),
             }
         }
+        a.roots.extend(main);
         Ok(())
     }
 
@@ -304,72 +336,57 @@ impl<M: ProcessMemory> Walker<'_, M> {
         Ok(is)
     }
 
-    /// Charges `obj` (a code object, function, class or module, of type info `t`, of `size`
-    /// bytes) to the name it carries. Objects of other kinds are left alone.
-    pub(super) fn attribute(&mut self, obj: u64, t: &TypeInfo, size: u64) -> Result<()> {
-        if !matches!(
-            t.kind,
-            Kind::Code | Kind::Function | Kind::Type | Kind::Module
-        ) {
-            return Ok(());
-        }
-        let Some(mut a) = self.attribution.take() else {
-            return Ok(());
-        };
-        let r = self.attribute_to(&mut a, obj, t, size);
-        self.attribution = Some(a);
-        r
+    /// Whether `obj` (of type info `t`) is a code object, function, class (heap type) or
+    /// module, which carry a name.
+    pub(super) fn is_named(&self, obj: u64, t: &TypeInfo) -> Result<bool> {
+        Ok(match t.kind {
+            Kind::Code | Kind::Function | Kind::Module => true,
+            Kind::Type => {
+                self.mem.read_u64(obj.wrapping_add(self.l.type_flags))? & self.l.tpflags_heaptype
+                    != 0
+            }
+            _ => false,
+        })
     }
 
-    fn attribute_to(
-        &mut self,
-        a: &mut Attribution,
-        obj: u64,
-        t: &TypeInfo,
-        size: u64,
-    ) -> Result<()> {
+    /// The kind and owner of `obj`, a named object ([`Self::is_named`]); a name that cannot be
+    /// read is counted and charged to [`Origin::Unnamed`].
+    pub(super) fn named(&mut self, a: &mut Attribution, obj: u64, t: &TypeInfo) -> Result<Named> {
         let l = self.l;
-        let r = (|| -> Result<Option<Named>> {
-            Ok(Some(match t.kind {
+        let which = match t.kind {
+            Kind::Code => Which::Code,
+            Kind::Function => Which::Function,
+            Kind::Type => Which::Class,
+            _ => Which::Module,
+        };
+        let r = (|| -> Result<(Option<(u64, bool)>, u64)> {
+            Ok(match t.kind {
                 Kind::Code => {
                     let f = self.mem.read_u64(obj.wrapping_add(l.code_filename))?;
-                    (Which::Code, Some((f, true)), size)
+                    (Some((f, true)), 0)
                 }
                 Kind::Function => {
                     let m = self.mem.read_u64(obj.wrapping_add(l.func_module))?;
-                    (Which::Function, Some((m, false)), size)
+                    (Some((m, false)), 0)
                 }
                 Kind::Type => {
-                    if self.mem.read_u64(obj.wrapping_add(l.type_flags))? & l.tpflags_heaptype == 0
-                    {
-                        return Ok(None);
-                    }
                     let d = self.mem.read_u64(obj.wrapping_add(l.type_dict))?;
                     let m = self.dict_value(a, d, Key::Module)?;
-                    (Which::Class, m.map(|m| (m, false)), size)
+                    (m.map(|m| (m, false)), 0)
                 }
-                Kind::Module => {
+                _ => {
                     let d = self.mem.read_u64(obj.wrapping_add(l.module_dict))?;
                     let n = self.dict_value(a, d, Key::Name)?;
-                    let dict_size = self.dict_size(d)?;
-                    (Which::Module, n.map(|n| (n, false)), size + dict_size)
+                    (n.map(|n| (n, false)), d)
                 }
-                _ => return Ok(None),
-            }))
+            })
         })();
-        let (which, name, bytes) = match r {
-            Ok(Some(v)) => v,
-            Ok(None) => return Ok(()),
+        let (name, dict) = match r {
+            Ok(v) => v,
             Err(e) if object_level(&e) => {
                 log::debug!("census: the name of object {obj:#x} is unreadable: {e}");
                 a.unreadable_names += 1;
-                let which = match t.kind {
-                    Kind::Code => Which::Code,
-                    Kind::Function => Which::Function,
-                    Kind::Type => Which::Class,
-                    _ => Which::Module,
-                };
-                (which, None, size)
+                (None, 0)
             }
             Err(e) => return Err(e),
         };
@@ -377,21 +394,15 @@ impl<M: ProcessMemory> Walker<'_, M> {
             Some((addr, file)) => self.slot_of(a, addr, file)?,
             None => unnamed_slot(a)?,
         };
-        let kinds = match slot {
-            Some(i) => &mut a.slots[i as usize].1,
-            None => &mut a.overflow,
-        };
-        match which {
-            Which::Code => kinds.code.add(bytes),
-            Which::Function => kinds.functions.add(bytes),
-            Which::Class => kinds.classes.add(bytes),
-            Which::Module => kinds.modules.add(bytes),
-        }
-        Ok(())
+        Ok(Named {
+            which,
+            owner: slot.unwrap_or(OVERFLOW),
+            dict,
+        })
     }
 
     /// `sys.getsizeof` of the dict at `d` (a module's `__dict__`), 0 for none.
-    fn dict_size(&mut self, d: u64) -> Result<u64> {
+    pub(super) fn dict_size(&mut self, d: u64) -> Result<u64> {
         if d == 0 {
             return Ok(0);
         }

@@ -40,6 +40,9 @@ pub struct Args {
     /// Sampling and output options.
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// Allocation tracing (`--trace`).
+    #[command(flatten)]
+    pub tracing: super::run_trace::TraceArgs,
     /// The program and its arguments (after `--`).
     #[arg(
         required = true,
@@ -58,12 +61,15 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
         .map(|a| a.to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join(" ");
+    let trace = super::run_trace::prepare(&args.tracing)?;
     let req = RunRequest {
         command: &args.command,
         command_text: &command_text,
         config: args.sampling.config(),
         python: !args.sampling.no_python,
         cgroup: !args.no_cgroup,
+        env: trace.as_ref().map(|t| t.env.clone()).unwrap_or_default(),
+        trace: trace.as_ref().map(|t| t.dir.files().clone()),
     };
     let mut outputs = None;
     let outcome = run_program(
@@ -75,7 +81,15 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
             args.sampling.create_recording(&name, &meta)
         },
         &mut say_stopped,
-    )?;
+    );
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            super::run_trace::clean_up(trace);
+            return Err(e);
+        }
+    };
+    super::run_trace::finish(trace, outcome.trace.as_ref());
     let mut outputs = outputs.unwrap_or_default();
     let status = outcome.exit.shell_status();
     // With nothing to print or check (`-q`, no report file), the recording is not read back.

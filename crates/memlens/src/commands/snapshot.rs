@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use memlens_model::advice::{self, Advice};
+use memlens_model::arenas::MallocArenas;
 use memlens_model::census::Tallies;
 use std::process::ExitCode;
 
@@ -31,13 +32,16 @@ pub struct Args {
     #[arg(long)]
     pub nonblocking: bool,
     /// Also attribute Python objects (code objects, functions, classes, modules and their
-    /// dicts) to their packages, beside each package's extension modules. Takes a census of
-    /// each Python process (a walk of its heap, verified in a short pause).
+    /// dicts, and what they hold) to their packages, beside each package's extension modules.
+    /// Takes a census of each Python process (a walk of its heap, verified in a short pause)
+    /// and a walk from its modules in import order.
     #[arg(long)]
     pub packages: bool,
     /// Also give object-level advice (docs/advice.md): classes without `__slots__`, large
-    /// lists of floats or ints, duplicated str/bytes values. Takes a census of each Python
-    /// process (a walk of its heap, verified in a short pause; one walk with --packages).
+    /// lists of floats or ints, duplicated str/bytes values, packages whose import holds the
+    /// most memory, free memory spread over glibc's per-thread malloc arenas. Takes a census
+    /// of each Python process (a walk of its heap, verified in a short pause; one walk with
+    /// --packages) and walks its glibc arenas' heaps (in another short pause).
     /// Without it, snapshot still advises what the ledger shows.
     #[arg(long)]
     pub advice: bool,
@@ -80,7 +84,23 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
         memlens_ledger::sharing::measure(&mut ledger); // copy-on-write per worker (DESIGN §6)
     }
     ledger.refresh_findings();
-    let advice = advise(&ledger, &tallies, args.advice);
+    // with --advice, the glibc arenas of each Python process (a walk of their heaps)
+    let arenas: HashMap<u32, MallocArenas> = if args.advice {
+        ledger
+            .processes
+            .iter()
+            .filter(|p| p.python.is_some())
+            .filter_map(|p| {
+                Some((
+                    p.pid,
+                    memlens_ledger::arenas::read(p.pid, args.nonblocking)?,
+                ))
+            })
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let advice = advise(&ledger, &tallies, &arenas, args.advice);
     let html_opts = memlens_report::snapshot_html::Options {
         bytes: global.bytes,
     };
@@ -124,6 +144,7 @@ struct SnapshotJson<'a> {
 fn advise(
     ledger: &memlens_model::TreeLedger,
     tallies: &HashMap<u32, Tallies>,
+    arenas: &HashMap<u32, MallocArenas>,
     census: bool,
 ) -> Vec<Advice> {
     let mut out: Vec<Advice> = ledger
@@ -132,6 +153,7 @@ fn advise(
         .flat_map(|p| {
             let inputs = advice::Inputs {
                 census: tallies.get(&p.pid).filter(|_| census),
+                arenas: arenas.get(&p.pid),
             };
             advice::advise(p, &inputs)
         })

@@ -3,6 +3,7 @@
 
 mod advice;
 mod advice_more;
+mod advice_threads;
 mod bytes_everywhere;
 mod census_trust;
 mod debug_offsets;
@@ -14,9 +15,11 @@ mod launch;
 mod leaks;
 mod ledger;
 mod no_harm;
+mod package_import;
 mod package_memory;
 mod preload;
 mod preload_pymem;
+mod preload_stacks;
 mod python_view;
 mod python_view_path;
 mod reads_itself;
@@ -31,3 +34,5 @@ mod sharing_over_time;
 mod sizes;
 mod support;
 mod top;
+mod trace_report;
+mod trace_run;

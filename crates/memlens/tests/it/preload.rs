@@ -34,7 +34,13 @@ pub(crate) fn preload_so() -> &'static Path {
 }
 
 /// A command running `python script args` under the preload, tracing into `out`.
-fn traced(py: &Path, script: &str, args: &[&str], out: &Path, env: &[(&str, &str)]) -> Command {
+pub(crate) fn traced(
+    py: &Path,
+    script: &str,
+    args: &[&str],
+    out: &Path,
+    env: &[(&str, &str)],
+) -> Command {
     let mut c = Command::new(py);
     c.arg(target_script(script))
         .args(args)
@@ -58,7 +64,7 @@ fn fields(line: &str) -> HashMap<String, u64> {
         .collect()
 }
 
-fn lines(path: &Path) -> Vec<String> {
+pub(crate) fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -66,13 +72,18 @@ fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
-fn header(path: &Path) -> String {
+pub(crate) fn header(path: &Path) -> String {
     lines(path).into_iter().next().expect("a header line")
 }
 
 fn end(path: &Path) -> HashMap<String, u64> {
     let l = lines(path);
-    let last = l.last().expect("lines");
+    // Version 2: the end line is followed by its site and peak lines.
+    let last = l
+        .iter()
+        .rev()
+        .find(|x| !x.starts_with("site ") && !x.starts_with("peak"))
+        .expect("lines");
     assert!(last.starts_with("end "), "no end line: {l:?}");
     fields(last)
 }
@@ -490,5 +501,5 @@ fn reused_descriptor_never_written() {
     writeln!(child.stdin.take().expect("piped")).expect("write");
     assert!(child.wait().expect("wait").success());
     assert_eq!(std::fs::read_to_string(&theirs).expect("read"), "mine\n");
-    assert!(header(&out).starts_with("memlens-trace 1 "));
+    assert!(header(&out).starts_with("memlens-trace 2 "));
 }

@@ -180,6 +180,7 @@ fn package(name: &str, kind: PackageKind, bytes: [u64; 4], pss: Option<u64>) -> 
         functions: tally(bytes[1]),
         classes: tally(bytes[2]),
         modules: tally(bytes[3]),
+        ..Default::default()
     };
     Package {
         name: name.into(),

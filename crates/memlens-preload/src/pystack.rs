@@ -1,0 +1,1058 @@
+//! The Python stack of a sampled allocation, walked in the allocating thread, and the tables
+//! that intern code objects and stacks into small numbers for the trace file.
+//!
+//! The interpreter is found once ([`detect`]): `Py_GetVersion` gives the minor version, whose
+//! layout comes from the same generated tables memlens's outside reader uses
+//! (`memlens-cpython/src/layouts/generated.rs`, included here by path); `PyCode_Type`,
+//! `PyUnicode_Type` and `PyGILState_GetThisThreadState` are looked up with `dlsym`. On a
+//! sampled allocation only, [`Stacks::sample`] takes this thread's own thread state (valid
+//! without the GIL on 3.8-3.15; `_PyThreadState_UncheckedGet` would give the GIL holder on
+//! 3.8-3.11) and walks its frames innermost first: 3.8-3.10 `PyFrameObject` (`f_back`,
+//! `f_code`, `f_lasti`), 3.11-3.12 `tstate->cframe->current_frame`, 3.13+
+//! `tstate->current_frame` (3.14+: `f_executable` is a tagged `_PyStackRef`), skipping the
+//! frames owned by the C stack or the interpreter. Only this thread changes its own frame
+//! chain, and the code objects its frames run stay alive while they run, so the reads are of
+//! live memory; still every pointer is checked (non-null, aligned, user-space) and every code
+//! object's type is `PyCode_Type` before it is read further: a frame that fails stops the walk
+//! (`unreadable`), deeper than [`MAX_DEPTH`] frames is cut (`truncated`).
+//!
+//! What the walk gives (code address, its fingerprint, the instruction position, per frame) is
+//! hashed twice (128 bits) and looked up in a direct-mapped cache of stacks already resolved;
+//! on a miss each frame's code object is interned (address -> file-local id, the fingerprint
+//! `co_filename` pointer + `co_name` pointer + `co_firstlineno` guarding against an address
+//! reused by another code object), its strings decoded to UTF-8 into the tracer's own arena,
+//! its line read from the code object's line table with memlens-cpython's pure decoder
+//! (`linetable.rs`, included by path), and the resolved stack (domain, flags, (code id, line)
+//! frames) interned. Everything lives in memory mapped once ([`Region`]), bounded: a code,
+//! string or stack that does not fit is counted (`stacks_lost`) and its sample is given the
+//! empty stack of its domain marked `lost=1`. Nothing here allocates through the allocator it
+//! traces.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+#[rustfmt::skip]
+#[path = "../../memlens-cpython/src/layouts/generated.rs"]
+#[allow(dead_code, missing_docs, clippy::all, clippy::pedantic)]
+mod generated;
+#[path = "../../memlens-cpython/src/linetable.rs"]
+#[allow(dead_code, missing_docs)]
+mod linetable;
+
+use generated::Layout;
+
+/// The deepest stack kept; deeper frames are left out (`truncated`).
+pub const MAX_DEPTH: usize = 128;
+/// Frame records visited at most in one walk (skipped shim frames included).
+const MAX_WALK: usize = 4 * MAX_DEPTH;
+/// Characters kept of a file name or function name.
+const MAX_CHARS: usize = 1024;
+
+/// Stack flag: deeper frames were left out.
+pub const TRUNCATED: u8 = 1;
+/// Stack flag: the walk stopped on a frame it could not read.
+pub const UNREADABLE: u8 = 2;
+/// Stack flag: the stack did not fit in the tracer's tables (its frames are not recorded).
+pub const LOST: u8 = 4;
+
+/// Domain numbers of the trace file's `stack domain=` (the event's source).
+pub fn domain_name(d: u8) -> &'static str {
+    match d {
+        0 => "malloc",
+        1 => "mmap",
+        _ => "pymalloc",
+    }
+}
+
+// ---------------------------------------------------------------- the interpreter
+
+/// What was found of the interpreter in this process.
+pub struct Python {
+    /// `(3, minor)`.
+    pub version: (u8, u8),
+    layout: &'static Layout,
+    off: Offsets,
+    code_type: usize,
+    str_type: usize,
+    this_tstate: unsafe extern "C" fn() -> usize,
+}
+
+/// The offsets the walk reads, taken out of the layout once (plain numbers in one place: the
+/// walk runs on every sampled allocation, every allocation in `all` mode).
+#[derive(Clone, Copy, Debug)]
+struct Offsets {
+    /// 0: frame objects (3.8-3.10), 1: `tstate->cframe->current_frame` (3.11-3.12),
+    /// 2: `tstate->current_frame` (3.13+).
+    kind: u8,
+    /// `tstate->frame`, `tstate->cframe` or `tstate->current_frame`.
+    top: usize,
+    /// `cframe->current_frame`.
+    cur: usize,
+    /// `f_back` / `previous`.
+    back: usize,
+    /// `f_code` / `f_executable`.
+    code: usize,
+    /// `f_lasti` / `prev_instr` / `instr_ptr`.
+    pos: usize,
+    /// `owner` (3.11+).
+    owner: usize,
+    /// The frame owners that are not Python frames (0xff: none).
+    skip: [u8; 2],
+    /// The tag bits of `f_executable` (3.14+).
+    tag: usize,
+    /// `co_code_adaptive`.
+    adaptive: usize,
+    ob_type: usize,
+    co_file: usize,
+    co_name: usize,
+    co_first: usize,
+}
+
+fn offsets(l: &Layout) -> Option<Offsets> {
+    let co_name = l.code_qualname.unwrap_or(l.code_name) as usize;
+    let base = Offsets {
+        kind: 0,
+        top: 0,
+        cur: 0,
+        back: 0,
+        code: 0,
+        pos: 0,
+        owner: 0,
+        skip: [0xff; 2],
+        tag: l.stackref_tag_bits.unwrap_or(0) as usize,
+        adaptive: 0,
+        ob_type: l.object_type as usize,
+        co_file: l.code_filename as usize,
+        co_name,
+        co_first: l.code_firstlineno as usize,
+    };
+    if let (Some(top), Some(back), Some(code), Some(pos)) =
+        (l.tstate_frame, l.frame_back, l.frame_code, l.frame_lasti)
+    {
+        return Some(Offsets {
+            top: top as usize,
+            back: back as usize,
+            code: code as usize,
+            pos: pos as usize,
+            ..base
+        });
+    }
+    let (code, back, pos, owner, adaptive) = (
+        l.iframe_code?,
+        l.iframe_previous?,
+        l.iframe_instr?,
+        l.iframe_owner?,
+        l.code_code_adaptive?,
+    );
+    let (kind, top, cur) = match (
+        l.tstate_cframe,
+        l.cframe_current_frame,
+        l.tstate_current_frame,
+    ) {
+        (Some(cf), Some(cur), _) => (1, cf, cur),
+        (_, _, Some(cur)) => (2, cur, 0),
+        _ => return None,
+    };
+    let own = |o: Option<u64>| o.and_then(|v| u8::try_from(v).ok()).unwrap_or(0xff);
+    Some(Offsets {
+        kind,
+        top: top as usize,
+        cur: cur as usize,
+        back: back as usize,
+        code: code as usize,
+        pos: pos as usize,
+        owner: owner as usize,
+        skip: [
+            own(l.frame_owned_by_cstack),
+            own(l.frame_owned_by_interpreter),
+        ],
+        adaptive: adaptive as usize,
+        ..base
+    })
+}
+
+/// The interpreter of this process: `None` when it is not a Python process or one whose minor
+/// version has no layout. Must run once the libraries are loaded (the constructor).
+pub fn detect() -> Option<Python> {
+    let sym = |name: &std::ffi::CStr| {
+        // SAFETY: dlsym over the global scope with a NUL-terminated name.
+        unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as usize }
+    };
+    let (ver, gil, code_type, str_type) = (
+        sym(c"Py_GetVersion"),
+        sym(c"PyGILState_GetThisThreadState"),
+        sym(c"PyCode_Type"),
+        sym(c"PyUnicode_Type"),
+    );
+    if ver == 0 || gil == 0 || code_type == 0 || str_type == 0 {
+        return None;
+    }
+    // SAFETY: Py_GetVersion's C type; it formats constant strings into a static buffer and
+    // may be called before the interpreter is initialised.
+    let text = unsafe {
+        let f: unsafe extern "C" fn() -> *const libc::c_char = std::mem::transmute(ver);
+        let p = f();
+        if p.is_null() {
+            return None;
+        }
+        std::ffi::CStr::from_ptr(p).to_bytes()
+    };
+    let version = parse_version(text)?;
+    // A free-threaded build (3.13t+) has another object header: no layout here for it.
+    if text.windows(14).any(|w| w == b"free-threading") {
+        return None;
+    }
+    let table: &[Layout] = if cfg!(target_arch = "aarch64") {
+        generated::AARCH64
+    } else {
+        generated::X86_64
+    };
+    let layout = table
+        .iter()
+        .find(|l| l.version == version && !l.from_debug_offsets)?;
+    Some(Python {
+        version,
+        layout,
+        off: offsets(layout)?,
+        code_type,
+        str_type,
+        // SAFETY: PyGILState_GetThisThreadState's C type (PyThreadState *(void)).
+        this_tstate: unsafe { std::mem::transmute::<usize, unsafe extern "C" fn() -> usize>(gil) },
+    })
+}
+
+/// `3.M` from the start of `Py_GetVersion()`'s text.
+pub fn parse_version(text: &[u8]) -> Option<(u8, u8)> {
+    let s = std::str::from_utf8(text.get(..text.len().min(16))?).ok()?;
+    let mut it = s.split(|c: char| !c.is_ascii_digit());
+    let major: u8 = it.next()?.parse().ok()?;
+    let minor: u8 = it.next()?.parse().ok()?;
+    (major == 3).then_some((major, minor))
+}
+
+// ---------------------------------------------------------------- reading own memory
+
+/// A plausible address of an object or frame: user space, 8-aligned, not the first page.
+#[inline]
+fn plausible(p: usize) -> bool {
+    (4096..(1 << 47)).contains(&p) && p % 8 == 0
+}
+
+/// Reads a word of this process.
+///
+/// # Safety
+/// `addr` must be readable (checked plausible and part of a live object).
+#[inline]
+unsafe fn rd(addr: usize) -> usize {
+    // SAFETY: the caller's contract; unaligned in case an offset is.
+    unsafe { std::ptr::read_unaligned(addr as *const usize) }
+}
+
+#[inline]
+unsafe fn rd_i32(addr: usize) -> i32 {
+    // SAFETY: as rd.
+    unsafe { std::ptr::read_unaligned(addr as *const i32) }
+}
+
+#[inline]
+unsafe fn rd_u8(addr: usize) -> u8 {
+    // SAFETY: as rd.
+    unsafe { std::ptr::read_unaligned(addr as *const u8) }
+}
+
+/// One frame as walked: the code object, its fingerprint, the position (in the unit of the
+/// minor's line table format: bytes for 3.8-3.9, code units for 3.10 and 3.11+).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RawFrame {
+    /// The code object's address.
+    pub code: usize,
+    /// `co_filename` (the str's address).
+    pub file: usize,
+    /// `co_qualname` (3.11+) or `co_name`.
+    pub name: usize,
+    /// `co_firstlineno`.
+    pub first_line: i32,
+    /// The instruction position.
+    pub pos: i64,
+}
+
+/// A walked stack.
+pub struct Walk {
+    /// Innermost first.
+    pub frames: [RawFrame; MAX_DEPTH],
+    /// Frames in `frames`.
+    pub n: usize,
+    /// [`TRUNCATED`], [`UNREADABLE`].
+    pub flags: u8,
+}
+
+impl Walk {
+    /// An empty walk.
+    pub const fn new() -> Walk {
+        Walk {
+            frames: [RawFrame {
+                code: 0,
+                file: 0,
+                name: 0,
+                first_line: 0,
+                pos: 0,
+            }; MAX_DEPTH],
+            n: 0,
+            flags: 0,
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, f: RawFrame) -> bool {
+        if self.n == MAX_DEPTH {
+            self.flags |= TRUNCATED;
+            return false;
+        }
+        self.frames[self.n] = f;
+        self.n += 1;
+        true
+    }
+}
+
+impl Default for Walk {
+    fn default() -> Self {
+        Walk::new()
+    }
+}
+
+impl Python {
+    #[inline]
+    fn is_code(&self, code: usize) -> bool {
+        // SAFETY: a plausible address; ob_type is the first words of every object.
+        plausible(code) && unsafe { rd(code + self.off.ob_type) } == self.code_type
+    }
+
+    #[inline]
+    fn raw_frame(&self, code: usize, pos: i64) -> RawFrame {
+        let o = &self.off;
+        // SAFETY: `code` is a code object (is_code), alive while its frame runs.
+        unsafe {
+            RawFrame {
+                code,
+                file: rd(code + o.co_file),
+                name: rd(code + o.co_name),
+                first_line: rd_i32(code + o.co_first),
+                pos,
+            }
+        }
+    }
+
+    /// Walks this thread's Python frames into `w` (empty when the thread has none, or the
+    /// interpreter is not initialised).
+    pub fn walk(&self, w: &mut Walk) {
+        w.n = 0;
+        w.flags = 0;
+        // SAFETY: PyGILState_GetThisThreadState reads this thread's TSS slot (no lock, no
+        // allocation); null before initialisation and for threads Python does not know.
+        let tstate = unsafe { (self.this_tstate)() };
+        if tstate == 0 {
+            return;
+        }
+        if !plausible(tstate) {
+            w.flags |= UNREADABLE;
+            return;
+        }
+        let o = self.off;
+        // SAFETY: tstate is this thread's live PyThreadState.
+        let mut f = unsafe { rd(tstate + o.top) };
+        if o.kind == 1 {
+            // 3.11-3.12: f is the thread's CFrame (on its C stack).
+            if f == 0 {
+                return;
+            }
+            if !plausible(f) {
+                w.flags |= UNREADABLE;
+                return;
+            }
+            // SAFETY: checked plausible; the CFrame of this thread.
+            f = unsafe { rd(f + o.cur) };
+        }
+        let mut steps = 0;
+        while f != 0 {
+            steps += 1;
+            if !plausible(f) || steps > MAX_WALK {
+                w.flags |= UNREADABLE;
+                return;
+            }
+            if o.kind == 0 {
+                // 3.8-3.10: frame objects; f_code is always code.
+                // SAFETY: f is a frame of this thread's chain, checked plausible.
+                let code = unsafe { rd(f + o.code) };
+                if !self.is_code(code) {
+                    w.flags |= UNREADABLE;
+                    return;
+                }
+                // SAFETY: as above.
+                let lasti = i64::from(unsafe { rd_i32(f + o.pos) });
+                if !w.push(self.raw_frame(code, lasti)) {
+                    return;
+                }
+            } else {
+                // SAFETY: an interpreter frame of this thread's chain, checked plausible.
+                let owner = unsafe { rd_u8(f + o.owner) };
+                if owner != o.skip[0] && owner != o.skip[1] {
+                    // SAFETY: as above.
+                    let code = unsafe { rd(f + o.code) } & !o.tag;
+                    if self.is_code(code) {
+                        // SAFETY: as above.
+                        let instr = unsafe { rd(f + o.pos) };
+                        let index = (instr as i64).wrapping_sub((code + o.adaptive) as i64) / 2;
+                        if !w.push(self.raw_frame(code, index)) {
+                            return;
+                        }
+                    } else if o.kind == 1 {
+                        // Before 3.13 f_code is always code: anything else is a torn frame.
+                        // 3.13+: f_executable may be something else (not a Python frame).
+                        w.flags |= UNREADABLE;
+                        return;
+                    }
+                }
+            }
+            // SAFETY: as above.
+            f = unsafe { rd(f + o.back) };
+        }
+    }
+
+    /// The line `f` executes (0 when unknown).
+    fn line(&self, f: &RawFrame) -> u32 {
+        let l = self.layout;
+        // SAFETY: f.code is a live code object (checked when walked, alive while its frame
+        // runs, and the frame runs: this is still the allocating call).
+        let table = unsafe { rd(f.code + l.code_linetable as usize) };
+        if !plausible(table) {
+            return 0;
+        }
+        // SAFETY: co_linetable / co_lnotab is a bytes object; ob_size then its characters.
+        let len = unsafe { rd(table + l.var_size as usize) };
+        if len > 1 << 22 {
+            return 0;
+        }
+        // SAFETY: the bytes object's `len` characters at ob_sval.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((table + l.bytes_sval as usize) as *const u8, len)
+        };
+        let first = i64::from(f.first_line);
+        let line = match l.linetable_format {
+            linetable::LNOTAB => Some(linetable::lnotab_line(bytes, first, f.pos)),
+            linetable::LINETABLE_310 => linetable::linetable310_line(bytes, first, f.pos * 2),
+            linetable::LOCATIONS => linetable::location_line(bytes, first, f.pos),
+            _ => None,
+        };
+        line.and_then(|n| u32::try_from(n).ok()).unwrap_or(0)
+    }
+
+    /// Decodes the str at `s` as UTF-8 into `out` (at most [`MAX_CHARS`] characters); false
+    /// when it is not a readable compact str.
+    fn decode(&self, s: usize, out: &mut Buf) -> bool {
+        let l = self.layout;
+        // SAFETY: a plausible address; ob_type is at the object's start.
+        if !plausible(s) || unsafe { rd(s + l.object_type as usize) } != self.str_type {
+            return false;
+        }
+        // SAFETY: a str object (its type checked), referenced by a live code object.
+        let (state, len) = unsafe {
+            (
+                std::ptr::read_unaligned((s + l.str_state as usize) as *const u32),
+                rd(s + l.str_length as usize),
+            )
+        };
+        let mask = l.str_kind_mask as u32;
+        let kind = (state & mask) >> mask.trailing_zeros();
+        let compact = state & l.str_compact_bit as u32 != 0;
+        let ascii = state & l.str_ascii_bit as u32 != 0;
+        if !compact || !matches!(kind, 1 | 2 | 4) || len > 1 << 30 {
+            return false;
+        }
+        let data = s + if ascii {
+            l.str_ascii_size
+        } else {
+            l.str_compact_size
+        } as usize;
+        for i in 0..len.min(MAX_CHARS) {
+            // SAFETY: character i < len of the str's data, `kind` bytes each.
+            let c = unsafe {
+                match kind {
+                    1 => u32::from(rd_u8(data + i)),
+                    2 => u32::from(std::ptr::read_unaligned((data + 2 * i) as *const u16)),
+                    _ => std::ptr::read_unaligned((data + 4 * i) as *const u32),
+                }
+            };
+            let ch = char::from_u32(c).unwrap_or('\u{fffd}');
+            let mut b = [0u8; 4];
+            out.extend(ch.encode_utf8(&mut b).as_bytes());
+        }
+        true
+    }
+}
+
+/// A small fixed buffer for one decoded string.
+pub struct Buf {
+    b: [u8; 4 * MAX_CHARS],
+    n: usize,
+}
+
+impl Buf {
+    fn new() -> Buf {
+        Buf {
+            b: [0; 4 * MAX_CHARS],
+            n: 0,
+        }
+    }
+    fn extend(&mut self, s: &[u8]) {
+        if self.n + s.len() <= self.b.len() {
+            self.b[self.n..self.n + s.len()].copy_from_slice(s);
+            self.n += s.len();
+        }
+    }
+    fn bytes(&self) -> &[u8] {
+        &self.b[..self.n]
+    }
+}
+
+// ---------------------------------------------------------------- the tables
+
+/// Memory the tables live in: mapped once, zeroed, never freed (the process's lifetime).
+#[derive(Clone, Copy)]
+pub struct Region {
+    /// The start.
+    pub ptr: *mut u8,
+    /// Bytes.
+    pub len: usize,
+}
+
+/// Code objects interned at most.
+pub const MAX_CODES: usize = 1 << 16;
+/// Stacks interned at most (plus one lost stack per domain).
+pub const MAX_STACKS: usize = 1 << 16;
+/// Frames over all interned stacks at most.
+pub const MAX_FRAMES: usize = 1 << 21;
+/// Bytes of decoded names at most.
+pub const MAX_STRINGS: usize = 8 << 20;
+const CODE_SLOTS: usize = 2 * MAX_CODES;
+const STACK_SLOTS: usize = 2 * MAX_STACKS;
+const CACHE_SLOTS: usize = 1 << 15;
+const LOST_STACKS: usize = 8;
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct CodeSlot {
+    addr: usize,
+    file: usize,
+    name: usize,
+    first_line: i32,
+    /// id + 1; 0: empty.
+    id1: u32,
+}
+
+/// A code object as recorded.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct CodeRec {
+    /// `co_firstlineno`.
+    pub first_line: i32,
+    file_off: u32,
+    file_len: u32,
+    name_off: u32,
+    name_len: u32,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct StackSlot {
+    hash: u64,
+    /// id + 1; 0: empty.
+    id1: u32,
+}
+
+/// A stack as recorded.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct StackRec {
+    /// The domain (0 malloc, 1 mmap, 2 pymalloc).
+    pub domain: u8,
+    /// [`TRUNCATED`], [`UNREADABLE`], [`LOST`].
+    pub flags: u8,
+    n: u16,
+    off: u32,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct CacheSlot {
+    h1: u64,
+    h2: u64,
+    /// id + 1; 0: empty.
+    id1: u32,
+}
+
+/// Bytes of memory [`Stacks::new`] needs.
+pub fn bytes_needed() -> usize {
+    use std::mem::size_of;
+    CODE_SLOTS * size_of::<CodeSlot>()
+        + MAX_CODES * size_of::<CodeRec>()
+        + STACK_SLOTS * size_of::<StackSlot>()
+        + (MAX_STACKS + LOST_STACKS) * size_of::<StackRec>()
+        + MAX_FRAMES * 8
+        + CACHE_SLOTS * size_of::<CacheSlot>()
+        + MAX_STRINGS
+        + 64 * 8
+}
+
+struct Tables {
+    code_slots: *mut CodeSlot,
+    codes: *mut CodeRec,
+    stack_slots: *mut StackSlot,
+    stacks: *mut StackRec,
+    frames: *mut [u32; 2],
+    cache: *mut CacheSlot,
+    strings: *mut u8,
+    n_codes: u32,
+    n_stacks: u32,
+    n_frames: u32,
+    n_strings: u32,
+    lost: [u32; LOST_STACKS],
+}
+
+/// The interned codes and stacks, shared by all threads: interning happens under a spin lock
+/// (on sampled allocations only); what is published (ids below [`Stacks::codes`] and
+/// [`Stacks::stacks`]) is never changed again and is read by the drain without the lock.
+pub struct Stacks {
+    lock: AtomicBool,
+    t: std::cell::UnsafeCell<Tables>,
+    codes_pub: AtomicU32,
+    stacks_pub: AtomicU32,
+    /// Samples whose walk stopped on a frame it could not read.
+    pub unreadable: AtomicU64,
+    /// Samples whose stack did not fit in the tables.
+    pub lost: AtomicU64,
+}
+
+// SAFETY: the tables are changed only under `lock`; published records are immutable.
+unsafe impl Sync for Stacks {}
+// SAFETY: as above.
+unsafe impl Send for Stacks {}
+
+fn mix(mut h: u64, v: u64) -> u64 {
+    h ^= v;
+    h = h.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    h ^ (h >> 29)
+}
+
+impl Stacks {
+    /// Tables over `r`, zeroed memory of at least [`bytes_needed`] bytes.
+    ///
+    /// # Safety
+    /// `r` must be valid, zeroed, 8-aligned, used by nothing else and live for the process.
+    pub unsafe fn new(r: Region) -> Stacks {
+        use std::mem::size_of;
+        assert!(r.len >= bytes_needed());
+        let mut at = r.ptr as usize;
+        let mut take = |bytes: usize| {
+            let p = at;
+            at = (at + bytes + 7) & !7;
+            p
+        };
+        let t = Tables {
+            code_slots: take(CODE_SLOTS * size_of::<CodeSlot>()) as *mut CodeSlot,
+            codes: take(MAX_CODES * size_of::<CodeRec>()) as *mut CodeRec,
+            stack_slots: take(STACK_SLOTS * size_of::<StackSlot>()) as *mut StackSlot,
+            stacks: take((MAX_STACKS + LOST_STACKS) * size_of::<StackRec>()) as *mut StackRec,
+            frames: take(MAX_FRAMES * 8) as *mut [u32; 2],
+            cache: take(CACHE_SLOTS * size_of::<CacheSlot>()) as *mut CacheSlot,
+            strings: take(MAX_STRINGS) as *mut u8,
+            n_codes: 0,
+            n_stacks: 0,
+            n_frames: 0,
+            n_strings: 0,
+            lost: [0; LOST_STACKS],
+        };
+        Stacks {
+            lock: AtomicBool::new(false),
+            t: std::cell::UnsafeCell::new(t),
+            codes_pub: AtomicU32::new(0),
+            stacks_pub: AtomicU32::new(0),
+            unreadable: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes the lock (a spin; held for a table lookup or one stack's interning).
+    pub fn lock(&self) {
+        while self
+            .lock
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Releases [`Stacks::lock`].
+    pub fn unlock(&self) {
+        self.lock.store(false, Ordering::Release);
+    }
+
+    /// Code objects published so far (ids `0..codes()`).
+    pub fn codes(&self) -> u32 {
+        self.codes_pub.load(Ordering::Acquire)
+    }
+
+    /// Stacks published so far (ids `0..stacks()`).
+    pub fn stacks(&self) -> u32 {
+        self.stacks_pub.load(Ordering::Acquire)
+    }
+
+    /// The stack id of a sample of `domain` in this thread (`py`: the interpreter, if any).
+    pub fn sample(&self, py: Option<&Python>, domain: u8, w: &mut Walk) -> u32 {
+        w.n = 0;
+        w.flags = 0;
+        if let Some(py) = py {
+            py.walk(w);
+        }
+        if w.flags & UNREADABLE != 0 {
+            self.unreadable.fetch_add(1, Ordering::Relaxed);
+        }
+        // Two independent 64-bit lanes (they run in parallel): h1 over the code addresses and
+        // positions, h2 over the code objects' fingerprints and the positions again. A cached
+        // stack is taken for this one only when both match: the same frames, or a collision of
+        // both lanes (about 2^-128), and an address reused by another code object changes h2.
+        let head = u64::from(domain) | u64::from(w.flags) << 8 | (w.n as u64) << 16;
+        let (mut h1, mut h2) = (mix(0x1234_5678, head), mix(0x8765_4321, head));
+        for f in &w.frames[..w.n] {
+            let pos = f.pos as u64;
+            h1 = mix(h1, f.code as u64 ^ pos.rotate_right(17));
+            h2 = mix(
+                h2,
+                (f.file as u64).rotate_left(13)
+                    ^ (f.name as u64).rotate_left(37)
+                    ^ (f.first_line as u32 as u64)
+                    ^ pos.rotate_right(29),
+            );
+        }
+        self.lock();
+        // SAFETY: the lock is held: this thread alone touches the tables.
+        let t = unsafe { &mut *self.t.get() };
+        // SAFETY: masked index into the cache region.
+        let c = unsafe { &mut *t.cache.add((h1 as usize) & (CACHE_SLOTS - 1)) };
+        let id = if c.id1 != 0 && c.h1 == h1 && c.h2 == h2 {
+            c.id1 - 1
+        } else {
+            match self.resolve(t, py, domain, w) {
+                Some(id) => {
+                    *c = CacheSlot {
+                        h1,
+                        h2,
+                        id1: id + 1,
+                    };
+                    id
+                }
+                None => {
+                    self.lost.fetch_add(1, Ordering::Relaxed);
+                    self.lost_stack(t, domain)
+                }
+            }
+        };
+        self.unlock();
+        id
+    }
+
+    /// The empty `lost` stack of `domain`, made on first use (room is kept for it).
+    fn lost_stack(&self, t: &mut Tables, domain: u8) -> u32 {
+        let d = usize::from(domain).min(LOST_STACKS - 1);
+        if t.lost[d] == 0 {
+            let id = t.n_stacks;
+            // SAFETY: at most MAX_STACKS ordinary stacks, plus one per domain here.
+            unsafe {
+                *t.stacks.add(id as usize) = StackRec {
+                    domain,
+                    flags: LOST,
+                    n: 0,
+                    off: 0,
+                }
+            };
+            t.n_stacks += 1;
+            self.stacks_pub.store(t.n_stacks, Ordering::Release);
+            t.lost[d] = id + 1;
+        }
+        t.lost[d] - 1
+    }
+
+    fn resolve(&self, t: &mut Tables, py: Option<&Python>, domain: u8, w: &Walk) -> Option<u32> {
+        let mut frames = [[0u32; 2]; MAX_DEPTH];
+        if let Some(py) = py {
+            for (i, f) in w.frames[..w.n].iter().enumerate() {
+                frames[i] = [self.code_id(t, py, f)?, py.line(f)];
+            }
+        }
+        let frames = &frames[..w.n];
+        let mut h = mix(0xabcd, u64::from(domain) | u64::from(w.flags) << 8);
+        for f in frames {
+            h = mix(h, u64::from(f[0]) << 32 | u64::from(f[1]));
+        }
+        let mut i = h as usize;
+        for _ in 0..STACK_SLOTS {
+            i &= STACK_SLOTS - 1;
+            // SAFETY: masked index into the stack slots.
+            let s = unsafe { &mut *t.stack_slots.add(i) };
+            if s.id1 == 0 {
+                if t.n_stacks as usize >= MAX_STACKS
+                    || t.n_frames as usize + frames.len() > MAX_FRAMES
+                {
+                    return None;
+                }
+                let off = t.n_frames;
+                // SAFETY: off..off+len is within the frames region (checked above).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        frames.as_ptr(),
+                        t.frames.add(off as usize),
+                        frames.len(),
+                    )
+                };
+                t.n_frames += frames.len() as u32;
+                let id = t.n_stacks;
+                // SAFETY: id < MAX_STACKS + LOST_STACKS.
+                unsafe {
+                    *t.stacks.add(id as usize) = StackRec {
+                        domain,
+                        flags: w.flags,
+                        n: frames.len() as u16,
+                        off,
+                    }
+                };
+                t.n_stacks += 1;
+                self.stacks_pub.store(t.n_stacks, Ordering::Release);
+                *s = StackSlot {
+                    hash: h,
+                    id1: id + 1,
+                };
+                return Some(id);
+            }
+            if s.hash == h {
+                let id = s.id1 - 1;
+                // SAFETY: a published stack.
+                let r = unsafe { *t.stacks.add(id as usize) };
+                // SAFETY: its frames, written before it was published.
+                let got = unsafe {
+                    std::slice::from_raw_parts(t.frames.add(r.off as usize), usize::from(r.n))
+                };
+                if r.domain == domain && r.flags == w.flags && got == frames {
+                    return Some(id);
+                }
+            }
+            i += 1;
+        }
+        None
+    }
+
+    fn code_id(&self, t: &mut Tables, py: &Python, f: &RawFrame) -> Option<u32> {
+        let mut i = mix(0x77, f.code as u64) as usize;
+        for _ in 0..CODE_SLOTS {
+            i &= CODE_SLOTS - 1;
+            // SAFETY: masked index into the code slots.
+            let s = unsafe { &mut *t.code_slots.add(i) };
+            if s.id1 != 0 && s.addr == f.code {
+                if s.file == f.file && s.name == f.name && s.first_line == f.first_line {
+                    return Some(s.id1 - 1);
+                }
+                // The address was reused by another code object: a new id in the same slot.
+                let id = self.new_code(t, py, f)?;
+                *s = CodeSlot {
+                    addr: f.code,
+                    file: f.file,
+                    name: f.name,
+                    first_line: f.first_line,
+                    id1: id + 1,
+                };
+                return Some(id);
+            }
+            if s.id1 == 0 {
+                let id = self.new_code(t, py, f)?;
+                *s = CodeSlot {
+                    addr: f.code,
+                    file: f.file,
+                    name: f.name,
+                    first_line: f.first_line,
+                    id1: id + 1,
+                };
+                return Some(id);
+            }
+            i += 1;
+        }
+        None
+    }
+
+    fn new_code(&self, t: &mut Tables, py: &Python, f: &RawFrame) -> Option<u32> {
+        if t.n_codes as usize >= MAX_CODES {
+            return None;
+        }
+        let mut b = Buf::new();
+        let mut store = |t: &mut Tables, s: usize| -> Option<(u32, u32)> {
+            b.n = 0;
+            if !py.decode(s, &mut b) {
+                b.extend(b"?");
+            }
+            let bytes = b.bytes();
+            let off = t.n_strings as usize;
+            if off + bytes.len() > MAX_STRINGS {
+                return None;
+            }
+            // SAFETY: off..off+len within the strings region (checked).
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), t.strings.add(off), bytes.len())
+            };
+            t.n_strings += bytes.len() as u32;
+            Some((off as u32, bytes.len() as u32))
+        };
+        let (file_off, file_len) = store(t, f.file)?;
+        let (name_off, name_len) = store(t, f.name)?;
+        let id = t.n_codes;
+        // SAFETY: id < MAX_CODES.
+        unsafe {
+            *t.codes.add(id as usize) = CodeRec {
+                first_line: f.first_line,
+                file_off,
+                file_len,
+                name_off,
+                name_len,
+            }
+        };
+        t.n_codes += 1;
+        self.codes_pub.store(t.n_codes, Ordering::Release);
+        Some(id)
+    }
+
+    /// Appends the `code` line of published code `id`.
+    pub fn code_line(&self, id: u32, out: &mut String) {
+        if id >= self.codes() {
+            return;
+        }
+        // SAFETY: the region pointers never change after new(); a published record and its
+        // strings are immutable.
+        let (c, file, name) = unsafe {
+            let t = &*self.t.get();
+            let c = *t.codes.add(id as usize);
+            let s = |off: u32, len: u32| {
+                std::slice::from_raw_parts(t.strings.add(off as usize), len as usize)
+            };
+            (c, s(c.file_off, c.file_len), s(c.name_off, c.name_len))
+        };
+        out.push_str(&format!("code id={id} first_line={} file=", c.first_line));
+        escape(file, out);
+        out.push_str(" name=");
+        escape(name, out);
+        out.push('\n');
+    }
+
+    /// The record of published stack `id`.
+    pub fn stack(&self, id: u32) -> Option<StackRec> {
+        if id >= self.stacks() {
+            return None;
+        }
+        // SAFETY: a published record (immutable); the region pointer never changes.
+        Some(unsafe { *(*self.t.get()).stacks.add(id as usize) })
+    }
+
+    /// Appends the `stack` line of published stack `id`.
+    pub fn stack_line(&self, id: u32, out: &mut String) {
+        let Some(r) = self.stack(id) else { return };
+        // SAFETY: the frames of a published stack (immutable).
+        let frames = unsafe {
+            std::slice::from_raw_parts((*self.t.get()).frames.add(r.off as usize), usize::from(r.n))
+        };
+        out.push_str(&format!(
+            "stack id={id} domain={} frames=",
+            domain_name(r.domain)
+        ));
+        for (i, f) in frames.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&format!("{}:{}", f[0], f[1]));
+        }
+        for (flag, text) in [
+            (TRUNCATED, " truncated=1"),
+            (UNREADABLE, " unreadable=1"),
+            (LOST, " lost=1"),
+        ] {
+            if r.flags & flag != 0 {
+                out.push_str(text);
+            }
+        }
+        out.push('\n');
+    }
+}
+
+/// Percent-encodes a string value of the trace file (docs/trace-format.md).
+pub fn escape(b: &[u8], out: &mut String) {
+    for &c in b {
+        if (0x21..=0x7e).contains(&c) && c != b'%' && c != b'=' {
+            out.push(char::from(c));
+        } else {
+            out.push_str(&format!("%{c:02X}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version(b"3.11.7 (main, Dec)"), Some((3, 11)));
+        assert_eq!(parse_version(b"3.8.18"), Some((3, 8)));
+        assert_eq!(parse_version(b"2.7.18"), None);
+        assert_eq!(parse_version(b"junk"), None);
+    }
+
+    #[test]
+    fn escaping() {
+        let mut s = String::new();
+        escape("a b=%é/x.py".as_bytes(), &mut s);
+        assert_eq!(s, "a%20b%3D%25%C3%A9/x.py");
+    }
+
+    #[test]
+    fn every_minor_has_a_frame_walk() {
+        for l in generated::X86_64.iter().filter(|l| !l.from_debug_offsets) {
+            let old = l.tstate_frame.is_some() && l.frame_back.is_some() && l.frame_lasti.is_some();
+            let new = l.iframe_code.is_some()
+                && l.iframe_previous.is_some()
+                && l.iframe_instr.is_some()
+                && l.iframe_owner.is_some()
+                && l.code_code_adaptive.is_some()
+                && (l.tstate_current_frame.is_some() || l.tstate_cframe.is_some());
+            assert!(old || new, "{:?}", l.version);
+        }
+    }
+
+    /// Stacks without Python (no interpreter): one per domain, interned once; the tables'
+    /// lines; and a lost stack when the table is full is counted.
+    #[test]
+    fn interning_without_python() {
+        let len = bytes_needed();
+        let mut v = vec![0u64; len / 8 + 1];
+        let r = Region {
+            ptr: v.as_mut_ptr() as *mut u8,
+            len,
+        };
+        // SAFETY: zeroed, aligned, lives for the test.
+        let s = unsafe { Stacks::new(r) };
+        let mut w = Walk::new();
+        let a = s.sample(None, 0, &mut w);
+        let b = s.sample(None, 1, &mut w);
+        assert_ne!(a, b);
+        assert_eq!(s.sample(None, 0, &mut w), a);
+        assert_eq!(s.stacks(), 2);
+        let mut out = String::new();
+        s.stack_line(b, &mut out);
+        assert_eq!(out, format!("stack id={b} domain=mmap frames=\n"));
+        assert_eq!(s.lost.load(Ordering::Relaxed), 0);
+        drop(v);
+    }
+}

@@ -1,0 +1,1092 @@
+//! The trace files of `memlens run --trace` in the recording (schema version 3): their import
+//! ([`import_dir`], into the `traces` and `trace_*` tables) and the attribution drawn from
+//! them ([`Recording::allocations`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use rusqlite::params;
+
+use memlens_model::allocations::Allocations;
+use memlens_model::allocations::{
+    AtPeak, ByLine, Domain, Frame, LineTotals, Lines, Lost, Reconciliation, Stack,
+};
+
+use crate::error::{Error, Result};
+use crate::reader::Recording;
+use crate::trace::{self, Limits, Trace};
+use crate::writer::RecordingWriter;
+
+/// The name under which stacks with no Python frame are grouped (`by_line`).
+pub const NATIVE: &str = "<native>";
+
+/// `CLOCK_MONOTONIC` now (ns), the clock of the trace files.
+pub fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec).unwrap_or(0)
+}
+
+/// Where a run's tracer writes: `dir/name` for the first process, `dir/name.PID[.N]` for the
+/// others (docs/trace-format.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceFiles {
+    /// The private directory.
+    pub dir: PathBuf,
+    /// The first process's file name.
+    pub name: String,
+}
+
+impl TraceFiles {
+    /// `MEMLENS_TRACE_OUT`.
+    pub fn out(&self) -> PathBuf {
+        self.dir.join(&self.name)
+    }
+
+    /// Whether a file name in the directory is one the tracer writes.
+    pub fn is_trace_name(&self, file: &str) -> bool {
+        let Some(rest) = file.strip_prefix(self.name.as_str()) else {
+            return false;
+        };
+        rest.is_empty()
+            || rest.strip_prefix('.').is_some_and(|r| {
+                r.split('.')
+                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                    && r.split('.').count() <= 2
+            })
+    }
+
+    /// The trace files present, by name (regular files only: a link is not read).
+    pub fn list(&self) -> std::io::Result<Vec<PathBuf>> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(&self.dir)? {
+            let e = e?;
+            let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if self.is_trace_name(&name) && e.file_type()?.is_file() {
+                v.push(e.path());
+            }
+        }
+        v.sort();
+        Ok(v)
+    }
+}
+
+/// What an import did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Files imported.
+    pub files: usize,
+    /// Files not imported, with why; and files imported with skipped lines, with their counts.
+    pub problems: Vec<String>,
+}
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// Reads every trace file of `files` and writes them into the recording (each file once, at
+/// the end of the run); `start_ns` is `CLOCK_MONOTONIC` at the recording's t = 0. A file
+/// that cannot be read is said in the report and as an event, never silently left out.
+pub fn import_dir(
+    w: &mut RecordingWriter,
+    files: &TraceFiles,
+    start_ns: u64,
+    limits: Limits,
+) -> Result<ImportReport> {
+    let mut report = ImportReport::default();
+    let list = files.list().map_err(|source| Error::Io {
+        path: files.dir.clone(),
+        source,
+    })?;
+    for path in list {
+        let file = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match trace::read_file(&path, limits) {
+            Ok(t) => {
+                let skipped = t.skipped;
+                write_trace(w, &file, &t, start_ns)?;
+                report.files += 1;
+                if skipped.total() > 0 {
+                    let why = format!(
+                        "trace {file}: {} lines or items skipped ({skipped:?})",
+                        skipped.total()
+                    );
+                    w.event(0.0f64.max(last_t(&t, start_ns)), "trace", None, &why)?;
+                    report.problems.push(why);
+                }
+            }
+            Err(e) => {
+                let why = format!("trace {file} not read: {e}");
+                w.event(0.0, "trace", None, &why)?;
+                report.problems.push(why);
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn secs(t_ns: u64, start_ns: u64) -> f64 {
+    (t_ns as f64 - start_ns as f64) / 1e9
+}
+
+fn last_t(t: &Trace, start_ns: u64) -> f64 {
+    t.last().map_or(0.0, |s| secs(s.t_ns, start_ns))
+}
+
+fn domain_name(d: Domain) -> &'static str {
+    match d {
+        Domain::Pymalloc => "pymalloc",
+        Domain::Malloc => "malloc",
+        Domain::Mmap => "mmap",
+    }
+}
+
+fn domain_of(s: &str) -> Option<Domain> {
+    match s {
+        "pymalloc" => Some(Domain::Pymalloc),
+        "malloc" => Some(Domain::Malloc),
+        "mmap" => Some(Domain::Mmap),
+        _ => None,
+    }
+}
+
+/// Writes one parsed trace.
+fn write_trace(w: &mut RecordingWriter, file: &str, t: &Trace, start_ns: u64) -> Result<()> {
+    let h = &t.header;
+    let e = |source| Error::Sqlite {
+        path: w.path().to_path_buf(),
+        source,
+    };
+    let conn = &w.conn;
+    let (peak_t, peak_bytes) = match &t.peak {
+        Some(p) => (Some(secs(p.t_ns, start_ns)), Some(i(p.live_bytes))),
+        None => (None, None),
+    };
+    conn.prepare_cached(
+        "INSERT INTO traces (file, version, pid, ppid, mode, sample_bytes, python, temp_ns, \
+         forked_from, inherited_live_bytes, start_t, ended, peak_t, peak_bytes, skipped, \
+         skipped_detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
+         ?15, ?16)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            file,
+            h.version,
+            h.pid,
+            h.ppid,
+            h.mode.name(),
+            i(h.sample_bytes),
+            h.python,
+            h.temp_ns.map(i),
+            h.forked_from,
+            i(h.inherited_live_bytes),
+            secs(h.start_ns, start_ns),
+            t.end.is_some(),
+            peak_t,
+            peak_bytes,
+            i(t.skipped.total()),
+            format!("{:?}", t.skipped),
+        ])
+    })
+    .map_err(e)?;
+    let id = conn.last_insert_rowid();
+    for (c, code) in &t.codes {
+        conn.prepare_cached(
+            "INSERT INTO trace_codes (trace, id, first_line, file, name) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut s| s.execute(params![id, c, code.first_line, code.file, code.name]))
+        .map_err(e)?;
+    }
+    for (sid, st) in &t.stacks {
+        conn.prepare_cached(
+            "INSERT INTO trace_stacks (trace, id, domain, truncated, unreadable) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                id,
+                sid,
+                domain_name(st.domain),
+                st.truncated,
+                st.unreadable
+            ])
+        })
+        .map_err(e)?;
+        for (depth, (code, line)) in st.frames.iter().enumerate() {
+            conn.prepare_cached(
+                "INSERT INTO trace_frames (trace, stack, depth, code, line) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| s.execute(params![id, sid, depth as i64, code, line]))
+            .map_err(e)?;
+        }
+    }
+    let snaps = t
+        .snaps
+        .iter()
+        .map(|s| (s, false))
+        .chain(t.end.iter().map(|s| (s, true)));
+    for (s, at_end) in snaps {
+        conn.prepare_cached(
+            "INSERT INTO trace_snaps (trace, t, at_end, live_bytes, live_mmap_bytes, \
+             live_pymalloc_bytes, live_malloc_bytes, peak_live_bytes, total_bytes, untouched_bytes, \
+             alloc_samples, free_samples, live_samples, dropped_allocs, dropped_frees, table_full, \
+             lost_at_fork, unreadable_stacks, stacks_lost) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
+             ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                id,
+                secs(s.t_ns, start_ns),
+                at_end,
+                i(s.live_bytes),
+                i(s.live_mmap_bytes),
+                i(s.live_pymalloc_bytes),
+                i(s.live_malloc_bytes),
+                i(s.peak_live_bytes),
+                i(s.total_bytes),
+                i(s.untouched_bytes),
+                i(s.alloc_samples),
+                i(s.free_samples),
+                i(s.live_samples),
+                i(s.dropped_allocs),
+                i(s.dropped_frees),
+                i(s.table_full),
+                i(s.lost_at_fork),
+                i(s.unreadable_stacks),
+                i(s.stacks_lost),
+            ])
+        })
+        .map_err(e)?;
+    }
+    for s in &t.sites {
+        let f = &s.figures;
+        conn.prepare_cached(
+            "INSERT INTO trace_sites (trace, t, at_end, stack, live_bytes, live_count, alloc_bytes, \
+             alloc_count, freed_bytes, freed_count, temp_bytes, temp_count) VALUES (?1, ?2, ?3, \
+             ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                id,
+                secs(s.t_ns, start_ns),
+                s.at_end,
+                s.stack,
+                i(f.live_bytes),
+                i(f.live_count),
+                i(f.alloc_bytes),
+                i(f.alloc_count),
+                i(f.freed_bytes),
+                i(f.freed_count),
+                i(f.temp_bytes),
+                i(f.temp_count),
+            ])
+        })
+        .map_err(e)?;
+    }
+    if let Some(p) = &t.peak {
+        for (stack, bytes, count) in &p.sites {
+            conn.prepare_cached(
+                "INSERT INTO trace_peak (trace, stack, bytes, count) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| s.execute(params![id, stack, i(*bytes), i(*count)]))
+            .map_err(e)?;
+        }
+    }
+    Ok(())
+}
+
+/// A traced process as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceRow {
+    /// Id in the recording.
+    pub id: i64,
+    /// PID.
+    pub pid: u32,
+    /// Parent PID.
+    pub ppid: u32,
+    /// `all` or `sampled`.
+    pub mode: String,
+    /// Mean sample interval.
+    pub sample_bytes: u64,
+    /// `3.M` the tracer found.
+    pub python: Option<String>,
+    /// Whether the process wrote its `end` line.
+    pub ended: bool,
+    /// The last peak block's time and live bytes (version 2).
+    pub peak: Option<(f64, u64)>,
+    /// Lines or items the parser skipped.
+    pub skipped: u64,
+}
+
+/// One `snap`/`end` row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct SnapRow {
+    t: f64,
+    at_end: bool,
+    live: u64,
+    mmap: u64,
+    pymalloc: u64,
+    malloc: u64,
+    peak_live: u64,
+    untouched: u64,
+    lost: [u64; 6],
+}
+
+/// One `site` row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct SiteRow {
+    t: f64,
+    stack: u32,
+    live: u64,
+    live_count: u64,
+    alloc: u64,
+    alloc_count: u64,
+    freed: u64,
+    freed_count: u64,
+    temp: u64,
+    temp_count: u64,
+}
+
+/// Everything stored of one trace.
+struct Loaded {
+    row: TraceRow,
+    snaps: Vec<SnapRow>,
+    sites: Vec<SiteRow>,
+    stacks: HashMap<u32, (Domain, Vec<Frame>)>,
+    peak: Vec<(u32, u64, u64)>,
+}
+
+impl Loaded {
+    fn stack(&self, id: u32) -> (Domain, Vec<Frame>) {
+        self.stacks
+            .get(&id)
+            .cloned()
+            .unwrap_or((Domain::Malloc, Vec::new()))
+    }
+
+    /// Live bytes at `t`: the last row at or before it, 0 before the first and after `end`.
+    fn live_at(&self, t: f64) -> Option<&SnapRow> {
+        let n = self.snaps.partition_point(|s| s.t <= t);
+        let s = self.snaps.get(n.checked_sub(1)?)?;
+        (!(s.at_end && s.t < t)).then_some(s)
+    }
+
+    /// Each stack's state at `t` (its last site at or before it).
+    fn sites_at(&self, t: f64) -> BTreeMap<u32, SiteRow> {
+        let mut m = BTreeMap::new();
+        for s in self.sites.iter().filter(|s| s.t <= t) {
+            m.insert(s.stack, *s);
+        }
+        m
+    }
+
+    fn last_sites(&self) -> BTreeMap<u32, SiteRow> {
+        self.sites_at(f64::INFINITY)
+    }
+}
+
+impl Recording {
+    /// The traced processes (none before schema version 3, or without `--trace`).
+    pub fn traces(&self) -> Result<Vec<TraceRow>> {
+        if self.schema_version < 3 {
+            return Ok(Vec::new());
+        }
+        self.rows(
+            "SELECT id, pid, ppid, mode, sample_bytes, python, ended, peak_t, peak_bytes, skipped \
+             FROM traces ORDER BY id",
+            |r| {
+                let peak = match (r.get::<_, Option<f64>>(7)?, r.get::<_, Option<i64>>(8)?) {
+                    (Some(t), Some(b)) => Some((t, u(b))),
+                    _ => None,
+                };
+                Ok(TraceRow {
+                    id: r.get(0)?,
+                    pid: r.get(1)?,
+                    ppid: r.get(2)?,
+                    mode: r.get(3)?,
+                    sample_bytes: u(r.get(4)?),
+                    python: r.get(5)?,
+                    ended: r.get(6)?,
+                    peak,
+                    skipped: u(r.get(9)?),
+                })
+            },
+        )
+    }
+
+    fn rows<T>(
+        &self,
+        sql: &str,
+        f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let e = |source| Error::Corrupt {
+            path: self.path.clone(),
+            why: format!("trace tables: {source}"),
+        };
+        let mut st = self.conn.prepare(sql).map_err(e)?;
+        let rows = st.query_map([], f).map_err(e)?;
+        rows.collect::<std::result::Result<Vec<T>, _>>().map_err(e)
+    }
+
+    fn load_traces(&self) -> Result<Vec<Loaded>> {
+        let traces = self.traces()?;
+        if traces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut codes: HashMap<(i64, u32), (String, String)> = HashMap::new();
+        for (t, id, file, name) in
+            self.rows("SELECT trace, id, file, name FROM trace_codes", |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                ))
+            })?
+        {
+            codes.insert((t, id), (file, name));
+        }
+        let mut stacks: HashMap<i64, HashMap<u32, (Domain, Vec<Frame>)>> = HashMap::new();
+        for (t, id, domain) in self.rows("SELECT trace, id, domain FROM trace_stacks", |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })? {
+            let d = domain_of(&domain).unwrap_or(Domain::Malloc);
+            stacks.entry(t).or_default().insert(id, (d, Vec::new()));
+        }
+        for (t, stack, code, line) in self.rows(
+            "SELECT trace, stack, code, line FROM trace_frames ORDER BY trace, stack, depth",
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, u32>(3)?,
+                ))
+            },
+        )? {
+            let (file, function) = codes
+                .get(&(t, code))
+                .cloned()
+                .unwrap_or_else(|| ("<unknown code>".into(), "<unknown code>".into()));
+            if let Some(s) = stacks.get_mut(&t).and_then(|m| m.get_mut(&stack)) {
+                s.1.push(Frame {
+                    file,
+                    function,
+                    line,
+                });
+            }
+        }
+        let mut snaps: HashMap<i64, Vec<SnapRow>> = HashMap::new();
+        for (t, s) in self.rows(
+            "SELECT trace, t, at_end, live_bytes, live_mmap_bytes, live_pymalloc_bytes, \
+             live_malloc_bytes, peak_live_bytes, untouched_bytes, dropped_allocs, dropped_frees, \
+             table_full, lost_at_fork, unreadable_stacks, stacks_lost FROM trace_snaps \
+             ORDER BY trace, t, at_end",
+            |r| {
+                let n = |k| r.get::<_, i64>(k).map(u);
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    SnapRow {
+                        t: r.get(1)?,
+                        at_end: r.get(2)?,
+                        live: n(3)?,
+                        mmap: n(4)?,
+                        pymalloc: n(5)?,
+                        malloc: n(6)?,
+                        peak_live: n(7)?,
+                        untouched: n(8)?,
+                        lost: [n(9)?, n(10)?, n(11)?, n(12)?, n(13)?, n(14)?],
+                    },
+                ))
+            },
+        )? {
+            snaps.entry(t).or_default().push(s);
+        }
+        let mut sites: HashMap<i64, Vec<SiteRow>> = HashMap::new();
+        for (t, s) in self.rows(
+            "SELECT trace, t, stack, live_bytes, live_count, alloc_bytes, alloc_count, freed_bytes, \
+             freed_count, temp_bytes, temp_count FROM trace_sites ORDER BY trace, rowid",
+            |r| {
+                let n = |k| r.get::<_, i64>(k).map(u);
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    SiteRow {
+                        t: r.get(1)?,
+                        stack: r.get(2)?,
+                        live: n(3)?,
+                        live_count: n(4)?,
+                        alloc: n(5)?,
+                        alloc_count: n(6)?,
+                        freed: n(7)?,
+                        freed_count: n(8)?,
+                        temp: n(9)?,
+                        temp_count: n(10)?,
+                    },
+                ))
+            },
+        )? {
+            sites.entry(t).or_default().push(s);
+        }
+        let mut peak: HashMap<i64, Vec<(u32, u64, u64)>> = HashMap::new();
+        for (t, s, b, c) in self.rows("SELECT trace, stack, bytes, count FROM trace_peak", |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, u32>(1)?,
+                u(r.get(2)?),
+                u(r.get(3)?),
+            ))
+        })? {
+            peak.entry(t).or_default().push((s, b, c));
+        }
+        Ok(traces
+            .into_iter()
+            .map(|row| {
+                let id = row.id;
+                Loaded {
+                    row,
+                    snaps: snaps.remove(&id).unwrap_or_default(),
+                    sites: sites.remove(&id).unwrap_or_default(),
+                    stacks: stacks.remove(&id).unwrap_or_default(),
+                    peak: peak.remove(&id).unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
+    /// What `--trace` found (`None` when the run was not traced). See docs/json.md
+    /// (`allocations`) for how a tree's peak is chosen and how the figures reconcile with the
+    /// ledger.
+    pub fn allocations(&self) -> Result<Option<Allocations>> {
+        let traces = self.load_traces()?;
+        let Some(first) = traces.first() else {
+            return Ok(None);
+        };
+        let mut a = Allocations {
+            mode: first.row.mode.clone(),
+            sample_interval_bytes: first.row.sample_bytes,
+            at_peak: at_peak(&traces),
+            leaked: Lines {
+                bytes: 0,
+                by_line: Vec::new(),
+            },
+            temporary: Lines {
+                bytes: 0,
+                by_line: Vec::new(),
+            },
+            reconciliation: Vec::new(),
+            totals_by_line: Vec::new(),
+            lost: Lost::default(),
+        };
+        let mut leaked = Vec::new();
+        let mut temporary = Vec::new();
+        let mut totals: BTreeMap<(String, u32, String), LineTotals> = BTreeMap::new();
+        for tr in &traces {
+            if let Some(last) = tr.snaps.last() {
+                for (sum, v) in [
+                    &mut a.lost.dropped_allocs,
+                    &mut a.lost.dropped_frees,
+                    &mut a.lost.table_full,
+                    &mut a.lost.lost_at_fork,
+                    &mut a.lost.unreadable_stacks,
+                    &mut a.lost.stacks_lost,
+                ]
+                .into_iter()
+                .zip(last.lost)
+                {
+                    *sum = sum.saturating_add(v);
+                }
+                if last.at_end {
+                    a.leaked.bytes = a.leaked.bytes.saturating_add(last.live);
+                }
+            }
+            if !tr.row.ended {
+                a.lost.unfinished_traces += 1;
+            }
+            for (stack, s) in tr.last_sites() {
+                let (domain, frames) = tr.stack(stack);
+                if tr.row.ended && s.live > 0 {
+                    leaked.push(Stack {
+                        frames: frames.clone(),
+                        domain,
+                        bytes: s.live,
+                        count: s.live_count,
+                        pid: tr.row.pid,
+                    });
+                }
+                if s.temp > 0 {
+                    a.temporary.bytes = a.temporary.bytes.saturating_add(s.temp);
+                    temporary.push(Stack {
+                        frames: frames.clone(),
+                        domain,
+                        bytes: s.temp,
+                        count: s.temp_count,
+                        pid: tr.row.pid,
+                    });
+                }
+                let (file, line, function) = line_of(&frames);
+                let e = totals
+                    .entry((file.clone(), line, function.clone()))
+                    .or_insert_with(|| LineTotals {
+                        file,
+                        line,
+                        function,
+                        allocated_bytes: 0,
+                        allocated_count: 0,
+                        freed_bytes: 0,
+                        freed_count: 0,
+                    });
+                e.allocated_bytes = e.allocated_bytes.saturating_add(s.alloc);
+                e.allocated_count = e.allocated_count.saturating_add(s.alloc_count);
+                e.freed_bytes = e.freed_bytes.saturating_add(s.freed);
+                e.freed_count = e.freed_count.saturating_add(s.freed_count);
+            }
+        }
+        a.leaked.by_line = by_line(&leaked);
+        a.temporary.by_line = by_line(&temporary);
+        a.totals_by_line = totals.into_values().collect();
+        a.totals_by_line.sort_by(|x, y| {
+            y.allocated_bytes
+                .cmp(&x.allocated_bytes)
+                .then_with(|| (&x.file, x.line).cmp(&(&y.file, y.line)))
+        });
+        a.reconciliation = self.reconcile(&traces, &a.at_peak);
+        Ok(Some(a))
+    }
+
+    /// Traced live bytes per domain at the peak against the ledger nearest it: `pymalloc` ->
+    /// `python-heap`, `malloc` and `mmap` -> `native-heap` (the ledger counts `[heap]`, glibc's
+    /// mmapped chunks and other private anonymous mappings there). `untouched_bytes` is the
+    /// tracer's process-wide figure, shown on `native-heap` (it measures large allocations,
+    /// which glibc serves from mmapped chunks).
+    fn reconcile(&self, traces: &[Loaded], peak: &AtPeak) -> Vec<Reconciliation> {
+        let Some(ledger) = self
+            .ledgers
+            .iter()
+            .min_by(|a, b| (a.t - peak.t).abs().total_cmp(&(b.t - peak.t).abs()))
+        else {
+            return Vec::new();
+        };
+        let (mut py, mut native, mut untouched) = (0u64, 0u64, 0u64);
+        if peak.stacks.is_empty() {
+            // No sites (version 1): the domains of each process's snapshot nearest the peak.
+            for tr in traces {
+                let Some(s) = tr
+                    .snaps
+                    .iter()
+                    .min_by(|a, b| (a.t - peak.t).abs().total_cmp(&(b.t - peak.t).abs()))
+                else {
+                    continue;
+                };
+                py = py.saturating_add(s.pymalloc);
+                native = native.saturating_add(s.malloc).saturating_add(s.mmap);
+                untouched = untouched.saturating_add(s.untouched);
+            }
+        } else {
+            for s in &peak.stacks {
+                match s.domain {
+                    Domain::Pymalloc => py = py.saturating_add(s.bytes),
+                    Domain::Malloc | Domain::Mmap => native = native.saturating_add(s.bytes),
+                }
+            }
+            untouched = traces
+                .iter()
+                .filter_map(|tr| tr.live_at(peak.t))
+                .map(|s| s.untouched)
+                .fold(0u64, u64::saturating_add);
+        }
+        let pss = |name: &str| {
+            ledger
+                .categories
+                .iter()
+                .find(|(c, _)| c == name)
+                .map_or(0, |(_, a)| a.pss)
+        };
+        vec![
+            Reconciliation {
+                category: "python-heap".into(),
+                traced_bytes: py,
+                pss: pss("python-heap"),
+                untouched_bytes: 0,
+            },
+            Reconciliation {
+                category: "native-heap".into(),
+                traced_bytes: native,
+                pss: pss("native-heap"),
+                untouched_bytes: untouched,
+            },
+        ]
+    }
+}
+
+/// The innermost frame's `(file, line, function)`; [`NATIVE`] for a stack with no Python frame.
+fn line_of(frames: &[Frame]) -> (String, u32, String) {
+    match frames.first() {
+        Some(f) => (f.file.clone(), f.line, f.function.clone()),
+        None => (NATIVE.into(), 0, NATIVE.into()),
+    }
+}
+
+/// Stacks summed by innermost line, largest first.
+fn by_line(stacks: &[Stack]) -> Vec<ByLine> {
+    let mut m: BTreeMap<(String, u32, String), (u64, u64)> = BTreeMap::new();
+    for s in stacks {
+        let e = m.entry(line_of(&s.frames)).or_default();
+        e.0 = e.0.saturating_add(s.bytes);
+        e.1 = e.1.saturating_add(s.count);
+    }
+    let mut v: Vec<ByLine> = m
+        .into_iter()
+        .map(|((file, line, function), (bytes, count))| ByLine {
+            file,
+            line,
+            function,
+            bytes,
+            count,
+        })
+        .collect();
+    v.sort_by_key(|b| std::cmp::Reverse(b.bytes));
+    v
+}
+
+/// What was live at the traced peak. One process: its last peak block (exact in `all` mode),
+/// or with none (version 1) its highest `peak_live_bytes` at the first snapshot that shows it,
+/// with no stacks. A tree: the highest sum of the processes' live bytes, tried at every
+/// snapshot time and at each process's own peak (the others at their last snapshot then);
+/// each process's stacks at that time (its peak block for the process whose peak it is).
+fn at_peak(traces: &[Loaded]) -> AtPeak {
+    let mut p = AtPeak {
+        t: 0.0,
+        bytes: 0,
+        by_line: Vec::new(),
+        stacks: Vec::new(),
+    };
+    if let [tr] = traces {
+        if let Some((t, bytes)) = own_peak(tr) {
+            (p.t, p.bytes) = (t, bytes);
+            p.stacks = peak_stacks(tr);
+        }
+    } else {
+        // Candidates: every snapshot time (each process at its state then), and each
+        // process's own peak (its peak block, or its highest `peak_live_bytes` at the first
+        // snapshot showing it) with the others at their state then.
+        let mut times: Vec<f64> = traces
+            .iter()
+            .flat_map(|tr| tr.snaps.iter().map(|s| s.t))
+            .collect();
+        times.sort_by(f64::total_cmp);
+        times.dedup();
+        let others = |t: f64, skip: Option<usize>| -> u64 {
+            traces
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| Some(*k) != skip)
+                .filter_map(|(_, tr)| tr.live_at(t))
+                .map(|s| s.live)
+                .fold(0u64, u64::saturating_add)
+        };
+        let mut best: (u64, f64, Option<usize>) = (0, 0.0, None);
+        for t in times {
+            let sum = others(t, None);
+            if sum > best.0 {
+                best = (sum, t, None);
+            }
+        }
+        for (k, tr) in traces.iter().enumerate() {
+            let Some((t, own)) = own_peak(tr) else {
+                continue;
+            };
+            let sum = own + others(t, Some(k));
+            if sum > best.0 {
+                best = (sum, t, Some(k));
+            }
+        }
+        (p.bytes, p.t) = (best.0, best.1);
+        for (k, tr) in traces.iter().enumerate() {
+            if Some(k) == best.2 {
+                p.stacks.extend(peak_stacks(tr));
+                continue;
+            }
+            if tr.live_at(p.t).is_none() {
+                continue;
+            }
+            for (id, s) in tr.sites_at(p.t) {
+                if s.live == 0 {
+                    continue;
+                }
+                let (domain, frames) = tr.stack(id);
+                p.stacks.push(Stack {
+                    frames,
+                    domain,
+                    bytes: s.live,
+                    count: s.live_count,
+                    pid: tr.row.pid,
+                });
+            }
+        }
+    }
+    p.stacks.sort_by_key(|b| std::cmp::Reverse(b.bytes));
+    p.by_line = by_line(&p.stacks);
+    p
+}
+
+/// The private directory of a run's trace files: created by memlens (mode 0700, a fresh name
+/// under the temporary directory, never an existing path), and removed with
+/// [`TraceDir::remove`], which deletes only the tracer's files in it and then the directory,
+/// and only while it is still the directory memlens created (same device and inode).
+#[derive(Debug)]
+pub struct TraceDir {
+    files: TraceFiles,
+    dev: u64,
+    ino: u64,
+}
+
+impl TraceDir {
+    /// Creates a fresh directory under `parent` (`std::env::temp_dir()` for a run).
+    pub fn create(parent: &std::path::Path) -> std::io::Result<TraceDir> {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        let mut last = None;
+        for n in 0..64u32 {
+            let dir = parent.join(format!(
+                "memlens-trace-{}-{:x}-{n}",
+                std::process::id(),
+                monotonic_ns()
+            ));
+            // mkdir never follows a link in the last component: an existing name (a file, a
+            // link, a directory) is EEXIST, and another name is tried.
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => {
+                    let m = std::fs::symlink_metadata(&dir)?;
+                    if !m.is_dir() {
+                        return Err(std::io::Error::other(format!(
+                            "{} was replaced while memlens created it",
+                            dir.display()
+                        )));
+                    }
+                    // A umask may have taken bits: exactly 0700.
+                    if m.permissions().mode() & 0o777 != 0o700 {
+                        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+                    }
+                    return Ok(TraceDir {
+                        files: TraceFiles {
+                            dir,
+                            name: "trace".into(),
+                        },
+                        dev: m.dev(),
+                        ino: m.ino(),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("no free name")))
+    }
+
+    /// The files in it.
+    pub fn files(&self) -> &TraceFiles {
+        &self.files
+    }
+
+    /// Deletes the tracer's files (regular files named as the tracer names them) and the
+    /// directory. Anything else found in it is left, with the directory, and said in the
+    /// error.
+    pub fn remove(self) -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = &self.files.dir;
+        let m = std::fs::symlink_metadata(dir)?;
+        if !m.is_dir() || (m.dev(), m.ino()) != (self.dev, self.ino) {
+            return Err(std::io::Error::other(format!(
+                "{} is no longer the directory memlens created; left alone",
+                dir.display()
+            )));
+        }
+        for f in self.files.list()? {
+            std::fs::remove_file(&f)?;
+        }
+        std::fs::remove_dir(dir).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "{}: {e} (memlens removes only the files it knows)",
+                    dir.display()
+                ),
+            )
+        })
+    }
+}
+
+/// A process's own peak: its last peak block, or (version 1) its highest `peak_live_bytes`
+/// (or live) at the first snapshot that shows it.
+fn own_peak(tr: &Loaded) -> Option<(f64, u64)> {
+    if let Some(p) = tr.row.peak {
+        return Some(p);
+    }
+    let top = tr.snaps.iter().map(|s| s.peak_live.max(s.live)).max()?;
+    let t = tr.snaps.iter().find(|s| s.peak_live.max(s.live) == top)?.t;
+    Some((t, top))
+}
+
+/// The stacks of a process's peak block.
+fn peak_stacks(tr: &Loaded) -> Vec<Stack> {
+    tr.peak
+        .iter()
+        .filter(|(_, b, _)| *b > 0)
+        .map(|&(id, bytes, count)| {
+            let (domain, frames) = tr.stack(id);
+            Stack {
+                frames,
+                domain,
+                bytes,
+                count,
+                pid: tr.row.pid,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{End, Meta};
+    use crate::trace::parse;
+
+    const ROOT: &str = "memlens-trace 2 pid=10 ppid=1 mode=all sample_bytes=1 clock=monotonic start_ns=1000000000 python=3.12 temp_ns=1000000\n\
+code id=1 first_line=1 file=%2Fw%2Fapp.py name=%3Cmodule%3E\n\
+code id=2 first_line=5 file=%2Fw%2Fapp.py name=build\n\
+stack id=1 domain=malloc frames=2:7,1:20\n\
+stack id=2 domain=pymalloc frames=1:21\n\
+stack id=3 domain=malloc frames=\n\
+snap t_ns=2000000000 live_bytes=1300 live_mmap_bytes=0 live_pymalloc_bytes=300 live_malloc_bytes=1000 peak_live_bytes=1300 total_bytes=1300 untouched_bytes=0\n\
+site stack=1 live_bytes=1000 live_count=1 alloc_bytes=1000 alloc_count=1\n\
+site stack=2 live_bytes=300 live_count=3 alloc_bytes=300 alloc_count=3\n\
+peak t_ns=2000000000 live_bytes=1300\n\
+peaksite stack=1 bytes=1000 count=1\n\
+peaksite stack=2 bytes=300 count=3\n\
+snap t_ns=3000000000 live_bytes=350 live_mmap_bytes=0 live_pymalloc_bytes=300 live_malloc_bytes=50 peak_live_bytes=1300 total_bytes=1350\n\
+site stack=1 live_bytes=0 live_count=0 alloc_bytes=1000 alloc_count=1 freed_bytes=1000 freed_count=1\n\
+site stack=3 live_bytes=50 live_count=1 alloc_bytes=80 alloc_count=2 freed_bytes=30 freed_count=1 temp_bytes=30 temp_count=1\n\
+end t_ns=4000000000 live_bytes=350 live_mmap_bytes=0 peak_live_bytes=1300 total_bytes=1350 dropped_frees=2\n";
+
+    const CHILD: &str = "memlens-trace 2 pid=11 ppid=10 mode=all sample_bytes=1 clock=monotonic start_ns=2500000000 python=3.12 forked_from=10 inherited_live_bytes=0\n\
+code id=1 first_line=1 file=%2Fw%2Fworker.py name=work\n\
+stack id=1 domain=mmap frames=1:3\n\
+snap t_ns=2600000000 live_bytes=5000 live_mmap_bytes=5000\n\
+site stack=1 live_bytes=5000 live_count=1 alloc_bytes=5000 alloc_count=1\n\
+peak t_ns=2600000000 live_bytes=5000\n\
+peaksite stack=1 bytes=5000 count=1\n";
+
+    fn recording(name: &str, traces: &[&str]) -> Recording {
+        let p = std::env::temp_dir().join(format!(
+            "memlens-trace-store-{name}-{}.db",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&p);
+        let mut w = RecordingWriter::create(&p, &Meta::default()).unwrap();
+        for (k, t) in traces.iter().enumerate() {
+            let t = parse(t.as_bytes(), Limits::default()).unwrap();
+            write_trace(&mut w, &format!("trace{k}"), &t, 1_000_000_000).unwrap();
+        }
+        w.finish(&End::default()).unwrap();
+        let r = Recording::open(&p).unwrap();
+        let _ = std::fs::remove_file(&p);
+        r
+    }
+
+    #[test]
+    fn one_process_peak_block_lines_leaks_and_temporaries() {
+        let r = recording("one", &[ROOT]);
+        let a = r.allocations().unwrap().unwrap();
+        assert_eq!(a.mode, "all");
+        assert_eq!((a.at_peak.t, a.at_peak.bytes), (1.0, 1300));
+        assert_eq!(a.at_peak.stacks.len(), 2);
+        let top = &a.at_peak.stacks[0];
+        assert_eq!((top.bytes, top.domain, top.pid), (1000, Domain::Malloc, 10));
+        assert_eq!(top.frames[0].function, "build");
+        assert_eq!(top.frames[0].line, 7);
+        assert_eq!(top.frames[1].function, "<module>");
+        assert_eq!(a.at_peak.by_line[0].file, "/w/app.py");
+        assert_eq!(a.at_peak.by_line[0].line, 7);
+        // Alive at exit: the pymalloc site and the native one (no Python frame).
+        assert_eq!(a.leaked.bytes, 350);
+        let native = a.leaked.by_line.iter().find(|l| l.file == NATIVE).unwrap();
+        assert_eq!(native.bytes, 50);
+        assert_eq!(a.temporary.bytes, 30);
+        assert_eq!(a.temporary.by_line[0].file, NATIVE);
+        let t7 = a.totals_by_line.iter().find(|l| l.line == 7).unwrap();
+        assert_eq!((t7.allocated_bytes, t7.freed_bytes), (1000, 1000));
+        assert_eq!(a.lost.dropped_frees, 2);
+        assert_eq!(a.lost.unfinished_traces, 0);
+        assert!(
+            a.reconciliation.is_empty(),
+            "no ledger, nothing to reconcile"
+        );
+    }
+
+    #[test]
+    fn a_tree_peak_is_the_highest_sum() {
+        let r = recording("tree", &[ROOT, CHILD]);
+        let a = r.allocations().unwrap().unwrap();
+        // The child's peak at 1.6 s (5000) with the root then (its 1.0 s snapshot: 1300)
+        // beats the root's own peak (1300, the child not started).
+        assert_eq!(a.at_peak.bytes, 6300);
+        assert!((a.at_peak.t - 1.6).abs() < 1e-9, "{}", a.at_peak.t);
+        let pids: Vec<u32> = a.at_peak.stacks.iter().map(|s| s.pid).collect();
+        assert_eq!(pids, [11, 10, 10]);
+        assert_eq!(a.lost.unfinished_traces, 1, "the child wrote no end line");
+        assert_eq!(a.leaked.bytes, 350, "only processes that ended leak");
+    }
+
+    #[test]
+    fn no_trace_no_allocations() {
+        let r = recording("none", &[]);
+        assert!(r.allocations().unwrap().is_none());
+    }
+
+    #[test]
+    fn trace_names_in_the_directory() {
+        let f = TraceFiles {
+            dir: PathBuf::from("/x"),
+            name: "trace".into(),
+        };
+        for ok in ["trace", "trace.12", "trace.12.1"] {
+            assert!(f.is_trace_name(ok), "{ok}");
+        }
+        for no in [
+            "trace.",
+            "trace.a",
+            "trace.1.2.3",
+            "tracex",
+            "other",
+            "trace.1..2",
+        ] {
+            assert!(!f.is_trace_name(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn the_private_directory_is_fresh_and_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = std::env::temp_dir().join(format!("memlens-tracedir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&parent);
+        std::fs::create_dir_all(&parent).unwrap();
+        let d = TraceDir::create(&parent).unwrap();
+        let m = std::fs::metadata(&d.files().dir).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o700);
+        std::fs::write(d.files().out(), b"x").unwrap();
+        std::fs::write(d.files().dir.join("trace.5"), b"x").unwrap();
+        let dir = d.files().dir.clone();
+        d.remove().unwrap();
+        assert!(!dir.exists());
+        std::fs::remove_dir_all(&parent).unwrap();
+    }
+}
