@@ -50,7 +50,12 @@ fn fields(line: &str) -> HashMap<String, f64> {
 /// The trace's `end` line (the targets leave by `os._exit`, everything still held).
 fn end(path: &Path) -> HashMap<String, f64> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let last = text.lines().last().unwrap_or_default();
+    // Version 2: the end line is followed by its site and peak lines.
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("end ") || l.starts_with("snap "))
+        .unwrap_or_default();
     assert!(
         last.starts_with("end "),
         "no end line in {}: {text}",

@@ -354,10 +354,14 @@ fn check(py: &Python, t: &Trace, pct: f64) {
         MIB,
         pct,
     );
-    assert!(
-        t.stacks.values().filter(|s| s.truncated).count() <= 2,
-        "{who}: only the deep stacks are truncated"
-    );
+    // only the recursion is deeper than the limit (with pymalloc wrapped, every frame and
+    // object `deep` allocates has a stack of its own, each truncated)
+    for s in t.stacks.values().filter(|s| s.truncated) {
+        assert!(
+            s.frames.iter().filter(|(_, n, _)| n == "deep").count() >= 100,
+            "{who}: only the deep stacks are truncated: {s:?}"
+        );
+    }
 }
 
 /// `MEMLENS_TRACE=all`: every figure within 2% of the construction on every CPython; the
