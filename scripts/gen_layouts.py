@@ -74,6 +74,8 @@ PROBE = [
     ("tstate_current_frame", "offsetof(PyThreadState, current_frame)", V(13)),
     ("tstate_thread_id", "offsetof(PyThreadState, thread_id)", None),
     ("tstate_native_thread_id", "offsetof(PyThreadState, native_thread_id)", V(11)),
+    ("tstate_datastack_chunk", "offsetof(PyThreadState, datastack_chunk)", V(11)),
+    ("stackchunk_size", "offsetof(_PyStackChunk, size)", V(11)),
     ("cframe_current_frame", "offsetof(_PyCFrame, current_frame)", V(11) + " && " + BELOW(13)),
     ("frame_back", "offsetof(PyFrameObject, f_back)", BELOW(11)),
     ("frame_code", "offsetof(PyFrameObject, f_code)", BELOW(11)),
