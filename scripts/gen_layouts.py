@@ -76,6 +76,8 @@ PROBE = [
     ("tstate_native_thread_id", "offsetof(PyThreadState, native_thread_id)", V(11)),
     ("tstate_datastack_chunk", "offsetof(PyThreadState, datastack_chunk)", V(11)),
     ("stackchunk_size", "offsetof(_PyStackChunk, size)", V(11)),
+    ("tstate_alloc_size", "sizeof(PyThreadState)", BELOW(13)),
+    ("tstate_alloc_size", "sizeof(_PyThreadStateImpl)", V(13)),
     ("cframe_current_frame", "offsetof(_PyCFrame, current_frame)", V(11) + " && " + BELOW(13)),
     ("frame_back", "offsetof(PyFrameObject, f_back)", BELOW(11)),
     ("frame_code", "offsetof(PyFrameObject, f_code)", BELOW(11)),
