@@ -10,7 +10,7 @@ use crate::threads::{self, Thread};
 
 /// Frames weighed at most per thread (3.8-3.10).
 const MAX_FRAMES: usize = 4096;
-/// A malloc'd thread state larger than this is not believed (a misread chunk header).
+/// A chunk larger than this is not believed (a misread chunk header).
 const MAX_STATE: u64 = 1 << 20;
 
 /// One thread's figures read from the interpreter.
@@ -45,7 +45,7 @@ pub fn allocation_size<M: ProcessMemory>(
         return Ok((szidx + 1) * l.pymalloc_alignment);
     }
     let size = mem.read_u64(addr.wrapping_sub(8))? & !7;
-    if size < 16 || size > MAX_STATE {
+    if !(16..=MAX_STATE).contains(&size) {
         return Err(Error::Decode {
             addr,
             what: "a malloc chunk header".into(),
@@ -79,12 +79,10 @@ pub fn read<M: ProcessMemory>(it: &Interpreter, mem: &M) -> Result<Vec<ThreadSta
         // the thread state is malloc'd (PyMem_RawMalloc/Calloc), never in a pymalloc arena:
         // glibc's chunk for it is the struct's size plus the header word in 16-byte steps
         // (a split free chunk may leave up to 16 more); anything else is not believed
-        let state_bytes = allocation_size(it, mem, &[], tstate)
-            .ok()
-            .filter(|&got| {
-                let want = (l.tstate_alloc_size + 8).div_ceil(16).max(2) * 16;
-                l.tstate_alloc_size != crate::layouts::POISON && (want..=want + 16).contains(&got)
-            });
+        let state_bytes = allocation_size(it, mem, &[], tstate).ok().filter(|&got| {
+            let want = (l.tstate_alloc_size + 8).div_ceil(16).max(2) * 16;
+            l.tstate_alloc_size != crate::layouts::POISON && (want..=want + 16).contains(&got)
+        });
         let data_stack = match (l.tstate_datastack_chunk, l.stackchunk_size) {
             (Some(at), Some(size_at)) => {
                 let chunk = mem.read_u64(tstate + at)?;
@@ -155,5 +153,48 @@ pub fn waits(thread: &Thread) -> Option<String> {
             (f.file.ends_with(&format!("/{file}")) || f.file == *file)
                 && fns.contains(&f.function.as_str())
         })
-        .then(|| format!("{} ({})", f.function, f.file.rsplit('/').next().unwrap_or("")))
+        .then(|| {
+            format!(
+                "{} ({})",
+                f.function,
+                f.file.rsplit('/').next().unwrap_or("")
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::threads::Frame;
+
+    fn thread(function: &str, file: &str) -> Thread {
+        Thread {
+            thread_id: 1,
+            native_thread_id: Some(2),
+            name: None,
+            frames: vec![Frame {
+                function: function.into(),
+                file: file.into(),
+                line: Some(1),
+            }],
+            frames_omitted: 0,
+        }
+    }
+
+    #[test]
+    fn idle_is_a_standard_library_wait_innermost() {
+        let w = |f, file| waits(&thread(f, file));
+        assert_eq!(
+            w("wait", "/usr/lib/python3.11/threading.py").as_deref(),
+            Some("wait (threading.py)")
+        );
+        assert!(w("get", "/usr/lib/python3.11/queue.py").is_some());
+        assert!(w("_worker", "/x/concurrent/futures/thread.py").is_some());
+        // a wait of the program's own, or work, is not idle
+        assert!(w("wait", "/app/mythreading.py").is_none());
+        assert!(w("compute", "/app/main.py").is_none());
+        let mut none = thread("wait", "threading.py");
+        none.frames.clear();
+        assert!(waits(&none).is_none());
+    }
 }

@@ -77,7 +77,8 @@ pub fn advise(p: &ProcessLedger, inputs: &Inputs<'_>) -> Vec<Advice> {
             crate::arenas::advise(p.pid, a, sz, &mut out);
         }
         if let Some(t) = inputs.threads {
-            crate::thread_costs::advise(p.pid, t, sz, &mut out);
+            let classes = inputs.census.map(|c| c.classes.as_slice());
+            crate::thread_costs::advise(p.pid, t, classes, sz, &mut out);
         }
         ranked(out, p.totals.pss)
     })

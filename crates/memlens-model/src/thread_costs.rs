@@ -2,6 +2,7 @@
 //! `thread-stacks`), and the advice computed from it: running fewer idle threads.
 
 use crate::advice::Advice;
+use crate::census::ClassDicts;
 use crate::units::SizeStyle;
 
 /// Idle threads the advice leaves running (a pool of this size waiting for work).
@@ -63,17 +64,48 @@ impl ThreadCosts {
     }
 }
 
-/// `thread-stacks`: many threads waiting for work.
-pub(crate) fn advise(pid: u32, t: &ThreadCosts, sz: SizeStyle, out: &mut Vec<Advice>) {
+/// The classes whose instances `threading.Thread` creates for each thread: the thread
+/// object, its `_started` Event and that Event's Condition.
+const PER_THREAD_CLASSES: [&str; 3] = ["Thread", "Event", "Condition"];
+
+/// The bytes of the Python objects `threading.Thread` creates for each thread, from the
+/// census's class tallies: the mean size (instance and its dict or values) of a `Thread`, an
+/// `Event` and a `Condition`, summed; `None` unless the census counted at least `idle`
+/// instances of each (threads of a subclass of `Thread` are named otherwise: left out).
+pub fn objects_per_thread(classes: &[ClassDicts], idle: u64) -> Option<u64> {
+    PER_THREAD_CLASSES
+        .iter()
+        .map(|name| {
+            let (n, bytes) = classes
+                .iter()
+                .filter(|c| c.type_name == *name)
+                .fold((0, 0), |(n, b), c| (n + c.instances, b + c.bytes));
+            (n >= idle && n > 0).then(|| bytes / n)
+        })
+        .sum()
+}
+
+/// `thread-stacks`: many threads waiting for work; `classes`: the census's class tallies
+/// (`--advice`), which give the threads' Python objects.
+pub(crate) fn advise(
+    pid: u32,
+    t: &ThreadCosts,
+    classes: Option<&[ClassDicts]>,
+    sz: SizeStyle,
+    out: &mut Vec<Advice>,
+) {
     const METHOD: &str = "per idle thread (innermost Python frame in a standard library wait): \
 the RSS of its stack mapping, its thread state's malloc'd size (glibc's chunk header), the \
 resident pages of its first data-stack chunk (3.11+, pagemap) or its frame objects' allocated \
-sizes (3.8-3.10); the idle threads' mean times their number beyond 8; their Python objects \
-(Thread, locks) and glibc arenas are not counted";
+sizes (3.8-3.10), plus the mean size of a Thread, an Event and a Condition instance (census \
+class tallies: the objects threading.Thread creates per thread); the idle threads' mean times \
+their number beyond 8; their locks, other Python objects and glibc arenas are not counted";
     let (idle, beyond, saving) = t.saving();
     if beyond == 0 {
         return;
     }
+    let objects = classes.and_then(|c| objects_per_thread(c, idle));
+    let saving = saving + objects.unwrap_or(0) * beyond;
     let idle_threads = || t.threads.iter().filter(|x| x.waiting_in.is_some());
     let mean = saving / beyond;
     let part = |f: fn(&ThreadCost) -> Option<u64>| {
@@ -85,6 +117,7 @@ sizes (3.8-3.10); the idle threads' mean times their number beyond 8; their Pyth
         ("thread state", part(|x| x.state)),
         ("data stack", part(|x| x.data_stack)),
         ("frames", part(|x| x.frames)),
+        ("Thread, Event and Condition objects", objects),
     ]
     .iter()
     .filter_map(|(name, v)| v.map(|v| format!("{name} {}", sz.size(v))))
@@ -92,7 +125,9 @@ sizes (3.8-3.10); the idle threads' mean times their number beyond 8; their Pyth
     let unread = idle_threads()
         .filter(|x| x.stack.is_none() || x.state.is_none())
         .count();
-    let mut waits: Vec<&str> = idle_threads().filter_map(|x| x.waiting_in.as_deref()).collect();
+    let mut waits: Vec<&str> = idle_threads()
+        .filter_map(|x| x.waiting_in.as_deref())
+        .collect();
     waits.sort_unstable();
     waits.dedup();
     let shown: Vec<&str> = waits.iter().take(3).copied().collect();
@@ -143,13 +178,32 @@ mod tests {
         };
         assert_eq!(t.saving(), (196, 188, 188 * 13312));
         let mut out = Vec::new();
-        advise(7, &t, SizeStyle::Binary, &mut out);
+        advise(7, &t, None, SizeStyle::Binary, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].id, "thread-stacks");
         assert_eq!(out[0].saving_bytes, 188 * 13312);
+        // the census's Thread, Event and Condition instances add their mean per thread
+        let class = |name: &str, instances, bytes| ClassDicts {
+            type_name: name.into(),
+            instances,
+            bytes,
+            ..Default::default()
+        };
+        let classes = vec![
+            class("Thread", 197, 197 * 300),
+            class("Event", 198, 198 * 100),
+            class("Condition", 198, 198 * 200),
+        ];
+        assert_eq!(objects_per_thread(&classes, 196), Some(600));
+        let mut out = Vec::new();
+        advise(7, &t, Some(&classes), SizeStyle::Binary, &mut out);
+        assert_eq!(out[0].saving_bytes, 188 * (13312 + 600));
+        // fewer Thread instances than idle threads (a subclass): no object figure
+        assert_eq!(objects_per_thread(&classes[..2], 196), None);
+        assert_eq!(objects_per_thread(&classes, 198), None);
         t.threads.truncate(12); // 8 idle: the pool itself
         let mut out = Vec::new();
-        advise(7, &t, SizeStyle::Binary, &mut out);
+        advise(7, &t, None, SizeStyle::Binary, &mut out);
         assert!(out.is_empty());
     }
 }

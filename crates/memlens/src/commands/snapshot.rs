@@ -5,8 +5,8 @@ use std::io::Write;
 
 use memlens_model::advice::{self, Advice};
 use memlens_model::arenas::MallocArenas;
-use memlens_model::thread_costs::ThreadCosts;
 use memlens_model::census::Tallies;
+use memlens_model::thread_costs::ThreadCosts;
 use std::process::ExitCode;
 
 use memlens_ledger::with_python;
