@@ -11,6 +11,10 @@ use memlens_model::thread_costs::{ThreadCost, ThreadCosts};
 /// with a deep stack may hold more chunks, not counted).
 const MAX_CHUNK: u64 = 1 << 24;
 
+/// Pages of one stack block read from the pagemap at most (1 GiB of 4 KiB pages, an 8 MiB
+/// buffer): a larger block (a stack merged with a large mapping) gets no stack figure.
+const MAX_BLOCK_PAGES: usize = 1 << 18;
+
 /// The threads of `pid`; `None` when they could not be read (said in the log): no
 /// `thread-stacks` advice follows.
 pub fn read(pid: u32, nonblocking: bool) -> Option<ThreadCosts> {
@@ -136,6 +140,10 @@ fn stack_bytes(
                 (id / page + 1) * page
             };
             let pages = ((to - from) / page) as usize;
+            if pages > MAX_BLOCK_PAGES {
+                from = to;
+                continue;
+            }
             if let Ok(entries) = pm.read(from / page, pages) {
                 if entries.len() == pages {
                     let present = resident_pages(&entries);

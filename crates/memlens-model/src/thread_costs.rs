@@ -132,11 +132,16 @@ their number beyond 8; their locks, other Python objects and glibc arenas are no
     waits.dedup();
     let shown: Vec<&str> = waits.iter().take(3).copied().collect();
     let text = format!(
-        "{idle} of {} threads are idle (waiting in {}{}), each holding about {} resident ({}). Running at most {IDLE_KEPT} idle threads (a pool that hands them \
-         work) instead of {idle} would save about {}{}",
+        "{idle} of {} threads are idle (waiting in {}{}), each holding about {} resident \
+         ({}). Running at most {IDLE_KEPT} idle threads (a pool that hands them work, e.g. \
+         ThreadPoolExecutor(max_workers={IDLE_KEPT})) instead of {idle} would save about {}{}",
         t.threads.len(),
         shown.join(", "),
-        if waits.len() > shown.len() { ", ..." } else { "" },
+        if waits.len() > shown.len() {
+            ", ..."
+        } else {
+            ""
+        },
         sz.size(mean),
         parts.join(", "),
         sz.size(saving),
