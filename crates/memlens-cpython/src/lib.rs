@@ -24,6 +24,7 @@ pub mod pymalloc;
 pub mod reader;
 pub mod session;
 pub mod sizes;
+pub mod thread_costs;
 pub mod threads;
 pub mod views;
 

@@ -156,6 +156,23 @@ impl Session {
         ))
     }
 
+    /// Each thread with what it holds besides its stack (`thread-stacks` advice), read in
+    /// one pause.
+    pub fn thread_states(&self, mode: ReadMode) -> Result<Vec<crate::thread_costs::ThreadState>> {
+        let reader = self.reader();
+        let pause = self.pause(mode)?;
+        let result = crate::thread_costs::read(&self.interpreter, &reader);
+        if let Some(p) = pause {
+            let stopped = p.resume();
+            log::info!(
+                "pid {}: thread states read in a pause of {:.1} ms",
+                self.interpreter.pid,
+                stopped.as_secs_f64() * 1e3
+            );
+        }
+        result
+    }
+
     /// GC, pymalloc and modules. Parts that fail are logged and left out.
     pub fn view(&self, mode: ReadMode) -> Result<(PythonView, ReadStats)> {
         let start = Stopwatch::start();

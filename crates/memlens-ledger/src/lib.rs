@@ -16,6 +16,7 @@ mod parallel;
 pub mod process;
 pub mod sharing;
 pub mod target;
+pub mod thread_costs;
 pub mod tree;
 pub mod with_python;
 pub use memlens_model::units;

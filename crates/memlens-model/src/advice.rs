@@ -22,7 +22,7 @@ pub const MIN_PERCENT: u64 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Advice {
     /// The kind, a stable id (docs/advice.md): `slots`, `scalar-list`, `duplicate-values`,
-    /// `fragmentation`, `cow-freeze`, `malloc-arenas`, `package-import`.
+    /// `fragmentation`, `cow-freeze`, `malloc-arenas`, `package-import`, `thread-stacks`.
     pub id: String,
     /// What it is about: a class name, a type, `threads`, `pymalloc` (untrusted where it
     /// names a class).
@@ -52,6 +52,8 @@ pub struct Inputs<'a> {
     /// The glibc arenas other than the main one, when their heaps were walked
     /// (`snapshot --advice`).
     pub arenas: Option<&'a crate::arenas::MallocArenas>,
+    /// Each thread's resident cost, when read (`snapshot --advice`).
+    pub threads: Option<&'a crate::thread_costs::ThreadCosts>,
 }
 
 /// Whether a saving is worth advising for a process of `pss` bytes: at least [`MIN_SAVING`]
@@ -73,6 +75,10 @@ pub fn advise(p: &ProcessLedger, inputs: &Inputs<'_>) -> Vec<Advice> {
         }
         if let Some(a) = inputs.arenas {
             crate::arenas::advise(p.pid, a, sz, &mut out);
+        }
+        if let Some(t) = inputs.threads {
+            let classes = inputs.census.map(|c| c.classes.as_slice());
+            crate::thread_costs::advise(p.pid, t, classes, sz, &mut out);
         }
         ranked(out, p.totals.pss)
     })
@@ -771,6 +777,7 @@ mod tests {
             &Inputs {
                 census: Some(&tallies),
                 arenas: None,
+                threads: None,
             },
         );
         let got: Vec<(&str, &str, u64)> = a
@@ -794,6 +801,7 @@ mod tests {
             &Inputs {
                 census: Some(&tallies),
                 arenas: None,
+                threads: None,
             },
         );
         assert!(big.is_empty(), "{big:?}");

@@ -24,6 +24,7 @@ pub mod python;
 pub mod referrers;
 pub mod sharing;
 pub mod stacks;
+pub mod thread_costs;
 pub mod tree;
 pub mod units;
 

@@ -6,6 +6,7 @@ use std::io::Write;
 use memlens_model::advice::{self, Advice};
 use memlens_model::arenas::MallocArenas;
 use memlens_model::census::Tallies;
+use memlens_model::thread_costs::ThreadCosts;
 use std::process::ExitCode;
 
 use memlens_ledger::with_python;
@@ -100,7 +101,23 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
     } else {
         HashMap::new()
     };
-    let advice = advise(&ledger, &tallies, &arenas, args.advice);
+    // with --advice, each Python process's threads (thread-stacks)
+    let threads: HashMap<u32, ThreadCosts> = if args.advice {
+        ledger
+            .processes
+            .iter()
+            .filter(|p| p.python.is_some())
+            .filter_map(|p| {
+                Some((
+                    p.pid,
+                    memlens_ledger::thread_costs::read(p.pid, args.nonblocking)?,
+                ))
+            })
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let advice = advise(&ledger, &tallies, &arenas, &threads, args.advice);
     let html_opts = memlens_report::snapshot_html::Options {
         bytes: global.bytes,
     };
@@ -145,6 +162,7 @@ fn advise(
     ledger: &memlens_model::TreeLedger,
     tallies: &HashMap<u32, Tallies>,
     arenas: &HashMap<u32, MallocArenas>,
+    threads: &HashMap<u32, ThreadCosts>,
     census: bool,
 ) -> Vec<Advice> {
     let mut out: Vec<Advice> = ledger
@@ -154,6 +172,7 @@ fn advise(
             let inputs = advice::Inputs {
                 census: tallies.get(&p.pid).filter(|_| census),
                 arenas: arenas.get(&p.pid),
+                threads: threads.get(&p.pid),
             };
             advice::advise(p, &inputs)
         })

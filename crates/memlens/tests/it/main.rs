@@ -4,6 +4,7 @@
 mod advice;
 mod advice_more;
 mod advice_threads;
+mod advice_tstack;
 mod bytes_everywhere;
 mod census_trust;
 mod debug_offsets;
