@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use crate::agg::{Aggregate, Drops};
 use crate::pystack::{Python, Region, Stacks, Walk};
 use crate::residency::{nonresident_bytes, Residency};
-use crate::ring::{Event, Ring, ALLOC, FREE, FREE_TEMP, PYMALLOC};
+use crate::ring::{Event, Ring, ALLOC, FREE, FREE_TEMP, MALLOC, PYMALLOC};
 use crate::sampling::{weight, Countdown};
 use crate::table::{Entry, Table};
 
@@ -385,11 +385,22 @@ pub(crate) fn with_py_mark<R>(call: impl FnOnce() -> R) -> R {
     })
 }
 
-/// A block the wrapped allocator returned: sampled like the malloc hooks' blocks.
+/// pymalloc serves requests of at most this many bytes itself (`SMALL_REQUEST_THRESHOLD`,
+/// 3.8+); larger ones it passes to malloc.
+const PYMALLOC_MAX: usize = 512;
+
+/// A block the wrapped allocator returned: sampled like the malloc hooks' blocks. Its domain
+/// says where the memory is: `pymalloc` for a small block (in pymalloc's arenas, the ledger's
+/// python-heap), `malloc` for a larger one (which pymalloc passed to malloc: native-heap).
 #[inline(always)]
 pub(crate) fn py_alloc_done(p: *mut c_void, size: usize) {
     if let Some(_g) = Guard::enter() {
-        on_alloc(p, size, PYMALLOC);
+        let domain = if size <= PYMALLOC_MAX {
+            PYMALLOC
+        } else {
+            MALLOC
+        };
+        on_alloc(p, size, domain);
     }
 }
 

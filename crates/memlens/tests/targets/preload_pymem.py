@@ -3,7 +3,8 @@ untouched memory. Leaves through os._exit with everything held (no finalisation 
 tracer's `end` line shows it live), after printing a READY line with the ground truth.
 
   objects N        N bytes objects of 40 bytes (pymalloc blocks, made by construction), held
-                   in a list; READY total=<sum of sys.getsizeof of them and of the list>.
+                   in a list; READY total=<sum of sys.getsizeof of them and of an empty list>
+                   list=<the list's item array: malloc'd, over pymalloc's 512 bytes>.
                    Exits with status 3. N=0: the same program allocating nothing.
   tracemalloc N    the same, the first N made under tracemalloc (which wraps the tracer's
                    wrapper; traced_enough=1: it saw at least 90% of their bytes), then
@@ -20,13 +21,15 @@ N = int(sys.argv[2])
 
 
 def objects(n):
+    """n small objects (pymalloc blocks) and the list holding them; the list's item array,
+    over 512 bytes, is passed by pymalloc to malloc (the tracer records it as malloc)."""
     held = [b"%040d" % i for i in range(n)]
-    return held, sum(sys.getsizeof(o) for o in held) + sys.getsizeof(held)
+    return held, sum(sys.getsizeof(o) for o in held) + sys.getsizeof([])
 
 
 if MODE == "objects":
     held, total = objects(N)
-    print(f"READY total={total}", flush=True)
+    print(f"READY total={total} list={sys.getsizeof(held) - sys.getsizeof([])}", flush=True)
     os._exit(3)
 elif MODE == "tracemalloc":
     import tracemalloc
