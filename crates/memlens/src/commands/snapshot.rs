@@ -85,35 +85,19 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
         memlens_ledger::sharing::measure(&mut ledger); // copy-on-write per worker (DESIGN §6)
     }
     ledger.refresh_findings();
-    // with --advice, the glibc arenas of each Python process (a walk of their heaps)
+    // with --advice, the glibc arenas (a walk of their heaps) and the threads (thread-stacks)
+    // of each Python process, each read in a short pause of its own
     let arenas: HashMap<u32, MallocArenas> = if args.advice {
-        ledger
-            .processes
-            .iter()
-            .filter(|p| p.python.is_some())
-            .filter_map(|p| {
-                Some((
-                    p.pid,
-                    memlens_ledger::arenas::read(p.pid, args.nonblocking)?,
-                ))
-            })
-            .collect()
+        per_python(&ledger, |pid| {
+            memlens_ledger::arenas::read(pid, args.nonblocking)
+        })
     } else {
         HashMap::new()
     };
-    // with --advice, each Python process's threads (thread-stacks)
     let threads: HashMap<u32, ThreadCosts> = if args.advice {
-        ledger
-            .processes
-            .iter()
-            .filter(|p| p.python.is_some())
-            .filter_map(|p| {
-                Some((
-                    p.pid,
-                    memlens_ledger::thread_costs::read(p.pid, args.nonblocking)?,
-                ))
-            })
-            .collect()
+        per_python(&ledger, |pid| {
+            memlens_ledger::thread_costs::read(pid, args.nonblocking)
+        })
     } else {
         HashMap::new()
     };
@@ -158,6 +142,19 @@ struct SnapshotJson<'a> {
 
 /// The advice of every process, largest saving first; object-level advice from the census
 /// tallies when `census` (`--advice`).
+/// `read` of each process of the tree that has a Python view, by PID (`None`s left out).
+fn per_python<T>(
+    ledger: &memlens_model::TreeLedger,
+    read: impl Fn(u32) -> Option<T>,
+) -> HashMap<u32, T> {
+    ledger
+        .processes
+        .iter()
+        .filter(|p| p.python.is_some())
+        .filter_map(|p| Some((p.pid, read(p.pid)?)))
+        .collect()
+}
+
 fn advise(
     ledger: &memlens_model::TreeLedger,
     tallies: &HashMap<u32, Tallies>,
