@@ -137,12 +137,19 @@ impl Frame {
                 escape(&fmt(v))
             );
         }
+        // one decimal, more when the ticks are closer than 0.1 s (labels stay distinct)
+        let step = self.t_max / 6.0;
+        let decimals = if step >= 0.1 || step <= 0.0 {
+            1
+        } else {
+            ((-step.log10()).ceil() as usize).clamp(1, 4)
+        };
         for k in 0..=6 {
             let t = self.t_max * k as f64 / 6.0;
             let x = self.x(t);
             let _ = write!(
                 s,
-                r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{t:.1} s</text>"#,
+                r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{t:.decimals$} s</text>"#,
                 self.h - 8.0
             );
         }
@@ -815,6 +822,25 @@ mod tests {
         assert!(html.contains("<h2>Advice at 1.50 s</h2>"));
         assert!(html.contains("<td>pymalloc &lt;i&gt;arenas</td><td class=\"num\">12.0 MiB</td><td>allocate &lt;u&gt;long-lived</td>"), "{html}");
         assert!(!html.contains("http:") && !html.contains("https:"));
+    }
+
+    /// A run of a third of a second: the seven time labels are distinct (one decimal gave
+    /// 0.1 s twice, 0.2 s twice...).
+    #[test]
+    fn short_recordings_get_distinct_time_labels() {
+        for t_max in [0.34, 0.05, 2.0, 600.0] {
+            let f = Frame::new(&Options::default(), t_max, 1.0);
+            let svg = f.open("x", &|v| format!("{v}"));
+            let labels: Vec<&str> = svg
+                .split("text-anchor=\"middle\">")
+                .skip(1)
+                .map(|x| x.split('<').next().unwrap_or_default())
+                .collect();
+            assert_eq!(labels.len(), 7, "{t_max}: {svg}");
+            let mut uniq = labels.clone();
+            uniq.dedup();
+            assert_eq!(uniq, labels, "{t_max}: repeated time labels");
+        }
     }
 
     #[test]
