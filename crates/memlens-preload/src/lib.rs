@@ -11,7 +11,7 @@
 //! blocks are seen one by one without changing the program's allocator.
 //! A hook never re-enters (a per-thread guard); what it allocates itself (only a hook that
 //! drains, for the snapshot line) goes straight to the real allocator, untraced. It samples by bytes ([`sampling`]), records a sampled pointer in a lock-free table
-//! ([`table`]) so its free is recognised in O(1), and queues an event ([`ring`]). The queue is
+//! ([`table`], with a counting filter in front) so its free is recognised in O(1), and queues an event ([`ring`]). The queue is
 //! drained into an [`agg::Aggregate`], and a snapshot appended to the trace file, by the hook
 //! that queues an event when the queue is a quarter full or the period has elapsed, under a
 //! try-lock (a hook never waits), and at exit, `_exit` and fork. There is deliberately no
@@ -140,7 +140,8 @@
 //! - The environment of the traced program gains `MEMLENS_TRACE_ROOT_PID`.
 //! - The pointer table has 16 Mi slots in `all` mode (every live pymalloc block takes one;
 //!   384 MiB of address space, resident as it fills) and 64 Ki sampled; what does not fit is
-//!   counted as `table_full`.
+//!   counted as `table_full`. Its filter (a byte a counter: 16 MiB in `all` mode, 1 MiB
+//!   sampled) answers the free of an unsampled pointer without a probe of the table.
 
 pub mod agg;
 #[cfg(not(test))]
