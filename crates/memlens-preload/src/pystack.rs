@@ -855,33 +855,23 @@ impl Stacks {
             i &= CODE_SLOTS - 1;
             // SAFETY: masked index into the code slots.
             let s = unsafe { &mut *t.code_slots.add(i) };
-            if s.id1 != 0 && s.addr == f.code {
-                if s.file == f.file && s.name == f.name && s.first_line == f.first_line {
-                    return Some(s.id1 - 1);
-                }
-                // The address was reused by another code object: a new id in the same slot.
-                let id = self.new_code(t, py, f)?;
-                *s = CodeSlot {
-                    addr: f.code,
-                    file: f.file,
-                    name: f.name,
-                    first_line: f.first_line,
-                    id1: id + 1,
-                };
-                return Some(id);
+            if s.id1 != 0 && s.addr != f.code {
+                i += 1;
+                continue;
             }
-            if s.id1 == 0 {
-                let id = self.new_code(t, py, f)?;
-                *s = CodeSlot {
-                    addr: f.code,
-                    file: f.file,
-                    name: f.name,
-                    first_line: f.first_line,
-                    id1: id + 1,
-                };
-                return Some(id);
+            if s.id1 != 0 && s.file == f.file && s.name == f.name && s.first_line == f.first_line {
+                return Some(s.id1 - 1);
             }
-            i += 1;
+            // An empty slot, or the address reused by another code object: a new id here.
+            let id = self.new_code(t, py, f)?;
+            *s = CodeSlot {
+                addr: f.code,
+                file: f.file,
+                name: f.name,
+                first_line: f.first_line,
+                id1: id + 1,
+            };
+            return Some(id);
         }
         None
     }
