@@ -16,6 +16,7 @@ pub mod python;
 pub mod reader;
 pub mod schema;
 pub mod trace;
+pub mod trace_live;
 pub mod trace_store;
 pub mod writer;
 
