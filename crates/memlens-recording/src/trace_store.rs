@@ -138,10 +138,10 @@ pub struct TraceRow {
 
 /// One `snap`/`end` row.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct SnapRow {
-    t: f64,
-    at_end: bool,
-    live: u64,
+pub(crate) struct SnapRow {
+    pub(crate) t: f64,
+    pub(crate) at_end: bool,
+    pub(crate) live: u64,
     mmap: u64,
     pymalloc: u64,
     malloc: u64,
@@ -152,10 +152,10 @@ struct SnapRow {
 
 /// One `site` row.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct SiteRow {
-    t: f64,
-    stack: u32,
-    live: u64,
+pub(crate) struct SiteRow {
+    pub(crate) t: f64,
+    pub(crate) stack: u32,
+    pub(crate) live: u64,
     live_count: u64,
     alloc: u64,
     alloc_count: u64,
@@ -166,16 +166,16 @@ struct SiteRow {
 }
 
 /// Everything stored of one trace.
-struct Loaded {
-    row: TraceRow,
-    snaps: Vec<SnapRow>,
-    sites: Vec<SiteRow>,
+pub(crate) struct Loaded {
+    pub(crate) row: TraceRow,
+    pub(crate) snaps: Vec<SnapRow>,
+    pub(crate) sites: Vec<SiteRow>,
     stacks: HashMap<u32, (Domain, Vec<Frame>)>,
     peak: Vec<(u32, u64, u64)>,
 }
 
 impl Loaded {
-    fn stack(&self, id: u32) -> (Domain, Vec<Frame>) {
+    pub(crate) fn stack(&self, id: u32) -> (Domain, Vec<Frame>) {
         self.stacks
             .get(&id)
             .cloned()
@@ -183,7 +183,7 @@ impl Loaded {
     }
 
     /// Live bytes at `t`: the last row at or before it, 0 before the first and after `end`.
-    fn live_at(&self, t: f64) -> Option<&SnapRow> {
+    pub(crate) fn live_at(&self, t: f64) -> Option<&SnapRow> {
         let n = self.snaps.partition_point(|s| s.t <= t);
         let s = self.snaps.get(n.checked_sub(1)?)?;
         (!(s.at_end && s.t < t)).then_some(s)
@@ -398,6 +398,7 @@ impl Recording {
             reconciliation: Vec::new(),
             totals_by_line: Vec::new(),
             lost: Lost::default(),
+            over_time: crate::trace_series::over_time(&traces),
         };
         let mut leaked = Vec::new();
         let mut temporary = Vec::new();
@@ -914,6 +915,33 @@ peaksite stack=1 bytes=5000 count=1\n";
             .unwrap();
         assert_eq!(got, want);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn live_bytes_by_stack_over_time() {
+        let r = recording("series", &[ROOT, CHILD]);
+        let o = r.allocations().unwrap().unwrap().over_time;
+        let t: Vec<String> = o.t.iter().map(|t| format!("{t:.1}")).collect();
+        assert_eq!(t, ["1.0", "1.6", "2.0", "3.0"]);
+        assert_eq!(o.snapshots, 4);
+        assert_eq!(o.live_bytes, [1300, 6300, 5350, 5350]);
+        let rows: Vec<(u64, &[u64], &[u32])> = o
+            .stacks
+            .iter()
+            .map(|s| (s.max_bytes, s.bytes.as_slice(), s.pids.as_slice()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (5000, &[0, 5000, 5000, 5000][..], &[11][..]),
+                (1000, &[1000, 1000, 0, 0][..], &[10][..]),
+                (300, &[300, 300, 300, 300][..], &[10][..]),
+                (50, &[0, 0, 50, 50][..], &[10][..]),
+            ]
+        );
+        assert_eq!(o.stacks[1].frames[0].function, "build");
+        assert!((o.stacks[0].max_t - 1.6).abs() < 1e-9);
+        assert_eq!(o.other_bytes, [0, 0, 0, 0]);
     }
 
     #[test]
