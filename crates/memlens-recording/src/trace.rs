@@ -1049,6 +1049,40 @@ peak t_ns=1 live_bytes=1\npeaksite stack=1 bytes=1\npeaksite stack=1 bytes=1\n"
         }
     }
 
+    /// Taken piece by piece while fed (as the import during the run does), the deltas hold
+    /// what the whole parse holds, each line once; the last peak block is the whole one.
+    #[test]
+    fn taken_while_fed_equals_the_whole() {
+        let whole = parse(V2.as_bytes(), Limits::default()).unwrap();
+        for size in [1, 5, 33, 200] {
+            let mut p = Parser::new(Limits::default());
+            let mut got = Delta::default();
+            let mut last_peak = None;
+            for c in V2.as_bytes().chunks(size) {
+                p.feed(c);
+                let d = p.take();
+                got.codes.extend(d.codes);
+                got.stacks.extend(d.stacks);
+                got.snaps.extend(d.snaps);
+                got.sites.extend(d.sites);
+                assert!(got.end.is_none() || d.end.is_none(), "end taken twice");
+                got.end = got.end.or(d.end);
+                last_peak = d.peak.or(last_peak);
+            }
+            let codes: BTreeMap<u32, Code> = got.codes.into_iter().collect();
+            let stacks: BTreeMap<u32, StackDef> = got.stacks.into_iter().collect();
+            assert_eq!(codes, whole.codes, "chunks of {size}");
+            assert_eq!(stacks, whole.stacks, "chunks of {size}");
+            assert_eq!(got.snaps, whole.snaps, "chunks of {size}");
+            assert_eq!(got.sites, whole.sites, "chunks of {size}");
+            assert_eq!(got.end, whole.end, "chunks of {size}");
+            assert_eq!(last_peak, whole.peak, "chunks of {size}");
+            let rest = p.finish().unwrap();
+            assert!(rest.snaps.is_empty() && rest.sites.is_empty());
+            assert_eq!(rest.skipped, whole.skipped);
+        }
+    }
+
     /// Mutated files (bytes replaced, cut, repeated; a fixed pseudo-random sequence) parse
     /// without a panic, the same whole and in chunks, within small limits.
     #[test]
