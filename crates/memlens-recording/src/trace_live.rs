@@ -25,7 +25,7 @@ use crate::writer::RecordingWriter;
 pub const IMPORT_BUDGET: std::time::Duration = std::time::Duration::from_millis(40);
 
 /// Bytes read from a file between two writes into the recording.
-const BATCH: u64 = 256 * 1024;
+const BATCH: u64 = 64 * 1024;
 
 /// The calling thread's CPU time (ns): what an import cost memlens.
 pub fn thread_cpu_ns() -> u64 {
