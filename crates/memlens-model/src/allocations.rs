@@ -144,6 +144,50 @@ pub struct Lost {
     pub unfinished_traces: u64,
 }
 
+/// One stack's live bytes over time ([`OverTime`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StackSeries {
+    /// Innermost frame first (empty: no Python frame).
+    pub frames: Vec<Frame>,
+    /// Which allocator the bytes came from.
+    pub domain: Domain,
+    /// The processes whose stacks with these frames are summed here.
+    pub pids: Vec<u32>,
+    /// Its highest live bytes over the run (over every snapshot, not only those kept).
+    pub max_bytes: u64,
+    /// When it was that high first (seconds since the recording started).
+    pub max_t: f64,
+    /// Live bytes at each of [`OverTime::t`].
+    pub bytes: Vec<u64>,
+}
+
+/// Live traced bytes over time, whole and by stack: the tracer's snapshot times (one a
+/// second per process), the tree's traced live bytes then, the stacks that held the most at
+/// any time (each the same frames summed over processes), and the rest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OverTime {
+    /// Seconds since the recording started; every snapshot time of any process, or, past
+    /// [`OverTime::MAX_POINTS`], the one with the most live bytes in each of that many
+    /// equal runs of them.
+    pub t: Vec<f64>,
+    /// Traced live bytes of every process at each time (the last snapshot of each at or
+    /// before it; 0 before its first and after its `end`).
+    pub live_bytes: Vec<u64>,
+    /// At most [`OverTime::MAX_STACKS`] stacks, largest [`StackSeries::max_bytes`] first.
+    pub stacks: Vec<StackSeries>,
+    /// `live_bytes` less the stacks above, at each time.
+    pub other_bytes: Vec<u64>,
+    /// Snapshot times in the run (more than `t` holds when thinned).
+    pub snapshots: u64,
+}
+
+impl OverTime {
+    /// Most times kept.
+    pub const MAX_POINTS: usize = 600;
+    /// Most stacks drawn apart.
+    pub const MAX_STACKS: usize = 8;
+}
+
 /// What `--trace` found over a whole run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Allocations {
@@ -163,4 +207,7 @@ pub struct Allocations {
     pub totals_by_line: Vec<LineTotals>,
     /// What the tracer could not record.
     pub lost: Lost,
+    /// Live bytes over time, by stack.
+    #[serde(default)]
+    pub over_time: OverTime,
 }

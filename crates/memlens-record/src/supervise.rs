@@ -23,7 +23,8 @@ use crate::sampler::{Config, Finish, Sampler};
 use crate::writer::RecordingWriter;
 use crate::Error;
 use memlens_recording::trace::Limits;
-use memlens_recording::trace_store::{import_dir, monotonic_ns, ImportReport, TraceFiles};
+use memlens_recording::trace_live::LiveImport;
+use memlens_recording::trace_store::{monotonic_ns, ImportReport, TraceFiles};
 
 /// Why the program (or the tree) could not be started or followed: nothing was recorded.
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +100,8 @@ pub struct RunRequest<'a> {
     pub cgroup: bool,
     /// Variables set in the program's environment (`--trace`: the tracer's).
     pub env: Vec<(OsString, OsString)>,
-    /// The trace files to import into the recording when the program has ended (`--trace`).
+    /// The trace files to import into the recording while the program runs and when it has
+    /// ended (`--trace`).
     pub trace: Option<TraceFiles>,
 }
 
@@ -171,7 +173,11 @@ pub fn run_program<E: From<StartError>>(
         orphan_cgroup: None,
         stopped: None,
         notify,
-        trace: req.trace.clone().map(|f| (f, start_ns)),
+        trace: req
+            .trace
+            .clone()
+            .map(|f| LiveImport::new(f, start_ns, Limits::default())),
+        next_import: Instant::now() + IMPORT_INTERVAL,
         trace_report: None,
     };
     sup.start(req, writer, placed(cgroup.ok(), pid));
@@ -228,8 +234,10 @@ struct Supervision<'a, 'n> {
     orphan_cgroup: Option<OwnCgroup>,
     stopped: Option<Stopped>,
     notify: &'n mut dyn FnMut(Notice<'_>),
-    /// The trace files and `CLOCK_MONOTONIC` at t = 0.
-    trace: Option<(TraceFiles, u64)>,
+    /// The import of the trace files.
+    trace: Option<LiveImport>,
+    /// When the trace files are read next.
+    next_import: Instant,
     trace_report: Option<Result<ImportReport, Error>>,
 }
 
@@ -292,6 +300,10 @@ impl Supervision<'_, '_> {
                     Sampler::next_tick,
                 );
             }
+            if Instant::now() >= self.next_import {
+                self.import_traces();
+                self.next_import = Instant::now() + IMPORT_INTERVAL;
+            }
             for sig in launch::take_forwarded() {
                 if let Some(s) = self.sampler.as_mut() {
                     let _ = s.event(
@@ -318,13 +330,56 @@ impl Supervision<'_, '_> {
         }
     }
 
+    /// Imports what the tracer wrote since the last import and commits it, so the recording
+    /// holds the trace up to now even if memlens is killed. A failure to write stops the
+    /// recording, as a failed tick does; a file that cannot be read is said at the end.
+    fn import_traces(&mut self) {
+        let (Some(s), Some(live)) = (self.sampler.as_mut(), self.trace.as_mut()) else {
+            return;
+        };
+        let cpu = || memlens_recording::trace_live::thread_cpu_ns() as f64 / 1e6;
+        let (began, cpu0) = (Instant::now(), cpu());
+        let mut read = (began, cpu0);
+        let r = live.import(s.writer()).and_then(|st| {
+            read = (Instant::now(), cpu());
+            if st.wrote() {
+                s.writer().commit()?;
+            }
+            Ok(st)
+        });
+        match r {
+            Ok(st) if st.wrote() => {
+                log::debug!(
+                    "trace import: {} bytes of {} files, {} snapshots, {} sites: {:.1} ms ({:.1} ms CPU), commit {:.1} ms{}",
+                    st.bytes,
+                    st.files,
+                    st.snaps,
+                    st.sites,
+                    (read.0 - began).as_secs_f64() * 1e3,
+                    read.1 - cpu0,
+                    read.0.elapsed().as_secs_f64() * 1e3,
+                    if live.behind() { " (behind: the rest next time)" } else { "" }
+                );
+                if log::log_enabled!(log::Level::Trace) {
+                    for (file, at) in live.offsets() {
+                        log::trace!("trace import: {file} read to byte {at}");
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let e = Error::from(e);
+                self.recording_stopped(&e);
+                self.orphan_cgroup = self.sampler.take().and_then(Sampler::abandon);
+            }
+        }
+    }
+
     /// Finishes the recording (a failure is said, and the file keeps what was written).
     fn finish(&mut self, fin: &Finish) {
-        if let (Some(s), Some((files, start_ns))) = (self.sampler.as_mut(), self.trace.as_ref()) {
-            // Once, at the end: the tracer's files are complete (or cut off by a kill).
-            self.trace_report = Some(
-                import_dir(s.writer(), files, *start_ns, Limits::default()).map_err(Error::from),
-            );
+        if let (Some(s), Some(live)) = (self.sampler.as_mut(), self.trace.take()) {
+            // The rest: the tracer's files are complete (or cut off by a kill).
+            self.trace_report = Some(live.finish(s.writer()).map_err(Error::from));
         }
         if let Some(s) = self.sampler.take() {
             if let Err(e) = s.finish(fin) {
@@ -333,6 +388,10 @@ impl Supervision<'_, '_> {
         }
     }
 }
+
+/// How often `run --trace` imports the tracer's files while the program runs (the tracer
+/// appends a snapshot a second).
+const IMPORT_INTERVAL: Duration = Duration::from_millis(500);
 
 /// What `memlens record` asks for.
 #[derive(Debug, Clone)]

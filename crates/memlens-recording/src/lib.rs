@@ -16,6 +16,8 @@ pub mod python;
 pub mod reader;
 pub mod schema;
 pub mod trace;
+pub mod trace_live;
+mod trace_series;
 pub mod trace_store;
 pub mod writer;
 

@@ -297,6 +297,37 @@ pub struct Trace {
     pub skipped: Skipped,
 }
 
+/// What a [`Parser`] read since the last [`Parser::take`]: the pieces of a file read while
+/// the tracer still writes it (`memlens run --trace` imports during the run).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delta {
+    /// Code objects defined (or redefined) since.
+    pub codes: Vec<(u32, Code)>,
+    /// Stacks defined (or redefined) since.
+    pub stacks: Vec<(u32, StackDef)>,
+    /// `snap` lines since, in file order.
+    pub snaps: Vec<Snap>,
+    /// The `end` line, the first time it is taken.
+    pub end: Option<Snap>,
+    /// `site` lines since, in file order.
+    pub sites: Vec<Site>,
+    /// The last `peak` block, when it changed since (a new block, or more of its `peaksite`
+    /// lines): it replaces the one taken before.
+    pub peak: Option<PeakSet>,
+}
+
+impl Delta {
+    /// Whether nothing was read.
+    pub fn is_empty(&self) -> bool {
+        self.codes.is_empty()
+            && self.stacks.is_empty()
+            && self.snaps.is_empty()
+            && self.end.is_none()
+            && self.sites.is_empty()
+            && self.peak.is_none()
+    }
+}
+
 impl Trace {
     /// The last figures: `end`, else the last `snap`.
     pub fn last(&self) -> Option<&Snap> {
@@ -335,6 +366,15 @@ pub struct Parser {
     /// Whether `peaksite` lines have a `peak` to follow.
     in_peak: bool,
     skipped: Skipped,
+    /// `snap` and `site` lines taken so far (by [`Parser::take`] or kept): the limits count
+    /// them all.
+    n_snaps: usize,
+    n_sites: usize,
+    /// Ids of codes and stacks defined since the last take.
+    new_codes: Vec<u32>,
+    new_stacks: Vec<u32>,
+    end_taken: bool,
+    peak_changed: bool,
 }
 
 impl Parser {
@@ -355,6 +395,83 @@ impl Parser {
             current: None,
             in_peak: false,
             skipped: Skipped::default(),
+            n_snaps: 0,
+            n_sites: 0,
+            new_codes: Vec::new(),
+            new_stacks: Vec::new(),
+            end_taken: false,
+            peak_changed: false,
+        }
+    }
+
+    /// The header, once its line is complete.
+    pub fn header(&self) -> Option<&Header> {
+        self.header.as_ref()
+    }
+
+    /// Why the file is not read (its first line is not a trace header, or a newer version).
+    pub fn refused(&self) -> Option<&TraceError> {
+        self.refused.as_ref()
+    }
+
+    /// What was skipped so far (a partial last line is not counted until
+    /// [`Parser::finish`]).
+    pub fn skipped(&self) -> Skipped {
+        self.skipped
+    }
+
+    /// Whether the `end` line was read.
+    pub fn ended(&self) -> bool {
+        self.end.is_some()
+    }
+
+    /// Takes what was read since the last take; the snapshots and sites taken are no longer
+    /// held (the limits still count them), so [`Parser::finish`] then holds only what came
+    /// after. Codes and stacks stay known (later lines name them).
+    pub fn take(&mut self) -> Delta {
+        self.take_with(true)
+    }
+
+    /// As [`Parser::take`], but a changed peak block stays pending until a later take that
+    /// includes it (a block read in several pieces is then written once).
+    pub fn take_lines(&mut self) -> Delta {
+        self.take_with(false)
+    }
+
+    fn take_with(&mut self, with_peak: bool) -> Delta {
+        let mut ids = std::mem::take(&mut self.new_codes);
+        ids.sort_unstable();
+        ids.dedup();
+        let codes = ids
+            .into_iter()
+            .filter_map(|id| self.codes.get(&id).map(|c| (id, c.clone())))
+            .collect();
+        let mut ids = std::mem::take(&mut self.new_stacks);
+        ids.sort_unstable();
+        ids.dedup();
+        let stacks = ids
+            .into_iter()
+            .filter_map(|id| self.stacks.get(&id).map(|s| (id, s.clone())))
+            .collect();
+        let end = match (self.end, self.end_taken) {
+            (Some(e), false) => {
+                self.end_taken = true;
+                Some(e)
+            }
+            _ => None,
+        };
+        let peak = if with_peak && std::mem::take(&mut self.peak_changed) {
+            self.peak.clone()
+        } else {
+            None
+        };
+        Delta {
+            codes,
+            stacks,
+            snaps: std::mem::take(&mut self.snaps),
+            end,
+            sites: std::mem::take(&mut self.sites),
+            peak,
         }
     }
 
@@ -459,6 +576,7 @@ impl Parser {
             return Some(());
         }
         self.codes.insert(id, code);
+        self.new_codes.push(id);
         Some(())
     }
 
@@ -501,6 +619,7 @@ impl Parser {
                 unreadable: f.flag("unreadable"),
             },
         );
+        self.new_stacks.push(id);
         Some(())
     }
 
@@ -537,10 +656,11 @@ impl Parser {
         }
         if is_end {
             self.end = Some(s);
-        } else if self.snaps.len() >= self.limits.snaps {
+        } else if self.n_snaps >= self.limits.snaps {
             self.skipped.snaps += 1;
             // Its sites still update the stacks' state, at this time.
         } else {
+            self.n_snaps += 1;
             self.snaps.push(s);
         }
         self.current = Some((s.t_ns, is_end));
@@ -568,10 +688,11 @@ impl Parser {
             self.skipped.undefined += 1;
             return Some(());
         }
-        if self.sites.len() >= self.limits.sites {
+        if self.n_sites >= self.limits.sites {
             self.skipped.sites += 1;
             return Some(());
         }
+        self.n_sites += 1;
         self.sites.push(Site {
             t_ns,
             at_end,
@@ -590,6 +711,7 @@ impl Parser {
         // A new block replaces the previous one entirely.
         self.peak = Some(p);
         self.in_peak = true;
+        self.peak_changed = true;
         Some(())
     }
 
@@ -611,6 +733,7 @@ impl Parser {
             return Some(());
         }
         p.sites.push((stack, bytes, count));
+        self.peak_changed = true;
         Some(())
     }
 }
@@ -923,6 +1046,40 @@ peak t_ns=1 live_bytes=1\npeaksite stack=1 bytes=1\npeaksite stack=1 bytes=1\n"
                 p.feed(c);
             }
             assert_eq!(p.finish().unwrap(), whole, "chunks of {size}");
+        }
+    }
+
+    /// Taken piece by piece while fed (as the import during the run does), the deltas hold
+    /// what the whole parse holds, each line once; the last peak block is the whole one.
+    #[test]
+    fn taken_while_fed_equals_the_whole() {
+        let whole = parse(V2.as_bytes(), Limits::default()).unwrap();
+        for size in [1, 5, 33, 200] {
+            let mut p = Parser::new(Limits::default());
+            let mut got = Delta::default();
+            let mut last_peak = None;
+            for c in V2.as_bytes().chunks(size) {
+                p.feed(c);
+                let d = p.take();
+                got.codes.extend(d.codes);
+                got.stacks.extend(d.stacks);
+                got.snaps.extend(d.snaps);
+                got.sites.extend(d.sites);
+                assert!(got.end.is_none() || d.end.is_none(), "end taken twice");
+                got.end = got.end.or(d.end);
+                last_peak = d.peak.or(last_peak);
+            }
+            let codes: BTreeMap<u32, Code> = got.codes.into_iter().collect();
+            let stacks: BTreeMap<u32, StackDef> = got.stacks.into_iter().collect();
+            assert_eq!(codes, whole.codes, "chunks of {size}");
+            assert_eq!(stacks, whole.stacks, "chunks of {size}");
+            assert_eq!(got.snaps, whole.snaps, "chunks of {size}");
+            assert_eq!(got.sites, whole.sites, "chunks of {size}");
+            assert_eq!(got.end, whole.end, "chunks of {size}");
+            assert_eq!(last_peak, whole.peak, "chunks of {size}");
+            let rest = p.finish().unwrap();
+            assert!(rest.snaps.is_empty() && rest.sites.is_empty());
+            assert_eq!(rest.skipped, whole.skipped);
         }
     }
 

@@ -5,8 +5,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
-use rusqlite::params;
-
 use memlens_model::allocations::Allocations;
 use memlens_model::allocations::{
     AtPeak, ByLine, Domain, Frame, LineTotals, Lines, Lost, Reconciliation, Stack,
@@ -14,7 +12,7 @@ use memlens_model::allocations::{
 
 use crate::error::{Error, Result};
 use crate::reader::Recording;
-use crate::trace::{self, Limits, Trace};
+use crate::trace::Limits;
 use crate::writer::RecordingWriter;
 
 /// The name under which stacks with no Python frame are grouped (`by_line`).
@@ -81,66 +79,24 @@ pub struct ImportReport {
     pub problems: Vec<String>,
 }
 
-fn i(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 fn u(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-/// Reads every trace file of `files` and writes them into the recording (each file once, at
-/// the end of the run); `start_ns` is `CLOCK_MONOTONIC` at the recording's t = 0. A file
-/// that cannot be read is said in the report and as an event, never silently left out.
+/// Reads every trace file of `files` and writes them into the recording (the import of a
+/// run that did not import during the run: [`crate::trace_live::LiveImport`] does both);
+/// `start_ns` is `CLOCK_MONOTONIC` at the recording's t = 0. A file that cannot be read is
+/// said in the report and as an event, never silently left out.
 pub fn import_dir(
     w: &mut RecordingWriter,
     files: &TraceFiles,
     start_ns: u64,
     limits: Limits,
 ) -> Result<ImportReport> {
-    let mut report = ImportReport::default();
-    let list = files.list().map_err(|source| Error::Io {
-        path: files.dir.clone(),
-        source,
-    })?;
-    for path in list {
-        let file = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        match trace::read_file(&path, limits) {
-            Ok(t) => {
-                let skipped = t.skipped;
-                write_trace(w, &file, &t, start_ns)?;
-                report.files += 1;
-                if skipped.total() > 0 {
-                    let why = format!(
-                        "trace {file}: {} lines or items skipped ({skipped:?})",
-                        skipped.total()
-                    );
-                    w.event(0.0f64.max(last_t(&t, start_ns)), "trace", None, &why)?;
-                    report.problems.push(why);
-                }
-            }
-            Err(e) => {
-                let why = format!("trace {file} not read: {e}");
-                w.event(0.0, "trace", None, &why)?;
-                report.problems.push(why);
-            }
-        }
-    }
-    Ok(report)
+    crate::trace_live::LiveImport::new(files.clone(), start_ns, limits).finish(w)
 }
 
-fn secs(t_ns: u64, start_ns: u64) -> f64 {
-    (t_ns as f64 - start_ns as f64) / 1e9
-}
-
-fn last_t(t: &Trace, start_ns: u64) -> f64 {
-    t.last().map_or(0.0, |s| secs(s.t_ns, start_ns))
-}
-
-fn domain_name(d: Domain) -> &'static str {
+pub(crate) fn domain_name(d: Domain) -> &'static str {
     match d {
         Domain::Pymalloc => "pymalloc",
         Domain::Malloc => "malloc",
@@ -155,150 +111,6 @@ fn domain_of(s: &str) -> Option<Domain> {
         "mmap" => Some(Domain::Mmap),
         _ => None,
     }
-}
-
-/// Writes one parsed trace.
-fn write_trace(w: &mut RecordingWriter, file: &str, t: &Trace, start_ns: u64) -> Result<()> {
-    let h = &t.header;
-    let e = |source| Error::Sqlite {
-        path: w.path().to_path_buf(),
-        source,
-    };
-    let conn = &w.conn;
-    let (peak_t, peak_bytes) = match &t.peak {
-        Some(p) => (Some(secs(p.t_ns, start_ns)), Some(i(p.live_bytes))),
-        None => (None, None),
-    };
-    conn.prepare_cached(
-        "INSERT INTO traces (file, version, pid, ppid, mode, sample_bytes, python, temp_ns, \
-         forked_from, inherited_live_bytes, start_t, ended, peak_t, peak_bytes, skipped, \
-         skipped_detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-         ?15, ?16)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            file,
-            h.version,
-            h.pid,
-            h.ppid,
-            h.mode.name(),
-            i(h.sample_bytes),
-            h.python,
-            h.temp_ns.map(i),
-            h.forked_from,
-            i(h.inherited_live_bytes),
-            secs(h.start_ns, start_ns),
-            t.end.is_some(),
-            peak_t,
-            peak_bytes,
-            i(t.skipped.total()),
-            format!("{:?}", t.skipped),
-        ])
-    })
-    .map_err(e)?;
-    let id = conn.last_insert_rowid();
-    for (c, code) in &t.codes {
-        conn.prepare_cached(
-            "INSERT INTO trace_codes (trace, id, first_line, file, name) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .and_then(|mut s| s.execute(params![id, c, code.first_line, code.file, code.name]))
-        .map_err(e)?;
-    }
-    for (sid, st) in &t.stacks {
-        conn.prepare_cached(
-            "INSERT INTO trace_stacks (trace, id, domain, truncated, unreadable) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                id,
-                sid,
-                domain_name(st.domain),
-                st.truncated,
-                st.unreadable
-            ])
-        })
-        .map_err(e)?;
-        for (depth, (code, line)) in st.frames.iter().enumerate() {
-            conn.prepare_cached(
-                "INSERT INTO trace_frames (trace, stack, depth, code, line) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .and_then(|mut s| s.execute(params![id, sid, depth as i64, code, line]))
-            .map_err(e)?;
-        }
-    }
-    let snaps = t
-        .snaps
-        .iter()
-        .map(|s| (s, false))
-        .chain(t.end.iter().map(|s| (s, true)));
-    for (s, at_end) in snaps {
-        conn.prepare_cached(
-            "INSERT INTO trace_snaps (trace, t, at_end, live_bytes, live_mmap_bytes, \
-             live_pymalloc_bytes, live_malloc_bytes, peak_live_bytes, total_bytes, untouched_bytes, \
-             alloc_samples, free_samples, live_samples, dropped_allocs, dropped_frees, table_full, \
-             lost_at_fork, unreadable_stacks, stacks_lost) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
-             ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
-        )
-        .and_then(|mut st| {
-            st.execute(params![
-                id,
-                secs(s.t_ns, start_ns),
-                at_end,
-                i(s.live_bytes),
-                i(s.live_mmap_bytes),
-                i(s.live_pymalloc_bytes),
-                i(s.live_malloc_bytes),
-                i(s.peak_live_bytes),
-                i(s.total_bytes),
-                i(s.untouched_bytes),
-                i(s.alloc_samples),
-                i(s.free_samples),
-                i(s.live_samples),
-                i(s.dropped_allocs),
-                i(s.dropped_frees),
-                i(s.table_full),
-                i(s.lost_at_fork),
-                i(s.unreadable_stacks),
-                i(s.stacks_lost),
-            ])
-        })
-        .map_err(e)?;
-    }
-    for s in &t.sites {
-        let f = &s.figures;
-        conn.prepare_cached(
-            "INSERT INTO trace_sites (trace, t, at_end, stack, live_bytes, live_count, alloc_bytes, \
-             alloc_count, freed_bytes, freed_count, temp_bytes, temp_count) VALUES (?1, ?2, ?3, \
-             ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        )
-        .and_then(|mut st| {
-            st.execute(params![
-                id,
-                secs(s.t_ns, start_ns),
-                s.at_end,
-                s.stack,
-                i(f.live_bytes),
-                i(f.live_count),
-                i(f.alloc_bytes),
-                i(f.alloc_count),
-                i(f.freed_bytes),
-                i(f.freed_count),
-                i(f.temp_bytes),
-                i(f.temp_count),
-            ])
-        })
-        .map_err(e)?;
-    }
-    if let Some(p) = &t.peak {
-        for (stack, bytes, count) in &p.sites {
-            conn.prepare_cached(
-                "INSERT INTO trace_peak (trace, stack, bytes, count) VALUES (?1, ?2, ?3, ?4)",
-            )
-            .and_then(|mut s| s.execute(params![id, stack, i(*bytes), i(*count)]))
-            .map_err(e)?;
-        }
-    }
-    Ok(())
 }
 
 /// A traced process as stored.
@@ -326,10 +138,10 @@ pub struct TraceRow {
 
 /// One `snap`/`end` row.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct SnapRow {
-    t: f64,
-    at_end: bool,
-    live: u64,
+pub(crate) struct SnapRow {
+    pub(crate) t: f64,
+    pub(crate) at_end: bool,
+    pub(crate) live: u64,
     mmap: u64,
     pymalloc: u64,
     malloc: u64,
@@ -340,10 +152,10 @@ struct SnapRow {
 
 /// One `site` row.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct SiteRow {
-    t: f64,
-    stack: u32,
-    live: u64,
+pub(crate) struct SiteRow {
+    pub(crate) t: f64,
+    pub(crate) stack: u32,
+    pub(crate) live: u64,
     live_count: u64,
     alloc: u64,
     alloc_count: u64,
@@ -354,16 +166,16 @@ struct SiteRow {
 }
 
 /// Everything stored of one trace.
-struct Loaded {
-    row: TraceRow,
-    snaps: Vec<SnapRow>,
-    sites: Vec<SiteRow>,
+pub(crate) struct Loaded {
+    pub(crate) row: TraceRow,
+    pub(crate) snaps: Vec<SnapRow>,
+    pub(crate) sites: Vec<SiteRow>,
     stacks: HashMap<u32, (Domain, Vec<Frame>)>,
     peak: Vec<(u32, u64, u64)>,
 }
 
 impl Loaded {
-    fn stack(&self, id: u32) -> (Domain, Vec<Frame>) {
+    pub(crate) fn stack(&self, id: u32) -> (Domain, Vec<Frame>) {
         self.stacks
             .get(&id)
             .cloned()
@@ -371,7 +183,7 @@ impl Loaded {
     }
 
     /// Live bytes at `t`: the last row at or before it, 0 before the first and after `end`.
-    fn live_at(&self, t: f64) -> Option<&SnapRow> {
+    pub(crate) fn live_at(&self, t: f64) -> Option<&SnapRow> {
         let n = self.snaps.partition_point(|s| s.t <= t);
         let s = self.snaps.get(n.checked_sub(1)?)?;
         (!(s.at_end && s.t < t)).then_some(s)
@@ -586,6 +398,7 @@ impl Recording {
             reconciliation: Vec::new(),
             totals_by_line: Vec::new(),
             lost: Lost::default(),
+            over_time: crate::trace_series::over_time(&traces),
         };
         let mut leaked = Vec::new();
         let mut temporary = Vec::new();
@@ -991,10 +804,11 @@ peaksite stack=1 bytes=5000 count=1\n";
             std::process::id()
         ));
         let _ = std::fs::remove_file(&p);
-        let mut w = RecordingWriter::create(&p, &Meta::default()).unwrap();
+        let w = RecordingWriter::create(&p, &Meta::default()).unwrap();
         for (k, t) in traces.iter().enumerate() {
             let t = parse(t.as_bytes(), Limits::default()).unwrap();
-            write_trace(&mut w, &format!("trace{k}"), &t, 1_000_000_000).unwrap();
+            crate::trace_live::write_trace(&w.conn, &format!("trace{k}"), &t, 1_000_000_000)
+                .unwrap();
         }
         w.finish(&End::default()).unwrap();
         let r = Recording::open(&p).unwrap();
@@ -1044,6 +858,90 @@ peaksite stack=1 bytes=5000 count=1\n";
         assert_eq!(pids, [11, 10, 10]);
         assert_eq!(a.lost.unfinished_traces, 1, "the child wrote no end line");
         assert_eq!(a.leaked.bytes, 350, "only processes that ended leak");
+    }
+
+    /// Files imported while the tracer writes them (cut mid-line, a child appearing later)
+    /// give the recording a one-shot import gives.
+    #[test]
+    fn an_import_during_the_run_equals_one_at_the_end() {
+        use crate::trace_live::LiveImport;
+        let dir = std::env::temp_dir().join(format!("memlens-live-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = TraceFiles {
+            dir: dir.clone(),
+            name: "trace".into(),
+        };
+        let db = dir.join("r.db");
+        let mut w = RecordingWriter::create(&db, &Meta::default()).unwrap();
+        let mut live = LiveImport::new(files.clone(), 1_000_000_000, Limits::default());
+        let append = |name: &str, bytes: &[u8]| {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(name))
+                .unwrap();
+            f.write_all(bytes).unwrap();
+        };
+        let root = ROOT.as_bytes();
+        // Cut inside the peak block, mid-line: the first import sees part of it.
+        let cut = ROOT.find("peaksite stack=2").unwrap() + 5;
+        append("trace", &root[..cut]);
+        let s = live.import(&mut w).unwrap();
+        assert_eq!((s.files, s.snaps, s.sites), (1, 1, 2));
+        assert!(!live.import(&mut w).unwrap().wrote(), "nothing new");
+        w.commit().unwrap();
+        // Readable at this moment: the peak so far, one stack of its block.
+        {
+            let r = Recording::open(&db).unwrap();
+            let a = r.allocations().unwrap().unwrap();
+            assert_eq!(a.at_peak.bytes, 1300);
+            assert_eq!(a.at_peak.stacks.len(), 1);
+            assert_eq!(a.lost.unfinished_traces, 1);
+        }
+        append("trace", &root[cut..]);
+        append("trace.11", CHILD.as_bytes());
+        append("trace.12", b"memlens-trace 2 pid=12 mo");
+        live.import(&mut w).unwrap();
+        let rep = live.finish(&mut w).unwrap();
+        assert_eq!(rep.files, 2);
+        assert_eq!(rep.problems.len(), 1, "{:?}", rep.problems);
+        assert!(rep.problems[0].contains("trace.12 not read"));
+        w.finish(&End::default()).unwrap();
+        let got = Recording::open(&db).unwrap().allocations().unwrap();
+        let want = recording("live-want", &[ROOT, CHILD])
+            .allocations()
+            .unwrap();
+        assert_eq!(got, want);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn live_bytes_by_stack_over_time() {
+        let r = recording("series", &[ROOT, CHILD]);
+        let o = r.allocations().unwrap().unwrap().over_time;
+        let t: Vec<String> = o.t.iter().map(|t| format!("{t:.1}")).collect();
+        assert_eq!(t, ["1.0", "1.6", "2.0", "3.0"]);
+        assert_eq!(o.snapshots, 4);
+        assert_eq!(o.live_bytes, [1300, 6300, 5350, 5350]);
+        let rows: Vec<(u64, &[u64], &[u32])> = o
+            .stacks
+            .iter()
+            .map(|s| (s.max_bytes, s.bytes.as_slice(), s.pids.as_slice()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (5000, &[0, 5000, 5000, 5000][..], &[11][..]),
+                (1000, &[1000, 1000, 0, 0][..], &[10][..]),
+                (300, &[300, 300, 300, 300][..], &[10][..]),
+                (50, &[0, 0, 50, 50][..], &[10][..]),
+            ]
+        );
+        assert_eq!(o.stacks[1].frames[0].function, "build");
+        assert!((o.stacks[0].max_t - 1.6).abs() < 1e-9);
+        assert_eq!(o.other_bytes, [0, 0, 0, 0]);
     }
 
     #[test]

@@ -291,6 +291,8 @@ pub fn section(h: &mut String, a: Option<&Allocations>, style: SizeStyle) {
             );
         }
     }
+    let _ = write!(h, "<h3>Live traced bytes over time, by stack{est}</h3>");
+    crate::alloc_series_html::chart(h, &a.over_time, style);
     let _ = write!(h, "<h3>Live at the peak by line{est}</h3>");
     lines_table(h, &a.at_peak.by_line, a.at_peak.bytes, style, TOP_LINES);
     let _ = write!(h, "<h3>Leaked: alive at exit, by line{est}</h3>");

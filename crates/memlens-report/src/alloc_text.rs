@@ -289,6 +289,7 @@ pub fn render(a: &Allocations, opts: &Options, mut out: impl Write) -> std::io::
     write_lines(&mut out, &p.by_line, p.bytes, opts)?;
     writeln!(out, " by stack (innermost frame first):")?;
     write_stacks(&mut out, &p.stacks, p.bytes, opts)?;
+    write_over_time(&mut out, a, opts)?;
     writeln!(
         out,
         "leaked (alive at exit): {} {est}in {} line{}",
@@ -305,6 +306,34 @@ pub fn render(a: &Allocations, opts: &Options, mut out: impl Write) -> std::io::
     write_lines(&mut out, &a.temporary.by_line, a.temporary.bytes, opts)?;
     write_reconciliation(&mut out, a, style)?;
     Ok(())
+}
+
+/// One line on the stacks that held the most over time (the HTML draws them, the JSON has
+/// them as `over_time`); none without snapshots.
+fn write_over_time(out: &mut impl Write, a: &Allocations, opts: &Options) -> std::io::Result<()> {
+    let o = &a.over_time;
+    if o.stacks.is_empty() {
+        return Ok(());
+    }
+    let style = opts.sizes();
+    let tops: Vec<String> = o
+        .stacks
+        .iter()
+        .take(3)
+        .map(|s| {
+            let at = match s.frames.first() {
+                Some(f) => place(&f.file, f.line, 40),
+                None => "(no Python frame)".into(),
+            };
+            format!("{at} {} at {:.2} s", style.size(s.max_bytes), s.max_t)
+        })
+        .collect();
+    writeln!(
+        out,
+        " over time ({} snapshots; the HTML report draws them): highest live by stack: {}",
+        o.snapshots,
+        tops.join(", ")
+    )
 }
 
 /// The traced bytes against the ledger at the peak, per category.
@@ -410,6 +439,7 @@ mod fixture_data {
             }],
             totals_by_line: vec![],
             lost: Lost::default(),
+            over_time: Default::default(),
         }
     }
 }

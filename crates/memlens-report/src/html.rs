@@ -75,13 +75,13 @@ fn category_color(name: &str) -> &'static str {
     }
 }
 
-const PROCESS_COLORS: [&str; 10] = [
+pub(crate) const PROCESS_COLORS: [&str; 10] = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
     "#bcbd22", "#17becf",
 ];
 
 /// Plot area and scales of one chart.
-struct Frame {
+pub(crate) struct Frame {
     w: f64,
     h: f64,
     left: f64,
@@ -93,7 +93,7 @@ struct Frame {
 }
 
 impl Frame {
-    fn new(o: &Options, t_max: f64, y_max: f64) -> Frame {
+    pub(crate) fn new(o: &Options, t_max: f64, y_max: f64) -> Frame {
         Frame {
             w: o.width,
             h: o.height,
@@ -106,16 +106,16 @@ impl Frame {
         }
     }
 
-    fn x(&self, t: f64) -> f64 {
+    pub(crate) fn x(&self, t: f64) -> f64 {
         self.left + (t / self.t_max).clamp(0.0, 1.0) * (self.w - self.left - self.right)
     }
 
-    fn y(&self, v: f64) -> f64 {
+    pub(crate) fn y(&self, v: f64) -> f64 {
         self.h - self.bottom - (v / self.y_max).clamp(0.0, 1.0) * (self.h - self.top - self.bottom)
     }
 
     /// Opens the SVG with grid lines and axis labels; `fmt` formats a y value.
-    fn open(&self, label: &str, fmt: &dyn Fn(f64) -> String) -> String {
+    pub(crate) fn open(&self, label: &str, fmt: &dyn Fn(f64) -> String) -> String {
         let mut s = String::new();
         let _ = write!(
             s,
@@ -176,7 +176,7 @@ impl Frame {
 }
 
 /// An axis label: always binary units (see [`Options::bytes`]).
-fn bytes_label(v: f64) -> String {
+pub(crate) fn bytes_label(v: f64) -> String {
     SizeStyle::Binary.size(v as u64).to_string()
 }
 

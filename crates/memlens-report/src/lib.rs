@@ -8,6 +8,7 @@ pub mod advice_text;
 pub mod alloc_flame;
 pub mod alloc_html;
 pub mod alloc_lines;
+pub mod alloc_series_html;
 pub mod alloc_text;
 pub mod census_text;
 pub mod diff_html;

@@ -4,9 +4,11 @@
 //! The library is `$MEMLENS_PRELOAD`, else `libmemlens_preload.so` beside the memlens
 //! executable (where cargo builds it), else `../lib/memlens/libmemlens_preload.so` from it (an
 //! installed layout). Missing: exit 5 before the program starts. The trace files go to a
-//! directory memlens creates (mode 0700, a fresh name under the temporary directory); they are
-//! imported into the recording when the program has ended, and memlens then deletes them and
-//! the directory (nothing else).
+//! directory memlens creates (mode 0700, a fresh name under the temporary directory, named
+//! under `-v`); they are imported into the recording while the program runs (twice a second,
+//! complete lines only, committed, so a memlens killed then leaves a recording holding the
+//! trace up to its last import) and finally when it has ended, and memlens then deletes them
+//! and the directory (nothing else).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -104,6 +106,10 @@ pub fn prepare(args: &TraceArgs) -> CliResult<Option<Prepared>> {
         )
         .with_hint("set TMPDIR to a writable directory")
     })?;
+    log::info!(
+        "--trace: the tracer writes into {} (removed once imported; kept, and named, if not)",
+        dir.files().dir.display()
+    );
     let mut preload = lib.into_os_string();
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
         preload.push(":");

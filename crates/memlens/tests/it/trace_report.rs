@@ -154,6 +154,7 @@ fn allocations() -> Allocations {
             unreadable_stacks: 5,
             ..Lost::default()
         },
+        over_time: Default::default(),
     }
 }
 
@@ -351,7 +352,7 @@ fn flame_graph_parses_back_to_the_stacks() {
 }
 
 /// Headless Chromium (Debian's `chromium`), or `None` outside CI when it is not installed.
-fn chromium() -> Option<std::path::PathBuf> {
+pub(crate) fn chromium() -> Option<std::path::PathBuf> {
     let p = Path::new("/usr/bin/chromium");
     if p.exists() {
         return Some(p.to_path_buf());
@@ -464,7 +465,7 @@ fn html_section_searches_and_zooms_in_chromium_under_its_csp() {
 
 /// The DOM Chromium builds from `page`; the page must load without console messages or
 /// network errors.
-fn load(chromium: &Path, page: &Path, profile: &Path) -> String {
+pub(crate) fn load(chromium: &Path, page: &Path, profile: &Path) -> String {
     let _ = std::fs::remove_dir_all(profile);
     std::fs::create_dir_all(profile).unwrap();
     let out = std::process::Command::new(chromium)
