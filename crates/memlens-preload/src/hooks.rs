@@ -1011,6 +1011,11 @@ fn parse_u64(b: &[u8]) -> Option<u64> {
 static BASE: OnceLock<Vec<u8>> = OnceLock::new();
 static PERIOD_NS: AtomicU64 = AtomicU64::new(1_000_000_000);
 
+/// The snapshot period (10 ms at least), before [`begin`].
+pub(crate) fn set_period_ms(ms: u64) {
+    PERIOD_NS.store(ms.max(10) * 1_000_000, Ordering::Relaxed);
+}
+
 /// Creates the trace file: never an existing file, never through a link.
 fn create(path: &[u8]) -> Result<c_int, c_int> {
     let mut p = path.to_vec();
@@ -1109,7 +1114,7 @@ fn start() {
         }
     };
     if let Some(ms) = getenv(c"MEMLENS_TRACE_PERIOD_MS").and_then(parse_u64) {
-        PERIOD_NS.store(ms.max(10) * 1_000_000, Ordering::Relaxed);
+        set_period_ms(ms);
     }
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() } as u32;
@@ -1142,17 +1147,24 @@ fn start() {
         }
     };
     let _ = BASE.set(out.to_vec());
-    // `all` mode records every pymalloc block too (one slot each for as long as it lives: 5 M
-    // objects need 5 M slots): 16 Mi slots, 384 MiB of address space, touched as it fills.
-    let (tcap, mut rcap) = if mean <= 1 {
-        (1usize << 24, 1usize << 18)
-    } else {
-        (1usize << 16, 1usize << 14)
-    };
+    let mut rcap = None;
     // A smaller queue, for tests of the drop counters (rounded to a power of two, 16 at least).
     if let Some(n) = getenv(c"MEMLENS_TRACE_RING_CELLS").and_then(parse_u64) {
-        rcap = (n.clamp(16, 1 << 24) as usize).next_power_of_two();
+        rcap = Some((n.clamp(16, 1 << 24) as usize).next_power_of_two());
     }
+    begin(fd, pid, mean, rcap);
+}
+
+/// Starts tracing into `fd` (open, empty, this library's from now on): maps the tables, writes
+/// the header, registers the fork handlers. False when it cannot (nothing traced).
+pub(crate) fn begin(fd: c_int, pid: u32, mean: u64, rcap: Option<usize>) -> bool {
+    // `all` mode records every pymalloc block too (one slot each for as long as it lives: 5 M
+    // objects need 5 M slots): 16 Mi slots, 384 MiB of address space, touched as it fills.
+    let (tcap, rcap) = if mean <= 1 {
+        (1usize << 24, rcap.unwrap_or(1usize << 18))
+    } else {
+        (1usize << 16, rcap.unwrap_or(1usize << 14))
+    };
     let tmem = map(Table::bytes_for(tcap));
     let rmem = map(Ring::bytes_for(rcap));
     let smem = map(crate::pystack::bytes_needed());
@@ -1160,7 +1172,7 @@ fn start() {
         warn("memlens-preload: cannot map the tracer's tables; not tracing\n");
         // SAFETY: our descriptor.
         unsafe { libc::close(fd) };
-        return;
+        return false;
     }
     // SAFETY: fresh zeroed mappings of the sizes the table and ring need, never unmapped.
     let _ = TABLE.set(unsafe { Table::from_raw(tmem as *mut _, tcap) });
@@ -1183,7 +1195,7 @@ fn start() {
     let ok = write_all(fd, header(mean, "").as_bytes());
     unlock();
     if !ok {
-        return;
+        return false;
     }
     // SAFETY: registering plain extern "C" functions.
     unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
@@ -1193,6 +1205,7 @@ fn start() {
     );
     OWNER_PID.store(u64::from(pid), Ordering::Relaxed);
     TRACING.store(true, Ordering::Release);
+    true
 }
 
 /// Events since start, to look at the clock only every 64th in `all` mode.
@@ -1238,7 +1251,7 @@ fn drain_now(full: bool) {
     unlock();
 }
 
-fn finish() {
+pub(crate) fn finish() {
     lock();
     let s = state();
     if !s.finished && s.fd >= 0 {
@@ -1295,7 +1308,9 @@ extern "C" fn fork_child() {
         unsafe { libc::close(s.fd) };
     }
     s.fd = -1;
-    let live = !s.finished;
+    // Attached to a running program (attach.rs): its forked children are not traced (no
+    // file of theirs is expected, and no warning may change their output).
+    let live = !s.finished && !crate::attach::ATTACHED.load(Ordering::Relaxed);
     s.finished = true;
     TRACING.store(false, Ordering::Relaxed);
     if live {
@@ -1365,6 +1380,9 @@ pub unsafe extern "C" fn _Exit(status: c_int) -> ! {
 extern "C" fn init() {
     let _g = Guard::enter();
     resolve();
+    if crate::attach::loaded_late() {
+        return; // dlopened into a running interpreter: memlens_attach starts it, not the environment
+    }
     start();
     if TRACING.load(Ordering::Relaxed) {
         crate::pymem::find();

@@ -145,6 +145,8 @@
 
 pub mod agg;
 #[cfg(not(test))]
+mod attach;
+#[cfg(not(test))]
 mod hooks;
 #[cfg(not(test))]
 mod pymem;
