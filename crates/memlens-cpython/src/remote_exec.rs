@@ -10,7 +10,7 @@
 //! eval-breaker check the main thread clears `debugger_pending_call`, copies the path and runs
 //! the file (audit event `cpython.remote_debugger_script`) with the GIL held. CPython looks
 //! at the request only when `remote_debug` of the interpreter's config is 1: it is 0 under
-//! `PYTHON_DISABLE_REMOTE_DEBUG`, `-X disable_remote_debug`, and in builds
+//! `PYTHON_DISABLE_REMOTE_DEBUG`, `-X disable-remote-debug`, and in builds
 //! `--without-remote-debug`; memlens refuses such a target before writing anything.
 //!
 //! The eval-breaker update is a read then a write of its **low byte only** (another process
@@ -114,7 +114,7 @@ impl RemoteExec {
         let enabled = mem.read_i32(it.interp + enabled_at)?;
         if enabled != 1 {
             return Err(refused(format!(
-                "process {pid} has remote debugging disabled (PYTHON_DISABLE_REMOTE_DEBUG, -X disable_remote_debug, or a build --without-remote-debug): the tracer cannot be attached; start it with `memlens run --trace` instead"
+                "process {pid} has remote debugging disabled (PYTHON_DISABLE_REMOTE_DEBUG, -X disable-remote-debug, or a build --without-remote-debug): the tracer cannot be attached; start it with `memlens run --trace` instead"
             )));
         }
         let main_at = mem.read_u64(it.runtime + THREADS_MAIN_AT)?;

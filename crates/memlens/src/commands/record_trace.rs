@@ -20,7 +20,7 @@
 //! The scripts import `ctypes` and `fcntl` into the target if it had not.
 //!
 //! Refused, exit 5 (unsupported), before anything is written: CPython before 3.14, a target
-//! with remote debugging disabled (`PYTHON_DISABLE_REMOTE_DEBUG`, `-X disable_remote_debug`,
+//! with remote debugging disabled (`PYTHON_DISABLE_REMOTE_DEBUG`, `-X disable-remote-debug`,
 //! `--without-remote-debug`), one already traced (its tracer library mapped: `run --trace`),
 //! one with another debugger's request pending; and, after the request, a target whose main
 //! thread does not run Python code within [`attach_timeout`] (blocked in a system call or in
@@ -233,7 +233,7 @@ fn already_traced(pid: u32) -> bool {
 /// The status file's content, read under its lock (the script holds it while it runs).
 fn status(path: &Path) -> std::io::Result<String> {
     let mut f = File::open(path)?;
-    f.lock_shared()?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockShared)?;
     let mut s = String::new();
     f.read_to_string(&mut s)?;
     Ok(s)
@@ -266,7 +266,7 @@ fn withdraw(rx: &RemoteExec, path: &Path) -> std::io::Result<bool> {
         .write(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
-    f.lock()?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)?;
     let mut s = String::new();
     f.read_to_string(&mut s)?;
     if !s.is_empty() {
