@@ -189,13 +189,15 @@ impl RemoteExec {
     }
 
     /// Withdraws a request not yet taken (`debugger_pending_call = 0`); the eval-breaker bit,
-    /// if still set, only makes the thread check once more. The interpreter may have taken
-    /// it just before: the caller's own protocol (a claim by the script) decides.
-    pub fn withdraw(&self) -> std::result::Result<(), RemoteExecError> {
-        if self.is_pending()? {
-            memlens_remote::write::write_exact(self.pid, self.pending, &0i32.to_ne_bytes())?;
+    /// if still set, only makes the thread check once more. Returns whether it was still
+    /// pending: false when the interpreter had taken it (then the caller's own protocol, a
+    /// claim by the script, decides whether it runs).
+    pub fn withdraw(&self) -> std::result::Result<bool, RemoteExecError> {
+        if !self.is_pending()? {
+            return Ok(false);
         }
-        Ok(())
+        memlens_remote::write::write_exact(self.pid, self.pending, &0i32.to_ne_bytes())?;
+        Ok(true)
     }
 
     /// The main thread state's address (for logs).

@@ -239,8 +239,23 @@ fn status(path: &Path) -> std::io::Result<String> {
     Ok(s)
 }
 
-/// Waits for the script's `done N` (or `error ...`) until `deadline`; `None` at the deadline.
-fn wait_done(path: &Path, deadline: Instant) -> std::io::Result<Option<String>> {
+/// Whether `pid` has exited (gone, or a zombie).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s
+            .rfind(") ")
+            .and_then(|i| s[i + 2..].chars().next())
+            .is_none_or(|c| c == 'Z' || c == 'X'),
+    }
+}
+
+/// The status line of a process that exited while memlens waited.
+const GONE: &str = "gone";
+
+/// Waits for the script's `done N` (or `error ...`) until `deadline`; `None` at the deadline,
+/// [`GONE`] when `pid` exits first.
+fn wait_done(path: &Path, pid: u32, deadline: Instant) -> std::io::Result<Option<String>> {
     loop {
         let s = status(path)?;
         if let Some(l) = s
@@ -249,6 +264,9 @@ fn wait_done(path: &Path, deadline: Instant) -> std::io::Result<Option<String>> 
         {
             return Ok(Some(l.to_string()));
         }
+        if gone(pid) {
+            return Ok(Some(GONE.to_string()));
+        }
         if Instant::now() >= deadline {
             return Ok(None);
         }
@@ -256,11 +274,22 @@ fn wait_done(path: &Path, deadline: Instant) -> std::io::Result<Option<String>> 
     }
 }
 
+/// What [`withdraw`] found.
+enum Withdrawn {
+    /// The script claimed the request first: it runs.
+    No,
+    /// Withdrawn before the interpreter took it.
+    Pending,
+    /// The interpreter had taken the request but the script never claimed it (an audit hook
+    /// refused `cpython.remote_debugger_script`, the script could not be opened or failed
+    /// before its claim); withdrawn all the same, so it does nothing if it runs late.
+    Taken,
+}
+
 /// Withdraws a request not yet taken: writes `withdrawn` into the status file under its lock
-/// if the script has not claimed it, and clears the pending flag. True when withdrawn (the
-/// script, if the interpreter runs it later, does nothing); false when the script had claimed
-/// it first (it runs).
-fn withdraw(rx: &RemoteExec, path: &Path) -> std::io::Result<bool> {
+/// if the script has not claimed it, and clears the pending flag (the script, if the
+/// interpreter runs it later, does nothing).
+fn withdraw(rx: &RemoteExec, path: &Path) -> std::io::Result<Withdrawn> {
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -270,14 +299,15 @@ fn withdraw(rx: &RemoteExec, path: &Path) -> std::io::Result<bool> {
     let mut s = String::new();
     f.read_to_string(&mut s)?;
     if !s.is_empty() {
-        return Ok(false);
+        return Ok(Withdrawn::No);
     }
     f.write_all(b"withdrawn\n")?;
     drop(f);
-    if let Err(e) = rx.withdraw() {
-        log::warn!("withdrawing the request: {e}");
+    match rx.withdraw() {
+        Ok(true) => Ok(Withdrawn::Pending),
+        Ok(false) => Ok(Withdrawn::Taken),
+        Err(e) => Err(std::io::Error::other(e.to_string())),
     }
-    Ok(true)
 }
 
 /// Checks the target, creates the directory and its files, and attaches the tracer (`None`
@@ -300,7 +330,7 @@ pub fn attach(pid: u32, args: &TraceArgs) -> CliResult<Option<Attached>> {
     if already_traced(pid) {
         return Err(CliError::new(
             Code::Unsupported,
-            format!("--trace: process {pid} already has memlens's tracer loaded (started with `memlens run --trace`?); not attaching a second one"),
+            format!("--trace: process {pid} already has memlens's tracer loaded (started with `memlens run --trace`, or a detach still pending); not attaching a second one"),
         ));
     }
     let rx = RemoteExec::locate(pid).map_err(|e| match e {
@@ -406,25 +436,31 @@ fn set_up_and_attach(a: &mut Attached, pid: u32, sample: u64) -> CliResult<()> {
     let timeout = attach_timeout();
     request(&a.rx, &attach_script)?;
     let deadline = Instant::now() + timeout;
-    let done = match wait_done(&attach_status, deadline)
+    let done = match wait_done(&attach_status, pid, deadline)
         .map_err(|e| failed(pid, "attach.status", e))?
     {
         Some(l) => l,
         None => {
-            if withdraw(&a.rx, &attach_status).map_err(|e| failed(pid, "attach.status", e))? {
-                return Err(CliError::new(
+            let secs = timeout.as_secs_f64();
+            match withdraw(&a.rx, &attach_status).map_err(|e| failed(pid, "attach.status", e))? {
+                Withdrawn::Pending => return Err(CliError::new(
                     Code::Unsupported,
                     format!(
-                        "--trace: process {pid} did not reach a safe point within {:.1} s (its main thread runs no Python code: blocked in a system call or in C); the request was withdrawn and nothing was loaded",
-                        timeout.as_secs_f64()
+                        "--trace: process {pid} did not reach a safe point within {secs:.1} s (its main thread runs no Python code: blocked in a system call or in C); the request was withdrawn and nothing was loaded"
                     ),
                 )
-                .with_hint("attach while the program runs Python code, or set MEMLENS_ATTACH_TIMEOUT_MS, or start it with `memlens run --trace`"));
+                .with_hint("attach while the program runs Python code, or set MEMLENS_ATTACH_TIMEOUT_MS, or start it with `memlens run --trace`")),
+                Withdrawn::Taken => return Err(CliError::new(
+                    Code::Unsupported,
+                    format!(
+                        "--trace: process {pid} took the request but memlens's script did not run within {secs:.1} s (an audit hook refusing cpython.remote_debugger_script, or an open_code hook?); nothing was loaded"
+                    ),
+                )),
+                // The script claimed it just before: it runs; give it as long again.
+                Withdrawn::No => wait_done(&attach_status, pid, Instant::now() + timeout)
+                    .map_err(|e| failed(pid, "attach.status", e))?
+                    .ok_or_else(|| failed(pid, "the attach script", "did not finish"))?,
             }
-            // The script claimed it just before: it runs; give it as long again.
-            wait_done(&attach_status, Instant::now() + timeout)
-                .map_err(|e| failed(pid, "attach.status", e))?
-                .ok_or_else(|| failed(pid, "the attach script", "did not finish"))?
         }
     };
     match done.as_str() {
@@ -447,6 +483,9 @@ fn request(rx: &RemoteExec, script: &Path) -> CliResult<()> {
             RemoteExecError::Refused(why) => {
                 CliError::new(Code::Unsupported, format!("--trace: {why}"))
             }
+            RemoteExecError::Failed(e) if e.is_process_gone() => {
+                CliError::new(Code::NoProcess, format!("--trace: pid {}: {e}", rx.pid()))
+            }
             RemoteExecError::Failed(e) => failed(rx.pid(), "cannot write the request", e),
         })
 }
@@ -456,10 +495,14 @@ fn request(rx: &RemoteExec, script: &Path) -> CliResult<()> {
 /// the request stays pending (the target detaches when it next runs Python code) and the
 /// directory is kept. Returns whether it detached.
 pub fn detach(a: &mut Attached, running: bool) -> bool {
-    if !running {
-        return true;
+    if !running || gone(a.rx.pid()) {
+        return true; // its `end` line was written at exit
     }
     if let Err(e) = request(&a.rx, &a.detach_script) {
+        if e.code == Code::NoProcess || gone(a.rx.pid()) {
+            // Exiting (its memory is gone): it wrote its `end` line in exit.
+            return true;
+        }
         messages::error(&format!(
             "{}; the tracer stays attached to pid {} (tracing until it exits)",
             e.message,
@@ -469,8 +512,8 @@ pub fn detach(a: &mut Attached, running: bool) -> bool {
         return false;
     }
     let timeout = attach_timeout();
-    match wait_done(&a.detach_status, Instant::now() + timeout) {
-        Ok(Some(l)) if l == "done 0" => true,
+    match wait_done(&a.detach_status, a.rx.pid(), Instant::now() + timeout) {
+        Ok(Some(l)) if l == "done 0" || l == GONE => true,
         Ok(Some(l)) if l == "done 2" => {
             messages::message("warn", &format!("--trace: pid {}: another allocator was installed over the tracer's since the attach (tracemalloc?); the tracer's wrapper stays in place, forwarding, tracing nothing", a.rx.pid()));
             true

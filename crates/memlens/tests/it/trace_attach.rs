@@ -82,11 +82,13 @@ fn at_line(allocs: &Value, line: u32) -> u64 {
 
 /// Starts `memlens record PID --trace=all -o REC` (private directory under `tmp`) and returns
 /// it once it says `recording pid` on stderr (the tracer is attached by then).
-fn record_traced(pid: &str, rec: &Path, tmp: &Path) -> Child {
+fn record_traced(pid: &str, rec: &Path, tmp: &Path, mode: &[&str]) -> Child {
     let mut r = memlens()
         .env("MEMLENS_PRELOAD", preload_so())
         .env("TMPDIR", tmp)
-        .args(["record", pid, "--trace=all", "-o"])
+        .args(["record", pid])
+        .args(mode)
+        .arg("-o")
         .arg(rec)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -121,7 +123,7 @@ fn record_trace_all_attributes_python_allocations_and_leaves_the_target_running(
         let mut t = start(&py.path, &[]);
         assert_eq!(ask(&mut t, "echo before"), "before");
         let pid = t.pid().to_string();
-        let r = record_traced(&pid, &rec, &traces);
+        let r = record_traced(&pid, &rec, &traces, &["--trace=all"]);
         let said = ask(&mut t, "alloc");
         let truth: Vec<u64> = said
             .strip_prefix("ALLOCATED ")
@@ -138,6 +140,39 @@ fn record_trace_all_attributes_python_allocations_and_leaves_the_target_running(
         // The target runs on, and prints what it prints without memlens.
         assert!(t.is_running(), "{}", py.label);
         assert_eq!(ask(&mut t, "echo after"), "after", "{}", py.label);
+        assert_eq!(leftovers(&traces), Vec::<String>::new(), "{}", py.label);
+
+        // Attached again (a second copy of the library; the first, detached, stays inert),
+        // sampled: only what is allocated after this attach is known.
+        let rec2 = tmp.join("rec2.db");
+        let r = record_traced(
+            &pid,
+            &rec2,
+            &traces,
+            &["--trace", "--sample-bytes", "64KiB"],
+        );
+        let said = ask(&mut t, "alloc");
+        let truth2: Vec<u64> = said
+            .strip_prefix("ALLOCATED ")
+            .unwrap_or_else(|| panic!("{}: {said}", py.label))
+            .split(' ')
+            .map(|v| v.parse().expect("a number"))
+            .collect();
+        kill(r.id(), "-INT");
+        let out = r.wait_with_output().expect("record ends");
+        assert!(out.status.success(), "{}: {}", py.label, stderr(&out));
+        let sampled = &report_json(&rec2)["allocations"];
+        assert_eq!(sampled["mode"], "sampled");
+        assert_eq!(u(&sampled["sample_interval_bytes"]), 64 * 1024);
+        // ~330 samples of 64 KiB on average: a relative standard error of ~5.5 %; 25 % is
+        // 4.5 of them. The first allocation's 21 MB (before this attach) must not count.
+        close(
+            &format!("{} sampled bytearrays", py.label),
+            at_line(sampled, bytearrays),
+            truth2[0],
+            25.0,
+        );
+        assert_eq!(ask(&mut t, "echo after again"), "after again");
         assert_eq!(ask(&mut t, "exit"), "BYE");
         assert_eq!(t.rest(), "");
         assert!(t.child.wait().expect("exits").success());
@@ -251,5 +286,48 @@ fn record_trace_withdraws_its_request_from_a_target_blocked_outside_python() {
         assert_eq!(ask(&mut t, "echo still here"), "still here");
         assert_eq!(ask(&mut t, "modules"), "ctypes False", "{}", py.label);
         assert_eq!(ask(&mut t, "exit"), "BYE");
+    }
+}
+
+#[test]
+fn record_trace_of_a_target_that_exits_imports_what_it_wrote_at_exit() {
+    let bytearrays = line_of("BYTEARRAYS");
+    for py in sid_pythons() {
+        let tmp = TempDir::new("trace-attach-exit");
+        let rec = tmp.join("rec.db");
+        let traces = tmp.join("traces");
+        std::fs::create_dir(&traces).expect("mkdir");
+        let mut t = start(&py.path, &[]);
+        let pid = t.pid().to_string();
+        let r = record_traced(&pid, &rec, &traces, &["--trace=all"]);
+        let said = ask(&mut t, "alloc");
+        let truth: u64 = said
+            .split(' ')
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{said}"));
+        // The target ends by itself: memlens stops with the tree, no detach to make; the
+        // tracer wrote its `end` line from the library's destructor at exit.
+        assert_eq!(ask(&mut t, "exit"), "BYE");
+        assert!(t.child.wait().expect("exits").success());
+        let out = r.wait_with_output().expect("record ends");
+        assert!(out.status.success(), "{}: {}", py.label, stderr(&out));
+        let allocs = &report_json(&rec)["allocations"];
+        let peak: u64 = allocs["at_peak"]["by_line"]
+            .as_array()
+            .expect("by_line")
+            .iter()
+            .filter(|r| r["line"].as_u64() == Some(u64::from(bytearrays)))
+            .map(|r| u(&r["bytes"]))
+            .sum();
+        close(&format!("{} at the peak", py.label), peak, truth, 0.1);
+        assert_eq!(u(&allocs["lost"]["unfinished_traces"]), 0, "the end line");
+        assert_eq!(
+            leftovers(&traces),
+            Vec::<String>::new(),
+            "{}: {}",
+            py.label,
+            stderr(&out)
+        );
     }
 }
