@@ -78,7 +78,7 @@ impl RemoteExec {
     pub fn locate(pid: u32) -> std::result::Result<RemoteExec, RemoteExecError> {
         let session = Session::attach(pid).map_err(|e| match e {
             Error::Unsupported { what } => refused(format!(
-                "{what}: attaching the tracer needs CPython 3.14+ (PEP 768)"
+                "unsupported: {what}: memlens attaches its tracer to GIL builds of CPython 3.14+ only (PEP 768)"
             )),
             e => RemoteExecError::Failed(e),
         })?;
@@ -183,6 +183,7 @@ impl RemoteExec {
         p.push(0);
         memlens_remote::write::write_exact(self.pid, self.path, &p)?;
         memlens_remote::write::write_exact(self.pid, self.pending, &1i32.to_ne_bytes())?;
+        // The low byte of the little-endian word (x86_64, aarch64: memlens's targets).
         let b = self.mem.read_u8(self.eval_breaker)?;
         memlens_remote::write::write_exact(self.pid, self.eval_breaker, &[b | PLEASE_STOP])?;
         Ok(())

@@ -230,13 +230,20 @@ fn already_traced(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// The status file's content, read under its lock (the script holds it while it runs).
+/// The most memlens reads of a status file (the target writes it: a few short lines).
+const STATUS_MAX: u64 = 4096;
+
+/// The status file's content (its first [`STATUS_MAX`] bytes), read under its lock (the
+/// script holds it while it runs).
 fn status(path: &Path) -> std::io::Result<String> {
-    let mut f = File::open(path)?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
     rustix::fs::flock(&f, rustix::fs::FlockOperation::LockShared)?;
-    let mut s = String::new();
-    f.read_to_string(&mut s)?;
-    Ok(s)
+    let mut b = Vec::new();
+    f.take(STATUS_MAX).read_to_end(&mut b)?;
+    Ok(String::from_utf8_lossy(&b).into_owned())
 }
 
 /// Whether `pid` has exited (gone, or a zombie).
@@ -296,9 +303,7 @@ fn withdraw(rx: &RemoteExec, path: &Path) -> std::io::Result<Withdrawn> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
     rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)?;
-    let mut s = String::new();
-    f.read_to_string(&mut s)?;
-    if !s.is_empty() {
+    if f.metadata()?.len() != 0 {
         return Ok(Withdrawn::No);
     }
     f.write_all(b"withdrawn\n")?;
@@ -386,7 +391,7 @@ fn set_up_and_attach(a: &mut Attached, pid: u32, sample: u64) -> CliResult<()> {
     let target = std::fs::metadata(format!("/proc/{pid}"))
         .map_err(|e| failed(pid, "cannot read its owner", e))?;
     let me = std::fs::metadata("/proc/self").map_err(|e| failed(pid, "/proc/self", e))?;
-    let other_user = (target.uid(), target.gid()) != (me.uid(), me.gid());
+    let other_user = target.uid() != me.uid();
     let lib = install_library(&mut a.made, &d)?;
     let out = a.dir.files().out();
     let attach_status = d.join("attach.status");
