@@ -518,7 +518,8 @@ pub fn detach(a: &mut Attached, running: bool) -> bool {
     }
     let timeout = attach_timeout();
     match wait_done(&a.detach_status, a.rx.pid(), Instant::now() + timeout) {
-        Ok(Some(l)) if l == "done 0" || l == GONE => true,
+        // done 1: the attach had failed before installing anything: nothing to put back.
+        Ok(Some(l)) if l == "done 0" || l == "done 1" || l == GONE => true,
         Ok(Some(l)) if l == "done 2" => {
             messages::message("warn", &format!("--trace: pid {}: another allocator was installed over the tracer's since the attach (tracemalloc?); the tracer's wrapper stays in place, forwarding, tracing nothing", a.rx.pid()));
             true
