@@ -49,6 +49,18 @@ fn start(py: &Path, args: &[&str]) -> Target {
     Target::spawn(cmd)
 }
 
+/// As [`start`], the target's stderr going to `err` (through `sh -c 'exec ...'`: same PID), to
+/// check that nothing memlens made it run printed anything.
+fn start_capturing(py: &Path, err: &Path) -> Target {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("exec \"$0\" \"$1\" 2>\"$2\"")
+        .arg(py)
+        .arg(target_script("trace_attach.py"))
+        .arg(err);
+    Target::spawn(cmd)
+}
+
 fn ask(t: &mut Target, line: &str) -> String {
     t.send(line);
     t.read_line().expect("the target answers")
@@ -120,7 +132,8 @@ fn record_trace_all_attributes_python_allocations_and_leaves_the_target_running(
         let rec = tmp.join("rec.db");
         let traces = tmp.join("traces");
         std::fs::create_dir(&traces).expect("mkdir");
-        let mut t = start(&py.path, &[]);
+        let target_err = tmp.join("target.err");
+        let mut t = start_capturing(&py.path, &target_err);
         assert_eq!(ask(&mut t, "echo before"), "before");
         let pid = t.pid().to_string();
         let r = record_traced(&pid, &rec, &traces, &["--trace=all"]);
@@ -176,6 +189,12 @@ fn record_trace_all_attributes_python_allocations_and_leaves_the_target_running(
         assert_eq!(ask(&mut t, "exit"), "BYE");
         assert_eq!(t.rest(), "");
         assert!(t.child.wait().expect("exits").success());
+        assert_eq!(
+            std::fs::read_to_string(&target_err).expect("target.err"),
+            "",
+            "{}: the target printed nothing on stderr",
+            py.label
+        );
         assert_eq!(leftovers(&traces), Vec::<String>::new(), "{}", py.label);
 
         let report = report_json(&rec);
