@@ -114,7 +114,8 @@ pub unsafe extern "C" fn memlens_attach(
 
 /// Stops tracing: puts back the allocators the wrapper replaced (see
 /// [`crate::pymem::uninstall`]), then drains the queue, writes the `end` line and closes the
-/// file. Returns 0 when the allocators were put back, 2 when another allocator was installed
+/// file, and gives the pointer table's pages back ([`crate::hooks::release_table`]). Returns 0
+/// when the allocators were put back, 2 when another allocator was installed
 /// over the wrapper since (it stays, forwarding, tracing nothing), 1 when not attached. Call
 /// with the GIL held.
 #[no_mangle]
@@ -127,5 +128,6 @@ pub extern "C" fn memlens_detach() -> c_int {
         r => r,
     };
     crate::hooks::finish();
+    crate::hooks::release_table();
     r
 }

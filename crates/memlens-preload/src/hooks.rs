@@ -1174,6 +1174,8 @@ pub(crate) fn begin(fd: c_int, pid: u32, mean: u64, rcap: Option<usize>) -> bool
         unsafe { libc::close(fd) };
         return false;
     }
+    TABLE_MAP.0.store(tmem as usize, Ordering::Relaxed);
+    TABLE_MAP.1.store(Table::bytes_for(tcap), Ordering::Relaxed);
     // SAFETY: fresh zeroed mappings of the sizes the table and ring need, never unmapped.
     let _ = TABLE.set(unsafe { Table::from_raw(tmem as *mut _, tcap) });
     // SAFETY: as above.
@@ -1206,6 +1208,31 @@ pub(crate) fn begin(fd: c_int, pid: u32, mean: u64, rcap: Option<usize>) -> bool
     OWNER_PID.store(u64::from(pid), Ordering::Relaxed);
     TRACING.store(true, Ordering::Release);
     true
+}
+
+/// The pointer table's mapping (address, bytes), for [`release_table`].
+static TABLE_MAP: (AtomicUsize, AtomicUsize) = (AtomicUsize::new(0), AtomicUsize::new(0));
+
+/// Gives the pointer table's pages back to the system once tracing has stopped for good
+/// (attach.rs, at the detach): in `all` mode a page is touched per live block until the table
+/// is dense (measured: +150 MiB of the target's RSS for 40,000 live blocks). The table lives
+/// wholly in its mapping and all zeros is an empty table, so the mapping stays valid: a free
+/// that still looks a pointer up (a wrapper left in place) finds nothing, as it should with
+/// tracing stopped. The caller holds the GIL (no wrapper call runs) and nothing else uses the
+/// table under `dlopen` (no hook is interposed).
+pub(crate) fn release_table() {
+    if TRACING.load(Ordering::Acquire) {
+        return;
+    }
+    let (p, len) = (
+        TABLE_MAP.0.load(Ordering::Relaxed),
+        TABLE_MAP.1.load(Ordering::Relaxed),
+    );
+    if p != 0 && len != 0 {
+        // SAFETY: our own private anonymous mapping of `len` bytes; MADV_DONTNEED makes it
+        // read as zeros (an empty table) from now on.
+        unsafe { libc::madvise(p as *mut c_void, len, libc::MADV_DONTNEED) };
+    }
 }
 
 /// Events since start, to look at the clock only every 64th in `all` mode.
