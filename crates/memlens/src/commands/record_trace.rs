@@ -22,6 +22,7 @@
 //! Refused, exit 5 (unsupported), before anything is written: CPython before 3.14, a target
 //! with remote debugging disabled (`PYTHON_DISABLE_REMOTE_DEBUG`, `-X disable-remote-debug`,
 //! `--without-remote-debug`), one already traced (its tracer library mapped: `run --trace`),
+//! one in another mount namespace or chroot (it would not find the files at memlens's paths),
 //! one with another debugger's request pending; and, after the request, a target whose main
 //! thread does not run Python code within [`attach_timeout`] (blocked in a system call or in
 //! C): the request is withdrawn and the script, if the interpreter takes it later, does
@@ -233,6 +234,28 @@ fn already_traced(pid: u32) -> bool {
 /// The most memlens reads of a status file (the target writes it: a few short lines).
 const STATUS_MAX: u64 = 4096;
 
+/// Why `pid` does not see the files at the paths memlens sees them (another mount namespace:
+/// a container; another root directory: chroot), if it does not. Unreadable: `None` (the
+/// write of the request is then refused by the kernel anyway).
+fn other_filesystem_view(pid: u32) -> Option<&'static str> {
+    let id = |p: String| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let (ns, my_ns) = (
+        id(format!("/proc/{pid}/ns/mnt")),
+        id("/proc/self/ns/mnt".into()),
+    );
+    if ns.is_some() && my_ns.is_some() && ns != my_ns {
+        return Some("runs in another mount namespace (a container?)");
+    }
+    let (root, my_root) = (
+        id(format!("/proc/{pid}/root")),
+        id("/proc/self/root".into()),
+    );
+    if root.is_some() && my_root.is_some() && root != my_root {
+        return Some("has another root directory (chroot)");
+    }
+    None
+}
+
 /// The status file's content (its first [`STATUS_MAX`] bytes), read under its lock (the
 /// script holds it while it runs).
 fn status(path: &Path) -> std::io::Result<String> {
@@ -336,6 +359,12 @@ pub fn attach(pid: u32, args: &TraceArgs) -> CliResult<Option<Attached>> {
         return Err(CliError::new(
             Code::Unsupported,
             format!("--trace: process {pid} already has memlens's tracer loaded (started with `memlens run --trace`, or a detach still pending); not attaching a second one"),
+        ));
+    }
+    if let Some(why) = other_filesystem_view(pid) {
+        return Err(CliError::new(
+            Code::Unsupported,
+            format!("--trace: process {pid} {why}: the script and the library memlens writes would not be at the same path for it; not attaching"),
         ));
     }
     let rx = RemoteExec::locate(pid).map_err(|e| match e {
@@ -473,10 +502,15 @@ fn set_up_and_attach(a: &mut Attached, pid: u32, sample: u64) -> CliResult<()> {
         other => {
             // Whatever happened, the detach puts back what may have been installed.
             let _ = detach(a, true);
-            Err(CliError::new(
+            let e = CliError::new(
                 Code::Failure,
                 format!("--trace: the tracer could not start in process {pid}: {other}"),
-            ))
+            );
+            Err(if other.contains("OSError") {
+                e.with_hint("the library is loaded from TMPDIR: a directory on a noexec mount cannot hold it; set TMPDIR to another")
+            } else {
+                e
+            })
         }
     }
 }
