@@ -361,3 +361,41 @@ fn record_trace_of_a_target_that_exits_imports_what_it_wrote_at_exit() {
         );
     }
 }
+
+#[test]
+fn record_trace_leaves_an_allocator_installed_over_its_own_in_place() {
+    for py in sid_pythons() {
+        let tmp = TempDir::new("trace-attach-over");
+        let traces = tmp.join("traces");
+        std::fs::create_dir(&traces).expect("mkdir");
+        let target_err = tmp.join("target.err");
+        let mut t = start_capturing(&py.path, &target_err);
+        let pid = t.pid().to_string();
+        let r = record_traced(&pid, &tmp.join("rec.db"), &traces, &["--trace=all"]);
+        // tracemalloc wraps the tracer's wrapper: putting the old allocators back at the detach
+        // would remove tracemalloc's, so the wrapper stays (forwarding, tracing nothing).
+        assert_eq!(ask(&mut t, "tracemalloc"), "TRACEMALLOC");
+        kill(r.id(), "-INT");
+        let out = r.wait_with_output().expect("record ends");
+        let err = stderr(&out);
+        assert!(out.status.success(), "{}: {err}", py.label);
+        assert!(
+            err.contains("another allocator was installed over the tracer's"),
+            "{}: {err}",
+            py.label
+        );
+        // Blocks allocated under both wrappers are freed through them, and tracemalloc's stop
+        // puts back the allocator it saved (the tracer's wrapper): the target runs on.
+        assert_eq!(ask(&mut t, "churn"), "CHURNED 0", "{}", py.label);
+        assert_eq!(ask(&mut t, "echo alive"), "alive");
+        assert_eq!(ask(&mut t, "exit"), "BYE");
+        assert!(t.child.wait().expect("exits").success(), "{}", py.label);
+        assert_eq!(
+            std::fs::read_to_string(&target_err).expect("target.err"),
+            "",
+            "{}",
+            py.label
+        );
+        assert_eq!(leftovers(&traces), Vec::<String>::new(), "{}", py.label);
+    }
+}

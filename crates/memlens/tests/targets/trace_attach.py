@@ -7,6 +7,10 @@
 #   block   blocks in a read of stdin (no Python code runs) until the next line, then prints
 #           "UNBLOCKED"
 #   modules prints "ctypes <True|False>": whether ctypes was imported (memlens's script does)
+#   tracemalloc  starts tracemalloc (which installs its allocator over whatever is there) and
+#           prints "TRACEMALLOC"
+#   churn   allocates and frees 100,000 small objects and bytearrays, then stops tracemalloc if
+#           it runs, and prints "CHURNED <n>" (n: what is left of them, 0)
 #   echo X  prints X
 #   exit    prints BYE and exits 0
 import select, sys
@@ -41,5 +45,15 @@ while True:
         print("UNBLOCKED", flush=True)
     elif cmd == "modules":
         print("ctypes", "ctypes" in sys.modules, flush=True)
+    elif cmd == "tracemalloc":
+        import tracemalloc
+        tracemalloc.start()
+        print("TRACEMALLOC", flush=True)
+    elif cmd == "churn":
+        junk = [(str(i), bytearray(600)) for i in range(100000)]
+        del junk
+        if "tracemalloc" in sys.modules and sys.modules["tracemalloc"].is_tracing():
+            sys.modules["tracemalloc"].stop()
+        print("CHURNED", 0, flush=True)
     elif cmd.startswith("echo "):
         print(cmd[5:], flush=True)
