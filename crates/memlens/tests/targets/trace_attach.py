@@ -9,7 +9,7 @@
 #   modules prints "ctypes <True|False>": whether ctypes was imported (memlens's script does)
 #   tracemalloc  starts tracemalloc (which installs its allocator over whatever is there) and
 #           prints "TRACEMALLOC"
-#   churn   allocates and frees 100,000 small objects and bytearrays, then stops tracemalloc if
+#   churn   allocates and frees 20,000 small objects and bytearrays, then stops tracemalloc if
 #           it runs, and prints "CHURNED <n>" (n: what is left of them, 0)
 #   echo X  prints X
 #   exit    prints BYE and exits 0
@@ -50,7 +50,7 @@ while True:
         tracemalloc.start()
         print("TRACEMALLOC", flush=True)
     elif cmd == "churn":
-        junk = [(str(i), bytearray(600)) for i in range(100000)]
+        junk = [(str(i), bytearray(600)) for i in range(20000)]
         del junk
         if "tracemalloc" in sys.modules and sys.modules["tracemalloc"].is_tracing():
             sys.modules["tracemalloc"].stop()
