@@ -80,6 +80,9 @@ impl RemoteExec {
             Error::Unsupported { what } => refused(format!(
                 "unsupported: {what}: memlens attaches its tracer to GIL builds of CPython 3.14+ only (PEP 768)"
             )),
+            e @ Error::NotPython { .. } => refused(format!(
+                "{e}: memlens attaches its tracer to CPython 3.14+ only"
+            )),
             e => RemoteExecError::Failed(e),
         })?;
         let it = &session.interpreter;

@@ -268,13 +268,15 @@ fn refused(t: &mut Target, why: &str, label: &str) {
 }
 
 #[test]
-fn record_trace_is_refused_before_3_14_and_where_remote_debugging_is_disabled() {
+fn record_trace_is_refused_before_3_14_where_remote_debugging_is_disabled_and_without_python() {
     for py in pythons().into_iter().filter(|p| p.version == (3, 13)) {
         let mut t = start(&py.path, &[]);
         refused(&mut t, "needs CPython 3.14+", &py.label);
         assert_eq!(ask(&mut t, "modules"), "ctypes False");
         assert_eq!(ask(&mut t, "exit"), "BYE");
     }
+    let mut sleeper = Target::sleeper();
+    refused(&mut sleeper, "not a Python process", "sleep");
     for py in sid_pythons() {
         let by_option = start(&py.path, &["-X", "disable-remote-debug"]);
         let mut cmd = Command::new(&py.path);
