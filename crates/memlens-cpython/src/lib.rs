@@ -22,6 +22,7 @@ pub mod objects;
 pub mod process;
 pub mod pymalloc;
 pub mod reader;
+pub mod remote_exec;
 pub mod session;
 pub mod sizes;
 pub mod thread_costs;

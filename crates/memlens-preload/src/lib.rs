@@ -128,7 +128,20 @@
 //! - Stacks are Python frames only (no native frames); a process that loads libpython after
 //!   start (embedding by `dlopen`) is `python=none`. The time of a `peak` is that of the drain
 //!   that saw it (within a period).
-//! - Must be preloaded, not `dlopen`ed: its thread-local state is in the static TLS block.
+//! - Must be preloaded to trace malloc and mmap: its thread-local state is in the static TLS
+//!   block. `dlopen`ed into a running CPython 3.14+ (`memlens record PID --trace`, PEP 768,
+//!   [`attach`](#attached-to-a-running-program)) it interposes nothing and traces only the
+//!   wrapped allocator domains.
+//!
+//! # Attached to a running program
+//! `attach.rs`: `memlens_attach(path, sample_bytes, period_ms)` and `memlens_detach()`, called
+//! by the scripts `memlens record PID --trace` has the interpreter run (PEP 768) through
+//! `ctypes.PyDLL` (GIL held). The attach opens the trace file memlens created (never creates
+//! one, never through a link), starts the writer and installs the `pymem.rs` wrapper; the
+//! detach puts the replaced allocators back when the wrapper is still the installed one (else
+//! it stays, forwarding, tracing nothing), then writes the `end` line. Nothing is read from
+//! the environment: the constructor sees the interpreter initialised and does nothing. Forked
+//! children of an attached program are not traced.
 //! - `munmap` is recognised at the start of a sampled mapping (whole, or a prefix); a hole
 //!   punched in its middle, a `MAP_FIXED` mapping over it, and the resize of an unsampled
 //!   mapping by `mremap` are not seen.
@@ -144,6 +157,8 @@
 //!   sampled) answers the free of an unsampled pointer without a probe of the table.
 
 pub mod agg;
+#[cfg(not(test))]
+mod attach;
 #[cfg(not(test))]
 mod hooks;
 #[cfg(not(test))]

@@ -248,3 +248,54 @@ unsafe extern "C" fn wrap_free(ctx: *mut c_void, p: *mut c_void) {
         o.free.unwrap_unchecked()(o.ctx, p)
     }
 }
+
+/// Whether the wrapper is installed.
+pub(crate) fn installed() -> bool {
+    STATE.load(Ordering::Acquire) == INSTALLED
+}
+
+/// Puts back the allocators the wrapper replaced (`memlens_detach`, attach.rs), with the GIL
+/// held by the caller: 0 when restored; 2 when another allocator was installed over the
+/// wrapper since (`tracemalloc.start()`): restoring would remove it, so the wrapper stays,
+/// forwarding (with tracing stopped, it records nothing); 1 when none was installed.
+///
+/// Sound because the wrapper only forwards: every block allocated through it was allocated
+/// by the replaced allocator with the replaced `ctx`, so once that allocator is back, its
+/// realloc and free receive exactly the blocks they made. With the GIL held, no thread is
+/// inside the MEM or OBJ functions while the pointers change; the wrapper's code stays
+/// mapped (the library is never unloaded), so a call that read the old pointer finishes.
+pub(crate) fn uninstall() -> c_int {
+    if STATE
+        .compare_exchange(INSTALLED, INSTALLING, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        return 1;
+    }
+    // SAFETY: as in maybe_install (the caller holds the GIL); REPLACED was written at
+    // installation and is read-only since.
+    unsafe {
+        let get =
+            std::mem::transmute::<usize, GetAllocatorFn>(API.get_allocator.load(Ordering::Relaxed));
+        let set =
+            std::mem::transmute::<usize, SetAllocatorFn>(API.set_allocator.load(Ordering::Relaxed));
+        let old = &mut *REPLACED.0.get();
+        let ours = DOMAINS.iter().enumerate().all(|(i, d)| {
+            let mut now = EMPTY;
+            get(*d, &mut now);
+            now.ctx == &mut old[i] as *mut Allocator as *mut c_void
+                && now.malloc.map(|f| f as usize) == Some(wrap_malloc as *const () as usize)
+                && now.free.map(|f| f as usize) == Some(wrap_free as *const () as usize)
+        });
+        if !ours {
+            STATE.store(INSTALLED, Ordering::Release);
+            return 2;
+        }
+        for (i, d) in DOMAINS.iter().enumerate() {
+            let mut a = old[i];
+            set(*d, &mut a);
+        }
+    }
+    // Never PENDING again: a later sampled hook must not install it a second time.
+    STATE.store(NONE, Ordering::Release);
+    0
+}

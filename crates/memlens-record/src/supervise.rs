@@ -53,6 +53,12 @@ pub enum Notice<'a> {
         /// The recording.
         path: &'a Path,
     },
+    /// `record` stops sampling (the duration is over, a stop signal came, or the tree is
+    /// gone); the trace files (`--trace`) are imported after the callback returns.
+    Stopping {
+        /// Whether the root of the tree still runs.
+        running: bool,
+    },
     /// `run`'s recording stopped at `at` seconds (what it holds is kept); the program keeps
     /// running.
     Stopped {
@@ -404,6 +410,11 @@ pub struct RecordRequest {
     pub python: bool,
     /// Stop after this long (otherwise at a stop signal or when the tree is gone).
     pub duration: Option<Duration>,
+    /// The trace files to import at the end, after [`Notice::Stopping`] (`record --trace`:
+    /// the tracer attached to the running root just before the recording started).
+    pub trace: Option<TraceFiles>,
+    /// What the recording says of the trace (an event at its start), e.g. what was not traced.
+    pub trace_note: Option<String>,
 }
 
 /// The root of a recorded tree, as the recording's metadata names it.
@@ -422,6 +433,8 @@ pub struct RecordOutcome {
     pub path: PathBuf,
     /// The error that stopped it early, and when (s): the file keeps what came before.
     pub failure: Option<(f64, Error)>,
+    /// What the import of the trace files did (`--trace`), or why it failed.
+    pub trace: Option<Result<ImportReport, Error>>,
 }
 
 /// `memlens record`: follows the running tree of `pid` until a stop signal (SIGINT, SIGTERM,
@@ -443,6 +456,8 @@ pub fn record_tree<E: From<StartError>>(
     let writer = prepare(&Target { name, command })?;
     let path = writer.path().to_path_buf();
     let start = Instant::now();
+    // The trace files' clock at t = 0 (Instant is CLOCK_MONOTONIC too: read back to back).
+    let start_ns = monotonic_ns();
     let mut sampler =
         Sampler::new(req.config.clone(), writer, req.pid, start).map_err(StartError::from)?;
     if req.python {
@@ -451,12 +466,27 @@ pub fn record_tree<E: From<StartError>>(
     sampler
         .track_existing_descendants()
         .map_err(StartError::from)?;
+    if let Some(note) = &req.trace_note {
+        sampler
+            .writer()
+            .event(0.0, "trace", Some(i64::from(req.pid)), note)
+            .map_err(|e| StartError::Recording(Error::from(e)))?;
+    }
     notify(Notice::Recording {
         pid: req.pid,
         path: &path,
     });
     let end = req.duration.map(|d| start + d);
     let failure = follow(&mut sampler, &mut waiter, start, req.config.interval, end).err();
+    notify(Notice::Stopping {
+        running: running(req.pid),
+    });
+    let mut trace = None;
+    if let (None, Some(files)) = (&failure, &req.trace) {
+        trace = Some(
+            import_dir(sampler.writer(), files, start_ns, Limits::default()).map_err(Error::from),
+        );
+    }
     let finished = match failure {
         None => sampler.finish(&Finish::default()),
         Some(e) => {
@@ -465,7 +495,11 @@ pub fn record_tree<E: From<StartError>>(
         }
     };
     let failure = finished.err().map(|e| (start.elapsed().as_secs_f64(), e));
-    Ok(RecordOutcome { path, failure })
+    Ok(RecordOutcome {
+        path,
+        failure,
+        trace,
+    })
 }
 
 /// Ticks until a stop signal, the end of the tree or `end`.

@@ -3,7 +3,8 @@
 //! backend for tests), its ELF files ([`elf::ElfFile`], opened through `/proc/PID/root` so
 //! containers and deleted files work) and short, guarded ptrace pauses ([`pause::Pause`]).
 //!
-//! This crate never writes to the target. With `memlens-launch` (the process-control calls of
+//! This crate writes to a target only in [`write`]: the few bytes of a PEP 768 request
+//! (`memlens record PID --trace`, CPython 3.14+), the one opt-in injection memlens does. With `memlens-launch` (the process-control calls of
 //! `memlens run`), it is one of the two memlens crates allowed `unsafe`: the system calls of
 //! reading another process live here, each with a `// SAFETY:` comment.
 
@@ -18,6 +19,7 @@ pub mod pagelog;
 pub mod pause;
 pub mod sealer;
 pub mod vm;
+pub mod write;
 
 pub use bitmap::AddressBits;
 pub use budget::MemoryBudget;

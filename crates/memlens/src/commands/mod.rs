@@ -5,6 +5,7 @@ pub mod diff;
 pub mod leak;
 pub mod ps;
 pub mod record;
+pub mod record_trace;
 pub mod referrers;
 pub mod report;
 pub mod report_trace;

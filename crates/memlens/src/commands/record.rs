@@ -29,6 +29,9 @@ pub struct Args {
     /// Sampling and output options.
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// `--trace`: the allocation tracer attached to the running program (CPython 3.14+).
+    #[command(flatten)]
+    pub tracing: super::record_trace::TraceArgs,
 }
 
 /// Runs the command.
@@ -36,14 +39,19 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
     if let Some(e) = crate::exit::target_state_error(args.pid) {
         return Err(e);
     }
+    let mut attached = super::record_trace::attach(args.pid, &args.tracing)?;
     let req = RecordRequest {
         pid: args.pid,
         config: args.sampling.config(),
         python: !args.sampling.no_python,
         duration: args.duration,
+        trace: attached.as_ref().map(super::record_trace::Attached::files),
+        trace_note: attached
+            .as_ref()
+            .map(|_| super::record_trace::NOTE.to_string()),
     };
     let mut outputs = None;
-    let outcome = record_tree(
+    let recorded = record_tree(
         &req,
         |target| {
             outputs = Some(args.sampling.reserve_outputs()?);
@@ -52,15 +60,32 @@ pub fn run(args: Args, global: &Global) -> CliResult<ExitCode> {
                     .meta(memlens_recording::Mode::Record, &target.command, args.pid);
             args.sampling.create_recording(&target.name, &meta)
         },
-        &mut |notice| {
-            if let Notice::Recording { pid, path } = notice {
-                messages::note(&format!(
-                    "recording pid {pid} into {} (Ctrl-C to stop)",
-                    path.display()
-                ));
+        &mut |notice| match notice {
+            Notice::Recording { pid, path } => messages::note(&format!(
+                "recording pid {pid} into {} (Ctrl-C to stop)",
+                path.display()
+            )),
+            Notice::Stopping { running } => {
+                if let Some(a) = attached.as_mut() {
+                    super::record_trace::detach(a, running);
+                }
             }
+            _ => {}
         },
-    )?;
+    );
+    let outcome = match recorded {
+        Ok(o) => o,
+        Err(e) => {
+            // The recording never started: the tracer is detached before memlens says why.
+            if let Some(a) = attached {
+                super::record_trace::abandon(a, args.pid);
+            }
+            return Err(e);
+        }
+    };
+    if let Some(a) = attached {
+        super::record_trace::finish(a, outcome.trace.as_ref());
+    }
     let write_failed = outcome.failure.map(|(t, e)| {
         let full = if e.is_disk_full() {
             " (the disk is full)"

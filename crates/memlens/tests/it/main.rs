@@ -35,6 +35,7 @@ mod sharing_over_time;
 mod sizes;
 mod support;
 mod top;
+mod trace_attach;
 mod trace_live;
 mod trace_report;
 mod trace_run;
