@@ -24,7 +24,7 @@ use crate::writer::RecordingWriter;
 use crate::Error;
 use memlens_recording::trace::Limits;
 use memlens_recording::trace_live::LiveImport;
-use memlens_recording::trace_store::{monotonic_ns, ImportReport, TraceFiles};
+use memlens_recording::trace_store::{import_dir, monotonic_ns, ImportReport, TraceFiles};
 
 /// Why the program (or the tree) could not be started or followed: nothing was recorded.
 #[derive(Debug, thiserror::Error)]
