@@ -35,5 +35,6 @@ mod sharing_over_time;
 mod sizes;
 mod support;
 mod top;
+mod trace_embedded;
 mod trace_report;
 mod trace_run;
