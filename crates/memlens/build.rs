@@ -5,13 +5,13 @@
 //! The tracer is built by a second cargo (the one running this script, `$CARGO`), offline and
 //! `--locked` against the workspace's Cargo.lock, in the release profile without debug
 //! information, for this build's target (`$TARGET`: a cross build embeds a tracer for the
-//! machine the binary runs on), into its own target directory under `OUT_DIR`, so it never
-//! waits on the lock of the outer build's directory. It joins the outer build's jobserver
-//! (cargo passes it to build scripts in `CARGO_MAKEFLAGS`), so it takes no more jobs than the
-//! outer build was given.
-//! The outer build's rustflags (`CARGO_ENCODED_RUSTFLAGS`) and `RUSTC` pass through; a
-//! workspace wrapper (clippy's driver under `cargo clippy`) does not, so a lint run and a build
-//! embed the same library and do not rebuild it each other's way.
+//! machine the binary runs on; `MEMLENS_PRELOAD_TARGET` overrides it, below), into its own
+//! target directory under `OUT_DIR`, so it never waits on the lock of the outer build's
+//! directory. It joins the outer build's jobserver (cargo passes it to build scripts in
+//! `CARGO_MAKEFLAGS`), so it takes no more jobs than the outer build was given. The outer
+//! build's rustflags (`CARGO_ENCODED_RUSTFLAGS`) and `RUSTC` pass through; a workspace wrapper
+//! (clippy's driver under `cargo clippy`) does not, so a lint run and a build embed the same
+//! library and do not rebuild it each other's way.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,7 +44,16 @@ fn main() {
     }
 
     let out = PathBuf::from(var("OUT_DIR"));
-    let target = var("TARGET").into_string().expect("TARGET is UTF-8");
+    // The tracer is loaded into the traced program, so it must match that program's C library,
+    // not memlens's: a memlens built for `*-linux-musl` (a static binary) traces glibc
+    // programs with `MEMLENS_PRELOAD_TARGET=<arch>-unknown-linux-gnu` (that target installed).
+    println!("cargo:rerun-if-env-changed=MEMLENS_PRELOAD_TARGET");
+    let other = std::env::var("MEMLENS_PRELOAD_TARGET")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let target = other
+        .clone()
+        .unwrap_or_else(|| var("TARGET").into_string().expect("TARGET is UTF-8"));
     let target_dir = out.join("preload-target");
     let mut c = Command::new(var("CARGO"));
     c.current_dir(&root)
@@ -70,6 +79,10 @@ fn main() {
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET");
+    if other.is_some() {
+        // The outer build's rustflags are for its own target.
+        c.env_remove("CARGO_ENCODED_RUSTFLAGS");
+    }
     let st = c
         .status()
         .unwrap_or_else(|e| panic!("cannot run cargo to build memlens-preload: {e}"));

@@ -51,6 +51,20 @@ impl Written {
 /// followed. A copy left half-written by a failed write is removed. A directory on a
 /// filesystem mounted `noexec` is an error too: the dynamic loader could not map the library.
 pub fn write_into(dir: &Path) -> std::io::Result<Written> {
+    write_with_mode(dir, 0o500)
+}
+
+/// [`write_into`] with another mode, for a loader that runs as another user than memlens
+/// (`0o555`, in a directory that user can search; the caller makes sure of that). A mode with
+/// a write bit or anything beyond the permission bits is refused (`InvalidInput`): the copy is
+/// never writable by anyone.
+pub fn write_with_mode(dir: &Path, mode: u32) -> std::io::Result<Written> {
+    if mode & !0o555 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("mode {mode:o} for the tracer library: read and execute bits only"),
+        ));
+    }
     let noexec = rustix::fs::statvfs(dir)
         .map(|s| s.f_flag.contains(rustix::fs::StatVfsMountFlags::NOEXEC))
         .map_err(std::io::Error::from)?;
@@ -64,7 +78,7 @@ pub fn write_into(dir: &Path) -> std::io::Result<Written> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o500)
+        .mode(mode)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
@@ -74,10 +88,10 @@ pub fn write_into(dir: &Path) -> std::io::Result<Written> {
         dev: m.dev(),
         ino: m.ino(),
     };
-    // Exactly 0500 whatever the umask took; then the bytes, through the descriptor opened
+    // Exactly `mode` whatever the umask took; then the bytes, through the descriptor opened
     // for writing (the mode applies to later opens).
     let r = f
-        .set_permissions(std::fs::Permissions::from_mode(0o500))
+        .set_permissions(std::fs::Permissions::from_mode(mode))
         .and_then(|()| f.write_all(EMBEDDED))
         .and_then(|()| f.flush());
     drop(f);
@@ -124,8 +138,16 @@ mod tests {
         assert_eq!(std::fs::read(w.path()).expect("read"), EMBEDDED);
         // A second copy is never written over the first.
         assert!(write_into(&d).is_err());
+        assert_eq!(
+            write_with_mode(&d, 0o755).map_err(|e| e.kind()).err(),
+            Some(std::io::ErrorKind::InvalidInput)
+        );
         w.remove().expect("removed");
         assert!(!d.join(LIBRARY).exists());
+        let w = write_with_mode(&d, 0o555).expect("written");
+        let m = std::fs::symlink_metadata(w.path()).expect("meta");
+        assert_eq!(m.permissions().mode() & 0o7777, 0o555);
+        w.remove().expect("removed");
         std::fs::remove_dir(&d).expect("empty");
     }
 
