@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Packaging test: builds the memlens wheel from this checkout, installs it into a fresh
 # virtualenv, and checks that the installed `memlens` runs: `--version`, then
-# `snapshot --json` of a sleeping Python process whose JSON must parse and have totals.pss > 0.
+# `snapshot --json` of a sleeping Python process whose JSON must parse and have totals.pss > 0,
+# then `run --trace=all` of a program holding a 32 MiB bytearray, with no tracer library
+# installed beside it (the binary carries it): the report must attribute those bytes to their
+# line, and the private directory must be gone.
 # Then the Python package of the same wheel (docs/python.md): `import memlens;
 # memlens.snapshot()`, its unit tests (python/tests/unit, with pytest from PyPI), and the
 # pytest plugin on a small project (python/tests/plugin_project): a test over its budget fails
@@ -78,6 +81,29 @@ pids = [p["pid"] for p in snap["processes"]]
 assert pids == [pid], "processes should be just the sleeper %d, got %r" % (pid, pids)
 print("test-packaging: snapshot ok: totals.pss %d bytes, rss %d bytes"
       % (pss, snap["totals"]["rss"]), file=sys.stderr)
+PY
+
+# --- memlens run --trace: the tracer is carried inside the binary ----------------------------
+step "memlens run --trace=all from the wheel (its tracer built into the binary)"
+find "$TMP/venv" -name 'libmemlens_preload*' | grep -q . \
+    && fail "the wheel installed a libmemlens_preload file: the test would not show the embedded one"
+mkdir "$TMP/tracetmp"
+printf 'held = bytearray(32 << 20)\nprint("traced ok")\n' > "$TMP/traced.py"
+env -u MEMLENS_PRELOAD -u LD_PRELOAD TMPDIR="$TMP/tracetmp" memlens run -q --trace=all \
+    -o "$TMP/traced.db" -- "$TMP/venv/bin/python" "$TMP/traced.py" > "$TMP/traced.out" \
+    || fail "memlens run --trace exited with $?"
+[ "$(cat "$TMP/traced.out")" = "traced ok" ] || fail "the traced program printed: $(cat "$TMP/traced.out")"
+[ -z "$(ls -A "$TMP/tracetmp")" ] || fail "left in the temporary directory: $(ls -A "$TMP/tracetmp")"
+memlens report --json "$TMP/traced.db" > "$TMP/traced.json" || fail "memlens report --json exited with $?"
+"$PYTHON" - "$TMP/traced.json" "$TMP/traced.py" <<'PY' || fail "the traced run did not attribute the bytes held"
+import json, sys
+a = json.load(open(sys.argv[1]))["allocations"]
+assert a is not None and a["mode"] == "all", a
+held = 32 << 20
+on = sum(l["bytes"] for l in a["at_peak"]["by_line"] if l["file"] == sys.argv[2] and l["line"] == 1)
+assert held <= on <= held * 1.01, "%d bytes at the peak on line 1, held %d" % (on, held)
+print("test-packaging: traced ok: %d bytes at the peak on %s:1 (held %d)" % (on, sys.argv[2], held),
+      file=sys.stderr)
 PY
 
 # --- the Python package and the pytest plugin -----------------------------------------------

@@ -3,6 +3,7 @@
 pub mod census;
 pub mod diff;
 pub mod leak;
+pub mod preload_lib;
 pub mod ps;
 pub mod record;
 pub mod record_trace;

@@ -148,28 +148,29 @@ fn create_new(made: &mut Vec<Made>, path: &Path, bytes: &[u8], mode: u32) -> Cli
     Ok(f)
 }
 
-/// Writes the tracer library into `dir` and returns its path. The one place that knows where
-/// the library comes from (today: found as `run --trace` finds it and copied).
+/// Writes the tracer library into `dir` and returns its path: a copy of `$MEMLENS_PRELOAD`
+/// when it is set (missing: exit 5), else the library carried in the memlens binary.
 fn install_library(made: &mut Vec<Made>, dir: &Path) -> CliResult<PathBuf> {
-    let lib = super::run_trace::find_library().map_err(|tried| {
-        let places: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
-        CliError::new(
-            Code::Unsupported,
-            format!(
-                "--trace needs memlens's tracer library, {}: not found (looked at {})",
-                super::run_trace::LIBRARY,
-                places.join(", ")
-            ),
-        )
-        .with_hint("build it with `cargo build -p memlens-preload` (it lands beside memlens), or name it with MEMLENS_PRELOAD=PATH")
-    })?;
-    let bytes = std::fs::read(&lib).map_err(|e| {
-        CliError::new(
-            Code::Unsupported,
-            format!("--trace: cannot read {}: {e}", lib.display()),
-        )
-    })?;
-    let to = dir.join(super::run_trace::LIBRARY);
+    let bytes = match super::run_trace::user_library() {
+        None => std::borrow::Cow::Borrowed(super::preload_lib::EMBEDDED),
+        Some(Err(p)) => {
+            return Err(CliError::new(
+                Code::Unsupported,
+                format!(
+                    "--trace: MEMLENS_PRELOAD names {}, which is not a file",
+                    p.display()
+                ),
+            )
+            .with_hint("unset MEMLENS_PRELOAD to use the tracer carried in memlens"))
+        }
+        Some(Ok(lib)) => std::borrow::Cow::Owned(std::fs::read(&lib).map_err(|e| {
+            CliError::new(
+                Code::Unsupported,
+                format!("--trace: cannot read {}: {e}", lib.display()),
+            )
+        })?),
+    };
+    let to = dir.join(super::preload_lib::LIBRARY);
     create_new(made, &to, &bytes, 0o644)?;
     Ok(to)
 }
@@ -226,7 +227,7 @@ fn already_traced(pid: u32) -> bool {
     std::fs::read(format!("/proc/{pid}/maps"))
         .map(|m| {
             m.split(|b| *b == b'\n')
-                .any(|l| l.ends_with(super::run_trace::LIBRARY.as_bytes()))
+                .any(|l| l.ends_with(super::preload_lib::LIBRARY.as_bytes()))
         })
         .unwrap_or(false)
 }

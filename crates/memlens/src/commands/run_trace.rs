@@ -1,26 +1,24 @@
 //! `memlens run --trace`: the allocation tracer (`memlens-preload`, loaded with `LD_PRELOAD`)
 //! set up for the program, and its private directory of trace files (docs/trace-format.md).
 //!
-//! The library is `$MEMLENS_PRELOAD`, else `libmemlens_preload.so` beside the memlens
-//! executable (where cargo builds it), else `../lib/memlens/libmemlens_preload.so` from it (an
-//! installed layout). Missing: exit 5 before the program starts. The trace files go to a
-//! directory memlens creates (mode 0700, a fresh name under the temporary directory, named
-//! under `-v`); they are imported into the recording while the program runs (twice a second,
-//! complete lines only, committed, so a memlens killed then leaves a recording holding the
-//! trace up to its last import) and finally when it has ended, and memlens then deletes them
-//! and the directory (nothing else).
+//! The library is `$MEMLENS_PRELOAD` (missing: exit 5 before the program starts), else the one
+//! carried inside the memlens binary ([`super::preload_lib`]), written into the private
+//! directory. The trace files go to that directory, which memlens creates (mode 0700, a fresh
+//! name under the temporary directory, named under `-v`); they are imported into the recording
+//! while the program runs (twice a second, complete lines only, committed, so a memlens killed
+//! then leaves a recording holding the trace up to its last import) and finally when it has
+//! ended, and memlens then deletes them, its copy of the library and the directory (nothing
+//! else).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use memlens_recording::trace_store::TraceDir;
 
+use super::preload_lib::{self, LIBRARY};
 use crate::exit::{CliError, CliResult, Code};
 use crate::flags;
 use crate::messages;
-
-/// The library's file name.
-pub const LIBRARY: &str = "libmemlens_preload.so";
 
 /// `--trace` options of `run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -51,27 +49,15 @@ pub struct Prepared {
     pub dir: TraceDir,
     /// The program's environment additions.
     pub env: Vec<(OsString, OsString)>,
+    /// The copy of the embedded library in `dir` (none with `MEMLENS_PRELOAD`).
+    pub lib: Option<preload_lib::Written>,
 }
 
-/// Where the library is, or the places looked at.
-pub fn find_library() -> Result<PathBuf, Vec<PathBuf>> {
-    if let Some(p) = std::env::var_os("MEMLENS_PRELOAD").filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
-        return if p.is_file() { Ok(p) } else { Err(vec![p]) };
-    }
-    let mut tried = Vec::new();
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(PathBuf::from))
-    {
-        for p in [dir.join(LIBRARY), dir.join("../lib/memlens").join(LIBRARY)] {
-            if p.is_file() {
-                return Ok(p);
-            }
-            tried.push(p);
-        }
-    }
-    Err(tried)
+/// The library named by `MEMLENS_PRELOAD` (`None` when unset or empty: the embedded one is
+/// used), or the path that is not a file.
+pub fn user_library() -> Option<Result<PathBuf, PathBuf>> {
+    let p = PathBuf::from(std::env::var_os("MEMLENS_PRELOAD").filter(|p| !p.is_empty())?);
+    Some(if p.is_file() { Ok(p) } else { Err(p) })
 }
 
 /// Finds the library and creates the private directory (`None` without `--trace`).
@@ -85,17 +71,18 @@ pub fn prepare(args: &TraceArgs) -> CliResult<Option<Prepared>> {
             "--sample-bytes applies to --trace=sampled only (--trace=all records every allocation)",
         ));
     }
-    let lib = find_library().map_err(|tried| {
-        let places: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
-        CliError::new(
-            Code::Unsupported,
-            format!(
-                "--trace needs memlens's tracer library, {LIBRARY}: not found (looked at {})",
-                places.join(", ")
-            ),
-        )
-        .with_hint("build it with `cargo build -p memlens-preload` (it lands beside memlens), or name it with MEMLENS_PRELOAD=PATH")
-    })?;
+    let user = user_library()
+        .transpose()
+        .map_err(|p| {
+            CliError::new(
+                Code::Unsupported,
+                format!(
+                    "--trace: MEMLENS_PRELOAD names {}, which is not a file",
+                    p.display()
+                ),
+            )
+            .with_hint(format!("unset MEMLENS_PRELOAD to use the tracer built into memlens, or name a {LIBRARY} built with `cargo build -p memlens-preload`"))
+        })?;
     let dir = TraceDir::create(&std::env::temp_dir()).map_err(|e| {
         CliError::new(
             Code::Output,
@@ -110,6 +97,56 @@ pub fn prepare(args: &TraceArgs) -> CliResult<Option<Prepared>> {
         "--trace: the tracer writes into {} (removed once imported; kept, and named, if not)",
         dir.files().dir.display()
     );
+    let (lib, written) = match user {
+        Some(p) => (p, None),
+        None => match preload_lib::write_into(&dir.files().dir) {
+            Ok(w) => (w.path().to_path_buf(), Some(w)),
+            Err(e) => {
+                clean_up(Some(Prepared {
+                    dir,
+                    env: Vec::new(),
+                    lib: None,
+                }));
+                return Err(CliError::new(
+                    Code::Output,
+                    format!("--trace: cannot write the tracer library: {e}"),
+                )
+                .with_hint("set TMPDIR to a writable directory on a filesystem that allows executables (not mounted noexec)"));
+            }
+        },
+    };
+    // The dynamic loader splits LD_PRELOAD at spaces and colons: such a path would load
+    // nothing (the program would run untraced).
+    if lib
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .any(|b| matches!(b, b' ' | b':'))
+    {
+        let (code, hint) = match written {
+            Some(_) => (
+                Code::Output,
+                "set TMPDIR to a directory whose path has no space or colon",
+            ),
+            None => (
+                Code::Unsupported,
+                "name the library by a path without spaces or colons",
+            ),
+        };
+        clean_up(Some(Prepared {
+            dir,
+            env: Vec::new(),
+            lib: written,
+        }));
+        return Err(CliError::new(
+            code,
+            format!(
+                "--trace: the tracer library's path {} has a space or colon, which LD_PRELOAD cannot carry",
+                lib.display()
+            ),
+        )
+        .with_hint(hint));
+    }
     let mut preload = lib.into_os_string();
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
         preload.push(":");
@@ -133,12 +170,20 @@ pub fn prepare(args: &TraceArgs) -> CliResult<Option<Prepared>> {
             args.sample_bytes.unwrap_or(512 * 1024).to_string().into(),
         ));
     }
-    Ok(Some(Prepared { dir, env }))
+    Ok(Some(Prepared {
+        dir,
+        env,
+        lib: written,
+    }))
 }
 
-/// Removes the private directory and the tracer's files in it; a failure is said.
+/// Removes the private directory, memlens's copy of the library and the tracer's files in it;
+/// a failure is said.
 pub fn clean_up(p: Option<Prepared>) {
     if let Some(p) = p {
+        if let Some(Err(e)) = p.lib.map(preload_lib::Written::remove) {
+            messages::error(&format!("--trace: {e}"));
+        }
         if let Err(e) = p.dir.remove() {
             messages::error(&format!("--trace: {e}"));
         }

@@ -36,6 +36,7 @@ mod sizes;
 mod support;
 mod top;
 mod trace_attach;
+mod trace_embedded;
 mod trace_live;
 mod trace_report;
 mod trace_run;
