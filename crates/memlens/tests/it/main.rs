@@ -37,3 +37,4 @@ mod support;
 mod top;
 mod trace_report;
 mod trace_run;
+mod trace_truth;
