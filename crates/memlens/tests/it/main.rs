@@ -40,3 +40,4 @@ mod trace_embedded;
 mod trace_live;
 mod trace_report;
 mod trace_run;
+mod trace_truth;
