@@ -26,7 +26,8 @@ Run from the repository root after bench/setup.sh and
         [--workloads w6,w1,w7] [--tools plain,memlens-run,memlens-sampled,...] [--json FILE]
 Then, unless --capture-seconds 0, w6 and w7 stretched to about a minute each run once more
 under `memlens run --trace` for the capture rate per minute (the issue's target: under 1 MB).
-`--rounds 1` takes about 10 minutes on a loaded 2-core machine.
+`--rounds 1` takes about 10 minutes on an idle 2-core machine (about 4 with --warmup 0
+--capture-seconds 0); several times that under load.
 """
 import argparse
 import json
