@@ -138,6 +138,8 @@ def trace_figures(db):
         ).fetchone()
         stacks = c.execute("SELECT count(*) FROM trace_stacks").fetchone()[0]
         traces = c.execute("SELECT count(*) FROM traces").fetchone()[0]
+        # none in a Python program: the pymalloc wrapper was never installed
+        pym = c.execute("SELECT count(*) FROM trace_stacks WHERE domain = 'pymalloc'").fetchone()[0]
     finally:
         c.close()
     keys = ("snapshotted", "alloc_samples", "dropped_allocs", "dropped_frees", "table_full",
@@ -145,6 +147,7 @@ def trace_figures(db):
     fig = dict(zip(keys, rows))
     fig["stacks"] = stacks
     fig["traces"] = traces
+    fig["pymalloc_stacks"] = pym
     fig["trace_table_bytes"] = pages
     return fig
 
@@ -466,7 +469,7 @@ def capture_runs(a, memlens, python, python_exe, base_env, measured, tmp):
         print(f"| {wname} | {knob}={work} | {r['wall']:.1f} | {human(r['capture'])} | "
               f"**{human(int(r['capture'] / minutes))}** | {human(tb)} | "
               f"**{human(int(tb / minutes)) if tb is not None else 'n/a'}** | {r['alloc_samples']} | "
-              f"{r['stacks']} | {r['dropped_allocs']}/{r['dropped_frees']} |")
+              f"{r['stacks']} (pymalloc {r['pymalloc_stacks']}) | {r['dropped_allocs']}/{r['dropped_frees']} |")
         r["workload"], r["scaled"] = wname, f"{knob}={work}"
         out.append(r)
     sys.stdout.flush()
@@ -517,9 +520,13 @@ def report(wname, script_file, tools, runs, failed, took):
                 extra = rec - statistics.median(base)
                 line += f"; recording minus `run` without trace: {human(int(extra))} = " \
                         f"{human(int(extra / minutes))}/minute"
+            nopym = sum(1 for r in rs if r.get("pymalloc_stacks") == 0)
+            if nopym:
+                line += f"  [{nopym} of {len(rs)} runs traced no pymalloc block]"
             last = rs[-1]
             line += (f"  [last run: {last.get('traces')} traced processes, samples "
-                     f"{last.get('alloc_samples')}, stacks {last.get('stacks')}, dropped "
+                     f"{last.get('alloc_samples')}, stacks {last.get('stacks')} (pymalloc "
+                     f"{last.get('pymalloc_stacks')}), dropped "
                      f"{last.get('dropped_allocs')}/{last.get('dropped_frees')}, table_full "
                      f"{last.get('table_full')}, unreadable stacks {last.get('unreadable_stacks')}, "
                      f"stacks lost {last.get('stacks_lost')}]")
