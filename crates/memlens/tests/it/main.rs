@@ -39,3 +39,4 @@ mod trace_attach;
 mod trace_live;
 mod trace_report;
 mod trace_run;
+mod trace_self;
