@@ -99,6 +99,11 @@ pub struct Reconciliation {
     /// allocated and not written. Measured by the tracer with `mincore` on large live
     /// sampled allocations.
     pub untouched_bytes: u64,
+    /// The tracer's own resident memory (its tables and queue), which the ledger counts in
+    /// this category's PSS (private anonymous memory): on `native-heap`, 0 elsewhere and in
+    /// recordings made before it was measured.
+    #[serde(default)]
+    pub tracer_bytes: u64,
 }
 
 /// Allocated and freed over the whole run, for one source line (`report --lines`:

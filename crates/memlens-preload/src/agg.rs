@@ -224,6 +224,10 @@ pub struct Aggregate {
     /// Live sampled bytes with no resident page, as last measured ([`crate::residency`]); an
     /// estimate, set by the writer before a line.
     pub untouched: f64,
+    /// The tracer's own resident memory (its pointer table and filter, event queue, code and
+    /// stack tables), as last measured with `mincore`; set by the writer before a line. The
+    /// ledger counts it in the program's anonymous memory (`native-heap`).
+    pub tracer: u64,
     /// The highest `live` seen, in event order.
     pub peak_live: f64,
     /// Estimated bytes allocated in all (since start, or since fork in a child).
@@ -245,6 +249,7 @@ impl Aggregate {
             live_pymalloc: 0.0,
             live_malloc: 0.0,
             untouched: 0.0,
+            tracer: 0,
             peak_live: 0.0,
             total: 0.0,
             alloc_samples: 0,
@@ -311,7 +316,8 @@ impl Aggregate {
             "{tag} t_ns={t_ns} live_bytes={} live_mmap_bytes={} live_pymalloc_bytes={} \
              live_malloc_bytes={} peak_live_bytes={} total_bytes={} untouched_bytes={} \
              alloc_samples={} free_samples={} live_samples={} dropped_allocs={} dropped_frees={} \
-             table_full={} lost_at_fork={} unreadable_stacks={} stacks_lost={}\n",
+             table_full={} lost_at_fork={} unreadable_stacks={} stacks_lost={} \
+             tracer_bytes={}\n",
             b(self.live),
             b(self.live_mmap),
             b(self.live_pymalloc),
@@ -328,6 +334,7 @@ impl Aggregate {
             d.at_fork,
             d.unreadable_stacks,
             d.stacks_lost,
+            self.tracer,
         )
     }
 }
@@ -361,7 +368,7 @@ mod tests {
         a.untouched = 12.4;
         let l = a.line("snap", 5, &Drops::default());
         assert!(l.starts_with("snap t_ns=5 live_bytes=78 live_mmap_bytes=50 live_pymalloc_bytes=8 live_malloc_bytes=20 peak_live_bytes=150 total_bytes=182 untouched_bytes=12 alloc_samples=5 free_samples=2 live_samples=3 "), "{l}");
-        assert!(l.ends_with("lost_at_fork=0 unreadable_stacks=0 stacks_lost=0\n"));
+        assert!(l.ends_with("lost_at_fork=0 unreadable_stacks=0 stacks_lost=0 tracer_bytes=0\n"));
         let c = a.for_child(9);
         assert_eq!(
             (

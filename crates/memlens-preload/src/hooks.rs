@@ -974,6 +974,7 @@ fn write_line(s: &mut State, tag: &str) {
         s.stacks_written = stacks;
     }
     s.agg.untouched = s.residency.untouched(nonresident_bytes);
+    s.agg.tracer = own_resident();
     out.push_str(&s.agg.line(tag, now_ns(), &drops()));
     let peak = s.agg.peak_live;
     s.agg.sites.lines(peak, &mut out);
@@ -1176,6 +1177,12 @@ pub(crate) fn begin(fd: c_int, pid: u32, mean: u64, rcap: Option<usize>) -> bool
     }
     TABLE_MAP.0.store(tmem as usize, Ordering::Relaxed);
     TABLE_MAP.1.store(Table::bytes_for(tcap), Ordering::Relaxed);
+    RING_MAP.0.store(rmem as usize, Ordering::Relaxed);
+    RING_MAP.1.store(Ring::bytes_for(rcap), Ordering::Relaxed);
+    STACKS_MAP.0.store(smem as usize, Ordering::Relaxed);
+    STACKS_MAP
+        .1
+        .store(crate::pystack::bytes_needed(), Ordering::Relaxed);
     // SAFETY: fresh zeroed mappings of the sizes the table and ring need, never unmapped.
     let _ = TABLE.set(unsafe { Table::from_raw(tmem as *mut _, tcap) });
     // SAFETY: as above.
@@ -1210,8 +1217,27 @@ pub(crate) fn begin(fd: c_int, pid: u32, mean: u64, rcap: Option<usize>) -> bool
     true
 }
 
-/// The pointer table's mapping (address, bytes), for [`release_table`].
+/// The pointer table's mapping (address, bytes), for [`release_table`] and [`own_resident`].
 static TABLE_MAP: (AtomicUsize, AtomicUsize) = (AtomicUsize::new(0), AtomicUsize::new(0));
+/// The event queue's mapping (address, bytes), for [`own_resident`].
+static RING_MAP: (AtomicUsize, AtomicUsize) = (AtomicUsize::new(0), AtomicUsize::new(0));
+/// The code and stack tables' mapping (address, bytes), for [`own_resident`].
+static STACKS_MAP: (AtomicUsize, AtomicUsize) = (AtomicUsize::new(0), AtomicUsize::new(0));
+
+/// Resident bytes of the tracer's own mappings (`tracer_bytes`): memory the ledger sees as the
+/// program's anonymous memory, which the reconciliation sets apart. A mapping `mincore`
+/// cannot read counts as nothing (they are never unmapped, so it does not happen).
+fn own_resident() -> u64 {
+    [&TABLE_MAP, &RING_MAP, &STACKS_MAP]
+        .iter()
+        .map(|m| (m.0.load(Ordering::Relaxed), m.1.load(Ordering::Relaxed)))
+        .filter(|&(p, len)| p != 0 && len != 0)
+        .filter_map(|(p, len)| {
+            let whole = (len / crate::residency::PAGE * crate::residency::PAGE) as u64;
+            nonresident_bytes(p, len).map(|missing| whole.saturating_sub(missing))
+        })
+        .sum()
+}
 
 /// Gives the pointer table's pages back to the system once tracing has stopped for good
 /// (attach.rs, at the detach): in `all` mode a page is touched per live block until the table

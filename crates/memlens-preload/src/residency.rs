@@ -23,7 +23,7 @@ use crate::ring::{Event, ALLOC, FREE, MMAP};
 /// Allocations of at least this many bytes are measured.
 pub const LARGE: u64 = 64 * 1024;
 
-const PAGE: usize = 4096;
+pub(crate) const PAGE: usize = 4096;
 
 /// The live sampled allocations of at least [`LARGE`] bytes: address -> (size, weight).
 #[derive(Debug, Default, Clone)]

@@ -3,14 +3,15 @@
 /// The schema version written into `meta.schema_version`. Readers accept 1..=this. Version 2
 /// added the `sharing` table (a version 1 file has none: its readers say sharing was not
 /// recorded); version 3 the `traces` and `trace_*` tables of `run --trace` (empty without it;
-/// a version 1 or 2 file has none: no allocations).
-pub const SCHEMA_VERSION: i64 = 3;
+/// a version 1 or 2 file has none: no allocations); version 4 `trace_snaps.tracer_bytes` (a
+/// version 3 file reads it as 0: not measured).
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The `application_id` pragma of memlens recordings ("MLns"), so `file(1)`-style tools and
 /// readers can tell a recording from another SQLite database.
 pub const APPLICATION_ID: i32 = 0x4d4c_6e73;
 
-/// Tables of schema version 3 (version 1's, `sharing`, and the trace tables). Times are seconds since the recording started (`REAL`); sizes are
+/// Tables of schema version 4 (version 1's, `sharing`, and the trace tables). Times are seconds since the recording started (`REAL`); sizes are
 /// bytes (`INTEGER`).
 pub const CREATE: &str = r#"
 CREATE TABLE meta (
@@ -170,7 +171,8 @@ CREATE TABLE trace_snaps (
     table_full          INTEGER NOT NULL,
     lost_at_fork        INTEGER NOT NULL,
     unreadable_stacks   INTEGER NOT NULL,
-    stacks_lost         INTEGER NOT NULL
+    stacks_lost         INTEGER NOT NULL,
+    tracer_bytes        INTEGER NOT NULL
 );
 CREATE TABLE trace_sites (
     trace       INTEGER NOT NULL REFERENCES traces(id),

@@ -181,6 +181,8 @@ pub struct Snap {
     pub unreadable_stacks: u64,
     /// Samples whose stack did not fit in the tracer's tables (given a `lost=1` stack).
     pub stacks_lost: u64,
+    /// The tracer's own resident memory (0 before it was reported).
+    pub tracer_bytes: u64,
 }
 
 /// The cumulative figures of one stack (`site` line).
@@ -647,6 +649,7 @@ impl Parser {
             lost_at_fork: n("lost_at_fork"),
             unreadable_stacks: n("unreadable_stacks"),
             stacks_lost: n("stacks_lost"),
+            tracer_bytes: n("tracer_bytes"),
         };
         self.in_peak = false;
         if self.end.is_some() {

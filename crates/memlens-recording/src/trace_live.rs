@@ -514,8 +514,8 @@ fn write_delta(conn: &Connection, id: i64, d: &Delta, start_ns: u64) -> rusqlite
             "INSERT INTO trace_snaps (trace, t, at_end, live_bytes, live_mmap_bytes, \
              live_pymalloc_bytes, live_malloc_bytes, peak_live_bytes, total_bytes, untouched_bytes, \
              alloc_samples, free_samples, live_samples, dropped_allocs, dropped_frees, table_full, \
-             lost_at_fork, unreadable_stacks, stacks_lost) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
-             ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+             lost_at_fork, unreadable_stacks, stacks_lost, tracer_bytes) VALUES (?1, ?2, ?3, ?4, \
+             ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
         )?
         .execute(params![
             id,
@@ -537,6 +537,7 @@ fn write_delta(conn: &Connection, id: i64, d: &Delta, start_ns: u64) -> rusqlite
             i(s.lost_at_fork),
             i(s.unreadable_stacks),
             i(s.stacks_lost),
+            i(s.tracer_bytes),
         ])?;
     }
     for s in &d.sites {

@@ -147,6 +147,7 @@ pub(crate) struct SnapRow {
     malloc: u64,
     peak_live: u64,
     untouched: u64,
+    tracer: u64,
     lost: [u64; 6],
 }
 
@@ -299,11 +300,19 @@ impl Recording {
             }
         }
         let mut snaps: HashMap<i64, Vec<SnapRow>> = HashMap::new();
+        // Version 3 files have no tracer_bytes (not measured then).
+        let tracer_col = if self.schema_version >= 4 {
+            "tracer_bytes"
+        } else {
+            "0"
+        };
         for (t, s) in self.rows(
-            "SELECT trace, t, at_end, live_bytes, live_mmap_bytes, live_pymalloc_bytes, \
-             live_malloc_bytes, peak_live_bytes, untouched_bytes, dropped_allocs, dropped_frees, \
-             table_full, lost_at_fork, unreadable_stacks, stacks_lost FROM trace_snaps \
-             ORDER BY trace, t, at_end",
+            &format!(
+                "SELECT trace, t, at_end, live_bytes, live_mmap_bytes, live_pymalloc_bytes, \
+                 live_malloc_bytes, peak_live_bytes, untouched_bytes, dropped_allocs, \
+                 dropped_frees, table_full, lost_at_fork, unreadable_stacks, stacks_lost, \
+                 {tracer_col} FROM trace_snaps ORDER BY trace, t, at_end"
+            ),
             |r| {
                 let n = |k| r.get::<_, i64>(k).map(u);
                 Ok((
@@ -318,6 +327,7 @@ impl Recording {
                         peak_live: n(7)?,
                         untouched: n(8)?,
                         lost: [n(9)?, n(10)?, n(11)?, n(12)?, n(13)?, n(14)?],
+                        tracer: n(15)?,
                     },
                 ))
             },
@@ -489,7 +499,7 @@ impl Recording {
         else {
             return Vec::new();
         };
-        let (mut py, mut native, mut untouched) = (0u64, 0u64, 0u64);
+        let (mut py, mut native, mut untouched, mut tracer) = (0u64, 0u64, 0u64, 0u64);
         if peak.stacks.is_empty() {
             // No sites (version 1): the domains of each process's snapshot nearest the peak.
             for tr in traces {
@@ -503,6 +513,7 @@ impl Recording {
                 py = py.saturating_add(s.pymalloc);
                 native = native.saturating_add(s.malloc).saturating_add(s.mmap);
                 untouched = untouched.saturating_add(s.untouched);
+                tracer = tracer.saturating_add(s.tracer);
             }
         } else {
             for s in &peak.stacks {
@@ -511,11 +522,10 @@ impl Recording {
                     Domain::Malloc | Domain::Mmap => native = native.saturating_add(s.bytes),
                 }
             }
-            untouched = traces
-                .iter()
-                .filter_map(|tr| tr.live_at(peak.t))
-                .map(|s| s.untouched)
-                .fold(0u64, u64::saturating_add);
+            for s in traces.iter().filter_map(|tr| tr.live_at(peak.t)) {
+                untouched = untouched.saturating_add(s.untouched);
+                tracer = tracer.saturating_add(s.tracer);
+            }
         }
         let pss = |name: &str| {
             ledger
@@ -530,12 +540,14 @@ impl Recording {
                 traced_bytes: py,
                 pss: pss("python-heap"),
                 untouched_bytes: 0,
+                tracer_bytes: 0,
             },
             Reconciliation {
                 category: "native-heap".into(),
                 traced_bytes: native,
                 pss: pss("native-heap"),
                 untouched_bytes: untouched,
+                tracer_bytes: tracer,
             },
         ]
     }
@@ -844,6 +856,40 @@ peaksite stack=1 bytes=5000 count=1\n";
             a.reconciliation.is_empty(),
             "no ledger, nothing to reconcile"
         );
+    }
+
+    /// `tracer_bytes` is kept per snapshot; a version 3 file (no such column) reads it as 0.
+    #[test]
+    fn tracer_bytes_kept_and_read_as_zero_from_version_3() {
+        let with = ROOT.replacen(
+            "untouched_bytes=0\n",
+            "untouched_bytes=0 tracer_bytes=4096000\n",
+            1,
+        );
+        let r = recording("tracer4", &[&with]);
+        let t = r.load_traces().unwrap();
+        let tracer: Vec<u64> = t[0].snaps.iter().map(|s| s.tracer).collect();
+        assert_eq!(tracer, [4_096_000, 0, 0]);
+
+        let p = std::env::temp_dir().join(format!("memlens-v3-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        let w = RecordingWriter::create(&p, &Meta::default()).unwrap();
+        let parsed = parse(with.as_bytes(), Limits::default()).unwrap();
+        crate::trace_live::write_trace(&w.conn, "trace0", &parsed, 1_000_000_000).unwrap();
+        w.conn
+            .execute_batch(
+                "ALTER TABLE trace_snaps DROP COLUMN tracer_bytes; \
+                 UPDATE meta SET value = '3' WHERE key = 'schema_version';",
+            )
+            .unwrap();
+        w.finish(&End::default()).unwrap();
+        let r = Recording::open(&p).unwrap();
+        let _ = std::fs::remove_file(&p);
+        assert_eq!(r.schema_version, 3);
+        let t = r.load_traces().unwrap();
+        assert_eq!(t[0].snaps.len(), 3);
+        assert!(t[0].snaps.iter().all(|s| s.tracer == 0));
+        assert_eq!(r.allocations().unwrap().unwrap().at_peak.bytes, 1300);
     }
 
     #[test]

@@ -304,19 +304,20 @@ pub fn section(h: &mut String, a: Option<&Allocations>, style: SizeStyle) {
         h.push_str("<p class=\"muted\">No ledger near the peak to compare with.</p>");
         return;
     }
-    h.push_str(r#"<table><tr><th>category</th><th class="num">traced</th><th class="num">untouched</th><th class="num">touched</th><th class="num">PSS</th></tr>"#);
+    h.push_str(r#"<table><tr><th>category</th><th class="num">traced</th><th class="num">untouched</th><th class="num">touched</th><th class="num">PSS</th><th class="num">tracer</th></tr>"#);
     for r in &a.reconciliation {
         let _ = write!(
             h,
-            r#"<tr><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
+            r#"<tr><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
             escape(&r.category),
             style.size(r.traced_bytes),
             style.size(r.untouched_bytes),
             style.size(r.traced_bytes.saturating_sub(r.untouched_bytes)),
-            style.size(r.pss)
+            style.size(r.pss),
+            style.size(r.tracer_bytes)
         );
     }
-    h.push_str("</table><p class=\"muted\">Traced: live bytes the allocators handed out. Untouched: of those, allocated but never touched (no resident page: calloc'd zero pages, arrays not written). Touched: traced less untouched. PSS: what the kernel charged the category (allocator overhead, free lists and untraced memory included).</p>");
+    h.push_str("</table><p class=\"muted\">Traced: live bytes the allocators handed out. Untouched: of those, allocated but never touched (no resident page: calloc'd zero pages, arrays not written). Touched: traced less untouched. PSS: what the kernel charged the category (allocator overhead, free lists, untraced memory and the tracer's own memory included). Tracer: the tracer's own resident tables and queue, inside that PSS.</p>");
 }
 
 #[cfg(test)]

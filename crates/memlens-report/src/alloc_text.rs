@@ -349,18 +349,28 @@ fn write_reconciliation(
     }
     writeln!(
         out,
-        "  {:<18} {:>12} {:>12} {:>12} {:>12}",
-        "category", "traced", "untouched", "touched", "PSS"
+        "  {:<18} {:>12} {:>12} {:>12} {:>12} {:>12}",
+        "category", "traced", "untouched", "touched", "PSS", "tracer"
     )?;
     for r in &a.reconciliation {
         writeln!(
             out,
-            "  {:<18} {:>12} {:>12} {:>12} {:>12}",
+            "  {:<18} {:>12} {:>12} {:>12} {:>12} {:>12}",
             cut_right(&r.category, 18),
             fb(r.traced_bytes),
             fb(r.untouched_bytes),
             fb(r.traced_bytes.saturating_sub(r.untouched_bytes)),
-            fb(r.pss)
+            fb(r.pss),
+            fb(r.tracer_bytes)
+        )?;
+    }
+    let tracer: u64 = a.reconciliation.iter().map(|r| r.tracer_bytes).sum();
+    if tracer > 0 {
+        writeln!(
+            out,
+            "  the tracer itself held {} resident at the peak: the ledger and the peak figures \
+             above include it (native-heap)",
+            fb(tracer)
         )?;
     }
     writeln!(
@@ -368,7 +378,8 @@ fn write_reconciliation(
         "  traced: live bytes the allocators handed out; untouched: of those, allocated but never \
          touched (no resident page: calloc'd zero pages, arrays not written), measured on large \
          {}allocations; touched: traced less untouched; PSS: what the kernel charged the category \
-         (allocator overhead, free lists and untraced memory included)",
+         (allocator overhead, free lists, untraced memory and the tracer's own memory included); \
+         tracer: the tracer's own resident tables and queue, inside that PSS",
         if is_sampled(a) { "sampled " } else { "" }
     )
 }
@@ -436,6 +447,7 @@ mod fixture_data {
                 traced_bytes: 80 << 20,
                 pss: 40 << 20,
                 untouched_bytes: 40 << 20,
+                tracer_bytes: 3 << 20,
             }],
             totals_by_line: vec![],
             lost: Lost::default(),

@@ -40,4 +40,5 @@ mod trace_embedded;
 mod trace_live;
 mod trace_report;
 mod trace_run;
+mod trace_self;
 mod trace_truth;

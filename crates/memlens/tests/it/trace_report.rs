@@ -134,12 +134,14 @@ fn allocations() -> Allocations {
                 traced_bytes: 60 * MIB,
                 pss: 66 * MIB,
                 untouched_bytes: 0,
+                tracer_bytes: 0,
             },
             Reconciliation {
                 category: "native-heap".into(),
                 traced_bytes: 40 * MIB,
                 pss: 26 * MIB,
                 untouched_bytes: 16 * MIB,
+                tracer_bytes: 2 * MIB,
             },
         ],
         totals_by_line: vec![
