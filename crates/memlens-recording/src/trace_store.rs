@@ -190,6 +190,23 @@ impl Loaded {
         (!(s.at_end && s.t < t)).then_some(s)
     }
 
+    /// The tracer's own resident bytes at `t`, which only grow (its pages are never given
+    /// back while it traces): the first snapshot at or after `t` (the least upper bound the
+    /// file holds), else the last one; 0 when the process had ended by then, or had not
+    /// started (its first snapshot, due a period after its start, more than 1 s after `t`).
+    pub(crate) fn tracer_at(&self, t: f64) -> u64 {
+        if self.snaps.first().is_none_or(|s| s.t > t + 1.0)
+            || self.snaps.last().is_some_and(|s| s.at_end && s.t < t)
+        {
+            return 0;
+        }
+        let n = self.snaps.partition_point(|s| s.t < t);
+        self.snaps
+            .get(n)
+            .or(self.snaps.last())
+            .map_or(0, |s| s.tracer)
+    }
+
     /// Each stack's state at `t` (its last site at or before it).
     fn sites_at(&self, t: f64) -> BTreeMap<u32, SiteRow> {
         let mut m = BTreeMap::new();
@@ -513,7 +530,6 @@ impl Recording {
                 py = py.saturating_add(s.pymalloc);
                 native = native.saturating_add(s.malloc).saturating_add(s.mmap);
                 untouched = untouched.saturating_add(s.untouched);
-                tracer = tracer.saturating_add(s.tracer);
             }
         } else {
             for s in &peak.stacks {
@@ -524,8 +540,11 @@ impl Recording {
             }
             for s in traces.iter().filter_map(|tr| tr.live_at(peak.t)) {
                 untouched = untouched.saturating_add(s.untouched);
-                tracer = tracer.saturating_add(s.tracer);
             }
+        }
+        // Inside the ledger's PSS: at the ledger's time.
+        for tr in traces {
+            tracer = tracer.saturating_add(tr.tracer_at(ledger.t));
         }
         let pss = |name: &str| {
             ledger

@@ -43,6 +43,23 @@ fn anonymous_at_ready(mut child: Child) -> (u32, u64, Child) {
     (pid, anon, child)
 }
 
+/// `tracer_bytes` of the recording's end line (one traced process).
+fn end_tracer_bytes(rec: &Path) -> u64 {
+    let o = Command::new(crate::support::python())
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); \
+             print(c.execute('select tracer_bytes from trace_snaps where at_end = 1').fetchone()[0])",
+        )
+        .arg(rec)
+        .output()
+        .expect("python runs");
+    String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no end line: {}", stderr(&o)))
+}
+
 fn plain(py: &Path) -> u64 {
     let child = Command::new(py)
         .arg(target_script("trace_self.py"))
@@ -101,10 +118,19 @@ fn the_tracers_own_memory_is_set_apart_in_the_reconciliation() {
                 .find(|r| r["category"] == "python-heap")
                 .expect("a python-heap row");
             assert_eq!(u(&python["tracer_bytes"]), 0);
-            let err = (tracer as f64 - kernel as f64).abs();
+            // The tracer's figure at its end line (nothing allocated between READY and exit)
+            // against the kernel's at READY; the reconciliation's (read at the ledger nearest
+            // the peak, which may come before READY) is at most that and not nothing.
+            let at_end = end_tracer_bytes(&rec);
+            assert!(
+                tracer > 0 && tracer <= at_end,
+                "{}: reconciliation {tracer}, end line {at_end}",
+                py.label
+            );
+            let err = (at_end as f64 - kernel as f64).abs();
             eprintln!(
-                "{} launch {launch}: tracer_bytes {tracer}, kernel (traced - plain anonymous) \
-                 {kernel} ({:.1}%), traced live {}",
+                "{} launch {launch}: tracer_bytes at end {at_end} (reconciliation {tracer}), \
+                 kernel (traced - plain anonymous) {kernel} ({:.1}%), traced live {}",
                 py.label,
                 err / kernel.max(1) as f64 * 100.0,
                 u(&native["traced_bytes"])
@@ -119,7 +145,7 @@ fn the_tracers_own_memory_is_set_apart_in_the_reconciliation() {
             );
             assert!(
                 err <= kernel as f64 * 0.10 + (6 << 20) as f64,
-                "{}: tracer_bytes {tracer} against {kernel} measured by the kernel",
+                "{}: tracer_bytes {at_end} against {kernel} measured by the kernel",
                 py.label
             );
         }
