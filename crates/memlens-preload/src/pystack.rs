@@ -170,6 +170,14 @@ fn offsets(l: &Layout) -> Option<Offsets> {
     })
 }
 
+impl Python {
+    /// The offset of `interpreters.head` in `_PyRuntime` (the newest interpreter; the main
+    /// one while no subinterpreter exists).
+    pub fn interpreters_head(&self) -> u64 {
+        self.layout.runtime_interpreters_head
+    }
+}
+
 /// The interpreter of this process: `None` when it is not a Python process or one whose minor
 /// version has no layout. Must run once the libraries are loaded (the constructor).
 pub fn detect() -> Option<Python> {
@@ -736,8 +744,13 @@ impl Stacks {
         self.lock();
         // SAFETY: the lock is held: this thread alone touches the tables.
         let t = unsafe { &mut *self.t.get() };
-        // SAFETY: masked index into the cache region.
-        let c = unsafe { &mut *t.cache.add((h1 as usize) & (CACHE_SLOTS - 1)) };
+        // The slot from the top bits of one more multiply: h1's low bits do not depend on the
+        // high bits of what was mixed in last (the innermost position, rotated up), so stacks
+        // differing only there would share a slot and evict each other at every sample.
+        let slot = (h1.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> (64 - CACHE_SLOTS.trailing_zeros()))
+            as usize;
+        // SAFETY: slot < CACHE_SLOTS (its top bits).
+        let c = unsafe { &mut *t.cache.add(slot) };
         let id = if c.id1 != 0 && c.h1 == h1 && c.h2 == h2 {
             c.id1 - 1
         } else {
