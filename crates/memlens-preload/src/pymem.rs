@@ -177,8 +177,15 @@ pub(crate) fn find(head_offset: Option<u64>) {
     STATE.store(PENDING, Ordering::Release);
 }
 
+/// Whether the wrapper is still to be installed (the C API was found, nothing installed yet).
+#[inline]
+pub(crate) fn pending() -> bool {
+    STATE.load(Ordering::Relaxed) == PENDING
+}
+
 /// Installs the wrapper if the interpreter runs and this thread holds the GIL; called from
-/// the hooks' slow path only (a sampled allocation, the free of a sampled pointer).
+/// the hooks' slow path (a sampled allocation, the free of a sampled pointer) and from every
+/// malloc while [`pending`].
 #[cold]
 pub(crate) fn maybe_install() {
     if STATE.load(Ordering::Acquire) != PENDING {
@@ -410,6 +417,8 @@ fn sample_slow(p: *mut c_void, size: usize) {
 pub(crate) fn after_fork() {
     OWNER.store(0, Ordering::Relaxed);
     RNG.store(0, Ordering::Relaxed);
+    // 0: draw the first point again (in `all` mode it is always 0).
+    LEFT.store(0, Ordering::Relaxed);
 }
 
 // The wrappers: `maybe_install` refuses to install unless every function of both replaced allocators
