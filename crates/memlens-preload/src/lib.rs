@@ -93,10 +93,12 @@
 //! are replaced. In `all` mode that is the first allocation after the interpreter's
 //! initialisation; sampled, the first sample after it (on average within 512 KiB of
 //! allocation). The wrapper forwards every call to the allocator it replaced (pymalloc, or
-//! what `PYTHONMALLOC`/`-X tracemalloc` installed before), samples with the same per-thread
-//! sampler and records domain `pymalloc` for blocks of at most 512 bytes (`malloc` for larger
-//! ones, which pymalloc passes to malloc: where the memory lands); while the allocator underneath runs the thread is
-//! marked, so the arenas and large blocks (over 512 bytes: malloc) it makes are not recorded
+//! what `PYTHONMALLOC`/`-X tracemalloc` installed before), samples by bytes like the hooks
+//! (with one countdown in plain globals guarded by the GIL while the main interpreter is the
+//! only one, no thread-local access on that path; per thread otherwise: `pymem.rs`) and
+//! records domain `pymalloc` for blocks of at most 512 bytes (`malloc` for larger ones, which
+//! pymalloc passes to malloc: where the memory lands); while the allocator underneath runs
+//! the thread is marked, so the arenas and large blocks (over 512 bytes: malloc) it makes are not recorded
 //! again. Its realloc and free find sampled pointers in the same table as the malloc hooks,
 //! whichever domain recorded them. A program that installs its own allocator later
 //! (`tracemalloc.start()`, `PyMem_SetAllocator`) wraps the tracer's and keeps working.

@@ -14,20 +14,51 @@
 //! before the swap are freed correctly through it.
 //!
 //! The wrapper forwards each call to the allocator it replaced (pymalloc, or whatever was
-//! installed before: `PYTHONMALLOC=debug|malloc`, `-X tracemalloc`), samples with the same
-//! per-thread sampler as the malloc hooks, and records domain [`crate::ring::PYMALLOC`].
+//! installed before: `PYTHONMALLOC=debug|malloc`, `-X tracemalloc`), samples by bytes as the
+//! malloc hooks do (with its own countdown: below), and records domain
+//! [`crate::ring::PYMALLOC`].
 //! While the allocator underneath runs, the thread is marked: the malloc and mmap it makes
 //! (arenas, blocks over 512 bytes) are not recorded a second time, while the frees it makes
 //! are still looked up (an arena mapped before the swap is still recognised when pymalloc
 //! unmaps it). Its realloc and free take sampled pointers out of the pointer table as the
 //! malloc hooks do, whichever domain recorded them. A program that later installs its own
 //! allocator (`tracemalloc.start()`, `PyMem_SetAllocator`) wraps this one and keeps working.
+//!
+//! # The fast path: the main interpreter's GIL instead of thread-local state
+//! Every Python object's allocation goes through the wrapper, so its common case (not
+//! sampled) must be a handful of instructions. Thread-local state in this cdylib is reached
+//! through `__tls_get_addr` (the general-dynamic model: a call each time), so the wrapper
+//! keeps its state in plain globals instead, protected by the GIL: the MEM and OBJ domains may
+//! only be called with the GIL held, so while a single GIL exists, one thread at a time runs
+//! the wrapper. The globals are a byte countdown and its generator ([`LEFT`], [`RNG`]: one
+//! sampling stream for all threads of the interpreter, which is as unbiased as one per
+//! thread, the process being Poisson over the bytes in whatever order they come) and the
+//! re-entrancy mark ([`OWNER`]: the thread pointer of the thread running the allocator
+//! underneath, which the malloc and mmap hooks compare with their own, since they also run
+//! on threads without the GIL).
+//!
+//! Several GILs exist only with subinterpreters created with their own GIL (3.12+), whose
+//! threads call the same wrapper at the same time as the main interpreter's. So the fast path
+//! is taken only while `_PyRuntime.interpreters.head` (the newest interpreter, found with the
+//! layout tables and checked against `PyInterpreterState_Head()` at installation) is the main
+//! interpreter: a thread of a subinterpreter, which exists only while its interpreter is in
+//! that list, always sees another head and takes the thread-local path (the mark and
+//! countdown in the hooks' TLS), as do all threads while any subinterpreter exists (one that
+//! shares the GIL included: rare, and correct either way). A thread of the main interpreter
+//! decides at each call, and keeps the decision for that call. Free-threaded builds (no
+//! layout: `python=none`) and interpreters whose `_PyRuntime` is not found always take the
+//! thread-local path. The globals are atomics read and written with relaxed loads and stores
+//! (plain moves): a program that breaks the rule and calls these domains without the GIL can
+//! lose a count-down or a mark, never corrupt memory.
 
 use std::cell::UnsafeCell;
 use std::ffi::{c_int, c_void, CStr};
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
-use crate::hooks::{py_alloc_done, py_freeing, py_put_back, py_take, with_py_mark};
+use crate::hooks::{
+    py_alloc_done, py_freeing, py_may_be_sampled, py_put_back, py_record, py_take, with_py_mark,
+};
+use crate::sampling::{weight, Countdown};
 
 /// CPython's `PyMemAllocatorEx` (unchanged since 3.5).
 #[repr(C)]
@@ -68,6 +99,10 @@ const INSTALLED: u8 = 3;
 static STATE: AtomicU8 = AtomicU8::new(NONE);
 
 struct Api {
+    runtime: AtomicUsize,
+    head_offset: AtomicUsize,
+    interp_main: AtomicUsize,
+    interp_head: AtomicUsize,
     is_initialized: AtomicUsize,
     gil_check: AtomicUsize,
     this_thread_state: AtomicUsize,
@@ -77,6 +112,10 @@ struct Api {
 }
 
 static API: Api = Api {
+    runtime: AtomicUsize::new(0),
+    head_offset: AtomicUsize::new(0),
+    interp_main: AtomicUsize::new(0),
+    interp_head: AtomicUsize::new(0),
     is_initialized: AtomicUsize::new(0),
     gil_check: AtomicUsize::new(0),
     this_thread_state: AtomicUsize::new(0),
@@ -97,8 +136,23 @@ fn sym(name: &CStr) -> usize {
 }
 
 /// Looks the C API up (at load, after the tracer started): a process without it stays
-/// [`NONE`].
-pub(crate) fn find() {
+/// [`NONE`]. `head_offset`: where `interpreters.head` lies in `_PyRuntime`, from the layout of
+/// the interpreter found ([`crate::pystack::Python::interpreters_head`]); without it (no
+/// layout, a free-threaded build) the wrapper always takes the thread-local path.
+pub(crate) fn find(head_offset: Option<u64>) {
+    if let Some(off) = head_offset {
+        let (rt, main, head) = (
+            sym(c"_PyRuntime"),
+            sym(c"PyInterpreterState_Main"),
+            sym(c"PyInterpreterState_Head"),
+        );
+        if rt != 0 && main != 0 && head != 0 {
+            API.runtime.store(rt, Ordering::Relaxed);
+            API.head_offset.store(off as usize, Ordering::Relaxed);
+            API.interp_main.store(main, Ordering::Relaxed);
+            API.interp_head.store(head, Ordering::Relaxed);
+        }
+    }
     let current = match sym(c"PyThreadState_GetUnchecked") {
         0 => sym(c"_PyThreadState_UncheckedGet"), // 3.8-3.12
         p => p,                                   // 3.13+
@@ -123,8 +177,15 @@ pub(crate) fn find() {
     STATE.store(PENDING, Ordering::Release);
 }
 
+/// Whether the wrapper is still to be installed (the C API was found, nothing installed yet).
+#[inline]
+pub(crate) fn pending() -> bool {
+    STATE.load(Ordering::Relaxed) == PENDING
+}
+
 /// Installs the wrapper if the interpreter runs and this thread holds the GIL; called from
-/// the hooks' slow path only (a sampled allocation, the free of a sampled pointer).
+/// the hooks' slow path (a sampled allocation, the free of a sampled pointer) and from every
+/// malloc while [`pending`].
 #[cold]
 pub(crate) fn maybe_install() {
     if STATE.load(Ordering::Acquire) != PENDING {
@@ -169,6 +230,7 @@ pub(crate) fn maybe_install() {
             STATE.store(NONE, Ordering::Release);
             return;
         }
+        enable_fast_path();
         for (i, d) in DOMAINS.iter().enumerate() {
             let mut w = Allocator {
                 ctx: &mut old[i] as *mut Allocator as *mut c_void,
@@ -193,12 +255,214 @@ unsafe fn replaced<'a>(ctx: *mut c_void) -> &'a Allocator {
     unsafe { &*(ctx as *const Allocator) }
 }
 
+// ---------------------------------------------------------------- the fast path's state
+
+/// Never equal to a main interpreter's address: [`HEAD`] points here until the fast path is
+/// enabled.
+static NO_HEAD: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// `&_PyRuntime.interpreters.head` once enabled, [`NO_HEAD`] before.
+static HEAD: AtomicPtr<AtomicUsize> =
+    AtomicPtr::new(&NO_HEAD as *const AtomicUsize as *mut AtomicUsize);
+/// The main interpreter's `PyInterpreterState`.
+static MAIN: AtomicUsize = AtomicUsize::new(0);
+/// The fast path's countdown: bytes left before the next sample point (0: draw first, or
+/// `all` mode, where it stays 0 so every block goes to [`sample_slow`]).
+static LEFT: AtomicU64 = AtomicU64::new(0);
+/// The fast path's generator state (0: not seeded yet).
+static RNG: AtomicU64 = AtomicU64::new(0);
+/// The thread pointer of the thread inside the allocator underneath the fast path, 0 when
+/// none: its malloc and mmap calls are not recorded again.
+static OWNER: AtomicUsize = AtomicUsize::new(0);
+
+/// Enables the fast path if `_PyRuntime.interpreters.head` is where the layout says: called
+/// once, by the installing thread, which holds the GIL.
+fn enable_fast_path() {
+    let (rt, off, main_fn, head_fn) = (
+        API.runtime.load(Ordering::Relaxed),
+        API.head_offset.load(Ordering::Relaxed),
+        API.interp_main.load(Ordering::Relaxed),
+        API.interp_head.load(Ordering::Relaxed),
+    );
+    if rt == 0 || main_fn == 0 || head_fn == 0 || (rt + off) % 8 != 0 {
+        return;
+    }
+    let addr = (rt + off) as *mut AtomicUsize;
+    // SAFETY: the addresses dlsym gave for PyInterpreterState_Main/Head (PyInterpreterState
+    // *(void)): each returns a field of _PyRuntime. `addr` lies inside `_PyRuntime` (a static
+    // of the interpreter, mapped for the life of the process) at the layout's offset of an
+    // aligned pointer field, read with an atomic load (CPython writes it under its lock).
+    let (main, head, seen) = unsafe {
+        (
+            std::mem::transmute::<usize, PtrFn>(main_fn)() as usize,
+            std::mem::transmute::<usize, PtrFn>(head_fn)() as usize,
+            (*addr).load(Ordering::Relaxed),
+        )
+    };
+    // The offset is trusted only if the word there is the head the interpreter reports.
+    if main == 0 || head != seen {
+        return;
+    }
+    MAIN.store(main, Ordering::Relaxed);
+    HEAD.store(addr, Ordering::Relaxed);
+}
+
+/// Whether the calling thread, inside the wrapper, may use the global state: the fast path is
+/// enabled and no interpreter other than the main one exists (so the thread holds the one GIL).
+#[inline(always)]
+fn one_gil() -> bool {
+    // SAFETY: HEAD points to NO_HEAD or to `_PyRuntime.interpreters.head` (enable_fast_path),
+    // both live for the process and aligned.
+    unsafe {
+        (*HEAD.load(Ordering::Relaxed)).load(Ordering::Relaxed) == MAIN.load(Ordering::Relaxed)
+    }
+}
+
+/// The calling thread's thread pointer (its TCB address, `pthread_self()` on glibc): an
+/// identity of the thread read without a call.
+#[inline(always)]
+fn thread_pointer() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let tp: usize;
+        // SAFETY: on x86-64 Linux %fs:0 holds the TCB's own address (the TLS ABI); a read.
+        unsafe {
+            std::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp,
+                options(nostack, preserves_flags, readonly, pure));
+        }
+        tp
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let tp: usize;
+        // SAFETY: reads the thread pointer register.
+        unsafe {
+            std::arch::asm!("mrs {}, tpidr_el0", out(reg) tp,
+                options(nomem, nostack, preserves_flags, pure));
+        }
+        tp
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        // SAFETY: no preconditions.
+        unsafe { libc::pthread_self() as usize }
+    }
+}
+
+/// Whether the calling thread is inside the allocator underneath the fast path (the hooks'
+/// thread-local mark covers the other path).
+#[inline(always)]
+pub(crate) fn marked_here() -> bool {
+    let o = OWNER.load(Ordering::Relaxed);
+    o != 0 && o == thread_pointer()
+}
+
+/// Runs the allocator underneath the fast path with this thread marked. The mark is cleared
+/// after, not restored: the allocators underneath (pymalloc, the debug hooks, tracemalloc)
+/// never call the MEM or OBJ domain themselves, so the wrapper is never nested on a thread
+/// (were it, the outer call's own malloc after the nested one could be recorded twice).
+#[inline(always)]
+fn with_owner<R>(call: impl FnOnce() -> R) -> R {
+    OWNER.store(thread_pointer(), Ordering::Relaxed);
+    let r = call();
+    OWNER.store(0, Ordering::Relaxed);
+    r
+}
+
+/// The fast path's sample decision for `size` bytes, taken before the allocation: true when
+/// the sample point is not in them (the countdown went down), false for [`sample_slow`]
+/// (the countdown unchanged).
+#[inline(always)]
+fn not_sampled(size: usize) -> bool {
+    let left = LEFT.load(Ordering::Relaxed);
+    if left > size as u64 {
+        LEFT.store(left - size as u64, Ordering::Relaxed);
+        return true;
+    }
+    false
+}
+
+/// The sample point falls in this block (or first use, or `all` mode, or not tracing).
+#[cold]
+#[inline(never)]
+fn sample_slow(p: *mut c_void, size: usize) {
+    let Some(mean) = crate::hooks::tracing_mean() else {
+        return;
+    };
+    if p.is_null() {
+        return;
+    }
+    let w = if mean <= 1 {
+        size as f64
+    } else {
+        let mut c = Countdown {
+            left: LEFT.load(Ordering::Relaxed),
+            rng: RNG.load(Ordering::Relaxed),
+        };
+        if c.rng == 0 {
+            c.rng = crate::hooks::new_seed(&RNG as *const AtomicU64 as u64);
+        }
+        let sampled = c.take(size as u64, mean);
+        LEFT.store(c.left, Ordering::Relaxed);
+        RNG.store(c.rng, Ordering::Relaxed);
+        if !sampled {
+            return;
+        }
+        weight(size as u64, mean)
+    };
+    py_record(p, size, w);
+}
+
+/// In a forked child (one thread, which was not inside the allocator): no thread is marked,
+/// and the generator is reseeded so the child's samples are not the parent's.
+pub(crate) fn after_fork() {
+    OWNER.store(0, Ordering::Relaxed);
+    RNG.store(0, Ordering::Relaxed);
+    // 0: draw the first point again (in `all` mode it is always 0).
+    LEFT.store(0, Ordering::Relaxed);
+}
+
 // The wrappers: `maybe_install` refuses to install unless every function of both replaced allocators
 // is set, so each `unwrap_unchecked` below holds.
 
+// The fast path runs in the wrappers themselves: one GIL, the sample point not in the block
+// (decided before the call, so nothing but the mark is left to do after it). Everything else
+// (another interpreter, a sample, `all` mode) is a separate `extern "C"` function reached by a
+// tail call, so the fast path saves no register.
+
 unsafe extern "C" fn wrap_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
+    if !one_gil() {
+        // SAFETY: the caller's arguments, passed on.
+        return unsafe { tls_malloc(ctx, size) };
+    }
+    if !not_sampled(size) {
+        // SAFETY: as above.
+        return unsafe { gil_malloc(ctx, size) };
+    }
     // SAFETY: ctx is ours (this function is only installed with it); the replaced malloc
     // with the caller's arguments.
+    with_owner(|| unsafe {
+        let o = replaced(ctx);
+        o.malloc.unwrap_unchecked()(o.ctx, size)
+    })
+}
+
+/// `wrap_malloc` on the fast path, when the block may hold the sample point.
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn gil_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: as wrap_malloc.
+    let p = with_owner(|| unsafe {
+        let o = replaced(ctx);
+        o.malloc.unwrap_unchecked()(o.ctx, size)
+    });
+    sample_slow(p, size);
+    p
+}
+
+/// `wrap_malloc` with the thread-local state.
+#[inline(never)]
+unsafe extern "C" fn tls_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: as wrap_malloc.
     let p = with_py_mark(|| unsafe {
         let o = replaced(ctx);
         o.malloc.unwrap_unchecked()(o.ctx, size)
@@ -208,6 +472,37 @@ unsafe extern "C" fn wrap_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
 }
 
 unsafe extern "C" fn wrap_calloc(ctx: *mut c_void, n: usize, m: usize) -> *mut c_void {
+    if !one_gil() {
+        // SAFETY: the caller's arguments, passed on.
+        return unsafe { tls_calloc(ctx, n, m) };
+    }
+    if !not_sampled(n.saturating_mul(m)) {
+        // SAFETY: as above.
+        return unsafe { gil_calloc(ctx, n, m) };
+    }
+    // SAFETY: as wrap_malloc.
+    with_owner(|| unsafe {
+        let o = replaced(ctx);
+        o.calloc.unwrap_unchecked()(o.ctx, n, m)
+    })
+}
+
+/// `wrap_calloc` on the fast path, when the block may hold the sample point.
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn gil_calloc(ctx: *mut c_void, n: usize, m: usize) -> *mut c_void {
+    // SAFETY: as wrap_malloc.
+    let p = with_owner(|| unsafe {
+        let o = replaced(ctx);
+        o.calloc.unwrap_unchecked()(o.ctx, n, m)
+    });
+    sample_slow(p, n.saturating_mul(m));
+    p
+}
+
+/// `wrap_calloc` with the thread-local state.
+#[inline(never)]
+unsafe extern "C" fn tls_calloc(ctx: *mut c_void, n: usize, m: usize) -> *mut c_void {
     // SAFETY: as wrap_malloc.
     let p = with_py_mark(|| unsafe {
         let o = replaced(ctx);
@@ -218,12 +513,37 @@ unsafe extern "C" fn wrap_calloc(ctx: *mut c_void, n: usize, m: usize) -> *mut c
 }
 
 unsafe extern "C" fn wrap_realloc(ctx: *mut c_void, p: *mut c_void, size: usize) -> *mut c_void {
+    if one_gil() && !py_may_be_sampled(p) && not_sampled(size) {
+        // SAFETY: as wrap_malloc.
+        return with_owner(|| unsafe {
+            let o = replaced(ctx);
+            o.realloc.unwrap_unchecked()(o.ctx, p, size)
+        });
+    }
+    // SAFETY: the caller's arguments, passed on.
+    unsafe { realloc_slow(ctx, p, size) }
+}
+
+/// `wrap_realloc` past its fast path: `p` may be sampled, or the new block may hold the sample
+/// point, or another interpreter exists (the countdown has not gone down for this call).
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn realloc_slow(ctx: *mut c_void, p: *mut c_void, size: usize) -> *mut c_void {
     let old = py_take(p);
-    // SAFETY: as wrap_malloc.
-    let q = with_py_mark(|| unsafe {
-        let o = replaced(ctx);
-        o.realloc.unwrap_unchecked()(o.ctx, p, size)
-    });
+    let fast = one_gil();
+    let q = if fast {
+        // SAFETY: as wrap_malloc.
+        with_owner(|| unsafe {
+            let o = replaced(ctx);
+            o.realloc.unwrap_unchecked()(o.ctx, p, size)
+        })
+    } else {
+        // SAFETY: as wrap_malloc.
+        with_py_mark(|| unsafe {
+            let o = replaced(ctx);
+            o.realloc.unwrap_unchecked()(o.ctx, p, size)
+        })
+    };
     if q.is_null() {
         // Failed (these domains never return null for a size of 0): p is still allocated.
         if let Some(e) = old {
@@ -234,11 +554,31 @@ unsafe extern "C" fn wrap_realloc(ctx: *mut c_void, p: *mut c_void, size: usize)
     if let Some(e) = old {
         py_freeing(p, e);
     }
-    py_alloc_done(q, size);
+    if fast {
+        sample_slow(q, size);
+    } else {
+        py_alloc_done(q, size);
+    }
     q
 }
 
 unsafe extern "C" fn wrap_free(ctx: *mut c_void, p: *mut c_void) {
+    if py_may_be_sampled(p) {
+        // SAFETY: the caller's arguments, passed on.
+        return unsafe { free_sampled(ctx, p) };
+    }
+    // SAFETY: as wrap_malloc.
+    unsafe {
+        let o = replaced(ctx);
+        o.free.unwrap_unchecked()(o.ctx, p)
+    }
+}
+
+/// The free of a block the filter did not rule out: the table's probe, its free event, the
+/// free (apart, so the common case saves no register).
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn free_sampled(ctx: *mut c_void, p: *mut c_void) {
     if let Some(e) = py_take(p) {
         py_freeing(p, e);
     }

@@ -170,6 +170,14 @@ fn offsets(l: &Layout) -> Option<Offsets> {
     })
 }
 
+impl Python {
+    /// The offset of `interpreters.head` in `_PyRuntime` (the newest interpreter; the main
+    /// one while no subinterpreter exists).
+    pub fn interpreters_head(&self) -> u64 {
+        self.layout.runtime_interpreters_head
+    }
+}
+
 /// The interpreter of this process: `None` when it is not a Python process or one whose minor
 /// version has no layout. Must run once the libraries are loaded (the constructor).
 pub fn detect() -> Option<Python> {
@@ -535,6 +543,7 @@ pub const MAX_STRINGS: usize = 8 << 20;
 const CODE_SLOTS: usize = 2 * MAX_CODES;
 const STACK_SLOTS: usize = 2 * MAX_STACKS;
 const CACHE_SLOTS: usize = 1 << 15;
+const LINE_SLOTS: usize = 1 << 15;
 const LOST_STACKS: usize = 8;
 
 #[derive(Clone, Copy)]
@@ -589,6 +598,16 @@ struct CacheSlot {
     id1: u32,
 }
 
+/// A line already decoded: (code id, position) -> line.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct LineSlot {
+    pos: i64,
+    /// id + 1; 0: empty.
+    id1: u32,
+    line: u32,
+}
+
 /// Bytes of memory [`Stacks::new`] needs.
 pub fn bytes_needed() -> usize {
     use std::mem::size_of;
@@ -598,6 +617,7 @@ pub fn bytes_needed() -> usize {
         + (MAX_STACKS + LOST_STACKS) * size_of::<StackRec>()
         + MAX_FRAMES * 8
         + CACHE_SLOTS * size_of::<CacheSlot>()
+        + LINE_SLOTS * size_of::<LineSlot>()
         + MAX_STRINGS
         + 64 * 8
 }
@@ -609,6 +629,7 @@ struct Tables {
     stacks: *mut StackRec,
     frames: *mut [u32; 2],
     cache: *mut CacheSlot,
+    lines: *mut LineSlot,
     strings: *mut u8,
     n_codes: u32,
     n_stacks: u32,
@@ -663,6 +684,7 @@ impl Stacks {
             stacks: take((MAX_STACKS + LOST_STACKS) * size_of::<StackRec>()) as *mut StackRec,
             frames: take(MAX_FRAMES * 8) as *mut [u32; 2],
             cache: take(CACHE_SLOTS * size_of::<CacheSlot>()) as *mut CacheSlot,
+            lines: take(LINE_SLOTS * size_of::<LineSlot>()) as *mut LineSlot,
             strings: take(MAX_STRINGS) as *mut u8,
             n_codes: 0,
             n_stacks: 0,
@@ -736,8 +758,13 @@ impl Stacks {
         self.lock();
         // SAFETY: the lock is held: this thread alone touches the tables.
         let t = unsafe { &mut *self.t.get() };
-        // SAFETY: masked index into the cache region.
-        let c = unsafe { &mut *t.cache.add((h1 as usize) & (CACHE_SLOTS - 1)) };
+        // The slot from the top bits of one more multiply: h1's low bits do not depend on the
+        // high bits of what was mixed in last (the innermost position, rotated up), so stacks
+        // differing only there would share a slot and evict each other at every sample.
+        let slot = (h1.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> (64 - CACHE_SLOTS.trailing_zeros()))
+            as usize;
+        // SAFETY: slot < CACHE_SLOTS (its top bits).
+        let c = unsafe { &mut *t.cache.add(slot) };
         let id = if c.id1 != 0 && c.h1 == h1 && c.h2 == h2 {
             c.id1 - 1
         } else {
@@ -785,7 +812,8 @@ impl Stacks {
         let mut frames = [[0u32; 2]; MAX_DEPTH];
         if let Some(py) = py {
             for (i, f) in w.frames[..w.n].iter().enumerate() {
-                frames[i] = [self.code_id(t, py, f)?, py.line(f)];
+                let id = self.code_id(t, py, f)?;
+                frames[i] = [id, Self::line_of(t, py, id, f)];
             }
         }
         let frames = &frames[..w.n];
@@ -847,6 +875,26 @@ impl Stacks {
             i += 1;
         }
         None
+    }
+
+    /// The line of `f`, whose code is interned as `id`: from a direct-mapped cache of lines
+    /// already decoded (a line table is decoded from its start, so a deep stack of long
+    /// functions costs thousands of instructions a frame, at every new stack).
+    fn line_of(t: &mut Tables, py: &Python, id: u32, f: &RawFrame) -> u32 {
+        let h = mix(u64::from(id), f.pos as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        let slot = (h >> (64 - LINE_SLOTS.trailing_zeros())) as usize;
+        // SAFETY: slot < LINE_SLOTS (its top bits); the lock is held (resolve's caller).
+        let s = unsafe { &mut *t.lines.add(slot) };
+        if s.id1 == id + 1 && s.pos == f.pos {
+            return s.line;
+        }
+        let line = py.line(f);
+        *s = LineSlot {
+            pos: f.pos,
+            id1: id + 1,
+            line,
+        };
+        line
     }
 
     fn code_id(&self, t: &mut Tables, py: &Python, f: &RawFrame) -> Option<u32> {

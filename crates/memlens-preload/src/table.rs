@@ -184,10 +184,17 @@ impl Table {
     /// Removes `key` and returns what was kept for it, if it was sampled.
     #[inline]
     pub fn remove(&self, key: usize) -> Option<Entry> {
-        if self.counter(key).load(Ordering::Relaxed) == 0 {
+        if !self.may_hold(key) {
             return None;
         }
         self.remove_slow(key)
+    }
+
+    /// False when `key` is certainly not in the table (its filter counter is zero): the one
+    /// load of the free of an unsampled pointer.
+    #[inline]
+    pub fn may_hold(&self, key: usize) -> bool {
+        self.counter(key).load(Ordering::Relaxed) != 0
     }
 
     /// [`Table::remove`] past the filter: the probe of the table.

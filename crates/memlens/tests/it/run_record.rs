@@ -608,7 +608,7 @@ fn the_recording_is_plain_sqlite() {
         .unwrap();
     let text = String::from_utf8_lossy(&check.stdout);
     let mut f = text.split_whitespace();
-    assert_eq!(f.next(), Some("3"), "{text} {}", stderr(&check));
+    assert_eq!(f.next(), Some("4"), "{text} {}", stderr(&check));
     assert!(f.next().unwrap().parse::<u64>().unwrap() > 5);
     // And the sqlite3 shell.
     let shell = Command::new("sqlite3")
