@@ -315,7 +315,6 @@ fn lines_table(rec: &Path) -> (String, HashMap<u64, [i64; 5]>) {
 /// show; the untouched memory against the kernel; `--lines`; the program's output and status
 /// those of a plain run.
 #[test]
-#[ignore = "open defect (stop 19): on main the untouched figure at the peak comes out far below the kernel's (e.g. 19 of 128 MiB) though the same test passes on its branch (fc3c276); see the closing note"]
 fn all_mode_sites_match_construction() {
     let dir = TempDir::new("trace-truth-all");
     let mk = markers();
@@ -601,13 +600,11 @@ fn check_sampled(py: &Python, t_bytes: u64, ten: bool, dir: &TempDir, mk: &HashM
 }
 
 #[test]
-#[ignore = "open defect (stop 19): on main the untouched figure at the peak comes out far below the kernel's (e.g. 19 of 128 MiB) though the same test passes on its branch (fc3c276); see the closing note"]
 fn sampled_64k_sites_within_ten_percent() {
     sampled(64 << 10, true);
 }
 
 #[test]
-#[ignore = "open defect (stop 19): on main the untouched figure at the peak comes out far below the kernel's (e.g. 19 of 128 MiB) though the same test passes on its branch (fc3c276); see the closing note"]
 fn sampled_default_sites_within_sampling_error() {
     sampled(DEFAULT_INTERVAL, false);
 }
