@@ -508,8 +508,14 @@ mod tests {
                 "40.0",
                 "MiB",
                 "40.0",
+                "MiB",
+                "3.00",
                 "MiB"
             ]
+        );
+        assert!(
+            t.contains("the tracer itself held 3.00 MiB resident at the peak"),
+            "{t}"
         );
         let w = t.lines().find(|l| l.starts_with("warning:")).unwrap();
         assert!(
