@@ -128,6 +128,9 @@ pub struct TraceRow {
     pub sample_bytes: u64,
     /// `3.M` the tracer found.
     pub python: Option<String>,
+    /// When the process's trace started (s since the recording's start; a forked child's
+    /// fork).
+    pub start_t: f64,
     /// Whether the process wrote its `end` line.
     pub ended: bool,
     /// The last peak block's time and live bytes (version 2).
@@ -206,12 +209,10 @@ impl Loaded {
 
     /// The tracer's own resident bytes at `t`, which only grow (its pages are never given
     /// back while it traces): the first snapshot at or after `t` (the least upper bound the
-    /// file holds), else the last one; 0 when the process had ended by then, or had not
-    /// started (its first snapshot, due a period after its start, more than 1 s after `t`).
+    /// file holds), else the last one; 0 when the process had not started by then or had
+    /// ended.
     pub(crate) fn tracer_at(&self, t: f64) -> u64 {
-        if self.snaps.first().is_none_or(|s| s.t > t + 1.0)
-            || self.snaps.last().is_some_and(|s| s.at_end && s.t < t)
-        {
+        if self.row.start_t > t || self.snaps.last().is_some_and(|s| s.at_end && s.t < t) {
             return 0;
         }
         let n = self.snaps.partition_point(|s| s.t < t);
@@ -242,8 +243,8 @@ impl Recording {
             return Ok(Vec::new());
         }
         self.rows(
-            "SELECT id, pid, ppid, mode, sample_bytes, python, ended, peak_t, peak_bytes, skipped \
-             FROM traces ORDER BY id",
+            "SELECT id, pid, ppid, mode, sample_bytes, python, ended, peak_t, peak_bytes, skipped, \
+             start_t FROM traces ORDER BY id",
             |r| {
                 let peak = match (r.get::<_, Option<f64>>(7)?, r.get::<_, Option<i64>>(8)?) {
                     (Some(t), Some(b)) => Some((t, u(b))),
@@ -259,6 +260,7 @@ impl Recording {
                     ended: r.get(6)?,
                     peak,
                     skipped: u(r.get(9)?),
+                    start_t: r.get(10)?,
                 })
             },
         )

@@ -345,17 +345,7 @@ pub fn attach(pid: u32, args: &TraceArgs) -> CliResult<Option<Attached>> {
     let Some(mode) = args.trace.as_deref() else {
         return Ok(None);
     };
-    if mode == "all" && args.sample_bytes.is_some() {
-        return Err(CliError::new(
-            Code::Usage,
-            "--sample-bytes applies to --trace=sampled only (--trace=all records every allocation)",
-        ));
-    }
-    let sample = if mode == "all" {
-        1
-    } else {
-        args.sample_bytes.unwrap_or(512 * 1024)
-    };
+    let sample = super::run_trace::sample_interval(mode, args.sample_bytes)?;
     if already_traced(pid) {
         return Err(CliError::new(
             Code::Unsupported,

@@ -60,17 +60,26 @@ pub fn user_library() -> Option<Result<PathBuf, PathBuf>> {
     Some(if p.is_file() { Ok(p) } else { Err(p) })
 }
 
+/// The mean sample interval `--trace=MODE [--sample-bytes]` asks for: 1 (every allocation) for
+/// `all`, else `--sample-bytes` or 512 KiB; `--sample-bytes` with `all` is a usage error.
+/// Shared by `run --trace` and `record --trace`.
+pub fn sample_interval(mode: &str, sample_bytes: Option<u64>) -> CliResult<u64> {
+    match (mode, sample_bytes) {
+        ("all", Some(_)) => Err(CliError::new(
+            Code::Usage,
+            "--sample-bytes applies to --trace=sampled only (--trace=all records every allocation)",
+        )),
+        ("all", None) => Ok(1),
+        (_, b) => Ok(b.unwrap_or(512 * 1024)),
+    }
+}
+
 /// Finds the library and creates the private directory (`None` without `--trace`).
 pub fn prepare(args: &TraceArgs) -> CliResult<Option<Prepared>> {
     let Some(mode) = args.trace.as_deref() else {
         return Ok(None);
     };
-    if mode == "all" && args.sample_bytes.is_some() {
-        return Err(CliError::new(
-            Code::Usage,
-            "--sample-bytes applies to --trace=sampled only (--trace=all records every allocation)",
-        ));
-    }
+    let sample = sample_interval(mode, args.sample_bytes)?;
     let user = user_library()
         .transpose()
         .map_err(|p| {
@@ -159,16 +168,13 @@ pub fn prepare(args: &TraceArgs) -> CliResult<Option<Prepared>> {
             dir.files().out().into_os_string(),
         ),
     ];
-    if mode == "all" {
+    if sample == 1 {
         env.push(("MEMLENS_TRACE".into(), "all".into()));
     } else {
         // Set even when absent from memlens's environment: a value inherited there must not
         // change the mode asked for.
         env.push(("MEMLENS_TRACE".into(), "sampled".into()));
-        env.push((
-            "MEMLENS_SAMPLE_BYTES".into(),
-            args.sample_bytes.unwrap_or(512 * 1024).to_string().into(),
-        ));
+        env.push(("MEMLENS_SAMPLE_BYTES".into(), sample.to_string().into()));
     }
     Ok(Some(Prepared {
         dir,
