@@ -64,7 +64,10 @@ pub struct ByLine {
     pub count: u64,
 }
 
-/// What was live when the traced total was highest.
+/// What was live when the traced total was highest. Each allocation is counted once, in the
+/// process that made it: a forked child's blocks inherited at fork are not in `bytes`,
+/// `by_line` or `stacks` (its parent counts them while it holds them), but in
+/// `inherited_bytes`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AtPeak {
     /// Seconds since the recording started.
@@ -75,6 +78,17 @@ pub struct AtPeak {
     pub by_line: Vec<ByLine>,
     /// By whole stack, largest first.
     pub stacks: Vec<Stack>,
+    /// Forked children's blocks inherited at fork and still live in them then, summed over
+    /// the children (a block inherited by 4 children counts 4 times): memory the kernel
+    /// shares with the parent's copy until either writes to its page, so not in `bytes`.
+    /// Pages a child has written (Python's reference counts write to every object touched)
+    /// are its own copies: they show in the ledger's PSS, not here. 0 in recordings made
+    /// before it was kept apart, whose children counted these blocks in `bytes`.
+    #[serde(default)]
+    pub inherited_bytes: u64,
+    /// `inherited_bytes` by the innermost line that allocated them (in the ancestor).
+    #[serde(default)]
+    pub inherited_by_line: Vec<ByLine>,
 }
 
 /// A set of allocations by line (leaked: alive at exit; temporary: freed soon after).

@@ -1,6 +1,6 @@
 //! The aggregate kept from the drained events, and its lines in the trace file.
 
-use crate::ring::{Event, ALLOC, FREE, FREE_TEMP, MMAP, PYMALLOC};
+use crate::ring::{Event, ALLOC, FREE, FREE_INHERITED, FREE_TEMP, MMAP, PYMALLOC};
 
 /// Counters of events the hooks could not queue (atomics in the hooks, copied here to print).
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -19,9 +19,14 @@ pub struct Drops {
     pub stacks_lost: u64,
 }
 
-/// The figures of one interned stack (all byte figures are sums of sample weights).
+/// The figures of one interned stack (all byte figures are sums of sample weights). In a forked
+/// child, all but `inherited` count the blocks it allocated itself.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct Site {
+    /// In a forked child: inherited at fork and not yet freed here.
+    pub inherited: f64,
+    /// Samples inherited at fork and not yet freed here.
+    pub inherited_count: i64,
     /// Allocated and not yet freed.
     pub live: f64,
     /// Samples allocated and not yet freed.
@@ -124,6 +129,15 @@ impl Sites {
                     self.peak_changed = true;
                 }
             }
+            FREE_INHERITED => {
+                if self.at_peak {
+                    self.copy_peak();
+                    self.at_peak = false;
+                }
+                let s = self.site(e.stack);
+                s.inherited -= e.weight;
+                s.inherited_count -= 1;
+            }
             FREE | FREE_TEMP => {
                 if self.at_peak {
                     self.copy_peak();
@@ -163,6 +177,14 @@ impl Sites {
                 b(s.temp),
                 s.temp_count,
             ));
+            if s.inherited_count != 0 || b(s.inherited) > 0 {
+                out.pop();
+                out.push_str(&format!(
+                    " inherited_bytes={} inherited_count={}\n",
+                    b(s.inherited),
+                    s.inherited_count.max(0)
+                ));
+            }
         }
         self.changed.clear();
         if self.at_peak {
@@ -187,24 +209,22 @@ impl Sites {
         }
     }
 
-    /// The state a forked child starts from: what is live is inherited (and shown in its first
-    /// lines, with its peak), the rest restarts.
-    pub fn for_child(&self, now: u64) -> Sites {
+    /// The state a forked child starts from: what is live is inherited (shown in its first
+    /// lines), the rest restarts (its own live set and its peak start empty).
+    pub fn for_child(&self) -> Sites {
         let mut c = Sites::new();
         for (id, s) in self.sites.iter().enumerate() {
             c.sites.push(Site {
-                live: s.live,
-                live_count: s.live_count,
+                inherited: s.live + s.inherited,
+                inherited_count: s.live_count + s.inherited_count,
                 ..Site::default()
             });
-            c.peak.push((s.live, s.live_count));
-            if s.live_count != 0 {
+            c.peak.push((0.0, 0));
+            if c.sites[id].inherited_count != 0 {
                 c.sites[id].changed = true;
                 c.changed.push(id as u32);
             }
         }
-        c.peak_changed = true;
-        c.peak_t_ns = now;
         c
     }
 }
@@ -213,8 +233,12 @@ impl Sites {
 /// in `all` mode.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Aggregate {
-    /// Estimated bytes allocated and not freed (both sources).
+    /// Estimated bytes allocated and not freed (both sources); in a forked child, by the
+    /// child itself (the figures below too, but `inherited`).
     pub live: f64,
+    /// In a forked child: bytes inherited at fork (live in the parent then) and not freed here
+    /// since.
+    pub inherited: f64,
     /// The part of `live` from anonymous mmap.
     pub live_mmap: f64,
     /// The part of `live` from CPython's wrapped allocator domains ([`PYMALLOC`]).
@@ -245,6 +269,7 @@ impl Aggregate {
     pub const fn new() -> Aggregate {
         Aggregate {
             live: 0.0,
+            inherited: 0.0,
             live_mmap: 0.0,
             live_pymalloc: 0.0,
             live_malloc: 0.0,
@@ -276,6 +301,7 @@ impl Aggregate {
                     self.peak_live = self.live;
                 }
             }
+            FREE_INHERITED => self.inherited -= e.weight,
             FREE | FREE_TEMP => {
                 self.live -= e.weight;
                 *self.domain_live(e.domain) -= e.weight;
@@ -293,21 +319,17 @@ impl Aggregate {
         }
     }
 
-    /// The state a forked child starts from: what is live is inherited, the rest restarts.
-    pub fn for_child(&self, now: u64) -> Aggregate {
+    /// The state a forked child starts from: what is live is inherited (`inherited`, and per
+    /// stack), the rest restarts: its own live figures and peak count what it allocates.
+    pub fn for_child(&self) -> Aggregate {
         Aggregate {
-            live: self.live,
-            live_mmap: self.live_mmap,
-            live_pymalloc: self.live_pymalloc,
-            live_malloc: self.live_malloc,
-            untouched: self.untouched,
-            peak_live: self.live,
-            sites: self.sites.for_child(now),
+            inherited: self.live + self.inherited,
+            sites: self.sites.for_child(),
             ..Aggregate::default()
         }
     }
 
-    /// One `snap` or `end` line (format version 2, docs/trace-format.md), newline included.
+    /// One `snap` or `end` line (format version 3, docs/trace-format.md), newline included.
     /// `live_pymalloc_bytes`, `live_malloc_bytes` and `untouched_bytes` are 0 here (the
     /// `PyMem_SetAllocator` wrap fills them).
     pub fn line(&self, tag: &str, t_ns: u64, d: &Drops) -> String {
@@ -317,7 +339,7 @@ impl Aggregate {
              live_malloc_bytes={} peak_live_bytes={} total_bytes={} untouched_bytes={} \
              alloc_samples={} free_samples={} live_samples={} dropped_allocs={} dropped_frees={} \
              table_full={} lost_at_fork={} unreadable_stacks={} stacks_lost={} \
-             tracer_bytes={}\n",
+             tracer_bytes={} inherited_live_bytes={}\n",
             b(self.live),
             b(self.live_mmap),
             b(self.live_pymalloc),
@@ -335,6 +357,7 @@ impl Aggregate {
             d.unreadable_stacks,
             d.stacks_lost,
             self.tracer,
+            b(self.inherited),
         )
     }
 }
@@ -368,17 +391,21 @@ mod tests {
         a.untouched = 12.4;
         let l = a.line("snap", 5, &Drops::default());
         assert!(l.starts_with("snap t_ns=5 live_bytes=78 live_mmap_bytes=50 live_pymalloc_bytes=8 live_malloc_bytes=20 peak_live_bytes=150 total_bytes=182 untouched_bytes=12 alloc_samples=5 free_samples=2 live_samples=3 "), "{l}");
-        assert!(l.ends_with("lost_at_fork=0 unreadable_stacks=0 stacks_lost=0 tracer_bytes=0\n"));
-        let c = a.for_child(9);
+        assert!(l.ends_with(
+            "lost_at_fork=0 unreadable_stacks=0 stacks_lost=0 tracer_bytes=0 inherited_live_bytes=0\n"
+        ));
+        // A forked child: what was live is inherited; its own figures start at 0.
+        let c = a.for_child();
         assert_eq!(
             (
                 c.live,
+                c.inherited,
                 c.live_pymalloc,
                 c.peak_live,
                 c.total,
                 c.alloc_samples
             ),
-            (78.0, 8.0, 78.0, 0.0, 0)
+            (0.0, 78.0, 0.0, 0.0, 0.0, 0)
         );
     }
 
@@ -421,14 +448,36 @@ mod tests {
         let mut out = String::new();
         a.sites.lines(a.peak_live, &mut out);
         assert!(out.ends_with("peak t_ns=6 live_bytes=300\npeaksite stack=0 bytes=100 count=1\npeaksite stack=2 bytes=200 count=1\n"), "{out}");
-        // A forked child: the live set inherited, shown in its first lines.
-        let mut c = a.for_child(7);
+        // A forked child: the live set inherited, shown in its first lines; no peak yet.
+        let mut c = a.for_child();
         let mut out = String::new();
         c.sites.lines(c.peak_live, &mut out);
-        assert!(
-            out.starts_with("site stack=0 live_bytes=100 live_count=1 alloc_bytes=0 "),
-            "{out}"
+        assert_eq!(
+            out,
+            "site stack=0 live_bytes=0 live_count=0 alloc_bytes=0 alloc_count=0 freed_bytes=0 freed_count=0 temp_bytes=0 temp_count=0 inherited_bytes=100 inherited_count=1\n\
+             site stack=2 live_bytes=0 live_count=0 alloc_bytes=0 alloc_count=0 freed_bytes=0 freed_count=0 temp_bytes=0 temp_count=0 inherited_bytes=200 inherited_count=1\n"
         );
-        assert!(out.contains("peak t_ns=7 live_bytes=300\n"), "{out}");
+        // Its own allocations make its live figures and its peak; an inherited block's free
+        // lowers the inherited figure only (a free before the peak's copy: copied first).
+        c.apply(&ev(ALLOC, 0, 40.0), 8);
+        c.apply(&ev(FREE_INHERITED, 2, 200.0), 9);
+        c.apply(&ev(ALLOC, 1, 10.0), 10);
+        c.apply(&ev(FREE, 1, 10.0), 11);
+        assert_eq!((c.live, c.inherited, c.peak_live), (40.0, 100.0, 50.0));
+        assert_eq!((c.alloc_samples, c.free_samples), (2, 1));
+        let mut out = String::new();
+        c.sites.lines(c.peak_live, &mut out);
+        assert_eq!(
+            out,
+            "site stack=0 live_bytes=40 live_count=1 alloc_bytes=40 alloc_count=1 freed_bytes=0 freed_count=0 temp_bytes=0 temp_count=0 inherited_bytes=100 inherited_count=1\n\
+             site stack=1 live_bytes=0 live_count=0 alloc_bytes=10 alloc_count=1 freed_bytes=10 freed_count=1 temp_bytes=0 temp_count=0\n\
+             site stack=2 live_bytes=0 live_count=0 alloc_bytes=0 alloc_count=0 freed_bytes=0 freed_count=0 temp_bytes=0 temp_count=0\n\
+             peak t_ns=10 live_bytes=50\n\
+             peaksite stack=0 bytes=40 count=1\n\
+             peaksite stack=1 bytes=10 count=1\n"
+        );
+        // A grandchild inherits its parent's own and inherited blocks.
+        let g = c.for_child();
+        assert_eq!((g.inherited, g.sites.sites[0].inherited_count), (140.0, 2));
     }
 }

@@ -4,13 +4,13 @@
 
 use std::cell::{Cell, UnsafeCell};
 use std::ffi::{c_char, c_int, c_void, CStr};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use crate::agg::{Aggregate, Drops};
 use crate::pystack::{Python, Region, Stacks, Walk};
 use crate::residency::{nonresident_bytes, Residency};
-use crate::ring::{Event, Ring, ALLOC, FREE, FREE_TEMP, MALLOC, PYMALLOC};
+use crate::ring::{Event, Ring, ALLOC, FREE, FREE_INHERITED, FREE_TEMP, MALLOC, PYMALLOC};
 use crate::sampling::{weight, Countdown};
 use crate::table::{Entry, Table};
 
@@ -240,11 +240,23 @@ static PY: OnceLock<Python> = OnceLock::new();
 static STACKS: OnceLock<Stacks> = OnceLock::new();
 /// An allocation freed within this many nanoseconds is a temporary (`temp_ns`).
 const TEMP_NS: u64 = 10_000_000;
-/// The unit of the times kept with sampled pointers.
-const TIME_SHIFT: u32 = 16;
+/// The unit of the times kept with sampled pointers (2^20 ns, about 1 ms: the coarse clock's
+/// resolution is 1-4 ms anyway).
+const TIME_SHIFT: u32 = 20;
+/// An entry's `t` (table.rs) is the fork depth of the process that made the block in its top
+/// bits, and the time below them: 28 bits of 2^20 ns wrap after 2^48 ns (78 h), as the 32
+/// bits of 2^16 ns did before.
+const DEPTH_SHIFT: u32 = 28;
+const TIME_MASK: u32 = (1 << DEPTH_SHIFT) - 1;
+/// The deepest fork depth told apart: a process deeper still takes what its parent made at
+/// this depth for its own (its inherited figure is then too low, and its own too high).
+const MAX_DEPTH: u32 = 15;
+/// This process's fork depth: 0 in the traced program and in each exec'd image, its parent's
+/// plus one in a forked child. A block whose entry has a smaller depth was inherited at fork.
+static DEPTH: AtomicU32 = AtomicU32::new(0);
 
 /// The coarse monotonic clock (the vDSO reads it without a system call; its resolution is the
-/// kernel's tick, 1-4 ms) in units of 2^16 ns, wrapping.
+/// kernel's tick, 1-4 ms) in units of 2^20 ns, wrapping at 2^28 units.
 #[inline]
 fn coarse_units() -> u32 {
     let mut ts = libc::timespec {
@@ -253,7 +265,7 @@ fn coarse_units() -> u32 {
     };
     // SAFETY: clock_gettime writes the timespec it is given.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ((ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64) >> TIME_SHIFT) as u32
+    ((ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64) >> TIME_SHIFT) as u32 & TIME_MASK
 }
 
 #[inline]
@@ -313,7 +325,7 @@ fn record_alloc(ptr: usize, size: u64, weight: f64, domain: u8) {
         weight,
         domain,
         stack,
-        t: coarse_units(),
+        t: coarse_units() | DEPTH.load(Ordering::Relaxed) << DEPTH_SHIFT,
     };
     if !table.insert(ptr, e) {
         TABLE_FULL.fetch_add(1, Ordering::Relaxed);
@@ -352,9 +364,16 @@ fn put_back(ptr: usize, e: Entry) {
 fn emit_free(ptr: usize, e: Entry) {
     let Some(ring) = RING.get() else { return };
     crate::pymem::maybe_install();
-    let age = u64::from(coarse_units().wrapping_sub(e.t)) << TIME_SHIFT;
+    let age = u64::from(coarse_units().wrapping_sub(e.t) & TIME_MASK) << TIME_SHIFT;
+    let inherited = e.t >> DEPTH_SHIFT < DEPTH.load(Ordering::Relaxed);
     let ev = Event {
-        kind: if age < TEMP_NS { FREE_TEMP } else { FREE },
+        kind: if inherited {
+            FREE_INHERITED
+        } else if age < TEMP_NS {
+            FREE_TEMP
+        } else {
+            FREE
+        },
         domain: e.domain,
         stack: e.stack,
         ptr,
@@ -1107,7 +1126,7 @@ fn header(mean: u64, extra: &str) -> String {
         None => "none".into(),
     };
     format!(
-        "memlens-trace 2 pid={pid} ppid={ppid} mode={mode} sample_bytes={mean} clock=monotonic start_ns={} python={python} temp_ns={TEMP_NS}{extra}\n",
+        "memlens-trace 3 pid={pid} ppid={ppid} mode={mode} sample_bytes={mean} clock=monotonic start_ns={} python={python} temp_ns={TEMP_NS}{extra}\n",
         now_ns()
     )
 }
@@ -1397,8 +1416,14 @@ extern "C" fn fork_child() {
     if let Some(st) = STACKS.get() {
         st.unlock();
     }
-    let inherited = s.agg.live;
-    s.agg = s.agg.for_child(now_ns());
+    // What was live here is inherited: its frees are told apart by the depth in its entry.
+    let d = DEPTH.load(Ordering::Relaxed);
+    DEPTH.store((d + 1).min(MAX_DEPTH), Ordering::Relaxed);
+    let inherited = s.agg.live + s.agg.inherited;
+    s.agg = s.agg.for_child();
+    // Untouched memory is measured over this process's own blocks (the parent measures the
+    // ones it still holds).
+    s.residency = Residency::new();
     // A new file: its code and stack lines start again.
     s.codes_written = 0;
     s.stacks_written = 0;

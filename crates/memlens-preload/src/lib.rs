@@ -54,8 +54,8 @@
 //! next write while still there) the per-stack live figures changed since the previous copy
 //! are copied (a dirty list: the cost is the stacks touched since, not all stacks).
 //!
-//! # Trace file format, version 2
-//! The contract with memlens is docs/trace-format.md. In short: a header (`memlens-trace 2`,
+//! # Trace file format, version 3
+//! The contract with memlens is docs/trace-format.md. In short: a header (`memlens-trace 3`,
 //! with `python=3.M|none` and `temp_ns=`), then per period `code` and `stack` lines for what
 //! is new, a `snap` line, `site` lines for the stacks that changed, and a `peak` block with
 //! its `peaksite` lines when the peak changed; `end` (with its site and peak lines) at normal
@@ -68,10 +68,14 @@
 //! be recorded are never silent: `dropped_allocs` (queue full: those samples are missing from
 //! the figures), `dropped_frees` (queue full: those bytes stay in `live`), `table_full` (no
 //! free slot for the pointer: sample missing), `lost_at_fork` (events queued in the parent at
-//! fork, discarded in the child), `unreadable_stacks`, `stacks_lost`. A forked child starts
-//! from its parent's live figures (`inherited_live_bytes`, and per stack: its first `site`
-//! lines show what it inherited), with `total` and the counters restarted; it writes the
-//! `code` and `stack` lines it names again in its own file. No `end` line means the process
+//! fork, discarded in the child), `unreadable_stacks`, `stacks_lost`. A forked child counts
+//! what it inherited apart from what it allocates: the parent's live blocks at fork are its
+//! `inherited` figures (`inherited_live_bytes` on the header and on each `snap`, and
+//! `inherited_bytes` per stack on its `site` lines), lowered as it frees them; its `live`,
+//! `peak_live`, peak block, `total` and counters count only its own allocations, from 0. A
+//! free tells an inherited block by the fork depth kept in its pointer-table entry (the
+//! process's depth when it made the block: a child's is its parent's plus one, up to 15); it
+//! writes the `code` and `stack` lines it names again in its own file. No `end` line means the process
 //! was killed or exec'd another image: the last `snap` is the latest figure.
 //!
 //! # CPython's allocator domains (`pymalloc`)

@@ -30,6 +30,9 @@ pub const FREE: u8 = 2;
 /// Event kind: the free of a sampled allocation made less than the trace's `temp_ns` before
 /// (a temporary).
 pub const FREE_TEMP: u8 = 3;
+/// Event kind: in a forked child, the free of a sampled allocation inherited at fork (made by
+/// an ancestor before it forked).
+pub const FREE_INHERITED: u8 = 4;
 
 /// Domain: the C malloc family, called directly (not from inside the wrapped CPython
 /// allocator).

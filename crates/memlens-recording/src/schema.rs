@@ -4,8 +4,10 @@
 /// added the `sharing` table (a version 1 file has none: its readers say sharing was not
 /// recorded); version 3 the `traces` and `trace_*` tables of `run --trace` (empty without it;
 /// a version 1 or 2 file has none: no allocations); version 4 `trace_snaps.tracer_bytes` (a
-/// version 3 file reads it as 0: not measured).
-pub const SCHEMA_VERSION: i64 = 4;
+/// version 3 file reads it as 0: not measured); version 5 `trace_snaps.inherited_bytes` and
+/// `trace_sites.inherited_bytes`/`inherited_count` (a forked child's blocks inherited at fork,
+/// apart from its own; read as 0 from older files, whose children counted them as their own).
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The `application_id` pragma of memlens recordings ("MLns"), so `file(1)`-style tools and
 /// readers can tell a recording from another SQLite database.
@@ -172,7 +174,8 @@ CREATE TABLE trace_snaps (
     lost_at_fork        INTEGER NOT NULL,
     unreadable_stacks   INTEGER NOT NULL,
     stacks_lost         INTEGER NOT NULL,
-    tracer_bytes        INTEGER NOT NULL
+    tracer_bytes        INTEGER NOT NULL,
+    inherited_bytes     INTEGER NOT NULL
 );
 CREATE TABLE trace_sites (
     trace       INTEGER NOT NULL REFERENCES traces(id),
@@ -186,7 +189,9 @@ CREATE TABLE trace_sites (
     freed_bytes INTEGER NOT NULL,
     freed_count INTEGER NOT NULL,
     temp_bytes  INTEGER NOT NULL,
-    temp_count  INTEGER NOT NULL
+    temp_count  INTEGER NOT NULL,
+    inherited_bytes INTEGER NOT NULL,
+    inherited_count INTEGER NOT NULL
 );
 CREATE TABLE trace_peak (
     trace INTEGER NOT NULL REFERENCES traces(id),

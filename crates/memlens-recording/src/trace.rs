@@ -1,4 +1,4 @@
-//! The trace files of `memlens-preload` (`memlens run --trace`), versions 1 and 2, as
+//! The trace files of `memlens-preload` (`memlens run --trace`), versions 1 to 3, as
 //! docs/trace-format.md defines them: a parser that never panics and bounds its memory.
 //!
 //! Lines are read one at a time ([`Parser::feed`] takes any chunks): a line longer than
@@ -16,7 +16,7 @@ use std::path::Path;
 use memlens_model::allocations::Domain;
 
 /// The newest trace file version this parser reads.
-pub const TRACE_VERSION: u32 = 2;
+pub const TRACE_VERSION: u32 = 3;
 
 /// Limits of what one trace file may hold in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +183,10 @@ pub struct Snap {
     pub stacks_lost: u64,
     /// The tracer's own resident memory (0 before it was reported).
     pub tracer_bytes: u64,
+    /// A forked child's blocks inherited at fork and not freed since (version 3; the other
+    /// figures count only its own allocations then). 0 before version 3, where a child's
+    /// figures included them.
+    pub inherited_live_bytes: u64,
 }
 
 /// The cumulative figures of one stack (`site` line).
@@ -204,6 +208,10 @@ pub struct SiteFigures {
     pub temp_bytes: u64,
     /// Allocations freed within `temp_ns`.
     pub temp_count: u64,
+    /// A forked child's bytes of this stack inherited at fork and not freed since (version 3).
+    pub inherited_bytes: u64,
+    /// Those blocks.
+    pub inherited_count: u64,
 }
 
 /// A `site` line and the snapshot it follows.
@@ -650,6 +658,7 @@ impl Parser {
             unreadable_stacks: n("unreadable_stacks"),
             stacks_lost: n("stacks_lost"),
             tracer_bytes: n("tracer_bytes"),
+            inherited_live_bytes: n("inherited_live_bytes"),
         };
         self.in_peak = false;
         if self.end.is_some() {
@@ -682,6 +691,8 @@ impl Parser {
             freed_count: n("freed_count"),
             temp_bytes: n("temp_bytes"),
             temp_count: n("temp_count"),
+            inherited_bytes: n("inherited_bytes"),
+            inherited_count: n("inherited_count"),
         };
         let Some((t_ns, at_end)) = self.current else {
             self.skipped.undefined += 1;

@@ -517,8 +517,9 @@ fn write_delta(conn: &Connection, id: i64, d: &Delta, start_ns: u64) -> rusqlite
             "INSERT INTO trace_snaps (trace, t, at_end, live_bytes, live_mmap_bytes, \
              live_pymalloc_bytes, live_malloc_bytes, peak_live_bytes, total_bytes, untouched_bytes, \
              alloc_samples, free_samples, live_samples, dropped_allocs, dropped_frees, table_full, \
-             lost_at_fork, unreadable_stacks, stacks_lost, tracer_bytes) VALUES (?1, ?2, ?3, ?4, \
-             ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+             lost_at_fork, unreadable_stacks, stacks_lost, tracer_bytes, inherited_bytes) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
+             ?20, ?21)",
         )?
         .execute(params![
             id,
@@ -541,14 +542,15 @@ fn write_delta(conn: &Connection, id: i64, d: &Delta, start_ns: u64) -> rusqlite
             i(s.unreadable_stacks),
             i(s.stacks_lost),
             i(s.tracer_bytes),
+            i(s.inherited_live_bytes),
         ])?;
     }
     for s in &d.sites {
         let f = &s.figures;
         conn.prepare_cached(
             "INSERT INTO trace_sites (trace, t, at_end, stack, live_bytes, live_count, alloc_bytes, \
-             alloc_count, freed_bytes, freed_count, temp_bytes, temp_count) VALUES (?1, ?2, ?3, \
-             ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             alloc_count, freed_bytes, freed_count, temp_bytes, temp_count, inherited_bytes, \
+             inherited_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?
         .execute(params![
             id,
@@ -563,6 +565,8 @@ fn write_delta(conn: &Connection, id: i64, d: &Delta, start_ns: u64) -> rusqlite
             i(f.freed_count),
             i(f.temp_bytes),
             i(f.temp_count),
+            i(f.inherited_bytes),
+            i(f.inherited_count),
         ])?;
     }
     if let Some(p) = &d.peak {

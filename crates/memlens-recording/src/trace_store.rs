@@ -151,6 +151,8 @@ pub(crate) struct SnapRow {
     peak_live: u64,
     untouched: u64,
     tracer: u64,
+    /// A forked child's inherited blocks still live (schema 5; 0 before).
+    pub(crate) inherited: u64,
     lost: [u64; 6],
 }
 
@@ -167,6 +169,8 @@ pub(crate) struct SiteRow {
     freed_count: u64,
     temp: u64,
     temp_count: u64,
+    inherited: u64,
+    inherited_count: u64,
 }
 
 /// Everything stored of one trace.
@@ -339,12 +343,18 @@ impl Recording {
         } else {
             "0"
         };
+        // Before version 5 a forked child's inherited blocks were in its own figures.
+        let (inh_snap, inh_site) = if self.schema_version >= 5 {
+            ("inherited_bytes", "inherited_bytes, inherited_count")
+        } else {
+            ("0", "0, 0")
+        };
         for (t, s) in self.rows(
             &format!(
                 "SELECT trace, t, at_end, live_bytes, live_mmap_bytes, live_pymalloc_bytes, \
                  live_malloc_bytes, peak_live_bytes, untouched_bytes, dropped_allocs, \
                  dropped_frees, table_full, lost_at_fork, unreadable_stacks, stacks_lost, \
-                 {tracer_col} FROM trace_snaps ORDER BY trace, t, at_end"
+                 {tracer_col}, {inh_snap} FROM trace_snaps ORDER BY trace, t, at_end"
             ),
             |r| {
                 let n = |k| r.get::<_, i64>(k).map(u);
@@ -361,6 +371,7 @@ impl Recording {
                         untouched: n(8)?,
                         lost: [n(9)?, n(10)?, n(11)?, n(12)?, n(13)?, n(14)?],
                         tracer: n(15)?,
+                        inherited: n(16)?,
                     },
                 ))
             },
@@ -369,8 +380,11 @@ impl Recording {
         }
         let mut sites: HashMap<i64, Vec<SiteRow>> = HashMap::new();
         for (t, s) in self.rows(
-            "SELECT trace, t, stack, live_bytes, live_count, alloc_bytes, alloc_count, freed_bytes, \
-             freed_count, temp_bytes, temp_count FROM trace_sites ORDER BY trace, rowid",
+            &format!(
+                "SELECT trace, t, stack, live_bytes, live_count, alloc_bytes, alloc_count, \
+                 freed_bytes, freed_count, temp_bytes, temp_count, {inh_site} FROM trace_sites \
+                 ORDER BY trace, rowid"
+            ),
             |r| {
                 let n = |k| r.get::<_, i64>(k).map(u);
                 Ok((
@@ -386,6 +400,8 @@ impl Recording {
                         freed_count: n(8)?,
                         temp: n(9)?,
                         temp_count: n(10)?,
+                        inherited: n(11)?,
+                        inherited_count: n(12)?,
                     },
                 ))
             },
@@ -629,6 +645,8 @@ fn at_peak(traces: &[Loaded]) -> AtPeak {
         bytes: 0,
         by_line: Vec::new(),
         stacks: Vec::new(),
+        inherited_bytes: 0,
+        inherited_by_line: Vec::new(),
     };
     if let [tr] = traces {
         if let Some((t, bytes)) = own_peak(tr) {
@@ -696,7 +714,37 @@ fn at_peak(traces: &[Loaded]) -> AtPeak {
     }
     p.stacks.sort_by_key(|b| std::cmp::Reverse(b.bytes));
     p.by_line = by_line(&p.stacks);
+    (p.inherited_bytes, p.inherited_by_line) = inherited_at(traces, p.t);
     p
+}
+
+/// Forked children's inherited blocks still live at `t` (each at its last snapshot at or
+/// before it: the figure only falls after the fork, so this is at least the figure at `t`),
+/// summed, and by innermost line.
+fn inherited_at(traces: &[Loaded], t: f64) -> (u64, Vec<ByLine>) {
+    let mut sum = 0u64;
+    let mut stacks = Vec::new();
+    for tr in traces {
+        let Some(s) = tr.live_at(t) else { continue };
+        if s.inherited == 0 {
+            continue;
+        }
+        sum = sum.saturating_add(s.inherited);
+        for (id, site) in tr.sites_at(t) {
+            if site.inherited == 0 {
+                continue;
+            }
+            let (domain, frames) = tr.stack(id);
+            stacks.push(Stack {
+                frames,
+                domain,
+                bytes: site.inherited,
+                count: site.inherited_count,
+                pid: tr.row.pid,
+            });
+        }
+    }
+    (sum, by_line(&stacks))
 }
 
 /// The private directory of a run's trace files: created by memlens (mode 0700, a fresh name

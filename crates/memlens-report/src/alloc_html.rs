@@ -295,6 +295,20 @@ pub fn section(h: &mut String, a: Option<&Allocations>, style: SizeStyle) {
     crate::alloc_series_html::chart(h, &a.over_time, style);
     let _ = write!(h, "<h3>Live at the peak by line{est}</h3>");
     lines_table(h, &a.at_peak.by_line, a.at_peak.bytes, style, TOP_LINES);
+    if let Some(w) = crate::alloc_text::inherited_words(a, style) {
+        let _ = write!(
+            h,
+            "<h3>Inherited at fork, still live in forked children, by line{est}</h3><p class=\"muted\">{}.</p>",
+            escape(&w)
+        );
+        lines_table(
+            h,
+            &a.at_peak.inherited_by_line,
+            a.at_peak.inherited_bytes,
+            style,
+            TOP_LINES,
+        );
+    }
     let _ = write!(h, "<h3>Leaked: alive at exit, by line{est}</h3>");
     lines_table(h, &a.leaked.by_line, a.leaked.bytes, style, TOP_LINES);
     let _ = write!(h, "<h3>Temporary allocations by line{est}</h3>");

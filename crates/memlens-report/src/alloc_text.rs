@@ -155,6 +155,24 @@ fn share(part: u64, whole: u64) -> String {
     }
 }
 
+/// What forked children inherited and still held at the peak, said apart from the peak's
+/// figure (which counts each allocation once, in the process that made it); `None` when no
+/// child held any.
+pub fn inherited_words(a: &Allocations, style: SizeStyle) -> Option<String> {
+    let p = &a.at_peak;
+    (p.inherited_bytes > 0).then(|| {
+        format!(
+            "inherited at fork, still live in forked children: {} {}(summed over the children; \
+             not in the peak's figure, which counts each allocation once, where it was made: \
+             the kernel shares these pages with the parent's copy until either writes to one; \
+             pages a child wrote, as Python's reference counts do, are its own copies and show \
+             in the ledger's PSS)",
+            style.size(p.inherited_bytes),
+            if is_sampled(a) { "estimated " } else { "" }
+        )
+    })
+}
+
 /// A table of lines, largest first.
 fn write_lines(
     out: &mut impl Write,
@@ -289,6 +307,11 @@ pub fn render(a: &Allocations, opts: &Options, mut out: impl Write) -> std::io::
     write_lines(&mut out, &p.by_line, p.bytes, opts)?;
     writeln!(out, " by stack (innermost frame first):")?;
     write_stacks(&mut out, &p.stacks, p.bytes, opts)?;
+    if let Some(w) = inherited_words(a, style) {
+        writeln!(out, "{w}")?;
+        writeln!(out, " by line (allocated in the parent):")?;
+        write_lines(&mut out, &p.inherited_by_line, p.inherited_bytes, opts)?;
+    }
     write_over_time(&mut out, a, opts)?;
     writeln!(
         out,
@@ -415,6 +438,8 @@ mod fixture_data {
                     line("/app/main.py", 12, "build", 75 << 20, 300),
                     line("/app/\x1b[31mevil.py", 0, "<mod\u{202e}ule>", 25 << 20, 2),
                 ],
+                inherited_bytes: 0,
+                inherited_by_line: Vec::new(),
                 stacks: vec![Stack {
                     frames: vec![
                         Frame {

@@ -68,6 +68,8 @@ fn allocations() -> Allocations {
         at_peak: AtPeak {
             t: 2.5,
             bytes: 100 * MIB,
+            inherited_bytes: 0,
+            inherited_by_line: Vec::new(),
             by_line: vec![
                 by_line(main, 12, "Table.build", 60 * MIB, 1200),
                 by_line(io, 7, "load", 30 * MIB, 3),

@@ -1,0 +1,121 @@
+"""Target of it::trace_fork (`memlens run --trace`, a prefork server's shape): a parent builds
+memory by construction, forks workers that each allocate their own known amount, and the tree
+reaches its peak while all of them live. Lines are marked `# @NAME` (the test finds their
+numbers in this file). argv: truth.json, the number of workers.
+
+  1. the parent builds PARENT_N bytearrays of CHUNK bytes (`# @parent_big`) and SMALL_N small
+     bytes objects (`# @parent_small`, pymalloc blocks), and forks the workers (no thread
+     runs: 3.12+ warns at fork with threads);
+  2. worker i allocates i + 1 bytearrays of CHUNK bytes (`# @worker`); worker 0 also frees
+     one of the parent's bytearrays (`# @free_inherited`: its copy of the reference was the
+     last one there), so its inherited figure is one CHUNK lower while the parent still holds
+     its own; under the tracer each waits for its tracer's next snapshot (its allocations are
+     then in its trace file), writes READY with its figures on its pipe, and waits;
+  3. once every worker is READY, the parent waits for its own next snapshot (the tree's
+     peak, all alive, is then in every file), releases the workers (they leave by os._exit
+     with their memory held), reaps them, writes the truth and exits 0.
+
+The truth is sys.getsizeof of what each line made and holds. Without the tracer the program
+runs the same (what it waits for under the tracer it skips).
+"""
+import json
+import os
+import sys
+import time
+
+MIB = 1 << 20
+CHUNK = 8 * MIB
+PARENT_N = 16
+SMALL_N = 40_000
+TRACE = os.environ.get("MEMLENS_TRACE_OUT")
+
+
+def snaps(path):
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.startswith(b"snap "))
+    except FileNotFoundError:
+        return 0
+
+
+def next_snapshot(path):
+    """Under the tracer: returns once it appended a `snap` line after this call (it writes
+    them from allocating hooks, once a period: small temporaries are allocated meanwhile)."""
+    if TRACE is None:
+        return
+    n0 = snaps(path)
+    deadline = time.monotonic() + 120
+    while snaps(path) <= n0:
+        if time.monotonic() > deadline:
+            sys.stderr.write("no tracer snapshot in 120 s: %s\n" % path)
+            os._exit(90)
+        bytearray(4096)
+        time.sleep(0.002)
+
+
+def build_big():
+    return [bytearray(CHUNK) for _ in range(PARENT_N)]  # @parent_big
+
+
+def build_small():
+    return [b"%07d" % i for i in range(SMALL_N)]  # @parent_small
+
+
+def work(i, big, w, r):
+    own = [bytearray(CHUNK) for _ in range(i + 1)]  # @worker
+    freed = 0
+    if i == 0:
+        freed = sys.getsizeof(big[-1])
+        big.pop()  # @free_inherited
+    next_snapshot("%s.%d" % (TRACE, os.getpid()) if TRACE else None)
+    os.write(w, b"READY %d %d %d\n" % (os.getpid(), sum(sys.getsizeof(x) for x in own), freed))
+    os.read(r, 1)
+    os._exit(0)
+
+
+def main(truth_path, n):
+    big = build_big()
+    small = build_small()
+    truth = {
+        "pid": os.getpid(),
+        "parent_big": sum(sys.getsizeof(x) for x in big),
+        "parent_small": sum(sys.getsizeof(x) for x in small),
+        "workers": [],
+    }
+    pipes = []
+    for i in range(n):
+        r_up, w_up = os.pipe()
+        r_down, w_down = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r_up)
+            os.close(w_down)
+            work(i, big, w_up, r_down)
+        os.close(w_up)
+        os.close(r_down)
+        pipes.append((pid, r_up, w_down))
+    for pid, r_up, _ in pipes:
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = os.read(r_up, 256)
+            if not chunk:
+                sys.stderr.write("worker %d left before READY\n" % pid)
+                os._exit(91)
+            line += chunk
+        _, wpid, own, freed = line.split()
+        truth["workers"].append({"pid": int(wpid), "own": int(own), "freed": int(freed)})
+    next_snapshot(TRACE)
+    for pid, _, w_down in pipes:
+        os.write(w_down, b"x")
+    for pid, _, _ in pipes:
+        _, status = os.waitpid(pid, 0)
+        assert status == 0, status
+    with open(truth_path, "w") as f:
+        json.dump(truth, f)
+    sys.stdout.write("DONE %d workers\n" % n)
+    sys.stdout.flush()
+    del big, small
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))
