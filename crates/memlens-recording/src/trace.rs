@@ -96,7 +96,7 @@ impl TraceMode {
 /// The header line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// The format version (1 or 2).
+    /// The format version (1 to 3).
     pub version: u32,
     /// The traced process.
     pub pid: u32,
@@ -1034,6 +1034,30 @@ peak t_ns=1 live_bytes=1\npeaksite stack=1 bytes=1\npeaksite stack=1 bytes=1\n"
         assert_eq!(t.stacks[&1].frames.len(), 2);
     }
 
+    /// Version 3: a forked child's inherited figures, per snapshot and per stack (absent: 0).
+    #[test]
+    fn version_3_inherited_figures() {
+        let v3 = V2
+            .replacen("memlens-trace 2 ", "memlens-trace 3 ", 1)
+            .replacen(
+                "unreadable_stacks=0\n",
+                "unreadable_stacks=0 inherited_live_bytes=4096\n",
+                1,
+            )
+            .replacen(
+                "temp_bytes=0 temp_count=0\nsite stack=2",
+                "temp_bytes=0 temp_count=0 inherited_bytes=4096 inherited_count=2\nsite stack=2",
+                1,
+            );
+        let t = parse(v3.as_bytes(), Limits::default()).unwrap();
+        assert_eq!(t.header.version, 3);
+        assert_eq!(t.snaps[0].inherited_live_bytes, 4096);
+        assert_eq!(t.snaps[1].inherited_live_bytes, 0);
+        let f = t.sites[0].figures;
+        assert_eq!((f.inherited_bytes, f.inherited_count), (4096, 2));
+        assert_eq!(t.sites[1].figures.inherited_bytes, 0);
+    }
+
     #[test]
     fn not_a_trace_or_a_newer_version() {
         assert!(matches!(
@@ -1041,8 +1065,8 @@ peak t_ns=1 live_bytes=1\npeaksite stack=1 bytes=1\npeaksite stack=1 bytes=1\n"
             Err(TraceError::NotATrace(_))
         ));
         assert!(matches!(
-            parse(b"memlens-trace 3 pid=1 mode=all\n", Limits::default()),
-            Err(TraceError::Version(3))
+            parse(b"memlens-trace 4 pid=1 mode=all\n", Limits::default()),
+            Err(TraceError::Version(4))
         ));
         assert!(matches!(
             parse(b"memlens-trace 2 pid=1 mode=al", Limits::default()),

@@ -989,6 +989,64 @@ peaksite stack=1 bytes=5000 count=1\n";
         assert_eq!(a.leaked.bytes, 350, "only processes that ended leak");
     }
 
+    /// A version 3 child: its own figures make the tree's peak; what it inherited and still
+    /// holds is said apart (not counted again), by the line that made it.
+    #[test]
+    fn a_childs_inherited_blocks_count_once() {
+        const CHILD3: &str = "memlens-trace 3 pid=12 ppid=10 mode=all sample_bytes=1 clock=monotonic start_ns=2500000000 python=3.12 forked_from=10 inherited_live_bytes=1300\n\
+code id=1 first_line=1 file=%2Fw%2Fworker.py name=work\n\
+code id=2 first_line=5 file=%2Fw%2Fapp.py name=build\n\
+stack id=1 domain=mmap frames=1:3\n\
+stack id=2 domain=malloc frames=2:7\n\
+snap t_ns=2600000000 live_bytes=5000 live_mmap_bytes=5000 inherited_live_bytes=1000\n\
+site stack=2 live_bytes=0 live_count=0 inherited_bytes=1000 inherited_count=1\n\
+site stack=1 live_bytes=5000 live_count=1 alloc_bytes=5000 alloc_count=1\n\
+peak t_ns=2600000000 live_bytes=5000\n\
+peaksite stack=1 bytes=5000 count=1\n";
+        let r = recording("inherited", &[ROOT, CHILD3]);
+        let a = r.allocations().unwrap().unwrap();
+        assert_eq!(a.at_peak.bytes, 6300);
+        assert!((a.at_peak.t - 1.6).abs() < 1e-9, "{}", a.at_peak.t);
+        assert_eq!(a.at_peak.inherited_bytes, 1000);
+        let l = &a.at_peak.inherited_by_line;
+        assert_eq!(l.len(), 1);
+        assert_eq!(
+            (l[0].file.as_str(), l[0].line, l[0].bytes),
+            ("/w/app.py", 7, 1000)
+        );
+        // The parent's line holds its own 1000 bytes once, not the child's inherited too.
+        let build: u64 = a
+            .at_peak
+            .by_line
+            .iter()
+            .filter(|b| b.line == 7)
+            .map(|b| b.bytes)
+            .sum();
+        assert_eq!(build, 1000);
+        // A recording of schema 4 has no inherited columns: read as 0.
+        let p = std::env::temp_dir().join(format!("memlens-v4-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        let w = RecordingWriter::create(&p, &Meta::default()).unwrap();
+        for (k, t) in [ROOT, CHILD3].iter().enumerate() {
+            let t = parse(t.as_bytes(), Limits::default()).unwrap();
+            crate::trace_live::write_trace(&w.conn, &format!("trace{k}"), &t, 1_000_000_000)
+                .unwrap();
+        }
+        w.conn
+            .execute_batch(
+                "ALTER TABLE trace_snaps DROP COLUMN inherited_bytes; \
+                 ALTER TABLE trace_sites DROP COLUMN inherited_bytes; \
+                 ALTER TABLE trace_sites DROP COLUMN inherited_count; \
+                 UPDATE meta SET value = '4' WHERE key = 'schema_version';",
+            )
+            .unwrap();
+        w.finish(&End::default()).unwrap();
+        let r = Recording::open(&p).unwrap();
+        let _ = std::fs::remove_file(&p);
+        let a = r.allocations().unwrap().unwrap();
+        assert_eq!((a.at_peak.bytes, a.at_peak.inherited_bytes), (6300, 0));
+    }
+
     /// Files imported while the tracer writes them (cut mid-line, a child appearing later)
     /// give the recording a one-shot import gives.
     #[test]

@@ -416,7 +416,7 @@ mod fixture_data {
         Allocations, AtPeak, ByLine, Domain, Frame, Lines, Lost, Reconciliation, Stack,
     };
 
-    fn line(file: &str, line: u32, function: &str, bytes: u64, count: u64) -> ByLine {
+    pub(super) fn line(file: &str, line: u32, function: &str, bytes: u64, count: u64) -> ByLine {
         ByLine {
             file: file.into(),
             line,
@@ -506,6 +506,31 @@ mod tests {
         all.sample_interval_bytes = 1;
         let t = text(&all, &Options::default());
         assert!(t.contains("exact") && !t.contains("estimate"), "{t}");
+    }
+
+    /// Forked children's inherited blocks: a line of their own, with their lines, only when
+    /// there are some; the peak's figure is unchanged.
+    #[test]
+    fn inherited_blocks_are_said_apart() {
+        let t = text(&fixture(), &Options::default());
+        assert!(!t.contains("inherited"), "{t}");
+        let mut a = fixture();
+        a.at_peak.inherited_bytes = 300 << 20;
+        a.at_peak.inherited_by_line = vec![fixture_data::line(
+            "/app/main.py",
+            12,
+            "build",
+            300 << 20,
+            1200,
+        )];
+        let t = text(&a, &Options::default());
+        assert!(t.contains("100 MiB estimated traced live at 1.50 s"), "{t}");
+        assert!(
+            t.contains("inherited at fork, still live in forked children: 300 MiB estimated"),
+            "{t}"
+        );
+        assert!(t.contains("ledger's PSS"), "{t}");
+        assert!(t.contains(" by line (allocated in the parent):\n"), "{t}");
     }
 
     #[test]

@@ -37,6 +37,7 @@ mod support;
 mod top;
 mod trace_attach;
 mod trace_embedded;
+mod trace_fork;
 mod trace_live;
 mod trace_report;
 mod trace_run;

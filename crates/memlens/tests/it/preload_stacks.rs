@@ -19,6 +19,8 @@ const SCRIPT: &str = "preload_stacks.py";
 #[derive(Debug, Default, Clone, Copy)]
 struct Fig {
     live: f64,
+    /// In a forked child: inherited at fork, still live (format 3).
+    inherited: f64,
     alloc: f64,
     freed: f64,
     temp: f64,
@@ -80,7 +82,7 @@ fn parse(path: &Path) -> Trace {
     let mut codes: HashMap<u64, (String, String)> = HashMap::new();
     let all = lines(path);
     let first = all.first().expect("a header");
-    assert!(first.starts_with("memlens-trace 2 "), "{first}");
+    assert!(first.starts_with("memlens-trace 3 "), "{first}");
     t.header = kv(first)
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -131,6 +133,11 @@ fn parse(path: &Path) -> Trace {
                     id,
                     Fig {
                         live: num(&m, "live_bytes") as f64,
+                        // written only when not 0
+                        inherited: m
+                            .get("inherited_bytes")
+                            .map_or(0, |_| num(&m, "inherited_bytes"))
+                            as f64,
                         alloc: num(&m, "alloc_bytes") as f64,
                         freed: num(&m, "freed_bytes") as f64,
                         temp: num(&m, "temp_bytes") as f64,
@@ -204,6 +211,7 @@ impl Trace {
         for id in ids {
             if let Some(s) = self.sites.get(id) {
                 f.live += s.live;
+                f.inherited += s.inherited;
                 f.alloc += s.alloc;
                 f.freed += s.freed;
                 f.temp += s.temp;
@@ -429,11 +437,18 @@ fn forked_child_has_its_own_stacks() {
             2.0,
         );
         let lk = t.stacks_at(("leak", mk["leak"]), ("main", mk["main_leak"]));
+        // Inherited, not the child's own (format 3).
         close(
             &format!("{} inherited leak live in the child", py.label),
-            t.fig(&lk).live,
+            t.fig(&lk).inherited,
             10.0 * MIB,
             2.0,
+        );
+        assert_eq!(
+            t.fig(&lk).live,
+            0.0,
+            "{}: the leak is not the child's",
+            py.label
         );
         let pc = parent.stacks_at(
             ("child_work", mk["child"]),

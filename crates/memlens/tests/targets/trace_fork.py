@@ -15,8 +15,8 @@ numbers in this file). argv: truth.json, the number of workers.
      peak, all alive, is then in every file), releases the workers (they leave by os._exit
      with their memory held), reaps them, writes the truth and exits 0.
 
-The truth is sys.getsizeof of what each line made and holds. Without the tracer the program
-runs the same (what it waits for under the tracer it skips).
+The truth is sys.getsizeof of what each line made and holds (its list included). Without the
+tracer the program runs the same (what it waits for under the tracer it skips).
 """
 import json
 import os
@@ -25,7 +25,7 @@ import time
 
 MIB = 1 << 20
 CHUNK = 8 * MIB
-PARENT_N = 16
+PARENT_N = 32
 SMALL_N = 40_000
 TRACE = os.environ.get("MEMLENS_TRACE_OUT")
 
@@ -68,7 +68,8 @@ def work(i, big, w, r):
         freed = sys.getsizeof(big[-1])
         big.pop()  # @free_inherited
     next_snapshot("%s.%d" % (TRACE, os.getpid()) if TRACE else None)
-    os.write(w, b"READY %d %d %d\n" % (os.getpid(), sum(sys.getsizeof(x) for x in own), freed))
+    held = sys.getsizeof(own) + sum(sys.getsizeof(x) for x in own)
+    os.write(w, b"READY %d %d %d\n" % (os.getpid(), held, freed))
     os.read(r, 1)
     os._exit(0)
 
@@ -78,8 +79,8 @@ def main(truth_path, n):
     small = build_small()
     truth = {
         "pid": os.getpid(),
-        "parent_big": sum(sys.getsizeof(x) for x in big),
-        "parent_small": sum(sys.getsizeof(x) for x in small),
+        "parent_big": sys.getsizeof(big) + sum(sys.getsizeof(x) for x in big),
+        "parent_small": sys.getsizeof(small) + sum(sys.getsizeof(x) for x in small),
         "workers": [],
     }
     pipes = []

@@ -1,0 +1,226 @@
+//! `memlens run --trace=all` of a prefork tree: a forked child's blocks inherited at fork are
+//! counted once at the tree's peak (in the parent that made them), and said apart as
+//! `at_peak.inherited_bytes` (docs/json.md). `trace_fork.py` builds 256 MiB of bytearrays and
+//! 40,000 small bytes objects, forks 4 workers that allocate (i + 1) x 8 MiB each, one of which
+//! frees one of the parent's bytearrays, and reaches the tree's peak with all of them alive
+//! (each waits for its tracer's snapshot and says READY on a pipe; the parent waits for its
+//! own). The truth is the target's own `sys.getsizeof` of what each marked line holds.
+//!
+//! Checks, on pyenv's 3.12 and 3.8: every marked line at the peak within 2% of construction;
+//! the peak's total within 2% of what the lines made (the rest is the interpreter's start-up,
+//! about 5 MB, under 2% of the 340 MiB made); each worker's own bytes on its pid; the inherited
+//! figure by line within 2% of 4 times the parent's line (less the bytearray a worker freed),
+//! and in all within 2% of 4 times the parent's live at the peak (what it held at fork, which
+//! the peak's stacks of its pid show; the parent allocates little after the fork); the text
+//! report says it. Before the fix the peak counted each worker's inherited 260 MiB again.
+
+use serde_json::Value;
+use std::collections::HashMap;
+
+use crate::preload::preload_so;
+use crate::support::{
+    memlens, no_panic, pythons, report_json, stderr, target_script, u, Python, TempDir,
+};
+
+const SCRIPT: &str = "trace_fork.py";
+const WORKERS: u64 = 4;
+
+/// The line numbers of the script's `# @NAME` markers.
+fn markers() -> HashMap<String, u64> {
+    let text = std::fs::read_to_string(target_script(SCRIPT)).expect("script");
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let m = l.split("# @").nth(1)?;
+            Some((m.trim().to_string(), i as u64 + 1))
+        })
+        .collect()
+}
+
+/// The bytes of a `by_line` list at the script's `line`.
+fn at_line(list: &Value, line: u64) -> f64 {
+    list.as_array()
+        .expect("by_line")
+        .iter()
+        .filter(|x| {
+            x["file"].as_str().is_some_and(|f| f.ends_with(SCRIPT)) && u(&x["line"]) == line
+        })
+        .map(|x| u(&x["bytes"]) as f64)
+        .sum()
+}
+
+fn close(what: &str, got: f64, want: f64, pct: f64) {
+    let err = (got - want).abs() / want * 100.0;
+    eprintln!("{what}: {got:.0} vs {want:.0} ({err:.2}%)");
+    assert!(
+        err <= pct,
+        "{what}: {got:.0} vs {want:.0} ({err:.2}% > {pct}%)"
+    );
+}
+
+fn check(py: &Python, dir: &TempDir, mk: &HashMap<String, u64>) {
+    let tag = &py.label;
+    let rec = dir.join(&format!("{tag}.db"));
+    let truth_path = dir.join(&format!("{tag}.json"));
+    let out = memlens()
+        .env("MEMLENS_PRELOAD", preload_so())
+        .env("TMPDIR", dir.path())
+        // a snapshot every 100 ms (default 1 s): the processes wait for one each
+        .env("MEMLENS_TRACE_PERIOD_MS", "100")
+        .env_remove("LD_PRELOAD")
+        .env_remove("PYTHONMALLOC")
+        .args([
+            "run",
+            "-q",
+            "--no-python",
+            "--no-sharing",
+            "--trace=all",
+            "-o",
+        ])
+        .arg(&rec)
+        .arg("--")
+        .arg(&py.path)
+        .arg(target_script(SCRIPT))
+        .arg(&truth_path)
+        .arg(WORKERS.to_string())
+        .output()
+        .expect("memlens runs");
+    no_panic(&out);
+    assert!(out.status.success(), "{tag}: {}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("DONE {WORKERS} workers\n"),
+        "{tag}"
+    );
+    let truth: Value =
+        serde_json::from_slice(&std::fs::read(&truth_path).expect("truth")).expect("truth JSON");
+    let a = report_json(&rec)["allocations"].clone();
+    for (k, v) in a["lost"].as_object().expect("lost") {
+        assert_eq!(u(v), 0, "{tag}: lost.{k}: {}", a["lost"]);
+    }
+    let p = &a["at_peak"];
+    let big = u(&truth["parent_big"]) as f64;
+    let small = u(&truth["parent_small"]) as f64;
+    let workers = truth["workers"].as_array().expect("workers");
+    assert_eq!(workers.len() as u64, WORKERS);
+    let own: f64 = workers.iter().map(|w| u(&w["own"]) as f64).sum();
+    let freed: f64 = workers.iter().map(|w| u(&w["freed"]) as f64).sum();
+    assert!(freed > 0.0, "{tag}: worker 0 freed a bytearray");
+
+    // Each allocation once, where it was made.
+    close(
+        &format!("{tag} peak @parent_big"),
+        at_line(&p["by_line"], mk["parent_big"]),
+        big,
+        2.0,
+    );
+    close(
+        &format!("{tag} peak @parent_small"),
+        at_line(&p["by_line"], mk["parent_small"]),
+        small,
+        2.0,
+    );
+    close(
+        &format!("{tag} peak @worker"),
+        at_line(&p["by_line"], mk["worker"]),
+        own,
+        2.0,
+    );
+    close(
+        &format!("{tag} peak total"),
+        u(&p["bytes"]) as f64,
+        big + small + own,
+        2.0,
+    );
+    let stacks = p["stacks"].as_array().expect("stacks");
+    for w in workers {
+        let pid = u(&w["pid"]);
+        let got: f64 = stacks
+            .iter()
+            .filter(|s| u(&s["pid"]) == pid)
+            .filter(|s| {
+                s["frames"][0]["file"]
+                    .as_str()
+                    .is_some_and(|f| f.ends_with(SCRIPT))
+                    && u(&s["frames"][0]["line"]) == mk["worker"]
+            })
+            .map(|s| u(&s["bytes"]) as f64)
+            .sum();
+        close(
+            &format!("{tag} worker {pid} own"),
+            got,
+            u(&w["own"]) as f64,
+            2.0,
+        );
+    }
+
+    // What the workers inherited and still held: said apart.
+    let n = WORKERS as f64;
+    let inh = &p["inherited_by_line"];
+    close(
+        &format!("{tag} inherited @parent_big"),
+        at_line(inh, mk["parent_big"]),
+        n * big - freed,
+        2.0,
+    );
+    close(
+        &format!("{tag} inherited @parent_small"),
+        at_line(inh, mk["parent_small"]),
+        n * small,
+        2.0,
+    );
+    let parent = u(&truth["pid"]);
+    let parent_live: f64 = stacks
+        .iter()
+        .filter(|s| u(&s["pid"]) == parent)
+        .map(|s| u(&s["bytes"]) as f64)
+        .sum();
+    close(
+        &format!("{tag} parent's live at the peak"),
+        parent_live,
+        big + small,
+        2.0,
+    );
+    close(
+        &format!("{tag} inherited in all"),
+        u(&p["inherited_bytes"]) as f64,
+        n * parent_live - freed,
+        2.0,
+    );
+
+    let text = memlens()
+        .args(["--bytes", "report"])
+        .arg(&rec)
+        .output()
+        .expect("memlens runs");
+    no_panic(&text);
+    let text = String::from_utf8_lossy(&text.stdout);
+    let said = format!(
+        "inherited at fork, still live in forked children: {}",
+        u(&p["inherited_bytes"])
+    );
+    assert!(text.contains(&said), "{tag}: {said:?} not in:\n{text}");
+}
+
+/// pyenv's 3.12 and 3.8.
+fn interpreters() -> Vec<Python> {
+    let v: Vec<Python> = pythons()
+        .into_iter()
+        .filter(|p| p.label.starts_with("3.12.") || p.label.starts_with("3.8."))
+        .collect();
+    if v.len() < 2 && std::env::var_os("CI").is_some() {
+        panic!("pyenv 3.12 and 3.8 expected in CI");
+    }
+    v
+}
+
+#[test]
+fn inherited_blocks_count_once_at_the_tree_peak() {
+    let dir = TempDir::new("trace-fork");
+    let mk = markers();
+    let pys = interpreters();
+    assert!(!pys.is_empty(), "no pyenv 3.12 or 3.8");
+    for py in &pys {
+        check(py, &dir, &mk);
+    }
+}
