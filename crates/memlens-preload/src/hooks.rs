@@ -240,23 +240,23 @@ static PY: OnceLock<Python> = OnceLock::new();
 static STACKS: OnceLock<Stacks> = OnceLock::new();
 /// An allocation freed within this many nanoseconds is a temporary (`temp_ns`).
 const TEMP_NS: u64 = 10_000_000;
-/// The unit of the times kept with sampled pointers (2^20 ns, about 1 ms: the coarse clock's
+/// The unit of the times kept with sampled pointers (2^19 ns, about 0.5 ms: the coarse clock's
 /// resolution is 1-4 ms anyway).
-const TIME_SHIFT: u32 = 20;
+const TIME_SHIFT: u32 = 19;
 /// An entry's `t` (table.rs) is the fork depth of the process that made the block in its top
-/// bits, and the time below them: 28 bits of 2^20 ns wrap after 2^48 ns (78 h), as the 32
+/// 3 bits, and the time below them: 29 bits of 2^19 ns wrap after 2^48 ns (78 h), as the 32
 /// bits of 2^16 ns did before.
-const DEPTH_SHIFT: u32 = 28;
+const DEPTH_SHIFT: u32 = 29;
 const TIME_MASK: u32 = (1 << DEPTH_SHIFT) - 1;
 /// The deepest fork depth told apart: a process deeper still takes what its parent made at
 /// this depth for its own (its inherited figure is then too low, and its own too high).
-const MAX_DEPTH: u32 = 15;
+const MAX_DEPTH: u32 = 7;
 /// This process's fork depth: 0 in the traced program and in each exec'd image, its parent's
 /// plus one in a forked child. A block whose entry has a smaller depth was inherited at fork.
 static DEPTH: AtomicU32 = AtomicU32::new(0);
 
 /// The coarse monotonic clock (the vDSO reads it without a system call; its resolution is the
-/// kernel's tick, 1-4 ms) in units of 2^20 ns, wrapping at 2^28 units.
+/// kernel's tick, 1-4 ms) in units of 2^19 ns, wrapping at 2^29 units.
 #[inline]
 fn coarse_units() -> u32 {
     let mut ts = libc::timespec {

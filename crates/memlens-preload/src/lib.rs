@@ -74,7 +74,7 @@
 //! `inherited_bytes` per stack on its `site` lines), lowered as it frees them; its `live`,
 //! `peak_live`, peak block, `total` and counters count only its own allocations, from 0. A
 //! free tells an inherited block by the fork depth kept in its pointer-table entry (the
-//! process's depth when it made the block: a child's is its parent's plus one, up to 15); it
+//! process's depth when it made the block: a child's is its parent's plus one, up to 7); it
 //! writes the `code` and `stack` lines it names again in its own file. No `end` line means the process
 //! was killed or exec'd another image: the last `snap` is the latest figure.
 //!

@@ -52,8 +52,8 @@ pub struct Entry {
     pub domain: u8,
     /// The interned stack of the allocation.
     pub stack: u32,
-    /// When it was allocated and by which fork depth (hooks.rs: the depth in the top 4 bits,
-    /// the coarse monotonic clock in units of 2^20 ns below them, wrapping).
+    /// When it was allocated and by which fork depth (hooks.rs: the depth in the top 3 bits,
+    /// the coarse monotonic clock in units of 2^19 ns below them, wrapping).
     pub t: u32,
 }
 

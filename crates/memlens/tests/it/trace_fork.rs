@@ -2,20 +2,24 @@
 //! counted once at the tree's peak (in the parent that made them), and said apart as
 //! `at_peak.inherited_bytes` (docs/json.md). `trace_fork.py` builds 256 MiB of bytearrays and
 //! 40,000 small bytes objects, forks 4 workers that allocate (i + 1) x 8 MiB each, one of which
-//! frees one of the parent's bytearrays, and reaches the tree's peak with all of them alive
-//! (each waits for its tracer's snapshot and says READY on a pipe; the parent waits for its
-//! own). The truth is the target's own `sys.getsizeof` of what each marked line holds.
+//! frees one of the parent's bytearrays, and the last of which forks a grandchild that
+//! allocates 8 MiB (it inherits the parent's blocks and the worker's own: a fork depth of 2),
+//! and reaches the tree's peak with all of them alive (each waits for its tracer's snapshot
+//! and says READY on a pipe; the parent waits for its own). The truth is the target's own
+//! `sys.getsizeof` of what each marked line holds.
 //!
 //! Checks, on pyenv's 3.12 and 3.8: every marked line at the peak within 2% of construction;
 //! the peak's total within 2% of what the lines made (the rest is the interpreter's start-up,
-//! about 5 MB, under 2% of the 340 MiB made); each worker's own bytes on its pid; the inherited
-//! figure by line within 2% of 4 times the parent's line (less the bytearray a worker freed),
-//! and in all within 2% of 4 times the parent's live at the peak (what it held at fork, which
-//! the peak's stacks of its pid show; the parent allocates little after the fork); the text
-//! report says it. Before the fix the peak counted each worker's inherited 260 MiB again.
+//! about 5 MB, under 2% of the 350 MiB made); each worker's and the grandchild's own bytes on
+//! its pid; the inherited figure by line within 2% of 5 times the parent's line (less the
+//! bytearray a worker freed) and of the last worker's line (the grandchild's), and in all
+//! within 2% of 5 times the parent's live at the peak plus the last worker's (what each held
+//! at its fork, which the peak's stacks of its pid show: they allocate little after it); the
+//! text report says it. Before the fix the peak counted each child's inherited 260 MiB again.
+
+use std::collections::HashMap;
 
 use serde_json::Value;
-use std::collections::HashMap;
 
 use crate::preload::preload_so;
 use crate::support::{
@@ -106,46 +110,49 @@ fn check(py: &Python, dir: &TempDir, mk: &HashMap<String, u64>) {
     let own: f64 = workers.iter().map(|w| u(&w["own"]) as f64).sum();
     let freed: f64 = workers.iter().map(|w| u(&w["freed"]) as f64).sum();
     assert!(freed > 0.0, "{tag}: worker 0 freed a bytearray");
+    let grand = &truth["grandchild"];
+    let grand_own = u(&grand["own"]) as f64;
 
     // Each allocation once, where it was made.
-    close(
-        &format!("{tag} peak @parent_big"),
-        at_line(&p["by_line"], mk["parent_big"]),
-        big,
-        2.0,
-    );
-    close(
-        &format!("{tag} peak @parent_small"),
-        at_line(&p["by_line"], mk["parent_small"]),
-        small,
-        2.0,
-    );
-    close(
-        &format!("{tag} peak @worker"),
-        at_line(&p["by_line"], mk["worker"]),
-        own,
-        2.0,
-    );
+    for (name, want) in [
+        ("parent_big", big),
+        ("parent_small", small),
+        ("worker", own),
+        ("grandchild", grand_own),
+    ] {
+        close(
+            &format!("{tag} peak @{name}"),
+            at_line(&p["by_line"], mk[name]),
+            want,
+            2.0,
+        );
+    }
     close(
         &format!("{tag} peak total"),
         u(&p["bytes"]) as f64,
-        big + small + own,
+        big + small + own + grand_own,
         2.0,
     );
     let stacks = p["stacks"].as_array().expect("stacks");
-    for w in workers {
-        let pid = u(&w["pid"]);
-        let got: f64 = stacks
+    // A process's live bytes at the peak, in all or at one marked line.
+    let live_of = |pid: u64, line: Option<u64>| -> f64 {
+        stacks
             .iter()
             .filter(|s| u(&s["pid"]) == pid)
             .filter(|s| {
-                s["frames"][0]["file"]
-                    .as_str()
-                    .is_some_and(|f| f.ends_with(SCRIPT))
-                    && u(&s["frames"][0]["line"]) == mk["worker"]
+                line.is_none_or(|l| {
+                    s["frames"][0]["file"]
+                        .as_str()
+                        .is_some_and(|f| f.ends_with(SCRIPT))
+                        && u(&s["frames"][0]["line"]) == l
+                })
             })
             .map(|s| u(&s["bytes"]) as f64)
-            .sum();
+            .sum()
+    };
+    for w in workers {
+        let pid = u(&w["pid"]);
+        let got = live_of(pid, Some(mk["worker"]));
         close(
             &format!("{tag} worker {pid} own"),
             got,
@@ -153,38 +160,38 @@ fn check(py: &Python, dir: &TempDir, mk: &HashMap<String, u64>) {
             2.0,
         );
     }
+    let got = live_of(u(&grand["pid"]), Some(mk["grandchild"]));
+    close(&format!("{tag} grandchild own"), got, grand_own, 2.0);
 
-    // What the workers inherited and still held: said apart.
-    let n = WORKERS as f64;
+    // What the workers and the grandchild inherited and still held: said apart.
+    let n = WORKERS as f64 + 1.0;
+    let last = &workers[workers.len() - 1];
     let inh = &p["inherited_by_line"];
-    close(
-        &format!("{tag} inherited @parent_big"),
-        at_line(inh, mk["parent_big"]),
-        n * big - freed,
-        2.0,
-    );
-    close(
-        &format!("{tag} inherited @parent_small"),
-        at_line(inh, mk["parent_small"]),
-        n * small,
-        2.0,
-    );
-    let parent = u(&truth["pid"]);
-    let parent_live: f64 = stacks
-        .iter()
-        .filter(|s| u(&s["pid"]) == parent)
-        .map(|s| u(&s["bytes"]) as f64)
-        .sum();
+    for (name, want) in [
+        ("parent_big", n * big - freed),
+        ("parent_small", n * small),
+        ("worker", u(&last["own"]) as f64),
+        ("grandchild", 0.0),
+    ] {
+        let got = at_line(inh, mk[name]);
+        if want == 0.0 {
+            assert_eq!(got, 0.0, "{tag}: nothing inherited from @{name}");
+        } else {
+            close(&format!("{tag} inherited @{name}"), got, want, 2.0);
+        }
+    }
+    let parent_live = live_of(u(&truth["pid"]), None);
     close(
         &format!("{tag} parent's live at the peak"),
         parent_live,
         big + small,
         2.0,
     );
+    let last_live = live_of(u(&last["pid"]), None);
     close(
         &format!("{tag} inherited in all"),
         u(&p["inherited_bytes"]) as f64,
-        n * parent_live - freed,
+        n * parent_live - freed + last_live,
         2.0,
     );
 

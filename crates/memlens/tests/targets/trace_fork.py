@@ -11,6 +11,8 @@ numbers in this file). argv: truth.json, the number of workers.
      last one there), so its inherited figure is one CHUNK lower while the parent still holds
      its own; under the tracer each waits for its tracer's next snapshot (its allocations are
      then in its trace file), writes READY with its figures on its pipe, and waits;
+     the last worker first forks a grandchild that allocates one CHUNK (`# @grandchild`)
+     and says READY on the same pipe: it inherits the parent's blocks and the worker's own;
   3. once every worker is READY, the parent waits for its own next snapshot (the tree's
      peak, all alive, is then in every file), releases the workers (they leave by os._exit
      with their memory held), reaps them, writes the truth and exits 0.
@@ -61,16 +63,37 @@ def build_small():
     return [b"%07d" % i for i in range(SMALL_N)]  # @parent_small
 
 
-def work(i, big, w, r):
+def ready(w, own, freed, kind):
+    """Once its allocations are in its trace file: READY with its figures, upward."""
+    next_snapshot("%s.%d" % (TRACE, os.getpid()) if TRACE else None)
+    held = sys.getsizeof(own) + sum(sys.getsizeof(x) for x in own)
+    os.write(w, b"READY %d %d %d %s\n" % (os.getpid(), held, freed, kind))
+
+
+def grandchild(w, r):
+    own = [bytearray(CHUNK)]  # @grandchild
+    ready(w, own, 0, b"grandchild")
+    os.read(r, 1)
+    os._exit(0)
+
+
+def work(i, n, big, w, r):
     own = [bytearray(CHUNK) for _ in range(i + 1)]  # @worker
     freed = 0
     if i == 0:
         freed = sys.getsizeof(big[-1])
         big.pop()  # @free_inherited
-    next_snapshot("%s.%d" % (TRACE, os.getpid()) if TRACE else None)
-    held = sys.getsizeof(own) + sum(sys.getsizeof(x) for x in own)
-    os.write(w, b"READY %d %d %d\n" % (os.getpid(), held, freed))
+    child = None
+    if i == n - 1:
+        # the last worker forks a grandchild, which inherits the worker's own blocks too
+        child = os.fork()
+        if child == 0:
+            grandchild(w, r)
+    ready(w, own, freed, b"worker")
     os.read(r, 1)
+    if child is not None:
+        _, status = os.waitpid(child, 0)
+        assert status == 0, status
     os._exit(0)
 
 
@@ -91,23 +114,31 @@ def main(truth_path, n):
         if pid == 0:
             os.close(r_up)
             os.close(w_down)
-            work(i, big, w_up, r_down)
+            work(i, n, big, w_up, r_down)
         os.close(w_up)
         os.close(r_down)
         pipes.append((pid, r_up, w_down))
-    for pid, r_up, _ in pipes:
-        line = b""
-        while not line.endswith(b"\n"):
+    truth["grandchild"] = None
+    for k, (pid, r_up, _) in enumerate(pipes):
+        # the last worker's pipe carries its grandchild's line too
+        want = 2 if k == n - 1 else 1
+        buf = b""
+        while buf.count(b"\n") < want:
             chunk = os.read(r_up, 256)
             if not chunk:
                 sys.stderr.write("worker %d left before READY\n" % pid)
                 os._exit(91)
-            line += chunk
-        _, wpid, own, freed = line.split()
-        truth["workers"].append({"pid": int(wpid), "own": int(own), "freed": int(freed)})
+            buf += chunk
+        for line in buf.splitlines():
+            _, wpid, own, freed, kind = line.split()
+            fig = {"pid": int(wpid), "own": int(own), "freed": int(freed)}
+            if kind == b"grandchild":
+                truth["grandchild"] = fig
+            else:
+                truth["workers"].append(fig)
     next_snapshot(TRACE)
-    for pid, _, w_down in pipes:
-        os.write(w_down, b"x")
+    for k, (pid, _, w_down) in enumerate(pipes):
+        os.write(w_down, b"xx" if k == n - 1 else b"x")
     for pid, _, _ in pipes:
         _, status = os.waitpid(pid, 0)
         assert status == 0, status
