@@ -356,6 +356,35 @@ mod tests {
         assert!(h.contains("/app/\u{fffd}[31mevil.py:?"), "{h}");
     }
 
+    /// Forked children's inherited blocks: their own heading and table, names escaped; none
+    /// without them.
+    #[test]
+    fn inherited_blocks_have_their_own_table() {
+        let mut h = String::new();
+        section(
+            &mut h,
+            Some(&crate::alloc_text::fixture()),
+            SizeStyle::Binary,
+        );
+        assert!(!h.contains("Inherited at fork"), "{h}");
+        let mut a = crate::alloc_text::fixture();
+        a.at_peak.inherited_bytes = 300 << 20;
+        let mut l = a.at_peak.by_line[0].clone();
+        l.function = "<b>".into(); // the figures use <b>: the escaped form is what counts
+        a.at_peak.inherited_by_line = vec![l];
+        let mut h = String::new();
+        section(&mut h, Some(&a), SizeStyle::Binary);
+        assert!(
+            h.contains("<h3>Inherited at fork, still live in forked children, by line"),
+            "{h}"
+        );
+        assert!(
+            h.contains("300 MiB estimated (summed over the children"),
+            "{h}"
+        );
+        assert!(h.contains("&lt;b&gt;"), "{h}");
+    }
+
     #[test]
     fn script_hash_is_a_csp_source() {
         let s = csp_script_source();
