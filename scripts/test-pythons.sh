@@ -7,7 +7,12 @@
 #     loader and libraries; plus, from sid's libpython3.X-dbg, the object files whose DWARF
 #     carries the private structs (deque, array, BytesIO, OrderedDict ...) that the headers do
 #     not, for scripts/gen_layouts.py (sid's release build has no debug information);
-#   - numpy in a virtualenv of pyenv 3.11 (numpy 1.x) and of pyenv 3.12 (numpy 2.x).
+#   - numpy, from PyPI's wheels only (pinned per minor), in a virtualenv of every interpreter
+#     the tests use: pyenv 3.8-3.13 (pip of the virtualenv), the static /usr/bin/python3.11
+#     and sid's 3.14 and 3.15 (virtualenvs --without-pip: Debian's ensurepip is a separate
+#     package; the wheel is installed into their site-packages by pyenv 3.12's pip, for the
+#     interpreter's tags, then imported by the interpreter itself). Every minor has a wheel on
+#     PyPI today, 3.15 included (numpy 2.5.5 ships cp315).
 #
 # Nothing is installed system-wide. Everything lives under $MEMLENS_TEST_CACHE (default
 # ~/.cache/memlens-test), where crates/memlens/tests/it/support.rs and gen_layouts.py look.
@@ -22,8 +27,12 @@ CACHE=${MEMLENS_TEST_CACHE:-$HOME/.cache/memlens-test}
 # Exact sid versions: the generated layout tables come from their headers. When sid drops
 # one, update it here, re-run this script and scripts/gen_layouts.py, and commit the table.
 SID_PYTHONS="3.14=3.14.10-1 3.15=3.15.2-1"
-# numpy per pyenv minor: numpy 1 (ndarray descr layout of 1.x) and numpy 2.
-NUMPY="3.11=1.26.4 3.12=2.4.6"
+# numpy per minor, wheels only: numpy 1 (ndarray descr layout of 1.x) on 3.8 and 3.11, numpy 2
+# elsewhere (2.0 on 3.9, the last release with a wheel for 3.8 / 3.9 / 3.10 there). The same pin
+# serves pyenv's 3.11 and the static /usr/bin/python3.11.
+NUMPY="3.8=1.24.4 3.9=2.0.2 3.10=2.2.6 3.11=1.26.4 3.12=2.4.6 3.13=2.3.5 3.14=2.5.5 3.15=2.5.5"
+# where each interpreter's numpy lives: pyenv's in numpy/python3.X, these in numpy/NAME
+DEBIAN_PYTHON=/usr/bin/python3.11
 # Bump when the way an interpreter is unpacked changes: installs of an older recipe are redone.
 RECIPE=2
 LIBS="libc6 libgcc-s1 libssl3t64 libexpat1 zlib1g libzstd1 libffi8 libbz2-1.0 liblzma5
@@ -121,6 +130,24 @@ install_sid() {
     log "CPython $version in $dest"
 }
 
+numpy_version() {
+    local minor=$1 pair
+    for pair in $NUMPY; do
+        [ "${pair%%=*}" = "$minor" ] && { echo "${pair#*=}"; return; }
+    done
+    die "no numpy pinned for $minor in NUMPY"
+}
+
+# checks that numpy imports and computes under the interpreter of the virtualenv
+check_numpy() {
+    local venv=$1 version=$2
+    "$venv/bin/python" -c "import sys, numpy
+assert numpy.__version__ == sys.argv[1], numpy.__version__
+assert int(numpy.arange(1000).sum()) == 499500" "$version" \
+        || die "numpy $version does not import in $venv"
+}
+
+# numpy in a virtualenv of pyenv's 3.X, by the virtualenv's own pip
 install_numpy() {
     local minor=$1 version=$2
     local venv="$CACHE/numpy/python$minor"
@@ -132,12 +159,45 @@ install_numpy() {
     [ -n "$base" ] || die "no pyenv $minor for numpy"
     log "numpy $version into a virtualenv of $base"
     rm -rf "$venv"
-    "$base/bin/python$minor" -m venv "$venv"
-    PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/pip" install -q "numpy==$version" \
-        || die "pip install numpy==$version failed"
+    "$base/bin/python$minor" -m venv "$venv" || die "no virtualenv of $base"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/pip" install -q --only-binary :all: "numpy==$version" \
+        || die "pip install numpy==$version (wheel) for $minor failed"
+    check_numpy "$venv" "$version"
+    touch "$venv/.done-$version"
+}
+
+# numpy in a virtualenv (without pip) of an interpreter outside pyenv: the wheel for its tags,
+# installed into its site-packages by pyenv 3.12's pip (pip 23 does not run under 3.15)
+install_numpy_foreign() {
+    local name=$1 python=$2 minor=$3 version=$4
+    local venv="$CACHE/numpy/$name"
+    if [ -f "$venv/.done-$version" ]; then
+        return
+    fi
+    [ -x "$python" ] || die "no $python for numpy"
+    local pip="$CACHE/numpy/python3.12/bin/pip"
+    [ -x "$pip" ] || die "no $pip (pyenv 3.12's virtualenv) to install numpy for $name"
+    log "numpy $version into a virtualenv of $python"
+    rm -rf "$venv"
+    "$python" -m venv --without-pip "$venv" || die "no virtualenv of $python"
+    local site="$venv/lib/python$minor/site-packages" arch
+    [ -d "$site" ] || die "no $site in the virtualenv of $python"
+    arch=$(uname -m)
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$pip" install -q --only-binary :all: --no-deps \
+        --target "$site" --python-version "$minor" --implementation cp --abi "cp${minor/./}" \
+        --platform "manylinux2014_$arch" --platform "manylinux_2_17_$arch" \
+        --platform "manylinux_2_27_$arch" --platform "manylinux_2_28_$arch" "numpy==$version" \
+        || die "pip install numpy==$version (wheel for cp${minor/./}) for $name failed"
+    check_numpy "$venv" "$version"
     touch "$venv/.done-$version"
 }
 
 for pair in $SID_PYTHONS; do install_sid "${pair%%=*}" "${pair#*=}"; done
-for pair in $NUMPY; do install_numpy "${pair%%=*}" "${pair#*=}"; done
+for minor in 3.8 3.9 3.10 3.11 3.12 3.13; do install_numpy "$minor" "$(numpy_version "$minor")"; done
+install_numpy_foreign debian-3.11 "$DEBIAN_PYTHON" 3.11 "$(numpy_version 3.11)"
+for pair in $SID_PYTHONS; do
+    minor=${pair%%=*}
+    install_numpy_foreign "sid-$minor" "$CACHE/sid/python$minor/root/usr/bin/python$minor" \
+        "$minor" "$(numpy_version "$minor")"
+done
 echo "$CACHE"
