@@ -436,6 +436,9 @@ mod tests {
             out.starts_with("site stack=0 live_bytes=100 live_count=1 alloc_bytes=0 "),
             "{out}"
         );
-        assert!(out.contains("peak t_ns=7 live_bytes=300\n"), "{out}");
+        assert!(
+            out.contains("peak t_ns=7 live_bytes=300 sites=2\n"),
+            "{out}"
+        );
     }
 }

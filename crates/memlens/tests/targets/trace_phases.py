@@ -47,16 +47,26 @@ def snapped():
             junk = [bytearray(64) for _ in range(64)]  # drives the tracer's drain
             del junk
             continue
+        # Lines found by index: splitting the rest off line by line copies it each time, and
+        # a backlog (the program descheduled on a busy host) then takes quadratic time while
+        # the tracer keeps writing: the program would never catch up.
         pending += data
-        while b"\n" in pending:
-            line, pending = pending.split(b"\n", 1)
+        start = 0
+        while True:
+            nl = pending.find(b"\n", start)
+            if nl < 0:
+                break
+            line = pending[start:nl]
+            start = nl + 1
             position += len(line) + 1
             if line.startswith(b"snap "):
                 fields = dict(f.split(b"=", 1) for f in line.split()[1:] if b"=" in f)
                 if int(fields[b"t_ns"]) >= since:
                     seen += 1
                     if seen == 2:
+                        pending = pending[start:]
                         return position
+        pending = pending[start:]
 
 
 wake_r, wake_w = os.pipe()
