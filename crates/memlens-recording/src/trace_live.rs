@@ -3,7 +3,9 @@
 //! is still writing waits for its newline), and what they say is written into the recording's
 //! `trace_*` tables in the recording's open transaction, so the next commit makes it
 //! durable. A memlens killed with SIGKILL leaves a recording holding every trace line up to
-//! its last committed import; the trace files stay in their private directory.
+//! its last committed import, and each file's last complete peak block (a block read while the
+//! tracer writes it is held back until whole); the trace files stay in their private
+//! directory.
 //!
 //! A file is opened without following a link, and only while it is still the file first
 //! read (same device and inode); one that cannot be read is said (an event and a problem of
