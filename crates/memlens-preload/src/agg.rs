@@ -192,8 +192,15 @@ impl Sites {
         }
         if self.peak_changed {
             self.peak_changed = false;
+            // `sites=K`: the reader takes the block as complete once it has read K
+            // `peaksite` lines (one read while this write is under way may see only a part).
+            let k = self
+                .peak
+                .iter()
+                .filter(|&&(bytes, count)| count > 0 || b(bytes) > 0)
+                .count();
             out.push_str(&format!(
-                "peak t_ns={} live_bytes={}\n",
+                "peak t_ns={} live_bytes={} sites={k}\n",
                 self.peak_t_ns,
                 b(peak_live)
             ));
@@ -435,7 +442,7 @@ mod tests {
             "site stack=0 live_bytes=100 live_count=1 alloc_bytes=100 alloc_count=1 freed_bytes=0 freed_count=0 temp_bytes=0 temp_count=0\n\
              site stack=1 live_bytes=0 live_count=0 alloc_bytes=50 alloc_count=1 freed_bytes=50 freed_count=1 temp_bytes=50 temp_count=1\n\
              site stack=2 live_bytes=0 live_count=0 alloc_bytes=30 alloc_count=1 freed_bytes=30 freed_count=1 temp_bytes=0 temp_count=0\n\
-             peak t_ns=2 live_bytes=150\n\
+             peak t_ns=2 live_bytes=150 sites=2\n\
              peaksite stack=0 bytes=100 count=1\n\
              peaksite stack=1 bytes=50 count=1\n"
         );
@@ -447,7 +454,7 @@ mod tests {
         a.apply(&ev(ALLOC, 2, 200.0), 6);
         let mut out = String::new();
         a.sites.lines(a.peak_live, &mut out);
-        assert!(out.ends_with("peak t_ns=6 live_bytes=300\npeaksite stack=0 bytes=100 count=1\npeaksite stack=2 bytes=200 count=1\n"), "{out}");
+        assert!(out.ends_with("peak t_ns=6 live_bytes=300 sites=2\npeaksite stack=0 bytes=100 count=1\npeaksite stack=2 bytes=200 count=1\n"), "{out}");
         // A forked child: the live set inherited, shown in its first lines; no peak yet.
         let mut c = a.for_child();
         let mut out = String::new();
@@ -472,7 +479,7 @@ mod tests {
             "site stack=0 live_bytes=40 live_count=1 alloc_bytes=40 alloc_count=1 freed_bytes=0 freed_count=0 temp_bytes=0 temp_count=0 inherited_bytes=100 inherited_count=1\n\
              site stack=1 live_bytes=0 live_count=0 alloc_bytes=10 alloc_count=1 freed_bytes=10 freed_count=1 temp_bytes=0 temp_count=0\n\
              site stack=2 live_bytes=0 live_count=0 alloc_bytes=0 alloc_count=0 freed_bytes=0 freed_count=0 temp_bytes=0 temp_count=0\n\
-             peak t_ns=10 live_bytes=50\n\
+             peak t_ns=10 live_bytes=50 sites=2\n\
              peaksite stack=0 bytes=40 count=1\n\
              peaksite stack=1 bytes=10 count=1\n"
         );

@@ -266,6 +266,9 @@ pub struct Skipped {
     pub after_end: u64,
     /// A last line without its newline (not parsed).
     pub torn: u64,
+    /// `peak` blocks cut short: fewer `peaksite` lines than their `sites=` before the next
+    /// record or the end of the file (the earlier complete block stands).
+    pub peak_cut: u64,
 }
 
 impl Skipped {
@@ -283,6 +286,7 @@ impl Skipped {
             + self.undefined
             + self.after_end
             + self.torn
+            + self.peak_cut
     }
 }
 
@@ -301,7 +305,7 @@ pub struct Trace {
     pub end: Option<Snap>,
     /// `site` lines in file order.
     pub sites: Vec<Site>,
-    /// The last `peak` block.
+    /// The last complete `peak` block.
     pub peak: Option<PeakSet>,
     /// What was skipped.
     pub skipped: Skipped,
@@ -321,8 +325,10 @@ pub struct Delta {
     pub end: Option<Snap>,
     /// `site` lines since, in file order.
     pub sites: Vec<Site>,
-    /// The last `peak` block, when it changed since (a new block, or more of its `peaksite`
-    /// lines): it replaces the one taken before.
+    /// The last complete `peak` block, when it changed since: it replaces the one taken
+    /// before. A block is complete once its `sites=K` `peaksite` lines are read, or (a
+    /// tracer that does not write `sites=`) once another record follows it or the file has
+    /// ended ([`Parser::end_of_file`]); a block still being written is never taken.
     pub peak: Option<PeakSet>,
 }
 
@@ -354,6 +360,16 @@ impl Trace {
     }
 }
 
+/// A `peak` block being read.
+#[derive(Debug)]
+struct OpenPeak {
+    set: PeakSet,
+    /// Its `sites=` (none from a tracer that does not write it).
+    want: Option<u64>,
+    /// `peaksite` lines read after it.
+    seen: u64,
+}
+
 /// A line parser fed with chunks of a file.
 #[derive(Debug)]
 pub struct Parser {
@@ -370,11 +386,12 @@ pub struct Parser {
     snaps: Vec<Snap>,
     end: Option<Snap>,
     sites: Vec<Site>,
+    /// The last complete peak block.
     peak: Option<PeakSet>,
+    /// The block being read (its `peak` line read, not all its `peaksite` lines yet).
+    open_peak: Option<OpenPeak>,
     /// The snapshot the next `site` lines follow: (t_ns, at_end).
     current: Option<(u64, bool)>,
-    /// Whether `peaksite` lines have a `peak` to follow.
-    in_peak: bool,
     skipped: Skipped,
     /// `snap` and `site` lines taken so far (by [`Parser::take`] or kept): the limits count
     /// them all.
@@ -402,8 +419,8 @@ impl Parser {
             end: None,
             sites: Vec::new(),
             peak: None,
+            open_peak: None,
             current: None,
-            in_peak: false,
             skipped: Skipped::default(),
             n_snaps: 0,
             n_sites: 0,
@@ -523,8 +540,17 @@ impl Parser {
         }
     }
 
-    /// The trace read so far (a partial last line is counted as torn).
+    /// The file has ended (its writer is gone): a peak block still open is complete if it
+    /// says no `sites=` (a tracer that does not write it), else cut if it has fewer
+    /// `peaksite` lines ([`Skipped::peak_cut`]).
+    pub fn end_of_file(&mut self) {
+        self.close_peak();
+    }
+
+    /// The trace read so far (a partial last line is counted as torn; see
+    /// [`Parser::end_of_file`] for an open peak block).
     pub fn finish(mut self) -> Result<Trace, TraceError> {
+        self.end_of_file();
         if !self.buf.is_empty() || self.overlong {
             self.skipped.torn += 1;
         }
@@ -556,6 +582,14 @@ impl Parser {
                 Err(e) => self.refused = Some(e),
             }
             return;
+        }
+        // Any other known record closes the peak block before it (an unknown kind is
+        // ignored, as the format asks).
+        if matches!(
+            kind,
+            b"code" | b"stack" | b"snap" | b"end" | b"site" | b"peak"
+        ) {
+            self.close_peak();
         }
         let ok = match kind {
             b"code" => self.code(&fields),
@@ -660,7 +694,6 @@ impl Parser {
             tracer_bytes: n("tracer_bytes"),
             inherited_live_bytes: n("inherited_live_bytes"),
         };
-        self.in_peak = false;
         if self.end.is_some() {
             self.skipped.after_end += 1;
             self.current = None;
@@ -722,33 +755,69 @@ impl Parser {
             live_bytes: f.u64("live_bytes")?,
             sites: Vec::new(),
         };
-        // A new block replaces the previous one entirely.
-        self.peak = Some(p);
-        self.in_peak = true;
-        self.peak_changed = true;
+        // A new block replaces the previous one entirely, once complete.
+        self.open_peak = Some(OpenPeak {
+            set: p,
+            want: f.u64("sites"),
+            seen: 0,
+        });
+        self.peak_if_complete();
         Some(())
     }
 
     fn peaksite(&mut self, f: &Fields<'_>) -> Option<()> {
+        let Some(open) = self.open_peak.as_mut() else {
+            self.skipped.undefined += 1;
+            return Some(());
+        };
+        // Counted toward `sites=` whatever becomes of it (malformed, undefined, over the
+        // limit: each counted in `skipped`).
+        open.seen += 1;
+        let r = self.peaksite_fields(f);
+        self.peak_if_complete();
+        r
+    }
+
+    fn peaksite_fields(&mut self, f: &Fields<'_>) -> Option<()> {
         let stack = f.id("stack")?;
         let bytes = f.u64("bytes")?;
         let count = f.u64("count").unwrap_or(0);
-        let limit = self.limits.peak_sites;
-        let (Some(p), true) = (self.peak.as_mut(), self.in_peak) else {
-            self.skipped.undefined += 1;
+        let Some(open) = self.open_peak.as_mut() else {
             return Some(());
         };
         if !self.stacks.contains_key(&stack) {
             self.skipped.undefined += 1;
-            return Some(());
-        }
-        if p.sites.len() >= limit {
+        } else if open.set.sites.len() >= self.limits.peak_sites {
             self.skipped.peak_sites += 1;
-            return Some(());
+        } else {
+            open.set.sites.push((stack, bytes, count));
         }
-        p.sites.push((stack, bytes, count));
-        self.peak_changed = true;
         Some(())
+    }
+
+    /// Takes the open block as the peak once it has all the `peaksite` lines it says.
+    fn peak_if_complete(&mut self) {
+        if self
+            .open_peak
+            .as_ref()
+            .is_some_and(|o| o.want.is_some_and(|k| o.seen >= k))
+        {
+            self.close_peak();
+        }
+    }
+
+    /// Ends the open block (another record follows, or the file ended): complete unless it
+    /// says it has more `peaksite` lines.
+    fn close_peak(&mut self) {
+        let Some(open) = self.open_peak.take() else {
+            return;
+        };
+        if open.want.is_some_and(|k| open.seen < k) {
+            self.skipped.peak_cut += 1;
+            return;
+        }
+        self.peak = Some(open.set);
+        self.peak_changed = true;
     }
 }
 
@@ -972,6 +1041,53 @@ snap t_ns=20 live_bytes=99";
         );
         let t = parse(text.as_bytes(), Limits::default()).unwrap();
         assert_eq!(t.peak.unwrap().sites, vec![(3, 500, 1)]);
+    }
+
+    /// A block read while the tracer writes it is taken only once complete: with `sites=K`
+    /// when its K lines are read; without, when another record follows or the file ends. A
+    /// block cut short is counted, and the earlier complete one stands.
+    #[test]
+    fn a_peak_block_is_taken_only_when_complete() {
+        let block = "peak t_ns=9000 live_bytes=700 sites=2\npeaksite stack=1 bytes=200 count=2\n";
+        let last = "peaksite stack=3 bytes=500 count=1\n";
+        let mut p = Parser::new(Limits::default());
+        p.feed(V2.as_bytes());
+        let first = p
+            .take()
+            .peak
+            .expect("V2's block, closed by the snap after it");
+        p.feed(block.as_bytes());
+        assert_eq!(p.take().peak, None, "1 of 2 lines: not taken");
+        p.feed(last.as_bytes());
+        let got = p.take().peak.expect("2 of 2: taken at once");
+        assert_eq!(got.sites, vec![(1, 200, 2), (3, 500, 1)]);
+        assert_eq!(got.live_bytes, 700);
+        assert_ne!(got, first);
+
+        // Without `sites=` (an older tracer): taken once another record follows.
+        let mut p = Parser::new(Limits::default());
+        p.feed(V2.as_bytes());
+        p.take();
+        p.feed(b"peak t_ns=9000 live_bytes=500\npeaksite stack=3 bytes=500 count=1\n");
+        assert_eq!(p.take().peak, None, "may have more lines");
+        p.end_of_file();
+        assert_eq!(p.take().peak.unwrap().sites, vec![(3, 500, 1)]);
+
+        // Cut: the next record comes first, or the file ends; counted, the earlier stands.
+        for tail in ["snap t_ns=9500 live_bytes=1\n", ""] {
+            let text = format!("{V2}{block}{tail}");
+            let t = parse(text.as_bytes(), Limits::default()).unwrap();
+            assert_eq!(t.skipped.peak_cut, 1, "{tail:?}");
+            assert_eq!(t.peak, Some(first.clone()), "{tail:?}");
+        }
+        // Lines skipped inside a block (undefined stack, malformed) still count toward it.
+        let text = format!(
+            "{V2}peak t_ns=9000 live_bytes=7 sites=2\npeaksite stack=99 bytes=7 count=1\npeaksite stack=1\n"
+        );
+        let t = parse(text.as_bytes(), Limits::default()).unwrap();
+        assert_eq!(t.skipped.peak_cut, 0);
+        assert_eq!((t.skipped.undefined, t.skipped.malformed), (1, 1));
+        assert_eq!(t.peak.unwrap().live_bytes, 7);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! is still writing waits for its newline), and what they say is written into the recording's
 //! `trace_*` tables in the recording's open transaction, so the next commit makes it
 //! durable. A memlens killed with SIGKILL leaves a recording holding every trace line up to
-//! its last committed import; the trace files stay in their private directory.
+//! its last committed import, and each file's last complete peak block (a block read while the
+//! tracer writes it is held back until whole); the trace files stay in their private
+//! directory.
 //!
 //! A file is opened without following a link, and only while it is still the file first
 //! read (same device and inode); one that cannot be read is said (an event and a problem of
@@ -216,6 +218,13 @@ impl LiveImport {
     pub fn finish(mut self, w: &mut RecordingWriter) -> Result<ImportReport> {
         self.read_all(w, None)?;
         debug_assert!(!self.behind);
+        // The files are complete now: a peak block still open is taken, or counted as cut.
+        for (name, st) in &mut self.state {
+            if let Some(p) = st.parser.as_mut() {
+                p.end_of_file();
+                write_new(w, name, st, self.start_ns, true)?;
+            }
+        }
         let mut report = ImportReport {
             files: 0,
             problems: std::mem::take(&mut self.problems),
@@ -575,8 +584,8 @@ fn write_delta(conn: &Connection, id: i64, d: &Delta, start_ns: u64) -> rusqlite
     Ok(())
 }
 
-/// Replaces the trace's peak block. (Read while the tracer writes it, a block may lack its
-/// last `peaksite` lines; the next import, which reads them, writes the whole block again.)
+/// Replaces the trace's peak block (a complete one: the parser holds a block back until all
+/// its `peaksite` lines are read, so a memlens killed meanwhile leaves the previous block).
 fn write_peak(conn: &Connection, id: i64, p: &PeakSet) -> rusqlite::Result<()> {
     conn.prepare_cached("DELETE FROM trace_peak WHERE trace = ?1")?
         .execute(params![id])?;

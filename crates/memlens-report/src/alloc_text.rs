@@ -303,10 +303,18 @@ pub fn render(a: &Allocations, opts: &Options, mut out: impl Write) -> std::io::
         fb(p.bytes),
         p.t
     )?;
-    writeln!(out, " by line (the allocating line, innermost frame):")?;
-    write_lines(&mut out, &p.by_line, p.bytes, opts)?;
-    writeln!(out, " by stack (innermost frame first):")?;
-    write_stacks(&mut out, &p.stacks, p.bytes, opts)?;
+    if p.bytes > 0 && p.stacks.is_empty() {
+        // Not "none traced": the breakdown of these bytes is not known.
+        writeln!(
+            out,
+            " no breakdown by line or stack: no complete block of stacks at this peak was imported (memlens stopped while the tracer wrote it, or a version 1 trace)"
+        )?;
+    } else {
+        writeln!(out, " by line (the allocating line, innermost frame):")?;
+        write_lines(&mut out, &p.by_line, p.bytes, opts)?;
+        writeln!(out, " by stack (innermost frame first):")?;
+        write_stacks(&mut out, &p.stacks, p.bytes, opts)?;
+    }
     if let Some(w) = inherited_words(a, style) {
         writeln!(out, "{w}")?;
         writeln!(out, " by line (allocated in the parent):")?;
