@@ -1199,9 +1199,11 @@ fn start() {
 /// the header, registers the fork handlers. False when it cannot (nothing traced).
 pub(crate) fn begin(fd: c_int, pid: u32, mean: u64, rcap: Option<usize>) -> bool {
     // The table's levels are touched as they fill (table.rs): its resident size follows the
-    // live samples, not its reservation.
+    // live samples, not its reservation. The queue becomes resident as events cycle through
+    // it: 64 Ki cells (2.5 MiB) in `all` mode, drained at a quarter (16 Ki events), so the
+    // drops start only if other threads queue 48 Ki events during one drain.
     let (shape, rcap) = if mean <= 1 {
-        (Shape::ALL, rcap.unwrap_or(1usize << 18))
+        (Shape::ALL, rcap.unwrap_or(1usize << 16))
     } else {
         (Shape::SAMPLED, rcap.unwrap_or(1usize << 14))
     };

@@ -10,7 +10,7 @@
 //! **Levels.** The hash spreads the keys, so a table makes about one page resident per live
 //! key until it is dense: one fixed table sized for `all` mode (16 Mi slots) held ~6x the live
 //! heap resident for 1,000-byte blocks. The slots are therefore [`Shape::levels`] tables of
-//! growing size (each 4x the last) laid out in one mapping reserved at start and touched only
+//! growing size (each 2x or 4x the last) laid out in one mapping reserved at start and touched only
 //! as used. Inserts go to the newest level in use (`top`); once it holds 3/4 of its capacity
 //! the next one becomes `top`. So the levels in use stay dense: their resident size follows
 //! the live keys (at most the level sizes up to `top`), never the table's whole reservation.
@@ -81,12 +81,14 @@ const SIZE_MASK: u64 = (1 << DOMAIN_SHIFT) - 1;
 const STUCK: u16 = 0xFF;
 const COUNT: u16 = 0xFF;
 
-/// The sizes of a table: level `i` has `2^(base_bits + 2 i)` slots; the filter `2^filter_bits`
-/// words.
+/// The sizes of a table: level `i` has `2^(base_bits + growth_bits * i)` slots; the filter
+/// `2^filter_bits` words.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Shape {
     /// log2 of the first level's slots.
     pub base_bits: u32,
+    /// log2 of each level's size over the one before.
+    pub growth_bits: u32,
     /// How many levels (at most [`MAX_LEVELS`]).
     pub levels: u32,
     /// log2 of the filter's words.
@@ -94,25 +96,28 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// Sampled mode: levels of 1 Ki to 64 Ki slots (32 KiB to 2 MiB, 87,040 slots in all), a
-    /// filter of 128 Ki words (256 KiB: few are non-zero with the few live samples sampling
-    /// keeps, so a free rarely goes past it).
+    /// Sampled mode: levels of 1 Ki, 4 Ki, 16 Ki and 64 Ki slots (32 KiB to 2 MiB, 87,040
+    /// slots in all), a filter of 128 Ki words (256 KiB: few are non-zero with the few live
+    /// samples sampling keeps, so a free rarely goes past it).
     pub const SAMPLED: Shape = Shape {
         base_bits: 10,
+        growth_bits: 2,
         levels: 4,
         filter_bits: 17,
     };
     /// `all` mode: every pymalloc block too (one slot each for as long as it lives: 5 M objects
-    /// need 5 M slots): levels of 1 Ki to 16 Mi slots (22.4 Mi in all, 716 MiB of address
-    /// space, touched as used), a filter of 2 Mi words (4 MiB).
+    /// need 5 M slots; an interpreter's start-up leaves ~50,000): levels of 64 Ki to 8 Mi
+    /// slots, each twice the last (16 Mi slots in all, 512 MiB of address space, touched as
+    /// used), a filter of 2 Mi words (4 MiB).
     pub const ALL: Shape = Shape {
-        base_bits: 10,
+        base_bits: 16,
+        growth_bits: 1,
         levels: 8,
         filter_bits: 21,
     };
 
     fn level_bits(self, l: u32) -> u32 {
-        self.base_bits + 2 * l
+        self.base_bits + self.growth_bits * l
     }
 
     /// Slots before level `l`.
@@ -162,6 +167,7 @@ impl Table {
     /// as the table.
     pub unsafe fn from_raw(mem: *mut u8, shape: Shape) -> Table {
         assert!(shape.levels >= 1 && shape.levels <= MAX_LEVELS && shape.base_bits >= 1);
+        assert!(shape.level_bits(shape.levels - 1) < 48);
         assert!(shape.filter_bits >= 1 && shape.filter_bits < 32);
         let mut start = [0; MAX_LEVELS as usize];
         for (l, s) in start.iter_mut().enumerate().take(shape.levels as usize) {
@@ -262,26 +268,43 @@ impl Table {
         self.count_up(key);
         let mut top = self.top().load(Ordering::Relaxed) as u32;
         let cap = 1usize << self.shape.level_bits(top);
-        if top + 1 < self.shape.levels && self.live(top).load(Ordering::Relaxed) >= cap / 4 * 3 {
-            // One thread moves `top` on; the others see it moved.
-            let _ = self.top().compare_exchange(
-                top as usize,
-                top as usize + 1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-            top = self.top().load(Ordering::Relaxed) as u32;
+        let mut full = self.live(top).load(Ordering::Relaxed) >= cap / 4 * 3;
+        loop {
+            // The newest level, moved on when it is 3/4 full or has no free slot near the
+            // key's home (one thread moves it; the others see it moved).
+            if full && top + 1 < self.shape.levels {
+                let _ = self.top().compare_exchange(
+                    top as usize,
+                    top as usize + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+                top = self.top().load(Ordering::Relaxed) as u32;
+            }
+            if self.insert_in(top, key, e) {
+                self.placed(key, top);
+                return true;
+            }
+            if top + 1 >= self.shape.levels {
+                break;
+            }
+            full = true;
         }
-        // The newest level, then (when it is full) the older ones, where keys were freed.
-        for l in (0..=top).rev() {
+        // The last level is full near the key's home: the older ones, where keys were freed.
+        for l in (0..top).rev() {
             if self.insert_in(l, key, e) {
-                self.live(l).fetch_add(1, Ordering::Relaxed);
-                self.mark(key, l);
+                self.placed(key, l);
                 return true;
             }
         }
         self.count_down(key);
         false
+    }
+
+    /// Counts `key`, just put in level `l`, there and in its filter word.
+    fn placed(&self, key: usize, l: u32) {
+        self.live(l).fetch_add(1, Ordering::Relaxed);
+        self.mark(key, l);
     }
 
     fn insert_in(&self, l: u32, key: usize, e: Entry) -> bool {
@@ -387,6 +410,7 @@ mod tests {
     fn one(bits: u32, fbits: u32) -> Shape {
         Shape {
             base_bits: bits,
+            growth_bits: 2,
             levels: 1,
             filter_bits: fbits,
         }
@@ -614,6 +638,7 @@ mod tests {
     fn levels_grow_and_every_key_is_found() {
         let shape = Shape {
             base_bits: 4,
+            growth_bits: 2,
             levels: 4,
             filter_bits: 16,
         };
@@ -643,10 +668,11 @@ mod tests {
 
     #[test]
     fn concurrent_while_growing() {
-        // Levels of 64 slots to 1 Mi: eight threads keep up to 2,000 keys live each while `top`
+        // Levels of 256 slots to 32 Ki: eight threads keep up to 2,000 keys live each while `top`
         // moves on under them.
         let shape = Shape {
-            base_bits: 6,
+            base_bits: 8,
+            growth_bits: 1,
             levels: 8,
             filter_bits: 12,
         };
@@ -712,7 +738,11 @@ mod tests {
         let (p, t) = mapped(Shape::ALL);
         let n = 60_000usize;
         for k in 0..n {
-            assert!(t.insert(0x5555_0000_0000 + k * 1008, entry(1000)));
+            assert!(
+                t.insert(0x5555_0000_0000 + k * 1008, entry(1000)),
+                "key {k}: {:?}",
+                t.levels_in_use()
+            );
         }
         let r = resident(p, Shape::ALL.bytes());
         let (top, live) = t.levels_in_use();
