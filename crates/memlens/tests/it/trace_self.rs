@@ -142,11 +142,12 @@ fn the_tracers_own_memory_is_set_apart_in_the_reconciliation() {
             // The traced program's extra anonymous memory is the tracer's mappings plus a
             // little of its own (glibc's arena for the aggregate, the trace text it formats).
             // Its pointer table grows with the live blocks (table.rs): the tracer holds at most
-            // a fifth of the live heap's bytes (N * SIZE, by construction) for 1,000-byte
-            // blocks. (One fixed table of 16 Mi slots held ~6x: a page per block.)
+            // 0.4x the live heap's bytes (N * SIZE, by construction) for 1,000-byte blocks,
+            // its stack tables included. (One fixed table of 16 Mi slots held ~6x: a page per
+            // block.)
             let live = N * SIZE;
             assert!(
-                kernel <= live / 5,
+                kernel <= live * 4 / 10,
                 "{}: the traced program holds {kernel} more bytes for {live} live",
                 py.label
             );
