@@ -1205,7 +1205,7 @@ pub(crate) fn begin(fd: c_int, pid: u32, mean: u64, rcap: Option<usize>) -> bool
     let (shape, rcap) = if mean <= 1 {
         (Shape::ALL, rcap.unwrap_or(1usize << 16))
     } else {
-        (Shape::SAMPLED, rcap.unwrap_or(1usize << 14))
+        (Shape::sampled(mean), rcap.unwrap_or(1usize << 14))
     };
     let tmem = map(shape.bytes());
     let rmem = map(Ring::bytes_for(rcap));

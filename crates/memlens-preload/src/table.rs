@@ -105,6 +105,24 @@ impl Shape {
         levels: 4,
         filter_bits: 17,
     };
+    /// Sampled mode at a mean of `mean` bytes: [`Shape::SAMPLED`] with a filter twice (four
+    /// times) as large for a mean of 256 KiB (128 KiB or less), which keep as many more live
+    /// samples: the share of non-zero words, the frees that go past the filter, stays that of
+    /// the default.
+    pub fn sampled(mean: u64) -> Shape {
+        let more = if mean <= 128 << 10 {
+            2
+        } else if mean <= 256 << 10 {
+            1
+        } else {
+            0
+        };
+        Shape {
+            filter_bits: Self::SAMPLED.filter_bits + more,
+            ..Self::SAMPLED
+        }
+    }
+
     /// `all` mode: every pymalloc block too (one slot each for as long as it lives: 5 M objects
     /// need 5 M slots; an interpreter's start-up leaves ~50,000): levels of 64 Ki to 8 Mi
     /// slots, each twice the last (16 Mi slots in all, 512 MiB of address space, touched as
@@ -702,6 +720,15 @@ mod tests {
         let (top, live) = t.levels_in_use();
         assert!(top >= 3, "top {top}");
         assert_eq!(live, [0; MAX_LEVELS as usize]);
+    }
+
+    #[test]
+    fn smaller_means_get_larger_filters() {
+        assert_eq!(Shape::sampled(512 << 10), Shape::SAMPLED);
+        assert_eq!(Shape::sampled(1 << 30).filter_bits, 17);
+        assert_eq!(Shape::sampled(256 << 10).filter_bits, 18);
+        assert_eq!(Shape::sampled(64 << 10).filter_bits, 19);
+        assert_eq!(Shape::sampled(2).levels, Shape::SAMPLED.levels);
     }
 
     /// Resident bytes of `len` bytes at `p`, asked of the kernel.
