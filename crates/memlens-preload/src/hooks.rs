@@ -12,7 +12,7 @@ use crate::pystack::{Python, Region, Stacks, Walk};
 use crate::residency::{nonresident_bytes, Residency};
 use crate::ring::{Event, Ring, ALLOC, FREE, FREE_INHERITED, FREE_TEMP, MALLOC, PYMALLOC};
 use crate::sampling::{weight, Countdown};
-use crate::table::{Entry, Table};
+use crate::table::{Entry, Shape, Table};
 
 // ---------------------------------------------------------------- per-thread state
 //
@@ -1217,14 +1217,16 @@ fn start() {
 /// Starts tracing into `fd` (open, empty, this library's from now on): maps the tables, writes
 /// the header, registers the fork handlers. False when it cannot (nothing traced).
 pub(crate) fn begin(fd: c_int, pid: u32, mean: u64, rcap: Option<usize>) -> bool {
-    // `all` mode records every pymalloc block too (one slot each for as long as it lives: 5 M
-    // objects need 5 M slots): 16 Mi slots, 384 MiB of address space, touched as it fills.
-    let (tcap, rcap) = if mean <= 1 {
-        (1usize << 24, rcap.unwrap_or(1usize << 18))
+    // The table's levels are touched as they fill (table.rs): its resident size follows the
+    // live samples, not its reservation. The queue becomes resident as events cycle through
+    // it: 64 Ki cells (2.5 MiB) in `all` mode, drained at a quarter (16 Ki events), so the
+    // drops start only if other threads queue 48 Ki events during one drain.
+    let (shape, rcap) = if mean <= 1 {
+        (Shape::ALL, rcap.unwrap_or(1usize << 16))
     } else {
-        (1usize << 16, rcap.unwrap_or(1usize << 14))
+        (Shape::sampled(mean), rcap.unwrap_or(1usize << 14))
     };
-    let tmem = map(Table::bytes_for(tcap));
+    let tmem = map(shape.bytes());
     let rmem = map(Ring::bytes_for(rcap));
     let smem = map(crate::pystack::bytes_needed());
     if tmem.is_null() || rmem.is_null() || smem.is_null() {
@@ -1234,7 +1236,7 @@ pub(crate) fn begin(fd: c_int, pid: u32, mean: u64, rcap: Option<usize>) -> bool
         return false;
     }
     TABLE_MAP.0.store(tmem as usize, Ordering::Relaxed);
-    TABLE_MAP.1.store(Table::bytes_for(tcap), Ordering::Relaxed);
+    TABLE_MAP.1.store(shape.bytes(), Ordering::Relaxed);
     RING_MAP.0.store(rmem as usize, Ordering::Relaxed);
     RING_MAP.1.store(Ring::bytes_for(rcap), Ordering::Relaxed);
     STACKS_MAP.0.store(smem as usize, Ordering::Relaxed);
@@ -1242,7 +1244,7 @@ pub(crate) fn begin(fd: c_int, pid: u32, mean: u64, rcap: Option<usize>) -> bool
         .1
         .store(crate::pystack::bytes_needed(), Ordering::Relaxed);
     // SAFETY: fresh zeroed mappings of the sizes the table and ring need, never unmapped.
-    let _ = TABLE.set(unsafe { Table::from_raw(tmem as *mut _, tcap) });
+    let _ = TABLE.set(unsafe { Table::from_raw(tmem as *mut _, shape) });
     // SAFETY: as above.
     let _ = RING.set(unsafe { Ring::from_raw(rmem as *mut _, rcap) });
     let region = Region {
@@ -1298,8 +1300,8 @@ fn own_resident() -> u64 {
 }
 
 /// Gives the pointer table's pages back to the system once tracing has stopped for good
-/// (attach.rs, at the detach): in `all` mode a page is touched per live block until the table
-/// is dense (measured: +150 MiB of the target's RSS for 40,000 live blocks). The table lives
+/// (attach.rs, at the detach): in `all` mode its levels in use hold ~100 bytes a live block
+/// (table.rs). The table lives
 /// wholly in its mapping and all zeros is an empty table, so the mapping stays valid: a free
 /// that still looks a pointer up (a wrapper left in place) finds nothing, as it should with
 /// tracing stopped. The caller holds the GIL (no wrapper call runs) and nothing else uses the

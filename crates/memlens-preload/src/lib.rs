@@ -157,10 +157,12 @@
 //! - The file grows by one line a period (~250 bytes a second at the default) for as long as
 //!   the process lives.
 //! - The environment of the traced program gains `MEMLENS_TRACE_ROOT_PID`.
-//! - The pointer table has 16 Mi slots in `all` mode (every live pymalloc block takes one;
-//!   384 MiB of address space, resident as it fills) and 64 Ki sampled; what does not fit is
-//!   counted as `table_full`. Its filter (a byte a counter: 16 MiB in `all` mode, 1 MiB
-//!   sampled) answers the free of an unsampled pointer without a probe of the table.
+//! - The pointer table has levels of 64 Ki to 8 Mi slots in `all` mode (every live pymalloc
+//!   block takes one; 16 Mi slots, 512 MiB of address space) and of 1 Ki to 64 Ki sampled
+//!   (87,040 slots); a level is opened when the one before is 3/4 full, so the resident part
+//!   follows the live samples (`table.rs`). What does not fit is counted as `table_full`. Its filter (two bytes a
+//!   word: 4 MiB in `all` mode, 256 KiB sampled) answers the free of an unsampled pointer
+//!   without a probe of the table.
 
 pub mod agg;
 #[cfg(not(test))]

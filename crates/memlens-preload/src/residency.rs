@@ -4,7 +4,7 @@
 //! zero pages, a buffer reserved larger than it is filled): allocation tracers count it as if
 //! it were resident. Only large allocations matter for this, and they are few, so the drain
 //! keeps a side list of the live sampled allocations of at least [`LARGE`] bytes (ordered by
-//! address; never the whole pointer table, which has 4 Mi slots in `all` mode), and the writer
+//! address; never the whole pointer table, which has up to 22 Mi slots in `all` mode), and the writer
 //! asks the kernel (`mincore`) which pages of each are resident when it appends a `snap` or
 //! `end` line. An allocation's page-aligned inner range is measured (the partial pages at its
 //! ends count as touched: the allocator's headers live there); its untouched share is its

@@ -1,5 +1,5 @@
-//! The set of live sampled pointers: a fixed-size, lock-free, open-addressing hash table in
-//! memory mapped once, so a free looks its pointer up in O(1) without allocating.
+//! The set of live sampled pointers: lock-free open-addressing hash tables in memory mapped
+//! once, so a free looks its pointer up in O(1) without allocating.
 //!
 //! Keys are pointers (never 0 or 1): 0 marks an empty slot, 1 a removed one (a tombstone, so
 //! probe chains stay intact). A pointer is inserted by the thread that got it from the
@@ -7,29 +7,47 @@
 //! can hand the address out again, so one key is never in the table twice. Probing is linear
 //! and bounded.
 //!
-//! Tombstones are never turned back into empty slots (doing so safely while another thread
-//! probes past the slot to insert would need more than one atomic), so in a long run the
-//! table fills with them and a probe for an absent key would walk [`MAX_PROBES`] slots. A free
-//! of an unsampled pointer (nearly every free) therefore asks a counting filter first: one
-//! byte counter per `hash(key)`, counted up before a key is inserted and down after it is
-//! removed. A zero counter proves the key absent without touching the table; a non-zero one
-//! (the key, or another live key of the same counter) sends the lookup on to the table. A
-//! counter that reaches 255 sticks there (never counted down), so a counter is never below the
-//! number of live keys that map to it, and a zero is never wrong.
+//! **Levels.** The hash spreads the keys, so a table makes about one page resident per live
+//! key until it is dense: one fixed table sized for `all` mode (16 Mi slots) held ~6x the live
+//! heap resident for 1,000-byte blocks. The slots are therefore [`Shape::levels`] tables of
+//! growing size (each 2x or 4x the last) laid out in one mapping reserved at start and touched only
+//! as used. Inserts go to the newest level in use (`top`); once it holds 3/4 of its capacity
+//! the next one becomes `top`. So the levels in use stay dense: their resident size follows
+//! the live keys (at most the level sizes up to `top`), never the table's whole reservation.
+//! Nothing is moved between levels (no rehash, no lock); a key stays where it was put.
 //!
-//! Why a zero is never wrong under threads: the insert of key K (its counter's increment
-//! included) happens before any free of K (the program can only free what it was given), so
-//! the free's load sees K's increment or a later value in the counter's modification order.
-//! Every decrement in that order follows its own key's increment (same argument), and K's own
-//! decrement comes only after its removal; so each value from K's increment on counts K, unless
-//! the counter is stuck at 255.
+//! Tombstones are never turned back into empty slots (doing so safely while another thread
+//! probes past the slot to insert would need more than one atomic), so in a long run a level
+//! fills with them and a probe for an absent key would walk [`MAX_PROBES`] slots. A free
+//! of an unsampled pointer (nearly every free) therefore asks a counting filter first: one
+//! 16-bit word per `hash(key)`, whose low byte counts the keys of that hash (counted up before
+//! a key is inserted, down after it is removed) and whose high byte has one bit per level a
+//! key of that hash was put in since the count was last zero. A zero word proves the key
+//! absent without touching the table; a non-zero one (the key, or another live key of the same
+//! word) sends the lookup on to the levels of its bits only (nearly always one). A count that
+//! reaches 255 sticks there (never counted down, its bits never cleared), so a count is never
+//! below the number of live keys that map to it, and a zero is never wrong.
+//!
+//! Why a zero is never wrong under threads: the insert of key K (its count's increment and its
+//! level bit included) happens before any free of K (the program can only free what it was
+//! given), so the free's load sees K's increment and bit, or a later value in the word's
+//! modification order. Every decrement in that order follows its own key's increment (same
+//! argument), and K's own decrement comes only after its removal; so each value from K's
+//! increment on counts K, unless the count is stuck at 255. The bits are cleared only by the
+//! decrement that brings the count to zero, which by the same argument no value from K's bit
+//! to K's decrement is; so the free finds K's level among the bits. A free reads `top` after
+//! the insert read it, so (read-read coherence of the one monotonic atomic) it never sees a
+//! lower `top` than the level K was put in; the lookup does not need `top` at all, only the
+//! bits.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 
 const EMPTY: usize = 0;
 const TOMBSTONE: usize = 1;
-/// The most slots one lookup or insert visits.
+/// The most slots one lookup or insert visits in one level.
 pub const MAX_PROBES: usize = 64;
+/// The most levels a table has (one bit each in a filter word's high byte).
+pub const MAX_LEVELS: u32 = 8;
 
 /// One slot: the pointer, its size (and domain in the top two bits), its weight's bits, its
 /// stack and time.
@@ -60,57 +78,152 @@ pub struct Entry {
 const DOMAIN_SHIFT: u32 = 62;
 const SIZE_MASK: u64 = (1 << DOMAIN_SHIFT) - 1;
 
-/// A filter counter's sticky value.
-const STUCK: u8 = u8::MAX;
+/// A filter count's sticky value.
+const STUCK: u16 = 0xFF;
+const COUNT: u16 = 0xFF;
 
-/// The table over `cap` slots, and its filter, in memory it does not own.
-pub struct Table {
-    slots: *const Slot,
-    mask: usize,
-    shift: u32,
-    filter: *const AtomicU8,
-    fshift: u32,
+/// The sizes of a table: level `i` has `2^(base_bits + growth_bits * i)` slots; the filter
+/// `2^filter_bits` words.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shape {
+    /// log2 of the first level's slots.
+    pub base_bits: u32,
+    /// log2 of each level's size over the one before.
+    pub growth_bits: u32,
+    /// How many levels (at most [`MAX_LEVELS`]).
+    pub levels: u32,
+    /// log2 of the filter's words.
+    pub filter_bits: u32,
 }
 
-// SAFETY: all access to the slots is through atomics; the memory lives for the process.
+impl Shape {
+    /// Sampled mode: levels of 1 Ki, 4 Ki, 16 Ki and 64 Ki slots (32 KiB to 2 MiB, 87,040
+    /// slots in all), a filter of 128 Ki words (256 KiB: few are non-zero with the few live
+    /// samples sampling keeps, so a free rarely goes past it).
+    pub const SAMPLED: Shape = Shape {
+        base_bits: 10,
+        growth_bits: 2,
+        levels: 4,
+        filter_bits: 17,
+    };
+    /// Sampled mode at a mean of `mean` bytes: [`Shape::SAMPLED`] with a filter twice (four
+    /// times) as large for a mean of 256 KiB (128 KiB or less), which keep as many more live
+    /// samples: the share of non-zero words, the frees that go past the filter, stays that of
+    /// the default.
+    pub fn sampled(mean: u64) -> Shape {
+        let more = if mean <= 128 << 10 {
+            2
+        } else if mean <= 256 << 10 {
+            1
+        } else {
+            0
+        };
+        Shape {
+            filter_bits: Self::SAMPLED.filter_bits + more,
+            ..Self::SAMPLED
+        }
+    }
+
+    /// `all` mode: every pymalloc block too (one slot each for as long as it lives: 5 M objects
+    /// need 5 M slots; an interpreter's start-up leaves ~50,000): levels of 64 Ki to 8 Mi
+    /// slots, each twice the last (16 Mi slots in all, 512 MiB of address space, touched as
+    /// used), a filter of 2 Mi words (4 MiB).
+    pub const ALL: Shape = Shape {
+        base_bits: 16,
+        growth_bits: 1,
+        levels: 8,
+        filter_bits: 21,
+    };
+
+    fn level_bits(self, l: u32) -> u32 {
+        self.base_bits + self.growth_bits * l
+    }
+
+    /// Slots before level `l`.
+    fn level_start(self, l: u32) -> usize {
+        (0..l).map(|i| 1usize << self.level_bits(i)).sum()
+    }
+
+    fn filter_len(self) -> usize {
+        1 << self.filter_bits
+    }
+
+    /// Bytes of the header: `top`, then each level's live count.
+    const HEADER: usize = 128;
+
+    /// Bytes of memory a table of this shape needs: header, filter, levels.
+    pub fn bytes(self) -> usize {
+        Self::HEADER
+            + self.filter_len() * 2
+            + self.level_start(self.levels) * std::mem::size_of::<Slot>()
+    }
+}
+
+/// The tables and their filter, in memory they do not own.
+pub struct Table {
+    /// The newest level in use (monotonic), then each level's live keys.
+    hdr: *const AtomicUsize,
+    filter: *const AtomicU16,
+    fshift: u32,
+    slots: *const Slot,
+    shape: Shape,
+    /// Each level's first slot (index into `slots`).
+    start: [usize; MAX_LEVELS as usize],
+}
+
+// SAFETY: all access to the memory is through atomics; the memory lives for the process.
 unsafe impl Sync for Table {}
-// SAFETY: as above; the raw pointer is only an address of shared atomics.
+// SAFETY: as above; the raw pointers are only addresses of shared atomics.
 unsafe impl Send for Table {}
 
 impl Table {
-    /// A table of `cap` (a power of two) slots over `mem`, a zeroed region of
-    /// [`Table::bytes_for`]`(cap)` bytes: the slots, then the filter.
+    /// A table of `shape` over `mem`, a zeroed region of [`Shape::bytes`] bytes. All zeros is
+    /// an empty table, header included (so the region may be given back with `MADV_DONTNEED`
+    /// once nothing uses it).
     ///
     /// # Safety
     /// `mem` must be valid for that many bytes, zeroed, aligned for [`Slot`] and live as long
     /// as the table.
-    pub unsafe fn from_raw(mem: *mut u8, cap: usize) -> Table {
-        debug_assert!(cap.is_power_of_two() && cap >= 2);
-        let n = Self::filter_len(cap);
+    pub unsafe fn from_raw(mem: *mut u8, shape: Shape) -> Table {
+        assert!(shape.levels >= 1 && shape.levels <= MAX_LEVELS && shape.base_bits >= 1);
+        assert!(shape.level_bits(shape.levels - 1) < 48);
+        assert!(shape.filter_bits >= 1 && shape.filter_bits < 32);
+        let mut start = [0; MAX_LEVELS as usize];
+        for (l, s) in start.iter_mut().enumerate().take(shape.levels as usize) {
+            *s = shape.level_start(l as u32);
+        }
+        // 1 + MAX_LEVELS words fit the header.
+        const _: () = assert!((1 + MAX_LEVELS as usize) * 8 <= Shape::HEADER);
         Table {
-            slots: mem as *const Slot,
-            mask: cap - 1,
-            shift: 64 - cap.trailing_zeros(),
-            // SAFETY: the filter follows the slots inside the region (from_raw's contract).
-            filter: unsafe { mem.add(cap * std::mem::size_of::<Slot>()) } as *const AtomicU8,
-            fshift: 64 - n.trailing_zeros(),
+            hdr: mem as *const AtomicUsize,
+            // SAFETY: the filter follows the header, the slots the filter, inside the region
+            // (from_raw's contract); HEADER and the filter's bytes keep Slot's alignment.
+            filter: unsafe { mem.add(Shape::HEADER) } as *const AtomicU16,
+            fshift: 64 - shape.filter_bits,
+            // SAFETY: as above.
+            slots: unsafe { mem.add(Shape::HEADER + shape.filter_len() * 2) } as *const Slot,
+            shape,
+            start,
         }
     }
 
-    /// Counters of the filter of a table of `cap` slots: 16 a slot (so few are non-zero while
-    /// the table is far from full), 16 Mi at most (16 MiB, touched as used).
-    fn filter_len(cap: usize) -> usize {
-        (cap * 16).min(1 << 24)
-    }
-
-    /// Bytes of memory a table of `cap` slots needs (its slots and its filter).
-    pub fn bytes_for(cap: usize) -> usize {
-        cap * std::mem::size_of::<Slot>() + Self::filter_len(cap)
-    }
-
-    /// The filter counter of `key` (a hash independent of the slot's).
+    /// The newest level in use.
     #[inline]
-    fn counter(&self, key: usize) -> &AtomicU8 {
+    fn top(&self) -> &AtomicUsize {
+        // SAFETY: the header's first word (from_raw's contract).
+        unsafe { &*self.hdr }
+    }
+
+    /// Live keys of level `l`.
+    #[inline]
+    fn live(&self, l: u32) -> &AtomicUsize {
+        // SAFETY: l < MAX_LEVELS: the header's words 1..=MAX_LEVELS.
+        unsafe { &*self.hdr.add(1 + l as usize) }
+    }
+
+    /// The filter word of `key` (a hash independent of the slot's).
+    #[inline]
+    fn word(&self, key: usize) -> &AtomicU16 {
         let i = ((key as u64 >> 4).wrapping_mul(0xD6E8_FEB8_6659_FD93) >> self.fshift) as usize;
         // SAFETY: i < filter_len (the top bits of the hash); the region is valid (from_raw).
         unsafe { &*self.filter.add(i) }
@@ -118,9 +231,9 @@ impl Table {
 
     /// Counts `key` in the filter (saturating at [`STUCK`]).
     fn count_up(&self, key: usize) {
-        let c = self.counter(key);
+        let c = self.word(key);
         let mut cur = c.load(Ordering::Relaxed);
-        while cur != STUCK {
+        while cur & COUNT != STUCK {
             match c.compare_exchange_weak(cur, cur + 1, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(v) => cur = v,
@@ -128,38 +241,95 @@ impl Table {
         }
     }
 
-    /// Uncounts `key`, which was counted (a stuck counter stays).
+    /// Sets the bit of level `l` in `key`'s word (counted, so the count is not zero).
+    fn mark(&self, key: usize, l: u32) {
+        self.word(key).fetch_or(0x100 << l, Ordering::Relaxed);
+    }
+
+    /// Uncounts `key`, which was counted (a stuck count stays); the word becomes zero, bits
+    /// included, when the count does.
     fn count_down(&self, key: usize) {
-        let c = self.counter(key);
+        let c = self.word(key);
         let mut cur = c.load(Ordering::Relaxed);
-        while cur != STUCK {
-            debug_assert!(cur > 0);
-            match c.compare_exchange_weak(cur, cur - 1, Ordering::Relaxed, Ordering::Relaxed) {
+        while cur & COUNT != STUCK {
+            debug_assert!(cur & COUNT > 0);
+            let next = if cur & COUNT == 1 { 0 } else { cur - 1 };
+            match c.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(v) => cur = v,
             }
         }
     }
 
+    /// Slot `i` (wrapped) of level `l`.
     #[inline]
-    fn slot(&self, i: usize) -> &Slot {
-        // SAFETY: i is masked to the table's size; the region is valid (from_raw's contract).
-        unsafe { &*self.slots.add(i & self.mask) }
+    fn slot(&self, l: u32, i: usize) -> &Slot {
+        let mask = (1usize << self.shape.level_bits(l)) - 1;
+        // SAFETY: l < levels and i is masked to the level's size: inside the region
+        // (from_raw's contract).
+        unsafe { &*self.slots.add(self.start[l as usize] + (i & mask)) }
     }
 
     #[inline]
-    fn home(&self, key: usize) -> usize {
-        ((key as u64 >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    fn home(&self, l: u32, key: usize) -> usize {
+        ((key as u64 >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - self.shape.level_bits(l)))
+            as usize
     }
 
-    /// Inserts `key`; false when no free slot lies within [`MAX_PROBES`] (the sample is then
-    /// dropped by the caller and counted).
+    fn probes(&self, l: u32) -> usize {
+        MAX_PROBES.min(1 << self.shape.level_bits(l))
+    }
+
+    /// Inserts `key`; false when no free slot lies within [`MAX_PROBES`] of its home in any
+    /// level in use (the sample is then dropped by the caller and counted).
     pub fn insert(&self, key: usize, e: Entry) -> bool {
         debug_assert!(key > TOMBSTONE);
         self.count_up(key);
-        let h = self.home(key);
-        for i in 0..MAX_PROBES.min(self.mask + 1) {
-            let s = self.slot(h + i);
+        let mut top = self.top().load(Ordering::Relaxed) as u32;
+        let cap = 1usize << self.shape.level_bits(top);
+        let mut full = self.live(top).load(Ordering::Relaxed) >= cap / 4 * 3;
+        loop {
+            // The newest level, moved on when it is 3/4 full or has no free slot near the
+            // key's home (one thread moves it; the others see it moved).
+            if full && top + 1 < self.shape.levels {
+                let _ = self.top().compare_exchange(
+                    top as usize,
+                    top as usize + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+                top = self.top().load(Ordering::Relaxed) as u32;
+            }
+            if self.insert_in(top, key, e) {
+                self.placed(key, top);
+                return true;
+            }
+            if top + 1 >= self.shape.levels {
+                break;
+            }
+            full = true;
+        }
+        // The last level is full near the key's home: the older ones, where keys were freed.
+        for l in (0..top).rev() {
+            if self.insert_in(l, key, e) {
+                self.placed(key, l);
+                return true;
+            }
+        }
+        self.count_down(key);
+        false
+    }
+
+    /// Counts `key`, just put in level `l`, there and in its filter word.
+    fn placed(&self, key: usize, l: u32) {
+        self.live(l).fetch_add(1, Ordering::Relaxed);
+        self.mark(key, l);
+    }
+
+    fn insert_in(&self, l: u32, key: usize, e: Entry) -> bool {
+        let h = self.home(l, key);
+        for i in 0..self.probes(l) {
+            let s = self.slot(l, h + i);
             let cur = s.key.load(Ordering::Relaxed);
             if cur != EMPTY && cur != TOMBSTONE {
                 continue;
@@ -178,7 +348,6 @@ impl Table {
                 return true;
             }
         }
-        self.count_down(key);
         false
     }
 
@@ -191,19 +360,34 @@ impl Table {
         self.remove_slow(key)
     }
 
-    /// False when `key` is certainly not in the table (its filter counter is zero): the one
+    /// False when `key` is certainly not in the table (its filter word is zero): the one
     /// load of the free of an unsampled pointer.
     #[inline]
     pub fn may_hold(&self, key: usize) -> bool {
-        self.counter(key).load(Ordering::Relaxed) != 0
+        self.word(key).load(Ordering::Relaxed) != 0
     }
 
-    /// [`Table::remove`] past the filter: the probe of the table.
+    /// [`Table::remove`] past the filter: the probe of the levels of the word's bits, newest
+    /// first.
     #[inline(never)]
     fn remove_slow(&self, key: usize) -> Option<Entry> {
-        let h = self.home(key);
-        for i in 0..MAX_PROBES.min(self.mask + 1) {
-            let s = self.slot(h + i);
+        let mut bits = self.word(key).load(Ordering::Relaxed) >> 8;
+        while bits != 0 {
+            let l = 15 - bits.leading_zeros();
+            bits &= !(1 << l);
+            if l < self.shape.levels {
+                if let Some(e) = self.remove_in(l, key) {
+                    return Some(e);
+                }
+            }
+        }
+        None
+    }
+
+    fn remove_in(&self, l: u32, key: usize) -> Option<Entry> {
+        let h = self.home(l, key);
+        for i in 0..self.probes(l) {
+            let s = self.slot(l, h + i);
             let cur = s.key.load(Ordering::Acquire);
             if cur == EMPTY {
                 return None;
@@ -213,6 +397,7 @@ impl Table {
                 let size = s.size.load(Ordering::Relaxed);
                 let meta = s.meta.load(Ordering::Relaxed);
                 s.key.store(TOMBSTONE, Ordering::Release);
+                self.live(l).fetch_sub(1, Ordering::Relaxed);
                 self.count_down(key);
                 return Some(Entry {
                     size: size & SIZE_MASK,
@@ -225,31 +410,50 @@ impl Table {
         }
         None
     }
+
+    /// The newest level in use, and the live keys of each level (for tests and figures).
+    pub fn levels_in_use(&self) -> (u32, [usize; MAX_LEVELS as usize]) {
+        let mut live = [0; MAX_LEVELS as usize];
+        for (l, n) in live.iter_mut().enumerate() {
+            *n = self.live(l as u32).load(Ordering::Relaxed);
+        }
+        (self.top().load(Ordering::Relaxed) as u32, live)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn table(cap: usize) -> (Vec<u64>, Table) {
-        let mut v = vec![0u64; Table::bytes_for(cap).div_ceil(8)];
-        // SAFETY: the vector is zeroed, 8-aligned (as Slot needs), as long as bytes_for says
+    /// One level of `1 << bits` slots, a filter of `1 << fbits` words.
+    fn one(bits: u32, fbits: u32) -> Shape {
+        Shape {
+            base_bits: bits,
+            growth_bits: 2,
+            levels: 1,
+            filter_bits: fbits,
+        }
+    }
+
+    fn table(shape: Shape) -> (Vec<u64>, Table) {
+        let mut v = vec![0u64; shape.bytes().div_ceil(8)];
+        // SAFETY: the vector is zeroed, 8-aligned (as Slot needs), as long as bytes() says
         // and outlives the table in each test.
-        let t = unsafe { Table::from_raw(v.as_mut_ptr().cast(), cap) };
+        let t = unsafe { Table::from_raw(v.as_mut_ptr().cast(), shape) };
         (v, t)
     }
 
-    /// Non-zero filter counters.
+    /// Non-zero filter words.
     fn counted(t: &Table) -> usize {
-        (0..Table::filter_len(t.mask + 1))
-            // SAFETY: within the filter (filter_len counters follow the slots).
+        (0..t.shape.filter_len())
+            // SAFETY: within the filter (filter_len words follow the header).
             .filter(|&i| unsafe { &*t.filter.add(i) }.load(Ordering::Relaxed) != 0)
             .count()
     }
 
     #[test]
     fn insert_remove_roundtrip() {
-        let (_v, t) = table(1024);
+        let (_v, t) = table(one(10, 14));
         let e = |s| Entry {
             size: s,
             weight: s as f64 * 1.5,
@@ -273,7 +477,7 @@ mod tests {
 
     #[test]
     fn full_table_refuses() {
-        let (_v, t) = table(8);
+        let (_v, t) = table(one(3, 7));
         let e = Entry {
             size: 1,
             weight: 1.0,
@@ -289,7 +493,7 @@ mod tests {
 
     #[test]
     fn concurrent_inserts_and_removes() {
-        let (_v, t) = table(1 << 14);
+        let (_v, t) = table(one(14, 18));
         std::thread::scope(|sc| {
             for th in 0..8usize {
                 let t = &t;
@@ -327,7 +531,7 @@ mod tests {
 
     #[test]
     fn filter_answers_absent_in_a_table_of_tombstones() {
-        let (_v, t) = table(256);
+        let (_v, t) = table(one(8, 12));
         // Every slot becomes a tombstone (each insert takes the first free slot from its home,
         // so 256 at a time fill the table).
         for round in 0..20usize {
@@ -341,7 +545,7 @@ mod tests {
                 t.remove(k);
             }
         }
-        let tomb = (0..256).filter(|&i| t.slot(i).key.load(Ordering::Relaxed) == TOMBSTONE);
+        let tomb = (0..256).filter(|&i| t.slot(0, i).key.load(Ordering::Relaxed) == TOMBSTONE);
         assert_eq!(tomb.count(), 256, "the table is all tombstones");
         assert_eq!(counted(&t), 0, "every counter is back to zero");
         for k in 0..10_000usize {
@@ -360,30 +564,30 @@ mod tests {
 
     #[test]
     fn stuck_counter_never_hides_a_key() {
-        let (_v, t) = table(1024);
+        let (_v, t) = table(one(10, 14));
         // 300 keys on one counter: it sticks at 255 and the keys past it are still found.
         let first = 0x1000usize;
-        let c0 = t.counter(first) as *const AtomicU8;
+        let c0 = t.word(first) as *const AtomicU16;
         let keys: Vec<usize> = (0..)
             .map(|k| first + k * 16)
-            .filter(|&k| std::ptr::eq(t.counter(k), c0))
+            .filter(|&k| std::ptr::eq(t.word(k), c0))
             .take(300)
             .collect();
         for &k in &keys {
             assert!(t.insert(k, entry(k as u64)));
         }
-        assert_eq!(t.counter(first).load(Ordering::Relaxed), STUCK);
+        assert_eq!(t.word(first).load(Ordering::Relaxed) & COUNT, STUCK);
         for &k in keys.iter().rev() {
             assert_eq!(t.remove(k), Some(entry(k as u64)));
         }
-        assert_eq!(t.counter(first).load(Ordering::Relaxed), STUCK);
+        assert_eq!(t.word(first).load(Ordering::Relaxed) & COUNT, STUCK);
         assert_eq!(t.remove(first), None);
         assert_eq!(counted(&t), 1);
     }
 
     #[test]
     fn refused_insert_uncounts() {
-        let (_v, t) = table(8);
+        let (_v, t) = table(one(3, 7));
         for k in 0..8usize {
             assert!(t.insert(0x100 + k * 16, entry(1)));
         }
@@ -401,10 +605,10 @@ mod tests {
 
     /// Keys sharing a counter with an earlier one.
     fn collisions(t: &Table, keys: impl Iterator<Item = usize>) -> usize {
-        let mut seen: Vec<*const AtomicU8> = Vec::new();
+        let mut seen: Vec<*const AtomicU16> = Vec::new();
         let mut n = 0;
         for k in keys {
-            let c = t.counter(k) as *const AtomicU8;
+            let c = t.word(k) as *const AtomicU16;
             if seen.contains(&c) {
                 n += 1;
             } else {
@@ -419,7 +623,7 @@ mod tests {
         // A small filter (4 Ki counters), 8 threads with 64 live keys each: counters are shared
         // between threads all the time. Every key is found at its free, a key never inserted
         // is never found, and the counters end at zero.
-        let (_v, t) = table(256);
+        let (_v, t) = table(one(8, 12));
         std::thread::scope(|sc| {
             for th in 0..8usize {
                 let t = &t;
@@ -447,5 +651,155 @@ mod tests {
             }
         });
         assert_eq!(counted(&t), 0);
+    }
+
+    #[test]
+    fn levels_grow_and_every_key_is_found() {
+        let shape = Shape {
+            base_bits: 4,
+            growth_bits: 2,
+            levels: 4,
+            filter_bits: 16,
+        };
+        let (_v, t) = table(shape);
+        // 16, 64, 256, 1024 slots: 1,000 keys need the fourth level.
+        let keys: Vec<usize> = (0..1000usize).map(|k| 0x10_0000 + k * 1008).collect();
+        for &k in &keys {
+            assert!(t.insert(k, entry(k as u64)));
+        }
+        let (top, live) = t.levels_in_use();
+        assert_eq!(top, 3, "live per level {live:?}");
+        assert_eq!(live.iter().sum::<usize>(), 1000);
+        // Each level below the top was filled to 3/4 before the next was opened.
+        assert!(live[0] >= 12 && live[1] >= 48 && live[2] >= 192, "{live:?}");
+        assert_eq!(t.remove(0x10), None);
+        for &k in keys.iter().rev() {
+            assert_eq!(t.remove(k), Some(entry(k as u64)));
+            assert_eq!(t.remove(k), None);
+        }
+        assert_eq!(counted(&t), 0);
+        assert_eq!(t.levels_in_use().1, [0; MAX_LEVELS as usize]);
+        // Freed slots of the older levels take keys again once the newest one is full.
+        for k in 0..1000usize {
+            assert!(t.insert(0x90_0000 + k * 48, entry(1)));
+        }
+    }
+
+    #[test]
+    fn concurrent_while_growing() {
+        // Levels of 256 slots to 32 Ki: eight threads keep up to 2,000 keys live each while `top`
+        // moves on under them.
+        let shape = Shape {
+            base_bits: 8,
+            growth_bits: 1,
+            levels: 8,
+            filter_bits: 12,
+        };
+        let (_v, t) = table(shape);
+        std::thread::scope(|sc| {
+            for th in 0..8usize {
+                let t = &t;
+                sc.spawn(move || {
+                    let mut live = std::collections::VecDeque::new();
+                    for n in 0..30_000usize {
+                        let k = 0x1_0000_0000 * (th + 1) + n * 32;
+                        assert!(t.insert(k, entry(n as u64)), "thread {th} key {n}");
+                        live.push_back((k, n));
+                        if live.len() > 2000 || (n % 3 == 0 && live.len() > 100) {
+                            let (k, n) = live.pop_front().expect("non-empty");
+                            assert_eq!(t.remove(k), Some(entry(n as u64)));
+                        }
+                        assert_eq!(t.remove(k + 16), None);
+                    }
+                    for (k, n) in live {
+                        assert_eq!(t.remove(k), Some(entry(n as u64)));
+                    }
+                });
+            }
+        });
+        assert_eq!(counted(&t), 0);
+        let (top, live) = t.levels_in_use();
+        assert!(top >= 3, "top {top}");
+        assert_eq!(live, [0; MAX_LEVELS as usize]);
+    }
+
+    #[test]
+    fn smaller_means_get_larger_filters() {
+        assert_eq!(Shape::sampled(512 << 10), Shape::SAMPLED);
+        assert_eq!(Shape::sampled(1 << 30).filter_bits, 17);
+        assert_eq!(Shape::sampled(256 << 10).filter_bits, 18);
+        assert_eq!(Shape::sampled(64 << 10).filter_bits, 19);
+        assert_eq!(Shape::sampled(2).levels, Shape::SAMPLED.levels);
+    }
+
+    /// Resident bytes of `len` bytes at `p`, asked of the kernel.
+    fn resident(p: *mut libc::c_void, len: usize) -> usize {
+        let pages = len.div_ceil(4096);
+        let mut v = vec![0u8; pages];
+        // SAFETY: mincore writes one byte per page of our mapping into `v`.
+        assert_eq!(unsafe { libc::mincore(p, len, v.as_mut_ptr()) }, 0);
+        v.iter().filter(|b| **b & 1 != 0).count() * 4096
+    }
+
+    fn mapped(shape: Shape) -> (*mut libc::c_void, Table) {
+        // SAFETY: a fresh private anonymous mapping (zeroed), unmapped by the caller.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                shape.bytes(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        // SAFETY: zeroed, page-aligned, shape.bytes() long, unmapped after the table's use.
+        (p, unsafe { Table::from_raw(p.cast(), shape) })
+    }
+
+    /// The kernel's figure for the table in `all` mode: 60,000 live keys 1,008 bytes apart
+    /// (1,000-byte malloc blocks) keep at most ~300 bytes each resident, filter included (one
+    /// fixed table of 16 Mi slots kept a page each: 4 KiB).
+    #[test]
+    fn resident_size_follows_the_live_keys() {
+        let (p, t) = mapped(Shape::ALL);
+        let n = 60_000usize;
+        for k in 0..n {
+            assert!(
+                t.insert(0x5555_0000_0000 + k * 1008, entry(1000)),
+                "key {k}: {:?}",
+                t.levels_in_use()
+            );
+        }
+        let r = resident(p, Shape::ALL.bytes());
+        let (top, live) = t.levels_in_use();
+        eprintln!("all mode: {n} live keys, {r} bytes resident, top {top}, live {live:?}");
+        assert!(r <= n * 300, "{r} bytes resident for {n} keys");
+        // The filter alone touches at most its 4 MiB; the levels in use are dense.
+        assert!(r >= n * 32, "{r}");
+        // Sampled mode: 100,000 samples over a run, at most 200 live at once, keep little
+        // resident however many went through.
+        // SAFETY: our mapping, no longer used.
+        unsafe { libc::munmap(p, Shape::ALL.bytes()) };
+        let (p, t) = mapped(Shape::SAMPLED);
+        let mut live = std::collections::VecDeque::new();
+        for k in 0..100_000usize {
+            let key = 0x7000_0000_0000 + k * 4_000_016;
+            assert!(t.insert(key, entry(1)));
+            live.push_back(key);
+            if live.len() > 200 {
+                assert!(t.remove(live.pop_front().expect("non-empty")).is_some());
+            }
+        }
+        let r = resident(p, Shape::SAMPLED.bytes());
+        eprintln!(
+            "sampled: {r} bytes resident, levels {:?}",
+            t.levels_in_use()
+        );
+        assert_eq!(t.levels_in_use().0, 0);
+        assert!(r <= 4096 + (1 << 10) * 32 + (2 << 17), "{r}");
+        // SAFETY: our mapping, no longer used.
+        unsafe { libc::munmap(p, Shape::SAMPLED.bytes()) };
     }
 }
