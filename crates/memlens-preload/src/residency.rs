@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::ring::{Event, ALLOC, FREE, MMAP};
+use crate::ring::{Event, ALLOC, FREE, FREE_INHERITED, FREE_TEMP, MMAP};
 
 /// Allocations of at least this many bytes are measured.
 pub const LARGE: u64 = 64 * 1024;
@@ -50,7 +50,9 @@ impl Residency {
             ALLOC => {
                 self.live.insert(e.ptr, (e.size, e.weight));
             }
-            FREE => {
+            // Every kind of free: a temporary (freed soon after it was made) and, in a forked
+            // child, an inherited block (not listed there: its list starts empty) too.
+            FREE | FREE_TEMP | FREE_INHERITED => {
                 // A mapping unmapped from its start (munmap of a prefix): the rest stays live
                 // at its new start with the rest of the weight, as in the pointer table.
                 if let Some((size, weight)) = self.live.remove(&e.ptr) {
@@ -158,6 +160,19 @@ mod tests {
         assert_eq!(all, 2.0 * (1 << 20) as f64);
         r.apply(&ev(FREE, 0x400000, 1 << 20, (1 << 20) as f64));
         r.apply(&ev(FREE, 0x180000, 1 << 19, (1 << 20) as f64));
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_temporary_free_takes_the_allocation_off() {
+        // A large block freed soon after it was made (FREE_TEMP) was left listed, so it was
+        // measured after its free and the list grew.
+        let mut r = Residency::new();
+        r.apply(&ev(ALLOC, 0x100000, 1 << 20, (1 << 20) as f64));
+        r.apply(&ev(ALLOC, 0x400000, 1 << 20, (1 << 20) as f64));
+        r.apply(&ev(FREE_TEMP, 0x100000, 1 << 20, (1 << 20) as f64));
+        assert_eq!(r.len(), 1);
+        r.apply(&ev(FREE_INHERITED, 0x400000, 1 << 20, (1 << 20) as f64));
         assert!(r.is_empty());
     }
 
