@@ -103,7 +103,7 @@ pub unsafe extern "C" fn memlens_attach(
         crate::hooks::finish();
         return NO_MEMORY;
     }
-    crate::pymem::find(crate::hooks::interpreters_head());
+    crate::pymem::find(crate::hooks::interpreters_head(), false);
     crate::pymem::maybe_install();
     if !crate::pymem::installed() {
         crate::hooks::finish();

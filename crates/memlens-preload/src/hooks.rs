@@ -417,21 +417,38 @@ pub(crate) fn with_py_mark<R>(call: impl FnOnce() -> R) -> R {
 
 /// pymalloc serves requests of at most this many bytes itself (`SMALL_REQUEST_THRESHOLD`,
 /// 3.8+); larger ones it passes to malloc.
-const PYMALLOC_MAX: usize = 512;
+pub(crate) const PYMALLOC_MAX: usize = 512;
 
-/// A block the wrapped allocator returned: sampled like the malloc hooks' blocks. Its domain
-/// says where the memory is: `pymalloc` for a small block (in pymalloc's arenas, the ledger's
-/// python-heap), `malloc` for a larger one (which pymalloc passed to malloc: native-heap).
-#[inline(always)]
-pub(crate) fn py_alloc_done(p: *mut c_void, size: usize) {
-    if let Some(_g) = Guard::enter() {
-        let domain = if size <= PYMALLOC_MAX {
-            PYMALLOC
-        } else {
-            MALLOC
-        };
-        on_alloc(p, size, domain);
+/// The sample decision for `size` bytes on the wrapper's thread-local path, taken before the
+/// allocation: its weight when sampled, `None` when not (or not tracing, or inside a hook on
+/// this thread). Counts down this thread's countdown, as the malloc hooks do.
+pub(crate) fn py_decide(size: usize) -> Option<f64> {
+    let mean = tracing_mean()?;
+    let _g = Guard::enter()?;
+    if mean <= 1 {
+        return Some(size as f64);
     }
+    let sampled = TLS.with(|t| {
+        let mut c = Countdown {
+            left: t.left.get(),
+            rng: t.rng.get(),
+        };
+        if c.rng == 0 {
+            c.rng = new_seed(t as *const Tls as u64);
+        }
+        let s = c.take(size as u64, mean);
+        t.left.set(c.left);
+        t.rng.set(c.rng);
+        s
+    });
+    sampled.then(|| weight(size as u64, mean))
+}
+
+/// A sample the wrapper could not record (the block it was to be served from could not be
+/// allocated): counted as the queue's refusals are (`dropped_allocs`).
+#[cold]
+pub(crate) fn py_sample_lost() {
+    DROP_ALLOCS.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The mean sample interval while tracing (1: `all` mode), `None` when not tracing.
@@ -1511,7 +1528,7 @@ extern "C" fn init() {
     }
     start();
     if TRACING.load(Ordering::Relaxed) {
-        crate::pymem::find(interpreters_head());
+        crate::pymem::find(interpreters_head(), true);
     }
 }
 

@@ -100,7 +100,8 @@
 //! what `PYTHONMALLOC`/`-X tracemalloc` installed before), samples by bytes like the hooks
 //! (with one countdown in plain globals guarded by the GIL while the main interpreter is the
 //! only one, no thread-local access on that path; per thread otherwise: `pymem.rs`) and
-//! records domain `pymalloc` for blocks of at most 512 bytes (`malloc` for larger ones, which
+//! records domain `pymalloc` for blocks of at most 512 bytes (sampled, the sampled ones are
+//! served from malloc so that its `free` needs no wrapper: `pymem.rs`) (`malloc` for larger ones, which
 //! pymalloc passes to malloc: where the memory lands); while the allocator underneath runs
 //! the thread is marked, so the arenas and large blocks (over 512 bytes: malloc) it makes are not recorded
 //! again. Its realloc and free find sampled pointers in the same table as the malloc hooks,

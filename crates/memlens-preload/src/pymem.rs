@@ -24,6 +24,24 @@
 //! malloc hooks do, whichever domain recorded them. A program that later installs its own
 //! allocator (`tracemalloc.start()`, `PyMem_SetAllocator`) wraps this one and keeps working.
 //!
+//! # The free path: sampled blocks served from malloc, `free` not wrapped
+//! Every free of a Python object would otherwise pass through a wrapper whose only work is to
+//! rule the pointer out (a filter load, about 16 instructions and a call level, for blocks
+//! that are almost never sampled). When sampling (not `all` mode), with the library preloaded
+//! (its `free` hook interposed) and an interpreter whose allocators are `pymalloc` or
+//! `malloc` (`_PyMem_GetCurrentAllocatorName`), the wrapper instead asks the allocator
+//! underneath for 513 bytes for a *sampled* request of at most 512 bytes: pymalloc passes it
+//! to `PyMem_RawMalloc` (malloc), counting it as one of its raw blocks, exactly as a larger
+//! request. Its free then reaches `PyMem_RawFree`, the C `free`, whose hook takes it out of
+//! the pointer table; so the replaced `free` is installed as it is, with its own `ctx` (the
+//! wrappers are per domain and pass that `ctx` on). A sampled realloc of at most 512 bytes
+//! copies the block it got into such a block. The sample keeps its requested size and domain
+//! `pymalloc`; the price is one malloc block of 513 bytes instead of a pymalloc block per
+//! sample (about 0.1% of the sampled stream at the default 512 KiB, in the native heap).
+//! Otherwise (`all` mode, an attach, `pymalloc_debug`/`malloc_debug` whose free passes on
+//! another address, mimalloc, an allocator installed by an embedder) `free` is wrapped as
+//! before. `it::pymem_served_raw` checks the frees and `sys.getallocatedblocks()`.
+//!
 //! # The fast path: the main interpreter's GIL instead of thread-local state
 //! Every Python object's allocation goes through the wrapper, so its common case (not
 //! sampled) must be a handful of instructions. Thread-local state in this cdylib is reached
@@ -53,10 +71,11 @@
 
 use std::cell::UnsafeCell;
 use std::ffi::{c_int, c_void, CStr};
-use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::hooks::{
-    py_alloc_done, py_freeing, py_may_be_sampled, py_put_back, py_record, py_take, with_py_mark,
+    py_decide, py_freeing, py_may_be_sampled, py_put_back, py_record, py_sample_lost, py_take,
+    with_py_mark, PYMALLOC_MAX,
 };
 use crate::sampling::{weight, Countdown};
 
@@ -82,8 +101,8 @@ const EMPTY: Allocator = Allocator {
 /// `PYMEM_DOMAIN_MEM` and `PYMEM_DOMAIN_OBJ`.
 const DOMAINS: [c_int; 2] = [1, 2];
 
-/// The allocators replaced, one per domain: the `ctx` of the wrapper installed for that
-/// domain. Written once, before the wrapper that reads it is installed (under the GIL, whose
+/// The allocators replaced, one per domain (MEM, OBJ), read by that domain's wrappers
+/// ([`old`]). Written once, before the wrapper that reads it is installed (under the GIL, whose
 /// release and acquisition order the write before any other thread's call).
 struct Replaced(UnsafeCell<[Allocator; 2]>);
 // SAFETY: written once by the installing thread before publication, read-only after.
@@ -98,6 +117,15 @@ const INSTALLING: u8 = 2;
 const INSTALLED: u8 = 3;
 static STATE: AtomicU8 = AtomicU8::new(NONE);
 
+/// Whether the malloc hooks see the frees libpython makes with `free` (the library was
+/// preloaded, not `dlopen`ed by an attach): set by [`find`].
+static FREES_HOOKED: AtomicBool = AtomicBool::new(false);
+/// Whether the sampled blocks of at most 512 bytes are served from malloc (through the
+/// allocator underneath, by asking it for 513 bytes) instead of pymalloc's arenas, so that
+/// the replaced `free` is installed as it is (no wrapper on the free path). Decided at
+/// installation: see [`raw_serving_allowed`].
+static SERVED_RAW: AtomicBool = AtomicBool::new(false);
+
 struct Api {
     runtime: AtomicUsize,
     head_offset: AtomicUsize,
@@ -109,6 +137,8 @@ struct Api {
     current_state: AtomicUsize,
     get_allocator: AtomicUsize,
     set_allocator: AtomicUsize,
+    /// `_PyMem_GetCurrentAllocatorName` (exported by 3.8+), 0 when absent.
+    allocator_name: AtomicUsize,
 }
 
 static API: Api = Api {
@@ -122,12 +152,14 @@ static API: Api = Api {
     current_state: AtomicUsize::new(0),
     get_allocator: AtomicUsize::new(0),
     set_allocator: AtomicUsize::new(0),
+    allocator_name: AtomicUsize::new(0),
 };
 
 type IntFn = unsafe extern "C" fn() -> c_int;
 type PtrFn = unsafe extern "C" fn() -> *mut c_void;
 type GetAllocatorFn = unsafe extern "C" fn(c_int, *mut Allocator);
 type SetAllocatorFn = unsafe extern "C" fn(c_int, *mut Allocator);
+type NameFn = unsafe extern "C" fn() -> *const std::ffi::c_char;
 
 fn sym(name: &CStr) -> usize {
     // SAFETY: dlsym with RTLD_DEFAULT (the global scope: the executable, its libpython) and
@@ -139,7 +171,11 @@ fn sym(name: &CStr) -> usize {
 /// [`NONE`]. `head_offset`: where `interpreters.head` lies in `_PyRuntime`, from the layout of
 /// the interpreter found ([`crate::pystack::Python::interpreters_head`]); without it (no
 /// layout, a free-threaded build) the wrapper always takes the thread-local path.
-pub(crate) fn find(head_offset: Option<u64>) {
+/// `frees_hooked`: the library was preloaded, so its `free` hook sees libpython's frees.
+pub(crate) fn find(head_offset: Option<u64>, frees_hooked: bool) {
+    FREES_HOOKED.store(frees_hooked, Ordering::Relaxed);
+    API.allocator_name
+        .store(sym(c"_PyMem_GetCurrentAllocatorName"), Ordering::Relaxed);
     if let Some(off) = head_offset {
         let (rt, main, head) = (
             sym(c"_PyRuntime"),
@@ -231,28 +267,69 @@ pub(crate) fn maybe_install() {
             return;
         }
         enable_fast_path();
+        SERVED_RAW.store(raw_serving_allowed(), Ordering::Relaxed);
         for (i, d) in DOMAINS.iter().enumerate() {
-            let mut w = Allocator {
-                ctx: &mut old[i] as *mut Allocator as *mut c_void,
-                malloc: Some(wrap_malloc),
-                calloc: Some(wrap_calloc),
-                realloc: Some(wrap_realloc),
-                free: Some(wrap_free),
-            };
+            let mut w = ours(i, &old[i]);
             set(*d, &mut w);
         }
     }
     STATE.store(INSTALLED, Ordering::Release);
 }
 
-/// The allocator a wrapper forwards to.
-///
-/// # Safety
-/// `ctx` must be the `ctx` this module gave the wrapper: an entry of [`REPLACED`].
-#[inline(always)]
-unsafe fn replaced<'a>(ctx: *mut c_void) -> &'a Allocator {
-    // SAFETY: the caller's contract; REPLACED is never written after installation.
-    unsafe { &*(ctx as *const Allocator) }
+/// The allocator installed over `old` for domain index `i`: the wrappers, with `old`'s own
+/// `ctx`; its `free` is `old`'s when [`SERVED_RAW`].
+fn ours(i: usize, old: &Allocator) -> Allocator {
+    let mut w = if i == 0 {
+        Allocator {
+            ctx: old.ctx,
+            malloc: Some(wrap_malloc::<0>),
+            calloc: Some(wrap_calloc::<0>),
+            realloc: Some(wrap_realloc::<0>),
+            free: Some(wrap_free::<0>),
+        }
+    } else {
+        Allocator {
+            ctx: old.ctx,
+            malloc: Some(wrap_malloc::<1>),
+            calloc: Some(wrap_calloc::<1>),
+            realloc: Some(wrap_realloc::<1>),
+            free: Some(wrap_free::<1>),
+        }
+    };
+    if SERVED_RAW.load(Ordering::Relaxed) {
+        w.free = old.free;
+    }
+    w
+}
+
+/// Whether sampled small blocks may be served from malloc, leaving `free` unwrapped: only
+/// when that free reaches the free hook. That holds when sampling (in `all` mode every block
+/// would move out of pymalloc), with the library preloaded (an attach hooks no `free`), and
+/// when the interpreter reports its allocators as `pymalloc` or `malloc`: pymalloc's
+/// realloc and free pass a block outside its arenas to `PyMem_RawRealloc`/`PyMem_RawFree`,
+/// which are the C `realloc` and `free` (3.8-3.15, `_PyObject_Free`/`pymalloc_free`'s
+/// `address_in_range`), and with `malloc` every block is one. A debug allocator (its free
+/// passes on another address), mimalloc (its free of a foreign block is undefined) or an
+/// allocator installed by the program or an embedder (`NULL`) keeps the free wrapper.
+fn raw_serving_allowed() -> bool {
+    if !FREES_HOOKED.load(Ordering::Relaxed)
+        || crate::hooks::tracing_mean().is_none_or(|mean| mean <= 1)
+    {
+        return false;
+    }
+    let f = API.allocator_name.load(Ordering::Relaxed);
+    if f == 0 {
+        return false;
+    }
+    // SAFETY: the address dlsym gave for `_PyMem_GetCurrentAllocatorName` (const char
+    // *(void)), called with the GIL held (maybe_install); it returns null or a static string.
+    let name = unsafe { std::mem::transmute::<usize, NameFn>(f)() };
+    if name.is_null() {
+        return false;
+    }
+    // SAFETY: a NUL-terminated static string of the interpreter.
+    let name = unsafe { CStr::from_ptr(name) };
+    matches!(name.to_bytes(), b"pymalloc" | b"malloc")
 }
 
 // ---------------------------------------------------------------- the fast path's state
@@ -369,7 +446,7 @@ fn with_owner<R>(call: impl FnOnce() -> R) -> R {
 }
 
 /// The fast path's sample decision for `size` bytes, taken before the allocation: true when
-/// the sample point is not in them (the countdown went down), false for [`sample_slow`]
+/// the sample point is not in them (the countdown went down), false for [`decide_gil`]
 /// (the countdown unchanged).
 #[inline(always)]
 fn not_sampled(size: usize) -> bool {
@@ -381,35 +458,26 @@ fn not_sampled(size: usize) -> bool {
     false
 }
 
-/// The sample point falls in this block (or first use, or `all` mode, or not tracing).
+/// The fast path's sample decision past [`not_sampled`] (the sample point may fall in this
+/// block, or first use, or `all` mode, or not tracing): the block's weight when sampled.
 #[cold]
 #[inline(never)]
-fn sample_slow(p: *mut c_void, size: usize) {
-    let Some(mean) = crate::hooks::tracing_mean() else {
-        return;
-    };
-    if p.is_null() {
-        return;
+fn decide_gil(size: usize) -> Option<f64> {
+    let mean = crate::hooks::tracing_mean()?;
+    if mean <= 1 {
+        return Some(size as f64);
     }
-    let w = if mean <= 1 {
-        size as f64
-    } else {
-        let mut c = Countdown {
-            left: LEFT.load(Ordering::Relaxed),
-            rng: RNG.load(Ordering::Relaxed),
-        };
-        if c.rng == 0 {
-            c.rng = crate::hooks::new_seed(&RNG as *const AtomicU64 as u64);
-        }
-        let sampled = c.take(size as u64, mean);
-        LEFT.store(c.left, Ordering::Relaxed);
-        RNG.store(c.rng, Ordering::Relaxed);
-        if !sampled {
-            return;
-        }
-        weight(size as u64, mean)
+    let mut c = Countdown {
+        left: LEFT.load(Ordering::Relaxed),
+        rng: RNG.load(Ordering::Relaxed),
     };
-    py_record(p, size, w);
+    if c.rng == 0 {
+        c.rng = crate::hooks::new_seed(&RNG as *const AtomicU64 as u64);
+    }
+    let sampled = c.take(size as u64, mean);
+    LEFT.store(c.left, Ordering::Relaxed);
+    RNG.store(c.rng, Ordering::Relaxed);
+    sampled.then(|| weight(size as u64, mean))
 }
 
 /// In a forked child (one thread, which was not inside the allocator): no thread is marked,
@@ -421,172 +489,215 @@ pub(crate) fn after_fork() {
     LEFT.store(0, Ordering::Relaxed);
 }
 
-// The wrappers: `maybe_install` refuses to install unless every function of both replaced allocators
-// is set, so each `unwrap_unchecked` below holds.
-
+// The wrappers, one instance per domain (`D`: the index in [`REPLACED`]), installed with the
+// replaced allocator's own `ctx`, which they pass on unchanged. `maybe_install` refuses to
+// install unless every function of both replaced allocators is set, so each
+// `unwrap_unchecked` below holds.
+//
 // The fast path runs in the wrappers themselves: one GIL, the sample point not in the block
 // (decided before the call, so nothing but the mark is left to do after it). Everything else
 // (another interpreter, a sample, `all` mode) is a separate `extern "C"` function reached by a
 // tail call, so the fast path saves no register.
 
-unsafe extern "C" fn wrap_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
-    if !one_gil() {
-        // SAFETY: the caller's arguments, passed on.
-        return unsafe { tls_malloc(ctx, size) };
-    }
-    if !not_sampled(size) {
-        // SAFETY: as above.
-        return unsafe { gil_malloc(ctx, size) };
-    }
-    // SAFETY: ctx is ours (this function is only installed with it); the replaced malloc
-    // with the caller's arguments.
-    with_owner(|| unsafe {
-        let o = replaced(ctx);
-        o.malloc.unwrap_unchecked()(o.ctx, size)
-    })
+/// The allocator domain `D` forwards to.
+#[inline(always)]
+fn old<const D: usize>() -> &'static Allocator {
+    // SAFETY: REPLACED is written once, before any wrapper reading it is installed, and never
+    // after (see its note).
+    unsafe { &(*REPLACED.0.get())[D] }
 }
 
-/// `wrap_malloc` on the fast path, when the block may hold the sample point.
+/// Calls `call` with the mark of the path taken: the fast path's [`OWNER`] when `gil`, the
+/// hooks' thread-local mark otherwise.
+#[inline(always)]
+fn marked<R>(gil: bool, call: impl FnOnce() -> R) -> R {
+    if gil {
+        with_owner(call)
+    } else {
+        with_py_mark(call)
+    }
+}
+
+/// The size to ask the allocator underneath for a block of `size` bytes that is sampled:
+/// with [`SERVED_RAW`], a size pymalloc passes to malloc (so the block lies outside its
+/// arenas and its free reaches the free hook), else `size`.
+#[inline(always)]
+fn sampled_size(size: usize) -> usize {
+    if size <= PYMALLOC_MAX && SERVED_RAW.load(Ordering::Relaxed) {
+        PYMALLOC_MAX + 1
+    } else {
+        size
+    }
+}
+
+unsafe extern "C" fn wrap_malloc<const D: usize>(ctx: *mut c_void, size: usize) -> *mut c_void {
+    if !one_gil() || !not_sampled(size) {
+        // SAFETY: the caller's arguments, passed on.
+        return unsafe { malloc_slow::<D>(ctx, size) };
+    }
+    // SAFETY: the replaced malloc with the caller's arguments (its own ctx).
+    with_owner(|| unsafe { old::<D>().malloc.unwrap_unchecked()(ctx, size) })
+}
+
+/// `wrap_malloc` past its fast path: another interpreter exists, or the block may hold the
+/// sample point (the countdown has not gone down for this call).
 #[cold]
 #[inline(never)]
-unsafe extern "C" fn gil_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
+unsafe extern "C" fn malloc_slow<const D: usize>(ctx: *mut c_void, size: usize) -> *mut c_void {
+    let gil = one_gil();
+    let w = if gil {
+        decide_gil(size)
+    } else {
+        py_decide(size)
+    };
+    let ask = if w.is_some() {
+        sampled_size(size)
+    } else {
+        size
+    };
     // SAFETY: as wrap_malloc.
-    let p = with_owner(|| unsafe {
-        let o = replaced(ctx);
-        o.malloc.unwrap_unchecked()(o.ctx, size)
+    let p = marked(gil, || unsafe {
+        old::<D>().malloc.unwrap_unchecked()(ctx, ask)
     });
-    sample_slow(p, size);
+    if let (Some(w), false) = (w, p.is_null()) {
+        py_record(p, size, w);
+    }
     p
 }
 
-/// `wrap_malloc` with the thread-local state.
-#[inline(never)]
-unsafe extern "C" fn tls_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
-    // SAFETY: as wrap_malloc.
-    let p = with_py_mark(|| unsafe {
-        let o = replaced(ctx);
-        o.malloc.unwrap_unchecked()(o.ctx, size)
-    });
-    py_alloc_done(p, size);
-    p
-}
-
-unsafe extern "C" fn wrap_calloc(ctx: *mut c_void, n: usize, m: usize) -> *mut c_void {
-    if !one_gil() {
+unsafe extern "C" fn wrap_calloc<const D: usize>(
+    ctx: *mut c_void,
+    n: usize,
+    m: usize,
+) -> *mut c_void {
+    if !one_gil() || !not_sampled(n.saturating_mul(m)) {
         // SAFETY: the caller's arguments, passed on.
-        return unsafe { tls_calloc(ctx, n, m) };
-    }
-    if !not_sampled(n.saturating_mul(m)) {
-        // SAFETY: as above.
-        return unsafe { gil_calloc(ctx, n, m) };
+        return unsafe { calloc_slow::<D>(ctx, n, m) };
     }
     // SAFETY: as wrap_malloc.
-    with_owner(|| unsafe {
-        let o = replaced(ctx);
-        o.calloc.unwrap_unchecked()(o.ctx, n, m)
-    })
+    with_owner(|| unsafe { old::<D>().calloc.unwrap_unchecked()(ctx, n, m) })
 }
 
-/// `wrap_calloc` on the fast path, when the block may hold the sample point.
+/// `wrap_calloc` past its fast path (as [`malloc_slow`]).
 #[cold]
 #[inline(never)]
-unsafe extern "C" fn gil_calloc(ctx: *mut c_void, n: usize, m: usize) -> *mut c_void {
+unsafe extern "C" fn calloc_slow<const D: usize>(
+    ctx: *mut c_void,
+    n: usize,
+    m: usize,
+) -> *mut c_void {
+    let size = n.saturating_mul(m);
+    let gil = one_gil();
+    let w = if gil {
+        decide_gil(size)
+    } else {
+        py_decide(size)
+    };
+    // A sampled block served outside the arenas: n*m did not overflow (it is at most 512).
+    let (n2, m2) = match w {
+        Some(_) if sampled_size(size) != size => (1, sampled_size(size)),
+        _ => (n, m),
+    };
     // SAFETY: as wrap_malloc.
-    let p = with_owner(|| unsafe {
-        let o = replaced(ctx);
-        o.calloc.unwrap_unchecked()(o.ctx, n, m)
+    let p = marked(gil, || unsafe {
+        old::<D>().calloc.unwrap_unchecked()(ctx, n2, m2)
     });
-    sample_slow(p, n.saturating_mul(m));
+    if let (Some(w), false) = (w, p.is_null()) {
+        py_record(p, size, w);
+    }
     p
 }
 
-/// `wrap_calloc` with the thread-local state.
-#[inline(never)]
-unsafe extern "C" fn tls_calloc(ctx: *mut c_void, n: usize, m: usize) -> *mut c_void {
-    // SAFETY: as wrap_malloc.
-    let p = with_py_mark(|| unsafe {
-        let o = replaced(ctx);
-        o.calloc.unwrap_unchecked()(o.ctx, n, m)
-    });
-    py_alloc_done(p, n.saturating_mul(m));
-    p
-}
-
-unsafe extern "C" fn wrap_realloc(ctx: *mut c_void, p: *mut c_void, size: usize) -> *mut c_void {
+unsafe extern "C" fn wrap_realloc<const D: usize>(
+    ctx: *mut c_void,
+    p: *mut c_void,
+    size: usize,
+) -> *mut c_void {
     if one_gil() && !py_may_be_sampled(p) && not_sampled(size) {
         // SAFETY: as wrap_malloc.
-        return with_owner(|| unsafe {
-            let o = replaced(ctx);
-            o.realloc.unwrap_unchecked()(o.ctx, p, size)
-        });
+        return with_owner(|| unsafe { old::<D>().realloc.unwrap_unchecked()(ctx, p, size) });
     }
     // SAFETY: the caller's arguments, passed on.
-    unsafe { realloc_slow(ctx, p, size) }
+    unsafe { realloc_slow::<D>(ctx, p, size) }
 }
 
 /// `wrap_realloc` past its fast path: `p` may be sampled, or the new block may hold the sample
 /// point, or another interpreter exists (the countdown has not gone down for this call).
 #[cold]
 #[inline(never)]
-unsafe extern "C" fn realloc_slow(ctx: *mut c_void, p: *mut c_void, size: usize) -> *mut c_void {
-    let old = py_take(p);
-    let fast = one_gil();
-    let q = if fast {
-        // SAFETY: as wrap_malloc.
-        with_owner(|| unsafe {
-            let o = replaced(ctx);
-            o.realloc.unwrap_unchecked()(o.ctx, p, size)
-        })
+unsafe extern "C" fn realloc_slow<const D: usize>(
+    ctx: *mut c_void,
+    p: *mut c_void,
+    size: usize,
+) -> *mut c_void {
+    let old_entry = py_take(p);
+    let gil = one_gil();
+    let w = if gil {
+        decide_gil(size)
     } else {
-        // SAFETY: as wrap_malloc.
-        with_py_mark(|| unsafe {
-            let o = replaced(ctx);
-            o.realloc.unwrap_unchecked()(o.ctx, p, size)
-        })
+        py_decide(size)
     };
+    let o = old::<D>();
+    // SAFETY: as wrap_malloc.
+    let q = marked(gil, || unsafe {
+        o.realloc.unwrap_unchecked()(ctx, p, size)
+    });
     if q.is_null() {
         // Failed (these domains never return null for a size of 0): p is still allocated.
-        if let Some(e) = old {
+        if let Some(e) = old_entry {
             py_put_back(p, e);
         }
         return q;
     }
-    if let Some(e) = old {
+    if let Some(e) = old_entry {
         py_freeing(p, e);
     }
-    if fast {
-        sample_slow(q, size);
-    } else {
-        py_alloc_done(q, size);
+    let Some(w) = w else {
+        return q;
+    };
+    let ask = sampled_size(size);
+    if ask == size {
+        py_record(q, size, w);
+        return q;
     }
-    q
+    // A sampled block served outside the arenas: q may lie in one (pymalloc may have moved or
+    // kept p there), so its first `size` bytes (all it holds for the caller) move to a block
+    // pymalloc passes to malloc, and q goes back to the allocator underneath.
+    // SAFETY: as wrap_malloc; r has room for `ask` > `size` bytes, q holds `size` bytes,
+    // and the two are distinct live blocks.
+    unsafe {
+        let r = marked(gil, || o.malloc.unwrap_unchecked()(ctx, ask));
+        if r.is_null() {
+            py_sample_lost();
+            return q;
+        }
+        std::ptr::copy_nonoverlapping(q as *const u8, r as *mut u8, size);
+        marked(gil, || o.free.unwrap_unchecked()(ctx, q));
+        py_record(r, size, w);
+        r
+    }
 }
 
-unsafe extern "C" fn wrap_free(ctx: *mut c_void, p: *mut c_void) {
+/// Installed only without [`SERVED_RAW`] (`all` mode, a debug or unknown allocator, attached).
+unsafe extern "C" fn wrap_free<const D: usize>(ctx: *mut c_void, p: *mut c_void) {
     if py_may_be_sampled(p) {
         // SAFETY: the caller's arguments, passed on.
-        return unsafe { free_sampled(ctx, p) };
+        return unsafe { free_sampled::<D>(ctx, p) };
     }
     // SAFETY: as wrap_malloc.
-    unsafe {
-        let o = replaced(ctx);
-        o.free.unwrap_unchecked()(o.ctx, p)
-    }
+    unsafe { old::<D>().free.unwrap_unchecked()(ctx, p) }
 }
 
 /// The free of a block the filter did not rule out: the table's probe, its free event, the
 /// free (apart, so the common case saves no register).
 #[cold]
 #[inline(never)]
-unsafe extern "C" fn free_sampled(ctx: *mut c_void, p: *mut c_void) {
+unsafe extern "C" fn free_sampled<const D: usize>(ctx: *mut c_void, p: *mut c_void) {
     if let Some(e) = py_take(p) {
         py_freeing(p, e);
     }
     // SAFETY: as wrap_malloc.
-    unsafe {
-        let o = replaced(ctx);
-        o.free.unwrap_unchecked()(o.ctx, p)
-    }
+    unsafe { old::<D>().free.unwrap_unchecked()(ctx, p) }
 }
 
 /// Whether the wrapper is installed.
@@ -619,14 +730,15 @@ pub(crate) fn uninstall() -> c_int {
         let set =
             std::mem::transmute::<usize, SetAllocatorFn>(API.set_allocator.load(Ordering::Relaxed));
         let old = &mut *REPLACED.0.get();
-        let ours = DOMAINS.iter().enumerate().all(|(i, d)| {
+        let still_ours = DOMAINS.iter().enumerate().all(|(i, d)| {
             let mut now = EMPTY;
             get(*d, &mut now);
-            now.ctx == &mut old[i] as *mut Allocator as *mut c_void
-                && now.malloc.map(|f| f as usize) == Some(wrap_malloc as *const () as usize)
-                && now.free.map(|f| f as usize) == Some(wrap_free as *const () as usize)
+            let w = ours(i, &old[i]);
+            now.ctx == w.ctx
+                && now.malloc.map(|f| f as usize) == w.malloc.map(|f| f as usize)
+                && now.free.map(|f| f as usize) == w.free.map(|f| f as usize)
         });
-        if !ours {
+        if !still_ours {
             STATE.store(INSTALLED, Ordering::Release);
             return 2;
         }

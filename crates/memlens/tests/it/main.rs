@@ -21,6 +21,7 @@ mod package_memory;
 mod preload;
 mod preload_pymem;
 mod preload_stacks;
+mod pymem_served_raw;
 mod python_view;
 mod python_view_path;
 mod reads_itself;
