@@ -121,7 +121,20 @@ impl Sites {
         }
     }
 
+    /// The figures of stack `id`, marked changed and peak-dirty (the drain runs this for
+    /// every event: a stack already marked both ways costs one test).
+    #[inline]
     fn site(&mut self, id: u32) -> &mut Site {
+        let i = id as usize;
+        if !self.sites.get(i).is_some_and(|s| s.changed & s.peak_dirty) {
+            self.mark(id);
+        }
+        &mut self.sites[i]
+    }
+
+    /// Makes room for stack `id` and marks it changed and peak-dirty.
+    #[cold]
+    fn mark(&mut self, id: u32) {
         let i = id as usize;
         if i >= self.sites.len() {
             self.sites.resize(i + 1, Site::default());
@@ -136,7 +149,6 @@ impl Sites {
             s.peak_dirty = true;
             self.peak_dirty.push(id);
         }
-        s
     }
 
     /// Copies the live figures of the stacks changed since the last copy into the peak set.
@@ -149,38 +161,37 @@ impl Sites {
         self.peak_dirty.clear();
     }
 
-    /// Applies an event after the totals (`live` the live total after it, `new_peak` whether
-    /// it made a new high).
-    fn apply(&mut self, e: &Event, new_peak: bool, now: u64) {
-        match e.kind {
-            ALLOC => {
-                let s = self.site(e.stack);
-                s.live += e.weight;
-                s.live_count += 1;
-                s.alloc += e.weight;
-                s.alloc_count += 1;
-                if new_peak {
-                    self.peak_t_ns = now;
-                    self.at_peak = true;
-                    self.peak_changed = true;
-                }
-            }
-            FREE | FREE_TEMP => {
-                if self.at_peak {
-                    self.copy_peak();
-                    self.at_peak = false;
-                }
-                let s = self.site(e.stack);
-                s.live -= e.weight;
-                s.live_count -= 1;
-                s.freed += e.weight;
-                s.freed_count += 1;
-                if e.kind == FREE_TEMP {
-                    s.temp += e.weight;
-                    s.temp_count += 1;
-                }
-            }
-            _ => {}
+    /// An allocation of `w` by stack `id` (`new_peak`: it made a new high of the live total).
+    #[inline]
+    fn alloc(&mut self, id: u32, w: f64, new_peak: bool, now: u64) {
+        let s = self.site(id);
+        s.live += w;
+        s.live_count += 1;
+        s.alloc += w;
+        s.alloc_count += 1;
+        if new_peak {
+            self.peak_t_ns = now;
+            self.at_peak = true;
+            self.peak_changed = true;
+        }
+    }
+
+    /// A free of `w` allocated by stack `id` (`temp`: within `temp_ns` of its allocation); at
+    /// the first free after a new high, the peak set is copied first.
+    #[inline]
+    fn free(&mut self, id: u32, w: f64, temp: bool) {
+        if self.at_peak {
+            self.copy_peak();
+            self.at_peak = false;
+        }
+        let s = self.site(id);
+        s.live -= w;
+        s.live_count -= 1;
+        s.freed += w;
+        s.freed_count += 1;
+        if temp {
+            s.temp += w;
+            s.temp_count += 1;
         }
     }
 
@@ -294,32 +305,32 @@ impl Aggregate {
     }
 
     /// Applies one event (`now`: the drain's time, for the time of a new peak).
+    #[inline]
     pub fn apply(&mut self, e: &Event, now: u64) {
-        let before = self.peak_live;
-        self.apply_totals(e);
-        self.sites.apply(e, self.peak_live > before, now);
-    }
-
-    fn apply_totals(&mut self, e: &Event) {
+        let w = e.weight;
         match e.kind {
             ALLOC => {
-                self.live += e.weight;
-                self.total += e.weight;
-                *self.domain_live(e.domain) += e.weight;
+                self.live += w;
+                self.total += w;
+                *self.domain_live(e.domain) += w;
                 self.alloc_samples += 1;
-                if self.live > self.peak_live {
+                let new_peak = self.live > self.peak_live;
+                if new_peak {
                     self.peak_live = self.live;
                 }
+                self.sites.alloc(e.stack, w, new_peak, now);
             }
             FREE | FREE_TEMP => {
-                self.live -= e.weight;
-                *self.domain_live(e.domain) -= e.weight;
+                self.live -= w;
+                *self.domain_live(e.domain) -= w;
                 self.free_samples += 1;
+                self.sites.free(e.stack, w, e.kind == FREE_TEMP);
             }
             _ => {}
         }
     }
 
+    #[inline]
     fn domain_live(&mut self, domain: u8) -> &mut f64 {
         match domain {
             MMAP => &mut self.live_mmap,

@@ -416,7 +416,7 @@ impl Python {
             w.flags |= UNREADABLE;
             return;
         }
-        let o = self.off;
+        let o = &self.off;
         // SAFETY: tstate is this thread's live PyThreadState.
         let mut f = unsafe { rd(tstate + o.top) };
         if o.kind == 1 {
