@@ -17,7 +17,11 @@
 //! (`unreadable`), deeper than [`MAX_DEPTH`] frames is cut (`truncated`).
 //!
 //! What the walk gives (code address, its fingerprint, the instruction position, per frame) is
-//! hashed twice (128 bits) and looked up in a direct-mapped cache of stacks already resolved;
+//! first compared with this thread's previous walk: while the outer frames, depth and flags
+//! are unchanged, the ids already resolved in that context are kept per innermost frame and
+//! domain in the thread's own small cache ([`Walk`]), so an allocation in a loop takes no
+//! lock and hashes nothing. Otherwise it is hashed twice (128 bits) and looked up in a shared
+//! direct-mapped cache of stacks already resolved;
 //! on a miss each frame's code object is interned (address -> file-local id, the fingerprint
 //! `co_filename` pointer + `co_name` pointer + `co_firstlineno` guarding against an address
 //! reused by another code object), its strings decoded to UTF-8 into the tracer's own arena,
