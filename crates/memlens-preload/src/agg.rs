@@ -2,6 +2,47 @@
 
 use crate::ring::{Event, ALLOC, FREE, FREE_INHERITED, FREE_TEMP, MMAP, PYMALLOC};
 
+/// Appends the decimal digits of `v` (the lines are written with this, not `format!`: a
+/// trace of a program's start-up has thousands of stack lines of tens of frames, and
+/// `format!` cost about 40,000 instructions a stack line).
+pub fn push_u64(out: &mut String, mut v: u64) {
+    let mut b = [0u8; 20];
+    let mut i = b.len();
+    loop {
+        i -= 1;
+        b[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    // SAFETY: ASCII digits only.
+    out.push_str(unsafe { std::str::from_utf8_unchecked(&b[i..]) });
+}
+
+/// Appends the decimal digits of `v`, with a `-` when negative.
+pub fn push_i64(out: &mut String, v: i64) {
+    if v < 0 {
+        out.push('-');
+    }
+    push_u64(out, v.unsigned_abs());
+}
+
+/// Appends one `key=value` field: `key` (with its leading space and its `=`), then `v`.
+fn kv(out: &mut String, key: &str, v: u64) {
+    out.push_str(key);
+    push_u64(out, v);
+}
+
+/// A byte figure of a line: a sum of weights, rounded, never negative.
+fn bytes(x: f64) -> u64 {
+    if x <= 0.0 {
+        0
+    } else {
+        x.round() as u64
+    }
+}
+
 /// Counters of events the hooks could not queue (atomics in the hooks, copied here to print).
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct Drops {
@@ -85,7 +126,20 @@ impl Sites {
         }
     }
 
+    /// The figures of stack `id`, marked changed and peak-dirty (the drain runs this for
+    /// every event: a stack already marked both ways costs one test).
+    #[inline]
     fn site(&mut self, id: u32) -> &mut Site {
+        let i = id as usize;
+        if !self.sites.get(i).is_some_and(|s| s.changed & s.peak_dirty) {
+            self.mark(id);
+        }
+        &mut self.sites[i]
+    }
+
+    /// Makes room for stack `id` and marks it changed and peak-dirty.
+    #[cold]
+    fn mark(&mut self, id: u32) {
         let i = id as usize;
         if i >= self.sites.len() {
             self.sites.resize(i + 1, Site::default());
@@ -100,7 +154,6 @@ impl Sites {
             s.peak_dirty = true;
             self.peak_dirty.push(id);
         }
-        s
     }
 
     /// Copies the live figures of the stacks changed since the last copy into the peak set.
@@ -113,78 +166,75 @@ impl Sites {
         self.peak_dirty.clear();
     }
 
-    /// Applies an event after the totals (`live` the live total after it, `new_peak` whether
-    /// it made a new high).
-    fn apply(&mut self, e: &Event, new_peak: bool, now: u64) {
-        match e.kind {
-            ALLOC => {
-                let s = self.site(e.stack);
-                s.live += e.weight;
-                s.live_count += 1;
-                s.alloc += e.weight;
-                s.alloc_count += 1;
-                if new_peak {
-                    self.peak_t_ns = now;
-                    self.at_peak = true;
-                    self.peak_changed = true;
-                }
-            }
-            FREE_INHERITED => {
-                if self.at_peak {
-                    self.copy_peak();
-                    self.at_peak = false;
-                }
-                let s = self.site(e.stack);
-                s.inherited -= e.weight;
-                s.inherited_count -= 1;
-            }
-            FREE | FREE_TEMP => {
-                if self.at_peak {
-                    self.copy_peak();
-                    self.at_peak = false;
-                }
-                let s = self.site(e.stack);
-                s.live -= e.weight;
-                s.live_count -= 1;
-                s.freed += e.weight;
-                s.freed_count += 1;
-                if e.kind == FREE_TEMP {
-                    s.temp += e.weight;
-                    s.temp_count += 1;
-                }
-            }
-            _ => {}
+    /// An allocation of `w` by stack `id` (`new_peak`: it made a new high of the live total).
+    #[inline]
+    fn alloc(&mut self, id: u32, w: f64, new_peak: bool, now: u64) {
+        let s = self.site(id);
+        s.live += w;
+        s.live_count += 1;
+        s.alloc += w;
+        s.alloc_count += 1;
+        if new_peak {
+            self.peak_t_ns = now;
+            self.at_peak = true;
+            self.peak_changed = true;
         }
+    }
+
+    /// A free of `w` allocated by stack `id` (`temp`: within `temp_ns` of its allocation); at
+    /// the first free after a new high, the peak set is copied first.
+    #[inline]
+    fn free(&mut self, id: u32, w: f64, temp: bool) {
+        if self.at_peak {
+            self.copy_peak();
+            self.at_peak = false;
+        }
+        let s = self.site(id);
+        s.live -= w;
+        s.live_count -= 1;
+        s.freed += w;
+        s.freed_count += 1;
+        if temp {
+            s.temp += w;
+            s.temp_count += 1;
+        }
+    }
+
+    /// In a forked child, the free of a block inherited at fork, made by stack `id`: it lowers
+    /// the inherited figures only (at the first free after a new high, the peak set is copied
+    /// first).
+    #[inline]
+    fn free_inherited(&mut self, id: u32, w: f64) {
+        if self.at_peak {
+            self.copy_peak();
+            self.at_peak = false;
+        }
+        let s = self.site(id);
+        s.inherited -= w;
+        s.inherited_count -= 1;
     }
 
     /// The `site` lines of the stacks changed since the last call, and the `peak` block when
     /// the peak changed (`peak_live`: its total); newline-terminated, appended to `out`.
     pub fn lines(&mut self, peak_live: f64, out: &mut String) {
-        let b = |x: f64| if x <= 0.0 { 0 } else { x.round() as u64 };
         self.changed.sort_unstable();
         for &id in &self.changed {
             let s = &mut self.sites[id as usize];
             s.changed = false;
-            out.push_str(&format!(
-                "site stack={id} live_bytes={} live_count={} alloc_bytes={} alloc_count={} \
-                 freed_bytes={} freed_count={} temp_bytes={} temp_count={}\n",
-                b(s.live),
-                s.live_count.max(0),
-                b(s.alloc),
-                s.alloc_count,
-                b(s.freed),
-                s.freed_count,
-                b(s.temp),
-                s.temp_count,
-            ));
-            if s.inherited_count != 0 || b(s.inherited) > 0 {
-                out.pop();
-                out.push_str(&format!(
-                    " inherited_bytes={} inherited_count={}\n",
-                    b(s.inherited),
-                    s.inherited_count.max(0)
-                ));
+            kv(out, "site stack=", u64::from(id));
+            kv(out, " live_bytes=", bytes(s.live));
+            kv(out, " live_count=", s.live_count.max(0) as u64);
+            kv(out, " alloc_bytes=", bytes(s.alloc));
+            kv(out, " alloc_count=", s.alloc_count);
+            kv(out, " freed_bytes=", bytes(s.freed));
+            kv(out, " freed_count=", s.freed_count);
+            kv(out, " temp_bytes=", bytes(s.temp));
+            kv(out, " temp_count=", s.temp_count);
+            if s.inherited_count != 0 || bytes(s.inherited) > 0 {
+                kv(out, " inherited_bytes=", bytes(s.inherited));
+                kv(out, " inherited_count=", s.inherited_count.max(0) as u64);
             }
+            out.push('\n');
         }
         self.changed.clear();
         if self.at_peak {
@@ -192,25 +242,23 @@ impl Sites {
         }
         if self.peak_changed {
             self.peak_changed = false;
+            kv(out, "peak t_ns=", self.peak_t_ns);
+            kv(out, " live_bytes=", bytes(peak_live));
             // `sites=K`: the reader takes the block as complete once it has read K
             // `peaksite` lines (one read while this write is under way may see only a part).
             let k = self
                 .peak
                 .iter()
-                .filter(|&&(bytes, count)| count > 0 || b(bytes) > 0)
+                .filter(|&&(b, count)| count > 0 || bytes(b) > 0)
                 .count();
-            out.push_str(&format!(
-                "peak t_ns={} live_bytes={} sites={k}\n",
-                self.peak_t_ns,
-                b(peak_live)
-            ));
-            for (id, &(bytes, count)) in self.peak.iter().enumerate() {
-                if count > 0 || b(bytes) > 0 {
-                    out.push_str(&format!(
-                        "peaksite stack={id} bytes={} count={}\n",
-                        b(bytes),
-                        count.max(0)
-                    ));
+            kv(out, " sites=", k as u64);
+            out.push('\n');
+            for (id, &(b, count)) in self.peak.iter().enumerate() {
+                if count > 0 || bytes(b) > 0 {
+                    kv(out, "peaksite stack=", id as u64);
+                    kv(out, " bytes=", bytes(b));
+                    kv(out, " count=", count.max(0) as u64);
+                    out.push('\n');
                 }
             }
         }
@@ -291,33 +339,36 @@ impl Aggregate {
     }
 
     /// Applies one event (`now`: the drain's time, for the time of a new peak).
+    #[inline]
     pub fn apply(&mut self, e: &Event, now: u64) {
-        let before = self.peak_live;
-        self.apply_totals(e);
-        self.sites.apply(e, self.peak_live > before, now);
-    }
-
-    fn apply_totals(&mut self, e: &Event) {
+        let w = e.weight;
         match e.kind {
             ALLOC => {
-                self.live += e.weight;
-                self.total += e.weight;
-                *self.domain_live(e.domain) += e.weight;
+                self.live += w;
+                self.total += w;
+                *self.domain_live(e.domain) += w;
                 self.alloc_samples += 1;
-                if self.live > self.peak_live {
+                let new_peak = self.live > self.peak_live;
+                if new_peak {
                     self.peak_live = self.live;
                 }
+                self.sites.alloc(e.stack, w, new_peak, now);
             }
-            FREE_INHERITED => self.inherited -= e.weight,
+            FREE_INHERITED => {
+                self.inherited -= w;
+                self.sites.free_inherited(e.stack, w);
+            }
             FREE | FREE_TEMP => {
-                self.live -= e.weight;
-                *self.domain_live(e.domain) -= e.weight;
+                self.live -= w;
+                *self.domain_live(e.domain) -= w;
                 self.free_samples += 1;
+                self.sites.free(e.stack, w, e.kind == FREE_TEMP);
             }
             _ => {}
         }
     }
 
+    #[inline]
     fn domain_live(&mut self, domain: u8) -> &mut f64 {
         match domain {
             MMAP => &mut self.live_mmap,

@@ -17,7 +17,11 @@
 //! (`unreadable`), deeper than [`MAX_DEPTH`] frames is cut (`truncated`).
 //!
 //! What the walk gives (code address, its fingerprint, the instruction position, per frame) is
-//! hashed twice (128 bits) and looked up in a direct-mapped cache of stacks already resolved;
+//! first compared with this thread's previous walk: while the outer frames, depth and flags
+//! are unchanged, the ids already resolved in that context are kept per innermost frame and
+//! domain in the thread's own small cache ([`Walk`]), so an allocation in a loop takes no
+//! lock and hashes nothing. Otherwise it is hashed twice (128 bits) and looked up in a shared
+//! direct-mapped cache of stacks already resolved;
 //! on a miss each frame's code object is interned (address -> file-local id, the fingerprint
 //! `co_filename` pointer + `co_name` pointer + `co_firstlineno` guarding against an address
 //! reused by another code object), its strings decoded to UTF-8 into the tracer's own arena,
@@ -38,6 +42,7 @@ mod generated;
 #[allow(dead_code, missing_docs)]
 mod linetable;
 
+use crate::agg::{push_i64, push_u64};
 use generated::Layout;
 
 /// The deepest stack kept; deeper frames are left out (`truncated`).
@@ -283,7 +288,19 @@ pub struct RawFrame {
     pub pos: i64,
 }
 
-/// A walked stack.
+/// A walked stack, and this thread's cache of the stack ids of its last walks.
+///
+/// Each thread keeps its own `Walk` (the tracer's thread-local buffer), so its `frames` still
+/// hold the previous walk's frames when the next walk starts: the walk compares each frame
+/// with the one it replaces. While the outer frames (all but the innermost), the depth and the
+/// flags are equal to the previous walk's, the stack ids already resolved in that context are
+/// kept in `near`, keyed by the innermost frame and the domain; any change of the outer frames
+/// starts a new context (`gen`), which empties it. The values compared (code address,
+/// fingerprint, position, per frame) are exactly those the shared cache hashes and the code
+/// and line tables key on, so a hit gives the id the uncached path would give; what is saved
+/// is the hashing, the shared lock and its lookup. A frame reused at the same address after a
+/// return (another call at the same depth) runs another code or position, or its callers do,
+/// so some compared value differs.
 pub struct Walk {
     /// Innermost first.
     pub frames: [RawFrame; MAX_DEPTH],
@@ -291,21 +308,48 @@ pub struct Walk {
     pub n: usize,
     /// [`TRUNCATED`], [`UNREADABLE`].
     pub flags: u8,
+    /// An outer frame (index 1 and up) differs from the one it replaced.
+    outer_changed: bool,
+    /// The context of `near`'s entries (entries of another are empty); never 0.
+    gen: u32,
+    near: [Near; NEAR_SLOTS],
+}
+
+/// Entries of a thread's cache of stacks in the current outer context.
+const NEAR_SLOTS: usize = 32;
+
+/// A stack id resolved in a walk's context: its innermost frame and domain.
+#[derive(Clone, Copy)]
+struct Near {
+    frame: RawFrame,
+    domain: u8,
+    /// `Walk::gen` when made.
+    gen: u32,
+    id: u32,
 }
 
 impl Walk {
     /// An empty walk.
     pub const fn new() -> Walk {
+        const F: RawFrame = RawFrame {
+            code: 0,
+            file: 0,
+            name: 0,
+            first_line: 0,
+            pos: 0,
+        };
         Walk {
-            frames: [RawFrame {
-                code: 0,
-                file: 0,
-                name: 0,
-                first_line: 0,
-                pos: 0,
-            }; MAX_DEPTH],
+            frames: [F; MAX_DEPTH],
             n: 0,
             flags: 0,
+            outer_changed: false,
+            gen: 1,
+            near: [Near {
+                frame: F,
+                domain: 0,
+                gen: 0,
+                id: 0,
+            }; NEAR_SLOTS],
         }
     }
 
@@ -315,9 +359,21 @@ impl Walk {
             self.flags |= TRUNCATED;
             return false;
         }
-        self.frames[self.n] = f;
+        let slot = &mut self.frames[self.n];
+        if *slot != f {
+            self.outer_changed |= self.n > 0;
+            *slot = f;
+        }
         self.n += 1;
         true
+    }
+
+    /// The slot of `near` for the innermost frame `f` and `domain`.
+    #[inline]
+    fn near_slot(f: &RawFrame, domain: u8) -> usize {
+        let h = (f.code as u64 ^ (f.pos as u64).rotate_left(24) ^ u64::from(domain) << 56)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (h >> (64 - NEAR_SLOTS.trailing_zeros())) as usize
     }
 }
 
@@ -364,7 +420,7 @@ impl Python {
             w.flags |= UNREADABLE;
             return;
         }
-        let o = self.off;
+        let o = &self.off;
         // SAFETY: tstate is this thread's live PyThreadState.
         let mut f = unsafe { rd(tstate + o.top) };
         if o.kind == 1 {
@@ -730,14 +786,50 @@ impl Stacks {
 
     /// The stack id of a sample of `domain` in this thread (`py`: the interpreter, if any).
     pub fn sample(&self, py: Option<&Python>, domain: u8, w: &mut Walk) -> u32 {
+        let (n, flags) = (w.n, w.flags);
         w.n = 0;
         w.flags = 0;
+        w.outer_changed = false;
         if let Some(py) = py {
             py.walk(w);
         }
         if w.flags & UNREADABLE != 0 {
             self.unreadable.fetch_add(1, Ordering::Relaxed);
         }
+        // This thread's stacks in the same outer context (Walk's doc).
+        if w.outer_changed || w.n != n || w.flags != flags {
+            if w.gen == u32::MAX {
+                // Every context number used: empty the entries, so none is taken as current.
+                w.near.iter_mut().for_each(|e| e.gen = 0);
+                w.gen = 0;
+            }
+            w.gen += 1;
+        }
+        let inner = if w.n > 0 {
+            w.frames[0]
+        } else {
+            RawFrame::default()
+        };
+        let slot = Walk::near_slot(&inner, domain);
+        let e = w.near[slot];
+        if e.gen == w.gen && e.domain == domain && e.frame == inner {
+            return e.id;
+        }
+        let id = self.sample_shared(py, domain, w);
+        // A lost stack is not kept: the next sample tries the tables again.
+        if self.stack(id).is_some_and(|r| r.flags & LOST == 0) {
+            w.near[slot] = Near {
+                frame: inner,
+                domain,
+                gen: w.gen,
+                id,
+            };
+        }
+        id
+    }
+
+    /// The stack id of walk `w` from the shared tables (their cache, else interned).
+    fn sample_shared(&self, py: Option<&Python>, domain: u8, w: &Walk) -> u32 {
         // Two independent 64-bit lanes (they run in parallel): h1 over the code addresses and
         // positions, h2 over the code objects' fingerprints and the positions again. A cached
         // stack is taken for this one only when both match: the same frames, or a collision of
@@ -979,7 +1071,11 @@ impl Stacks {
             };
             (c, s(c.file_off, c.file_len), s(c.name_off, c.name_len))
         };
-        out.push_str(&format!("code id={id} first_line={} file=", c.first_line));
+        out.push_str("code id=");
+        push_u64(out, u64::from(id));
+        out.push_str(" first_line=");
+        push_i64(out, i64::from(c.first_line));
+        out.push_str(" file=");
         escape(file, out);
         out.push_str(" name=");
         escape(name, out);
@@ -1002,15 +1098,19 @@ impl Stacks {
         let frames = unsafe {
             std::slice::from_raw_parts((*self.t.get()).frames.add(r.off as usize), usize::from(r.n))
         };
-        out.push_str(&format!(
-            "stack id={id} domain={} frames=",
-            domain_name(r.domain)
-        ));
+        out.push_str("stack id=");
+        push_u64(out, u64::from(id));
+        out.push_str(" domain=");
+        out.push_str(domain_name(r.domain));
+        out.push_str(" frames=");
+        out.reserve(frames.len() * 12);
         for (i, f) in frames.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            out.push_str(&format!("{}:{}", f[0], f[1]));
+            push_u64(out, u64::from(f[0]));
+            out.push(':');
+            push_u64(out, u64::from(f[1]));
         }
         for (flag, text) in [
             (TRUNCATED, " truncated=1"),
@@ -1031,7 +1131,10 @@ pub fn escape(b: &[u8], out: &mut String) {
         if (0x21..=0x7e).contains(&c) && c != b'%' && c != b'=' {
             out.push(char::from(c));
         } else {
-            out.push_str(&format!("%{c:02X}"));
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(char::from(HEX[usize::from(c >> 4)]));
+            out.push(char::from(HEX[usize::from(c & 15)]));
         }
     }
 }

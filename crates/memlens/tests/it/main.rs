@@ -20,6 +20,7 @@ mod package_import;
 mod package_memory;
 mod preload;
 mod preload_pymem;
+mod preload_stack_cache;
 mod preload_stacks;
 mod pymem_served_raw;
 mod python_view;
