@@ -484,8 +484,9 @@ pub fn recording() -> Seeds {
     out
 }
 
-/// Trace files of both versions (docs/trace-format.md): every record kind, percent-encoded
-/// names, a torn last line.
+/// Trace files of every version (docs/trace-format.md): every record kind, percent-encoded
+/// names, a torn last line; version 3: a forked child's inherited figures and a peak block
+/// with its `sites=K`, cut short by the next record.
 fn trace() -> Seeds {
     let v1 = "memlens-trace 1 pid=7 ppid=1 mode=sampled sample_bytes=524288 clock=monotonic start_ns=5\n\
 snap t_ns=10 live_bytes=1048576 live_mmap_bytes=0 peak_live_bytes=2097152 total_bytes=3145728 alloc_samples=3 free_samples=1 live_samples=2 dropped_allocs=0 dropped_frees=0 table_full=0 lost_at_fork=0\n\
@@ -503,8 +504,52 @@ peaksite stack=1 bytes=200 count=2\n\
 end t_ns=4000 live_bytes=100 live_mmap_bytes=0 peak_live_bytes=300 total_bytes=400\n\
 site stack=2 live_bytes=100 live_count=1 alloc_bytes=100 alloc_count=1 freed_bytes=0 freed_count=0 temp_bytes=0 temp_count=0\n\
 snap t_ns=5000 live_by";
+    let v3 = "memlens-trace 3 pid=43 ppid=42 mode=sampled sample_bytes=65536 clock=monotonic start_ns=3000 python=3.12 temp_ns=1000000 forked_from=42 inherited_live_bytes=300\n\
+code id=1 first_line=3 file=%2Ftmp%2Fa.py name=main\n\
+stack id=1 domain=malloc frames=1:5\n\
+stack id=2 domain=pymalloc frames=1:6\n\
+snap t_ns=4000 live_bytes=65536 live_mmap_bytes=0 live_pymalloc_bytes=65536 live_malloc_bytes=0 peak_live_bytes=65536 total_bytes=65536 untouched_bytes=0 alloc_samples=1 free_samples=0 live_samples=1 dropped_allocs=0 dropped_frees=0 table_full=0 lost_at_fork=0 unreadable_stacks=0 stacks_lost=0 tracer_bytes=4096 inherited_live_bytes=200\n\
+site stack=1 live_bytes=0 live_count=0 alloc_bytes=0 alloc_count=0 freed_bytes=0 freed_count=0 temp_bytes=0 temp_count=0 inherited_bytes=300 inherited_count=3\n\
+site stack=2 live_bytes=65536 live_count=1 alloc_bytes=65536 alloc_count=1 freed_bytes=0 freed_count=0 temp_bytes=0 temp_count=0\n\
+peak t_ns=4000 live_bytes=65536 sites=1\n\
+peaksite stack=2 bytes=65536 count=1\n\
+peak t_ns=4500 live_bytes=131072 sites=2\n\
+peaksite stack=2 bytes=65536 count=1\n\
+snap t_ns=5000 live_bytes=0 live_mmap_bytes=0 live_pymalloc_bytes=0 live_malloc_bytes=0 peak_live_bytes=131072 total_bytes=131072 untouched_bytes=0 alloc_samples=2 free_samples=2 live_samples=0 dropped_allocs=0 dropped_frees=0 table_full=0 lost_at_fork=0 unreadable_stacks=0 stacks_lost=0 tracer_bytes=4096 inherited_live_bytes=100\n";
     vec![
         ("v1".into(), [&[7u8][..], v1.as_bytes()].concat()),
         ("v2".into(), [&[13u8][..], v2.as_bytes()].concat()),
+        ("v3".into(), [&[29u8][..], v3.as_bytes()].concat()),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use memlens_recording::trace::{parse, Limits};
+
+    #[test]
+    fn trace_seeds_parse_as_written() {
+        let seeds = super::trace();
+        let text = |name: &str| {
+            let (_, bytes) = seeds.iter().find(|(n, _)| n == name).unwrap();
+            bytes[1..].to_vec()
+        };
+        // Version 3: the second peak block is cut by the next snap (one line of two), so it
+        // is counted and the first stands; the child's inherited figures are read.
+        let t = parse(&text("v3"), Limits::default()).unwrap();
+        assert_eq!(t.header.inherited_live_bytes, 300);
+        let p = t.peak.unwrap();
+        assert_eq!(
+            (p.t_ns, p.live_bytes, p.sites),
+            (4000, 65536, vec![(2, 65536, 1)])
+        );
+        assert_eq!(t.skipped.peak_cut, 1);
+        assert_eq!(t.snaps.len(), 2);
+        assert_eq!(t.snaps[1].inherited_live_bytes, 100);
+        assert_eq!(t.sites[0].figures.inherited_bytes, 300);
+        assert_eq!(t.skipped.total(), 1);
+        // Version 2: its torn last line is counted.
+        let t = parse(&text("v2"), Limits::default()).unwrap();
+        assert_eq!(t.skipped.torn, 1);
+    }
 }
