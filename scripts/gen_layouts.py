@@ -856,15 +856,19 @@ def numpy_tables(cross):
             vals = run_numpy(cc, b)
             prev = tables[arch].get(b["major"])
             if prev is not None and prev != vals:
-                raise SystemExit("%s: %s disagrees with %s" % (arch, b["label"], sources[b["major"]]))
+                raise SystemExit("%s: %s disagrees with %s" % (arch, b["label"], sources[b["major"]][0]))
             tables[arch][b["major"]] = vals
         basic = int(subprocess.run([b["python"], "-c", "import numpy; print(numpy.ndarray.__basicsize__)"],
                                    capture_output=True, text=True, check=True).stdout)
         if basic != tables["x86_64"][b["major"]]["ndarray_fields_size"]:
             raise SystemExit("%s: ndarray.__basicsize__ is %d, the headers say %d" % (
                 b["label"], basic, tables["x86_64"][b["major"]]["ndarray_fields_size"]))
-        sources.setdefault(b["major"], b["label"])
-    return tables, sources
+        labels = sources.setdefault(b["major"], [])
+        if b["label"] not in labels:
+            labels.append(b["label"])
+    # every numpy whose headers gave the table (they agree, checked above), oldest first
+    key = lambda label: [int(x) for x in label.split()[1].split(".") if x.isdigit()]
+    return tables, {m: ", ".join(sorted(ls, key=key)) for m, ls in sources.items()}
 
 
 def main():
