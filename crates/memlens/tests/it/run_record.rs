@@ -598,7 +598,7 @@ fn the_recording_is_plain_sqlite() {
     let dir = TempDir::new("sqlite");
     let db = dir.join("p.db");
     record_short_program(&dir.0, &db);
-    // Python's sqlite3 reads it: a single file (no -wal left), schema version 3, samples.
+    // Python's sqlite3 reads it: a single file (no -wal left), schema version 5 (docs/recording.md), samples.
     assert!(!dir.join("p.db-wal").exists());
     let check = Command::new(python())
         .arg("-c")
@@ -608,7 +608,7 @@ fn the_recording_is_plain_sqlite() {
         .unwrap();
     let text = String::from_utf8_lossy(&check.stdout);
     let mut f = text.split_whitespace();
-    assert_eq!(f.next(), Some("4"), "{text} {}", stderr(&check));
+    assert_eq!(f.next(), Some("5"), "{text} {}", stderr(&check));
     assert!(f.next().unwrap().parse::<u64>().unwrap() > 5);
     // And the sqlite3 shell.
     let shell = Command::new("sqlite3")
