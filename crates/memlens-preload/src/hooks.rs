@@ -288,19 +288,7 @@ fn on_alloc(ptr: *mut c_void, size: usize, domain: u8) {
     let w = if mean <= 1 {
         size as f64
     } else {
-        let sampled = TLS.with(|t| {
-            let mut c = Countdown {
-                left: t.left.get(),
-                rng: t.rng.get(),
-            };
-            if c.rng == 0 {
-                c.rng = new_seed(t as *const Tls as u64);
-            }
-            let s = c.take(size as u64, mean);
-            t.left.set(c.left);
-            t.rng.set(c.rng);
-            s
-        });
+        let sampled = thread_takes(size as u64, mean);
         if !sampled {
             return;
         }
@@ -419,6 +407,25 @@ pub(crate) fn with_py_mark<R>(call: impl FnOnce() -> R) -> R {
 /// 3.8+); larger ones it passes to malloc.
 pub(crate) const PYMALLOC_MAX: usize = 512;
 
+/// Whether this thread's byte countdown (its own generator, seeded on first use) samples an
+/// allocation of `size` bytes at mean `mean`.
+#[inline(always)]
+fn thread_takes(size: u64, mean: u64) -> bool {
+    TLS.with(|t| {
+        let mut c = Countdown {
+            left: t.left.get(),
+            rng: t.rng.get(),
+        };
+        if c.rng == 0 {
+            c.rng = new_seed(t as *const Tls as u64);
+        }
+        let s = c.take(size, mean);
+        t.left.set(c.left);
+        t.rng.set(c.rng);
+        s
+    })
+}
+
 /// The sample decision for `size` bytes on the wrapper's thread-local path, taken before the
 /// allocation: its weight when sampled, `None` when not (or not tracing, or inside a hook on
 /// this thread). Counts down this thread's countdown, as the malloc hooks do.
@@ -428,19 +435,7 @@ pub(crate) fn py_decide(size: usize) -> Option<f64> {
     if mean <= 1 {
         return Some(size as f64);
     }
-    let sampled = TLS.with(|t| {
-        let mut c = Countdown {
-            left: t.left.get(),
-            rng: t.rng.get(),
-        };
-        if c.rng == 0 {
-            c.rng = new_seed(t as *const Tls as u64);
-        }
-        let s = c.take(size as u64, mean);
-        t.left.set(c.left);
-        t.rng.set(c.rng);
-        s
-    });
+    let sampled = thread_takes(size as u64, mean);
     sampled.then(|| weight(size as u64, mean))
 }
 
