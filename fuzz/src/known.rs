@@ -182,6 +182,13 @@ pub fn reproducers() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     // objects op 3 (dict), a split table whose dk_usable is near 2^63: the value slots'
     // size saturated and the keys' size overflowed on top of it (found by `--strict`)
     out.push(("overflow-dict-usable", "objects", base64(DICT_USABLE)));
+    // A corrupt interpreter whose reads failed for nearly 2^64 bytes in all: the cache's
+    // failed-bytes count overflowed (memlens-remote, fixed: saturating).
+    out.push((
+        "failed-bytes-overflow",
+        "interpreter",
+        include_bytes!("../regressions/interpreter-failed-bytes-overflow.bin").to_vec(),
+    ));
     out
 }
 

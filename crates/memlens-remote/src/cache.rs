@@ -287,8 +287,10 @@ impl<M: ProcessMemory> CachedMemory<M> {
     }
 
     fn record_failure(st: &mut State, addr: u64, len: u64) {
-        st.stats.failed_reads += 1;
-        st.stats.failed_bytes += len;
+        // Saturating: a target's own fields give the lengths, and a corrupt one asked for
+        // reads near 2^64 bytes in all (fuzz: interpreter).
+        st.stats.failed_reads = st.stats.failed_reads.saturating_add(1);
+        st.stats.failed_bytes = st.stats.failed_bytes.saturating_add(len);
         if st.failed.len() < MAX_FAILED_KEPT {
             st.failed.push((addr, len));
         } else {
