@@ -64,6 +64,23 @@ pub struct ByLine {
     pub count: u64,
 }
 
+/// Whether [`AtPeak::by_line`] and [`AtPeak::stacks`] break all of [`AtPeak::bytes`] down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Breakdown {
+    /// They hold all of the peak's bytes (or the peak is 0).
+    #[default]
+    Complete,
+    /// The block of stacks at this peak of a process (all of them for one process) was not
+    /// completely imported: memlens stopped while the tracer wrote it, or the tracer was
+    /// killed while writing it. The bytes are known (from the process's snapshots), their
+    /// lines and stacks are not: `by_line` and `stacks` hold only other processes' bytes
+    /// (nothing for one process), never a part of a block.
+    Cut,
+    /// The trace format (version 1) has no stacks at the peak.
+    None,
+}
+
 /// What was live when the traced total was highest. Each allocation is counted once, in the
 /// process that made it: a forked child's blocks inherited at fork are not in `bytes`,
 /// `by_line` or `stacks` (its parent counts them while it holds them), but in
@@ -89,6 +106,24 @@ pub struct AtPeak {
     /// `inherited_bytes` by the innermost line that allocated them (in the ancestor).
     #[serde(default)]
     pub inherited_by_line: Vec<ByLine>,
+    /// Whether `by_line` and `stacks` hold all of `bytes` (`complete` in JSON written before
+    /// this field, which did not say).
+    #[serde(default)]
+    pub breakdown: Breakdown,
+    /// The highest traced live bytes the recorded snapshots saw: each process's highest
+    /// `peak_live_bytes` (its tracer's high-water mark), a tree's as for `bytes`. Equal to
+    /// `bytes` unless a newer peak's block of stacks was cut (not completely imported): then
+    /// `bytes` and its breakdown are an older, lower peak, exact at its time, and this is the
+    /// higher figure, with no breakdown. With a trace file that has no end line (killed, or
+    /// memlens stopped before importing it) it is a lower bound of the run's traced peak.
+    /// 0 in JSON written before this field.
+    #[serde(default)]
+    pub highest_seen_bytes: u64,
+    /// When `highest_seen_bytes` was seen (s since the recording started): its peak block's
+    /// time when it is that block's, else the first snapshot that showed it (the high itself
+    /// was at or before it).
+    #[serde(default)]
+    pub highest_seen_t: f64,
 }
 
 /// A set of allocations by line (leaked: alive at exit; temporary: freed soon after).

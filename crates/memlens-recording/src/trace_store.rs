@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use memlens_model::allocations::Allocations;
 use memlens_model::allocations::{
-    AtPeak, ByLine, Domain, Frame, LineTotals, Lines, Lost, Reconciliation, Stack,
+    AtPeak, Breakdown, ByLine, Domain, Frame, LineTotals, Lines, Lost, Reconciliation, Stack,
 };
 
 use crate::error::{Error, Result};
@@ -137,6 +137,8 @@ pub struct TraceRow {
     pub peak: Option<(f64, u64)>,
     /// Lines or items the parser skipped.
     pub skipped: u64,
+    /// The trace format version of its file.
+    pub version: u32,
 }
 
 /// One `snap`/`end` row.
@@ -248,7 +250,7 @@ impl Recording {
         }
         self.rows(
             "SELECT id, pid, ppid, mode, sample_bytes, python, ended, peak_t, peak_bytes, skipped, \
-             start_t FROM traces ORDER BY id",
+             start_t, version FROM traces ORDER BY id",
             |r| {
                 let peak = match (r.get::<_, Option<f64>>(7)?, r.get::<_, Option<i64>>(8)?) {
                     (Some(t), Some(b)) => Some((t, u(b))),
@@ -265,6 +267,7 @@ impl Recording {
                     peak,
                     skipped: u(r.get(9)?),
                     start_t: r.get(10)?,
+                    version: r.get(11)?,
                 })
             },
         )
@@ -549,8 +552,9 @@ impl Recording {
             return Vec::new();
         };
         let (mut py, mut native, mut untouched, mut tracer) = (0u64, 0u64, 0u64, 0u64);
-        if peak.stacks.is_empty() {
-            // No sites (version 1): the domains of each process's snapshot nearest the peak.
+        if peak.stacks.is_empty() || peak.breakdown != Breakdown::Complete {
+            // No sites (version 1), or a process's block not imported (its bytes are in no
+            // stack): the domains of each process's snapshot nearest the peak.
             for tr in traces {
                 let Some(s) = tr
                     .snaps
@@ -635,10 +639,12 @@ fn by_line(stacks: &[Stack]) -> Vec<ByLine> {
 }
 
 /// What was live at the traced peak. One process: its last peak block (exact in `all` mode),
-/// or with none (version 1) its highest `peak_live_bytes` at the first snapshot that shows it,
-/// with no stacks. A tree: the highest sum of the processes' live bytes, tried at every
-/// snapshot time and at each process's own peak (the others at their last snapshot then);
-/// each process's stacks at that time (its peak block for the process whose peak it is).
+/// or with none (version 1, or a block not completely imported) its highest `peak_live_bytes`
+/// at the first snapshot that shows it, with no stacks. A tree: the highest sum of the
+/// processes' live bytes, tried at every snapshot time and at each process's own peak (the
+/// others at their last snapshot then); each process's stacks at that time (its peak block for
+/// the process whose peak it is). Also the highest the snapshots saw ([`seen_peak`] as each
+/// process's own peak), which is higher only when a newer peak block was cut.
 fn at_peak(traces: &[Loaded]) -> AtPeak {
     let mut p = AtPeak {
         t: 0.0,
@@ -647,51 +653,27 @@ fn at_peak(traces: &[Loaded]) -> AtPeak {
         stacks: Vec::new(),
         inherited_bytes: 0,
         inherited_by_line: Vec::new(),
+        breakdown: Breakdown::Complete,
+        highest_seen_bytes: 0,
+        highest_seen_t: 0.0,
     };
     if let [tr] = traces {
         if let Some((t, bytes)) = own_peak(tr) {
             (p.t, p.bytes) = (t, bytes);
             p.stacks = peak_stacks(tr);
+            p.breakdown = breakdown_of(tr, bytes);
         }
+        (p.highest_seen_t, p.highest_seen_bytes) = seen_peak(tr).unwrap_or((p.t, p.bytes));
     } else {
-        // Candidates: every snapshot time (each process at its state then), and each
-        // process's own peak (its peak block, or its highest `peak_live_bytes` at the first
-        // snapshot showing it) with the others at their state then.
-        let mut times: Vec<f64> = traces
-            .iter()
-            .flat_map(|tr| tr.snaps.iter().map(|s| s.t))
-            .collect();
-        times.sort_by(f64::total_cmp);
-        times.dedup();
-        let others = |t: f64, skip: Option<usize>| -> u64 {
-            traces
-                .iter()
-                .enumerate()
-                .filter(|(k, _)| Some(*k) != skip)
-                .filter_map(|(_, tr)| tr.live_at(t))
-                .map(|s| s.live)
-                .fold(0u64, u64::saturating_add)
-        };
-        let mut best: (u64, f64, Option<usize>) = (0, 0.0, None);
-        for t in times {
-            let sum = others(t, None);
-            if sum > best.0 {
-                best = (sum, t, None);
-            }
-        }
-        for (k, tr) in traces.iter().enumerate() {
-            let Some((t, own)) = own_peak(tr) else {
-                continue;
-            };
-            let sum = own + others(t, Some(k));
-            if sum > best.0 {
-                best = (sum, t, Some(k));
-            }
-        }
+        let best = tree_peak(traces, own_peak);
         (p.bytes, p.t) = (best.0, best.1);
+        let seen = tree_peak(traces, seen_peak);
+        (p.highest_seen_bytes, p.highest_seen_t) = (seen.0, seen.1);
         for (k, tr) in traces.iter().enumerate() {
             if Some(k) == best.2 {
                 p.stacks.extend(peak_stacks(tr));
+                let own = own_peak(tr).map_or(0, |o| o.1);
+                p.breakdown = breakdown_of(tr, own);
                 continue;
             }
             if tr.live_at(p.t).is_none() {
@@ -712,10 +694,68 @@ fn at_peak(traces: &[Loaded]) -> AtPeak {
             }
         }
     }
+    // Never below the figure shown (a process with no snapshot but a block).
+    if p.highest_seen_bytes <= p.bytes {
+        (p.highest_seen_bytes, p.highest_seen_t) = (p.bytes, p.t);
+    }
     p.stacks.sort_by_key(|b| std::cmp::Reverse(b.bytes));
     p.by_line = by_line(&p.stacks);
     (p.inherited_bytes, p.inherited_by_line) = inherited_at(traces, p.t);
     p
+}
+
+/// A tree's highest sum of live bytes `(bytes, t, the process whose own peak it is)`: tried at
+/// every snapshot time (each process at its state then), and at each process's `own` peak with
+/// the others at their state then.
+fn tree_peak(
+    traces: &[Loaded],
+    own: fn(&Loaded) -> Option<(f64, u64)>,
+) -> (u64, f64, Option<usize>) {
+    let mut times: Vec<f64> = traces
+        .iter()
+        .flat_map(|tr| tr.snaps.iter().map(|s| s.t))
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times.dedup();
+    let others = |t: f64, skip: Option<usize>| -> u64 {
+        traces
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| Some(*k) != skip)
+            .filter_map(|(_, tr)| tr.live_at(t))
+            .map(|s| s.live)
+            .fold(0u64, u64::saturating_add)
+    };
+    let mut best: (u64, f64, Option<usize>) = (0, 0.0, None);
+    for t in times {
+        let sum = others(t, None);
+        if sum > best.0 {
+            best = (sum, t, None);
+        }
+    }
+    for (k, tr) in traces.iter().enumerate() {
+        let Some((t, own)) = own(tr) else {
+            continue;
+        };
+        let sum = own.saturating_add(others(t, Some(k)));
+        if sum > best.0 {
+            best = (sum, t, Some(k));
+        }
+    }
+    best
+}
+
+/// Whether a process's peak block breaks its own peak of `bytes` down: it does when the block
+/// was imported (or there is nothing to break down); a version 1 trace has no blocks; else the
+/// block was cut (memlens stopped while the tracer wrote it, or the tracer was killed then).
+fn breakdown_of(tr: &Loaded, bytes: u64) -> Breakdown {
+    if tr.row.peak.is_some() || bytes == 0 {
+        Breakdown::Complete
+    } else if tr.row.version < 2 {
+        Breakdown::None
+    } else {
+        Breakdown::Cut
+    }
 }
 
 /// Forked children's inherited blocks still live at `t` (each at its last snapshot at or
@@ -833,15 +873,32 @@ impl TraceDir {
     }
 }
 
-/// A process's own peak: its last peak block, or (version 1) its highest `peak_live_bytes`
-/// (or live) at the first snapshot that shows it.
+/// A process's own peak: its last peak block, or (version 1, or no block imported) its highest
+/// `peak_live_bytes` (or live) at the first snapshot that shows it.
 fn own_peak(tr: &Loaded) -> Option<(f64, u64)> {
     if let Some(p) = tr.row.peak {
         return Some(p);
     }
+    snaps_peak(tr)
+}
+
+/// A process's highest `peak_live_bytes` (or live) at the first snapshot that shows it.
+fn snaps_peak(tr: &Loaded) -> Option<(f64, u64)> {
     let top = tr.snaps.iter().map(|s| s.peak_live.max(s.live)).max()?;
     let t = tr.snaps.iter().find(|s| s.peak_live.max(s.live) == top)?.t;
     Some((t, top))
+}
+
+/// The highest a process's own live bytes were seen: its peak block when no snapshot saw
+/// higher (the tracer writes a block with the snapshot that shows its peak, so this is the
+/// block whenever the newest block was imported), else the snapshots' highest
+/// `peak_live_bytes` (a newer block was cut).
+fn seen_peak(tr: &Loaded) -> Option<(f64, u64)> {
+    match (tr.row.peak, snaps_peak(tr)) {
+        (Some(b), Some(s)) if s.1 > b.1 => Some(s),
+        (Some(b), _) => Some(b),
+        (None, s) => s,
+    }
 }
 
 /// The stacks of a process's peak block.
@@ -909,6 +966,115 @@ peaksite stack=1 bytes=5000 count=1\n";
         let r = Recording::open(&p).unwrap();
         let _ = std::fs::remove_file(&p);
         r
+    }
+
+    /// A version 3 process whose first peak block (1300 bytes at 1.0 s) is whole and whose
+    /// newer one (2000 bytes, seen by the snapshot at 2.0 s) is cut: `sites=2`, one
+    /// `peaksite` line, then the file ends (the tracer was killed while writing it).
+    const CUT: &str = "memlens-trace 3 pid=20 ppid=1 mode=all sample_bytes=1 clock=monotonic start_ns=1000000000 python=3.12 temp_ns=1000000\n\
+code id=1 first_line=1 file=%2Fw%2Fcut.py name=grow\n\
+stack id=1 domain=malloc frames=1:4\n\
+stack id=2 domain=malloc frames=1:5\n\
+snap t_ns=2000000000 live_bytes=1300 live_mmap_bytes=0 live_pymalloc_bytes=0 live_malloc_bytes=1300 peak_live_bytes=1300 total_bytes=1300 untouched_bytes=0 inherited_live_bytes=0\n\
+site stack=1 live_bytes=1300 live_count=1 alloc_bytes=1300 alloc_count=1\n\
+peak t_ns=2000000000 live_bytes=1300 sites=1\n\
+peaksite stack=1 bytes=1300 count=1\n\
+snap t_ns=3000000000 live_bytes=2000 live_mmap_bytes=0 live_pymalloc_bytes=0 live_malloc_bytes=2000 peak_live_bytes=2000 total_bytes=2000 untouched_bytes=0 inherited_live_bytes=0\n\
+site stack=2 live_bytes=700 live_count=1 alloc_bytes=700 alloc_count=1\n\
+peak t_ns=3000000000 live_bytes=2000 sites=2\n\
+peaksite stack=1 bytes=1300 count=1\n";
+
+    /// `CUT` up to its first `peak` line: a block that was never complete (no earlier one).
+    fn cut_first() -> String {
+        let first = CUT.find("peaksite stack=1").unwrap();
+        let mut s = CUT[..first].to_string();
+        s.push_str("peaksite stack=1 bytes=1000 count=1\n");
+        // Made a block of 2 lines, cut after 1: `sites=1` → `sites=2`.
+        s.replacen("live_bytes=1300 sites=1", "live_bytes=1300 sites=2", 1)
+    }
+
+    /// A cut newest block: the peak shown is the older whole one (its stacks sum to its
+    /// bytes, its breakdown complete), and the higher figure the snapshots saw is kept apart.
+    #[test]
+    fn a_cut_newest_block_leaves_the_older_peak_and_says_the_higher_one() {
+        let t = parse(CUT.as_bytes(), Limits::default()).unwrap();
+        assert_eq!(t.skipped.peak_cut, 1, "{:?}", t.skipped);
+        let a = recording("cut-newest", &[CUT])
+            .allocations()
+            .unwrap()
+            .unwrap();
+        let p = &a.at_peak;
+        assert_eq!((p.t, p.bytes), (1.0, 1300));
+        assert_eq!(p.breakdown, Breakdown::Complete);
+        assert_eq!(p.stacks.iter().map(|s| s.bytes).sum::<u64>(), 1300);
+        assert_eq!((p.highest_seen_t, p.highest_seen_bytes), (2.0, 2000));
+        let j = serde_json::to_value(p).unwrap();
+        assert_eq!(j["breakdown"], "complete");
+        assert_eq!(j["highest_seen_bytes"], 2000);
+    }
+
+    /// No whole block at all: the bytes from the snapshots, no stacks, and `cut` says why.
+    #[test]
+    fn no_whole_block_is_a_cut_breakdown() {
+        let text = cut_first();
+        let t = parse(text.as_bytes(), Limits::default()).unwrap();
+        assert_eq!((t.skipped.peak_cut, t.peak.is_none()), (1, true));
+        let a = recording("cut-first", &[&text])
+            .allocations()
+            .unwrap()
+            .unwrap();
+        let p = &a.at_peak;
+        assert_eq!((p.t, p.bytes), (1.0, 1300));
+        assert!(p.stacks.is_empty() && p.by_line.is_empty(), "{p:?}");
+        assert_eq!(p.breakdown, Breakdown::Cut);
+        assert_eq!((p.highest_seen_t, p.highest_seen_bytes), (1.0, 1300));
+        let j = serde_json::to_value(p).unwrap();
+        assert_eq!(j["breakdown"], "cut");
+    }
+
+    /// A tree whose child's block was cut, the child's peak (5000) above what its snapshot
+    /// saw live (4000): the tree's peak is the child's own with the root then, the root's
+    /// stacks are shown, the child's bytes are in the peak without them, and the breakdown
+    /// says `cut`.
+    #[test]
+    fn a_tree_with_a_cut_block_is_a_cut_breakdown() {
+        let child = "memlens-trace 2 pid=11 ppid=10 mode=all sample_bytes=1 clock=monotonic start_ns=2500000000 python=3.12 forked_from=10 inherited_live_bytes=0\n\
+code id=1 first_line=1 file=%2Fw%2Fworker.py name=work\n\
+stack id=1 domain=mmap frames=1:3\n\
+snap t_ns=2600000000 live_bytes=4000 live_mmap_bytes=4000 peak_live_bytes=5000\n\
+site stack=1 live_bytes=4000 live_count=1 alloc_bytes=5000 alloc_count=2 freed_bytes=1000 freed_count=1\n\
+peak t_ns=2600000000 live_bytes=5000 sites=2\n\
+peaksite stack=1 bytes=4000 count=1\n";
+        let a = recording("cut-tree", &[ROOT, child])
+            .allocations()
+            .unwrap()
+            .unwrap();
+        let p = &a.at_peak;
+        assert_eq!(p.bytes, 6300);
+        assert_eq!(p.breakdown, Breakdown::Cut);
+        assert_eq!(p.stacks.iter().map(|s| s.bytes).sum::<u64>(), 1300);
+        assert!(p.stacks.iter().all(|s| s.pid == 10), "{:?}", p.stacks);
+        assert_eq!(p.highest_seen_bytes, 6300);
+    }
+
+    /// Whole blocks: the highest seen is the peak shown; version 1 has no breakdown, said so.
+    #[test]
+    fn whole_blocks_and_version_1() {
+        for set in [&[ROOT][..], &[ROOT, CHILD][..]] {
+            let a = recording("whole", set).allocations().unwrap().unwrap();
+            let p = &a.at_peak;
+            assert_eq!(p.breakdown, Breakdown::Complete);
+            assert_eq!((p.highest_seen_t, p.highest_seen_bytes), (p.t, p.bytes));
+        }
+        let v1 = "memlens-trace 1 pid=7 ppid=1 mode=sampled sample_bytes=524288 clock=monotonic start_ns=1000000000\n\
+snap t_ns=2000000000 live_bytes=1048576 live_mmap_bytes=0 peak_live_bytes=2097152 total_bytes=3145728\n";
+        let a = recording("v1", &[v1]).allocations().unwrap().unwrap();
+        assert_eq!(a.at_peak.bytes, 2_097_152);
+        assert_eq!(a.at_peak.breakdown, Breakdown::None);
+        assert_eq!(
+            serde_json::to_value(&a.at_peak).unwrap()["breakdown"],
+            "none"
+        );
     }
 
     #[test]
@@ -1086,6 +1252,7 @@ peaksite stack=1 bytes=5000 count=1\n";
             let a = r.allocations().unwrap().unwrap();
             assert_eq!(a.at_peak.bytes, 1300);
             assert!(a.at_peak.stacks.is_empty(), "{:?}", a.at_peak.stacks);
+            assert_eq!(a.at_peak.breakdown, Breakdown::Cut);
             assert_eq!(a.lost.unfinished_traces, 1);
         }
         append("trace", &root[cut..]);

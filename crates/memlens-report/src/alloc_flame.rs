@@ -103,6 +103,14 @@ pub fn titles(a: &Allocations, style: SizeStyle) -> (String, String) {
     if drawn < a.at_peak.bytes {
         sub.push_str(&format!(" ({} in the stacks drawn)", style.size(drawn)));
     }
+    if a.at_peak.highest_seen_bytes > a.at_peak.bytes {
+        sub.push_str(&format!(
+            " · not the run's highest: traced live reached {}{} by {:.2} s, whose stacks were not imported",
+            if a.lost.unfinished_traces > 0 { "at least " } else { "" },
+            style.size(a.at_peak.highest_seen_bytes),
+            a.at_peak.highest_seen_t
+        ));
+    }
     if is_sampled(a) {
         sub.push_str(&format!(
             " · sampled: estimates, one sample per {} allocated",

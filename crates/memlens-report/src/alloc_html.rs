@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use memlens_model::allocations::{Allocations, ByLine};
 use memlens_model::units::SizeStyle;
 
-use crate::alloc_text::{is_sampled, lost_words, mode_words};
+use crate::alloc_text::{breakdown_words, higher_seen_words, is_sampled, lost_words, mode_words};
 use crate::html::escape;
 
 /// The section's style (added to the page's `<style>` when the section is drawn).
@@ -269,6 +269,13 @@ pub fn section(h: &mut String, a: Option<&Allocations>, style: SizeStyle) {
         if a.leaked.by_line.len() == 1 { "" } else { "s" },
         style.size(a.temporary.bytes),
     );
+    if let Some(w) = higher_seen_words(a, style) {
+        let _ = write!(h, "<p class=\"warning\">warning: {}.</p>", escape(&w));
+    }
+    let breakdown = breakdown_words(a, style);
+    if let Some(w) = &breakdown {
+        let _ = write!(h, "<p class=\"warning\">At the peak, {}.</p>", escape(w));
+    }
     match frames_element(a, style) {
         Ok(Some((frames, top, height))) => {
             let (_, subtitle) = crate::alloc_flame::titles(a, style);
@@ -279,6 +286,9 @@ pub fn section(h: &mut String, a: Option<&Allocations>, style: SizeStyle) {
                 height + 4.0,
                 escape(&subtitle)
             );
+        }
+        Ok(None) if breakdown.is_some() => {
+            h.push_str("<p class=\"muted\">No flame graph: no stacks at the peak (above).</p>")
         }
         Ok(None) => h.push_str(
             "<p class=\"muted\">No traced allocation was live at the peak: no flame graph.</p>",
@@ -294,7 +304,11 @@ pub fn section(h: &mut String, a: Option<&Allocations>, style: SizeStyle) {
     let _ = write!(h, "<h3>Live traced bytes over time, by stack{est}</h3>");
     crate::alloc_series_html::chart(h, &a.over_time, style);
     let _ = write!(h, "<h3>Live at the peak by line{est}</h3>");
-    lines_table(h, &a.at_peak.by_line, a.at_peak.bytes, style, TOP_LINES);
+    if a.at_peak.by_line.is_empty() && breakdown.is_some() {
+        h.push_str("<p class=\"muted\">Not known: no stacks at the peak (above).</p>");
+    } else {
+        lines_table(h, &a.at_peak.by_line, a.at_peak.bytes, style, TOP_LINES);
+    }
     if let Some(w) = crate::alloc_text::inherited_words(a, style) {
         let _ = write!(
             h,
@@ -383,6 +397,39 @@ mod tests {
             "{h}"
         );
         assert!(h.contains("&lt;b&gt;"), "{h}");
+    }
+
+    /// A cut breakdown and a higher peak seen are said, not shown as "none traced".
+    #[test]
+    fn a_cut_breakdown_and_a_higher_peak_are_said() {
+        let mut a = crate::alloc_text::fixture();
+        a.at_peak.highest_seen_bytes = a.at_peak.bytes;
+        let mut h = String::new();
+        section(&mut h, Some(&a), SizeStyle::Binary);
+        assert!(!h.contains("not completely imported"), "{h}");
+        a.at_peak.stacks.clear();
+        a.at_peak.by_line.clear();
+        a.at_peak.breakdown = memlens_model::allocations::Breakdown::Cut;
+        a.at_peak.highest_seen_bytes = 300 << 20;
+        a.at_peak.highest_seen_t = 4.0;
+        a.lost.unfinished_traces = 1;
+        let mut h = String::new();
+        section(&mut h, Some(&a), SizeStyle::Binary);
+        assert!(
+            h.contains("At the peak, no breakdown by line or stack: its block of stacks was not completely imported"),
+            "{h}"
+        );
+        assert!(
+            h.contains("traced live bytes reached at least 300 MiB estimated by 4.00 s"),
+            "{h}"
+        );
+        assert!(
+            h.contains("a lower bound of the run&#39;s traced peak"),
+            "{h}"
+        );
+        assert!(!h.contains("None traced.</p><h3>Inherited"), "{h}");
+        assert!(!h.contains("No traced allocation was live"), "{h}");
+        assert!(h.contains("Not known: no stacks at the peak"), "{h}");
     }
 
     #[test]

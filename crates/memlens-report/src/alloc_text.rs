@@ -8,7 +8,7 @@
 
 use std::io::Write;
 
-use memlens_model::allocations::{Allocations, ByLine, Frame, Lost, Stack};
+use memlens_model::allocations::{Allocations, Breakdown, ByLine, Frame, Lost, Stack};
 use memlens_model::units::SizeStyle;
 
 /// Options of the allocations report.
@@ -173,6 +173,67 @@ pub fn inherited_words(a: &Allocations, style: SizeStyle) -> Option<String> {
     })
 }
 
+/// Why the peak's lines and stacks do not hold all of its bytes; `None` when they do.
+pub fn breakdown_words(a: &Allocations, style: SizeStyle) -> Option<String> {
+    let p = &a.at_peak;
+    match p.breakdown {
+        Breakdown::Complete => None,
+        Breakdown::None => Some(
+            "no breakdown by line or stack: the trace (format version 1) has none at the peak"
+                .into(),
+        ),
+        Breakdown::Cut => {
+            let why = "block of stacks was not completely imported (memlens stopped while the \
+                       tracer wrote it, or the tracer was killed while writing it)";
+            let held: u64 = p.stacks.iter().map(|s| s.bytes).sum();
+            Some(if held == 0 {
+                format!("no breakdown by line or stack: its {why}")
+            } else {
+                format!(
+                    "the breakdown below holds {} of these bytes: the rest, {}, is a process's \
+                     own peak, whose {why}",
+                    style.size(held),
+                    style.size(p.bytes.saturating_sub(held))
+                )
+            })
+        }
+    }
+}
+
+/// The highest traced live bytes the snapshots saw, when above the peak shown (a newer peak's
+/// block of stacks was cut), with which figure is exact and which a bound; `None` otherwise.
+pub fn higher_seen_words(a: &Allocations, style: SizeStyle) -> Option<String> {
+    let p = &a.at_peak;
+    (p.highest_seen_bytes > p.bytes).then(|| {
+        let est = if is_sampled(a) { "estimated " } else { "" };
+        let (bound, what) = if a.lost.unfinished_traces > 0 {
+            (
+                "at least ",
+                "a lower bound of the run's traced peak: a trace has no end line, so later \
+                 snapshots are missing",
+            )
+        } else {
+            ("", "the run's traced peak")
+        };
+        format!(
+            "traced live bytes reached {bound}{} {est}by {:.2} s (the highest the recorded \
+             snapshots saw: {what}), above this peak: the newer peak's block of stacks was not \
+             completely imported (memlens stopped while the tracer wrote it, or the tracer was \
+             killed while writing it), so the peak shown and broken down here is the last one \
+             whose block was: {} at {:.2} s, {}, but lower than the run's",
+            style.size(p.highest_seen_bytes),
+            p.highest_seen_t,
+            style.size(p.bytes),
+            p.t,
+            if is_sampled(a) {
+                "an estimate of what was live then"
+            } else {
+                "exactly what was live then"
+            },
+        )
+    })
+}
+
 /// A table of lines, largest first.
 fn write_lines(
     out: &mut impl Write,
@@ -303,12 +364,15 @@ pub fn render(a: &Allocations, opts: &Options, mut out: impl Write) -> std::io::
         fb(p.bytes),
         p.t
     )?;
-    if p.bytes > 0 && p.stacks.is_empty() {
-        // Not "none traced": the breakdown of these bytes is not known.
-        writeln!(
-            out,
-            " no breakdown by line or stack: no complete block of stacks at this peak was imported (memlens stopped while the tracer wrote it, or a version 1 trace)"
-        )?;
+    if let Some(w) = higher_seen_words(a, style) {
+        writeln!(out, "warning: {w}")?;
+    }
+    let shown = breakdown_words(a, style);
+    if let Some(w) = &shown {
+        writeln!(out, " {w}")?;
+    }
+    if p.stacks.is_empty() && shown.is_some() {
+        // Not "none traced": the breakdown of these bytes is not known (said above).
     } else {
         writeln!(out, " by line (the allocating line, innermost frame):")?;
         write_lines(&mut out, &p.by_line, p.bytes, opts)?;
@@ -421,7 +485,7 @@ pub(crate) use fixture_data::fixture;
 #[cfg(test)]
 mod fixture_data {
     use memlens_model::allocations::{
-        Allocations, AtPeak, ByLine, Domain, Frame, Lines, Lost, Reconciliation, Stack,
+        Allocations, AtPeak, Breakdown, ByLine, Domain, Frame, Lines, Lost, Reconciliation, Stack,
     };
 
     pub(super) fn line(file: &str, line: u32, function: &str, bytes: u64, count: u64) -> ByLine {
@@ -448,6 +512,9 @@ mod fixture_data {
                 ],
                 inherited_bytes: 0,
                 inherited_by_line: Vec::new(),
+                breakdown: Breakdown::Complete,
+                highest_seen_bytes: 100 << 20,
+                highest_seen_t: 1.5,
                 stacks: vec![Stack {
                     frames: vec![
                         Frame {
@@ -539,6 +606,57 @@ mod tests {
         );
         assert!(t.contains("ledger's PSS"), "{t}");
         assert!(t.contains(" by line (allocated in the parent):\n"), "{t}");
+    }
+
+    /// A peak with no whole block: said, never "none traced"; part of a tree's: the share
+    /// held said; a higher peak seen: which figure is exact, which a lower bound.
+    #[test]
+    fn cut_breakdowns_and_a_higher_peak_are_said() {
+        let mut a = fixture();
+        a.mode = "all".into();
+        let t = text(&a, &Options::default());
+        assert!(!t.contains("not completely imported"), "{t}");
+        a.at_peak.breakdown = Breakdown::Cut;
+        let t = text(&a, &Options::default());
+        assert!(
+            t.contains(" the breakdown below holds 75.0 MiB of these bytes: the rest, 25.0 MiB, is a process's own peak, whose block of stacks was not completely imported"),
+            "{t}"
+        );
+        assert!(t.contains(" by stack (innermost frame first):"), "{t}");
+        a.at_peak.stacks.clear();
+        a.at_peak.by_line.clear();
+        a.at_peak.highest_seen_bytes = 300 << 20;
+        a.at_peak.highest_seen_t = 4.0;
+        let t = text(&a, &Options::default());
+        assert!(
+            t.contains("\n no breakdown by line or stack: its block of stacks was not completely imported (memlens stopped while the tracer wrote it, or the tracer was killed while writing it)\n"),
+            "{t}"
+        );
+        assert!(!t.contains(" by line (the allocating line"), "{t}");
+        let w = t
+            .lines()
+            .find(|l| l.starts_with("warning: traced live bytes reached"))
+            .unwrap_or_else(|| panic!("{t}"));
+        assert!(w.contains("reached 300 MiB by 4.00 s"), "{w}");
+        assert!(w.contains("the run's traced peak"), "{w}");
+        assert!(
+            w.contains("100 MiB at 1.50 s, exactly what was live then"),
+            "{w}"
+        );
+        a.lost.unfinished_traces = 1;
+        a.mode = "sampled".into();
+        let t = text(&a, &Options::default());
+        assert!(
+            t.contains("reached at least 300 MiB estimated by 4.00 s (the highest the recorded snapshots saw: a lower bound of the run's traced peak"),
+            "{t}"
+        );
+        assert!(t.contains("an estimate of what was live then"), "{t}");
+        a.at_peak.breakdown = Breakdown::None;
+        let t = text(&a, &Options::default());
+        assert!(
+            t.contains(" no breakdown by line or stack: the trace (format version 1)"),
+            "{t}"
+        );
     }
 
     #[test]

@@ -78,10 +78,15 @@ pub fn write_flamegraph(
         return Ok(());
     }
     if alloc_flame::folded(a).is_empty() {
+        let why = memlens_report::alloc_text::breakdown_words(
+            a,
+            memlens_model::units::SizeStyle::exact(global.bytes),
+        )
+        .unwrap_or_else(|| "no traced allocation was live at the peak".into());
         return Err(CliError::new(
             Code::BadRecording,
             format!(
-                "{}: no traced allocation was live at the peak, so there is no flame graph to draw",
+                "{}: {why}, so there is no flame graph to draw",
                 file.display()
             ),
         ));

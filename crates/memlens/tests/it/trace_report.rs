@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use memlens_model::allocations::{
-    Allocations, AtPeak, ByLine, Domain, Frame, LineTotals, Lines, Lost, Reconciliation, Stack,
+    Allocations, AtPeak, Breakdown, ByLine, Domain, Frame, LineTotals, Lines, Lost, Reconciliation,
+    Stack,
 };
 use memlens_report::{alloc_flame, alloc_html, alloc_lines, alloc_text, html, sha256};
 
@@ -70,6 +71,9 @@ fn allocations() -> Allocations {
             bytes: 100 * MIB,
             inherited_bytes: 0,
             inherited_by_line: Vec::new(),
+            breakdown: Breakdown::Complete,
+            highest_seen_bytes: 100 * MIB,
+            highest_seen_t: 2.5,
             by_line: vec![
                 by_line(main, 12, "Table.build", 60 * MIB, 1200),
                 by_line(io, 7, "load", 30 * MIB, 3),
