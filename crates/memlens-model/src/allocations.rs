@@ -73,7 +73,7 @@ pub enum Breakdown {
     Complete,
     /// The block of stacks at this peak of a process (all of them for one process) was not
     /// completely imported: memlens stopped while the tracer wrote it, or the tracer was
-    /// killed while writing it. The bytes are known (from the process's snapshots), their
+    /// killed or its write failed part-way (a full disk, a file size limit). The bytes are known (from the process's snapshots), their
     /// lines and stacks are not: `by_line` and `stacks` hold only other processes' bytes
     /// (nothing for one process), never a part of a block.
     Cut,

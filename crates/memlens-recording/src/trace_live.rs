@@ -252,8 +252,8 @@ impl LiveImport {
                     report.files += 1;
                     if t.skipped.total() > 0 {
                         let cut = if t.skipped.peak_cut > 0 {
-                            "; its newest peak block was cut (the tracer was killed while \
-                             writing it): the report's peak is the last whole block, or has no \
+                            "; its newest peak block was cut (the tracer was killed or its \
+                             write failed part-way): the report's peak is the last whole block, or has no \
                              breakdown, and says so"
                         } else {
                             ""

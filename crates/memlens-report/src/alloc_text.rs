@@ -184,7 +184,7 @@ pub fn breakdown_words(a: &Allocations, style: SizeStyle) -> Option<String> {
         ),
         Breakdown::Cut => {
             let why = "block of stacks was not completely imported (memlens stopped while the \
-                       tracer wrote it, or the tracer was killed while writing it)";
+                       tracer wrote it, or the tracer was killed or its write failed part-way)";
             let held: u64 = p.stacks.iter().map(|s| s.bytes).sum();
             Some(if held == 0 {
                 format!("no breakdown by line or stack: its {why}")
@@ -219,7 +219,7 @@ pub fn higher_seen_words(a: &Allocations, style: SizeStyle) -> Option<String> {
             "traced live bytes reached {bound}{} {est}by {:.2} s (the highest the recorded \
              snapshots saw: {what}), above this peak: the newer peak's block of stacks was not \
              completely imported (memlens stopped while the tracer wrote it, or the tracer was \
-             killed while writing it), so the peak shown and broken down here is the last one \
+             killed or its write failed part-way), so the peak shown and broken down here is the last one \
              whose block was: {} at {:.2} s, {}, but lower than the run's",
             style.size(p.highest_seen_bytes),
             p.highest_seen_t,
@@ -629,7 +629,7 @@ mod tests {
         a.at_peak.highest_seen_t = 4.0;
         let t = text(&a, &Options::default());
         assert!(
-            t.contains("\n no breakdown by line or stack: its block of stacks was not completely imported (memlens stopped while the tracer wrote it, or the tracer was killed while writing it)\n"),
+            t.contains("\n no breakdown by line or stack: its block of stacks was not completely imported (memlens stopped while the tracer wrote it, or the tracer was killed or its write failed part-way)\n"),
             "{t}"
         );
         assert!(!t.contains(" by line (the allocating line"), "{t}");
