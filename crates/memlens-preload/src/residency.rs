@@ -120,10 +120,26 @@ pub fn nonresident_bytes(start: usize, len: usize) -> Option<u64> {
         if r != 0 {
             return None;
         }
-        missing += vec[..n].iter().filter(|b| **b & 1 == 0).count() as u64;
+        missing += not_resident(&vec[..n]);
         done += n;
     }
     Some(missing * PAGE as u64)
+}
+
+/// The pages of a `mincore` vector that are not resident (bit 0 clear), counted 8 bytes at a
+/// time: a snapshot in `all` mode counts the ~145,000 pages of the tracer's own mappings
+/// (`tracer_bytes`), which byte by byte was most of its cost (15% of the target's CPU with the
+/// debug tracer at a 100 ms period, numpy's import under the static 3.11).
+pub fn not_resident(v: &[u8]) -> u64 {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    let mut chunks = v.chunks_exact(8);
+    let mut resident = 0u64;
+    for c in &mut chunks {
+        let w = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        resident += u64::from((w & LOW).count_ones());
+    }
+    resident += chunks.remainder().iter().filter(|b| **b & 1 != 0).count() as u64;
+    v.len() as u64 - resident
 }
 
 #[cfg(test)]
@@ -138,6 +154,26 @@ mod tests {
             weight,
             ..Event::default()
         }
+    }
+
+    #[test]
+    fn not_resident_counts_the_pages_with_bit_0_clear() {
+        // mincore sets bit 0 of a resident page's byte; the other bits are reserved (any value)
+        let mut v = Vec::new();
+        let mut clear = 0u64;
+        for i in 0..1003u32 {
+            let resident = (i * 7 + i / 5) % 3 == 0;
+            let junk = ((i * 37) as u8) & 0xfe;
+            v.push(junk | u8::from(resident));
+            clear += u64::from(!resident);
+        }
+        for len in [0, 1, 7, 8, 9, 64, 1000, 1003] {
+            let want = v[..len].iter().filter(|b| **b & 1 == 0).count() as u64;
+            assert_eq!(not_resident(&v[..len]), want, "len {len}");
+        }
+        assert_eq!(not_resident(&v), clear);
+        assert_eq!(not_resident(&[0xff; 4096]), 0);
+        assert_eq!(not_resident(&[0xfe; 4097]), 4097);
     }
 
     #[test]

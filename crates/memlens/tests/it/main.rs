@@ -16,6 +16,7 @@ mod launch;
 mod leaks;
 mod ledger;
 mod no_harm;
+mod numpy_bytecode;
 mod package_import;
 mod package_memory;
 mod preload;

@@ -16,11 +16,12 @@
 //!   lifetimes), in the stacks (caller, thread, the forked worker's pid), the untouched memory
 //!   against the kernel (`reconciliation[].untouched_bytes`) and `--lines` (allocated, freed,
 //!   net per line); the program's stdout, stderr and exit status 3 are those of a plain run.
-//!   With numpy on two of them only ([`all_numpy`]): pyenv's 3.8 (the oldest CPython, numpy
-//!   1.24) and sid's 3.15 (the newest, numpy 2.5): `--trace=all` of numpy's import alone
-//!   records ~72,000 stacks (a 58 MB recording, ~35 s of CPU in this debug build; the static
-//!   Debian 3.11 with numpy 1.26 took over 4 min of the target's CPU, so it is left out), so
-//!   the others run it without numpy; numpy's sites are
+//!   With numpy on three of them only ([`all_numpy`]): pyenv's 3.8 (the oldest CPython, numpy
+//!   1.24), the static Debian 3.11 (numpy 1.26) and sid's 3.15 (the newest, numpy 2.5):
+//!   `--trace=all` of numpy's import alone records 43,000-72,000 stacks (with this debug build's
+//!   tracer the static 3.11's run took 45 s of the target's CPU; over 4 min while its numpy was
+//!   compiled from source at each import, see it::numpy_bytecode), so the others run it
+//!   without numpy; numpy's sites are
 //!   held to under 1% at 64 KiB below on every CPython, tighter than 2% (arrays of 4 MiB are
 //!   sampled with probability 1).
 //! - sampled at 64 KiB and at the default 512 KiB (with ~100 MiB of small objects), on the same
@@ -125,12 +126,14 @@ fn with_numpy() -> Vec<Python> {
         .collect()
 }
 
-/// The interpreters `--trace=all` imports numpy on (numpy's import alone costs ~35 s of CPU in
-/// `all` mode in this debug build): the oldest pyenv CPython (3.8, numpy 1.24) and the newest
-/// sid CPython (3.15, numpy 2.5); every other one runs `all` without numpy (the static Debian
-/// 3.11 with numpy 1.26 took over 4 min of CPU in `all` mode).
+/// The interpreters `--trace=all` imports numpy on (a run with numpy costs ~45 s of the
+/// target's CPU with this debug build's tracer): the oldest pyenv CPython (3.8, numpy 1.24), the
+/// static Debian 3.11 (numpy 1.26: a static, stripped executable) and the newest sid CPython
+/// (3.15, numpy 2.5); every other one runs `all` without numpy.
 fn all_numpy(py: &Python) -> bool {
-    py.label.starts_with("3.8.") || py.label.starts_with("debian-sid-3.15")
+    py.label.starts_with("3.8.")
+        || py.label.starts_with("debian-sid-3.15")
+        || py.label.starts_with("debian-3.11-static")
 }
 
 /// The target's argument: numpy sites in the virtualenvs with numpy.
