@@ -1233,10 +1233,19 @@ pub(crate) fn begin(fd: c_int, pid: u32, mean: u64, rcap: Option<usize>) -> bool
     // live samples, not its reservation. The queue becomes resident as events cycle through
     // it: 64 Ki cells (2.5 MiB) in `all` mode, drained at a quarter (16 Ki events), so the
     // drops start only if other threads queue 48 Ki events during one drain.
+    // Sampled, the events are a sample per `mean` bytes allocated on average and its free:
+    // with 2^28 / mean cells (512, 20 KiB, at the default; 16 Ki at 16 KiB or less) a drain
+    // comes every 2^26 / mean events (32-64 MiB of allocation) whatever the mean, so the
+    // queue's resident part stays small on a small program (it cycles through all of it),
+    // and the drops would need other threads to allocate ~100 MiB during one drain.
     let (shape, rcap) = if mean <= 1 {
         (Shape::ALL, rcap.unwrap_or(1usize << 16))
     } else {
-        (Shape::sampled(mean), rcap.unwrap_or(1usize << 14))
+        let cells = ((1u64 << 28) / mean).clamp(1 << 9, 1 << 14) as usize;
+        (
+            Shape::sampled(mean),
+            rcap.unwrap_or(cells.next_power_of_two()),
+        )
     };
     let tmem = map(shape.bytes());
     let rmem = map(Ring::bytes_for(rcap));

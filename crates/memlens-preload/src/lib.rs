@@ -28,8 +28,9 @@
 //! - `MEMLENS_SAMPLE_BYTES`: mean sample interval in bytes (default 524288); `1` or
 //!   `MEMLENS_TRACE=all` records every allocation with its exact size.
 //! - `MEMLENS_TRACE_PERIOD_MS`: how often a snapshot line is appended (default 1000).
-//! - `MEMLENS_TRACE_RING_CELLS`: the event queue's size (default 262144 in `all` mode, 16384
-//!   sampled; 40 bytes each); smaller only to test that what a full queue refuses is counted.
+//! - `MEMLENS_TRACE_RING_CELLS`: the event queue's size (default 65536 in `all` mode; sampled
+//!   2^28 / mean, within 512 (the default mean) to 16384; 40 bytes each); smaller only to test
+//!   that what a full queue refuses is counted.
 //!
 //! # Python stacks
 //! On a sampled allocation only (never on the unsampled fast path), the allocating thread
@@ -40,8 +41,9 @@
 //! stack `unreadable` (counted in `unreadable_stacks`), deeper than 128 frames `truncated`.
 //! Code objects and stacks are interned in bounded tables in memory mapped once (65536 codes,
 //! 65536 stacks, 2 Mi frames, 8 MiB of names); a stack that does not fit is counted
-//! (`stacks_lost`) and its sample given an empty `lost=1` stack of its domain (about 34 MiB
-//! of address space, `MAP_NORESERVE`, touched only as used). A free-threaded build, or a minor
+//! (`stacks_lost`) and its sample given an empty `lost=1` stack of its domain (about 40 MiB
+//! of address space, `MAP_NORESERVE`, touched only as used: the hashed tables grow by levels,
+//! so a few interned stacks make a few pages resident, `pystack.rs`). A free-threaded build, or a minor
 //! without a layout, is `python=none`. The sampled
 //! pointer keeps its stack id and a coarse timestamp (`CLOCK_MONOTONIC_COARSE`, read through
 //! the vDSO, resolution one kernel tick, 1-4 ms), so its free is attributed to the same stack

@@ -596,10 +596,13 @@ pub const MAX_STACKS: usize = 1 << 16;
 pub const MAX_FRAMES: usize = 1 << 21;
 /// Bytes of decoded names at most.
 pub const MAX_STRINGS: usize = 8 << 20;
-const CODE_SLOTS: usize = 2 * MAX_CODES;
-const STACK_SLOTS: usize = 2 * MAX_STACKS;
-const CACHE_SLOTS: usize = 1 << 15;
-const LINE_SLOTS: usize = 1 << 15;
+/// log2 of the hashed tables' first and last level's slots ([`Grown`]): code slots (the last
+/// level twice [`MAX_CODES`], so never more than half full), stack slots (likewise), the
+/// direct-mapped caches of stacks and lines.
+const CODE_BITS: (u32, u32) = (8, MAX_CODES.trailing_zeros() + 1);
+const STACK_BITS: (u32, u32) = (8, MAX_STACKS.trailing_zeros() + 1);
+const CACHE_BITS: (u32, u32) = (8, 15);
+const LINE_BITS: (u32, u32) = (8, 15);
 const LOST_STACKS: usize = 8;
 
 #[derive(Clone, Copy)]
@@ -664,28 +667,178 @@ struct LineSlot {
     line: u32,
 }
 
+/// The slot of a code object's address in [`Tables::code_slots`] (unmasked).
+#[inline]
+fn code_home(addr: usize) -> usize {
+    mix(0x77, addr as u64) as usize
+}
+
+/// The slot of a walk's first hash in a cache level of `2^bits` slots: the top bits of one more
+/// multiply (h1's low bits do not depend on the high bits of what was mixed in last, the
+/// innermost position rotated up, so stacks differing only there would share a slot and evict
+/// each other at every sample).
+#[inline]
+fn cache_home(h1: u64, bits: u32) -> usize {
+    (h1.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> (64 - bits)) as usize
+}
+
+/// The slot of (code id, position) in a line cache level of `2^bits` slots.
+#[inline]
+fn line_home(id: u32, pos: i64, bits: u32) -> usize {
+    (mix(u64::from(id), pos as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93) >> (64 - bits)) as usize
+}
+
+/// A slot of a hashed table: whether it holds an entry.
+trait Occupied: Copy {
+    fn occupied(&self) -> bool;
+}
+
+impl Occupied for CodeSlot {
+    fn occupied(&self) -> bool {
+        self.id1 != 0
+    }
+}
+impl Occupied for StackSlot {
+    fn occupied(&self) -> bool {
+        self.id1 != 0
+    }
+}
+impl Occupied for CacheSlot {
+    fn occupied(&self) -> bool {
+        self.id1 != 0
+    }
+}
+impl Occupied for LineSlot {
+    fn occupied(&self) -> bool {
+        self.id1 != 0
+    }
+}
+
+/// A hashed table of the interning, sized by use: its levels have `2^min` to `2^max` slots,
+/// each twice the last, laid out one after the other in its part of the region (reserved,
+/// touched only as used). A hashed slot lands on a random page, so a table of fixed size made
+/// about one page resident per entry (4 KiB per interned code object in a table of 4 MiB);
+/// a level holds its entries densely instead (at most 4 slots an entry). Before an insert
+/// that would make the current level more than half full, every entry is moved into the next
+/// level ([`Grown::make_room`]; the tables are used under the lock only, so nothing else
+/// reads them meanwhile) and the old level's whole pages are given back (`MADV_DONTNEED`).
+/// The last level stays: the code and stack tables' is twice their id limit, so it is never
+/// more than half full; a cache's evicts, as a direct-mapped cache does.
+struct Grown<T> {
+    /// The current level's first slot.
+    cur: *mut T,
+    /// log2 of its slots.
+    bits: u32,
+    /// log2 of the last level's.
+    max: u32,
+    /// Its occupied slots (kept by the inserts).
+    used: usize,
+}
+
+impl<T: Occupied> Grown<T> {
+    /// Bytes of the levels of `2^min` to `2^max` slots.
+    fn bytes((min, max): (u32, u32)) -> usize {
+        ((1usize << (max + 1)) - (1usize << min)) * std::mem::size_of::<T>()
+    }
+
+    /// Levels from `base`, [`Grown::bytes`] of zeroed memory.
+    fn new(base: *mut T, (min, max): (u32, u32)) -> Grown<T> {
+        Grown {
+            cur: base,
+            bits: min,
+            max,
+            used: 0,
+        }
+    }
+
+    /// Slots of the current level.
+    #[inline]
+    fn len(&self) -> usize {
+        1 << self.bits
+    }
+
+    /// Slot `i` (wrapped) of the current level.
+    #[inline]
+    fn at(&self, i: usize) -> *mut T {
+        // SAFETY: masked to the current level, inside the table's part of the region.
+        unsafe { self.cur.add(i & (self.len() - 1)) }
+    }
+
+    /// Before an insert: moves every entry into the next level when the current one would be
+    /// more than half full. `home(entry, bits)` is an entry's slot in a level of `2^bits`
+    /// slots; `probe`: linear probing (else direct-mapped: an entry whose slot is taken is
+    /// dropped, as the cache would evict it).
+    fn make_room(&mut self, home: impl Fn(&T, u32) -> usize, probe: bool) {
+        if (self.used + 1) * 2 <= self.len() || self.bits >= self.max {
+            return;
+        }
+        let (old, n) = (self.cur, self.len());
+        // SAFETY: the next level follows this one (levels laid out in order, `bytes`).
+        self.cur = unsafe { self.cur.add(n) };
+        self.bits += 1;
+        self.used = 0;
+        for i in 0..n {
+            // SAFETY: slot i of the old level.
+            let e = unsafe { *old.add(i) };
+            if !e.occupied() {
+                continue;
+            }
+            let mut j = home(&e, self.bits);
+            // At most a quarter of the new level is taken: an empty slot is near.
+            for _ in 0..self.len() {
+                let s = self.at(j);
+                // SAFETY: a slot of the new level; the lock is held.
+                unsafe {
+                    if !(*s).occupied() {
+                        *s = e;
+                        self.used += 1;
+                        break;
+                    }
+                }
+                if !probe {
+                    break;
+                }
+                j = j.wrapping_add(1);
+            }
+        }
+        give_back(old as usize, n * std::mem::size_of::<T>());
+    }
+}
+
+/// Gives the whole pages of `[p, p + len)`, memory of the region no longer used, back to the
+/// system (they read as zeros after).
+fn give_back(p: usize, len: usize) {
+    let page = crate::residency::PAGE;
+    let (a, b) = ((p + page - 1) & !(page - 1), (p + len) & !(page - 1));
+    if b > a {
+        // SAFETY: whole pages inside the region (private anonymous memory, Stacks::new's
+        // contract), which nothing reads any more: the retired level.
+        unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED) };
+    }
+}
+
 /// Bytes of memory [`Stacks::new`] needs.
 pub fn bytes_needed() -> usize {
     use std::mem::size_of;
-    CODE_SLOTS * size_of::<CodeSlot>()
+    Grown::<CodeSlot>::bytes(CODE_BITS)
         + MAX_CODES * size_of::<CodeRec>()
-        + STACK_SLOTS * size_of::<StackSlot>()
+        + Grown::<StackSlot>::bytes(STACK_BITS)
         + (MAX_STACKS + LOST_STACKS) * size_of::<StackRec>()
         + MAX_FRAMES * 8
-        + CACHE_SLOTS * size_of::<CacheSlot>()
-        + LINE_SLOTS * size_of::<LineSlot>()
+        + Grown::<CacheSlot>::bytes(CACHE_BITS)
+        + Grown::<LineSlot>::bytes(LINE_BITS)
         + MAX_STRINGS
         + 64 * 8
 }
 
 struct Tables {
-    code_slots: *mut CodeSlot,
+    code_slots: Grown<CodeSlot>,
     codes: *mut CodeRec,
-    stack_slots: *mut StackSlot,
+    stack_slots: Grown<StackSlot>,
     stacks: *mut StackRec,
     frames: *mut [u32; 2],
-    cache: *mut CacheSlot,
-    lines: *mut LineSlot,
+    cache: Grown<CacheSlot>,
+    lines: Grown<LineSlot>,
     strings: *mut u8,
     n_codes: u32,
     n_stacks: u32,
@@ -723,7 +876,9 @@ impl Stacks {
     /// Tables over `r`, zeroed memory of at least [`bytes_needed`] bytes.
     ///
     /// # Safety
-    /// `r` must be valid, zeroed, 8-aligned, used by nothing else and live for the process.
+    /// `r` must be valid, zeroed, 8-aligned, used by nothing else and live for the process,
+    /// private anonymous memory (the whole pages of a retired level of a hashed table are
+    /// given back with `MADV_DONTNEED`, [`Grown`]).
     pub unsafe fn new(r: Region) -> Stacks {
         use std::mem::size_of;
         assert!(r.len >= bytes_needed());
@@ -734,13 +889,25 @@ impl Stacks {
             p
         };
         let t = Tables {
-            code_slots: take(CODE_SLOTS * size_of::<CodeSlot>()) as *mut CodeSlot,
+            code_slots: Grown::new(
+                take(Grown::<CodeSlot>::bytes(CODE_BITS)) as *mut CodeSlot,
+                CODE_BITS,
+            ),
             codes: take(MAX_CODES * size_of::<CodeRec>()) as *mut CodeRec,
-            stack_slots: take(STACK_SLOTS * size_of::<StackSlot>()) as *mut StackSlot,
+            stack_slots: Grown::new(
+                take(Grown::<StackSlot>::bytes(STACK_BITS)) as *mut StackSlot,
+                STACK_BITS,
+            ),
             stacks: take((MAX_STACKS + LOST_STACKS) * size_of::<StackRec>()) as *mut StackRec,
             frames: take(MAX_FRAMES * 8) as *mut [u32; 2],
-            cache: take(CACHE_SLOTS * size_of::<CacheSlot>()) as *mut CacheSlot,
-            lines: take(LINE_SLOTS * size_of::<LineSlot>()) as *mut LineSlot,
+            cache: Grown::new(
+                take(Grown::<CacheSlot>::bytes(CACHE_BITS)) as *mut CacheSlot,
+                CACHE_BITS,
+            ),
+            lines: Grown::new(
+                take(Grown::<LineSlot>::bytes(LINE_BITS)) as *mut LineSlot,
+                LINE_BITS,
+            ),
             strings: take(MAX_STRINGS) as *mut u8,
             n_codes: 0,
             n_stacks: 0,
@@ -853,20 +1020,24 @@ impl Stacks {
         // The slot from the top bits of one more multiply: h1's low bits do not depend on the
         // high bits of what was mixed in last (the innermost position, rotated up), so stacks
         // differing only there would share a slot and evict each other at every sample.
-        let slot = (h1.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> (64 - CACHE_SLOTS.trailing_zeros()))
-            as usize;
-        // SAFETY: slot < CACHE_SLOTS (its top bits).
-        let c = unsafe { &mut *t.cache.add(slot) };
+        // SAFETY: an index of the current level (at() masks it).
+        let c = unsafe { *t.cache.at(cache_home(h1, t.cache.bits)) };
         let id = if c.id1 != 0 && c.h1 == h1 && c.h2 == h2 {
             c.id1 - 1
         } else {
             match self.resolve(t, py, domain, w) {
                 Some(id) => {
-                    *c = CacheSlot {
-                        h1,
-                        h2,
-                        id1: id + 1,
-                    };
+                    t.cache.make_room(|c, bits| cache_home(c.h1, bits), false);
+                    let c = t.cache.at(cache_home(h1, t.cache.bits));
+                    // SAFETY: a slot of the current level; the lock is held.
+                    unsafe {
+                        t.cache.used += usize::from((*c).id1 == 0);
+                        *c = CacheSlot {
+                            h1,
+                            h2,
+                            id1: id + 1,
+                        };
+                    }
                     id
                 }
                 None => {
@@ -913,11 +1084,12 @@ impl Stacks {
         for f in frames {
             h = mix(h, u64::from(f[0]) << 32 | u64::from(f[1]));
         }
+        t.stack_slots.make_room(|s, _| s.hash as usize, true);
         let mut i = h as usize;
-        for _ in 0..STACK_SLOTS {
-            i &= STACK_SLOTS - 1;
-            // SAFETY: masked index into the stack slots.
-            let s = unsafe { &mut *t.stack_slots.add(i) };
+        for _ in 0..t.stack_slots.len() {
+            i &= t.stack_slots.len() - 1;
+            // SAFETY: a slot of the current level (at() masks the index); the lock is held.
+            let s = unsafe { &mut *t.stack_slots.at(i) };
             if s.id1 == 0 {
                 if t.n_stacks as usize >= MAX_STACKS
                     || t.n_frames as usize + frames.len() > MAX_FRAMES
@@ -946,6 +1118,7 @@ impl Stacks {
                 };
                 t.n_stacks += 1;
                 self.stacks_pub.store(t.n_stacks, Ordering::Release);
+                t.stack_slots.used += 1;
                 *s = StackSlot {
                     hash: h,
                     id1: id + 1,
@@ -973,14 +1146,18 @@ impl Stacks {
     /// already decoded (a line table is decoded from its start, so a deep stack of long
     /// functions costs thousands of instructions a frame, at every new stack).
     fn line_of(t: &mut Tables, py: &Python, id: u32, f: &RawFrame) -> u32 {
-        let h = mix(u64::from(id), f.pos as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93);
-        let slot = (h >> (64 - LINE_SLOTS.trailing_zeros())) as usize;
-        // SAFETY: slot < LINE_SLOTS (its top bits); the lock is held (resolve's caller).
-        let s = unsafe { &mut *t.lines.add(slot) };
+        // SAFETY: a slot of the current level (at() masks the index); the lock is held
+        // (resolve's caller).
+        let s = unsafe { *t.lines.at(line_home(id, f.pos, t.lines.bits)) };
         if s.id1 == id + 1 && s.pos == f.pos {
             return s.line;
         }
         let line = py.line(f);
+        t.lines
+            .make_room(|s, bits| line_home(s.id1 - 1, s.pos, bits), false);
+        // SAFETY: as above.
+        let s = unsafe { &mut *t.lines.at(line_home(id, f.pos, t.lines.bits)) };
+        t.lines.used += usize::from(s.id1 == 0);
         *s = LineSlot {
             pos: f.pos,
             id1: id + 1,
@@ -990,11 +1167,12 @@ impl Stacks {
     }
 
     fn code_id(&self, t: &mut Tables, py: &Python, f: &RawFrame) -> Option<u32> {
-        let mut i = mix(0x77, f.code as u64) as usize;
-        for _ in 0..CODE_SLOTS {
-            i &= CODE_SLOTS - 1;
-            // SAFETY: masked index into the code slots.
-            let s = unsafe { &mut *t.code_slots.add(i) };
+        t.code_slots.make_room(|s, _| code_home(s.addr), true);
+        let mut i = code_home(f.code);
+        for _ in 0..t.code_slots.len() {
+            i &= t.code_slots.len() - 1;
+            // SAFETY: a slot of the current level (at() masks the index); the lock is held.
+            let s = unsafe { &mut *t.code_slots.at(i) };
             if s.id1 != 0 && s.addr != f.code {
                 i += 1;
                 continue;
@@ -1004,6 +1182,7 @@ impl Stacks {
             }
             // An empty slot, or the address reused by another code object: a new id here.
             let id = self.new_code(t, py, f)?;
+            t.code_slots.used += usize::from(s.id1 == 0);
             *s = CodeSlot {
                 addr: f.code,
                 file: f.file,
@@ -1195,5 +1374,73 @@ mod tests {
         assert_eq!(out, format!("stack id={b} domain=mmap frames=\n"));
         assert_eq!(s.lost.load(Ordering::Relaxed), 0);
         drop(v);
+    }
+
+    /// The hashed tables grow by levels as stacks are interned: each stack keeps its id
+    /// through the moves (asked again, through the cache or the table), and the retired
+    /// levels' pages are given back (the kernel's `mincore`).
+    #[test]
+    fn tables_grow_by_levels() {
+        let len = bytes_needed();
+        // SAFETY: a fresh private anonymous mapping, as the tracer's; never unmapped (the test).
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        // SAFETY: zeroed, page-aligned, private anonymous, used by nothing else.
+        let s = unsafe {
+            Stacks::new(Region {
+                ptr: p as *mut u8,
+                len,
+            })
+        };
+        let mut w = Walk::new();
+        // Without Python a stack is its domain and flags: 256 x 32 distinct ones (flags other
+        // than LOST's bit).
+        let keys: Vec<(u8, u8)> = (0..=255u8)
+            .flat_map(|d| (0..32u8).map(move |k| (d, k << 3)))
+            .collect();
+        let mut ids = Vec::new();
+        for &(d, f) in &keys {
+            w.flags = f;
+            ids.push(s.sample_shared(None, d, &w));
+        }
+        assert_eq!(ids, (0..keys.len() as u32).collect::<Vec<_>>());
+        // SAFETY: no other thread uses the tables (read between calls).
+        let t = unsafe { &*s.t.get() };
+        // 8,192 stacks: the level of 2^14 slots is half full.
+        assert_eq!((t.stack_slots.bits, t.stack_slots.used), (14, 8192));
+        assert!(t.cache.bits >= 13 && t.cache.used * 2 <= t.cache.len());
+        assert_eq!(t.code_slots.bits, CODE_BITS.0);
+        for (&(d, f), &id) in keys.iter().zip(&ids).rev() {
+            w.flags = f;
+            assert_eq!(s.sample_shared(None, d, &w), id);
+            let r = s.stack(id).expect("published");
+            assert_eq!((r.domain, r.flags), (d, f));
+        }
+        assert_eq!(s.lost.load(Ordering::Relaxed), 0);
+        // SAFETY: as above.
+        let t = unsafe { &*s.t.get() };
+        // A lookup at a half-full level moves it on too (one entry early): 2^14 or 2^15.
+        assert!(matches!(t.stack_slots.bits, 14 | 15) && t.stack_slots.used == 8192);
+        // The retired levels before the current one: none of their whole pages resident.
+        let size = std::mem::size_of::<StackSlot>();
+        let cur = t.stack_slots.cur as usize;
+        let base = cur - ((1 << t.stack_slots.bits) - (1 << STACK_BITS.0)) * size;
+        let page = crate::residency::PAGE;
+        let (a, b) = ((base + page - 1) & !(page - 1), cur & !(page - 1));
+        let mut vec = vec![0u8; (b - a) / page];
+        // SAFETY: whole pages of our mapping; `vec` has one byte a page.
+        let rc = unsafe { libc::mincore(a as *mut libc::c_void, b - a, vec.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        assert!(vec.len() >= 20, "{}", vec.len());
+        assert_eq!(vec.iter().filter(|&&v| v & 1 != 0).count(), 0);
     }
 }

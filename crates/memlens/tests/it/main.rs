@@ -44,6 +44,7 @@ mod trace_embedded;
 mod trace_fork;
 mod trace_live;
 mod trace_report;
+mod trace_rss;
 mod trace_run;
 mod trace_self;
 mod trace_truth;
