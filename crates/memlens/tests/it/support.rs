@@ -271,8 +271,15 @@ impl Drop for Target {
         if !matches!(self.child.try_wait(), Ok(None)) {
             return;
         }
-        let pid = self.child.id() as i32;
-        // Kill the whole process group is not ours to do; kill the children we can see first.
+        let pid = self.child.id();
+        // Kill the whole process group is not ours to do; kill the children we can see first,
+        // with the target stopped: it then forks no more children and reaps none, so each one
+        // listed is still its child (running, or a zombie the signal reaches too), its PID not
+        // another process's. (Running, a target forking short-lived workers reaped one between
+        // the list and its kill, and `kill` said "No such process" in the suite's output.)
+        let _ = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status();
         if let Ok(t) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
             for c in t.split_whitespace() {
                 let _ = Command::new("kill").arg("-9").arg(c).status();
