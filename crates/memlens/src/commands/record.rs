@@ -16,6 +16,7 @@ use crate::recording::{self, emit, SamplingArgs, Summary};
 
 /// Arguments of `memlens record`.
 #[derive(Debug, clap::Args)]
+#[command(mut_arg("trace", |a| a.help(super::record_trace::TRACE_HELP)))]
 pub struct Args {
     /// The process whose tree to record.
     pub pid: u32,
@@ -29,9 +30,10 @@ pub struct Args {
     /// Sampling and output options.
     #[command(flatten)]
     pub sampling: SamplingArgs,
-    /// `--trace`: the allocation tracer attached to the running program (CPython 3.14+).
+    /// `--trace`: the allocation tracer attached to the running program (CPython 3.14+); the
+    /// options of `run --trace`, with their own help.
     #[command(flatten)]
-    pub tracing: super::record_trace::TraceArgs,
+    pub tracing: super::run_trace::TraceArgs,
 }
 
 /// Runs the command.

@@ -48,35 +48,13 @@ use memlens_cpython::remote_exec::{RemoteExec, RemoteExecError};
 use memlens_recording::trace_store::{ImportReport, TraceDir, TraceFiles};
 
 use crate::exit::{CliError, CliResult, Code};
-use crate::flags;
 use crate::messages;
 
 /// What the report and the docs say of an attached trace.
 pub const NOTE: &str = "the tracer was attached to the running program (PEP 768): only CPython's allocator domains are traced (pymalloc blocks and PyMem/PyObject requests over 512 bytes), from the attach to the detach; C extensions' and libraries' own malloc and mmap are not, and blocks allocated before the attach are not known";
 
-/// `--trace` options of `record`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct TraceArgs {
-    /// Attach memlens's allocation tracer to the running program (CPython 3.14+, through PEP
-    /// 768's remote-exec interface: the one injection memlens makes, only with this flag) and
-    /// attribute CPython's allocations to Python lines until the recording ends: `sampled`
-    /// (the default: by bytes, every --sample-bytes on average) or `all` (every allocation).
-    /// Only CPython's allocator domains are traced, not C extensions' own malloc or mmap.
-    /// Refused (exit 5) on older Pythons and where the target disables remote debugging.
-    #[arg(
-        long,
-        value_name = "MODE",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "sampled",
-        value_parser = ["sampled", "all"]
-    )]
-    pub trace: Option<String>,
-    /// Mean bytes between samples of `--trace=sampled`, from 1B to 8EiB (e.g. `64KiB`;
-    /// default 512KiB).
-    #[arg(long, value_name = "SIZE", value_parser = flags::size, requires = "trace")]
-    pub sample_bytes: Option<u64>,
-}
+/// The help of `record --trace` (the options are `run`'s, [`super::run_trace::TraceArgs`]).
+pub const TRACE_HELP: &str = "Attach memlens's allocation tracer to the running program (CPython 3.14+, through PEP 768's remote-exec interface: the one injection memlens makes, only with this flag) and attribute CPython's allocations to Python lines until the recording ends: `sampled` (the default: by bytes, every --sample-bytes on average) or `all` (every allocation). Only CPython's allocator domains are traced, not C extensions' own malloc or mmap. Refused (exit 5) on older Pythons and where the target disables remote debugging";
 
 /// How long the target has to take a request: `MEMLENS_ATTACH_TIMEOUT_MS` (for tests), else
 /// 5 s.
@@ -341,7 +319,7 @@ fn withdraw(rx: &RemoteExec, path: &Path) -> std::io::Result<Withdrawn> {
 
 /// Checks the target, creates the directory and its files, and attaches the tracer (`None`
 /// without `--trace`). Refusals are exit 5; nothing is left behind on any error.
-pub fn attach(pid: u32, args: &TraceArgs) -> CliResult<Option<Attached>> {
+pub fn attach(pid: u32, args: &super::run_trace::TraceArgs) -> CliResult<Option<Attached>> {
     let Some(mode) = args.trace.as_deref() else {
         return Ok(None);
     };
@@ -373,16 +351,7 @@ pub fn attach(pid: u32, args: &TraceArgs) -> CliResult<Option<Attached>> {
             CliError::new(code, format!("--trace: pid {pid}: {e}"))
         }
     })?;
-    let dir = TraceDir::create(&std::env::temp_dir()).map_err(|e| {
-        CliError::new(
-            Code::Output,
-            format!(
-                "--trace: cannot create a private directory in {}: {e}",
-                std::env::temp_dir().display()
-            ),
-        )
-        .with_hint("set TMPDIR to a writable directory")
-    })?;
+    let dir = super::run_trace::private_dir()?;
     let mut a = Attached {
         rx,
         made: Vec::new(),

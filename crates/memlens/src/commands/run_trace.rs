@@ -20,7 +20,8 @@ use crate::exit::{CliError, CliResult, Code};
 use crate::flags;
 use crate::messages;
 
-/// `--trace` options of `run`.
+/// `--trace` options of `run` and of `record` (which gives `--trace` its own help,
+/// [`super::record_trace::TRACE_HELP`]).
 #[derive(Debug, Clone, clap::Args)]
 pub struct TraceArgs {
     /// Attribute allocations to Python lines with memlens's tracer (LD_PRELOAD): `sampled`
@@ -74,6 +75,21 @@ pub fn sample_interval(mode: &str, sample_bytes: Option<u64>) -> CliResult<u64> 
     }
 }
 
+/// Creates the private directory of trace files under the temporary directory (exit 8,
+/// [`Code::Output`], when it cannot). Shared by `run --trace` and `record --trace`.
+pub fn private_dir() -> CliResult<TraceDir> {
+    TraceDir::create(&std::env::temp_dir()).map_err(|e| {
+        CliError::new(
+            Code::Output,
+            format!(
+                "--trace: cannot create a private directory in {}: {e}",
+                std::env::temp_dir().display()
+            ),
+        )
+        .with_hint("set TMPDIR to a writable directory")
+    })
+}
+
 /// Finds the library and creates the private directory (`None` without `--trace`).
 pub fn prepare(args: &TraceArgs) -> CliResult<Option<Prepared>> {
     let Some(mode) = args.trace.as_deref() else {
@@ -92,16 +108,7 @@ pub fn prepare(args: &TraceArgs) -> CliResult<Option<Prepared>> {
             )
             .with_hint(format!("unset MEMLENS_PRELOAD to use the tracer built into memlens, or name a {LIBRARY} built with `cargo build -p memlens-preload`"))
         })?;
-    let dir = TraceDir::create(&std::env::temp_dir()).map_err(|e| {
-        CliError::new(
-            Code::Output,
-            format!(
-                "--trace: cannot create a private directory in {}: {e}",
-                std::env::temp_dir().display()
-            ),
-        )
-        .with_hint("set TMPDIR to a writable directory")
-    })?;
+    let dir = private_dir()?;
     log::info!(
         "--trace: the tracer writes into {} (removed once imported; kept, and named, if not)",
         dir.files().dir.display()

@@ -12,8 +12,8 @@ use crate::support::{
 };
 
 /// Interpreters whose object layouts differ (3.8 dicts; 3.11 separate values; 3.12 managed
-/// dicts; 3.13 inline values; 3.14 when installed).
-fn layouts() -> Vec<Python> {
+/// dicts; 3.13 inline values; 3.14 when installed), one build each.
+pub(crate) fn layouts() -> Vec<Python> {
     let mut out: Vec<Python> = Vec::new();
     for py in pythons() {
         let wanted = matches!(py.version, (3, 8) | (3, 11) | (3, 12) | (3, 13) | (3, 14));
@@ -41,7 +41,8 @@ fn step(t: &mut Target, cmd: &str, answer: &str) -> u64 {
     rollup_field(t.pid(), "Rss")
 }
 
-fn advice_of(pid: u32) -> Vec<Value> {
+/// The advice of `memlens snapshot PID --advice --json`.
+pub(crate) fn advice_of(pid: u32) -> Vec<Value> {
     let snap = memlens_json(&["snapshot", &pid.to_string(), "--advice", "--json"]);
     snap["advice"]
         .as_array()

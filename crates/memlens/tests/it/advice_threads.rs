@@ -8,20 +8,13 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{memlens_json, pythons, rollup_field, target_script, u, Python, Target};
+use crate::advice::advice_of;
+use crate::support::{rollup_field, target_script, u, Python, Target};
 
 /// The glibc behind each interpreter (pyenv's on the host's glibc; sid's 3.14 on its own
 /// glibc 2.43, whose arenas have no fast bins) across 3.8, 3.11, 3.12, 3.13, 3.14.
 fn interpreters() -> Vec<Python> {
-    let mut out: Vec<Python> = Vec::new();
-    for py in pythons() {
-        let wanted = matches!(py.version, (3, 8) | (3, 11) | (3, 12) | (3, 13) | (3, 14));
-        if wanted && !out.iter().any(|p| p.version == py.version) {
-            out.push(py);
-        }
-    }
-    assert!(!out.is_empty(), "no CPython to test advice with");
-    out
+    crate::advice::layouts()
 }
 
 /// Threads of the churn program: more than the arenas a 2-core host allows (16), so every
@@ -29,7 +22,7 @@ fn interpreters() -> Vec<Python> {
 const THREADS: u32 = 16;
 
 /// Starts `arenas.py KIND N`, with `MALLOC_ARENA_MAX=2` when `applied`, ready.
-fn start(py: &Python, kind: &str, n: u32, applied: bool) -> Target {
+pub(crate) fn start(py: &Python, kind: &str, n: u32, applied: bool) -> Target {
     let mut cmd = Command::new(&py.path);
     cmd.arg("-S")
         .arg(target_script("arenas.py"))
@@ -45,13 +38,9 @@ fn start(py: &Python, kind: &str, n: u32, applied: bool) -> Target {
 /// The target's RSS (kernel) and its malloc-arenas advice.
 fn read(t: &Target) -> (u64, Vec<Value>) {
     let rss = rollup_field(t.pid(), "Rss");
-    let snap = memlens_json(&["snapshot", &t.pid().to_string(), "--advice", "--json"]);
-    let advice = snap["advice"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no advice array in {snap}"))
-        .iter()
+    let advice = advice_of(t.pid())
+        .into_iter()
         .filter(|a| a["id"] == "malloc-arenas")
-        .cloned()
         .collect();
     (rss, advice)
 }

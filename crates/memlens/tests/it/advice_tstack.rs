@@ -6,23 +6,14 @@
 //! file-backed pages of a static interpreter move when other processes map the same binary.
 //! A program with 4 threads gets no `thread-stacks` advice.
 
-use std::process::Command;
-
 use serde_json::Value;
 
-use crate::support::{memlens_json, pythons, rollup_field, target_script, u, Python, Target};
+use crate::advice::advice_of;
+use crate::support::{rollup_field, u, Python, Target};
 
 /// 3.8, 3.11, 3.12, 3.13, 3.14 (where installed), one build each.
 fn interpreters() -> Vec<Python> {
-    let mut out: Vec<Python> = Vec::new();
-    for py in pythons() {
-        let wanted = matches!(py.version, (3, 8) | (3, 11) | (3, 12) | (3, 13) | (3, 14));
-        if wanted && !out.iter().any(|p| p.version == py.version) {
-            out.push(py);
-        }
-    }
-    assert!(!out.is_empty(), "no CPython to test advice with");
-    out
+    crate::advice::layouts()
 }
 
 /// Idle threads of the wasteful program; the applied form runs the 8 the advice leaves.
@@ -31,25 +22,16 @@ const KEPT: u32 = 8;
 
 /// Starts `arenas.py idle N` (N threads waiting on an Event), ready.
 fn start(py: &Python, n: u32) -> Target {
-    let mut cmd = Command::new(&py.path);
-    cmd.arg("-S")
-        .arg(target_script("arenas.py"))
-        .arg("idle")
-        .arg(n.to_string());
-    Target::spawn(cmd)
+    crate::advice_threads::start(py, "idle", n, false)
 }
 
 /// The target's anonymous memory and RSS (kernel) and its thread-stacks advice.
 fn read(t: &Target) -> (u64, u64, Vec<Value>) {
     let anon = rollup_field(t.pid(), "Anonymous");
     let rss = rollup_field(t.pid(), "Rss");
-    let snap = memlens_json(&["snapshot", &t.pid().to_string(), "--advice", "--json"]);
-    let advice = snap["advice"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no advice array in {snap}"))
-        .iter()
+    let advice = advice_of(t.pid())
+        .into_iter()
         .filter(|a| a["id"] == "thread-stacks")
-        .cloned()
         .collect();
     (anon, rss, advice)
 }

@@ -11,7 +11,8 @@ use serde_json::Value;
 
 use crate::golden::{check, fixtures};
 use crate::support::{
-    memlens, memlens_output, no_panic, pythons, rollup_field, stderr, u, Target, TempDir,
+    chromium, chromium_dom, memlens, memlens_output, no_panic, pythons, rollup_field, stderr, u,
+    Target, TempDir,
 };
 
 /// Instances the target adds, and the bytearray it allocates.
@@ -344,51 +345,6 @@ fn diff_text_golden() {
     );
 }
 
-/// Headless Chromium (Debian's `chromium`), or `None` outside CI when it is not installed.
-fn chromium() -> Option<std::path::PathBuf> {
-    let p = Path::new("/usr/bin/chromium");
-    if p.exists() {
-        return Some(p.to_path_buf());
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "chromium is not installed (apt-get install -y chromium)"
-    );
-    eprintln!("warning: chromium not installed, HTML pages not loaded");
-    None
-}
-
-/// The DOM Chromium builds from `page`, and its log; the page must load without console
-/// messages or network errors.
-fn load_in_chromium(chromium: &Path, page: &Path, profile: &Path) -> String {
-    let _ = std::fs::remove_dir_all(profile);
-    std::fs::create_dir_all(profile).unwrap();
-    let out = std::process::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("file://{}", page.display()))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "chromium failed: {}", stderr(&out));
-    let log = stderr(&out);
-    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
-    assert!(console.is_empty(), "console messages: {console:?}");
-    assert!(!log.contains("net::ERR"), "network errors: {log}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The page's own checks: escaped, nothing that could run or fetch anything, a CSP.
 fn page_is_inert(html: &str) {
     let lower = html.to_lowercase();
@@ -467,7 +423,7 @@ fn diff_and_snapshot_pages_load_in_chromium_with_hostile_strings_escaped() {
     );
 
     let Some(chromium) = chromium() else { return };
-    let dom = load_in_chromium(&chromium, &page, &dir.join("profile"));
+    let dom = chromium_dom(&chromium, &page, &dir.join("profile"));
     assert!(
         !dom.to_lowercase().contains("<script"),
         "a script element in the DOM"
@@ -476,7 +432,7 @@ fn diff_and_snapshot_pages_load_in_chromium_with_hostile_strings_escaped() {
         dom.contains("native-heap") && dom.contains("Widget"),
         "figures missing from the DOM"
     );
-    let dom = load_in_chromium(&chromium, &snap, &dir.join("profile"));
+    let dom = chromium_dom(&chromium, &snap, &dir.join("profile"));
     assert!(
         !dom.to_lowercase().contains("<img"),
         "an img element in the DOM"

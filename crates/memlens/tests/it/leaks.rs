@@ -55,13 +55,7 @@ fn recorded(mode: &str, requests: u32, dir: &TempDir) -> Value {
 fn a_steadily_leaking_server_is_a_leak_in_its_recording() {
     let dir = TempDir::new("leak-rec");
     let j = recorded("leak", 420, &dir);
-    let l = &j["leak"];
-    assert_eq!(
-        l["verdict"],
-        "leak",
-        "{}",
-        serde_json::to_string_pretty(l).expect("json")
-    );
+    let l = leak_verdict(&j, "leak");
     // 256 KiB per ~10 ms request: at least 5 MiB/s, and R² of a steady line
     assert!(
         l["slope_bytes_per_s"].as_f64().expect("number") > 5.0 * 1048576.0,
@@ -89,19 +83,25 @@ fn a_steadily_leaking_server_is_a_leak_in_its_recording() {
 fn a_plateaued_server_is_not_a_leak_in_its_recording() {
     let dir = TempDir::new("plateau-rec");
     let j = recorded("plateau", 420, &dir);
-    let l = &j["leak"];
-    assert_eq!(
-        l["verdict"],
-        "no-leak",
-        "{}",
-        serde_json::to_string_pretty(l).expect("json")
-    );
+    leak_verdict(&j, "no-leak");
     // it did grow (a growth phase at the start), then stopped
     assert!(
         !j["growth"].as_array().expect("growth").is_empty(),
         "{}",
         j["growth"]
     );
+}
+
+/// The `leak` object of a report or census, whose verdict must be `want`.
+fn leak_verdict<'a>(j: &'a Value, want: &str) -> &'a Value {
+    let l = &j["leak"];
+    assert_eq!(
+        l["verdict"],
+        want,
+        "{}",
+        serde_json::to_string_pretty(l).expect("json")
+    );
+    l
 }
 
 fn census_growth(pid: u32, d: &str) -> std::process::Child {
@@ -131,13 +131,7 @@ fn census_growth_calls_a_steady_leak_a_leak_and_a_plateau_not() {
     t.send("requests 400");
     let c = census_growth(t.pid(), "2500ms");
     let j = finish(c);
-    let l = &j["leak"];
-    assert_eq!(
-        l["verdict"],
-        "leak",
-        "{}",
-        serde_json::to_string_pretty(l).expect("json")
-    );
+    let l = leak_verdict(&j, "leak");
     assert_eq!(u(&l["pid"]), u64::from(t.pid()));
     assert_eq!(l["types"][0]["type"], "bytes", "{l}");
     assert!(

@@ -37,6 +37,7 @@ mod sharing;
 mod sharing_over_time;
 mod sizes;
 mod support;
+mod support_trace;
 mod top;
 mod trace_attach;
 mod trace_cut;

@@ -6,11 +6,12 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::support::{pythons, target_script, Python, TempDir};
+use crate::support_trace::{close, tagged_pid};
 
 /// The cdylib, built once per test run with cargo into its own target directory (the outer
 /// cargo holds the lock of the main one while tests run).
@@ -64,6 +65,15 @@ fn fields(line: &str) -> HashMap<String, u64> {
         .collect()
 }
 
+/// `python script` under the preload in `all` mode, tracing into `out`, which must succeed.
+fn traced_all_ok(py: &Path, script: &str, out: &Path) -> Output {
+    let o = traced(py, script, &[], out, &[("MEMLENS_TRACE", "all")])
+        .output()
+        .expect("runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
 pub(crate) fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -86,15 +96,6 @@ fn end(path: &Path) -> HashMap<String, u64> {
         .expect("lines");
     assert!(last.starts_with("end "), "no end line: {l:?}");
     fields(last)
-}
-
-fn close(what: &str, got: f64, want: f64, pct: f64) {
-    let err = (got - want).abs() / want * 100.0;
-    eprintln!("{what}: {got:.0} vs {want:.0} ({err:.2}%)");
-    assert!(
-        err <= pct,
-        "{what}: {got:.0} vs {want:.0} by construction ({err:.2}% > {pct}%)"
-    );
 }
 
 /// The oldest pyenv CPython and the static Debian one (a libpython linked into the executable).
@@ -325,16 +326,7 @@ fn fork_child_writes_its_own_file() {
     let dir = TempDir::new("preload-fork");
     for py in pythons() {
         let out = dir.join(&format!("{}-trace", py.label));
-        let o = traced(
-            &py.path,
-            "preload_fork.py",
-            &[],
-            &out,
-            &[("MEMLENS_TRACE", "all")],
-        )
-        .output()
-        .expect("runs");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = traced_all_ok(&py.path, "preload_fork.py", &out);
         // No tracer thread: CPython 3.12+ has no "multi-threaded fork" warning to print.
         assert!(
             o.stderr.is_empty(),
@@ -342,13 +334,7 @@ fn fork_child_writes_its_own_file() {
             String::from_utf8_lossy(&o.stderr)
         );
         let text = String::from_utf8_lossy(&o.stdout);
-        let pid = |tag: &str| -> u32 {
-            text.lines()
-                .find_map(|l| l.strip_prefix(tag))
-                .and_then(|p| p.trim().parse().ok())
-                .unwrap_or_else(|| panic!("no {tag} in {text}"))
-        };
-        let (child, parent) = (pid("CHILD "), pid("PARENT "));
+        let (child, parent) = (tagged_pid(&text, "CHILD"), tagged_pid(&text, "PARENT"));
         let cfile = PathBuf::from(format!("{}.{child}", out.display()));
         let h = header(&cfile);
         assert!(h.contains(&format!("pid={child} ")), "{h}");
@@ -436,16 +422,7 @@ fn exec_image_traced_again() {
     let dir = TempDir::new("preload-exec");
     for py in two_pythons() {
         let out = dir.join(&format!("{}-trace", py.label));
-        let o = traced(
-            &py.path,
-            "preload_exec.py",
-            &[],
-            &out,
-            &[("MEMLENS_TRACE", "all")],
-        )
-        .output()
-        .expect("runs");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = traced_all_ok(&py.path, "preload_exec.py", &out);
         let text = String::from_utf8_lossy(&o.stdout);
         let pid: u32 = text
             .trim()

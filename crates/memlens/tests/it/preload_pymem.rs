@@ -10,24 +10,16 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use crate::preload::preload_so;
-use crate::support::{pythons, target_script, Python, TempDir};
+use crate::support::{pythons, Python, TempDir};
+use crate::support_trace::{end_fields, fields, python_plain};
 
 const SCRIPT: &str = "preload_pymem.py";
 
 /// `python preload_pymem.py args`, under the preload when `trace` is given. The hash seed is
 /// fixed so the interpreter's own start-up (and so its baseline) is the same run to run.
 fn command(py: &Path, args: &[&str], trace: Option<(&Path, &[(&str, &str)])>) -> Command {
-    let mut c = Command::new(py);
-    c.arg(target_script(SCRIPT))
-        .args(args)
-        .env("PYTHONHASHSEED", "0")
-        .env_remove("PYTHONMALLOC")
-        .env_remove("PYTHONTRACEMALLOC")
-        .env_remove("LD_PRELOAD")
-        .env_remove("MEMLENS_TRACE_OUT")
-        .env_remove("MEMLENS_TRACE_ROOT_PID")
-        .env_remove("MEMLENS_TRACE")
-        .env_remove("MEMLENS_SAMPLE_BYTES");
+    let mut c = python_plain(py, SCRIPT);
+    c.args(args);
     if let Some((out, env)) = trace {
         c.env("LD_PRELOAD", preload_so())
             .env("MEMLENS_TRACE_OUT", out)
@@ -39,29 +31,9 @@ fn command(py: &Path, args: &[&str], trace: Option<(&Path, &[(&str, &str)])>) ->
     c
 }
 
-/// The numeric `key=value` fields of a line.
-fn fields(line: &str) -> HashMap<String, f64> {
-    line.split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
-        .collect()
-}
-
 /// The trace's `end` line (the targets leave by `os._exit`, everything still held).
 fn end(path: &Path) -> HashMap<String, f64> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    // Version 2: the end line is followed by its site and peak lines.
-    let last = text
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("end ") || l.starts_with("snap "))
-        .unwrap_or_default();
-    assert!(
-        last.starts_with("end "),
-        "no end line in {}: {text}",
-        path.display()
-    );
-    let f = fields(last);
+    let f = end_fields(path);
     for k in [
         "live_bytes",
         "live_mmap_bytes",
@@ -69,11 +41,11 @@ fn end(path: &Path) -> HashMap<String, f64> {
         "live_malloc_bytes",
         "untouched_bytes",
     ] {
-        assert!(f.contains_key(k), "{k} missing: {last}");
+        assert!(f.contains_key(k), "{k} missing: {f:?}");
     }
     // The domains partition the live bytes (each rounded on its own).
     let parts = f["live_mmap_bytes"] + f["live_pymalloc_bytes"] + f["live_malloc_bytes"];
-    assert!((parts - f["live_bytes"]).abs() <= 3.0, "{last}");
+    assert!((parts - f["live_bytes"]).abs() <= 3.0, "{f:?}");
     f
 }
 

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use crate::preload::{lines, traced};
 use crate::support::{pythons, target_script, TempDir};
+use crate::support_trace::markers;
 
 const SCRIPT: &str = "stack_cache.py";
 
@@ -80,12 +81,8 @@ fn malloc_stacks(path: &Path) -> Vec<(Vec<Frame>, u64, u64)> {
 /// The script's `# @NAME` lines, `N` and `SIZES`.
 fn script() -> (HashMap<String, u64>, u64, HashMap<String, u64>) {
     let text = std::fs::read_to_string(target_script(SCRIPT)).expect("script");
-    let mut marks = HashMap::new();
     let (mut n, mut sizes, mut in_sizes) = (0, HashMap::new(), false);
-    for (i, l) in text.lines().enumerate() {
-        if let Some(m) = l.split("# @").nth(1) {
-            marks.insert(m.trim().to_string(), i as u64 + 1);
-        }
+    for l in text.lines() {
         if let Some(v) = l.strip_prefix("N = ") {
             n = v.trim().parse().expect("N");
         }
@@ -99,7 +96,7 @@ fn script() -> (HashMap<String, u64>, u64, HashMap<String, u64>) {
         }
     }
     assert!(n > 0 && sizes.len() == 13, "N={n} SIZES={sizes:?}");
-    (marks, n, sizes)
+    (markers(SCRIPT), n, sizes)
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::process::Command;
 
 use crate::preload::{lines, traced};
 use crate::support::{pythons, target_script, Python, TempDir};
+use crate::support_trace::{close, markers, tagged_pid};
 
 const MIB: f64 = (1 << 20) as f64;
 const SCRIPT: &str = "preload_stacks.py";
@@ -169,18 +170,6 @@ fn parse(path: &Path) -> Trace {
     t
 }
 
-/// The line numbers of the script's `# @NAME` markers.
-fn markers() -> HashMap<String, u64> {
-    let text = std::fs::read_to_string(target_script(SCRIPT)).expect("script");
-    text.lines()
-        .enumerate()
-        .filter_map(|(i, l)| {
-            let m = l.split("# @").nth(1)?;
-            Some((m.trim().to_string(), i as u64 + 1))
-        })
-        .collect()
-}
-
 impl Trace {
     /// The stacks whose innermost frame is `inner` (function, line) of the script and whose
     /// next is `next` (function, line; line 0: any line, function matched by its last dotted
@@ -226,15 +215,6 @@ impl Trace {
     }
 }
 
-fn close(what: &str, got: f64, want: f64, pct: f64) {
-    let err = (got - want).abs() / want * 100.0;
-    eprintln!("{what}: {got:.0} vs {want:.0} ({err:.2}%)");
-    assert!(
-        err <= pct,
-        "{what}: {got:.0} vs {want:.0} by construction ({err:.2}% > {pct}%)"
-    );
-}
-
 /// Runs the script under the preload (and once without, for its output and status).
 fn run(py: &Python, out: &Path, args: &[&str], env: &[(&str, &str)]) -> (String, Trace) {
     let o = traced(&py.path, SCRIPT, args, out, env)
@@ -273,7 +253,7 @@ fn run(py: &Python, out: &Path, args: &[&str], env: &[(&str, &str)]) -> (String,
 /// Checks the figures of the script's stacks; `pct`: the tolerance; `sampled`: only the
 /// sites above 5% of the peak are held to it.
 fn check(py: &Python, t: &Trace, pct: f64) {
-    let mk = markers();
+    let mk = markers(SCRIPT);
     let l = |k: &str| mk[k];
     let who = &py.label;
     assert_eq!(
@@ -414,15 +394,11 @@ fn sampled_stacks_within_ten_percent() {
 #[test]
 fn forked_child_has_its_own_stacks() {
     let dir = TempDir::new("preload-stacks-fork");
-    let mk = markers();
+    let mk = markers(SCRIPT);
     for py in pythons() {
         let out = dir.join(&format!("{}-fork", py.label));
         let (stdout, parent) = run(&py, &out, &["fork"], &[("MEMLENS_TRACE", "all")]);
-        let child: u32 = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("CHILD "))
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no CHILD in {stdout}"));
+        let child = tagged_pid(&stdout, "CHILD");
         let t = parse(Path::new(&format!("{}.{child}", out.display())));
         assert!(t.header.contains_key("forked_from"), "{:?}", t.header);
         let c = t.stacks_at(

@@ -7,29 +7,20 @@
 //! allocators that keep the free wrapper (`PYTHONMALLOC=malloc` serves raw too,
 //! `pymalloc_debug` wraps the free) are checked the same way.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::preload::preload_so;
-use crate::support::{pythons, target_script, Python, TempDir};
+use crate::support::{pythons, Python, TempDir};
+use crate::support_trace::{end_fields, fields, python_plain};
 
 const SCRIPT: &str = "pymem_served_raw.py";
 /// Small objects made: 40 MB, of which a quarter is kept.
 const TOTAL: &str = "40000000";
 
 fn command(py: &Path, pymalloc: Option<&str>, trace: Option<&Path>) -> Command {
-    let mut c = Command::new(py);
-    c.arg(target_script(SCRIPT))
-        .arg(TOTAL)
-        .env("PYTHONHASHSEED", "0")
-        .env_remove("PYTHONMALLOC")
-        .env_remove("PYTHONTRACEMALLOC")
-        .env_remove("LD_PRELOAD")
-        .env_remove("MEMLENS_TRACE_OUT")
-        .env_remove("MEMLENS_TRACE_ROOT_PID")
-        .env_remove("MEMLENS_TRACE")
-        .env_remove("MEMLENS_SAMPLE_BYTES");
+    let mut c = python_plain(py, SCRIPT);
+    c.arg(TOTAL);
     if let Some(m) = pymalloc {
         c.env("PYTHONMALLOC", m);
     }
@@ -41,13 +32,6 @@ fn command(py: &Path, pymalloc: Option<&str>, trace: Option<&Path>) -> Command {
             .env("MEMLENS_SAMPLE_BYTES", "4096");
     }
     c
-}
-
-fn fields(line: &str) -> HashMap<String, f64> {
-    line.split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
-        .collect()
 }
 
 /// The target's READY line: (kept bytes, change of sys.getallocatedblocks()).
@@ -65,18 +49,6 @@ fn ready(py: &Python, out: &Output) -> (f64, f64) {
             )
         });
     (f["kept"], f["blocks"])
-}
-
-/// The trace's `end` line.
-fn end(path: &Path) -> HashMap<String, f64> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let last = text
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("end ") || l.starts_with("snap "))
-        .unwrap_or_default();
-    assert!(last.starts_with("end "), "no end line: {text}");
-    fields(last)
 }
 
 /// One traced run against the same program run plainly: the kept small objects are the live
@@ -106,7 +78,7 @@ fn check(py: &Python, pymalloc: Option<&str>, dir: &TempDir) {
         (blocks_t - blocks).abs() <= 4.0,
         "{label}: sys.getallocatedblocks() changed under the tracer: {blocks_t} against {blocks}"
     );
-    let f = end(&trace);
+    let f = end_fields(&trace);
     let live = f["live_pymalloc_bytes"];
     assert_eq!(f["dropped_allocs"], 0.0, "{label}");
     assert_eq!(f["dropped_frees"], 0.0, "{label}");

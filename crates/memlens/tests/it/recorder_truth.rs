@@ -100,6 +100,30 @@ print('READY', flush=True)
 sys.stdin.readline()
 "#;
 
+/// The pids of a target's first line, `PIDS ...`.
+fn pids_of(t: &Target) -> Vec<u32> {
+    t.lines[0]
+        .strip_prefix("PIDS ")
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect()
+}
+
+/// `memlens run -q -o DB -- PYTHON -c SCRIPT` of a script that prints `PIDS ...`, then READY:
+/// the run, ready, and those pids.
+fn run_script(db: &Path, py: &Path, script: &str) -> (Target, Vec<u32>) {
+    let mut cmd = memlens();
+    cmd.args(["run", "-q", "-o"])
+        .arg(db)
+        .arg("--")
+        .arg(py)
+        .args(["-c", script]);
+    let t = Target::spawn(cmd);
+    let pids = pids_of(&t);
+    (t, pids)
+}
+
 #[test]
 fn a_recorded_forked_tree_peaks_at_the_pss_the_kernel_reads() {
     // `record` of a tree already at its plateau: the first sample cannot read PSS yet, and
@@ -107,12 +131,7 @@ fn a_recorded_forked_tree_peaks_at_the_pss_the_kernel_reads() {
     let dir = TempDir::world_writable("forked-record");
     for py in two_pythons() {
         let mut t = Target::python(&py.path, FORKED_TREE);
-        let pids: Vec<u32> = t.lines[0]
-            .strip_prefix("PIDS ")
-            .unwrap()
-            .split_whitespace()
-            .map(|p| p.parse().unwrap())
-            .collect();
+        let pids = pids_of(&t);
         let before = kernel_pss(&pids);
         let db = dir.join(&format!("tree-{}.db", py.label));
         let out = memlens()
@@ -162,19 +181,7 @@ fn a_running_forked_tree_peaks_at_the_pss_the_kernel_reads() {
     let dir = TempDir::world_writable("forked-run");
     let py = &two_pythons()[0];
     let db = dir.join("run.db");
-    let mut cmd = memlens();
-    cmd.args(["run", "-q", "-o"])
-        .arg(&db)
-        .arg("--")
-        .arg(&py.path)
-        .args(["-c", FORKED_TREE]);
-    let mut t = Target::spawn(cmd);
-    let pids: Vec<u32> = t.lines[0]
-        .strip_prefix("PIDS ")
-        .unwrap()
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
+    let (mut t, pids) = run_script(&db, &py.path, FORKED_TREE);
     let truth = kernel_pss(&pids);
     // Recording time now, from the recording's own origin.
     let started: f64 = sql(&db, "SELECT value FROM meta WHERE key = 'started_unix'")
@@ -503,19 +510,7 @@ print('PIDS', os.getpid(), pid, flush=True)
 print('READY', flush=True)
 sys.stdin.readline()
 "#;
-    let mut cmd = memlens();
-    cmd.args(["run", "-q", "-o"])
-        .arg(&db)
-        .arg("--")
-        .arg(&py.path)
-        .args(["-c", script]);
-    let mut t = Target::spawn(cmd);
-    let pids: Vec<u32> = t.lines[0]
-        .strip_prefix("PIDS ")
-        .unwrap()
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
+    let (mut t, pids) = run_script(&db, &py.path, script);
     // Wait until the recording holds more than a second of both processes alive, PSS read.
     let ready = |db: &Path| {
         let out = sql(

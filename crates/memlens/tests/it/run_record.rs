@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use crate::support::{
-    kill, memlens, no_panic, python, pythons, report_json, stderr, u, Target, TempDir,
+    chromium, chromium_log_clean, chromium_on, kill, memlens, no_panic, python, pythons,
+    report_json, stderr, u, Target, TempDir,
 };
 use serde_json::Value;
 
@@ -620,51 +621,9 @@ fn the_recording_is_plain_sqlite() {
     assert_eq!(String::from_utf8_lossy(&shell.stdout), "1\nrun\n");
 }
 
-/// Headless Chromium (Debian's `chromium`), or `None` outside CI when it is not installed.
-fn chromium() -> Option<PathBuf> {
-    for p in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
-        if Path::new(p).exists() {
-            return Some(PathBuf::from(p));
-        }
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("chromium is not installed (apt-get install -y chromium)");
-    }
-    eprintln!("warning: chromium not installed, HTML rendering not tested");
-    None
-}
-
-/// Runs headless Chromium on a file with `mode` (`--screenshot=...` or `--dump-dom`); returns
-/// (stdout, stderr).
-fn chromium_on(chromium: &Path, page: &Path, profile: &Path, mode: &str) -> (String, String) {
-    let _ = std::fs::remove_dir_all(profile);
-    std::fs::create_dir_all(profile).unwrap();
-    let out = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--window-size=1100,1400",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(mode)
-        .arg(format!("file://{}", page.display()))
-        .stdin(Stdio::null())
-        .output()
-        .expect("chromium runs");
-    assert!(out.status.success(), "chromium failed: {}", stderr(&out));
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr(&out),
-    )
-}
+/// The window the page is drawn in (the screenshot's pixels are counted in it), and no QUIC.
+const WINDOW: &str = "--window-size=1100,1400";
+const QUIC: &str = "--disable-quic";
 
 #[test]
 fn html_report_renders_offline_in_chromium_with_target_strings_escaped() {
@@ -714,10 +673,8 @@ fn html_report_renders_offline_in_chromium_with_target_strings_escaped() {
         return;
     };
     let profile = dir.join("profile");
-    let (dom, log) = chromium_on(&chromium, &page, &profile, "--dump-dom");
-    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
-    assert!(console.is_empty(), "console messages: {console:?}");
-    assert!(!log.contains("net::ERR"), "network errors: {log}");
+    let (dom, log) = chromium_on(&chromium, &page, &profile, &[WINDOW, QUIC, "--dump-dom"]);
+    chromium_log_clean(&log);
     assert!(dom.contains("<svg class=\"chart\""), "no chart in the DOM");
     assert!(dom.matches("<polygon").count() >= 2, "no stacked areas");
     assert!(
@@ -734,7 +691,7 @@ fn html_report_renders_offline_in_chromium_with_target_strings_escaped() {
         &chromium,
         &page,
         &profile,
-        &format!("--screenshot={}", shot.display()),
+        &[WINDOW, QUIC, &format!("--screenshot={}", shot.display())],
     );
     let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
     assert!(console.is_empty(), "console messages: {console:?}");

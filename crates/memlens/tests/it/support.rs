@@ -271,8 +271,15 @@ impl Drop for Target {
         if !matches!(self.child.try_wait(), Ok(None)) {
             return;
         }
-        let pid = self.child.id() as i32;
-        // Kill the whole process group is not ours to do; kill the children we can see first.
+        let pid = self.child.id();
+        // Kill the whole process group is not ours to do; kill the children we can see first,
+        // with the target stopped: it then forks no more children and reaps none, so each one
+        // listed is still its child (running, or a zombie the signal reaches too), its PID not
+        // another process's. (Running, a target forking short-lived workers reaped one between
+        // the list and its kill, and `kill` said "No such process" in the suite's output.)
+        let _ = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status();
         if let Ok(t) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
             for c in t.split_whitespace() {
                 let _ = Command::new("kill").arg("-9").arg(c).status();
@@ -509,4 +516,70 @@ pub fn cow_freeze_tree(py: &Python, n: u64, workers: usize, freeze: bool) -> (Ta
         .collect();
     assert_eq!(pids.len(), workers, "workers of {}", t.pid());
     (t, pids)
+}
+
+/// Headless Chromium (Debian's `chromium`), or `None` outside CI when it is not installed.
+pub fn chromium() -> Option<PathBuf> {
+    for p in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
+        if Path::new(p).exists() {
+            return Some(PathBuf::from(p));
+        }
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "chromium is not installed (apt-get install -y chromium)"
+    );
+    eprintln!("warning: chromium not installed, HTML pages not loaded in a browser");
+    None
+}
+
+/// Runs headless Chromium on the file `page` with a fresh profile in `profile` (no network
+/// services, its log on stderr) and `flags` (`--dump-dom`, `--screenshot=PATH`, a window
+/// size); it must succeed: (stdout, stderr).
+pub fn chromium_on(
+    chromium: &Path,
+    page: &Path,
+    profile: &Path,
+    flags: &[&str],
+) -> (String, String) {
+    let _ = std::fs::remove_dir_all(profile);
+    std::fs::create_dir_all(profile).expect("profile directory");
+    let out = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(flags)
+        .arg(format!("file://{}", page.display()))
+        .stdin(Stdio::null())
+        .output()
+        .expect("chromium runs");
+    assert!(out.status.success(), "chromium failed: {}", stderr(&out));
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr(&out),
+    )
+}
+
+/// Asserts Chromium's log of a page has no console message and no network error.
+pub fn chromium_log_clean(log: &str) {
+    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    assert!(console.is_empty(), "console messages: {console:?}");
+    assert!(!log.contains("net::ERR"), "network errors: {log}");
+}
+
+/// The DOM Chromium builds from `page`; the page must load without console messages or
+/// network errors.
+pub fn chromium_dom(chromium: &Path, page: &Path, profile: &Path) -> String {
+    let (dom, log) = chromium_on(chromium, page, profile, &["--dump-dom"]);
+    chromium_log_clean(&log);
+    dom
 }

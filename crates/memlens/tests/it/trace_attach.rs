@@ -25,6 +25,7 @@ use crate::support::{
     kill, memlens, no_panic, pythons, report_json, rollup_field, stderr, target_script, u, Python,
     Target, TempDir,
 };
+use crate::support_trace::markers;
 
 fn sid_pythons() -> Vec<Python> {
     pythons()
@@ -33,19 +34,16 @@ fn sid_pythons() -> Vec<Python> {
         .collect()
 }
 
-/// The 1-based line of `trace_attach.py` that ends with `# MARK`.
-fn line_of(mark: &str) -> u32 {
-    let text = std::fs::read_to_string(target_script("trace_attach.py")).expect("target");
-    let at = text
-        .lines()
-        .position(|l| l.trim_end().ends_with(&format!("# {mark}")))
-        .expect("marked line");
-    at as u32 + 1
+const SCRIPT: &str = "trace_attach.py";
+
+/// The line of the target marked `# @MARK`.
+fn line_of(mark: &str) -> u64 {
+    markers(SCRIPT)[mark]
 }
 
 fn start(py: &Path, args: &[&str]) -> Target {
     let mut cmd = Command::new(py);
-    cmd.args(args).arg(target_script("trace_attach.py"));
+    cmd.args(args).arg(target_script(SCRIPT));
     Target::spawn(cmd)
 }
 
@@ -56,7 +54,7 @@ fn start_capturing(py: &Path, err: &Path) -> Target {
     cmd.arg("-c")
         .arg("exec \"$0\" \"$1\" 2>\"$2\"")
         .arg(py)
-        .arg(target_script("trace_attach.py"))
+        .arg(target_script(SCRIPT))
         .arg(err);
     Target::spawn(cmd)
 }
@@ -77,19 +75,8 @@ fn leftovers(tmp: &Path) -> Vec<String> {
 }
 
 /// Bytes of `leaked.by_line` (alive at the detach) at the target's `line`.
-fn at_line(allocs: &Value, line: u32) -> u64 {
-    allocs["leaked"]["by_line"]
-        .as_array()
-        .expect("by_line")
-        .iter()
-        .filter(|r| {
-            r["file"]
-                .as_str()
-                .is_some_and(|f| f.ends_with("trace_attach.py"))
-                && r["line"].as_u64() == Some(u64::from(line))
-        })
-        .map(|r| u(&r["bytes"]))
-        .sum()
+fn at_line(allocs: &Value, line: u64) -> u64 {
+    crate::support_trace::at_line(&allocs["leaked"]["by_line"], SCRIPT, line) as u64
 }
 
 /// Starts `memlens record PID --trace=all -o REC` (private directory under `tmp`) and returns
@@ -126,7 +113,7 @@ fn close(what: &str, got: u64, want: u64, pct: f64) {
 
 #[test]
 fn record_trace_all_attributes_python_allocations_and_leaves_the_target_running() {
-    let (bytearrays, strings) = (line_of("BYTEARRAYS"), line_of("STRINGS"));
+    let (bytearrays, strings) = (line_of("bytearrays"), line_of("strings"));
     for py in sid_pythons() {
         let tmp = TempDir::new("trace-attach");
         let rec = tmp.join("rec.db");
@@ -281,7 +268,7 @@ fn record_trace_is_refused_before_3_14_where_remote_debugging_is_disabled_and_wi
         let by_option = start(&py.path, &["-X", "disable-remote-debug"]);
         let mut cmd = Command::new(&py.path);
         cmd.env("PYTHON_DISABLE_REMOTE_DEBUG", "1")
-            .arg(target_script("trace_attach.py"));
+            .arg(target_script(SCRIPT));
         let by_env = Target::spawn(cmd);
         for mut t in [by_option, by_env] {
             refused(&mut t, "remote debugging disabled", &py.label);
@@ -323,7 +310,7 @@ fn record_trace_withdraws_its_request_from_a_target_blocked_outside_python() {
 
 #[test]
 fn record_trace_of_a_target_that_exits_imports_what_it_wrote_at_exit() {
-    let bytearrays = line_of("BYTEARRAYS");
+    let bytearrays = line_of("bytearrays");
     for py in sid_pythons() {
         let tmp = TempDir::new("trace-attach-exit");
         let rec = tmp.join("rec.db");
@@ -345,13 +332,8 @@ fn record_trace_of_a_target_that_exits_imports_what_it_wrote_at_exit() {
         let out = r.wait_with_output().expect("record ends");
         assert!(out.status.success(), "{}: {}", py.label, stderr(&out));
         let allocs = &report_json(&rec)["allocations"];
-        let peak: u64 = allocs["at_peak"]["by_line"]
-            .as_array()
-            .expect("by_line")
-            .iter()
-            .filter(|r| r["line"].as_u64() == Some(u64::from(bytearrays)))
-            .map(|r| u(&r["bytes"]))
-            .sum();
+        let peak =
+            crate::support_trace::at_line(&allocs["at_peak"]["by_line"], SCRIPT, bytearrays) as u64;
         close(&format!("{} at the peak", py.label), peak, truth, 0.1);
         assert_eq!(u(&allocs["lost"]["unfinished_traces"]), 0, "the end line");
         assert_eq!(

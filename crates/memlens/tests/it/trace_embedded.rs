@@ -10,30 +10,18 @@ use std::process::Output;
 use serde_json::Value;
 
 use crate::preload::preload_so;
-use crate::support::{memlens, no_panic, pythons, report_json, stderr, target_script, u, TempDir};
+use crate::support::{memlens, no_panic, pythons, report_json, stderr, target_script, TempDir};
+use crate::support_trace::{
+    at_line, leftovers, markers, memlens_run_traced, refused_before_the_program,
+};
 
+const SCRIPT: &str = "trace_embedded.py";
 const HELD: u64 = 48 << 20;
 
 fn run(py: &Path, tmp: &Path, rec: &Path, user_lib: Option<&Path>, extra: &[&str]) -> Output {
-    let mut c = memlens();
-    match user_lib {
-        Some(l) => c.env("MEMLENS_PRELOAD", l),
-        None => c.env_remove("MEMLENS_PRELOAD"),
-    };
-    c.env("TMPDIR", tmp)
-        .env_remove("LD_PRELOAD")
-        .args([
-            "run",
-            "-q",
-            "--no-python",
-            "--no-sharing",
-            "--trace=all",
-            "-o",
-        ])
-        .arg(rec)
-        .arg("--")
+    memlens_run_traced(user_lib, tmp, &["--trace=all"], rec)
         .arg(py)
-        .arg(target_script("trace_embedded.py"))
+        .arg(target_script(SCRIPT))
         .arg(HELD.to_string())
         .args(extra)
         .output()
@@ -44,27 +32,6 @@ fn run(py: &Path, tmp: &Path, rec: &Path, user_lib: Option<&Path>, extra: &[&str
 fn seen(o: &Output) -> Value {
     let out = String::from_utf8_lossy(&o.stdout);
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out} {}", stderr(o)))
-}
-
-/// The `memlens-trace-*` directories left in `tmp`.
-fn leftovers(tmp: &Path) -> Vec<String> {
-    std::fs::read_dir(tmp)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("memlens-trace-"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn hold_line() -> u64 {
-    let text = std::fs::read_to_string(target_script("trace_embedded.py")).expect("script");
-    let k = text
-        .lines()
-        .position(|l| l.ends_with("# HOLD"))
-        .expect("a HOLD line");
-    k as u64 + 1
 }
 
 /// On the oldest CPython, the static Debian one and the newest: the embedded library, written
@@ -82,7 +49,7 @@ fn embedded_tracer_attributes_and_is_removed() {
     );
     chosen.extend(all.last().cloned());
     chosen.dedup_by(|a, b| a.label == b.label);
-    let line = hold_line();
+    let line = markers(SCRIPT)["hold"];
     for py in &chosen {
         let dir = TempDir::new("trace-embedded");
         let rec = dir.join("r.db");
@@ -121,18 +88,7 @@ fn embedded_tracer_attributes_and_is_removed() {
         );
 
         let a = &report_json(&rec)["allocations"];
-        let at = a["at_peak"]["by_line"]
-            .as_array()
-            .expect("by_line")
-            .iter()
-            .filter(|l| {
-                l["file"]
-                    .as_str()
-                    .is_some_and(|f| f.ends_with("trace_embedded.py"))
-                    && u(&l["line"]) == line
-            })
-            .map(|l| u(&l["bytes"]))
-            .sum::<u64>();
+        let at = at_line(&a["at_peak"]["by_line"], SCRIPT, line) as u64;
         eprintln!("{}: {at} bytes at the peak on line {line}", py.label);
         assert!(
             (HELD..=HELD + HELD / 100).contains(&at),
@@ -193,23 +149,7 @@ fn a_path_ld_preload_cannot_carry_is_refused() {
     let dir = TempDir::new("trace-embedded-space");
     let tmp = dir.join("with space");
     std::fs::create_dir(&tmp).expect("mkdir");
-    let marker = dir.join("ran");
-    let rec = dir.join("r.db");
-    let o = memlens()
-        .env_remove("MEMLENS_PRELOAD")
-        .env("TMPDIR", &tmp)
-        .args(["run", "--trace", "-o"])
-        .arg(&rec)
-        .arg("--")
-        .arg(&pythons()[0].path)
-        .args(["-c", "import sys; open(sys.argv[1], 'w')"])
-        .arg(&marker)
-        .output()
-        .expect("memlens runs");
-    no_panic(&o);
-    assert_eq!(o.status.code(), Some(8), "{}", stderr(&o));
-    assert!(stderr(&o).contains("space or colon"), "{}", stderr(&o));
-    assert!(!marker.exists(), "the program did not run");
-    assert!(!rec.exists(), "no recording");
-    assert!(leftovers(&tmp).is_empty(), "{:?}", leftovers(&tmp));
+    let mut memlens = memlens();
+    memlens.env_remove("MEMLENS_PRELOAD").env("TMPDIR", &tmp);
+    refused_before_the_program(memlens, &pythons()[0].path, &dir, &tmp, 8, "space or colon");
 }

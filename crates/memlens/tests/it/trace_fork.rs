@@ -22,67 +22,26 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use crate::preload::preload_so;
-use crate::support::{
-    memlens, no_panic, pythons, report_json, stderr, target_script, u, Python, TempDir,
+use crate::support::{memlens, no_panic, pythons, stderr, target_script, u, Python, TempDir};
+use crate::support_trace::{
+    allocations_none_lost, close, in_script, markers, memlens_run_traced, read_truth,
 };
 
 const SCRIPT: &str = "trace_fork.py";
 const WORKERS: u64 = 4;
 
-/// The line numbers of the script's `# @NAME` markers.
-fn markers() -> HashMap<String, u64> {
-    let text = std::fs::read_to_string(target_script(SCRIPT)).expect("script");
-    text.lines()
-        .enumerate()
-        .filter_map(|(i, l)| {
-            let m = l.split("# @").nth(1)?;
-            Some((m.trim().to_string(), i as u64 + 1))
-        })
-        .collect()
-}
-
 /// The bytes of a `by_line` list at the script's `line`.
 fn at_line(list: &Value, line: u64) -> f64 {
-    list.as_array()
-        .expect("by_line")
-        .iter()
-        .filter(|x| {
-            x["file"].as_str().is_some_and(|f| f.ends_with(SCRIPT)) && u(&x["line"]) == line
-        })
-        .map(|x| u(&x["bytes"]) as f64)
-        .sum()
-}
-
-fn close(what: &str, got: f64, want: f64, pct: f64) {
-    let err = (got - want).abs() / want * 100.0;
-    eprintln!("{what}: {got:.0} vs {want:.0} ({err:.2}%)");
-    assert!(
-        err <= pct,
-        "{what}: {got:.0} vs {want:.0} ({err:.2}% > {pct}%)"
-    );
+    crate::support_trace::at_line(list, SCRIPT, line)
 }
 
 fn check(py: &Python, dir: &TempDir, mk: &HashMap<String, u64>) {
     let tag = &py.label;
     let rec = dir.join(&format!("{tag}.db"));
     let truth_path = dir.join(&format!("{tag}.json"));
-    let out = memlens()
-        .env("MEMLENS_PRELOAD", preload_so())
-        .env("TMPDIR", dir.path())
+    let out = memlens_run_traced(Some(preload_so()), dir.path(), &["--trace=all"], &rec)
         // a snapshot every 100 ms (default 1 s): the processes wait for one each
         .env("MEMLENS_TRACE_PERIOD_MS", "100")
-        .env_remove("LD_PRELOAD")
-        .env_remove("PYTHONMALLOC")
-        .args([
-            "run",
-            "-q",
-            "--no-python",
-            "--no-sharing",
-            "--trace=all",
-            "-o",
-        ])
-        .arg(&rec)
-        .arg("--")
         .arg(&py.path)
         .arg(target_script(SCRIPT))
         .arg(&truth_path)
@@ -96,12 +55,8 @@ fn check(py: &Python, dir: &TempDir, mk: &HashMap<String, u64>) {
         format!("DONE {WORKERS} workers\n"),
         "{tag}"
     );
-    let truth: Value =
-        serde_json::from_slice(&std::fs::read(&truth_path).expect("truth")).expect("truth JSON");
-    let a = report_json(&rec)["allocations"].clone();
-    for (k, v) in a["lost"].as_object().expect("lost") {
-        assert_eq!(u(v), 0, "{tag}: lost.{k}: {}", a["lost"]);
-    }
+    let truth = read_truth(&truth_path);
+    let a = allocations_none_lost(&rec, tag);
     let p = &a["at_peak"];
     let big = u(&truth["parent_big"]) as f64;
     let small = u(&truth["parent_small"]) as f64;
@@ -141,10 +96,7 @@ fn check(py: &Python, dir: &TempDir, mk: &HashMap<String, u64>) {
             .filter(|s| u(&s["pid"]) == pid)
             .filter(|s| {
                 line.is_none_or(|l| {
-                    s["frames"][0]["file"]
-                        .as_str()
-                        .is_some_and(|f| f.ends_with(SCRIPT))
-                        && u(&s["frames"][0]["line"]) == l
+                    in_script(&s["frames"][0], SCRIPT) && u(&s["frames"][0]["line"]) == l
                 })
             })
             .map(|s| u(&s["bytes"]) as f64)
@@ -224,7 +176,7 @@ fn interpreters() -> Vec<Python> {
 #[test]
 fn inherited_blocks_count_once_at_the_tree_peak() {
     let dir = TempDir::new("trace-fork");
-    let mk = markers();
+    let mk = markers(SCRIPT);
     let pys = interpreters();
     assert!(!pys.is_empty(), "no pyenv 3.12 or 3.8");
     for py in &pys {

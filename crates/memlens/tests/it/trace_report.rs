@@ -22,6 +22,8 @@ use memlens_report::{alloc_flame, alloc_html, alloc_lines, alloc_text, html, sha
 
 use crate::golden::{check, fixtures};
 use crate::support::{memlens_output, stderr, TempDir};
+// it::trace_live loads its page with these too.
+pub(crate) use crate::support::{chromium, chromium_dom as load};
 
 const MIB: u64 = 1 << 20;
 const EVIL_FUNCTION: &str = "evil;\x1b[31m<script>alert(1)</script>";
@@ -359,20 +361,6 @@ fn flame_graph_parses_back_to_the_stacks() {
     }
 }
 
-/// Headless Chromium (Debian's `chromium`), or `None` outside CI when it is not installed.
-pub(crate) fn chromium() -> Option<std::path::PathBuf> {
-    let p = Path::new("/usr/bin/chromium");
-    if p.exists() {
-        return Some(p.to_path_buf());
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "chromium is not installed (apt-get install -y chromium)"
-    );
-    eprintln!("warning: chromium not installed, the HTML section not loaded");
-    None
-}
-
 /// What the test's driver script does in the page: searches, zooms, writes what it saw into
 /// `data-test` on `<body>` (read back from the DOM Chromium dumps).
 const DRIVER: &str = r##"(function () {
@@ -469,37 +457,6 @@ fn html_section_searches_and_zooms_in_chromium_under_its_csp() {
     assert_eq!(res["hidden"], 5, "{res}");
     assert_eq!(res["reset"], false, "{res}");
     assert_eq!(res["after"], 0, "{res}");
-}
-
-/// The DOM Chromium builds from `page`; the page must load without console messages or
-/// network errors.
-pub(crate) fn load(chromium: &Path, page: &Path, profile: &Path) -> String {
-    let _ = std::fs::remove_dir_all(profile);
-    std::fs::create_dir_all(profile).unwrap();
-    let out = std::process::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("file://{}", page.display()))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "chromium failed: {}", stderr(&out));
-    let log = stderr(&out);
-    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
-    assert!(console.is_empty(), "console messages: {console:?}");
-    assert!(!log.contains("net::ERR"), "network errors: {log}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn leftovers(dir: &Path) -> Vec<String> {

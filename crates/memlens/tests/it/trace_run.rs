@@ -12,21 +12,16 @@ use serde_json::Value;
 
 use crate::preload::preload_so;
 use crate::support::{memlens, no_panic, pythons, report_json, stderr, target_script, u, TempDir};
+use crate::support_trace::{
+    close, in_script, leftovers, memlens_run_traced, refused_before_the_program,
+};
 
 const SIZE: u64 = 4 << 20;
 
 /// `memlens run --trace=all` of preload_hold.py (N buffers, half freed, os._exit), with TMPDIR
 /// set to `tmp` (where the private directory goes).
 fn run_traced(py: &Path, n: u64, rec: &Path, tmp: &Path, extra: &[&str]) -> Output {
-    memlens()
-        .env("MEMLENS_PRELOAD", preload_so())
-        .env("TMPDIR", tmp)
-        .env_remove("LD_PRELOAD")
-        .args(["run", "-q", "--no-python", "--no-sharing"])
-        .args(extra)
-        .arg("-o")
-        .arg(rec)
-        .arg("--")
+    memlens_run_traced(Some(preload_so()), tmp, extra, rec)
         .arg(py)
         .arg(target_script("preload_hold.py"))
         .args([n.to_string(), SIZE.to_string()])
@@ -57,26 +52,6 @@ fn stored(rec: &Path) -> (u64, u64, String, u64) {
         f[2].to_string(),
         f[3].parse().unwrap_or(0),
     )
-}
-
-fn close(what: &str, got: f64, want: f64, pct: f64) {
-    let err = (got - want).abs() / want * 100.0;
-    eprintln!("{what}: {got:.0} vs {want:.0} ({err:.2}%)");
-    assert!(
-        err <= pct,
-        "{what}: {got:.0} vs {want:.0} by construction ({err:.2}% > {pct}%)"
-    );
-}
-
-fn leftovers(tmp: &Path) -> Vec<String> {
-    std::fs::read_dir(tmp)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("memlens-trace-"))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The peak (50 held) and what is alive at exit (25 held) within 2% of the construction above
@@ -153,20 +128,16 @@ fn trace_all_matches_construction() {
         // bytes are on the script's lines.
         let (_, version, python) = &figures[1];
         if *version >= 2 && python != "none" {
-            let on_script: u64 = held["at_peak"]["by_line"]
+            let on_script: f64 = held["at_peak"]["by_line"]
                 .as_array()
-                .unwrap_or(&Vec::new())
+                .expect("by_line")
                 .iter()
-                .filter(|l| {
-                    l["file"]
-                        .as_str()
-                        .is_some_and(|f| f.ends_with("preload_hold.py"))
-                })
-                .map(|l| u(&l["bytes"]))
+                .filter(|l| in_script(l, "preload_hold.py"))
+                .map(|l| u(&l["bytes"]) as f64)
                 .sum();
             close(
                 &format!("{label} at_peak on preload_hold.py's lines"),
-                on_script as f64,
+                on_script,
                 (50 * SIZE) as f64,
                 2.0,
             );
@@ -242,29 +213,18 @@ fn no_trace_is_null() {
 #[test]
 fn missing_library_exits_5() {
     let dir = TempDir::new("trace-nolib");
-    let marker = dir.join("ran");
-    let rec = dir.join("r.db");
-    let o = memlens()
+    let mut memlens = memlens();
+    memlens
         .env("MEMLENS_PRELOAD", dir.join("nowhere/libmemlens_preload.so"))
-        .env("TMPDIR", dir.path())
-        .args(["run", "--trace", "-o"])
-        .arg(&rec)
-        .arg("--")
-        .arg(&pythons()[0].path)
-        .args(["-c", "import sys; open(sys.argv[1], 'w')"])
-        .arg(&marker)
-        .output()
-        .expect("memlens runs");
-    no_panic(&o);
-    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("libmemlens_preload.so"),
-        "{}",
-        stderr(&o)
+        .env("TMPDIR", dir.path());
+    refused_before_the_program(
+        memlens,
+        &pythons()[0].path,
+        &dir,
+        dir.path(),
+        5,
+        "libmemlens_preload.so",
     );
-    assert!(!marker.exists(), "the program did not run");
-    assert!(!rec.exists(), "no recording");
-    assert!(leftovers(dir.path()).is_empty());
 }
 
 /// What the program puts in the private directory besides the tracer's files (a file of its

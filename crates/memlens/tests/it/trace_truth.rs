@@ -56,8 +56,10 @@ use serde_json::Value;
 
 use crate::preload::preload_so;
 use crate::support::{
-    memlens, no_panic, numpy_pythons, pythons, report_json, stderr, target_script, u, Python,
-    TempDir,
+    memlens, no_panic, numpy_pythons, pythons, stderr, target_script, u, Python, TempDir,
+};
+use crate::support_trace::{
+    allocations_none_lost, close, in_script, markers, memlens_run_traced, read_truth,
 };
 
 const SCRIPT: &str = "trace_truth.py";
@@ -145,18 +147,6 @@ fn numpy_arg(py: &Python) -> &'static str {
     }
 }
 
-/// The line numbers of the script's `# @NAME` markers.
-fn markers() -> HashMap<String, u64> {
-    let text = std::fs::read_to_string(target_script(SCRIPT)).expect("script");
-    text.lines()
-        .enumerate()
-        .filter_map(|(i, l)| {
-            let m = l.split("# @").nth(1)?;
-            Some((m.trim().to_string(), i as u64 + 1))
-        })
-        .collect()
-}
-
 /// One traced run: memlens's output (the program's), the report's `"allocations"`, the
 /// target's truth, the recording.
 struct Traced {
@@ -170,19 +160,11 @@ fn run_traced(py: &Python, mode: Mode, dir: &TempDir) -> Traced {
     let tag = format!("{}-{}", py.label, mode.name());
     let rec = dir.join(&format!("{tag}.db"));
     let truth = dir.join(&format!("{tag}.json"));
-    let out = memlens()
-        .env("MEMLENS_PRELOAD", preload_so())
-        .env("TMPDIR", dir.path())
+    let mode_args = mode.args();
+    let mode_args: Vec<&str> = mode_args.iter().map(String::as_str).collect();
+    let out = memlens_run_traced(Some(preload_so()), dir.path(), &mode_args, &rec)
         // a snapshot every 100 ms (default 1 s): the target waits for one twice
         .env("MEMLENS_TRACE_PERIOD_MS", "100")
-        .env_remove("LD_PRELOAD")
-        .env_remove("PYTHONMALLOC")
-        .env_remove("PYTHONTRACEMALLOC")
-        .args(["run", "-q", "--no-python", "--no-sharing"])
-        .args(mode.args())
-        .arg("-o")
-        .arg(&rec)
-        .arg("--")
         .arg(&py.path)
         .arg(target_script(SCRIPT))
         .arg(&truth)
@@ -197,10 +179,8 @@ fn run_traced(py: &Python, mode: Mode, dir: &TempDir) -> Traced {
         "{tag}: the program's exit status through memlens run: {}",
         stderr(&out)
     );
-    let truth: Value = serde_json::from_slice(&std::fs::read(&truth).expect("the target's truth"))
-        .expect("truth JSON");
-    let a = report_json(&rec)["allocations"].clone();
-    assert!(a.is_object(), "{tag}: no allocations in the report");
+    let truth = read_truth(&truth);
+    let a = allocations_none_lost(&rec, &tag);
     let want_interval = match mode {
         Mode::All => 1,
         Mode::Sampled(t) => t,
@@ -211,9 +191,6 @@ fn run_traced(py: &Python, mode: Mode, dir: &TempDir) -> Traced {
         "{tag}"
     );
     assert_eq!(u(&a["sample_interval_bytes"]), want_interval, "{tag}");
-    for (k, v) in a["lost"].as_object().expect("lost") {
-        assert_eq!(u(v), 0, "{tag}: lost.{k}: {}", a["lost"]);
-    }
     Traced { out, a, truth, rec }
 }
 
@@ -233,19 +210,12 @@ fn expected_stdout(t: &Traced, small: u64) -> String {
 const STDERR: &str = "trace_truth: to stderr, then exit status 3\n";
 
 fn is_script(v: &Value) -> bool {
-    v["file"].as_str().is_some_and(|f| f.ends_with(SCRIPT))
+    in_script(v, SCRIPT)
 }
 
 /// The bytes of a `by_line` list at the script's line `line` (summed over functions).
 fn at_line(list: &Value, line: u64) -> f64 {
-    list.as_array()
-        .map(|l| {
-            l.iter()
-                .filter(|x| is_script(x) && u(&x["line"]) == line)
-                .map(|x| u(&x["bytes"]) as f64)
-                .sum()
-        })
-        .unwrap_or(0.0)
+    crate::support_trace::at_line(list, SCRIPT, line)
 }
 
 /// The stacks at the peak whose innermost frame is `inner` (function, line) of the script and
@@ -271,15 +241,6 @@ fn stacks_at(a: &Value, inner: (&str, u64), next: (&str, u64)) -> (f64, Vec<u64>
     pids.sort_unstable();
     pids.dedup();
     (bytes, pids)
-}
-
-fn close(what: &str, got: f64, want: f64, pct: f64) {
-    let err = (got - want).abs() / want * 100.0;
-    eprintln!("{what}: {got:.0} vs {want:.0} ({err:.2}%)");
-    assert!(
-        err <= pct,
-        "{what}: {got:.0} vs {want:.0} by construction ({err:.2}% > {pct}%)"
-    );
 }
 
 fn site(t: &Traced, name: &str, k: &str) -> f64 {
@@ -332,7 +293,7 @@ fn lines_table(rec: &Path) -> (String, HashMap<u64, [i64; 5]>) {
 #[test]
 fn all_mode_sites_match_construction() {
     let dir = TempDir::new("trace-truth-all");
-    let mk = markers();
+    let mk = markers(SCRIPT);
     let mut pys: Vec<Python> = with_numpy()
         .into_iter()
         .zip(pythons())
@@ -609,7 +570,7 @@ fn misses_beyond_counts_the_rare_misses() {
 /// memory against the kernel; the program's output and status.
 fn sampled(t_bytes: u64, ten: bool) {
     let dir = TempDir::new(&format!("trace-truth-{t_bytes}"));
-    let mk = markers();
+    let mk = markers(SCRIPT);
     each_interpreter(with_numpy(), |py| {
         check_sampled(py, t_bytes, ten, &dir, &mk)
     });

@@ -1,8 +1,8 @@
 # The target of it/trace_attach.rs (`memlens record PID --trace`, PEP 768, CPython 3.14+).
 # After READY it polls stdin every 10 ms, running Python code between polls, so a PEP 768
 # request is taken within about 10 ms. Commands, one a line:
-#   alloc   keeps N bytearrays of 1000 bytes (line BYTEARRAYS) and N strings of 32 characters
-#           (line STRINGS), then prints "ALLOCATED <bytes> <bytes>": sys.getsizeof of each
+#   alloc   keeps N bytearrays of 1000 bytes (line @bytearrays) and N strings of 32 characters
+#           (line @strings), then prints "ALLOCATED <bytes> <bytes>": sys.getsizeof of each
 #           object and of the list holding them, per line (the truth the test compares with)
 #   block   blocks in a read of stdin (no Python code runs) until the next line, then prints
 #           "UNBLOCKED"
@@ -20,8 +20,8 @@ keep = []
 
 
 def alloc():
-    b = [bytearray(1000) for _ in range(N)]  # BYTEARRAYS
-    s = [("%08d" % i) * 4 for i in range(N)]  # STRINGS
+    b = [bytearray(1000) for _ in range(N)]  # @bytearrays
+    s = [("%08d" % i) * 4 for i in range(N)]  # @strings
     keep.append((b, s))
     return (sum(map(sys.getsizeof, b)) + sys.getsizeof(b),
             sum(map(sys.getsizeof, s)) + sys.getsizeof(s))

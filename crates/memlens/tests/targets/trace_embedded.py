@@ -4,9 +4,9 @@ usage: trace_embedded.py N [replace]
 
 Prints one JSON line: the first library of LD_PRELOAD, its mode, the directory of
 MEMLENS_TRACE_OUT, and whether the kernel mapped that library into this process and into a
-child Python (/proc/self/maps). Then holds N bytes (one bytearray, on the line marked HOLD)
-and exits. With `replace`, it first moves memlens's copy of the library aside in the private
-directory and puts a file of its own at that name (memlens must leave both).
+child Python (/proc/self/maps). Then holds N bytes (one bytearray, on the line the test finds
+by its marker) and exits. With `replace`, it first moves memlens's copy of the library aside in
+the private directory and puts a file of its own at that name (memlens must leave both).
 """
 import json
 import os
@@ -27,7 +27,7 @@ if sys.argv[2:] == ["replace"]:
     os.rename(lib, os.path.join(os.path.dirname(lib), "moved-by-program"))
     with open(lib, "w") as f:
         f.write("the program's own file")
-held = bytearray(n)  # HOLD
+held = bytearray(n)  # @hold
 print(json.dumps({
     "lib": lib,
     "mode": mode,

@@ -23,36 +23,13 @@ tracer the program runs the same (what it waits for under the tracer it skips).
 import json
 import os
 import sys
-import time
+
+from _trace_wait import TRACE, next_snapshot, own_trace
 
 MIB = 1 << 20
 CHUNK = 8 * MIB
 PARENT_N = 32
 SMALL_N = 40_000
-TRACE = os.environ.get("MEMLENS_TRACE_OUT")
-
-
-def snaps(path):
-    try:
-        with open(path, "rb") as f:
-            return sum(1 for line in f if line.startswith(b"snap "))
-    except FileNotFoundError:
-        return 0
-
-
-def next_snapshot(path):
-    """Under the tracer: returns once it appended a `snap` line after this call (it writes
-    them from allocating hooks, once a period: small temporaries are allocated meanwhile)."""
-    if TRACE is None:
-        return
-    n0 = snaps(path)
-    deadline = time.monotonic() + 120
-    while snaps(path) <= n0:
-        if time.monotonic() > deadline:
-            sys.stderr.write("no tracer snapshot in 120 s: %s\n" % path)
-            os._exit(90)
-        bytearray(4096)
-        time.sleep(0.002)
 
 
 def build_big():
@@ -65,7 +42,7 @@ def build_small():
 
 def ready(w, own, freed, kind):
     """Once its allocations are in its trace file: READY with its figures, upward."""
-    next_snapshot("%s.%d" % (TRACE, os.getpid()) if TRACE else None)
+    next_snapshot(own_trace())
     held = sys.getsizeof(own) + sum(sys.getsizeof(x) for x in own)
     os.write(w, b"READY %d %d %d %s\n" % (os.getpid(), held, freed, kind))
 

@@ -33,6 +33,8 @@ import sys
 import threading
 import time
 
+from _trace_wait import TRACE, next_snapshot, own_trace
+
 
 def anon_not_resident():
     """{start: size - Rss} of the unnamed anonymous mappings of 64 KiB or more
@@ -65,7 +67,8 @@ SMALL_N = int(sys.argv[2])
 SPIKE_N, SPIKE = 30, 4 * MIB
 TEMP_NS = 10_000_000  # the tracer's temp_ns (docs/trace-format.md)
 COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", 6)  # the tracer's clock
-TRACE = os.environ.get("MEMLENS_TRACE_OUT")
+# what next_snapshot allocates while it waits: sampled at 512 KiB, often enough to write
+# a snapshot soon
 POKE = 256 << 10
 
 truth = {"sites": {}, "numpy": np is not None, "import_not_resident": import_not_resident}
@@ -80,29 +83,6 @@ def site(name, count, peak=0, end=0, allocated=0, freed=0):
     }
 
 
-def snaps(path):
-    try:
-        with open(path, "rb") as f:
-            return sum(1 for line in f if line.startswith(b"snap "))
-    except FileNotFoundError:
-        return 0
-
-
-def next_snapshot(path):
-    """Under the tracer: returns once it appended a `snap` line after this call (it writes
-    them from allocating hooks, once a period: small temporaries are allocated meanwhile)."""
-    if TRACE is None:
-        return
-    n0 = snaps(path)
-    deadline = time.monotonic() + 120
-    while snaps(path) <= n0:
-        if time.monotonic() > deadline:
-            sys.stderr.write("no tracer snapshot in 120 s: %s\n" % path)
-            os._exit(90)
-        bytearray(POKE)  # @poke
-        time.sleep(0.002)
-
-
 def child_work(held):
     for i in range(3):
         held[i] = bytearray(6 * MIB)  # @child
@@ -111,7 +91,7 @@ def child_work(held):
 def child_main(w, r):
     held = [None] * 3
     child_work(held)  # @child_main
-    next_snapshot("%s.%d" % (TRACE, os.getpid()) if TRACE else None)
+    next_snapshot(own_trace(), POKE)
     os.write(w, b"%d" % sum(sys.getsizeof(x) for x in held))
     os.read(r, 1)
     os._exit(0)
@@ -241,7 +221,7 @@ def main(truth_path):
     truth["temp_ns"] = TEMP_NS
 
     # 7. the peak recorded while the worker lives; then the worker goes and buffers are freed
-    next_snapshot(TRACE)
+    next_snapshot(TRACE, POKE)
     os.write(w2, b"x")
     _, status = os.waitpid(pid, 0)
     assert status == 0, status

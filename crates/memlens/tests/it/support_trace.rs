@@ -1,0 +1,187 @@
+//! Shared support for the tracer's tests (it::preload*, trace_*, pymem_served_raw): the lines
+//! a target marks `# @NAME`, a figure held to its construction, `memlens run --trace` of a
+//! target with this test run's tracer library, what such a run leaves in its TMPDIR, and the
+//! `key=value` lines of a trace file.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::{memlens, no_panic, report_json, stderr, target_script, u, TempDir};
+
+/// The line numbers of the `# @NAME` markers of a script of `tests/targets` (found in the
+/// script, not written down twice).
+pub fn markers(script: &str) -> HashMap<String, u64> {
+    let text = std::fs::read_to_string(target_script(script)).expect("script");
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let m = l.split("# @").nth(1)?;
+            Some((m.trim().to_string(), i as u64 + 1))
+        })
+        .collect()
+}
+
+/// Asserts `got` is within `pct` percent of `want`, what construction made (and says both).
+pub fn close(what: &str, got: f64, want: f64, pct: f64) {
+    let err = (got - want).abs() / want * 100.0;
+    eprintln!("{what}: {got:.0} vs {want:.0} ({err:.2}%)");
+    assert!(
+        err <= pct,
+        "{what}: {got:.0} vs {want:.0} by construction ({err:.2}% > {pct}%)"
+    );
+}
+
+/// Whether a frame or `by_line` row is in the script of `tests/targets` named `script`.
+pub fn in_script(v: &Value, script: &str) -> bool {
+    v["file"].as_str().is_some_and(|f| f.ends_with(script))
+}
+
+/// The bytes of a report's `by_line` list at line `line` of `script` (summed over functions).
+pub fn at_line(list: &Value, script: &str, line: u64) -> f64 {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a by_line list: {list}"))
+        .iter()
+        .filter(|x| in_script(x, script) && u(&x["line"]) == line)
+        .map(|x| u(&x["bytes"]) as f64)
+        .sum()
+}
+
+/// `memlens run -q --no-python --no-sharing TRACE_ARGS -o REC --` with the tracer library
+/// `lib` (`MEMLENS_PRELOAD`; `None`: the one memlens carries), its private directory under
+/// `tmp` (TMPDIR), and the environment's LD_PRELOAD, PYTHONMALLOC and PYTHONTRACEMALLOC
+/// removed: the caller adds the program and its arguments (and any other environment).
+pub fn memlens_run_traced(
+    lib: Option<&Path>,
+    tmp: &Path,
+    trace_args: &[&str],
+    rec: &Path,
+) -> Command {
+    let mut c = memlens();
+    match lib {
+        Some(l) => c.env("MEMLENS_PRELOAD", l),
+        None => c.env_remove("MEMLENS_PRELOAD"),
+    };
+    c.env("TMPDIR", tmp)
+        .env_remove("LD_PRELOAD")
+        .env_remove("PYTHONMALLOC")
+        .env_remove("PYTHONTRACEMALLOC")
+        .args(["run", "-q", "--no-python", "--no-sharing"])
+        .args(trace_args)
+        .arg("-o")
+        .arg(rec)
+        .arg("--");
+    c
+}
+
+/// The report's `"allocations"` of a traced recording, which must be there with nothing lost
+/// (every count of `lost` 0).
+pub fn allocations_none_lost(rec: &Path, who: &str) -> Value {
+    let a = report_json(rec)["allocations"].clone();
+    assert!(a.is_object(), "{who}: no allocations in the report");
+    for (k, v) in a["lost"].as_object().expect("lost") {
+        assert_eq!(u(v), 0, "{who}: lost.{k}: {}", a["lost"]);
+    }
+    a
+}
+
+/// The JSON file a target wrote its truth to.
+pub fn read_truth(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).expect("the target's truth")).expect("truth JSON")
+}
+
+/// The `memlens-trace-*` private directories left in `tmp`.
+pub fn leftovers(tmp: &Path) -> Vec<String> {
+    std::fs::read_dir(tmp)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("memlens-trace-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `memlens run --trace -o DIR/r.db -- PYTHON -c "open(DIR/ran, 'w')"`, `memlens` set up with
+/// its library and TMPDIR by the caller, must be refused before the program runs: exit `code`
+/// with `says` on stderr, no file made by the program, no recording, no private directory
+/// left in `tmp`.
+pub fn refused_before_the_program(
+    mut memlens: Command,
+    python: &Path,
+    dir: &TempDir,
+    tmp: &Path,
+    code: i32,
+    says: &str,
+) {
+    let marker = dir.join("ran");
+    let rec = dir.join("r.db");
+    let o = memlens
+        .args(["run", "--trace", "-o"])
+        .arg(&rec)
+        .arg("--")
+        .arg(python)
+        .args(["-c", "import sys; open(sys.argv[1], 'w')"])
+        .arg(&marker)
+        .output()
+        .expect("memlens runs");
+    no_panic(&o);
+    assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
+    assert!(stderr(&o).contains(says), "{}", stderr(&o));
+    assert!(!marker.exists(), "the program did not run");
+    assert!(!rec.exists(), "no recording");
+    assert!(leftovers(tmp).is_empty(), "{:?}", leftovers(tmp));
+}
+
+/// The pid a target printed on a line `TAG PID` (e.g. `CHILD 1234`).
+pub fn tagged_pid(text: &str, tag: &str) -> u32 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(tag)?.strip_prefix(' '))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {tag} PID in {text}"))
+}
+
+/// `python SCRIPT` of `tests/targets` with a fixed hash seed (the interpreter's own start-up,
+/// and so a baseline, the same run to run) and none of the environment's allocator or tracer
+/// variables (PYTHONMALLOC, PYTHONTRACEMALLOC, LD_PRELOAD, MEMLENS_TRACE*,
+/// MEMLENS_SAMPLE_BYTES): the caller adds what its run needs.
+pub fn python_plain(py: &Path, script: &str) -> Command {
+    let mut c = Command::new(py);
+    c.arg(target_script(script))
+        .env("PYTHONHASHSEED", "0")
+        .env_remove("PYTHONMALLOC")
+        .env_remove("PYTHONTRACEMALLOC")
+        .env_remove("LD_PRELOAD")
+        .env_remove("MEMLENS_TRACE_OUT")
+        .env_remove("MEMLENS_TRACE_ROOT_PID")
+        .env_remove("MEMLENS_TRACE")
+        .env_remove("MEMLENS_SAMPLE_BYTES");
+    c
+}
+
+/// The numeric `key=value` fields of a line.
+pub fn fields(line: &str) -> HashMap<String, f64> {
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect()
+}
+
+/// The fields of a trace file's `end` line, which must be its last `end` or `snap` line (the
+/// `site` and `peak` lines of format 2 follow it).
+pub fn end_fields(path: &Path) -> HashMap<String, f64> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("end ") || l.starts_with("snap "))
+        .unwrap_or_default();
+    assert!(
+        last.starts_with("end "),
+        "no end line in {}: {text}",
+        path.display()
+    );
+    fields(last)
+}
