@@ -38,6 +38,7 @@ mod sizes;
 mod support;
 mod top;
 mod trace_attach;
+mod trace_direct;
 mod trace_embedded;
 mod trace_fork;
 mod trace_live;
