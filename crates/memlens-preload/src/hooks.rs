@@ -1401,13 +1401,8 @@ fn deliver(ring: &Ring, ev: &Event, now: u64) -> bool {
                 s.residency.apply(ev);
                 s.applied = s.applied.wrapping_add(1);
                 // The clock is looked at every 64th event in `all` mode, at each sampled one.
-                if MEAN.load(Ordering::Relaxed) > 1 || s.applied % 64 == 0 {
-                    let t = now_ns();
-                    if t >= NEXT_WRITE_NS.load(Ordering::Relaxed) {
-                        write_line(s, "snap");
-                        NEXT_WRITE_NS
-                            .store(t + PERIOD_NS.load(Ordering::Relaxed), Ordering::Relaxed);
-                    }
+                if s.applied % 64 == 0 || MEAN.load(Ordering::Relaxed) > 1 {
+                    snap_if_due(s);
                 }
                 unlock();
                 return true;
@@ -1420,6 +1415,17 @@ fn deliver(ring: &Ring, ev: &Event, now: u64) -> bool {
     }
     maybe_drain();
     true
+}
+
+/// Appends a snapshot if the period has elapsed (the state's lock held).
+#[cold]
+#[inline(never)]
+fn snap_if_due(s: &mut State) {
+    let t = now_ns();
+    if t >= NEXT_WRITE_NS.load(Ordering::Relaxed) {
+        write_line(s, "snap");
+        NEXT_WRITE_NS.store(t + PERIOD_NS.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
 }
 
 /// Events queued since start, to look at the clock only every 64th in `all` mode.
