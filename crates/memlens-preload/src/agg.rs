@@ -108,7 +108,8 @@ pub struct Sites {
     at_peak: bool,
     /// The peak changed since the last `peak` block.
     pub peak_changed: bool,
-    /// When the peak was seen (the time of the drain that saw it).
+    /// When the peak was seen (the time given with the event that made it: its own, or the
+    /// drain's for a queued one).
     pub peak_t_ns: u64,
 }
 
@@ -338,7 +339,8 @@ impl Aggregate {
         }
     }
 
-    /// Applies one event (`now`: the drain's time, for the time of a new peak).
+    /// Applies one event (`now`: the event's time, or the drain's for a queued one: the time
+    /// of a new peak).
     #[inline]
     pub fn apply(&mut self, e: &Event, now: u64) {
         let w = e.weight;

@@ -31,6 +31,9 @@ struct Tls {
     /// Set while CPython's wrapped allocator runs underneath [`crate::pymem`]'s wrapper: what
     /// it allocates with malloc/mmap is already recorded as a pymalloc block.
     in_py: Cell<bool>,
+    /// The frames of this thread's last sampled stack (5 KiB), used only while the guard is
+    /// held ([`Guard::walk`]).
+    walk: UnsafeCell<Walk>,
 }
 
 thread_local! {
@@ -40,15 +43,16 @@ thread_local! {
             left: Cell::new(0),
             rng: Cell::new(0),
             in_py: Cell::new(false),
+            walk: UnsafeCell::new(Walk::new()),
         }
     };
-    /// The frames of this thread's last sampled stack (5 KiB, in the static TLS block).
-    static WALK: UnsafeCell<Walk> = const { UnsafeCell::new(Walk::new()) };
 }
 
 /// The reentrancy guard: set while a hook runs on this thread, so anything the hook (or the
-/// real allocator, or dlsym) allocates goes straight to the real functions, untraced.
-struct Guard;
+/// real allocator, or dlsym) allocates goes straight to the real functions, untraced. It keeps
+/// the address of this thread's [`Tls`] (each access through `TLS.with` is a call to
+/// `__tls_get_addr` in this library), so the hook reaches its thread's state once.
+struct Guard(*const Tls);
 
 impl Guard {
     #[inline]
@@ -58,16 +62,34 @@ impl Guard {
                 None
             } else {
                 t.busy.set(true);
-                Some(Guard)
+                Some(Guard(t as *const Tls))
             }
         })
+    }
+
+    /// This thread's state.
+    #[inline(always)]
+    fn tls(&self) -> &Tls {
+        // SAFETY: the thread's own TLS block (a const thread-local without a destructor, in
+        // the static TLS area): it lives as long as the thread, and the guard (a raw pointer:
+        // neither Send nor Sync) never leaves the thread that made it.
+        unsafe { &*self.0 }
+    }
+
+    /// This thread's walk buffer.
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    fn walk(&self) -> &mut Walk {
+        // SAFETY: the guard is held: no other hook runs on this thread, and only a guard's
+        // holder uses the buffer, one call at a time (the reference does not outlive it).
+        unsafe { &mut *self.tls().walk.get() }
     }
 }
 
 impl Drop for Guard {
     #[inline]
     fn drop(&mut self) {
-        TLS.with(|t| t.busy.set(false));
+        self.tls().busy.set(false);
     }
 }
 
@@ -255,27 +277,33 @@ const MAX_DEPTH: u32 = 7;
 /// plus one in a forked child. A block whose entry has a smaller depth was inherited at fork.
 static DEPTH: AtomicU32 = AtomicU32::new(0);
 
-/// The coarse monotonic clock (the vDSO reads it without a system call; its resolution is the
-/// kernel's tick, 1-4 ms) in units of 2^19 ns, wrapping at 2^29 units.
+/// The coarse monotonic clock in ns (the vDSO reads it without a system call; its resolution
+/// is the kernel's tick, 1-4 ms: it is `CLOCK_MONOTONIC` rounded down to the last tick).
 #[inline]
-fn coarse_units() -> u32 {
+fn coarse_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes the timespec it is given.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ((ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64) >> TIME_SHIFT) as u32 & TIME_MASK
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A [`coarse_ns`] time in the units of an entry's `t`: 2^19 ns, wrapping at 2^29 units.
+#[inline]
+fn units(ns: u64) -> u32 {
+    (ns >> TIME_SHIFT) as u32 & TIME_MASK
 }
 
 #[inline]
-fn on_alloc(ptr: *mut c_void, size: usize, domain: u8) {
+fn on_alloc(g: &Guard, ptr: *mut c_void, size: usize, domain: u8) {
     if ptr.is_null() || !TRACING.load(Ordering::Relaxed) {
         return;
     }
     // Underneath the pymalloc wrapper, which records the block itself: neither recorded nor
     // counted down (the bytes of pymalloc's arenas are not part of the sampled stream).
-    if TLS.with(|t| t.in_py.get()) || crate::pymem::marked_here() {
+    if g.tls().in_py.get() || crate::pymem::marked_here() {
         return;
     }
     // Until CPython's domains are wrapped, every malloc tries (one load once they are): the
@@ -288,32 +316,35 @@ fn on_alloc(ptr: *mut c_void, size: usize, domain: u8) {
     let w = if mean <= 1 {
         size as f64
     } else {
-        let sampled = thread_takes(size as u64, mean);
+        let sampled = thread_takes(g.tls(), size as u64, mean);
         if !sampled {
             return;
         }
         weight(size as u64, mean)
     };
-    record_alloc(ptr as usize, size as u64, w, domain);
+    record_alloc(g, ptr as usize, size as u64, w, domain, false);
 }
 
+/// Records a sampled allocation (`gil`: the caller holds the GIL of the only interpreter, so
+/// the interpreter's current thread state is this thread's: [`Stacks::sample`]).
 #[cold]
-fn record_alloc(ptr: usize, size: u64, weight: f64, domain: u8) {
+fn record_alloc(g: &Guard, ptr: usize, size: u64, weight: f64, domain: u8, gil: bool) {
     let (Some(table), Some(ring)) = (TABLE.get(), RING.get()) else {
         return;
     };
-    crate::pymem::maybe_install();
-    let stack = STACKS.get().map_or(0, |s| {
-        // SAFETY: this thread's own walk buffer; the guard is held, so no other use of it on
-        // this thread is running.
-        WALK.with(|w| s.sample(PY.get(), domain, unsafe { &mut *w.get() }))
-    });
+    if crate::pymem::pending() {
+        crate::pymem::maybe_install();
+    }
+    let stack = STACKS
+        .get()
+        .map_or(0, |s| s.sample(PY.get(), domain, gil, g.walk()));
+    let now = coarse_ns();
     let e = Entry {
         size,
         weight,
         domain,
         stack,
-        t: coarse_units() | DEPTH.load(Ordering::Relaxed) << DEPTH_SHIFT,
+        t: units(now) | DEPTH.load(Ordering::Relaxed) << DEPTH_SHIFT,
     };
     if !table.insert(ptr, e) {
         TABLE_FULL.fetch_add(1, Ordering::Relaxed);
@@ -327,11 +358,10 @@ fn record_alloc(ptr: usize, size: u64, weight: f64, domain: u8) {
         size,
         weight,
     };
-    if !ring.push(ev) {
+    if !deliver(ring, &ev, now) {
         table.remove(ptr);
         DROP_ALLOCS.fetch_add(1, Ordering::Relaxed);
     }
-    maybe_drain();
 }
 
 /// Takes `ptr` out of the table before the real free (after it the address may be reused).
@@ -351,8 +381,11 @@ fn put_back(ptr: usize, e: Entry) {
 
 fn emit_free(ptr: usize, e: Entry) {
     let Some(ring) = RING.get() else { return };
-    crate::pymem::maybe_install();
-    let age = u64::from(coarse_units().wrapping_sub(e.t) & TIME_MASK) << TIME_SHIFT;
+    if crate::pymem::pending() {
+        crate::pymem::maybe_install();
+    }
+    let now = coarse_ns();
+    let age = u64::from(units(now).wrapping_sub(e.t) & TIME_MASK) << TIME_SHIFT;
     let inherited = e.t >> DEPTH_SHIFT < DEPTH.load(Ordering::Relaxed);
     let ev = Event {
         kind: if inherited {
@@ -368,10 +401,9 @@ fn emit_free(ptr: usize, e: Entry) {
         size: e.size,
         weight: e.weight,
     };
-    if !ring.push(ev) {
+    if !deliver(ring, &ev, now) {
         DROP_FREES.fetch_add(1, Ordering::Relaxed);
     }
-    maybe_drain();
 }
 
 /// A generator seed, different for each call, mixed with `salt`.
@@ -410,20 +442,18 @@ pub(crate) const PYMALLOC_MAX: usize = 512;
 /// Whether this thread's byte countdown (its own generator, seeded on first use) samples an
 /// allocation of `size` bytes at mean `mean`.
 #[inline(always)]
-fn thread_takes(size: u64, mean: u64) -> bool {
-    TLS.with(|t| {
-        let mut c = Countdown {
-            left: t.left.get(),
-            rng: t.rng.get(),
-        };
-        if c.rng == 0 {
-            c.rng = new_seed(t as *const Tls as u64);
-        }
-        let s = c.take(size, mean);
-        t.left.set(c.left);
-        t.rng.set(c.rng);
-        s
-    })
+fn thread_takes(t: &Tls, size: u64, mean: u64) -> bool {
+    let mut c = Countdown {
+        left: t.left.get(),
+        rng: t.rng.get(),
+    };
+    if c.rng == 0 {
+        c.rng = new_seed(t as *const Tls as u64);
+    }
+    let s = c.take(size, mean);
+    t.left.set(c.left);
+    t.rng.set(c.rng);
+    s
 }
 
 /// The sample decision for `size` bytes on the wrapper's thread-local path, taken before the
@@ -431,11 +461,11 @@ fn thread_takes(size: u64, mean: u64) -> bool {
 /// this thread). Counts down this thread's countdown, as the malloc hooks do.
 pub(crate) fn py_decide(size: usize) -> Option<f64> {
     let mean = tracing_mean()?;
-    let _g = Guard::enter()?;
+    let g = Guard::enter()?;
     if mean <= 1 {
         return Some(size as f64);
     }
-    let sampled = thread_takes(size as u64, mean);
+    let sampled = thread_takes(g.tls(), size as u64, mean);
     sampled.then(|| weight(size as u64, mean))
 }
 
@@ -454,16 +484,17 @@ pub(crate) fn tracing_mean() -> Option<u64> {
         .then(|| MEAN.load(Ordering::Relaxed))
 }
 
-/// A block sampled by the wrapper's fast path (its own countdown), of `weight` bytes.
+/// A block sampled by the wrapper, of `weight` bytes (`gil`: on the wrapper's fast path's
+/// terms, the main interpreter alone, whose GIL the caller holds).
 #[cold]
-pub(crate) fn py_record(p: *mut c_void, size: usize, weight: f64) {
-    if let Some(_g) = Guard::enter() {
+pub(crate) fn py_record(p: *mut c_void, size: usize, weight: f64, gil: bool) {
+    if let Some(g) = Guard::enter() {
         let domain = if size <= PYMALLOC_MAX {
             PYMALLOC
         } else {
             MALLOC
         };
-        record_alloc(p as usize, size as u64, weight, domain);
+        record_alloc(&g, p as usize, size as u64, weight, domain, gil);
     }
 }
 
@@ -504,9 +535,9 @@ pub(crate) fn py_put_back(p: *mut c_void, e: Entry) {
 fn alloc_with(size: usize, domain: u8, call: impl FnOnce() -> *mut c_void) -> *mut c_void {
     match Guard::enter() {
         None => call(),
-        Some(_g) => {
+        Some(g) => {
             let p = call();
-            on_alloc(p, size, domain);
+            on_alloc(&g, p, size, domain);
             p
         }
     }
@@ -631,7 +662,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
             std::ptr::null_mut()
         };
     };
-    let Some(_g) = Guard::enter() else {
+    let Some(g) = Guard::enter() else {
         // SAFETY: the real realloc with the caller's arguments.
         return unsafe { f(p, size) };
     };
@@ -648,7 +679,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     if let Some(e) = old {
         emit_free(p as usize, e);
     }
-    on_alloc(q, size, 0);
+    on_alloc(&g, q, size, 0);
     q
 }
 
@@ -678,7 +709,7 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
     let Some(f) = real_fn!(posix_memalign, PosixMemalignFn) else {
         return libc::ENOMEM;
     };
-    let Some(_g) = Guard::enter() else {
+    let Some(g) = Guard::enter() else {
         // SAFETY: the real function with the caller's arguments.
         return unsafe { f(out, align, size) };
     };
@@ -686,7 +717,7 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
     let r = unsafe { f(out, align, size) };
     if r == 0 {
         // SAFETY: the real function succeeded, so out is valid and written.
-        on_alloc(unsafe { *out }, size, 0);
+        on_alloc(&g, unsafe { *out }, size, 0);
     }
     r
 }
@@ -760,14 +791,14 @@ fn do_mmap(
             libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, off) as *mut c_void
         },
     };
-    let Some(_g) = Guard::enter() else {
+    let Some(g) = Guard::enter() else {
         return call();
     };
     let q = call();
     // Anonymous mappings the program asked for (pymalloc's arenas, numpy's huge pages...); a
     // MAP_FIXED one replaces memory that may already be counted, so it is left out.
     if q != libc::MAP_FAILED && flags & libc::MAP_ANONYMOUS != 0 && flags & libc::MAP_FIXED == 0 {
-        on_alloc(q, len, 1);
+        on_alloc(&g, q, len, 1);
     }
     q
 }
@@ -879,7 +910,7 @@ pub unsafe extern "C" fn mremap(
             libc::syscall(libc::SYS_mremap, old, old_size, new_size, flags, new_addr) as *mut c_void
         },
     };
-    let Some(_g) = Guard::enter() else {
+    let Some(g) = Guard::enter() else {
         return call();
     };
     let e = take(old);
@@ -890,7 +921,7 @@ pub unsafe extern "C" fn mremap(
         } else {
             // A sampled mapping resized: its free, and an allocation of the new size.
             emit_free(old as usize, e);
-            on_alloc(q, new_size, 1);
+            on_alloc(&g, q, new_size, 1);
         }
     }
     q
@@ -910,6 +941,10 @@ struct State {
     /// got the number back for a file of its own (never written then).
     file: (u64, u64),
     finished: bool,
+    /// Events applied by [`deliver`] without the queue (to look at the clock every 64th).
+    applied: u64,
+    /// The header's `start_ns`.
+    start_ns: u64,
 }
 
 fn identity(fd: c_int) -> Option<(u64, u64)> {
@@ -957,6 +992,8 @@ static STATE: Locked = Locked {
         fd: -1,
         file: (0, 0),
         finished: false,
+        applied: 0,
+        start_ns: 0,
     }),
 };
 
@@ -1129,7 +1166,8 @@ fn create_for_descendant(base: &[u8], pid: u32) -> Option<c_int> {
     None
 }
 
-fn header(mean: u64, extra: &str) -> String {
+/// The header line (`start_ns`: `CLOCK_MONOTONIC` now, also kept in the state).
+fn header(mean: u64, start_ns: u64, extra: &str) -> String {
     // SAFETY: getpid/getppid have no preconditions.
     let (pid, ppid) = unsafe { (libc::getpid(), libc::getppid()) };
     let mode = if mean <= 1 { "all" } else { "sampled" };
@@ -1138,8 +1176,7 @@ fn header(mean: u64, extra: &str) -> String {
         None => "none".into(),
     };
     format!(
-        "memlens-trace 3 pid={pid} ppid={ppid} mode={mode} sample_bytes={mean} clock=monotonic start_ns={} python={python} temp_ns={TEMP_NS}{extra}\n",
-        now_ns()
+        "memlens-trace 3 pid={pid} ppid={ppid} mode={mode} sample_bytes={mean} clock=monotonic start_ns={start_ns} python={python} temp_ns={TEMP_NS}{extra}\n"
     )
 }
 
@@ -1282,7 +1319,8 @@ pub(crate) fn begin(fd: c_int, pid: u32, mean: u64, rcap: Option<usize>) -> bool
     let s = state();
     s.fd = fd;
     s.file = identity(fd).unwrap_or_default();
-    let ok = write_all(fd, header(mean, "").as_bytes());
+    s.start_ns = now_ns();
+    let ok = write_all(fd, header(mean, s.start_ns, "").as_bytes());
     unlock();
     if !ok {
         return false;
@@ -1342,7 +1380,64 @@ pub(crate) fn release_table() {
     }
 }
 
-/// Events since start, to look at the clock only every 64th in `all` mode.
+/// Hands one event to the aggregate (`now`: [`coarse_ns`] when it happened); false when it
+/// could not be queued either (counted by the caller).
+///
+/// The event is applied at once, in this thread, when the state's lock is free (a try-lock:
+/// a hook never waits) and nothing is queued before it once the queue is drained: that
+/// saves the queue's write and read, and their layers, per event. Otherwise (another thread
+/// holds the lock, or an event queued before this one is not yet readable: its producer is
+/// still writing it) it is queued, and the next holder of the lock drains the queue before it
+/// applies its own event. So events are applied in an order consistent with the order they
+/// happened in: an event that happened before another (an allocation and the free of its
+/// block, in whichever threads) is applied before it, as with the queue alone; the live
+/// total, its peak and the live set at the peak stay exact.
+#[inline]
+fn deliver(ring: &Ring, ev: &Event, now: u64) -> bool {
+    if STATE
+        .lock
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+    {
+        let s = state();
+        if !s.finished {
+            if !ring.is_empty() {
+                drain(s);
+            }
+            if ring.is_empty() {
+                // The peak's time: the coarse clock at the event, never before the header's.
+                s.agg.apply(ev, now.max(s.start_ns));
+                s.residency.apply(ev);
+                s.applied = s.applied.wrapping_add(1);
+                // The clock is looked at every 64th event in `all` mode, at each sampled one.
+                if s.applied % 64 == 0 || MEAN.load(Ordering::Relaxed) > 1 {
+                    snap_if_due(s);
+                }
+                unlock();
+                return true;
+            }
+        }
+        unlock();
+    }
+    if !ring.push(*ev) {
+        return false;
+    }
+    maybe_drain();
+    true
+}
+
+/// Appends a snapshot if the period has elapsed (the state's lock held).
+#[cold]
+#[inline(never)]
+fn snap_if_due(s: &mut State) {
+    let t = now_ns();
+    if t >= NEXT_WRITE_NS.load(Ordering::Relaxed) {
+        write_line(s, "snap");
+        NEXT_WRITE_NS.store(t + PERIOD_NS.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+/// Events queued since start, to look at the clock only every 64th in `all` mode.
 static EVENTS: AtomicU64 = AtomicU64::new(0);
 /// When the next snapshot line is due (monotonic ns).
 static NEXT_WRITE_NS: AtomicU64 = AtomicU64::new(0);
@@ -1468,7 +1563,12 @@ extern "C" fn fork_child() {
                 " forked_from={ppid} inherited_live_bytes={}",
                 inherited.max(0.0).round() as u64
             );
-            if write_all(fd, header(MEAN.load(Ordering::Relaxed), &extra).as_bytes()) {
+            s.start_ns = now_ns();
+            s.applied = 0;
+            if write_all(
+                fd,
+                header(MEAN.load(Ordering::Relaxed), s.start_ns, &extra).as_bytes(),
+            ) {
                 s.fd = fd;
                 s.file = identity(fd).unwrap_or_default();
                 s.finished = false;

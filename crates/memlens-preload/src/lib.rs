@@ -11,10 +11,14 @@
 //! blocks are seen one by one without changing the program's allocator.
 //! A hook never re-enters (a per-thread guard); what it allocates itself (only a hook that
 //! drains, for the snapshot line) goes straight to the real allocator, untraced. It samples by bytes ([`sampling`]), records a sampled pointer in a lock-free table
-//! ([`table`], with a counting filter in front) so its free is recognised in O(1), and queues an event ([`ring`]). The queue is
-//! drained into an [`agg::Aggregate`], and a snapshot appended to the trace file, by the hook
-//! that queues an event when the queue is a quarter full or the period has elapsed, under a
-//! try-lock (a hook never waits), and at exit, `_exit` and fork. There is deliberately no
+//! ([`table`], with a counting filter in front) so its free is recognised in O(1), and hands an event to the [`agg::Aggregate`]: applied at once, in the
+//! allocating thread, when the aggregate's try-lock is free and nothing is queued before it
+//! (a hook never waits), else queued ([`ring`]; `hooks::deliver`). The queue is drained into
+//! the aggregate by the next hook that takes the lock, before its own event (so events are
+//! applied in an order consistent with the order they happened in), by a hook that queues
+//! one when it is a quarter full, and at exit, `_exit` and fork; a snapshot is appended to the
+//! trace file by the hook that finds the period elapsed (the clock is looked at every 64th
+//! event in `all` mode). There is deliberately no
 //! tracer thread: CPython 3.12+ warns on `os.fork()` in a process with more than one thread,
 //! so a thread would change what a forking program prints (memray's file mode and Fil have none
 //! either).
@@ -35,7 +39,8 @@
 //! # Python stacks
 //! On a sampled allocation only (never on the unsampled fast path), the allocating thread
 //! walks its own Python frames ([`pystack`]): its thread state from
-//! `PyGILState_GetThisThreadState`, the frame chain and line tables read with the layouts
+//! `PyGILState_GetThisThreadState` (or, in the allocator domains' wrapper, whose caller holds
+//! the GIL of the only interpreter, the interpreter's current one), the frame chain and line tables read with the layouts
 //! memlens's outside reader uses (generated tables included by path), every pointer checked
 //! and every code object's type compared with `PyCode_Type`; a walk that stops early marks its
 //! stack `unreadable` (counted in `unreadable_stacks`), deeper than 128 frames `truncated`.
@@ -135,8 +140,9 @@
 //! - Snapshots are written by allocating hooks: a process that stops allocating writes none
 //!   until it allocates again or exits (its `end` line is complete).
 //! - Stacks are Python frames only (no native frames); a process that loads libpython after
-//!   start (embedding by `dlopen`) is `python=none`. The time of a `peak` is that of the drain
-//!   that saw it (within a period).
+//!   start (embedding by `dlopen`) is `python=none`. The time of a `peak` is the coarse clock's
+//!   at the event that made it (one tick before it at most), or that of the drain that
+//!   applied it when the event was queued (within a period).
 //! - Must be preloaded to trace malloc and mmap: its thread-local state is in the static TLS
 //!   block. `dlopen`ed into a running CPython 3.14+ (`memlens record PID --trace`, PEP 768,
 //!   [`attach`](#attached-to-a-running-program)) it interposes nothing and traces only the

@@ -560,7 +560,7 @@ unsafe extern "C" fn malloc_slow<const D: usize>(ctx: *mut c_void, size: usize) 
         old::<D>().malloc.unwrap_unchecked()(ctx, ask)
     });
     if let (Some(w), false) = (w, p.is_null()) {
-        py_record(p, size, w);
+        py_record(p, size, w, gil);
     }
     p
 }
@@ -603,7 +603,7 @@ unsafe extern "C" fn calloc_slow<const D: usize>(
         old::<D>().calloc.unwrap_unchecked()(ctx, n2, m2)
     });
     if let (Some(w), false) = (w, p.is_null()) {
-        py_record(p, size, w);
+        py_record(p, size, w, gil);
     }
     p
 }
@@ -657,7 +657,7 @@ unsafe extern "C" fn realloc_slow<const D: usize>(
     };
     let ask = sampled_size(size);
     if ask == size {
-        py_record(q, size, w);
+        py_record(q, size, w, gil);
         return q;
     }
     // A sampled block served outside the arenas: q may lie in one (pymalloc may have moved or
@@ -673,7 +673,7 @@ unsafe extern "C" fn realloc_slow<const D: usize>(
         }
         std::ptr::copy_nonoverlapping(q as *const u8, r as *mut u8, size);
         marked(gil, || o.free.unwrap_unchecked()(ctx, q));
-        py_record(r, size, w);
+        py_record(r, size, w, gil);
         r
     }
 }

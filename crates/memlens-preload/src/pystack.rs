@@ -79,6 +79,11 @@ pub struct Python {
     code_type: usize,
     str_type: usize,
     this_tstate: unsafe extern "C" fn() -> usize,
+    /// `PyThreadState_GetUnchecked` (3.13+) or `_PyThreadState_UncheckedGet`: the
+    /// interpreter's current thread state (the GIL holder's on 3.8-3.11, this thread's
+    /// attached one on 3.12+), cheaper than the `PyGILState` lookup; used only when the
+    /// caller holds the GIL of the only interpreter, where both are this thread's.
+    current_tstate: Option<unsafe extern "C" fn() -> usize>,
 }
 
 /// The offsets the walk reads, taken out of the layout once (plain numbers in one place: the
@@ -210,6 +215,10 @@ pub fn detect() -> Option<Python> {
         std::ffi::CStr::from_ptr(p).to_bytes()
     };
     let version = parse_version(text)?;
+    let current = match sym(c"PyThreadState_GetUnchecked") {
+        0 => sym(c"_PyThreadState_UncheckedGet"),
+        p => p,
+    };
     // A free-threaded build (3.13t+) has another object header: no layout here for it.
     if text.windows(14).any(|w| w == b"free-threading") {
         return None;
@@ -230,6 +239,10 @@ pub fn detect() -> Option<Python> {
         str_type,
         // SAFETY: PyGILState_GetThisThreadState's C type (PyThreadState *(void)).
         this_tstate: unsafe { std::mem::transmute::<usize, unsafe extern "C" fn() -> usize>(gil) },
+        // SAFETY: PyThreadState_GetUnchecked's C type (PyThreadState *(void)), as the old name.
+        current_tstate: (current != 0).then(|| unsafe {
+            std::mem::transmute::<usize, unsafe extern "C" fn() -> usize>(current)
+        }),
     })
 }
 
@@ -406,13 +419,21 @@ impl Python {
     }
 
     /// Walks this thread's Python frames into `w` (empty when the thread has none, or the
-    /// interpreter is not initialised).
-    pub fn walk(&self, w: &mut Walk) {
+    /// interpreter is not initialised). `gil`: the caller holds the GIL of the only
+    /// interpreter (the allocator domains' wrapper), so the current thread state is this
+    /// thread's and is read instead of the `PyGILState` one.
+    pub fn walk(&self, w: &mut Walk, gil: bool) {
         w.n = 0;
         w.flags = 0;
-        // SAFETY: PyGILState_GetThisThreadState reads this thread's TSS slot (no lock, no
-        // allocation); null before initialisation and for threads Python does not know.
-        let tstate = unsafe { (self.this_tstate)() };
+        let tstate = match self.current_tstate {
+            // SAFETY: reads the runtime's current thread state (3.8-3.11: an atomic field;
+            // 3.12+: a thread-local), no lock, no allocation; with the GIL held by this thread
+            // it is this thread's.
+            Some(current) if gil => unsafe { current() },
+            // SAFETY: PyGILState_GetThisThreadState reads this thread's TSS slot (no lock, no
+            // allocation); null before initialisation and for threads Python does not know.
+            _ => unsafe { (self.this_tstate)() },
+        };
         if tstate == 0 {
             return;
         }
@@ -951,14 +972,15 @@ impl Stacks {
         self.stacks_pub.load(Ordering::Acquire)
     }
 
-    /// The stack id of a sample of `domain` in this thread (`py`: the interpreter, if any).
-    pub fn sample(&self, py: Option<&Python>, domain: u8, w: &mut Walk) -> u32 {
+    /// The stack id of a sample of `domain` in this thread (`py`: the interpreter, if any;
+    /// `gil`: the caller holds the GIL of the only interpreter, [`Python::walk`]).
+    pub fn sample(&self, py: Option<&Python>, domain: u8, gil: bool, w: &mut Walk) -> u32 {
         let (n, flags) = (w.n, w.flags);
         w.n = 0;
         w.flags = 0;
         w.outer_changed = false;
         if let Some(py) = py {
-            py.walk(w);
+            py.walk(w, gil);
         }
         if w.flags & UNREADABLE != 0 {
             self.unreadable.fetch_add(1, Ordering::Relaxed);
@@ -1364,10 +1386,10 @@ mod tests {
         // SAFETY: zeroed, aligned, lives for the test.
         let s = unsafe { Stacks::new(r) };
         let mut w = Walk::new();
-        let a = s.sample(None, 0, &mut w);
-        let b = s.sample(None, 1, &mut w);
+        let a = s.sample(None, 0, false, &mut w);
+        let b = s.sample(None, 1, false, &mut w);
         assert_ne!(a, b);
-        assert_eq!(s.sample(None, 0, &mut w), a);
+        assert_eq!(s.sample(None, 0, false, &mut w), a);
         assert_eq!(s.stacks(), 2);
         let mut out = String::new();
         s.stack_line(b, &mut out);

@@ -39,13 +39,22 @@ impl Residency {
         }
     }
 
-    /// Applies one drained event (in the order the aggregate applies them).
+    /// Applies one drained event (in the order the aggregate applies them). Inlined: the
+    /// test that rules an event out runs for every event in `all` mode.
+    #[inline]
     pub fn apply(&mut self, e: &Event) {
         // A free smaller than LARGE can only concern a listed allocation when it unmaps the
         // prefix of a mapping.
         if e.size < LARGE && (e.kind == ALLOC || e.domain != MMAP || self.live.is_empty()) {
             return;
         }
+        self.apply_listed(e);
+    }
+
+    /// [`Residency::apply`] past its test.
+    #[cold]
+    #[inline(never)]
+    fn apply_listed(&mut self, e: &Event) {
         match e.kind {
             ALLOC => {
                 self.live.insert(e.ptr, (e.size, e.weight));

@@ -41,6 +41,7 @@ mod support_trace;
 mod top;
 mod trace_attach;
 mod trace_cut;
+mod trace_direct;
 mod trace_embedded;
 mod trace_fork;
 mod trace_live;

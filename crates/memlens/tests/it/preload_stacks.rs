@@ -18,35 +18,35 @@ const SCRIPT: &str = "preload_stacks.py";
 
 /// Cumulative figures of one stack (its last `site` line).
 #[derive(Debug, Default, Clone, Copy)]
-struct Fig {
-    live: f64,
+pub(crate) struct Fig {
+    pub(crate) live: f64,
     /// In a forked child: inherited at fork, still live (format 3).
-    inherited: f64,
-    alloc: f64,
-    freed: f64,
-    temp: f64,
-    temp_count: u64,
+    pub(crate) inherited: f64,
+    pub(crate) alloc: f64,
+    pub(crate) freed: f64,
+    pub(crate) temp: f64,
+    pub(crate) temp_count: u64,
 }
 
 #[derive(Debug)]
-struct Stack {
+pub(crate) struct Stack {
     /// Innermost first: (file, function, line).
-    frames: Vec<(String, String, u64)>,
-    unreadable: bool,
-    truncated: bool,
+    pub(crate) frames: Vec<(String, String, u64)>,
+    pub(crate) unreadable: bool,
+    pub(crate) truncated: bool,
 }
 
 #[derive(Debug, Default)]
-struct Trace {
-    header: HashMap<String, String>,
-    stacks: HashMap<u64, Stack>,
+pub(crate) struct Trace {
+    pub(crate) header: HashMap<String, String>,
+    pub(crate) stacks: HashMap<u64, Stack>,
     /// The last `site` line of each stack.
-    sites: HashMap<u64, Fig>,
+    pub(crate) sites: HashMap<u64, Fig>,
     /// The last `peak` block: its total and its stacks' bytes.
-    peak_total: f64,
-    peak: HashMap<u64, f64>,
+    pub(crate) peak_total: f64,
+    pub(crate) peak: HashMap<u64, f64>,
     /// The `end` line's fields.
-    end: HashMap<String, u64>,
+    pub(crate) end: HashMap<String, u64>,
 }
 
 fn unescape(s: &str) -> String {
@@ -78,7 +78,7 @@ fn num(m: &HashMap<&str, &str>, k: &str) -> u64 {
 }
 
 /// Parses a version 2 trace file, checking the order the contract promises.
-fn parse(path: &Path) -> Trace {
+pub(crate) fn parse(path: &Path) -> Trace {
     let mut t = Trace::default();
     let mut codes: HashMap<u64, (String, String)> = HashMap::new();
     let all = lines(path);
