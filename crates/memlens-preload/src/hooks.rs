@@ -31,6 +31,8 @@ struct Tls {
     /// Set while CPython's wrapped allocator runs underneath [`crate::pymem`]'s wrapper: what
     /// it allocates with malloc/mmap is already recorded as a pymalloc block.
     in_py: Cell<bool>,
+    /// Events this thread queued (see [`maybe_drain`]).
+    events: Cell<u64>,
 }
 
 thread_local! {
@@ -40,6 +42,7 @@ thread_local! {
             left: Cell::new(0),
             rng: Cell::new(0),
             in_py: Cell::new(false),
+            events: Cell::new(0),
         }
     };
     /// The frames of this thread's last sampled stack (5 KiB, in the static TLS block).
@@ -1333,8 +1336,10 @@ pub(crate) fn release_table() {
     }
 }
 
-/// Events since start, to look at the clock only every 64th in `all` mode.
-static EVENTS: AtomicU64 = AtomicU64::new(0);
+/// Queued events past which a hook drains the queue itself: few enough that the cells are
+/// still in the CPU's cache when they are taken (40 KiB), many enough that the lock is taken
+/// once per thousand events.
+const DRAIN_AT: usize = 1024;
 /// When the next snapshot line is due (monotonic ns).
 static NEXT_WRITE_NS: AtomicU64 = AtomicU64::new(0);
 
@@ -1344,8 +1349,14 @@ static NEXT_WRITE_NS: AtomicU64 = AtomicU64::new(0);
 #[inline]
 fn maybe_drain() {
     let Some(ring) = RING.get() else { return };
-    let n = EVENTS.fetch_add(1, Ordering::Relaxed);
-    let full = ring.len() >= ring.capacity() / 4;
+    // This thread's events, to look at the clock only every 64th in `all` mode (a counter of
+    // its own: an atomic addition costs more than the rest of the check).
+    let n = TLS.with(|t| {
+        let n = t.events.get().wrapping_add(1);
+        t.events.set(n);
+        n
+    });
+    let full = ring.len() >= DRAIN_AT.min(ring.capacity() / 4);
     if full || MEAN.load(Ordering::Relaxed) > 1 || n % 64 == 0 {
         drain_now(full);
     }
