@@ -75,10 +75,6 @@ const STATUS: i32 = 3;
 /// A figure that construction says is zero may hold stray bytes of the line (the 56-byte
 /// `mmap` object freed late, a `range` int): at most this much.
 const STRAY: f64 = 64.0 * 1024.0;
-/// Untouched memory the tracer may add beyond the target's untouched mappings: pymalloc
-/// arenas mapped before its wrap, counted as `mmap` and partly never touched (1-2 MiB a
-/// process, documented in memlens-preload), in the parent and in the forked worker.
-const ARENAS: f64 = 4.0 * MIB;
 
 #[derive(Clone, Copy, Debug)]
 enum Mode {
@@ -486,30 +482,50 @@ fn check_all(py: &Python, dir: &TempDir, mk: &HashMap<String, u64>) {
     check_untouched(&who, &t, 0.0);
 }
 
-/// The untouched memory: the tracer's figure (on native-heap) against the target's untouched
-/// mappings as the kernel saw them. `t_bytes`: the mean sample interval (0 in `all` mode).
+/// The untouched memory: the tracer's figure (on native-heap) against the kernel's (pagemap,
+/// when the target takes its truth): the target's untouched mapping and `np.zeros` (exact by
+/// page), plus what numpy's import mapped and never touched (OpenBLAS's buffer: the tracer
+/// rightly counts it; the target asks BLAS for no threads, whose stacks no interposer sees).
+/// `t_bytes`: the mean sample interval (0 in `all` mode).
+///
+/// What a correct tracer may differ by (measured on sid's 3.15 with numpy 2.5, `all` mode and
+/// 512 KiB, with the debug list of its measured blocks against `/proc/self/smaps`):
+/// - above: blocks of 64 KiB or more it traced before the target ran and that stay partly
+///   untouched (the interpreter's start-up: ~0.4 MiB; pymalloc arenas mapped before its wrap,
+///   counted as `mmap`: 16 KiB each), and sampled, a small block's weight s/p can be several
+///   times its size (8 samples of weight T);
+/// - below: what numpy's import mapped without the tracer recording it (pymalloc arenas, which
+///   the tracer's wrapper leaves out): 0.1-1.3 MiB seen.
+///
+/// Both are held to [`UNTRACED`], and the rest to 1% (the two sides measure the same pages a
+/// moment apart; nothing in between touches them but one thing: a snapshot written by a
+/// block's own allocation hook measures it before the program could write it, so a 4 MiB
+/// bytearray or array of the target shows untouched in that snapshot: +4 MiB seen in 13 of
+/// 18 sampled runs, inside the 1%): a block counted twice, a freed block still measured, or
+/// the forked worker counting the blocks it inherited (the import's 32 MiB buffer, the
+/// 384 MiB) fails.
 fn check_untouched(who: &str, t: &Traced, t_bytes: f64) {
+    /// Untouched memory the kernel's truth and the tracer's figure may differ by, beyond 1%.
+    const UNTRACED: f64 = 2.0 * MIB;
     let rec = t.a["reconciliation"].as_array().expect("reconciliation");
     let native = rec
         .iter()
         .find(|r| r["category"] == "native-heap")
         .unwrap_or_else(|| panic!("{who}: no native-heap reconciliation: {rec:?}"));
     let got = u(&native["untouched_bytes"]) as f64;
-    let want = u(&t.truth["untouched_not_resident"]) as f64;
-    eprintln!(
-        "{who} untouched: {got:.0} vs {want:.0} not resident ({:+.2}%)",
-        (got - want) / want * 100.0
-    );
-    // Above: what else the kernel shows untouched that the tracer may count: the anonymous
-    // mappings numpy's import made (OpenBLAS's buffers), in the target and in the forked
-    // worker that inherited them, and the arenas; sampled, each of the interpreter's own
-    // allocations of 64 KiB or more partly untouched (arenas) weighs up to ~T more than its
-    // size when sampled: 8 such samples.
+    let own = u(&t.truth["untouched_not_resident"]) as f64;
     let import = u(&t.truth["import_not_resident"]) as f64;
+    let want = own + import;
+    eprintln!(
+        "{who} untouched: {got:.0} vs {want:.0} not resident ({own:.0} + {import:.0} of the \
+         import) ({:+.2}%, {:+.0} B)",
+        (got - want) / want * 100.0,
+        got - want
+    );
     assert!(
-        got >= 0.98 * want && got <= 1.02 * want + 2.0 * import + ARENAS + 8.0 * t_bytes,
-        "{who}: untouched {got} for {want} bytes the kernel shows not resident in the \
-         target's untouched mappings (+ {import} in the mappings of numpy's import)"
+        got >= 0.99 * want - UNTRACED && got <= 1.01 * want + UNTRACED + 8.0 * t_bytes,
+        "{who}: untouched {got} for {want} bytes the kernel shows not resident ({own} in the \
+         target's untouched mappings, {import} in what numpy's import mapped)"
     );
     assert!(
         u(&t.truth["touched_mmap_rss"]) == 24 << 20,
