@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use crate::golden::{check, fixtures};
 use crate::support::{
-    chromium, chromium_dom, memlens, memlens_output, no_panic, pythons, rollup_field, stderr, u,
-    Target, TempDir,
+    chromium, chromium_dom, kill, memlens, memlens_output, no_panic, pythons, rollup_field, stderr,
+    u, Target, TempDir,
 };
 
 /// Instances the target adds, and the bytearray it allocates.
@@ -176,13 +176,14 @@ fn snapshot_diff_names_the_category_and_type_that_grew() {
 }
 
 /// Records the target for a short while into `file`, with a census every 100 ms.
+/// Records `pid` into `file` until the recording holds a ledger taken after a census (polled
+/// with the sqlite3 shell, read-only), then stops it with SIGINT: so its end has a census
+/// however slowly a loaded machine takes them (a fixed duration could end before the first).
 fn record_to(pid: u32, file: &Path) {
-    let out = memlens()
+    let rec = memlens()
         .args([
             "record",
             &pid.to_string(),
-            "--duration",
-            "1500ms",
             "--census-every",
             "100ms",
             "--ledger-every",
@@ -192,8 +193,37 @@ fn record_to(pid: u32, file: &Path) {
             "-o",
             file.to_str().unwrap(),
         ])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let uri = format!("file:{}?mode=ro", file.display());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ledger after a census in {}",
+            file.display()
+        );
+        // memlens installs its SIGINT handler before it creates the file.
+        if file.exists() {
+            let q = std::process::Command::new("sqlite3")
+                .arg(&uri)
+                .arg("select count(*) from ledgers where t >= (select min(t) from census)")
+                .output()
+                .expect("sqlite3 runs");
+            let n: u64 = String::from_utf8_lossy(&q.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            if n > 0 {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    kill(rec.id(), "-INT");
+    let out = rec.wait_with_output().unwrap();
     assert!(out.status.success(), "record: {}", stderr(&out));
 }
 

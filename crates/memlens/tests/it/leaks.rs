@@ -1,26 +1,31 @@
 //! The leak verdict (issue 12, docs/leaks.md): a server that keeps a fixed amount per request
 //! (driven through its stdin) is called a leak by `report` and by `census --growth`, with the
 //! category and the type that grew; one whose cache is bounded (it grew for its first 100
-//! requests, about a second, then stopped) is not.
+//! requests of 420, then stopped) is not.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{memlens, python, report_json, stderr, target_script, u, Target, TempDir};
+use crate::support::{
+    kill, memlens, python, report_json, stderr, target_script, u, Target, TempDir,
+};
 
-/// Starts the server, records it with `memlens record --duration 4s` (a census every 500 ms;
-/// a CPU budget of 25 % lets them all run) while it handles
-/// `requests` requests (sent once the recording file exists: the recorder is sampling), and
-/// returns the report. The server stays alive past the recording, so its exit is not in it.
+/// Starts the server, records it with `memlens record` (a census every 500 ms; a CPU budget
+/// of 25 % lets them all run) while it handles `requests` requests (sent once the recording
+/// file exists: the recorder is sampling), stops the recording with SIGINT once the server
+/// says `DONE` (so the recording spans the requests however slow a loaded machine makes
+/// them: the leak verdict's window is the last half of the span, which for a plateau of 100
+/// growing requests in 420 stays flat), and returns the report. The server stays alive past
+/// the recording, so its exit is not in it.
 fn recorded(mode: &str, requests: u32, dir: &TempDir) -> Value {
     let db = dir.join(&format!("{mode}.db"));
     let mut cmd = Command::new(python());
     cmd.arg(target_script("leak_server.py")).arg(mode);
     let mut t = Target::spawn(cmd);
     let rec = memlens()
-        .args(["record", &t.pid().to_string(), "--duration", "4s"])
+        .args(["record", &t.pid().to_string()])
         .args([
             "--interval",
             "20ms",
@@ -36,18 +41,20 @@ fn recorded(mode: &str, requests: u32, dir: &TempDir) -> Value {
         .stderr(Stdio::piped())
         .spawn()
         .expect("memlens record starts");
+    // memlens installs its SIGINT handler before it creates the file.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !db.exists() {
         assert!(Instant::now() < deadline, "no recording file");
         std::thread::sleep(Duration::from_millis(5));
     }
     t.send(&format!("requests {requests}"));
-    let out = rec.wait_with_output().expect("memlens record ends");
-    assert!(out.status.success(), "memlens record: {}", stderr(&out));
     assert_eq!(
         t.read_line().as_deref(),
         Some(format!("DONE {requests}").as_str())
     );
+    kill(rec.id(), "-INT");
+    let out = rec.wait_with_output().expect("memlens record ends");
+    assert!(out.status.success(), "memlens record: {}", stderr(&out));
     report_json(&db)
 }
 
