@@ -1405,14 +1405,17 @@ fn deliver(ring: &Ring, ev: &Event, now: u64) -> bool {
                 drain(s);
             }
             if ring.is_empty() {
-                // The peak's time: the coarse clock at the event, never before the header's.
-                s.agg.apply(ev, now.max(s.start_ns));
-                s.residency.apply(ev);
                 s.applied = s.applied.wrapping_add(1);
                 // The clock is looked at every 64th event in `all` mode, at each sampled one.
+                // A snapshot due is written before this event is applied: an allocation's
+                // block is not yet written by the program while its hook runs, so measured
+                // now it would show as untouched however soon it is filled.
                 if s.applied % 64 == 0 || MEAN.load(Ordering::Relaxed) > 1 {
                     snap_if_due(s);
                 }
+                // The peak's time: the coarse clock at the event, never before the header's.
+                s.agg.apply(ev, now.max(s.start_ns));
+                s.residency.apply(ev);
                 unlock();
                 return true;
             }
