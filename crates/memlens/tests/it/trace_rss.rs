@@ -172,5 +172,10 @@ fn the_sampled_tracer_holds_little_memory_on_a_small_program() {
 /// 3.8-3.14, varying with the filter words the samples' addresses hit; the tracer of stop 20
 /// held 1,024 KiB on 3.11).
 const BOUND: u64 = 384 << 10;
-/// The traced program's VmHWM beyond the tracer's mappings and library.
-const SLACK: u64 = 512 << 10;
+/// The traced program's VmHWM beyond the tracer's mappings and library: libgcc_s (84 KiB,
+/// which Rust's std needs and Python alone does not load), the pages of libc and the
+/// allocator the tracer's code touches, its aggregate's heap, and the difference between two
+/// launches of the same program (address layout). 500-530 KiB were seen on sid's 3.14 with
+/// the debug tracer, so 512 KiB failed one run in two there; a regression of the tracer's
+/// own tables is held by [`BOUND`], not by this.
+const SLACK: u64 = 768 << 10;
