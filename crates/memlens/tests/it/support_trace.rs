@@ -4,8 +4,11 @@
 //! `key=value` lines of a trace file.
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -184,4 +187,124 @@ pub fn end_fields(path: &Path) -> HashMap<String, f64> {
         path.display()
     );
     fields(last)
+}
+
+/// A running `memlens -vvv run -q --no-python --no-sharing --trace=all` of a target script, its
+/// stderr read on a thread so a test can wait on what memlens says (trace_live, trace_cut).
+pub struct LiveRun {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    pub stdout: BufReader<ChildStdout>,
+    stderr: Receiver<String>,
+    /// Every stderr line read so far.
+    pub said: Vec<String>,
+}
+
+impl LiveRun {
+    /// Starts it with this test run's tracer, TMPDIR `tmp`, a snapshot every 100 ms, the
+    /// recording `rec`, `extra` arguments of `run`, then `-- python SCRIPT ARGS`.
+    pub fn start(
+        rec: &Path,
+        tmp: &Path,
+        extra: &[&std::ffi::OsStr],
+        script: &str,
+        args: &[String],
+    ) -> LiveRun {
+        let mut child = memlens()
+            .env("MEMLENS_PRELOAD", crate::preload::preload_so())
+            .env("TMPDIR", tmp)
+            .env("MEMLENS_TRACE_PERIOD_MS", "100")
+            .env_remove("LD_PRELOAD")
+            .args([
+                "-vvv",
+                "run",
+                "-q",
+                "--no-python",
+                "--no-sharing",
+                "--trace=all",
+            ])
+            .arg("-o")
+            .arg(rec)
+            .args(extra)
+            .arg("--")
+            .arg(crate::support::python())
+            .arg(target_script(script))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("memlens starts");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let err = BufReader::new(child.stderr.take().expect("piped"));
+        let (tx, stderr) = channel();
+        std::thread::spawn(move || {
+            for line in err.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        LiveRun {
+            child,
+            stdin,
+            stdout,
+            stderr,
+            said: Vec::new(),
+        }
+    }
+
+    /// The program's next stdout line.
+    pub fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("stdout");
+        line
+    }
+
+    /// Tells the program to go on (a `go` line on its stdin).
+    pub fn go(&mut self) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(b"go\n").expect("write");
+        stdin.flush().expect("flush");
+    }
+
+    /// memlens's next stderr line (None once it closed, or after 120 s of silence).
+    pub fn next_said(&mut self) -> Option<String> {
+        let line = self.stderr.recv_timeout(Duration::from_secs(120)).ok()?;
+        self.said.push(line.clone());
+        Some(line)
+    }
+
+    /// Waits until memlens says it imported (and committed) the root's trace file up to
+    /// `offset` bytes.
+    pub fn imported(&mut self, offset: u64) {
+        loop {
+            let line = self
+                .next_said()
+                .unwrap_or_else(|| panic!("memlens never imported byte {offset}: {:?}", self.said));
+            let at = line
+                .split_once("trace import: trace read to byte ")
+                .and_then(|(_, n)| n.trim().parse::<u64>().ok());
+            if at.is_some_and(|n| n >= offset) {
+                return;
+            }
+        }
+    }
+
+    /// Closes the program's stdin (it leaves), drains stderr to its end and waits for memlens.
+    pub fn wait(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        drop(self.stdin.take());
+        let status = self.child.wait().expect("wait");
+        while self.next_said().is_some() {}
+        (status, std::mem::take(&mut self.said))
+    }
+}
+
+impl Drop for LiveRun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

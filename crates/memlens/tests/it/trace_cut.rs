@@ -13,16 +13,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::preload::preload_so;
-use crate::support::{kill, memlens, python, report_json, target_script, u, TempDir};
+use crate::support::{kill, memlens, report_json, u, TempDir};
+use crate::support_trace::{markers, LiveRun};
 
 /// Held blocks, each at its own line: the peak block has at least this many lines.
 const N: u64 = 4000;
@@ -49,140 +45,44 @@ struct Cut {
     pad: u64,
 }
 
-/// A running `memlens -vvv run --trace=all` of trace_cut.py.
-struct Run {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-    stderr: Receiver<String>,
-    said: Vec<String>,
+/// Starts `memlens -vvv run --trace=all` of trace_cut.py (with `--json-out` when given).
+fn start(rec: &Path, tmp: &Path, json_out: Option<&Path>) -> LiveRun {
+    let mut extra: Vec<&std::ffi::OsStr> = Vec::new();
+    if let Some(j) = json_out {
+        extra.push("--json-out".as_ref());
+        extra.push(j.as_os_str());
+    }
+    let args = [N, SIZE, PAD, BIG, MARGIN].map(|v| v.to_string());
+    LiveRun::start(rec, tmp, &extra, "trace_cut.py", &args)
 }
 
-impl Run {
-    fn start(rec: &Path, tmp: &Path, json_out: Option<&Path>) -> Run {
-        let mut cmd = memlens();
-        cmd.env("MEMLENS_PRELOAD", preload_so())
-            .env("TMPDIR", tmp)
-            .env("MEMLENS_TRACE_PERIOD_MS", "100")
-            .env_remove("LD_PRELOAD")
-            .args([
-                "-vvv",
-                "run",
-                "-q",
-                "--no-python",
-                "--no-sharing",
-                "--trace=all",
-            ])
-            .arg("-o")
-            .arg(rec);
-        if let Some(j) = json_out {
-            cmd.arg("--json-out").arg(j);
-        }
-        let mut child = cmd
-            .arg("--")
-            .arg(python())
-            .arg(target_script("trace_cut.py"))
-            .args([N, SIZE, PAD, BIG, MARGIN].map(|v| v.to_string()))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("memlens starts");
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().expect("piped"));
-        let err = BufReader::new(child.stderr.take().expect("piped"));
-        let (tx, stderr) = channel();
-        std::thread::spawn(move || {
-            for line in err.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Run {
-            child,
-            stdin,
-            stdout,
-            stderr,
-            said: Vec::new(),
-        }
+/// Waits for the program's `CUT` line.
+fn cut(run: &mut LiveRun) -> Cut {
+    let line = run.line();
+    let f: Vec<&str> = line.split_whitespace().collect();
+    if f.len() != 8 || f[0] != "CUT" {
+        while run.next_said().is_some() {}
+        panic!("expected CUT, got {line:?}; memlens said {:?}", run.said);
     }
-
-    /// Waits for the program's `CUT` line.
-    fn cut(&mut self) -> Cut {
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).expect("stdout");
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() != 8 || f[0] != "CUT" {
-            while self.next_said().is_some() {}
-            panic!("expected CUT, got {line:?}; memlens said {:?}", self.said);
-        }
-        let n: Vec<u64> = f[1..]
-            .iter()
-            .map(|v| v.parse().expect("a number"))
-            .collect();
-        Cut {
-            offset: n[0],
-            want: n[1],
-            lines: n[2],
-            peak_live: n[3],
-            hold: n[4],
-            big: n[5],
-            pad: n[6],
-        }
-    }
-
-    fn next_said(&mut self) -> Option<String> {
-        let line = self.stderr.recv_timeout(Duration::from_secs(120)).ok()?;
-        self.said.push(line.clone());
-        Some(line)
-    }
-
-    /// Waits until memlens says it imported (and committed) the root's trace file up to
-    /// `offset` bytes.
-    fn imported(&mut self, offset: u64) {
-        loop {
-            let line = self
-                .next_said()
-                .unwrap_or_else(|| panic!("memlens never imported byte {offset}: {:?}", self.said));
-            let at = line
-                .split_once("trace import: trace read to byte ")
-                .and_then(|(_, n)| n.trim().parse::<u64>().ok());
-            if at.is_some_and(|n| n >= offset) {
-                return;
-            }
-        }
-    }
-
-    fn go(&mut self) {
-        use std::io::Write;
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        stdin.write_all(b"go\n").expect("write");
-        stdin.flush().expect("flush");
-    }
-
-    /// Closes the program's stdin (it leaves), drains stderr and waits for memlens.
-    fn wait(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        drop(self.stdin.take());
-        let status = self.child.wait().expect("wait");
-        while self.next_said().is_some() {}
-        (status, std::mem::take(&mut self.said))
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    let n: Vec<u64> = f[1..]
+        .iter()
+        .map(|v| v.parse().expect("a number"))
+        .collect();
+    Cut {
+        offset: n[0],
+        want: n[1],
+        lines: n[2],
+        peak_live: n[3],
+        hold: n[4],
+        big: n[5],
+        pad: n[6],
     }
 }
 
 /// The line of a `# @NAME` marker in trace_cut.py.
 fn marker(name: &str) -> u64 {
-    let text = std::fs::read_to_string(target_script("trace_cut.py")).unwrap();
-    text.lines()
-        .position(|l| l.trim_end().ends_with(&format!("# @{name}")))
-        .map(|i| i as u64 + 1)
+    *markers("trace_cut.py")
+        .get(name)
         .unwrap_or_else(|| panic!("no @{name} in trace_cut.py"))
 }
 
@@ -289,8 +189,8 @@ fn a_sigkilled_run_shows_the_last_whole_block_and_the_higher_peak_seen() {
     let tmp = dir.join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     let rec = dir.join("run.db");
-    let mut run = Run::start(&rec, &tmp, None);
-    let cut = run.cut();
+    let mut run = start(&rec, &tmp, None);
+    let cut = cut(&mut run);
     eprintln!("{cut:?}");
     assert!(cut.lines < cut.want && cut.want >= N, "{cut:?}");
     // The cut write's snapshot and sites are committed (they lie before the block's peak
@@ -311,8 +211,8 @@ fn a_finished_run_counts_the_cut_block_and_says_so() {
     std::fs::create_dir_all(&tmp).unwrap();
     let rec = dir.join("run.db");
     let json = dir.join("run.json");
-    let mut run = Run::start(&rec, &tmp, Some(&json));
-    let cut = run.cut();
+    let mut run = start(&rec, &tmp, Some(&json));
+    let cut = cut(&mut run);
     run.go();
     let (status, said) = run.wait();
     assert_eq!(status.code(), Some(0), "{said:?}");

@@ -12,21 +12,10 @@ use std::collections::HashMap;
 
 use crate::preload::traced;
 use crate::preload_stacks::{parse, Trace};
-use crate::support::{pythons, target_script, TempDir};
+use crate::support::{pythons, TempDir};
+use crate::support_trace::markers;
 
 const SCRIPT: &str = "trace_direct.py";
-
-/// The line numbers of the script's `# @NAME` markers.
-fn markers() -> HashMap<String, u64> {
-    let text = std::fs::read_to_string(target_script(SCRIPT)).expect("script");
-    text.lines()
-        .enumerate()
-        .filter_map(|(i, l)| {
-            let m = l.split("# @").nth(1)?;
-            Some((m.trim().to_string(), i as u64 + 1))
-        })
-        .collect()
-}
 
 /// The stacks whose innermost frame is the script's `line`.
 fn at_line(t: &Trace, line: u64) -> Vec<u64> {
@@ -71,7 +60,7 @@ fn nothing_dropped(who: &str, t: &Trace) {
 #[test]
 fn threads_fork_and_exit_lose_no_event() {
     let dir = TempDir::new("trace-direct");
-    let mk = markers();
+    let mk = markers(SCRIPT);
     for py in pythons() {
         let who = py.label.clone();
         let out = dir.join(&format!("{who}-trace"));

@@ -9,133 +9,33 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::preload::preload_so;
-use crate::support::{kill, memlens, python, report_json, target_script, u, TempDir};
+use crate::support::{kill, memlens, report_json, target_script, u, TempDir};
+use crate::support_trace::LiveRun;
 
 /// One block (a bytearray of SIZE bytes is a malloc of SIZE + 1).
 const SIZE: u64 = 1 << 20;
 
-/// A running `memlens -vvv run --trace=all` of trace_phases.py.
-struct Run {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-    stderr: Receiver<String>,
-    /// Every stderr line read so far.
-    said: Vec<String>,
+/// Starts `memlens -vvv run --trace=all` of trace_phases.py.
+fn start(rec: &Path, tmp: &Path) -> LiveRun {
+    LiveRun::start(rec, tmp, &[], "trace_phases.py", &[SIZE.to_string()])
 }
 
-impl Run {
-    fn start(rec: &Path, tmp: &Path) -> Run {
-        let mut child = memlens()
-            .env("MEMLENS_PRELOAD", preload_so())
-            .env("TMPDIR", tmp)
-            // A snapshot every 100 ms: the program's phases wait for two.
-            .env("MEMLENS_TRACE_PERIOD_MS", "100")
-            .env_remove("LD_PRELOAD")
-            .args([
-                "-vvv",
-                "run",
-                "-q",
-                "--no-python",
-                "--no-sharing",
-                "--trace=all",
-            ])
-            .arg("-o")
-            .arg(rec)
-            .arg("--")
-            .arg(python())
-            .arg(target_script("trace_phases.py"))
-            .arg(SIZE.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("memlens starts");
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().expect("piped"));
-        let err = BufReader::new(child.stderr.take().expect("piped"));
-        let (tx, stderr) = channel();
-        std::thread::spawn(move || {
-            for line in err.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Run {
-            child,
-            stdin,
-            stdout,
-            stderr,
-            said: Vec::new(),
-        }
-    }
-
-    /// Waits for the program's `PHASE k OFFSET` line; returns OFFSET.
-    fn phase(&mut self, k: u32) -> u64 {
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).expect("stdout");
-        let f: Vec<&str> = line.split_whitespace().collect();
-        assert!(
-            f.len() == 3 && f[0] == "PHASE" && f[1] == k.to_string(),
-            "expected PHASE {k}, got {line:?}; memlens said {:?}",
-            self.said
-        );
-        f[2].parse().expect("an offset")
-    }
-
-    fn go(&mut self) {
-        use std::io::Write;
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        stdin.write_all(b"go\n").expect("write");
-        stdin.flush().expect("flush");
-    }
-
-    fn next_said(&mut self) -> Option<String> {
-        let line = self.stderr.recv_timeout(Duration::from_secs(120)).ok()?;
-        self.said.push(line.clone());
-        Some(line)
-    }
-
-    /// Waits until memlens says it imported (and committed) the root's trace file up to
-    /// `offset` bytes.
-    fn imported(&mut self, offset: u64) {
-        loop {
-            let line = self
-                .next_said()
-                .unwrap_or_else(|| panic!("memlens never imported byte {offset}: {:?}", self.said));
-            let at = line
-                .split_once("trace import: trace read to byte ")
-                .and_then(|(_, n)| n.trim().parse::<u64>().ok());
-            if at.is_some_and(|n| n >= offset) {
-                return;
-            }
-        }
-    }
-
-    /// Drains stderr to its end (memlens exited) and waits for memlens.
-    fn wait(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        drop(self.stdin.take());
-        let status = self.child.wait().expect("wait");
-        while self.next_said().is_some() {}
-        (status, std::mem::take(&mut self.said))
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Waits for the program's `PHASE k OFFSET` line: OFFSET is where a snapshot after phase k
+/// ends in its trace file.
+fn phase(run: &mut LiveRun, k: u32) -> u64 {
+    let line = run.line();
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert!(
+        f.len() == 3 && f[0] == "PHASE" && f[1] == k.to_string(),
+        "expected PHASE {k}, got {line:?}; memlens said {:?}",
+        run.said
+    );
+    f[2].parse().expect("an offset")
 }
 
 /// The innermost lines of trace_phases.py's `# @A` and `# @B` markers.
@@ -178,10 +78,10 @@ fn a_sigkilled_run_keeps_the_trace_up_to_its_last_import() {
     std::fs::create_dir_all(&tmp).unwrap();
     let rec = dir.join("run.db");
     let (a_line, b_line) = marker_lines();
-    let mut run = Run::start(&rec, &tmp);
-    let offset = run.phase(1);
+    let mut run = start(&rec, &tmp);
+    let offset = phase(&mut run, 1);
     run.go();
-    let offset2 = run.phase(2);
+    let offset2 = phase(&mut run, 2);
     assert!(offset2 > offset);
     run.imported(offset2);
     kill(run.child.id(), "-KILL");
@@ -240,8 +140,8 @@ fn a_sigint_gives_the_whole_trace() {
     std::fs::create_dir_all(&tmp).unwrap();
     let rec = dir.join("run.db");
     let (a_line, _) = marker_lines();
-    let mut run = Run::start(&rec, &tmp);
-    run.phase(1);
+    let mut run = start(&rec, &tmp);
+    phase(&mut run, 1);
     // memlens forwards SIGINT to the program, which leaves through exit (its end line
     // written); memlens imports the rest, then exits with the program's status.
     kill(run.child.id(), "-INT");
@@ -292,9 +192,9 @@ fn live_bytes_by_stack_follow_the_phases_in_json_and_html() {
     std::fs::create_dir_all(&tmp).unwrap();
     let rec = dir.join("run.db");
     let (a_line, b_line) = marker_lines();
-    let mut run = Run::start(&rec, &tmp);
+    let mut run = start(&rec, &tmp);
     for k in 1..=4 {
-        run.phase(k);
+        phase(&mut run, k);
         run.go();
     }
     let (status, said) = run.wait();
