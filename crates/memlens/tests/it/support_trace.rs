@@ -308,3 +308,13 @@ impl Drop for LiveRun {
         let _ = self.child.wait();
     }
 }
+
+/// The bytes of an `at_peak`'s stacks, summed (a whole peak block's equal its `bytes`).
+pub fn stacks_bytes(at_peak: &Value) -> u64 {
+    at_peak["stacks"]
+        .as_array()
+        .expect("stacks is a list")
+        .iter()
+        .map(|s| u(&s["bytes"]))
+        .sum()
+}

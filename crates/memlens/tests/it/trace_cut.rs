@@ -18,7 +18,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::support::{kill, memlens, report_json, u, TempDir};
-use crate::support_trace::{markers, LiveRun};
+use crate::support_trace::{markers, stacks_bytes, LiveRun};
 
 /// Held blocks, each at its own line: the peak block has at least this many lines.
 const N: u64 = 4000;
@@ -109,12 +109,7 @@ fn check_allocations(a: &Value, cut: &Cut) {
     assert_eq!(a["mode"], "all", "{a}");
     let p = &a["at_peak"];
     assert_eq!(p["breakdown"], "complete", "{p}");
-    let stacks: u64 = p["stacks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| u(&s["bytes"]))
-        .sum();
+    let stacks = stacks_bytes(p);
     assert_eq!(stacks, u(&p["bytes"]), "the stacks hold the whole peak");
     let by_line = &p["by_line"];
     within(

@@ -15,7 +15,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::support::{kill, memlens, report_json, target_script, u, TempDir};
-use crate::support_trace::LiveRun;
+use crate::support_trace::{stacks_bytes, LiveRun};
 
 /// One block (a bytearray of SIZE bytes is a malloc of SIZE + 1).
 const SIZE: u64 = 1 << 20;
@@ -111,12 +111,7 @@ fn a_sigkilled_run_keeps_the_trace_up_to_its_last_import() {
     // The peak block is whole (memlens may have been killed while the tracer wrote a newer
     // one, which was then held back): its stacks sum to its total, exact in `all` mode.
     let p = &a["at_peak"];
-    let stacks: u64 = p["stacks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| u(&s["bytes"]))
-        .sum();
+    let stacks = stacks_bytes(p);
     assert_eq!(stacks, u(&p["bytes"]), "a part of a peak block: {p}");
     let by_line = &p["by_line"];
     within(
