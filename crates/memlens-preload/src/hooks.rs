@@ -250,6 +250,12 @@ static TRACING: AtomicBool = AtomicBool::new(false);
 /// The mean sample interval in bytes; 1: every allocation.
 static MEAN: AtomicU64 = AtomicU64::new(512 * 1024);
 static TABLE: OnceLock<Table> = OnceLock::new();
+/// `all` mode: the table of the pymalloc blocks (at most 512 bytes) that the allocator domains'
+/// wrapper records while the main interpreter is the only one ([`gil_table`]).
+static GIL_TABLE: OnceLock<Table> = OnceLock::new();
+/// Whether [`GIL_TABLE`] is in use: set by the wrapper's installation (pymem.rs), with the GIL
+/// held, before any wrapper runs, when the allocator underneath is pymalloc.
+pub(crate) static GIL_TABLE_ON: AtomicBool = AtomicBool::new(false);
 static RING: OnceLock<Ring> = OnceLock::new();
 static DROP_ALLOCS: AtomicU64 = AtomicU64::new(0);
 static DROP_FREES: AtomicU64 = AtomicU64::new(0);
@@ -346,7 +352,16 @@ fn record_alloc(g: &Guard, ptr: usize, size: u64, weight: f64, domain: u8, gil: 
         stack,
         t: units(now) | DEPTH.load(Ordering::Relaxed) << DEPTH_SHIFT,
     };
-    if !table.insert(ptr, e) {
+    let excl = if gil && domain == PYMALLOC {
+        gil_table()
+    } else {
+        None
+    };
+    let inserted = match excl {
+        Some(t) => t.insert_excl(ptr, e),
+        None => table.insert(ptr, e),
+    };
+    if !inserted {
         TABLE_FULL.fetch_add(1, Ordering::Relaxed);
         return;
     }
@@ -358,9 +373,47 @@ fn record_alloc(g: &Guard, ptr: usize, size: u64, weight: f64, domain: u8, gil: 
         size,
         weight,
     };
-    if !deliver(ring, &ev, now) {
-        table.remove(ptr);
+    let ok = if excl.is_some() {
+        deliver_gil(ring, &ev, now)
+    } else {
+        deliver(ring, &ev, now)
+    };
+    if !ok {
+        match excl {
+            Some(t) => t.remove_excl(ptr),
+            None => table.remove(ptr),
+        };
         DROP_ALLOCS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The table in exclusive use ([`Table::insert_excl`]) for the pymalloc blocks the wrapper
+/// records while the main interpreter is the only one (`gil`), when it is on (`all` mode,
+/// pymalloc underneath: [`GIL_TABLE_ON`]). Its lock is the main interpreter's GIL:
+/// - a key goes in only from the wrapper with the GIL held and no other interpreter (the
+///   wrapper's `gil`, its fast path's terms), and comes out only when the program frees or
+///   moves that block through the wrapper (the MEM and OBJ domains are called with the GIL
+///   held), by a thread that holds the main interpreter's GIL: a block of the main
+///   interpreter's pymalloc is freed by that interpreter only (a subinterpreter with its own
+///   GIL has its own pymalloc, CPython's `use_main_obmalloc`; one that shares the GIL holds
+///   that GIL). So every change of this table is made under that one GIL.
+/// - a thread of a subinterpreter with its own GIL may look its own blocks up here (a free
+///   through the wrapper asks both tables): it only loads, and finds nothing, as its blocks
+///   were never put here ([`Table::remove_excl`]).
+/// - the C `free` hook does not look here: a pymalloc block is never given to `free` (a
+///   block in an arena would corrupt the C heap; the ones pymalloc serves from malloc, as for
+///   0 bytes, reach `free` through the wrapper's free, which took it out of this table
+///   first). Only a program that frees a `PyObject_Malloc` block with `free` against the
+///   C API would leave its entry here (its bytes would stay live).
+///
+/// So the pymalloc blocks, nearly all of `all` mode's events in a Python program, are
+/// recorded without the slot's and the filter's locked instructions.
+#[inline(always)]
+fn gil_table() -> Option<&'static Table> {
+    if GIL_TABLE_ON.load(Ordering::Relaxed) {
+        GIL_TABLE.get()
+    } else {
+        None
     }
 }
 
@@ -379,7 +432,8 @@ fn put_back(ptr: usize, e: Entry) {
     }
 }
 
-fn emit_free(ptr: usize, e: Entry) {
+/// The free event of `e`, taken out of [`gil_table`] when `excl`.
+fn emit_free(ptr: usize, e: Entry, excl: bool) {
     let Some(ring) = RING.get() else { return };
     if crate::pymem::pending() {
         crate::pymem::maybe_install();
@@ -401,7 +455,12 @@ fn emit_free(ptr: usize, e: Entry) {
         size: e.size,
         weight: e.weight,
     };
-    if !deliver(ring, &ev, now) {
+    let ok = if excl {
+        deliver_gil(ring, &ev, now)
+    } else {
+        deliver(ring, &ev, now)
+    };
+    if !ok {
         DROP_FREES.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -498,34 +557,46 @@ pub(crate) fn py_record(p: *mut c_void, size: usize, weight: f64, gil: bool) {
     }
 }
 
-/// The table's entry for a block about to be freed or moved by the wrapped allocator.
+/// The table's entry for a block about to be freed or moved by the wrapped allocator, and
+/// whether it was in [`gil_table`].
 #[inline(always)]
-pub(crate) fn py_take(p: *mut c_void) -> Option<Entry> {
+pub(crate) fn py_take(p: *mut c_void) -> Option<(Entry, bool)> {
     if p.is_null() {
-        None
-    } else {
-        take(p)
+        return None;
     }
+    if let Some(e) = gil_table().and_then(|t| t.remove_excl(p as usize)) {
+        return Some((e, true));
+    }
+    take(p).map(|e| (e, false))
 }
 
 /// Whether a block the wrapped allocator is about to free may be sampled (false: certainly
 /// not, from the table's filter alone).
 #[inline(always)]
 pub(crate) fn py_may_be_sampled(p: *mut c_void) -> bool {
-    !p.is_null() && TABLE.get().is_some_and(|t| t.may_hold(p as usize))
+    !p.is_null()
+        && (TABLE.get().is_some_and(|t| t.may_hold(p as usize))
+            || gil_table().is_some_and(|t| t.may_hold(p as usize)))
 }
 
 /// The free of a sampled block, taken out of the table by [`py_take`].
 #[cold]
-pub(crate) fn py_freeing(p: *mut c_void, e: Entry) {
+pub(crate) fn py_freeing(p: *mut c_void, e: Entry, excl: bool) {
     let _g = Guard::enter();
-    emit_free(p as usize, e);
+    emit_free(p as usize, e, excl);
 }
 
 /// An entry taken for a realloc that failed.
 #[cold]
-pub(crate) fn py_put_back(p: *mut c_void, e: Entry) {
-    put_back(p as usize, e);
+pub(crate) fn py_put_back(p: *mut c_void, e: Entry, gil: bool) {
+    match gil_table() {
+        Some(t) if gil && e.domain == PYMALLOC => {
+            if !t.insert_excl(p as usize, e) {
+                TABLE_FULL.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        _ => put_back(p as usize, e),
+    }
 }
 
 // ---------------------------------------------------------------- the hooks
@@ -595,7 +666,7 @@ fn free_with(p: *mut c_void, call: impl FnOnce()) {
         None => call(),
         Some(_g) => {
             if let Some(e) = take(p) {
-                emit_free(p as usize, e);
+                emit_free(p as usize, e, false);
             }
             call();
         }
@@ -677,7 +748,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         return q;
     }
     if let Some(e) = old {
-        emit_free(p as usize, e);
+        emit_free(p as usize, e, false);
     }
     on_alloc(&g, q, size, 0);
     q
@@ -864,7 +935,7 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
             let cut = page_round(len) as u64;
             let whole = page_round(e.size as usize) as u64;
             if cut >= whole {
-                emit_free(addr as usize, e);
+                emit_free(addr as usize, e, false);
             } else {
                 let frac = cut as f64 / whole as f64;
                 emit_free(
@@ -874,6 +945,7 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
                         weight: e.weight * frac,
                         ..e
                     },
+                    false,
                 );
                 put_back(
                     addr as usize + cut as usize,
@@ -920,7 +992,7 @@ pub unsafe extern "C" fn mremap(
             put_back(old as usize, e);
         } else {
             // A sampled mapping resized: its free, and an allocation of the new size.
-            emit_free(old as usize, e);
+            emit_free(old as usize, e, false);
             on_alloc(&g, q, new_size, 1);
         }
     }
@@ -1034,7 +1106,9 @@ fn drops() -> Drops {
 
 fn drain(s: &mut State) -> usize {
     let Some(ring) = RING.get() else { return 0 };
-    let mut n = 0;
+    // The main GIL's queue first (deliver_gil's doc: no event in it happened after one queued
+    // in the other).
+    let mut n = GIL_RING.drain(s);
     let now = now_ns();
     while let Some(e) = ring.pop() {
         s.agg.apply(&e, now);
@@ -1284,7 +1358,9 @@ pub(crate) fn begin(fd: c_int, pid: u32, mean: u64, rcap: Option<usize>) -> bool
             rcap.unwrap_or(cells.next_power_of_two()),
         )
     };
-    let tmem = map(shape.bytes());
+    // `all` mode: a second table of the same shape after the first (GIL_TABLE).
+    let tables = if mean <= 1 { 2 } else { 1 };
+    let tmem = map(shape.bytes() * tables);
     let rmem = map(Ring::bytes_for(rcap));
     let smem = map(crate::pystack::bytes_needed());
     if tmem.is_null() || rmem.is_null() || smem.is_null() {
@@ -1294,7 +1370,7 @@ pub(crate) fn begin(fd: c_int, pid: u32, mean: u64, rcap: Option<usize>) -> bool
         return false;
     }
     TABLE_MAP.0.store(tmem as usize, Ordering::Relaxed);
-    TABLE_MAP.1.store(shape.bytes(), Ordering::Relaxed);
+    TABLE_MAP.1.store(shape.bytes() * tables, Ordering::Relaxed);
     RING_MAP.0.store(rmem as usize, Ordering::Relaxed);
     RING_MAP.1.store(Ring::bytes_for(rcap), Ordering::Relaxed);
     STACKS_MAP.0.store(smem as usize, Ordering::Relaxed);
@@ -1303,6 +1379,11 @@ pub(crate) fn begin(fd: c_int, pid: u32, mean: u64, rcap: Option<usize>) -> bool
         .store(crate::pystack::bytes_needed(), Ordering::Relaxed);
     // SAFETY: fresh zeroed mappings of the sizes the table and ring need, never unmapped.
     let _ = TABLE.set(unsafe { Table::from_raw(tmem as *mut _, shape) });
+    if tables == 2 {
+        // SAFETY: the second half of the same mapping (bytes() is a multiple of Slot's
+        // alignment: a header of 128 bytes, 2-byte words by the thousand, 32-byte slots).
+        let _ = GIL_TABLE.set(unsafe { Table::from_raw(tmem.add(shape.bytes()) as *mut _, shape) });
+    }
     // SAFETY: as above.
     let _ = RING.set(unsafe { Ring::from_raw(rmem as *mut _, rcap) });
     let region = Region {
@@ -1401,7 +1482,7 @@ fn deliver(ring: &Ring, ev: &Event, now: u64) -> bool {
     {
         let s = state();
         if !s.finished {
-            if !ring.is_empty() {
+            if !ring.is_empty() || !GIL_RING.is_empty() {
                 drain(s);
             }
             if ring.is_empty() {
@@ -1427,6 +1508,119 @@ fn deliver(ring: &Ring, ev: &Event, now: u64) -> bool {
     }
     maybe_drain();
     true
+}
+
+/// Hands one event of a block of [`gil_table`] to the aggregate: queued in [`GIL_RING`],
+/// without a locked instruction, while the shared queue is empty and `GIL_RING` has room;
+/// else as [`deliver`] (which drains `GIL_RING` first). Called only by a thread that holds the
+/// main interpreter's GIL (`gil_table`'s doc), so `GIL_RING` has one producer at a time, in
+/// the GIL's order.
+///
+/// Events stay applied in an order consistent with the order they happened in. Within
+/// `GIL_RING` it is the GIL's order. A drain (under the aggregate's lock) takes `GIL_RING`
+/// before the shared queue, so what must hold is: no event E queued in the shared queue
+/// happened before an event G in `GIL_RING`. If E happened before G, E's push (its claim of
+/// `head`) happened before G's check here, which therefore saw the shared queue non-empty
+/// (a later value of `head`, or of `tail` once E was taken out and applied) unless E was
+/// already taken out; so G was not put in `GIL_RING` but went the way of `deliver`: applied
+/// after a drain, or queued after E. An event the aggregate's lock holder applies itself
+/// (`deliver`) drains `GIL_RING` first, so what happened before it in the GIL's order is
+/// applied before it. So the live total, its peak and the live set at the peak stay exact;
+/// the peak's time is the event's own clock reading, kept with it.
+#[inline]
+fn deliver_gil(ring: &Ring, ev: &Event, now: u64) -> bool {
+    if ring.is_empty() && GIL_RING.push(ev, now) {
+        return true;
+    }
+    deliver(ring, ev, now)
+}
+
+/// Cells of [`GIL_RING`]: a locked instruction (the aggregate's try-lock) per this many events.
+const GIL_CELLS: usize = 256;
+
+/// The queue of [`deliver_gil`]: one producer at a time (the main interpreter's GIL holder),
+/// drained by the aggregate's lock holder; a bounded single-producer single-consumer queue
+/// in the process's data (12 KiB, resident only once `all` mode uses it).
+struct GilRing {
+    cells: UnsafeCell<[(Event, u64); GIL_CELLS]>,
+    /// Events pushed (written by the producer, Release).
+    head: AtomicUsize,
+    /// Events taken (written by the consumer, Release).
+    tail: AtomicUsize,
+}
+
+// SAFETY: a cell is written only by the producer (one at a time: the main GIL), between the
+// consumer's Release of `tail` past it and its own Release of `head` past it; read only by
+// the consumer (one at a time: the aggregate's lock), between the Acquire of that `head` and
+// its Release of `tail` past it.
+unsafe impl Sync for GilRing {}
+
+const NO_EVENT: Event = Event {
+    kind: 0,
+    domain: 0,
+    stack: 0,
+    ptr: 0,
+    size: 0,
+    weight: 0.0,
+};
+
+static GIL_RING: GilRing = GilRing {
+    cells: UnsafeCell::new([(NO_EVENT, 0); GIL_CELLS]),
+    head: AtomicUsize::new(0),
+    tail: AtomicUsize::new(0),
+};
+
+impl GilRing {
+    /// The cell of position `i` (a raw pointer: the producer and the consumer use different
+    /// cells at the same time).
+    #[inline]
+    fn cell(&self, i: usize) -> *mut (Event, u64) {
+        // SAFETY: i % GIL_CELLS is within the array.
+        unsafe { self.cells.get().cast::<(Event, u64)>().add(i % GIL_CELLS) }
+    }
+
+    /// Queues `ev` (the producer: the main GIL held); false when full.
+    #[inline]
+    fn push(&self, ev: &Event, now: u64) -> bool {
+        let h = self.head.load(Ordering::Relaxed);
+        if h.wrapping_sub(self.tail.load(Ordering::Acquire)) >= GIL_CELLS {
+            return false;
+        }
+        // SAFETY: cell h is free (the consumer released it, Acquire above) and this is the
+        // only producer (the type's note).
+        unsafe { self.cell(h).write((*ev, now)) };
+        self.head.store(h.wrapping_add(1), Ordering::Release);
+        true
+    }
+
+    fn is_empty(&self) -> bool {
+        self.head.load(Ordering::Relaxed) == self.tail.load(Ordering::Relaxed)
+    }
+
+    /// Applies what is queued (the aggregate's lock held).
+    fn drain(&self, s: &mut State) -> usize {
+        let h = self.head.load(Ordering::Acquire);
+        let mut t = self.tail.load(Ordering::Relaxed);
+        let n = h.wrapping_sub(t);
+        while t != h {
+            // SAFETY: published by the producer (Acquire of head above); the consumer is this
+            // thread alone (the aggregate's lock).
+            let (ev, now) = unsafe { self.cell(t).read() };
+            s.agg.apply(&ev, now.max(s.start_ns));
+            s.residency.apply(&ev);
+            t = t.wrapping_add(1);
+        }
+        self.tail.store(t, Ordering::Release);
+        n
+    }
+
+    /// In a forked child (one thread): forgets what was queued and says how many.
+    fn reset(&self) -> usize {
+        let h = self.head.load(Ordering::Relaxed);
+        let lost = h.wrapping_sub(self.tail.load(Ordering::Relaxed));
+        self.tail.store(h, Ordering::Relaxed);
+        lost
+    }
 }
 
 /// Appends a snapshot if the period has elapsed (the state's lock held).
@@ -1529,7 +1723,7 @@ extern "C" fn fork_child() {
         t.left.set(0);
         t.rng.set(0);
     });
-    let lost = RING.get().map_or(0, |r| r.reset());
+    let lost = RING.get().map_or(0, |r| r.reset()) + GIL_RING.reset();
     AT_FORK.store(lost as u64, Ordering::Relaxed);
     DROP_ALLOCS.store(0, Ordering::Relaxed);
     DROP_FREES.store(0, Ordering::Relaxed);

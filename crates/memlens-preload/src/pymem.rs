@@ -268,6 +268,7 @@ pub(crate) fn maybe_install() {
         }
         enable_fast_path();
         SERVED_RAW.store(raw_serving_allowed(), Ordering::Relaxed);
+        crate::hooks::GIL_TABLE_ON.store(gil_table_allowed(), Ordering::Relaxed);
         for (i, d) in DOMAINS.iter().enumerate() {
             let mut w = ours(i, &old[i]);
             set(*d, &mut w);
@@ -302,6 +303,30 @@ fn ours(i: usize, old: &Allocator) -> Allocator {
     w
 }
 
+/// Whether the wrapper's pymalloc blocks go in the table in exclusive use under the main
+/// interpreter's GIL (hooks.rs, `gil_table`): in `all` mode, when the allocator underneath is
+/// pymalloc (its small blocks lie in its arenas, never given to `free` by a working program).
+fn gil_table_allowed() -> bool {
+    crate::hooks::tracing_mean() == Some(1) && allocator_name().is_some_and(|n| n == b"pymalloc")
+}
+
+/// The interpreter's name for its allocators (`_PyMem_GetCurrentAllocatorName`), with the GIL
+/// held; `None` when absent or unknown (an allocator installed by the program or an embedder).
+fn allocator_name() -> Option<&'static [u8]> {
+    let f = API.allocator_name.load(Ordering::Relaxed);
+    if f == 0 {
+        return None;
+    }
+    // SAFETY: the address dlsym gave for `_PyMem_GetCurrentAllocatorName` (const char
+    // *(void)), called with the GIL held (maybe_install); it returns null or a static string.
+    let name = unsafe { std::mem::transmute::<usize, NameFn>(f)() };
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: a NUL-terminated static string of the interpreter.
+    Some(unsafe { CStr::from_ptr(name) }.to_bytes())
+}
+
 /// Whether sampled small blocks may be served from malloc, leaving `free` unwrapped: only
 /// when that free reaches the free hook. That holds when sampling (in `all` mode every block
 /// would move out of pymalloc), with the library preloaded (an attach hooks no `free`), and
@@ -317,19 +342,7 @@ fn raw_serving_allowed() -> bool {
     {
         return false;
     }
-    let f = API.allocator_name.load(Ordering::Relaxed);
-    if f == 0 {
-        return false;
-    }
-    // SAFETY: the address dlsym gave for `_PyMem_GetCurrentAllocatorName` (const char
-    // *(void)), called with the GIL held (maybe_install); it returns null or a static string.
-    let name = unsafe { std::mem::transmute::<usize, NameFn>(f)() };
-    if name.is_null() {
-        return false;
-    }
-    // SAFETY: a NUL-terminated static string of the interpreter.
-    let name = unsafe { CStr::from_ptr(name) };
-    matches!(name.to_bytes(), b"pymalloc" | b"malloc")
+    matches!(allocator_name(), Some(b"pymalloc" | b"malloc"))
 }
 
 // ---------------------------------------------------------------- the fast path's state
@@ -644,13 +657,13 @@ unsafe extern "C" fn realloc_slow<const D: usize>(
     });
     if q.is_null() {
         // Failed (these domains never return null for a size of 0): p is still allocated.
-        if let Some(e) = old_entry {
-            py_put_back(p, e);
+        if let Some((e, _)) = old_entry {
+            py_put_back(p, e, gil);
         }
         return q;
     }
-    if let Some(e) = old_entry {
-        py_freeing(p, e);
+    if let Some((e, excl)) = old_entry {
+        py_freeing(p, e, excl);
     }
     let Some(w) = w else {
         return q;
@@ -693,8 +706,8 @@ unsafe extern "C" fn wrap_free<const D: usize>(ctx: *mut c_void, p: *mut c_void)
 #[cold]
 #[inline(never)]
 unsafe extern "C" fn free_sampled<const D: usize>(ctx: *mut c_void, p: *mut c_void) {
-    if let Some(e) = py_take(p) {
-        py_freeing(p, e);
+    if let Some((e, excl)) = py_take(p) {
+        py_freeing(p, e, excl);
     }
     // SAFETY: as wrap_malloc.
     unsafe { old::<D>().free.unwrap_unchecked()(ctx, p) }

@@ -41,6 +41,20 @@
 //! the insert read it, so (read-read coherence of the one monotonic atomic) it never sees a
 //! lower `top` than the level K was put in; the lookup does not need `top` at all, only the
 //! bits.
+//!
+//! **Exclusive use.** [`Table::insert_excl`] and [`Table::remove_excl`] do the same steps with
+//! a plain load and store where the others have an atomic read-modify-write (the slot's
+//! claim, the filter word's count and bits, the live count, `top`): no locked instruction.
+//! They are for a table whose every change is made by threads that exclude one another by
+//! a lock held around each call (hooks.rs: the main interpreter's GIL, for the `all`-mode
+//! table of its pymalloc blocks), so each read-modify-write is one thread's alone, and the
+//! lock's release and acquisition order one call's stores before the next call's loads: the
+//! argument above holds with "the next value in the word's modification order" being simply
+//! the next call's. Calls of `insert`/`remove` must never be mixed with these on one table
+//! (a plain store could overwrite a concurrent atomic one). A thread that does not hold the
+//! lock may still call [`Table::may_hold`] and `remove_excl` for a key that this table
+//! cannot hold: the probe only loads, and a slot holds only keys put in this table, so it
+//! finds nothing and writes nothing.
 
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 
@@ -239,7 +253,7 @@ impl Table {
     /// Counts `key` in the filter (saturating at [`STUCK`]) and sets `bit`, its level's, in
     /// the same word: one atomic operation (on the machines memlens is measured on, each
     /// locked instruction costs about 30 ns, more than the rest of an insert).
-    fn count_up(&self, key: usize, bit: u16) {
+    fn count_up<const X: bool>(&self, key: usize, bit: u16) {
         let c = self.word(key);
         let mut cur = c.load(Ordering::Relaxed);
         loop {
@@ -251,6 +265,10 @@ impl Table {
             } else {
                 (cur + 1) | bit
             };
+            if X {
+                c.store(next, Ordering::Relaxed);
+                return;
+            }
             match c.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(v) => cur = v,
@@ -271,12 +289,16 @@ impl Table {
 
     /// Uncounts `key`, which was counted (a stuck count stays); the word becomes zero, bits
     /// included, when the count does.
-    fn count_down(&self, key: usize) {
+    fn count_down<const X: bool>(&self, key: usize) {
         let c = self.word(key);
         let mut cur = c.load(Ordering::Relaxed);
         while cur & COUNT != STUCK {
             debug_assert!(cur & COUNT > 0);
             let next = if cur & COUNT == 1 { 0 } else { cur - 1 };
+            if X {
+                c.store(next, Ordering::Relaxed);
+                return;
+            }
             match c.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(v) => cur = v,
@@ -306,6 +328,17 @@ impl Table {
     /// Inserts `key`; false when no free slot lies within [`MAX_PROBES`] of its home in any
     /// level in use (the sample is then dropped by the caller and counted).
     pub fn insert(&self, key: usize, e: Entry) -> bool {
+        self.insert_as::<false>(key, e)
+    }
+
+    /// [`Table::insert`] for a table in exclusive use (the module doc's last section): the
+    /// same steps, with plain loads and stores where `insert` has atomic read-modify-writes.
+    pub fn insert_excl(&self, key: usize, e: Entry) -> bool {
+        self.insert_as::<true>(key, e)
+    }
+
+    #[inline]
+    fn insert_as<const X: bool>(&self, key: usize, e: Entry) -> bool {
         debug_assert!(key > TOMBSTONE);
         let mut top = self.top().load(Ordering::Relaxed) as u32;
         let cap = 1usize << self.shape.level_bits(top);
@@ -314,16 +347,20 @@ impl Table {
             // The newest level, moved on when it is 3/4 full or has no free slot near the
             // key's home (one thread moves it; the others see it moved).
             if full && top + 1 < self.shape.levels {
-                let _ = self.top().compare_exchange(
-                    top as usize,
-                    top as usize + 1,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
+                if X {
+                    self.top().store(top as usize + 1, Ordering::Relaxed);
+                } else {
+                    let _ = self.top().compare_exchange(
+                        top as usize,
+                        top as usize + 1,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
                 top = self.top().load(Ordering::Relaxed) as u32;
             }
-            if self.insert_in(top, key, e) {
-                self.placed(key, top);
+            if self.insert_in::<X>(top, key, e) {
+                self.placed::<X>(key, top);
                 return true;
             }
             if top + 1 >= self.shape.levels {
@@ -333,8 +370,8 @@ impl Table {
         }
         // The last level is full near the key's home: the older ones, where keys were freed.
         for l in (0..top).rev() {
-            if self.insert_in(l, key, e) {
-                self.placed(key, l);
+            if self.insert_in::<X>(l, key, e) {
+                self.placed::<X>(key, l);
                 return true;
             }
         }
@@ -344,15 +381,21 @@ impl Table {
     /// Counts `key`, just put in level `l`, in its filter word (with `l`'s bit) and, if its
     /// hash picks it, in the level's live count. Done before [`Table::insert`] returns, so
     /// before the program has the pointer and can free it.
-    fn placed(&self, key: usize, l: u32) {
+    fn placed<const X: bool>(&self, key: usize, l: u32) {
         if self.counts_live(key) {
-            self.live(l)
-                .fetch_add(1 << self.shape.live_shift, Ordering::Relaxed);
+            let live = self.live(l);
+            if X {
+                let n = live.load(Ordering::Relaxed);
+                live.store(n.wrapping_add(1 << self.shape.live_shift), Ordering::Relaxed);
+            } else {
+                live.fetch_add(1 << self.shape.live_shift, Ordering::Relaxed);
+            }
         }
-        self.count_up(key, 0x100 << l);
+        self.count_up::<X>(key, 0x100 << l);
     }
 
-    fn insert_in(&self, l: u32, key: usize, e: Entry) -> bool {
+    #[inline]
+    fn insert_in<const X: bool>(&self, l: u32, key: usize, e: Entry) -> bool {
         let h = self.home(l, key);
         for i in 0..self.probes(l) {
             let s = self.slot(l, h + i);
@@ -362,10 +405,15 @@ impl Table {
             }
             // Claim the slot first; its values are read only by the thread that frees this
             // pointer, which the program orders after the allocation returned.
-            if s.key
-                .compare_exchange(cur, key, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
+            let claimed = if X {
+                s.key.store(key, Ordering::Relaxed);
+                true
+            } else {
+                s.key
+                    .compare_exchange(cur, key, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            };
+            if claimed {
                 let d = u64::from(e.domain & 3) << DOMAIN_SHIFT;
                 s.size.store((e.size & SIZE_MASK) | d, Ordering::Relaxed);
                 s.meta
@@ -383,7 +431,16 @@ impl Table {
         if !self.may_hold(key) {
             return None;
         }
-        self.remove_slow(key)
+        self.remove_slow::<false>(key)
+    }
+
+    /// [`Table::remove`] for a table in exclusive use (the module doc's last section).
+    #[inline]
+    pub fn remove_excl(&self, key: usize) -> Option<Entry> {
+        if !self.may_hold(key) {
+            return None;
+        }
+        self.remove_slow::<true>(key)
     }
 
     /// False when `key` is certainly not in the table (its filter word is zero): the one
@@ -396,13 +453,13 @@ impl Table {
     /// [`Table::remove`] past the filter: the probe of the levels of the word's bits, newest
     /// first.
     #[inline(never)]
-    fn remove_slow(&self, key: usize) -> Option<Entry> {
+    fn remove_slow<const X: bool>(&self, key: usize) -> Option<Entry> {
         let mut bits = self.word(key).load(Ordering::Relaxed) >> 8;
         while bits != 0 {
             let l = 15 - bits.leading_zeros();
             bits &= !(1 << l);
             if l < self.shape.levels {
-                if let Some(e) = self.remove_in(l, key) {
+                if let Some(e) = self.remove_in::<X>(l, key) {
                     return Some(e);
                 }
             }
@@ -410,7 +467,8 @@ impl Table {
         None
     }
 
-    fn remove_in(&self, l: u32, key: usize) -> Option<Entry> {
+    #[inline]
+    fn remove_in<const X: bool>(&self, l: u32, key: usize) -> Option<Entry> {
         let h = self.home(l, key);
         for i in 0..self.probes(l) {
             let s = self.slot(l, h + i);
@@ -424,10 +482,15 @@ impl Table {
                 let meta = s.meta.load(Ordering::Relaxed);
                 s.key.store(TOMBSTONE, Ordering::Release);
                 if self.counts_live(key) {
-                    self.live(l)
-                        .fetch_sub(1 << self.shape.live_shift, Ordering::Relaxed);
+                    let live = self.live(l);
+                    if X {
+                        let n = live.load(Ordering::Relaxed);
+                        live.store(n.wrapping_sub(1 << self.shape.live_shift), Ordering::Relaxed);
+                    } else {
+                        live.fetch_sub(1 << self.shape.live_shift, Ordering::Relaxed);
+                    }
                 }
-                self.count_down(key);
+                self.count_down::<X>(key);
                 return Some(Entry {
                     size: size & SIZE_MASK,
                     weight,
@@ -753,6 +816,44 @@ mod tests {
         for k in 0..1000usize {
             assert!(t.insert(0x90_0000 + k * 48, entry(1)));
         }
+    }
+
+    /// The exclusive operations keep the same table as the shared ones: levels, filter, live
+    /// counts; a churn over few addresses (as a Python loop's) finds every key, and the
+    /// filter and counts return to zero.
+    #[test]
+    fn exclusive_use_keeps_the_same_table() {
+        let shape = Shape {
+            base_bits: 4,
+            growth_bits: 2,
+            levels: 4,
+            filter_bits: 16,
+            live_shift: 0,
+        };
+        let (_v, t) = table(shape);
+        let keys: Vec<usize> = (0..1000usize).map(|k| 0x10_0000 + k * 1008).collect();
+        for &k in &keys {
+            assert!(t.insert_excl(k, entry(k as u64)));
+        }
+        let (top, live) = t.levels_in_use();
+        assert_eq!(top, 3, "live per level {live:?}");
+        assert_eq!(live.iter().sum::<usize>(), 1000);
+        assert_eq!(t.remove_excl(0x10), None);
+        // Churn: 64 addresses allocated and freed again and again among the live keys.
+        for round in 0..200u64 {
+            for a in 0..64usize {
+                assert!(t.insert_excl(0x90_0000 + a * 48, entry(round)));
+            }
+            for a in 0..64usize {
+                assert_eq!(t.remove_excl(0x90_0000 + a * 48), Some(entry(round)));
+            }
+        }
+        for &k in keys.iter().rev() {
+            assert_eq!(t.remove_excl(k), Some(entry(k as u64)));
+            assert_eq!(t.remove_excl(k), None);
+        }
+        assert_eq!(counted(&t), 0);
+        assert_eq!(t.levels_in_use().1, [0; MAX_LEVELS as usize]);
     }
 
     #[test]
