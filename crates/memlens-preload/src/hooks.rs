@@ -1358,9 +1358,9 @@ pub(crate) fn begin(fd: c_int, pid: u32, mean: u64, rcap: Option<usize>) -> bool
             rcap.unwrap_or(cells.next_power_of_two()),
         )
     };
-    // `all` mode: a second table of the same shape after the first (GIL_TABLE).
-    let tables = if mean <= 1 { 2 } else { 1 };
-    let tmem = map(shape.bytes() * tables);
+    // `all` mode: a second table after the first (GIL_TABLE).
+    let gil_bytes = if mean <= 1 { Shape::ALL_GIL.bytes() } else { 0 };
+    let tmem = map(shape.bytes() + gil_bytes);
     let rmem = map(Ring::bytes_for(rcap));
     let smem = map(crate::pystack::bytes_needed());
     if tmem.is_null() || rmem.is_null() || smem.is_null() {
@@ -1370,7 +1370,9 @@ pub(crate) fn begin(fd: c_int, pid: u32, mean: u64, rcap: Option<usize>) -> bool
         return false;
     }
     TABLE_MAP.0.store(tmem as usize, Ordering::Relaxed);
-    TABLE_MAP.1.store(shape.bytes() * tables, Ordering::Relaxed);
+    TABLE_MAP
+        .1
+        .store(shape.bytes() + gil_bytes, Ordering::Relaxed);
     RING_MAP.0.store(rmem as usize, Ordering::Relaxed);
     RING_MAP.1.store(Ring::bytes_for(rcap), Ordering::Relaxed);
     STACKS_MAP.0.store(smem as usize, Ordering::Relaxed);
@@ -1379,10 +1381,13 @@ pub(crate) fn begin(fd: c_int, pid: u32, mean: u64, rcap: Option<usize>) -> bool
         .store(crate::pystack::bytes_needed(), Ordering::Relaxed);
     // SAFETY: fresh zeroed mappings of the sizes the table and ring need, never unmapped.
     let _ = TABLE.set(unsafe { Table::from_raw(tmem as *mut _, shape) });
-    if tables == 2 {
-        // SAFETY: the second half of the same mapping (bytes() is a multiple of Slot's
-        // alignment: a header of 128 bytes, 2-byte words by the thousand, 32-byte slots).
-        let _ = GIL_TABLE.set(unsafe { Table::from_raw(tmem.add(shape.bytes()) as *mut _, shape) });
+    if gil_bytes != 0 {
+        // SAFETY: the rest of the same mapping, `gil_bytes` long (bytes() is a multiple of
+        // Slot's alignment: a header of 128 bytes, 2-byte words by the thousand, 32-byte
+        // slots).
+        let _ = GIL_TABLE.set(unsafe {
+            Table::from_raw((tmem as *mut u8).add(shape.bytes()).cast(), Shape::ALL_GIL)
+        });
     }
     // SAFETY: as above.
     let _ = RING.set(unsafe { Ring::from_raw(rmem as *mut _, rcap) });

@@ -441,10 +441,21 @@ impl Python {
             w.flags |= UNREADABLE;
             return;
         }
+        match self.off.kind {
+            0 => self.walk_frames::<0>(w, tstate),
+            1 => self.walk_frames::<1>(w, tstate),
+            _ => self.walk_frames::<2>(w, tstate),
+        }
+    }
+
+    /// [`Python::walk`]'s frames from `tstate` on, for the frame kind `K` (`Offsets::kind`: one
+    /// copy of the loop per kind, so each keeps its offsets in registers).
+    #[inline(always)]
+    fn walk_frames<const K: u8>(&self, w: &mut Walk, tstate: usize) {
         let o = &self.off;
         // SAFETY: tstate is this thread's live PyThreadState.
         let mut f = unsafe { rd(tstate + o.top) };
-        if o.kind == 1 {
+        if K == 1 {
             // 3.11-3.12: f is the thread's CFrame (on its C stack).
             if f == 0 {
                 return;
@@ -463,7 +474,7 @@ impl Python {
                 w.flags |= UNREADABLE;
                 return;
             }
-            if o.kind == 0 {
+            if K == 0 {
                 // 3.8-3.10: frame objects; f_code is always code.
                 // SAFETY: f is a frame of this thread's chain, checked plausible.
                 let code = unsafe { rd(f + o.code) };
@@ -489,7 +500,7 @@ impl Python {
                         if !w.push(self.raw_frame(code, index)) {
                             return;
                         }
-                    } else if o.kind == 1 {
+                    } else if K == 1 {
                         // Before 3.13 f_code is always code: anything else is a torn frame.
                         // 3.13+: f_executable may be something else (not a Python frame).
                         w.flags |= UNREADABLE;
