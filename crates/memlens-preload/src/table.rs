@@ -147,12 +147,16 @@ impl Shape {
     /// `all` mode: every pymalloc block too (one slot each for as long as it lives: 5 M objects
     /// need 5 M slots; an interpreter's start-up leaves ~50,000): levels of 64 Ki to 8 Mi
     /// slots, each twice the last (16 Mi slots in all, 512 MiB of address space, touched as
-    /// used), a filter of 2 Mi words (4 MiB).
+    /// used), a filter of 512 Ki words (1 MiB). In `all` mode nearly every free asks for a key
+    /// that is in the table (only blocks made before tracing started are not), so the filter
+    /// is kept small: in a Python process, where the main interpreter's pymalloc blocks go in
+    /// a table of their own (hooks.rs, `gil_table`), this one holds few keys, spread over
+    /// every page of its filter.
     pub const ALL: Shape = Shape {
         base_bits: 16,
         growth_bits: 1,
         levels: 8,
-        filter_bits: 21,
+        filter_bits: 19,
         live_shift: 4,
     };
 
@@ -997,7 +1001,7 @@ mod tests {
         let (top, live) = t.levels_in_use();
         eprintln!("all mode: {n} live keys, {r} bytes resident, top {top}, live {live:?}");
         assert!(r <= n * 300, "{r} bytes resident for {n} keys");
-        // The filter alone touches at most its 4 MiB; the levels in use are dense.
+        // The filter alone touches at most its 1 MiB; the levels in use are dense.
         assert!(r >= n * 32, "{r}");
         // Sampled mode: 100,000 samples over a run, at most 200 live at once, keep little
         // resident however many went through.
