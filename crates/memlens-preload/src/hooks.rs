@@ -1496,7 +1496,10 @@ fn deliver(ring: &Ring, ev: &Event, now: u64) -> bool {
                 // A snapshot due is written before this event is applied: an allocation's
                 // block is not yet written by the program while its hook runs, so measured
                 // now it would show as untouched however soon it is filled.
-                if s.applied % 64 == 0 || MEAN.load(Ordering::Relaxed) > 1 {
+                if s.applied % 64 == 0
+                    || MEAN.load(Ordering::Relaxed) > 1
+                    || now >= NEXT_WRITE_NS.load(Ordering::Relaxed)
+                {
                     snap_if_due(s);
                 }
                 // The peak's time: the coarse clock at the event, never before the header's.
@@ -1534,7 +1537,9 @@ fn deliver(ring: &Ring, ev: &Event, now: u64) -> bool {
 /// the peak's time is the event's own clock reading, kept with it.
 #[inline]
 fn deliver_gil(ring: &Ring, ev: &Event, now: u64) -> bool {
-    if ring.is_empty() && GIL_RING.push(ev, now) {
+    // A snapshot due goes the way of `deliver`, which writes it (`now` is the coarse clock,
+    // never ahead of the one the period is kept in).
+    if ring.is_empty() && now < NEXT_WRITE_NS.load(Ordering::Relaxed) && GIL_RING.push(ev, now) {
         return true;
     }
     deliver(ring, ev, now)

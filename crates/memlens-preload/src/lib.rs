@@ -16,9 +16,15 @@
 //! (a hook never waits), else queued ([`ring`]; `hooks::deliver`). The queue is drained into
 //! the aggregate by the next hook that takes the lock, before its own event (so events are
 //! applied in an order consistent with the order they happened in), by a hook that queues
-//! one when it is a quarter full, and at exit, `_exit` and fork; a snapshot is appended to the
+//! one when it is a quarter full, and at exit, `_exit` and fork. In `all` mode the pymalloc
+//! blocks the allocator domains' wrapper records while the main interpreter is the only one
+//! go in a second table changed only under that interpreter's GIL (plain loads and stores:
+//! `hooks::gil_table`), and their events in a queue with one producer at a time, the GIL's
+//! holder (`hooks::deliver_gil`), which every drain takes first: no locked instruction per
+//! event but the aggregate's try-lock once per 256. A snapshot is appended to the
 //! trace file by the hook that finds the period elapsed (the clock is looked at every 64th
-//! event in `all` mode). There is deliberately no
+//! event in `all` mode; an event for the GIL's queue compares its own coarse clock reading
+//! with the time due). There is deliberately no
 //! tracer thread: CPython 3.12+ warns on `os.fork()` in a process with more than one thread,
 //! so a thread would change what a forking program prints (memray's file mode and Fil have none
 //! either).
