@@ -323,17 +323,17 @@ impl Sampler {
     /// Reads that may attach to an interpreter (a process not yet seen as Python: new, just
     /// exec'd, or not Python at all), paid from the background account: attaching reads the
     /// interpreter's binary, tens of milliseconds. They wait while the account is in debt,
-    /// except the root's first try (a short program still gets its view); a process is tried
-    /// every half second at most.
+    /// except the root's tries until it is seen as Python (a short program still gets its
+    /// view: its first try can come too early, and a debt from it must not stop the next); a
+    /// process is tried every half second at most.
     fn first_python_reads(&mut self, t: f64) -> Result<()> {
         if self.python.is_none() {
             return Ok(());
         }
         for i in self.python_order() {
             let p = &self.tree.procs[i];
-            let root_first = p.pid == self.root && p.python_t == f64::NEG_INFINITY;
             let due = !p.python_seen && t - p.python_t >= 0.5;
-            if root_first || (due && self.schedule.budget.background_clear()) {
+            if due && (p.pid == self.root || self.schedule.budget.background_clear()) {
                 self.python_request(i, t, false);
             }
         }

@@ -251,7 +251,8 @@ fn a_process_with_2000_threads_is_read_whole() {
 
 /// A program run under `memlens run` for `seconds`: it allocates objects at once, notes when
 /// and what `sys._debugmallocstats()` says, then sleeps.
-fn run_program(py: &Python, dir: &Path, seconds: f64) -> (PathBuf, Value) {
+/// Returns the recording, the program's figures and memlens's `-vv` log (for failures).
+fn run_program(py: &Python, dir: &Path, seconds: f64) -> (PathBuf, Value, String) {
     let db = dir.join(format!("r-{seconds}.db"));
     let truth = dir.join(format!("truth-{seconds}.json"));
     let script = format!(
@@ -269,7 +270,7 @@ fn run_program(py: &Python, dir: &Path, seconds: f64) -> (PathBuf, Value) {
         truth = truth.to_str().unwrap()
     );
     let out = memlens()
-        .args(["run", "-q", "--cpu-budget", "50", "-o"])
+        .args(["run", "-vv", "--cpu-budget", "50", "-o"])
         .arg(&db)
         .arg("--")
         .arg(&py.path)
@@ -277,14 +278,10 @@ fn run_program(py: &Python, dir: &Path, seconds: f64) -> (PathBuf, Value) {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        py.label,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{}: {log}", py.label);
     let truth: Value = serde_json::from_str(&std::fs::read_to_string(&truth).unwrap()).unwrap();
-    (db, truth)
+    (db, truth, log)
 }
 
 /// The recording's Python rows of its root and tick times, read with Python's own sqlite3
@@ -295,7 +292,8 @@ fn python_rows(db: &Path) -> Value {
         rows = [[t, json.loads(j)] for t, j in c.execute('select t, json from python where process = (select min(id) from processes) order by t')]\n\
         ticks = [t for (t,) in c.execute('select t from ticks order by t')]\n\
         exit_t = c.execute('select exit_t from processes where id = (select min(id) from processes)').fetchone()[0]\n\
-        print(json.dumps({'rows': rows, 'ticks': ticks, 'exit_t': exit_t}))\n";
+        procs = [list(r) for r in c.execute('select * from processes')]\n\
+        print(json.dumps({'rows': rows, 'ticks': ticks, 'exit_t': exit_t, 'processes': procs}))\n";
     let out = Command::new("python3")
         .args(["-c", script])
         .arg(db)
@@ -328,15 +326,16 @@ fn recordings_of_short_programs_carry_the_python_view() {
             ));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
-            let (db, truth) = run_program(&py, &dir, seconds);
+            let (db, truth, log) = run_program(&py, &dir, seconds);
             let rec = python_rows(&db);
             let _ = std::fs::remove_dir_all(&dir);
             let rows = rec["rows"].as_array().unwrap();
             let exit_t = rec["exit_t"].as_f64().expect("the program's exit time");
             assert!(
                 !rows.is_empty(),
-                "{} {seconds} s: no Python view in the recording",
-                py.label
+                "{} {seconds} s: no Python view in the recording; processes {}; memlens said:\n{log}",
+                py.label,
+                rec["processes"]
             );
             let blocks = u(&truth["blocks"]) as f64;
             let allocated_at = truth["after_start"].as_f64().unwrap();
@@ -392,6 +391,81 @@ fn recordings_of_short_programs_carry_the_python_view() {
             );
         }
     }
+}
+
+/// A program held by the dynamic loader before libpython is mapped (an audit library holds it
+/// 0.5 s in `la_version`, as a loaded machine can) and that exits 0.15 s after its first line
+/// still gets its view: memlens's first tries find an executable without libpython, which for
+/// the root of `memlens run`, just exec'd, means "starting" (tried again quickly), not "not
+/// Python" (left alone for 2 s, past the program's end).
+#[test]
+fn a_program_that_starts_late_still_gets_its_view() {
+    let dir = std::env::temp_dir().join(format!("memlens-pvs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let lib = dir.join("slow_start.so");
+    let cc = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&lib)
+        .arg(target_script("slow_start.c"))
+        .output()
+        .unwrap();
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let script = "import json, os, re, sys, tempfile, time\n\
+         keep = [str(i) * 3 for i in range(50000)]\n\
+         fd, path = tempfile.mkstemp()\n\
+         saved = os.dup(2); os.dup2(fd, 2); sys._debugmallocstats(); os.dup2(saved, 2); os.close(fd)\n\
+         text = open(path).read(); os.unlink(path)\n\
+         blocks = int(re.search(r'# bytes in allocated blocks\\s*=\\s*([\\d,]+)', text).group(1).replace(',', ''))\n\
+         open(sys.argv[1], 'w').write(json.dumps({'blocks': blocks}))\n\
+         time.sleep(0.15)\n";
+    for py in pythons() {
+        let db = dir.join(format!("r-{}.db", py.label));
+        let truth = dir.join(format!("truth-{}.json", py.label));
+        let out = memlens()
+            .args(["run", "-q", "--cpu-budget", "50", "-o"])
+            .arg(&db)
+            .arg("--")
+            .arg(&py.path)
+            .args(["-c", script])
+            .arg(&truth)
+            .env("LD_AUDIT", &lib)
+            .env("SLOW_START_MS", "500")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            py.label,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let truth: Value = serde_json::from_str(&std::fs::read_to_string(&truth).unwrap()).unwrap();
+        let blocks = u(&truth["blocks"]) as f64;
+        let rec = python_rows(&db);
+        let rows = rec["rows"].as_array().unwrap();
+        let used: Vec<f64> = rows
+            .iter()
+            .filter_map(|r| r[1]["pymalloc_used"].as_f64())
+            .collect();
+        assert!(
+            used.iter().any(|&b| b > 0.0),
+            "{}: no Python view with pymalloc in the recording: {rows:?}",
+            py.label
+        );
+        for b in used {
+            assert!(
+                b <= blocks * 1.02,
+                "{}: a row shows {b} bytes; the program never held more than {blocks}",
+                py.label
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `memlens record` of a program at rest (it allocated, read its own figures, and waits):
