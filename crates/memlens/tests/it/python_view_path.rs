@@ -251,8 +251,14 @@ fn a_process_with_2000_threads_is_read_whole() {
 
 /// A program run under `memlens run` for `seconds`: it allocates objects at once, notes when
 /// and what `sys._debugmallocstats()` says, then sleeps.
-/// Returns the recording, the program's figures and memlens's `-vv` log (for failures).
-fn run_program(py: &Python, dir: &Path, seconds: f64) -> (PathBuf, Value, String) {
+/// `env` is added to the program's environment (and memlens's). Returns the recording, the
+/// program's figures and memlens's `-vv` log (for failures).
+fn run_program(
+    py: &Python,
+    dir: &Path,
+    seconds: f64,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (PathBuf, Value, String) {
     let db = dir.join(format!("r-{seconds}.db"));
     let truth = dir.join(format!("truth-{seconds}.json"));
     let script = format!(
@@ -275,6 +281,7 @@ fn run_program(py: &Python, dir: &Path, seconds: f64) -> (PathBuf, Value, String
         .arg("--")
         .arg(&py.path)
         .args(["-c", &script])
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -326,71 +333,77 @@ fn recordings_of_short_programs_carry_the_python_view() {
             ));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
-            let (db, truth, log) = run_program(&py, &dir, seconds);
-            let rec = python_rows(&db);
+            let run = run_program(&py, &dir, seconds, &[]);
+            check_short_recording(&py, &format!("{seconds} s"), run);
             let _ = std::fs::remove_dir_all(&dir);
-            let rows = rec["rows"].as_array().unwrap();
-            let exit_t = rec["exit_t"].as_f64().expect("the program's exit time");
+        }
+    }
+}
+
+/// The checks of [`recordings_of_short_programs_carry_the_python_view`] on one run of
+/// [`run_program`].
+fn check_short_recording(py: &Python, what: &str, (db, truth, log): (PathBuf, Value, String)) {
+    let rec = python_rows(&db);
+    let rows = rec["rows"].as_array().unwrap();
+    let exit_t = rec["exit_t"].as_f64().expect("the program's exit time");
+    assert!(
+        !rows.is_empty(),
+        "{} {what}: no Python view in the recording; processes {}; memlens said:\n{log}",
+        py.label,
+        rec["processes"]
+    );
+    let blocks = u(&truth["blocks"]) as f64;
+    let allocated_at = truth["after_start"].as_f64().unwrap();
+    let used = |r: &Value| r[1]["pymalloc_used"].as_f64().unwrap_or(0.0);
+    let stamp = |r: &Value| r[0].as_f64().unwrap();
+    // a read that races the program (they never stop it) may miss pymalloc: the row
+    // then says so (null); most rows have it
+    assert!(
+        rows.iter().any(|r| used(r) > 0.0),
+        "{} {what}: no row with pymalloc: {rows:?}",
+        py.label
+    );
+    for r in rows.iter().filter(|r| !r[1]["pymalloc_used"].is_null()) {
+        assert!(
+            used(r) <= blocks * 1.02 && used(r) > 0.0,
+            "{} {what}: a row shows {} bytes; the program never held more than {blocks}",
+            py.label,
+            used(r)
+        );
+        assert!(
+            stamp(r) >= 0.0 && stamp(r) <= exit_t,
+            "{}: a row stamped {} s, the program exited at {exit_t} s",
+            py.label,
+            stamp(r)
+        );
+        if stamp(r) < allocated_at {
             assert!(
-                !rows.is_empty(),
-                "{} {seconds} s: no Python view in the recording; processes {}; memlens said:\n{log}",
+                used(r) < blocks * 0.9,
+                "{} {what}: a row stamped {:.3} s, before the program could have allocated ({allocated_at:.3} s), shows {} bytes",
                 py.label,
-                rec["processes"]
-            );
-            let blocks = u(&truth["blocks"]) as f64;
-            let allocated_at = truth["after_start"].as_f64().unwrap();
-            let used = |r: &Value| r[1]["pymalloc_used"].as_f64().unwrap_or(0.0);
-            let stamp = |r: &Value| r[0].as_f64().unwrap();
-            // a read that races the program (they never stop it) may miss pymalloc: the row
-            // then says so (null); most rows have it
-            assert!(
-                rows.iter().any(|r| used(r) > 0.0),
-                "{} {seconds} s: no row with pymalloc: {rows:?}",
-                py.label
-            );
-            for r in rows.iter().filter(|r| !r[1]["pymalloc_used"].is_null()) {
-                assert!(
-                    used(r) <= blocks * 1.02 && used(r) > 0.0,
-                    "{} {seconds} s: a row shows {} bytes; the program never held more than {blocks}",
-                    py.label,
-                    used(r)
-                );
-                assert!(
-                    stamp(r) >= 0.0 && stamp(r) <= exit_t,
-                    "{}: a row stamped {} s, the program exited at {exit_t} s",
-                    py.label,
-                    stamp(r)
-                );
-                if stamp(r) < allocated_at {
-                    assert!(
-                        used(r) < blocks * 0.9,
-                        "{} {seconds} s: a row stamped {:.3} s, before the program could have allocated ({allocated_at:.3} s), shows {} bytes",
-                        py.label,
-                        stamp(r),
-                        used(r)
-                    );
-                }
-            }
-            let ticks: Vec<f64> = rec["ticks"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter_map(Value::as_f64)
-                .collect();
-            let gap = ticks
-                .windows(2)
-                .filter(|w| w[1] < 1.0)
-                .map(|w| w[1] - w[0])
-                .fold(0.0, f64::max);
-            eprintln!(
-                "{} {seconds} s: {} Python rows, first at {:.3} s; longest tick gap in the first second {:.1} ms",
-                py.label,
-                rows.len(),
-                rows[0][0].as_f64().unwrap(),
-                gap * 1e3
+                stamp(r),
+                used(r)
             );
         }
     }
+    let ticks: Vec<f64> = rec["ticks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    let gap = ticks
+        .windows(2)
+        .filter(|w| w[1] < 1.0)
+        .map(|w| w[1] - w[0])
+        .fold(0.0, f64::max);
+    eprintln!(
+        "{} {what}: {} Python rows, first at {:.3} s; longest tick gap in the first second {:.1} ms",
+        py.label,
+        rows.len(),
+        rows[0][0].as_f64().unwrap(),
+        gap * 1e3
+    );
 }
 
 /// A program held by the dynamic loader before libpython is mapped (an audit library holds it
@@ -415,55 +428,15 @@ fn a_program_that_starts_late_still_gets_its_view() {
         "{}",
         String::from_utf8_lossy(&cc.stderr)
     );
-    let script = "import json, os, re, sys, tempfile, time\n\
-         keep = [str(i) * 3 for i in range(50000)]\n\
-         fd, path = tempfile.mkstemp()\n\
-         saved = os.dup(2); os.dup2(fd, 2); sys._debugmallocstats(); os.dup2(saved, 2); os.close(fd)\n\
-         text = open(path).read(); os.unlink(path)\n\
-         blocks = int(re.search(r'# bytes in allocated blocks\\s*=\\s*([\\d,]+)', text).group(1).replace(',', ''))\n\
-         open(sys.argv[1], 'w').write(json.dumps({'blocks': blocks}))\n\
-         time.sleep(0.15)\n";
     for py in pythons() {
-        let db = dir.join(format!("r-{}.db", py.label));
-        let truth = dir.join(format!("truth-{}.json", py.label));
-        let out = memlens()
-            .args(["run", "-q", "--cpu-budget", "50", "-o"])
-            .arg(&db)
-            .arg("--")
-            .arg(&py.path)
-            .args(["-c", script])
-            .arg(&truth)
-            .env("LD_AUDIT", &lib)
-            .env("SLOW_START_MS", "500")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}: {}",
-            py.label,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let truth: Value = serde_json::from_str(&std::fs::read_to_string(&truth).unwrap()).unwrap();
-        let blocks = u(&truth["blocks"]) as f64;
-        let rec = python_rows(&db);
-        let rows = rec["rows"].as_array().unwrap();
-        let used: Vec<f64> = rows
-            .iter()
-            .filter_map(|r| r[1]["pymalloc_used"].as_f64())
-            .collect();
-        assert!(
-            used.iter().any(|&b| b > 0.0),
-            "{}: no Python view with pymalloc in the recording: {rows:?}",
-            py.label
-        );
-        for b in used {
-            assert!(
-                b <= blocks * 1.02,
-                "{}: a row shows {b} bytes; the program never held more than {blocks}",
-                py.label
-            );
-        }
+        let env = [
+            ("LD_AUDIT", lib.as_os_str()),
+            ("SLOW_START_MS", std::ffi::OsStr::new("500")),
+        ];
+        let run_dir = dir.join(&py.label);
+        std::fs::create_dir_all(&run_dir).unwrap();
+        let run = run_program(&py, &run_dir, 0.15, &env);
+        check_short_recording(&py, "held 0.5 s before libpython", run);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
