@@ -32,6 +32,11 @@ use memlens_launch::cputime::thread_cpu_seconds;
 /// budget has room beyond its reserve.
 const PEAK_REFRESH: f64 = 0.25;
 
+/// After a ledger at a new high, a process's Python view is read again when its last reading
+/// is older than this (s); its cost is charged to the background account, which must be out of
+/// debt.
+const PEAK_PYTHON_REFRESH: f64 = 0.05;
+
 /// Units of work of one process: a MiB of resident memory is one (the kernel walks its page
 /// tables); a thread costs a ledger about as much (its stack pointer and stack mapping); each
 /// process has a fixed cost (opening and parsing its files).
@@ -83,6 +88,7 @@ impl Sampler {
                     "peak"
                 };
                 self.take_ledger(t, reason, tree_rss, ledger_units)?;
+                self.python_after_peak(t);
             }
             // Waiting for the budget: nothing else may spend what the ledger needs.
             return self.census(t);
@@ -352,6 +358,22 @@ impl Sampler {
         for i in self.python_order() {
             let p = &self.tree.procs[i];
             if p.python_seen && t - p.python_t >= every {
+                self.python_request(i, t, false);
+            }
+        }
+    }
+
+    /// After a ledger at a new high: a reading of each process seen as Python that has had none
+    /// for [`PEAK_PYTHON_REFRESH`], while the background account is out of debt, so that the Python
+    /// view nearest the peak is not the one from the program's start (for a program shorter
+    /// than the ledger interval, its only one).
+    fn python_after_peak(&mut self, t: f64) {
+        if self.python.is_none() || !self.schedule.budget.background_clear() {
+            return;
+        }
+        for i in self.python_order() {
+            let p = &self.tree.procs[i];
+            if p.python_seen && t - p.python_t >= PEAK_PYTHON_REFRESH {
                 self.python_request(i, t, false);
             }
         }
