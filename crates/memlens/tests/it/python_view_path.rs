@@ -321,7 +321,8 @@ fn python_rows(db: &Path) -> Value {
 /// after memlens spawned it at time 0) does not show the allocation. When the rows fall
 /// depends on the budget and the machine's load, so the figure at rest is checked by
 /// [`a_recording_of_a_program_at_rest_matches_its_own_figures`]. The sampler's longest gap between
-/// ticks in the first second is printed (no timed assertion).
+/// ticks in the first second, and the largest share of the program's blocks a row shows (the
+/// reads after the growth's ledgers), are printed (no timed assertion).
 #[test]
 fn recordings_of_short_programs_carry_the_python_view() {
     for py in pythons() {
@@ -398,10 +399,11 @@ fn check_short_recording(py: &Python, what: &str, (db, truth, log): (PathBuf, Va
         .map(|w| w[1] - w[0])
         .fold(0.0, f64::max);
     eprintln!(
-        "{} {what}: {} Python rows, first at {:.3} s; longest tick gap in the first second {:.1} ms",
+        "{} {what}: {} Python rows, first at {:.3} s, at most {:.0}% of the blocks; longest tick gap in the first second {:.1} ms",
         py.label,
         rows.len(),
         rows[0][0].as_f64().unwrap(),
+        rows.iter().map(used).fold(0.0, f64::max) / blocks * 100.0,
         gap * 1e3
     );
 }
