@@ -178,6 +178,8 @@ pub mod agg;
 mod attach;
 #[cfg(not(test))]
 mod hooks;
+#[cfg(all(not(test), target_pointer_width = "64"))]
+mod own_text;
 #[cfg(not(test))]
 mod pymem;
 pub mod pystack;
