@@ -50,6 +50,7 @@ extern "C" {
 /// Releases the resident pages of this library's read-only and executable segments, and of
 /// `libgcc_s.so.1`'s (see the module docs). Called once, at the end of the constructor, while
 /// the program's start-up runs in one thread. Makes no allocation; a few system calls.
+#[cfg_attr(test, allow(dead_code))]
 pub(crate) fn release() {
     // SAFETY: sysconf has no preconditions.
     if unsafe { libc::sysconf(libc::_SC_PAGESIZE) } != PAGE as libc::c_long {
@@ -181,5 +182,88 @@ fn dont_need(from: usize, to: usize) {
         // SAFETY: whole pages of this library's unwritten file mapping (module docs): the
         // next access maps the file's same bytes again.
         unsafe { libc::madvise(from as *mut c_void, to - from, libc::MADV_DONTNEED) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Present pages of `[p, p + pages * PAGE)` per the pagemap.
+    fn present(p: usize, pages: usize) -> Vec<bool> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open("/proc/self/pagemap").expect("pagemap");
+        f.seek(SeekFrom::Start((p / PAGE * 8) as u64))
+            .expect("seek");
+        let mut b = vec![0u8; pages * 8];
+        f.read_exact(&mut b).expect("read");
+        b.chunks(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")) & PM_PRESENT != 0)
+            .collect()
+    }
+
+    /// A private file mapping: the pages read from the file are released, the page written
+    /// (a private copy, as a debugger's breakpoint makes) keeps its contents.
+    #[test]
+    fn releases_file_pages_and_keeps_a_written_copy() {
+        let dir = std::env::temp_dir().join(format!("own-text-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("f");
+        let pages = 8;
+        let bytes: Vec<u8> = (0..pages * PAGE).map(|i| (i / PAGE) as u8 + 1).collect();
+        std::fs::write(&path, &bytes).expect("write");
+        let file = std::fs::File::open(&path).expect("open");
+        use std::os::fd::AsRawFd;
+        // SAFETY: a fresh private mapping of our own file, unmapped below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                pages * PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        let p = p as usize;
+        let mut sum = 0u64;
+        for i in 0..pages {
+            // SAFETY: within the mapping.
+            sum += u64::from(unsafe { std::ptr::read_volatile((p + i * PAGE) as *const u8) });
+        }
+        assert_eq!(sum, (1..=pages as u64).sum::<u64>());
+        // SAFETY: within the mapping (writable): page 3 becomes a private copy.
+        unsafe { std::ptr::write_volatile((p + 3 * PAGE + 5) as *mut u8, 0xAB) };
+        assert!(present(p, pages).iter().all(|&b| b));
+        // SAFETY: opening a /proc file read-only.
+        let fd = unsafe {
+            libc::open(
+                c"/proc/self/pagemap".as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        };
+        assert!(fd >= 0);
+        release_file_pages(fd, p, p + pages * PAGE);
+        // SAFETY: our descriptor.
+        unsafe { libc::close(fd) };
+        let now = present(p, pages);
+        assert!(now[3], "the written page stays");
+        assert_eq!(now.iter().filter(|&&b| b).count(), 1, "{now:?}");
+        // SAFETY: within the mapping.
+        let (w, r) = unsafe {
+            (
+                std::ptr::read_volatile((p + 3 * PAGE + 5) as *const u8),
+                std::ptr::read_volatile((p + 6 * PAGE + 5) as *const u8),
+            )
+        };
+        assert_eq!(
+            (w, r),
+            (0xAB, 7),
+            "the copy kept its write, a released page reads the file"
+        );
+        // SAFETY: our mapping.
+        unsafe { libc::munmap(p as *mut c_void, pages * PAGE) };
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
