@@ -393,38 +393,107 @@ impl Aggregate {
     /// `live_pymalloc_bytes`, `live_malloc_bytes` and `untouched_bytes` are 0 here (the
     /// `PyMem_SetAllocator` wrap fills them).
     pub fn line(&self, tag: &str, t_ns: u64, d: &Drops) -> String {
-        let b = |x: f64| if x <= 0.0 { 0 } else { x.round() as u64 };
-        format!(
-            "{tag} t_ns={t_ns} live_bytes={} live_mmap_bytes={} live_pymalloc_bytes={} \
-             live_malloc_bytes={} peak_live_bytes={} total_bytes={} untouched_bytes={} \
-             alloc_samples={} free_samples={} live_samples={} dropped_allocs={} dropped_frees={} \
-             table_full={} lost_at_fork={} unreadable_stacks={} stacks_lost={} \
-             tracer_bytes={} inherited_live_bytes={}\n",
-            b(self.live),
-            b(self.live_mmap),
-            b(self.live_pymalloc),
-            b(self.live_malloc),
-            b(self.peak_live),
-            b(self.total),
-            b(self.untouched),
-            self.alloc_samples,
-            self.free_samples,
-            self.alloc_samples.saturating_sub(self.free_samples),
-            d.allocs,
-            d.frees,
-            d.table_full,
-            d.at_fork,
-            d.unreadable_stacks,
-            d.stacks_lost,
-            self.tracer,
-            b(self.inherited),
-        )
+        let mut out = String::with_capacity(512);
+        self.push_line(tag, t_ns, d, &mut out);
+        out
+    }
+
+    /// [`Aggregate::line`], appended to `out` with [`push_u64`], not `format!`: a snapshot is
+    /// written every period, and core's formatting code lies among std's cold code in the
+    /// library's text, whose pages then stay resident (own_text.rs).
+    pub fn push_line(&self, tag: &str, t_ns: u64, d: &Drops, out: &mut String) {
+        out.push_str(tag);
+        for (key, v) in [
+            (" t_ns=", t_ns),
+            (" live_bytes=", bytes(self.live)),
+            (" live_mmap_bytes=", bytes(self.live_mmap)),
+            (" live_pymalloc_bytes=", bytes(self.live_pymalloc)),
+            (" live_malloc_bytes=", bytes(self.live_malloc)),
+            (" peak_live_bytes=", bytes(self.peak_live)),
+            (" total_bytes=", bytes(self.total)),
+            (" untouched_bytes=", bytes(self.untouched)),
+            (" alloc_samples=", self.alloc_samples),
+            (" free_samples=", self.free_samples),
+            (
+                " live_samples=",
+                self.alloc_samples.saturating_sub(self.free_samples),
+            ),
+            (" dropped_allocs=", d.allocs),
+            (" dropped_frees=", d.frees),
+            (" table_full=", d.table_full),
+            (" lost_at_fork=", d.at_fork),
+            (" unreadable_stacks=", d.unreadable_stacks),
+            (" stacks_lost=", d.stacks_lost),
+            (" tracer_bytes=", self.tracer),
+            (" inherited_live_bytes=", bytes(self.inherited)),
+        ] {
+            kv(out, key, v);
+        }
+        out.push('\n');
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The line written with push_u64 is the one `format!` wrote before (stop 21).
+    #[test]
+    fn push_line_is_the_formatted_line() {
+        let mut a = Aggregate {
+            live: 1234.4,
+            live_mmap: 99.5,
+            live_pymalloc: -3.0,
+            live_malloc: 0.49,
+            peak_live: 1e12,
+            total: f64::NAN,
+            untouched: 7.0,
+            alloc_samples: 12,
+            free_samples: 15,
+            tracer: u64::MAX,
+            inherited: 5.5,
+            ..Aggregate::default()
+        };
+        let d = Drops {
+            allocs: 1,
+            frees: 2,
+            table_full: 3,
+            at_fork: 4,
+            unreadable_stacks: 5,
+            stacks_lost: 6,
+        };
+        let b = |x: f64| if x <= 0.0 { 0 } else { x.round() as u64 };
+        for tag in ["snap", "end"] {
+            let want = format!(
+                "{tag} t_ns={} live_bytes={} live_mmap_bytes={} live_pymalloc_bytes={} \
+                 live_malloc_bytes={} peak_live_bytes={} total_bytes={} untouched_bytes={} \
+                 alloc_samples={} free_samples={} live_samples={} dropped_allocs={} \
+                 dropped_frees={} table_full={} lost_at_fork={} unreadable_stacks={} \
+                 stacks_lost={} tracer_bytes={} inherited_live_bytes={}\n",
+                u64::MAX - 1,
+                b(a.live),
+                b(a.live_mmap),
+                b(a.live_pymalloc),
+                b(a.live_malloc),
+                b(a.peak_live),
+                b(a.total),
+                b(a.untouched),
+                a.alloc_samples,
+                a.free_samples,
+                a.alloc_samples.saturating_sub(a.free_samples),
+                d.allocs,
+                d.frees,
+                d.table_full,
+                d.at_fork,
+                d.unreadable_stacks,
+                d.stacks_lost,
+                a.tracer,
+                b(a.inherited),
+            );
+            assert_eq!(a.line(tag, u64::MAX - 1, &d), want);
+            a.free_samples = 3;
+        }
+    }
 
     #[test]
     fn live_peak_and_line() {

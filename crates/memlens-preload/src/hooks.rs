@@ -1082,7 +1082,7 @@ fn write_line(s: &mut State, tag: &str) {
     }
     s.agg.untouched = s.residency.untouched(nonresident_bytes);
     s.agg.tracer = own_resident();
-    out.push_str(&s.agg.line(tag, now_ns(), &drops()));
+    s.agg.push_line(tag, now_ns(), &drops(), &mut out);
     let peak = s.agg.peak_live;
     s.agg.sites.lines(peak, &mut out);
     if !write_all(s.fd, out.as_bytes()) {
@@ -1627,6 +1627,78 @@ pub unsafe extern "C" fn _Exit(status: c_int) -> ! {
     exit_now(c"_Exit", status)
 }
 
+/// The library's own allocations (a snapshot's lines, the file names at start) go to the C
+/// allocator, as with std's `System`, whose rules this follows; through this allocator's code,
+/// which lies with the hooks, not through std's shim, which lies among std's cold code: a
+/// snapshot would fault that code's pages back in after [`crate::own_text::release`].
+struct CAlloc;
+
+/// The alignment `malloc` guarantees (as std's `System` assumes on x86-64 and aarch64).
+const MALLOC_ALIGN: usize = 16;
+
+// SAFETY: the C allocator's contract: blocks of at least the size, aligned as asked
+// (posix_memalign beyond malloc's own alignment), freed by `free`.
+unsafe impl std::alloc::GlobalAlloc for CAlloc {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        if l.align() <= MALLOC_ALIGN && l.align() <= l.size() {
+            // SAFETY: as the C function (a size > 0: GlobalAlloc's contract).
+            unsafe { libc::malloc(l.size()) as *mut u8 }
+        } else {
+            let mut p = std::ptr::null_mut();
+            let align = l.align().max(std::mem::size_of::<usize>());
+            // SAFETY: a power of two, a multiple of the pointer size.
+            if unsafe { libc::posix_memalign(&mut p, align, l.size()) } != 0 {
+                return std::ptr::null_mut();
+            }
+            p as *mut u8
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, l: std::alloc::Layout) -> *mut u8 {
+        if l.align() <= MALLOC_ALIGN && l.align() <= l.size() {
+            // SAFETY: as the C function.
+            unsafe { libc::calloc(l.size(), 1) as *mut u8 }
+        } else {
+            // SAFETY: as alloc, then zeroing the block it returned.
+            let p = unsafe { self.alloc(l) };
+            if !p.is_null() {
+                // SAFETY: `l.size()` bytes of the fresh block.
+                unsafe { std::ptr::write_bytes(p, 0, l.size()) };
+            }
+            p
+        }
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, _: std::alloc::Layout) {
+        // SAFETY: a block of this allocator.
+        unsafe { libc::free(p as *mut c_void) }
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, new: usize) -> *mut u8 {
+        if l.align() <= MALLOC_ALIGN && l.align() <= new {
+            // SAFETY: a block of this allocator, malloc's alignment enough.
+            unsafe { libc::realloc(p as *mut c_void, new) as *mut u8 }
+        } else {
+            // SAFETY: GlobalAlloc's default: a new block, the old contents copied, the old
+            // block freed.
+            unsafe {
+                let n = self.alloc(std::alloc::Layout::from_size_align_unchecked(
+                    new,
+                    l.align(),
+                ));
+                if !n.is_null() {
+                    std::ptr::copy_nonoverlapping(p, n, l.size().min(new));
+                    self.dealloc(p, l);
+                }
+                n
+            }
+        }
+    }
+}
+
+#[global_allocator]
+static C_ALLOC: CAlloc = CAlloc;
+
 extern "C" fn init() {
     let _g = Guard::enter();
     resolve();
@@ -1636,6 +1708,9 @@ extern "C" fn init() {
     start();
     if TRACING.load(Ordering::Relaxed) {
         crate::pymem::find(interpreters_head(), true);
+        // The start-up work is done: only the code the tracer runs from now on comes back.
+        #[cfg(target_pointer_width = "64")]
+        crate::own_text::release();
     }
 }
 

@@ -61,6 +61,15 @@
 //! next write while still there) the per-stack live figures changed since the previous copy
 //! are copied (a dirty list: the cost is the stacks touched since, not all stacks).
 //!
+//! # Its own pages
+//! At the end of the constructor, the pages of the library's read-only and executable
+//! segments, and libgcc_s's (loaded only as Rust std's unwinder), are released
+//! (`MADV_DONTNEED` of unwritten file pages, checked in `/proc/self/pagemap`: `own_text.rs`,
+//! which says why that is safe): only the code that runs afterwards faults back in. The
+//! snapshot lines are written without `core::fmt`, and the library's allocations go through
+//! its own `GlobalAlloc` (the C allocator, as std's `System`), so a snapshot does not fault
+//! std's formatting and allocator shims, which lie among its cold code, back in.
+//!
 //! # Trace file format, version 3
 //! The contract with memlens is docs/trace-format.md. In short: a header (`memlens-trace 3`,
 //! with `python=3.M|none` and `temp_ns=`), then per period `code` and `stack` lines for what
@@ -178,6 +187,8 @@ pub mod agg;
 mod attach;
 #[cfg(not(test))]
 mod hooks;
+#[cfg(target_pointer_width = "64")]
+mod own_text;
 #[cfg(not(test))]
 mod pymem;
 pub mod pystack;
