@@ -1,6 +1,9 @@
 //! The aggregate kept from the drained events, and its lines in the trace file.
 
-use crate::ring::{Event, ALLOC, FREE, FREE_INHERITED, FREE_TEMP, MMAP, PYMALLOC};
+use crate::ring::{
+    Event, ALLOC, FREE, FREE_INHERITED, FREE_TEMP, MMAP, PART, PART_INHERITED, PART_TEMP, PYMALLOC,
+    SPLIT, SPLIT_INHERITED,
+};
 
 /// Appends the decimal digits of `v` (the lines are written with this, not `format!`: a
 /// trace of a program's start-up has thousands of stack lines of tens of frames, and
@@ -201,6 +204,33 @@ impl Sites {
         }
     }
 
+    /// Part of a mapping made by stack `id` unmapped, `w` of its weight: its bytes leave the
+    /// live figures as a free's do, its sample stays (at the first free after a new high, the
+    /// peak set is copied first).
+    #[cold]
+    fn part(&mut self, id: u32, w: f64, temp: bool) {
+        if self.at_peak {
+            self.copy_peak();
+            self.at_peak = false;
+        }
+        let s = self.site(id);
+        s.live -= w;
+        s.freed += w;
+        if temp {
+            s.temp += w;
+        }
+    }
+
+    /// [`Sites::part`] of a mapping inherited at fork.
+    #[cold]
+    fn part_inherited(&mut self, id: u32, w: f64) {
+        if self.at_peak {
+            self.copy_peak();
+            self.at_peak = false;
+        }
+        self.site(id).inherited -= w;
+    }
+
     /// In a forked child, the free of a block inherited at fork, made by stack `id`: it lowers
     /// the inherited figures only (at the first free after a new high, the peak set is copied
     /// first).
@@ -365,6 +395,23 @@ impl Aggregate {
                 *self.domain_live(e.domain) -= w;
                 self.free_samples += 1;
                 self.sites.free(e.stack, w, e.kind == FREE_TEMP);
+            }
+            // Part of a mapping unmapped (maps.rs): its bytes, not its sample.
+            PART | PART_TEMP => {
+                self.live -= w;
+                *self.domain_live(e.domain) -= w;
+                self.sites.part(e.stack, w, e.kind == PART_TEMP);
+            }
+            PART_INHERITED => {
+                self.inherited -= w;
+                self.sites.part_inherited(e.stack, w);
+            }
+            SPLIT => {
+                self.alloc_samples += 1;
+                self.sites.site(e.stack).live_count += 1;
+            }
+            SPLIT_INHERITED => {
+                self.sites.site(e.stack).inherited_count += 1;
             }
             _ => {}
         }

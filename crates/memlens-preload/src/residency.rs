@@ -18,7 +18,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::ring::{Event, ALLOC, FREE, FREE_INHERITED, FREE_TEMP, MMAP};
+use crate::ring::{
+    Event, ALLOC, FREE, FREE_INHERITED, FREE_TEMP, MMAP, PART, PART_INHERITED, PART_TEMP,
+};
 
 /// Allocations of at least this many bytes are measured.
 pub const LARGE: u64 = 64 * 1024;
@@ -72,6 +74,27 @@ impl Residency {
                                 .insert(e.ptr + e.size as usize, (rest, weight - e.weight));
                         }
                     }
+                }
+            }
+            // Part of a mapping unmapped (maps.rs): the listed mapping that holds
+            // `[ptr, ptr+size)` keeps its pieces before and after, each with its share.
+            PART | PART_TEMP | PART_INHERITED => {
+                let Some((&start, &(size, weight))) = self.live.range(..=e.ptr).next_back() else {
+                    return;
+                };
+                if e.ptr >= start + size as usize {
+                    return;
+                }
+                self.live.remove(&start);
+                let left = (e.ptr - start) as u64;
+                let after = e.ptr + e.size as usize;
+                let right = (start + size as usize).saturating_sub(after) as u64;
+                let share = |n: u64| weight * (n as f64 / size as f64);
+                if left >= LARGE {
+                    self.live.insert(start, (left, share(left)));
+                }
+                if right >= LARGE {
+                    self.live.insert(after, (right, share(right)));
                 }
             }
             _ => {}
