@@ -20,6 +20,8 @@ use crate::support_trace::{allocations_none_lost, at_line, markers, memlens_run_
 
 const SCRIPT: &str = "trace_unmap.py";
 const N: f64 = (8 << 20) as f64;
+/// What ctypes makes at a mapping's line besides the mapping (its address's int).
+const STRAY: f64 = 4096.0;
 
 /// The marked lines and their bytes by construction at the peak (at exit, `top` is 0).
 fn truth(stdout: &[u8], who: &str) -> HashMap<String, f64> {
@@ -176,22 +178,99 @@ fn memlens_run_reports_what_stays_mapped() {
             let a = allocations_none_lost(&rec, &who);
             for (name, &peak) in &want {
                 let line = mk[name];
-                // ctypes' own objects at the line (the address's int: tens of bytes).
-                let stray = 4096.0;
                 let got = at_line(&a["at_peak"]["by_line"], SCRIPT, line);
                 eprintln!("{who} @{name} at the peak: {got} vs {peak}");
                 assert!(
-                    got >= peak * (1.0 - 1e-5) && got <= peak * (1.0 + 1e-5) + stray,
+                    got >= peak * (1.0 - 1e-5) && got <= peak * (1.0 + 1e-5) + STRAY,
                     "{who} @{name} at the peak: {got} vs {peak} by construction"
                 );
                 let end = at_exit(name, peak);
                 let got = at_line(&a["leaked"]["by_line"], SCRIPT, line);
                 eprintln!("{who} @{name} leaked: {got} vs {end}");
                 assert!(
-                    got >= end * (1.0 - 1e-5) && got <= end * (1.0 + 1e-5) + stray,
+                    got >= end * (1.0 - 1e-5) && got <= end * (1.0 + 1e-5) + STRAY,
                     "{who} @{name} leaked: {got} vs {end} by construction"
                 );
             }
         }
+    }
+}
+
+/// A line's figures summed over its stacks in a trace: (live, inherited, alloc, freed).
+fn line_figures(t: &crate::preload_stacks::Trace, line: u64, script: &str) -> [f64; 4] {
+    let mut f = [0.0; 4];
+    for (id, s) in &t.stacks {
+        let here = s
+            .frames
+            .first()
+            .is_some_and(|(file, _, l)| file.ends_with(script) && *l == line);
+        if let (true, Some(x)) = (here, t.sites.get(id)) {
+            f[0] += x.live;
+            f[1] += x.inherited;
+            f[2] += x.alloc;
+            f[3] += x.freed;
+        }
+    }
+    f
+}
+
+/// Blocks a forked child inherited, freed after the fork by the parent, the child or both,
+/// and an inherited mapping the child unmaps in part (`trace_fork_free.py`), in `all` mode:
+/// each process's file counts what its own address space still holds. The child's
+/// `inherited_bytes` keeps a block the parent freed (its copy is still mapped in the child)
+/// and loses one it freed, and the half of the mapping it unmapped; the parent's figures count
+/// its own frees only.
+#[test]
+fn inherited_blocks_follow_the_process_that_frees_them() {
+    const FORK: &str = "trace_fork_free.py";
+    let dir = TempDir::new("trace-fork-free");
+    let mk = markers(FORK);
+    for py in pythons() {
+        let who = py.label.clone();
+        let out = dir.join(&format!("{who}-trace"));
+        let o = traced(&py.path, FORK, &[], &out, &[("MEMLENS_TRACE", "all")])
+            .output()
+            .expect("python runs");
+        assert!(o.status.success(), "{who}: {o:?}");
+        let want = truth(&o.stdout, &who);
+        let parent = parse(&out);
+        let child = parse(&dir.join(&format!("{who}-trace.{}", want["child_pid"])));
+        for t in [&parent, &child] {
+            for k in [
+                "dropped_allocs",
+                "dropped_frees",
+                "table_full",
+                "lost_at_fork",
+            ] {
+                assert_eq!(t.end[k], 0, "{who}: {k} in {:?}", t.end);
+            }
+        }
+        let (pa, pb, pc, pm) = (want["pa"], want["pb"], want["pc"], want["pm"]);
+        // The child: what it inherited and still holds, by line; nothing of its own there.
+        for (name, held) in [("pa", pa), ("pb", 0.0), ("pc", 0.0)] {
+            let f = line_figures(&child, mk[name], FORK);
+            eprintln!("{who} child @{name} {f:?} vs inherited {held}");
+            assert_eq!(f, [0.0, held, 0.0, 0.0], "{who} child @{name}");
+        }
+        // The mapping's line also made ctypes' int of its address (tens of bytes).
+        let f = line_figures(&child, mk["pm"], FORK);
+        eprintln!("{who} child @pm {f:?} vs inherited {}", pm / 2.0);
+        assert!(
+            f[1] >= pm / 2.0 && f[1] < pm / 2.0 + STRAY,
+            "{who} child @pm: {f:?}"
+        );
+        assert_eq!((f[0], f[2], f[3]), (0.0, 0.0, 0.0), "{who} child @pm");
+        // The parent: made each once, freed what it freed (the rest it held until exit).
+        for (name, made, freed) in [("pa", pa, pa), ("pc", pc, pc)] {
+            let f = line_figures(&parent, mk[name], FORK);
+            eprintln!("{who} parent @{name} {f:?} vs {made} made, {freed} freed");
+            assert_eq!(f, [0.0, 0.0, made, freed], "{who} parent @{name}");
+        }
+        let f = line_figures(&parent, mk["pm"], FORK);
+        eprintln!("{who} parent @pm {f:?} vs {pm} made");
+        assert!(f[2] >= pm && f[2] < pm + STRAY, "{who} parent @pm: {f:?}");
+        assert_eq!(f[1], 0.0, "{who} parent @pm");
+        let f = line_figures(&parent, mk["pb"], FORK);
+        assert_eq!((f[1], f[2]), (0.0, pb), "{who} parent @pb");
     }
 }
