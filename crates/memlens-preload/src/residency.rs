@@ -231,6 +231,43 @@ mod tests {
         assert!(r.is_empty());
     }
 
+    /// Part of a listed mapping unmapped (`PART`, maps.rs): its pieces before and after stay
+    /// listed with their shares of the weight (those under LARGE are dropped), wherever the
+    /// range lies in it.
+    #[test]
+    fn a_part_unmapped_leaves_the_pieces_around_it() {
+        let mut r = Residency::new();
+        let m = 1usize << 20;
+        r.apply(&ev(ALLOC, 0x1000_0000, 4 * m as u64, 8.0 * m as f64));
+        // A hole of 1 MiB at 1 MiB: 1 MiB before (weight 2 MiB), 2 MiB after (4 MiB).
+        let mut hole = ev(PART, 0x1000_0000 + m, m as u64, 2.0 * m as f64);
+        hole.domain = MMAP;
+        r.apply(&hole);
+        assert_eq!(r.len(), 2);
+        let mut seen = Vec::new();
+        r.untouched(|start, len| {
+            seen.push((start, len));
+            Some(len as u64)
+        });
+        assert_eq!(seen, vec![(0x1000_0000, m), (0x1000_0000 + 2 * m, 2 * m)]);
+        assert_eq!(r.untouched(|_, len| Some(len as u64)), 6.0 * m as f64);
+        // The end of the last piece, leaving 32 KiB: under LARGE, dropped.
+        let mut tail = ev(
+            PART,
+            0x1000_0000 + 2 * m + (32 << 10),
+            2 * m as u64 - (32 << 10),
+            0.0,
+        );
+        tail.domain = MMAP;
+        r.apply(&tail);
+        assert_eq!(r.len(), 1);
+        // A part of nothing listed: nothing done.
+        let mut none = ev(PART_INHERITED, 0x5000_0000, m as u64, 0.0);
+        none.domain = MMAP;
+        r.apply(&none);
+        assert_eq!(r.len(), 1);
+    }
+
     #[test]
     fn a_temporary_free_takes_the_allocation_off() {
         // A large block freed soon after it was made (FREE_TEMP) was left listed, so it was
