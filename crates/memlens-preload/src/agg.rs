@@ -1,6 +1,9 @@
 //! The aggregate kept from the drained events, and its lines in the trace file.
 
-use crate::ring::{Event, ALLOC, FREE, FREE_INHERITED, FREE_TEMP, MMAP, PYMALLOC};
+use crate::ring::{
+    Event, ALLOC, FREE, FREE_INHERITED, FREE_TEMP, MMAP, PART, PART_INHERITED, PART_TEMP, PYMALLOC,
+    SPLIT, SPLIT_INHERITED,
+};
 
 /// Appends the decimal digits of `v` (the lines are written with this, not `format!`: a
 /// trace of a program's start-up has thousands of stack lines of tens of frames, and
@@ -201,6 +204,33 @@ impl Sites {
         }
     }
 
+    /// Part of a mapping made by stack `id` unmapped, `w` of its weight: its bytes leave the
+    /// live figures as a free's do, its sample stays (at the first free after a new high, the
+    /// peak set is copied first).
+    #[cold]
+    fn part(&mut self, id: u32, w: f64, temp: bool) {
+        if self.at_peak {
+            self.copy_peak();
+            self.at_peak = false;
+        }
+        let s = self.site(id);
+        s.live -= w;
+        s.freed += w;
+        if temp {
+            s.temp += w;
+        }
+    }
+
+    /// [`Sites::part`] of a mapping inherited at fork.
+    #[cold]
+    fn part_inherited(&mut self, id: u32, w: f64) {
+        if self.at_peak {
+            self.copy_peak();
+            self.at_peak = false;
+        }
+        self.site(id).inherited -= w;
+    }
+
     /// In a forked child, the free of a block inherited at fork, made by stack `id`: it lowers
     /// the inherited figures only (at the first free after a new high, the peak set is copied
     /// first).
@@ -365,6 +395,23 @@ impl Aggregate {
                 *self.domain_live(e.domain) -= w;
                 self.free_samples += 1;
                 self.sites.free(e.stack, w, e.kind == FREE_TEMP);
+            }
+            // Part of a mapping unmapped (maps.rs): its bytes, not its sample.
+            PART | PART_TEMP => {
+                self.live -= w;
+                *self.domain_live(e.domain) -= w;
+                self.sites.part(e.stack, w, e.kind == PART_TEMP);
+            }
+            PART_INHERITED => {
+                self.inherited -= w;
+                self.sites.part_inherited(e.stack, w);
+            }
+            SPLIT => {
+                self.alloc_samples += 1;
+                self.sites.site(e.stack).live_count += 1;
+            }
+            SPLIT_INHERITED => {
+                self.sites.site(e.stack).inherited_count += 1;
             }
             _ => {}
         }
@@ -545,6 +592,48 @@ mod tests {
             weight: w,
             ..Event::default()
         }
+    }
+
+    /// Part of a mapping unmapped (`PART`): its bytes leave the live figures, its sample
+    /// stays; the peak set is copied before it; a hole (`SPLIT`) makes one more live sample,
+    /// so that each piece's free leaves the counts right.
+    #[test]
+    fn parts_and_splits_of_a_mapping() {
+        let mut a = Aggregate::new();
+        let mut e = ev(ALLOC, 0, 1000.0);
+        e.domain = MMAP;
+        a.apply(&e, 1);
+        let part = |kind, w| Event {
+            domain: MMAP,
+            ..ev(kind, 0, w)
+        };
+        a.apply(&part(PART, 250.0), 2); // the end: 750 stay
+        a.apply(&part(PART_TEMP, 250.0), 3); // a hole: 500 in two pieces
+        a.apply(&part(SPLIT, 0.0), 3);
+        assert_eq!((a.live, a.live_mmap, a.peak_live), (500.0, 500.0, 1000.0));
+        let mut out = String::new();
+        a.sites.lines(a.peak_live, &mut out);
+        assert_eq!(
+            out,
+            "site stack=0 live_bytes=500 live_count=2 alloc_bytes=1000 alloc_count=1 freed_bytes=500 freed_count=0 temp_bytes=250 temp_count=0\n\
+             peak t_ns=1 live_bytes=1000 sites=1\n\
+             peaksite stack=0 bytes=1000 count=1\n"
+        );
+        // Each piece freed: nothing live, no sample left.
+        a.apply(&part(FREE, 200.0), 4);
+        a.apply(&part(FREE, 300.0), 5);
+        assert_eq!(a.live, 0.0);
+        assert_eq!(a.alloc_samples - a.free_samples, 0);
+        assert_eq!(a.sites.sites[0].live_count, 0);
+        // In a child: an inherited mapping cut and split lowers the inherited figures only.
+        let mut c = Aggregate::new();
+        c.apply(&e, 1);
+        let mut c = c.for_child();
+        c.apply(&part(PART_INHERITED, 400.0), 2);
+        c.apply(&part(SPLIT_INHERITED, 0.0), 2);
+        assert_eq!((c.live, c.inherited), (0.0, 600.0));
+        assert_eq!(c.sites.sites[0].inherited_count, 2);
+        assert_eq!((c.alloc_samples, c.free_samples), (0, 0));
     }
 
     /// Per-stack figures and the live set at the peak: the copy is taken at the first free

@@ -166,9 +166,13 @@
 //! it stays, forwarding, tracing nothing), then writes the `end` line. Nothing is read from
 //! the environment: the constructor sees the interpreter initialised and does nothing. Forked
 //! children of an attached program are not traced.
-//! - `munmap` is recognised at the start of a sampled mapping (whole, or a prefix); a hole
-//!   punched in its middle, a `MAP_FIXED` mapping over it, and the resize of an unsampled
-//!   mapping by `mremap` are not seen.
+//! - Traced anonymous mappings are listed by address ([`maps`]): `munmap`, `mremap` and a
+//!   `MAP_FIXED` mapping take out exactly the pages they unmap (an end, a hole, a range
+//!   across several), each piece keeping its share of the weight; a `MAP_FIXED` anonymous
+//!   mapping is traced as any other. Not seen: a mapping unmapped by a direct system call or
+//!   by the C library's own internal calls, and the resize of an untraced (unsampled, or
+//!   file) mapping by `mremap`; a hole split off a mapping counts as a sample of its own from
+//!   then (`freed_count` counts each piece's free).
 //! - An image replaced by `exec` writes no `end` line (its last `snap` stands), nor does a
 //!   process killed by a signal (`exit`, `_exit` and `_Exit` write it). A forked child that execs leaves `OUT.PID` (from the
 //!   fork) and `OUT.PID.1` (the new image).
@@ -187,6 +191,7 @@ pub mod agg;
 mod attach;
 #[cfg(not(test))]
 mod hooks;
+pub mod maps;
 #[cfg(target_pointer_width = "64")]
 mod own_text;
 #[cfg(not(test))]
