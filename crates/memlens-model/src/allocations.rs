@@ -75,7 +75,9 @@ pub enum Breakdown {
     /// completely imported: memlens stopped while the tracer wrote it, or the tracer was
     /// killed or its write failed part-way (a full disk, a file size limit). The bytes are known (from the process's snapshots), their
     /// lines and stacks are not: `by_line` and `stacks` hold only other processes' bytes
-    /// (nothing for one process), never a part of a block.
+    /// (nothing for one process), never a part of a block. Also in a tree whose peak takes
+    /// a process's stacks from its snapshot (not its own peak block) when they do not sum to
+    /// its live bytes then: that snapshot's `site` lines were not all imported.
     Cut,
     /// The trace format (version 1) has no stacks at the peak.
     None,

@@ -1,6 +1,9 @@
 //! The aggregate kept from the drained events, and its lines in the trace file.
 
-use crate::ring::{Event, ALLOC, FREE, FREE_INHERITED, FREE_TEMP, MMAP, PYMALLOC};
+use crate::ring::{
+    Event, ALLOC, FREE, FREE_INHERITED, FREE_TEMP, MMAP, PART, PART_INHERITED, PART_TEMP, PYMALLOC,
+    SPLIT, SPLIT_INHERITED,
+};
 
 /// Appends the decimal digits of `v` (the lines are written with this, not `format!`: a
 /// trace of a program's start-up has thousands of stack lines of tens of frames, and
@@ -201,6 +204,33 @@ impl Sites {
         }
     }
 
+    /// Part of a mapping made by stack `id` unmapped, `w` of its weight: its bytes leave the
+    /// live figures as a free's do, its sample stays (at the first free after a new high, the
+    /// peak set is copied first).
+    #[cold]
+    fn part(&mut self, id: u32, w: f64, temp: bool) {
+        if self.at_peak {
+            self.copy_peak();
+            self.at_peak = false;
+        }
+        let s = self.site(id);
+        s.live -= w;
+        s.freed += w;
+        if temp {
+            s.temp += w;
+        }
+    }
+
+    /// [`Sites::part`] of a mapping inherited at fork.
+    #[cold]
+    fn part_inherited(&mut self, id: u32, w: f64) {
+        if self.at_peak {
+            self.copy_peak();
+            self.at_peak = false;
+        }
+        self.site(id).inherited -= w;
+    }
+
     /// In a forked child, the free of a block inherited at fork, made by stack `id`: it lowers
     /// the inherited figures only (at the first free after a new high, the peak set is copied
     /// first).
@@ -366,6 +396,23 @@ impl Aggregate {
                 self.free_samples += 1;
                 self.sites.free(e.stack, w, e.kind == FREE_TEMP);
             }
+            // Part of a mapping unmapped (maps.rs): its bytes, not its sample.
+            PART | PART_TEMP => {
+                self.live -= w;
+                *self.domain_live(e.domain) -= w;
+                self.sites.part(e.stack, w, e.kind == PART_TEMP);
+            }
+            PART_INHERITED => {
+                self.inherited -= w;
+                self.sites.part_inherited(e.stack, w);
+            }
+            SPLIT => {
+                self.alloc_samples += 1;
+                self.sites.site(e.stack).live_count += 1;
+            }
+            SPLIT_INHERITED => {
+                self.sites.site(e.stack).inherited_count += 1;
+            }
             _ => {}
         }
     }
@@ -393,38 +440,107 @@ impl Aggregate {
     /// `live_pymalloc_bytes`, `live_malloc_bytes` and `untouched_bytes` are 0 here (the
     /// `PyMem_SetAllocator` wrap fills them).
     pub fn line(&self, tag: &str, t_ns: u64, d: &Drops) -> String {
-        let b = |x: f64| if x <= 0.0 { 0 } else { x.round() as u64 };
-        format!(
-            "{tag} t_ns={t_ns} live_bytes={} live_mmap_bytes={} live_pymalloc_bytes={} \
-             live_malloc_bytes={} peak_live_bytes={} total_bytes={} untouched_bytes={} \
-             alloc_samples={} free_samples={} live_samples={} dropped_allocs={} dropped_frees={} \
-             table_full={} lost_at_fork={} unreadable_stacks={} stacks_lost={} \
-             tracer_bytes={} inherited_live_bytes={}\n",
-            b(self.live),
-            b(self.live_mmap),
-            b(self.live_pymalloc),
-            b(self.live_malloc),
-            b(self.peak_live),
-            b(self.total),
-            b(self.untouched),
-            self.alloc_samples,
-            self.free_samples,
-            self.alloc_samples.saturating_sub(self.free_samples),
-            d.allocs,
-            d.frees,
-            d.table_full,
-            d.at_fork,
-            d.unreadable_stacks,
-            d.stacks_lost,
-            self.tracer,
-            b(self.inherited),
-        )
+        let mut out = String::with_capacity(512);
+        self.push_line(tag, t_ns, d, &mut out);
+        out
+    }
+
+    /// [`Aggregate::line`], appended to `out` with [`push_u64`], not `format!`: a snapshot is
+    /// written every period, and core's formatting code lies among std's cold code in the
+    /// library's text, whose pages then stay resident (own_text.rs).
+    pub fn push_line(&self, tag: &str, t_ns: u64, d: &Drops, out: &mut String) {
+        out.push_str(tag);
+        for (key, v) in [
+            (" t_ns=", t_ns),
+            (" live_bytes=", bytes(self.live)),
+            (" live_mmap_bytes=", bytes(self.live_mmap)),
+            (" live_pymalloc_bytes=", bytes(self.live_pymalloc)),
+            (" live_malloc_bytes=", bytes(self.live_malloc)),
+            (" peak_live_bytes=", bytes(self.peak_live)),
+            (" total_bytes=", bytes(self.total)),
+            (" untouched_bytes=", bytes(self.untouched)),
+            (" alloc_samples=", self.alloc_samples),
+            (" free_samples=", self.free_samples),
+            (
+                " live_samples=",
+                self.alloc_samples.saturating_sub(self.free_samples),
+            ),
+            (" dropped_allocs=", d.allocs),
+            (" dropped_frees=", d.frees),
+            (" table_full=", d.table_full),
+            (" lost_at_fork=", d.at_fork),
+            (" unreadable_stacks=", d.unreadable_stacks),
+            (" stacks_lost=", d.stacks_lost),
+            (" tracer_bytes=", self.tracer),
+            (" inherited_live_bytes=", bytes(self.inherited)),
+        ] {
+            kv(out, key, v);
+        }
+        out.push('\n');
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The line written with push_u64 is the one `format!` wrote before (stop 21).
+    #[test]
+    fn push_line_is_the_formatted_line() {
+        let mut a = Aggregate {
+            live: 1234.4,
+            live_mmap: 99.5,
+            live_pymalloc: -3.0,
+            live_malloc: 0.49,
+            peak_live: 1e12,
+            total: f64::NAN,
+            untouched: 7.0,
+            alloc_samples: 12,
+            free_samples: 15,
+            tracer: u64::MAX,
+            inherited: 5.5,
+            ..Aggregate::default()
+        };
+        let d = Drops {
+            allocs: 1,
+            frees: 2,
+            table_full: 3,
+            at_fork: 4,
+            unreadable_stacks: 5,
+            stacks_lost: 6,
+        };
+        let b = |x: f64| if x <= 0.0 { 0 } else { x.round() as u64 };
+        for tag in ["snap", "end"] {
+            let want = format!(
+                "{tag} t_ns={} live_bytes={} live_mmap_bytes={} live_pymalloc_bytes={} \
+                 live_malloc_bytes={} peak_live_bytes={} total_bytes={} untouched_bytes={} \
+                 alloc_samples={} free_samples={} live_samples={} dropped_allocs={} \
+                 dropped_frees={} table_full={} lost_at_fork={} unreadable_stacks={} \
+                 stacks_lost={} tracer_bytes={} inherited_live_bytes={}\n",
+                u64::MAX - 1,
+                b(a.live),
+                b(a.live_mmap),
+                b(a.live_pymalloc),
+                b(a.live_malloc),
+                b(a.peak_live),
+                b(a.total),
+                b(a.untouched),
+                a.alloc_samples,
+                a.free_samples,
+                a.alloc_samples.saturating_sub(a.free_samples),
+                d.allocs,
+                d.frees,
+                d.table_full,
+                d.at_fork,
+                d.unreadable_stacks,
+                d.stacks_lost,
+                a.tracer,
+                b(a.inherited),
+            );
+            assert_eq!(a.line(tag, u64::MAX - 1, &d), want);
+            a.free_samples = 3;
+        }
+    }
 
     #[test]
     fn live_peak_and_line() {
@@ -476,6 +592,48 @@ mod tests {
             weight: w,
             ..Event::default()
         }
+    }
+
+    /// Part of a mapping unmapped (`PART`): its bytes leave the live figures, its sample
+    /// stays; the peak set is copied before it; a hole (`SPLIT`) makes one more live sample,
+    /// so that each piece's free leaves the counts right.
+    #[test]
+    fn parts_and_splits_of_a_mapping() {
+        let mut a = Aggregate::new();
+        let mut e = ev(ALLOC, 0, 1000.0);
+        e.domain = MMAP;
+        a.apply(&e, 1);
+        let part = |kind, w| Event {
+            domain: MMAP,
+            ..ev(kind, 0, w)
+        };
+        a.apply(&part(PART, 250.0), 2); // the end: 750 stay
+        a.apply(&part(PART_TEMP, 250.0), 3); // a hole: 500 in two pieces
+        a.apply(&part(SPLIT, 0.0), 3);
+        assert_eq!((a.live, a.live_mmap, a.peak_live), (500.0, 500.0, 1000.0));
+        let mut out = String::new();
+        a.sites.lines(a.peak_live, &mut out);
+        assert_eq!(
+            out,
+            "site stack=0 live_bytes=500 live_count=2 alloc_bytes=1000 alloc_count=1 freed_bytes=500 freed_count=0 temp_bytes=250 temp_count=0\n\
+             peak t_ns=1 live_bytes=1000 sites=1\n\
+             peaksite stack=0 bytes=1000 count=1\n"
+        );
+        // Each piece freed: nothing live, no sample left.
+        a.apply(&part(FREE, 200.0), 4);
+        a.apply(&part(FREE, 300.0), 5);
+        assert_eq!(a.live, 0.0);
+        assert_eq!(a.alloc_samples - a.free_samples, 0);
+        assert_eq!(a.sites.sites[0].live_count, 0);
+        // In a child: an inherited mapping cut and split lowers the inherited figures only.
+        let mut c = Aggregate::new();
+        c.apply(&e, 1);
+        let mut c = c.for_child();
+        c.apply(&part(PART_INHERITED, 400.0), 2);
+        c.apply(&part(SPLIT_INHERITED, 0.0), 2);
+        assert_eq!((c.live, c.inherited), (0.0, 600.0));
+        assert_eq!(c.sites.sites[0].inherited_count, 2);
+        assert_eq!((c.alloc_samples, c.free_samples), (0, 0));
     }
 
     /// Per-stack figures and the live set at the peak: the copy is taken at the first free

@@ -8,9 +8,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize,
 use std::sync::OnceLock;
 
 use crate::agg::{Aggregate, Drops};
+use crate::maps::{page_round, Cut, Map, Maps};
 use crate::pystack::{Python, Region, Stacks, Walk};
 use crate::residency::{nonresident_bytes, Residency};
-use crate::ring::{Event, Ring, ALLOC, FREE, FREE_INHERITED, FREE_TEMP, MALLOC, PYMALLOC};
+use crate::ring::{
+    Event, Ring, ALLOC, FREE, FREE_INHERITED, FREE_TEMP, MALLOC, MMAP, PART, PART_INHERITED,
+    PART_TEMP, PYMALLOC, SPLIT, SPLIT_INHERITED,
+};
 use crate::sampling::{weight, Countdown};
 use crate::table::{Entry, Shape, Table};
 
@@ -845,6 +849,200 @@ pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
     alloc_with(size, 0, || unsafe { f(size) })
 }
 
+// ---------------------------------------------------------------- mappings (maps.rs)
+
+/// The live traced anonymous mappings, ordered by address, under a spin lock (with
+/// sched_yield) of their own, held across the `munmap`/`mremap`/`MAP_FIXED` system call and
+/// the change it makes to the list: a concurrent `mmap` that gets the freed range back lists
+/// its mapping only after (lock order: this one, then the stack tables' and the state's).
+/// The fork handlers hold it across the fork. A signal handler's call on a thread already in
+/// a hook is not traced (the guard), so it never waits on its own thread.
+struct MapsLocked {
+    lock: AtomicBool,
+    maps: UnsafeCell<Maps>,
+}
+
+// SAFETY: the list is only touched while `lock` is held.
+unsafe impl Sync for MapsLocked {}
+
+static MAPS: MapsLocked = MapsLocked {
+    lock: AtomicBool::new(false),
+    maps: UnsafeCell::new(Maps::empty()),
+};
+/// How many mappings are listed (read without the lock: an `munmap` when none is skips it).
+static MAPS_LEN: AtomicUsize = AtomicUsize::new(0);
+/// The list's mapping (address, bytes), for [`own_resident`].
+static MAPS_MAP: (AtomicUsize, AtomicUsize) = (AtomicUsize::new(0), AtomicUsize::new(0));
+/// The most mappings listed (40 bytes each: 2.5 MiB of address space, touched as used); one
+/// more is counted as `table_full` and left out, as the pointer table's are.
+const MAPS_CAP: usize = 65536;
+
+fn maps_lock() {
+    while MAPS
+        .lock
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        // SAFETY: sched_yield has no preconditions.
+        unsafe { libc::sched_yield() };
+    }
+}
+
+fn maps_unlock() {
+    MAPS.lock.store(false, Ordering::Release);
+}
+
+/// Runs `f` on the list with its lock held (its memory mapped at first use; without memory,
+/// it lists nothing).
+fn with_maps<R>(f: impl FnOnce(&mut Maps) -> R) -> R {
+    maps_lock();
+    // SAFETY: the lock is held: no other thread touches the list.
+    let m = unsafe { &mut *MAPS.maps.get() };
+    if !m.has_memory() {
+        let bytes = MAPS_CAP * std::mem::size_of::<Map>();
+        // SAFETY: a fresh private anonymous mapping (the system call: never this library's
+        // hook), owned by the list from here on and never unmapped.
+        let p = unsafe {
+            libc::syscall(
+                libc::SYS_mmap,
+                0usize,
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0usize,
+            )
+        } as *mut c_void;
+        if p != libc::MAP_FAILED {
+            // SAFETY: `bytes` of fresh memory for MAPS_CAP maps, page-aligned, used by the
+            // list alone.
+            *m = unsafe { Maps::over(p as *mut Map, MAPS_CAP) };
+            MAPS_MAP.0.store(p as usize, Ordering::Relaxed);
+            MAPS_MAP.1.store(bytes, Ordering::Relaxed);
+        }
+    }
+    let r = f(m);
+    MAPS_LEN.store(m.len(), Ordering::Relaxed);
+    maps_unlock();
+    r
+}
+
+/// Hands what a cut did to one traced mapping to the aggregate: the free of a whole one, or
+/// the bytes unmapped from one (`PART`) and, when a hole made it two, one more live sample
+/// (`SPLIT`). A part or split the queue refuses is counted as `dropped_frees`.
+fn emit_cut(c: Cut) {
+    let (at, size, weight, e, split, lost) = match c {
+        Cut::Whole { start, e } => return emit_free(start, e, false),
+        Cut::Part {
+            at,
+            size,
+            weight,
+            e,
+            split,
+            lost,
+        } => (at, size, weight, e, split, lost),
+    };
+    if lost {
+        TABLE_FULL.fetch_add(1, Ordering::Relaxed);
+    }
+    let Some(ring) = RING.get() else { return };
+    let now = coarse_ns();
+    let age = u64::from(units(now).wrapping_sub(e.t) & TIME_MASK) << TIME_SHIFT;
+    let inherited = e.t >> DEPTH_SHIFT < DEPTH.load(Ordering::Relaxed);
+    let mut ev = Event {
+        kind: if inherited {
+            PART_INHERITED
+        } else if age < TEMP_NS {
+            PART_TEMP
+        } else {
+            PART
+        },
+        domain: e.domain,
+        stack: e.stack,
+        ptr: at,
+        size,
+        weight,
+    };
+    if !deliver(ring, &ev, now) {
+        DROP_FREES.fetch_add(1, Ordering::Relaxed);
+    }
+    if split {
+        ev.kind = if inherited { SPLIT_INHERITED } else { SPLIT };
+        ev.size = 0;
+        ev.weight = 0.0;
+        if !deliver(ring, &ev, now) {
+            DROP_FREES.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The sample decision for a new anonymous mapping of `size` bytes (as [`on_alloc`]'s), and
+/// its record when sampled.
+fn on_map(g: &Guard, ptr: *mut c_void, size: usize) {
+    if ptr.is_null() || !TRACING.load(Ordering::Relaxed) {
+        return;
+    }
+    // pymalloc's arenas, underneath the wrapper that records its blocks.
+    if g.tls().in_py.get() || crate::pymem::marked_here() {
+        return;
+    }
+    if crate::pymem::pending() {
+        crate::pymem::maybe_install();
+    }
+    let mean = MEAN.load(Ordering::Relaxed);
+    let w = if mean <= 1 {
+        size as f64
+    } else {
+        if !thread_takes(g.tls(), size as u64, mean) {
+            return;
+        }
+        weight(size as u64, mean)
+    };
+    record_map(g, ptr as usize, size as u64, w, None);
+}
+
+/// Records a traced mapping of `size` bytes and weight `weight` at `ptr`: its stack, its
+/// entry in the list (anything listed where it lies is gone: cut first) and its event. With
+/// `held`, the caller holds the list's lock and passes the list.
+#[cold]
+fn record_map(g: &Guard, ptr: usize, size: u64, weight: f64, held: Option<&mut Maps>) {
+    let Some(ring) = RING.get() else { return };
+    let stack = STACKS
+        .get()
+        .map_or(0, |s| s.sample(PY.get(), MMAP, false, g.walk()));
+    let now = coarse_ns();
+    let e = Entry {
+        size,
+        weight,
+        domain: MMAP,
+        stack,
+        t: units(now) | DEPTH.load(Ordering::Relaxed) << DEPTH_SHIFT,
+    };
+    let listed = |m: &mut Maps| {
+        m.cut(ptr, ptr.saturating_add(page_round(size as usize)), emit_cut);
+        if !m.insert(ptr, e) {
+            TABLE_FULL.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let ev = Event {
+            kind: ALLOC,
+            domain: MMAP,
+            stack,
+            ptr,
+            size,
+            weight,
+        };
+        if !deliver(ring, &ev, now) {
+            m.remove(ptr);
+            DROP_ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    match held {
+        Some(m) => listed(m),
+        None => with_maps(listed),
+    }
+}
+
 fn do_mmap(
     real: Option<MmapFn>,
     addr: *mut c_void,
@@ -865,11 +1063,26 @@ fn do_mmap(
     let Some(g) = Guard::enter() else {
         return call();
     };
-    let q = call();
-    // Anonymous mappings the program asked for (pymalloc's arenas, numpy's huge pages...); a
-    // MAP_FIXED one replaces memory that may already be counted, so it is left out.
-    if q != libc::MAP_FAILED && flags & libc::MAP_ANONYMOUS != 0 && flags & libc::MAP_FIXED == 0 {
-        on_alloc(&g, q, len, 1);
+    let q = if flags & libc::MAP_FIXED != 0 && MAPS_LEN.load(Ordering::Relaxed) != 0 {
+        // A fixed mapping replaces whatever was mapped there: traced mappings lose that range.
+        with_maps(|m| {
+            let q = call();
+            if q != libc::MAP_FAILED {
+                m.cut(
+                    q as usize,
+                    (q as usize).saturating_add(page_round(len)),
+                    emit_cut,
+                );
+            }
+            q
+        })
+    } else {
+        call()
+    };
+    // Anonymous mappings the program asked for (pymalloc's arenas, numpy's huge pages...),
+    // fixed ones too (what they replaced is cut above).
+    if q != libc::MAP_FAILED && flags & libc::MAP_ANONYMOUS != 0 {
+        on_map(&g, q, len);
     }
     q
 }
@@ -906,12 +1119,8 @@ pub unsafe extern "C" fn mmap64(
     do_mmap(real_fn!(mmap64, MmapFn), addr, len, prot, flags, fd, off)
 }
 
-fn page_round(len: usize) -> usize {
-    (len.saturating_add(4095)) & !4095
-}
-
-/// The C `munmap`: a sampled mapping unmapped whole is freed; unmapped from its start, the
-/// rest stays with its share of the weight.
+/// The C `munmap`: the traced mappings lose the pages unmapped, whichever part of them
+/// (maps.rs).
 ///
 /// # Safety
 /// As the C function.
@@ -923,46 +1132,28 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, len: usize) -> c_int {
         // SAFETY: the system call itself.
         None => unsafe { libc::syscall(libc::SYS_munmap, addr, len) as c_int },
     };
-    let Some(_g) = Guard::enter() else {
+    // None listed: this unmaps nothing traced (a mapping is listed before its mmap returns,
+    // so before the program can unmap it).
+    let Some(_g) = Guard::enter().filter(|_| MAPS_LEN.load(Ordering::Relaxed) != 0) else {
         return call();
     };
-    let old = take(addr);
-    let r = call();
-    if let Some(e) = old {
-        if r != 0 {
-            put_back(addr as usize, e);
-        } else {
-            let cut = page_round(len) as u64;
-            let whole = page_round(e.size as usize) as u64;
-            if cut >= whole {
-                emit_free(addr as usize, e, false);
-            } else {
-                let frac = cut as f64 / whole as f64;
-                emit_free(
-                    addr as usize,
-                    Entry {
-                        size: cut,
-                        weight: e.weight * frac,
-                        ..e
-                    },
-                    false,
-                );
-                put_back(
-                    addr as usize + cut as usize,
-                    Entry {
-                        size: e.size.saturating_sub(cut),
-                        weight: e.weight * (1.0 - frac),
-                        ..e
-                    },
-                );
-            }
+    with_maps(|m| {
+        let r = call();
+        if r == 0 {
+            let a = addr as usize;
+            m.cut(a, a.saturating_add(page_round(len)), emit_cut);
         }
-    }
-    r
+        r
+    })
 }
 
 /// The C `mremap` (variadic in C; on x86-64 and aarch64 Linux the optional fifth argument is
-/// passed like a named one, so it is read as one and passed on).
+/// passed like a named one, so it is read as one and passed on). Shrunk in place, a traced
+/// mapping loses its end, as by `munmap`; grown or moved, the traced part of the old range is
+/// freed and the new mapping is an allocation at the `mremap`'s stack, as `realloc` is, of
+/// the old part's weight scaled by `new_size / its size` (exact in `all` mode; unbiased
+/// sampled: no new sample decision). An untraced mapping (unsampled, or a file's) stays so.
+/// With `MREMAP_DONTUNMAP` the old range stays mapped, empty: it is counted as freed.
 ///
 /// # Safety
 /// As the C function.
@@ -982,21 +1173,45 @@ pub unsafe extern "C" fn mremap(
             libc::syscall(libc::SYS_mremap, old, old_size, new_size, flags, new_addr) as *mut c_void
         },
     };
-    let Some(g) = Guard::enter() else {
+    let Some(g) = Guard::enter().filter(|_| MAPS_LEN.load(Ordering::Relaxed) != 0) else {
         return call();
     };
-    let e = take(old);
-    let q = call();
-    if let Some(e) = e {
+    with_maps(|m| {
+        let q = call();
         if q == libc::MAP_FAILED {
-            put_back(old as usize, e);
-        } else {
-            // A sampled mapping resized: its free, and an allocation of the new size.
-            emit_free(old as usize, e, false);
-            on_alloc(&g, q, new_size, 1);
+            return q;
         }
-    }
-    q
+        let o = old as usize;
+        let old_end = o.saturating_add(page_round(old_size));
+        if q == old && new_size <= old_size {
+            m.cut(o.saturating_add(page_round(new_size)), old_end, emit_cut);
+            return q;
+        }
+        // The traced bytes of the old range and their weight.
+        let (mut bytes, mut w) = (0u64, 0f64);
+        m.cut(o, old_end, |c| {
+            match c {
+                Cut::Whole { e, .. } => {
+                    bytes += e.size;
+                    w += e.weight;
+                }
+                Cut::Part { size, weight, .. } => {
+                    bytes += size;
+                    w += weight;
+                }
+            }
+            emit_cut(c);
+        });
+        if bytes > 0 && TRACING.load(Ordering::Relaxed) {
+            let scaled = if w == bytes as f64 {
+                new_size as f64
+            } else {
+                w * (new_size as f64 / bytes as f64)
+            };
+            record_map(&g, q as usize, new_size as u64, scaled, Some(m));
+        }
+        q
+    })
 }
 
 // ---------------------------------------------------------------- the aggregate and its file
@@ -1156,7 +1371,7 @@ fn write_line(s: &mut State, tag: &str) {
     }
     s.agg.untouched = s.residency.untouched(nonresident_bytes);
     s.agg.tracer = own_resident();
-    out.push_str(&s.agg.line(tag, now_ns(), &drops()));
+    s.agg.push_line(tag, now_ns(), &drops(), &mut out);
     let peak = s.agg.peak_live;
     s.agg.sites.lines(peak, &mut out);
     if !write_all(s.fd, out.as_bytes()) {
@@ -1433,7 +1648,7 @@ static STACKS_MAP: (AtomicUsize, AtomicUsize) = (AtomicUsize::new(0), AtomicUsiz
 /// program's anonymous memory, which the reconciliation sets apart. A mapping `mincore`
 /// cannot read counts as nothing (they are never unmapped, so it does not happen).
 fn own_resident() -> u64 {
-    [&TABLE_MAP, &RING_MAP, &STACKS_MAP]
+    [&TABLE_MAP, &RING_MAP, &STACKS_MAP, &MAPS_MAP]
         .iter()
         .map(|m| (m.0.load(Ordering::Relaxed), m.1.load(Ordering::Relaxed)))
         .filter(|&(p, len)| p != 0 && len != 0)
@@ -1706,6 +1921,8 @@ pub(crate) fn finish() {
 
 extern "C" fn fork_prepare() {
     let _g = Guard::enter();
+    // No thread may be changing the list of mappings at fork (taken first: lock order).
+    maps_lock();
     // No thread may be interning a stack at fork (the child would find the lock held).
     if let Some(st) = STACKS.get() {
         st.lock();
@@ -1720,6 +1937,7 @@ extern "C" fn fork_parent() {
     if let Some(st) = STACKS.get() {
         st.unlock();
     }
+    maps_unlock();
 }
 
 extern "C" fn fork_child() {
@@ -1741,6 +1959,7 @@ extern "C" fn fork_child() {
     if let Some(st) = STACKS.get() {
         st.unlock();
     }
+    maps_unlock();
     // What was live here is inherited: its frees are told apart by the depth in its entry.
     let d = DEPTH.load(Ordering::Relaxed);
     DEPTH.store((d + 1).min(MAX_DEPTH), Ordering::Relaxed);
@@ -1831,6 +2050,78 @@ pub unsafe extern "C" fn _Exit(status: c_int) -> ! {
     exit_now(c"_Exit", status)
 }
 
+/// The library's own allocations (a snapshot's lines, the file names at start) go to the C
+/// allocator, as with std's `System`, whose rules this follows; through this allocator's code,
+/// which lies with the hooks, not through std's shim, which lies among std's cold code: a
+/// snapshot would fault that code's pages back in after [`crate::own_text::release`].
+struct CAlloc;
+
+/// The alignment `malloc` guarantees (as std's `System` assumes on x86-64 and aarch64).
+const MALLOC_ALIGN: usize = 16;
+
+// SAFETY: the C allocator's contract: blocks of at least the size, aligned as asked
+// (posix_memalign beyond malloc's own alignment), freed by `free`.
+unsafe impl std::alloc::GlobalAlloc for CAlloc {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        if l.align() <= MALLOC_ALIGN && l.align() <= l.size() {
+            // SAFETY: as the C function (a size > 0: GlobalAlloc's contract).
+            unsafe { libc::malloc(l.size()) as *mut u8 }
+        } else {
+            let mut p = std::ptr::null_mut();
+            let align = l.align().max(std::mem::size_of::<usize>());
+            // SAFETY: a power of two, a multiple of the pointer size.
+            if unsafe { libc::posix_memalign(&mut p, align, l.size()) } != 0 {
+                return std::ptr::null_mut();
+            }
+            p as *mut u8
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, l: std::alloc::Layout) -> *mut u8 {
+        if l.align() <= MALLOC_ALIGN && l.align() <= l.size() {
+            // SAFETY: as the C function.
+            unsafe { libc::calloc(l.size(), 1) as *mut u8 }
+        } else {
+            // SAFETY: as alloc, then zeroing the block it returned.
+            let p = unsafe { self.alloc(l) };
+            if !p.is_null() {
+                // SAFETY: `l.size()` bytes of the fresh block.
+                unsafe { std::ptr::write_bytes(p, 0, l.size()) };
+            }
+            p
+        }
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, _: std::alloc::Layout) {
+        // SAFETY: a block of this allocator.
+        unsafe { libc::free(p as *mut c_void) }
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, new: usize) -> *mut u8 {
+        if l.align() <= MALLOC_ALIGN && l.align() <= new {
+            // SAFETY: a block of this allocator, malloc's alignment enough.
+            unsafe { libc::realloc(p as *mut c_void, new) as *mut u8 }
+        } else {
+            // SAFETY: GlobalAlloc's default: a new block, the old contents copied, the old
+            // block freed.
+            unsafe {
+                let n = self.alloc(std::alloc::Layout::from_size_align_unchecked(
+                    new,
+                    l.align(),
+                ));
+                if !n.is_null() {
+                    std::ptr::copy_nonoverlapping(p, n, l.size().min(new));
+                    self.dealloc(p, l);
+                }
+                n
+            }
+        }
+    }
+}
+
+#[global_allocator]
+static C_ALLOC: CAlloc = CAlloc;
+
 extern "C" fn init() {
     let _g = Guard::enter();
     resolve();
@@ -1840,6 +2131,9 @@ extern "C" fn init() {
     start();
     if TRACING.load(Ordering::Relaxed) {
         crate::pymem::find(interpreters_head(), true);
+        // The start-up work is done: only the code the tracer runs from now on comes back.
+        #[cfg(target_pointer_width = "64")]
+        crate::own_text::release();
     }
 }
 

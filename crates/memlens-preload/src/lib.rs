@@ -67,6 +67,15 @@
 //! next write while still there) the per-stack live figures changed since the previous copy
 //! are copied (a dirty list: the cost is the stacks touched since, not all stacks).
 //!
+//! # Its own pages
+//! At the end of the constructor, the pages of the library's read-only and executable
+//! segments, and libgcc_s's (loaded only as Rust std's unwinder), are released
+//! (`MADV_DONTNEED` of unwritten file pages, checked in `/proc/self/pagemap`: `own_text.rs`,
+//! which says why that is safe): only the code that runs afterwards faults back in. The
+//! snapshot lines are written without `core::fmt`, and the library's allocations go through
+//! its own `GlobalAlloc` (the C allocator, as std's `System`), so a snapshot does not fault
+//! std's formatting and allocator shims, which lie among its cold code, back in.
+//!
 //! # Trace file format, version 3
 //! The contract with memlens is docs/trace-format.md. In short: a header (`memlens-trace 3`,
 //! with `python=3.M|none` and `temp_ns=`), then per period `code` and `stack` lines for what
@@ -163,9 +172,13 @@
 //! it stays, forwarding, tracing nothing), then writes the `end` line. Nothing is read from
 //! the environment: the constructor sees the interpreter initialised and does nothing. Forked
 //! children of an attached program are not traced.
-//! - `munmap` is recognised at the start of a sampled mapping (whole, or a prefix); a hole
-//!   punched in its middle, a `MAP_FIXED` mapping over it, and the resize of an unsampled
-//!   mapping by `mremap` are not seen.
+//! - Traced anonymous mappings are listed by address ([`maps`]): `munmap`, `mremap` and a
+//!   `MAP_FIXED` mapping take out exactly the pages they unmap (an end, a hole, a range
+//!   across several), each piece keeping its share of the weight; a `MAP_FIXED` anonymous
+//!   mapping is traced as any other. Not seen: a mapping unmapped by a direct system call or
+//!   by the C library's own internal calls, and the resize of an untraced (unsampled, or
+//!   file) mapping by `mremap`; a hole split off a mapping counts as a sample of its own from
+//!   then (`freed_count` counts each piece's free).
 //! - An image replaced by `exec` writes no `end` line (its last `snap` stands), nor does a
 //!   process killed by a signal (`exit`, `_exit` and `_Exit` write it). A forked child that execs leaves `OUT.PID` (from the
 //!   fork) and `OUT.PID.1` (the new image).
@@ -184,6 +197,9 @@ pub mod agg;
 mod attach;
 #[cfg(not(test))]
 mod hooks;
+pub mod maps;
+#[cfg(target_pointer_width = "64")]
+mod own_text;
 #[cfg(not(test))]
 mod pymem;
 pub mod pystack;

@@ -18,7 +18,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::ring::{Event, ALLOC, FREE, FREE_INHERITED, FREE_TEMP, MMAP};
+use crate::ring::{
+    Event, ALLOC, FREE, FREE_INHERITED, FREE_TEMP, MMAP, PART, PART_INHERITED, PART_TEMP,
+};
 
 /// Allocations of at least this many bytes are measured.
 pub const LARGE: u64 = 64 * 1024;
@@ -72,6 +74,27 @@ impl Residency {
                                 .insert(e.ptr + e.size as usize, (rest, weight - e.weight));
                         }
                     }
+                }
+            }
+            // Part of a mapping unmapped (maps.rs): the listed mapping that holds
+            // `[ptr, ptr+size)` keeps its pieces before and after, each with its share.
+            PART | PART_TEMP | PART_INHERITED => {
+                let Some((&start, &(size, weight))) = self.live.range(..=e.ptr).next_back() else {
+                    return;
+                };
+                if e.ptr >= start + size as usize {
+                    return;
+                }
+                self.live.remove(&start);
+                let left = (e.ptr - start) as u64;
+                let after = e.ptr + e.size as usize;
+                let right = (start + size as usize).saturating_sub(after) as u64;
+                let share = |n: u64| weight * (n as f64 / size as f64);
+                if left >= LARGE {
+                    self.live.insert(start, (left, share(left)));
+                }
+                if right >= LARGE {
+                    self.live.insert(after, (right, share(right)));
                 }
             }
             _ => {}
@@ -206,6 +229,43 @@ mod tests {
         r.apply(&ev(FREE, 0x400000, 1 << 20, (1 << 20) as f64));
         r.apply(&ev(FREE, 0x180000, 1 << 19, (1 << 20) as f64));
         assert!(r.is_empty());
+    }
+
+    /// Part of a listed mapping unmapped (`PART`, maps.rs): its pieces before and after stay
+    /// listed with their shares of the weight (those under LARGE are dropped), wherever the
+    /// range lies in it.
+    #[test]
+    fn a_part_unmapped_leaves_the_pieces_around_it() {
+        let mut r = Residency::new();
+        let m = 1usize << 20;
+        r.apply(&ev(ALLOC, 0x1000_0000, 4 * m as u64, 8.0 * m as f64));
+        // A hole of 1 MiB at 1 MiB: 1 MiB before (weight 2 MiB), 2 MiB after (4 MiB).
+        let mut hole = ev(PART, 0x1000_0000 + m, m as u64, 2.0 * m as f64);
+        hole.domain = MMAP;
+        r.apply(&hole);
+        assert_eq!(r.len(), 2);
+        let mut seen = Vec::new();
+        r.untouched(|start, len| {
+            seen.push((start, len));
+            Some(len as u64)
+        });
+        assert_eq!(seen, vec![(0x1000_0000, m), (0x1000_0000 + 2 * m, 2 * m)]);
+        assert_eq!(r.untouched(|_, len| Some(len as u64)), 6.0 * m as f64);
+        // The end of the last piece, leaving 32 KiB: under LARGE, dropped.
+        let mut tail = ev(
+            PART,
+            0x1000_0000 + 2 * m + (32 << 10),
+            2 * m as u64 - (32 << 10),
+            0.0,
+        );
+        tail.domain = MMAP;
+        r.apply(&tail);
+        assert_eq!(r.len(), 1);
+        // A part of nothing listed: nothing done.
+        let mut none = ev(PART_INHERITED, 0x5000_0000, m as u64, 0.0);
+        none.domain = MMAP;
+        r.apply(&none);
+        assert_eq!(r.len(), 1);
     }
 
     #[test]

@@ -38,6 +38,19 @@ pub const FREE_TEMP: u8 = 3;
 /// Event kind: in a forked child, the free of a sampled allocation inherited at fork (made by
 /// an ancestor before it forked).
 pub const FREE_INHERITED: u8 = 4;
+/// Event kind: part of a traced mapping unmapped (munmap, mremap or `MAP_FIXED` over it:
+/// maps.rs): its bytes leave the live figures, the sample stays live with the rest. `ptr` is
+/// the first byte unmapped and `size` the bytes unmapped.
+pub const PART: u8 = 5;
+/// [`PART`] within the trace's `temp_ns` of the mapping (its bytes count as temporary).
+pub const PART_TEMP: u8 = 6;
+/// [`PART`] of a mapping inherited at fork, in a forked child.
+pub const PART_INHERITED: u8 = 7;
+/// Event kind: a traced mapping became two pieces (a hole unmapped in its middle), each freed
+/// on its own from then: one more live sample, no bytes.
+pub const SPLIT: u8 = 8;
+/// [`SPLIT`] of a mapping inherited at fork, in a forked child.
+pub const SPLIT_INHERITED: u8 = 9;
 
 /// Domain: the C malloc family, called directly (not from inside the wrapped CPython
 /// allocator).

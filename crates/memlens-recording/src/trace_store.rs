@@ -679,6 +679,9 @@ fn at_peak(traces: &[Loaded]) -> AtPeak {
             if tr.live_at(p.t).is_none() {
                 continue;
             }
+            if !sites_hold(tr, p.t) {
+                p.breakdown = Breakdown::Cut;
+            }
             for (id, s) in tr.sites_at(p.t) {
                 if s.live == 0 {
                     continue;
@@ -756,6 +759,29 @@ fn breakdown_of(tr: &Loaded, bytes: u64) -> Breakdown {
     } else {
         Breakdown::Cut
     }
+}
+
+/// Whether a process's stacks at `t` (each one's last `site` line at or before it) hold its
+/// live bytes at its snapshot then: their sum is the snapshot's, exactly in `all` mode, to a
+/// byte a stack sampled (each figure is rounded on its own). A snapshot whose `site` lines
+/// were not all imported (memlens stopped between two imports while the tracer's write of
+/// them was under way, or the tracer was killed while writing them; or lines skipped at a
+/// limit) does not: the lines it lacks leave their stacks at older figures.
+fn sites_hold(tr: &Loaded, t: f64) -> bool {
+    let Some(snap) = tr.live_at(t) else {
+        return true;
+    };
+    let sites = tr.sites_at(t);
+    let sum = sites
+        .values()
+        .map(|s| s.live)
+        .fold(0u64, u64::saturating_add);
+    let slack = if tr.row.sample_bytes <= 1 {
+        0
+    } else {
+        sites.len() as u64 + 1
+    };
+    sum.abs_diff(snap.live) <= slack
 }
 
 /// Forked children's inherited blocks still live at `t` (each at its last snapshot at or
@@ -1055,6 +1081,39 @@ peaksite stack=1 bytes=4000 count=1\n";
         assert_eq!(p.stacks.iter().map(|s| s.bytes).sum::<u64>(), 1300);
         assert!(p.stacks.iter().all(|s| s.pid == 10), "{:?}", p.stacks);
         assert_eq!(p.highest_seen_bytes, 6300);
+    }
+
+    /// A tree whose peak is at a snapshot time, where the child's stacks come from its `site`
+    /// lines: with one of that snapshot's lines not imported (memlens stopped mid-write), the
+    /// stacks sum below the bytes, and the breakdown says `cut`; with all of them, `complete`
+    /// and the stacks hold the bytes.
+    #[test]
+    fn a_tree_peak_from_a_snapshot_missing_site_lines_is_cut() {
+        let whole = "memlens-trace 3 pid=11 ppid=10 mode=all sample_bytes=1 clock=monotonic start_ns=2500000000 python=3.12 forked_from=10 inherited_live_bytes=0\n\
+code id=1 first_line=1 file=%2Fw%2Fworker.py name=work\n\
+stack id=1 domain=malloc frames=1:3\n\
+stack id=2 domain=malloc frames=1:4\n\
+snap t_ns=2600000000 live_bytes=5000 live_mmap_bytes=0 live_pymalloc_bytes=0 live_malloc_bytes=5000 peak_live_bytes=5000 total_bytes=5000 inherited_live_bytes=0\n\
+site stack=1 live_bytes=3000 live_count=1 alloc_bytes=3000 alloc_count=1\n\
+site stack=2 live_bytes=2000 live_count=1 alloc_bytes=2000 alloc_count=1\n";
+        let a = recording("snap-whole", &[ROOT, whole])
+            .allocations()
+            .unwrap()
+            .unwrap();
+        let p = &a.at_peak;
+        assert_eq!((p.t, p.bytes), (1.6, 6300));
+        assert_eq!(p.breakdown, Breakdown::Complete);
+        assert_eq!(p.stacks.iter().map(|s| s.bytes).sum::<u64>(), 6300);
+
+        let cut = &whole[..whole.rfind("site stack=2").unwrap()];
+        let a = recording("snap-cut", &[ROOT, cut])
+            .allocations()
+            .unwrap()
+            .unwrap();
+        let p = &a.at_peak;
+        assert_eq!((p.t, p.bytes), (1.6, 6300));
+        assert_eq!(p.stacks.iter().map(|s| s.bytes).sum::<u64>(), 4300);
+        assert_eq!(p.breakdown, Breakdown::Cut, "stacks sum below bytes: {p:?}");
     }
 
     /// Whole blocks: the highest seen is the peak shown; version 1 has no breakdown, said so.

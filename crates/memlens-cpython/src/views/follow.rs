@@ -22,9 +22,14 @@ const EXEC_WINDOW: Duration = Duration::from_secs(3);
 const RETRY_LATER: Duration = Duration::from_secs(2);
 /// Exited processes are looked for at most this often.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
-/// Quick re-reads of a just-attached interpreter that gave nothing yet, and their spacing.
+/// Quick re-reads of a just-attached interpreter whose collector is readable but pymalloc not
+/// yet, and their spacing.
 const REREADS: u8 = 25;
 const REREAD_AFTER: Duration = Duration::from_millis(10);
+/// A just-attached interpreter of which nothing is readable yet (its runtime is not set up: a
+/// library's constructor or a starved CPU can hold it there for any time) is re-read, with
+/// backoff from [`REREAD_AFTER`] to [`MAX_BACKOFF`], for this long after the attach.
+const STARTING_WINDOW: Duration = EXEC_WINDOW;
 /// The first quick retry waits this long; each next one twice as long, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(2);
 const MAX_BACKOFF: Duration = Duration::from_millis(50);
@@ -74,8 +79,12 @@ struct Followed {
     after_exec: bool,
     /// A refusal was reported (once per process).
     warned: bool,
-    /// Quick re-reads left when a reading finds nothing (an interpreter still starting).
+    /// Quick re-reads left when a reading finds the collector but not pymalloc.
     rereads: u8,
+    /// Until then, a reading that finds nothing at all (an interpreter still starting) is
+    /// tried again after `reread_gap`, which doubles up to [`MAX_BACKOFF`].
+    starting_until: Option<Instant>,
+    reread_gap: Duration,
 }
 
 impl Followed {
@@ -223,6 +232,8 @@ impl Follower {
                 f.not_before = None;
                 f.quick_until = None;
                 f.rereads = REREADS;
+                f.starting_until = Some(Instant::now() + STARTING_WINDOW);
+                f.reread_gap = REREAD_AFTER;
                 true
             }
             Err(e) => {
@@ -274,12 +285,21 @@ impl Follower {
             }
             Err(_) => (None, None),
         };
+        let now = Instant::now();
+        if gc.is_none() && pymalloc.is_none() && f.starting_until.is_some_and(|t| now < t) {
+            // Just attached and nothing readable: the runtime is not set up yet, however long
+            // that takes; read again shortly, so that a short program still gets its view.
+            f.wanted = Some(census);
+            f.not_before = Some(now + f.reread_gap);
+            f.reread_gap = (f.reread_gap * 2).min(MAX_BACKOFF);
+            return true;
+        }
         if pymalloc.is_none() && f.rereads > 0 {
             // Just attached, pymalloc not readable yet: the interpreter may still be setting
             // up its state; read again shortly rather than give a reading without it.
             f.rereads -= 1;
             f.wanted = Some(census);
-            f.not_before = Some(Instant::now() + REREAD_AFTER);
+            f.not_before = Some(now + REREAD_AFTER);
             return true;
         }
         if gc.is_none() && pymalloc.is_none() {
@@ -290,6 +310,7 @@ impl Follower {
             return false;
         }
         f.rereads = 0;
+        f.starting_until = None;
         let census = if census {
             census_of(session, self.census_top)
         } else {

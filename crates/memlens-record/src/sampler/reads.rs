@@ -32,6 +32,11 @@ use memlens_launch::cputime::thread_cpu_seconds;
 /// budget has room beyond its reserve.
 const PEAK_REFRESH: f64 = 0.25;
 
+/// After a ledger at a new high, a process's Python view is read again when its last reading
+/// is older than this (s); its cost is charged to the background account, which must be out of
+/// debt.
+const PEAK_PYTHON_REFRESH: f64 = 0.05;
+
 /// Units of work of one process: a MiB of resident memory is one (the kernel walks its page
 /// tables); a thread costs a ledger about as much (its stack pointer and stack mapping); each
 /// process has a fixed cost (opening and parsing its files).
@@ -83,6 +88,7 @@ impl Sampler {
                     "peak"
                 };
                 self.take_ledger(t, reason, tree_rss, ledger_units)?;
+                self.python_after_peak(t);
             }
             // Waiting for the budget: nothing else may spend what the ledger needs.
             return self.census(t);
@@ -323,17 +329,17 @@ impl Sampler {
     /// Reads that may attach to an interpreter (a process not yet seen as Python: new, just
     /// exec'd, or not Python at all), paid from the background account: attaching reads the
     /// interpreter's binary, tens of milliseconds. They wait while the account is in debt,
-    /// except the root's first try (a short program still gets its view); a process is tried
-    /// every half second at most.
+    /// except the root's tries until it is seen as Python (a short program still gets its
+    /// view: its first try can come too early, and a debt from it must not stop the next); a
+    /// process is tried every half second at most.
     fn first_python_reads(&mut self, t: f64) -> Result<()> {
         if self.python.is_none() {
             return Ok(());
         }
         for i in self.python_order() {
             let p = &self.tree.procs[i];
-            let root_first = p.pid == self.root && p.python_t == f64::NEG_INFINITY;
             let due = !p.python_seen && t - p.python_t >= 0.5;
-            if root_first || (due && self.schedule.budget.background_clear()) {
+            if due && (p.pid == self.root || self.schedule.budget.background_clear()) {
                 self.python_request(i, t, false);
             }
         }
@@ -352,6 +358,22 @@ impl Sampler {
         for i in self.python_order() {
             let p = &self.tree.procs[i];
             if p.python_seen && t - p.python_t >= every {
+                self.python_request(i, t, false);
+            }
+        }
+    }
+
+    /// After a ledger at a new high: a reading of each process seen as Python that has had none
+    /// for [`PEAK_PYTHON_REFRESH`], while the background account is out of debt, so that the Python
+    /// view nearest the peak is not the one from the program's start (for a program shorter
+    /// than the ledger interval, its only one).
+    fn python_after_peak(&mut self, t: f64) {
+        if self.python.is_none() || !self.schedule.budget.background_clear() {
+            return;
+        }
+        for i in self.python_order() {
+            let p = &self.tree.procs[i];
+            if p.python_seen && t - p.python_t >= PEAK_PYTHON_REFRESH {
                 self.python_request(i, t, false);
             }
         }

@@ -50,3 +50,4 @@ mod trace_rss;
 mod trace_run;
 mod trace_self;
 mod trace_truth;
+mod trace_unmap;
