@@ -307,13 +307,13 @@ pub struct RawFrame {
 /// hold the previous walk's frames when the next walk starts: the walk compares each frame
 /// with the one it replaces. While the outer frames (all but the innermost), the depth and the
 /// flags are equal to the previous walk's, the stack ids already resolved in that context are
-/// kept in `near`, keyed by the innermost frame and the domain; any change of the outer frames
-/// starts a new context (`gen`), which empties it. The values compared (code address,
-/// fingerprint, position, per frame) are exactly those the shared cache hashes and the code
-/// and line tables key on, so a hit gives the id the uncached path would give; what is saved
-/// is the hashing, the shared lock and its lookup. A frame reused at the same address after a
-/// return (another call at the same depth) runs another code or position, or its callers do,
-/// so some compared value differs.
+/// kept in `near`, keyed by the innermost frame and the domain (linear probing, at most
+/// [`NEAR_PROBES`] slots); any change of the outer frames starts a new context (`gen`), which
+/// empties it. The values compared (code address, fingerprint, position, per frame) are
+/// exactly those the shared cache hashes and the code and line tables key on, so a hit gives
+/// the id the uncached path would give; what is saved is the hashing, the shared lock and its
+/// lookup. A frame reused at the same address after a return (another call at the same depth)
+/// runs another code or position, or its callers do, so some compared value differs.
 pub struct Walk {
     /// Innermost first.
     pub frames: [RawFrame; MAX_DEPTH],
@@ -330,6 +330,8 @@ pub struct Walk {
 
 /// Entries of a thread's cache of stacks in the current outer context.
 const NEAR_SLOTS: usize = 32;
+/// Slots a key of that cache may take, from its home on.
+const NEAR_PROBES: usize = 4;
 
 /// A stack id resolved in a walk's context: its innermost frame and domain.
 #[derive(Clone, Copy)]
@@ -1010,10 +1012,23 @@ impl Stacks {
         } else {
             RawFrame::default()
         };
-        let slot = Walk::near_slot(&inner, domain);
-        let e = w.near[slot];
-        if e.gen == w.gen && e.domain == domain && e.frame == inner {
-            return e.id;
+        // Up to 4 slots from the key's home, to the first not of this context (entries are
+        // only added within a context, each in the first such slot of its chain, so a key
+        // not found by then is not kept): the 8-10 positions one loop allocates at would
+        // otherwise often share a slot (the hash moves with the code's address) and evict
+        // each other at every turn (w6: 2 misses an iteration in about half the runs).
+        let home = Walk::near_slot(&inner, domain);
+        let mut slot = home;
+        for k in 0..NEAR_PROBES {
+            let i = (home + k) % NEAR_SLOTS;
+            let e = w.near[i];
+            if e.gen != w.gen {
+                slot = i;
+                break;
+            }
+            if e.domain == domain && e.frame == inner {
+                return e.id;
+            }
         }
         let id = self.sample_shared(py, domain, w);
         // A lost stack is not kept: the next sample tries the tables again.
