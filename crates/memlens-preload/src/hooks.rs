@@ -306,15 +306,17 @@ fn units(ns: u64) -> u32 {
     (ns >> TIME_SHIFT) as u32 & TIME_MASK
 }
 
-#[inline]
-fn on_alloc(g: &Guard, ptr: *mut c_void, size: usize, domain: u8) {
+/// The sample decision for a new block or anonymous mapping of `size` bytes at `ptr`: its
+/// weight when it is recorded (its size in `all` mode), none when it is not.
+#[inline(always)]
+fn new_weight(g: &Guard, ptr: *mut c_void, size: usize) -> Option<f64> {
     if ptr.is_null() || !TRACING.load(Ordering::Relaxed) {
-        return;
+        return None;
     }
     // Underneath the pymalloc wrapper, which records the block itself: neither recorded nor
     // counted down (the bytes of pymalloc's arenas are not part of the sampled stream).
     if g.tls().in_py.get() || crate::pymem::marked_here() {
-        return;
+        return None;
     }
     // Until CPython's domains are wrapped, every malloc tries (one load once they are): the
     // slow path alone may never run again after start-up in a program whose later mallocs
@@ -323,16 +325,20 @@ fn on_alloc(g: &Guard, ptr: *mut c_void, size: usize, domain: u8) {
         crate::pymem::maybe_install();
     }
     let mean = MEAN.load(Ordering::Relaxed);
-    let w = if mean <= 1 {
-        size as f64
+    if mean <= 1 {
+        Some(size as f64)
+    } else if thread_takes(g.tls(), size as u64, mean) {
+        Some(weight(size as u64, mean))
     } else {
-        let sampled = thread_takes(g.tls(), size as u64, mean);
-        if !sampled {
-            return;
-        }
-        weight(size as u64, mean)
-    };
-    record_alloc(g, ptr as usize, size as u64, w, domain, false);
+        None
+    }
+}
+
+#[inline]
+fn on_alloc(g: &Guard, ptr: *mut c_void, size: usize, domain: u8) {
+    if let Some(w) = new_weight(g, ptr, size) {
+        record_alloc(g, ptr as usize, size as u64, w, domain, false);
+    }
 }
 
 /// Records a sampled allocation (`gil`: the caller holds the GIL of the only interpreter, so
@@ -976,29 +982,12 @@ fn emit_cut(c: Cut) {
     }
 }
 
-/// The sample decision for a new anonymous mapping of `size` bytes (as [`on_alloc`]'s), and
+/// The sample decision for a new anonymous mapping of `size` bytes ([`new_weight`]), and
 /// its record when sampled.
 fn on_map(g: &Guard, ptr: *mut c_void, size: usize) {
-    if ptr.is_null() || !TRACING.load(Ordering::Relaxed) {
-        return;
+    if let Some(w) = new_weight(g, ptr, size) {
+        record_map(g, ptr as usize, size as u64, w, None);
     }
-    // pymalloc's arenas, underneath the wrapper that records its blocks.
-    if g.tls().in_py.get() || crate::pymem::marked_here() {
-        return;
-    }
-    if crate::pymem::pending() {
-        crate::pymem::maybe_install();
-    }
-    let mean = MEAN.load(Ordering::Relaxed);
-    let w = if mean <= 1 {
-        size as f64
-    } else {
-        if !thread_takes(g.tls(), size as u64, mean) {
-            return;
-        }
-        weight(size as u64, mean)
-    };
-    record_map(g, ptr as usize, size as u64, w, None);
 }
 
 /// Records a traced mapping of `size` bytes and weight `weight` at `ptr`: its stack, its

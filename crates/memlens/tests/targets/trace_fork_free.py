@@ -16,14 +16,9 @@ with os._exit (its tracer's end line). Prints `TRUTH pa=B pb=B pc=B pm=B child_p
 import ctypes
 import os
 import sys
+from _libc_maps import FAILED, libc
 
 N = 8 << 20
-libc = ctypes.CDLL(None, use_errno=True)
-libc.mmap.restype = ctypes.c_void_p
-libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                      ctypes.c_int, ctypes.c_long]
-libc.munmap.restype = ctypes.c_int
-libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 
 
 def main():
@@ -34,7 +29,7 @@ def main():
     n = (7 << 20) + 5
     pc = bytearray(n)  # @pc
     m = libc.mmap(None, N, 3, 0x22, -1, 0)  # @pm
-    if m is None or m == ctypes.c_void_p(-1).value:
+    if m is None or m == FAILED:
         sys.exit(2)
     sizes = (sys.getsizeof(pa), sys.getsizeof(pb), sys.getsizeof(pc))
     r, w = os.pipe()

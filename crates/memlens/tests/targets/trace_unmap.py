@@ -21,22 +21,13 @@ same) and exits 0; any call that fails exits 2 with its errno.
 import ctypes
 import os
 import sys
+from _libc_maps import FAILED, libc
 
 N = 8 << 20
 PROT = 0x1 | 0x2  # PROT_READ | PROT_WRITE
 FLAGS = 0x02 | 0x20  # MAP_PRIVATE | MAP_ANONYMOUS
 MAP_FIXED = 0x10
 MREMAP_MAYMOVE = 1
-FAILED = ctypes.c_void_p(-1).value
-
-libc = ctypes.CDLL(None, use_errno=True)
-libc.mmap.restype = ctypes.c_void_p
-libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                      ctypes.c_int, ctypes.c_long]
-libc.munmap.restype = ctypes.c_int
-libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-libc.mremap.restype = ctypes.c_void_p
-libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int]
 
 
 def ok(p, what):

@@ -12,19 +12,10 @@ holds at exit, by construction) and exits 0; a call that fails exits 2.
 """
 import ctypes
 import sys
+from _libc_maps import FAILED, libc
 
 K = 4000
 S = 64 << 10
-FAILED = ctypes.c_void_p(-1).value
-
-libc = ctypes.CDLL(None, use_errno=True)
-libc.mmap.restype = ctypes.c_void_p
-libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                      ctypes.c_int, ctypes.c_long]
-libc.munmap.restype = ctypes.c_int
-libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-libc.mremap.restype = ctypes.c_void_p
-libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int]
 
 
 def ok(p):
