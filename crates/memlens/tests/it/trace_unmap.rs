@@ -89,20 +89,24 @@ fn mmap_stacks_of(path: &Path, script: &str, line: u64) -> HashMap<u64, u64> {
         .collect()
 }
 
-fn trace_file(py: &Python, dir: &TempDir, mode: &str, mk: &HashMap<String, u64>) {
-    let who = format!("{} {mode}", py.label);
-    let out = dir.join(&format!("{}-{mode}", py.label));
-    let env: &[(&str, &str)] = if mode == "all" {
-        &[("MEMLENS_TRACE", "all")]
-    } else {
-        &[]
-    };
-    let o = traced(&py.path, SCRIPT, &[], &out, env)
+/// Runs `script` under the preload into `out` (it must succeed) and returns the truth it
+/// printed.
+fn run_for_truth(
+    py: &Path,
+    script: &str,
+    out: &Path,
+    env: &[(&str, &str)],
+    who: &str,
+) -> HashMap<String, f64> {
+    let o = traced(py, script, &[], out, env)
         .output()
         .expect("python runs");
     assert!(o.status.success(), "{who}: {o:?}");
-    let want = truth(&o.stdout, &who);
-    let t = parse(&out);
+    truth(&o.stdout, who)
+}
+
+/// Nothing dropped, no table full, nothing lost at a fork, in `t`'s end line.
+fn nothing_lost(t: &crate::preload_stacks::Trace, who: &str) {
     for k in [
         "dropped_allocs",
         "dropped_frees",
@@ -111,6 +115,19 @@ fn trace_file(py: &Python, dir: &TempDir, mode: &str, mk: &HashMap<String, u64>)
     ] {
         assert_eq!(t.end[k], 0, "{who}: {k} in {:?}", t.end);
     }
+}
+
+fn trace_file(py: &Python, dir: &TempDir, mode: &str, mk: &HashMap<String, u64>) {
+    let who = format!("{} {mode}", py.label);
+    let out = dir.join(&format!("{}-{mode}", py.label));
+    let env: &[(&str, &str)] = if mode == "all" {
+        &[("MEMLENS_TRACE", "all")]
+    } else {
+        &[]
+    };
+    let want = run_for_truth(&py.path, SCRIPT, &out, env, &who);
+    let t = parse(&out);
+    nothing_lost(&t, &who);
     let exact = mode == "all";
     for (name, &peak) in &want {
         let ids = mmap_stacks(&out, mk[name]);
@@ -278,23 +295,11 @@ fn inherited_blocks_follow_the_process_that_frees_them() {
     for py in pythons() {
         let who = py.label.clone();
         let out = dir.join(&format!("{who}-trace"));
-        let o = traced(&py.path, FORK, &[], &out, &[("MEMLENS_TRACE", "all")])
-            .output()
-            .expect("python runs");
-        assert!(o.status.success(), "{who}: {o:?}");
-        let want = truth(&o.stdout, &who);
+        let want = run_for_truth(&py.path, FORK, &out, &[("MEMLENS_TRACE", "all")], &who);
         let parent = parse(&out);
         let child = parse(&dir.join(&format!("{who}-trace.{}", want["child_pid"])));
-        for t in [&parent, &child] {
-            for k in [
-                "dropped_allocs",
-                "dropped_frees",
-                "table_full",
-                "lost_at_fork",
-            ] {
-                assert_eq!(t.end[k], 0, "{who}: {k} in {:?}", t.end);
-            }
-        }
+        nothing_lost(&parent, &who);
+        nothing_lost(&child, &who);
         let (pa, pb, pc, pm) = (want["pa"], want["pb"], want["pc"], want["pm"]);
         // The child: what it inherited and still holds, by line; nothing of its own there.
         for (name, held) in [("pa", pa), ("pb", 0.0), ("pc", 0.0)] {
