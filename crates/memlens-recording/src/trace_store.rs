@@ -571,7 +571,7 @@ impl Recording {
                 };
                 py = py.saturating_add(s.pymalloc);
                 native = native.saturating_add(s.malloc).saturating_add(s.mmap);
-                untouched = untouched.saturating_add(s.untouched);
+                untouched = untouched.saturating_add(tr.untouched_at(peak.t));
             }
         } else {
             for s in &peak.stacks {
