@@ -1397,13 +1397,18 @@ impl Stacks {
         out.push_str(domain_name(r.domain));
         out.push_str(" frames=");
         out.reserve(frames.len() * 12);
+        // Each frame's `,ID:LINE` made in a small buffer and appended at once (a deep stack
+        // has thousands of numbers, and the final write has all the stacks).
+        let mut b = [0u8; 24];
         for (i, f) in frames.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            push_u64(out, u64::from(f[0]));
-            out.push(':');
-            push_u64(out, u64::from(f[1]));
+            let mut n = usize::from(i > 0);
+            b[0] = b',';
+            n += put_u32(&mut b[n..], f[0]);
+            b[n] = b':';
+            n += 1;
+            n += put_u32(&mut b[n..], f[1]);
+            // SAFETY: ASCII (a comma, a colon and digits).
+            out.push_str(unsafe { std::str::from_utf8_unchecked(&b[..n]) });
         }
         for (flag, text) in [
             (TRUNCATED, " truncated=1"),
@@ -1416,6 +1421,22 @@ impl Stacks {
         }
         out.push('\n');
     }
+}
+
+/// Writes the decimal digits of `v` at the start of `b` (at least 10 bytes); their count.
+#[inline]
+fn put_u32(b: &mut [u8], v: u32) -> usize {
+    let (mut len, mut t) = (1, v);
+    while t >= 10 {
+        t /= 10;
+        len += 1;
+    }
+    let mut v = v;
+    for k in (0..len).rev() {
+        b[k] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    len
 }
 
 /// Percent-encodes a string value of the trace file (docs/trace-format.md).
@@ -1470,6 +1491,27 @@ mod tests {
             for q in [p, p & !7, p.wrapping_add(1)] {
                 assert_eq!(plausible(q), naive(q), "{q:#x}");
             }
+        }
+    }
+
+    /// A stack line's numbers are the plain decimal ones.
+    #[test]
+    fn frame_numbers_are_decimal() {
+        let mut b = [0u8; 10];
+        for v in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12_345,
+            999_999_999,
+            1_000_000_000,
+            u32::MAX,
+        ] {
+            let n = put_u32(&mut b, v);
+            assert_eq!(&b[..n], v.to_string().as_bytes());
         }
     }
 
