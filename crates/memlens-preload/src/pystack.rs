@@ -105,8 +105,8 @@ struct Offsets {
     pos: usize,
     /// `owner` (3.11+).
     owner: usize,
-    /// The frame owners that are not Python frames (0xff: none).
-    skip: [u8; 2],
+    /// The frame owners that are not Python frames, one bit each (owner `k`: bit `k`).
+    skip: u64,
     /// The tag bits of `f_executable` (3.14+).
     tag: usize,
     /// `co_code_adaptive`.
@@ -127,7 +127,7 @@ fn offsets(l: &Layout) -> Option<Offsets> {
         code: 0,
         pos: 0,
         owner: 0,
-        skip: [0xff; 2],
+        skip: 0,
         tag: l.stackref_tag_bits.unwrap_or(0) as usize,
         adaptive: 0,
         ob_type: l.object_type as usize,
@@ -162,7 +162,8 @@ fn offsets(l: &Layout) -> Option<Offsets> {
         (_, _, Some(cur)) => (2, cur, 0),
         _ => return None,
     };
-    let own = |o: Option<u64>| o.and_then(|v| u8::try_from(v).ok()).unwrap_or(0xff);
+    // An owner number of 64 or more would not fit the bit set: no layout has one (none skipped).
+    let own = |o: Option<u64>| o.filter(|&v| v < 64).map_or(0, |v| 1u64 << v);
     Some(Offsets {
         kind,
         top: top as usize,
@@ -171,10 +172,7 @@ fn offsets(l: &Layout) -> Option<Offsets> {
         code: code as usize,
         pos: pos as usize,
         owner: owner as usize,
-        skip: [
-            own(l.frame_owned_by_cstack),
-            own(l.frame_owned_by_interpreter),
-        ],
+        skip: own(l.frame_owned_by_cstack) | own(l.frame_owned_by_interpreter),
         adaptive: adaptive as usize,
         ..base
     })
@@ -260,7 +258,9 @@ pub fn parse_version(text: &[u8]) -> Option<(u8, u8)> {
 /// A plausible address of an object or frame: user space, 8-aligned, not the first page.
 #[inline]
 fn plausible(p: usize) -> bool {
-    (4096..(1 << 47)).contains(&p) && p % 8 == 0
+    // (4096..1 << 47).contains(&p) && p % 8 == 0 in three instructions: rotated, an aligned
+    // address is p / 8 (512..1 << 44), any other has a low bit in the top three.
+    p.rotate_right(3).wrapping_sub(4096 >> 3) < (1 << 44) - (4096 >> 3)
 }
 
 /// Reads a word of this process.
@@ -285,8 +285,10 @@ unsafe fn rd_u8(addr: usize) -> u8 {
     unsafe { std::ptr::read_unaligned(addr as *const u8) }
 }
 
-/// One frame as walked: the code object, its fingerprint, the position (in the unit of the
-/// minor's line table format: bytes for 3.8-3.9, code units for 3.10 and 3.11+).
+/// One frame as walked: the code object, its fingerprint, the position (3.8-3.10: `f_lasti`,
+/// in the unit of the minor's line table format, bytes for 3.8-3.9, code units for 3.10;
+/// 3.11+: the instruction pointer's offset in bytes from the code object's address, converted
+/// to code units only when its line is read).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RawFrame {
     /// The code object's address.
@@ -299,6 +301,19 @@ pub struct RawFrame {
     pub first_line: i32,
     /// The instruction position.
     pub pos: i64,
+}
+
+impl RawFrame {
+    /// Equal in every field (`==`, the position and code address compared first: in a loop
+    /// they are what differs).
+    #[inline(always)]
+    fn same(&self, o: &RawFrame) -> bool {
+        self.pos == o.pos
+            && self.code == o.code
+            && self.file == o.file
+            && self.name == o.name
+            && self.first_line == o.first_line
+    }
 }
 
 /// A walked stack, and this thread's cache of the stack ids of its last walks.
@@ -368,21 +383,6 @@ impl Walk {
         }
     }
 
-    #[inline]
-    fn push(&mut self, f: RawFrame) -> bool {
-        if self.n == MAX_DEPTH {
-            self.flags |= TRUNCATED;
-            return false;
-        }
-        let slot = &mut self.frames[self.n];
-        if *slot != f {
-            self.outer_changed |= self.n > 0;
-            *slot = f;
-        }
-        self.n += 1;
-        true
-    }
-
     /// The slot of `near` for the innermost frame `f` and `domain`.
     #[inline]
     fn near_slot(f: &RawFrame, domain: u8) -> usize {
@@ -405,25 +405,11 @@ impl Python {
         plausible(code) && unsafe { rd(code + self.off.ob_type) } == self.code_type
     }
 
-    #[inline]
-    fn raw_frame(&self, code: usize, pos: i64) -> RawFrame {
-        let o = &self.off;
-        // SAFETY: `code` is a code object (is_code), alive while its frame runs.
-        unsafe {
-            RawFrame {
-                code,
-                file: rd(code + o.co_file),
-                name: rd(code + o.co_name),
-                first_line: rd_i32(code + o.co_first),
-                pos,
-            }
-        }
-    }
-
     /// Walks this thread's Python frames into `w` (empty when the thread has none, or the
     /// interpreter is not initialised). `gil`: the caller holds the GIL of the only
     /// interpreter (the allocator domains' wrapper), so the current thread state is this
     /// thread's and is read instead of the `PyGILState` one.
+    #[inline(always)]
     pub fn walk(&self, w: &mut Walk, gil: bool) {
         w.n = 0;
         w.flags = 0;
@@ -452,6 +438,15 @@ impl Python {
 
     /// [`Python::walk`]'s frames from `tstate` on, for the frame kind `K` (`Offsets::kind`: one
     /// copy of the loop per kind, so each keeps its offsets in registers).
+    ///
+    /// Two passes, each with few enough values live to stay in registers: the first follows
+    /// the chain and keeps each frame's code address and position, the second reads each code
+    /// object's fingerprint. Each value is compared with the one the previous walk left at its
+    /// index and written only when it differs, and a difference at an index of 1 or more (an
+    /// outer frame) sets `Walk::outer_changed` (see [`Walk`]). Every value compared is read
+    /// afresh at every walk: a code object freed and another made at its address while a new
+    /// frame runs it at the same place gives the same address and position, and only the
+    /// fingerprint tells them apart.
     #[inline(always)]
     fn walk_frames<const K: u8>(&self, w: &mut Walk, tstate: usize) {
         let o = &self.off;
@@ -469,50 +464,101 @@ impl Python {
             // SAFETY: checked plausible; the CFrame of this thread.
             f = unsafe { rd(f + o.cur) };
         }
-        let mut steps = 0;
+        // `changed |= n` at a difference: nonzero when one is at an outer frame. The frames
+        // visited are bounded (MAX_WALK): at most MAX_DEPTH kept (then `truncated`), and the
+        // skipped ones (not Python frames) counted down from the rest.
+        let (mut n, mut changed, mut skips) = (0usize, 0usize, MAX_WALK - MAX_DEPTH);
+        let mut flags = 0;
         while f != 0 {
-            steps += 1;
-            if !plausible(f) || steps > MAX_WALK {
-                w.flags |= UNREADABLE;
-                return;
+            if !plausible(f) {
+                flags = UNREADABLE;
+                break;
             }
+            let (code, pos);
             if K == 0 {
                 // 3.8-3.10: frame objects; f_code is always code.
                 // SAFETY: f is a frame of this thread's chain, checked plausible.
-                let code = unsafe { rd(f + o.code) };
+                code = unsafe { rd(f + o.code) };
                 if !self.is_code(code) {
-                    w.flags |= UNREADABLE;
-                    return;
+                    flags = UNREADABLE;
+                    break;
                 }
                 // SAFETY: as above.
-                let lasti = i64::from(unsafe { rd_i32(f + o.pos) });
-                if !w.push(self.raw_frame(code, lasti)) {
-                    return;
-                }
+                pos = i64::from(unsafe { rd_i32(f + o.pos) });
             } else {
                 // SAFETY: an interpreter frame of this thread's chain, checked plausible.
-                let owner = unsafe { rd_u8(f + o.owner) };
-                if owner != o.skip[0] && owner != o.skip[1] {
-                    // SAFETY: as above.
-                    let code = unsafe { rd(f + o.code) } & !o.tag;
-                    if self.is_code(code) {
-                        // SAFETY: as above.
-                        let instr = unsafe { rd(f + o.pos) };
-                        let index = (instr as i64).wrapping_sub((code + o.adaptive) as i64) / 2;
-                        if !w.push(self.raw_frame(code, index)) {
-                            return;
-                        }
-                    } else if K == 1 {
-                        // Before 3.13 f_code is always code: anything else is a torn frame.
-                        // 3.13+: f_executable may be something else (not a Python frame).
-                        w.flags |= UNREADABLE;
-                        return;
+                let owner = u32::from(unsafe { rd_u8(f + o.owner) });
+                if o.skip.checked_shr(owner).unwrap_or(0) & 1 != 0 {
+                    if skips == 0 {
+                        flags = UNREADABLE;
+                        break;
                     }
+                    skips -= 1;
+                    // SAFETY: as above.
+                    f = unsafe { rd(f + o.back) };
+                    continue;
                 }
+                // SAFETY: as above. Only 3.14+ tags f_executable.
+                let mut c = unsafe { rd(f + o.code) };
+                if K == 2 {
+                    c &= !o.tag;
+                }
+                if !self.is_code(c) {
+                    if K == 1 {
+                        // Before 3.13 f_code is always code: anything else is a torn frame.
+                        flags = UNREADABLE;
+                        break;
+                    }
+                    // 3.13+: f_executable may be something else (not a Python frame).
+                    if skips == 0 {
+                        flags = UNREADABLE;
+                        break;
+                    }
+                    skips -= 1;
+                    // SAFETY: as above.
+                    f = unsafe { rd(f + o.back) };
+                    continue;
+                }
+                code = c;
+                // The instruction pointer's offset from the code object (bytes): the position
+                // in code units is `(pos - adaptive) / 2` ([`Python::line`]), one-to-one.
+                // SAFETY: as above.
+                pos = unsafe { rd(f + o.pos) }.wrapping_sub(code) as i64;
             }
+            if n == MAX_DEPTH {
+                flags = TRUNCATED;
+                break;
+            }
+            let slot = &mut w.frames[n];
+            if slot.code != code || slot.pos != pos {
+                changed |= n;
+                slot.code = code;
+                slot.pos = pos;
+            }
+            n += 1;
             // SAFETY: as above.
             f = unsafe { rd(f + o.back) };
         }
+        for (i, slot) in w.frames[..n].iter_mut().enumerate() {
+            // SAFETY: a code object of a frame of the chain just walked (is_code checked),
+            // alive while its frame runs.
+            let (file, name, first_line) = unsafe {
+                (
+                    rd(slot.code + o.co_file),
+                    rd(slot.code + o.co_name),
+                    rd_i32(slot.code + o.co_first),
+                )
+            };
+            if slot.file != file || slot.name != name || slot.first_line != first_line {
+                changed |= i;
+                slot.file = file;
+                slot.name = name;
+                slot.first_line = first_line;
+            }
+        }
+        w.n = n;
+        w.flags |= flags;
+        w.outer_changed = changed != 0;
     }
 
     /// The line `f` executes (0 when unknown).
@@ -534,10 +580,17 @@ impl Python {
             std::slice::from_raw_parts((table + l.bytes_sval as usize) as *const u8, len)
         };
         let first = i64::from(f.first_line);
+        let pos = if self.off.kind == 0 {
+            f.pos
+        } else {
+            // The walk's byte offset of the instruction pointer from the code object; the
+            // same arithmetic as `(instr - (code + adaptive)) / 2`.
+            f.pos.wrapping_sub(self.off.adaptive as i64) / 2
+        };
         let line = match l.linetable_format {
-            linetable::LNOTAB => Some(linetable::lnotab_line(bytes, first, f.pos)),
-            linetable::LINETABLE_310 => linetable::linetable310_line(bytes, first, f.pos * 2),
-            linetable::LOCATIONS => linetable::location_line(bytes, first, f.pos),
+            linetable::LNOTAB => Some(linetable::lnotab_line(bytes, first, pos)),
+            linetable::LINETABLE_310 => linetable::linetable310_line(bytes, first, pos * 2),
+            linetable::LOCATIONS => linetable::location_line(bytes, first, pos),
             _ => None,
         };
         line.and_then(|n| u32::try_from(n).ok()).unwrap_or(0)
@@ -959,14 +1012,23 @@ impl Stacks {
         }
     }
 
-    /// Takes the lock (a spin; held for a table lookup or one stack's interning).
+    /// Takes the lock (a spin; held for a table lookup or one stack's interning). After a few
+    /// tries the waiter yields its processor: on an oversubscribed host the holder may be
+    /// descheduled, and spinning would burn the waiter's whole time slice.
     pub fn lock(&self) {
+        let mut tries = 0u32;
         while self
             .lock
             .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            std::hint::spin_loop();
+            tries += 1;
+            if tries < 16 {
+                std::hint::spin_loop();
+            } else {
+                // SAFETY: sched_yield has no preconditions (no allocation, no lock).
+                unsafe { libc::sched_yield() };
+            }
         }
     }
 
@@ -1007,29 +1069,33 @@ impl Stacks {
             }
             w.gen += 1;
         }
-        let inner = if w.n > 0 {
-            w.frames[0]
-        } else {
-            RawFrame::default()
+        const NONE: RawFrame = RawFrame {
+            code: 0,
+            file: 0,
+            name: 0,
+            first_line: 0,
+            pos: 0,
         };
+        let inner = if w.n > 0 { &w.frames[0] } else { &NONE };
         // Up to 4 slots from the key's home, to the first not of this context (entries are
         // only added within a context, each in the first such slot of its chain, so a key
         // not found by then is not kept): the 8-10 positions one loop allocates at would
         // otherwise often share a slot (the hash moves with the code's address) and evict
         // each other at every turn (w6: 2 misses an iteration in about half the runs).
-        let home = Walk::near_slot(&inner, domain);
+        let home = Walk::near_slot(inner, domain);
         let mut slot = home;
         for k in 0..NEAR_PROBES {
             let i = (home + k) % NEAR_SLOTS;
-            let e = w.near[i];
+            let e = &w.near[i];
             if e.gen != w.gen {
                 slot = i;
                 break;
             }
-            if e.domain == domain && e.frame == inner {
+            if e.frame.same(inner) && e.domain == domain {
                 return e.id;
             }
         }
+        let inner = *inner;
         let id = self.sample_shared(py, domain, w);
         // A lost stack is not kept: the next sample tries the tables again.
         if self.stack(id).is_some_and(|r| r.flags & LOST == 0) {
@@ -1331,13 +1397,18 @@ impl Stacks {
         out.push_str(domain_name(r.domain));
         out.push_str(" frames=");
         out.reserve(frames.len() * 12);
+        // Each frame's `,ID:LINE` made in a small buffer and appended at once (a deep stack
+        // has thousands of numbers, and the final write has all the stacks).
+        let mut b = [0u8; 24];
         for (i, f) in frames.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            push_u64(out, u64::from(f[0]));
-            out.push(':');
-            push_u64(out, u64::from(f[1]));
+            let mut n = usize::from(i > 0);
+            b[0] = b',';
+            n += put_u32(&mut b[n..], f[0]);
+            b[n] = b':';
+            n += 1;
+            n += put_u32(&mut b[n..], f[1]);
+            // SAFETY: ASCII (a comma, a colon and digits).
+            out.push_str(unsafe { std::str::from_utf8_unchecked(&b[..n]) });
         }
         for (flag, text) in [
             (TRUNCATED, " truncated=1"),
@@ -1350,6 +1421,22 @@ impl Stacks {
         }
         out.push('\n');
     }
+}
+
+/// Writes the decimal digits of `v` at the start of `b` (at least 10 bytes); their count.
+#[inline]
+fn put_u32(b: &mut [u8], v: u32) -> usize {
+    let (mut len, mut t) = (1, v);
+    while t >= 10 {
+        t /= 10;
+        len += 1;
+    }
+    let mut v = v;
+    for k in (0..len).rev() {
+        b[k] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    len
 }
 
 /// Percent-encodes a string value of the trace file (docs/trace-format.md).
@@ -1376,6 +1463,56 @@ mod tests {
         assert_eq!(parse_version(b"3.8.18"), Some((3, 8)));
         assert_eq!(parse_version(b"2.7.18"), None);
         assert_eq!(parse_version(b"junk"), None);
+    }
+
+    /// The rotated test of an address is the range-and-alignment one it replaces.
+    #[test]
+    fn plausible_is_range_and_alignment() {
+        let naive = |p: usize| (4096..(1 << 47)).contains(&p) && p % 8 == 0;
+        let edges = [
+            0,
+            8,
+            4088,
+            4095,
+            4096,
+            4097,
+            4104,
+            (1 << 47) - 8,
+            1 << 47,
+            usize::MAX,
+        ];
+        let mut x = 0x9E37_79B9_7F4A_7C15usize;
+        for p in edges.into_iter().chain((0..100_000).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x >> (x % 20)
+        })) {
+            for q in [p, p & !7, p.wrapping_add(1)] {
+                assert_eq!(plausible(q), naive(q), "{q:#x}");
+            }
+        }
+    }
+
+    /// A stack line's numbers are the plain decimal ones.
+    #[test]
+    fn frame_numbers_are_decimal() {
+        let mut b = [0u8; 10];
+        for v in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12_345,
+            999_999_999,
+            1_000_000_000,
+            u32::MAX,
+        ] {
+            let n = put_u32(&mut b, v);
+            assert_eq!(&b[..n], v.to_string().as_bytes());
+        }
     }
 
     #[test]
