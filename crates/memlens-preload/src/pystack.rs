@@ -915,8 +915,13 @@ pub fn bytes_needed() -> usize {
         + Grown::<CacheSlot>::bytes(CACHE_BITS)
         + Grown::<LineSlot>::bytes(LINE_BITS)
         + MAX_STRINGS
-        + 64 * 8
+        + PARTS * crate::residency::PAGE
 }
+
+/// The tables' parts in the region ([`Stacks::new`]), each from a page boundary: a small
+/// part (a first level of 4 KiB, a few records) then keeps one page resident, not the two it
+/// would straddle.
+const PARTS: usize = 8;
 
 struct Tables {
     code_slots: Grown<CodeSlot>,
@@ -969,10 +974,11 @@ impl Stacks {
     pub unsafe fn new(r: Region) -> Stacks {
         use std::mem::size_of;
         assert!(r.len >= bytes_needed());
+        let page = crate::residency::PAGE;
         let mut at = r.ptr as usize;
         let mut take = |bytes: usize| {
-            let p = at;
-            at = (at + bytes + 7) & !7;
+            let p = (at + page - 1) & !(page - 1);
+            at = p + bytes;
             p
         };
         let t = Tables {

@@ -62,6 +62,9 @@ const EMPTY: usize = 0;
 const TOMBSTONE: usize = 1;
 /// The most slots one lookup or insert visits in one level.
 pub const MAX_PROBES: usize = 64;
+/// log2 of the filter words in a page (4 KiB of 16-bit words).
+const FILTER_PAGE_BITS: u32 = 11;
+
 /// The most levels a table has (one bit each in a filter word's high byte).
 pub const MAX_LEVELS: u32 = 8;
 
@@ -110,20 +113,37 @@ pub struct Shape {
     pub levels: u32,
     /// log2 of the filter's words.
     pub filter_bits: u32,
+    /// 0: a key's filter word is a hash of the key (any of the filter's pages). Else: the
+    /// word's 4 KiB page (of 2,048 words) is picked by the key's address bits from
+    /// `filter_region_bits` up (the `2^filter_region_bits` bytes of address space it lies
+    /// in, the pages taken in turn), its word in that page by the hash. A small program's
+    /// samples, which lie in a few such regions, then write a few of the filter's pages, not
+    /// one page each (a filter word is made resident by its first count; ~30 of a 256 KiB
+    /// filter's 64 pages were on w6). What it costs: the share of a region's words that
+    /// are non-zero (the frees that go past the filter) follows the live samples in that
+    /// region (sampling by bytes: about `2^filter_region_bits / mean` of them), not all.
+    pub filter_region_bits: u32,
     /// The levels' live counts count only the keys whose hash picks them, one in
     /// `2^live_shift`, each as `2^live_shift` (0: every key, exactly). See [`Table::live`].
     pub live_shift: u32,
 }
 
 impl Shape {
-    /// Sampled mode: levels of 1 Ki, 4 Ki, 16 Ki and 64 Ki slots (32 KiB to 2 MiB, 87,040
-    /// slots in all), a filter of 128 Ki words (256 KiB: few are non-zero with the few live
-    /// samples sampling keeps, so a free rarely goes past it).
+    /// Sampled mode: levels of 256, 1 Ki, 4 Ki, 16 Ki and 64 Ki slots (8 KiB to 2 MiB,
+    /// 87,296 slots in all: a small program's few dozen live samples keep only the first 8 KiB
+    /// resident, where a first level of 1 Ki slots made all of its 32 KiB resident), a filter
+    /// of 128 Ki words (256 KiB: few are non-zero with the few live samples sampling keeps, so
+    /// a free rarely goes past it), its pages picked by 4 MiB region of address space
+    /// ([`Shape::filter_region_bits`]: about 8 live samples a region at the default mean, so
+    /// 8 of a page's 2,048 words are non-zero, where 1 in 2,048 of the whole filter's were
+    /// for a program of 64 live samples; the same share once a program's live memory spans
+    /// the filter's 64 regions, 256 MiB).
     pub const SAMPLED: Shape = Shape {
-        base_bits: 10,
+        base_bits: 8,
         growth_bits: 2,
-        levels: 4,
+        levels: 5,
         filter_bits: 17,
+        filter_region_bits: 22,
         live_shift: 0,
     };
     /// Sampled mode at a mean of `mean` bytes: [`Shape::SAMPLED`] with a filter twice (four
@@ -157,6 +177,7 @@ impl Shape {
         growth_bits: 1,
         levels: 8,
         filter_bits: 19,
+        filter_region_bits: 0,
         live_shift: 4,
     };
 
@@ -199,7 +220,11 @@ pub struct Table {
     /// The newest level in use (monotonic), then each level's live keys.
     hdr: *const AtomicUsize,
     filter: *const AtomicU16,
+    /// The filter word's index: `(key >> rshift & rmask) | hash >> fshift`
+    /// ([`Shape::filter_region_bits`]; `rmask` 0 when the index is all hash).
     fshift: u32,
+    rshift: u32,
+    rmask: usize,
     slots: *const Slot,
     shape: Shape,
     /// Each level's first slot (index into `slots`).
@@ -223,6 +248,14 @@ impl Table {
         assert!(shape.levels >= 1 && shape.levels <= MAX_LEVELS && shape.base_bits >= 1);
         assert!(shape.level_bits(shape.levels - 1) < 48);
         assert!(shape.filter_bits >= 1 && shape.filter_bits < 32);
+        // The index's bits from the hash: all, or those within a page of words.
+        let fbits_hashed = if shape.filter_region_bits > FILTER_PAGE_BITS
+            && shape.filter_bits > FILTER_PAGE_BITS
+        {
+            FILTER_PAGE_BITS
+        } else {
+            shape.filter_bits
+        };
         let mut start = [0; MAX_LEVELS as usize];
         for (l, s) in start.iter_mut().enumerate().take(shape.levels as usize) {
             *s = shape.level_start(l as u32);
@@ -234,7 +267,13 @@ impl Table {
             // SAFETY: the filter follows the header, the slots the filter, inside the region
             // (from_raw's contract); HEADER and the filter's bytes keep Slot's alignment.
             filter: unsafe { mem.add(Shape::HEADER) } as *const AtomicU16,
-            fshift: 64 - shape.filter_bits,
+            fshift: 64 - fbits_hashed,
+            rshift: shape.filter_region_bits.saturating_sub(FILTER_PAGE_BITS),
+            rmask: if fbits_hashed < shape.filter_bits {
+                shape.filter_len() - 1 - ((1 << FILTER_PAGE_BITS) - 1)
+            } else {
+                0
+            },
             // SAFETY: as above.
             slots: unsafe { mem.add(Shape::HEADER + shape.filter_len() * 2) } as *const Slot,
             shape,
@@ -259,8 +298,10 @@ impl Table {
     /// The filter word of `key` (a hash independent of the slot's).
     #[inline]
     fn word(&self, key: usize) -> &AtomicU16 {
-        let i = ((key as u64 >> 4).wrapping_mul(0xD6E8_FEB8_6659_FD93) >> self.fshift) as usize;
-        // SAFETY: i < filter_len (the top bits of the hash); the region is valid (from_raw).
+        let h = ((key as u64 >> 4).wrapping_mul(0xD6E8_FEB8_6659_FD93) >> self.fshift) as usize;
+        let i = ((key >> self.rshift) & self.rmask) | h;
+        // SAFETY: i < filter_len (rmask is 0 or below filter_len, h < 2^(64 - fshift), at most
+        // filter_len); the region is valid (from_raw).
         unsafe { &*self.filter.add(i) }
     }
 
@@ -541,6 +582,7 @@ mod tests {
             growth_bits: 2,
             levels: 1,
             filter_bits: fbits,
+            filter_region_bits: 0,
             live_shift: 0,
         }
     }
@@ -703,6 +745,7 @@ mod tests {
             growth_bits: 2,
             levels: 2,
             filter_bits: 10,
+            filter_region_bits: 0,
             live_shift: 0,
         };
         let (_v, t) = table(shape);
@@ -809,6 +852,7 @@ mod tests {
             growth_bits: 2,
             levels: 4,
             filter_bits: 16,
+            filter_region_bits: 0,
             live_shift: 0,
         };
         let (_v, t) = table(shape);
@@ -845,6 +889,7 @@ mod tests {
             growth_bits: 2,
             levels: 4,
             filter_bits: 16,
+            filter_region_bits: 0,
             live_shift: 0,
         };
         let (_v, t) = table(shape);
@@ -918,6 +963,7 @@ mod tests {
             growth_bits: 1,
             levels: 8,
             filter_bits: 12,
+            filter_region_bits: 0,
             live_shift: 0,
         };
         let (_v, t) = table(shape);
@@ -1003,8 +1049,8 @@ mod tests {
         assert!(r <= n * 300, "{r} bytes resident for {n} keys");
         // The filter alone touches at most its 1 MiB; the levels in use are dense.
         assert!(r >= n * 32, "{r}");
-        // Sampled mode: 100,000 samples over a run, at most 200 live at once, keep little
-        // resident however many went through.
+        // Sampled mode: 100,000 samples over a run, at most 150 live at once (the first
+        // level's 256 slots hold 192), keep little resident however many went through.
         // SAFETY: our mapping, no longer used.
         unsafe { libc::munmap(p, Shape::ALL.bytes()) };
         let (p, t) = mapped(Shape::SAMPLED);
@@ -1013,7 +1059,7 @@ mod tests {
             let key = 0x7000_0000_0000 + k * 4_000_016;
             assert!(t.insert(key, entry(1)));
             live.push_back(key);
-            if live.len() > 200 {
+            if live.len() > 150 {
                 assert!(t.remove(live.pop_front().expect("non-empty")).is_some());
             }
         }
@@ -1023,8 +1069,60 @@ mod tests {
             t.levels_in_use()
         );
         assert_eq!(t.levels_in_use().0, 0);
-        assert!(r <= 4096 + (1 << 10) * 32 + (2 << 17), "{r}");
+        assert!(r <= 4096 + (1 << 8) * 32 + (2 << 17), "{r}");
         // SAFETY: our mapping, no longer used.
         unsafe { libc::munmap(p, Shape::SAMPLED.bytes()) };
+    }
+
+    /// Sampled mode's filter pages follow the address space the samples lie in: 100,000
+    /// samples in 12 MiB (a small program's heap: three 4 MiB regions) make at most 3 of its
+    /// 64 pages resident (all 64 with the index all hash), the first level's 8 KiB and the
+    /// header's page; and every key is still found, every other key still ruled out by a
+    /// zero word or the probe.
+    #[test]
+    fn sampled_filter_pages_follow_the_regions_sampled() {
+        let shape = Shape::SAMPLED;
+        let hashed = Shape {
+            filter_region_bits: 0,
+            ..shape
+        };
+        let base = 0x7f00_0000_0000usize;
+        let keys: Vec<usize> = (0..100_000usize)
+            .map(|k| (base + (k.wrapping_mul(0x9E37_79B9) % (12 << 20))) & !15)
+            .collect();
+        let mut figures = Vec::new();
+        for s in [shape, hashed] {
+            let (p, t) = mapped(s);
+            let mut live = std::collections::VecDeque::new();
+            for (n, &key) in keys.iter().enumerate() {
+                if live.contains(&key) || !t.insert(key, entry(n as u64)) {
+                    continue;
+                }
+                live.push_back(key);
+                if live.len() > 40 {
+                    let k = live.pop_front().expect("non-empty");
+                    assert!(t.remove(k).is_some(), "{k:#x}");
+                    assert!(t.remove(k).is_none());
+                }
+            }
+            for &k in &live {
+                assert!(t.may_hold(k));
+            }
+            // Header and filter (page-aligned from the header).
+            let filter = resident(p, Shape::HEADER + s.filter_len() * 2);
+            let all = resident(p, s.bytes());
+            eprintln!(
+                "filter_region_bits {}: filter {filter}, all {all} bytes resident",
+                s.filter_region_bits
+            );
+            figures.push((filter, all));
+            // SAFETY: our mapping, no longer used.
+            unsafe { libc::munmap(p, s.bytes()) };
+        }
+        // The filter's bytes start 128 bytes into the header's page: a region's page may
+        // straddle two; the header's page.
+        assert!(figures[0].0 <= 7 * 4096, "{figures:?}");
+        assert!(figures[0].1 <= 7 * 4096 + (1 << 8) * 32, "{figures:?}");
+        assert!(figures[1].0 >= 60 * 4096, "{figures:?}");
     }
 }
