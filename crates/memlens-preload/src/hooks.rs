@@ -2131,6 +2131,11 @@ pub(crate) fn interpreters_head() -> Option<u64> {
     PY.get().map(|p| p.interpreters_head())
 }
 
+/// Where `interp` lies in a `PyThreadState`, from the layout of the interpreter found.
+pub(crate) fn tstate_interp() -> Option<u64> {
+    PY.get().map(|p| p.tstate_interp())
+}
+
 extern "C" fn fini() {
     let _g = Guard::enter();
     finish();

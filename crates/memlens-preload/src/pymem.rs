@@ -58,9 +58,9 @@
 //! Several GILs exist only with subinterpreters created with their own GIL (3.12+), whose
 //! threads call the same wrapper at the same time as the main interpreter's. So the fast path
 //! is taken only while `_PyRuntime.interpreters.head` (the newest interpreter, found with the
-//! layout tables and checked against `PyInterpreterState_Head()` at installation) is the main
-//! interpreter: a thread of a subinterpreter, which exists only while its interpreter is in
-//! that list, always sees another head and takes the thread-local path (the mark and
+//! layout tables and checked at installation against the installing thread's interpreter) is
+//! the main interpreter: a thread of a subinterpreter, which exists only while its interpreter
+//! is in that list, always sees another head and takes the thread-local path (the mark and
 //! countdown in the hooks' TLS), as do all threads while any subinterpreter exists (one that
 //! shares the GIL included: rare, and correct either way). A thread of the main interpreter
 //! decides at each call, and keeps the decision for that call. Free-threaded builds (no
@@ -129,8 +129,8 @@ static SERVED_RAW: AtomicBool = AtomicBool::new(false);
 struct Api {
     runtime: AtomicUsize,
     head_offset: AtomicUsize,
-    interp_main: AtomicUsize,
-    interp_head: AtomicUsize,
+    /// Where `interp` lies in a `PyThreadState` (the layout's; 0 when unknown).
+    tstate_interp: AtomicUsize,
     is_initialized: AtomicUsize,
     gil_check: AtomicUsize,
     this_thread_state: AtomicUsize,
@@ -144,8 +144,7 @@ struct Api {
 static API: Api = Api {
     runtime: AtomicUsize::new(0),
     head_offset: AtomicUsize::new(0),
-    interp_main: AtomicUsize::new(0),
-    interp_head: AtomicUsize::new(0),
+    tstate_interp: AtomicUsize::new(0),
     is_initialized: AtomicUsize::new(0),
     gil_check: AtomicUsize::new(0),
     this_thread_state: AtomicUsize::new(0),
@@ -176,17 +175,12 @@ pub(crate) fn find(head_offset: Option<u64>, frees_hooked: bool) {
     FREES_HOOKED.store(frees_hooked, Ordering::Relaxed);
     API.allocator_name
         .store(sym(c"_PyMem_GetCurrentAllocatorName"), Ordering::Relaxed);
-    if let Some(off) = head_offset {
-        let (rt, main, head) = (
-            sym(c"_PyRuntime"),
-            sym(c"PyInterpreterState_Main"),
-            sym(c"PyInterpreterState_Head"),
-        );
-        if rt != 0 && main != 0 && head != 0 {
+    if let (Some(off), Some(interp)) = (head_offset, crate::hooks::tstate_interp()) {
+        let rt = sym(c"_PyRuntime");
+        if rt != 0 && interp != 0 {
             API.runtime.store(rt, Ordering::Relaxed);
             API.head_offset.store(off as usize, Ordering::Relaxed);
-            API.interp_main.store(main, Ordering::Relaxed);
-            API.interp_head.store(head, Ordering::Relaxed);
+            API.tstate_interp.store(interp as usize, Ordering::Relaxed);
         }
     }
     let current = match sym(c"PyThreadState_GetUnchecked") {
@@ -227,13 +221,14 @@ pub(crate) fn maybe_install() {
     if STATE.load(Ordering::Acquire) != PENDING {
         return;
     }
+    let mut mine = std::ptr::null_mut();
     // SAFETY: the addresses dlsym gave for these functions, whose C types these are; each
     // only reads interpreter state (a flag, thread-specific data, the current thread state)
     // and is callable from any thread at any time once loaded.
     let holds_gil = unsafe {
         let f = |slot: &AtomicUsize| slot.load(Ordering::Relaxed);
         std::mem::transmute::<usize, IntFn>(f(&API.is_initialized))() != 0 && {
-            let mine = std::mem::transmute::<usize, PtrFn>(f(&API.this_thread_state))();
+            mine = std::mem::transmute::<usize, PtrFn>(f(&API.this_thread_state))();
             let current = std::mem::transmute::<usize, PtrFn>(f(&API.current_state))();
             !mine.is_null()
                 && mine == current
@@ -266,7 +261,7 @@ pub(crate) fn maybe_install() {
             STATE.store(NONE, Ordering::Release);
             return;
         }
-        enable_fast_path();
+        enable_fast_path(mine as usize);
         SERVED_RAW.store(raw_serving_allowed(), Ordering::Relaxed);
         crate::hooks::GIL_TABLE_ON.store(gil_table_allowed(), Ordering::Relaxed);
         for (i, d) in DOMAINS.iter().enumerate() {
@@ -365,31 +360,45 @@ static RNG: AtomicU64 = AtomicU64::new(0);
 static OWNER: AtomicUsize = AtomicUsize::new(0);
 
 /// Enables the fast path if `_PyRuntime.interpreters.head` is where the layout says: called
-/// once, by the installing thread, which holds the GIL.
-fn enable_fast_path() {
-    let (rt, off, main_fn, head_fn) = (
+/// once, by the installing thread, which holds the GIL; `mine`, its `PyGILState` thread state
+/// (non-null, its current one).
+///
+/// The offset is trusted only if the word there is `mine->interp` (at the layout's offset),
+/// which is then the main interpreter and the only one: a `PyGILState` thread state belongs
+/// to the main interpreter, and the head is the newest interpreter, so a head that is the
+/// main one means no other exists. A wrong offset would have to find that address by chance;
+/// without a match the wrapper always takes the thread-local path (correct, slower). This
+/// reads what `PyInterpreterState_Main()` and `PyInterpreterState_Head()` would return
+/// without calling them: in the static Debian 3.11 both lie among the executable's cold
+/// code, and calling them made two 64 KiB fault-around windows of its text resident (128 KiB
+/// of the traced program's peak, for two calls at installation).
+fn enable_fast_path(mine: usize) {
+    let (rt, off, interp_off) = (
         API.runtime.load(Ordering::Relaxed),
         API.head_offset.load(Ordering::Relaxed),
-        API.interp_main.load(Ordering::Relaxed),
-        API.interp_head.load(Ordering::Relaxed),
+        API.tstate_interp.load(Ordering::Relaxed),
     );
-    if rt == 0 || main_fn == 0 || head_fn == 0 || (rt + off) % 8 != 0 {
+    if rt == 0
+        || interp_off == 0
+        || mine == 0
+        || (rt + off) % 8 != 0
+        || (mine + interp_off) % 8 != 0
+    {
         return;
     }
     let addr = (rt + off) as *mut AtomicUsize;
-    // SAFETY: the addresses dlsym gave for PyInterpreterState_Main/Head (PyInterpreterState
-    // *(void)): each returns a field of _PyRuntime. `addr` lies inside `_PyRuntime` (a static
-    // of the interpreter, mapped for the life of the process) at the layout's offset of an
-    // aligned pointer field, read with an atomic load (CPython writes it under its lock).
-    let (main, head, seen) = unsafe {
+    // SAFETY: `addr` lies inside `_PyRuntime` (a static of the interpreter, mapped for the
+    // life of the process) at the layout's offset of an aligned pointer field, read with an
+    // atomic load (CPython writes it under its lock); `mine` is this thread's live thread
+    // state (the caller holds the GIL with it), whose `interp` field, at the layout's offset
+    // inside the structure, is aligned and not changed while the thread exists.
+    let (main, seen) = unsafe {
         (
-            std::mem::transmute::<usize, PtrFn>(main_fn)() as usize,
-            std::mem::transmute::<usize, PtrFn>(head_fn)() as usize,
+            (*((mine + interp_off) as *const AtomicUsize)).load(Ordering::Relaxed),
             (*addr).load(Ordering::Relaxed),
         )
     };
-    // The offset is trusted only if the word there is the head the interpreter reports.
-    if main == 0 || head != seen {
+    if main == 0 || main != seen {
         return;
     }
     MAIN.store(main, Ordering::Relaxed);

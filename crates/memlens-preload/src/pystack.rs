@@ -184,6 +184,11 @@ impl Python {
     pub fn interpreters_head(&self) -> u64 {
         self.layout.runtime_interpreters_head
     }
+
+    /// The offset of `interp` in a `PyThreadState`.
+    pub fn tstate_interp(&self) -> u64 {
+        self.layout.tstate_interp
+    }
 }
 
 /// The interpreter of this process: `None` when it is not a Python process or one whose minor
