@@ -2131,9 +2131,10 @@ pub(crate) fn interpreters_head() -> Option<u64> {
     PY.get().map(|p| p.interpreters_head())
 }
 
-/// Where `interp` lies in a `PyThreadState`, from the layout of the interpreter found.
-pub(crate) fn tstate_interp() -> Option<u64> {
-    PY.get().map(|p| p.tstate_interp())
+/// Where `interp` lies in a `PyThreadState` and `next` in a `PyInterpreterState`, from the
+/// layout of the interpreter found.
+pub(crate) fn interp_offsets() -> Option<(u64, u64)> {
+    PY.get().map(|p| (p.tstate_interp(), p.interp_next()))
 }
 
 extern "C" fn fini() {

@@ -131,6 +131,8 @@ struct Api {
     head_offset: AtomicUsize,
     /// Where `interp` lies in a `PyThreadState` (the layout's; 0 when unknown).
     tstate_interp: AtomicUsize,
+    /// Where `next` lies in a `PyInterpreterState` (the layout's).
+    interp_next: AtomicUsize,
     is_initialized: AtomicUsize,
     gil_check: AtomicUsize,
     this_thread_state: AtomicUsize,
@@ -145,6 +147,7 @@ static API: Api = Api {
     runtime: AtomicUsize::new(0),
     head_offset: AtomicUsize::new(0),
     tstate_interp: AtomicUsize::new(0),
+    interp_next: AtomicUsize::new(0),
     is_initialized: AtomicUsize::new(0),
     gil_check: AtomicUsize::new(0),
     this_thread_state: AtomicUsize::new(0),
@@ -175,12 +178,13 @@ pub(crate) fn find(head_offset: Option<u64>, frees_hooked: bool) {
     FREES_HOOKED.store(frees_hooked, Ordering::Relaxed);
     API.allocator_name
         .store(sym(c"_PyMem_GetCurrentAllocatorName"), Ordering::Relaxed);
-    if let (Some(off), Some(interp)) = (head_offset, crate::hooks::tstate_interp()) {
+    if let (Some(off), Some((interp, next))) = (head_offset, crate::hooks::interp_offsets()) {
         let rt = sym(c"_PyRuntime");
         if rt != 0 && interp != 0 {
             API.runtime.store(rt, Ordering::Relaxed);
             API.head_offset.store(off as usize, Ordering::Relaxed);
             API.tstate_interp.store(interp as usize, Ordering::Relaxed);
+            API.interp_next.store(next as usize, Ordering::Relaxed);
         }
     }
     let current = match sym(c"PyThreadState_GetUnchecked") {
@@ -363,26 +367,31 @@ static OWNER: AtomicUsize = AtomicUsize::new(0);
 /// once, by the installing thread, which holds the GIL; `mine`, its `PyGILState` thread state
 /// (non-null, its current one).
 ///
-/// The offset is trusted only if the word there is `mine->interp` (at the layout's offset),
-/// which is then the main interpreter and the only one: a `PyGILState` thread state belongs
-/// to the main interpreter, and the head is the newest interpreter, so a head that is the
-/// main one means no other exists. A wrong offset would have to find that address by chance;
+/// The offset is trusted only if the word there is `mine->interp` (at the layout's offset)
+/// and that interpreter's `next` is null: the head is the newest interpreter and the main one
+/// the oldest, so a head with no next is the only interpreter, the main one. (The installing
+/// thread's own interpreter alone would not do: installed from a subinterpreter's thread, as
+/// `record --trace` on 3.14+ may, while that subinterpreter is the newest, it would be taken
+/// for the main one, and the main interpreter's threads, under another GIL, would take the
+/// fast path beside its threads.) A wrong offset would have to find that address by chance;
 /// without a match the wrapper always takes the thread-local path (correct, slower). This
 /// reads what `PyInterpreterState_Main()` and `PyInterpreterState_Head()` would return
 /// without calling them: in the static Debian 3.11 both lie among the executable's cold
 /// code, and calling them made two 64 KiB fault-around windows of its text resident (128 KiB
 /// of the traced program's peak, for two calls at installation).
 fn enable_fast_path(mine: usize) {
-    let (rt, off, interp_off) = (
+    let (rt, off, interp_off, next_off) = (
         API.runtime.load(Ordering::Relaxed),
         API.head_offset.load(Ordering::Relaxed),
         API.tstate_interp.load(Ordering::Relaxed),
+        API.interp_next.load(Ordering::Relaxed),
     );
     if rt == 0
         || interp_off == 0
         || mine == 0
         || (rt + off) % 8 != 0
         || (mine + interp_off) % 8 != 0
+        || next_off % 8 != 0
     {
         return;
     }
@@ -398,7 +407,13 @@ fn enable_fast_path(mine: usize) {
             (*addr).load(Ordering::Relaxed),
         )
     };
-    if main == 0 || main != seen {
+    if main == 0 || main != seen || main % 8 != 0 {
+        return;
+    }
+    // SAFETY: `main` is this thread's live interpreter (its thread state's), `next` an aligned
+    // pointer field at the layout's offset inside it, written under the runtime's lock.
+    let next = unsafe { (*((main + next_off) as *const AtomicUsize)).load(Ordering::Relaxed) };
+    if next != 0 {
         return;
     }
     MAIN.store(main, Ordering::Relaxed);

@@ -189,6 +189,11 @@ impl Python {
     pub fn tstate_interp(&self) -> u64 {
         self.layout.tstate_interp
     }
+
+    /// The offset of `next` in a `PyInterpreterState`.
+    pub fn interp_next(&self) -> u64 {
+        self.layout.interp_next
+    }
 }
 
 /// The interpreter of this process: `None` when it is not a Python process or one whose minor
