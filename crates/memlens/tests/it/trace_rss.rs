@@ -184,10 +184,12 @@ fn the_sampled_tracer_holds_little_memory_on_a_small_program() {
     }
 }
 
-/// The most the tracer's anonymous mappings may hold resident here (184-284 KiB measured on
-/// 3.8-3.14, varying with the filter words the samples' addresses hit; the tracer of stop 20
-/// held 1,024 KiB on 3.11).
-const BOUND: u64 = 384 << 10;
+/// The most the tracer's anonymous mappings may hold resident here: 60-84 KiB measured on
+/// 3.8-3.15 once the pointer table's first level was 8 KiB and its filter's pages followed
+/// the 4 MiB regions the samples lie in (table.rs, `Shape::SAMPLED`); 184-284 KiB before,
+/// varying with the filter words the samples' addresses hit (a page of a 256 KiB filter per
+/// sample); the tracer of stop 20 held 1,024 KiB on 3.11.
+const BOUND: u64 = 144 << 10;
 /// The traced program's VmHWM beyond the tracer's mappings and library: libgcc_s's data (its
 /// code is released), the pages of libc and the allocator the tracer's code touches, its
 /// aggregate's heap, and the difference between two launches of the same program (address
@@ -198,3 +200,117 @@ const BOUND: u64 = 384 << 10;
 /// tracer's own tables is held by [`BOUND`], not by this; libgcc_s's released code, by the
 /// test itself.
 const SLACK: u64 = 768 << 10;
+
+/// File offsets of the resident pages of the interpreter's code (the executable's and
+/// libpython's executable mappings) at READY, from the kernel's pagemap.
+fn interpreter_text(py: &Path, mut cmd: Command) -> std::collections::BTreeSet<(String, u64)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let exe = std::fs::canonicalize(py).expect("the interpreter's path");
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().expect("piped stdout"))
+        .read_line(&mut line)
+        .expect("reads READY");
+    let pid: u32 = line
+        .strip_prefix("READY ")
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("expected READY <pid>, got {line:?}"));
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    let mut pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap")).expect("pagemap");
+    let mut out = std::collections::BTreeSet::new();
+    for m in maps.lines() {
+        let f: Vec<&str> = m.split_whitespace().collect();
+        if f.len() < 6 || f[1] != "r-xp" {
+            continue;
+        }
+        let path = Path::new(f[5]);
+        let libpython = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("libpython"));
+        if path != exe && !libpython {
+            continue;
+        }
+        let (a, b) = f[0].split_once('-').expect("a range");
+        let (a, b) = (
+            u64::from_str_radix(a, 16).expect("hex"),
+            u64::from_str_radix(b, 16).expect("hex"),
+        );
+        let off = u64::from_str_radix(f[2], 16).expect("hex");
+        let mut buf = vec![0u8; ((b - a) / 4096 * 8) as usize];
+        pagemap.seek(SeekFrom::Start(a / 4096 * 8)).expect("seek");
+        pagemap.read_exact(&mut buf).expect("pagemap entries");
+        for (i, e) in buf.chunks(8).enumerate() {
+            if u64::from_le_bytes(e.try_into().expect("8 bytes")) >> 63 == 1 {
+                out.insert((f[5].to_string(), off + i as u64 * 4096));
+            }
+        }
+    }
+    child
+        .stdin
+        .as_mut()
+        .expect("piped stdin")
+        .write_all(b"\n")
+        .expect("releases the program");
+    assert!(child.wait().expect("exits").success());
+    out
+}
+
+/// The tracer makes next to none of the interpreter's code resident that the program alone
+/// does not: the pages resident in every traced launch and in no plain one (launches differ
+/// in what fault-around maps). The static Debian 3.11 lays out its cold functions apart, and
+/// the wrapper's installation called two of them (`PyInterpreterState_Main`/`_Head`): two
+/// 64 KiB windows of its text, 128 KiB of a ~9 MB program's peak (now read from memory,
+/// pymem.rs `enable_fast_path`).
+#[test]
+fn the_sampled_tracer_faults_in_little_of_the_interpreters_code() {
+    let dir = TempDir::new("trace-rss-text");
+    for py in pythons() {
+        let mut plain_pages = std::collections::BTreeSet::new();
+        let mut traced_pages: Option<std::collections::BTreeSet<(String, u64)>> = None;
+        for round in 0..2 {
+            let mut c = Command::new(&py.path);
+            c.arg(target_script("trace_rss.py")).arg(ITERS);
+            plain_pages.extend(interpreter_text(&py.path, c));
+            let out = dir.join(&format!("{}.{round}.trace", py.label));
+            let t = interpreter_text(
+                &py.path,
+                traced(&py.path, "trace_rss.py", &[ITERS], &out, &[]),
+            );
+            traced_pages = Some(match traced_pages {
+                None => t,
+                Some(prev) => prev.intersection(&t).cloned().collect(),
+            });
+        }
+        let traced_pages = traced_pages.expect("two rounds");
+        assert!(
+            !plain_pages.is_empty(),
+            "{}: no interpreter code found",
+            py.label
+        );
+        let extra: Vec<_> = traced_pages.difference(&plain_pages).collect();
+        eprintln!(
+            "{}: interpreter code resident plain {} pages, traced {} (in both launches), {} of them only traced",
+            py.label,
+            plain_pages.len(),
+            traced_pages.len(),
+            extra.len()
+        );
+        // sid's static 3.14 and 3.15: 36 pages (144 KiB) on 3.14, from the installation's
+        // one-time calls (PyGILState_Check, PyThreadState_GetUnchecked,
+        // _PyMem_GetCurrentAllocatorName lie among its cold code); not fixed yet, printed.
+        if py.label.starts_with("debian-sid-") {
+            continue;
+        }
+        assert!(
+            extra.len() <= 8,
+            "{}: the tracer made {} pages of the interpreter's code resident: {extra:x?}",
+            py.label,
+            extra.len()
+        );
+    }
+}
