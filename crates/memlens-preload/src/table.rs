@@ -202,8 +202,23 @@ pub struct Table {
     fshift: u32,
     slots: *const Slot,
     shape: Shape,
-    /// Each level's first slot (index into `slots`).
-    start: [usize; MAX_LEVELS as usize],
+    /// Each level's figures, computed once (a probe used to derive them from the shape at
+    /// each slot).
+    lv: [Level; MAX_LEVELS as usize],
+    /// `2^live_shift - 1` ([`Table::counts_live`]).
+    live_mask: u64,
+}
+
+/// One level's figures: its first slot (index into `slots`), its size less one (the mask of
+/// a slot index), the shift of the home hash, the most slots a probe visits, and the live
+/// count at which it is 3/4 full.
+#[derive(Clone, Copy, Default)]
+struct Level {
+    start: usize,
+    mask: usize,
+    hshift: u32,
+    probes: usize,
+    full_at: usize,
 }
 
 // SAFETY: all access to the memory is through atomics; the memory lives for the process.
@@ -223,9 +238,16 @@ impl Table {
         assert!(shape.levels >= 1 && shape.levels <= MAX_LEVELS && shape.base_bits >= 1);
         assert!(shape.level_bits(shape.levels - 1) < 48);
         assert!(shape.filter_bits >= 1 && shape.filter_bits < 32);
-        let mut start = [0; MAX_LEVELS as usize];
-        for (l, s) in start.iter_mut().enumerate().take(shape.levels as usize) {
-            *s = shape.level_start(l as u32);
+        let mut lv = [Level::default(); MAX_LEVELS as usize];
+        for (l, v) in lv.iter_mut().enumerate().take(shape.levels as usize) {
+            let bits = shape.level_bits(l as u32);
+            *v = Level {
+                start: shape.level_start(l as u32),
+                mask: (1usize << bits) - 1,
+                hshift: 64 - bits,
+                probes: MAX_PROBES.min(1 << bits),
+                full_at: (1usize << bits) / 4 * 3,
+            };
         }
         // 1 + MAX_LEVELS words fit the header.
         const _: () = assert!((1 + MAX_LEVELS as usize) * 8 <= Shape::HEADER);
@@ -238,7 +260,8 @@ impl Table {
             // SAFETY: as above.
             slots: unsafe { mem.add(Shape::HEADER + shape.filter_len() * 2) } as *const Slot,
             shape,
-            start,
+            lv,
+            live_mask: (1u64 << shape.live_shift) - 1,
         }
     }
 
@@ -296,8 +319,7 @@ impl Table {
     /// 3/4 mark of the smallest is 49,152), at a sixteenth of the atomic additions.
     #[inline]
     fn counts_live(&self, key: usize) -> bool {
-        let mask = (1u64 << self.shape.live_shift) - 1;
-        (key as u64 >> 4).wrapping_mul(0xA076_1D64_78BD_642F) >> 32 & mask == 0
+        (key as u64 >> 4).wrapping_mul(0xA076_1D64_78BD_642F) >> 32 & self.live_mask == 0
     }
 
     /// Uncounts `key`, which was counted (a stuck count stays); the word becomes zero, bits
@@ -318,23 +340,30 @@ impl Table {
         }
     }
 
+    /// Level `l`'s figures (`l` < levels <= [`MAX_LEVELS`], a power of two: the modulo only
+    /// spares a bounds check).
+    #[inline(always)]
+    fn level(&self, l: u32) -> &Level {
+        &self.lv[l as usize % MAX_LEVELS as usize]
+    }
+
     /// Slot `i` (wrapped) of level `l`.
     #[inline]
     fn slot(&self, l: u32, i: usize) -> &Slot {
-        let mask = (1usize << self.shape.level_bits(l)) - 1;
+        let v = self.level(l);
         // SAFETY: l < levels and i is masked to the level's size: inside the region
         // (from_raw's contract).
-        unsafe { &*self.slots.add(self.start[l as usize] + (i & mask)) }
+        unsafe { &*self.slots.add(v.start + (i & v.mask)) }
     }
 
     #[inline]
     fn home(&self, l: u32, key: usize) -> usize {
-        ((key as u64 >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - self.shape.level_bits(l)))
-            as usize
+        ((key as u64 >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.level(l).hshift) as usize
     }
 
+    #[inline]
     fn probes(&self, l: u32) -> usize {
-        MAX_PROBES.min(1 << self.shape.level_bits(l))
+        self.level(l).probes
     }
 
     /// Inserts `key`; false when no free slot lies within [`MAX_PROBES`] of its home in any
@@ -353,8 +382,7 @@ impl Table {
     fn insert_as<const X: bool>(&self, key: usize, e: Entry) -> bool {
         debug_assert!(key > TOMBSTONE);
         let mut top = self.top().load(Ordering::Relaxed) as u32;
-        let cap = 1usize << self.shape.level_bits(top);
-        let mut full = self.live(top).load(Ordering::Relaxed) >= cap / 4 * 3;
+        let mut full = self.live(top).load(Ordering::Relaxed) >= self.level(top).full_at;
         loop {
             // The newest level, moved on when it is 3/4 full or has no free slot near the
             // key's home (one thread moves it; the others see it moved).
