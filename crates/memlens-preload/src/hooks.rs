@@ -1873,20 +1873,21 @@ impl GilRing {
         let h = self.head.load(Ordering::Acquire);
         let mut t = self.tail.load(Ordering::Relaxed);
         let n = h.wrapping_sub(t);
-        while t != h {
-            // SAFETY: published by the producer (Acquire of head above); the consumer is this
-            // thread alone (the aggregate's lock).
-            let ev = unsafe { self.cell(t).read() };
-            // Not the residency list: GilEvent's note.
-            s.agg.apply_parts(
-                ev.kind,
-                PYMALLOC,
-                ev.stack,
-                ev.weight,
-                ev.now.max(s.start_ns),
-            );
-            t = t.wrapping_add(1);
-        }
+        let start = s.start_ns;
+        // Not the residency list: GilEvent's note.
+        s.agg.apply_run(
+            PYMALLOC,
+            std::iter::from_fn(|| {
+                if t == h {
+                    return None;
+                }
+                // SAFETY: published by the producer (Acquire of head above); the consumer is
+                // this thread alone (the aggregate's lock).
+                let ev = unsafe { self.cell(t).read() };
+                t = t.wrapping_add(1);
+                Some((ev.kind, ev.stack, ev.weight, ev.now.max(start)))
+            }),
+        );
         self.tail.store(t, Ordering::Release);
         n
     }

@@ -830,8 +830,25 @@ mod tests {
         assert_eq!(counted(&t), 0);
     }
 
-    #[test]
-    fn levels_grow_and_every_key_is_found() {
+    /// Levels open as they fill and every key is found again, through the shared operations
+    /// or (`excl`) the exclusive ones, which keep the same table: levels, filter, live counts.
+    /// Exclusive, a churn over few addresses (as a Python loop's) among the live keys finds
+    /// every key too. The filter and counts return to zero.
+    fn levels_grow_and_every_key_is_found_with(excl: bool) {
+        let insert = |t: &Table, k, e| {
+            if excl {
+                t.insert_excl(k, e)
+            } else {
+                t.insert(k, e)
+            }
+        };
+        let remove = |t: &Table, k| {
+            if excl {
+                t.remove_excl(k)
+            } else {
+                t.remove(k)
+            }
+        };
         let shape = Shape {
             base_bits: 4,
             growth_bits: 2,
@@ -843,62 +860,45 @@ mod tests {
         // 16, 64, 256, 1024 slots: 1,000 keys need the fourth level.
         let keys: Vec<usize> = (0..1000usize).map(|k| 0x10_0000 + k * 1008).collect();
         for &k in &keys {
-            assert!(t.insert(k, entry(k as u64)));
+            assert!(insert(&t, k, entry(k as u64)));
         }
         let (top, live) = t.levels_in_use();
         assert_eq!(top, 3, "live per level {live:?}");
         assert_eq!(live.iter().sum::<usize>(), 1000);
         // Each level below the top was filled to 3/4 before the next was opened.
         assert!(live[0] >= 12 && live[1] >= 48 && live[2] >= 192, "{live:?}");
-        assert_eq!(t.remove(0x10), None);
+        assert_eq!(remove(&t, 0x10), None);
+        if excl {
+            // Churn: 64 addresses allocated and freed again and again among the live keys.
+            for round in 0..200u64 {
+                for a in 0..64usize {
+                    assert!(insert(&t, 0x90_0000 + a * 48, entry(round)));
+                }
+                for a in 0..64usize {
+                    assert_eq!(remove(&t, 0x90_0000 + a * 48), Some(entry(round)));
+                }
+            }
+        }
         for &k in keys.iter().rev() {
-            assert_eq!(t.remove(k), Some(entry(k as u64)));
-            assert_eq!(t.remove(k), None);
+            assert_eq!(remove(&t, k), Some(entry(k as u64)));
+            assert_eq!(remove(&t, k), None);
         }
         assert_eq!(counted(&t), 0);
         assert_eq!(t.levels_in_use().1, [0; MAX_LEVELS as usize]);
         // Freed slots of the older levels take keys again once the newest one is full.
         for k in 0..1000usize {
-            assert!(t.insert(0x90_0000 + k * 48, entry(1)));
+            assert!(insert(&t, 0x90_0000 + k * 48, entry(1)));
         }
     }
 
-    /// The exclusive operations keep the same table as the shared ones: levels, filter, live
-    /// counts; a churn over few addresses (as a Python loop's) finds every key, and the
-    /// filter and counts return to zero.
+    #[test]
+    fn levels_grow_and_every_key_is_found() {
+        levels_grow_and_every_key_is_found_with(false);
+    }
+
     #[test]
     fn exclusive_use_keeps_the_same_table() {
-        let shape = Shape {
-            base_bits: 4,
-            growth_bits: 2,
-            levels: 4,
-            filter_bits: 16,
-            live_shift: 0,
-        };
-        let (_v, t) = table(shape);
-        let keys: Vec<usize> = (0..1000usize).map(|k| 0x10_0000 + k * 1008).collect();
-        for &k in &keys {
-            assert!(t.insert_excl(k, entry(k as u64)));
-        }
-        let (top, live) = t.levels_in_use();
-        assert_eq!(top, 3, "live per level {live:?}");
-        assert_eq!(live.iter().sum::<usize>(), 1000);
-        assert_eq!(t.remove_excl(0x10), None);
-        // Churn: 64 addresses allocated and freed again and again among the live keys.
-        for round in 0..200u64 {
-            for a in 0..64usize {
-                assert!(t.insert_excl(0x90_0000 + a * 48, entry(round)));
-            }
-            for a in 0..64usize {
-                assert_eq!(t.remove_excl(0x90_0000 + a * 48), Some(entry(round)));
-            }
-        }
-        for &k in keys.iter().rev() {
-            assert_eq!(t.remove_excl(k), Some(entry(k as u64)));
-            assert_eq!(t.remove_excl(k), None);
-        }
-        assert_eq!(counted(&t), 0);
-        assert_eq!(t.levels_in_use().1, [0; MAX_LEVELS as usize]);
+        levels_grow_and_every_key_is_found_with(true);
     }
 
     #[test]
