@@ -609,20 +609,42 @@ pub(crate) fn py_may_be_sampled(p: *mut c_void) -> bool {
 #[cold]
 pub(crate) fn py_freeing(p: *mut c_void, e: Entry, excl: bool) {
     if excl {
-        let Some(ring) = RING.get() else { return };
-        let now = coarse_ns();
-        let ev = free_event(p as usize, e, now);
-        if gil_push(ring, &ev, now) {
-            return;
-        }
-        let _g = Guard::enter();
-        if !deliver(ring, &ev, now) {
-            DROP_FREES.fetch_add(1, Ordering::Relaxed);
-        }
-        return;
+        return py_freeing_gil(p, e);
     }
     let _g = Guard::enter();
     emit_free(p as usize, e, excl);
+}
+
+/// [`py_freeing`] of a block of [`gil_table`], inline in the wrapper's free (its doc says
+/// why no guard).
+#[inline(always)]
+fn py_freeing_gil(p: *mut c_void, e: Entry) {
+    let Some(ring) = RING.get() else { return };
+    let now = coarse_ns();
+    let ev = free_event(p as usize, e, now);
+    if gil_push(ring, &ev, now) {
+        return;
+    }
+    let _g = Guard::enter();
+    if !deliver(ring, &ev, now) {
+        DROP_FREES.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The wrapper's free of a block its table's filter did not rule out: the probe of
+/// [`gil_table`] and the free event, all inline (one call less per free in `all` mode), else
+/// the shared table's.
+#[inline(always)]
+pub(crate) fn py_free_sampled(p: *mut c_void) {
+    if p.is_null() {
+        return;
+    }
+    if let Some(e) = gil_table().and_then(|t| t.remove_excl(p as usize)) {
+        return py_freeing_gil(p, e);
+    }
+    if let Some(e) = take(p) {
+        py_freeing(p, e, false);
+    }
 }
 
 /// An entry taken for a realloc that failed.

@@ -717,9 +717,7 @@ unsafe extern "C" fn wrap_free<const D: usize>(ctx: *mut c_void, p: *mut c_void)
 #[cold]
 #[inline(never)]
 unsafe extern "C" fn free_sampled<const D: usize>(ctx: *mut c_void, p: *mut c_void) {
-    if let Some((e, excl)) = py_take(p) {
-        py_freeing(p, e, excl);
-    }
+    crate::hooks::py_free_sampled(p);
     // SAFETY: as wrap_malloc.
     unsafe { old::<D>().free.unwrap_unchecked()(ctx, p) }
 }

@@ -374,6 +374,8 @@ impl Table {
 
     /// [`Table::insert`] for a table in exclusive use (the module doc's last section): the
     /// same steps, with plain loads and stores where `insert` has atomic read-modify-writes.
+    /// Inline: its one hot caller (the wrapper's `all`-mode record) saves a call.
+    #[inline]
     pub fn insert_excl(&self, key: usize, e: Entry) -> bool {
         self.insert_as::<true>(key, e)
     }
@@ -477,11 +479,12 @@ impl Table {
         self.remove_slow::<false>(key)
     }
 
-    /// [`Table::remove`] for a table in exclusive use (the module doc's last section).
-    #[inline]
+    /// [`Table::remove`] for a table in exclusive use (the module doc's last section); inline,
+    /// probe included (its hot caller is the wrapper's free of a sampled block).
+    #[inline(always)]
     pub fn remove_excl(&self, key: usize) -> Option<Entry> {
         // A zero word has no level bit: nothing is probed.
-        self.remove_slow::<true>(key)
+        self.remove_probe::<true>(key)
     }
 
     /// False when `key` is certainly not in the table (its filter word is zero): the one
@@ -495,6 +498,12 @@ impl Table {
     /// first.
     #[inline(never)]
     fn remove_slow<const X: bool>(&self, key: usize) -> Option<Entry> {
+        self.remove_probe::<X>(key)
+    }
+
+    /// The probe of [`Table::remove_slow`] and [`Table::remove_excl`].
+    #[inline(always)]
+    fn remove_probe<const X: bool>(&self, key: usize) -> Option<Entry> {
         let word = self.word(key);
         let mut bits = word.load(Ordering::Relaxed) >> 8;
         while bits != 0 {
