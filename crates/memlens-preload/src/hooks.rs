@@ -442,16 +442,12 @@ fn put_back(ptr: usize, e: Entry) {
     }
 }
 
-/// The free event of `e`, taken out of [`gil_table`] when `excl`.
-fn emit_free(ptr: usize, e: Entry, excl: bool) {
-    let Some(ring) = RING.get() else { return };
-    if crate::pymem::pending() {
-        crate::pymem::maybe_install();
-    }
-    let now = coarse_ns();
+/// The free event of `e` at `ptr`, at `now` (the coarse clock).
+#[inline(always)]
+fn free_event(ptr: usize, e: Entry, now: u64) -> Event {
     let age = u64::from(units(now).wrapping_sub(e.t) & TIME_MASK) << TIME_SHIFT;
     let inherited = e.t >> DEPTH_SHIFT < DEPTH.load(Ordering::Relaxed);
-    let ev = Event {
+    Event {
         kind: if inherited {
             FREE_INHERITED
         } else if age < TEMP_NS {
@@ -464,7 +460,17 @@ fn emit_free(ptr: usize, e: Entry, excl: bool) {
         ptr,
         size: e.size,
         weight: e.weight,
-    };
+    }
+}
+
+/// The free event of `e`, taken out of [`gil_table`] when `excl`.
+fn emit_free(ptr: usize, e: Entry, excl: bool) {
+    let Some(ring) = RING.get() else { return };
+    if crate::pymem::pending() {
+        crate::pymem::maybe_install();
+    }
+    let now = coarse_ns();
+    let ev = free_event(ptr, e, now);
     let ok = if excl {
         deliver_gil(ring, &ev, now)
     } else {
@@ -584,16 +590,61 @@ pub(crate) fn py_take(p: *mut c_void) -> Option<(Entry, bool)> {
 /// not, from the table's filter alone).
 #[inline(always)]
 pub(crate) fn py_may_be_sampled(p: *mut c_void) -> bool {
+    // The GIL table first: in `all` mode it holds nearly every block freed here.
     !p.is_null()
-        && (TABLE.get().is_some_and(|t| t.may_hold(p as usize))
-            || gil_table().is_some_and(|t| t.may_hold(p as usize)))
+        && (gil_table().is_some_and(|t| t.may_hold(p as usize))
+            || TABLE.get().is_some_and(|t| t.may_hold(p as usize)))
 }
 
-/// The free of a sampled block, taken out of the table by [`py_take`].
+/// The free of a sampled block, taken out of the table by [`py_take`] (out of [`gil_table`]
+/// when `excl`).
+///
+/// A block of `gil_table` is freed by its GIL's holder, whose event nearly always goes into
+/// [`GIL_RING`] ([`gil_push`]): that path runs without the reentrancy guard (one
+/// thread-local access less), as the table's removal before it already does. It calls
+/// nothing that allocates, maps or frees, so no hook can run inside it on this thread but
+/// one of a signal handler (which the guard would have left untraced; `malloc` is not
+/// async-signal-safe anyway); `pymem::maybe_install` is not asked, the wrapper being the
+/// caller. The way of [`deliver`] (which may drain and write a line) takes the guard.
 #[cold]
 pub(crate) fn py_freeing(p: *mut c_void, e: Entry, excl: bool) {
+    if excl {
+        return py_freeing_gil(p, e);
+    }
     let _g = Guard::enter();
     emit_free(p as usize, e, excl);
+}
+
+/// [`py_freeing`] of a block of [`gil_table`], inline in the wrapper's free (its doc says
+/// why no guard).
+#[inline(always)]
+fn py_freeing_gil(p: *mut c_void, e: Entry) {
+    let Some(ring) = RING.get() else { return };
+    let now = coarse_ns();
+    let ev = free_event(p as usize, e, now);
+    if gil_push(ring, &ev, now) {
+        return;
+    }
+    let _g = Guard::enter();
+    if !deliver(ring, &ev, now) {
+        DROP_FREES.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The wrapper's free of a block its table's filter did not rule out: the probe of
+/// [`gil_table`] and the free event, all inline (one call less per free in `all` mode), else
+/// the shared table's.
+#[inline(always)]
+pub(crate) fn py_free_sampled(p: *mut c_void) {
+    if p.is_null() {
+        return;
+    }
+    if let Some(e) = gil_table().and_then(|t| t.remove_excl(p as usize)) {
+        return py_freeing_gil(p, e);
+    }
+    if let Some(e) = take(p) {
+        py_freeing(p, e, false);
+    }
 }
 
 /// An entry taken for a realloc that failed.
@@ -1741,22 +1792,43 @@ fn deliver(ring: &Ring, ev: &Event, now: u64) -> bool {
 /// the peak's time is the event's own clock reading, kept with it.
 #[inline]
 fn deliver_gil(ring: &Ring, ev: &Event, now: u64) -> bool {
+    gil_push(ring, ev, now) || deliver(ring, ev, now)
+}
+
+/// [`deliver_gil`]'s way without a locked instruction: `ev` queued in [`GIL_RING`] while the
+/// shared queue is empty, no snapshot is due and `GIL_RING` has room; false (nothing done)
+/// otherwise. Only by the main interpreter's GIL holder, for a block of [`gil_table`].
+#[inline(always)]
+fn gil_push(ring: &Ring, ev: &Event, now: u64) -> bool {
     // A snapshot due goes the way of `deliver`, which writes it (`now` is the coarse clock,
     // never ahead of the one the period is kept in).
-    if ring.is_empty() && now < NEXT_WRITE_NS.load(Ordering::Relaxed) && GIL_RING.push(ev, now) {
-        return true;
-    }
-    deliver(ring, ev, now)
+    ring.is_empty() && now < NEXT_WRITE_NS.load(Ordering::Relaxed) && GIL_RING.push(ev, now)
 }
 
 /// Cells of [`GIL_RING`]: a locked instruction (the aggregate's try-lock) per this many events.
 const GIL_CELLS: usize = 256;
 
+/// What [`GIL_RING`] keeps of an event: what the aggregate reads of it, and its time. Its
+/// domain is [`PYMALLOC`] (only [`gil_table`]'s blocks go there, all of that domain), its
+/// pointer and size are not needed: the blocks are of at most [`PYMALLOC_MAX`] bytes, which
+/// the residency list ignores (`Residency::apply` returns at once for a block under its
+/// `LARGE` of a domain other than mmap), so the drain applies the event to the aggregate
+/// alone. 24 bytes where a full event and its time took 48: half the stores and loads.
+#[derive(Clone, Copy)]
+struct GilEvent {
+    weight: f64,
+    now: u64,
+    stack: u32,
+    kind: u8,
+}
+
+const _: () = assert!((PYMALLOC_MAX as u64) < crate::residency::LARGE);
+
 /// The queue of [`deliver_gil`]: one producer at a time (the main interpreter's GIL holder),
 /// drained by the aggregate's lock holder; a bounded single-producer single-consumer queue
-/// in the process's data (12 KiB, resident only once `all` mode uses it).
+/// in the process's data (6 KiB, resident only once `all` mode uses it).
 struct GilRing {
-    cells: UnsafeCell<[(Event, u64); GIL_CELLS]>,
+    cells: UnsafeCell<[GilEvent; GIL_CELLS]>,
     /// Events pushed (written by the producer, Release).
     head: AtomicUsize,
     /// Events taken (written by the consumer, Release).
@@ -1769,17 +1841,15 @@ struct GilRing {
 // its Release of `tail` past it.
 unsafe impl Sync for GilRing {}
 
-const NO_EVENT: Event = Event {
-    kind: 0,
-    domain: 0,
-    stack: 0,
-    ptr: 0,
-    size: 0,
+const NO_EVENT: GilEvent = GilEvent {
     weight: 0.0,
+    now: 0,
+    stack: 0,
+    kind: 0,
 };
 
 static GIL_RING: GilRing = GilRing {
-    cells: UnsafeCell::new([(NO_EVENT, 0); GIL_CELLS]),
+    cells: UnsafeCell::new([NO_EVENT; GIL_CELLS]),
     head: AtomicUsize::new(0),
     tail: AtomicUsize::new(0),
 };
@@ -1788,21 +1858,30 @@ impl GilRing {
     /// The cell of position `i` (a raw pointer: the producer and the consumer use different
     /// cells at the same time).
     #[inline]
-    fn cell(&self, i: usize) -> *mut (Event, u64) {
+    fn cell(&self, i: usize) -> *mut GilEvent {
         // SAFETY: i % GIL_CELLS is within the array.
-        unsafe { self.cells.get().cast::<(Event, u64)>().add(i % GIL_CELLS) }
+        unsafe { self.cells.get().cast::<GilEvent>().add(i % GIL_CELLS) }
     }
 
-    /// Queues `ev` (the producer: the main GIL held); false when full.
+    /// Queues `ev` (the producer: the main GIL held; `ev` of domain [`PYMALLOC`], of at most
+    /// [`PYMALLOC_MAX`] bytes: [`GilEvent`]); false when full.
     #[inline]
     fn push(&self, ev: &Event, now: u64) -> bool {
+        debug_assert!(ev.domain == PYMALLOC && ev.size <= PYMALLOC_MAX as u64);
         let h = self.head.load(Ordering::Relaxed);
         if h.wrapping_sub(self.tail.load(Ordering::Acquire)) >= GIL_CELLS {
             return false;
         }
         // SAFETY: cell h is free (the consumer released it, Acquire above) and this is the
         // only producer (the type's note).
-        unsafe { self.cell(h).write((*ev, now)) };
+        unsafe {
+            self.cell(h).write(GilEvent {
+                weight: ev.weight,
+                now,
+                stack: ev.stack,
+                kind: ev.kind,
+            })
+        };
         self.head.store(h.wrapping_add(1), Ordering::Release);
         true
     }
@@ -1816,14 +1895,21 @@ impl GilRing {
         let h = self.head.load(Ordering::Acquire);
         let mut t = self.tail.load(Ordering::Relaxed);
         let n = h.wrapping_sub(t);
-        while t != h {
-            // SAFETY: published by the producer (Acquire of head above); the consumer is this
-            // thread alone (the aggregate's lock).
-            let (ev, now) = unsafe { self.cell(t).read() };
-            s.agg.apply(&ev, now.max(s.start_ns));
-            s.residency.apply(&ev);
-            t = t.wrapping_add(1);
-        }
+        let start = s.start_ns;
+        // Not the residency list: GilEvent's note.
+        s.agg.apply_run(
+            PYMALLOC,
+            std::iter::from_fn(|| {
+                if t == h {
+                    return None;
+                }
+                // SAFETY: published by the producer (Acquire of head above); the consumer is
+                // this thread alone (the aggregate's lock).
+                let ev = unsafe { self.cell(t).read() };
+                t = t.wrapping_add(1);
+                Some((ev.kind, ev.stack, ev.weight, ev.now.max(start)))
+            }),
+        );
         self.tail.store(t, Ordering::Release);
         n
     }

@@ -497,9 +497,20 @@ fn not_sampled(size: usize) -> bool {
 
 /// The fast path's sample decision past [`not_sampled`] (the sample point may fall in this
 /// block, or first use, or `all` mode, or not tracing): the block's weight when sampled.
+/// `all` mode's answer (every block, at its size) is given here, inline: in that mode every
+/// allocation comes this way.
+#[inline(always)]
+fn decide_gil(size: usize) -> Option<f64> {
+    if crate::hooks::tracing_mean() == Some(1) {
+        return Some(size as f64);
+    }
+    decide_gil_sampled(size)
+}
+
+/// [`decide_gil`] but in `all` mode.
 #[cold]
 #[inline(never)]
-fn decide_gil(size: usize) -> Option<f64> {
+fn decide_gil_sampled(size: usize) -> Option<f64> {
     let mean = crate::hooks::tracing_mean()?;
     if mean <= 1 {
         return Some(size as f64);
@@ -730,9 +741,7 @@ unsafe extern "C" fn wrap_free<const D: usize>(ctx: *mut c_void, p: *mut c_void)
 #[cold]
 #[inline(never)]
 unsafe extern "C" fn free_sampled<const D: usize>(ctx: *mut c_void, p: *mut c_void) {
-    if let Some((e, excl)) = py_take(p) {
-        py_freeing(p, e, excl);
-    }
+    crate::hooks::py_free_sampled(p);
     // SAFETY: as wrap_malloc.
     unsafe { old::<D>().free.unwrap_unchecked()(ctx, p) }
 }

@@ -227,8 +227,23 @@ pub struct Table {
     rmask: usize,
     slots: *const Slot,
     shape: Shape,
-    /// Each level's first slot (index into `slots`).
-    start: [usize; MAX_LEVELS as usize],
+    /// Each level's figures, computed once (a probe used to derive them from the shape at
+    /// each slot).
+    lv: [Level; MAX_LEVELS as usize],
+    /// `2^live_shift - 1` ([`Table::counts_live`]).
+    live_mask: u64,
+}
+
+/// One level's figures: its first slot (index into `slots`), its size less one (the mask of
+/// a slot index), the shift of the home hash, the most slots a probe visits, and the live
+/// count at which it is 3/4 full.
+#[derive(Clone, Copy, Default)]
+struct Level {
+    start: usize,
+    mask: usize,
+    hshift: u32,
+    probes: usize,
+    full_at: usize,
 }
 
 // SAFETY: all access to the memory is through atomics; the memory lives for the process.
@@ -256,9 +271,16 @@ impl Table {
         } else {
             shape.filter_bits
         };
-        let mut start = [0; MAX_LEVELS as usize];
-        for (l, s) in start.iter_mut().enumerate().take(shape.levels as usize) {
-            *s = shape.level_start(l as u32);
+        let mut lv = [Level::default(); MAX_LEVELS as usize];
+        for (l, v) in lv.iter_mut().enumerate().take(shape.levels as usize) {
+            let bits = shape.level_bits(l as u32);
+            *v = Level {
+                start: shape.level_start(l as u32),
+                mask: (1usize << bits) - 1,
+                hshift: 64 - bits,
+                probes: MAX_PROBES.min(1 << bits),
+                full_at: (1usize << bits) / 4 * 3,
+            };
         }
         // 1 + MAX_LEVELS words fit the header.
         const _: () = assert!((1 + MAX_LEVELS as usize) * 8 <= Shape::HEADER);
@@ -277,7 +299,8 @@ impl Table {
             // SAFETY: as above.
             slots: unsafe { mem.add(Shape::HEADER + shape.filter_len() * 2) } as *const Slot,
             shape,
-            start,
+            lv,
+            live_mask: (1u64 << shape.live_shift) - 1,
         }
     }
 
@@ -337,8 +360,7 @@ impl Table {
     /// 3/4 mark of the smallest is 49,152), at a sixteenth of the atomic additions.
     #[inline]
     fn counts_live(&self, key: usize) -> bool {
-        let mask = (1u64 << self.shape.live_shift) - 1;
-        (key as u64 >> 4).wrapping_mul(0xA076_1D64_78BD_642F) >> 32 & mask == 0
+        (key as u64 >> 4).wrapping_mul(0xA076_1D64_78BD_642F) >> 32 & self.live_mask == 0
     }
 
     /// Uncounts `key`, which was counted (a stuck count stays); the word becomes zero, bits
@@ -359,23 +381,30 @@ impl Table {
         }
     }
 
+    /// Level `l`'s figures (`l` < levels <= [`MAX_LEVELS`], a power of two: the modulo only
+    /// spares a bounds check).
+    #[inline(always)]
+    fn level(&self, l: u32) -> &Level {
+        &self.lv[l as usize % MAX_LEVELS as usize]
+    }
+
     /// Slot `i` (wrapped) of level `l`.
     #[inline]
     fn slot(&self, l: u32, i: usize) -> &Slot {
-        let mask = (1usize << self.shape.level_bits(l)) - 1;
+        let v = self.level(l);
         // SAFETY: l < levels and i is masked to the level's size: inside the region
         // (from_raw's contract).
-        unsafe { &*self.slots.add(self.start[l as usize] + (i & mask)) }
+        unsafe { &*self.slots.add(v.start + (i & v.mask)) }
     }
 
     #[inline]
     fn home(&self, l: u32, key: usize) -> usize {
-        ((key as u64 >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - self.shape.level_bits(l)))
-            as usize
+        ((key as u64 >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.level(l).hshift) as usize
     }
 
+    #[inline]
     fn probes(&self, l: u32) -> usize {
-        MAX_PROBES.min(1 << self.shape.level_bits(l))
+        self.level(l).probes
     }
 
     /// Inserts `key`; false when no free slot lies within [`MAX_PROBES`] of its home in any
@@ -386,6 +415,8 @@ impl Table {
 
     /// [`Table::insert`] for a table in exclusive use (the module doc's last section): the
     /// same steps, with plain loads and stores where `insert` has atomic read-modify-writes.
+    /// Inline: its one hot caller (the wrapper's `all`-mode record) saves a call.
+    #[inline]
     pub fn insert_excl(&self, key: usize, e: Entry) -> bool {
         self.insert_as::<true>(key, e)
     }
@@ -394,8 +425,7 @@ impl Table {
     fn insert_as<const X: bool>(&self, key: usize, e: Entry) -> bool {
         debug_assert!(key > TOMBSTONE);
         let mut top = self.top().load(Ordering::Relaxed) as u32;
-        let cap = 1usize << self.shape.level_bits(top);
-        let mut full = self.live(top).load(Ordering::Relaxed) >= cap / 4 * 3;
+        let mut full = self.live(top).load(Ordering::Relaxed) >= self.level(top).full_at;
         loop {
             // The newest level, moved on when it is 3/4 full or has no free slot near the
             // key's home (one thread moves it; the others see it moved).
@@ -490,11 +520,12 @@ impl Table {
         self.remove_slow::<false>(key)
     }
 
-    /// [`Table::remove`] for a table in exclusive use (the module doc's last section).
-    #[inline]
+    /// [`Table::remove`] for a table in exclusive use (the module doc's last section); inline,
+    /// probe included (its hot caller is the wrapper's free of a sampled block).
+    #[inline(always)]
     pub fn remove_excl(&self, key: usize) -> Option<Entry> {
         // A zero word has no level bit: nothing is probed.
-        self.remove_slow::<true>(key)
+        self.remove_probe::<true>(key)
     }
 
     /// False when `key` is certainly not in the table (its filter word is zero): the one
@@ -508,6 +539,12 @@ impl Table {
     /// first.
     #[inline(never)]
     fn remove_slow<const X: bool>(&self, key: usize) -> Option<Entry> {
+        self.remove_probe::<X>(key)
+    }
+
+    /// The probe of [`Table::remove_slow`] and [`Table::remove_excl`].
+    #[inline(always)]
+    fn remove_probe<const X: bool>(&self, key: usize) -> Option<Entry> {
         let word = self.word(key);
         let mut bits = word.load(Ordering::Relaxed) >> 8;
         while bits != 0 {
@@ -845,8 +882,25 @@ mod tests {
         assert_eq!(counted(&t), 0);
     }
 
-    #[test]
-    fn levels_grow_and_every_key_is_found() {
+    /// Levels open as they fill and every key is found again, through the shared operations
+    /// or (`excl`) the exclusive ones, which keep the same table: levels, filter, live counts.
+    /// Exclusive, a churn over few addresses (as a Python loop's) among the live keys finds
+    /// every key too. The filter and counts return to zero.
+    fn levels_grow_and_every_key_is_found_with(excl: bool) {
+        let insert = |t: &Table, k, e| {
+            if excl {
+                t.insert_excl(k, e)
+            } else {
+                t.insert(k, e)
+            }
+        };
+        let remove = |t: &Table, k| {
+            if excl {
+                t.remove_excl(k)
+            } else {
+                t.remove(k)
+            }
+        };
         let shape = Shape {
             base_bits: 4,
             growth_bits: 2,
@@ -859,63 +913,45 @@ mod tests {
         // 16, 64, 256, 1024 slots: 1,000 keys need the fourth level.
         let keys: Vec<usize> = (0..1000usize).map(|k| 0x10_0000 + k * 1008).collect();
         for &k in &keys {
-            assert!(t.insert(k, entry(k as u64)));
+            assert!(insert(&t, k, entry(k as u64)));
         }
         let (top, live) = t.levels_in_use();
         assert_eq!(top, 3, "live per level {live:?}");
         assert_eq!(live.iter().sum::<usize>(), 1000);
         // Each level below the top was filled to 3/4 before the next was opened.
         assert!(live[0] >= 12 && live[1] >= 48 && live[2] >= 192, "{live:?}");
-        assert_eq!(t.remove(0x10), None);
+        assert_eq!(remove(&t, 0x10), None);
+        if excl {
+            // Churn: 64 addresses allocated and freed again and again among the live keys.
+            for round in 0..200u64 {
+                for a in 0..64usize {
+                    assert!(insert(&t, 0x90_0000 + a * 48, entry(round)));
+                }
+                for a in 0..64usize {
+                    assert_eq!(remove(&t, 0x90_0000 + a * 48), Some(entry(round)));
+                }
+            }
+        }
         for &k in keys.iter().rev() {
-            assert_eq!(t.remove(k), Some(entry(k as u64)));
-            assert_eq!(t.remove(k), None);
+            assert_eq!(remove(&t, k), Some(entry(k as u64)));
+            assert_eq!(remove(&t, k), None);
         }
         assert_eq!(counted(&t), 0);
         assert_eq!(t.levels_in_use().1, [0; MAX_LEVELS as usize]);
         // Freed slots of the older levels take keys again once the newest one is full.
         for k in 0..1000usize {
-            assert!(t.insert(0x90_0000 + k * 48, entry(1)));
+            assert!(insert(&t, 0x90_0000 + k * 48, entry(1)));
         }
     }
 
-    /// The exclusive operations keep the same table as the shared ones: levels, filter, live
-    /// counts; a churn over few addresses (as a Python loop's) finds every key, and the
-    /// filter and counts return to zero.
+    #[test]
+    fn levels_grow_and_every_key_is_found() {
+        levels_grow_and_every_key_is_found_with(false);
+    }
+
     #[test]
     fn exclusive_use_keeps_the_same_table() {
-        let shape = Shape {
-            base_bits: 4,
-            growth_bits: 2,
-            levels: 4,
-            filter_bits: 16,
-            filter_region_bits: 0,
-            live_shift: 0,
-        };
-        let (_v, t) = table(shape);
-        let keys: Vec<usize> = (0..1000usize).map(|k| 0x10_0000 + k * 1008).collect();
-        for &k in &keys {
-            assert!(t.insert_excl(k, entry(k as u64)));
-        }
-        let (top, live) = t.levels_in_use();
-        assert_eq!(top, 3, "live per level {live:?}");
-        assert_eq!(live.iter().sum::<usize>(), 1000);
-        assert_eq!(t.remove_excl(0x10), None);
-        // Churn: 64 addresses allocated and freed again and again among the live keys.
-        for round in 0..200u64 {
-            for a in 0..64usize {
-                assert!(t.insert_excl(0x90_0000 + a * 48, entry(round)));
-            }
-            for a in 0..64usize {
-                assert_eq!(t.remove_excl(0x90_0000 + a * 48), Some(entry(round)));
-            }
-        }
-        for &k in keys.iter().rev() {
-            assert_eq!(t.remove_excl(k), Some(entry(k as u64)));
-            assert_eq!(t.remove_excl(k), None);
-        }
-        assert_eq!(counted(&t), 0);
-        assert_eq!(t.levels_in_use().1, [0; MAX_LEVELS as usize]);
+        levels_grow_and_every_key_is_found_with(true);
     }
 
     #[test]
