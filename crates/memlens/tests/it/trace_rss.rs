@@ -85,8 +85,8 @@ fn resident(pid: u32) -> Resident {
     r
 }
 
-/// Runs the target to READY, measures it, lets it exit.
-fn measure(mut cmd: Command) -> Resident {
+/// Runs the target to READY, hands its pid to `at`, lets it exit.
+fn at_ready<T>(mut cmd: Command, at: impl FnOnce(u32) -> T) -> T {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -100,7 +100,7 @@ fn measure(mut cmd: Command) -> Resident {
         .strip_prefix("READY ")
         .and_then(|r| r.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("expected READY <pid>, got {line:?}"));
-    let r = resident(pid);
+    let r = at(pid);
     child
         .stdin
         .as_mut()
@@ -109,6 +109,11 @@ fn measure(mut cmd: Command) -> Resident {
         .expect("releases the program");
     assert!(child.wait().expect("exits").success());
     r
+}
+
+/// Runs the target to READY, measures it, lets it exit.
+fn measure(cmd: Command) -> Resident {
+    at_ready(cmd, resident)
 }
 
 fn plain(py: &Path) -> Resident {
@@ -203,61 +208,43 @@ const SLACK: u64 = 768 << 10;
 
 /// File offsets of the resident pages of the interpreter's code (the executable's and
 /// libpython's executable mappings) at READY, from the kernel's pagemap.
-fn interpreter_text(py: &Path, mut cmd: Command) -> std::collections::BTreeSet<(String, u64)> {
+fn interpreter_text(py: &Path, cmd: Command) -> std::collections::BTreeSet<(String, u64)> {
     use std::io::{Read, Seek, SeekFrom};
     let exe = std::fs::canonicalize(py).expect("the interpreter's path");
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python runs");
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().expect("piped stdout"))
-        .read_line(&mut line)
-        .expect("reads READY");
-    let pid: u32 = line
-        .strip_prefix("READY ")
-        .and_then(|r| r.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("expected READY <pid>, got {line:?}"));
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
-    let mut pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap")).expect("pagemap");
-    let mut out = std::collections::BTreeSet::new();
-    for m in maps.lines() {
-        let f: Vec<&str> = m.split_whitespace().collect();
-        if f.len() < 6 || f[1] != "r-xp" {
-            continue;
-        }
-        let path = Path::new(f[5]);
-        let libpython = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("libpython"));
-        if path != exe && !libpython {
-            continue;
-        }
-        let (a, b) = f[0].split_once('-').expect("a range");
-        let (a, b) = (
-            u64::from_str_radix(a, 16).expect("hex"),
-            u64::from_str_radix(b, 16).expect("hex"),
-        );
-        let off = u64::from_str_radix(f[2], 16).expect("hex");
-        let mut buf = vec![0u8; ((b - a) / 4096 * 8) as usize];
-        pagemap.seek(SeekFrom::Start(a / 4096 * 8)).expect("seek");
-        pagemap.read_exact(&mut buf).expect("pagemap entries");
-        for (i, e) in buf.chunks(8).enumerate() {
-            if u64::from_le_bytes(e.try_into().expect("8 bytes")) >> 63 == 1 {
-                out.insert((f[5].to_string(), off + i as u64 * 4096));
+    at_ready(cmd, |pid| {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+        let mut pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap")).expect("pagemap");
+        let mut out = std::collections::BTreeSet::new();
+        for m in maps.lines() {
+            let f: Vec<&str> = m.split_whitespace().collect();
+            if f.len() < 6 || f[1] != "r-xp" {
+                continue;
+            }
+            let path = Path::new(f[5]);
+            let libpython = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libpython"));
+            if path != exe && !libpython {
+                continue;
+            }
+            let (a, b) = f[0].split_once('-').expect("a range");
+            let (a, b) = (
+                u64::from_str_radix(a, 16).expect("hex"),
+                u64::from_str_radix(b, 16).expect("hex"),
+            );
+            let off = u64::from_str_radix(f[2], 16).expect("hex");
+            let mut buf = vec![0u8; ((b - a) / 4096 * 8) as usize];
+            pagemap.seek(SeekFrom::Start(a / 4096 * 8)).expect("seek");
+            pagemap.read_exact(&mut buf).expect("pagemap entries");
+            for (i, e) in buf.chunks(8).enumerate() {
+                if u64::from_le_bytes(e.try_into().expect("8 bytes")) >> 63 == 1 {
+                    out.insert((f[5].to_string(), off + i as u64 * 4096));
+                }
             }
         }
-    }
-    child
-        .stdin
-        .as_mut()
-        .expect("piped stdin")
-        .write_all(b"\n")
-        .expect("releases the program");
-    assert!(child.wait().expect("exits").success());
-    out
+        out
+    })
 }
 
 /// The tracer makes next to none of the interpreter's code resident that the program alone
