@@ -210,7 +210,15 @@ impl LiveRun {
         script: &str,
         args: &[String],
     ) -> LiveRun {
-        let mut child = memlens()
+        // Through `env --default-signal=INT`, as from a terminal: a SIGINT the test sends is
+        // forwarded to the program, which a test run started in the background (a shell
+        // without job control ignores SIGINT there, and so memlens and the program would)
+        // never sees: a_sigint_gives_the_whole_trace waited forever.
+        let base = memlens();
+        let mut child = Command::new("env")
+            .arg("--default-signal=INT")
+            .arg(base.get_program())
+            .envs(base.get_envs().filter_map(|(k, v)| Some((k, v?))))
             .env("MEMLENS_PRELOAD", crate::preload::preload_so())
             .env("TMPDIR", tmp)
             .env("MEMLENS_TRACE_PERIOD_MS", "100")
