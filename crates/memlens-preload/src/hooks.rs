@@ -351,6 +351,29 @@ fn record_alloc(g: &Guard, ptr: usize, size: u64, weight: f64, domain: u8, gil: 
     if crate::pymem::pending() {
         crate::pymem::maybe_install();
     }
+    let excl = if gil && domain == PYMALLOC {
+        gil_table()
+    } else {
+        None
+    };
+    record_in(g, table, excl, ring, ptr, size, weight, domain, gil);
+}
+
+/// [`record_alloc`]'s work once its tables are known: the stack, the entry (in `excl`, the
+/// table in exclusive use, when given, else in `table`), the event.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn record_in(
+    g: &Guard,
+    table: &Table,
+    excl: Option<&Table>,
+    ring: &Ring,
+    ptr: usize,
+    size: u64,
+    weight: f64,
+    domain: u8,
+    gil: bool,
+) {
     let stack = STACKS
         .get()
         .map_or(0, |s| s.sample(PY.get(), domain, gil, g.walk()));
@@ -361,11 +384,6 @@ fn record_alloc(g: &Guard, ptr: usize, size: u64, weight: f64, domain: u8, gil: 
         domain,
         stack,
         t: units(now) | DEPTH.load(Ordering::Relaxed) << DEPTH_SHIFT,
-    };
-    let excl = if gil && domain == PYMALLOC {
-        gil_table()
-    } else {
-        None
     };
     let inserted = match excl {
         Some(t) => t.insert_excl(ptr, e),
@@ -394,6 +412,63 @@ fn record_alloc(g: &Guard, ptr: usize, size: u64, weight: f64, domain: u8, gil: 
             None => table.remove(ptr),
         };
         DROP_ALLOCS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// `all` mode's record of a block of at most [`PYMALLOC_MAX`] bytes the wrapper's allocator
+/// (pymalloc, [`GIL_TABLE_ON`]) just gave with the GIL of the only interpreter held
+/// (`pymem::wrap_malloc_all`): what [`py_record`] and [`record_alloc`] do for it, with no
+/// decision to take (every block at its size) and inline, into [`gil_table`]. The wrapper is
+/// installed, so nothing is left to install.
+#[inline(always)]
+pub(crate) fn record_gil(p: *mut c_void, size: usize) {
+    debug_assert!(size <= PYMALLOC_MAX);
+    if !TRACING.load(Ordering::Relaxed) {
+        return;
+    }
+    let (Some(excl), Some(table), Some(ring)) = (gil_table(), TABLE.get(), RING.get()) else {
+        return;
+    };
+    if let Some(g) = Guard::enter() {
+        let size = size as u64;
+        record_in(
+            &g,
+            table,
+            Some(excl),
+            ring,
+            p as usize,
+            size,
+            size as f64,
+            PYMALLOC,
+            true,
+        );
+    }
+}
+
+/// `all` mode's free of a block by the wrapper's allocator (`pymem::wrap_free_all`): in that
+/// mode nearly every block freed there is in [`gil_table`], so its probe comes first, with no
+/// filter check before it (the probe's first load is the filter's word); else the shared
+/// table's way ([`py_free_sampled`]).
+#[inline(always)]
+pub(crate) fn free_gil(p: *mut c_void) {
+    if p.is_null() {
+        return;
+    }
+    if let Some(e) = gil_table().and_then(|t| t.remove_excl(p as usize)) {
+        return py_freeing_gil(p, e);
+    }
+    if TABLE.get().is_some_and(|t| t.may_hold(p as usize)) {
+        free_shared(p);
+    }
+}
+
+/// [`free_gil`]'s way for a block of the shared table (a block recorded without the GIL
+/// table: before it was on, or with another interpreter alive).
+#[cold]
+#[inline(never)]
+fn free_shared(p: *mut c_void) {
+    if let Some(e) = take(p) {
+        py_freeing(p, e, false);
     }
 }
 

@@ -277,7 +277,8 @@ pub(crate) fn maybe_install() {
 }
 
 /// The allocator installed over `old` for domain index `i`: the wrappers, with `old`'s own
-/// `ctx`; its `free` is `old`'s when [`SERVED_RAW`].
+/// `ctx`; its `free` is `old`'s when [`SERVED_RAW`]; `all` mode's own malloc, calloc and free
+/// when [`crate::hooks::GIL_TABLE_ON`] (set before, never changed after).
 fn ours(i: usize, old: &Allocator) -> Allocator {
     let mut w = if i == 0 {
         Allocator {
@@ -298,6 +299,17 @@ fn ours(i: usize, old: &Allocator) -> Allocator {
     };
     if SERVED_RAW.load(Ordering::Relaxed) {
         w.free = old.free;
+    }
+    if crate::hooks::GIL_TABLE_ON.load(Ordering::Relaxed) {
+        if i == 0 {
+            w.malloc = Some(wrap_malloc_all::<0>);
+            w.calloc = Some(wrap_calloc_all::<0>);
+            w.free = Some(wrap_free_all::<0>);
+        } else {
+            w.malloc = Some(wrap_malloc_all::<1>);
+            w.calloc = Some(wrap_calloc_all::<1>);
+            w.free = Some(wrap_free_all::<1>);
+        }
     }
     w
 }
@@ -724,6 +736,50 @@ unsafe extern "C" fn realloc_slow<const D: usize>(
         py_record(r, size, w, gil);
         r
     }
+}
+
+// `all` mode with pymalloc underneath ([`crate::hooks::GIL_TABLE_ON`]): every block is
+// recorded, so there is no sample decision to take, and nearly every block is one of
+// pymalloc's, recorded with the GIL in the table in exclusive use. These wrappers take that
+// way inline ([`crate::hooks::record_gil`], [`crate::hooks::free_gil`]), and hand anything
+// else (a larger block, another interpreter) to the general path above. realloc, rarer,
+// keeps the general wrapper.
+
+unsafe extern "C" fn wrap_malloc_all<const D: usize>(ctx: *mut c_void, size: usize) -> *mut c_void {
+    if size > PYMALLOC_MAX || !one_gil() {
+        // SAFETY: the caller's arguments, passed on.
+        return unsafe { malloc_slow::<D>(ctx, size) };
+    }
+    // SAFETY: as wrap_malloc.
+    let p = with_owner(|| unsafe { old::<D>().malloc.unwrap_unchecked()(ctx, size) });
+    if !p.is_null() {
+        crate::hooks::record_gil(p, size);
+    }
+    p
+}
+
+unsafe extern "C" fn wrap_calloc_all<const D: usize>(
+    ctx: *mut c_void,
+    n: usize,
+    m: usize,
+) -> *mut c_void {
+    let size = n.saturating_mul(m);
+    if size > PYMALLOC_MAX || !one_gil() {
+        // SAFETY: the caller's arguments, passed on.
+        return unsafe { calloc_slow::<D>(ctx, n, m) };
+    }
+    // SAFETY: as wrap_malloc.
+    let p = with_owner(|| unsafe { old::<D>().calloc.unwrap_unchecked()(ctx, n, m) });
+    if !p.is_null() {
+        crate::hooks::record_gil(p, size);
+    }
+    p
+}
+
+unsafe extern "C" fn wrap_free_all<const D: usize>(ctx: *mut c_void, p: *mut c_void) {
+    crate::hooks::free_gil(p);
+    // SAFETY: as wrap_malloc.
+    unsafe { old::<D>().free.unwrap_unchecked()(ctx, p) }
 }
 
 /// Installed only without [`SERVED_RAW`] (`all` mode, a debug or unknown allocator, attached).
