@@ -13,7 +13,9 @@
 //! drains, for the snapshot line) goes straight to the real allocator, untraced. It samples by bytes ([`sampling`]), records a sampled pointer in a lock-free table
 //! ([`table`], with a counting filter in front) so its free is recognised in O(1), and hands an event to the [`agg::Aggregate`]: applied at once, in the
 //! allocating thread, when the aggregate's try-lock is free and nothing is queued before it
-//! (a hook never waits), else queued ([`ring`]; `hooks::deliver`). The queue is drained into
+//! (no wait), else queued ([`ring`]; `hooks::deliver`); only a hook that finds the queue full
+//! waits for the lock and drains it (`hooks::deliver_full`: nothing is dropped while
+//! tracing). The queue is drained into
 //! the aggregate by the next hook that takes the lock, before its own event (so events are
 //! applied in an order consistent with the order they happened in), by a hook that queues
 //! one when it is a quarter full, and at exit, `_exit` and fork. In `all` mode the pymalloc

@@ -9,6 +9,8 @@ allocates 10 bytearrays (`# @child`) and leaves with `os._exit` (no destructors,
 Each marked line makes its bytearray alone (its size computed before: an int made there would
 be counted there too). Sizes are the objects' own `sys.getsizeof` (header and buffer: all that each marked line
 allocates); it prints `TRUTH held=B churn=B kept=B child=B child_pid=P cmalloc=B` and exits 0.
+With TRACE_DIRECT_ONE_CPU set, it first puts itself (and so every thread it starts) on one
+CPU: a thread holding the tracer's lock is then often preempted while the others queue.
 """
 import ctypes
 import os
@@ -19,6 +21,9 @@ THREADS = 8
 HELD = 4
 CHURN = 3000
 SIZE = 1 << 20
+
+if os.environ.get("TRACE_DIRECT_ONE_CPU"):
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
