@@ -496,33 +496,6 @@ pub(crate) fn record_gil(p: *mut c_void, size: usize) {
     }
 }
 
-/// `all` mode's free of a block by the wrapper's allocator (`pymem::wrap_free_all`): in that
-/// mode nearly every block freed there is in [`gil_table`], so its probe comes first, with no
-/// filter check before it (the probe's first load is the filter's word); else the shared
-/// table's way ([`py_free_sampled`]).
-#[inline(always)]
-pub(crate) fn free_gil(p: *mut c_void) {
-    if p.is_null() {
-        return;
-    }
-    if let Some(e) = gil_table().and_then(|t| t.remove_excl(p as usize)) {
-        return py_freeing_gil(p, e);
-    }
-    if TABLE.get().is_some_and(|t| t.may_hold(p as usize)) {
-        free_shared(p);
-    }
-}
-
-/// [`free_gil`]'s way for a block of the shared table (a block recorded without the GIL
-/// table: before it was on, or with another interpreter alive).
-#[cold]
-#[inline(never)]
-fn free_shared(p: *mut c_void) {
-    if let Some(e) = take(p) {
-        py_freeing(p, e, false);
-    }
-}
-
 /// The table in exclusive use ([`Table::insert_excl`]) for the pymalloc blocks the wrapper
 /// records while the main interpreter is the only one (`gil`), when it is on (`all` mode,
 /// pymalloc underneath: [`GIL_TABLE_ON`]). Its lock is the main interpreter's GIL:
@@ -757,8 +730,9 @@ fn py_freeing_gil(p: *mut c_void, e: Entry) {
     }
 }
 
-/// The wrapper's free of a block its table's filter did not rule out: the probe of
-/// [`gil_table`] and the free event, all inline (one call less per free in `all` mode), else
+/// The wrapper's free of a block its table's filter did not rule out, and `all` mode's free
+/// of every block (`pymem::wrap_free_all`: nearly all are in [`gil_table`]): the probe of
+/// `gil_table` and the free event, all inline (one call less per free in `all` mode), else
 /// the shared table's.
 #[inline(always)]
 pub(crate) fn py_free_sampled(p: *mut c_void) {

@@ -741,7 +741,7 @@ unsafe extern "C" fn realloc_slow<const D: usize>(
 // `all` mode with pymalloc underneath ([`crate::hooks::GIL_TABLE_ON`]): every block is
 // recorded, so there is no sample decision to take, and nearly every block is one of
 // pymalloc's, recorded with the GIL in the table in exclusive use. These wrappers take that
-// way inline ([`crate::hooks::record_gil`], [`crate::hooks::free_gil`]), and hand anything
+// way inline ([`crate::hooks::record_gil`], [`crate::hooks::py_free_sampled`]), and hand anything
 // else (a larger block, another interpreter) to the general path above. realloc, rarer,
 // keeps the general wrapper.
 
@@ -777,7 +777,7 @@ unsafe extern "C" fn wrap_calloc_all<const D: usize>(
 }
 
 unsafe extern "C" fn wrap_free_all<const D: usize>(ctx: *mut c_void, p: *mut c_void) {
-    crate::hooks::free_gil(p);
+    crate::hooks::py_free_sampled(p);
     // SAFETY: as wrap_malloc.
     unsafe { old::<D>().free.unwrap_unchecked()(ctx, p) }
 }
