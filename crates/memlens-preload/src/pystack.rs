@@ -507,11 +507,12 @@ impl Walk {
         }
     }
 
-    /// The slot of `near` for the innermost frame `f` and `domain`.
+    /// The home slot of `near` for the innermost frame `f` (of any domain: the domain is
+    /// compared, not hashed; one site's blocks are nearly always of one domain).
     #[inline(always)]
-    fn near_slot(f: &RawFrame, domain: u8) -> usize {
-        let h = (f.code as u64 ^ (f.pos as u64).rotate_left(24) ^ u64::from(domain) << 56)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    fn near_slot(f: &RawFrame) -> usize {
+        let h =
+            (f.code as u64 ^ (f.pos as u64).rotate_left(24)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         (h >> (64 - NEAR_SLOTS.trailing_zeros())) as usize
     }
 
@@ -1206,9 +1207,9 @@ impl Stacks {
     /// The stack id of a sample of `domain` in this thread (`py`: the interpreter, if any;
     /// `gil`: the caller holds the GIL of the only interpreter, [`Python::walk`]).
     ///
-    /// The walk and this thread's cache ([`Walk`]) inline; the rest ([`Stacks::sample_miss`])
-    /// apart, so a hit saves no registers it does not use.
-    #[inline]
+    /// The walk and this thread's cache ([`Walk`]) inline, in the caller (which has saved
+    /// the registers they use already); the rest ([`Stacks::sample_miss`]) apart.
+    #[inline(always)]
     pub fn sample(&self, py: Option<&Python>, domain: u8, gil: bool, w: &mut Walk) -> u32 {
         let (n, flags) = (w.n, w.flags);
         let outer_changed = match py {
@@ -1233,7 +1234,7 @@ impl Stacks {
         // not found by then is not kept): the 8-10 positions one loop allocates at would
         // otherwise often share a slot (the hash moves with the code's address) and evict
         // each other at every turn (w6: 2 misses an iteration in about half the runs).
-        let home = Walk::near_slot(&inner, domain);
+        let home = Walk::near_slot(&inner);
         let mut slot = home;
         for k in 0..NEAR_PROBES {
             let i = (home + k) % NEAR_SLOTS;
