@@ -32,7 +32,7 @@
 //! empty stack of its domain marked `lost=1`. Nothing here allocates through the allocator it
 //! traces.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 #[rustfmt::skip]
 #[path = "../../memlens-cpython/src/layouts/generated.rs"]
@@ -84,11 +84,17 @@ pub struct Python {
     /// attached one on 3.12+), cheaper than the `PyGILState` lookup; used only when the
     /// caller holds the GIL of the only interpreter, where both are this thread's.
     current_tstate: Option<unsafe extern "C" fn() -> usize>,
+    /// Where that function reads the current thread state, when it is one load of a field of
+    /// `_PyRuntime` (3.8-3.11's `gilstate.tstate_current`, x86-64: [`current_field`]), read
+    /// here without the call; 0 otherwise.
+    current_at: usize,
 }
 
 /// The offsets the walk reads, taken out of the layout once (plain numbers in one place: the
-/// walk runs on every sampled allocation, every allocation in `all` mode).
-#[derive(Clone, Copy, Debug)]
+/// walk runs on every sampled allocation, every allocation in `all` mode). For each minor
+/// version the layout tables know, they are also a constant ([`minor_offsets`]), so the walk
+/// of the interpreter found reads them as immediates ([`Python::walk`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Offsets {
     /// 0: frame objects (3.8-3.10), 1: `tstate->cframe->current_frame` (3.11-3.12),
     /// 2: `tstate->current_frame` (3.13+).
@@ -105,7 +111,8 @@ struct Offsets {
     pos: usize,
     /// `owner` (3.11+).
     owner: usize,
-    /// The frame owners that are not Python frames, one bit each (owner `k`: bit `k`).
+    /// The frame owners that are not Python frames, one bit each (owner `k`: bit `k`; none
+    /// before 3.12, so the test folds away in their constant walks).
     skip: u64,
     /// The tag bits of `f_executable` (3.14+).
     tag: usize,
@@ -117,8 +124,17 @@ struct Offsets {
     co_first: usize,
 }
 
-fn offsets(l: &Layout) -> Option<Offsets> {
-    let co_name = l.code_qualname.unwrap_or(l.code_name) as usize;
+/// `Some(v)`'s `v` as an offset, or `or` (a `const fn` `map_or`).
+const fn or(v: Option<u64>, or: usize) -> usize {
+    match v {
+        Some(v) => v as usize,
+        None => or,
+    }
+}
+
+/// The walk's offsets in layout `l`; `None` when it lacks one the walk needs. (A `const fn`:
+/// [`minor_offsets`].)
+const fn offsets(l: &Layout) -> Option<Offsets> {
     let base = Offsets {
         kind: 0,
         top: 0,
@@ -128,11 +144,11 @@ fn offsets(l: &Layout) -> Option<Offsets> {
         pos: 0,
         owner: 0,
         skip: 0,
-        tag: l.stackref_tag_bits.unwrap_or(0) as usize,
+        tag: or(l.stackref_tag_bits, 0),
         adaptive: 0,
         ob_type: l.object_type as usize,
         co_file: l.code_filename as usize,
-        co_name,
+        co_name: or(l.code_qualname, l.code_name as usize),
         co_first: l.code_firstlineno as usize,
     };
     if let (Some(top), Some(back), Some(code), Some(pos)) =
@@ -146,13 +162,15 @@ fn offsets(l: &Layout) -> Option<Offsets> {
             ..base
         });
     }
-    let (code, back, pos, owner, adaptive) = (
-        l.iframe_code?,
-        l.iframe_previous?,
-        l.iframe_instr?,
-        l.iframe_owner?,
-        l.code_code_adaptive?,
-    );
+    let (Some(code), Some(back), Some(pos), Some(owner), Some(adaptive)) = (
+        l.iframe_code,
+        l.iframe_previous,
+        l.iframe_instr,
+        l.iframe_owner,
+        l.code_code_adaptive,
+    ) else {
+        return None;
+    };
     let (kind, top, cur) = match (
         l.tstate_cframe,
         l.cframe_current_frame,
@@ -163,7 +181,13 @@ fn offsets(l: &Layout) -> Option<Offsets> {
         _ => return None,
     };
     // An owner number of 64 or more would not fit the bit set: no layout has one (none skipped).
-    let own = |o: Option<u64>| o.filter(|&v| v < 64).map_or(0, |v| 1u64 << v);
+    let mut skip = 0u64;
+    if let Some(v @ 0..64) = l.frame_owned_by_cstack {
+        skip |= 1 << v;
+    }
+    if let Some(v @ 0..64) = l.frame_owned_by_interpreter {
+        skip |= 1 << v;
+    }
     Some(Offsets {
         kind,
         top: top as usize,
@@ -172,10 +196,50 @@ fn offsets(l: &Layout) -> Option<Offsets> {
         code: code as usize,
         pos: pos as usize,
         owner: owner as usize,
-        skip: own(l.frame_owned_by_cstack) | own(l.frame_owned_by_interpreter),
+        skip,
         adaptive: adaptive as usize,
         ..base
     })
+}
+
+/// The layouts of this architecture.
+const fn layouts() -> &'static [Layout] {
+    if cfg!(target_arch = "aarch64") {
+        generated::AARCH64
+    } else {
+        generated::X86_64
+    }
+}
+
+/// The layout [`detect`] takes for `version`: the first of the version not made from a
+/// binary's debug offsets.
+const fn layout_of(version: (u8, u8)) -> Option<&'static Layout> {
+    let table = layouts();
+    let mut i = 0;
+    while i < table.len() {
+        let l = &table[i];
+        if l.version.0 == version.0 && l.version.1 == version.1 && !l.from_debug_offsets {
+            return Some(l);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// [`minor_offsets`] of `M`, as an item (a reference to it is a constant's).
+struct Minor<const M: u8>;
+
+impl<const M: u8> Minor<M> {
+    const OFF: Option<Offsets> = minor_offsets(M);
+}
+
+/// The offsets of minor version `3.M`'s layout, as a constant (those of the interpreter
+/// found when it is that minor: the same layout, [`layout_of`]).
+const fn minor_offsets(minor: u8) -> Option<Offsets> {
+    match layout_of((3, minor)) {
+        Some(l) => offsets(l),
+        None => None,
+    }
 }
 
 impl Python {
@@ -231,14 +295,7 @@ pub fn detect() -> Option<Python> {
     if text.windows(14).any(|w| w == b"free-threading") {
         return None;
     }
-    let table: &[Layout] = if cfg!(target_arch = "aarch64") {
-        generated::AARCH64
-    } else {
-        generated::X86_64
-    };
-    let layout = table
-        .iter()
-        .find(|l| l.version == version && !l.from_debug_offsets)?;
+    let layout = layout_of(version)?;
     Some(Python {
         version,
         layout,
@@ -251,7 +308,66 @@ pub fn detect() -> Option<Python> {
         current_tstate: (current != 0).then(|| unsafe {
             std::mem::transmute::<usize, unsafe extern "C" fn() -> usize>(current)
         }),
+        current_at: match sym(c"_PyRuntime") {
+            0 => 0,
+            rt => current_field(current, rt, layout.runtime_size as usize).unwrap_or(0),
+        },
     })
+}
+
+/// The address `_PyThreadState_UncheckedGet` at `f` loads its result from, when its code is
+/// exactly one load of an aligned word of `_PyRuntime` (`[rt, rt + size)`) and a return; else
+/// `None` (the function is then called). On 3.8-3.11 it returns
+/// `_PyRuntime.gilstate.tstate_current`, whose offset no layout table has; its x86-64 code is
+/// `mov rax, [rip + d]` then `ret` in an executable linked with the interpreter, or, in a
+/// shared libpython, `mov rax, [rip + d]` (the GOT slot holding `&_PyRuntime`) then
+/// `mov rax, [rax + d]` and `ret` (either after an `endbr64`). Anything else (3.12+'s
+/// thread-local, another compiler's code, another architecture) is not recognised.
+fn current_field(f: usize, rt: usize, size: usize) -> Option<usize> {
+    if !cfg!(target_arch = "x86_64") || f == 0 {
+        return None;
+    }
+    // SAFETY: `f` is the function's entry, in the interpreter's mapped code; each byte is
+    // read only when the ones before it are the start of the instruction expected there,
+    // whose rest is then code of the function too.
+    let byte = |a: usize| unsafe { rd_u8(a) };
+    // SAFETY: a GOT slot of the interpreter's (found below), mapped and aligned.
+    let word = |a: usize| unsafe { rd(a) };
+    decode_current(f, byte, word).filter(|&a| a >= rt && a < rt + size && a % 8 == 0)
+}
+
+/// [`current_field`]'s decoding of the code at `f`, reading its bytes with `byte` and a GOT
+/// slot with `word`: the address loaded.
+fn decode_current(
+    f: usize,
+    byte: impl Fn(usize) -> u8,
+    word: impl Fn(usize) -> usize,
+) -> Option<usize> {
+    let is = |at: usize, b: &[u8]| b.iter().enumerate().all(|(i, &v)| byte(at + i) == v);
+    let disp32 =
+        |at: usize| i32::from_le_bytes([byte(at), byte(at + 1), byte(at + 2), byte(at + 3)]);
+    let mut at = f;
+    if is(at, &[0xf3, 0x0f, 0x1e, 0xfa]) {
+        at += 4; // endbr64
+    }
+    if !is(at, &[0x48, 0x8b, 0x05]) {
+        return None; // mov rax, [rip + disp32]
+    }
+    let slot = (at + 7).wrapping_add_signed(disp32(at + 3) as isize);
+    at += 7;
+    if is(at, &[0xc3]) {
+        return Some(slot); // ret: the word loaded is the field itself
+    }
+    let off = if is(at, &[0x48, 0x8b, 0x40]) {
+        at += 4; // mov rax, [rax + disp8]
+        byte(at - 1) as i8 as isize
+    } else if is(at, &[0x48, 0x8b, 0x80]) {
+        at += 7; // mov rax, [rax + disp32]
+        disp32(at - 4) as isize
+    } else {
+        return None;
+    };
+    is(at, &[0xc3]).then(|| word(slot).wrapping_add_signed(off))
 }
 
 /// `3.M` from the start of `Py_GetVersion()`'s text.
@@ -329,11 +445,11 @@ impl RawFrame {
 /// A walked stack, and this thread's cache of the stack ids of its last walks.
 ///
 /// Each thread keeps its own `Walk` (the tracer's thread-local buffer), so its `frames` still
-/// hold the previous walk's frames when the next walk starts: the walk compares each frame
-/// with the one it replaces. While the outer frames (all but the innermost), the depth and the
+/// hold the previous walk's frames when the next walk starts: the walk compares each outer
+/// frame (index 1 and up) with the one it replaces. While the outer frames, the depth and the
 /// flags are equal to the previous walk's, the stack ids already resolved in that context are
 /// kept in `near`, keyed by the innermost frame and the domain (linear probing, at most
-/// [`NEAR_PROBES`] slots); any change of the outer frames starts a new context (`gen`), which
+/// [`NEAR_PROBES`] slots); any change of the outer frames starts a new context (`ctx`), which
 /// empties it. The values compared (code address, fingerprint, position, per frame) are
 /// exactly those the shared cache hashes and the code and line tables key on, so a hit gives
 /// the id the uncached path would give; what is saved is the hashing, the shared lock and its
@@ -346,10 +462,9 @@ pub struct Walk {
     pub n: usize,
     /// [`TRUNCATED`], [`UNREADABLE`].
     pub flags: u8,
-    /// An outer frame (index 1 and up) differs from the one it replaced.
-    outer_changed: bool,
-    /// The context of `near`'s entries (entries of another are empty); never 0.
-    gen: u32,
+    /// The context of `near`'s entries, in multiples of 256 (the low byte of an entry's key is
+    /// its domain); never 0, so a zeroed entry (key 0) is of no context.
+    ctx: u32,
     near: [Near; NEAR_SLOTS],
 }
 
@@ -362,43 +477,54 @@ const NEAR_PROBES: usize = 4;
 #[derive(Clone, Copy)]
 struct Near {
     frame: RawFrame,
-    domain: u8,
-    /// `Walk::gen` when made.
-    gen: u32,
+    /// `Walk::ctx | domain` when made (0: empty).
+    key: u32,
     id: u32,
 }
+
+/// No frame: the innermost frame of an empty walk.
+const NO_FRAME: RawFrame = RawFrame {
+    code: 0,
+    file: 0,
+    name: 0,
+    first_line: 0,
+    pos: 0,
+};
 
 impl Walk {
     /// An empty walk.
     pub const fn new() -> Walk {
-        const F: RawFrame = RawFrame {
-            code: 0,
-            file: 0,
-            name: 0,
-            first_line: 0,
-            pos: 0,
-        };
         Walk {
-            frames: [F; MAX_DEPTH],
+            frames: [NO_FRAME; MAX_DEPTH],
             n: 0,
             flags: 0,
-            outer_changed: false,
-            gen: 1,
+            ctx: 256,
             near: [Near {
-                frame: F,
-                domain: 0,
-                gen: 0,
+                frame: NO_FRAME,
+                key: 0,
                 id: 0,
             }; NEAR_SLOTS],
         }
     }
 
-    /// The slot of `near` for the innermost frame `f` and `domain`.
-    #[inline]
-    fn near_slot(f: &RawFrame, domain: u8) -> usize {
-        let h = (f.code as u64 ^ (f.pos as u64).rotate_left(24) ^ u64::from(domain) << 56)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    /// The home slot of `near` for the innermost frame `f` (of any domain: the domain is
+    /// compared, not hashed; one site's blocks are nearly always of one domain).
+    #[inline(always)]
+    fn near_slot(f: &RawFrame) -> usize {
+        let h =
+            (f.code as u64 ^ (f.pos as u64).rotate_left(24)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         (h >> (64 - NEAR_SLOTS.trailing_zeros())) as usize
+    }
+
+    /// Starts a new context: the entries of the last one are no longer found.
+    #[inline(always)]
+    fn new_context(&mut self) {
+        if self.ctx >= u32::MAX - 255 {
+            // Every context number used: empty the entries, so none is taken as current.
+            self.near.iter_mut().for_each(|e| e.key = 0);
+            self.ctx = 0;
+        }
+        self.ctx += 256;
     }
 }
 
@@ -409,21 +535,26 @@ impl Default for Walk {
 }
 
 impl Python {
-    #[inline]
-    fn is_code(&self, code: usize) -> bool {
+    #[inline(always)]
+    fn is_code(&self, code: usize, o: &Offsets) -> bool {
         // SAFETY: a plausible address; ob_type is the first words of every object.
-        plausible(code) && unsafe { rd(code + self.off.ob_type) } == self.code_type
+        plausible(code) && unsafe { rd(code + o.ob_type) } == self.code_type
     }
 
     /// Walks this thread's Python frames into `w` (empty when the thread has none, or the
-    /// interpreter is not initialised). `gil`: the caller holds the GIL of the only
+    /// interpreter is not initialised): whether an outer frame (index 1 and up) differs from
+    /// the one it replaced (see [`Walk`]). `gil`: the caller holds the GIL of the only
     /// interpreter (the allocator domains' wrapper), so the current thread state is this
     /// thread's and is read instead of the `PyGILState` one.
     #[inline(always)]
-    pub fn walk(&self, w: &mut Walk, gil: bool) {
-        w.n = 0;
-        w.flags = 0;
+    pub fn walk(&self, w: &mut Walk, gil: bool) -> bool {
         let tstate = match self.current_tstate {
+            // SAFETY: the word `current_tstate` loads (current_field: an aligned field inside
+            // `_PyRuntime`, a static of the interpreter mapped for the process's life), read
+            // as it does, atomically; with the GIL held by this thread it is this thread's.
+            _ if gil && self.current_at != 0 => unsafe {
+                (*(self.current_at as *const AtomicUsize)).load(Ordering::Relaxed)
+            },
             // SAFETY: reads the runtime's current thread state (3.8-3.11: an atomic field;
             // 3.12+: a thread-local), no lock, no allocation; with the GIL held by this thread
             // it is this thread's.
@@ -432,52 +563,67 @@ impl Python {
             // allocation); null before initialisation and for threads Python does not know.
             _ => unsafe { (self.this_tstate)() },
         };
-        if tstate == 0 {
-            return;
+        if tstate == 0 || !plausible(tstate) {
+            w.n = 0;
+            w.flags = if tstate == 0 { 0 } else { UNREADABLE };
+            return false;
         }
-        if !plausible(tstate) {
-            w.flags |= UNREADABLE;
-            return;
+        // One copy of the walk per minor version with its offsets as constants (immediates,
+        // no registers held for them): `self.off` is that constant for the minor found
+        // (`detect` takes the same layout, `minor_offsets`), `self.off` itself for a minor
+        // without one.
+        macro_rules! by_minor {
+            ($($m:literal)*) => {
+                match self.version.1 {
+                    $($m => match &Minor::<$m>::OFF {
+                        Some(o) => self.walk_frames(w, tstate, o),
+                        None => self.walk_frames(w, tstate, &self.off),
+                    },)*
+                    _ => self.walk_frames(w, tstate, &self.off),
+                }
+            };
         }
-        match self.off.kind {
-            0 => self.walk_frames::<0>(w, tstate),
-            1 => self.walk_frames::<1>(w, tstate),
-            _ => self.walk_frames::<2>(w, tstate),
+        by_minor!(8 9 10 11 12 13 14 15)
+    }
+
+    /// [`Python::walk`] with offsets `o`, by frame kind.
+    #[inline(always)]
+    fn walk_frames(&self, w: &mut Walk, tstate: usize, o: &Offsets) -> bool {
+        match o.kind {
+            0 => self.walk_kind::<0>(w, tstate, o),
+            1 => self.walk_kind::<1>(w, tstate, o),
+            _ => self.walk_kind::<2>(w, tstate, o),
         }
     }
 
-    /// [`Python::walk`]'s frames from `tstate` on, for the frame kind `K` (`Offsets::kind`: one
-    /// copy of the loop per kind, so each keeps its offsets in registers).
+    /// [`Python::walk`]'s frames from `tstate` on, for the frame kind `K` (`Offsets::kind`).
     ///
-    /// Two passes, each with few enough values live to stay in registers: the first follows
-    /// the chain and keeps each frame's code address and position, the second reads each code
-    /// object's fingerprint. Each value is compared with the one the previous walk left at its
-    /// index and written only when it differs, and a difference at an index of 1 or more (an
-    /// outer frame) sets `Walk::outer_changed` (see [`Walk`]). Every value compared is read
-    /// afresh at every walk: a code object freed and another made at its address while a new
-    /// frame runs it at the same place gives the same address and position, and only the
-    /// fingerprint tells them apart.
+    /// Each frame's code address, fingerprint and position are read as the frame is reached;
+    /// the innermost frame's are stored as they are, an outer frame's compared with the ones
+    /// the previous walk left at its index and written only when they differ (a difference
+    /// makes the result true, see [`Walk`]). Every value compared is read afresh at every
+    /// walk: a code object freed and another made at its address while a new frame runs it at
+    /// the same place gives the same address and position, and only the fingerprint tells
+    /// them apart.
     #[inline(always)]
-    fn walk_frames<const K: u8>(&self, w: &mut Walk, tstate: usize) {
-        let o = &self.off;
+    fn walk_kind<const K: u8>(&self, w: &mut Walk, tstate: usize, o: &Offsets) -> bool {
         // SAFETY: tstate is this thread's live PyThreadState.
         let mut f = unsafe { rd(tstate + o.top) };
         if K == 1 {
             // 3.11-3.12: f is the thread's CFrame (on its C stack).
-            if f == 0 {
-                return;
+            if f != 0 && !plausible(f) {
+                w.n = 0;
+                w.flags = UNREADABLE;
+                return false;
             }
-            if !plausible(f) {
-                w.flags |= UNREADABLE;
-                return;
+            if f != 0 {
+                // SAFETY: checked plausible; the CFrame of this thread.
+                f = unsafe { rd(f + o.cur) };
             }
-            // SAFETY: checked plausible; the CFrame of this thread.
-            f = unsafe { rd(f + o.cur) };
         }
-        // `changed |= n` at a difference: nonzero when one is at an outer frame. The frames
-        // visited are bounded (MAX_WALK): at most MAX_DEPTH kept (then `truncated`), and the
-        // skipped ones (not Python frames) counted down from the rest.
-        let (mut n, mut changed, mut skips) = (0usize, 0usize, MAX_WALK - MAX_DEPTH);
+        // The frames visited are bounded (MAX_WALK): at most MAX_DEPTH kept (then
+        // `truncated`), and the skipped ones (not Python frames) counted down from the rest.
+        let (mut n, mut changed, mut skips) = (0usize, false, MAX_WALK - MAX_DEPTH);
         let mut flags = 0;
         while f != 0 {
             if !plausible(f) {
@@ -489,7 +635,7 @@ impl Python {
                 // 3.8-3.10: frame objects; f_code is always code.
                 // SAFETY: f is a frame of this thread's chain, checked plausible.
                 code = unsafe { rd(f + o.code) };
-                if !self.is_code(code) {
+                if !self.is_code(code, o) {
                     flags = UNREADABLE;
                     break;
                 }
@@ -513,7 +659,7 @@ impl Python {
                 if K == 2 {
                     c &= !o.tag;
                 }
-                if !self.is_code(c) {
+                if !self.is_code(c, o) {
                     if K == 1 {
                         // Before 3.13 f_code is always code: anything else is a torn frame.
                         flags = UNREADABLE;
@@ -539,36 +685,31 @@ impl Python {
                 flags = TRUNCATED;
                 break;
             }
+            // SAFETY: a code object of a frame of the chain being walked (is_code checked),
+            // alive while its frame runs.
+            let new = unsafe {
+                RawFrame {
+                    code,
+                    file: rd(code + o.co_file),
+                    name: rd(code + o.co_name),
+                    first_line: rd_i32(code + o.co_first),
+                    pos,
+                }
+            };
             let slot = &mut w.frames[n];
-            if slot.code != code || slot.pos != pos {
-                changed |= n;
-                slot.code = code;
-                slot.pos = pos;
+            if n == 0 {
+                *slot = new;
+            } else if !slot.same(&new) {
+                changed = true;
+                *slot = new;
             }
             n += 1;
             // SAFETY: as above.
             f = unsafe { rd(f + o.back) };
         }
-        for (i, slot) in w.frames[..n].iter_mut().enumerate() {
-            // SAFETY: a code object of a frame of the chain just walked (is_code checked),
-            // alive while its frame runs.
-            let (file, name, first_line) = unsafe {
-                (
-                    rd(slot.code + o.co_file),
-                    rd(slot.code + o.co_name),
-                    rd_i32(slot.code + o.co_first),
-                )
-            };
-            if slot.file != file || slot.name != name || slot.first_line != first_line {
-                changed |= i;
-                slot.file = file;
-                slot.name = name;
-                slot.first_line = first_line;
-            }
-        }
         w.n = n;
-        w.flags |= flags;
-        w.outer_changed = changed != 0;
+        w.flags = flags;
+        changed
     }
 
     /// The line `f` executes (0 when unknown).
@@ -1065,60 +1206,62 @@ impl Stacks {
 
     /// The stack id of a sample of `domain` in this thread (`py`: the interpreter, if any;
     /// `gil`: the caller holds the GIL of the only interpreter, [`Python::walk`]).
+    ///
+    /// The walk and this thread's cache ([`Walk`]) inline, in the caller (which has saved
+    /// the registers they use already); the rest ([`Stacks::sample_miss`]) apart.
+    #[inline(always)]
     pub fn sample(&self, py: Option<&Python>, domain: u8, gil: bool, w: &mut Walk) -> u32 {
         let (n, flags) = (w.n, w.flags);
-        w.n = 0;
-        w.flags = 0;
-        w.outer_changed = false;
-        if let Some(py) = py {
-            py.walk(w, gil);
-        }
+        let outer_changed = match py {
+            Some(py) => py.walk(w, gil),
+            None => {
+                w.n = 0;
+                w.flags = 0;
+                false
+            }
+        };
         if w.flags & UNREADABLE != 0 {
             self.unreadable.fetch_add(1, Ordering::Relaxed);
         }
         // This thread's stacks in the same outer context (Walk's doc).
-        if w.outer_changed || w.n != n || w.flags != flags {
-            if w.gen == u32::MAX {
-                // Every context number used: empty the entries, so none is taken as current.
-                w.near.iter_mut().for_each(|e| e.gen = 0);
-                w.gen = 0;
-            }
-            w.gen += 1;
+        if outer_changed || w.n != n || w.flags != flags {
+            w.new_context();
         }
-        const NONE: RawFrame = RawFrame {
-            code: 0,
-            file: 0,
-            name: 0,
-            first_line: 0,
-            pos: 0,
-        };
-        let inner = if w.n > 0 { &w.frames[0] } else { &NONE };
+        let inner = if w.n > 0 { w.frames[0] } else { NO_FRAME };
+        let key = w.ctx | u32::from(domain);
         // Up to 4 slots from the key's home, to the first not of this context (entries are
         // only added within a context, each in the first such slot of its chain, so a key
         // not found by then is not kept): the 8-10 positions one loop allocates at would
         // otherwise often share a slot (the hash moves with the code's address) and evict
         // each other at every turn (w6: 2 misses an iteration in about half the runs).
-        let home = Walk::near_slot(inner, domain);
+        let home = Walk::near_slot(&inner);
         let mut slot = home;
         for k in 0..NEAR_PROBES {
             let i = (home + k) % NEAR_SLOTS;
             let e = &w.near[i];
-            if e.gen != w.gen {
+            if e.key == key && e.frame.same(&inner) {
+                return e.id;
+            }
+            if e.key & !0xff != w.ctx {
                 slot = i;
                 break;
             }
-            if e.frame.same(inner) && e.domain == domain {
-                return e.id;
-            }
         }
-        let inner = *inner;
+        self.sample_miss(py, domain, w, slot)
+    }
+
+    /// [`Stacks::sample`] past this thread's cache: the id from the shared tables, kept in the
+    /// cache's `slot`.
+    #[cold]
+    #[inline(never)]
+    fn sample_miss(&self, py: Option<&Python>, domain: u8, w: &mut Walk, slot: usize) -> u32 {
+        let inner = if w.n > 0 { w.frames[0] } else { NO_FRAME };
         let id = self.sample_shared(py, domain, w);
         // A lost stack is not kept: the next sample tries the tables again.
         if self.stack(id).is_some_and(|r| r.flags & LOST == 0) {
             w.near[slot] = Near {
                 frame: inner,
-                domain,
-                gen: w.gen,
+                key: w.ctx | u32::from(domain),
                 id,
             };
         }
@@ -1536,6 +1679,63 @@ mod tests {
         let mut s = String::new();
         escape("a b=%é/x.py".as_bytes(), &mut s);
         assert_eq!(s, "a%20b%3D%25%C3%A9/x.py");
+    }
+
+    /// The constant offsets of each minor are those taken from the layout [`detect`] finds.
+    #[test]
+    fn minor_offsets_are_the_layouts() {
+        for l in layouts().iter().filter(|l| !l.from_debug_offsets) {
+            assert_eq!(minor_offsets(l.version.1), offsets(l), "{:?}", l.version);
+        }
+        for m in 8..=15 {
+            assert!(layout_of((3, m)).is_some(), "3.{m}");
+        }
+        assert_eq!(Minor::<11>::OFF, minor_offsets(11));
+        assert_eq!(minor_offsets(7), None);
+    }
+
+    /// `_PyThreadState_UncheckedGet`'s code as compilers emit it (the bytes of CPython 3.11's
+    /// shared libpython and of an executable linked with it), decoded to the word it loads;
+    /// any other code is not.
+    #[test]
+    fn current_field_decoding() {
+        let f = 0x1000usize;
+        let run = |code: &[u8], got: usize| {
+            let code = code.to_vec();
+            decode_current(
+                f,
+                move |a| code.get(a - f).copied().unwrap_or(0xcc),
+                move |a| if a == got { 0x7000_0000 } else { 0xdead },
+            )
+        };
+        // mov rax, [rip + 0x1ae269]; mov rax, [rax + 0x240]; ret
+        let shared = [
+            0x48, 0x8b, 0x05, 0x69, 0xe2, 0x1a, 0x00, 0x48, 0x8b, 0x80, 0x40, 0x02, 0x00, 0x00,
+            0xc3,
+        ];
+        assert_eq!(run(&shared, f + 7 + 0x1ae269), Some(0x7000_0240));
+        // endbr64; the same with a disp8 and a negative GOT displacement
+        let short = [
+            0xf3, 0x0f, 0x1e, 0xfa, 0x48, 0x8b, 0x05, 0xf0, 0xff, 0xff, 0xff, 0x48, 0x8b, 0x40,
+            0x38, 0xc3,
+        ];
+        assert_eq!(run(&short, f + 11 - 16), Some(0x7000_0038));
+        // mov rax, [rip + 0x100]; ret (an executable: the field itself)
+        assert_eq!(
+            run(&[0x48, 0x8b, 0x05, 0x00, 0x01, 0x00, 0x00, 0xc3], 0),
+            Some(f + 7 + 0x100)
+        );
+        // 3.12's thread-local (a call), a load not followed by ret, nothing known
+        let tls = [
+            0x48, 0x83, 0xec, 0x08, 0x66, 0x48, 0x8d, 0x3d, 0, 0, 0, 0, 0xc3,
+        ];
+        assert_eq!(run(&tls, 0), None);
+        let mut long = shared;
+        long[14] = 0x90;
+        assert_eq!(run(&long, f + 7 + 0x1ae269), None);
+        assert_eq!(run(&[0xc3], 0), None);
+        // Outside `_PyRuntime`, or misaligned: not taken.
+        assert_eq!(current_field(0, 0x1000, 0x100), None);
     }
 
     #[test]
