@@ -477,11 +477,18 @@ impl Aggregate {
                     self.sites.new_peak(now.max(t_floor));
                 }
                 self.sites.alloc(stack, w);
-            } else if kind == FREE || kind == FREE_TEMP {
+            } else if kind == FREE_TEMP {
+                // A temporary's free and the other apart: each with its own pairs added at
+                // once (`Site`'s note), no test of the kind inside.
                 live -= w;
                 dlive -= w;
                 frees += 1;
-                self.sites.free(stack, w, kind == FREE_TEMP);
+                self.sites.free(stack, w, true);
+            } else if kind == FREE {
+                live -= w;
+                dlive -= w;
+                frees += 1;
+                self.sites.free(stack, w, false);
             } else {
                 self.live = live;
                 self.peak_live = peak;
