@@ -82,31 +82,54 @@ pub struct Drops {
 
 /// The figures of one interned stack (all byte figures are sums of sample weights). In a forked
 /// child, all but `inherited` count the blocks it allocated itself.
+///
+/// What is live is what was allocated less what was freed ([`Site::live`],
+/// [`Site::live_count`]), not kept apart: an event adds to two figures, not four (the drain's
+/// share of an `all`-mode event). Exact as the sums are: in `all` mode the weights are whole
+/// bytes, whose sums below 2^53 have no rounding. The figures a temporary's free adds to lie
+/// side by side (`freed`, `temp`; their counts): the compiler may add each pair at once.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct Site {
+    /// Allocated in all.
+    pub alloc: f64,
+    /// Freed in all (a mapping's unmapped parts included).
+    pub freed: f64,
+    /// Freed within `temp_ns` of their allocation.
+    pub temp: f64,
+    /// Samples allocated.
+    pub alloc_count: u64,
+    /// Samples freed.
+    pub freed_count: u64,
+    /// Samples freed within `temp_ns`.
+    pub temp_count: u64,
+    /// Samples made by splitting a mapping in two (each piece is freed apart).
+    pub split_count: u64,
     /// In a forked child: inherited at fork and not yet freed here.
     pub inherited: f64,
     /// Samples inherited at fork and not yet freed here.
     pub inherited_count: i64,
-    /// Allocated and not yet freed.
-    pub live: f64,
-    /// Samples allocated and not yet freed.
-    pub live_count: i64,
-    /// Allocated in all.
-    pub alloc: f64,
-    /// Samples allocated.
-    pub alloc_count: u64,
-    /// Freed in all.
-    pub freed: f64,
-    /// Samples freed.
-    pub freed_count: u64,
-    /// Freed within `temp_ns` of their allocation.
-    pub temp: f64,
-    /// Samples freed within `temp_ns`.
-    pub temp_count: u64,
-    changed: bool,
-    peak_dirty: bool,
+    /// [`CHANGED`] and [`PEAK_DIRTY`]: in [`Sites::changed`], [`Sites::peak_dirty`].
+    marks: u8,
 }
+
+impl Site {
+    /// Allocated and not yet freed.
+    #[inline]
+    pub fn live(&self) -> f64 {
+        self.alloc - self.freed
+    }
+
+    /// Samples allocated and not yet freed.
+    #[inline]
+    pub fn live_count(&self) -> i64 {
+        self.alloc_count.wrapping_add(self.split_count) as i64 - self.freed_count as i64
+    }
+}
+
+/// A [`Site`] mark: changed since the last lines.
+const CHANGED: u8 = 1;
+/// A [`Site`] mark: its live figures changed since the last copy into the peak set.
+const PEAK_DIRTY: u8 = 2;
 
 /// The per-stack figures, the per-stack live set at the peak, and what changed since the last
 /// lines were written.
@@ -148,60 +171,63 @@ impl Sites {
     }
 
     /// The figures of stack `id`, marked changed and peak-dirty (the drain runs this for
-    /// every event: a stack already marked both ways costs one test).
+    /// every event: a stack already marked both ways costs a bounds check and one compare).
     #[inline(always)]
     fn site(&mut self, id: u32) -> &mut Site {
         let i = id as usize;
-        if !self.sites.get(i).is_some_and(|s| s.changed & s.peak_dirty) {
-            self.mark(id);
+        let p = self.sites.as_mut_ptr();
+        // SAFETY: i < len, checked first.
+        if i < self.sites.len() && unsafe { (*p.add(i)).marks } == CHANGED | PEAK_DIRTY {
+            // SAFETY: as above; the one reference to the site, borrowed from `self`.
+            return unsafe { &mut *p.add(i) };
         }
-        // SAFETY: i < len: `get` found it, or `mark` made room for it (a second bounds check
-        // here cost a compare, a branch and two reloads an event).
-        unsafe { self.sites.get_unchecked_mut(i) }
+        self.mark(id)
     }
 
     /// Makes room for stack `id` and marks it changed and peak-dirty.
     #[cold]
-    fn mark(&mut self, id: u32) {
+    #[inline(never)]
+    fn mark(&mut self, id: u32) -> &mut Site {
         let i = id as usize;
         if i >= self.sites.len() {
             self.sites.resize(i + 1, Site::default());
             self.peak.resize(i + 1, (0.0, 0));
         }
         let s = &mut self.sites[i];
-        if !s.changed {
-            s.changed = true;
+        if s.marks & CHANGED == 0 {
             self.changed.push(id);
         }
-        if !s.peak_dirty {
-            s.peak_dirty = true;
+        if s.marks & PEAK_DIRTY == 0 {
             self.peak_dirty.push(id);
         }
+        s.marks = CHANGED | PEAK_DIRTY;
+        s
     }
 
     /// Copies the live figures of the stacks changed since the last copy into the peak set.
     fn copy_peak(&mut self) {
         for &id in &self.peak_dirty {
             let s = &mut self.sites[id as usize];
-            s.peak_dirty = false;
-            self.peak[id as usize] = (s.live, s.live_count);
+            s.marks &= !PEAK_DIRTY;
+            self.peak[id as usize] = (s.live(), s.live_count());
         }
         self.peak_dirty.clear();
     }
 
-    /// An allocation of `w` by stack `id` (`new_peak`: it made a new high of the live total).
+    /// An allocation of `w` by stack `id` ([`Sites::new_peak`] apart).
     #[inline(always)]
-    fn alloc(&mut self, id: u32, w: f64, new_peak: bool, now: u64) {
+    fn alloc(&mut self, id: u32, w: f64) {
         let s = self.site(id);
-        s.live += w;
-        s.live_count += 1;
         s.alloc += w;
         s.alloc_count += 1;
-        if new_peak {
-            self.peak_t_ns = now;
-            self.at_peak = true;
-            self.peak_changed = true;
-        }
+    }
+
+    /// The allocation just applied made a new high of the live total, at `t_ns`.
+    #[inline(always)]
+    fn new_peak(&mut self, t_ns: u64) {
+        self.peak_t_ns = t_ns;
+        self.at_peak = true;
+        self.peak_changed = true;
     }
 
     /// A free of `w` allocated by stack `id` (`temp`: within `temp_ns` of its allocation); at
@@ -213,13 +239,15 @@ impl Sites {
             self.at_peak = false;
         }
         let s = self.site(id);
-        s.live -= w;
-        s.live_count -= 1;
-        s.freed += w;
-        s.freed_count += 1;
+        // Apart, so that each pair is added at once (`Site`'s note).
         if temp {
+            s.freed += w;
             s.temp += w;
+            s.freed_count += 1;
             s.temp_count += 1;
+        } else {
+            s.freed += w;
+            s.freed_count += 1;
         }
     }
 
@@ -233,7 +261,6 @@ impl Sites {
             self.at_peak = false;
         }
         let s = self.site(id);
-        s.live -= w;
         s.freed += w;
         if temp {
             s.temp += w;
@@ -270,10 +297,10 @@ impl Sites {
         self.changed.sort_unstable();
         for &id in &self.changed {
             let s = &mut self.sites[id as usize];
-            s.changed = false;
+            s.marks &= !CHANGED;
             kv(out, "site stack=", u64::from(id));
-            kv(out, " live_bytes=", bytes(s.live));
-            kv(out, " live_count=", s.live_count.max(0) as u64);
+            kv(out, " live_bytes=", bytes(s.live()));
+            kv(out, " live_count=", s.live_count().max(0) as u64);
             kv(out, " alloc_bytes=", bytes(s.alloc));
             kv(out, " alloc_count=", s.alloc_count);
             kv(out, " freed_bytes=", bytes(s.freed));
@@ -320,13 +347,13 @@ impl Sites {
         let mut c = Sites::new();
         for (id, s) in self.sites.iter().enumerate() {
             c.sites.push(Site {
-                inherited: s.live + s.inherited,
-                inherited_count: s.live_count + s.inherited_count,
+                inherited: s.live() + s.inherited,
+                inherited_count: s.live_count() + s.inherited_count,
                 ..Site::default()
             });
             c.peak.push((0.0, 0));
             if c.sites[id].inherited_count != 0 {
-                c.sites[id].changed = true;
+                c.sites[id].marks = CHANGED;
                 c.changed.push(id as u32);
             }
         }
@@ -359,12 +386,14 @@ pub struct Aggregate {
     pub tracer: u64,
     /// The highest `live` seen, in event order.
     pub peak_live: f64,
-    /// Estimated bytes allocated in all (since start, or since fork in a child).
-    pub total: f64,
     /// Sampled allocations seen.
     pub alloc_samples: u64,
     /// Frees of sampled allocations seen.
     pub free_samples: u64,
+    /// Estimated bytes allocated in all (since start, or since fork in a child). Not beside
+    /// `peak_live`: the compiler paired the two in one register over a drained run, at four
+    /// shuffles an allocation.
+    pub total: f64,
     /// The per-stack figures.
     pub sites: Sites,
 }
@@ -405,11 +434,11 @@ impl Aggregate {
             self.total += w;
             *self.domain_live(domain) += w;
             self.alloc_samples += 1;
-            let new_peak = self.live > self.peak_live;
-            if new_peak {
+            if self.live > self.peak_live {
                 self.peak_live = self.live;
+                self.sites.new_peak(now);
             }
-            self.sites.alloc(stack, w, new_peak, now);
+            self.sites.alloc(stack, w);
         } else if kind == FREE || kind == FREE_TEMP {
             self.live -= w;
             *self.domain_live(domain) -= w;
@@ -421,11 +450,16 @@ impl Aggregate {
     }
 
     /// [`Aggregate::apply_parts`] of each event of `events`, in order, all of `domain`
-    /// (`(kind, stack, weight, now)`): the same operations on the same values, so the same
-    /// figures to the bit, with the totals kept in locals over the run (the queue of the GIL's
-    /// events is drained this way, 256 at a time).
+    /// (`(kind, stack, weight, now)`, the time of a new peak `now.max(t_floor)`): the same
+    /// operations on the same values, so the same figures to the bit, with the totals kept in
+    /// locals over the run (the queue of the GIL's events is drained this way, 256 at a time).
     #[inline(always)]
-    pub fn apply_run(&mut self, domain: u8, events: impl Iterator<Item = (u8, u32, f64, u64)>) {
+    pub fn apply_run(
+        &mut self,
+        domain: u8,
+        t_floor: u64,
+        events: impl Iterator<Item = (u8, u32, f64, u64)>,
+    ) {
         let mut live = self.live;
         let mut peak = self.peak_live;
         let mut total = self.total;
@@ -438,16 +472,23 @@ impl Aggregate {
                 total += w;
                 dlive += w;
                 allocs += 1;
-                let new_peak = live > peak;
-                if new_peak {
+                if live > peak {
                     peak = live;
+                    self.sites.new_peak(now.max(t_floor));
                 }
-                self.sites.alloc(stack, w, new_peak, now);
-            } else if kind == FREE || kind == FREE_TEMP {
+                self.sites.alloc(stack, w);
+            } else if kind == FREE_TEMP {
+                // A temporary's free and the other apart: each with its own pairs added at
+                // once (`Site`'s note), no test of the kind inside.
                 live -= w;
                 dlive -= w;
                 frees += 1;
-                self.sites.free(stack, w, kind == FREE_TEMP);
+                self.sites.free(stack, w, true);
+            } else if kind == FREE {
+                live -= w;
+                dlive -= w;
+                frees += 1;
+                self.sites.free(stack, w, false);
             } else {
                 self.live = live;
                 self.peak_live = peak;
@@ -493,7 +534,7 @@ impl Aggregate {
             }
             SPLIT => {
                 self.alloc_samples += 1;
-                self.sites.site(stack).live_count += 1;
+                self.sites.site(stack).split_count += 1;
             }
             SPLIT_INHERITED => {
                 self.sites.site(stack).inherited_count += 1;
@@ -741,6 +782,8 @@ mod tests {
             };
             evs.push((kind, stack, w, 1_000 + t));
         }
+        // The peaks of the first 500 events are timed at the floor.
+        const FLOOR: u64 = 1_500;
         let mut a = Aggregate::new();
         let mut b = Aggregate::new();
         for chunk in evs.chunks(256) {
@@ -750,10 +793,10 @@ mod tests {
                         domain: PYMALLOC,
                         ..ev(kind, stack, w)
                     },
-                    now,
+                    now.max(FLOOR),
                 );
             }
-            b.apply_run(PYMALLOC, chunk.iter().copied());
+            b.apply_run(PYMALLOC, FLOOR, chunk.iter().copied());
             // A copy of the peak set between runs, as a write does.
             let (mut la, mut lb) = (String::new(), String::new());
             a.sites.lines(a.peak_live, &mut la);
@@ -794,7 +837,7 @@ mod tests {
         a.apply(&part(FREE, 300.0), 5);
         assert_eq!(a.live, 0.0);
         assert_eq!(a.alloc_samples - a.free_samples, 0);
-        assert_eq!(a.sites.sites[0].live_count, 0);
+        assert_eq!(a.sites.sites[0].live_count(), 0);
         // In a child: an inherited mapping cut and split lowers the inherited figures only.
         let mut c = Aggregate::new();
         c.apply(&e, 1);

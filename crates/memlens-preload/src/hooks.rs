@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize,
 use std::sync::OnceLock;
 
 use crate::agg::{Aggregate, Drops};
+use crate::gilring::GilRing;
 use crate::maps::{page_round, Cut, Map, Maps};
 use crate::pystack::{Python, Region, Stacks, Walk};
 use crate::residency::{nonresident_bytes, Residency};
@@ -1463,7 +1464,7 @@ fn drain(s: &mut State) -> usize {
     let Some(ring) = RING.get() else { return 0 };
     // The main GIL's queue first (deliver_gil's doc: no event in it happened after one queued
     // in the other).
-    let mut n = GIL_RING.drain(s);
+    let mut n = GIL_RING.drain(&mut s.agg, s.start_ns);
     let now = now_ns();
     while let Some(e) = ring.pop() {
         s.agg.apply(&e, now);
@@ -1947,123 +1948,13 @@ fn gil_push(ring: &Ring, ev: &Event, now: u64) -> bool {
     ring.is_empty() && now < NEXT_WRITE_NS.load(Ordering::Relaxed) && GIL_RING.push(ev, now)
 }
 
-/// Cells of [`GIL_RING`]: a locked instruction (the aggregate's try-lock) per this many events.
-const GIL_CELLS: usize = 256;
+/// The queue of [`deliver_gil`] (gilring.rs): one producer at a time, the main interpreter's
+/// GIL holder, for the events of [`gil_table`]'s blocks (of domain [`PYMALLOC`], at most
+/// [`PYMALLOC_MAX`] bytes); drained by the aggregate's lock holder ([`drain`]).
+static GIL_RING: GilRing = GilRing::new();
 
-/// What [`GIL_RING`] keeps of an event: what the aggregate reads of it, and its time. Its
-/// domain is [`PYMALLOC`] (only [`gil_table`]'s blocks go there, all of that domain), its
-/// pointer and size are not needed: the blocks are of at most [`PYMALLOC_MAX`] bytes, which
-/// the residency list ignores (`Residency::apply` returns at once for a block under its
-/// `LARGE` of a domain other than mmap), so the drain applies the event to the aggregate
-/// alone. 24 bytes where a full event and its time took 48: half the stores and loads.
-#[derive(Clone, Copy)]
-struct GilEvent {
-    weight: f64,
-    now: u64,
-    stack: u32,
-    kind: u8,
-}
-
+// The drain applies GIL_RING's events to the aggregate alone (GilRing's note).
 const _: () = assert!((PYMALLOC_MAX as u64) < crate::residency::LARGE);
-
-/// The queue of [`deliver_gil`]: one producer at a time (the main interpreter's GIL holder),
-/// drained by the aggregate's lock holder; a bounded single-producer single-consumer queue
-/// in the process's data (6 KiB, resident only once `all` mode uses it).
-struct GilRing {
-    cells: UnsafeCell<[GilEvent; GIL_CELLS]>,
-    /// Events pushed (written by the producer, Release).
-    head: AtomicUsize,
-    /// Events taken (written by the consumer, Release).
-    tail: AtomicUsize,
-}
-
-// SAFETY: a cell is written only by the producer (one at a time: the main GIL), between the
-// consumer's Release of `tail` past it and its own Release of `head` past it; read only by
-// the consumer (one at a time: the aggregate's lock), between the Acquire of that `head` and
-// its Release of `tail` past it.
-unsafe impl Sync for GilRing {}
-
-const NO_EVENT: GilEvent = GilEvent {
-    weight: 0.0,
-    now: 0,
-    stack: 0,
-    kind: 0,
-};
-
-static GIL_RING: GilRing = GilRing {
-    cells: UnsafeCell::new([NO_EVENT; GIL_CELLS]),
-    head: AtomicUsize::new(0),
-    tail: AtomicUsize::new(0),
-};
-
-impl GilRing {
-    /// The cell of position `i` (a raw pointer: the producer and the consumer use different
-    /// cells at the same time).
-    #[inline]
-    fn cell(&self, i: usize) -> *mut GilEvent {
-        // SAFETY: i % GIL_CELLS is within the array.
-        unsafe { self.cells.get().cast::<GilEvent>().add(i % GIL_CELLS) }
-    }
-
-    /// Queues `ev` (the producer: the main GIL held; `ev` of domain [`PYMALLOC`], of at most
-    /// [`PYMALLOC_MAX`] bytes: [`GilEvent`]); false when full.
-    #[inline]
-    fn push(&self, ev: &Event, now: u64) -> bool {
-        debug_assert!(ev.domain == PYMALLOC && ev.size <= PYMALLOC_MAX as u64);
-        let h = self.head.load(Ordering::Relaxed);
-        if h.wrapping_sub(self.tail.load(Ordering::Acquire)) >= GIL_CELLS {
-            return false;
-        }
-        // SAFETY: cell h is free (the consumer released it, Acquire above) and this is the
-        // only producer (the type's note).
-        unsafe {
-            self.cell(h).write(GilEvent {
-                weight: ev.weight,
-                now,
-                stack: ev.stack,
-                kind: ev.kind,
-            })
-        };
-        self.head.store(h.wrapping_add(1), Ordering::Release);
-        true
-    }
-
-    fn is_empty(&self) -> bool {
-        self.head.load(Ordering::Relaxed) == self.tail.load(Ordering::Relaxed)
-    }
-
-    /// Applies what is queued (the aggregate's lock held).
-    fn drain(&self, s: &mut State) -> usize {
-        let h = self.head.load(Ordering::Acquire);
-        let mut t = self.tail.load(Ordering::Relaxed);
-        let n = h.wrapping_sub(t);
-        let start = s.start_ns;
-        // Not the residency list: GilEvent's note.
-        s.agg.apply_run(
-            PYMALLOC,
-            std::iter::from_fn(|| {
-                if t == h {
-                    return None;
-                }
-                // SAFETY: published by the producer (Acquire of head above); the consumer is
-                // this thread alone (the aggregate's lock).
-                let ev = unsafe { self.cell(t).read() };
-                t = t.wrapping_add(1);
-                Some((ev.kind, ev.stack, ev.weight, ev.now.max(start)))
-            }),
-        );
-        self.tail.store(t, Ordering::Release);
-        n
-    }
-
-    /// In a forked child (one thread): forgets what was queued and says how many.
-    fn reset(&self) -> usize {
-        let h = self.head.load(Ordering::Relaxed);
-        let lost = h.wrapping_sub(self.tail.load(Ordering::Relaxed));
-        self.tail.store(h, Ordering::Relaxed);
-        lost
-    }
-}
 
 /// Appends a snapshot if the period has elapsed (the state's lock held).
 #[cold]

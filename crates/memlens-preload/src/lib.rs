@@ -197,6 +197,7 @@
 pub mod agg;
 #[cfg(not(test))]
 mod attach;
+mod gilring;
 #[cfg(not(test))]
 mod hooks;
 pub mod maps;
