@@ -5,7 +5,7 @@ use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::agg::Aggregate;
-use crate::ring::{Event, PYMALLOC};
+use crate::ring::PYMALLOC;
 
 /// Cells of a [`GilRing`]: a locked instruction (the aggregate's try-lock) per this many events.
 pub(crate) const GIL_CELLS: usize = 256;
@@ -72,11 +72,11 @@ impl GilRing {
         unsafe { self.cells.get().cast::<GilEvent>().add(i % GIL_CELLS) }
     }
 
-    /// Queues `ev` (the producer: the main GIL held; `ev` of domain [`PYMALLOC`], of at most
-    /// `PYMALLOC_MAX` bytes: [`GilEvent`]); false when full.
+    /// Queues the event of `kind`, `stack` and `weight` at `now` (the producer: the main GIL
+    /// held; an event of domain [`PYMALLOC`], of at most `PYMALLOC_MAX` bytes: [`GilEvent`]);
+    /// false when full.
     #[inline(always)]
-    pub(crate) fn push(&self, ev: &Event, now: u64) -> bool {
-        debug_assert!(ev.domain == PYMALLOC);
+    pub(crate) fn push(&self, kind: u8, stack: u32, weight: f64, now: u64) -> bool {
         let h = self.head.load(Ordering::Relaxed);
         // SAFETY: the producer's own (the type's note).
         if h == unsafe { *self.room_to.get() } && !self.more_room(h) {
@@ -86,10 +86,10 @@ impl GilRing {
         // now or at an earlier push) and this is the only producer (the type's note).
         unsafe {
             self.cell(h).write(GilEvent {
-                weight: ev.weight,
+                weight,
                 now,
-                stack: ev.stack,
-                kind: ev.kind,
+                stack,
+                kind,
             })
         };
         self.head.store(h.wrapping_add(1), Ordering::Release);
@@ -154,7 +154,7 @@ impl GilRing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ring::{ALLOC, FREE, FREE_TEMP};
+    use crate::ring::{Event, ALLOC, FREE, FREE_TEMP};
 
     /// Events pushed in bursts and drained at random points, across the cells' wrap: the queue
     /// refuses a push exactly when [`GIL_CELLS`] are queued, and the drains leave the
@@ -193,11 +193,11 @@ mod tests {
                 ..Event::default()
             };
             let now = t * 3;
-            if !ring.push(&e, now) {
+            if !ring.push(e.kind, e.stack, e.weight, now) {
                 assert_eq!(queued, GIL_CELLS, "refused at {t}");
                 assert_eq!(ring.drain(&mut agg, start), GIL_CELLS);
                 queued = 0;
-                assert!(ring.push(&e, now));
+                assert!(ring.push(e.kind, e.stack, e.weight, now));
             }
             want.apply(&e, now.max(start));
             queued += 1;
@@ -217,14 +217,14 @@ mod tests {
             ..Event::default()
         };
         for _ in 0..10 {
-            assert!(ring.push(&e, 1));
+            assert!(ring.push(e.kind, e.stack, e.weight, 1));
         }
         assert_eq!(ring.reset(), 10);
         assert_eq!(ring.drain(&mut agg, start), 0);
         for _ in 0..GIL_CELLS {
-            assert!(ring.push(&e, 1));
+            assert!(ring.push(e.kind, e.stack, e.weight, 1));
         }
-        assert!(!ring.push(&e, 1));
+        assert!(!ring.push(e.kind, e.stack, e.weight, 1));
         assert_eq!(agg, want);
     }
 }

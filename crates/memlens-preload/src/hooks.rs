@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use crate::agg::{Aggregate, Drops};
 use crate::gilring::GilRing;
+use crate::late::Late;
 use crate::maps::{page_round, Cut, Map, Maps};
 use crate::pystack::{Python, Region, Stacks, Walk};
 use crate::residency::{nonresident_bytes, Residency};
@@ -17,7 +18,7 @@ use crate::ring::{
     PART_TEMP, PYMALLOC, SPLIT, SPLIT_INHERITED,
 };
 use crate::sampling::{weight, Countdown};
-use crate::table::{Entry, Shape, Table};
+use crate::table::{Entry, Shape, Table, Taken};
 
 // ---------------------------------------------------------------- per-thread state
 //
@@ -257,11 +258,13 @@ static MEAN: AtomicU64 = AtomicU64::new(512 * 1024);
 static TABLE: OnceLock<Table> = OnceLock::new();
 /// `all` mode: the table of the pymalloc blocks (at most 512 bytes) that the allocator domains'
 /// wrapper records while the main interpreter is the only one ([`gil_table`]).
-static GIL_TABLE: OnceLock<Table> = OnceLock::new();
-/// Whether [`GIL_TABLE`] is in use: set by the wrapper's installation (pymem.rs), with the GIL
-/// held, before any wrapper runs, when the allocator underneath is pymalloc.
+static GIL_TABLE: Late<Table> = Late::new();
+/// Whether [`GIL_TABLE`] is in use: set by the wrapper's installation (pymem.rs, through
+/// [`set_gil_table_on`]: only once `GIL_TABLE`, [`RING`] and [`STACKS`] are set, with Release,
+/// for [`gil_mode`]), with the GIL held, before any wrapper runs, when the allocator underneath
+/// is pymalloc; never cleared.
 pub(crate) static GIL_TABLE_ON: AtomicBool = AtomicBool::new(false);
-static RING: OnceLock<Ring> = OnceLock::new();
+static RING: Late<Ring> = Late::new();
 static DROP_ALLOCS: AtomicU64 = AtomicU64::new(0);
 static DROP_FREES: AtomicU64 = AtomicU64::new(0);
 static TABLE_FULL: AtomicU64 = AtomicU64::new(0);
@@ -270,7 +273,7 @@ static SEED: AtomicU64 = AtomicU64::new(0x853C_49E6_748F_EA9B);
 /// The interpreter found at start, if any.
 static PY: OnceLock<Python> = OnceLock::new();
 /// The interned code objects and stacks.
-static STACKS: OnceLock<Stacks> = OnceLock::new();
+static STACKS: Late<Stacks> = Late::new();
 /// An allocation freed within this many nanoseconds is a temporary (`temp_ns`).
 const TEMP_NS: u64 = 10_000_000;
 /// The unit of the times kept with sampled pointers (2^19 ns, about 0.5 ms: the coarse clock's
@@ -470,30 +473,58 @@ fn record_in(
 /// `all` mode's record of a block of at most [`PYMALLOC_MAX`] bytes the wrapper's allocator
 /// (pymalloc, [`GIL_TABLE_ON`]) just gave with the GIL of the only interpreter held
 /// (`pymem::wrap_malloc_all`): what [`py_record`] and [`record_alloc`] do for it, with no
-/// decision to take (every block at its size) and inline, into [`gil_table`]. The wrapper is
-/// installed, so nothing is left to install.
+/// decision to take (every block at its size) and inline, into [`gil_table`], its event
+/// queued in [`GIL_RING`] as what that queue keeps (an [`Event`] only on the way of
+/// [`deliver`]). The wrapper is installed, so nothing is left to install.
+///
+/// # Safety
+/// Only from `all` mode's wrappers (`pymem::wrap_malloc_all`, `wrap_calloc_all`), which are
+/// installed only once [`GIL_TABLE_ON`] is set ([`gil_mode_installed`]).
 #[inline(always)]
-pub(crate) fn record_gil(p: *mut c_void, size: usize) {
+pub(crate) unsafe fn record_gil(p: *mut c_void, size: usize) {
     debug_assert!(size <= PYMALLOC_MAX);
     if !TRACING.load(Ordering::Relaxed) {
         return;
     }
-    let (Some(excl), Some(table), Some(ring)) = (gil_table(), TABLE.get(), RING.get()) else {
-        return;
+    // SAFETY: called by those wrappers (the contract).
+    let m = unsafe { gil_mode_installed() };
+    let Some(g) = Guard::enter() else { return };
+    let stack = m.stacks.sample(PY.get(), PYMALLOC, true, g.walk());
+    let now = coarse_ns();
+    let (ptr, size, weight) = (p as usize, size as u64, size as f64);
+    let e = Entry {
+        size,
+        weight,
+        domain: PYMALLOC,
+        stack,
+        t: units(now) | DEPTH.load(Ordering::Relaxed) << DEPTH_SHIFT,
     };
-    if let Some(g) = Guard::enter() {
-        let size = size as u64;
-        record_in(
-            &g,
-            table,
-            Some(excl),
-            ring,
-            p as usize,
-            size,
-            size as f64,
-            PYMALLOC,
-            true,
-        );
+    if !m.table.insert_excl(ptr, e) {
+        TABLE_FULL.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    if !gil_push(ALLOC, stack, weight, now) {
+        record_gil_deliver(m.table, m.ring, ptr, size, stack, now);
+    }
+}
+
+/// [`record_gil`]'s event the way of [`deliver`] (the guard held), its entry taken out again
+/// when it is dropped. Its figures as scalars (an [`Entry`] went through memory before the
+/// insert).
+#[cold]
+#[inline(never)]
+fn record_gil_deliver(table: &Table, ring: &Ring, ptr: usize, size: u64, stack: u32, now: u64) {
+    let ev = Event {
+        kind: ALLOC,
+        domain: PYMALLOC,
+        stack,
+        ptr,
+        size,
+        weight: size as f64,
+    };
+    if !deliver_as::<true>(ring, &ev, now) {
+        table.remove_excl(ptr);
+        DROP_ALLOCS.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -520,11 +551,60 @@ pub(crate) fn record_gil(p: *mut c_void, size: usize) {
 /// recorded without the slot's and the filter's locked instructions.
 #[inline(always)]
 fn gil_table() -> Option<&'static Table> {
-    if GIL_TABLE_ON.load(Ordering::Relaxed) {
-        GIL_TABLE.get()
-    } else {
-        None
+    gil_mode().map(|m| m.table)
+}
+
+/// What `all` mode's wrappers use once [`GIL_TABLE_ON`] is set: [`gil_table`], the queue, the
+/// stacks (a load and a branch in all, where each `OnceLock` cost its own).
+#[derive(Clone, Copy)]
+struct GilMode {
+    table: &'static Table,
+    ring: &'static Ring,
+    stacks: &'static Stacks,
+}
+
+#[inline(always)]
+fn gil_mode() -> Option<GilMode> {
+    if !GIL_TABLE_ON.load(Ordering::Acquire) {
+        return None;
     }
+    // SAFETY: GIL_TABLE_ON is stored true only by set_gil_table_on, with Release, once each of
+    // these was seen set (Late::get, Acquire); this Acquire load of it sees that store, so
+    // their setting happens before this read (Late::get_unchecked's contract).
+    unsafe {
+        Some(GilMode {
+            table: GIL_TABLE.get_unchecked(),
+            ring: RING.get_unchecked(),
+            stacks: STACKS.get_unchecked(),
+        })
+    }
+}
+
+/// [`gil_mode`] in `all` mode's wrappers, without the look at [`GIL_TABLE_ON`].
+///
+/// # Safety
+/// Only from those wrappers (pymem.rs `ours`: installed only when `GIL_TABLE_ON` was set,
+/// never cleared). Its store and the tables' happen before their installation, as
+/// `pymem::REPLACED`'s do, and the installation before any call of them.
+#[inline(always)]
+unsafe fn gil_mode_installed() -> GilMode {
+    debug_assert!(GIL_TABLE_ON.load(Ordering::Relaxed));
+    // SAFETY: set before the caller was installed (the contract; set_gil_table_on checked
+    // that each was set).
+    unsafe {
+        GilMode {
+            table: GIL_TABLE.get_unchecked(),
+            ring: RING.get_unchecked(),
+            stacks: STACKS.get_unchecked(),
+        }
+    }
+}
+
+/// Sets [`GIL_TABLE_ON`] at the wrapper's installation (pymem.rs), before any wrapper runs:
+/// on when `allowed` and `all` mode's tables are set ([`gil_mode`] relies on it).
+pub(crate) fn set_gil_table_on(allowed: bool) {
+    let ready = GIL_TABLE.get().is_some() && RING.get().is_some() && STACKS.get().is_some();
+    GIL_TABLE_ON.store(allowed && ready, Ordering::Release);
 }
 
 /// Takes `ptr` out of the table before the real free (after it the address may be reused).
@@ -542,19 +622,32 @@ fn put_back(ptr: usize, e: Entry) {
     }
 }
 
+/// The kind of the free, at `now` (the coarse clock), of a block whose entry's time is `t`:
+/// a temporary when its age, in the entry's units, is under [`TEMP_UNITS`] (in 32 bits, where
+/// the age in ns took a 64-bit shift, mask and compare).
+#[inline(always)]
+fn free_kind(t: u32, now: u64) -> u8 {
+    if t >> DEPTH_SHIFT < DEPTH.load(Ordering::Relaxed) {
+        FREE_INHERITED
+    } else if ((now >> TIME_SHIFT) as u32).wrapping_sub(t) & TIME_MASK < TEMP_UNITS {
+        FREE_TEMP
+    } else {
+        FREE
+    }
+}
+
+/// An age of `n` units (2^19 ns) is under [`TEMP_NS`] exactly when `n` is under this.
+const TEMP_UNITS: u32 = TEMP_NS.div_ceil(1 << TIME_SHIFT) as u32;
+const _: () = assert!(
+    ((TEMP_UNITS as u64) << TIME_SHIFT) >= TEMP_NS
+        && ((TEMP_UNITS as u64 - 1) << TIME_SHIFT) < TEMP_NS
+);
+
 /// The free event of `e` at `ptr`, at `now` (the coarse clock).
 #[inline(always)]
 fn free_event(ptr: usize, e: Entry, now: u64) -> Event {
-    let age = u64::from(units(now).wrapping_sub(e.t) & TIME_MASK) << TIME_SHIFT;
-    let inherited = e.t >> DEPTH_SHIFT < DEPTH.load(Ordering::Relaxed);
     Event {
-        kind: if inherited {
-            FREE_INHERITED
-        } else if age < TEMP_NS {
-            FREE_TEMP
-        } else {
-            FREE
-        },
+        kind: free_kind(e.t, now),
         domain: e.domain,
         stack: e.stack,
         ptr,
@@ -680,8 +773,8 @@ pub(crate) fn py_take(p: *mut c_void) -> Option<(Entry, bool)> {
     if p.is_null() {
         return None;
     }
-    if let Some(e) = gil_table().and_then(|t| t.remove_excl(p as usize)) {
-        return Some((e, true));
+    if let Some(t) = gil_table().and_then(|t| t.take_excl(p as usize)) {
+        return Some((t.entry(), true));
     }
     take(p).map(|e| (e, false))
 }
@@ -709,39 +802,73 @@ pub(crate) fn py_may_be_sampled(p: *mut c_void) -> bool {
 #[cold]
 pub(crate) fn py_freeing(p: *mut c_void, e: Entry, excl: bool) {
     if excl {
-        return py_freeing_gil(p, e);
+        if let Some(ring) = RING.get() {
+            let now = coarse_ns();
+            if !gil_push(free_kind(e.t, now), e.stack, e.weight, now) {
+                free_gil_deliver(ring, p as usize, e, now);
+            }
+        }
+        return;
     }
     let _g = Guard::enter();
     emit_free(p as usize, e, excl);
 }
 
-/// [`py_freeing`] of a block of [`gil_table`], inline in the wrapper's free (its doc says
-/// why no guard).
+/// [`py_freeing`] of a block just taken out of [`gil_table`] ([`Taken`]: read before the
+/// table's next insert), inline in the wrapper's free (its doc says why no guard): its kind,
+/// stack, weight and time queued in [`GIL_RING`], the whole event built only on the way of
+/// [`deliver`].
 #[inline(always)]
-fn py_freeing_gil(p: *mut c_void, e: Entry) {
-    let Some(ring) = RING.get() else { return };
+fn py_freeing_gil(ring: &Ring, p: *mut c_void, t: Taken<'_>) {
     let now = coarse_ns();
-    let ev = free_event(p as usize, e, now);
-    if gil_push(ring, &ev, now) {
-        return;
+    let (stack, at) = t.stack_t();
+    if !gil_push(free_kind(at, now), stack, t.weight(), now) {
+        free_gil_deliver(ring, p as usize, t.entry(), now);
     }
+}
+
+/// The free event of a block of [`gil_table`] the way of [`deliver`], under the guard.
+#[cold]
+#[inline(never)]
+fn free_gil_deliver(ring: &Ring, ptr: usize, e: Entry, now: u64) {
     let _g = Guard::enter();
-    if !deliver(ring, &ev, now) {
+    if !deliver_as::<true>(ring, &free_event(ptr, e, now), now) {
         DROP_FREES.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// The wrapper's free of a block its table's filter did not rule out, and `all` mode's free
-/// of every block (`pymem::wrap_free_all`: nearly all are in [`gil_table`]): the probe of
-/// `gil_table` and the free event, all inline (one call less per free in `all` mode), else
-/// the shared table's.
+/// The wrapper's free of a block its table's filter did not rule out: the probe of
+/// [`gil_table`] and the free event, else the shared table's.
 #[inline(always)]
 pub(crate) fn py_free_sampled(p: *mut c_void) {
     if p.is_null() {
         return;
     }
-    if let Some(e) = gil_table().and_then(|t| t.remove_excl(p as usize)) {
-        return py_freeing_gil(p, e);
+    if let Some(m) = gil_mode() {
+        if let Some(t) = m.table.take_excl(p as usize) {
+            return py_freeing_gil(m.ring, p, t);
+        }
+    }
+    if let Some(e) = take(p) {
+        py_freeing(p, e, false);
+    }
+}
+
+/// `all` mode's free of every block (`pymem::wrap_free_all`: nearly all are in
+/// [`gil_table`]): [`py_free_sampled`] all inline (one call less per free), without the look
+/// at [`GIL_TABLE_ON`].
+///
+/// # Safety
+/// Only from `pymem::wrap_free_all` ([`gil_mode_installed`]).
+#[inline(always)]
+pub(crate) unsafe fn free_all(p: *mut c_void) {
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: called by that wrapper (the contract).
+    let m = unsafe { gil_mode_installed() };
+    if let Some(t) = m.table.take_excl(p as usize) {
+        return py_freeing_gil(m.ring, p, t);
     }
     if let Some(e) = take(p) {
         py_freeing(p, e, false);
@@ -1774,6 +1901,7 @@ pub(crate) fn begin(fd: c_int, pid: u32, mean: u64, rcap: Option<usize>) -> bool
         now_ns() + PERIOD_NS.load(Ordering::Relaxed),
         Ordering::Relaxed,
     );
+    GIL_GATE.store(0, Ordering::Relaxed);
     OWNER_PID.store(u64::from(pid), Ordering::Relaxed);
     TRACING.store(true, Ordering::Release);
     true
@@ -1838,6 +1966,14 @@ pub(crate) fn release_table() {
 /// ([`deliver_full`]).
 #[inline]
 fn deliver(ring: &Ring, ev: &Event, now: u64) -> bool {
+    deliver_as::<false>(ring, ev, now)
+}
+
+/// [`deliver`]; `GIL`: by the main interpreter's GIL holder for a block of [`gil_table`],
+/// which opens [`GIL_GATE`] once its event is applied ([`open_gate`]). A push into the shared
+/// queue closes the gate ([`close_gate`]).
+#[inline]
+fn deliver_as<const GIL: bool>(ring: &Ring, ev: &Event, now: u64) -> bool {
     if STATE
         .lock
         .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -1850,6 +1986,9 @@ fn deliver(ring: &Ring, ev: &Event, now: u64) -> bool {
             }
             if ring.is_empty() {
                 apply_locked(s, ev, now);
+                if GIL {
+                    open_gate(ring);
+                }
                 unlock();
                 return true;
             }
@@ -1859,6 +1998,7 @@ fn deliver(ring: &Ring, ev: &Event, now: u64) -> bool {
     if !ring.push(*ev) {
         return deliver_full(ring, ev, now);
     }
+    close_gate();
     maybe_drain();
     true
 }
@@ -1909,6 +2049,7 @@ fn deliver_full(ring: &Ring, ev: &Event, now: u64) -> bool {
         }
         unlock();
         if ring.push(*ev) {
+            close_gate();
             return true;
         }
         // SAFETY: sched_yield has no preconditions.
@@ -1917,35 +2058,72 @@ fn deliver_full(ring: &Ring, ev: &Event, now: u64) -> bool {
 }
 
 /// Hands one event of a block of [`gil_table`] to the aggregate: queued in [`GIL_RING`],
-/// without a locked instruction, while the shared queue is empty and `GIL_RING` has room;
-/// else as [`deliver`] (which drains `GIL_RING` first). Called only by a thread that holds the
-/// main interpreter's GIL (`gil_table`'s doc), so `GIL_RING` has one producer at a time, in
-/// the GIL's order.
+/// without a locked instruction, while [`GIL_GATE`] is open for its time and `GIL_RING` has
+/// room; else as [`deliver`] (which drains `GIL_RING` first). Called only by a thread that
+/// holds the main interpreter's GIL (`gil_table`'s doc), so `GIL_RING` has one producer at a
+/// time, in the GIL's order.
 ///
 /// Events stay applied in an order consistent with the order they happened in. Within
 /// `GIL_RING` it is the GIL's order. A drain (under the aggregate's lock) takes `GIL_RING`
 /// before the shared queue, so what must hold is: no event E queued in the shared queue
-/// happened before an event G in `GIL_RING`. If E happened before G, E's push (its claim of
-/// `head`) happened before G's check here, which therefore saw the shared queue non-empty
-/// (a later value of `head`, or of `tail` once E was taken out and applied) unless E was
-/// already taken out; so G was not put in `GIL_RING` but went the way of `deliver`: applied
-/// after a drain, or queued after E. An event the aggregate's lock holder applies itself
-/// (`deliver`) drains `GIL_RING` first, so what happened before it in the GIL's order is
-/// applied before it. So the live total, its peak and the live set at the peak stay exact;
+/// happened before an event G put in `GIL_RING`. The gate is what keeps it: the shared
+/// queue's pushers close it (after the push of E, a SeqCst fence F_E, then the store of 0,
+/// C_E: [`close_gate`]), and only a GIL holder opens it ([`open_gate`], from `deliver_as`
+/// with the aggregate's lock held and its own event applied: the store O of the time,
+/// a SeqCst fence F_O, then loads of the shared queue's `head` and `tail`, and the store of
+/// 0 again unless they were equal). Say E happened before G: C_E, in E's hook, happened
+/// before G's load of the gate, which therefore reads C_E or a store after it in the gate's
+/// order. If it read a 0, G went the way of `deliver`. Else it read an opening O after C_E;
+/// the GIL holder that made O released the GIL after it, and after any 0 it stored next,
+/// before G's holder took it, so G would have read that 0: that opening's loads found the
+/// queue empty. As C_E comes before O in the gate's order, F_E comes before F_O in the
+/// single order of SeqCst fences (else O would come before C_E), so the opening's load of
+/// `head` saw E's claim of its cell; `tail` being equal, E had been taken out by a drain in
+/// an earlier holding of the lock (only a holder moves `tail`, and the opener holds it), and
+/// applied there. G's drain holds the lock after the opener's (it reads G's push, made after
+/// that holding), so E is applied before G. An event the aggregate's lock holder applies
+/// itself (`deliver`) drains `GIL_RING` first, so what happened before it in the GIL's order
+/// is applied before it. So the live total, its peak and the live set at the peak stay exact;
 /// the peak's time is the event's own clock reading, kept with it.
 #[inline]
 fn deliver_gil(ring: &Ring, ev: &Event, now: u64) -> bool {
-    gil_push(ring, ev, now) || deliver(ring, ev, now)
+    gil_push(ev.kind, ev.stack, ev.weight, now) || deliver_as::<true>(ring, ev, now)
 }
 
-/// [`deliver_gil`]'s way without a locked instruction: `ev` queued in [`GIL_RING`] while the
-/// shared queue is empty, no snapshot is due and `GIL_RING` has room; false (nothing done)
-/// otherwise. Only by the main interpreter's GIL holder, for a block of [`gil_table`].
+/// [`deliver_gil`]'s way without a locked instruction: the event queued in [`GIL_RING`] while
+/// [`GIL_GATE`] is open for `now` and `GIL_RING` has room; false (nothing done) otherwise. Only
+/// by the main interpreter's GIL holder, for a block of [`gil_table`]. One load and a compare
+/// for the gate, where the shared queue's `head` and `tail` and the snapshot's time were three
+/// loads and two compares.
 #[inline(always)]
-fn gil_push(ring: &Ring, ev: &Event, now: u64) -> bool {
-    // A snapshot due goes the way of `deliver`, which writes it (`now` is the coarse clock,
-    // never ahead of the one the period is kept in).
-    ring.is_empty() && now < NEXT_WRITE_NS.load(Ordering::Relaxed) && GIL_RING.push(ev, now)
+fn gil_push(kind: u8, stack: u32, weight: f64, now: u64) -> bool {
+    now < GIL_GATE.load(Ordering::Relaxed) && GIL_RING.push(kind, stack, weight, now)
+}
+
+/// The time up to which the main interpreter's GIL holder may queue events in [`GIL_RING`]
+/// ([`deliver_gil`]'s proof): when a snapshot is due, as of its opening (a snapshot due goes
+/// the way of `deliver`, which writes it; `now` is the coarse clock, never ahead of the one
+/// the period is kept in; a snapshot written since only moved that time on), 0 while the
+/// shared queue may hold an event. Read and opened by the GIL holder only.
+static GIL_GATE: AtomicU64 = AtomicU64::new(0);
+
+/// Opens [`GIL_GATE`] up to the next snapshot's time, unless the shared queue holds an event
+/// (the main interpreter's GIL holder, the aggregate's lock held: [`deliver_gil`]'s proof).
+#[cold]
+#[inline(never)]
+fn open_gate(ring: &Ring) {
+    GIL_GATE.store(NEXT_WRITE_NS.load(Ordering::Relaxed), Ordering::Relaxed);
+    std::sync::atomic::fence(Ordering::SeqCst);
+    if !ring.is_empty() {
+        GIL_GATE.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Closes [`GIL_GATE`] after a push into the shared queue ([`deliver_gil`]'s proof).
+#[inline]
+fn close_gate() {
+    std::sync::atomic::fence(Ordering::SeqCst);
+    GIL_GATE.store(0, Ordering::Relaxed);
 }
 
 /// The queue of [`deliver_gil`] (gilring.rs): one producer at a time, the main interpreter's
@@ -2060,6 +2238,7 @@ extern "C" fn fork_child() {
         t.rng.set(0);
     });
     let lost = RING.get().map_or(0, |r| r.reset()) + GIL_RING.reset();
+    GIL_GATE.store(0, Ordering::Relaxed);
     AT_FORK.store(lost as u64, Ordering::Relaxed);
     DROP_ALLOCS.store(0, Ordering::Relaxed);
     DROP_FREES.store(0, Ordering::Relaxed);

@@ -200,6 +200,7 @@ mod attach;
 mod gilring;
 #[cfg(not(test))]
 mod hooks;
+mod late;
 pub mod maps;
 #[cfg(target_pointer_width = "64")]
 mod own_text;

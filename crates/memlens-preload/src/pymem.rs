@@ -267,7 +267,7 @@ pub(crate) fn maybe_install() {
         }
         enable_fast_path(mine as usize);
         SERVED_RAW.store(raw_serving_allowed(), Ordering::Relaxed);
-        crate::hooks::GIL_TABLE_ON.store(gil_table_allowed(), Ordering::Relaxed);
+        crate::hooks::set_gil_table_on(gil_table_allowed());
         for (i, d) in DOMAINS.iter().enumerate() {
             let mut w = ours(i, &old[i]);
             set(*d, &mut w);
@@ -741,7 +741,7 @@ unsafe extern "C" fn realloc_slow<const D: usize>(
 // `all` mode with pymalloc underneath ([`crate::hooks::GIL_TABLE_ON`]): every block is
 // recorded, so there is no sample decision to take, and nearly every block is one of
 // pymalloc's, recorded with the GIL in the table in exclusive use. These wrappers take that
-// way inline ([`crate::hooks::record_gil`], [`crate::hooks::py_free_sampled`]), and hand anything
+// way inline ([`crate::hooks::record_gil`], [`crate::hooks::free_all`]), and hand anything
 // else (a larger block, another interpreter) to the general path above. realloc, rarer,
 // keeps the general wrapper.
 
@@ -753,7 +753,8 @@ unsafe extern "C" fn wrap_malloc_all<const D: usize>(ctx: *mut c_void, size: usi
     // SAFETY: as wrap_malloc.
     let p = with_owner(|| unsafe { old::<D>().malloc.unwrap_unchecked()(ctx, size) });
     if !p.is_null() {
-        crate::hooks::record_gil(p, size);
+        // SAFETY: all mode's wrapper (record_gil's contract).
+        unsafe { crate::hooks::record_gil(p, size) };
     }
     p
 }
@@ -771,13 +772,15 @@ unsafe extern "C" fn wrap_calloc_all<const D: usize>(
     // SAFETY: as wrap_malloc.
     let p = with_owner(|| unsafe { old::<D>().calloc.unwrap_unchecked()(ctx, n, m) });
     if !p.is_null() {
-        crate::hooks::record_gil(p, size);
+        // SAFETY: all mode's wrapper (record_gil's contract).
+        unsafe { crate::hooks::record_gil(p, size) };
     }
     p
 }
 
 unsafe extern "C" fn wrap_free_all<const D: usize>(ctx: *mut c_void, p: *mut c_void) {
-    crate::hooks::py_free_sampled(p);
+    // SAFETY: all mode's wrapper (free_all's contract).
+    unsafe { crate::hooks::free_all(p) };
     // SAFETY: as wrap_malloc.
     unsafe { old::<D>().free.unwrap_unchecked()(ctx, p) }
 }

@@ -98,6 +98,73 @@ pub struct Entry {
 const DOMAIN_SHIFT: u32 = 62;
 const SIZE_MASK: u64 = (1 << DOMAIN_SHIFT) - 1;
 
+/// An [`Entry`] as its slot keeps it.
+#[derive(Clone, Copy)]
+struct Packed {
+    /// The size, the domain in the top two bits.
+    size: u64,
+    /// The weight's bits.
+    weight: u64,
+    /// The stack in the high half, the time below.
+    meta: u64,
+}
+
+impl Packed {
+    #[inline(always)]
+    fn of(e: Entry) -> Packed {
+        Packed {
+            size: (e.size & SIZE_MASK) | u64::from(e.domain & 3) << DOMAIN_SHIFT,
+            weight: e.weight.to_bits(),
+            meta: u64::from(e.stack) << 32 | u64::from(e.t),
+        }
+    }
+
+    #[inline(always)]
+    fn entry(self) -> Entry {
+        Entry {
+            size: self.size & SIZE_MASK,
+            weight: f64::from_bits(self.weight),
+            domain: (self.size >> DOMAIN_SHIFT) as u8,
+            stack: (self.meta >> 32) as u32,
+            t: self.meta as u32,
+        }
+    }
+}
+
+/// A key just taken out of a table in exclusive use ([`Table::take_excl`]): its slot, whose
+/// values stay as its insert wrote them until the table's next insert, which only the lock's
+/// holder makes (the module doc's last section). The caller, that holder, reads them before
+/// it inserts again: a pointer where an [`Entry`] went through memory, and only the words
+/// the caller reads are loaded.
+#[derive(Clone, Copy)]
+pub struct Taken<'a>(&'a Slot);
+
+impl Taken<'_> {
+    /// The sample's weight.
+    #[inline(always)]
+    pub fn weight(self) -> f64 {
+        f64::from_bits(self.0.weight.load(Ordering::Relaxed))
+    }
+
+    /// The stack and the time ([`Entry::stack`], [`Entry::t`]).
+    #[inline(always)]
+    pub fn stack_t(self) -> (u32, u32) {
+        let meta = self.0.meta.load(Ordering::Relaxed);
+        ((meta >> 32) as u32, meta as u32)
+    }
+
+    /// The whole entry.
+    #[inline(always)]
+    pub fn entry(self) -> Entry {
+        Packed {
+            size: self.0.size.load(Ordering::Relaxed),
+            weight: self.0.weight.load(Ordering::Relaxed),
+            meta: self.0.meta.load(Ordering::Relaxed),
+        }
+        .entry()
+    }
+}
+
 /// A filter count's sticky value.
 const STUCK: u16 = 0xFF;
 const COUNT: u16 = 0xFF;
@@ -491,22 +558,34 @@ impl Table {
     fn insert_as<const X: bool>(&self, key: usize, e: Entry) -> bool {
         debug_assert!(key > TOMBSTONE);
         let m = mix(key);
+        let p = Packed::of(e);
         // The newest level: moved on by the counted insert that fills it to 3/4
         // ([`Table::count_live`]), or below when it has no free slot near the key's home.
         let top = self.top().load(Ordering::Relaxed) as u32;
-        if self.insert_in::<X>(top, key, m, e) {
+        if self.insert_in::<X>(top, key, m, p) {
             self.placed::<X>(key, m, top);
             return true;
         }
-        self.insert_past::<X>(key, m, e, top)
+        self.insert_past::<X>(key, top, p.size, p.weight, p.meta)
     }
 
     /// [`Table::insert`] when level `top` has no free slot near the key's home: the next
     /// levels become `top` in turn (one thread moves it; the others see it moved), and past
-    /// the last one the older levels are tried, where keys were freed.
+    /// the last one the older levels are tried, where keys were freed. The entry comes as
+    /// its slot's words, in registers (as an [`Entry`] it went through memory on the inline
+    /// path, stored before every insert's probe).
     #[cold]
     #[inline(never)]
-    fn insert_past<const X: bool>(&self, key: usize, m: u64, e: Entry, mut top: u32) -> bool {
+    fn insert_past<const X: bool>(
+        &self,
+        key: usize,
+        mut top: u32,
+        size: u64,
+        weight: u64,
+        meta: u64,
+    ) -> bool {
+        let m = mix(key);
+        let p = Packed { size, weight, meta };
         while top + 1 < self.shape.levels {
             if X {
                 self.top().store(top as usize + 1, Ordering::Relaxed);
@@ -519,13 +598,13 @@ impl Table {
                 );
             }
             top = self.top().load(Ordering::Relaxed) as u32;
-            if self.insert_in::<X>(top, key, m, e) {
+            if self.insert_in::<X>(top, key, m, p) {
                 self.placed::<X>(key, m, top);
                 return true;
             }
         }
         for l in (0..top).rev() {
-            if self.insert_in::<X>(l, key, m, e) {
+            if self.insert_in::<X>(l, key, m, p) {
                 self.placed::<X>(key, m, l);
                 return true;
             }
@@ -581,7 +660,7 @@ impl Table {
 
     /// Puts `key` (of [`mix`] `m`) in the first free slot from its home in level `l`.
     #[inline(always)]
-    fn insert_in<const X: bool>(&self, l: u32, key: usize, m: u64, e: Entry) -> bool {
+    fn insert_in<const X: bool>(&self, l: u32, key: usize, m: u64, p: Packed) -> bool {
         let Level {
             base, mask, probes, ..
         } = *self.level(l);
@@ -605,11 +684,9 @@ impl Table {
                     .is_ok()
             };
             if claimed {
-                let d = u64::from(e.domain & 3) << DOMAIN_SHIFT;
-                s.size.store((e.size & SIZE_MASK) | d, Ordering::Relaxed);
-                s.meta
-                    .store(u64::from(e.stack) << 32 | u64::from(e.t), Ordering::Relaxed);
-                s.weight.store(e.weight.to_bits(), Ordering::Release);
+                s.size.store(p.size, Ordering::Relaxed);
+                s.meta.store(p.meta, Ordering::Relaxed);
+                s.weight.store(p.weight, Ordering::Release);
                 return true;
             }
         }
@@ -625,12 +702,18 @@ impl Table {
         self.remove_slow(key)
     }
 
-    /// [`Table::remove`] for a table in exclusive use (the module doc's last section); inline,
-    /// probe included (its hot caller is the wrapper's free of a sampled block).
+    /// [`Table::remove`] for a table in exclusive use (the module doc's last section).
     #[inline(always)]
     pub fn remove_excl(&self, key: usize) -> Option<Entry> {
+        self.take_excl(key).map(Taken::entry)
+    }
+
+    /// [`Table::remove_excl`] that gives the slot taken out ([`Taken`]); inline, probe
+    /// included (its hot caller is the wrapper's free of a sampled block).
+    #[inline(always)]
+    pub fn take_excl(&self, key: usize) -> Option<Taken<'_>> {
         // A zero word has no level bit: nothing is probed.
-        self.remove_probe::<true>(key)
+        self.remove_probe::<true, _>(key, Taken)
     }
 
     /// False when `key` is certainly not in the table (its filter word is zero): the one
@@ -644,16 +727,30 @@ impl Table {
     /// first.
     #[inline(never)]
     fn remove_slow(&self, key: usize) -> Option<Entry> {
-        self.remove_probe::<false>(key)
+        // The values before the slot is let go (another thread may claim it then).
+        self.remove_probe::<false, _>(key, |s| {
+            Packed {
+                weight: s.weight.load(Ordering::Acquire),
+                size: s.size.load(Ordering::Relaxed),
+                meta: s.meta.load(Ordering::Relaxed),
+            }
+            .entry()
+        })
     }
 
-    /// The probe of [`Table::remove_slow`] and [`Table::remove_excl`]: the levels of the
-    /// word's bits, newest first. A bit is never set for a level past the shape's (`placed`
+    /// The removal of [`Table::remove_slow`] and [`Table::take_excl`]: the probe of the
+    /// levels of the word's bits, newest first; `read` takes what is kept from the slot
+    /// found, before the slot is let go (a tombstone), the level's live count and the
+    /// filter word counted down. A bit is never set for a level past the shape's (`placed`
     /// sets only the bit of a level a key was put in); if one were, that level probes no slot.
     /// Inline, the newest level's probe only: a word's keys nearly always lie in one level
     /// (its bits are cleared when its count returns to zero); the others apart.
     #[inline(always)]
-    fn remove_probe<const X: bool>(&self, key: usize) -> Option<Entry> {
+    fn remove_probe<'a, const X: bool, R>(
+        &'a self,
+        key: usize,
+        read: impl FnOnce(&'a Slot) -> R,
+    ) -> Option<R> {
         let m = mix(key);
         let word = self.word(key, m);
         let cur = word.load(Ordering::Relaxed);
@@ -662,46 +759,51 @@ impl Table {
             return None;
         }
         let l = 31 - bits.leading_zeros();
-        let found = self.remove_in::<X>(l, key, m, word, cur);
-        let rest = bits ^ 1 << l;
-        if found.is_some() || rest == 0 {
-            return found;
+        let (s, l) = match self.find_in::<X>(l, key, m) {
+            Some(s) => (s, l),
+            None => {
+                let rest = bits ^ 1 << l;
+                if rest == 0 {
+                    return None;
+                }
+                self.find_older::<X>(rest, key, m)?
+            }
+        };
+        let r = read(s);
+        s.key.store(TOMBSTONE, Ordering::Release);
+        if self.counts_live(m) {
+            self.uncount_live::<X>(l);
         }
-        self.remove_older::<X>(rest, key, m, word, cur)
+        if X {
+            // Exclusive: no other thread wrote the word since `cur` was loaded (the module
+            // doc's last section), so its next value follows from `cur`.
+            if cur & COUNT != STUCK {
+                word.store(Self::uncounted(cur), Ordering::Relaxed);
+            }
+        } else {
+            Self::count_down(word);
+        }
+        Some(r)
     }
 
-    /// [`Table::remove_probe`] in the levels of `bits` but the newest of the word's.
+    /// [`Table::remove_probe`]'s search in the levels of `bits` but the newest of the word's:
+    /// the slot and its level.
     #[cold]
     #[inline(never)]
-    fn remove_older<const X: bool>(
-        &self,
-        mut bits: u32,
-        key: usize,
-        m: u64,
-        word: &AtomicU16,
-        cur: u16,
-    ) -> Option<Entry> {
+    fn find_older<const X: bool>(&self, mut bits: u32, key: usize, m: u64) -> Option<(&Slot, u32)> {
         while bits != 0 {
             let l = 31 - bits.leading_zeros();
             bits ^= 1 << l;
-            if let Some(e) = self.remove_in::<X>(l, key, m, word, cur) {
-                return Some(e);
+            if let Some(s) = self.find_in::<X>(l, key, m) {
+                return Some((s, l));
             }
         }
         None
     }
 
-    /// Takes `key` (of [`mix`] `m`, filter word `word`, whose value was `cur`) out of level
-    /// `l`, if it is there.
+    /// The slot of `key` (of [`mix`] `m`) in level `l`, if it is there.
     #[inline(always)]
-    fn remove_in<const X: bool>(
-        &self,
-        l: u32,
-        key: usize,
-        m: u64,
-        word: &AtomicU16,
-        cur: u16,
-    ) -> Option<Entry> {
+    fn find_in<const X: bool>(&self, l: u32, key: usize, m: u64) -> Option<&Slot> {
         // The level's figures in locals: the compiler may not move a load of them past the
         // shared table's Acquire loads below (a reload per probe).
         let Level {
@@ -721,40 +823,13 @@ impl Table {
             } else {
                 Ordering::Acquire
             });
-            if k != key {
-                i += 1;
-                if k == EMPTY || i >= probes as usize {
-                    return None;
-                }
-                continue;
+            if k == key {
+                return Some(s);
             }
-            let weight = f64::from_bits(s.weight.load(if X {
-                Ordering::Relaxed
-            } else {
-                Ordering::Acquire
-            }));
-            let size = s.size.load(Ordering::Relaxed);
-            let meta = s.meta.load(Ordering::Relaxed);
-            s.key.store(TOMBSTONE, Ordering::Release);
-            if self.counts_live(m) {
-                self.uncount_live::<X>(l);
+            i += 1;
+            if k == EMPTY || i >= probes as usize {
+                return None;
             }
-            if X {
-                // Exclusive: no other thread wrote the word since `cur` was loaded (the
-                // module doc's last section), so its next value follows from `cur`.
-                if cur & COUNT != STUCK {
-                    word.store(Self::uncounted(cur), Ordering::Relaxed);
-                }
-            } else {
-                Self::count_down(word);
-            }
-            return Some(Entry {
-                size: size & SIZE_MASK,
-                weight,
-                domain: (size >> DOMAIN_SHIFT) as u8,
-                stack: (meta >> 32) as u32,
-                t: meta as u32,
-            });
         }
     }
 
