@@ -361,6 +361,13 @@ fn units(ns: u64) -> u32 {
     (ns >> TIME_SHIFT) as u32 & TIME_MASK
 }
 
+/// An entry's `t` for a block made at `now` (the coarse clock) by this process: its fork
+/// depth over the time in [`units`].
+#[inline(always)]
+fn entry_time(now: u64) -> u32 {
+    units(now) | DEPTH.load(Ordering::Relaxed) << DEPTH_SHIFT
+}
+
 /// The sample decision for a new block or anonymous mapping of `size` bytes at `ptr`: its
 /// weight when it is recorded (its size in `all` mode), none when it is not.
 #[inline(always)]
@@ -438,7 +445,7 @@ fn record_in(
         weight,
         domain,
         stack,
-        t: units(now) | DEPTH.load(Ordering::Relaxed) << DEPTH_SHIFT,
+        t: entry_time(now),
     };
     let inserted = match excl {
         Some(t) => t.insert_excl(ptr, e),
@@ -497,7 +504,7 @@ pub(crate) unsafe fn record_gil(p: *mut c_void, size: usize) {
         weight,
         domain: PYMALLOC,
         stack,
-        t: units(now) | DEPTH.load(Ordering::Relaxed) << DEPTH_SHIFT,
+        t: entry_time(now),
     };
     if !m.table.insert_excl(ptr, e) {
         TABLE_FULL.fetch_add(1, Ordering::Relaxed);
@@ -1284,7 +1291,7 @@ fn record_map(g: &Guard, ptr: usize, size: u64, weight: f64, held: Option<&mut M
         weight,
         domain: MMAP,
         stack,
-        t: units(now) | DEPTH.load(Ordering::Relaxed) << DEPTH_SHIFT,
+        t: entry_time(now),
     };
     let listed = |m: &mut Maps| {
         m.cut(ptr, ptr.saturating_add(page_round(size as usize)), emit_cut);

@@ -587,16 +587,7 @@ impl Table {
         let m = mix(key);
         let p = Packed { size, weight, meta };
         while top + 1 < self.shape.levels {
-            if X {
-                self.top().store(top as usize + 1, Ordering::Relaxed);
-            } else {
-                let _ = self.top().compare_exchange(
-                    top as usize,
-                    top as usize + 1,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
-            }
+            self.move_top::<X>(top);
             top = self.top().load(Ordering::Relaxed) as u32;
             if self.insert_in::<X>(top, key, m, p) {
                 self.placed::<X>(key, m, top);
@@ -644,17 +635,22 @@ impl Table {
         if n < self.level(l).full_at || l + 1 >= self.shape.levels {
             return;
         }
+        self.move_top::<X>(l);
+    }
+
+    /// Moves `top` on from level `from` to the next, if it is still `from` (one thread moves
+    /// it; the others see it moved). The caller checked that a next level exists.
+    #[inline]
+    fn move_top<const X: bool>(&self, from: u32) {
+        let from = from as usize;
         if X {
-            if self.top().load(Ordering::Relaxed) == l as usize {
-                self.top().store(l as usize + 1, Ordering::Relaxed);
+            if self.top().load(Ordering::Relaxed) == from {
+                self.top().store(from + 1, Ordering::Relaxed);
             }
         } else {
-            let _ = self.top().compare_exchange(
-                l as usize,
-                l as usize + 1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
+            let _ =
+                self.top()
+                    .compare_exchange(from, from + 1, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
 
