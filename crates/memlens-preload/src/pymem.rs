@@ -446,7 +446,7 @@ fn one_gil() -> bool {
 /// The calling thread's thread pointer (its TCB address, `pthread_self()` on glibc): an
 /// identity of the thread read without a call.
 #[inline(always)]
-fn thread_pointer() -> usize {
+pub(crate) fn thread_pointer() -> usize {
     #[cfg(target_arch = "x86_64")]
     {
         let tp: usize;
