@@ -56,7 +56,7 @@
 //! 65536 stacks, 2 Mi frames, 8 MiB of names); a stack that does not fit is counted
 //! (`stacks_lost`) and its sample given an empty `lost=1` stack of its domain (about 40 MiB
 //! of address space, `MAP_NORESERVE`, touched only as used: the hashed tables grow by levels,
-//! so a few interned stacks make a few pages resident, `pystack.rs`). A free-threaded build, or a minor
+//! so a few interned stacks make a few pages resident, `pystack/tables.rs`). A free-threaded build, or a minor
 //! without a layout, is `python=none`. The sampled
 //! pointer keeps its stack id and a coarse timestamp (`CLOCK_MONOTONIC_COARSE`, read through
 //! the vDSO, resolution one kernel tick, 1-4 ms), so its free is attributed to the same stack
@@ -161,7 +161,8 @@
 //!   at the event that made it (one tick before it at most), or that of the drain that
 //!   applied it when the event was queued (within a period).
 //! - Must be preloaded to trace malloc and mmap: its thread-local state is in the static TLS
-//!   block. `dlopen`ed into a running CPython 3.14+ (`memlens record PID --trace`, PEP 768,
+//!   block, which the hooks reach at its fixed offset from the thread pointer, without a call
+//!   (`hooks::TLS_AT`, set only when `LD_PRELOAD` names the library). `dlopen`ed into a running CPython 3.14+ (`memlens record PID --trace`, PEP 768,
 //!   [`attach`](#attached-to-a-running-program)) it interposes nothing and traces only the
 //!   wrapped allocator domains.
 //!
