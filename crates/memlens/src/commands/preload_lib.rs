@@ -18,6 +18,16 @@ pub const LIBRARY: &str = "libmemlens_preload.so";
 pub(crate) static EMBEDDED: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/libmemlens_preload.so"));
 
+/// The size of each write of the copy: one page, so the page cache holds the file in
+/// single-page folios. Written whole, the kernel caches it in large folios (a write sizes the
+/// folios it fills: 256, 128, 64 KiB... for this ~500 KiB file, on ext4), and a kernel that maps
+/// a large folio whole when fault-around reaches it (Linux 6.18, measured) makes a folio lying
+/// inside the library's text mapping wholly resident however little of it runs: on w6, 276 KiB
+/// of resident text in most runs (a 128 KiB folio pulled in) instead of 136-188 (issue 10; the
+/// library's release of its own text, `own_text.rs` in memlens-preload, counts on the faults
+/// mapping back little more than what runs). ~125 system calls, once per run.
+const WRITE_CHUNK: usize = 4096;
+
 /// A copy of the embedded library written by memlens.
 #[derive(Debug)]
 pub struct Written {
@@ -90,10 +100,14 @@ pub fn write_with_mode(dir: &Path, mode: u32) -> std::io::Result<Written> {
         ino: m.ino(),
     };
     // Exactly `mode` whatever the umask took; then the bytes, through the descriptor opened
-    // for writing (the mode applies to later opens).
+    // for writing (the mode applies to later opens), one page per write: see [`WRITE_CHUNK`].
     let r = f
         .set_permissions(std::fs::Permissions::from_mode(mode))
-        .and_then(|()| f.write_all(EMBEDDED))
+        .and_then(|()| {
+            EMBEDDED
+                .chunks(WRITE_CHUNK)
+                .try_for_each(|c| f.write_all(c))
+        })
         .and_then(|()| f.flush());
     drop(f);
     match r {
