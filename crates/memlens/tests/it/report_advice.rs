@@ -39,21 +39,26 @@ fn step(t: &mut Target, cmd: &str, answer: &str) -> u64 {
 /// Whether the recording (still being written) holds a Python view reading of the target that
 /// saw its arenas in the state built (at least `arenas`, and for `fragment` mostly free).
 fn viewed(db: &Path, arenas: u64, fragment: bool) -> bool {
+    readings(db).is_some_and(|p| {
+        p.iter().any(|s| {
+            s["pymalloc_arenas"].as_u64().is_some_and(|a| a >= arenas)
+                && (!fragment || s["pymalloc_free"].as_u64() >= s["pymalloc_used"].as_u64())
+        })
+    })
+}
+
+/// The Python view's readings in the recording (still being written) so far.
+fn readings(db: &Path) -> Option<Vec<Value>> {
     let out = memlens()
         .args(["report", "--json"])
         .arg(db)
         .output()
         .unwrap();
     if !out.status.success() {
-        return false;
+        return None;
     }
     let j: Value = serde_json::from_slice(&out.stdout).unwrap();
-    j["python"].as_array().is_some_and(|p| {
-        p.iter().any(|s| {
-            s["pymalloc_arenas"].as_u64().is_some_and(|a| a >= arenas)
-                && (!fragment || s["pymalloc_free"].as_u64() >= s["pymalloc_used"].as_u64())
-        })
-    })
+    j["python"].as_array().cloned()
 }
 
 /// Records `kind` of advice.py from before "build" until the recording has read the built
@@ -85,8 +90,11 @@ fn record(py: &Python, dir: &TempDir, kind: &str, n: u64) -> (Value, Target, u64
     } else {
         1
     };
+    // ...and a reading made after the grow, so the last one is of the heap as built.
+    let before = readings(&db).map_or(0, |p| p.len());
     let until = Instant::now() + Duration::from_secs(60);
-    while !viewed(&db, arenas, kind == "fragment") {
+    while !viewed(&db, arenas, kind == "fragment") || readings(&db).map_or(0, |p| p.len()) <= before
+    {
         if Instant::now() > until {
             kill(rec.id(), "-INT");
             panic!("{}: the Python view never read the heap", py.label);
@@ -106,12 +114,70 @@ fn advice(j: &Value) -> Vec<Value> {
         .clone()
 }
 
+/// Whether the Python view reading the advice stands on (the one nearest the ledger shown for
+/// the peak among those that found as many arenas: recording_advice.rs) read the heap as built
+/// (fragmented, with the blocks in use of the last reading, made after the grow). The build
+/// allocates its blocks, then frees most of them: the arenas stay, so a reading taken
+/// mid-build finds the same arenas with more blocks in use, and on a loaded host (the Python
+/// view is read less often) it can be the nearest. memlens then advises from the heap as it
+/// was read (an estimate, saying when it was read: none, or a smaller saving), and the
+/// scenario must be recorded again for this test's comparison with the measured saving.
+fn nearest_reading_fragmented(j: &Value) -> bool {
+    let Some(at) = j["advice_from"]["at_seconds"].as_f64() else {
+        return false;
+    };
+    let empty = Vec::new();
+    let points = j["python"].as_array().unwrap_or(&empty);
+    let arenas = |p: &Value| p["pymalloc_arenas"].as_u64().unwrap_or(0);
+    let fragmented = |p: &Value| {
+        p["pymalloc_free"]
+            .as_u64()
+            .zip(p["pymalloc_used"].as_u64())
+            .is_some_and(|(f, u)| f >= u)
+    };
+    let Some(built) = points.iter().filter(|p| fragmented(p)).map(arenas).max() else {
+        return false;
+    };
+    let used = |p: &Value| p["pymalloc_used"].as_u64().unwrap_or(0);
+    let Some(last) = points.last().filter(|p| fragmented(p)).map(used) else {
+        return false;
+    };
+    points
+        .iter()
+        .filter(|p| arenas(p) == built)
+        .filter_map(|p| Some((p["t_seconds"].as_f64()?, p)))
+        .min_by(|a, b| (a.0 - at).abs().total_cmp(&(b.0 - at).abs()))
+        .is_some_and(|(_, p)| fragmented(p) && used(p).abs_diff(last) <= last / 100)
+}
+
 #[test]
 fn a_recorded_fragmented_heap_gets_fragmentation_advice() {
     let dir = TempDir::new("report-advice");
     let mut bad = Vec::new();
     for py in interpreters() {
-        let (j, mut t, built) = record(&py, &dir, "fragment", 400_000);
+        let mut attempt = 0;
+        let (j, mut t, built) = loop {
+            attempt += 1;
+            let (j, mut t, built) = record(&py, &dir, "fragment", 400_000);
+            if nearest_reading_fragmented(&j) || attempt == 4 {
+                break (j, t, built);
+            }
+            eprintln!(
+                "{}: the reading nearest the peak was taken mid-build; recording again",
+                py.label
+            );
+            t.send("quit");
+            // This test's own recording, made again under the same name.
+            let db = dir.join(&format!("fragment-{}.db", py.label));
+            for end in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{end}", db.display()));
+            }
+        };
+        assert!(
+            nearest_reading_fragmented(&j),
+            "{}: in 4 recordings the Python view never read the heap as built nearest the peak",
+            py.label
+        );
         let applied = step(&mut t, "apply", "APPLIED");
         t.send("quit");
         assert!(built > applied, "{}: applying freed nothing", py.label);
