@@ -36,14 +36,12 @@ fn step(t: &mut Target, cmd: &str, answer: &str) -> u64 {
     rollup_field(t.pid(), "Rss")
 }
 
-/// Whether the recording (still being written) holds a Python view reading of the target that
-/// saw its arenas in the state built (at least `arenas`, and for `fragment` mostly free).
-fn viewed(db: &Path, arenas: u64, fragment: bool) -> bool {
-    readings(db).is_some_and(|p| {
-        p.iter().any(|s| {
-            s["pymalloc_arenas"].as_u64().is_some_and(|a| a >= arenas)
-                && (!fragment || s["pymalloc_free"].as_u64() >= s["pymalloc_used"].as_u64())
-        })
+/// Whether these readings of the Python view include one that saw the target's arenas in the
+/// state built (at least `arenas`, and for `fragment` mostly free).
+fn viewed(readings: &[Value], arenas: u64, fragment: bool) -> bool {
+    readings.iter().any(|s| {
+        s["pymalloc_arenas"].as_u64().is_some_and(|a| a >= arenas)
+            && (!fragment || s["pymalloc_free"].as_u64() >= s["pymalloc_used"].as_u64())
     })
 }
 
@@ -93,7 +91,8 @@ fn record(py: &Python, dir: &TempDir, kind: &str, n: u64) -> (Value, Target, u64
     // ...and a reading made after the grow, so the last one is of the heap as built.
     let before = readings(&db).map_or(0, |p| p.len());
     let until = Instant::now() + Duration::from_secs(60);
-    while !viewed(&db, arenas, kind == "fragment") || readings(&db).map_or(0, |p| p.len()) <= before
+    // One report of the recording per poll.
+    while !readings(&db).is_some_and(|p| p.len() > before && viewed(&p, arenas, kind == "fragment"))
     {
         if Instant::now() > until {
             kill(rec.id(), "-INT");
