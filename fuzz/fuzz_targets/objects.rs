@@ -1,6 +1,7 @@
 //! The CPython object decoders over arbitrary memory (the byte-slice backend): `str`, `bytes`
 //! and type names (objects.rs), dicts (dicts.rs), the GC list walk (gc.rs) and the three line
-//! table formats (linetable.rs).
+//! table formats (linetable.rs), a lookup resumed from an earlier one's cursor checked against
+//! one from the table's start.
 //!
 //! Input: op, layout selector, a u16 offset of the object, a parameter byte, then the image
 //! mapped at `image::BASE`. The object address is `BASE + offset`.
@@ -70,19 +71,37 @@ fuzz_target!(init: memlens_fuzz::seeds::write_if_asked("objects"), |data: &[u8]|
         }
         6 => {
             let (first, at, table) = line_args(image);
-            let _ = linetable::lnotab_line(table, first, at);
+            let fresh = |at| linetable::lnotab_line(table, first, at);
+            let mut cur = linetable::Cursor::new(first);
+            for at in [at, second(at, param)] {
+                assert_eq!(linetable::lnotab_line_at(table, first, at, &mut cur), fresh(at));
+            }
         }
         7 => {
             let (first, at, table) = line_args(image);
-            let _ = linetable::linetable310_line(table, first, at);
+            let fresh = |at| linetable::linetable310_line(table, first, at);
+            let mut cur = linetable::Cursor::new(first);
+            for at in [at, second(at, param)] {
+                assert_eq!(linetable::linetable310_line_at(table, first, at, &mut cur), fresh(at));
+            }
         }
         _ => {
             let (first, at, table) = line_args(image);
-            let _ = linetable::location_line(table, first, at);
+            let fresh = |at| linetable::location_line(table, first, at);
+            let mut cur = linetable::Cursor::new(first);
+            for at in [at, second(at, param)] {
+                assert_eq!(linetable::location_line_at(table, first, at, &mut cur), fresh(at));
+            }
             let _ = objects::decode_str(table, u32::from(param % 5));
         }
     }
 });
+
+/// A second position to look up from the first lookup's cursor (linetable.rs: it must give
+/// what a lookup from the table's start gives): before or after the first, by `param`.
+fn second(at: i64, param: u8) -> i64 {
+    at.wrapping_add(i64::from(param) - 64)
+}
 
 /// `co_firstlineno` is a C int; the position is whatever the frame says.
 fn line_args(image: &[u8]) -> (i64, i64, &[u8]) {

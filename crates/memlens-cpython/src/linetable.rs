@@ -9,55 +9,129 @@ pub const LINETABLE_310: u64 = 2;
 /// `linetable_format` of 3.11+: the location table over code units ([`location_line`]).
 pub const LOCATIONS: u64 = 3;
 
+/// Where a decode of one line table stopped, to resume from (`*_line_at`): the table's byte
+/// position of an entry, where that entry starts (the unit of the format's position: a byte
+/// offset for 3.8-3.10, a code unit for 3.11+), and the line before the entry applies.
+///
+/// A lookup decodes from its table's start up to the entry holding its position; given the
+/// cursor of an earlier lookup in the same table, one at or past that earlier position resumes
+/// where it stopped. A module's body allocates at increasing positions as it runs (an import),
+/// so its lookups cost one pass over its table, where each from the start cost a pass each
+/// (quadratic in the table's size). A cursor is only meaningful for the table (and first
+/// line) it was made on: its keeper checks that; on any other table it gives a wrong line or
+/// none, never an out-of-bounds read (every read is checked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// Byte position in the table of the entry to decode next.
+    pub pos: usize,
+    /// Where that entry starts.
+    pub start: i64,
+    /// The line before that entry applies.
+    pub line: i64,
+}
+
+impl Cursor {
+    /// At the start of a table of a code object whose first line is `first_line`.
+    pub const fn new(first_line: i64) -> Cursor {
+        Cursor {
+            pos: 0,
+            start: 0,
+            line: first_line,
+        }
+    }
+
+    /// This cursor if it may resume a lookup of `at` (it stopped at or before it), else a new
+    /// one.
+    fn from(self, first_line: i64, at: i64) -> Cursor {
+        if self.start <= at {
+            self
+        } else {
+            Cursor::new(first_line)
+        }
+    }
+}
+
 /// 3.8-3.9 `co_lnotab`: pairs (byte offset increment, signed line increment). `lasti` is a
 /// byte offset.
 pub fn lnotab_line(table: &[u8], first_line: i64, lasti: i64) -> i64 {
-    let mut line = first_line;
-    let mut addr = 0i64;
-    for pair in table.chunks_exact(2) {
-        addr += i64::from(pair[0]);
+    lnotab_line_at(table, first_line, lasti, &mut Cursor::new(first_line))
+}
+
+/// [`lnotab_line`] from `cur`, left after the last pair applied ([`Cursor`]).
+pub fn lnotab_line_at(table: &[u8], first_line: i64, lasti: i64, cur: &mut Cursor) -> i64 {
+    // The cursor's `start` is the offset reached by the pairs applied (all at or before it).
+    let mut c = cur.from(first_line, lasti);
+    while let Some(pair) = table.get(c.pos..c.pos + 2) {
+        let addr = c.start + i64::from(pair[0]);
         if addr > lasti {
             break;
         }
-        line = line.saturating_add(i64::from(pair[1] as i8));
+        c = Cursor {
+            pos: c.pos + 2,
+            start: addr,
+            line: c.line.saturating_add(i64::from(pair[1] as i8)),
+        };
     }
-    line
+    *cur = c;
+    c.line
 }
 
 /// 3.10 `co_linetable`: pairs (byte length of a range, signed line delta; -128 = no line).
 /// `offset` is a byte offset (`f_lasti * 2`). `None` for "no line".
 pub fn linetable310_line(table: &[u8], first_line: i64, offset: i64) -> Option<i64> {
+    linetable310_line_at(table, first_line, offset, &mut Cursor::new(first_line))
+}
+
+/// [`linetable310_line`] from `cur`, left at the range holding `offset` ([`Cursor`]).
+pub fn linetable310_line_at(
+    table: &[u8],
+    first_line: i64,
+    offset: i64,
+    cur: &mut Cursor,
+) -> Option<i64> {
     if offset < 0 {
         return Some(first_line);
     }
-    let mut line = first_line;
-    let mut start = 0i64;
-    for pair in table.chunks_exact(2) {
-        let end = start + i64::from(pair[0]);
+    let mut c = cur.from(first_line, offset);
+    while let Some(pair) = table.get(c.pos..c.pos + 2) {
+        let end = c.start + i64::from(pair[0]);
         let delta = pair[1] as i8;
-        let this = if delta == -128 {
-            None
+        let (line, this) = if delta == -128 {
+            (c.line, None)
         } else {
-            line = line.saturating_add(i64::from(delta));
-            Some(line)
+            let l = c.line.saturating_add(i64::from(delta));
+            (l, Some(l))
         };
-        if start <= offset && offset < end {
+        if c.start <= offset && offset < end {
+            *cur = c;
             return this;
         }
-        start = end;
+        c = Cursor {
+            pos: c.pos + 2,
+            start: end,
+            line,
+        };
     }
+    *cur = c;
     None
 }
 
 /// 3.11+ location table (`Objects/locations.md`). `index` counts code units (2 bytes) from
 /// the first instruction. `None` for "no location".
 pub fn location_line(table: &[u8], first_line: i64, index: i64) -> Option<i64> {
+    location_line_at(table, first_line, index, &mut Cursor::new(first_line))
+}
+
+/// [`location_line`] from `cur`, left at the entry holding `index` ([`Cursor`]).
+pub fn location_line_at(
+    table: &[u8],
+    first_line: i64,
+    index: i64,
+    cur: &mut Cursor,
+) -> Option<i64> {
     if index < 0 {
         return Some(first_line);
     }
-    let mut pos = 0usize;
-    let mut line = first_line;
-    let mut unit = 0i64;
     let next = |pos: &mut usize| -> Option<u8> {
         let b = *table.get(*pos)?;
         *pos += 1;
@@ -85,7 +159,10 @@ pub fn location_line(table: &[u8], first_line: i64, index: i64) -> Option<i64> {
             (u >> 1) as i64
         })
     };
-    while pos < table.len() {
+    let mut c = cur.from(first_line, index);
+    while c.pos < table.len() {
+        let mut pos = c.pos;
+        let mut line = c.line;
         let first = next(&mut pos)?;
         if first & 0x80 == 0 {
             return None; // not at an entry start: corrupt
@@ -116,17 +193,85 @@ pub fn location_line(table: &[u8], first_line: i64, index: i64) -> Option<i64> {
                 Some(line)
             }
         };
-        if unit <= index && index < unit + length {
+        if c.start <= index && index < c.start + length {
+            *cur = c;
             return this;
         }
-        unit += length;
+        c = Cursor {
+            pos,
+            start: c.start + length,
+            line,
+        };
     }
+    *cur = c;
     None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lookup resumed from the cursor of earlier lookups in the same table (`*_line_at`)
+    /// gives what one from the table's start gives, for every format, on valid tables made
+    /// entry by entry and on arbitrary bytes, whatever the order of the positions asked.
+    #[test]
+    fn cursors_resume_exactly() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rnd = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for trial in 0..3000 {
+            let mut t = Vec::new();
+            if trial % 3 == 0 {
+                // arbitrary bytes
+                for _ in 0..rnd(48) {
+                    t.push(rnd(256) as u8);
+                }
+            } else {
+                // location entries of every form (for 3.11+; as pairs for the others)
+                for _ in 0..rnd(40) {
+                    let len = rnd(8) as u8;
+                    match rnd(5) {
+                        0 => t.push(0x80 | 15 << 3 | len),
+                        1 => t.extend([0x80 | 13 << 3 | len, rnd(64) as u8]),
+                        2 => t.extend([0x80 | (10 + rnd(3) as u8) << 3 | len, 3, 9]),
+                        3 => t.extend([0x80 | 14 << 3 | len, rnd(64) as u8 | 64, 1, 0, 2, 5]),
+                        _ => t.extend([0x80 | (rnd(10) as u8) << 3 | len, rnd(64) as u8]),
+                    }
+                }
+            }
+            let first = rnd(1000) as i64;
+            let (mut a, mut b, mut c) =
+                (Cursor::new(first), Cursor::new(first), Cursor::new(first));
+            let mut at = rnd(20) as i64 - 2;
+            for _ in 0..24 {
+                // mostly forward (a module's body), sometimes back (a loop)
+                at = if rnd(4) == 0 {
+                    rnd(300) as i64 - 2
+                } else {
+                    at + rnd(12) as i64
+                };
+                assert_eq!(
+                    lnotab_line_at(&t, first, at, &mut a),
+                    lnotab_line(&t, first, at),
+                    "lnotab {t:?} at {at}"
+                );
+                assert_eq!(
+                    linetable310_line_at(&t, first, at, &mut b),
+                    linetable310_line(&t, first, at),
+                    "3.10 {t:?} at {at}"
+                );
+                assert_eq!(
+                    location_line_at(&t, first, at, &mut c),
+                    location_line(&t, first, at),
+                    "locations {t:?} at {at}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn lnotab() {

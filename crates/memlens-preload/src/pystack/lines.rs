@@ -3,8 +3,10 @@
 use super::*;
 
 impl Python {
-    /// The line `f` executes (0 when unknown).
-    pub(super) fn line(&self, f: &RawFrame) -> u32 {
+    /// The line `f` executes (0 when unknown), `f.code` being code `id`'s object; `cur` the
+    /// cursor of an earlier decode (linetable.rs, [`linetable::Cursor`]), used when it was
+    /// made on this code's table, and left where this decode stopped.
+    pub(super) fn line(&self, f: &RawFrame, id: u32, cur: &mut LineCursor) -> u32 {
         let l = self.layout;
         // SAFETY: f.code is a live code object (checked when walked, alive while its frame
         // runs, and the frame runs: this is still the allocating call).
@@ -22,6 +24,17 @@ impl Python {
             std::slice::from_raw_parts((table + l.bytes_sval as usize) as *const u8, len)
         };
         let first = i64::from(f.first_line);
+        // The cursor resumes only on the table it was made on: the same code id (the same
+        // code object: address and fingerprint, first line included) and the same bytes
+        // object (a code object's table never changes while it lives).
+        if cur.id1 != id + 1 || cur.table != table || cur.len != len {
+            *cur = LineCursor {
+                id1: id + 1,
+                table,
+                len,
+                c: linetable::Cursor::new(first),
+            };
+        }
         let pos = if self.off.kind == 0 {
             f.pos
         } else {
@@ -29,10 +42,11 @@ impl Python {
             // same arithmetic as `(instr - (code + adaptive)) / 2`.
             f.pos.wrapping_sub(self.off.adaptive as i64) / 2
         };
+        let c = &mut cur.c;
         let line = match l.linetable_format {
-            linetable::LNOTAB => Some(linetable::lnotab_line(bytes, first, pos)),
-            linetable::LINETABLE_310 => linetable::linetable310_line(bytes, first, pos * 2),
-            linetable::LOCATIONS => linetable::location_line(bytes, first, pos),
+            linetable::LNOTAB => Some(linetable::lnotab_line_at(bytes, first, pos, c)),
+            linetable::LINETABLE_310 => linetable::linetable310_line_at(bytes, first, pos * 2, c),
+            linetable::LOCATIONS => linetable::location_line_at(bytes, first, pos, c),
             _ => None,
         };
         line.and_then(|n| u32::try_from(n).ok()).unwrap_or(0)
@@ -154,20 +168,27 @@ impl Stacks {
         out.push_str(" domain=");
         out.push_str(domain_name(r.domain));
         out.push_str(" frames=");
-        out.reserve(frames.len() * 12);
-        // Each frame's `,ID:LINE` made in a small buffer and appended at once (a deep stack
-        // has thousands of numbers, and the final write has all the stacks).
-        let mut b = [0u8; 24];
+        // Each frame's `,ID:LINE` written in place: room for the longest (22 bytes) made for
+        // every frame at once, cut to what was written (a deep stack has thousands of numbers,
+        // and the final write has all the stacks: a string append per number cost more than
+        // the digits).
+        // SAFETY: only ASCII (commas, colons and digits) is written over the zeros added, and
+        // the vector is cut back to what was written: it stays UTF-8.
+        let v = unsafe { out.as_mut_vec() };
+        let start = v.len();
+        v.resize(start + frames.len() * FRAME_CHARS, 0);
+        let mut n = start;
         for (i, f) in frames.iter().enumerate() {
-            let mut n = usize::from(i > 0);
-            b[0] = b',';
-            n += put_u32(&mut b[n..], f[0]);
-            b[n] = b':';
+            if i > 0 {
+                v[n] = b',';
+                n += 1;
+            }
+            n += put_u32(&mut v[n..], f[0]);
+            v[n] = b':';
             n += 1;
-            n += put_u32(&mut b[n..], f[1]);
-            // SAFETY: ASCII (a comma, a colon and digits).
-            out.push_str(unsafe { std::str::from_utf8_unchecked(&b[..n]) });
+            n += put_u32(&mut v[n..], f[1]);
         }
+        v.truncate(n);
         for (flag, text) in [
             (TRUNCATED, " truncated=1"),
             (UNREADABLE, " unreadable=1"),
@@ -181,20 +202,55 @@ impl Stacks {
     }
 }
 
+/// The most bytes one frame of a `stack` line takes: `,` + 10 digits + `:` + 10 digits.
+const FRAME_CHARS: usize = 22;
+
+/// The two digits of each number below 100.
+const PAIRS: [[u8; 2]; 100] = {
+    let mut p = [[0u8; 2]; 100];
+    let mut i = 0;
+    while i < 100 {
+        p[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
+        i += 1;
+    }
+    p
+};
+
 /// Writes the decimal digits of `v` at the start of `b` (at least 10 bytes); their count.
+/// Code ids and lines are nearly always below 10,000: those take a compare or two and a
+/// division at most (a stack line's numbers were most of the tracer's work at exit).
 #[inline]
 fn put_u32(b: &mut [u8], v: u32) -> usize {
-    let (mut len, mut t) = (1, v);
-    while t >= 10 {
-        t /= 10;
-        len += 1;
+    let pair = |i: u32| PAIRS[i as usize % 100];
+    match v {
+        0..=9 => {
+            b[0] = b'0' + v as u8;
+            1
+        }
+        10..=99 => {
+            b[..2].copy_from_slice(&pair(v));
+            2
+        }
+        100..=999 => {
+            b[0] = b'0' + (v / 100) as u8;
+            b[1..3].copy_from_slice(&pair(v % 100));
+            3
+        }
+        1000..=9999 => {
+            b[..2].copy_from_slice(&pair(v / 100));
+            b[2..4].copy_from_slice(&pair(v % 100));
+            4
+        }
+        _ => {
+            let len = v.ilog10() as usize + 1;
+            let mut v = v;
+            for d in b[..len].iter_mut().rev() {
+                *d = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+            len
+        }
     }
-    let mut v = v;
-    for k in (0..len).rev() {
-        b[k] = b'0' + (v % 10) as u8;
-        v /= 10;
-    }
-    len
 }
 
 /// Percent-encodes a string value of the trace file (docs/trace-format.md).
@@ -219,18 +275,13 @@ mod tests {
     #[test]
     fn frame_numbers_are_decimal() {
         let mut b = [0u8; 10];
-        for v in [
-            0,
-            1,
-            9,
-            10,
-            99,
-            100,
-            12_345,
-            999_999_999,
-            1_000_000_000,
-            u32::MAX,
-        ] {
+        let every_width = (0..=10)
+            .flat_map(|k| [10u64.pow(k) - 1, 10u64.pow(k), 10u64.pow(k) + 1])
+            .filter_map(|v| u32::try_from(v).ok());
+        for v in (0..20_000)
+            .chain(every_width)
+            .chain([u32::MAX - 1, u32::MAX])
+        {
             let n = put_u32(&mut b, v);
             assert_eq!(&b[..n], v.to_string().as_bytes());
         }

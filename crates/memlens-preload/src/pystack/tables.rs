@@ -273,7 +273,32 @@ pub(super) struct Tables {
     n_frames: u32,
     n_strings: u32,
     lost: [u32; LOST_STACKS],
+    /// Where the last line decodes of a few code objects stopped ([`Python::line`]), by code
+    /// id: an import runs its module's body, whose allocations are at increasing positions
+    /// of one large table.
+    cursors: [LineCursor; LINE_CURSORS],
 }
+
+/// Code objects whose line-table cursor is kept ([`Tables::cursors`]).
+const LINE_CURSORS: usize = 8;
+
+/// A line-table cursor ([`linetable::Cursor`]) and the table it was made on.
+#[derive(Clone, Copy)]
+pub(super) struct LineCursor {
+    /// The code's id + 1 (0: none).
+    pub(super) id1: u32,
+    /// The bytes object of its line table, and its length.
+    pub(super) table: usize,
+    pub(super) len: usize,
+    pub(super) c: linetable::Cursor,
+}
+
+const NO_CURSOR: LineCursor = LineCursor {
+    id1: 0,
+    table: 0,
+    len: 0,
+    c: linetable::Cursor::new(0),
+};
 
 /// The interned codes and stacks, shared by all threads: interning happens under a spin lock
 /// (on sampled allocations only); what is published (ids below [`Stacks::codes`] and
@@ -343,6 +368,7 @@ impl Stacks {
             n_frames: 0,
             n_strings: 0,
             lost: [0; LOST_STACKS],
+            cursors: [NO_CURSOR; LINE_CURSORS],
         };
         Stacks {
             lock: AtomicBool::new(false),
@@ -610,7 +636,7 @@ impl Stacks {
         if s.id1 == id + 1 && s.pos == f.pos {
             return s.line;
         }
-        let line = py.line(f);
+        let line = py.line(f, id, &mut t.cursors[id as usize % LINE_CURSORS]);
         t.lines
             .make_room(|s, bits| line_home(s.id1 - 1, s.pos, bits), false);
         // SAFETY: as above.
@@ -720,6 +746,46 @@ mod tests {
         s.stack_line(b, &mut out);
         assert_eq!(out, format!("stack id={b} domain=mmap frames=\n"));
         assert_eq!(s.lost.load(Ordering::Relaxed), 0);
+        drop(v);
+    }
+
+    /// A stack's line lists its frames as `ID:LINE` in decimal, innermost first, however
+    /// wide the numbers (the line is written in place: lines.rs).
+    #[test]
+    fn stack_lines_list_frames() {
+        let len = bytes_needed();
+        let mut v = vec![0u64; len / 8 + 1];
+        let r = Region {
+            ptr: v.as_mut_ptr() as *mut u8,
+            len,
+        };
+        // SAFETY: zeroed, aligned, lives for the test.
+        let s = unsafe { Stacks::new(r) };
+        let mut w = Walk::new();
+        let id = s.sample(None, 2, false, &mut w);
+        let frames: Vec<[u32; 2]> = [0, 1, 9, 10, 99, 100, 4_294_967, u32::MAX, 1_000_000_000]
+            .iter()
+            .zip([7, u32::MAX, 0, 10, 12_345, 99_999, 1, 100, 9])
+            .map(|(&a, b)| [a, b])
+            .collect();
+        // SAFETY: no other thread uses the tables; the frames region has room at its start
+        // (the stack has none of its own).
+        unsafe {
+            let t = &mut *s.t.get();
+            std::ptr::copy_nonoverlapping(frames.as_ptr(), t.frames, frames.len());
+            (*t.stacks.add(id as usize)).n = frames.len() as u16;
+            (*t.stacks.add(id as usize)).off = 0;
+        }
+        let mut out = String::from("x");
+        s.stack_line(id, &mut out);
+        let want: Vec<String> = frames
+            .iter()
+            .map(|f| format!("{}:{}", f[0], f[1]))
+            .collect();
+        assert_eq!(
+            out,
+            format!("xstack id={id} domain=pymalloc frames={}\n", want.join(","))
+        );
         drop(v);
     }
 
