@@ -154,6 +154,25 @@ pub struct PymallocFigures {
     pub free_bytes: u64,
 }
 
+impl PymallocFigures {
+    /// The free arena bytes that are resident, with `python_heap_rss` the RSS of the
+    /// `python-heap` row: at most that RSS less the bytes in allocated blocks.
+    pub fn resident_free(&self, python_heap_rss: u64) -> u64 {
+        python_heap_rss
+            .saturating_sub(self.used_bytes)
+            .min(self.free_bytes)
+    }
+
+    /// What `fragmentation` would save (whether advised or not: see docs/advice.md): the
+    /// resident free bytes less the slack a compact heap keeps too (an arena and a pool per
+    /// size class: 1.5 arenas). Exposed so that a recording's report can compare the heap as
+    /// two readings of the Python view found it.
+    pub fn fragmentation_saving(&self, python_heap_rss: u64) -> u64 {
+        let slack = self.arena_size.saturating_mul(3) / 2;
+        self.resident_free(python_heap_rss).saturating_sub(slack)
+    }
+}
+
 /// The `python-heap` row of a worker's measured sharing with its parent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HeapSharing {
@@ -507,10 +526,8 @@ the arena bytes are free";
     if pm.free_bytes < pm.used_bytes {
         return; // not mostly free
     }
-    let rss = f.python_heap_rss;
-    let slack = pm.arena_size.saturating_mul(3) / 2;
-    let resident_free = rss.saturating_sub(pm.used_bytes).min(pm.free_bytes);
-    let saving = resident_free.saturating_sub(slack);
+    let resident_free = pm.resident_free(f.python_heap_rss);
+    let saving = pm.fragmentation_saving(f.python_heap_rss);
     let text = format!(
         "pymalloc's {} arenas hold {} of live objects and {} free ({} of it resident): \
          memory the program freed that stays in RSS because a few live objects pin each arena. \

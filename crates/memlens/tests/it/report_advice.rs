@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -36,32 +36,82 @@ fn step(t: &mut Target, cmd: &str, answer: &str) -> u64 {
     rollup_field(t.pid(), "Rss")
 }
 
-/// Whether these readings of the Python view include one that saw the target's arenas in the
-/// state built (at least `arenas`, and for `fragment` mostly free).
-fn viewed(readings: &[Value], arenas: u64, fragment: bool) -> bool {
-    readings.iter().any(|s| {
-        s["pymalloc_arenas"].as_u64().is_some_and(|a| a >= arenas)
-            && (!fragment || s["pymalloc_free"].as_u64() >= s["pymalloc_used"].as_u64())
-    })
+/// Sends "mark" (a full collection): the oldest generation's collections the target then
+/// counts. A reading of the Python view with as many was read after the command.
+fn mark(t: &mut Target) -> u64 {
+    t.send("mark");
+    let line = t.read_line().unwrap_or_default();
+    line.strip_prefix("MARKED ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("answer to mark: {line:?}"))
 }
 
-/// The Python view's readings in the recording (still being written) so far.
-fn readings(db: &Path) -> Option<Vec<Value>> {
+/// The recording (still being written) so far, as `report --json` gives it; `None` while it
+/// cannot be reported yet.
+fn report_so_far(db: &Path) -> Option<Value> {
     let out = memlens()
         .args(["report", "--json"])
         .arg(db)
         .output()
         .unwrap();
-    if !out.status.success() {
-        return None;
-    }
-    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
-    j["python"].as_array().cloned()
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).unwrap())
 }
 
-/// Records `kind` of advice.py from before "build" until the recording has read the built
-/// heap, then grown by 32 MiB outside it (the peak); returns the report, the target and its
-/// RSS then.
+/// The Python view's readings of `pid` in a report.
+fn readings_of(j: &Value, pid: u32) -> Vec<Value> {
+    j["python"].as_array().map_or_else(Vec::new, |p| {
+        p.iter()
+            .filter(|r| u(&r["pid"]) == u64::from(pid))
+            .cloned()
+            .collect()
+    })
+}
+
+/// Whether a reading saw the target's heap as built: at least `arenas` arenas and, for
+/// `fragment`, mostly free.
+fn built_heap(r: &Value, arenas: u64, fragment: bool) -> bool {
+    r["pymalloc_arenas"].as_u64().is_some_and(|a| a >= arenas)
+        && (!fragment || r["pymalloc_free"].as_u64() >= r["pymalloc_used"].as_u64())
+}
+
+/// Polls the recording (one report a poll) until `done` holds of its report, for at most 60 s.
+fn wait_for(db: &Path, rec: &Child, what: &str, mut done: impl FnMut(&Value) -> bool) -> Value {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(j) = report_so_far(db).filter(|j| done(j)) {
+            return j;
+        }
+        if Instant::now() > until {
+            kill(rec.id(), "-INT");
+            panic!("{what}: not in the recording after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100)); // polling the recording, not a wait on the target
+    }
+}
+
+/// The arenas the build of `n` objects of `kind` needs at least (a block of 16 bytes per
+/// object kept or not, and 1 MiB arenas from 3.10, 256 KiB before).
+fn least_arenas(py: &Python, kind: &str, n: u64) -> u64 {
+    let arena = if py.version >= (3, 10) {
+        1 << 20
+    } else {
+        256 << 10
+    };
+    if kind == "fragment" {
+        n * 16 / arena
+    } else {
+        1
+    }
+}
+
+/// Records `kind` of advice.py from before "build"; once the Python view has read the built
+/// heap (a reading after "mark"), grows it by 32 MiB outside pymalloc (the peak), and stops
+/// once a reading follows the ledger shown for that peak. The readings on either side of that
+/// ledger then both read the heap as built: the one before it was taken after the mark (or is
+/// that one), the one after it once nothing changes pymalloc any more. Returns the report, the
+/// target and its RSS after the growth.
 fn record(py: &Python, dir: &TempDir, kind: &str, n: u64) -> (Value, Target, u64) {
     let mut cmd = Command::new(&py.path);
     cmd.arg("-S")
@@ -74,36 +124,74 @@ fn record(py: &Python, dir: &TempDir, kind: &str, n: u64) -> (Value, Target, u64
     let args = ["--interval", "100ms", pid.as_str(), "-o"].map(std::ffi::OsStr::new);
     let rec = start_recording(&[&args[..], &[db.as_os_str()]].concat());
     step(&mut t, "build", "BUILT");
+    let arenas = least_arenas(py, kind, n);
+    let fragment = kind == "fragment";
+    let marked = mark(&mut t);
+    let after_mark = |r: &Value| {
+        r["gc_collections"]
+            .as_array()
+            .and_then(|c| c.get(2))
+            .and_then(Value::as_u64)
+            .is_some_and(|c| c >= marked)
+    };
+    let j = wait_for(
+        &db,
+        &rec,
+        &format!("{}: a reading after the mark", py.label),
+        |j| readings_of(j, t.pid()).iter().any(after_mark),
+    );
+    // The collector is read before pymalloc: this reading's pymalloc is the heap as built.
+    let seen = readings_of(&j, t.pid());
+    let first = seen.iter().find(|r| after_mark(r)).unwrap();
+    assert!(
+        built_heap(first, arenas, fragment),
+        "{}: the first reading after the mark did not find the heap built: {first}",
+        py.label
+    );
     // the peak after the build (32 MiB outside pymalloc, kept when the advice is applied)
-    let built = step(&mut t, "grow", "GROWN");
-    // The arenas the build needs at least (a block of 16 bytes per object kept or not, and
-    // 1 MiB arenas from 3.10, 256 KiB before): wait for the Python view to have read them.
-    let arena = if py.version >= (3, 10) {
-        1 << 20
-    } else {
-        256 << 10
-    };
-    let arenas = if kind == "fragment" {
-        n * 16 / arena
-    } else {
-        1
-    };
-    // ...and a reading made after the grow, so the last one is of the heap as built.
-    let before = readings(&db).map_or(0, |p| p.len());
-    let until = Instant::now() + Duration::from_secs(60);
-    // One report of the recording per poll.
-    while !readings(&db).is_some_and(|p| p.len() > before && viewed(&p, arenas, kind == "fragment"))
-    {
-        if Instant::now() > until {
-            kill(rec.id(), "-INT");
-            panic!("{}: the Python view never read the heap", py.label);
-        }
-        std::thread::sleep(Duration::from_millis(100)); // polling the recording, not a wait on the target
-    }
+    let grown = step(&mut t, "grow", "GROWN");
+    wait_for(
+        &db,
+        &rec,
+        &format!("{}: a reading after the peak's ledger", py.label),
+        |j| {
+            // The peak seen is the grown one (VmHWM at least the RSS read after the growth, give
+            // or take the kernel's per-CPU counter batches), its ledger holds 90% of it, and a
+            // reading follows that ledger.
+            let peak = j["peak"]["bytes"].as_u64().unwrap_or(0);
+            let share = j["breakdown"]["share_of_peak"].as_f64().unwrap_or(0.0);
+            let Some(at) = j["ledger_at_peak_seconds"].as_f64() else {
+                return false;
+            };
+            peak + (8 << 20) >= grown
+                && share >= 0.9
+                && readings_of(j, t.pid())
+                    .iter()
+                    .any(|r| r["t_seconds"].as_f64().is_some_and(|rt| rt > at))
+        },
+    );
     kill(rec.id(), "-INT");
     let out = rec.wait_with_output().unwrap();
     assert!(out.status.success(), "{}: {}", py.label, stderr(&out));
-    (report_json(&db), t, built)
+    (report_json(&db), t, grown)
+}
+
+/// The readings of `pid` nearest the ledger shown for the peak at or before it and after it.
+fn bracket(j: &Value, pid: u32) -> (Option<Value>, Option<Value>) {
+    let at = j["ledger_at_peak_seconds"].as_f64().unwrap();
+    let t = |r: &Value| r["t_seconds"].as_f64().unwrap();
+    let all = readings_of(j, pid);
+    let before = all
+        .iter()
+        .filter(|r| t(r) <= at)
+        .max_by(|a, b| t(a).total_cmp(&t(b)))
+        .cloned();
+    let after = all
+        .iter()
+        .filter(|r| t(r) > at)
+        .min_by(|a, b| t(a).total_cmp(&t(b)))
+        .cloned();
+    (before, after)
 }
 
 fn advice(j: &Value) -> Vec<Value> {
@@ -113,70 +201,24 @@ fn advice(j: &Value) -> Vec<Value> {
         .clone()
 }
 
-/// Whether the Python view reading the advice stands on (the one nearest the ledger shown for
-/// the peak among those that found as many arenas: recording_advice.rs) read the heap as built
-/// (fragmented, with the blocks in use of the last reading, made after the grow). The build
-/// allocates its blocks, then frees most of them: the arenas stay, so a reading taken
-/// mid-build finds the same arenas with more blocks in use, and on a loaded host (the Python
-/// view is read less often) it can be the nearest. memlens then advises from the heap as it
-/// was read (an estimate, saying when it was read: none, or a smaller saving), and the
-/// scenario must be recorded again for this test's comparison with the measured saving.
-fn nearest_reading_fragmented(j: &Value) -> bool {
-    let Some(at) = j["advice_from"]["at_seconds"].as_f64() else {
-        return false;
-    };
-    let empty = Vec::new();
-    let points = j["python"].as_array().unwrap_or(&empty);
-    let arenas = |p: &Value| p["pymalloc_arenas"].as_u64().unwrap_or(0);
-    let fragmented = |p: &Value| {
-        p["pymalloc_free"]
-            .as_u64()
-            .zip(p["pymalloc_used"].as_u64())
-            .is_some_and(|(f, u)| f >= u)
-    };
-    let Some(built) = points.iter().filter(|p| fragmented(p)).map(arenas).max() else {
-        return false;
-    };
-    let used = |p: &Value| p["pymalloc_used"].as_u64().unwrap_or(0);
-    let Some(last) = points.last().filter(|p| fragmented(p)).map(used) else {
-        return false;
-    };
-    points
-        .iter()
-        .filter(|p| arenas(p) == built)
-        .filter_map(|p| Some((p["t_seconds"].as_f64()?, p)))
-        .min_by(|a, b| (a.0 - at).abs().total_cmp(&(b.0 - at).abs()))
-        .is_some_and(|(_, p)| fragmented(p) && used(p).abs_diff(last) <= last / 100)
-}
-
 #[test]
 fn a_recorded_fragmented_heap_gets_fragmentation_advice() {
     let dir = TempDir::new("report-advice");
     let mut bad = Vec::new();
     for py in interpreters() {
-        let mut attempt = 0;
-        let (j, mut t, built) = loop {
-            attempt += 1;
-            let (j, mut t, built) = record(&py, &dir, "fragment", 400_000);
-            if nearest_reading_fragmented(&j) || attempt == 4 {
-                break (j, t, built);
-            }
-            eprintln!(
-                "{}: the reading nearest the peak was taken mid-build; recording again",
-                py.label
+        let n = 400_000;
+        let (j, mut t, built) = record(&py, &dir, "fragment", n);
+        // As record() arranged: both readings around the peak's ledger read the heap as built.
+        let arenas = least_arenas(&py, "fragment", n);
+        let (before, after) = bracket(&j, t.pid());
+        for r in [&before, &after] {
+            assert!(
+                r.as_ref().is_some_and(|r| built_heap(r, arenas, true)),
+                "{}: around the peak's ledger at {}: {before:?}, {after:?}",
+                py.label,
+                j["ledger_at_peak_seconds"]
             );
-            t.send("quit");
-            // This test's own recording, made again under the same name.
-            let db = dir.join(&format!("fragment-{}.db", py.label));
-            for end in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{end}", db.display()));
-            }
-        };
-        assert!(
-            nearest_reading_fragmented(&j),
-            "{}: in 4 recordings the Python view never read the heap as built nearest the peak",
-            py.label
-        );
+        }
         let applied = step(&mut t, "apply", "APPLIED");
         t.send("quit");
         assert!(built > applied, "{}: applying freed nothing", py.label);
@@ -202,10 +244,24 @@ fn a_recorded_fragmented_heap_gets_fragmentation_advice() {
         assert_eq!(frag["estimated"], true);
         assert_eq!(frag["subject"], "pymalloc arenas");
         assert!(frag["method"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            frag["text"]
+                .as_str()
+                .is_some_and(|x| x.contains("on either side of the ledger")),
+            "{frag}"
+        );
         let est = u(&frag["saving_bytes"]);
+        let at = |r: &Option<Value>| {
+            r.as_ref()
+                .map_or(f64::NAN, |r| r["t_seconds"].as_f64().unwrap())
+        };
         eprintln!(
-            "{}: fragmentation advised {est}, measured {measured}",
-            py.label
+            "{}: fragmentation advised {est}, measured {measured} (readings at {:.2} s and {:.2} s \
+             around the peak's ledger at {:.2} s)",
+            py.label,
+            at(&before),
+            at(&after),
+            from["at_seconds"].as_f64().unwrap()
         );
         if (est as f64 - measured as f64).abs() > measured as f64 * 0.25 {
             bad.push(format!(
@@ -242,6 +298,13 @@ fn a_recorded_compact_heap_gets_no_advice() {
             t.send("quit");
             assert!(j["advice_from"]["at_seconds"].as_f64().is_some());
             assert_eq!(advice(&j), Vec::<Value>::new(), "{} {kind}", py.label);
+            // nothing withheld either: no reading showed a heap to advise on
+            assert_eq!(
+                j["advice_from"]["skipped"],
+                serde_json::json!([]),
+                "{} {kind}",
+                py.label
+            );
         }
     }
 }

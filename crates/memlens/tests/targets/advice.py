@@ -15,6 +15,11 @@
 # build - the RSS after apply.
 # "grow" allocates 32 MiB outside pymalloc and keeps it (apply leaves it): the recording's peak
 # then comes after the build.
+# "mark" runs a full collection and prints MARKED with the oldest generation's collections
+# since start: a reading of the Python view that counts as many was taken after this command
+# (memlens reads the collector before pymalloc), so it saw the heap as the commands before it
+# left it (it/report_advice.rs).
+import gc
 import sys
 from array import array
 
@@ -110,5 +115,8 @@ for line in sys.stdin:
         for i in range(0, len(ballast), 4096):
             ballast[i] = 1
         print("GROWN", flush=True)
+    elif cmd == "mark":
+        gc.collect()
+        print("MARKED", gc.get_stats()[2]["collections"], flush=True)
     elif cmd == "quit":
         break
