@@ -724,18 +724,24 @@ impl Stacks {
 mod tests {
     use super::*;
 
-    /// Stacks without Python (no interpreter): one per domain, interned once; the tables'
-    /// lines; and a lost stack when the table is full is counted.
-    #[test]
-    fn interning_without_python() {
+    /// Tables in a zeroed heap buffer (kept alive by the caller: the vector).
+    fn stacks_in_heap() -> (Stacks, Vec<u64>) {
         let len = bytes_needed();
         let mut v = vec![0u64; len / 8 + 1];
         let r = Region {
             ptr: v.as_mut_ptr() as *mut u8,
             len,
         };
-        // SAFETY: zeroed, aligned, lives for the test.
-        let s = unsafe { Stacks::new(r) };
+        // SAFETY: zeroed, aligned; the buffer moves with the vector's ownership only (its heap
+        // block stays), and the caller keeps it for as long as it uses the tables.
+        (unsafe { Stacks::new(r) }, v)
+    }
+
+    /// Stacks without Python (no interpreter): one per domain, interned once; the tables'
+    /// lines; and a lost stack when the table is full is counted.
+    #[test]
+    fn interning_without_python() {
+        let (s, v) = stacks_in_heap();
         let mut w = Walk::new();
         let a = s.sample(None, 0, false, &mut w);
         let b = s.sample(None, 1, false, &mut w);
@@ -753,14 +759,7 @@ mod tests {
     /// wide the numbers (the line is written in place: lines.rs).
     #[test]
     fn stack_lines_list_frames() {
-        let len = bytes_needed();
-        let mut v = vec![0u64; len / 8 + 1];
-        let r = Region {
-            ptr: v.as_mut_ptr() as *mut u8,
-            len,
-        };
-        // SAFETY: zeroed, aligned, lives for the test.
-        let s = unsafe { Stacks::new(r) };
+        let (s, v) = stacks_in_heap();
         let mut w = Walk::new();
         let id = s.sample(None, 2, false, &mut w);
         let frames: Vec<[u32; 2]> = [0, 1, 9, 10, 99, 100, 4_294_967, u32::MAX, 1_000_000_000]
