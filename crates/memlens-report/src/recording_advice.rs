@@ -1,12 +1,11 @@
 //! Advice with figures in a recording's report (`memlens report`, `memlens run`;
 //! docs/advice.md): the kinds computable without a census, from the ledger shown for the peak
-//! and the Python view the recorder read around it.
+//! and the Python view and copy-on-write measurements the recorder took around it.
 //!
 //! A recording stores its ledgers without the Python view (`python.pymalloc`, `python.gc`) and
-//! without copy-on-write figures. pymalloc's bytes in use and free come from the Python view's
-//! readings, which are never taken at the ledger's moment ([`pymalloc_at`]): the fragmentation
-//! advice stands only on the two readings on either side of the ledger, when both found the
-//! arenas the ledger found and the same heap.
+//! without copy-on-write figures, and none of those is taken at a ledger's moment
+//! ([`pymalloc_at`], [`cow_at`]): each kind of advice stands only on the readings on either
+//! side of the ledger, when they show that what it is computed from did not change across it.
 
 use std::fmt::Write as _;
 use std::io::{Result, Write};
@@ -22,14 +21,10 @@ use crate::sharing_over_time::SharingOverTime;
 use memlens_model::advice::HeapSharing;
 
 /// What object-level advice needs, said wherever a report shows advice.
-pub const NOTE: &str = "computed from the ledger shown for the peak, the Python view's readings \
-on either side of it and the copy-on-write measurements nearest it: fragmentation and cow-freeze \
+pub const NOTE: &str = "computed from the ledger shown for the peak and the Python view's \
+readings and copy-on-write measurements on either side of it: fragmentation and cow-freeze \
 only; object-level advice (slots, scalar-list, duplicate-values) needs a census: memlens \
 snapshot PID --advice while the program runs";
-
-/// How far from the ledger (s) a Python view reading or a copy-on-write measurement may be to
-/// stand for the process at the ledger's moment (cow-freeze).
-pub const NEAR_SECONDS: f64 = 10.0;
 
 /// The advice of a recording.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -55,8 +50,38 @@ pub struct RecordingAdvice {
 /// the share of that work done between them: readings taken mid-free gave 9.5 and 13.0 MB
 /// against 17.6 and 18.8 MB measured in CI, 46% and 31% short. The smaller saving is advised:
 /// at most 5% below what the other reading shows, well inside the 25% the estimate is tested
-/// to.
+/// to. A worker's copied python-heap pages on either side of a ledger agree within the same
+/// share ([`cow_at`]).
 pub const AGREE_PERCENT: u64 = 5;
+
+/// A reading: when (s), and what it read.
+type Reading<T> = (f64, T);
+
+/// The readings nearest `t` at or before it and after it, of `readings` in time order. A
+/// reading stamped at `t` counts as before it: a ledger's time is its tick's start, and its
+/// reads follow.
+fn around<T: Copy>(readings: &[Reading<T>], t: f64) -> (Option<Reading<T>>, Option<Reading<T>>) {
+    let before = readings.iter().rev().find(|r| r.0 <= t).copied();
+    let after = readings.iter().find(|r| r.0 > t).copied();
+    (before, after)
+}
+
+/// Whether two figures read on either side of a ledger agree: at most [`AGREE_PERCENT`] of the
+/// larger apart.
+fn agree(a: u64, b: u64) -> bool {
+    a.abs_diff(b).saturating_mul(100) <= a.max(b).saturating_mul(AGREE_PERCENT)
+}
+
+/// Says in `skipped` why `kind` advice for `pid` is withheld from the ledger at `t`, when a
+/// reading alone would have `advised` it: advice withheld is said; a process with nothing to
+/// advise either way is not.
+fn withhold(skipped: &mut Vec<String>, advised: bool, kind: &str, pid: u32, t: f64, why: &str) {
+    if advised {
+        skipped.push(format!(
+            "pid {pid}: no {kind} advice from the ledger at {t:.2} s: {why}"
+        ));
+    }
+}
 
 /// The Python view's readings of `pid` that read pymalloc: when, and the figures, in time
 /// order.
@@ -117,8 +142,7 @@ fn pymalloc_at(
     f: &Figures,
     skipped: &mut Vec<String>,
 ) -> AtLedger {
-    let before = readings.iter().rev().find(|r| r.0 <= t).copied();
-    let after = readings.iter().find(|r| r.0 > t).copied();
+    let (before, after) = around(readings, t);
     let advised = |r: Option<(f64, PymallocFigures)>| {
         r.is_some_and(|(_, pm)| {
             let g = Figures {
@@ -129,12 +153,8 @@ fn pymalloc_at(
         })
     };
     let mut why = |w: String| {
-        if advised(before) || advised(after) {
-            skipped.push(format!(
-                "pid {}: no fragmentation advice from the ledger at {t:.2} s: {w}",
-                f.pid
-            ));
-        }
+        let advised = advised(before) || advised(after);
+        withhold(skipped, advised, "fragmentation", f.pid, t, &w);
         AtLedger::Unknown
     };
     let size = |b: u64| SizeStyle::Binary.size(b).to_string();
@@ -158,7 +178,7 @@ fn pymalloc_at(
     }
     let rss = f.python_heap_rss;
     let (sb, sa) = (b.fragmentation_saving(rss), a.fragmentation_saving(rss));
-    if sb.abs_diff(sa).saturating_mul(100) > sb.max(sa).saturating_mul(AGREE_PERCENT) {
+    if !agree(sb, sa) {
         return why(format!(
             "the Python view's readings on either side of it disagree (in use {} at {tb:.2} s, \
              {} at {ta:.2} s: savings of {} and {}, more than {AGREE_PERCENT}% apart): the heap \
@@ -176,6 +196,154 @@ fn pymalloc_at(
         before: tb,
         after: ta,
     }
+}
+
+/// A worker's copy-on-write measurements (the python-heap row of each measured one), in time
+/// order.
+fn cow_measurements(sharing: &SharingOverTime, pid: u32) -> Vec<(f64, HeapSharing)> {
+    let heap = memlens_model::Category::PythonHeap.name();
+    let mut out: Vec<(f64, HeapSharing)> = sharing
+        .workers
+        .iter()
+        .filter(|w| w.pid == pid)
+        .flat_map(|w| w.points.iter().map(move |p| (w.parent_pid, p)))
+        .filter(|(_, p)| p.measured)
+        .filter_map(|(parent, p)| {
+            let row = p.by_category.iter().find(|c| c.category == heap)?;
+            let s = HeapSharing {
+                parent,
+                shared_with_parent: row.shared_with_parent,
+                copied: row.copied,
+            };
+            Some((p.t, s))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// The Python view's readings of `pid`'s frozen count (`gc.get_freeze_count()`), in time order.
+fn frozen_readings(python: &[PythonPoint], pid: u32) -> Vec<(f64, u64)> {
+    let mut out: Vec<(f64, u64)> = python
+        .iter()
+        .filter(|p| p.pid == pid)
+        .filter_map(|p| Some((p.t, p.gc_frozen?)))
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// What a worker's copy-on-write measurements and the Python view's frozen counts on either
+/// side of a ledger agree on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct CowAtLedger {
+    /// The python-heap row of the measurement with fewer copies.
+    sharing: HeapSharing,
+    /// When that measurement was taken.
+    measured_at: f64,
+    /// When the measurements before and after the ledger were taken.
+    measured: (f64, f64),
+    /// The frozen count, the same in both readings.
+    frozen: u64,
+    /// When the readings of it before and after the ledger were taken.
+    read: (f64, f64),
+}
+
+/// The copies of a worker's inherited python heap and its collector's frozen count at the
+/// moment `t` of a ledger, for the process of figures `f` (without either), from its
+/// copy-on-write `measurements` and frozen-count `readings` (each in time order). When unknown
+/// while a measurement and a reading on either side would together have given cow-freeze
+/// advice, the reason goes to `skipped` (as for fragmentation, [`pymalloc_at`]).
+///
+/// No measurement is taken at the ledger's moment: the recorder runs a copy-on-write pass
+/// (every `--sharing-every`, 2 s by default, when the budget affords it) only in a tick that
+/// takes no ledger and no PSS round, stamped with that tick's start, and the frozen count comes
+/// with the Python view's readings, on a thread of its own. Between a measurement and the
+/// ledger, a collection in the worker copies every inherited page holding an object it tracks
+/// (megabytes in milliseconds), and `gc.freeze()` moves the whole tracked heap into the frozen
+/// count at once. So the nearest measurement at or before the ledger and the nearest after it
+/// must agree, and so must the nearest readings of the frozen count:
+/// - copies within [`AGREE_PERCENT`] of the larger: an inherited page once copied stays the
+///   worker's own while it stays mapped, so the copies only grow, and two measurements that
+///   agree bound every moment between them; the worker's own writes (reference counts) add
+///   pages a few at a time, a collection the whole tracked heap. The measurement with fewer
+///   copies is advised: the smaller saving.
+/// - frozen counts equal: the count moves only by `gc.freeze()` and `gc.unfreeze()` (which
+///   decide the advice) and by frozen objects freed, and a heap this advice is for has (almost)
+///   none frozen; a count that moved at all says the collector's state was changed across the
+///   ledger.
+///
+/// Copies unmapped between the two measurements and made again are not told apart. A long
+/// recording's measurements reach the report thinned (at most 300 a worker, evenly): the
+/// nearest kept on either side stand, farther apart than those taken.
+fn cow_at(
+    measurements: &[(f64, HeapSharing)],
+    readings: &[(f64, u64)],
+    t: f64,
+    f: &Figures,
+    skipped: &mut Vec<String>,
+) -> Option<CowAtLedger> {
+    let (mb, ma) = around(measurements, t);
+    let (rb, ra) = around(readings, t);
+    let advised = [mb, ma].iter().flatten().any(|&(_, s)| {
+        [rb, ra].iter().flatten().any(|&(_, frozen)| {
+            let g = Figures {
+                gc_frozen: Some(frozen),
+                python_heap_sharing: Some(s),
+                ..f.clone()
+            };
+            advise_figures(&g).iter().any(|a| a.id == "cow-freeze")
+        })
+    });
+    let mut why = |w: String| {
+        withhold(skipped, advised, "cow-freeze", f.pid, t, &w);
+        None
+    };
+    let side = |before: bool| if before { "before" } else { "after" };
+    let (Some((tb, b)), Some((ta, a))) = (mb, ma) else {
+        return why(format!(
+            "its copy-on-write was measured on one side of it only (none {} it), so whether the \
+             worker was copying its inherited heap then cannot be told",
+            side(mb.is_none())
+        ));
+    };
+    let (Some((fb, zb)), Some((fa, za))) = (rb, ra) else {
+        return why(format!(
+            "the Python view read its frozen count on one side of it only (none {} it), so \
+             whether gc.freeze() ran then cannot be told",
+            side(rb.is_none())
+        ));
+    };
+    if !agree(b.copied, a.copied) {
+        let size = |b: u64| SizeStyle::Binary.size(b).to_string();
+        return why(format!(
+            "its copy-on-write measurements on either side of it disagree (python-heap pages \
+             copied {} at {tb:.2} s, {} at {ta:.2} s, more than {AGREE_PERCENT}% apart): the \
+             worker was copying its inherited heap (a collection copies every page holding an \
+             object it tracks), and what it had copied at the ledger is not known",
+            size(b.copied),
+            size(a.copied)
+        ));
+    }
+    if zb != za {
+        return why(format!(
+            "the Python view's readings on either side of it found different frozen counts \
+             ({zb} at {fb:.2} s, {za} at {fa:.2} s): gc.freeze() or gc.unfreeze() ran, or \
+             frozen objects were freed, between them"
+        ));
+    }
+    let (measured_at, sharing) = if a.copied < b.copied {
+        (ta, a)
+    } else {
+        (tb, b)
+    };
+    Some(CowAtLedger {
+        sharing,
+        measured_at,
+        measured: (tb, ta),
+        frozen: zb,
+        read: (fb, fa),
+    })
 }
 
 /// The advice computable from the ledger at the peak and the Python view.
@@ -213,48 +381,27 @@ pub fn of(l: &LedgerAtPeak, python: &[PythonPoint], sharing: &SharingOverTime) -
                 read_at = Some((t, before, after));
             }
         }
-        let mut cow_at = None;
+        let mut cow = None;
         if f.gc_frozen.is_none() && f.python_heap_sharing.is_none() {
-            let frozen = python
-                .iter()
-                .filter(|p| p.pid == f.pid && (p.t - l.t).abs() <= NEAR_SECONDS)
-                .filter_map(|p| Some((p.t, p.gc_frozen?)))
-                .min_by(|a, b| (a.0 - l.t).abs().total_cmp(&(b.0 - l.t).abs()));
-            let copied = sharing
-                .workers
-                .iter()
-                .filter(|w| w.pid == f.pid)
-                .flat_map(|w| w.points.iter().map(move |p| (w.parent_pid, p)))
-                .filter(|(_, p)| p.measured && (p.t - l.t).abs() <= NEAR_SECONDS)
-                .filter_map(|(parent, p)| {
-                    let row = p
-                        .by_category
-                        .iter()
-                        .find(|c| c.category == memlens_model::Category::PythonHeap.name())?;
-                    Some((
-                        p.t,
-                        HeapSharing {
-                            parent,
-                            shared_with_parent: row.shared_with_parent,
-                            copied: row.copied,
-                        },
-                    ))
-                })
-                .min_by(|a, b| (a.0 - l.t).abs().total_cmp(&(b.0 - l.t).abs()));
-            if let (Some((tf, frozen)), Some((ts, s))) = (frozen, copied) {
-                f.gc_frozen = Some(frozen);
-                f.python_heap_sharing = Some(s);
-                cow_at = Some((ts, tf));
+            let measurements = cow_measurements(sharing, f.pid);
+            let frozen = frozen_readings(python, f.pid);
+            cow = cow_at(&measurements, &frozen, l.t, &f, &mut skipped);
+            if let Some(c) = cow {
+                f.gc_frozen = Some(c.frozen);
+                f.python_heap_sharing = Some(c.sharing);
             }
         }
         for mut a in advise_figures(&f) {
             let mut when = String::new();
-            if let (Some((ts, tf)), "cow-freeze") = (cow_at, a.id.as_str()) {
+            if let (Some(c), "cow-freeze") = (cow, a.id.as_str()) {
+                let ((mb, ma), (fb, fa)) = (c.measured, c.read);
                 let _ = write!(
                     when,
-                    " (copy-on-write measured at {ts:.2} s, the frozen count read at {tf:.2} s, \
-                     the ledger at {:.2} s)",
-                    l.t
+                    " (copy-on-write as measured at {:.2} s: its measurements at {mb:.2} s and \
+                     {ma:.2} s, on either side of the ledger at {:.2} s, found python-heap copies \
+                     within {AGREE_PERCENT}%, the fewer taken; the frozen count, {}, the same in \
+                     the Python view's readings at {fb:.2} s and {fa:.2} s)",
+                    c.measured_at, l.t, c.frozen
                 );
             }
             if let (Some((t, before, after)), "fragmentation") = (read_at, a.id.as_str()) {
@@ -333,371 +480,4 @@ pub fn html(h: &mut String, a: &RecordingAdvice, style: SizeStyle) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::Model;
-    use crate::peak::Breakdown;
-    use memlens_model::{Amounts, Category, Item, ProcessLedger, Row, ThreadStacks};
-    use memlens_recording::reader::Recording;
-    use memlens_recording::writer::{Counters, ProcessInfo, RecordingWriter};
-    use memlens_recording::{End, Meta, Mode, PythonSample};
-
-    const MIB: u64 = 1 << 20;
-    const PID: u32 = 7;
-    /// The ledger's arenas: 20 of 1 MiB (3.10 and later), all resident.
-    const ARENAS: u64 = 20;
-
-    /// The process as the ledger at the peak stored it: its `python-heap` row holds the arenas
-    /// (20 MiB, resident) and 4 MiB besides.
-    fn process() -> ProcessLedger {
-        let arenas = Amounts {
-            rss: ARENAS * MIB,
-            pss: ARENAS * MIB,
-            uss: ARENAS * MIB,
-            swap: 0,
-        };
-        let heap = Amounts {
-            rss: (ARENAS + 4) * MIB,
-            pss: (ARENAS + 4) * MIB,
-            uss: (ARENAS + 4) * MIB,
-            swap: 0,
-        };
-        ProcessLedger {
-            pid: PID,
-            ppid: 1,
-            name: "python3".into(),
-            cmdline: "python3 app.py".into(),
-            python: None,
-            threads: 1,
-            vm_hwm: 64 * MIB,
-            totals: Amounts {
-                rss: 64 * MIB,
-                pss: 64 * MIB,
-                uss: 64 * MIB,
-                swap: 0,
-            },
-            size: 128 * MIB,
-            ledger: vec![Row {
-                category: Category::PythonHeap,
-                amounts: heap,
-                size: (ARENAS + 4) * MIB,
-                mappings: 2,
-                items: vec![Item {
-                    name: "pymalloc arenas".into(),
-                    amounts: arenas,
-                    size: ARENAS * MIB,
-                    mappings: 1,
-                }],
-                pymalloc: None,
-            }],
-            thread_stacks: ThreadStacks::default(),
-            sharing: None,
-        }
-    }
-
-    /// The ledger at the peak, at `t` s.
-    fn ledger(t: f64) -> LedgerAtPeak {
-        LedgerAtPeak {
-            t,
-            totals: Amounts::default(),
-            categories: Vec::new(),
-            json: serde_json::json!({ "processes": [process()] }),
-            breakdown: Breakdown {
-                t_seconds: t,
-                from_peak_seconds: 0.0,
-                at_peak: true,
-                share_of_peak: 1.0,
-                measure: "rss",
-                bytes: 64 * MIB,
-                peak_bytes: 64 * MIB,
-            },
-            findings: Vec::new(),
-        }
-    }
-
-    /// A reading of the ledger's 20 arenas with `used` MiB in blocks.
-    fn reading(t: f64, used: f64) -> PythonPoint {
-        let used = (used * MIB as f64) as u64;
-        PythonPoint {
-            t,
-            pid: PID,
-            gc_counts: Vec::new(),
-            gc_collections: Vec::new(),
-            gc_frozen: None,
-            pymalloc_arenas: Some(ARENAS),
-            pymalloc_used: Some(used),
-            pymalloc_free: Some(ARENAS * MIB - used),
-        }
-    }
-
-    /// The heap finished: 1 MiB of survivors pinning the 20 arenas. The saving is the free
-    /// 19 MiB (all resident) less 1.5 arenas of slack: 17.5 MiB.
-    const FINISHED: f64 = 1.0;
-    const FINISHED_SAVING: u64 = 35 * MIB / 2;
-    /// Mid-build: the arenas made, their blocks in use (nothing to advise).
-    const MID_BUILD: f64 = 19.0;
-    /// Mid-free: 8 MiB still in use, a saving of 12 - 1.5 = 10.5 MiB (advised alone).
-    const MID_FREE: f64 = 8.0;
-
-    fn advice(l: &LedgerAtPeak, python: &[PythonPoint]) -> RecordingAdvice {
-        let none = SharingOverTime {
-            measured: false,
-            reason: None,
-            interval_seconds: None,
-            workers: Vec::new(),
-        };
-        of(l, python, &none)
-    }
-
-    fn fragmentation(a: &RecordingAdvice) -> Option<&Advice> {
-        a.items.iter().find(|i| i.id == "fragmentation")
-    }
-
-    #[test]
-    fn each_heap_alone_would_be_advised_as_constructed() {
-        // The figures mean what the tests below take them to: mid-free and finished each give
-        // advice when both sides show it, mid-build none.
-        for (used, saving) in [
-            (FINISHED, Some(FINISHED_SAVING)),
-            (MID_FREE, Some(21 * MIB / 2)),
-        ] {
-            let a = advice(&ledger(3.0), &[reading(2.0, used), reading(4.0, used)]);
-            assert_eq!(fragmentation(&a).map(|i| i.saving_bytes), saving, "{a:?}");
-            assert!(a.skipped.is_empty(), "{a:?}");
-        }
-        let a = advice(
-            &ledger(3.0),
-            &[reading(2.0, MID_BUILD), reading(4.0, MID_BUILD)],
-        );
-        assert_eq!(fragmentation(&a), None);
-        assert!(a.skipped.is_empty(), "nothing was withheld: {a:?}");
-    }
-
-    #[test]
-    fn a_reading_mid_build_before_and_the_finished_heap_after_give_no_advice() {
-        // The nearest reading before the ledger found its arenas with their blocks in use, the
-        // one after it the heap finished: the heap was changing at the ledger.
-        for early in [MID_BUILD, MID_FREE] {
-            let a = advice(&ledger(3.0), &[reading(2.9, early), reading(3.1, FINISHED)]);
-            assert_eq!(fragmentation(&a), None, "{a:?}");
-            assert_eq!(a.skipped.len(), 1, "{a:?}");
-            let s = &a.skipped[0];
-            assert!(s.starts_with("pid 7: no fragmentation advice from the ledger at 3.00 s"));
-            assert!(s.contains("disagree"), "{s}");
-            assert!(s.contains("at 2.90 s") && s.contains("at 3.10 s"), "{s}");
-            // and the other way round: finished before, freed again or built after
-            let a = advice(&ledger(3.0), &[reading(2.9, FINISHED), reading(3.1, early)]);
-            assert_eq!(fragmentation(&a), None, "{a:?}");
-            assert!(a.skipped[0].contains("disagree"), "{a:?}");
-        }
-    }
-
-    #[test]
-    fn agreeing_readings_on_either_side_give_the_smaller_saving_and_both_times() {
-        // 64 KiB more in use after the ledger: 17.4375 MiB against 17.5, within 5%.
-        let after = FINISHED + 1.0 / 16.0;
-        let a = advice(&ledger(3.0), &[reading(2.5, FINISHED), reading(3.5, after)]);
-        let f = fragmentation(&a).expect("advised");
-        assert_eq!(f.saving_bytes, FINISHED_SAVING - MIB / 16);
-        assert!(f.estimated);
-        assert!(
-            f.text.contains(
-                "read them at 3.50 s: its readings at 2.50 s and 3.50 s, on either \
-                 side of the ledger at 3.00 s"
-            ),
-            "{}",
-            f.text
-        );
-        assert!(a.skipped.is_empty(), "{a:?}");
-        // The same the other way round: the smaller is the one before.
-        let a = advice(&ledger(3.0), &[reading(2.5, after), reading(3.5, FINISHED)]);
-        let f = fragmentation(&a).expect("advised");
-        assert_eq!(f.saving_bytes, FINISHED_SAVING - MIB / 16);
-        assert!(f.text.contains("read them at 2.50 s"), "{}", f.text);
-    }
-
-    #[test]
-    fn the_savings_may_differ_by_5_percent_and_no_more() {
-        // 17.5 MiB before; after, 5% less (0.875 MiB more in use) agrees, a little more does not.
-        let edge = FINISHED + 0.875;
-        let a = advice(&ledger(3.0), &[reading(2.5, FINISHED), reading(3.5, edge)]);
-        assert_eq!(
-            fragmentation(&a).map(|i| i.saving_bytes),
-            Some(FINISHED_SAVING - 7 * MIB / 8)
-        );
-        let past = edge + 1.0 / 1024.0;
-        let a = advice(&ledger(3.0), &[reading(2.5, FINISHED), reading(3.5, past)]);
-        assert_eq!(fragmentation(&a), None, "{a:?}");
-        assert!(a.skipped[0].contains("more than 5% apart"), "{a:?}");
-    }
-
-    #[test]
-    fn one_side_missing_gives_no_advice_and_says_which() {
-        let a = advice(
-            &ledger(3.0),
-            &[reading(1.0, FINISHED), reading(2.0, FINISHED)],
-        );
-        assert_eq!(fragmentation(&a), None, "{a:?}");
-        assert_eq!(a.skipped.len(), 1, "{a:?}");
-        assert!(a.skipped[0].contains("none after it"), "{a:?}");
-        let a = advice(&ledger(3.0), &[reading(4.0, FINISHED)]);
-        assert_eq!(fragmentation(&a), None, "{a:?}");
-        assert!(a.skipped[0].contains("none before it"), "{a:?}");
-        // A reading stamped at the ledger's very time is on the side before it.
-        let a = advice(&ledger(3.0), &[reading(3.0, FINISHED)]);
-        assert!(a.skipped[0].contains("none after it"), "{a:?}");
-        let a = advice(
-            &ledger(3.0),
-            &[reading(3.0, FINISHED), reading(3.2, FINISHED)],
-        );
-        assert!(fragmentation(&a).is_some(), "{a:?}");
-        // No reading at all: nothing to say (not a Python, or never read).
-        let a = advice(&ledger(3.0), &[]);
-        assert_eq!(a.items, Vec::new());
-        assert!(a.skipped.is_empty(), "{a:?}");
-        // Another process's readings are not this one's.
-        let mut other = reading(2.0, FINISHED);
-        other.pid = 8;
-        let a = advice(&ledger(3.0), &[other, reading(4.0, FINISHED)]);
-        assert!(a.skipped[0].contains("none before it"), "{a:?}");
-    }
-
-    #[test]
-    fn the_nearest_pair_decides_whatever_lies_farther() {
-        // Mid-build and mid-free readings well before the ledger, a compacted heap well after
-        // it (fewer arenas): the agreeing pair nearest on either side stands.
-        let mut compact = reading(9.0, FINISHED);
-        compact.pymalloc_arenas = Some(2);
-        compact.pymalloc_free = Some(MIB);
-        let python = [
-            reading(0.5, MID_BUILD),
-            reading(1.0, MID_FREE),
-            reading(2.0, FINISHED),
-            reading(4.0, FINISHED),
-            compact,
-        ];
-        let a = advice(&ledger(3.0), &python);
-        let f = fragmentation(&a).expect("advised");
-        assert_eq!(f.saving_bytes, FINISHED_SAVING);
-        assert!(
-            f.text.contains("readings at 2.00 s and 4.00 s"),
-            "{}",
-            f.text
-        );
-        assert!(a.skipped.is_empty(), "{a:?}");
-        // Unsorted, as they may come: the same.
-        let mut shuffled = python.to_vec();
-        shuffled.reverse();
-        assert_eq!(advice(&ledger(3.0), &shuffled), a);
-        // And the disagreeing reading nearest decides against: a mid-free one just before.
-        let mut python = python.to_vec();
-        python.push(reading(2.8, MID_FREE));
-        let a = advice(&ledger(3.0), &python);
-        assert_eq!(fragmentation(&a), None, "{a:?}");
-        assert!(a.skipped[0].contains("at 2.80 s"), "{a:?}");
-    }
-
-    #[test]
-    fn a_reading_of_other_arenas_on_either_side_gives_no_advice() {
-        let mut fewer = reading(2.0, FINISHED);
-        fewer.pymalloc_arenas = Some(ARENAS - 1);
-        fewer.pymalloc_free = Some((ARENAS - 1) * MIB - MIB);
-        let a = advice(&ledger(3.0), &[fewer, reading(4.0, FINISHED)]);
-        assert_eq!(fragmentation(&a), None, "{a:?}");
-        assert!(
-            a.skipped[0].contains(
-                "reading at 2.00 s found 19.0 MiB of pymalloc arenas, the ledger 20.0 MiB: \
-                 the heap changed between them"
-            ),
-            "{a:?}"
-        );
-    }
-
-    /// A recording of one process whose ledger at the peak (3 s) lies between a reading of the
-    /// heap mid-free and one of it finished: the report says, in each form, why it gives no
-    /// fragmentation advice.
-    #[test]
-    fn a_recording_whose_readings_disagree_around_the_peak_says_why_in_every_report() {
-        let path = std::env::temp_dir().join(format!(
-            "memlens-recording-advice-{}.db",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_file(&path);
-        let meta = Meta {
-            mode: Some(Mode::Record),
-            ..Meta::default()
-        };
-        let mut w = RecordingWriter::create(&path, &meta).unwrap();
-        let info = ProcessInfo {
-            pid: PID,
-            ppid: 1,
-            start_ticks: 1,
-            name: "python3".into(),
-            cmdline: "python3 app.py".into(),
-        };
-        let id = w.add_process(&info, 0.0).unwrap();
-        for (t, rss) in [(1.0, 40), (3.0, 64), (5.0, 64)] {
-            let c = Counters {
-                rss: rss * MIB,
-                vm_hwm: rss * MIB,
-                threads: 1,
-                ..Counters::default()
-            };
-            w.sample(t, id, &c).unwrap();
-            w.tick(t, rss * MIB, rss * MIB, 1, None).unwrap();
-        }
-        let mut tree = memlens_model::tree::assemble(PID, vec![process()], None);
-        tree.totals = process().totals;
-        w.ledger(3.0, "peak", &tree, true).unwrap();
-        for (t, used) in [(2.5, MID_FREE), (3.5, FINISHED)] {
-            let r = reading(t, used);
-            let s = PythonSample {
-                pymalloc_arenas: r.pymalloc_arenas,
-                pymalloc_used: r.pymalloc_used,
-                pymalloc_free: r.pymalloc_free,
-                ..PythonSample::default()
-            };
-            w.python(t, id, &s).unwrap();
-        }
-        w.finish(&End {
-            end_t: Some(5.0),
-            ..End::default()
-        })
-        .unwrap();
-        let m = Model::from_recording(&Recording::open(&path).unwrap()).unwrap();
-        let _ = std::fs::remove_file(&path);
-        let a = m.advice.as_ref().expect("a ledger at the peak");
-        assert_eq!(a.at_seconds, 3.0);
-        assert_eq!(a.items, Vec::new());
-        let why = "pid 7: no fragmentation advice from the ledger at 3.00 s: the Python view's \
-                   readings on either side of it disagree (in use 8.00 MiB at 2.50 s, 1.00 MiB \
-                   at 3.50 s: savings of 10.5 MiB and 17.5 MiB, more than 5% apart)";
-        assert!(
-            a.skipped.len() == 1 && a.skipped[0].starts_with(why),
-            "{a:?}"
-        );
-
-        let mut json = Vec::new();
-        crate::recording_json::render(&m, &Default::default(), &mut json).unwrap();
-        let j: serde_json::Value = serde_json::from_slice(&json).unwrap();
-        assert_eq!(j["advice"], serde_json::json!([]));
-        assert_eq!(j["advice_from"]["at_seconds"], 3.0);
-        assert_eq!(j["advice_from"]["skipped"][0], a.skipped[0].as_str());
-
-        let mut text = Vec::new();
-        crate::recording_text::render(&m, &Default::default(), &mut text).unwrap();
-        let text = String::from_utf8(text).unwrap();
-        assert!(
-            text.contains(&format!("         {}", a.skipped[0])),
-            "{text}"
-        );
-
-        let mut html = Vec::new();
-        crate::html::render(&m, &Default::default(), &mut html).unwrap();
-        let html = String::from_utf8(html).unwrap();
-        assert!(
-            html.contains("readings on either side of it disagree (in use 8.00 MiB at 2.50 s"),
-            "{html}"
-        );
-    }
-}
+mod tests;

@@ -316,42 +316,83 @@ fn cow(py: &Python, freeze: bool) -> (Target, Vec<u32>) {
 
 const WORKERS: usize = 2;
 
-/// Whether the recording (still being written) holds, for every worker, a copy-on-write
-/// measurement and a Python view reading with the collector's frozen count.
-fn cow_read(db: &Path, workers: &[u32]) -> bool {
-    let out = memlens()
-        .args(["report", "--json"])
-        .arg(db)
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        return false;
-    }
-    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+/// Whether a report holds, for every worker, a copy-on-write measurement of its python heap
+/// and a Python view reading with the collector's frozen count, each taken after `after` (s).
+fn cow_read(j: &Value, workers: &[u32], after: f64) -> bool {
     let empty = Vec::new();
     let python = j["python"].as_array().unwrap_or(&empty);
     let sharing = j["sharing"]["workers"].as_array().unwrap_or(&empty);
+    let later = |v: &Value| v.as_f64().is_some_and(|t| t > after);
     workers.iter().all(|&w| {
-        python
-            .iter()
-            .any(|p| u(&p["pid"]) == u64::from(w) && p["gc_frozen"].is_u64())
-            && sharing.iter().any(|s| {
-                u(&s["pid"]) == u64::from(w)
-                    && s["points"].as_array().is_some_and(|p| {
-                        p.iter().any(|p| {
-                            p["measured"] == true
-                                && p["by_category"].as_array().is_some_and(|c| {
-                                    c.iter().any(|c| c["category"] == "python-heap")
-                                })
-                        })
+        python.iter().any(|p| {
+            u(&p["pid"]) == u64::from(w) && p["gc_frozen"].is_u64() && later(&p["t_seconds"])
+        }) && sharing.iter().any(|s| {
+            u(&s["pid"]) == u64::from(w)
+                && s["points"].as_array().is_some_and(|p| {
+                    p.iter().any(|p| {
+                        p["measured"] == true
+                            && later(&p["t"])
+                            && p["by_category"]
+                                .as_array()
+                                .is_some_and(|c| c.iter().any(|c| c["category"] == "python-heap"))
                     })
-            })
+                })
+        })
     })
 }
 
-/// Records the tree until every worker's copy-on-write and frozen count were read.
+/// Polls the recording (one report a poll) until `done` holds of its report, for at most
+/// 240 s: alone a copy-on-write pass comes within about a second; in the whole suite on two
+/// cores, once, over 60 s (the recorder's pass waits for its budget): a generous limit, the
+/// cause open.
+fn wait_for_cow(db: &Path, rec: &Child, what: &str, mut done: impl FnMut(&Value) -> bool) {
+    let until = Instant::now() + Duration::from_secs(240);
+    let mut last = None;
+    while !last.as_ref().is_some_and(&mut done) {
+        if Instant::now() > until {
+            kill(rec.id(), "-INT");
+            let j = last.unwrap_or_default();
+            panic!(
+                "{what}: not in the recording after 240 s (peak {}, breakdown {}, ledger at {}, \
+                 latest reading at {})",
+                j["peak"]["bytes"],
+                j["breakdown"],
+                j["ledger_at_peak_seconds"],
+                latest_reading(&j)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200)); // polling the recording
+        last = report_so_far(db);
+    }
+}
+
+/// The latest copy-on-write measurement or Python view reading in a report (s).
+fn latest_reading(j: &Value) -> f64 {
+    let empty = Vec::new();
+    let python = j["python"].as_array().unwrap_or(&empty).iter();
+    let sharing = j["sharing"]["workers"].as_array().unwrap_or(&empty).iter();
+    let points = sharing.flat_map(|w| w["points"].as_array().unwrap_or(&empty).iter());
+    python
+        .map(|p| &p["t_seconds"])
+        .chain(points.map(|p| &p["t"]))
+        .filter_map(Value::as_f64)
+        .fold(f64::NEG_INFINITY, f64::max)
+}
+
+/// The peak of a report (bytes).
+fn peak(j: &Value) -> u64 {
+    j["peak"]["bytes"].as_u64().unwrap_or(0)
+}
+
+/// Records the tree until every worker's copy-on-write and frozen count were read; then grows
+/// the parent by 32 MiB and, once the ledger shown for the peak holds the growth, frees it: the
+/// peak lies between, after those readings, and no later read can pass it (a tree's PSS moves
+/// by KiB with what other processes share with it). Stops once every worker's were read again
+/// after that ledger. The cow-freeze advice stands only on a measurement and a reading on either
+/// side of it (docs/advice.md): those before it were taken before the growth, those after it
+/// once nothing changes the workers any more.
 fn record_cow(py: &Python, dir: &TempDir, freeze: bool) -> (Value, Vec<u32>, u64) {
-    let (t, workers) = cow(py, freeze);
+    let (mut t, workers) = cow(py, freeze);
     let uss: u64 = workers
         .iter()
         .map(|&w| rollup_field(w, "Private_Clean") + rollup_field(w, "Private_Dirty"))
@@ -367,16 +408,36 @@ fn record_cow(py: &Python, dir: &TempDir, freeze: bool) -> (Value, Vec<u32>, u64
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Alone this takes about a second; in the whole suite on two cores, once, over 60 s (the
-    // recorder's copy-on-write pass waits for its budget): a generous limit, the cause open.
-    let until = Instant::now() + Duration::from_secs(240);
-    while !cow_read(&db, &workers) {
-        if Instant::now() > until {
-            kill(rec.id(), "-INT");
-            panic!("{}: copy-on-write never read", py.label);
-        }
-        std::thread::sleep(Duration::from_millis(200)); // polling the recording
-    }
+    let what = format!(
+        "{}: every worker's copy-on-write and frozen count",
+        py.label
+    );
+    let mut before = (0, 0.0);
+    wait_for_cow(&db, &rec, &what, |j| {
+        before = (peak(j), latest_reading(j));
+        cow_read(j, &workers, f64::NEG_INFINITY)
+    });
+    let (low, read) = before;
+    // The peak holds the growth (give or take the kernel's per-CPU counter batches), and so does
+    // the ledger shown for it (90% of it, as a breakdown at the peak does), taken after the
+    // readings before the growth.
+    let holds_growth = |j: &Value| {
+        let at = j["ledger_at_peak_seconds"]
+            .as_f64()
+            .unwrap_or(f64::NEG_INFINITY);
+        let share = j["breakdown"]["share_of_peak"].as_f64().unwrap_or(0.0);
+        (peak(j) >= low + (24 << 20) && share >= 0.9 && at > read).then_some(at)
+    };
+    t.send("grow");
+    assert_eq!(t.read_line().as_deref(), Some("GROWN"), "answer to grow");
+    let what = format!("{}: the peak's ledger after the growth", py.label);
+    wait_for_cow(&db, &rec, &what, |j| holds_growth(j).is_some());
+    t.send("shrink");
+    assert_eq!(t.read_line().as_deref(), Some("SHRUNK"), "answer to shrink");
+    let what = format!("{}: both read again after the peak's ledger", py.label);
+    wait_for_cow(&db, &rec, &what, |j| {
+        holds_growth(j).is_some_and(|at| cow_read(j, &workers, at))
+    });
     kill(rec.id(), "-INT");
     let out = rec.wait_with_output().unwrap();
     assert!(out.status.success(), "{}: {}", py.label, stderr(&out));
@@ -412,6 +473,8 @@ fn a_recorded_forked_tree_gets_cow_freeze_advice() {
         }
         for a in &cow {
             assert_eq!(a["estimated"], true);
+            let text = a["text"].as_str().unwrap_or_default();
+            assert!(text.contains("on either side of the ledger at"), "{text}");
             assert!(workers.iter().any(|&w| u64::from(w) == u(&a["pid"])));
         }
         if (est as f64 - measured as f64).abs() > measured as f64 * 0.25 {
