@@ -42,7 +42,7 @@ impl Cursor {
 
     /// This cursor if it may resume a lookup of `at` (it stopped at or before it), else a new
     /// one.
-    fn from(self, first_line: i64, at: i64) -> Cursor {
+    fn or_restart(self, first_line: i64, at: i64) -> Cursor {
         if self.start <= at {
             self
         } else {
@@ -60,7 +60,7 @@ pub fn lnotab_line(table: &[u8], first_line: i64, lasti: i64) -> i64 {
 /// [`lnotab_line`] from `cur`, left after the last pair applied ([`Cursor`]).
 pub fn lnotab_line_at(table: &[u8], first_line: i64, lasti: i64, cur: &mut Cursor) -> i64 {
     // The cursor's `start` is the offset reached by the pairs applied (all at or before it).
-    let mut c = cur.from(first_line, lasti);
+    let mut c = cur.or_restart(first_line, lasti);
     while let Some(pair) = table.get(c.pos..c.pos + 2) {
         let addr = c.start + i64::from(pair[0]);
         if addr > lasti {
@@ -92,7 +92,7 @@ pub fn linetable310_line_at(
     if offset < 0 {
         return Some(first_line);
     }
-    let mut c = cur.from(first_line, offset);
+    let mut c = cur.or_restart(first_line, offset);
     while let Some(pair) = table.get(c.pos..c.pos + 2) {
         let end = c.start + i64::from(pair[0]);
         let delta = pair[1] as i8;
@@ -159,7 +159,7 @@ pub fn location_line_at(
             (u >> 1) as i64
         })
     };
-    let mut c = cur.from(first_line, index);
+    let mut c = cur.or_restart(first_line, index);
     while c.pos < table.len() {
         let mut pos = c.pos;
         let mut line = c.line;
